@@ -1,0 +1,1 @@
+"""Implementations of :class:`inference_iface.InferenceInterface` (ONNX Runtime, Triton)."""

@@ -1,0 +1,31 @@
+"""The exception hierarchy shared by every backend.
+
+Every error raised by the interface derives from :class:`InferenceError`, so a framework can catch
+one type. Messages name the tensor, model, file or key involved and say what was expected.
+"""
+
+from __future__ import annotations
+
+
+class InferenceError(Exception):
+    """Base class of every error raised by ``inference_iface`` and its backends."""
+
+
+class InputError(InferenceError, ValueError):
+    """The caller's inputs do not match the model signature (name, dtype, rank or dimension)."""
+
+
+class ModelError(InferenceError):
+    """The model cannot be loaded, its signature is unusable, or the model failed while running."""
+
+
+class BackendUnavailableError(InferenceError):
+    """The backend (library, device or server) cannot be reached or loaded."""
+
+
+class InferenceTimeoutError(InferenceError, TimeoutError):
+    """A call did not finish within its deadline (``timeout_s``)."""
+
+
+class ConfigError(InferenceError, ValueError):
+    """A configuration or job-options value is invalid, unknown, or missing."""

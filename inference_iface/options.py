@@ -1,0 +1,98 @@
+"""Job options: TOML files, ``--set dotted.key=value`` overrides, and strict structuring into attrs classes.
+
+Unknown keys are errors that list the valid choices; values are converted and validated by cattrs.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+
+from inference_iface.errors import ConfigError
+
+T = TypeVar("T")
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read one TOML file into a dict; a missing or malformed file raises :class:`ConfigError` naming it."""
+    path = Path(path)
+    try:
+        with path.open("rb") as stream:
+            return tomllib.load(stream)
+    except FileNotFoundError:
+        raise ConfigError(f"job options file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"job options file {str(path)!r} is not valid TOML: {error}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"a.b.c=value"`` into its key path and a value parsed as TOML (a bare word stays a string)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} must look like dotted.key=value")
+    try:
+        value = tomllib.loads(f"value = {raw.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def apply_overrides(options: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A copy of ``options`` with each ``dotted.key=value`` override set, creating tables as needed."""
+    result = copy.deepcopy(dict(options))
+    for text in overrides:
+        path, value = parse_override(text)
+        table = result
+        for part in path[:-1]:
+            child = table.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is a value, not a table")
+            table = child
+        table[path[-1]] = value
+    return result
+
+
+def structure(data: Mapping[str, Any], cls: type[T], where: str = "options") -> T:
+    """Build ``cls`` (an attrs class) from ``data``; unknown keys and bad values raise :class:`ConfigError`.
+
+    ``where`` names the table in messages (``"[finding.graph]"``).
+    """
+    try:
+        return _converter.structure(dict(data), cls)
+    except (ClassValidationError, ForbiddenExtraKeysError) as error:
+        raise ConfigError(f"{where}: {_explain(error)}") from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def unstructure(value: Any) -> Any:
+    """Plain dicts/lists from an attrs value (for writing effective job options into reports)."""
+    return _converter.unstructure(value)
+
+
+def _explain(error: BaseException) -> str:
+    extra = _first(error, ForbiddenExtraKeysError)
+    if extra is not None:
+        valid = ", ".join(field.name for field in attrs.fields(extra.cl))
+        return f"unknown key(s) {', '.join(sorted(extra.extra_fields))}; valid keys are {valid}"
+    return "; ".join(cattrs.transform_error(error))
+
+
+def _first(error: BaseException, kind: type[BaseException]) -> Any:
+    if isinstance(error, kind):
+        return error
+    for child in getattr(error, "exceptions", ()):
+        found = _first(child, kind)
+        if found is not None:
+            return found
+    return None

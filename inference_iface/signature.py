@@ -1,0 +1,148 @@
+"""Value types describing a model: :class:`TensorSpec` and :class:`ModelSignature`.
+
+Tensor names are free-form strings (``"input.1"``, ``"y:0"``); Python field names are derived from
+them by :func:`field_name`, the one documented rule:
+
+1. every character that is not an ASCII letter, digit or underscore becomes ``_``;
+2. a name that then starts with a digit or an underscore gets the prefix ``t_``
+   (``namedtuple`` forbids leading underscores);
+3. a Python keyword gets the suffix ``_`` (``"lambda"`` → ``"lambda_"``);
+4. names that collide after steps 1-3 get ``_2``, ``_3``, ... in signature order
+   (``"a.b"`` and ``"a:b"`` → ``a_b`` and ``a_b_2``).
+"""
+
+from __future__ import annotations
+
+import functools
+import keyword
+import re
+from collections import namedtuple
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import attrs
+
+from inference_iface.dtypes import DTYPE_NAMES
+from inference_iface.errors import ModelError
+
+_NOT_IDENTIFIER = re.compile(r"[^0-9A-Za-z_]")
+
+
+def field_name(tensor_name: str) -> str:
+    """The Python identifier for one tensor name (steps 1-3 of the module's rule)."""
+    name = _NOT_IDENTIFIER.sub("_", tensor_name)
+    if not name or name[0].isdigit() or name[0] == "_":
+        name = "t_" + name
+    if keyword.iskeyword(name):
+        name += "_"
+    return name
+
+
+def field_names(tensor_names: Iterable[str]) -> tuple[str, ...]:
+    """Python identifiers for a sequence of tensor names, collisions resolved by numbered suffixes."""
+    taken: set[str] = set()
+    result = []
+    for tensor_name in tensor_names:
+        base = candidate = field_name(tensor_name)
+        index = 2
+        while candidate in taken:
+            candidate = f"{base}_{index}"
+            index += 1
+        taken.add(candidate)
+        result.append(candidate)
+    return tuple(result)
+
+
+def _shape(value: Iterable[int | None]) -> tuple[int, ...]:
+    return tuple(-1 if dim is None or dim < 0 else int(dim) for dim in value)
+
+
+def _check_dtype(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value not in DTYPE_NAMES:
+        raise ModelError(f"tensor {instance.name!r}: unknown dtype {value!r}; expected one of {', '.join(DTYPE_NAMES)}")
+
+
+@attrs.frozen(repr=False)
+class TensorSpec:
+    """One named tensor of a model: its dtype name and shape, ``-1`` marking a dynamic dimension."""
+
+    name: str
+    dtype: str = attrs.field(validator=_check_dtype)
+    shape: tuple[int, ...] = attrs.field(converter=_shape)
+
+    @property
+    def rank(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    def __repr__(self) -> str:
+        dims = ", ".join("?" if dim < 0 else str(dim) for dim in self.shape)
+        return f"TensorSpec({self.name!r}, {self.dtype}, [{dims}])"
+
+
+def _specs(value: Iterable[TensorSpec]) -> tuple[TensorSpec, ...]:
+    specs = tuple(value)
+    names = [spec.name for spec in specs]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise ModelError(f"tensor names must be unique; repeated: {', '.join(duplicated)}")
+    return specs
+
+
+@attrs.frozen(repr=False)
+class ModelSignature:
+    """The named inputs and outputs of a model, in the model's own order."""
+
+    inputs: tuple[TensorSpec, ...] = attrs.field(converter=_specs)
+    outputs: tuple[TensorSpec, ...] = attrs.field(converter=_specs)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Input tensor names in signature order."""
+        return tuple(spec.name for spec in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Output tensor names in signature order."""
+        return tuple(spec.name for spec in self.outputs)
+
+    def input(self, name: str) -> TensorSpec:
+        """The input spec called ``name``."""
+        return _find(self.inputs, name, "input")
+
+    def output(self, name: str) -> TensorSpec:
+        """The output spec called ``name``."""
+        return _find(self.outputs, name, "output")
+
+    @property
+    def input_type(self) -> type[NamedTuple]:
+        """A NamedTuple class whose fields are the input names made identifiers, for building inputs."""
+        return named_tuple_type("Inputs", self.input_names)
+
+    @property
+    def output_type(self) -> type[NamedTuple]:
+        """The NamedTuple class returned by ``infer`` when all outputs are requested."""
+        return named_tuple_type("Outputs", self.output_names)
+
+    def __repr__(self) -> str:
+        inputs = ", ".join(map(repr, self.inputs))
+        outputs = ", ".join(map(repr, self.outputs))
+        return f"ModelSignature(inputs=({inputs}), outputs=({outputs}))"
+
+
+def _find(specs: Sequence[TensorSpec], name: str, kind: str) -> TensorSpec:
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no {kind} called {name!r}; the model has {', '.join(spec.name for spec in specs)}")
+
+
+@functools.cache
+def named_tuple_type(type_name: str, tensor_names: tuple[str, ...]) -> type[NamedTuple]:
+    """The NamedTuple class (made once per name tuple) with fields ``field_names(tensor_names)``.
+
+    The class carries ``tensor_names``, so a value can be turned back into a mapping by tensor name.
+    """
+    cls = namedtuple(type_name, field_names(tensor_names))  # noqa: PYI024 - fields are only known at run time
+    cls.tensor_names = tensor_names
+    return cls

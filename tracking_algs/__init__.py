@@ -1,0 +1,1 @@
+"""GNN track finding, fitting, simulation and performance, built on :mod:`inference_iface`."""

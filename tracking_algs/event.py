@@ -1,0 +1,120 @@
+"""Event data: spacepoints, truth and particles as numpy-backed attrs containers.
+
+Each container holds equal-length 1-D (or per-row) numpy columns and slices cheaply with
+:meth:`Columns.take` (a boolean mask or an index array), which applies to every column at once.
+Units: mm, GeV, electron charges.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import attrs
+import numpy as np
+
+C = TypeVar("C", bound="Columns")
+
+
+def _float(value: Any) -> np.ndarray:
+    return np.asarray(value, dtype=np.float64)
+
+
+def _int(value: Any) -> np.ndarray:
+    return np.asarray(value, dtype=np.int64)
+
+
+@attrs.frozen
+class Columns:
+    """Base of the column containers: length checks and row selection."""
+
+    def __attrs_post_init__(self) -> None:
+        lengths = {field.name: len(getattr(self, field.name)) for field in attrs.fields(type(self))}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"{type(self).__name__}: columns differ in length: {lengths}")
+
+    def __len__(self) -> int:
+        first = attrs.fields(type(self))[0]
+        return len(getattr(self, first.name))
+
+    def take(self: C, rows: np.ndarray | slice) -> C:
+        """The rows selected by a boolean mask, an index array or a slice, in every column."""
+        return type(self)(**{field.name: getattr(self, field.name)[rows] for field in attrs.fields(type(self))})
+
+
+@attrs.frozen
+class Spacepoints(Columns):
+    """Measured hits. ``sigma`` holds the two local measurement errors per hit (mm):
+    (r·phi, z) on a barrel layer and (r·phi, r) on an endcap disk."""
+
+    hit_id: np.ndarray = attrs.field(converter=_int)
+    x: np.ndarray = attrs.field(converter=_float)
+    y: np.ndarray = attrs.field(converter=_float)
+    z: np.ndarray = attrs.field(converter=_float)
+    volume_id: np.ndarray = attrs.field(converter=_int)
+    layer_id: np.ndarray = attrs.field(converter=_int)
+    module_id: np.ndarray = attrs.field(converter=_int)
+    sigma: np.ndarray = attrs.field(converter=_float)
+
+    @property
+    def r(self) -> np.ndarray:
+        """Transverse radius sqrt(x² + y²) in mm."""
+        return np.hypot(self.x, self.y)
+
+    @property
+    def phi(self) -> np.ndarray:
+        """Azimuth atan2(y, x) in (-pi, pi]."""
+        return np.arctan2(self.y, self.x)
+
+
+@attrs.frozen
+class Truth(Columns):
+    """Per-hit truth, row-aligned with the spacepoints: the particle (0 = noise), true position and momentum."""
+
+    hit_id: np.ndarray = attrs.field(converter=_int)
+    particle_id: np.ndarray = attrs.field(converter=_int)
+    tx: np.ndarray = attrs.field(converter=_float)
+    ty: np.ndarray = attrs.field(converter=_float)
+    tz: np.ndarray = attrs.field(converter=_float)
+    tpx: np.ndarray = attrs.field(converter=_float)
+    tpy: np.ndarray = attrs.field(converter=_float)
+    tpz: np.ndarray = attrs.field(converter=_float)
+    weight: np.ndarray = attrs.field(converter=_float)
+
+
+@attrs.frozen
+class Particles(Columns):
+    """Generated particles: production vertex (mm), momentum (GeV), charge and number of hits."""
+
+    particle_id: np.ndarray = attrs.field(converter=_int)
+    vx: np.ndarray = attrs.field(converter=_float)
+    vy: np.ndarray = attrs.field(converter=_float)
+    vz: np.ndarray = attrs.field(converter=_float)
+    px: np.ndarray = attrs.field(converter=_float)
+    py: np.ndarray = attrs.field(converter=_float)
+    pz: np.ndarray = attrs.field(converter=_float)
+    q: np.ndarray = attrs.field(converter=_int)
+    nhits: np.ndarray = attrs.field(converter=_int)
+
+    @property
+    def pt(self) -> np.ndarray:
+        """Transverse momentum in GeV."""
+        return np.hypot(self.px, self.py)
+
+    @property
+    def eta(self) -> np.ndarray:
+        """Pseudorapidity."""
+        return np.arcsinh(self.pz / np.maximum(self.pt, 1e-12))
+
+
+@attrs.frozen
+class Event:
+    """One event: its spacepoints, and truth and particles when known (real data may have neither)."""
+
+    event_id: int
+    spacepoints: Spacepoints
+    truth: Truth | None = None
+    particles: Particles | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.truth is not None and not np.array_equal(self.truth.hit_id, self.spacepoints.hit_id):
+            raise ValueError(f"event {self.event_id}: truth rows must align with spacepoints by hit_id")
