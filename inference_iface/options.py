@@ -6,13 +6,13 @@ Unknown keys are errors that list the valid choices; values are converted and va
 from __future__ import annotations
 
 import copy
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
 import cattrs
+import tomllib
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 
 from inference_iface.errors import ConfigError

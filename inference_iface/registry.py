@@ -89,7 +89,9 @@ def make_config(options: Mapping[str, Any] | BackendConfig) -> tuple[str, Backen
     settings = dict(options)
     name = settings.pop("backend", None)
     if name is None:
-        raise ConfigError(f"inference options need a 'backend' key; valid backends are {', '.join(available_backends())}")
+        raise ConfigError(
+            f"inference options need a 'backend' key; valid backends are {', '.join(available_backends())}"
+        )
     return name, structure(settings, backend_class(name).config_class, where=f"backend {name!r}")
 
 

@@ -143,6 +143,6 @@ def named_tuple_type(type_name: str, tensor_names: tuple[str, ...]) -> type[Name
 
     The class carries ``tensor_names``, so a value can be turned back into a mapping by tensor name.
     """
-    cls = namedtuple(type_name, field_names(tensor_names))  # noqa: PYI024 - fields are only known at run time
+    cls = namedtuple(type_name, field_names(tensor_names))
     cls.tensor_names = tensor_names
     return cls

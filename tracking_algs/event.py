@@ -118,3 +118,27 @@ class Event:
     def __attrs_post_init__(self) -> None:
         if self.truth is not None and not np.array_equal(self.truth.hit_id, self.spacepoints.hit_id):
             raise ValueError(f"event {self.event_id}: truth rows must align with spacepoints by hit_id")
+
+
+@attrs.frozen
+class TrackCandidates:
+    """Found tracks as one label per spacepoint row: ``labels[i]`` is the track id of row ``i``, -1 if unassigned."""
+
+    labels: np.ndarray = attrs.field(converter=_int)
+
+    @property
+    def track_ids(self) -> np.ndarray:
+        """Sorted ids of the tracks (labels ≥ 0)."""
+        return np.unique(self.labels[self.labels >= 0])
+
+    def __len__(self) -> int:
+        return len(self.track_ids)
+
+    def groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tracks in compressed form: ``(track_ids, offsets, rows)``; the spacepoint rows of track
+        ``track_ids[k]`` are ``rows[offsets[k]:offsets[k + 1]]`` (ascending row order)."""
+        assigned = np.flatnonzero(self.labels >= 0)
+        order = assigned[np.argsort(self.labels[assigned], kind="stable")]
+        track_ids, counts = np.unique(self.labels[order], return_counts=True)
+        offsets = np.concatenate(([0], np.cumsum(counts)))
+        return track_ids, offsets, order

@@ -1,0 +1,1 @@
+"""Sub-commands of ``trkx`` (see :mod:`tracking_algs.cli`)."""
