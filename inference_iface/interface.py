@@ -92,6 +92,7 @@ class InferenceInterface(abc.ABC):
 
     def close(self) -> None:
         """Release the backend's resources; the interface cannot be used afterwards."""
+        return None  # a backend without resources has nothing to release
 
     def __enter__(self) -> InferenceInterface:
         return self
