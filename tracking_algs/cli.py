@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from inference_iface.errors import InferenceError
+from tracking_algs.errors import TrackingError
 
 #: Command modules, in the order ``trkx --help`` lists them.
 COMMANDS: tuple[str, ...] = ()
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except InferenceError as error:
+    except (InferenceError, TrackingError) as error:
         print(f"trkx {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,15 @@
+"""Errors raised by the tracking layer (inference errors come from :mod:`inference_iface.errors`)."""
+
+from __future__ import annotations
+
+
+class TrackingError(Exception):
+    """Base class of the tracking layer's errors."""
+
+
+class EventFormatError(TrackingError, ValueError):
+    """An event file is malformed; the message names the file, and the row and column where known."""
+
+
+class FittingError(TrackingError):
+    """The fitting hook cannot be built or used (bad hook name, factory returning the wrong type)."""
