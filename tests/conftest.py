@@ -1,0 +1,24 @@
+"""Shared pytest fixtures: a session-wide directory of real ONNX models built by :mod:`onnx_models`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import onnx_models
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory (shared by the whole session) to write ONNX models into."""
+    return tmp_path_factory.mktemp("onnx_models")
+
+
+@pytest.fixture(scope="session")
+def two_in_two_out_path(model_dir: Path) -> Path:
+    """Path of :func:`onnx_models.two_in_two_out`."""
+    return onnx_models.two_in_two_out(model_dir)

@@ -1,0 +1,165 @@
+"""Real ONNX models built with ``onnx.helper`` for the tests and benchmarks.
+
+Each builder writes one ``.onnx`` file into the directory it is given and returns its path. These are
+plain functions (not fixtures) so benchmarks and other test modules can call them too.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+#: ONNX opset used by every model here (supported by the installed onnxruntime).
+OPSET = 17
+
+#: Interface dtype name → ONNX element type, for every dtype ONNX Runtime's CPU provider runs through Identity.
+ONNX_TYPES: dict[str, int] = {
+    "bool": TensorProto.BOOL,
+    "int8": TensorProto.INT8,
+    "int16": TensorProto.INT16,
+    "int32": TensorProto.INT32,
+    "int64": TensorProto.INT64,
+    "uint8": TensorProto.UINT8,
+    "uint16": TensorProto.UINT16,
+    "uint32": TensorProto.UINT32,
+    "uint64": TensorProto.UINT64,
+    "float16": TensorProto.FLOAT16,
+    "bfloat16": TensorProto.BFLOAT16,
+    "float32": TensorProto.FLOAT,
+    "float64": TensorProto.DOUBLE,
+    "bytes": TensorProto.STRING,
+}
+
+
+def _save(graph: onnx.GraphProto, directory: str | Path, file_name: str) -> Path:
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="inference-iface tests"
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    path = Path(directory) / file_name
+    onnx.save(model, path)
+    return path
+
+
+def two_in_two_out(directory: str | Path) -> Path:
+    """Inputs ``"input.1"`` and ``"y:0"`` (float32 [?, 3]); outputs ``"sum"`` and ``"prod:0"`` (element-wise)."""
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 3]) for name in ("input.1", "y:0")]
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 3]) for name in ("sum", "prod:0")]
+    nodes = [
+        helper.make_node("Add", ["input.1", "y:0"], ["sum"]),
+        helper.make_node("Mul", ["input.1", "y:0"], ["prod:0"]),
+    ]
+    return _save(helper.make_graph(nodes, "two_in_two_out", inputs, outputs), directory, "two_in_two_out.onnx")
+
+
+def identity_model(directory: str | Path, dtype_name: str, shape: tuple[int | str | None, ...] = ("n", 2)) -> Path:
+    """``"out:0" = Identity("in.0")`` for tensors of interface dtype ``dtype_name`` (a key of :data:`ONNX_TYPES`)."""
+    element_type = ONNX_TYPES[dtype_name]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["in.0"], ["out:0"])],
+        f"identity_{dtype_name}",
+        [helper.make_tensor_value_info("in.0", element_type, list(shape))],
+        [helper.make_tensor_value_info("out:0", element_type, list(shape))],
+    )
+    return _save(graph, directory, f"identity_{dtype_name}.onnx")
+
+
+def fixed_shape_model(directory: str | Path) -> Path:
+    """Fixed dims: ``"x"`` float32 [2, 4] and ``"scale"`` float32 [4] → ``"scaled"`` [2, 4] = x * scale,
+    and ``"total"`` float32 [2] = row sums of ``scaled``."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "scale"], ["scaled"]),
+            helper.make_node("ReduceSum", ["scaled", "axes"], ["total"], keepdims=0),
+        ],
+        "fixed_shape",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]),
+            helper.make_tensor_value_info("scale", TensorProto.FLOAT, [4]),
+        ],
+        [
+            helper.make_tensor_value_info("scaled", TensorProto.FLOAT, [2, 4]),
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, [2]),
+        ],
+        initializer=[numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
+    )
+    return _save(graph, directory, "fixed_shape.onnx")
+
+
+def mixed_dtypes_model(directory: str | Path) -> Path:
+    """Inputs of several dtypes at once: ``"hits/x"`` float32 [?, 3], ``"ids"`` int64 [?], ``"mask"`` bool [?]
+    → ``"scaled"`` float64 [?, 3] (x cast up, doubled), ``"ids+1"`` int64 [?], ``"not mask"`` bool [?]."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["hits/x"], ["x64"], to=TensorProto.DOUBLE),
+            helper.make_node("Add", ["x64", "x64"], ["scaled"]),
+            helper.make_node("Add", ["ids", "one"], ["ids+1"]),
+            helper.make_node("Not", ["mask"], ["not mask"]),
+        ],
+        "mixed_dtypes",
+        [
+            helper.make_tensor_value_info("hits/x", TensorProto.FLOAT, ["n", 3]),
+            helper.make_tensor_value_info("ids", TensorProto.INT64, ["m"]),
+            helper.make_tensor_value_info("mask", TensorProto.BOOL, ["m"]),
+        ],
+        [
+            helper.make_tensor_value_info("scaled", TensorProto.DOUBLE, ["n", 3]),
+            helper.make_tensor_value_info("ids+1", TensorProto.INT64, ["m"]),
+            helper.make_tensor_value_info("not mask", TensorProto.BOOL, ["m"]),
+        ],
+        initializer=[numpy_helper.from_array(np.array(1, dtype=np.int64), "one")],
+    )
+    return _save(graph, directory, "mixed_dtypes.onnx")
+
+
+def mlp_model(
+    directory: str | Path, file_name: str, widths: tuple[int, ...], seed: int = 0, input_name: str = "features"
+) -> Path:
+    """A float32 MLP ``widths[0] → ... → widths[-1]`` (ReLU between layers) with a dynamic batch dimension.
+
+    Input ``input_name`` [?, widths[0]], output ``"embedding"`` [?, widths[-1]]; weights drawn from ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    nodes, initializers = [], []
+    current = input_name
+    for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+        weight = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
+        bias = (0.1 * rng.standard_normal(fan_out)).astype(np.float32)
+        initializers += [numpy_helper.from_array(weight, f"w{layer}"), numpy_helper.from_array(bias, f"b{layer}")]
+        last = layer == len(widths) - 2
+        target = "embedding" if last else f"h{layer}"
+        nodes.append(helper.make_node("Gemm", [current, f"w{layer}", f"b{layer}"], [target]))
+        if not last:
+            nodes.append(helper.make_node("Relu", [target], [f"a{layer}"]))
+            target = f"a{layer}"
+        current = target
+    graph = helper.make_graph(
+        nodes,
+        Path(file_name).stem,
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", widths[0]])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", widths[-1]])],
+        initializer=initializers,
+    )
+    return _save(graph, directory, file_name)
+
+
+def small_mlp(directory: str | Path) -> Path:
+    """The benchmark's small model: 3 → 8 (one layer), run on 1000 rows."""
+    return mlp_model(directory, "small_mlp.onnx", (3, 8))
+
+
+def medium_mlp(directory: str | Path) -> Path:
+    """The benchmark's medium model: 12 → 64 → 64 → 8, run on 100 000 rows (an embedding-sized MLP)."""
+    return mlp_model(directory, "medium_mlp.onnx", (12, 64, 64, 8))
+
+
+def corrupt_model(directory: str | Path) -> Path:
+    """A file named ``.onnx`` that is not an ONNX model."""
+    path = Path(directory) / "corrupt.onnx"
+    path.write_bytes(b"this is not a protobuf model\x00\x01")
+    return path
