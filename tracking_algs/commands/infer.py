@@ -1,0 +1,64 @@
+"""``trkx infer MODEL.onnx --input NAME=FILE.npy ...``: run one inference and save the outputs as ``.npz``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from inference_iface import InputError
+from tracking_algs.commands.model_args import add_model_arguments, open_model
+
+NAME = "infer"
+HELP = "run an ONNX model once on .npy inputs and save its outputs to .npz"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's arguments to ``parser``."""
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--input",
+        "-i",
+        dest="inputs",
+        action="append",
+        default=[],
+        metavar="NAME=FILE.npy",
+        help="one input tensor (by its tensor name) read from a .npy file; repeat for every input",
+    )
+    parser.add_argument("--output", "-o", type=Path, default=Path("outputs.npz"), help="where to write the outputs")
+    parser.add_argument("--outputs", nargs="+", metavar="NAME", default=None, help="only these outputs (default: all)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read the inputs, run the model once, write one ``.npz`` array per output (keys = tensor names)."""
+    inputs = dict(read_input(text) for text in args.inputs)
+    with open_model(args) as iface:
+        result = iface.infer(inputs, outputs=args.outputs)
+    arrays = {name: portable(array) for name, array in zip(result.tensor_names, result, strict=True)}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.output, **arrays)
+    print(f"wrote {args.output}:")
+    for name, array in arrays.items():
+        print(f"  {name}: {array.dtype} {list(array.shape)}")
+    return 0
+
+
+def read_input(text: str) -> tuple[str, np.ndarray]:
+    """Parse ``NAME=FILE.npy`` and load the array (no pickles)."""
+    name, sep, file_name = text.partition("=")
+    if not sep or not name or not file_name:
+        raise InputError(f"--input {text!r} must look like NAME=FILE.npy")
+    try:
+        return name, np.load(file_name, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise InputError(f"input {name!r}: cannot read {file_name!r} as a .npy array: {error}") from None
+
+
+def portable(array: np.ndarray) -> np.ndarray:
+    """String tensors (numpy object arrays) as fixed-width str/bytes arrays, so the .npz needs no pickle."""
+    if array.dtype != object:
+        return array
+    if array.size and isinstance(array.flat[0], bytes):
+        return array.astype(np.bytes_)
+    return array.astype(np.str_)
