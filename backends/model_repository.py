@@ -1,0 +1,177 @@
+"""Writing standard Triton model directories, with ``config.pbtxt`` generated from the model's signature.
+
+Layout written by :func:`add_onnx_model` (``flavour="python"``, the default for the embedded server,
+which has no ONNX Runtime backend)::
+
+    REPOSITORY/NAME/config.pbtxt            backend: "python", inputs/outputs, instance_group, parameters
+    REPOSITORY/NAME/1/model.onnx
+    REPOSITORY/NAME/1/model.py              backends/triton_python_model.py: runs model.onnx with onnxruntime
+
+``flavour="onnxruntime"`` writes ``platform: "onnxruntime_onnx"`` and only ``1/model.onnx``, for a full
+(NGC) Triton server. Both record the ONNX file's SHA-256 in the parameter ``onnx_sha256``, which the
+client's ``model_checksum`` option checks.
+
+:func:`model_config` and :func:`write_model_config` are general (any backend or platform, any signature),
+so ensembles and custom Python backends can be written with them too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import onnx
+from google.protobuf import text_format
+from onnx.helper import tensor_dtype_to_np_dtype
+from tritonclient.grpc import model_config_pb2
+
+from backends.triton_types import config_data_type
+from inference_iface.dtypes import dtype_name
+from inference_iface.errors import ConfigError, ModelError
+from inference_iface.signature import ModelSignature, TensorSpec
+
+Flavour = Literal["python", "onnxruntime"]
+FLAVOURS: tuple[str, ...] = ("python", "onnxruntime")
+InstanceKind = Literal["cpu", "gpu"]
+
+#: The template copied as ``model.py`` into Python-flavour model directories.
+PYTHON_MODEL_TEMPLATE = Path(__file__).with_name("triton_python_model.py")
+
+#: Parameter holding the ONNX file's SHA-256 in ``config.pbtxt``.
+CHECKSUM_PARAMETER = "onnx_sha256"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def onnx_signature(path: str | Path) -> ModelSignature:
+    """The named inputs and outputs of an ONNX file (graph inputs that are initializers are left out).
+
+    Raises:
+        ModelError: the file is not a readable ONNX model, or uses a dtype the interface does not know.
+    """
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # onnx raises DecodeError, OSError, ... for a bad file
+        raise ModelError(f"cannot read ONNX model {str(path)!r}: {error}") from error
+    initializers = {init.name for init in model.graph.initializer}
+
+    def spec(value: onnx.ValueInfoProto) -> TensorSpec:
+        tensor = value.type.tensor_type
+        if not value.type.HasField("tensor_type"):
+            raise ModelError(f"ONNX model {str(path)!r}: {value.name!r} is not a tensor")
+        dims = [dim.dim_value if dim.HasField("dim_value") else -1 for dim in tensor.shape.dim]
+        return TensorSpec(value.name, dtype_name(tensor_dtype_to_np_dtype(tensor.elem_type)), dims)
+
+    inputs = [spec(value) for value in model.graph.input if value.name not in initializers]
+    return ModelSignature(inputs=inputs, outputs=[spec(value) for value in model.graph.output])
+
+
+def model_config(
+    name: str,
+    signature: ModelSignature,
+    *,
+    backend: str = "",
+    platform: str = "",
+    instances: int = 1,
+    instance_kind: InstanceKind = "cpu",
+    parameters: Mapping[str, str] | None = None,
+) -> model_config_pb2.ModelConfig:
+    """A Triton ``ModelConfig`` with ``max_batch_size: 0`` (the batch dimension is part of each shape)."""
+    if instances < 1:
+        raise ConfigError(f"model {name!r}: instances must be >= 1, got {instances}")
+    config = model_config_pb2.ModelConfig(name=name, backend=backend, platform=platform, max_batch_size=0)
+    for specs, target in ((signature.inputs, config.input), (signature.outputs, config.output)):
+        for spec in specs:
+            tensor = target.add(name=spec.name, dims=list(spec.shape))
+            tensor.data_type = model_config_pb2.DataType.Value(config_data_type(spec.dtype))
+    kind = model_config_pb2.ModelInstanceGroup.Kind.Value(f"KIND_{instance_kind.upper()}")
+    config.instance_group.add(count=instances, kind=kind)
+    for key, value in (parameters or {}).items():
+        config.parameters[key].string_value = value
+    return config
+
+
+def write_model_config(model_dir: str | Path, config: model_config_pb2.ModelConfig) -> Path:
+    """Write ``config`` as protobuf text into ``model_dir/config.pbtxt``; returns that path."""
+    path = Path(model_dir) / "config.pbtxt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text_format.MessageToString(config))
+    return path
+
+
+def read_model_config(model_dir: str | Path) -> model_config_pb2.ModelConfig:
+    """Parse ``model_dir/config.pbtxt``."""
+    path = Path(model_dir) / "config.pbtxt"
+    try:
+        return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    except (OSError, text_format.ParseError) as error:
+        raise ModelError(f"cannot read Triton model config {str(path)!r}: {error}") from error
+
+
+def add_onnx_model(
+    onnx_path: str | Path,
+    repository: str | Path,
+    name: str,
+    *,
+    flavour: Flavour = "python",
+    instances: int = 1,
+    instance_kind: InstanceKind = "cpu",
+    version: int = 1,
+    intra_op_threads: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``repository/name`` serving the ONNX file ``onnx_path``; returns the model directory.
+
+    Args:
+        flavour: ``"python"`` (Python backend running onnxruntime; works on the embedded server) or
+            ``"onnxruntime"`` (``platform: "onnxruntime_onnx"``, for a full Triton server).
+        instances: model instances (``instance_group`` count).
+        instance_kind: ``"cpu"`` or ``"gpu"`` (``KIND_CPU``/``KIND_GPU``).
+        intra_op_threads: ONNX Runtime threads per instance (0 = its default).
+        overwrite: replace an existing model directory instead of raising.
+
+    Raises:
+        ConfigError: bad name, flavour or count, or the directory exists and ``overwrite`` is false.
+        ModelError: the ONNX file cannot be read.
+    """
+    onnx_path = Path(onnx_path)
+    if flavour not in FLAVOURS:
+        raise ConfigError(f"flavour {flavour!r} is unknown; expected one of {', '.join(FLAVOURS)}")
+    if not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"model name {name!r} must be a plain directory name")
+    if not onnx_path.is_file():
+        raise ConfigError(f"ONNX model {str(onnx_path)!r} does not exist")
+    signature = onnx_signature(onnx_path)
+    model_dir = Path(repository) / name
+    if model_dir.exists():
+        if not overwrite:
+            raise ConfigError(f"model directory {str(model_dir)!r} exists; pass overwrite=True (--force) to replace it")
+        shutil.rmtree(model_dir)
+    parameters = {CHECKSUM_PARAMETER: file_sha256(onnx_path)}
+    if flavour == "python":
+        runner = {"backend": "python"}
+        parameters |= {"onnx_file": "model.onnx", "intra_op_threads": str(intra_op_threads)}
+    else:
+        runner = {"platform": "onnxruntime_onnx"}
+        if intra_op_threads:
+            parameters["intra_op_thread_count"] = str(intra_op_threads)
+    config = model_config(
+        name, signature, **runner, instances=instances, instance_kind=instance_kind, parameters=parameters
+    )
+    version_dir = model_dir / str(version)
+    version_dir.mkdir(parents=True)
+    shutil.copyfile(onnx_path, version_dir / "model.onnx")
+    if flavour == "python":
+        shutil.copyfile(PYTHON_MODEL_TEMPLATE, version_dir / "model.py")
+    write_model_config(model_dir, config)
+    return model_dir

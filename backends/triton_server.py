@@ -1,0 +1,354 @@
+"""Start and stop the real ``tritonserver`` binary shipped in the ``nvidia-pytriton`` wheel (extra ``server``).
+
+The server binds to loopback on free ports (unless told otherwise), is tied to the lifetime of the
+process that started it (``PR_SET_PDEATHSIG`` plus an ``atexit`` hook, so no orphan survives), keeps its
+log in a file and, when it fails to start, raises :class:`~inference_iface.errors.BackendUnavailableError`
+with the log's tail.
+
+Example::
+
+    with TritonServer(TritonServerConfig(repository="model_repository")) as server:
+        print(server.grpc_url)          # "127.0.0.1:40123"
+
+What the bundled binary needs (see FACTS.md, "Running the bundled tritonserver"): a backend directory
+with the Python backend and the stub for the running interpreter, ``LD_LIBRARY_PATH`` starting with the
+interpreter's ``LIBDIR`` and then ``nvidia_pytriton.libs/``, and ``PYTHONPATH`` holding site-packages and
+this project so Python-backend models can import numpy, onnxruntime and :mod:`backends`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import ctypes
+import errno
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+from inference_iface.errors import BackendUnavailableError, ConfigError
+
+#: Lines of the server log quoted in error messages.
+LOG_TAIL_LINES = 40
+
+_PR_SET_PDEATHSIG = 1
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_ADDRESS_IN_USE = ("Address already in use", "address already in use", "Failed to bind", "failed to start")
+
+
+@attrs.frozen(kw_only=True)
+class TritonServerConfig:
+    """How to run one embedded ``tritonserver``.
+
+    Ports of 0 are picked free on 127.0.0.1 at start. ``log_path`` empty keeps the log in a temporary file
+    that lives as long as the server object. The ``grpc_ssl_*`` files switch the gRPC endpoint to TLS
+    (``grpc_ssl_mutual`` also requires client certificates signed by ``grpc_ssl_root_certificate``).
+    """
+
+    repository: str = "model_repository"
+    grpc_port: int = 0
+    http_port: int = 0
+    metrics_port: int = 0
+    address: str = "127.0.0.1"
+    startup_timeout_s: float = 60.0
+    stop_timeout_s: float = 10.0
+    log_path: str = ""
+    log_verbose: int = 0
+    extra_args: tuple[str, ...] = ()
+    grpc_ssl_certificate: str = ""
+    grpc_ssl_private_key: str = ""
+    grpc_ssl_root_certificate: str = ""
+    grpc_ssl_mutual: bool = False
+
+
+def pytriton_root() -> Path:
+    """The ``pytriton/tritonserver`` directory of the installed ``nvidia-pytriton`` wheel.
+
+    Raises:
+        BackendUnavailableError: the wheel (extra ``server``) is not installed.
+    """
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailableError(
+            "the embedded Triton server needs the 'nvidia-pytriton' package: pip install 'inference-iface[server]'"
+        )
+    root = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+    if not (root / "bin" / "tritonserver").is_file():
+        raise BackendUnavailableError(f"no tritonserver binary under {root}; reinstall 'nvidia-pytriton'")
+    return root
+
+
+def build_backend_directory(target: str | Path) -> Path:
+    """Write the backend directory the bundled server needs (the Python backend for this interpreter).
+
+    Returns ``target``, which holds ``python/libtriton_python.so``, ``python/triton_python_backend_utils.py``
+    and ``python/triton_python_backend_stub`` copied from ``python_backend_stubs/X.Y/``.
+    """
+    root = pytriton_root()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise BackendUnavailableError(f"nvidia-pytriton has no Python backend stub for Python {version} ({stub})")
+    python_dir = Path(target) / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    backend = root / "backends" / "python"
+    for source in (backend / "libtriton_python.so", backend / "triton_python_backend_utils.py", stub):
+        shutil.copy2(source, python_dir / source.name)
+    return Path(target)
+
+
+def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for the server: ``LD_LIBRARY_PATH`` and ``PYTHONPATH`` set as the bundled binary needs."""
+    env = dict(os.environ if base is None else base)
+    libs = pytriton_root().parent.parent / "nvidia_pytriton.libs"
+    library_path = [str(sysconfig.get_config_var("LIBDIR")), str(libs)]
+    python_path = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], str(_PROJECT_ROOT)]
+    for key, first in (("LD_LIBRARY_PATH", library_path), ("PYTHONPATH", python_path)):
+        rest = [part for part in env.get(key, "").split(os.pathsep) if part]
+        env[key] = os.pathsep.join(dict.fromkeys(first + rest))
+    return env
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``address`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """``preexec_fn``: ask the kernel to SIGKILL the child when the thread that started it goes away."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        os._exit(errno.EPERM)
+
+
+# PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so servers are started from one
+# long-lived launcher thread; a server started from a short-lived worker thread would otherwise die with it.
+_launcher = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tritonserver-launcher")
+_running: weakref.WeakSet[TritonServer] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_running):
+        server.stop()
+
+
+class TritonServer:
+    """A running ``tritonserver`` process; a context manager (``start`` on enter, ``stop`` on exit).
+
+    Attributes after :meth:`start`: ``grpc_port``, ``http_port``, ``metrics_port``, ``grpc_url``,
+    ``http_url``, ``log_path`` and ``process``.
+    """
+
+    def __init__(self, config: TritonServerConfig) -> None:
+        repository = Path(config.repository)
+        if not repository.is_dir():
+            raise ConfigError(f"model repository {str(repository)!r} is not a directory")
+        self.config = config
+        self.repository = repository.resolve()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.grpc_port = self.http_port = self.metrics_port = 0
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self.log_path = Path(config.log_path) if config.log_path else Path()
+        self._lock = threading.Lock()
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` of the gRPC endpoint."""
+        return f"{self.config.address}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        """``host:port`` of the HTTP endpoint."""
+        return f"{self.config.address}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """``http://host:port/metrics`` of the Prometheus endpoint."""
+        return f"http://{self.config.address}:{self.metrics_port}/metrics"
+
+    def start(self) -> TritonServer:
+        """Start the server and wait (at most ``startup_timeout_s``) until it and all its models are ready.
+
+        Raises:
+            BackendUnavailableError: it exited or did not become ready in time (with the log's tail).
+        """
+        with self._lock:
+            if self.process is not None:
+                return self
+            self._workdir = tempfile.TemporaryDirectory(prefix="trkx-tritonserver-")
+            workdir = Path(self._workdir.name)
+            if not self.config.log_path:
+                self.log_path = workdir / "tritonserver.log"
+            backends = build_backend_directory(workdir / "backends")
+            # Ports picked free may be taken by someone else before the server binds them: try again.
+            attempts = 3 if 0 in (self.config.grpc_port, self.config.http_port, self.config.metrics_port) else 1
+            for attempt in range(attempts):
+                self._pick_ports()
+                self.process = _launcher.submit(self._spawn, backends).result()
+                _running.add(self)
+                try:
+                    self._wait_ready()
+                    return self
+                except BackendUnavailableError:
+                    self._terminate()
+                    if attempt + 1 == attempts or not self._log_says(_ADDRESS_IN_USE):
+                        self._cleanup()
+                        raise
+            return self  # pragma: no cover - the loop returns or raises
+
+    def _pick_ports(self) -> None:
+        address = self.config.address
+        self.grpc_port = self.config.grpc_port or free_port(address)
+        self.http_port = self.config.http_port or free_port(address)
+        self.metrics_port = self.config.metrics_port or free_port(address)
+
+    def command(self, backend_directory: str | Path) -> list[str]:
+        """The server's command line."""
+        config = self.config
+        address = config.address
+        argv = [
+            str(pytriton_root() / "bin" / "tritonserver"),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backend_directory}",
+            f"--grpc-address={address}",
+            f"--grpc-port={self.grpc_port}",
+            f"--http-address={address}",
+            f"--http-port={self.http_port}",
+            f"--metrics-address={address}",
+            f"--metrics-port={self.metrics_port}",
+            f"--log-verbose={config.log_verbose}",
+            f"--exit-timeout-secs={max(1, int(config.stop_timeout_s))}",
+        ]
+        if config.grpc_ssl_certificate or config.grpc_ssl_private_key:
+            for path in (config.grpc_ssl_certificate, config.grpc_ssl_private_key):
+                if not Path(path).is_file():
+                    raise ConfigError(f"gRPC SSL certificate/key file {path!r} does not exist")
+            argv += [
+                "--grpc-use-ssl=true",
+                f"--grpc-server-cert={config.grpc_ssl_certificate}",
+                f"--grpc-server-key={config.grpc_ssl_private_key}",
+            ]
+            if config.grpc_ssl_mutual:
+                argv += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={config.grpc_ssl_root_certificate}"]
+        return argv + list(config.extra_args)
+
+    def _spawn(self, backend_directory: Path) -> subprocess.Popen[bytes]:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(
+                self.command(backend_directory),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=server_environment(),
+                cwd=self.repository,
+                preexec_fn=_die_with_parent,
+            )
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.startup_timeout_s
+        url = f"http://{self.http_url}/v2/health/ready"
+        while True:
+            code = self.process.poll() if self.process else None
+            if code is not None:
+                raise BackendUnavailableError(f"tritonserver exited with status {code} while starting{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1.0) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise BackendUnavailableError(
+                    f"tritonserver was not ready after {self.config.startup_timeout_s} s "
+                    f"(repository {str(self.repository)!r}){self.log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def _log_says(self, needles: Sequence[str]) -> bool:
+        text = self._read_log()
+        return any(needle in text for needle in needles)
+
+    def _read_log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the server log, formatted for an error message."""
+        tail = self._read_log().splitlines()[-lines:]
+        return f"\n--- last {len(tail)} lines of {self.log_path} ---\n" + "\n".join(tail)
+
+    def is_alive(self) -> bool:
+        """Whether the server process is running."""
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the server at once (as a crash would); the log is kept until :meth:`stop`."""
+        if self.is_alive():
+            self.process.kill()
+            self.process.wait()
+
+    def _terminate(self) -> None:
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=self.config.stop_timeout_s + 2)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.process = None
+
+    def _cleanup(self) -> None:
+        _running.discard(self)
+        if self._workdir is None:
+            return
+        if self.config.log_path:  # the log lives elsewhere: nothing here is worth keeping
+            self._workdir.cleanup()
+            self._workdir = None
+        else:  # keep the log (removed with this object); drop the backend copies
+            shutil.rmtree(Path(self._workdir.name) / "backends", ignore_errors=True)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``stop_timeout_s``); safe to call twice."""
+        with self._lock:
+            self._terminate()
+            self._cleanup()
+
+    def wait(self) -> int:
+        """Block until the server exits; its exit status."""
+        if self.process is None:
+            raise BackendUnavailableError("tritonserver is not running")
+        return self.process.wait()
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"grpc {self.grpc_url}, http {self.http_url}" if self.is_alive() else "stopped"
+        return f"<TritonServer {self.repository} ({state})>"
