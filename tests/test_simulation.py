@@ -1,0 +1,69 @@
+"""Simulation: determinism, event content and counts (physics checks in test_simulation_physics.py)."""
+
+from __future__ import annotations
+
+import filecmp
+
+import numpy as np
+import pytest
+
+from tracking_algs.cli import main
+from tracking_algs.io.trackml import list_events, read_event
+from tracking_algs.simulation import SimulationConfig, simulate_event, simulate_events
+
+
+def test_same_seed_same_event_different_seed_different():
+    config = SimulationConfig(pileup=5)
+    a, b = simulate_event(config, 4, 2), simulate_event(config, 4, 2)
+    assert np.array_equal(a.spacepoints.x, b.spacepoints.x)
+    assert np.array_equal(a.truth.particle_id, b.truth.particle_id)
+    c = simulate_event(config, 5, 2)
+    assert len(c.spacepoints) != len(a.spacepoints) or not np.array_equal(c.spacepoints.x, a.spacepoints.x)
+
+
+def test_simulate_events_matches_simulate_event():
+    config = SimulationConfig(pileup=2)
+    events = list(simulate_events(config, 9, 3))
+    assert [e.event_id for e in events] == [0, 1, 2]
+    single = simulate_event(config, 9, 2)
+    assert np.array_equal(events[2].spacepoints.z, single.spacepoints.z)
+
+
+def test_event_content_is_consistent():
+    event = simulate_event(SimulationConfig(pileup=10, noise_fraction=0.1), 1)
+    sp, truth, particles = event.spacepoints, event.truth, event.particles
+    assert np.array_equal(sp.hit_id, np.arange(1, len(sp) + 1))
+    order = np.lexsort((sp.module_id, sp.layer_id, sp.volume_id))
+    assert np.array_equal(order, np.arange(len(sp)))  # ordered by volume, layer, module
+    noise = truth.particle_id == 0
+    assert noise.sum() == pytest.approx(0.1 * (~noise).sum(), abs=1)
+    assert np.all(truth.weight[noise] == 0)
+    assert truth.weight.sum() == pytest.approx(1.0)
+    ids, counts = np.unique(truth.particle_id[~noise], return_counts=True)
+    nhits = dict(zip(particles.particle_id.tolist(), particles.nhits.tolist(), strict=True))
+    assert all(nhits[i] == c for i, c in zip(ids.tolist(), counts.tolist(), strict=True))
+    assert sum(nhits.values()) == (~noise).sum()
+    assert np.all(np.isin(particles.q, [-1, 1]))
+    assert len(np.unique(particles.particle_id)) == len(particles)
+    assert sp.sigma.shape == (len(sp), 2)
+
+
+def test_pileup_200_counts_are_in_the_trackml_range():
+    event = simulate_event(SimulationConfig(pileup=200), 0)
+    assert 8_000 <= len(event.particles) <= 13_000
+    assert 80_000 <= len(event.spacepoints) <= 130_000
+    assert 0.4 <= np.mean(event.particles.pt) <= 0.7
+
+
+def test_cli_writes_identical_files_for_the_same_seed(tmp_path, capsys):
+    for name in ("a", "b"):
+        argv = ["simulate", "--events", "2", "--pileup", "3", "--seed", "5", "--output", str(tmp_path / name)]
+        assert main(argv) == 0
+    assert list_events(tmp_path / "a") == [0, 1]
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    match, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", names, shallow=False)
+    assert match == names
+    assert not mismatch
+    assert not errors
+    assert len(read_event(tmp_path / "a", 1).spacepoints) > 0
+    assert "event 1:" in capsys.readouterr().out

@@ -1,0 +1,163 @@
+"""TrackML CSV reading and writing: exact round trip and the documented errors for bad files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import attrs
+import numpy as np
+import pytest
+
+from tracking_algs.errors import EventFormatError
+from tracking_algs.geometry import trackml_detector
+from tracking_algs.io.trackml import event_path, list_events, read_event, write_event
+from tracking_algs.simulation import SimulationConfig, simulate_event
+
+SMALL = SimulationConfig(pileup=3, signal=True, noise_fraction=0.1)
+
+
+@pytest.fixture(scope="module")
+def event():
+    return simulate_event(SMALL, seed=11, event_id=7)
+
+
+@pytest.fixture
+def written(tmp_path, event) -> Path:
+    write_event(tmp_path, event)
+    return tmp_path
+
+
+def _assert_columns_equal(a, b) -> None:
+    for field in attrs.fields(type(a)):
+        left, right = getattr(a, field.name), getattr(b, field.name)
+        assert left.dtype == right.dtype, field.name
+        assert np.array_equal(left, right), field.name
+
+
+def test_round_trip_is_exact(written, event):
+    back = read_event(written, 7)
+    assert back.event_id == 7
+    for part in ("spacepoints", "truth", "particles"):
+        _assert_columns_equal(getattr(event, part), getattr(back, part))
+
+
+def test_file_names_columns_and_listing(written):
+    assert list_events(written) == [7]
+    names = sorted(p.name for p in written.iterdir())
+    assert names == ["event000000007-hits.csv", "event000000007-particles.csv", "event000000007-truth.csv"]
+    headers = {name: (written / name).read_text().splitlines()[0] for name in names}
+    assert headers["event000000007-hits.csv"] == "hit_id,x,y,z,volume_id,layer_id,module_id"
+    assert headers["event000000007-truth.csv"] == "hit_id,particle_id,tx,ty,tz,tpx,tpy,tpz,weight"
+    assert headers["event000000007-particles.csv"] == "particle_id,vx,vy,vz,px,py,pz,q,nhits"
+
+
+def test_hits_without_truth(tmp_path, event):
+    write_event(tmp_path, attrs.evolve(event, truth=None, particles=None))
+    back = read_event(tmp_path, 7)
+    assert back.truth is None
+    assert back.particles is None
+    _assert_columns_equal(event.spacepoints, back.spacepoints)
+
+
+def test_sigma_comes_from_the_detector(written):
+    back = read_event(written, 7)
+    detector = trackml_detector()
+    for row in (0, len(back.spacepoints) // 2, len(back.spacepoints) - 1):
+        surface = detector.surface(back.spacepoints.volume_id[row], back.spacepoints.layer_id[row])
+        assert tuple(back.spacepoints.sigma[row]) == surface.resolution
+
+
+def test_truth_in_another_order_is_aligned(written, event):
+    path = event_path(written, 7, "truth")
+    header, *rows = path.read_text().splitlines()
+    path.write_text("\n".join([header, *reversed(rows)]) + "\n")
+    back = read_event(written, 7)
+    _assert_columns_equal(event.truth, back.truth)
+
+
+def _edit(path: Path, line: int, edit) -> None:
+    lines = path.read_text().splitlines()
+    lines[line] = edit(lines[line])
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _set_field(line: str, column: int, value: str) -> str:
+    fields = line.split(",")
+    fields[column] = value
+    return ",".join(fields)
+
+
+def _raises(directory: Path, *fragments: str) -> None:
+    with pytest.raises(EventFormatError) as info:
+        read_event(directory, 7)
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))
+
+
+def test_missing_column(written):
+    path = event_path(written, 7, "hits")
+    _edit(path, 0, lambda line: line.replace("layer_id", "layer"))
+    _raises(written, str(path), "missing column(s) layer_id")
+
+
+def test_nan_coordinate(written):
+    path = event_path(written, 7, "hits")
+    _edit(path, 5, lambda line: _set_field(line, 2, "nan"))
+    _raises(written, str(path), "row 5 (line 6)", "column 'y'", "not a finite number")
+
+
+def test_unparsable_value(written):
+    path = event_path(written, 7, "truth")
+    _edit(path, 3, lambda line: _set_field(line, 1, "abc"))
+    _raises(written, str(path), "row 3 (line 4)", "column 'particle_id'", "'abc' is not a valid int64")
+
+
+def test_duplicate_hit_id(written):
+    path = event_path(written, 7, "hits")
+    _edit(path, 4, lambda line: _set_field(line, 0, "2"))
+    _raises(written, str(path), "row 4 (line 5)", "column 'hit_id'", "duplicate value 2", "first at row 2")
+
+
+@pytest.mark.parametrize("keep", [3, 6])
+def test_truncated_row(written, keep):
+    path = event_path(written, 7, "hits")
+    _edit(path, 9, lambda line: ",".join(line.split(",")[:keep]))
+    _raises(written, str(path), "row 9 (line 10)", "truncated row, expected 7 fields, found " + str(keep))
+
+
+def test_event_without_hits(written):
+    path = event_path(written, 7, "hits")
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+    _raises(written, str(path), "has no hits")
+
+
+def test_empty_file(written):
+    path = event_path(written, 7, "particles")
+    path.write_text("")
+    _raises(written, str(path), "empty file")
+
+
+def test_missing_hits_file(tmp_path):
+    _raises(tmp_path, "event000000007-hits.csv", "no such hits file")
+
+
+def test_unknown_surface(written):
+    path = event_path(written, 7, "hits")
+    _edit(path, 2, lambda line: _set_field(line, 4, "99"))
+    _raises(written, str(path), "row 2 (line 3)", "'volume_id','layer_id'", "(99,")
+
+
+def test_truth_missing_a_hit(written):
+    path = event_path(written, 7, "truth")
+    lines = path.read_text().splitlines()
+    removed = lines.pop(4)
+    path.write_text("\n".join(lines) + "\n")
+    _raises(written, str(path), f"no truth row for hit_id {removed.split(',')[0]}")
+
+
+def test_error_message_names_file_row_and_column(written):
+    path = event_path(written, 7, "particles")
+    _edit(path, 1, lambda line: _set_field(line, 4, "inf"))
+    with pytest.raises(EventFormatError, match=re.escape(f"{path}: row 1 (line 2), column 'px'")):
+        read_event(written, 7)

@@ -1,0 +1,35 @@
+"""``trkx simulate``: write simulated events as TrackML CSV files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import attrs
+
+from tracking_algs.geometry import Detector, trackml_detector
+from tracking_algs.io.trackml import write_event
+from tracking_algs.simulation import SimulationConfig, simulate_events
+
+NAME = "simulate"
+HELP = "simulate TrackML-like events (pile-up, truth) and write them as TrackML CSV files"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``trkx simulate``."""
+    parser.add_argument("--events", type=int, required=True, help="number of events")
+    parser.add_argument("--pileup", type=float, default=SimulationConfig().pileup, help="mean pile-up (default 200)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
+    parser.add_argument("--output", type=Path, required=True, help="directory for event*-{hits,truth,particles}.csv")
+    parser.add_argument("--no-signal", action="store_true", help="pile-up only, no jet-like signal interaction")
+    parser.add_argument("--detector", type=Path, help="detector TOML (default: the TrackML-like detector)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Simulate ``--events`` events and write them into ``--output``."""
+    config = attrs.evolve(SimulationConfig(), pileup=args.pileup, signal=not args.no_signal)
+    detector = Detector.from_toml(args.detector) if args.detector else trackml_detector()
+    for event in simulate_events(config, args.seed, args.events, detector):
+        write_event(args.output, event)
+        print(f"event {event.event_id}: {len(event.particles)} particles, {len(event.spacepoints)} hits")
+    return 0

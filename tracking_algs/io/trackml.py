@@ -1,0 +1,137 @@
+"""TrackML CSV events: ``event{event_id:09d}-hits.csv``, ``-truth.csv`` and ``-particles.csv``.
+
+Columns and dtypes follow the TrackML challenge, so its files read unchanged:
+
+- hits: hit_id (int64), x, y, z (float64, mm), volume_id, layer_id, module_id (int64)
+- truth: hit_id, particle_id (int64, 0 = noise), tx, ty, tz, tpx, tpy, tpz, weight (float64)
+- particles: particle_id (int64), vx, vy, vz, px, py, pz (float64), q, nhits (int64)
+
+Truth and particles are optional (real data has neither). The per-hit measurement error is not a TrackML
+column: reading fills it from the detector's surface resolution by (volume_id, layer_id).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from tracking_algs.errors import EventFormatError
+from tracking_algs.event import Event, Particles, Spacepoints, Truth
+from tracking_algs.geometry import Detector, trackml_detector
+from tracking_algs.io.csv_table import read_table, write_table
+
+_I, _F = "int64", "float64"
+HITS_COLUMNS = {"hit_id": _I, "x": _F, "y": _F, "z": _F, "volume_id": _I, "layer_id": _I, "module_id": _I}
+TRUTH_COLUMNS = {"hit_id": _I, "particle_id": _I, "tx": _F, "ty": _F, "tz": _F, "tpx": _F, "tpy": _F, "tpz": _F,
+                 "weight": _F}  # fmt: skip
+PARTICLES_COLUMNS = {"particle_id": _I, "vx": _F, "vy": _F, "vz": _F, "px": _F, "py": _F, "pz": _F, "q": _I,
+                     "nhits": _I}  # fmt: skip
+_HITS_FILE = re.compile(r"^event(\d+)-hits\.csv$")
+
+
+def event_path(directory: str | Path, event_id: int, kind: str) -> Path:
+    """Path of one event file: ``DIR/event{event_id:09d}-{kind}.csv`` (kind: hits, truth or particles)."""
+    return Path(directory) / f"event{event_id:09d}-{kind}.csv"
+
+
+def list_events(directory: str | Path) -> list[int]:
+    """Sorted ids of the events in ``directory`` that have a hits file."""
+    found = (_HITS_FILE.match(path.name) for path in Path(directory).glob("event*-hits.csv"))
+    return sorted(int(match.group(1)) for match in found if match)
+
+
+def write_event(directory: str | Path, event: Event) -> None:
+    """Write the event's hits (and truth and particles when present) into ``directory`` (created if needed).
+    Floats are written exactly (17 significant digits); ``sigma`` is not written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tables = {"hits": (event.spacepoints, HITS_COLUMNS), "truth": (event.truth, TRUTH_COLUMNS),
+              "particles": (event.particles, PARTICLES_COLUMNS)}  # fmt: skip
+    for kind, (columns, names) in tables.items():
+        if columns is not None:
+            write_table(event_path(directory, event.event_id, kind), {name: getattr(columns, name) for name in names})
+
+
+def read_event(directory: str | Path, event_id: int, detector: Detector | None = None) -> Event:
+    """Read one event; truth and particles are ``None`` when their files are absent.
+
+    ``detector`` (default :func:`trackml_detector`) gives each hit's ``sigma`` from its surface.
+    Raises :class:`EventFormatError` naming the file, row and column for a missing file or column, an
+    unparsable value, a truncated row, a NaN coordinate, duplicate hit ids, an event without hits, an
+    unknown (volume_id, layer_id), or truth that does not cover the same hits.
+    """
+    detector = detector or trackml_detector()
+    hits_path = event_path(directory, event_id, "hits")
+    if not hits_path.is_file():
+        raise EventFormatError(f"{hits_path}: no such hits file")
+    hits = read_table(hits_path, HITS_COLUMNS)
+    if not len(hits["hit_id"]):
+        raise EventFormatError(f"{hits_path}: event {event_id} has no hits")
+    _check_unique(hits_path, hits["hit_id"], "hit_id")
+    spacepoints = Spacepoints(**hits, sigma=_resolutions(hits_path, hits, detector))
+
+    truth = None
+    truth_path = event_path(directory, event_id, "truth")
+    if truth_path.is_file():
+        table = read_table(truth_path, TRUTH_COLUMNS)
+        _check_unique(truth_path, table["hit_id"], "hit_id")
+        order = _align(truth_path, table["hit_id"], spacepoints.hit_id)
+        truth = Truth(**{name: values[order] for name, values in table.items()})
+
+    particles = None
+    particles_path = event_path(directory, event_id, "particles")
+    if particles_path.is_file():
+        table = read_table(particles_path, PARTICLES_COLUMNS)
+        _check_unique(particles_path, table["particle_id"], "particle_id")
+        particles = Particles(**table)
+    return Event(event_id=event_id, spacepoints=spacepoints, truth=truth, particles=particles)
+
+
+def _check_unique(path: Path, values: np.ndarray, column: str) -> None:
+    _, first, counts = np.unique(values, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        value = values[first[counts > 1][0]]
+        rows = np.flatnonzero(values == value)[:2] + 1
+        raise EventFormatError(
+            f"{path}: row {rows[1]} (line {rows[1] + 1}), column {column!r}: duplicate value {value} "
+            f"(first at row {rows[0]})"
+        )
+
+
+def _align(truth_path: Path, truth_ids: np.ndarray, hit_ids: np.ndarray) -> np.ndarray:
+    """Row order that puts truth rows in the order of the hits; every hit needs exactly one truth row."""
+    order = np.argsort(truth_ids)
+    position = np.searchsorted(truth_ids, hit_ids, sorter=order)
+    position = np.minimum(position, len(order) - 1) if len(order) else position
+    found = len(order) > 0
+    matched = truth_ids[order[position]] == hit_ids if found else np.zeros(len(hit_ids), bool)
+    if not matched.all() or len(truth_ids) != len(hit_ids):
+        if not matched.all():
+            missing = hit_ids[~matched][0]
+            raise EventFormatError(f"{truth_path}: column 'hit_id': no truth row for hit_id {missing}")
+        extra = np.setdiff1d(truth_ids, hit_ids)[0]
+        row = int(np.flatnonzero(truth_ids == extra)[0]) + 1
+        raise EventFormatError(f"{truth_path}: row {row} (line {row + 1}), column 'hit_id': hit_id {extra} "
+                               "is not in the hits file")  # fmt: skip
+    return order[position]
+
+
+def _resolutions(path: Path, hits: dict[str, np.ndarray], detector: Detector) -> np.ndarray:
+    """Per-hit local resolutions [N, 2] looked up by (volume_id, layer_id)."""
+    known = {(s.volume_id, s.layer_id): s.resolution for s in detector.surfaces}
+    keys = np.array(sorted(known), dtype=np.int64).reshape(-1, 2)
+    table = np.array([known[tuple(key)] for key in keys.tolist()], dtype=np.float64).reshape(-1, 2)
+    stride = int(max(keys[:, 1].max(), hits["layer_id"].max()) + 1) if len(keys) else 1
+    code = keys[:, 0] * stride + keys[:, 1]
+    wanted = hits["volume_id"] * stride + hits["layer_id"]
+    index = np.minimum(np.searchsorted(code, wanted), len(code) - 1)
+    unknown = code[index] != wanted
+    if unknown.any():
+        row = int(np.flatnonzero(unknown)[0]) + 1
+        raise EventFormatError(
+            f"{path}: row {row} (line {row + 1}), columns 'volume_id','layer_id': "
+            f"({hits['volume_id'][row - 1]}, {hits['layer_id'][row - 1]}) is not a surface of the detector"
+        )
+    return table[index]

@@ -1,0 +1,7 @@
+"""Fast TrackML-like detector simulation: pile-up and signal particles, helix propagation in a solenoid
+field with Highland multiple scattering, Gaussian hit smearing, inefficiency and noise."""
+
+from tracking_algs.simulation.config import SimulationConfig
+from tracking_algs.simulation.simulate import simulate_event, simulate_events
+
+__all__ = ["SimulationConfig", "simulate_event", "simulate_events"]

@@ -1,0 +1,185 @@
+"""Helix propagation in a uniform solenoid field from surface to surface, vectorised over particles.
+
+Every step finds, for all particles still going, the nearest crossing ahead with each barrel cylinder
+(a quadratic in tan(psi/2), psi being the turning angle) and each endcap disk (z is linear in psi), moves
+them there, records sensitive crossings and applies multiple scattering.  A particle stops when nothing
+is ahead or after ``max_turns`` full turns (half a turn by default: loopers stop on their way back).
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from tracking_algs.geometry import HELIX_CONSTANT, Detector
+from tracking_algs.simulation.scattering import highland_theta0, scatter
+
+_TWO_PI = 2.0 * np.pi
+#: a particle leaving a cylinder must turn at least this far (rad) before it can cross that cylinder again
+_RECROSS_TOLERANCE = 1e-6
+#: grazing crossings count as if at this |cos(incidence)| at most, to keep the material finite
+_MIN_COS_INCIDENCE = 0.05
+_MAX_STEPS = 10_000
+
+
+@attrs.frozen
+class Crossings:
+    """Sensitive-surface crossings in the order they happen per particle.
+
+    ``particle`` indexes the propagated particles, ``surface`` indexes ``detector.surfaces``;
+    ``position`` [M, 3] mm and ``momentum`` [M, 3] GeV (arriving at the surface, before scattering).
+    """
+
+    particle: np.ndarray
+    surface: np.ndarray
+    position: np.ndarray
+    momentum: np.ndarray
+
+
+@attrs.frozen
+class _Layers:
+    """The beam pipe and the detector surfaces as arrays: cylinders first, then disks."""
+
+    cylinder_radius: np.ndarray
+    cylinder_z_range: np.ndarray  # [nc, 2]
+    disk_z: np.ndarray
+    disk_r_range: np.ndarray  # [nd, 2]
+    x_over_x0: np.ndarray  # [nc + nd]
+    surface_index: np.ndarray  # [nc + nd], -1 for the beam pipe
+
+    @classmethod
+    def of(cls, detector: Detector) -> _Layers:
+        barrels = [i for i, s in enumerate(detector.surfaces) if s.kind == "barrel"]
+        disks = [i for i, s in enumerate(detector.surfaces) if s.kind == "endcap"]
+        surfaces = detector.surfaces
+        return cls(
+            cylinder_radius=np.array([detector.beam_pipe.radius] + [surfaces[i].position for i in barrels]),
+            cylinder_z_range=np.array([(-np.inf, np.inf)] + [surfaces[i].extent for i in barrels]).reshape(-1, 2),
+            disk_z=np.array([surfaces[i].position for i in disks]),
+            disk_r_range=np.array([surfaces[i].extent for i in disks]).reshape(-1, 2),
+            x_over_x0=np.array(
+                [detector.beam_pipe.x_over_x0] + [surfaces[i].x_over_x0 for i in barrels + disks], dtype=np.float64
+            ),
+            surface_index=np.array([-1, *barrels, *disks], dtype=np.int64),
+        )
+
+
+def propagate(
+    vertex: np.ndarray,
+    momentum: np.ndarray,
+    charge: np.ndarray,
+    detector: Detector,
+    rng: np.random.Generator,
+    *,
+    max_turns: float = 0.5,
+    multiple_scattering: bool = True,
+    mass_gev: float = 0.13957,
+) -> Crossings:
+    """Propagate particles (vertex [N, 3] mm, momentum [N, 3] GeV, charge [N] ±1) through ``detector``."""
+    layers = _Layers.of(detector)
+    n_cylinders = len(layers.cylinder_radius)
+    position = np.array(vertex, dtype=np.float64).reshape(-1, 3)
+    mom = np.array(momentum, dtype=np.float64).reshape(-1, 3)
+    q = np.asarray(charge, dtype=np.float64)
+    particle = np.arange(len(position))
+    turned = np.zeros(len(position))
+    last = np.full(len(position), -1)
+    budget = max_turns * _TWO_PI
+    records: list[tuple[np.ndarray, ...]] = []
+
+    for _ in range(_MAX_STEPS):
+        if not len(particle):
+            break
+        psi, layer = _next_crossing(position, mom, q, detector.bfield_t, layers, last, budget - turned)
+        going = np.isfinite(psi)
+        position, mom, q, particle, turned, psi, layer = (
+            a[going] for a in (position, mom, q, particle, turned, psi, layer)
+        )
+        position, mom = _move(position, mom, q, detector.bfield_t, psi)
+        surface = layers.surface_index[layer]
+        sensitive = surface >= 0
+        records.append((particle[sensitive], surface[sensitive], position[sensitive], mom[sensitive]))
+        if multiple_scattering:
+            mom = _scatter_at(position, mom, layer, n_cylinders, layers.x_over_x0, mass_gev, rng)
+        turned = turned + psi
+        last = layer
+
+    if not records:
+        return Crossings(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 3)))
+    return Crossings(*(np.concatenate(column) for column in zip(*records, strict=True)))
+
+
+def _helix(position: np.ndarray, mom: np.ndarray, q: np.ndarray, bfield_t: float):
+    pt = np.hypot(mom[:, 0], mom[:, 1])
+    radius = pt / (HELIX_CONSTANT * abs(bfield_t) * np.abs(q))
+    phi0 = np.arctan2(mom[:, 1], mom[:, 0])
+    omega = -np.sign(q * bfield_t)  # +1: counter-clockwise seen from +z
+    return pt, radius, phi0, omega
+
+
+def _chord(position, radius, phi0, omega, psi):
+    """Transverse position after turning by psi: x0 + 2R sin(psi/2) · (cos, sin)(phi0 + omega psi/2)."""
+    length = 2.0 * radius * np.sin(0.5 * psi)
+    angle = phi0 + omega * 0.5 * psi
+    return position[..., 0] + length * np.cos(angle), position[..., 1] + length * np.sin(angle)
+
+
+def _next_crossing(position, mom, q, bfield_t, layers: _Layers, last, budget):
+    """Turning angle to the nearest layer ahead (inf if none within ``budget``) and that layer's index."""
+    pt, radius, phi0, omega = _helix(position, mom, q, bfield_t)
+    x, y, z = position.T
+    cos0, sin0 = np.cos(phi0), np.sin(phi0)
+    along = x * cos0 + y * sin0
+    across = -x * sin0 + y * cos0
+    dz_dpsi = radius * mom[:, 2] / pt
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # cylinders: with u = tan(psi/2), (2k − D) u² + 4Ra u − D = 0, k = 2R(R + omega·across), D = rho² − r0²
+        d = layers.cylinder_radius[None, :] ** 2 - (x * x + y * y)[:, None]
+        a2 = (4.0 * radius * (radius + omega * across))[:, None] - d
+        b2 = (4.0 * radius * along)[:, None]
+        disc = b2 * b2 + 4.0 * a2 * d
+        root = np.sqrt(np.where(disc >= 0.0, disc, np.nan))
+        qq = -0.5 * (b2 + np.copysign(root, b2))
+        roots = np.stack((qq / a2, -d / qq))
+        psi_cyl = np.mod(2.0 * np.arctan(roots), _TWO_PI)
+        z_cyl = z[:, None] + psi_cyl * dz_dpsi[:, None]
+        ok = (psi_cyl > 0.0) & (z_cyl >= layers.cylinder_z_range[:, 0]) & (z_cyl <= layers.cylinder_z_range[:, 1])
+        same = (last[:, None] == np.arange(len(layers.cylinder_radius)))[None]
+        ok &= ~same | ((psi_cyl > _RECROSS_TOLERANCE) & (psi_cyl < _TWO_PI - _RECROSS_TOLERANCE))
+        psi_cyl = np.where(ok, psi_cyl, np.inf).min(axis=0)
+
+        # disks: z is linear in psi
+        psi_disk = (layers.disk_z[None, :] - z[:, None]) / dz_dpsi[:, None]
+        ok = np.isfinite(psi_disk) & (psi_disk > 0.0) & (psi_disk <= budget[:, None])
+        xd, yd = _chord(position[:, None, :], radius[:, None], phi0[:, None], omega[:, None], psi_disk)
+        rd = np.hypot(xd, yd)
+        ok &= (rd >= layers.disk_r_range[:, 0]) & (rd <= layers.disk_r_range[:, 1])
+        ok &= last[:, None] != len(layers.cylinder_radius) + np.arange(len(layers.disk_z))
+        psi_disk = np.where(ok, psi_disk, np.inf)
+
+    candidates = np.concatenate((psi_cyl, psi_disk), axis=1)
+    layer = np.argmin(candidates, axis=1)
+    psi = candidates[np.arange(len(layer)), layer]
+    psi[psi > budget] = np.inf
+    return psi, layer
+
+
+def _move(position, mom, q, bfield_t, psi):
+    pt, radius, phi0, omega = _helix(position, mom, q, bfield_t)
+    x, y = _chord(position, radius, phi0, omega, psi)
+    z = position[:, 2] + psi * radius * mom[:, 2] / pt
+    phi = phi0 + omega * psi
+    return np.column_stack((x, y, z)), np.column_stack((pt * np.cos(phi), pt * np.sin(phi), mom[:, 2]))
+
+
+def _scatter_at(position, mom, layer, n_cylinders, x_over_x0, mass_gev, rng):
+    p = np.linalg.norm(mom, axis=1)
+    on_cylinder = layer < n_cylinders
+    r = np.hypot(position[:, 0], position[:, 1])
+    cos_cylinder = (position[:, 0] * mom[:, 0] + position[:, 1] * mom[:, 1]) / (r * p)
+    cos_incidence = np.abs(np.where(on_cylinder, cos_cylinder, mom[:, 2] / p))
+    cos_incidence = np.maximum(cos_incidence, _MIN_COS_INCIDENCE)
+    beta = p / np.hypot(p, mass_gev)
+    theta0 = highland_theta0(p, beta, x_over_x0[layer], cos_incidence)
+    return scatter(mom, theta0, rng)

@@ -1,0 +1,114 @@
+"""Simulate whole events: generate, propagate, digitise, and pack into an :class:`Event` with TrackML truth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from tracking_algs.event import Event, Particles, Spacepoints, Truth
+from tracking_algs.geometry import Detector, trackml_detector
+from tracking_algs.simulation.config import SimulationConfig
+from tracking_algs.simulation.digitization import Hits, module_ids, noise_hits, smear
+from tracking_algs.simulation.generator import generate_primaries
+from tracking_algs.simulation.propagation import propagate
+
+
+def event_rng(seed: int, event_id: int) -> np.random.Generator:
+    """The random generator of event ``event_id`` under ``seed``: the ``event_id``-th child of
+    ``SeedSequence(seed)``, so an event does not depend on which other events were made."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(event_id,)))
+
+
+def simulate_event(config: SimulationConfig, seed: int, event_id: int = 0, detector: Detector | None = None) -> Event:
+    """One simulated event with truth; the same (config, seed, event_id, detector) always gives the same event.
+
+    Hits get ids 1..N ordered by (volume_id, layer_id, module_id, creation order); noise hits have
+    particle_id 0; truth weights are 1/(number of particle hits) for particle hits and 0 for noise.
+    """
+    detector = detector or trackml_detector()
+    rng = event_rng(seed, event_id)
+    primaries = generate_primaries(rng, config)
+    crossings = propagate(
+        primaries.vertex,
+        primaries.momentum,
+        primaries.charge,
+        detector,
+        rng,
+        max_turns=config.looper_max_turns,
+        multiple_scattering=config.multiple_scattering,
+        mass_gev=config.particle_mass_gev,
+    )
+    kept = rng.uniform(size=len(crossings.surface)) >= config.hit_inefficiency
+    surface = crossings.surface[kept]
+    measured, sigma = smear(crossings.position[kept], surface, detector, rng, enabled=config.hit_smearing)
+    signal_hits = Hits(
+        surface=surface,
+        measured=measured,
+        true_position=crossings.position[kept],
+        true_momentum=crossings.momentum[kept],
+        particle=crossings.particle[kept],
+        sigma=sigma,
+    )
+    n_noise = round(config.noise_fraction * len(surface))
+    hits = Hits.concatenate([signal_hits, noise_hits(n_noise, detector, rng)])
+    return _pack(event_id, hits, primaries.particle_id, primaries.vertex, primaries.momentum, primaries.charge,
+                 detector)  # fmt: skip
+
+
+def simulate_events(config: SimulationConfig, seed: int, n: int, detector: Detector | None = None) -> Iterator[Event]:
+    """Events 0..n−1 of ``seed``; event i equals ``simulate_event(config, seed, i, detector)``."""
+    detector = detector or trackml_detector()
+    for event_id in range(n):
+        yield simulate_event(config, seed, event_id, detector)
+
+
+def _pack(event_id, hits: Hits, particle_id, vertex, momentum, charge, detector: Detector) -> Event:
+    volume = np.array([s.volume_id for s in detector.surfaces], dtype=np.int64)[hits.surface]
+    layer = np.array([s.layer_id for s in detector.surfaces], dtype=np.int64)[hits.surface]
+    module = module_ids(hits.measured, hits.surface, detector)
+    order = np.lexsort((np.arange(len(volume)), module, layer, volume))
+    hits_sorted = {name: value[order] for name, value in (
+        ("measured", hits.measured), ("true_position", hits.true_position), ("true_momentum", hits.true_momentum),
+        ("particle", hits.particle), ("sigma", hits.sigma))}  # fmt: skip
+    hit_id = np.arange(1, len(order) + 1)
+    row = hits_sorted["particle"]
+    is_noise = row < 0
+    nhits = np.bincount(row[~is_noise], minlength=len(particle_id))
+    n_particle_hits = int((~is_noise).sum())
+    measured = hits_sorted["measured"]
+    true_position = hits_sorted["true_position"]
+    true_momentum = hits_sorted["true_momentum"]
+    spacepoints = Spacepoints(
+        hit_id=hit_id,
+        x=measured[:, 0],
+        y=measured[:, 1],
+        z=measured[:, 2],
+        volume_id=volume[order],
+        layer_id=layer[order],
+        module_id=module[order],
+        sigma=hits_sorted["sigma"],
+    )
+    truth = Truth(
+        hit_id=hit_id,
+        particle_id=np.where(is_noise, 0, particle_id[np.maximum(row, 0)] if len(particle_id) else 0),
+        tx=true_position[:, 0],
+        ty=true_position[:, 1],
+        tz=true_position[:, 2],
+        tpx=true_momentum[:, 0],
+        tpy=true_momentum[:, 1],
+        tpz=true_momentum[:, 2],
+        weight=np.where(is_noise, 0.0, 1.0 / max(n_particle_hits, 1)),
+    )
+    particles = Particles(
+        particle_id=particle_id,
+        vx=vertex[:, 0],
+        vy=vertex[:, 1],
+        vz=vertex[:, 2],
+        px=momentum[:, 0],
+        py=momentum[:, 1],
+        pz=momentum[:, 2],
+        q=charge,
+        nhits=nhits,
+    )
+    return Event(event_id=event_id, spacepoints=spacepoints, truth=truth, particles=particles)
