@@ -7,8 +7,10 @@ them by :func:`field_name`, the one documented rule:
 2. a name that then starts with a digit or an underscore gets the prefix ``t_``
    (``namedtuple`` forbids leading underscores);
 3. a Python keyword gets the suffix ``_`` (``"lambda"`` → ``"lambda_"``);
-4. names that collide after steps 1-3 get ``_2``, ``_3``, ... in signature order
-   (``"a.b"`` and ``"a:b"`` → ``a_b`` and ``a_b_2``).
+4. a tensor name that is already its own field name (``"a_b_2"``) keeps it; the other names that
+   collide after steps 1-3 get the first free suffix ``_2``, ``_3``, ... in signature order
+   (``"a.b"``, ``"a:b"`` → ``a_b``, ``a_b_2``; ``"a.b"``, ``"a:b"``, ``"a_b_2"`` → ``a_b``, ``a_b_3``, ``a_b_2``).
+   So a keyword that equals a tensor name always means that tensor.
 """
 
 from __future__ import annotations
@@ -39,12 +41,16 @@ def field_name(tensor_name: str) -> str:
 
 
 def field_names(tensor_names: Iterable[str]) -> tuple[str, ...]:
-    """Python identifiers for a sequence of tensor names, collisions resolved by numbered suffixes."""
-    taken: set[str] = set()
+    """Python identifiers for a sequence of tensor names (the whole rule, collisions included)."""
+    names = tuple(tensor_names)
+    bases = [field_name(name) for name in names]
+    taken = {name for name, base in zip(names, bases, strict=True) if name == base}
     result = []
-    for tensor_name in tensor_names:
-        base = candidate = field_name(tensor_name)
-        index = 2
+    for name, base in zip(names, bases, strict=True):
+        if name == base:
+            result.append(name)
+            continue
+        candidate, index = base, 2
         while candidate in taken:
             candidate = f"{base}_{index}"
             index += 1

@@ -163,3 +163,26 @@ def corrupt_model(directory: str | Path) -> Path:
     path = Path(directory) / "corrupt.onnx"
     path.write_bytes(b"this is not a protobuf model\x00\x01")
     return path
+
+
+def colliding_names_model(directory: str | Path) -> Path:
+    """Inputs whose field names collide: ``"a.b"``, ``"a:b"`` and ``"a_b_2"`` (float32 [?]);
+    outputs ``"a.b+1"`` = a.b + 1, ``"a:b*2"`` = a:b * 2 and ``"a_b_2-3"`` = a_b_2 - 3, so a mix-up shows."""
+    names = ("a.b", "a:b", "a_b_2")
+    outputs = ("a.b+1", "a:b*2", "a_b_2-3")
+    ops = ("Add", "Mul", "Sub")
+    constants = (1.0, 2.0, 3.0)
+    graph = helper.make_graph(
+        [
+            helper.make_node(op, [name, f"c{index}"], [out])
+            for index, (name, out, op) in enumerate(zip(names, outputs, ops, strict=True))
+        ],
+        "colliding_names",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n"]) for name in names],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n"]) for name in outputs],
+        initializer=[
+            numpy_helper.from_array(np.array(value, dtype=np.float32), f"c{index}")
+            for index, value in enumerate(constants)
+        ],
+    )
+    return _save(graph, directory, "colliding_names.onnx")

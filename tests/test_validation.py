@@ -1,0 +1,252 @@
+"""Property-based checks of input validation and the field-name rule.
+
+Signatures, names, dtypes and ranks are drawn by hypothesis; every bad input must raise the documented
+:class:`InputError` naming the tensor, and every good one must pass unchanged in value. The last tests
+run the same properties through a real ONNX Runtime session.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+import string
+
+import numpy as np
+import onnx_models
+import pytest
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+from inference_iface import DTYPE_NAMES, InputError, ModelSignature, TensorSpec, create_inference, field_names
+from inference_iface.dtypes import numpy_dtype
+from inference_iface.signature import field_name
+from inference_iface.validation import collect_inputs, validate_inputs
+
+NUMERIC = tuple(name for name in DTYPE_NAMES if name not in ("bytes", "bfloat16"))
+
+tensor_names = st.text(alphabet=string.ascii_letters + string.digits + "._:/-+ ", min_size=1, max_size=12)
+shapes = st.lists(st.one_of(st.just(-1), st.integers(0, 3)), max_size=3).map(tuple)
+
+
+@st.composite
+def signatures(draw) -> ModelSignature:
+    names = draw(st.lists(tensor_names, min_size=1, max_size=4, unique=True))
+    specs = [TensorSpec(name, draw(st.sampled_from(NUMERIC)), draw(shapes)) for name in names]
+    return ModelSignature(inputs=specs, outputs=[])
+
+
+def concrete(shape: tuple[int, ...], draw) -> tuple[int, ...]:
+    return tuple(draw(st.integers(0, 3)) if dim < 0 else dim for dim in shape)
+
+
+def good_inputs(signature: ModelSignature, draw) -> dict[str, np.ndarray]:
+    return {
+        spec.name: np.arange(int(np.prod(shape := concrete(spec.shape, draw)))).reshape(shape).astype(spec.dtype)
+        for spec in signature.inputs
+    }
+
+
+@given(st.data())
+def test_good_inputs_pass_unchanged_and_contiguous(data):
+    signature = data.draw(signatures())
+    inputs = good_inputs(signature, data.draw)
+    checked = validate_inputs(signature, inputs)
+    assert list(checked) == list(signature.input_names)
+    for name, array in checked.items():
+        assert array.flags.c_contiguous
+        assert array.dtype == inputs[name].dtype
+        np.testing.assert_array_equal(array, inputs[name])
+
+
+@given(st.data(), tensor_names)
+def test_unknown_name_is_named(data, extra):
+    signature = data.draw(signatures())
+    assume(extra not in signature.input_names)
+    inputs = good_inputs(signature, data.draw) | {extra: np.zeros(1)}
+    with pytest.raises(InputError, match="unknown input") as error:
+        validate_inputs(signature, inputs)
+    assert repr(extra) in str(error.value)
+
+
+@given(st.data())
+def test_missing_name_is_named(data):
+    signature = data.draw(signatures())
+    inputs = good_inputs(signature, data.draw)
+    dropped = data.draw(st.sampled_from(signature.input_names))
+    del inputs[dropped]
+    with pytest.raises(InputError, match="missing input") as error:
+        validate_inputs(signature, inputs)
+    assert repr(dropped) in str(error.value)
+
+
+@given(st.data(), st.sampled_from(NUMERIC))
+def test_strict_dtype_mismatch_is_named(data, wrong):
+    signature = data.draw(signatures())
+    spec = data.draw(st.sampled_from(signature.inputs))
+    assume(wrong != spec.dtype)
+    inputs = good_inputs(signature, data.draw)
+    inputs[spec.name] = inputs[spec.name].astype(wrong)
+    with pytest.raises(InputError) as error:
+        validate_inputs(signature, inputs)
+    message = str(error.value)
+    assert f"input {spec.name!r}" in message
+    assert f"expected dtype {spec.dtype}, got {wrong}" in message
+
+
+@given(st.data(), st.integers(0, 4))
+def test_wrong_rank_is_named(data, rank):
+    signature = data.draw(signatures())
+    spec = data.draw(st.sampled_from(signature.inputs))
+    assume(rank != spec.rank)
+    inputs = good_inputs(signature, data.draw)
+    inputs[spec.name] = np.zeros((1,) * rank, dtype=spec.dtype)
+    with pytest.raises(InputError, match=f"expected rank {spec.rank}.*got rank {rank}") as error:
+        validate_inputs(signature, inputs)
+    assert f"input {spec.name!r}" in str(error.value)
+
+
+@given(st.data())
+def test_wrong_fixed_dimension_is_named(data):
+    signature = data.draw(signatures())
+    fixed = [(spec, axis) for spec in signature.inputs for axis, dim in enumerate(spec.shape) if dim >= 0]
+    assume(fixed)
+    spec, axis = data.draw(st.sampled_from(fixed))
+    inputs = good_inputs(signature, data.draw)
+    shape = list(inputs[spec.name].shape)
+    shape[axis] = spec.shape[axis] + data.draw(st.integers(1, 3))
+    inputs[spec.name] = np.zeros(shape, dtype=spec.dtype)
+    with pytest.raises(InputError, match=f"dimension {axis} must be {spec.shape[axis]}") as error:
+        validate_inputs(signature, inputs)
+    assert f"input {spec.name!r}" in str(error.value)
+
+
+@given(st.data(), st.sampled_from([[1.0, 2.0], 3, "text", None]))
+def test_non_array_is_named(data, value):
+    signature = data.draw(signatures())
+    spec = data.draw(st.sampled_from(signature.inputs))
+    inputs = good_inputs(signature, data.draw) | {spec.name: value}
+    with pytest.raises(InputError, match=re.escape(f"input {spec.name!r}: expected a numpy array of {spec.dtype}")):
+        validate_inputs(signature, inputs)
+
+
+@given(st.sampled_from(NUMERIC), st.sampled_from(NUMERIC), st.sampled_from(["strict", "safe", "same_kind"]))
+def test_cast_policy_accepts_exactly_numpys_rule(source, target, policy):
+    signature = ModelSignature(inputs=[TensorSpec("x", target, [-1])], outputs=[])
+    array = np.array([0, 1, 1], dtype=source)
+    allowed = source == target or (policy != "strict" and np.can_cast(source, target, casting=policy))
+    if allowed:
+        checked = validate_inputs(signature, {"x": array}, policy)["x"]
+        assert checked.dtype == numpy_dtype(target)
+        np.testing.assert_array_equal(checked, array.astype(target))
+    else:
+        with pytest.raises(InputError, match=f"input 'x': expected dtype {target}, got {source}"):
+            validate_inputs(signature, {"x": array}, policy)
+
+
+def test_bytes_tensor_takes_str_bytes_and_object_arrays_only():
+    signature = ModelSignature(inputs=[TensorSpec("text", "bytes", [-1])], outputs=[])
+    for array in (np.array(["a", "é"]), np.array([b"a", b"b"]), np.array(["a"], dtype=object)):
+        assert validate_inputs(signature, {"text": array})["text"].dtype == object
+    with pytest.raises(InputError, match="input 'text': expected bytes"):
+        validate_inputs(signature, {"text": np.zeros(2)})
+
+
+def test_non_contiguous_arrays_are_copied_without_changing_values():
+    signature = ModelSignature(inputs=[TensorSpec("x", "float32", [-1, 3])], outputs=[])
+    base = np.arange(36, dtype=np.float32).reshape(6, 6)
+    for view in (base[:, ::2], base[::2, :3], np.asfortranarray(base[:, :3])):
+        checked = validate_inputs(signature, {"x": view})["x"]
+        assert checked.flags.c_contiguous
+        np.testing.assert_array_equal(checked, view)
+
+
+# --- the field-name rule -------------------------------------------------------------------------------------------
+
+any_names = st.lists(st.text(max_size=8), min_size=1, max_size=6, unique=True)
+
+
+@given(any_names)
+def test_field_names_are_unique_identifiers_namedtuple_accepts(names):
+    fields = field_names(names)
+    assert len(fields) == len(names)
+    assert len(set(fields)) == len(fields)
+    for field in fields:
+        assert field.isidentifier()
+        assert not keyword.iskeyword(field)
+        assert not field.startswith("_")
+
+
+@given(any_names)
+def test_names_that_are_their_own_field_name_keep_it(names):
+    for name, field in zip(names, field_names(names), strict=True):
+        if name == field_name(name):
+            assert field == name
+        else:
+            assert field.startswith(field_name(name))
+
+
+@pytest.mark.parametrize(
+    ("names", "fields"),
+    [
+        (["input.1", "y:0"], ("input_1", "y_0")),
+        (["0abc", "_x", "lambda", ""], ("t_0abc", "t__x", "lambda_", "t_")),
+        (["a.b", "a:b"], ("a_b", "a_b_2")),
+        (["a.b", "a_b"], ("a_b_2", "a_b")),
+        (["a.b", "a:b", "a_b_2"], ("a_b", "a_b_3", "a_b_2")),
+        (["π", "x y"], ("t__", "x_y")),
+    ],
+)
+def test_field_name_examples(names, fields):
+    assert field_names(names) == fields
+
+
+@given(any_names)
+@example(["a.b", "a:b", "a_b_2"])
+@example(["a.b", "a_b"])
+@example(["_x", "t__x", "lambda"])
+def test_keywords_and_namedtuple_bind_to_the_right_tensor(names):
+    signature = ModelSignature(inputs=[TensorSpec(name, "int64", [1]) for name in names], outputs=[])
+    values = {name: np.array([index]) for index, name in enumerate(names)}
+    by_field = dict(zip(field_names(names), values.values(), strict=True))
+    assert collect_inputs(signature, None, by_field) == values
+    assert collect_inputs(signature, signature.input_type(**by_field), {}) == values
+    assert collect_inputs(signature, values, {}) == values
+
+
+def test_inputs_given_twice_ways_are_rejected():
+    signature = ModelSignature(inputs=[TensorSpec("x", "int64", [1])], outputs=[])
+    with pytest.raises(InputError, match="not both"):
+        collect_inputs(signature, {"x": np.zeros(1)}, {"x": np.zeros(1)})
+    with pytest.raises(InputError, match="got list"):
+        collect_inputs(signature, [np.zeros(1)], {})
+
+
+# --- the same properties through a real ONNX Runtime session --------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def identity_interfaces(model_dir):
+    interfaces = {
+        dtype: create_inference(
+            {"backend": "onnxruntime", "model_path": str(onnx_models.identity_model(model_dir, dtype)), "device": "cpu"}
+        )
+        for dtype in NUMERIC
+    }
+    yield interfaces
+    for iface in interfaces.values():
+        iface.close()
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(NUMERIC), st.sampled_from(NUMERIC), st.integers(0, 4), st.integers(0, 3))
+def test_real_session_accepts_only_matching_inputs(identity_interfaces, model_dtype, array_dtype, rank, rows):
+    iface = identity_interfaces[model_dtype]
+    shape = (rows, 2, 1, 1)[:rank]
+    array = np.arange(int(np.prod(shape))).reshape(shape).astype(array_dtype)
+    if model_dtype == array_dtype and rank == 2:
+        out = iface.infer({"in.0": array})
+        assert out.out_0.dtype == array.dtype
+        np.testing.assert_array_equal(out.out_0, array)
+    else:
+        with pytest.raises(InputError, match=r"input 'in\.0'"):
+            iface.infer({"in.0": array})
