@@ -85,7 +85,15 @@ def _explain(error: BaseException) -> str:
     if extra is not None:
         valid = ", ".join(field.name for field in attrs.fields(extra.cl))
         return f"unknown key(s) {', '.join(sorted(extra.extra_fields))}; valid keys are {valid}"
-    return "; ".join(cattrs.transform_error(error))
+    return "; ".join(cattrs.transform_error(error, format_exception=_format_exception))
+
+
+def _format_exception(error: BaseException, type_: Any) -> str:
+    """cattrs' wording, but keep the message of validator errors and literal mismatches (it names the key)."""
+    text = cattrs.v.format_exception(error, type_)
+    if text == "invalid value" or text.startswith("unknown error"):
+        return str(error)
+    return text
 
 
 def _first(error: BaseException, kind: type[BaseException]) -> Any:
