@@ -1,0 +1,216 @@
+"""Truth matching, rates, edge metrics and plots on hand-built events with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import numpy as np
+import pytest
+
+from tracking_algs.event import Event, Particles, Spacepoints, TrackCandidates, Truth
+from tracking_algs.performance import (
+    MatchResult,
+    ParticleSelection,
+    PerformanceAccumulator,
+    TrackStatus,
+    edge_counts,
+    edge_metrics,
+    efficiency_vs_eta,
+    efficiency_vs_pt,
+    fake_rate_vs_eta,
+    match_tracks,
+    plot_performance,
+    truth_graph,
+)
+
+M, D, F = TrackStatus.MATCHED, TrackStatus.DUPLICATE, TrackStatus.FAKE
+
+
+def make_event(hit_particles, pt=None, z=None, vertex_z=None) -> Event:
+    """An event whose hit i belongs to particle ``hit_particles[i]`` (0 = noise); particles 1..P at eta 0."""
+    hit_particles = np.asarray(hit_particles)
+    n = len(hit_particles)
+    n_particles = int(hit_particles.max())
+    pt = np.full(n_particles, 2.0) if pt is None else np.asarray(pt, dtype=float)
+    radius = 30.0 + 10.0 * np.arange(n)
+    z = np.zeros(n) if z is None else np.asarray(z, dtype=float)
+    spacepoints = Spacepoints(hit_id=np.arange(1, n + 1), x=radius, y=np.zeros(n), z=z, volume_id=np.full(n, 8),
+                              layer_id=np.full(n, 2), module_id=np.ones(n), sigma=np.full((n, 2), 0.01))  # fmt: skip
+    zeros = np.zeros(n)
+    truth = Truth(hit_id=spacepoints.hit_id, particle_id=hit_particles, tx=radius, ty=zeros, tz=z, tpx=zeros,
+                  tpy=zeros, tpz=zeros, weight=zeros)  # fmt: skip
+    ids = np.arange(1, n_particles + 1)
+    nhits = np.array([(hit_particles == i).sum() for i in ids])
+    vz = np.zeros(n_particles) if vertex_z is None else np.asarray(vertex_z, dtype=float)
+    none = np.zeros(n_particles)
+    particles = Particles(particle_id=ids, vx=none, vy=none, vz=vz, px=pt, py=none, pz=none, q=none + 1, nhits=nhits)
+    return Event(event_id=1, spacepoints=spacepoints, truth=truth, particles=particles)
+
+
+def run(hit_particles, labels, **kwargs) -> MatchResult:
+    return match_tracks(make_event(hit_particles), TrackCandidates(np.asarray(labels)), **kwargs)
+
+
+def test_perfect_tracks():
+    result = run([1] * 6 + [2] * 7, [10] * 6 + [20] * 7)
+    assert result.track_status.tolist() == [M, M]
+    assert result.track_particle.tolist() == [1, 2]
+    assert (result.n_selected, result.n_matched, result.n_tracks, result.n_fake, result.n_duplicate) == (2, 2, 2, 0, 0)
+    assert result.efficiency == 1.0
+    assert result.fake_rate == 0.0
+    assert result.duplicate_rate == 0.0
+
+
+def test_split_track_short_piece_is_fake():
+    # 8 hits split 5 + 3: 5/8 ≥ 0.5 matched; 3/8 < 0.5 of the particle's hits: fake
+    result = run([1] * 8, [0] * 5 + [1] * 3)
+    assert result.track_status.tolist() == [M, F]
+    assert result.efficiency == 1.0
+    assert result.fake_rate == 0.5
+
+
+def test_even_split_gives_a_duplicate_and_the_longest_track_wins():
+    # 10 hits: track 0 has 5 of them; track 1 has the other 5 plus a noise hit, so it is longer and wins
+    result = run([1] * 10 + [0], [0] * 5 + [1] * 5 + [1])
+    assert result.track_status.tolist() == [D, M]
+    assert result.track_nhits.tolist() == [5, 6]
+    assert result.track_nmajority.tolist() == [5, 5]
+    assert (result.n_matched, result.n_duplicate, result.n_fake) == (1, 1, 0)
+    assert result.duplicate_rate == 0.5
+
+
+def test_equal_duplicates_keep_the_smaller_track_id():
+    result = run([1] * 10, [7] * 5 + [3] * 5)
+    assert result.track_id.tolist() == [3, 7]
+    assert result.track_status.tolist() == [M, D]
+
+
+def test_merged_track_matches_one_particle_and_loses_the_other():
+    # 6 + 6 hits in one track: majority tie goes to the smaller particle id; 6/12 and 6/6 pass
+    result = run([1] * 6 + [2] * 6, [4] * 12)
+    assert result.track_status.tolist() == [M]
+    assert result.track_particle.tolist() == [1]
+    assert result.particle_matched.tolist() == [True, False]
+    assert result.efficiency == 0.5
+    # one more hit of particle 2 makes it the majority, 7/13 ≥ 0.5 and 7/7
+    result = run([1] * 6 + [2] * 7, [4] * 13)
+    assert result.track_particle.tolist() == [2]
+    assert result.particle_matched.tolist() == [False, True]
+
+
+def test_fake_track_of_mixed_hits_and_noise():
+    # track 9: 2 hits of particle 1, 2 of particle 2, 1 noise: nMaj/nTrack = 2/5 < 0.5
+    hits = [1] * 6 + [2] * 6 + [0]
+    labels = [5] * 4 + [9] * 2 + [6] * 4 + [9] * 2 + [9]
+    result = run(hits, labels)
+    assert result.track_id.tolist() == [5, 6, 9]
+    assert result.track_status.tolist() == [M, M, F]
+    assert result.track_nmajority.tolist() == [4, 4, 2]
+    assert result.n_fake == 1
+    assert result.fake_rate == pytest.approx(1 / 3)
+
+
+def test_noise_only_track_is_fake_with_no_particle():
+    result = run([1] * 6 + [0] * 4, [1] * 6 + [2] * 4)
+    assert result.track_status.tolist() == [M, F]
+    assert result.track_particle.tolist() == [1, 0]
+    assert result.track_nmajority.tolist() == [6, 0]
+
+
+def test_short_tracks_and_unassigned_hits_are_ignored():
+    result = run([1] * 6 + [2] * 6, [1] * 6 + [-1] * 4 + [2] * 2)
+    assert result.track_id.tolist() == [1]
+    assert result.n_tracks == 1
+    result = run([1] * 6 + [2] * 6, [1] * 6 + [-1] * 4 + [2] * 2, min_track_hits=2)
+    assert result.track_id.tolist() == [1, 2]
+    assert result.track_status.tolist() == [M, F]  # 2/6 of particle 2's hits
+
+
+def test_selection_counts_only_selected_particles():
+    # particle 2 (0.5 GeV) is below pT 1 GeV, particle 3 has 4 < 5 hits; their tracks are still matched
+    event = make_event([1] * 6 + [2] * 6 + [3] * 4, pt=[2.0, 0.5, 3.0])
+    result = match_tracks(event, TrackCandidates(np.array([1] * 6 + [2] * 6 + [3] * 4)))
+    assert result.particle_selected.tolist() == [True, False, False]
+    assert result.track_status.tolist() == [M, M, M]
+    assert (result.n_selected, result.n_matched) == (1, 1)
+    loose = match_tracks(event, TrackCandidates(np.array([-1] * 6 + [2] * 6 + [3] * 4)),
+                         ParticleSelection(pt_min=0.1, min_hits=4))  # fmt: skip
+    assert loose.particle_selected.tolist() == [True, True, True]
+    assert loose.efficiency == pytest.approx(2 / 3)
+
+
+def test_accumulator_sums_events():
+    accumulator = PerformanceAccumulator()
+    accumulator.add(run([1] * 6 + [2] * 7, [10] * 6 + [20] * 7))  # 2 of 2, 2 tracks
+    accumulator.add(run([1] * 8, [0] * 5 + [1] * 3))  # 1 of 1, 1 fake of 2 tracks
+    accumulator.add(run([1] * 6 + [2] * 6, [4] * 12))  # 1 of 2
+    total = accumulator.result()
+    assert total.summary() == {"n_selected": 5, "n_matched": 4, "n_tracks": 5, "n_fake": 1, "n_duplicate": 0,
+                               "efficiency": 0.8, "fake_rate": 0.2, "duplicate_rate": 0.0}  # fmt: skip
+    empty = PerformanceAccumulator().result()
+    assert math.isnan(empty.efficiency)
+    assert empty.summary()["efficiency"] is None
+
+
+def test_matching_needs_truth_and_aligned_labels():
+    event = make_event([1] * 6)
+    with pytest.raises(ValueError, match="6 hits"):
+        match_tracks(event, TrackCandidates(np.zeros(5)))
+    with pytest.raises(ValueError, match="needs truth"):
+        match_tracks(Event(event_id=3, spacepoints=event.spacepoints), TrackCandidates(np.zeros(6)))
+
+
+def test_histograms_bin_the_particles_and_tracks():
+    # hits of particle 1 at eta ≈ 0, a fake noise track far forward
+    hits = [1] * 6 + [2] * 6 + [0] * 3
+    z = [0.0] * 12 + [3000.0] * 3
+    event = make_event(hits, pt=[1.2, 7.0], z=z)
+    result = match_tracks(event, TrackCandidates(np.array([1] * 6 + [-1] * 6 + [3] * 3)))
+    by_pt = efficiency_vs_pt(result)
+    assert by_pt.total.sum() == 2
+    assert by_pt.passed[0] == 1  # 1.2 GeV bin [1, 1.5)
+    assert by_pt.total[5] == 1  # 7 GeV bin [6, 10)
+    assert by_pt.passed[5] == 0
+    by_eta = efficiency_vs_eta(result)
+    assert by_eta.total[8] == 2  # eta 0 bin [0, 0.5)
+    fake = fake_rate_vs_eta(result)
+    assert fake.total.sum() == 2
+    assert fake.passed.sum() == 1
+    assert fake.ratio[8] == 0.0
+    low, high = by_pt.interval()
+    assert low[0] < 1.0 <= high[0]
+    assert np.isnan(by_pt.ratio[1])
+
+
+def test_plots_are_written(tmp_path):
+    result = run([1] * 6 + [2] * 7, [10] * 6 + [-1] * 7)
+    paths = plot_performance(result, tmp_path / "plots", label="hand case")
+    assert [p.name for p in paths] == ["efficiency_vs_pt.png", "efficiency_vs_eta.png", "fake_rate_vs_eta.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_truth_graph_orders_hits_by_distance_from_the_vertex():
+    # particle 1's hits (rows 0, 2, 3, 5) at r = 30, 50, 60, 80 but listed out of order in z; noise row 1
+    hits = [1, 0, 1, 1, 2, 1, 2]
+    event = make_event(hits, vertex_z=[0.0, 0.0])
+    graph = truth_graph(event)
+    assert graph.dtype == np.int64
+    assert graph.T.tolist() == [[0, 2], [2, 3], [3, 5], [4, 6]]
+    # particle 2 produced far away at large x: its hits are now ordered backwards from that vertex
+    far = attrs.evolve(event, particles=attrs.evolve(event.particles, vx=np.array([0.0, 1000.0])))
+    assert truth_graph(far).T.tolist() == [[0, 2], [2, 3], [3, 5], [6, 4]]
+
+
+def test_edge_metrics_on_undirected_edges():
+    truth = np.array([[0, 1, 3], [1, 2, 4]])
+    predicted = np.array([[1, 2, 2, 1, 7], [0, 1, 3, 0, 8]])  # 0-1 twice (both directions), 1-2, 2-3, 7-8
+    assert edge_counts(predicted, truth) == (2, 3, 4)
+    efficiency, purity = edge_metrics(predicted, truth)
+    assert efficiency == pytest.approx(2 / 3)
+    assert purity == pytest.approx(2 / 4)
+    assert edge_metrics(truth, truth) == (1.0, 1.0)
+    empty = np.zeros((2, 0), dtype=np.int64)
+    assert edge_metrics(empty, truth)[0] == 0.0
+    assert math.isnan(edge_metrics(empty, truth)[1])

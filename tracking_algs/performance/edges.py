@@ -1,0 +1,51 @@
+"""Truth graph and edge efficiency/purity on undirected edges (Exa.TrkX definitions)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tracking_algs.event import Event
+from tracking_algs.performance.lookup import particle_rows
+
+
+def truth_graph(event: Event) -> np.ndarray:
+    """True edges [2, E] (int64 spacepoint row indices): each particle's hits ordered by the distance of their
+    true positions from the particle's production vertex (from the origin when the event has no particles
+    table), consecutive hits joined. Noise hits (particle_id 0) have no edges. Needs ``event.truth``."""
+    truth = event.truth
+    if truth is None:
+        raise ValueError(f"event {event.event_id}: the truth graph needs truth")
+    vertex = np.zeros((len(truth), 3))
+    if event.particles is not None:
+        row = particle_rows(event.particles.particle_id, truth.particle_id)
+        found = row >= 0
+        particles = event.particles
+        vertex[found] = np.column_stack((particles.vx, particles.vy, particles.vz))[row[found]]
+    distance = np.linalg.norm(np.column_stack((truth.tx, truth.ty, truth.tz)) - vertex, axis=1)
+    rows = np.flatnonzero(truth.particle_id != 0)
+    rows = rows[np.lexsort((distance[rows], truth.particle_id[rows]))]
+    same = truth.particle_id[rows[1:]] == truth.particle_id[rows[:-1]]
+    return np.stack((rows[:-1][same], rows[1:][same])).astype(np.int64).reshape(2, -1)
+
+
+def edge_keys(edges: np.ndarray) -> np.ndarray:
+    """Unique int64 keys of undirected edges [2, E] of non-negative node indices: lo · 2³² + hi."""
+    edges = np.asarray(edges, dtype=np.int64).reshape(2, -1)
+    low, high = np.minimum(edges[0], edges[1]), np.maximum(edges[0], edges[1])
+    return np.unique((low << 32) | high)
+
+
+def edge_counts(predicted: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
+    """(true predicted edges, truth edges, predicted edges), all counted as unique undirected edges."""
+    predicted_keys, truth_keys = edge_keys(predicted), edge_keys(truth)
+    n_true = len(np.intersect1d(predicted_keys, truth_keys, assume_unique=True))
+    return n_true, len(truth_keys), len(predicted_keys)
+
+
+def edge_metrics(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(efficiency, purity) of predicted edges against truth edges, undirected and without repeats:
+    efficiency = |pred ∩ truth| / |truth|, purity = |pred ∩ truth| / |pred| (NaN for an empty denominator)."""
+    n_true, n_truth, n_predicted = edge_counts(predicted, truth)
+    return (n_true / n_truth if n_truth else math.nan, n_true / n_predicted if n_predicted else math.nan)
