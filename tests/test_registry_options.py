@@ -1,0 +1,202 @@
+"""Building interfaces from configuration: the backend registry, entry points, TOML job options, overrides."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+
+import attrs
+import numpy as np
+import pytest
+
+from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
+from inference_iface import (
+    ENTRY_POINT_GROUP,
+    BackendConfig,
+    ConfigError,
+    InferenceInterface,
+    InputError,
+    ModelSignature,
+    TensorSpec,
+    available_backends,
+    backend_class,
+    create_inference,
+    register_backend,
+)
+from inference_iface.options import apply_overrides, load_toml, structure
+
+# --- a complete backend written in the test: numpy instead of a runtime ----------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class AffineConfig(BackendConfig):
+    """``y = scale * x + shift`` on float64 vectors."""
+
+    scale: float = 1.0
+    shift: float = 0.0
+
+
+class AffineInference(InferenceInterface):
+    config_class = AffineConfig
+
+    def __init__(self, config: AffineConfig) -> None:
+        super().__init__(config.cast_policy)
+        self.config = config
+
+    @property
+    def signature(self) -> ModelSignature:
+        return ModelSignature(inputs=[TensorSpec("x:0", "float64", [-1])], outputs=[TensorSpec("y:0", "float64", [-1])])
+
+    def describe(self) -> str:
+        return f"affine scale={self.config.scale} shift={self.config.shift}"
+
+    def _run(self, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]) -> Mapping[str, np.ndarray]:
+        return {"y:0": self.config.scale * inputs["x:0"] + self.config.shift}
+
+
+def test_register_backend_at_run_time():
+    register_backend("test-affine", AffineInference)
+    assert "test-affine" in available_backends()
+    assert backend_class("test-affine") is AffineInference
+    with create_inference({"backend": "test-affine", "scale": 2.0, "shift": 1.0}) as iface:
+        np.testing.assert_array_equal(iface.infer(x_0=np.array([0.0, 1.5])).y_0, [1.0, 4.0])
+        with pytest.raises(InputError, match="input 'x:0': expected dtype float64, got float32"):
+            iface.infer(x_0=np.zeros(2, np.float32))
+    with create_inference(AffineConfig(scale=3.0, cast_policy="safe")) as iface:  # a config instance finds its class
+        np.testing.assert_array_equal(iface.infer(x_0=np.array([1, 2], np.int32)).y_0, [3.0, 6.0])
+
+
+def test_register_backend_needs_a_config_class():
+    class Bare(InferenceInterface):
+        pass
+
+    with pytest.raises(ConfigError, match="has no 'config_class'"):
+        register_backend("test-bare", Bare)
+    assert "test-bare" not in available_backends()
+
+
+def test_backend_found_through_a_real_entry_point(tmp_path, monkeypatch):
+    (tmp_path / "thirdparty_square.py").write_text(
+        textwrap.dedent(
+            """
+            import attrs
+            from inference_iface import BackendConfig, InferenceInterface, ModelSignature, TensorSpec
+
+            @attrs.frozen(kw_only=True)
+            class SquareConfig(BackendConfig):
+                power: int = 2
+
+            class SquareInference(InferenceInterface):
+                config_class = SquareConfig
+
+                def __init__(self, config):
+                    super().__init__(config.cast_policy)
+                    self.power = config.power
+
+                @property
+                def signature(self):
+                    specs = [TensorSpec("x", "int64", [-1])], [TensorSpec("y", "int64", [-1])]
+                    return ModelSignature(inputs=specs[0], outputs=specs[1])
+
+                def describe(self):
+                    return f"square power={self.power}"
+
+                def _run(self, inputs, output_names):
+                    return {"y": inputs["x"] ** self.power}
+            """
+        )
+    )
+    dist_info = tmp_path / "thirdparty_square-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-square\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(
+        f"[{ENTRY_POINT_GROUP}]\ntest-square = thirdparty_square:SquareInference\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    assert "test-square" in available_backends()
+    with create_inference({"backend": "test-square", "power": 3}) as iface:
+        assert iface.describe() == "square power=3"
+        np.testing.assert_array_equal(iface.infer(x=np.array([2, -3])).y, [8, -27])
+
+
+def test_create_inference_from_mapping_and_from_config(two_in_two_out_path):
+    from_dict = create_inference({"backend": "onnxruntime", "model_path": str(two_in_two_out_path), "device": "cpu"})
+    from_config = create_inference(OnnxRuntimeConfig(model_path=str(two_in_two_out_path), device="cpu"))
+    for iface in (from_dict, from_config):
+        assert isinstance(iface, OnnxRuntimeInference)
+        assert iface.signature.input_names == ("input.1", "y:0")
+        iface.close()
+    assert from_dict.config == from_config.config
+
+
+def test_unknown_backend_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown backend 'onnx'; valid backends are .*onnxruntime"):
+        create_inference({"backend": "onnx", "model_path": "m.onnx"})
+    with pytest.raises(ConfigError, match=r"need a 'backend' key; valid backends are .*onnxruntime"):
+        create_inference({"model_path": "m.onnx"})
+    with pytest.raises(ConfigError, match="must be a mapping or a backend config, got str"):
+        create_inference("onnxruntime")
+
+
+def test_unknown_key_lists_the_valid_ones(two_in_two_out_path):
+    with pytest.raises(ConfigError) as error:
+        create_inference({"backend": "onnxruntime", "model_path": str(two_in_two_out_path), "threads": 4})
+    message = str(error.value)
+    assert "backend 'onnxruntime': unknown key(s) threads" in message
+    for key in ("model_path", "device", "intra_op_threads", "graph_optimization_level", "cast_policy"):
+        assert key in message
+
+
+def test_bad_value_names_the_key():
+    with pytest.raises(ConfigError, match=r"gpu.*\$\.device"):
+        create_inference({"backend": "onnxruntime", "model_path": "m.onnx", "device": "gpu"})
+    with pytest.raises(ConfigError, match=r"expected int @ \$\.intra_op_threads"):
+        create_inference({"backend": "onnxruntime", "model_path": "m.onnx", "intra_op_threads": "many"})
+
+
+def test_toml_with_overrides_builds_the_interface(tmp_path, two_in_two_out_path):
+    job = tmp_path / "job.toml"
+    job.write_text(
+        textwrap.dedent(
+            f"""
+            [inference]
+            backend = "onnxruntime"
+            model_path = "{two_in_two_out_path}"
+            device = "auto"
+            intra_op_threads = 4
+            """
+        )
+    )
+    options = apply_overrides(
+        load_toml(job), ["inference.intra_op_threads=1", "inference.device=cpu", "inference.cast_policy='safe'"]
+    )
+    assert load_toml(job)["inference"]["intra_op_threads"] == 4  # the loaded options are not modified
+    with create_inference(options["inference"]) as iface:
+        assert iface.config == OnnxRuntimeConfig(
+            model_path=str(two_in_two_out_path), device="cpu", intra_op_threads=1, cast_policy="safe"
+        )
+        x = np.ones((1, 3), np.float16)  # safe cast accepted because of the override
+        np.testing.assert_array_equal(iface.infer({"input.1": x, "y:0": x}).sum, [[2, 2, 2]])
+
+
+def test_structure_rejects_unknown_keys_listing_valid_ones():
+    config = structure({"model_path": "m.onnx", "graph_optimization_level": "basic"}, OnnxRuntimeConfig, "[inference]")
+    assert config.graph_optimization_level == "basic"
+    with pytest.raises(
+        ConfigError, match=r"\[inference\]: unknown key\(s\) modelpath; valid keys are cast_policy, model_path"
+    ):
+        structure({"modelpath": "m.onnx"}, OnnxRuntimeConfig, "[inference]")
+
+
+def test_override_and_toml_errors_name_the_problem(tmp_path):
+    with pytest.raises(ConfigError, match=r"must look like dotted\.key=value"):
+        apply_overrides({}, ["inference.device"])
+    with pytest.raises(ConfigError, match="'backend' is a value, not a table"):
+        apply_overrides({"backend": "onnxruntime"}, ["backend.device=cpu"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_toml(tmp_path / "absent.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[inference\nbackend = 1\n")
+    with pytest.raises(ConfigError, match=f"{broken.name}.*is not valid TOML"):
+        load_toml(broken)
