@@ -1,0 +1,58 @@
+"""``trkx serve [--repository DIR] [--grpc-port P] [--http-port P] [--metrics-port P]``: the embedded tritonserver.
+
+Runs the real ``tritonserver`` from the ``nvidia-pytriton`` wheel on loopback (free ports unless given),
+prints its endpoints and serves until interrupted (Ctrl-C or SIGTERM) or until the server exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+NAME = "serve"
+HELP = "serve a Triton model repository with the embedded tritonserver (loopback, free ports by default)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``trkx serve``."""
+    parser.add_argument(
+        "--repository", type=Path, default=Path("model_repository"), help="model repository (default: %(default)s)"
+    )
+    parser.add_argument("--grpc-port", type=int, default=0, help="gRPC port (default: a free port)")
+    parser.add_argument("--http-port", type=int, default=0, help="HTTP port (default: a free port)")
+    parser.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics port (default: a free port)")
+    parser.add_argument("--address", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument("--log", type=Path, help="server log file (default: a temporary file, printed)")
+    parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for readiness")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the server, print its endpoints, block until interrupted; exit status 0 (or the server's)."""
+    from backends.triton_server import TritonServer, TritonServerConfig
+
+    config = TritonServerConfig(
+        repository=str(args.repository),
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        address=args.address,
+        startup_timeout_s=args.startup_timeout,
+        log_path=str(args.log or ""),
+    )
+    signal.signal(signal.SIGTERM, _interrupt)
+    with TritonServer(config) as server:
+        print(f"grpc: {server.grpc_url}", f"http: {server.http_url}", f"metrics: {server.metrics_url}", sep="\n")
+        print(f"log: {server.log_path}", flush=True)
+        try:
+            status = server.wait()
+        except KeyboardInterrupt:
+            print("stopping tritonserver", file=sys.stderr)
+            return 0
+    print(f"tritonserver exited with status {status}{server.log_tail()}", file=sys.stderr)
+    return status or 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
