@@ -1,0 +1,131 @@
+"""End to end: ``trkx run`` on simulated events with the shipped models and local ONNX Runtime.
+
+Real files in, real ONNX Runtime sessions, real output files checked column by column; an interrupted
+job (SIGKILL) resumed with ``--resume`` gives the same files as an uninterrupted one; a bad event is
+reported and skipped while the others finish.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tracking_algs.cli import main
+from tracking_algs.io.trackml import event_path, list_events, read_event, write_event
+from tracking_algs.job.report import FITTED_COLUMNS
+from tracking_algs.simulation import SimulationConfig, simulate_event
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "local_onnx.toml"
+SMALL = ["simulation.pileup=5", "job.seed=2000000"]
+
+
+def _run(*args: str) -> int:
+    return main(["run", str(CONFIG), "--no-progress", *args])
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as stream:
+        return list(csv.DictReader(stream))
+
+
+@pytest.fixture(scope="module")
+def finished_job(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("job")
+    assert _run("--simulate", "3", "--output", str(output), *[f"--set={item}" for item in SMALL]) == 0
+    return output
+
+
+def test_job_writes_every_documented_file(finished_job):
+    for name in ("tracks.csv", "fitted_tracks.csv", "performance.json"):
+        assert (finished_job / name).stat().st_size > 0, name
+    for name in ("efficiency_vs_pt", "efficiency_vs_eta", "fake_rate_vs_eta", "pulls", "timing"):
+        assert (finished_job / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+
+
+def test_tracks_csv_lists_every_hit_once(finished_job):
+    rows = _rows(finished_job / "tracks.csv")
+    assert list(rows[0]) == ["event_id", "hit_id", "track_id"]
+    config = SimulationConfig(pileup=5)
+    for event_id in range(3):
+        event = simulate_event(config, seed=2_000_000, event_id=event_id)
+        hits = sorted(int(row["hit_id"]) for row in rows if int(row["event_id"]) == event_id)
+        assert hits == sorted(event.spacepoints.hit_id.tolist())
+    assert {int(row["track_id"]) for row in rows} - {-1}, "no track was found"
+
+
+def test_fitted_tracks_have_the_documented_columns_and_no_nan(finished_job):
+    rows = _rows(finished_job / "fitted_tracks.csv")
+    assert list(rows[0]) == ["event_id", *FITTED_COLUMNS]
+    assert len(FITTED_COLUMNS) == 1 + 5 + 15 + 5
+    values = np.array([[float(row[name]) for name in FITTED_COLUMNS] for row in rows])
+    assert np.isfinite(values).all()
+    track_ids = {(row["event_id"], row["track_id"]) for row in _rows(finished_job / "tracks.csv")}
+    assert {(row["event_id"], row["track_id"]) for row in rows} <= track_ids
+
+
+def test_performance_json_reports_metrics_timing_and_backend(finished_job):
+    performance = json.loads((finished_job / "performance.json").read_text())
+    assert performance["events"] == [0, 1, 2]
+    tracking = performance["tracking"]
+    assert 0.8 < tracking["efficiency"] <= 1.0
+    assert 0.0 <= tracking["fake_rate"] < 0.2
+    for stage in ("graph", "filter", "gnn"):
+        assert 0.0 < performance["edges"][stage]["efficiency"] <= 1.0
+        assert 0.0 < performance["edges"][stage]["purity"] <= 1.0
+    for stage in ("graph", "filter", "gnn", "building", "fitting"):
+        stats = performance["timing_ms"][stage]
+        assert 0.0 <= stats["min"] <= stats["mean"] <= stats["max"]
+    assert all("onnxruntime" in text for text in performance["backend"].values())
+    assert set(performance["fitting"]["pulls"]) == {"d0", "z0", "phi", "theta", "qop"}
+
+
+def test_resume_after_kill_gives_identical_results(finished_job, tmp_path):
+    output = tmp_path / "killed"
+    command = [sys.executable, "-m", "tracking_algs.cli", "run", str(CONFIG), "--simulate", "3", "--no-progress",
+               "--output", str(output), *[f"--set={item}" for item in SMALL]]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list((output / "events").glob("*.npz")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished_before = len(list((output / "events").glob("*.npz")))
+    assert 1 <= finished_before < 3, "the job was not interrupted mid-way"
+    assert _run("--simulate", "3", "--output", str(output), "--resume", *[f"--set={item}" for item in SMALL]) == 0
+    for name in ("tracks.csv", "fitted_tracks.csv"):
+        assert (output / name).read_text() == (finished_job / name).read_text(), name
+
+
+def test_rerun_without_resume_into_a_used_directory_is_refused(finished_job, capsys):
+    assert _run("--simulate", "3", "--output", str(finished_job), *[f"--set={item}" for item in SMALL]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_bad_event_is_reported_and_skipped(tmp_path):
+    events = tmp_path / "events"
+    config = SimulationConfig(pileup=2)
+    for event_id in range(3):
+        write_event(events, simulate_event(config, seed=2_000_100, event_id=event_id))
+    hits = event_path(events, 1, "hits")
+    lines = hits.read_text().splitlines()
+    hits.write_text("\n".join([lines[0], lines[1].replace(lines[1].split(",")[1], "nan", 1), *lines[2:]]) + "\n")
+    assert list_events(events) == [0, 1, 2]
+    output = tmp_path / "out"
+    assert _run("--input", str(events), "--output", str(output)) == 0
+    performance = json.loads((output / "performance.json").read_text())
+    assert performance["events"] == [0, 2]
+    (failure,) = performance["failed_events"]
+    assert failure["event_id"] == 1
+    assert failure["stage"] == "read"
+    assert "hits.csv" in failure["error"]
+    good = read_event(events, 2)
+    assert int((np.array([int(r["event_id"]) for r in _rows(output / "tracks.csv")]) == 2).sum()) == len(good.spacepoints)

@@ -1,0 +1,93 @@
+"""Job options: the shipped TOML files, --set overrides, per-stage backends, and errors listing valid choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from inference_iface import ConfigError
+from tracking_algs.job_options import load_job_options
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_local_and_remote_configs_differ_only_in_the_backend_line():
+    local, remote = (
+        [line for line in (CONFIGS / name).read_text().splitlines() if not line.startswith("#")]
+        for name in ("local_onnx.toml", "remote_triton.toml")
+    )
+    changed = [(a, b) for a, b in zip(local, remote, strict=True) if a != b]
+    assert changed == [('backend = "onnxruntime"', 'backend = "triton"')]
+    local_data = tomllib.loads("\n".join(local))
+    remote_data = tomllib.loads("\n".join(remote))
+    remote_data["inference"]["backend"] = "onnxruntime"
+    assert local_data == remote_data
+
+
+def test_local_config_loads_with_every_stage_on_onnxruntime():
+    options = load_job_options(CONFIGS / "local_onnx.toml")
+    for stage in ("embedding", "filter", "gnn"):
+        settings = options.stage_inference(stage)
+        assert settings["backend"] == "onnxruntime"
+        assert settings["device"] == "auto"
+
+
+def test_remote_config_sends_every_stage_to_triton():
+    options = load_job_options(CONFIGS / "remote_triton.toml")
+    assert {options.stage_inference(stage)["backend"] for stage in ("embedding", "filter", "gnn")} == {"triton"}
+    assert options.stage_inference("gnn")["url"] == "127.0.0.1:8001"
+
+
+def test_set_overrides_nested_keys_with_toml_values():
+    options = load_job_options(
+        CONFIGS / "local_onnx.toml",
+        ["finding.gnn.cut=0.7", "finding.graph.method=faiss", "job.jobs=2", "fitting.hook=none"],
+    )
+    assert options.finding.gnn.cut == 0.7
+    assert options.finding.graph.method == "faiss"
+    assert options.job.jobs == 2
+    assert options.fitting.hook == "none"
+
+
+def test_a_stage_can_override_the_backend_and_its_options():
+    options = load_job_options(
+        CONFIGS / "local_onnx.toml",
+        ["finding.stages.gnn.backend=triton", "finding.stages.gnn.timeout_s=5.0"],
+    )
+    assert options.stage_inference("embedding")["backend"] == "onnxruntime"
+    gnn = options.stage_inference("gnn")
+    assert gnn["backend"] == "triton"
+    assert gnn["url"] == "127.0.0.1:8001"
+    assert gnn["timeout_s"] == 5.0
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("finding.graph.radiuss=1.0", r"radiuss.*valid keys are method, radius, k_max"),
+        ("nonsense.key=1", r"nonsense.*valid keys are job, inference"),
+        ("inference.backend=tensorrt", r"'tensorrt' is unknown; valid backends are onnxruntime, triton"),
+        ("inference.onnxruntime.devise=cpu", r"stage 'embedding'.*devise.*valid keys"),
+        ("finding.stages.tracking.backend=triton", r"unknown stage\(s\) tracking; valid stages are embedding"),
+        ("finding.graph.method=annoy", r"finding"),
+    ],
+)
+def test_bad_options_name_the_key_and_list_the_valid_choices(override, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_job_options(CONFIGS / "local_onnx.toml", [override])
+
+
+def test_missing_and_malformed_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_job_options(tmp_path / "absent.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[job\nevents = 1\n")
+    with pytest.raises(ConfigError, match=r"broken\.toml.*not valid TOML"):
+        load_job_options(broken)
+
+
+def test_override_syntax_errors_are_clear():
+    with pytest.raises(ConfigError, match=r"dotted\.key=value"):
+        load_job_options(None, ["finding.gnn.cut"])

@@ -1,0 +1,66 @@
+"""The job's fit-quality and timing plots (PNG, matplotlib Agg with the mplhep style)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.style
+import mplhep
+import numpy as np
+from matplotlib.figure import Figure
+from scipy.stats import norm
+
+_PULL_LABELS = ("d0", "z0", r"$\phi$", r"$\theta$", "q/p")
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    return path
+
+
+def plot_pulls(pulls: np.ndarray, pvalues: np.ndarray, path: Path) -> Path:
+    """Pull distributions of the five perigee parameters with a unit Gaussian, and the p-value histogram."""
+    with matplotlib.style.context(mplhep.style.ROOT):
+        figure = Figure(figsize=(15, 9), layout="constrained")
+        axes = figure.subplots(2, 3).ravel()
+        bins = np.linspace(-5, 5, 51)
+        for k, label in enumerate(_PULL_LABELS):
+            values = pulls[:, k]
+            axes[k].hist(values, bins=bins, histtype="step", density=True, label=f"mean {values.mean():.3f}\n"
+                         f"std {values.std():.3f}")  # fmt: skip
+            axes[k].plot(bins, norm.pdf(bins), label="N(0, 1)")
+            axes[k].set_xlabel(f"pull {label}")
+            axes[k].legend(fontsize="small")
+        axes[5].hist(pvalues, bins=np.linspace(0, 1, 21), histtype="step")
+        axes[5].set_xlabel("fit p-value")
+        return _save(figure, path)
+
+
+def plot_resolutions(resolution_vs_pt: dict, path: Path) -> Path:
+    """Resolution (central-68 % width of the residuals) of d0, z0 and q/pT per true-pT bin."""
+    edges = np.asarray(resolution_vs_pt["pt_bins"])
+    centers = np.sqrt(edges[1:] * edges[:-1])
+    names = [name for name in resolution_vs_pt if name != "pt_bins"]
+    with matplotlib.style.context(mplhep.style.ROOT):
+        figure = Figure(figsize=(15, 5), layout="constrained")
+        for axes, name in zip(figure.subplots(1, len(names)), names, strict=True):
+            axes.errorbar(centers, resolution_vs_pt[name], xerr=(centers - edges[:-1], edges[1:] - centers), fmt="o")
+            axes.set_xscale("log")
+            axes.set_yscale("log")
+            axes.set_xlabel(r"true $p_T$ [GeV]")
+            axes.set_ylabel(f"resolution {name}")
+        return _save(figure, path)
+
+
+def plot_timing(timing_ms: dict[str, dict[str, float]], path: Path) -> Path:
+    """Mean time per event of each stage (error bar: standard deviation over events)."""
+    stages = [stage for stage in timing_ms if stage != "total"]
+    with matplotlib.style.context(mplhep.style.ROOT):
+        figure = Figure(figsize=(8, 6), layout="constrained")
+        axes = figure.add_subplot()
+        means = [timing_ms[stage]["mean"] for stage in stages]
+        spreads = [timing_ms[stage]["std"] for stage in stages]
+        axes.bar(stages, means, yerr=spreads)
+        axes.set_ylabel("ms / event")
+        return _save(figure, path)

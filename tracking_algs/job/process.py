@@ -1,0 +1,94 @@
+"""Processing one event: find, fit, and (when truth exists) measure against it."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from tracking_algs.event import Event
+from tracking_algs.finding.finder import FindingResult, TrackFinder
+from tracking_algs.finding.model_dir import STAGES
+from tracking_algs.fitting.hook import COVARIANCE_NAMES, PARAMETER_NAMES, FitResults
+from tracking_algs.job.store import EventResult
+from tracking_algs.job_options import JobOptions
+from tracking_algs.performance.edges import edge_metrics, truth_graph
+from tracking_algs.performance.matching import TrackStatus, match_tracks
+from tracking_algs.performance.truth_perigee import truth_perigee
+
+
+class EventProcessor:
+    """The finder (and its fitting hook) built once from job options, applied event by event."""
+
+    def __init__(self, options: JobOptions) -> None:
+        self.options = options
+        self.detector = options.detector()
+        fitter = options.fitting.make_fitter(self.detector)
+        stage_options = {stage: options.stage_inference(stage) for stage in STAGES}
+        self.finder = TrackFinder.from_options(options.finding, stage_options, fitter=fitter)
+
+        stage_objects = (self.finder.graph, self.finder.filter, self.finder.gnn)
+        #: Each neural stage's inference backend, as its interface describes itself.
+        self.backend = {stage: obj.inference.describe() for stage, obj in zip(STAGES, stage_objects, strict=True)}
+
+    def process(self, event: Event) -> EventResult:
+        """Find and fit the tracks of one event; match them to truth when the event has it."""
+        found = self.finder.find(event.spacepoints)
+        edges = {stage: {"count": float(array.shape[1])} for stage, array in found.edges.items()}
+        truth: dict[str, np.ndarray] = {}
+        if event.truth is not None and event.particles is not None:
+            truth = self._measure(event, found, edges)
+        return EventResult(
+            event_id=event.event_id,
+            hit_id=event.spacepoints.hit_id,
+            track_label=found.candidates.labels,
+            timing_ms=found.timing_ms,
+            edges=edges,
+            backend=self.backend,
+            fitted=fit_columns(found.fit) if found.fit is not None else {},
+            truth=truth,
+        )
+
+    def _measure(self, event: Event, found: FindingResult, edges: dict[str, dict[str, float]]) -> dict[str, np.ndarray]:
+        reference = truth_graph(event)
+        for stage, array in found.edges.items():
+            efficiency, purity = edge_metrics(array, reference)
+            edges[stage] |= {"efficiency": efficiency, "purity": purity}
+        match = match_tracks(event, found.candidates, self.options.performance)
+        truth = {key: np.asarray(value) for key, value in attrs.asdict(match, recurse=False).items()}
+        if found.fit is not None:
+            truth["fit_true_params"] = self._true_params(event, found.fit, match)
+        return truth
+
+    def _true_params(self, event: Event, fit: FitResults, match) -> np.ndarray:
+        """Truth perigee of each fitted track's matched particle (NaN rows for unmatched tracks)."""
+        true_params = np.full((len(fit.track_id), 5), np.nan)
+        status_of = dict(zip(match.track_id.tolist(), match.track_status.tolist(), strict=True))
+        particle_of = dict(zip(match.track_id.tolist(), match.track_particle.tolist(), strict=True))
+        rows = [k for k, track in enumerate(fit.track_id.tolist()) if status_of.get(track) == TrackStatus.MATCHED]
+        if rows:
+            particles = event.particles
+            index = {pid: i for i, pid in enumerate(particles.particle_id.tolist())}
+            chosen = np.array([index[particle_of[int(fit.track_id[k])]] for k in rows])
+            true_params[rows] = truth_perigee(particles.take(chosen), self.detector.bfield_t)
+        return true_params
+
+    def close(self) -> None:
+        """Release the finder's inference interfaces."""
+        self.finder.close()
+
+    def __enter__(self) -> EventProcessor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def fit_columns(fit: FitResults) -> dict[str, np.ndarray]:
+    """The fitted-track columns of ``fitted_tracks.csv`` (covariance as its 15 upper-triangle values), plus
+    the fit p-value."""
+    columns = {"track_id": fit.track_id}
+    columns |= {name: fit.params[:, k] for k, name in enumerate(PARAMETER_NAMES)}
+    columns |= dict(zip(COVARIANCE_NAMES, fit.cov_upper_triangle().T, strict=True))
+    columns |= {"chi2": fit.chi2, "ndf": fit.ndf, "pvalue": fit.pvalue, "n_hits": fit.n_hits}
+    columns |= {"n_outliers": fit.n_outliers, "status": fit.status}
+    return columns

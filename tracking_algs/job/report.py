@@ -1,0 +1,233 @@
+"""The job's report: ``tracks.csv``, ``fitted_tracks.csv``, ``performance.json`` and ``plots/`` from the
+finished event fragments, and the summary table printed at the end of ``trkx run``.
+
+``tracks.csv`` (TrackML submission format) lists every hit of every finished event once; hits the
+finder left unassigned get ``track_id = -1``. ``fitted_tracks.csv`` has one row per fitted track with
+the perigee parameters w.r.t. the z axis (mm, rad, e/GeV), the 15 upper-triangle covariance values
+``cov_ij`` (i ≤ j, in the order d0, z0, phi, theta, qop), chi2, ndf, hit and outlier counts and the
+fit status (0 = OK, see :class:`tracking_algs.fitting.hook.FitStatus`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from tracking_algs.fitting.hook import COVARIANCE_NAMES, PARAMETER_NAMES
+from tracking_algs.job.plots import plot_pulls, plot_resolutions, plot_timing
+from tracking_algs.job.runner import JobSummary
+from tracking_algs.job.store import EventResult, ResultStore
+from tracking_algs.job_options import JobOptions
+from tracking_algs.performance.histograms import efficiency_vs_eta, efficiency_vs_pt, fake_rate_vs_eta
+from tracking_algs.performance.matching import MatchResult
+from tracking_algs.performance.plots import plot_performance
+
+#: Columns of ``fitted_tracks.csv`` after ``event_id`` (the DESIGN.md contract).
+FITTED_COLUMNS: tuple[str, ...] = (
+    "track_id",
+    *PARAMETER_NAMES,
+    *COVARIANCE_NAMES,
+    "chi2",
+    "ndf",
+    "n_hits",
+    "n_outliers",
+    "status",
+)
+#: pT bin edges (GeV) of the resolution plots.
+RESOLUTION_PT_BINS = np.array([0.5, 1.0, 2.0, 5.0, 10.0, 100.0])
+
+
+def write_report(store: ResultStore, options: JobOptions) -> dict[str, Any]:
+    """Write every output file from the finished fragments; returns the ``performance.json`` content."""
+    results = list(store.results())
+    output = store.output
+    _write_tracks(output / "tracks.csv", results)
+    _write_fitted(output / "fitted_tracks.csv", results)
+    plots = output / "plots"
+    performance: dict[str, Any] = {
+        "events": [result.event_id for result in results],
+        "failed_events": [attrs.asdict(failure) for failure in store.failures()],
+        "backend": results[0].backend if results else {},
+        "timing_ms": _timing(results),
+        "edges": _edges(results),
+    }
+    plot_timing(performance["timing_ms"], plots / "timing.png")
+    with_truth = [result for result in results if result.truth]
+    if with_truth:
+        match = MatchResult.combine([_match(result) for result in with_truth])
+        performance["tracking"] = _tracking(match, options)
+        plot_performance(match, plots)
+        fits = _fit_quality(with_truth)
+        if fits:
+            performance["fitting"] = fits["summary"]
+            plot_pulls(fits["pulls"], fits["pvalues"], plots / "pulls.png")
+            plot_resolutions(fits["summary"]["resolution_vs_pt"], plots / "resolution_vs_pt.png")
+    (output / "performance.json").write_text(json.dumps(_plain(performance), indent=2) + "\n")
+    return performance
+
+
+def _write_tracks(path: Path, results: list[EventResult]) -> None:
+    with path.open("w") as stream:
+        stream.write("event_id,hit_id,track_id\n")
+        for result in results:
+            rows = np.column_stack((np.full(len(result.hit_id), result.event_id), result.hit_id, result.track_label))
+            np.savetxt(stream, rows, fmt="%d", delimiter=",")
+
+
+def _write_fitted(path: Path, results: list[EventResult]) -> None:
+    with path.open("w") as stream:
+        stream.write(",".join(("event_id", *FITTED_COLUMNS)) + "\n")
+        for result in results:
+            if not result.fitted:
+                continue
+            count = len(result.fitted["track_id"])
+            for row in range(count):
+                values = [str(result.event_id)] + [_format(result.fitted[name][row]) for name in FITTED_COLUMNS]
+                stream.write(",".join(values) + "\n")
+
+
+def _format(value: np.generic) -> str:
+    return str(int(value)) if np.issubdtype(np.asarray(value).dtype, np.integer) else repr(float(value))
+
+
+def _timing(results: list[EventResult]) -> dict[str, dict[str, float]]:
+    stages = dict.fromkeys(stage for result in results for stage in result.timing_ms)
+    summary = {}
+    for stage in stages:
+        values = np.array([result.timing_ms[stage] for result in results if stage in result.timing_ms])
+        summary[stage] = _stats(values)
+    totals = np.array([sum(result.timing_ms.values()) for result in results])
+    if len(totals):
+        summary["total"] = _stats(totals)
+    return summary
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    return {"mean": values.mean(), "std": values.std(), "min": values.min(), "max": values.max()}
+
+
+def _edges(results: list[EventResult]) -> dict[str, dict[str, float]]:
+    stages = dict.fromkeys(stage for result in results for stage in result.edges)
+    return {
+        stage: {key: float(np.mean([r.edges[stage][key] for r in results if key in r.edges.get(stage, {})]))
+                for key in dict.fromkeys(k for r in results for k in r.edges.get(stage, {}))}
+        for stage in stages
+    }  # fmt: skip
+
+
+def _match(result: EventResult) -> MatchResult:
+    return MatchResult(**{field.name: result.truth[field.name] for field in attrs.fields(MatchResult)})
+
+
+def _tracking(match: MatchResult, options: JobOptions) -> dict[str, Any]:
+    selection = options.performance
+    low_pt = attrs.evolve(selection, pt_min=0.5).select(match.particle_pt, match.particle_eta, match.particle_nhits)
+    low_pt_matched = int((low_pt & match.particle_matched).sum())
+    return {
+        **match.summary(),
+        "selection": attrs.asdict(selection),
+        "efficiency_pt_gt_0p5": low_pt_matched / max(int(low_pt.sum()), 1),
+        "efficiency_vs_pt": efficiency_vs_pt(match).to_dict(),
+        "efficiency_vs_eta": efficiency_vs_eta(match).to_dict(),
+        "fake_rate_vs_eta": fake_rate_vs_eta(match).to_dict(),
+    }
+
+
+def _fit_quality(results: list[EventResult]) -> dict[str, Any]:
+    """Pulls, p-values and resolutions of fitted tracks matched to a particle (fit status OK)."""
+    fitted = [r for r in results if r.fitted and "fit_true_params" in r.truth]
+    if not fitted:
+        return {}
+    params = np.concatenate([np.column_stack([r.fitted[n] for n in PARAMETER_NAMES]) for r in fitted])
+    true = np.concatenate([r.truth["fit_true_params"] for r in fitted])
+    errors = np.sqrt(np.concatenate([np.column_stack([r.fitted[f"cov_{k}{k}"] for k in range(5)]) for r in fitted]))
+    status = np.concatenate([r.fitted["status"] for r in fitted])
+    pvalue = np.concatenate([r.fitted["pvalue"] for r in fitted])
+    usable = (status == 0) & np.isfinite(true).all(axis=1)
+    residual = params[usable] - true[usable]
+    residual[:, 2] = np.angle(np.exp(1j * residual[:, 2]))
+    pulls = residual / errors[usable]
+    true_pt = np.abs(np.sin(true[usable, 3]) / true[usable, 4])
+    qopt_residual = params[usable, 4] / np.sin(params[usable, 3]) - true[usable, 4] / np.sin(true[usable, 3])
+    summary = {
+        "n_fitted": len(status),
+        "n_ok": int((status == 0).sum()),
+        "n_matched_ok": int(usable.sum()),
+        "pulls": {name: {"mean": float(np.mean(pulls[:, k])), "std": float(np.std(pulls[:, k]))}
+                  for k, name in enumerate(PARAMETER_NAMES)} if usable.any() else {},
+        "pvalue_mean": float(np.mean(pvalue[usable])) if usable.any() else None,
+        "resolution": {"d0_mm": _robust_std(residual[:, 0]), "z0_mm": _robust_std(residual[:, 1]),
+                       "qopt_per_gev": _robust_std(qopt_residual)},
+    }  # fmt: skip
+    resolution_vs_pt = {
+        name: [_robust_std(values[(true_pt >= lo) & (true_pt < hi)])
+               for lo, hi in itertools.pairwise(RESOLUTION_PT_BINS)]
+        for name, values in (("d0 [mm]", residual[:, 0]), ("z0 [mm]", residual[:, 1]), ("q/pT [1/GeV]", qopt_residual))
+    }  # fmt: skip
+    summary["resolution_vs_pt"] = {"pt_bins": RESOLUTION_PT_BINS.tolist(), **resolution_vs_pt}
+    return {
+        "summary": summary,
+        "pulls": pulls,
+        "pvalues": pvalue[usable],
+        "resolution_vs_pt": summary["resolution_vs_pt"],
+    }
+
+
+def _robust_std(values: np.ndarray) -> float:
+    """Standard deviation from the central 68 % (half the 16-84 % quantile range); NaN when empty."""
+    if len(values) < 2:
+        return math.nan
+    low, high = np.percentile(values, [15.865, 84.135])
+    return float(0.5 * (high - low))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def print_summary(performance: dict[str, Any], summary: JobSummary, console: Console | None = None) -> None:
+    """The end-of-job table: events, efficiency, fake and duplicate rates, resolutions, ms/event per stage."""
+    console = console or Console()
+    table = Table(title="trkx run", show_header=False)
+    table.add_row("events processed / resumed / failed",
+                  f"{len(summary.processed)} / {len(summary.skipped)} / {len(summary.failed)}")  # fmt: skip
+    tracking = performance.get("tracking")
+    if tracking:
+        table.add_row("track efficiency (pT > 1 GeV)", _percent(tracking["efficiency"]))
+        table.add_row("track efficiency (pT > 0.5 GeV)", _percent(tracking["efficiency_pt_gt_0p5"]))
+        table.add_row("fake rate", _percent(tracking["fake_rate"]))
+        table.add_row("duplicate rate", _percent(tracking["duplicate_rate"]))
+    fitting = performance.get("fitting")
+    if fitting:
+        resolution = fitting["resolution"]
+        table.add_row("resolution d0 / z0", f"{resolution['d0_mm'] * 1e3:.1f} µm / {resolution['z0_mm'] * 1e3:.1f} µm")
+        table.add_row("resolution q/pT", f"{resolution['qopt_per_gev']:.2e} /GeV")
+        if fitting["pvalue_mean"] is not None:
+            table.add_row("fit p-value mean", f"{fitting['pvalue_mean']:.3f}")
+    for stage, stats in performance["timing_ms"].items():
+        table.add_row(f"{stage} [ms/event]", f"{stats['mean']:.1f} ± {stats['std']:.1f}")
+    console.print(table)
+    for failure in summary.failed:
+        console.print(f"[yellow]event {failure.event_id} failed ({failure.stage}): {failure.error}[/yellow]")
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f} %"

@@ -1,0 +1,125 @@
+"""Running a job: events from a source, through the processor, into the result store.
+
+Events run in this process (``jobs=1``) or in worker processes, each building its own processor once.
+A bad event (unreadable file, invalid input) is recorded and skipped; a backend that stops answering
+ends the job after recording what finished, so ``--resume`` can continue it later.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import traceback
+from collections.abc import Iterable
+
+import attrs
+from tqdm import tqdm
+
+from inference_iface.errors import BackendUnavailableError, InferenceTimeoutError, InputError
+from tracking_algs.errors import EventFormatError
+from tracking_algs.job.process import EventProcessor
+from tracking_algs.job.sources import EventSource
+from tracking_algs.job.store import EventFailure, EventResult, ResultStore
+from tracking_algs.job_options import JobOptions
+
+#: Errors that make one event bad without saying anything about the next one.
+EVENT_ERRORS = (EventFormatError, InputError)
+#: Errors that mean the backend is gone: the job stops (finished events are kept) and can be resumed.
+BACKEND_ERRORS = (BackendUnavailableError, InferenceTimeoutError)
+
+
+@attrs.frozen
+class JobSummary:
+    """What a run did: events processed now, skipped as already done, and failed."""
+
+    processed: tuple[int, ...]
+    skipped: tuple[int, ...]
+    failed: tuple[EventFailure, ...]
+    stopped_by: str | None = None
+
+
+def run_events(
+    options: JobOptions,
+    source: EventSource,
+    store: ResultStore,
+    jobs: int = 1,
+    progress: bool = True,
+) -> JobSummary:
+    """Process every event of ``source`` not yet in ``store``; returns what happened.
+
+    Raises nothing for bad events (they are recorded); a backend error stops the loop and is reported
+    in ``JobSummary.stopped_by`` after the finished events are saved.
+    """
+    done = store.finished_ids()
+    todo = [event_id for event_id in source.event_ids() if event_id not in done]
+    skipped = tuple(sorted(done & set(source.event_ids())))
+    processed: list[int] = []
+    failed: list[EventFailure] = []
+    stopped_by = None
+    bar = tqdm(total=len(todo), desc="events", unit="event", disable=not progress)
+    try:
+        for outcome in _outcomes(options, source, todo, jobs):
+            bar.update()
+            if isinstance(outcome, EventResult):
+                store.save(outcome)
+                processed.append(outcome.event_id)
+            else:
+                store.save_failure(outcome)
+                failed.append(outcome)
+                if outcome.stage == "backend":
+                    stopped_by = f"event {outcome.event_id}: {outcome.error}"
+                    break
+                bar.write(f"skipped event {outcome.event_id} ({outcome.stage}): {outcome.error}")
+    finally:
+        bar.close()
+    return JobSummary(tuple(processed), skipped, tuple(failed), stopped_by)
+
+
+def _outcomes(
+    options: JobOptions, source: EventSource, event_ids: list[int], jobs: int
+) -> Iterable[EventResult | EventFailure]:
+    if not event_ids:
+        return
+    if jobs <= 1:
+        with EventProcessor(options) as processor:
+            for event_id in event_ids:
+                yield _process_one(processor, source, event_id)
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_start_worker, initargs=(options,)
+    ) as pool:
+        futures = [pool.submit(_work, source, event_id) for event_id in event_ids]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _process_one(processor: EventProcessor, source: EventSource, event_id: int) -> EventResult | EventFailure:
+    stage = "read"
+    try:
+        event = source.load(event_id)
+        stage = "process"
+        return processor.process(event)
+    except BACKEND_ERRORS as error:
+        return EventFailure(event_id, "backend", f"{type(error).__name__}: {error}")
+    except EVENT_ERRORS as error:
+        return EventFailure(event_id, stage, f"{type(error).__name__}: {error}")
+    except Exception as error:  # an unexpected failure of one event must not lose the others
+        return EventFailure(event_id, stage, traceback.format_exception_only(error)[-1].strip())
+
+
+_worker_processor: EventProcessor | None = None
+
+
+def _start_worker(options: JobOptions) -> None:
+    global _worker_processor
+    _worker_processor = EventProcessor(options)
+
+
+def _work(source: EventSource, event_id: int) -> EventResult | EventFailure:
+    assert _worker_processor is not None, "worker not initialised"
+    return _process_one(_worker_processor, source, event_id)

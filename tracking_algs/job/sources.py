@@ -1,0 +1,53 @@
+"""Where a job's events come from: a directory of TrackML CSV files, or the simulation.
+
+A source lists event ids cheaply and loads one event by id, so a resumed job skips finished events
+without reading or simulating them, and a worker process loads its own events.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from tracking_algs.event import Event
+from tracking_algs.geometry import Detector
+from tracking_algs.io.trackml import list_events, read_event
+from tracking_algs.simulation import SimulationConfig, simulate_event
+
+
+@attrs.frozen
+class DirectorySource:
+    """TrackML CSV events in ``directory`` (``eventNNNNNNNNN-hits.csv`` and, optionally, truth files)."""
+
+    directory: Path = attrs.field(converter=Path)
+    detector: Detector
+
+    def event_ids(self) -> list[int]:
+        """Ids of the events in the directory, ascending."""
+        return list_events(self.directory)
+
+    def load(self, event_id: int) -> Event:
+        """Read one event (raises :class:`~tracking_algs.errors.EventFormatError` for a bad file)."""
+        return read_event(self.directory, event_id, detector=self.detector)
+
+
+@attrs.frozen
+class SimulationSource:
+    """``count`` simulated events; event ``i`` is the same for the same ``seed`` however the job is split."""
+
+    config: SimulationConfig
+    seed: int
+    count: int
+    detector: Detector
+
+    def event_ids(self) -> list[int]:
+        """Ids 0 .. count-1."""
+        return list(range(self.count))
+
+    def load(self, event_id: int) -> Event:
+        """Simulate event ``event_id``."""
+        return simulate_event(self.config, seed=self.seed, event_id=event_id, detector=self.detector)
+
+
+EventSource = DirectorySource | SimulationSource
