@@ -1,0 +1,34 @@
+"""Options of the built-in Kalman fitter (the ``[fitting.kalman]`` table)."""
+
+from __future__ import annotations
+
+import attrs
+from attrs import validators as v
+
+
+@attrs.frozen(kw_only=True)
+class KalmanConfig:
+    """How :class:`~tracking_algs.fitting.kalman.KalmanFitter` fits.
+
+    - ``outlier_chi2_cut_1d`` / ``outlier_chi2_cut_2d``: a hit whose χ² against the prediction from the other hits
+      exceeds the cut (χ² quantile at p = 1e-3) is rejected as an outlier;
+    - ``max_outlier_refits``: how many times a track is refitted, each time without its worst outlier;
+    - ``min_hits``: tracks with fewer usable hits get status ``TOO_FEW_HITS``;
+    - ``seed_cov_inflation``: the seed covariance is multiplied by this (the seed reuses the fitted hits);
+    - ``seed_sigma_phi``, ``seed_sigma_theta`` (rad), ``seed_sigma_qop_rel`` (relative): seed errors before
+      inflation (the seed position error is the first hit's measurement error);
+    - ``multiple_scattering`` and ``mass_gev`` (the mass hypothesis for β in the Highland formula);
+    - ``batch_size``: tracks advanced together (memory grows linearly with it).
+    """
+
+    outlier_chi2_cut_1d: float = attrs.field(default=10.83, validator=v.gt(0.0))
+    outlier_chi2_cut_2d: float = attrs.field(default=13.82, validator=v.gt(0.0))
+    max_outlier_refits: int = attrs.field(default=3, validator=v.ge(0))
+    min_hits: int = attrs.field(default=3, validator=v.ge(3))
+    seed_cov_inflation: float = attrs.field(default=100.0, validator=v.gt(0.0))
+    seed_sigma_phi: float = attrs.field(default=0.01, validator=v.gt(0.0))
+    seed_sigma_theta: float = attrs.field(default=0.01, validator=v.gt(0.0))
+    seed_sigma_qop_rel: float = attrs.field(default=0.1, validator=v.gt(0.0))
+    multiple_scattering: bool = True
+    mass_gev: float = attrs.field(default=0.13957, validator=v.ge(0.0))
+    batch_size: int = attrs.field(default=4096, validator=v.ge(1))

@@ -1,0 +1,270 @@
+"""The batched Kalman filter: gain-matrix update, forward filter, smoother and the step to the perigee.
+
+All tracks of a batch advance hit by hit together; track ``t`` takes part in step ``i`` while
+``i < count[t]`` and its status is still OK.  States are bound parameters on each hit's surface (see
+:mod:`tracking_algs.fitting.helix`); a hit measures the first two components, ``(Phi, z)`` on a cylinder or
+``(Phi, r)`` on a disk.  Multiple scattering of a surface is added to the covariance right after the hit on it
+is used (the hit measures the position where the track arrives; the kick changes the direction it leaves with).
+
+The smoother is the modified Bryson-Frazier form of the Rauch-Tung-Striebel smoother: a backward recursion of
+the adjoint (λ, Λ) that needs no 5×5 inversion; the smoothed state at hit ``i`` is
+``x_i|n = x_i|i-1 − P_i|i-1 λ̃_i``, ``P_i|n = P_i|i-1 − P_i|i-1 Λ̃_i P_i|i-1``.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from tracking_algs.fitting.config import KalmanConfig
+from tracking_algs.fitting.helix import SurfaceKind, propagate, wrap_angle
+from tracking_algs.fitting.hook import FitStatus
+from tracking_algs.fitting.scattering import scattering_variances
+from tracking_algs.geometry import Detector
+
+_EYE5 = np.eye(5)
+
+
+@attrs.frozen
+class Measurements:
+    """The hits of T tracks, padded to L: the first ``count[t]`` entries of row ``t`` are track ``t``'s hits in
+    the order the track crosses them.  ``kind``, ``position`` and ``x_over_x0`` [T, L] describe each hit's surface;
+    ``value`` [T, L, 2] is the measured (Phi, z) or (Phi, r); ``variance`` [T, L, 2] their variances, the second
+    one infinite for a hit that measures Phi only."""
+
+    kind: np.ndarray
+    position: np.ndarray
+    x_over_x0: np.ndarray
+    value: np.ndarray
+    variance: np.ndarray
+    count: np.ndarray
+
+    def dims(self) -> np.ndarray:
+        """Measured dimensions per hit [T, L] (1 or 2; padding counts as 2)."""
+        return 1 + np.isfinite(self.variance[..., 1]).astype(np.int64)
+
+
+@attrs.frozen
+class Update:
+    """A gain-matrix update of N states: updated ``params`` [N, 5] and ``cov`` [N, 5, 5], the predicted ``chi2``
+    [N], the ``gain`` [N, 5, 2] and the inverse residual covariance ``precision`` [N, 2, 2] (zero in the
+    rows/columns of an unmeasured second dimension)."""
+
+    params: np.ndarray
+    cov: np.ndarray
+    chi2: np.ndarray
+    gain: np.ndarray
+    precision: np.ndarray
+
+
+def gain_update(params: np.ndarray, cov: np.ndarray, residual: np.ndarray, variance: np.ndarray) -> Update:
+    """Update states ``params`` [N, 5], ``cov`` [N, 5, 5] with measurements of their first two components:
+    ``residual`` [N, 2] = measurement − prediction, measurement ``variance`` [N, 2] (second infinite for a 1-D
+    measurement).  Joseph form: P' = (1 − KH) P (1 − KH)ᵀ + K V Kᵀ."""
+    two = np.isfinite(variance[:, 1])
+    r = np.column_stack((residual[:, 0], np.where(two, residual[:, 1], 0.0)))
+    v = np.column_stack((variance[:, 0], np.where(two, variance[:, 1], 0.0)))
+    s00 = cov[:, 0, 0] + v[:, 0]
+    s01 = np.where(two, cov[:, 0, 1], 0.0)
+    s11 = np.where(two, cov[:, 1, 1] + v[:, 1], 1.0)
+    det = s00 * s11 - s01 * s01
+    det = np.where(det > 0.0, det, np.inf)
+    precision = np.empty((len(params), 2, 2))
+    precision[:, 0, 0] = s11 / det
+    precision[:, 0, 1] = precision[:, 1, 0] = -s01 / det
+    precision[:, 1, 1] = np.where(two, s00 / det, 0.0)
+    gain = cov[:, :, :2] @ precision
+    new_params = params + np.einsum("nij,nj->ni", gain, r)
+    reduction = np.broadcast_to(_EYE5, cov.shape).copy()
+    reduction[:, :, :2] -= gain
+    new_cov = reduction @ cov @ reduction.transpose(0, 2, 1) + (gain * v[:, None, :]) @ gain.transpose(0, 2, 1)
+    chi2 = np.einsum("ni,nij,nj->n", r, precision, r)
+    return Update(new_params, 0.5 * (new_cov + new_cov.transpose(0, 2, 1)), chi2, gain, precision)
+
+
+@attrs.frozen
+class ForwardPass:
+    """What the forward filter leaves for the smoother: per hit [T, L, ...] the ``predicted`` state and
+    ``predicted_cov``, the ``jacobian`` from the previous hit, the predicted ``residual``, the update's ``gain``
+    and ``precision`` (zero for hits not used), and ``used``; per track the total ``chi2``, the measurement
+    dimensions used (``dims``) and the ``status``."""
+
+    predicted: np.ndarray
+    predicted_cov: np.ndarray
+    jacobian: np.ndarray
+    residual: np.ndarray
+    gain: np.ndarray
+    precision: np.ndarray
+    used: np.ndarray
+    chi2: np.ndarray
+    dims: np.ndarray
+    status: np.ndarray
+
+
+def _residual(value: np.ndarray, params: np.ndarray) -> np.ndarray:
+    residual = value - params[:, :2]
+    residual[:, 0] = wrap_angle(residual[:, 0])
+    return residual
+
+
+def _finite(params: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    diagonal = np.diagonal(cov, axis1=1, axis2=2)
+    return np.isfinite(params).all(axis=1) & np.isfinite(cov).all(axis=(1, 2)) & (diagonal > 0.0).all(axis=1)
+
+
+def forward_filter(
+    hits: Measurements,
+    seed: np.ndarray,
+    seed_cov: np.ndarray,
+    status: np.ndarray,
+    bfield_t: float,
+    config: KalmanConfig,
+) -> ForwardPass:
+    """Run the filter over every track's hits, from the seed (bound parameters on the first hit's surface);
+    tracks whose ``status`` [T] is not OK are skipped."""
+    n_tracks, length = hits.kind.shape
+    predicted = np.zeros((n_tracks, length, 5))
+    predicted_cov = np.zeros((n_tracks, length, 5, 5))
+    jacobian = np.zeros((n_tracks, length, 5, 5))
+    residual = np.zeros((n_tracks, length, 2))
+    gain = np.zeros((n_tracks, length, 5, 2))
+    precision = np.zeros((n_tracks, length, 2, 2))
+    used = np.zeros((n_tracks, length), dtype=bool)
+    chi2 = np.zeros(n_tracks)
+    dims = np.zeros(n_tracks, dtype=np.int64)
+    status = status.copy()
+    hit_dims = hits.dims()
+    cut = np.where(hit_dims == 2, config.outlier_chi2_cut_2d, config.outlier_chi2_cut_1d)
+    state, state_cov = seed.copy(), seed_cov.copy()
+
+    for i in range(length):
+        rows = np.flatnonzero((hits.count > i) & (status == FitStatus.OK))
+        if not rows.size:
+            break
+        if i == 0:
+            params, cov = state[rows], state_cov[rows]
+        else:
+            step = propagate(state[rows], hits.kind[rows, i - 1], hits.position[rows, i - 1],
+                             hits.kind[rows, i], hits.position[rows, i], bfield_t)  # fmt: skip
+            status[rows[~step.ok]] = FitStatus.PROPAGATION_FAILED
+            keep = step.ok
+            rows, params, jac = rows[keep], step.params[keep], step.jacobian[keep]
+            cov = jac @ state_cov[rows] @ jac.transpose(0, 2, 1)
+            jacobian[rows, i] = jac
+        res = _residual(hits.value[rows, i], params)
+        update = gain_update(params, cov, res, hits.variance[rows, i])
+        accept = (dims[rows] < 5) | (update.chi2 <= cut[rows, i])
+        new_params = np.where(accept[:, None], update.params, params)
+        new_cov = np.where(accept[:, None, None], update.cov, cov)
+
+        predicted[rows, i] = params
+        predicted_cov[rows, i] = cov
+        residual[rows, i] = res
+        gain[rows, i] = update.gain * accept[:, None, None]
+        precision[rows, i] = update.precision * accept[:, None, None]
+        used[rows, i] = accept
+        chi2[rows] += np.where(accept, update.chi2, 0.0)
+        dims[rows] += np.where(accept, hit_dims[rows, i], 0)
+
+        if config.multiple_scattering:
+            var_phi, var_theta = scattering_variances(new_params, hits.kind[rows, i], hits.x_over_x0[rows, i],
+                                                      config.mass_gev)  # fmt: skip
+            new_cov[:, 2, 2] += var_phi
+            new_cov[:, 3, 3] += var_theta
+        status[rows[~_finite(new_params, new_cov)]] = FitStatus.DIVERGED
+        state[rows], state_cov[rows] = new_params, new_cov
+    return ForwardPass(predicted, predicted_cov, jacobian, residual, gain, precision, used, chi2, dims, status)
+
+
+@attrs.frozen
+class Smoothed:
+    """The smoother's results: the state at the first hit using all hits (``first`` [T, 5], ``first_cov``
+    [T, 5, 5]) and per hit [T, L] the χ² of the hit against the smoothed prediction from all *other* hits
+    (``hit_chi2``; 0 on padding)."""
+
+    first: np.ndarray
+    first_cov: np.ndarray
+    hit_chi2: np.ndarray
+
+
+def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
+    """Modified Bryson-Frazier smoothing of a forward pass (tracks with a failed status are left at zero)."""
+    n_tracks, length = hits.kind.shape
+    adjoint = np.zeros((n_tracks, 5))
+    adjoint_cov = np.zeros((n_tracks, 5, 5))
+    first = np.zeros((n_tracks, 5))
+    first_cov = np.zeros((n_tracks, 5, 5))
+    hit_chi2 = np.zeros((n_tracks, length))
+    ok = forward.status == FitStatus.OK
+
+    for i in range(length - 1, -1, -1):
+        rows = np.flatnonzero((hits.count > i) & ok)
+        if not rows.size:
+            continue
+        gain = forward.gain[rows, i]
+        precision = forward.precision[rows, i]
+        pred, pred_cov = forward.predicted[rows, i], forward.predicted_cov[rows, i]
+        reduction = np.broadcast_to(_EYE5, (len(rows), 5, 5)).copy()
+        reduction[:, :, :2] -= gain
+        info = reduction.transpose(0, 2, 1) @ adjoint_cov[rows] @ reduction
+        info[:, :2, :2] += precision
+        lam = np.einsum("nji,nj->ni", reduction, adjoint[rows])
+        lam[:, :2] -= np.einsum("nij,nj->ni", precision, forward.residual[rows, i])
+
+        params = pred - np.einsum("nij,nj->ni", pred_cov, lam)
+        cov_rows = pred_cov[:, :2, :]
+        smoothed_block = pred_cov[:, :2, :2] - cov_rows @ info @ cov_rows.transpose(0, 2, 1)
+        hit_chi2[rows, i] = _hit_chi2(hits.value[rows, i], hits.variance[rows, i], params, smoothed_block,
+                                      forward.used[rows, i])  # fmt: skip
+        if i == 0:
+            first[rows] = params
+            cov = pred_cov - pred_cov @ info @ pred_cov
+            first_cov[rows] = 0.5 * (cov + cov.transpose(0, 2, 1))
+        else:
+            jac = forward.jacobian[rows, i]
+            adjoint_cov[rows] = jac.transpose(0, 2, 1) @ info @ jac
+            adjoint[rows] = np.einsum("nji,nj->ni", jac, lam)
+    return Smoothed(first, first_cov, hit_chi2)
+
+
+def _hit_chi2(value, variance, params, smoothed_block, used):
+    """χ² of each hit against the smoothed state without it: r_sᵀ (V ∓ H P_s Hᵀ)⁻¹ r_s (− for hits used in the
+    fit, which is the χ² of the unbiased residual; + for rejected hits)."""
+    two = np.isfinite(variance[:, 1])
+    res = _residual(value, params)
+    sign = np.where(used, -1.0, 1.0)
+    r00 = variance[:, 0] + sign * smoothed_block[:, 0, 0]
+    r01 = np.where(two, sign * smoothed_block[:, 0, 1], 0.0)
+    r11 = np.where(two, variance[:, 1] + sign * smoothed_block[:, 1, 1], 1.0)
+    det = r00 * r11 - r01 * r01
+    r1 = np.where(two, res[:, 1], 0.0)
+    chi2 = (r11 * res[:, 0] ** 2 - 2.0 * r01 * res[:, 0] * r1 + r00 * r1**2) / np.where(det > 0.0, det, np.inf)
+    return np.where((det > 0.0) & (r00 > 0.0), chi2, 0.0)
+
+
+def to_perigee(
+    params: np.ndarray, cov: np.ndarray, kind: np.ndarray, position: np.ndarray, detector: Detector,
+    config: KalmanConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """States on the first hit's surface taken back through the beam pipe (adding its scattering) to the
+    perigee: ``(params [N, 5], cov [N, 5, 5], ok [N])``."""
+    pipe = detector.beam_pipe
+    radius = np.full(len(params), pipe.radius)
+    cylinder = np.full(len(params), SurfaceKind.CYLINDER)
+    step = propagate(params, kind, position, cylinder, radius, detector.bfield_t, direction=-1)
+    first_radius = np.where(kind == SurfaceKind.DISK, params[:, 1], position)
+    through = step.ok & (first_radius > pipe.radius) & (pipe.x_over_x0 > 0.0) & config.multiple_scattering
+    cov_pipe = step.jacobian @ cov @ step.jacobian.transpose(0, 2, 1)
+    var_phi, var_theta = scattering_variances(step.params, cylinder, np.full(len(params), pipe.x_over_x0),
+                                              config.mass_gev)  # fmt: skip
+    cov_pipe[:, 2, 2] += var_phi
+    cov_pipe[:, 3, 3] += var_theta
+    start = np.where(through[:, None], step.params, params)
+    start_cov = np.where(through[:, None, None], cov_pipe, cov)
+    start_kind = np.where(through, cylinder, kind)
+    start_position = np.where(through, radius, position)
+    perigee = np.full(len(params), SurfaceKind.PERIGEE)
+    final = propagate(start, start_kind, start_position, perigee, np.zeros(len(params)), detector.bfield_t)
+    final_cov = final.jacobian @ start_cov @ final.jacobian.transpose(0, 2, 1)
+    final_cov = 0.5 * (final_cov + final_cov.transpose(0, 2, 1))
+    return final.params, final_cov, final.ok & _finite(final.params, final_cov)

@@ -1,0 +1,274 @@
+"""Helix propagation of bound track parameters in a uniform solenoid field along z, with analytic Jacobians.
+
+Every function works on N tracks at once; each track may go between surfaces of a different kind.
+
+**Free parameters** (7): position ``x, y, z`` (mm), unit direction ``tx, ty, tz`` and ``q/p`` (e/GeV).
+
+**Bound parameters** (5) on a surface, ``(l0, l1, phi, theta, q/p)`` with ``phi, theta`` the direction:
+
+=============  ==============================  =====================================================
+kind           surface                         local coordinates ``(l0, l1)``
+=============  ==============================  =====================================================
+``CYLINDER``   radius ``position`` about z     ``(Phi, z)``, Phi = atan2(y, x) the position azimuth
+``DISK``       the plane z = ``position``      ``(Phi, r)``
+``PERIGEE``    the z axis (``position`` unused) ``(d0, z0)``, the point of closest approach (PCA)
+=============  ==============================  =====================================================
+
+``d0`` is signed as in ACTS/ATLAS: the PCA is ``(-d0 sin phi, d0 cos phi, z0)``.
+
+Motion: with ``k = c·B·(q/p)`` (c = :data:`~tracking_algs.geometry.HELIX_CONSTANT`) the direction turns as
+``dT/ds = k (T × ẑ)``, so after a path ``s`` the transverse direction has turned by ``u = k·s`` (clockwise for
+k > 0).  The transport Jacobian is the exact derivative of that closed form; the bound-to-bound Jacobian is
+``J = ∂bound/∂free · (1 − (dF/ds) ⊗ ∇g / (∇g · dF/ds)) · D · ∂free/∂bound``, the middle factor moving the end
+point back onto the target surface ``g = 0`` (ACTS's path correction).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import attrs
+import numpy as np
+
+from tracking_algs.geometry import HELIX_CONSTANT
+
+#: below this |turning angle| the helix functions use their Taylor series (relative error < 1e-13)
+_SERIES_LIMIT = 1e-2
+#: transverse direction components below this count as a track along the z axis (no transverse motion)
+_MIN_SIN_THETA = 1e-9
+
+
+class SurfaceKind(IntEnum):
+    """The kinds of surface a bound state lives on (see the module docstring for the local coordinates)."""
+
+    CYLINDER = 0
+    DISK = 1
+    PERIGEE = 2
+
+
+@attrs.frozen
+class Propagation:
+    """The result of :func:`propagate` for N tracks: bound parameters [N, 5] on the target surface, the
+    Jacobian [N, 5, 5] d(target)/d(start), the signed path length [N] (mm) and ``ok`` [N] (False where the
+    helix misses the target surface; the other outputs are then meaningless but finite)."""
+
+    params: np.ndarray
+    jacobian: np.ndarray
+    path: np.ndarray
+    ok: np.ndarray
+
+
+def wrap_angle(angle: np.ndarray) -> np.ndarray:
+    """``angle`` mapped into [-pi, pi)."""
+    return (angle + np.pi) % (2.0 * np.pi) - np.pi
+
+
+def angular_components(kind: np.ndarray) -> np.ndarray:
+    """Boolean mask [N, 5] of the bound components that are angles (differences must be wrapped)."""
+    mask = np.zeros((len(kind), 5), dtype=bool)
+    mask[:, 0] = kind != SurfaceKind.PERIGEE
+    mask[:, 2] = True
+    return mask
+
+
+def bound_to_free(params: np.ndarray, kind: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Free parameters [N, 7] of bound ``params`` [N, 5] on surfaces ``kind``/``position`` [N], and the
+    Jacobian d(free)/d(bound) [N, 7, 5]."""
+    l0, l1, phi, theta, qop = params.T
+    cos_phi, sin_phi = np.cos(phi), np.sin(phi)
+    cos_theta, sin_theta = np.cos(theta), np.sin(theta)
+    cylinder = kind == SurfaceKind.CYLINDER
+    disk = kind == SurfaceKind.DISK
+    perigee = kind == SurfaceKind.PERIGEE
+    cos_l0, sin_l0 = np.cos(l0), np.sin(l0)
+    radius = np.where(cylinder, position, l1)  # r of the point on cylinders and disks
+    x = np.where(perigee, -l0 * sin_phi, radius * cos_l0)
+    y = np.where(perigee, l0 * cos_phi, radius * sin_l0)
+    z = np.where(disk, position, l1)
+    free = np.column_stack((x, y, z, sin_theta * cos_phi, sin_theta * sin_phi, cos_theta, qop))
+
+    jac = np.zeros((len(params), 7, 5))
+    jac[:, 0, 0] = np.where(perigee, -sin_phi, -y)
+    jac[:, 1, 0] = np.where(perigee, cos_phi, x)
+    jac[:, 0, 1] = np.where(disk, cos_l0, 0.0)
+    jac[:, 1, 1] = np.where(disk, sin_l0, 0.0)
+    jac[:, 2, 1] = np.where(disk, 0.0, 1.0)
+    jac[:, 0, 2] = np.where(perigee, -y, 0.0)
+    jac[:, 1, 2] = np.where(perigee, x, 0.0)
+    jac[:, 3, 2] = -sin_theta * sin_phi
+    jac[:, 4, 2] = sin_theta * cos_phi
+    jac[:, 3, 3] = cos_theta * cos_phi
+    jac[:, 4, 3] = cos_theta * sin_phi
+    jac[:, 5, 3] = -sin_theta
+    jac[:, 6, 4] = 1.0
+    return free, jac
+
+
+def free_to_bound(free: np.ndarray, kind: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bound parameters [N, 5] of free parameters [N, 7] that lie on surfaces of ``kind`` [N], and the
+    Jacobian d(bound)/d(free) [N, 5, 7]."""
+    x, y, z, tx, ty, tz, qop = free.T
+    disk = kind == SurfaceKind.DISK
+    perigee = kind == SurfaceKind.PERIGEE
+    r2 = x * x + y * y
+    r = np.sqrt(r2)
+    st2 = tx * tx + ty * ty
+    st = np.sqrt(st2)
+    t2 = st2 + tz * tz
+    phi = np.arctan2(ty, tx)
+    cos_phi, sin_phi = np.cos(phi), np.sin(phi)
+    d0 = -x * sin_phi + y * cos_phi
+    position_phi = np.arctan2(y, x)
+    params = np.column_stack((np.where(perigee, d0, position_phi), np.where(disk, r, z), phi, np.arctan2(st, tz), qop))
+
+    safe_r2 = np.where(r2 > 0.0, r2, 1.0)
+    safe_st2 = np.where(st2 > 0.0, st2, 1.0)
+    dphi_dtx = -ty / safe_st2
+    dphi_dty = tx / safe_st2
+    dd0_dphi = -x * cos_phi - y * sin_phi
+    jac = np.zeros((len(free), 5, 7))
+    jac[:, 0, 0] = np.where(perigee, -sin_phi, -y / safe_r2)
+    jac[:, 0, 1] = np.where(perigee, cos_phi, x / safe_r2)
+    jac[:, 0, 3] = np.where(perigee, dd0_dphi * dphi_dtx, 0.0)
+    jac[:, 0, 4] = np.where(perigee, dd0_dphi * dphi_dty, 0.0)
+    safe_r = np.where(r > 0.0, r, 1.0)
+    jac[:, 1, 0] = np.where(disk, x / safe_r, 0.0)
+    jac[:, 1, 1] = np.where(disk, y / safe_r, 0.0)
+    jac[:, 1, 2] = np.where(disk, 0.0, 1.0)
+    jac[:, 2, 3] = dphi_dtx
+    jac[:, 2, 4] = dphi_dty
+    safe_st = np.where(st > 0.0, st, 1.0)
+    jac[:, 3, 3] = tx * tz / (safe_st * t2)
+    jac[:, 3, 4] = ty * tz / (safe_st * t2)
+    jac[:, 3, 5] = -st / t2
+    jac[:, 4, 6] = 1.0
+    return params, jac
+
+
+def path_to_surface(free: np.ndarray, kind: np.ndarray, position: np.ndarray, bfield_t: float, direction: int = 0):
+    """Signed path length [N] (mm) from free states [N, 7] to the nearest crossing (smallest |s|, within half a
+    turn) with the target surfaces, and ``ok`` [N] (False where the helix does not reach the surface).
+
+    ``direction`` +1 (or -1) accepts only crossings ahead of (behind) the start; 0 accepts both."""
+    x, y, z, tx, ty, tz, qop = free.T
+    st = np.hypot(tx, ty)
+    moving = st > _MIN_SIN_THETA
+    safe_st = np.where(moving, st, 1.0)
+    kappa = HELIX_CONSTANT * bfield_t * qop / safe_st  # signed transverse curvature, 1/mm
+    ux, uy = tx / safe_st, ty / safe_st
+    along = x * ux + y * uy  # p0 · t
+    across = x * uy - y * ux  # p0 · n, n = (sin phi, -cos phi) points to the circle centre for kappa > 0
+    curved = kappa != 0.0
+    safe_kappa = np.where(curved, kappa, 1.0)
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # cylinder: with tan(u/2) = kappa·sigma/2:  A sigma² + 2 a sigma − D = 0
+        d = position * position - x * x - y * y
+        a_coef = 1.0 + across * kappa - 0.25 * d * kappa * kappa
+        disc = along * along + a_coef * d
+        q = -(along + np.copysign(np.sqrt(np.maximum(disc, 0.0)), along))
+        roots = np.stack((q / a_coef, -d / q))
+        roots = np.where(np.isfinite(roots) & (direction * roots >= 0.0), roots, np.inf)
+        sigma = roots[np.argmin(np.abs(roots), axis=0), np.arange(len(free))]
+        turn = 2.0 * np.arctan(0.5 * kappa * sigma)
+        s_cylinder = np.where(curved, turn / safe_kappa, sigma)
+        ok_cylinder = moving & (disc >= 0.0) & np.isfinite(sigma)
+
+        # disk: z is linear in s
+        s_disk = (position - z) / np.where(tz != 0.0, tz, 1.0)
+        ok_disk = tz != 0.0
+
+        # perigee: the transverse PCA to the origin
+        turn = np.arctan2(-along * kappa, 1.0 + across * kappa)
+        s_perigee = np.where(curved, turn / safe_kappa, -along)
+
+    cylinder = kind == SurfaceKind.CYLINDER
+    disk = kind == SurfaceKind.DISK
+    s_transverse = np.where(cylinder, s_cylinder, s_perigee)
+    path = np.where(disk, s_disk, s_transverse / safe_st)
+    ok = np.where(disk, ok_disk, np.where(cylinder, ok_cylinder, moving)) & np.isfinite(path)
+    ok &= direction * path >= 0.0
+    return np.where(ok, path, 0.0), ok
+
+
+def _helix_functions(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """sin(u)/u, (1 − cos u)/u and their derivatives in u, with Taylor series near u = 0."""
+    small = np.abs(u) < _SERIES_LIMIT
+    safe = np.where(small, 1.0, u)
+    sin_u, cos_u = np.sin(safe), np.cos(safe)
+    u2 = u * u
+    f1 = np.where(small, 1.0 - u2 / 6.0 + u2 * u2 / 120.0, sin_u / safe)
+    f2 = np.where(small, u * (0.5 - u2 / 24.0 + u2 * u2 / 720.0), (1.0 - cos_u) / safe)
+    f1p = np.where(small, u * (-1.0 / 3.0 + u2 / 30.0 - u2 * u2 / 840.0), (safe * cos_u - sin_u) / (safe * safe))
+    f2p = np.where(small, 0.5 - u2 / 8.0 + u2 * u2 / 144.0, (safe * sin_u - (1.0 - cos_u)) / (safe * safe))
+    return f1, f2, f1p, f2p
+
+
+def transport(free: np.ndarray, path: np.ndarray, bfield_t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Free states [N, 7] moved by ``path`` [N] (mm, signed) along their helices, and the transport
+    Jacobian d(end)/d(start) [N, 7, 7] at fixed path length."""
+    x, y, z, tx, ty, tz, qop = free.T
+    g = HELIX_CONSTANT * bfield_t
+    u = g * qop * path
+    f1, f2, f1p, f2p = _helix_functions(u)
+    cos_u, sin_u = np.cos(u), np.sin(u)
+    big_s, big_c = path * f1, path * f2  # sin(u)/k and (1 − cos u)/k
+    tx1 = tx * cos_u + ty * sin_u
+    ty1 = -tx * sin_u + ty * cos_u
+    end = np.column_stack((x + tx * big_s + ty * big_c, y - tx * big_c + ty * big_s, z + tz * path, tx1, ty1, tz, qop))
+    jac = np.zeros((len(free), 7, 7))
+    jac[:, [0, 1, 2, 5, 6], [0, 1, 2, 5, 6]] = 1.0
+    jac[:, 0, 3], jac[:, 0, 4] = big_s, big_c
+    jac[:, 1, 3], jac[:, 1, 4] = -big_c, big_s
+    jac[:, 2, 5] = path
+    jac[:, 3, 3], jac[:, 3, 4] = cos_u, sin_u
+    jac[:, 4, 3], jac[:, 4, 4] = -sin_u, cos_u
+    s2g = g * path * path
+    jac[:, 0, 6] = s2g * (tx * f1p + ty * f2p)
+    jac[:, 1, 6] = s2g * (-tx * f2p + ty * f1p)
+    jac[:, 3, 6] = g * path * ty1
+    jac[:, 4, 6] = -g * path * tx1
+    return end, jac
+
+
+def _surface_gradient(free: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """Gradient [N, 7] of the target surface's constraint g(free) = 0 (any scale)."""
+    x, y, _, tx, ty, _, _ = free.T
+    grad = np.zeros_like(free)
+    cylinder = kind == SurfaceKind.CYLINDER
+    perigee = kind == SurfaceKind.PERIGEE
+    grad[:, 0] = np.where(cylinder, x, np.where(perigee, tx, 0.0))
+    grad[:, 1] = np.where(cylinder, y, np.where(perigee, ty, 0.0))
+    grad[:, 2] = (kind == SurfaceKind.DISK).astype(np.float64)
+    grad[:, 3] = np.where(perigee, x, 0.0)
+    grad[:, 4] = np.where(perigee, y, 0.0)
+    return grad
+
+
+def propagate(
+    params: np.ndarray,
+    kind_from: np.ndarray,
+    position_from: np.ndarray,
+    kind_to: np.ndarray,
+    position_to: np.ndarray,
+    bfield_t: float,
+    direction: int = 0,
+) -> Propagation:
+    """Bound parameters [N, 5] on surfaces (``kind_from``, ``position_from``) propagated to the nearest crossing
+    with surfaces (``kind_to``, ``position_to``) (only ahead for ``direction`` +1, only behind for -1), with the
+    analytic bound-to-bound Jacobian."""
+    free, to_free = bound_to_free(params, kind_from, position_from)
+    path, ok = path_to_surface(free, kind_to, position_to, bfield_t, direction)
+    end, transport_jac = transport(free, path, bfield_t)
+    bound, to_bound = free_to_bound(end, kind_to)
+
+    k = HELIX_CONSTANT * bfield_t * end[:, 6]
+    derivative = np.column_stack((end[:, 3], end[:, 4], end[:, 5], k * end[:, 4], -k * end[:, 3],
+                                  np.zeros(len(end)), np.zeros(len(end))))  # fmt: skip
+    grad = _surface_gradient(end, kind_to)
+    denominator = np.einsum("ni,ni->n", grad, derivative)
+    ok &= np.abs(denominator) > 1e-12
+    denominator = np.where(ok, denominator, 1.0)
+    corrected = to_bound - np.einsum("nij,nj,nk->nik", to_bound, derivative, grad / denominator[:, None])
+    jacobian = corrected @ (transport_jac @ to_free)
+    return Propagation(params=bound, jacobian=jacobian, path=path, ok=ok)

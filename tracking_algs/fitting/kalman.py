@@ -1,0 +1,236 @@
+"""The built-in track fitter: a Kalman filter batched over tracks, with outlier rejection and perigee output.
+
+For each candidate track: its hits are sorted by distance from the origin (the order a track from the beam line
+crosses them), a seed comes from three of them (:mod:`~tracking_algs.fitting.seeding`), the forward filter and
+the smoother run (:mod:`~tracking_algs.fitting.filtering`), and the smoothed state at the first hit is taken
+through the beam pipe to the perigee.  Outliers: the forward filter skips a hit whose predicted χ² exceeds the
+cut once the track is constrained (≥ 5 measured dimensions); after smoothing, each hit's χ² against the
+prediction from all other hits is checked and the worst hit above the cut is removed and the track refitted
+from a new seed, up to ``max_outlier_refits`` times.  The result of a track with one removed outlier is
+therefore the fit of the track without that hit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import chi2 as chi2_distribution
+
+from tracking_algs.errors import FittingError
+from tracking_algs.event import Spacepoints, TrackCandidates
+from tracking_algs.fitting.config import KalmanConfig
+from tracking_algs.fitting.filtering import Measurements, forward_filter, smooth, to_perigee
+from tracking_algs.fitting.helix import SurfaceKind
+from tracking_algs.fitting.hook import FitResults, FitStatus
+from tracking_algs.fitting.seeding import seed_parameters
+from tracking_algs.geometry import Detector
+
+_LAYER_BITS = 32
+
+
+class KalmanFitter:
+    """Kalman fitter for the surfaces of ``detector`` (see the module docstring); satisfies
+    :class:`~tracking_algs.fitting.hook.TrackFitter`."""
+
+    def __init__(self, detector: Detector, config: KalmanConfig | None = None) -> None:
+        if detector.bfield_t == 0.0:
+            raise FittingError("KalmanFitter needs a magnetic field to measure momentum; the detector has bfield_t=0")
+        self.detector = detector
+        self.config = config or KalmanConfig()
+        surfaces = detector.surfaces
+        keys = np.array([(s.volume_id << _LAYER_BITS) + s.layer_id for s in surfaces], dtype=np.int64)
+        self._order = np.argsort(keys)
+        self._keys = keys[self._order]
+        self._kind = np.array([SurfaceKind.CYLINDER if s.kind == "barrel" else SurfaceKind.DISK for s in surfaces])
+        self._position = np.array([s.position for s in surfaces], dtype=np.float64)
+        self._x_over_x0 = np.array([s.x_over_x0 for s in surfaces], dtype=np.float64)
+
+    def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
+        """Fit every candidate track; see :class:`~tracking_algs.fitting.hook.FitResults` for the output."""
+        if len(candidates.labels) != len(spacepoints):
+            raise FittingError(
+                f"track candidates have {len(candidates.labels)} labels but there are {len(spacepoints)} spacepoints"
+            )
+        track_ids, offsets, rows = candidates.groups()
+        hits = self._hit_table(spacepoints, rows)
+        n_tracks = len(track_ids)
+        counts = np.diff(offsets)
+        track_of_hit = np.repeat(np.arange(n_tracks), counts)
+        # hits of each track in crossing order: sorted[offsets[k]:offsets[k+1]] index the rows of `hits`
+        ordered = np.lexsort((np.arange(len(rows)), hits["distance"], track_of_hit))
+
+        out = _Output(n_tracks, len(rows))
+        by_length = np.argsort(counts, kind="stable")
+        for start in range(0, n_tracks, self.config.batch_size):
+            tracks = by_length[start : start + self.config.batch_size]
+            self._fit_batch(tracks, offsets, ordered, hits, out)
+        return out.results(track_ids, offsets, rows)
+
+    def _hit_table(self, spacepoints: Spacepoints, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-hit surface and measurement arrays for spacepoint ``rows``; bad input raises FittingError."""
+        x, y, z = spacepoints.x[rows], spacepoints.y[rows], spacepoints.z[rows]
+        sigma = spacepoints.sigma[rows].reshape(len(rows), -1)
+        if sigma.shape[1] != 2:
+            raise FittingError(f"spacepoints.sigma must have 2 columns per hit, got {sigma.shape[1]}")
+        bad = ~(np.isfinite(x) & np.isfinite(y) & np.isfinite(z)) | (np.hypot(x, y) == 0.0)
+        bad |= ~(np.isfinite(sigma[:, 0]) & (sigma[:, 0] > 0.0)) | np.isnan(sigma[:, 1]) | (sigma[:, 1] <= 0.0)
+        if bad.any():
+            row = int(rows[np.argmax(bad)])
+            raise FittingError(
+                f"spacepoint row {row} (hit_id {spacepoints.hit_id[row]}): x, y, z must be finite and off the z axis "
+                f"and sigma positive (the second may be inf for a 1-D hit); got x={spacepoints.x[row]}, "
+                f"y={spacepoints.y[row]}, z={spacepoints.z[row]}, sigma={spacepoints.sigma[row].tolist()}"
+            )
+        keys = (spacepoints.volume_id[rows] << _LAYER_BITS) + spacepoints.layer_id[rows]
+        where = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        unknown = self._keys[where] != keys
+        if unknown.any():
+            row = int(rows[np.argmax(unknown)])
+            raise FittingError(
+                f"spacepoint row {row} (hit_id {spacepoints.hit_id[row]}): no detector surface with volume_id="
+                f"{spacepoints.volume_id[row]}, layer_id={spacepoints.layer_id[row]}"
+            )
+        surface = self._order[where]
+        kind = self._kind[surface]
+        r = np.hypot(x, y)
+        return {
+            "kind": kind,
+            "position": self._position[surface],
+            "x_over_x0": self._x_over_x0[surface],
+            "xyz": np.column_stack((x, y, z)),
+            "value": np.column_stack((np.arctan2(y, x), np.where(kind == SurfaceKind.DISK, r, z))),
+            "variance": np.column_stack(((sigma[:, 0] / r) ** 2, sigma[:, 1] ** 2)),
+            "distance": r * r + z * z,
+        }
+
+    def _fit_batch(self, tracks, offsets, ordered, hits, out: _Output) -> None:
+        """Fit ``tracks`` (indices into the candidate groups), refitting those that lose an outlier."""
+        config = self.config
+        starts, counts = offsets[tracks], offsets[tracks + 1] - offsets[tracks]
+        length = int(counts.max(initial=0))
+        slot = np.arange(length)
+        valid = slot[None, :] < counts[:, None]
+        # hit_index[t, j]: the j-th hit (in crossing order) of track t, as an index into `hits`; -1 on padding
+        hit_index = np.where(valid, ordered[np.minimum(starts[:, None] + slot[None, :], len(ordered) - 1)], -1)
+        removed = np.zeros_like(valid)
+        todo = np.arange(len(tracks))
+        for attempt in range(config.max_outlier_refits + 1):
+            if not todo.size:
+                break
+            kept = valid[todo] & ~removed[todo]
+            status, used, hit_chi2, fit = self._fit_once(hit_index[todo], kept, hits)
+            cut = np.where(np.isfinite(hits["variance"][hit_index[todo], 1]), config.outlier_chi2_cut_2d,
+                           config.outlier_chi2_cut_1d)  # fmt: skip
+            ratio = np.where(kept, hit_chi2 / cut, 0.0)
+            worst = np.argmax(ratio, axis=1)
+            refit = (
+                (status == FitStatus.OK)
+                & (ratio[np.arange(len(todo)), worst] > 1.0)
+                & (kept.sum(axis=1) > config.min_hits)
+                & (attempt < config.max_outlier_refits)
+            )
+            done = ~refit
+            out.store(tracks[todo[done]], hit_index[todo[done]], kept[done], used[done], status[done],
+                      *(column[done] for column in fit))  # fmt: skip
+            removed[todo[refit], worst[refit]] = True
+            todo = todo[refit]
+
+    def _fit_once(self, hit_index, kept, hits):
+        """One fit of each row's ``kept`` hits: ``(status, used [T, L] (in hit_index's layout), hit χ² [T, L],
+        (params, cov, chi2, ndf))``."""
+        config = self.config
+        n_tracks, length = kept.shape
+        count = kept.sum(axis=1)
+        # compact the kept hits to the front of each row, keeping their order
+        order = np.argsort(~kept, axis=1, kind="stable")
+        compact = np.take_along_axis(hit_index, order, axis=1)
+        compact_valid = np.arange(length)[None, :] < count[:, None]
+        safe = np.where(compact_valid, compact, compact[:, :1])
+
+        measurements = Measurements(
+            kind=hits["kind"][safe],
+            position=hits["position"][safe],
+            x_over_x0=hits["x_over_x0"][safe],
+            value=hits["value"][safe],
+            variance=np.where(compact_valid[..., None], hits["variance"][safe], 1.0),
+            count=count,
+        )
+        status = np.full(n_tracks, FitStatus.OK, dtype=np.int64)
+        status[count < config.min_hits] = FitStatus.TOO_FEW_HITS
+        rows = np.arange(n_tracks)
+        last = np.maximum(count - 1, 0)
+        xyz = hits["xyz"]
+        seed, seeded = seed_parameters(xyz[safe[:, 0]], xyz[safe[rows, count // 2]], xyz[safe[rows, last]],
+                                       measurements.kind[:, 0], self.detector.bfield_t)  # fmt: skip
+        status[(status == FitStatus.OK) & ~seeded] = FitStatus.SEED_FAILED
+        seed_cov = self._seed_covariance(seed, measurements.variance[:, 0])
+
+        forward = forward_filter(measurements, seed, seed_cov, status, self.detector.bfield_t, config)
+        smoothed = smooth(measurements, forward)
+        params, cov, reached = to_perigee(smoothed.first, smoothed.first_cov, measurements.kind[:, 0],
+                                          measurements.position[:, 0], self.detector, config)  # fmt: skip
+        status = forward.status.copy()
+        status[(status == FitStatus.OK) & ~reached] = FitStatus.PROPAGATION_FAILED
+        status[(status == FitStatus.OK) & (forward.dims <= 5)] = FitStatus.TOO_FEW_HITS
+
+        # map per-hit results back from the compact layout
+        inverse = np.argsort(order, axis=1)
+        used = np.take_along_axis(forward.used & compact_valid, inverse, axis=1) & kept
+        hit_chi2 = np.take_along_axis(np.where(compact_valid, smoothed.hit_chi2, 0.0), inverse, axis=1)
+        return status, used, hit_chi2, (params, cov, forward.chi2, forward.dims - 5)
+
+    def _seed_covariance(self, seed: np.ndarray, first_variance: np.ndarray) -> np.ndarray:
+        config = self.config
+        variances = np.column_stack((
+            first_variance[:, 0],
+            np.where(np.isfinite(first_variance[:, 1]), first_variance[:, 1], 1e6),
+            np.full(len(seed), config.seed_sigma_phi**2),
+            np.full(len(seed), config.seed_sigma_theta**2),
+            (config.seed_sigma_qop_rel * np.maximum(np.abs(seed[:, 4]), 1e-2)) ** 2,
+        ))  # fmt: skip
+        cov = np.zeros((len(seed), 5, 5))
+        cov[:, np.arange(5), np.arange(5)] = variances * config.seed_cov_inflation
+        return cov
+
+
+class _Output:
+    """Accumulates per-track and per-hit results of the batches."""
+
+    def __init__(self, n_tracks: int, n_hits: int) -> None:
+        self.params = np.zeros((n_tracks, 5))
+        self.cov = np.zeros((n_tracks, 5, 5))
+        self.chi2 = np.zeros(n_tracks)
+        self.ndf = np.zeros(n_tracks, dtype=np.int64)
+        self.status = np.zeros(n_tracks, dtype=np.int64)
+        self.n_hits = np.zeros(n_tracks, dtype=np.int64)
+        self.outlier = np.zeros(n_hits, dtype=bool)
+
+    def store(self, tracks, hit_index, kept, used, status, params, cov, chi2, ndf) -> None:
+        ok = status == FitStatus.OK
+        self.status[tracks] = status
+        self.params[tracks] = np.where(ok[:, None], params, 0.0)
+        self.cov[tracks] = np.where(ok[:, None, None], cov, 0.0)
+        self.chi2[tracks] = np.where(ok, chi2, 0.0)
+        self.ndf[tracks] = np.where(ok, ndf, 0)
+        flagged = np.where(ok[:, None], ~used, ~kept) & (hit_index >= 0)
+        self.outlier[hit_index[flagged]] = True
+        self.n_hits[tracks] = (hit_index >= 0).sum(axis=1) - flagged.sum(axis=1)
+
+    def results(self, track_ids, offsets, rows) -> FitResults:
+        ok = self.status == FitStatus.OK
+        pvalue = np.where(ok, chi2_distribution.sf(self.chi2, np.maximum(self.ndf, 1)), 0.0)
+        track_of_hit = np.repeat(np.arange(len(track_ids)), np.diff(offsets))
+        n_outliers = np.bincount(track_of_hit, weights=self.outlier, minlength=len(track_ids)).astype(np.int64)
+        return FitResults(
+            track_id=track_ids,
+            params=self.params,
+            cov=self.cov,
+            chi2=self.chi2,
+            ndf=self.ndf,
+            pvalue=pvalue,
+            n_hits=self.n_hits,
+            n_outliers=n_outliers,
+            status=self.status,
+            hit_offsets=offsets,
+            hit_rows=rows,
+            outlier=self.outlier,
+        )
