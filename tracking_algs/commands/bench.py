@@ -1,0 +1,114 @@
+"""``trkx bench [NAME ...] [--doc]``: run the benchmark scripts in ``benchmarks/`` and collect their tables.
+
+Each script writes ``benchmarks/results/NAME.json`` and ``NAME.md``; ``--doc`` rewrites
+``docs/benchmarks.md`` from every table there, headed by a description of this machine. The scripts
+live in the source checkout (they are not installed with the package), so run this from a clone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from tracking_algs.errors import TrackingError
+
+NAME = "bench"
+HELP = "run the benchmarks (ratios measured side by side) and collect the tables into docs/benchmarks.md"
+
+#: Benchmarks in the order docs/benchmarks.md shows them.
+BENCHMARKS: tuple[str, ...] = ("interface_overhead", "remote_overhead", "simulation", "finding", "fitting")
+_PACKAGES = (
+    "numpy",
+    "onnxruntime-gpu",
+    "onnxruntime",
+    "tritonclient",
+    "nvidia-pytriton",
+    "torch",
+    "scipy",
+    "faiss-cpu",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``trkx bench``."""
+    choices = ", ".join(BENCHMARKS)
+    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, "all"], default=[], metavar="NAME",
+                        help=f"benchmarks to run: {choices} or all (default: none, only --doc)")  # fmt: skip
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="the source checkout (default: .)")
+    parser.add_argument("--doc", action="store_true", help="rewrite docs/benchmarks.md from benchmarks/results/")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen scripts, then optionally collect the tables."""
+    root = args.root.resolve()
+    if not (root / "benchmarks").is_dir():
+        raise TrackingError(f"{root} has no benchmarks/ directory; run trkx bench from a source checkout")
+    names = BENCHMARKS if "all" in args.names else tuple(args.names)
+    failed = [name for name in names if _run_script(root, name) != 0]
+    if args.doc:
+        path = write_benchmarks_doc(root)
+        print(f"wrote {path}")
+    if failed:
+        print(f"trkx bench: failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_script(root: Path, name: str) -> int:
+    script = root / "benchmarks" / f"{name}.py"
+    print(f"== {name}", flush=True)
+    return subprocess.call([sys.executable, str(script)], cwd=root)
+
+
+def machine_description() -> str:
+    """One paragraph naming this machine: CPU, cores, memory, OS, Python and the relevant package versions."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        kib = int(meminfo.read_text().split()[1])
+        memory = f", {kib / 2**20:.0f} GiB memory"
+    packages = []
+    for package in _PACKAGES:
+        try:
+            packages.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            continue
+    return (
+        f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}; {', '.join(packages)}"
+    )
+
+
+def write_benchmarks_doc(root: Path) -> Path:
+    """Rewrite ``docs/benchmarks.md`` from ``benchmarks/results/*.md``."""
+    results = root / "benchmarks" / "results"
+    sections = []
+    for name in BENCHMARKS:
+        table = results / f"{name}.md"
+        if table.exists():
+            sections.append(table.read_text().strip())
+        else:
+            sections.append(f"## {name}\n\nNot run yet: `trkx bench {name}`.")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    text = (
+        "# Benchmarks\n\n"
+        "Every figure is measured side by side in one run (ours vs the reference, interleaved), so ratios are\n"
+        "comparable even on a busy machine. Regenerate with `trkx bench all --doc` from a checkout.\n\n"
+        f"Collected {stamp} on: {machine_description()}.\n\n" + "\n\n".join(sections) + "\n"
+    )
+    path = root / "docs" / "benchmarks.md"
+    path.write_text(text)
+    return path
