@@ -9,6 +9,7 @@ from the TrackML / ACTS GenericDetector layout); :meth:`Detector.from_toml` read
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Literal
@@ -105,6 +106,40 @@ class Detector:
     def to_dict(self) -> dict:
         """Plain data (for TOML/JSON)."""
         return unstructure(self)
+
+    def to_toml(self) -> str:
+        """TOML text that :meth:`from_toml` reads back into an equal detector."""
+        return _toml_table(self.to_dict(), ())
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)  # Python's repr of a float (also inf, nan) is valid TOML and exact
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as a TOML value")
+
+
+def _is_table_array(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
+
+
+def _toml_table(table: dict, path: tuple[str, ...]) -> str:
+    """Keys with values first, then sub-tables ``[a.b]`` and arrays of tables ``[[a.b]]``."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in table.items()
+             if not isinstance(value, dict) and not _is_table_array(value)]  # fmt: skip
+    blocks = ["\n".join(lines)] if lines else []
+    for key, value in table.items():
+        name = ".".join((*path, key))
+        if isinstance(value, dict):
+            blocks.append(f"[{name}]\n" + _toml_table(value, (*path, key)).rstrip("\n"))
+        elif _is_table_array(value):
+            blocks.extend(f"[[{name}]]\n" + _toml_table(item, (*path, key)).rstrip("\n") for item in value)
+    return "\n\n".join(blocks) + "\n"
 
 
 _SUBSYSTEMS = {

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import attrs
-
+from inference_iface.options import apply_overrides, structure
 from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.io.trackml import write_event
 from tracking_algs.simulation import SimulationConfig, simulate_events
@@ -23,11 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, required=True, help="directory for event*-{hits,truth,particles}.csv")
     parser.add_argument("--no-signal", action="store_true", help="pile-up only, no jet-like signal interaction")
     parser.add_argument("--detector", type=Path, help="detector TOML (default: the TrackML-like detector)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a SimulationConfig field, e.g. --set noise_fraction=0 (repeatable)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     """Simulate ``--events`` events and write them into ``--output``."""
-    config = attrs.evolve(SimulationConfig(), pileup=args.pileup, signal=not args.no_signal)
+    options = apply_overrides({"pileup": args.pileup, "signal": not args.no_signal}, args.overrides)
+    config = structure(options, SimulationConfig, where="--set")
     detector = Detector.from_toml(args.detector) if args.detector else trackml_detector()
     for event in simulate_events(config, args.seed, args.events, detector):
         write_event(args.output, event)
