@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test test-slow lint format bench clean
 
 $(STAMP): pyproject.toml constraints-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,10 +13,14 @@ $(STAMP): pyproject.toml constraints-dev.txt
 	touch $(STAMP)
 
 run: $(STAMP)
+	rm -rf out/local_onnx
 	$(BIN)/trkx run configs/local_onnx.toml --simulate 5 --output out/local_onnx
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
