@@ -20,6 +20,10 @@ class Hits:
     particle: np.ndarray
     sigma: np.ndarray
 
+    def take(self, rows: np.ndarray) -> Hits:
+        """The selected rows (an index array or a mask) of every column."""
+        return Hits(*(getattr(self, f.name)[rows] for f in attrs.fields(Hits)))
+
     @classmethod
     def concatenate(cls, parts: list[Hits]) -> Hits:
         """One set holding every part's rows in order."""

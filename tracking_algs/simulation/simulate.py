@@ -10,7 +10,7 @@ from tracking_algs.event import Event, Particles, Spacepoints, Truth
 from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.simulation.config import SimulationConfig
 from tracking_algs.simulation.digitization import Hits, module_ids, noise_hits, smear
-from tracking_algs.simulation.generator import generate_primaries
+from tracking_algs.simulation.generator import Primaries, generate_primaries
 from tracking_algs.simulation.propagation import propagate
 
 
@@ -42,7 +42,7 @@ def simulate_event(config: SimulationConfig, seed: int, event_id: int = 0, detec
     kept = rng.uniform(size=len(crossings.surface)) >= config.hit_inefficiency
     surface = crossings.surface[kept]
     measured, sigma = smear(crossings.position[kept], surface, detector, rng, enabled=config.hit_smearing)
-    signal_hits = Hits(
+    particle_hits = Hits(
         surface=surface,
         measured=measured,
         true_position=crossings.position[kept],
@@ -51,9 +51,8 @@ def simulate_event(config: SimulationConfig, seed: int, event_id: int = 0, detec
         sigma=sigma,
     )
     n_noise = round(config.noise_fraction * len(surface))
-    hits = Hits.concatenate([signal_hits, noise_hits(n_noise, detector, rng)])
-    return _pack(event_id, hits, primaries.particle_id, primaries.vertex, primaries.momentum, primaries.charge,
-                 detector)  # fmt: skip
+    hits = Hits.concatenate([particle_hits, noise_hits(n_noise, detector, rng)])
+    return _pack(event_id, hits, primaries, detector)
 
 
 def simulate_events(config: SimulationConfig, seed: int, n: int, detector: Detector | None = None) -> Iterator[Event]:
@@ -63,52 +62,47 @@ def simulate_events(config: SimulationConfig, seed: int, n: int, detector: Detec
         yield simulate_event(config, seed, event_id, detector)
 
 
-def _pack(event_id, hits: Hits, particle_id, vertex, momentum, charge, detector: Detector) -> Event:
+def _pack(event_id: int, hits: Hits, primaries: Primaries, detector: Detector) -> Event:
+    """Order the hits, number them 1..N and build the spacepoints, truth and particles tables."""
+    particle_id = primaries.particle_id
     volume = np.array([s.volume_id for s in detector.surfaces], dtype=np.int64)[hits.surface]
     layer = np.array([s.layer_id for s in detector.surfaces], dtype=np.int64)[hits.surface]
     module = module_ids(hits.measured, hits.surface, detector)
     order = np.lexsort((np.arange(len(volume)), module, layer, volume))
-    hits_sorted = {name: value[order] for name, value in (
-        ("measured", hits.measured), ("true_position", hits.true_position), ("true_momentum", hits.true_momentum),
-        ("particle", hits.particle), ("sigma", hits.sigma))}  # fmt: skip
+    hits = hits.take(order)
     hit_id = np.arange(1, len(order) + 1)
-    row = hits_sorted["particle"]
-    is_noise = row < 0
-    nhits = np.bincount(row[~is_noise], minlength=len(particle_id))
+    is_noise = hits.particle < 0
     n_particle_hits = int((~is_noise).sum())
-    measured = hits_sorted["measured"]
-    true_position = hits_sorted["true_position"]
-    true_momentum = hits_sorted["true_momentum"]
     spacepoints = Spacepoints(
         hit_id=hit_id,
-        x=measured[:, 0],
-        y=measured[:, 1],
-        z=measured[:, 2],
+        x=hits.measured[:, 0],
+        y=hits.measured[:, 1],
+        z=hits.measured[:, 2],
         volume_id=volume[order],
         layer_id=layer[order],
         module_id=module[order],
-        sigma=hits_sorted["sigma"],
+        sigma=hits.sigma,
     )
     truth = Truth(
         hit_id=hit_id,
-        particle_id=np.where(is_noise, 0, particle_id[np.maximum(row, 0)] if len(particle_id) else 0),
-        tx=true_position[:, 0],
-        ty=true_position[:, 1],
-        tz=true_position[:, 2],
-        tpx=true_momentum[:, 0],
-        tpy=true_momentum[:, 1],
-        tpz=true_momentum[:, 2],
+        particle_id=np.where(is_noise, 0, particle_id[np.maximum(hits.particle, 0)]),
+        tx=hits.true_position[:, 0],
+        ty=hits.true_position[:, 1],
+        tz=hits.true_position[:, 2],
+        tpx=hits.true_momentum[:, 0],
+        tpy=hits.true_momentum[:, 1],
+        tpz=hits.true_momentum[:, 2],
         weight=np.where(is_noise, 0.0, 1.0 / max(n_particle_hits, 1)),
     )
     particles = Particles(
         particle_id=particle_id,
-        vx=vertex[:, 0],
-        vy=vertex[:, 1],
-        vz=vertex[:, 2],
-        px=momentum[:, 0],
-        py=momentum[:, 1],
-        pz=momentum[:, 2],
-        q=charge,
-        nhits=nhits,
+        vx=primaries.vertex[:, 0],
+        vy=primaries.vertex[:, 1],
+        vz=primaries.vertex[:, 2],
+        px=primaries.momentum[:, 0],
+        py=primaries.momentum[:, 1],
+        pz=primaries.momentum[:, 2],
+        q=primaries.charge,
+        nhits=np.bincount(hits.particle[~is_noise], minlength=len(particle_id)),
     )
     return Event(event_id=event_id, spacepoints=spacepoints, truth=truth, particles=particles)
