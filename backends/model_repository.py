@@ -141,7 +141,8 @@ def add_onnx_model(
         overwrite: replace an existing model directory instead of raising.
 
     Raises:
-        ConfigError: bad name, flavour or count, or the directory exists and ``overwrite`` is false.
+        ConfigError: bad name, flavour or count, bfloat16 tensors with the ``python`` flavour, or the
+            directory exists and ``overwrite`` is false.
         ModelError: the ONNX file cannot be read.
     """
     onnx_path = Path(onnx_path)
@@ -152,6 +153,12 @@ def add_onnx_model(
     if not onnx_path.is_file():
         raise ConfigError(f"ONNX model {str(onnx_path)!r} does not exist")
     signature = onnx_signature(onnx_path)
+    bfloat16 = [spec.name for spec in signature.inputs + signature.outputs if spec.dtype == "bfloat16"]
+    if flavour == "python" and bfloat16:
+        raise ConfigError(
+            f"ONNX model {str(onnx_path)!r}: tensor(s) {', '.join(map(repr, bfloat16))} are bfloat16, which Triton's "
+            "Python backend cannot hand to numpy; use flavour 'onnxruntime' on a full Triton server"
+        )
     model_dir = Path(repository) / name
     if model_dir.exists():
         if not overwrite:

@@ -85,6 +85,7 @@ _HTTP_CODES |= {"504": "DEADLINE_EXCEEDED"}
 _ALIGNMENT = 64  # byte alignment of tensors packed into one shared-memory region
 _GRPC_MAX_MESSAGE = 2**31 - 1
 _TLS_WORDS = ("ssl", "tls", "certificate", "handshake")
+_SLOT_TOO_SMALL = "shared memory size specified with the request for output"  # Triton's message
 
 
 def _retry_codes(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
@@ -376,7 +377,7 @@ class _Connection:
         try:
             result = self._send(request_inputs, output_names, layout, timeout)
         except _RemoteError as error:
-            if not (layout and error.code == "INVALID_ARGUMENT" and "shared memory" in error.message):
+            if not (layout and _SLOT_TOO_SMALL in error.message):
                 raise
             # an output was larger than its estimated slot: run inline this once and remember the sizes
             layout = {}
@@ -456,6 +457,8 @@ class _Connection:
             offset += size
         if layout:
             self.outputs_region.ensure(self, offset, timeout)
+            last = max(layout, key=lambda name: layout[name][0])  # the last slot gets the rest of the region
+            layout[last] = (layout[last][0], self.outputs_region.size - layout[last][0])
         return layout
 
     def _read_all(

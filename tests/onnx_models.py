@@ -186,3 +186,16 @@ def colliding_names_model(directory: str | Path) -> Path:
         ],
     )
     return _save(graph, directory, "colliding_names.onnx")
+
+
+def flatten_model(directory: str | Path) -> Path:
+    """``"x"`` float32 [n, 16] → ``"flat"`` float32 [16·n] (Reshape to one dimension): an output whose dynamic
+    size is not any input's leading dimension."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "flat_shape"], ["flat"])],
+        "flatten",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["n16"])],
+        initializer=[numpy_helper.from_array(np.array([-1], dtype=np.int64), "flat_shape")],
+    )
+    return _save(graph, directory, "flatten.onnx")

@@ -1,0 +1,263 @@
+"""The Triton backend against a real tritonserver on loopback: parity with local ONNX Runtime, errors,
+shared memory, threads, statistics. One server (all shared test models) for the whole module."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from triton_helpers import build_repository, random_inputs, same_bits, served_model_files
+
+from backends.model_repository import file_sha256
+from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
+from backends.triton import TritonConfig, TritonInference
+from backends.triton_server import TritonServer, TritonServerConfig
+from inference_iface import InputError, ModelError, TensorSpec, create_inference
+from inference_iface.options import unstructure
+
+pytestmark = pytest.mark.server
+
+TRANSPORTS = [("grpc", "none"), ("grpc", "system"), ("http", "none"), ("http", "system")]
+
+
+@pytest.fixture(scope="module")
+def model_files(model_dir: Path) -> dict[str, Path]:
+    return served_model_files(model_dir)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, model_files: dict[str, Path]) -> Iterator[TritonServer]:
+    repository = build_repository(tmp_path_factory.mktemp("repository"), model_files)
+    with TritonServer(TritonServerConfig(repository=str(repository), startup_timeout_s=180)) as running:
+        yield running
+
+
+@pytest.fixture
+def connect(server: TritonServer) -> Iterator:
+    """Open Triton interfaces on the module's server; all are closed after the test."""
+    opened: list[TritonInference] = []
+
+    def open_model(model_name: str, protocol: str = "grpc", **options) -> TritonInference:
+        url = server.grpc_url if protocol == "grpc" else server.http_url
+        iface = create_inference(
+            {"backend": "triton", "url": url, "protocol": protocol, "model_name": model_name, **options}
+        )
+        opened.append(iface)
+        return iface
+
+    yield open_model
+    for iface in opened:
+        iface.close()
+
+
+def local(path: Path) -> OnnxRuntimeInference:
+    return OnnxRuntimeInference(OnnxRuntimeConfig(model_path=str(path), device="cpu"))
+
+
+@pytest.mark.parametrize(("protocol", "shared_memory"), TRANSPORTS)
+def test_every_model_served_gives_the_local_bits(connect, model_files, protocol, shared_memory):
+    for name, path in model_files.items():
+        served = connect(name, protocol, shared_memory=shared_memory)
+        with local(path) as reference:
+            assert served.signature == reference.signature, name
+            rows = 2 if name == "fixed_shape" else 1000 if "mlp" in name else 9
+            inputs = random_inputs(reference.signature, seed=len(name), rows=rows)
+            want = reference.infer(inputs)
+            got = served.infer(inputs)
+        assert got._fields == want._fields
+        for field, a, b in zip(got._fields, got, want, strict=True):
+            assert same_bits(a, b), f"{name}.{field} over {protocol}/{shared_memory}"
+
+
+def test_medium_model_at_100k_rows_is_bitwise_identical_with_shared_memory(connect, model_files):
+    served = connect("medium_mlp", shared_memory="system")
+    with local(model_files["medium_mlp"]) as reference:
+        x = random_inputs(reference.signature, seed=3, rows=100_000)
+        want = reference.infer(x).embedding
+    got = served.infer(x).embedding
+    assert same_bits(got, want)
+    assert got.flags.writeable
+    assert got.flags.c_contiguous
+
+
+def test_output_subset_and_named_tuple_inputs(connect):
+    served = connect("two_in_two_out", shared_memory="system")
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    y = np.full((2, 3), 2.0, dtype=np.float32)
+    only = served.infer(served.signature.input_type(x, y), outputs=["prod:0"])
+    assert only._fields == ("prod_0",)
+    np.testing.assert_array_equal(only.prod_0, x * y)
+    both = served.infer(input_1=x, y_0=y, outputs=["prod:0", "sum"])
+    np.testing.assert_array_equal(both.sum, x + y)
+
+
+def _requests_seen(iface: TritonInference) -> int:
+    """Requests that reached the model on the server (Triton counts a model's error response as a success)."""
+    (stats,) = iface.server_stats()
+    return stats.success_count + stats.failure_count
+
+
+def test_bad_inputs_are_rejected_before_any_round_trip(connect, server):
+    served = connect("two_in_two_out")
+    x = np.ones((4, 3), dtype=np.float32)
+    served.infer({"input.1": x, "y:0": x})
+    before = _requests_seen(served)
+    bad_calls = [
+        {"input.1": x, "y:0": x.astype(np.float64)},  # dtype
+        {"input.1": x},  # missing
+        {"input.1": x, "y:0": x, "z": x},  # unknown
+        {"input.1": x, "y:0": np.ones((4, 5), dtype=np.float32)},  # fixed dimension
+        {"input.1": x, "y:0": np.ones(3, dtype=np.float32)},  # rank
+    ]
+    for inputs in bad_calls:
+        with pytest.raises(InputError):
+            served.infer(inputs)
+    assert _requests_seen(served) == before
+    # control: a request that does reach the server is counted, so the check above can fail
+    raw = grpcclient.InferenceServerClient(server.grpc_url)
+    wrong = grpcclient.InferInput("input.1", [4, 3], "FP32")
+    wrong.set_data_from_numpy(x)
+    other = grpcclient.InferInput("y:0", [5, 3], "FP32")
+    other.set_data_from_numpy(np.ones((5, 3), dtype=np.float32))
+    with pytest.raises(Exception, match="broadcast"):
+        raw.infer("two_in_two_out", [wrong, other])
+    raw.close()
+    assert _requests_seen(served) == before + 1
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_server_side_failure_is_a_model_error_with_the_servers_message(connect, protocol):
+    served = connect("two_in_two_out", protocol)
+    with pytest.raises(ModelError, match=r"Attempting to broadcast an axis") as caught:
+        # batch sizes 4 and 5 pass the signature check (both dynamic) but not ONNX Runtime's Add
+        served.infer({"input.1": np.ones((4, 3), np.float32), "y:0": np.ones((5, 3), np.float32)})
+    assert "two_in_two_out" in str(caught.value)
+
+
+def _our_shm_files() -> list[str]:
+    return sorted(name for name in os.listdir("/dev/shm") if name.startswith(f"trkx-{os.getpid()}-"))
+
+
+def _server_regions(server: TritonServer) -> set[str]:
+    raw = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        return {
+            region["name"] for region in raw.get_system_shared_memory_status(as_json=True).get("regions", {}).values()
+        }
+    finally:
+        raw.close()
+
+
+def test_shared_memory_regions_are_reused_and_released(server, model_files):
+    iface = TritonInference(TritonConfig(url=server.grpc_url, model_name="small_mlp", shared_memory="system"))
+    with local(model_files["small_mlp"]) as reference:
+        for rows in (10, 1000, 1000, 50):
+            x = random_inputs(reference.signature, seed=rows, rows=rows)
+            assert same_bits(iface.infer(x).embedding, reference.infer(x).embedding)
+    regions = set(iface.shared_memory_regions())
+    assert len(regions) == 2  # one input and one output region for this thread, reused for every call
+    assert regions <= _server_regions(server)
+    assert _our_shm_files() == sorted(regions)
+    iface.close()
+    assert iface.shared_memory_regions() == ()
+    assert _our_shm_files() == []
+    assert not regions & _server_regions(server)
+
+
+def test_output_larger_than_its_estimated_slot_is_sent_inline_once_then_fits(connect, model_files):
+    # 'flat' [16·n] has a dynamic size the client estimates as n elements (the leading input dimension)
+    served = connect("flatten", shared_memory="system")
+    x = np.random.default_rng(1).standard_normal((100_000, 16)).astype(np.float32)
+    with local(model_files["flatten"]) as reference:
+        want = reference.infer(x=x).flat
+    counts = []
+    for _ in range(2):
+        before = served.server_stats()[0].execution_count
+        assert same_bits(served.infer(x=x).flat, want)
+        counts.append(served.server_stats()[0].execution_count - before)
+    assert counts == [2, 1]  # the first call ran again with the output inline; the second fitted
+
+
+def test_eight_threads_two_hundred_calls_each_all_correct(connect):
+    served = connect("two_in_two_out", shared_memory="system")
+
+    def worker(thread: int) -> int:
+        rng = np.random.default_rng(thread)
+        for _ in range(200):
+            x, y = (rng.standard_normal((rng.integers(1, 50), 3)).astype(np.float32) for _ in range(2))
+            y = y[: len(x)] if len(y) >= len(x) else np.resize(y, x.shape)
+            out = served.infer({"input.1": x, "y:0": y})
+            if not (np.array_equal(out.sum, x + y) and np.array_equal(out.prod_0, x * y)):
+                return 0
+        return 200
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(worker, range(8))) == 1600
+    assert len(served.shared_memory_regions()) == 16  # two per thread
+
+
+def test_infer_async_returns_futures_and_validates_at_once(connect):
+    served = connect("two_in_two_out")
+    xs = [np.full((3, 3), float(i), dtype=np.float32) for i in range(10)]
+    futures = [served.infer_async({"input.1": x, "y:0": x}) for x in xs]
+    for x, future in zip(xs, futures, strict=True):
+        np.testing.assert_array_equal(future.result(timeout=30).sum, x + x)
+    with pytest.raises(InputError):
+        served.infer_async({"input.1": xs[0]})
+
+
+def test_server_stats_report_counts_and_times(connect):
+    served = connect("small_mlp")
+    x = np.ones((100, 3), dtype=np.float32)
+    before = served.server_stats()[0]
+    for _ in range(3):
+        served.infer(features=x)
+    after = served.server_stats()[0]
+    assert (after.model_name, after.model_version) == ("small_mlp", "1")
+    assert after.success_count - before.success_count == 3
+    assert after.inference_count - before.inference_count == 3
+    assert after.compute_infer_ms > 0
+    assert after.request_ms >= after.compute_infer_ms
+
+
+def test_expected_signature_and_checksum_are_checked(connect, model_files):
+    path = model_files["two_in_two_out"]
+    with local(path) as reference:
+        # the job-options form of a signature: tables of inputs/outputs with name, dtype and shape
+        expected = unstructure(reference.signature)
+        good = connect("two_in_two_out", expected_signature=expected, model_checksum=file_sha256(path))
+    assert good.signature.input_names == ("input.1", "y:0")
+    wrong = reference.signature.__class__(
+        inputs=[TensorSpec("input.1", "float64", [-1, 3]), TensorSpec("y:0", "float32", [-1, 3])],
+        outputs=reference.signature.outputs,
+    )
+    with pytest.raises(ModelError, match="expected_signature"):
+        connect("two_in_two_out", expected_signature=unstructure(wrong))
+    with pytest.raises(ModelError, match="model_checksum"):
+        connect("two_in_two_out", model_checksum="sha256:" + "0" * 64)
+
+
+def test_unknown_model_or_version_is_a_model_error(connect):
+    with pytest.raises(ModelError, match="'no_such_model'"):
+        connect("no_such_model")
+    with pytest.raises(ModelError, match="version '7'"):
+        connect("two_in_two_out", model_version="7")
+    assert connect("two_in_two_out", model_version="1").infer(
+        {"input.1": np.ones((1, 3), np.float32), "y:0": np.ones((1, 3), np.float32)}
+    ).sum.tolist() == [[2.0, 2.0, 2.0]]
+
+
+def test_compression_gives_the_same_result(connect):
+    x = np.random.default_rng(0).standard_normal((500, 3)).astype(np.float32)
+    plain = connect("two_in_two_out", shared_memory="none").infer({"input.1": x, "y:0": x})
+    for protocol in ("grpc", "http"):
+        for algorithm in ("gzip", "deflate"):
+            packed = connect("two_in_two_out", protocol, shared_memory="none", compression=algorithm)
+            out = packed.infer({"input.1": x, "y:0": x})
+            assert same_bits(out.sum, plain.sum)
+            assert same_bits(out.prod_0, plain.prod_0)
