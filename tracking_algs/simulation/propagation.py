@@ -152,10 +152,11 @@ def _next_crossing(position, mom, q, bfield_t, layers: _Layers, last, budget):
         # disks: z is linear in psi
         psi_disk = (layers.disk_z[None, :] - z[:, None]) / dz_dpsi[:, None]
         ok = np.isfinite(psi_disk) & (psi_disk > 0.0) & (psi_disk <= budget[:, None])
-        xd, yd = _chord(position[:, None, :], radius[:, None], phi0[:, None], omega[:, None], psi_disk)
-        rd = np.hypot(xd, yd)
-        ok &= (rd >= layers.disk_r_range[:, 0]) & (rd <= layers.disk_r_range[:, 1])
         ok &= last[:, None] != len(layers.cylinder_radius) + np.arange(len(layers.disk_z))
+        row, disk = np.nonzero(ok)  # only the reachable (particle, disk) pairs need a position
+        xd, yd = _chord(position[row], radius[row], phi0[row], omega[row], psi_disk[row, disk])
+        rd = np.hypot(xd, yd)
+        ok[row, disk] = (rd >= layers.disk_r_range[disk, 0]) & (rd <= layers.disk_r_range[disk, 1])
         psi_disk = np.where(ok, psi_disk, np.inf)
 
     candidates = np.concatenate((psi_cyl, psi_disk), axis=1)
