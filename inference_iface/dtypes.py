@@ -8,6 +8,8 @@ Backends translate between these names and their own (``"FP32"``, ``"tensor(floa
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from inference_iface.errors import InputError
@@ -39,6 +41,7 @@ def _bfloat16() -> np.dtype | None:
     return np.dtype(ml_dtypes.bfloat16)
 
 
+@functools.cache
 def numpy_dtype(name: str) -> np.dtype:
     """The numpy dtype that holds tensors of dtype ``name``.
 

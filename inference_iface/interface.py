@@ -64,13 +64,18 @@ class InferenceInterface(abc.ABC):
             BackendUnavailableError: the backend cannot be reached.
             InferenceTimeoutError: the call ran past its deadline.
         """
-        arrays = self.prepare_inputs(inputs, **named)
-        names = self.requested_outputs(outputs)
+        signature = self.signature  # the body is kept flat: it is the per-call overhead over the backend
+        arrays = validate_inputs(signature, collect_inputs(signature, inputs, named), self.cast_policy)
+        names = signature.output_names if outputs is None else self.requested_outputs(outputs)
         result = self._run(arrays, names)
-        missing = [name for name in names if name not in result]
-        if missing:
-            raise ModelError(f"{self.describe()}: the backend returned no output(s) {', '.join(map(repr, missing))}")
-        return named_tuple_type("Outputs", names)(*(result[name] for name in names))
+        try:
+            values = [result[name] for name in names]
+        except KeyError:
+            missing = [name for name in names if name not in result]
+            raise ModelError(
+                f"{self.describe()}: the backend returned no output(s) {', '.join(map(repr, missing))}"
+            ) from None
+        return named_tuple_type("Outputs", names)._make(values)
 
     def prepare_inputs(self, inputs: Mapping[str, Any] | NamedTuple | None = None, /, **named) -> dict[str, np.ndarray]:
         """Bind and validate inputs as :meth:`infer` does, without running; returns arrays by tensor name."""

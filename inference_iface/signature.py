@@ -19,7 +19,8 @@ import functools
 import keyword
 import re
 from collections import namedtuple
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import attrs
@@ -68,7 +69,7 @@ def _check_dtype(instance: Any, attribute: attrs.Attribute, value: str) -> None:
         raise ModelError(f"tensor {instance.name!r}: unknown dtype {value!r}; expected one of {', '.join(DTYPE_NAMES)}")
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen(repr=False, cache_hash=True)
 class TensorSpec:
     """One named tensor of a model: its dtype name and shape, ``-1`` marking a dynamic dimension."""
 
@@ -95,22 +96,30 @@ def _specs(value: Iterable[TensorSpec]) -> tuple[TensorSpec, ...]:
     return specs
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen(repr=False, cache_hash=True)
 class ModelSignature:
     """The named inputs and outputs of a model, in the model's own order."""
 
     inputs: tuple[TensorSpec, ...] = attrs.field(converter=_specs)
     outputs: tuple[TensorSpec, ...] = attrs.field(converter=_specs)
 
-    @property
+    @functools.cached_property
     def input_names(self) -> tuple[str, ...]:
         """Input tensor names in signature order."""
         return tuple(spec.name for spec in self.inputs)
 
-    @property
+    @functools.cached_property
     def output_names(self) -> tuple[str, ...]:
         """Output tensor names in signature order."""
         return tuple(spec.name for spec in self.outputs)
+
+    @functools.cached_property
+    def input_keywords(self) -> Mapping[str, str]:
+        """Every name an input may be given by (field names, and tensor names that are identifiers) → tensor name."""
+        names = self.input_names
+        keywords = dict(zip(field_names(names), names, strict=True))
+        keywords.update({name: name for name in names if name.isidentifier()})
+        return MappingProxyType(keywords)
 
     def input(self, name: str) -> TensorSpec:
         """The input spec called ``name``."""

@@ -15,14 +15,16 @@ into C order without changing values.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import attrs
 import numpy as np
 
 from inference_iface.dtypes import dtype_name, numpy_dtype
 from inference_iface.errors import InputError
-from inference_iface.signature import ModelSignature, TensorSpec, field_names
+from inference_iface.signature import ModelSignature, TensorSpec
 
 CastPolicy = Literal["strict", "safe", "same_kind"]
 CAST_POLICIES: tuple[str, ...] = ("strict", "safe", "same_kind")
@@ -48,9 +50,7 @@ def collect_inputs(signature: ModelSignature, positional: Any, keywords: Mapping
 
 
 def _by_tensor_name(signature: ModelSignature, by_field: dict[str, Any]) -> dict[str, Any]:
-    names = signature.input_names
-    to_tensor = dict(zip(field_names(names), names, strict=True))
-    to_tensor.update({name: name for name in names if name.isidentifier()})
+    to_tensor = signature.input_keywords
     return {to_tensor.get(key, key): value for key, value in by_field.items()}
 
 
@@ -62,34 +62,71 @@ def validate_inputs(
     Raises:
         InputError: naming the tensor and giving expected versus got.
     """
-    expected = signature.input_names
+    plan = _plan(signature)
+    if inputs.keys() != plan.names:
+        _raise_name_error(signature.input_names, inputs)
+    checked = {}
+    for spec, want, rank, fixed in plan.checks:
+        value = inputs[spec.name]
+        # fast path for the common case (right type, dtype, rank and dims); anything else takes the full check
+        if isinstance(value, np.ndarray) and value.dtype == want and value.ndim == rank:
+            shape = value.shape
+            for axis, dim in fixed:
+                if shape[axis] != dim:
+                    break
+            else:
+                checked[spec.name] = value if value.flags.c_contiguous else np.ascontiguousarray(value)
+                continue
+        checked[spec.name] = _check_array(spec, value, cast_policy)
+    return checked
+
+
+@attrs.frozen
+class _Plan:
+    """What :func:`validate_inputs` checks per input, computed once per signature."""
+
+    names: frozenset[str]
+    checks: tuple[tuple[TensorSpec, np.dtype, int, tuple[tuple[int, int], ...]], ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(signature: ModelSignature) -> _Plan:
+    checks = tuple((spec, numpy_dtype(spec.dtype), spec.rank, _fixed_dims(spec)) for spec in signature.inputs)
+    return _Plan(names=frozenset(signature.input_names), checks=checks)
+
+
+def _fixed_dims(spec: TensorSpec) -> tuple[tuple[int, int], ...]:
+    return tuple((axis, dim) for axis, dim in enumerate(spec.shape) if dim >= 0)
+
+
+def _raise_name_error(expected: tuple[str, ...], inputs: Mapping[str, Any]) -> None:
     unknown = [name for name in inputs if name not in expected]
     if unknown:
         raise InputError(
             f"unknown input(s) {', '.join(map(repr, unknown))}; the model's inputs are {', '.join(map(repr, expected))}"
         )
     missing = [name for name in expected if name not in inputs]
-    if missing:
-        raise InputError(f"missing input(s) {', '.join(map(repr, missing))}; the model needs {', '.join(expected)}")
-    return {spec.name: _check_array(spec, inputs[spec.name], cast_policy) for spec in signature.inputs}
+    raise InputError(f"missing input(s) {', '.join(map(repr, missing))}; the model needs {', '.join(expected)}")
 
 
 def _check_array(spec: TensorSpec, value: Any, cast_policy: CastPolicy) -> np.ndarray:
     if not isinstance(value, np.ndarray):
         raise InputError(f"input {spec.name!r}: expected a numpy array of {spec.dtype}, got {type(value).__name__}")
     array = _cast(spec, value, cast_policy)
-    if array.ndim != spec.rank:
+    shape = array.shape
+    if len(shape) != len(spec.shape):
         raise InputError(
             f"input {spec.name!r}: expected rank {spec.rank} (shape {_shape_text(spec.shape)}), "
-            f"got rank {array.ndim} (shape {_shape_text(array.shape)})"
+            f"got rank {array.ndim} (shape {_shape_text(shape)})"
         )
-    for axis, (want, got) in enumerate(zip(spec.shape, array.shape, strict=True)):
-        if want >= 0 and want != got:
+    for want, got in zip(spec.shape, shape, strict=True):  # hot path: no enumerate; the error path finds the axis
+        if want != got and want >= 0:
+            axis = next(axis for axis, dim in enumerate(spec.shape) if dim >= 0 and dim != shape[axis])
             raise InputError(
-                f"input {spec.name!r}: dimension {axis} must be {want} (shape {_shape_text(spec.shape)}), "
-                f"got {got} (shape {_shape_text(array.shape)})"
+                f"input {spec.name!r}: dimension {axis} must be {spec.shape[axis]} (shape {_shape_text(spec.shape)}), "
+                f"got {shape[axis]} (shape {_shape_text(shape)})"
             )
-    return np.ascontiguousarray(array)
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
 def _cast(spec: TensorSpec, array: np.ndarray, cast_policy: CastPolicy) -> np.ndarray:
