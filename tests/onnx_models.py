@@ -199,3 +199,19 @@ def flatten_model(directory: str | Path) -> Path:
         initializer=[numpy_helper.from_array(np.array([-1], dtype=np.int64), "flat_shape")],
     )
     return _save(graph, directory, "flatten.onnx")
+
+
+def float8_input_model(directory: str | Path) -> Path:
+    """An input of ONNX type float8e4m3fn (which the interface has no dtype for), cast to float32."""
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x8"], ["y"], to=TensorProto.FLOAT)],
+        "float8_input",
+        [helper.make_tensor_value_info("x8", TensorProto.FLOAT8E4M3FN, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    path = Path(directory) / "float8_input.onnx"
+    onnx.save(model, path)
+    return path

@@ -252,6 +252,11 @@ def test_runtime_failure_is_a_model_error(two_in_two_out_path):
         iface.infer({"input.1": sample("float32", (2, 3)), "y:0": sample("float32", (5, 3))})
 
 
+def test_tensor_type_without_an_interface_dtype_is_a_model_error(model_dir):
+    with pytest.raises(ModelError, match=r"tensor 'x8' has ONNX type tensor\(float8e4m3fn\)"):
+        open_model(onnx_models.float8_input_model(model_dir))
+
+
 def test_closed_interface_refuses_calls(two_in_two_out_path):
     iface = open_model(two_in_two_out_path)
     iface.close()
