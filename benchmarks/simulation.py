@@ -68,12 +68,13 @@ def measure(pileup: float, events: int, seed: int) -> dict[str, object]:
     }
 
 
-def markdown(rows: list[dict[str, object]]) -> str:
-    """The results as a markdown section."""
+def markdown(rows: list[dict[str, object]], load: float) -> str:
+    """The results as a markdown section; ``load`` is the machine's 1-minute load average during the run."""
     lines = [
         "## Detector simulation",
         "",
-        f"One core; target: pile-up 200 in ≤ {TARGET_S:.0f} s/event. Reading and writing are the TrackML CSV files.",
+        f"One core; target: pile-up 200 in ≤ {TARGET_S:.0f} s/event. Reading and writing are the TrackML CSV files. "
+        f"Load average during the run: {load:.1f}.",
         "",
         "| pile-up | events | particles/event | hits/event | simulation s/event (median) | max s/event | hits/s "
         "| CSV write s/event | CSV read s/event |",
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rows = [measure(pileup, args.events, args.seed) for pileup in args.pileups]
-    table = markdown(rows)
+    load = os.getloadavg()[0]
+    table = markdown(rows, load)
     print(table)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     report = {
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {platform.processor() or 'unknown cpu'}",
         "target_s_per_event_at_pileup_200": TARGET_S,
+        "load_average_1min": load,
         "results": rows,
     }
     (args.output_dir / "simulation.json").write_text(json.dumps(report, indent=2) + "\n")
