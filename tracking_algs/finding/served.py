@@ -1,0 +1,160 @@
+"""The tracking chain served as one model: its tensor contract and the client that calls it.
+
+A served chain (the ``tracking_chain`` Python-backend model or the ``tracking_ensemble`` Triton ensemble
+written by ``trkx repo add-tracking``) takes one event and returns one track label per spacepoint:
+
+=========== ============ ========= ===========================================================
+tensor      shape        dtype     content
+=========== ============ ========= ===========================================================
+FEATURES    [N, 8]       float64   one row per spacepoint, columns :data:`FEATURE_COLUMNS`:
+                                   x, y, z (mm), volume_id, layer_id, module_id, sigma_0,
+                                   sigma_1 (the two local measurement errors, mm)
+HIT_ID      [N]          int64     the spacepoints' hit ids
+LABELS      [N]          int64     track label of each row: 0, 1, ... numbered in the order of
+                                   each track's first row; -1 = not on any track
+=========== ============ ========= ===========================================================
+
+``FEATURES`` carries the raw spacepoint columns, so the server runs exactly the code the local
+:class:`~tracking_algs.finding.finder.TrackFinder` runs (feature computation included) on exactly the
+same numbers: the labels are identical to the local finder's, not merely close. The columns are float64
+because float32 positions (≈ 60 µm steps at 1 m) change the network features in their last bit for
+many hits, which moves candidate edges across the graph radius; ids below 2**53 are exact in float64.
+
+:class:`ServedTrackFinder` has the :meth:`find` of the local finder and returns the same
+:class:`~tracking_algs.finding.finder.FindingResult` (without per-stage edges, which stay on the server).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from inference_iface import InferenceInterface, InputError, ModelError
+from inference_iface.signature import ModelSignature, TensorSpec
+from tracking_algs.event import Spacepoints, TrackCandidates
+from tracking_algs.finding.finder import FindingResult
+
+if TYPE_CHECKING:
+    from tracking_algs.fitting.hook import TrackFitter
+
+#: Columns of the ``FEATURES`` tensor, in order.
+FEATURE_COLUMNS: tuple[str, ...] = ("x", "y", "z", "volume_id", "layer_id", "module_id", "sigma_0", "sigma_1")
+FEATURES, HIT_ID, LABELS = "FEATURES", "HIT_ID", "LABELS"
+
+#: The served chain's signature (the ``tracking_chain`` model and the ``tracking_ensemble`` ensemble).
+CHAIN_SIGNATURE = ModelSignature(
+    inputs=(TensorSpec(FEATURES, "float64", (-1, len(FEATURE_COLUMNS))), TensorSpec(HIT_ID, "int64", (-1,))),
+    outputs=(TensorSpec(LABELS, "int64", (-1,)),),
+)
+
+_POSITIONS = ("x", "y", "z")
+_IDS = ("volume_id", "layer_id", "module_id")
+
+
+def chain_inputs(spacepoints: Spacepoints) -> dict[str, np.ndarray]:
+    """The ``FEATURES`` and ``HIT_ID`` tensors of one event's spacepoints."""
+    columns = [getattr(spacepoints, name) for name in _POSITIONS + _IDS]
+    sigma = np.asarray(spacepoints.sigma, dtype=np.float64).reshape(len(spacepoints), 2)
+    features = np.column_stack([*columns, sigma]) if len(spacepoints) else np.empty((0, len(FEATURE_COLUMNS)))
+    return {
+        FEATURES: np.ascontiguousarray(features, dtype=np.float64),
+        HIT_ID: np.ascontiguousarray(spacepoints.hit_id, dtype=np.int64),
+    }
+
+
+def spacepoints_from_chain(features: np.ndarray, hit_id: np.ndarray) -> Spacepoints:
+    """The spacepoints sent as ``FEATURES`` and ``HIT_ID`` (the inverse of :func:`chain_inputs`).
+
+    Raises:
+        InputError: a tensor has the wrong shape, or an id column holds a value that is not an integer.
+    """
+    features = np.asarray(features)
+    hit_id = np.asarray(hit_id)
+    if features.ndim != 2 or features.shape[1] != len(FEATURE_COLUMNS):
+        raise InputError(
+            f"{FEATURES}: expected shape [N, {len(FEATURE_COLUMNS)}] (columns {', '.join(FEATURE_COLUMNS)}), "
+            f"got {list(features.shape)}"
+        )
+    if hit_id.shape != (features.shape[0],):
+        raise InputError(
+            f"{HIT_ID}: expected shape [{features.shape[0]}] (one id per {FEATURES} row), got {list(hit_id.shape)}"
+        )
+    values = features.astype(np.float64, copy=False)
+    ids = {}
+    for name in _IDS:
+        column = values[:, FEATURE_COLUMNS.index(name)]
+        if not np.array_equal(column, np.round(column)):
+            row = int(np.flatnonzero(column != np.round(column))[0])
+            raise InputError(f"{FEATURES}: column {name!r} must hold integers; row {row} holds {column[row]!r}")
+        ids[name] = column.astype(np.int64)
+    return Spacepoints(
+        hit_id=hit_id.astype(np.int64, copy=False),
+        x=values[:, 0],
+        y=values[:, 1],
+        z=values[:, 2],
+        **ids,
+        sigma=values[:, 6:8],
+    )
+
+
+class ServedTrackFinder:
+    """Track finding by a served chain: one ``infer`` per event through any :class:`InferenceInterface`
+    (e.g. the ``triton`` backend with ``model_name = "tracking_chain"`` or ``"tracking_ensemble"``).
+
+    ``find`` returns a :class:`FindingResult` like :meth:`TrackFinder.find`, with ``edges`` and ``scores``
+    empty and ``timing_ms`` holding ``inputs`` (packing the tensors), ``served`` (the call: transfer and
+    the whole chain on the server) and ``fitting`` when a fitter is set (the fit runs here, on the
+    client's own spacepoints).
+    """
+
+    def __init__(self, inference: InferenceInterface, fitter: TrackFitter | None = None) -> None:
+        check_chain_signature(inference.signature, inference.describe())
+        self.inference = inference
+        self.fitter = fitter
+
+    def find(self, spacepoints: Spacepoints) -> FindingResult:
+        """Send one event's spacepoints to the served chain; its track candidates (and fit)."""
+        start = time.perf_counter()
+        inputs = chain_inputs(spacepoints)
+        packed = time.perf_counter()
+        labels = np.asarray(self.inference.infer(inputs, outputs=[LABELS]).LABELS)
+        served = time.perf_counter()
+        if labels.shape != (len(spacepoints),):
+            raise ModelError(
+                f"{self.inference.describe()}: {LABELS} has shape {list(labels.shape)}, expected [{len(spacepoints)}]"
+            )
+        timing = {"inputs": (packed - start) * 1e3, "served": (served - packed) * 1e3}
+        candidates = TrackCandidates(labels=labels)
+        fit = None
+        if self.fitter is not None:
+            fit = self.fitter.fit(spacepoints, candidates)
+            timing["fitting"] = (time.perf_counter() - served) * 1e3
+        return FindingResult(candidates=candidates, edges={}, scores={}, timing_ms=timing, fit=fit)
+
+    def close(self) -> None:
+        """Release the inference interface."""
+        self.inference.close()
+
+    def __enter__(self) -> ServedTrackFinder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def check_chain_signature(signature: ModelSignature, where: str) -> None:
+    """Raise :class:`ModelError` unless ``signature`` is the served chain's (:data:`CHAIN_SIGNATURE`)."""
+    for kind, wanted, have in (
+        ("input", CHAIN_SIGNATURE.inputs, signature.inputs),
+        ("output", CHAIN_SIGNATURE.outputs, signature.outputs),
+    ):
+        found = {spec.name: spec for spec in have}
+        for spec in wanted:
+            got = found.get(spec.name)
+            if got is None or got.dtype != spec.dtype or len(got.shape) != len(spec.shape):
+                raise ModelError(
+                    f"{where} is not a served tracking chain: {kind} {spec.name} should be {spec.dtype} "
+                    f"{list(spec.shape)}, the model has {got!r}"
+                )
