@@ -1,0 +1,224 @@
+"""Model repositories, configuration checks and the ``trkx repo``/``trkx serve`` commands."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import attrs
+import numpy as np
+import onnx_models
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from backends.model_repository import (
+    CHECKSUM_PARAMETER,
+    add_onnx_model,
+    file_sha256,
+    model_config,
+    onnx_signature,
+    read_model_config,
+    write_model_config,
+)
+from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
+from backends.triton import TritonConfig, TritonInference, parse_url
+from inference_iface import ConfigError, create_inference
+from inference_iface.options import structure
+from tracking_algs.cli import main
+
+TRKX = [sys.executable, "-m", "tracking_algs.cli"]
+
+
+def test_config_pbtxt_is_generated_from_the_onnx_signature(tmp_path, model_dir):
+    path = onnx_models.mixed_dtypes_model(model_dir)
+    model_dir_written = add_onnx_model(path, tmp_path, "mixed", instances=3, intra_op_threads=2)
+    config = read_model_config(model_dir_written)
+    assert config.name == "mixed"
+    assert config.backend == "python"
+    assert config.max_batch_size == 0
+    types = model_config_pb2.DataType
+    assert [(t.name, types.Name(t.data_type), list(t.dims)) for t in config.input] == [
+        ("hits/x", "TYPE_FP32", [-1, 3]),
+        ("ids", "TYPE_INT64", [-1]),
+        ("mask", "TYPE_BOOL", [-1]),
+    ]
+    assert [(t.name, types.Name(t.data_type)) for t in config.output] == [
+        ("scaled", "TYPE_FP64"),
+        ("ids+1", "TYPE_INT64"),
+        ("not mask", "TYPE_BOOL"),
+    ]
+    (group,) = config.instance_group
+    assert (group.count, model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind)) == (3, "KIND_CPU")
+    assert config.parameters[CHECKSUM_PARAMETER].string_value == file_sha256(path)
+    assert config.parameters["intra_op_threads"].string_value == "2"
+    assert sorted(p.name for p in (model_dir_written / "1").iterdir()) == ["model.onnx", "model.py"]
+    assert (model_dir_written / "1" / "model.onnx").read_bytes() == path.read_bytes()
+
+
+def test_onnx_signature_matches_onnx_runtime(model_dir):
+    for path in (onnx_models.two_in_two_out(model_dir), onnx_models.fixed_shape_model(model_dir)):
+        with OnnxRuntimeInference(OnnxRuntimeConfig(model_path=str(path), device="cpu")) as session:
+            assert onnx_signature(path) == session.signature
+
+
+def test_onnxruntime_flavour_is_for_a_full_triton_server(tmp_path, model_dir):
+    written = add_onnx_model(
+        onnx_models.medium_mlp(model_dir), tmp_path, "embedding", flavour="onnxruntime", instance_kind="gpu"
+    )
+    text = (written / "config.pbtxt").read_text()
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    assert config.platform == "onnxruntime_onnx"
+    assert config.backend == ""
+    assert model_config_pb2.ModelInstanceGroup.Kind.Name(config.instance_group[0].kind) == "KIND_GPU"
+    assert sorted(p.name for p in (written / "1").iterdir()) == ["model.onnx"]
+
+
+def test_repository_mistakes_are_config_errors(tmp_path, model_dir):
+    path = onnx_models.two_in_two_out(model_dir)
+    add_onnx_model(path, tmp_path, "m")
+    with pytest.raises(ConfigError, match="exists"):
+        add_onnx_model(path, tmp_path, "m")
+    add_onnx_model(path, tmp_path, "m", overwrite=True, instances=2)
+    assert read_model_config(tmp_path / "m").instance_group[0].count == 2
+    with pytest.raises(ConfigError, match="flavour"):
+        add_onnx_model(path, tmp_path, "x", flavour="tensorrt")
+    with pytest.raises(ConfigError, match="does not exist"):
+        add_onnx_model(tmp_path / "missing.onnx", tmp_path, "x")
+    with pytest.raises(ConfigError, match="instances"):
+        add_onnx_model(path, tmp_path, "y", instances=0)
+    with pytest.raises(ConfigError, match="bfloat16"):
+        add_onnx_model(onnx_models.identity_model(model_dir, "bfloat16"), tmp_path, "bf16")
+    add_onnx_model(onnx_models.identity_model(model_dir, "bfloat16"), tmp_path, "bf16", flavour="onnxruntime")
+
+
+def test_model_config_writer_is_general(tmp_path, model_dir):
+    # e.g. a custom Python backend taking FEATURES and returning LABELS, written without an ONNX file
+    signature = onnx_signature(onnx_models.identity_model(model_dir, "int64"))
+    config = model_config("chain", signature, backend="python", instances=2, parameters={"stage": "all"})
+    path = write_model_config(tmp_path / "chain", config)
+    assert read_model_config(path.parent) == config
+
+
+@pytest.mark.parametrize(
+    ("url", "protocol", "message"),
+    [
+        ("grpc://127.0.0.1:8001", "grpc", "without a scheme"),
+        ("http://127.0.0.1:8001", "grpc", "without a scheme"),
+        ("127.0.0.1:8001/v2/models", "grpc", "no path"),
+        ("127.0.0.1:8000", "grpc", "port 8000, Triton's default HTTP port"),
+        ("localhost:8001", "http", "default gRPC port"),
+        ("ftp://host:8000", "http", "scheme must be http or https"),
+        ("127.0.0.1:notaport", "grpc", "malformed"),
+        (":8001", "grpc", "no host"),
+    ],
+)
+def test_url_mistakes_are_config_errors_with_a_hint(url, protocol, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_url(url, protocol)
+    with pytest.raises(ConfigError, match=message):
+        TritonInference(TritonConfig(url=url, protocol=protocol, model_name="m"))
+
+
+def test_good_urls_are_normalised():
+    assert parse_url("localhost", "grpc") == ("localhost:8001", False)
+    assert parse_url("10.0.0.1:9001", "grpc") == ("10.0.0.1:9001", False)
+    assert parse_url("https://triton.example.org", "http") == ("triton.example.org:8000", True)
+    assert parse_url("[::1]:8001", "grpc") == ("[::1]:8001", False)
+
+
+def test_bad_options_are_config_errors_listing_choices():
+    with pytest.raises(ConfigError, match="retry_on"):
+        structure({"model_name": "m", "url": "h:1", "retry_on": ["INVALID_ARGUMENT"]}, TritonConfig)
+    with pytest.raises(ConfigError, match="protocol"):
+        structure({"model_name": "m", "url": "h:1", "protocol": "websocket"}, TritonConfig)
+    with pytest.raises(ConfigError, match="unknown key"):
+        create_inference({"backend": "triton", "url": "h:1", "model_name": "m", "timeout_ms": 5})
+    with pytest.raises(ConfigError, match="model_name"):
+        TritonInference(TritonConfig(url="h:1"))
+    with pytest.raises(ConfigError, match="fallback_model_path"):
+        TritonInference(TritonConfig(model_name="m", fallback="local"))
+    with pytest.raises(ConfigError, match="set 'url' or 'urls'"):
+        TritonInference(TritonConfig(model_name="m"))
+
+
+def test_secrets_are_never_shown(monkeypatch):
+    monkeypatch.setenv("TRKX_TRITON_TOKEN", "s3cret-token")
+    config = TritonConfig(url="127.0.0.1:1", model_name="m", headers={"x-api-key": "s3cret-key"})
+    assert "s3cret" not in repr(config)
+    with pytest.raises(Exception, match="no server answered") as caught:
+        TritonInference(attrs.evolve(config, connect_timeout_s=1.0, retries=0))
+    assert "s3cret" not in str(caught.value)
+
+
+def _port_open(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+def _start_serve(repository: Path) -> tuple[subprocess.Popen, dict[str, str]]:
+    process = subprocess.Popen(
+        [*TRKX, "serve", "--repository", str(repository)], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    endpoints: dict[str, str] = {}
+    while len(endpoints) < 4:
+        line = process.stdout.readline()
+        assert line, f"trkx serve ended early with status {process.wait()}"
+        key, _, value = line.strip().partition(": ")
+        endpoints[key] = value
+    return process, endpoints
+
+
+def _wait_closed(address: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _port_open(address):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.server
+def test_trkx_repo_add_onnx_then_trkx_serve(tmp_path, model_dir, capsys):
+    path = onnx_models.small_mlp(model_dir)
+    repository = tmp_path / "repository"
+    args = ["repo", "add-onnx", str(path), "--name", "embedding", "--repository", str(repository), "--instances", "2"]
+    assert main(args) == 0
+    assert capsys.readouterr().out.strip() == str(repository / "embedding")
+    assert main(args) == 2  # exists: the error names the way out
+    assert "--force" in capsys.readouterr().err
+
+    process, endpoints = _start_serve(repository)
+    try:
+        x = np.random.default_rng(0).standard_normal((64, 3)).astype(np.float32)
+        with (
+            TritonInference(TritonConfig(url=endpoints["grpc"], model_name="embedding")) as served,
+            OnnxRuntimeInference(OnnxRuntimeConfig(model_path=str(path), device="cpu")) as local,
+        ):
+            assert served.infer(features=x).embedding.tobytes() == local.infer(features=x).embedding.tobytes()
+        assert Path(endpoints["log"]).is_file()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert _wait_closed(endpoints["grpc"], 10)
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.server
+def test_killing_trkx_serve_leaves_no_orphan_server(tmp_path, model_dir):
+    repository = tmp_path / "repository"
+    add_onnx_model(onnx_models.two_in_two_out(model_dir), repository, "m")
+    process, endpoints = _start_serve(repository)
+    assert _port_open(endpoints["grpc"])
+    os.kill(process.pid, signal.SIGKILL)  # no clean-up code runs in the parent
+    process.wait()
+    assert _wait_closed(endpoints["grpc"], 10)
+    assert _wait_closed(endpoints["http"], 10)
