@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "interface_overhead",
         "onnxruntime": ort.__version__,
         "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {platform.processor() or 'unknown cpu'}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",
+        "load_average_1min_after": os.getloadavg()[0],  # the machine may be shared: context for the figures
         "results": rows,
     }
     (args.output_dir / "interface_overhead.json").write_text(json.dumps(report, indent=2) + "\n")
