@@ -87,7 +87,10 @@ class ForwardPass:
     """What the forward filter leaves for the smoother: per hit [T, L, ...] the ``predicted`` state and
     ``predicted_cov``, the ``jacobian`` from the previous hit, the predicted ``residual``, the update's ``gain``
     and ``precision`` (zero for hits not used), and ``used``; per track the total ``chi2``, the measurement
-    dimensions used (``dims``) and the ``status``."""
+    dimensions used (``dims``), the number of hits ``processed`` and the ``status``.
+
+    A track whose helix misses the surface of its next hit (a low-pT track nearly tangent to a cylinder) stops
+    there: its remaining hits are not used and ``processed`` counts the hits before."""
 
     predicted: np.ndarray
     predicted_cov: np.ndarray
@@ -98,6 +101,7 @@ class ForwardPass:
     used: np.ndarray
     chi2: np.ndarray
     dims: np.ndarray
+    processed: np.ndarray
     status: np.ndarray
 
 
@@ -132,13 +136,13 @@ def forward_filter(
     used = np.zeros((n_tracks, length), dtype=bool)
     chi2 = np.zeros(n_tracks)
     dims = np.zeros(n_tracks, dtype=np.int64)
+    processed = np.zeros(n_tracks, dtype=np.int64)
     status = status.copy()
     hit_dims = hits.dims()
-    cut = np.where(hit_dims == 2, config.outlier_chi2_cut_2d, config.outlier_chi2_cut_1d)
     state, state_cov = seed.copy(), seed_cov.copy()
 
     for i in range(length):
-        rows = np.flatnonzero((hits.count > i) & (status == FitStatus.OK))
+        rows = np.flatnonzero((hits.count > i) & (processed == i) & (status == FitStatus.OK))
         if not rows.size:
             break
         if i == 0:
@@ -146,25 +150,23 @@ def forward_filter(
         else:
             step = propagate(state[rows], hits.kind[rows, i - 1], hits.position[rows, i - 1],
                              hits.kind[rows, i], hits.position[rows, i], bfield_t)  # fmt: skip
-            status[rows[~step.ok]] = FitStatus.PROPAGATION_FAILED
             keep = step.ok
             rows, params, jac = rows[keep], step.params[keep], step.jacobian[keep]
             cov = jac @ state_cov[rows] @ jac.transpose(0, 2, 1)
             jacobian[rows, i] = jac
         res = _residual(hits.value[rows, i], params)
         update = gain_update(params, cov, res, hits.variance[rows, i])
-        accept = (dims[rows] < 5) | (update.chi2 <= cut[rows, i])
-        new_params = np.where(accept[:, None], update.params, params)
-        new_cov = np.where(accept[:, None, None], update.cov, cov)
+        new_params, new_cov = update.params, update.cov
 
+        processed[rows] = i + 1
         predicted[rows, i] = params
         predicted_cov[rows, i] = cov
         residual[rows, i] = res
-        gain[rows, i] = update.gain * accept[:, None, None]
-        precision[rows, i] = update.precision * accept[:, None, None]
-        used[rows, i] = accept
-        chi2[rows] += np.where(accept, update.chi2, 0.0)
-        dims[rows] += np.where(accept, hit_dims[rows, i], 0)
+        gain[rows, i] = update.gain
+        precision[rows, i] = update.precision
+        used[rows, i] = True
+        chi2[rows] += update.chi2
+        dims[rows] += hit_dims[rows, i]
 
         if config.multiple_scattering:
             var_phi, var_theta = scattering_variances(new_params, hits.kind[rows, i], hits.x_over_x0[rows, i],
@@ -173,7 +175,8 @@ def forward_filter(
             new_cov[:, 3, 3] += var_theta
         status[rows[~_finite(new_params, new_cov)]] = FitStatus.DIVERGED
         state[rows], state_cov[rows] = new_params, new_cov
-    return ForwardPass(predicted, predicted_cov, jacobian, residual, gain, precision, used, chi2, dims, status)
+    return ForwardPass(predicted, predicted_cov, jacobian, residual, gain, precision, used, chi2, dims, processed,
+                       status)  # fmt: skip
 
 
 @attrs.frozen
@@ -198,7 +201,7 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
     ok = forward.status == FitStatus.OK
 
     for i in range(length - 1, -1, -1):
-        rows = np.flatnonzero((hits.count > i) & ok)
+        rows = np.flatnonzero((forward.processed > i) & ok)
         if not rows.size:
             continue
         gain = forward.gain[rows, i]
@@ -214,8 +217,7 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
         params = pred - np.einsum("nij,nj->ni", pred_cov, lam)
         cov_rows = pred_cov[:, :2, :]
         smoothed_block = pred_cov[:, :2, :2] - cov_rows @ info @ cov_rows.transpose(0, 2, 1)
-        hit_chi2[rows, i] = _hit_chi2(hits.value[rows, i], hits.variance[rows, i], params, smoothed_block,
-                                      forward.used[rows, i])  # fmt: skip
+        hit_chi2[rows, i] = _hit_chi2(hits.value[rows, i], hits.variance[rows, i], params, smoothed_block)
         if i == 0:
             first[rows] = params
             cov = pred_cov - pred_cov @ info @ pred_cov
@@ -227,15 +229,14 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
     return Smoothed(first, first_cov, hit_chi2)
 
 
-def _hit_chi2(value, variance, params, smoothed_block, used):
-    """χ² of each hit against the smoothed state without it: r_sᵀ (V ∓ H P_s Hᵀ)⁻¹ r_s (− for hits used in the
-    fit, which is the χ² of the unbiased residual; + for rejected hits)."""
+def _hit_chi2(value, variance, params, smoothed_block):
+    """χ² of each hit against the prediction from all other hits, from its smoothed residual r_s:
+    r_sᵀ (V − H P_s Hᵀ)⁻¹ r_s (the χ² of the unbiased residual)."""
     two = np.isfinite(variance[:, 1])
     res = _residual(value, params)
-    sign = np.where(used, -1.0, 1.0)
-    r00 = variance[:, 0] + sign * smoothed_block[:, 0, 0]
-    r01 = np.where(two, sign * smoothed_block[:, 0, 1], 0.0)
-    r11 = np.where(two, variance[:, 1] + sign * smoothed_block[:, 1, 1], 1.0)
+    r00 = variance[:, 0] - smoothed_block[:, 0, 0]
+    r01 = np.where(two, -smoothed_block[:, 0, 1], 0.0)
+    r11 = np.where(two, variance[:, 1] - smoothed_block[:, 1, 1], 1.0)
     det = r00 * r11 - r01 * r01
     r1 = np.where(two, res[:, 1], 0.0)
     chi2 = (r11 * res[:, 0] ** 2 - 2.0 * r01 * res[:, 0] * r1 + r00 * r1**2) / np.where(det > 0.0, det, np.inf)

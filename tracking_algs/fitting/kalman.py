@@ -3,11 +3,13 @@
 For each candidate track: its hits are sorted by distance from the origin (the order a track from the beam line
 crosses them), a seed comes from three of them (:mod:`~tracking_algs.fitting.seeding`), the forward filter and
 the smoother run (:mod:`~tracking_algs.fitting.filtering`), and the smoothed state at the first hit is taken
-through the beam pipe to the perigee.  Outliers: the forward filter skips a hit whose predicted χ² exceeds the
-cut once the track is constrained (≥ 5 measured dimensions); after smoothing, each hit's χ² against the
-prediction from all other hits is checked and the worst hit above the cut is removed and the track refitted
-from a new seed, up to ``max_outlier_refits`` times.  The result of a track with one removed outlier is
-therefore the fit of the track without that hit.
+through the beam pipe to the perigee.
+
+Outliers are judged on each hit's predicted χ² — the χ² of the hit against the prediction from *all other*
+hits of the track (the unbiased smoothed residual).  The worst hit above the cut is removed and the track is
+refitted from a new seed, up to ``max_outlier_refits`` times, so a track with one rejected hit gets exactly the
+fit of the track without that hit.  (Gating on the forward filter's prediction alone is not used: with three
+or four hits behind it, a prediction that is off by a legitimate 2-3 σ rejects every later hit.)
 """
 
 from __future__ import annotations
@@ -68,9 +70,9 @@ class KalmanFitter:
     def _hit_table(self, spacepoints: Spacepoints, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Per-hit surface and measurement arrays for spacepoint ``rows``; bad input raises FittingError."""
         x, y, z = spacepoints.x[rows], spacepoints.y[rows], spacepoints.z[rows]
-        sigma = spacepoints.sigma[rows].reshape(len(rows), -1)
-        if sigma.shape[1] != 2:
-            raise FittingError(f"spacepoints.sigma must have 2 columns per hit, got {sigma.shape[1]}")
+        if spacepoints.sigma.ndim != 2 or spacepoints.sigma.shape[1] != 2:
+            raise FittingError(f"spacepoints.sigma must have shape [N, 2], got {list(spacepoints.sigma.shape)}")
+        sigma = spacepoints.sigma[rows]
         bad = ~(np.isfinite(x) & np.isfinite(y) & np.isfinite(z)) | (np.hypot(x, y) == 0.0)
         bad |= ~(np.isfinite(sigma[:, 0]) & (sigma[:, 0] > 0.0)) | np.isnan(sigma[:, 1]) | (sigma[:, 1] <= 0.0)
         if bad.any():

@@ -1,0 +1,80 @@
+"""The fitting hook: resolving "kalman", "none" and "package.module:factory", and the [fitting] options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helix_tracks import helix_tracks
+
+from inference_iface.errors import ConfigError
+from inference_iface.options import structure
+from tracking_algs.errors import FittingError
+from tracking_algs.fitting import (
+    COVARIANCE_NAMES,
+    FitResults,
+    FittingConfig,
+    KalmanConfig,
+    KalmanFitter,
+    TrackFitter,
+    make_fitter,
+)
+from tracking_algs.geometry import trackml_detector
+
+DETECTOR = trackml_detector()
+
+
+def _tracks():
+    rng = np.random.default_rng(0)
+    n = 20
+    return helix_tracks(DETECTOR, rng.uniform(-3, 3, n), rng.uniform(0.5, 2.6, n), 2.0, rng.choice([-1.0, 1.0], n),
+                        np.zeros(n), rng)  # fmt: skip
+
+
+def test_kalman_hook_builds_a_configured_kalman_fitter():
+    fitter = make_fitter("kalman", DETECTOR, {"min_hits": 5, "outlier_chi2_cut_2d": 20.0})
+    assert isinstance(fitter, KalmanFitter)
+    assert isinstance(fitter, TrackFitter)
+    assert fitter.config == KalmanConfig(min_hits=5, outlier_chi2_cut_2d=20.0)
+    tracks = _tracks()
+    result = fitter.fit(tracks.spacepoints, tracks.candidates)
+    assert isinstance(result, FitResults)
+    assert result.ok.all()
+    assert result.cov_upper_triangle().shape == (len(result), len(COVARIANCE_NAMES))
+
+
+def test_none_hook_means_no_fitting():
+    assert make_fitter("none", DETECTOR) is None
+    assert FittingConfig(hook="none").make_fitter(DETECTOR) is None
+
+
+def test_plugin_factory_is_imported_and_called_with_the_options():
+    config = structure({"hook": "fitting_plugins:strict_kalman", "options": {"min_hits": 6}}, FittingConfig)
+    fitter = config.make_fitter(DETECTOR)
+    assert isinstance(fitter, KalmanFitter)
+    assert fitter.config.min_hits == 6
+    tracks = _tracks()
+    np.testing.assert_array_equal(fitter.fit(tracks.spacepoints, tracks.candidates).track_id, np.arange(20))
+
+
+@pytest.mark.parametrize(("hook", "message"), [
+    ("fitting_plugins:not_a_fitter", "returned dict, which has no fit"),
+    ("fitting_plugins:missing", "has no callable 'missing'"),
+    ("no_such_package.fitters:make", "cannot import module 'no_such_package.fitters'"),
+    ("kalmann", "expected 'kalman', 'none' or 'package.module:factory'"),
+])  # fmt: skip
+def test_bad_hooks_raise_fitting_errors_naming_the_hook(hook, message):
+    with pytest.raises(FittingError, match=message) as error:
+        make_fitter(hook, DETECTOR, {})
+    assert repr(hook) in str(error.value)
+
+
+def test_fitting_options_are_strict():
+    config = structure({"hook": "kalman", "kalman": {"max_outlier_refits": 1}}, FittingConfig, where="[fitting]")
+    assert config.kalman.max_outlier_refits == 1
+    assert isinstance(config.make_fitter(DETECTOR), KalmanFitter)
+    with pytest.raises(ConfigError, match="outlier_cut"):
+        structure({"kalman": {"outlier_cut": 3.0}}, FittingConfig, where="[fitting]")
+    with pytest.raises(ConfigError, match="min_hits"):
+        structure({"kalman": {"min_hits": 2}}, FittingConfig, where="[fitting]")
+    with pytest.raises(ConfigError, match="hook"):
+        structure({"hook": "kalmann"}, FittingConfig, where="[fitting]")

@@ -1,0 +1,256 @@
+"""The Kalman fitter: statistical validation on simulated tracks, resolution, outliers and robustness."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from helix_tracks import helix_tracks
+
+from tracking_algs.errors import FittingError
+from tracking_algs.event import Spacepoints, TrackCandidates
+from tracking_algs.fitting import FitStatus, KalmanConfig, KalmanFitter
+from tracking_algs.geometry import HELIX_CONSTANT, Detector, Surface, trackml_detector
+from tracking_algs.performance.truth_perigee import truth_perigee
+from tracking_algs.simulation import SimulationConfig, simulate_event
+
+DETECTOR = trackml_detector()
+
+
+def _pulls(fit, truth):
+    delta = fit.params - truth
+    delta[:, 2] = np.angle(np.exp(1j * delta[:, 2]))
+    sigma = np.sqrt(np.diagonal(fit.cov, axis1=1, axis2=2))
+    return delta / sigma
+
+
+@pytest.fixture(scope="module")
+def simulated_fit():
+    """Every particle of one pile-up-200 event (no noise hits, no inefficiency) fitted from its truth hits."""
+    config = SimulationConfig(pileup=200.0, hit_inefficiency=0.0, noise_fraction=0.0)
+    event = simulate_event(config, seed=2024, event_id=0, detector=DETECTOR)
+    particle_ids, labels = np.unique(event.truth.particle_id, return_inverse=True)
+    candidates = TrackCandidates(np.where(event.truth.particle_id > 0, labels, -1))
+    fit = KalmanFitter(DETECTOR).fit(event.spacepoints, candidates)
+    particles = event.particles
+    truth = truth_perigee(particles.take(np.searchsorted(particles.particle_id, particle_ids[fit.track_id])),
+                          DETECTOR.bfield_t)  # fmt: skip
+    return event, candidates, fit, truth
+
+
+def test_pulls_and_pvalues_on_ten_thousand_simulated_tracks(simulated_fit):
+    _, _, fit, truth = simulated_fit
+    selected = fit.ok & (fit.ndf >= 3)
+    assert selected.sum() >= 10_000
+    assert fit.ok.mean() > 0.998
+    pulls = _pulls(fit, truth)[selected]
+    for index, name in enumerate(("d0", "z0", "phi", "theta", "qop")):
+        assert abs(pulls[:, index].mean()) < 0.05, name
+        assert abs(pulls[:, index].std() - 1.0) < 0.1, name
+    pvalues = fit.pvalue[selected]
+    assert abs(pvalues.mean() - 0.5) < 0.05
+    # flat: every decile holds about a tenth of the tracks
+    deciles = np.histogram(pvalues, bins=10, range=(0.0, 1.0))[0] / len(pvalues)
+    assert np.abs(deciles - 0.1).max() < 0.03
+
+
+def test_barrel_to_endcap_tracks_fit_with_good_pulls(simulated_fit):
+    event, _, fit, truth = simulated_fit
+    sp = event.spacepoints
+    barrel_volumes = {s.volume_id for s in DETECTOR.barrels}
+    is_barrel = np.isin(sp.volume_id[fit.hit_rows], list(barrel_volumes))
+    track_of_hit = np.repeat(np.arange(len(fit)), np.diff(fit.hit_offsets))
+    n_barrel = np.bincount(track_of_hit, weights=is_barrel, minlength=len(fit))
+    n_total = np.diff(fit.hit_offsets)
+    crossing = (n_barrel >= 2) & (n_total - n_barrel >= 2)
+    assert crossing.sum() > 500
+    assert fit.ok[crossing].mean() > 0.998
+    pulls = _pulls(fit, truth)[crossing & fit.ok]
+    assert np.abs(pulls.mean(axis=0)).max() < 0.1
+    assert np.abs(pulls.std(axis=0) - 1.0).max() < 0.1
+
+
+def test_no_nan_in_any_output(simulated_fit):
+    _, _, fit, _ = simulated_fit
+    for column in (fit.params, fit.cov, fit.chi2, fit.pvalue):
+        assert np.isfinite(column).all()
+
+
+def _gluckstern_detector(n_layers: int, first: float, last: float, resolution: float) -> Detector:
+    radii = np.linspace(first, last, n_layers)
+    surfaces = tuple(
+        Surface(1, index + 1, "test", "barrel", float(r), (-3000.0, 3000.0), 0.0, (resolution, 0.05))
+        for index, r in enumerate(radii)
+    )
+    return Detector(surfaces=surfaces, bfield_t=2.0)
+
+
+def test_qop_resolution_without_material_matches_gluckstern():
+    n_layers, first, last, resolution = 10, 100.0, 1000.0, 0.1
+    detector = _gluckstern_detector(n_layers, first, last, resolution)
+    rng = np.random.default_rng(11)
+    n = 3000
+    pt = 10.0
+    tracks = helix_tracks(detector, rng.uniform(-np.pi, np.pi, n), np.full(n, np.pi / 2), pt,
+                          rng.choice([-1.0, 1.0], n), np.zeros(n), rng)  # fmt: skip
+    fit = KalmanFitter(detector, KalmanConfig(multiple_scattering=False)).fit(tracks.spacepoints, tracks.candidates)
+    assert fit.ok.all()
+    assert (fit.n_hits + fit.n_outliers == n_layers).all()
+    assert fit.n_outliers.sum() < 0.01 * n * n_layers  # the cut's false-positive rate is about 1e-3
+    lever_arm_m = (last - first) / 1000.0
+    n1 = n_layers
+    expected = (
+        (resolution / 1000.0)
+        / (lever_arm_m**2 * HELIX_CONSTANT * 1000.0 * detector.bfield_t)
+        * math.sqrt(720.0 * (n1 - 1) ** 3 / ((n1 - 2) * n1 * (n1 + 1) * (n1 + 2)))
+    )
+    # at theta = pi/2, q/p = q/pT
+    measured = np.std(fit.params[:, 4] - tracks.params[:, 4])
+    predicted = np.sqrt(fit.cov[:, 4, 4]).mean()
+    assert measured == pytest.approx(expected, rel=0.05)
+    assert predicted == pytest.approx(expected, rel=0.05)
+
+
+def _clean_tracks(n: int, seed: int, pt=(1.0, 20.0)):
+    rng = np.random.default_rng(seed)
+    return helix_tracks(DETECTOR, rng.uniform(-np.pi, np.pi, n), rng.uniform(0.3, np.pi - 0.3, n),
+                        rng.uniform(*pt, n), rng.choice([-1.0, 1.0], n), rng.normal(0, 30, n), rng)  # fmt: skip
+
+
+def _drop(tracks, rows: np.ndarray):
+    keep = np.ones(len(tracks.spacepoints), dtype=bool)
+    keep[rows] = False
+    return tracks.spacepoints.take(keep), TrackCandidates(tracks.candidates.labels[keep])
+
+
+@pytest.mark.parametrize(("position", "n_sigma"), [("first", 10.0), ("middle", 10.0), ("last", 30.0)])
+def test_displaced_hit_is_flagged_and_the_fit_equals_the_fit_without_it(position, n_sigma):
+    """A hit moved by ``n_sigma`` measurement errors along r·phi is rejected, and the track's fit is then exactly
+    the fit without that hit.  Tracks of 10-100 GeV, so that the prediction from the other hits is sharper than
+    the hit; the outermost hit is predicted only by extrapolation (its residual error is often twice its
+    measurement error, up to three times on the outer long-strip disks), hence the larger displacement."""
+    tracks = _clean_tracks(200, seed=4, pt=(10.0, 100.0))
+    fitter = KalmanFitter(DETECTOR)
+    clean = fitter.fit(tracks.spacepoints, tracks.candidates)
+    assert clean.ok.all()
+    # one hit per track (with no outlier in the clean fit), chosen by its distance from the origin
+    sp = tracks.spacepoints
+    distance = sp.x**2 + sp.y**2 + sp.z**2
+    chosen = []
+    for k in np.flatnonzero(clean.n_outliers == 0):
+        rows = clean.hit_rows[clean.hit_offsets[k] : clean.hit_offsets[k + 1]]
+        rows = rows[np.argsort(distance[rows])]
+        chosen.append(rows[{"first": 0, "middle": len(rows) // 2, "last": -1}[position]])
+    chosen = np.array(chosen)
+    phi = np.arctan2(sp.y, sp.x)
+    shift = np.zeros(len(sp))
+    shift[chosen] = n_sigma * sp.sigma[chosen, 0]
+    displaced = Spacepoints(hit_id=sp.hit_id, x=sp.x - shift * np.sin(phi), y=sp.y + shift * np.cos(phi),
+                            z=sp.z, volume_id=sp.volume_id, layer_id=sp.layer_id, module_id=sp.module_id,
+                            sigma=sp.sigma)  # fmt: skip
+    with_outlier = fitter.fit(displaced, tracks.candidates)
+    flagged = np.zeros(len(sp), dtype=bool)
+    flagged[with_outlier.hit_rows[with_outlier.outlier]] = True
+    assert flagged[chosen].all()
+    without = fitter.fit(*_drop(tracks, chosen))
+    tracks_with = np.isin(with_outlier.track_id, tracks.track[chosen])
+    caught = tracks_with & (with_outlier.n_outliers == 1)
+    assert caught.sum() >= 0.99 * tracks_with.sum()
+    np.testing.assert_allclose(with_outlier.params[caught], without.params[caught], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(with_outlier.cov[caught], without.cov[caught], rtol=1e-6, atol=1e-14)
+    np.testing.assert_allclose(with_outlier.chi2[caught], without.chi2[caught], rtol=1e-6, atol=1e-9)
+    assert (with_outlier.ndf[caught] == without.ndf[caught]).all()
+
+
+def test_shuffled_hit_order_gives_the_same_result():
+    tracks = _clean_tracks(300, seed=8)
+    fitter = KalmanFitter(DETECTOR)
+    reference = fitter.fit(tracks.spacepoints, tracks.candidates)
+    permutation = np.random.default_rng(1).permutation(len(tracks.spacepoints))
+    shuffled = fitter.fit(tracks.spacepoints.take(permutation), TrackCandidates(tracks.candidates.labels[permutation]))
+    np.testing.assert_array_equal(shuffled.track_id, reference.track_id)
+    np.testing.assert_allclose(shuffled.params, reference.params, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(shuffled.cov, reference.cov, rtol=1e-7, atol=1e-16)
+    np.testing.assert_array_equal(shuffled.status, reference.status)
+
+
+def test_phi_wraps_at_pi():
+    n = 400
+    rng = np.random.default_rng(2)
+    # azimuth within 0.02 of ±pi: hits and directions on both sides of the cut
+    phi0 = np.pi + rng.uniform(-0.02, 0.02, n)
+    tracks = helix_tracks(DETECTOR, phi0, rng.uniform(0.5, 2.6, n), rng.uniform(0.5, 5.0, n),
+                          rng.choice([-1.0, 1.0], n), np.zeros(n), rng)  # fmt: skip
+    sp = tracks.spacepoints
+    assert (sp.y > 0).any()
+    assert (sp.y < 0).any()
+    fit = KalmanFitter(DETECTOR).fit(sp, tracks.candidates)
+    assert fit.ok.all()
+    assert (np.abs(fit.params[:, 2]) <= np.pi).all()
+    pulls = _pulls(fit, tracks.params[fit.track_id])
+    assert np.abs(pulls).max() < 6.0
+    assert np.abs(pulls.mean(axis=0)).max() < 0.2
+
+
+def _single_track(points: np.ndarray, volume: int = 8, layers=None) -> tuple[Spacepoints, TrackCandidates]:
+    n = len(points)
+    layers = layers if layers is not None else [2 * (i + 1) for i in range(n)]
+    spacepoints = Spacepoints(hit_id=np.arange(1, n + 1), x=points[:, 0], y=points[:, 1], z=points[:, 2],
+                              volume_id=np.full(n, volume), layer_id=layers, module_id=np.zeros(n),
+                              sigma=np.full((n, 2), 0.0144))  # fmt: skip
+    return spacepoints, TrackCandidates(np.zeros(n))
+
+
+def _assert_sentinels(fit, status):
+    assert fit.status[0] == status
+    for column in (fit.params, fit.cov, fit.chi2, fit.pvalue):
+        assert np.isfinite(column).all()
+        assert (column == 0).all()
+    assert fit.ndf[0] == 0
+
+
+def test_too_few_hits_gives_a_status_and_finite_sentinels():
+    fit = KalmanFitter(DETECTOR).fit(*_single_track(np.array([[32.0, 0.0, 1.0], [72.0, 1.0, 2.0]])))
+    _assert_sentinels(fit, FitStatus.TOO_FEW_HITS)
+
+
+def test_degenerate_seed_gives_a_status_and_finite_sentinels():
+    # three hits on three pixel disks at the same (x, y): no transverse motion
+    points = np.array([[50.0, 20.0, 600.0], [50.0, 20.0, 700.0], [50.0, 20.0, 820.0]])
+    fit = KalmanFitter(DETECTOR).fit(*_single_track(points, volume=9))
+    _assert_sentinels(fit, FitStatus.SEED_FAILED)
+
+
+def test_random_hit_collections_never_give_nan():
+    rng = np.random.default_rng(9)
+    event = simulate_event(SimulationConfig(pileup=5.0), seed=3, event_id=0, detector=DETECTOR)
+    labels = rng.integers(-1, 60, size=len(event.spacepoints))
+    fit = KalmanFitter(DETECTOR).fit(event.spacepoints, TrackCandidates(labels))
+    assert len(fit) == 60
+    for column in (fit.params, fit.cov, fit.chi2, fit.pvalue):
+        assert np.isfinite(column).all()
+    assert set(np.unique(fit.status)) <= {int(s) for s in FitStatus}
+
+
+def test_no_candidates_gives_empty_results():
+    sp, _ = _single_track(np.array([[32.0, 0.0, 1.0], [72.0, 1.0, 2.0]]))
+    fit = KalmanFitter(DETECTOR).fit(sp, TrackCandidates(np.full(2, -1)))
+    assert len(fit) == 0
+    assert fit.hit_offsets.tolist() == [0]
+
+
+def test_bad_input_names_the_row():
+    sp, candidates = _single_track(np.array([[32.0, 0.0, 1.0], [72.0, 1.0, 2.0], [116.0, 2.0, 3.0]]))
+    unknown = Spacepoints(hit_id=sp.hit_id, x=sp.x, y=sp.y, z=sp.z, volume_id=[8, 8, 99], layer_id=sp.layer_id,
+                          module_id=sp.module_id, sigma=sp.sigma)  # fmt: skip
+    with pytest.raises(FittingError, match=r"row 2 .*volume_id=99"):
+        KalmanFitter(DETECTOR).fit(unknown, candidates)
+    sigma = sp.sigma.copy()
+    sigma[1, 0] = -1.0
+    negative = Spacepoints(hit_id=sp.hit_id, x=sp.x, y=sp.y, z=sp.z, volume_id=sp.volume_id, layer_id=sp.layer_id,
+                           module_id=sp.module_id, sigma=sigma)  # fmt: skip
+    with pytest.raises(FittingError, match="row 1"):
+        KalmanFitter(DETECTOR).fit(negative, candidates)
+    with pytest.raises(FittingError, match="4 labels but there are 3 spacepoints"):
+        KalmanFitter(DETECTOR).fit(sp, TrackCandidates(np.zeros(4)))
