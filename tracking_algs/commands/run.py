@@ -6,12 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from tracking_algs.job.report import print_summary, write_report
-from tracking_algs.job.runner import run_events
-from tracking_algs.job.sources import DirectorySource, SimulationSource
-from tracking_algs.job.store import ResultStore
-from tracking_algs.job_options import load_job_options
-
 NAME = "run"
 HELP = "find and fit tracks in TrackML CSV or simulated events; write tracks, fits, performance and plots"
 
@@ -36,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the job; exit status 0 when every event was handled, 3 when a backend stopped it early."""
+    # Imported here so that other trkx commands start without loading the tracking chain and matplotlib.
+    from tracking_algs.job.report import print_summary, write_report
+    from tracking_algs.job.runner import run_events
+    from tracking_algs.job.sources import DirectorySource, SimulationSource
+    from tracking_algs.job.store import ResultStore
+    from tracking_algs.job_options import load_job_options
+
     options = load_job_options(args.config, args.overrides)
     detector = options.detector()
     if args.input is not None:
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         count = args.simulate if args.simulate is not None else options.job.events
         source = SimulationSource(options.simulation, options.job.seed, count, detector)
     store = ResultStore(args.output)
-    store.prepare({"options": options.to_dict(), "source": _describe(source)}, resume=args.resume)
+    store.prepare({"options": options.to_dict(), "source": source.describe()}, resume=args.resume)
     summary = run_events(options, source, store, jobs=args.jobs or options.job.jobs, progress=not args.no_progress)
     report = write_report(store, options)
     print_summary(report, summary)
@@ -56,9 +57,3 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_STOPPED
     return 0
-
-
-def _describe(source: DirectorySource | SimulationSource) -> dict:
-    if isinstance(source, DirectorySource):
-        return {"input": str(source.directory.resolve())}
-    return {"simulate": source.count, "seed": source.seed}

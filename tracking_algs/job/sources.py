@@ -31,6 +31,10 @@ class DirectorySource:
         """Read one event (raises :class:`~tracking_algs.errors.EventFormatError` for a bad file)."""
         return read_event(self.directory, event_id, detector=self.detector)
 
+    def describe(self) -> dict[str, str]:
+        """What a resumed job must find unchanged: the input directory."""
+        return {"input": str(self.directory.resolve())}
+
 
 @attrs.frozen
 class SimulationSource:
@@ -48,6 +52,10 @@ class SimulationSource:
     def load(self, event_id: int) -> Event:
         """Simulate event ``event_id``."""
         return simulate_event(self.config, seed=self.seed, event_id=event_id, detector=self.detector)
+
+    def describe(self) -> dict[str, int]:
+        """What a resumed job must find unchanged: the event count and seed."""
+        return {"simulate": self.count, "seed": self.seed}
 
 
 EventSource = DirectorySource | SimulationSource
