@@ -1,0 +1,165 @@
+"""Speed of the Kalman fitter: tracks fitted per second, batched versus one track per call.
+
+Tracks: the truth tracks with exactly 10 hits of a simulated pile-up-200 event (no noise, no inefficiency),
+repeated to ``--tracks`` tracks.  In one run the same fitter fits them (a) batched, all in one ``fit`` call, with
+each ``--batch-sizes`` value (tracks advanced together), on one process and on ``--processes`` worker
+processes that each fit an equal share, and (b) in a per-track loop, one ``fit`` call per track, on the first
+``--loop-tracks`` tracks.  Repetitions are interleaved; medians are reported.
+
+Target (issue 6): ≥ 50 000 tracks/s on 2 cores for 10-hit tracks.
+
+Usage::
+
+    .venv/bin/python benchmarks/fitting.py [--tracks 20000] [--loop-tracks 300] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # each process on one core: keep BLAS from spreading
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import itertools
+import json
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from tracking_algs.event import Spacepoints, TrackCandidates
+from tracking_algs.fitting import KalmanConfig, KalmanFitter
+from tracking_algs.geometry import trackml_detector
+from tracking_algs.simulation import SimulationConfig, simulate_event
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+TARGET_TRACKS_PER_S = 50_000
+HITS_PER_TRACK = 10
+
+
+def ten_hit_tracks(n_tracks: int, seed: int) -> tuple[Spacepoints, TrackCandidates]:
+    """``n_tracks`` truth tracks of 10 hits each (copies of one event's 10-hit particles), labels 0..n-1."""
+    event = simulate_event(SimulationConfig(pileup=200.0, hit_inefficiency=0.0, noise_fraction=0.0), seed, 0)
+    particle = event.truth.particle_id
+    ids, counts = np.unique(particle[particle > 0], return_counts=True)
+    chosen = ids[counts == HITS_PER_TRACK]
+    rows = np.flatnonzero(np.isin(particle, chosen))
+    rows = rows[np.argsort(particle[rows], kind="stable")]  # grouped by particle
+    copies = -(-n_tracks // len(chosen))
+    all_rows = np.tile(rows, copies)[: n_tracks * HITS_PER_TRACK]
+    labels = np.repeat(np.arange(n_tracks), HITS_PER_TRACK)
+    return event.spacepoints.take(all_rows), TrackCandidates(labels)
+
+
+def _fit_share(args: tuple[Spacepoints, TrackCandidates, int]) -> float:
+    spacepoints, candidates, batch_size = args
+    fitter = KalmanFitter(trackml_detector(), KalmanConfig(batch_size=batch_size))
+    start = time.perf_counter()
+    fitter.fit(spacepoints, candidates)
+    return time.perf_counter() - start
+
+
+def _shares(spacepoints: Spacepoints, n_tracks: int, parts: int) -> list[tuple[Spacepoints, TrackCandidates]]:
+    bounds = np.linspace(0, n_tracks, parts + 1).astype(int)
+    shares = []
+    for low, high in itertools.pairwise(bounds):
+        rows = slice(low * HITS_PER_TRACK, high * HITS_PER_TRACK)
+        shares.append((spacepoints.take(rows), TrackCandidates(np.repeat(np.arange(high - low), HITS_PER_TRACK))))
+    return shares
+
+
+def measure(n_tracks: int, loop_tracks: int, batch_sizes: list[int], processes: int, repeat: int, seed: int):
+    """Median tracks/s of every variant (see the module docstring)."""
+    spacepoints, candidates = ten_hit_tracks(n_tracks, seed)
+    detector = trackml_detector()
+    fitters = {size: KalmanFitter(detector, KalmanConfig(batch_size=size)) for size in batch_sizes}
+    loop_sp = [spacepoints.take(slice(k * HITS_PER_TRACK, (k + 1) * HITS_PER_TRACK)) for k in range(loop_tracks)]
+    one_label = TrackCandidates(np.zeros(HITS_PER_TRACK, dtype=np.int64))
+    shares = _shares(spacepoints, n_tracks, processes)
+    default_size = KalmanConfig().batch_size
+    times: dict[str, list[float]] = {}
+    fitters[default_size].fit(spacepoints, candidates)  # warm-up
+    with ProcessPoolExecutor(processes) as pool:
+        list(pool.map(_fit_share, [(*share, default_size) for share in shares]))  # warm-up
+        for _ in range(repeat):
+            for size, fitter in fitters.items():
+                start = time.perf_counter()
+                fitter.fit(spacepoints, candidates)
+                times.setdefault(f"batched, batch_size={size}, 1 process", []).append(time.perf_counter() - start)
+            start = time.perf_counter()
+            list(pool.map(_fit_share, [(*share, default_size) for share in shares]))
+            key = f"batched, batch_size={default_size}, {processes} processes"
+            times.setdefault(key, []).append(time.perf_counter() - start)
+            start = time.perf_counter()
+            for sp in loop_sp:
+                fitters[default_size].fit(sp, one_label)
+            times.setdefault("per-track loop, 1 process", []).append(time.perf_counter() - start)
+    rows = []
+    for variant, values in times.items():
+        tracks = loop_tracks if variant.startswith("per-track") else n_tracks
+        median = float(np.median(values))
+        rows.append({"variant": variant, "tracks": tracks, "median_s": median, "tracks_per_s": tracks / median})
+    return rows
+
+
+def markdown(rows: list[dict[str, object]], load: float, cpus: int) -> str:
+    """The results as a markdown section."""
+    batched = max(row["tracks_per_s"] for row in rows if row["variant"].endswith("1 process")
+                  and row["variant"].startswith("batched"))  # fmt: skip
+    loop = next(row["tracks_per_s"] for row in rows if row["variant"].startswith("per-track"))
+    lines = [
+        "## Kalman fitter throughput",
+        "",
+        f"10-hit truth tracks (pile-up-200 simulation), multiple scattering on. Target: ≥ {TARGET_TRACKS_PER_S:,} "
+        f"tracks/s on 2 cores. Machine: {cpus} CPUs, load average during the run {load:.1f}. "
+        f"Batched is {batched / loop:.0f}× faster than the per-track loop on one process.",
+        "",
+        "| variant | tracks | median s | tracks/s |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {row['variant']} | {row['tracks']} | {row['median_s']:.3f} | {row['tracks_per_s']:,.0f} |" for row in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table, write ``benchmarks/results/fitting.{json,md}``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tracks", type=int, default=20_000)
+    parser.add_argument("--loop-tracks", type=int, default=300)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 4096, 16384])
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    rows = measure(args.tracks, args.loop_tracks, args.batch_sizes, args.processes, args.repeat, args.seed)
+    load = os.getloadavg()[0]
+    cpus = os.cpu_count() or 0
+    table = markdown(rows, load, cpus)
+    print(table)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "benchmark": "fitting",
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {platform.processor() or 'unknown cpu'}",
+        "cpus": cpus,
+        "load_average_1min": load,
+        "target_tracks_per_s": TARGET_TRACKS_PER_S,
+        "hits_per_track": HITS_PER_TRACK,
+        "results": rows,
+    }
+    (args.output_dir / "fitting.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.output_dir / "fitting.md").write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
