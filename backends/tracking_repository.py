@@ -53,13 +53,13 @@ from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.ensemble_steps import with_working_point
 from tracking_algs.finding.features import FEATURE_NAMES
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES, model_path, resolve_model_dir
-from tracking_algs.finding.served import CHAIN_SIGNATURE, FEATURES, HIT_ID, LABELS
+from tracking_algs.finding.served import CHAIN_SIGNATURE, FEATURES, HIT_ID, LABELS, SERVED_MODELS
 
 Serving = Literal["models", "ensemble", "chain", "all"]
 SERVINGS: tuple[str, ...] = ("models", "ensemble", "chain", "all")
 
-CHAIN_MODEL = "tracking_chain"
-ENSEMBLE_MODEL = "tracking_ensemble"
+CHAIN_MODEL = SERVED_MODELS["chain"]
+ENSEMBLE_MODEL = SERVED_MODELS["ensemble"]
 
 #: The template copied as ``model.py`` into the chain's and the ensemble steps' model directories.
 TRACKING_MODEL_TEMPLATE = Path(__file__).with_name("triton_tracking_model.py")

@@ -1,7 +1,13 @@
-"""``trkx repo add-onnx MODEL.onnx --name N --repository DIR [--instances K] [--flavour python|onnxruntime]``.
+"""``trkx repo add-onnx`` and ``trkx repo add-tracking``: write Triton model repositories.
 
-Writes a standard Triton model directory whose ``config.pbtxt`` is generated from the ONNX signature
-(see :mod:`backends.model_repository`).
+``add-onnx MODEL.onnx --name N --repository DIR [--instances K] [--flavour python|onnxruntime]`` writes a
+standard Triton model directory whose ``config.pbtxt`` is generated from the ONNX signature (see
+:mod:`backends.model_repository`).
+
+``add-tracking --repository DIR [--config JOB.toml] [--set K=V] [--model-dir MD]
+[--serving models|ensemble|chain|all] [--flavour F] [--instances K]`` writes the tracking chain's models:
+each neural model on its own, the chain as a Triton ensemble, and/or the whole chain as one Python-backend
+model (see :mod:`backends.tracking_repository`), configured by the job options' ``[finding]`` table.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import argparse
 from pathlib import Path
 
 NAME = "repo"
-HELP = "manage Triton model repositories (add-onnx: a model directory for an ONNX file)"
+HELP = "manage Triton model repositories (add-onnx: one ONNX model; add-tracking: the tracking chain)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,9 +39,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--version", type=int, default=1, help="model version directory (default: %(default)s)")
     add.add_argument("--force", action="store_true", help="replace an existing model directory")
 
+    tracking = actions.add_parser("add-tracking", help="write the tracking chain's models into REPOSITORY")
+    tracking.add_argument("--repository", type=Path, required=True, help="model repository directory")
+    tracking.add_argument(
+        "--config", type=Path, help="job options whose [finding] table the served chain uses (default: the defaults)"
+    )
+    tracking.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a job option"
+    )
+    tracking.add_argument("--model-dir", help="trained model directory (default: [finding] model_dir or the shipped)")
+    tracking.add_argument(
+        "--serving",
+        choices=("models", "ensemble", "chain", "all"),
+        default="all",
+        help="models: embedding, filter, gnn on their own; ensemble: tracking_ensemble (Triton ensemble); "
+        "chain: tracking_chain (one Python-backend model); all: every one (default: %(default)s)",
+    )
+    tracking.add_argument(
+        "--flavour",
+        choices=("python", "onnxruntime"),
+        default="python",
+        help="how the neural models are served (as for add-onnx; default: %(default)s)",
+    )
+    tracking.add_argument("--instances", type=int, default=1, help="instances of every model (default: %(default)s)")
+    tracking.add_argument("--kind", choices=("cpu", "gpu"), default="cpu", help="instance kind (default: %(default)s)")
+    tracking.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads per instance (0: auto)")
+    tracking.add_argument("--force", action="store_true", help="replace existing model directories")
+
 
 def run(args: argparse.Namespace) -> int:
-    """Write the model directory and print its path."""
+    """Write the model directory (or directories) and print the path(s)."""
+    if args.action == "add-tracking":
+        return _add_tracking(args)
     from backends.model_repository import add_onnx_model
 
     model_dir = add_onnx_model(
@@ -50,4 +85,27 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.force,
     )
     print(model_dir)
+    return 0
+
+
+def _add_tracking(args: argparse.Namespace) -> int:
+    import attrs
+
+    from backends.tracking_repository import TrackingRepositoryOptions, add_tracking
+    from tracking_algs.job_options import load_job_options
+
+    finding = load_job_options(args.config, args.overrides).finding
+    if args.model_dir is not None:
+        finding = attrs.evolve(finding, model_dir=args.model_dir)
+    options = TrackingRepositoryOptions(
+        serving=args.serving,
+        flavour=args.flavour,
+        instances=args.instances,
+        instance_kind=args.kind,
+        intra_op_threads=args.threads,
+        finding=finding,
+        overwrite=args.force,
+    )
+    for model_dir in add_tracking(args.repository, options):
+        print(model_dir)
     return 0

@@ -8,6 +8,7 @@ import numpy as np
 from tracking_algs.event import Event
 from tracking_algs.finding.finder import FindingResult, TrackFinder
 from tracking_algs.finding.model_dir import STAGES
+from tracking_algs.finding.served import ServedTrackFinder
 from tracking_algs.fitting.hook import COVARIANCE_NAMES, PARAMETER_NAMES, FitResults
 from tracking_algs.job.store import EventResult
 from tracking_algs.job_options import JobOptions
@@ -23,12 +24,17 @@ class EventProcessor:
         self.options = options
         self.detector = options.detector()
         fitter = options.fitting.make_fitter(self.detector)
-        stage_options = {stage: options.stage_inference(stage) for stage in STAGES}
-        self.finder = TrackFinder.from_options(options.finding, stage_options, fitter=fitter)
-
-        stage_objects = (self.finder.graph, self.finder.filter, self.finder.gnn)
-        #: Each neural stage's inference backend, as its interface describes itself.
-        self.backend = {stage: obj.inference.describe() for stage, obj in zip(STAGES, stage_objects, strict=True)}
+        serving = options.finding.serving
+        self.finder: TrackFinder | ServedTrackFinder
+        if serving == "stages":
+            stage_options = {stage: options.stage_inference(stage) for stage in STAGES}
+            self.finder = TrackFinder.from_options(options.finding, stage_options, fitter=fitter)
+            stage_objects = (self.finder.graph, self.finder.filter, self.finder.gnn)
+            #: Each neural stage's inference backend (or the served chain's), as its interface describes itself.
+            self.backend = {stage: obj.inference.describe() for stage, obj in zip(STAGES, stage_objects, strict=True)}
+        else:
+            self.finder = ServedTrackFinder.from_options(serving, options.inference, fitter=fitter)
+            self.backend = {serving: self.finder.inference.describe()}
 
     def process(self, event: Event) -> EventResult:
         """Find and fit the tracks of one event; match them to truth when the event has it."""

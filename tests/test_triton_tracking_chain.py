@@ -1,0 +1,176 @@
+"""The tracking chain served by a real tritonserver in the three ways of DESIGN.md, against the local finder.
+
+One server (module scope) serves a repository written by ``trkx repo add-tracking --serving all``: the
+neural models on their own (``embedding``, ``filter``, ``gnn``), the ``tracking_ensemble`` ensemble and the
+``tracking_chain`` Python-backend model. For the same simulated events, every way gives exactly the labels
+of the local :class:`TrackFinder` on ONNX Runtime, and ``trkx run`` writes the same ``tracks.csv`` (and
+``fitted_tracks.csv``) with ``configs/remote_triton.toml`` as with ``configs/local_onnx.toml``.
+
+The models are the shipped ones when they are in the package, otherwise untrained networks exported with
+the project's exporter (the comparison needs real ONNX models of the right signatures, not good ones).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends.model_repository import read_model_config
+from backends.tracking_repository import ENSEMBLE_STEPS, TrackingRepositoryOptions, add_tracking
+from backends.triton_server import TritonServer, TritonServerConfig
+from inference_iface import ConfigError, InputError, ModelError, create_inference
+from tracking_algs.cli import main
+from tracking_algs.finding.config import FindingConfig
+from tracking_algs.finding.finder import TrackFinder
+from tracking_algs.finding.model_dir import CARD_NAME, SHIPPED_DIR, STAGES
+from tracking_algs.finding.served import FEATURES, HIT_ID, ServedTrackFinder, chain_inputs
+from tracking_algs.simulation import SimulationConfig, simulate_event
+
+pytestmark = pytest.mark.server
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 2_000_000  # seeds >= 1e6 are never used for training
+EVENTS = 2
+PILEUP = 5.0
+
+
+def _untrained_model_dir(path: Path) -> Path:
+    """The three finding networks, untrained (fixed torch seed), exported to ONNX, with a model card whose
+    working point gives a sparse graph for them."""
+    import torch
+
+    from tracking_algs.finding.export import export_onnx
+    from tracking_algs.finding.features import FEATURE_NAMES
+    from tracking_algs.finding.models import EmbeddingNet, FilterNet, InteractionGNN
+
+    torch.manual_seed(0)
+    n_features = len(FEATURE_NAMES)
+    models = (EmbeddingNet(n_features), FilterNet(n_features, 8), InteractionGNN(n_features))
+    for name, model in zip(STAGES, models, strict=True):
+        export_onnx(name, model, path / f"{name}.onnx")
+    card = {"note": "untrained, for tests", "recommended": {"radius": 0.07, "filter_cut": 0.5, "gnn_cut": 0.5}}
+    (path / CARD_NAME).write_text(json.dumps(card))
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    if all((SHIPPED_DIR / name).is_file() for name in [f"{stage}.onnx" for stage in STAGES] + [CARD_NAME]):
+        return SHIPPED_DIR
+    return _untrained_model_dir(tmp_path_factory.mktemp("untrained_models"))
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory, model_dir) -> Path:
+    repository = tmp_path_factory.mktemp("tracking_repository")
+    assert main(["repo", "add-tracking", "--repository", str(repository), "--model-dir", str(model_dir)]) == 0
+    return repository
+
+
+@pytest.fixture(scope="module")
+def server(repository):
+    with TritonServer(TritonServerConfig(repository=str(repository), startup_timeout_s=180)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def events():
+    return [simulate_event(SimulationConfig(pileup=PILEUP), seed=SEED, event_id=event_id) for event_id in range(EVENTS)]
+
+
+@pytest.fixture(scope="module")
+def local_results(model_dir, events):
+    with TrackFinder.local(FindingConfig(model_dir=str(model_dir))) as finder:
+        return [finder.find(event.spacepoints) for event in events]
+
+
+def _triton(server: TritonServer, model_name: str = "") -> dict[str, str]:
+    options = {"backend": "triton", "url": server.grpc_url}
+    return options | ({"model_name": model_name} if model_name else {})
+
+
+def test_repository_holds_the_three_ways(repository, model_dir):
+    for stage in STAGES:
+        assert read_model_config(repository / stage).backend == "python"
+    ensemble = read_model_config(repository / "tracking_ensemble")
+    assert ensemble.platform == "ensemble"
+    assert [step.model_name for step in ensemble.ensemble_scheduling.step] == [name for name, _, _ in ENSEMBLE_STEPS]
+    for step in ensemble.ensemble_scheduling.step:
+        served = read_model_config(repository / step.model_name)
+        assert set(step.input_map) == {tensor.name for tensor in served.input}, step.model_name
+    chain = read_model_config(repository / "tracking_chain")
+    assert chain.backend == "python"
+    assert chain.parameters["step"].string_value == "chain"
+    copied = sorted(path.name for path in (repository / "tracking_chain" / "1" / "models").iterdir())
+    assert copied == sorted([f"{stage}.onnx" for stage in STAGES] + [CARD_NAME])
+    for stage in STAGES:
+        assert (repository / "tracking_chain/1/models" / f"{stage}.onnx").read_bytes() == (
+            model_dir / f"{stage}.onnx"
+        ).read_bytes()
+    with pytest.raises(ConfigError, match="already holds"):
+        add_tracking(repository, TrackingRepositoryOptions(finding=FindingConfig(model_dir=str(model_dir))))
+
+
+def test_every_stage_on_triton_matches_local(server, model_dir, events, local_results):
+    options = {stage: _triton(server) for stage in STAGES}
+    with TrackFinder.from_options(FindingConfig(model_dir=str(model_dir)), options) as finder:
+        for event, local in zip(events, local_results, strict=True):
+            served = finder.find(event.spacepoints)
+            for stage, edges in local.edges.items():
+                assert np.array_equal(served.edges[stage], edges), stage
+            for stage, scores in local.scores.items():
+                assert served.scores[stage].tobytes() == scores.tobytes(), stage
+            assert np.array_equal(served.candidates.labels, local.candidates.labels)
+
+
+@pytest.mark.parametrize("model_name", ["tracking_ensemble", "tracking_chain"])
+def test_served_chain_matches_local(server, events, local_results, model_name):
+    with ServedTrackFinder(create_inference(_triton(server, model_name))) as finder:
+        for event, local in zip(events, local_results, strict=True):
+            served = finder.find(event.spacepoints)
+            assert len(local.candidates) > 3, "the comparison needs tracks"
+            assert np.array_equal(served.candidates.labels, local.candidates.labels)
+            assert set(served.timing_ms) == {"inputs", "served"}
+
+
+def test_served_chain_rejects_bad_inputs(server, events):
+    with pytest.raises(ModelError, match="not a served tracking chain"):
+        ServedTrackFinder(create_inference(_triton(server, "embedding")))
+    inputs = chain_inputs(events[0].spacepoints)
+    with create_inference(_triton(server, "tracking_chain")) as chain:
+        with pytest.raises(InputError, match=FEATURES):
+            chain.infer({FEATURES: inputs[FEATURES][:, :6], HIT_ID: inputs[HIT_ID]})
+        features = inputs[FEATURES].copy()
+        features[3, 4] = 2.5  # layer_id
+        with pytest.raises(ModelError, match="column 'layer_id' must hold integers; row 3"):
+            chain.infer({FEATURES: features, HIT_ID: inputs[HIT_ID]})
+
+
+def _run_job(config: str, output: Path, *overrides: str) -> Path:
+    sets = [f"simulation.pileup={PILEUP}", f"job.seed={SEED}", *overrides]
+    argv = ["run", str(ROOT / "configs" / config), "--simulate", str(EVENTS), "--output", str(output), "--no-progress"]
+    assert main(argv + [f"--set={item}" for item in sets]) == 0
+    return output
+
+
+def test_trkx_run_remote_and_served_chain_write_the_local_tracks(server, model_dir, tmp_path):
+    """Issue 5's acceptance: local ONNX and Triton give identical tracks.csv for the same events."""
+    model = f"finding.model_dir={model_dir}"
+    url = f"inference.triton.url={server.grpc_url}"
+    local = _run_job("local_onnx.toml", tmp_path / "local", model)
+    remote = _run_job("remote_triton.toml", tmp_path / "remote", model, url)
+    chain = _run_job("remote_triton.toml", tmp_path / "chain", model, url, "finding.serving=chain")
+    tracks = (local / "tracks.csv").read_bytes()
+    assert tracks.count(b"\n") > 100
+    for output in (remote, chain):
+        for name in ("tracks.csv", "fitted_tracks.csv"):
+            assert (output / name).read_bytes() == (local / name).read_bytes(), (output.name, name)
+    backends = {name: json.loads((path / "performance.json").read_text())["backend"] for name, path in
+                (("remote", remote), ("chain", chain))}  # fmt: skip
+    assert set(backends["remote"]) == set(STAGES)
+    assert all("triton" in text for text in backends["remote"].values())
+    assert list(backends["chain"]) == ["chain"]
+    assert "tracking_chain" in backends["chain"]["chain"]
