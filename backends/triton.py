@@ -252,7 +252,7 @@ def _remote_error(error: BaseException, url: str) -> _RemoteError:
         code = status.removeprefix("StatusCode.") if status.startswith("StatusCode.") else _HTTP_CODES.get(status)
         return _RemoteError(code or "UNKNOWN", error.message() or str(error), url)
     if isinstance(error, TimeoutError) or type(error).__name__ == "Timeout":
-        return _RemoteError("DEADLINE_EXCEEDED", f"no answer in time ({error})", url)
+        return _RemoteError("DEADLINE_EXCEEDED", f"{type(error).__name__}: {error}", url)
     if isinstance(error, OSError):
         return _RemoteError("UNAVAILABLE", f"{type(error).__name__}: {error}", url)
     return _RemoteError("UNKNOWN", f"{type(error).__name__}: {error}", url)
@@ -269,12 +269,12 @@ class _Endpoint:
     verified: bool = False
     excluded: str = ""
     recheck_at: float = 0.0
-    last_error: str = "not contacted yet"
+    last_failure: _RemoteError | None = None
     lock: threading.Lock = attrs.field(factory=threading.Lock)
 
-    def failed(self, message: str, recheck_s: float) -> None:
+    def failed(self, error: _RemoteError, recheck_s: float) -> None:
         self.healthy = False
-        self.last_error = message
+        self.last_failure = error
         self.recheck_at = time.monotonic() + recheck_s
 
 
@@ -601,19 +601,20 @@ class TritonInference(InferenceInterface):
     def _connect(self) -> None:
         """Health-check every server; start the local fallback when none answers; fix the signature."""
         failures = [
-            endpoint.last_error
+            endpoint.last_failure
             for endpoint in self._endpoints
-            if not self._probe(endpoint, self.config.connect_timeout_s, strict=True)
+            if not self._probe(endpoint, self.config.connect_timeout_s, strict=True) and endpoint.last_failure
         ]
         if not any(endpoint.healthy for endpoint in self._endpoints):
+            details = "; ".join(map(str, failures))
             if self.config.fallback == "local":
                 if self._endpoints:
-                    _log.warning("no Triton server answered (%s); starting the local fallback", "; ".join(failures))
+                    _log.warning("no Triton server answered (%s); starting the local fallback", details)
                 self._start_fallback()
-            elif failures and all(": NOT_FOUND:" in failure for failure in failures):
-                raise ModelError(f"triton: {'; '.join(failures)}")
+            elif failures and all(failure.code == "NOT_FOUND" for failure in failures):
+                raise ModelError(f"triton: {details}")
             else:
-                raise BackendUnavailableError(f"triton: no server answered: {self._with_hint('; '.join(failures))}")
+                raise BackendUnavailableError(f"triton: no server answered: {self._with_hint(details)}")
 
     def _new_client(self, endpoint: _Endpoint) -> Any:
         config = self.config
@@ -680,13 +681,13 @@ class TritonInference(InferenceInterface):
                 self._verify(connection, timeout)
                 endpoint.verified = True
         except _RemoteError as error:
-            endpoint.failed(str(error), self.config.health_recheck_s)
+            endpoint.failed(error, self.config.health_recheck_s)
             return False
         except ModelError as error:
             if strict:
                 raise
             endpoint.excluded = str(error)
-            endpoint.failed(str(error), self.config.health_recheck_s)
+            endpoint.failed(_RemoteError("FAILED_PRECONDITION", str(error), endpoint.url), self.config.health_recheck_s)
             _log.error("%s", error)
             return False
         endpoint.healthy = True
@@ -743,7 +744,7 @@ class TritonInference(InferenceInterface):
             self._endpoints = (*self._endpoints, endpoint)
         _log.warning("triton: serving %r from a local fallback server at %s", config.model_name, url)
         if not self._probe(endpoint, config.fallback_startup_timeout_s, strict=True):
-            raise BackendUnavailableError(f"triton: the local fallback server does not answer: {endpoint.last_error}")
+            raise BackendUnavailableError(f"triton: the local fallback server does not answer: {endpoint.last_failure}")
 
     # --- the interface ------------------------------------------------------------------------------------
     @property
@@ -781,7 +782,7 @@ class TritonInference(InferenceInterface):
                 if remaining <= 0:
                     raise self._exhausted(failures, timed_out=True)
                 if not endpoint.healthy and not self._probe(endpoint, remaining):
-                    failures[endpoint.url] = _RemoteError("UNAVAILABLE", endpoint.last_error, endpoint.url)
+                    failures[endpoint.url] = endpoint.last_failure or _RemoteError("UNAVAILABLE", "?", endpoint.url)
                     continue
                 attempt = min(remaining, config.attempt_timeout_s or remaining)
                 try:
@@ -789,7 +790,7 @@ class TritonInference(InferenceInterface):
                 except _RemoteError as error:
                     if error.code not in config.retry_on:
                         raise self._mapped(error) from None
-                    endpoint.failed(str(error), config.health_recheck_s)
+                    endpoint.failed(error, config.health_recheck_s)
                     failures[endpoint.url] = error
                     _log.warning("triton: %s; trying the next server", error)
             rounds += 1

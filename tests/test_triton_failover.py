@@ -4,6 +4,8 @@ Each test starts its own tritonserver processes (they are killed), serving two s
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from triton_helpers import build_repository
 
 from backends.triton import TritonConfig, TritonInference
 from backends.triton_server import TritonServer, TritonServerConfig, free_port
-from inference_iface import BackendUnavailableError
+from inference_iface import BackendUnavailableError, InferenceTimeoutError
 
 pytestmark = pytest.mark.server
 
@@ -78,6 +80,43 @@ def test_killed_server_gives_backend_unavailable_within_timeout(start_server):
     assert killed_at
     assert raised_at - killed_at[0] <= timeout_s + 1.0
     assert server.grpc_url in str(caught.value)
+    iface.close()
+
+
+def test_hung_server_gives_a_timeout_error_within_timeout(start_server):
+    server = start_server()
+    iface = TritonInference(TritonConfig(url=server.grpc_url, model_name="two_in_two_out", timeout_s=2.0))
+    check(iface, 0)
+    os.kill(server.process.pid, signal.SIGSTOP)  # alive but silent
+    try:
+        start = time.monotonic()
+        with pytest.raises(InferenceTimeoutError, match="did not answer in time"):
+            iface.infer(pair())
+        assert time.monotonic() - start <= 2.0 + 1.0
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    check(iface, 1)  # the same server answers again
+    iface.close()
+
+
+def test_hung_server_is_failed_over_when_deadlines_are_retried(start_server):
+    hung, healthy = start_server(), start_server()
+    iface = TritonInference(
+        TritonConfig(
+            urls=(hung.grpc_url, healthy.grpc_url),
+            model_name="two_in_two_out",
+            timeout_s=10.0,
+            attempt_timeout_s=0.5,
+            connect_timeout_s=0.5,
+            retry_on=("UNAVAILABLE", "DEADLINE_EXCEEDED"),
+        )
+    )
+    os.kill(hung.process.pid, signal.SIGSTOP)
+    try:
+        for seed in range(10):
+            check(iface, seed)
+    finally:
+        os.kill(hung.process.pid, signal.SIGCONT)
     iface.close()
 
 
