@@ -1,0 +1,64 @@
+"""Configuration of the track finder (the ``[finding]`` table of the job options)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+from attrs import validators as v
+
+
+@attrs.frozen(kw_only=True)
+class GraphConfig:
+    """Graph construction: fixed-radius neighbours in the embedding space.
+
+    ``radius`` 0 means the radius recommended in the model card; ``k_max`` caps the neighbours each
+    spacepoint's own query may add (nearest first).
+    """
+
+    method: Literal["kdtree", "faiss"] = "kdtree"
+    radius: float = attrs.field(default=0.0, validator=v.ge(0.0))
+    k_max: int = attrs.field(default=64, validator=v.gt(0))
+
+
+@attrs.frozen(kw_only=True)
+class FilterConfig:
+    """Edge filtering: keep edges with score > ``cut`` (0 means the model card's cut); ``chunk_size``
+    edges per inference call bound the memory."""
+
+    cut: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.lt(1.0)])
+    chunk_size: int = attrs.field(default=500_000, validator=v.gt(0))
+
+
+@attrs.frozen(kw_only=True)
+class GNNConfig:
+    """GNN edge classification: edges with score > ``cut`` go on to track building."""
+
+    cut: float = attrs.field(default=0.5, validator=[v.gt(0.0), v.lt(1.0)])
+
+
+@attrs.frozen(kw_only=True)
+class BuildingConfig:
+    """Track building: ``components`` (connected components) or ``walkthrough`` (components after
+    splitting junctions by best score); candidates with fewer than ``min_hits`` hits are dropped."""
+
+    method: Literal["components", "walkthrough"] = "components"
+    min_hits: int = attrs.field(default=3, validator=v.ge(1))
+
+
+@attrs.frozen(kw_only=True)
+class FindingConfig:
+    """The whole finder. ``model_dir`` empty means the models shipped with the package.
+
+    ``serving`` says where the chain runs: ``"stages"`` (default) runs graph and track building in the job and
+    each neural stage on its configured backend; ``"chain"`` or ``"ensemble"`` sends each event whole to the
+    ``tracking_chain`` model or the ``tracking_ensemble`` ensemble on the ``[inference]`` backend's server
+    (written by ``trkx repo add-tracking``; see :mod:`tracking_algs.finding.served`).
+    """
+
+    model_dir: str = ""
+    serving: Literal["stages", "chain", "ensemble"] = "stages"
+    graph: GraphConfig = GraphConfig()
+    filter: FilterConfig = FilterConfig()
+    gnn: GNNConfig = GNNConfig()
+    building: BuildingConfig = BuildingConfig()

@@ -1,0 +1,150 @@
+"""The :class:`TrackFinder`: spacepoints → track candidates through the four finding stages, with
+per-stage edges, timing and an optional fitting hook."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import numpy as np
+
+from inference_iface import ConfigError, InferenceInterface, create_inference
+from tracking_algs.event import Spacepoints, TrackCandidates
+from tracking_algs.finding.building import TrackBuilding
+from tracking_algs.finding.config import FindingConfig
+from tracking_algs.finding.features import orient_edges, spacepoint_features
+from tracking_algs.finding.graph import GraphConstruction
+from tracking_algs.finding.model_dir import STAGES, load_model_card, model_path, recommended
+from tracking_algs.finding.stages import EdgeFiltering, GNNClassification
+
+if TYPE_CHECKING:
+    from tracking_algs.fitting.hook import FitResults, TrackFitter
+
+
+@attrs.frozen(kw_only=True)
+class FindingResult:
+    """What the finder made of one event.
+
+    ``edges[stage]`` are the edges [2, E] (row 0 the inner hit) leaving each stage: ``"graph"`` (all
+    candidates), ``"filter"`` (score > filter cut), ``"gnn"`` (score > GNN cut); ``scores`` holds the
+    scores of the ``filter`` and ``gnn`` edges. ``timing_ms`` has one entry per stage (``features``,
+    ``graph``, ``filter``, ``gnn``, ``building`` and ``fitting`` when a fitter is set).
+    """
+
+    candidates: TrackCandidates
+    edges: dict[str, np.ndarray]
+    scores: dict[str, np.ndarray]
+    timing_ms: dict[str, float]
+    fit: FitResults | None = None
+
+    @property
+    def edge_counts(self) -> dict[str, int]:
+        """Number of edges after each stage."""
+        return {stage: int(edges.shape[1]) for stage, edges in self.edges.items()}
+
+
+def stage_options(config: FindingConfig, stage: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` of one neural stage with the model filled in from the model directory when absent:
+    ``model_path`` for the ``onnxruntime`` backend, ``model_name`` (the stage name) for ``triton``."""
+    settings = dict(options)
+    backend = settings.get("backend")
+    if backend == "onnxruntime":
+        settings.setdefault("model_path", str(model_path(config.model_dir, stage)))
+    elif backend == "triton":
+        settings.setdefault("model_name", stage)
+    return settings
+
+
+class TrackFinder:
+    """Graph construction → edge filtering → GNN classification → track building (→ fitting).
+
+    Each neural stage holds its own :class:`InferenceInterface`, so each can run on its own backend.
+    """
+
+    def __init__(
+        self,
+        config: FindingConfig,
+        embedding: InferenceInterface,
+        filter: InferenceInterface,
+        gnn: InferenceInterface,
+        fitter: TrackFitter | None = None,
+    ) -> None:
+        card = load_model_card(config.model_dir)
+        radius = config.graph.radius or recommended(card, "radius")
+        filter_cut = config.filter.cut or recommended(card, "filter_cut")
+        self.config = config
+        self.graph = GraphConstruction(embedding, config.graph, radius)
+        self.filter = EdgeFiltering(filter, config.filter, filter_cut)
+        self.gnn = GNNClassification(gnn, config.gnn)
+        self.building = TrackBuilding(config.building)
+        self.fitter = fitter
+
+    @classmethod
+    def from_options(
+        cls,
+        config: FindingConfig,
+        inference_options: Mapping[str, Mapping[str, Any]],
+        fitter: TrackFitter | None = None,
+    ) -> TrackFinder:
+        """Build the three inference interfaces from per-stage options (keys ``embedding``, ``filter``,
+        ``gnn``; each a mapping such as ``{"backend": "onnxruntime"}``, see :func:`stage_options`)."""
+        missing = [stage for stage in STAGES if stage not in inference_options]
+        if missing:
+            raise ConfigError(f"inference options lack the stage(s) {', '.join(missing)}; expected {', '.join(STAGES)}")
+        interfaces = {
+            stage: create_inference(stage_options(config, stage, inference_options[stage])) for stage in STAGES
+        }
+        return cls(config, **interfaces, fitter=fitter)
+
+    @classmethod
+    def local(cls, config: FindingConfig | None = None, fitter: TrackFitter | None = None) -> TrackFinder:
+        """A finder running every stage with ONNX Runtime on the configured (default: shipped) models."""
+        options = {stage: {"backend": "onnxruntime"} for stage in STAGES}
+        return cls.from_options(config or FindingConfig(), options, fitter)
+
+    def find(self, spacepoints: Spacepoints) -> FindingResult:
+        """Run every stage on one event's spacepoints."""
+        timing: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timing[stage] = (now - clock) * 1e3
+            clock = now
+
+        features = spacepoint_features(spacepoints)
+        lap("features")
+        embedding, graph_edges = self.graph.run(features)
+        graph_edges = orient_edges(graph_edges, spacepoints)
+        lap("graph")
+        filter_edges, filter_scores = self.filter.run(features, embedding, graph_edges)
+        lap("filter")
+        gnn_edges, gnn_scores = self.gnn.run(features, filter_edges)
+        lap("gnn")
+        candidates = self.building.run(len(spacepoints), gnn_edges, gnn_scores)
+        lap("building")
+        fit = None
+        if self.fitter is not None:
+            fit = self.fitter.fit(spacepoints, candidates)
+            lap("fitting")
+        return FindingResult(
+            candidates=candidates,
+            edges={"graph": graph_edges, "filter": filter_edges, "gnn": gnn_edges},
+            scores={"filter": filter_scores, "gnn": gnn_scores},
+            timing_ms=timing,
+            fit=fit,
+        )
+
+    def close(self) -> None:
+        """Release the three inference interfaces."""
+        for stage in (self.graph, self.filter, self.gnn):
+            stage.inference.close()
+
+    def __enter__(self) -> TrackFinder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

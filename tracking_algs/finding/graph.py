@@ -1,0 +1,79 @@
+"""Graph construction: embed the spacepoints through an inference interface, then join every pair
+closer than a radius in the embedding space (scipy KD-tree by default, FAISS flat index selectable)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from inference_iface import InferenceInterface
+from tracking_algs.finding.config import GraphConfig
+
+
+def radius_graph(points: np.ndarray, radius: float, k_max: int, method: str = "kdtree") -> np.ndarray:
+    """Undirected pairs [2, E] (low, high) of points closer than ``radius``.
+
+    Each point contributes at most its ``k_max`` nearest neighbours inside the radius; the result is
+    the union of those pairs, without repeats. ``method`` is ``"kdtree"`` (scipy cKDTree) or
+    ``"faiss"`` (``faiss.IndexFlatL2`` range search, exact but quadratic in the number of points).
+    """
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    if method == "kdtree":
+        query, neighbour = _kdtree_neighbours(points, radius, k_max)
+    elif method == "faiss":
+        query, neighbour = _faiss_neighbours(points, radius, k_max)
+    else:
+        raise ValueError(f"graph method {method!r} is unknown; expected 'kdtree' or 'faiss'")
+    low = np.minimum(query, neighbour)
+    high = np.maximum(query, neighbour)
+    n = np.int64(max(len(points), 1))
+    keys = np.unique(low * n + high)
+    return np.stack((keys // n, keys % n))
+
+
+def _kdtree_neighbours(points: np.ndarray, radius: float, k_max: int) -> tuple[np.ndarray, np.ndarray]:
+    n = len(points)
+    if n < 2:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    k = min(k_max + 1, n)  # +1: every point finds itself first
+    _, index = cKDTree(points).query(points, k=k, distance_upper_bound=radius, workers=-1)
+    index = index.reshape(n, k)
+    query = np.broadcast_to(np.arange(n)[:, None], index.shape)
+    found = (index < n) & (index != query)
+    found &= np.cumsum(found, axis=1) <= k_max  # at most k_max, even when duplicates hide the point itself
+    return query[found].astype(np.int64), index[found].astype(np.int64)
+
+
+def _faiss_neighbours(points: np.ndarray, radius: float, k_max: int) -> tuple[np.ndarray, np.ndarray]:
+    import faiss  # optional at import time: only this method needs it
+
+    index = faiss.IndexFlatL2(points.shape[1])
+    index.add(points)
+    limits, distance2, found = index.range_search(points, radius * radius)
+    counts = np.diff(limits)
+    query = np.repeat(np.arange(len(points), dtype=np.int64), counts)
+    found = found.astype(np.int64)
+    # nearest first within each query, then keep the first k_max that are not the point itself
+    order = np.lexsort((distance2, query))
+    query, found = query[order], found[order]
+    keep = found != query
+    query, found = query[keep], found[keep]
+    starts = np.searchsorted(query, query, side="left")
+    rank = np.arange(len(query)) - starts
+    keep = rank < k_max
+    return query[keep], found[keep]
+
+
+class GraphConstruction:
+    """Stage 1: features → embedding (through ``inference``) → candidate edges [2, E]."""
+
+    def __init__(self, inference: InferenceInterface, config: GraphConfig, radius: float) -> None:
+        self.inference = inference
+        self.config = config
+        self.radius = radius
+
+    def run(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The embedding [N, D] and the undirected candidate edges [2, E] of one event."""
+        embedding = np.asarray(self.inference.infer(features=features, outputs=["embedding"]).embedding)
+        edges = radius_graph(embedding, self.radius, self.config.k_max, self.config.method)
+        return embedding, edges

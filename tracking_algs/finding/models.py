@@ -1,0 +1,101 @@
+"""The three neural networks of the Exa.TrkX-style chain, in torch (training and export only).
+
+* :class:`EmbeddingNet` maps per-spacepoint features to a low-dimensional space in which hits of one
+  particle lie close together (metric learning).
+* :class:`FilterNet` scores a candidate edge from the features and embeddings of its two hits.
+* :class:`InteractionGNN` is an interaction network: node and edge encoders, several message-passing
+  iterations with residual node and edge updates and sum + max aggregation, and an edge classifier.
+
+Edges are ``edge_index`` [2, E] int64 tensors (row 0: inner hit, row 1: outer hit). Every model returns
+probabilities (sigmoid applied) so that the exported ONNX graph is the whole stage. The aggregations use
+``scatter_add``/``scatter_reduce(amax)`` on a zero base, which the ONNX exporter maps to
+``ScatterElements`` with ``reduction="add"``/``"max"`` (opset ≥ 18). The max therefore includes 0: it is
+the max of the non-negative part of the messages, and a node without edges aggregates to 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def mlp(n_in: int, hidden: tuple[int, ...], n_out: int) -> nn.Sequential:
+    """Linear layers with LayerNorm + ReLU between them and a plain linear output layer."""
+    layers: list[nn.Module] = []
+    width = n_in
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.LayerNorm(size), nn.ReLU()]
+        width = size
+    layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)
+
+
+class EmbeddingNet(nn.Module):
+    """Per-spacepoint features [N, F] → embedding [N, D]."""
+
+    def __init__(self, n_features: int, hidden: tuple[int, ...] = (64, 64), dim: int = 8) -> None:
+        super().__init__()
+        self.n_features, self.dim = n_features, dim
+        self.net = mlp(n_features, hidden, dim)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
+class FilterNet(nn.Module):
+    """Edge score from both hits' features and embeddings: ([N, F], [N, D], [2, E]) → [E] in (0, 1)."""
+
+    def __init__(self, n_features: int, dim: int, hidden: tuple[int, ...] = (64, 64)) -> None:
+        super().__init__()
+        self.n_features, self.dim = n_features, dim
+        self.net = mlp(2 * (n_features + dim), hidden, 1)
+
+    def logits(self, features: torch.Tensor, embedding: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """Scores before the sigmoid (for training with BCE-with-logits)."""
+        nodes = torch.cat([features, embedding], dim=1)
+        pairs = torch.cat([nodes[edge_index[0]], nodes[edge_index[1]]], dim=1)
+        return self.net(pairs).squeeze(-1)
+
+    def forward(self, features: torch.Tensor, embedding: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(features, embedding, edge_index))
+
+
+def _aggregate(messages: torch.Tensor, index: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and (non-negative) max of edge ``messages`` [E, H] onto the rows ``index`` [E] of ``nodes`` [N, H]."""
+    expanded = index.unsqueeze(1).expand_as(messages)
+    base = torch.zeros_like(nodes)
+    summed = base.scatter_add(0, expanded, messages)
+    maxed = base.scatter_reduce(0, expanded, messages, reduce="amax", include_self=True)
+    return summed, maxed
+
+
+class InteractionGNN(nn.Module):
+    """Interaction network edge classifier: ([N, F], [2, E]) → [E] in (0, 1).
+
+    Each iteration updates edges residually from (inner node, outer node, edge) and nodes residually
+    from (node, sum and max of messages from inner neighbours, sum and max from outer neighbours).
+    """
+
+    def __init__(self, n_features: int, hidden: int = 48, iterations: int = 4) -> None:
+        super().__init__()
+        self.n_features = n_features
+        self.node_encoder = mlp(n_features, (hidden,), hidden)
+        self.edge_encoder = mlp(2 * n_features, (hidden,), hidden)
+        self.edge_updates = nn.ModuleList(mlp(3 * hidden, (hidden,), hidden) for _ in range(iterations))
+        self.node_updates = nn.ModuleList(mlp(5 * hidden, (hidden,), hidden) for _ in range(iterations))
+        self.classifier = mlp(3 * hidden, (hidden,), 1)
+
+    def logits(self, features: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """Scores before the sigmoid (for training with BCE-with-logits)."""
+        inner, outer = edge_index[0], edge_index[1]
+        nodes = self.node_encoder(features)
+        edges = self.edge_encoder(torch.cat([features[inner], features[outer]], dim=1))
+        for edge_update, node_update in zip(self.edge_updates, self.node_updates, strict=True):
+            edges = edges + edge_update(torch.cat([nodes[inner], nodes[outer], edges], dim=1))
+            to_outer = _aggregate(edges, outer, nodes)
+            to_inner = _aggregate(edges, inner, nodes)
+            nodes = nodes + node_update(torch.cat([nodes, *to_outer, *to_inner], dim=1))
+        return self.classifier(torch.cat([nodes[inner], nodes[outer], edges], dim=1)).squeeze(-1)
+
+    def forward(self, features: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(features, edge_index))

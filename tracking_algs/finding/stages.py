@@ -1,0 +1,55 @@
+"""The two edge-scoring stages: the filter MLP (chunked) and the GNN, each through an inference interface."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from inference_iface import InferenceInterface
+from tracking_algs.finding.config import FilterConfig, GNNConfig
+
+
+class EdgeFiltering:
+    """Stage 2: score every candidate edge with the filter model, in chunks of ``chunk_size`` edges,
+    and keep those with score > ``cut``."""
+
+    def __init__(self, inference: InferenceInterface, config: FilterConfig, cut: float) -> None:
+        self.inference = inference
+        self.config = config
+        self.cut = cut
+
+    def scores(self, features: np.ndarray, embedding: np.ndarray, edges: np.ndarray) -> np.ndarray:
+        """The filter score [E] of each edge."""
+        out = np.empty(edges.shape[1], dtype=np.float32)
+        step = self.config.chunk_size
+        for start in range(0, edges.shape[1], step):
+            chunk = np.ascontiguousarray(edges[:, start : start + step])
+            result = self.inference.infer(features=features, embedding=embedding, edge_index=chunk, outputs=["score"])
+            out[start : start + step] = result.score
+        return out
+
+    def run(self, features: np.ndarray, embedding: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The edges that pass the cut [2, E'] and their scores [E']."""
+        scores = self.scores(features, embedding, edges)
+        keep = scores > self.cut
+        return edges[:, keep], scores[keep]
+
+
+class GNNClassification:
+    """Stage 3: score the filtered graph with the GNN and keep edges with score > ``cut``."""
+
+    def __init__(self, inference: InferenceInterface, config: GNNConfig) -> None:
+        self.inference = inference
+        self.config = config
+
+    def scores(self, features: np.ndarray, edges: np.ndarray) -> np.ndarray:
+        """The GNN score [E] of each edge (the whole graph in one call: message passing needs it all)."""
+        if edges.shape[1] == 0:
+            return np.empty(0, dtype=np.float32)
+        edges = np.ascontiguousarray(edges)
+        return np.asarray(self.inference.infer(features=features, edge_index=edges, outputs=["score"]).score)
+
+    def run(self, features: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The edges that pass the cut [2, E'] and their scores [E']."""
+        scores = self.scores(features, edges)
+        keep = scores > self.config.cut
+        return edges[:, keep], scores[keep]

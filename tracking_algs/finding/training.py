@@ -1,0 +1,436 @@
+"""Training of the finding chain on simulated events: embedding → filter → GNN → ONNX + model card.
+
+* Embedding: metric learning with a hinge loss. Each step takes one event, embeds all its hits, picks
+  ``query_hits`` query hits and pairs them with (a) their truth-graph neighbours (positives), (b) their
+  ``hard_negatives`` nearest hits in the current embedding (hard-negative mining; positives when they
+  belong to the same particle) and (c) random hits. Loss: d² for positives, max(0, margin − d)² for
+  negatives, each class averaged.
+* Filter: trained on the graph the trained embedding builds (radius chosen so that the graph keeps
+  ``radius_efficiency`` of the truth edges), on random batches of edges.
+* GNN: trained on the graph the filter leaves (cut chosen so that the filter keeps
+  ``filter_efficiency`` of the truth edges it is given), one event sector per step.
+
+Edge labels: 1 for truth-graph edges, 0 for other pairs; pairs of the same particle that are not
+consecutive get weight 0 (neither rewarded nor punished). Filter and GNN train on azimuthal sectors of
+the events (``sector_fraction`` of the hits) to bound memory and time.
+
+Data seeds: training events are ``(train_seed, 0..train_events-1)``, validation events
+``(validation_seed, 0..)``; training seeds lie below :data:`VALIDATION_SEED_MIN` and validation seeds at or
+above it, so the two never overlap. Every random draw comes from fixed seeds; checkpoints in
+``OUTPUT/checkpoints`` let an interrupted run resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from attrs import validators as v
+from scipy.spatial import cKDTree
+from tqdm import tqdm
+
+from inference_iface.options import unstructure
+from tracking_algs.event import Event
+from tracking_algs.finding.export import export_onnx
+from tracking_algs.finding.features import FEATURE_NAMES, orient_edges, spacepoint_features
+from tracking_algs.finding.graph import radius_graph
+from tracking_algs.finding.model_dir import CARD_NAME
+from tracking_algs.finding.models import EmbeddingNet, FilterNet, InteractionGNN
+from tracking_algs.performance import truth_graph
+from tracking_algs.simulation import SimulationConfig, simulate_event
+
+#: Training seeds are below this value, validation seeds at or above it.
+VALIDATION_SEED_MIN = 1_000_000
+
+
+@attrs.frozen(kw_only=True)
+class DataConfig:
+    """Which simulated events to train and validate on."""
+
+    pileup: float = attrs.field(default=200.0, validator=v.ge(0.0))
+    train_seed: int = attrs.field(default=1, validator=[v.ge(0), v.lt(VALIDATION_SEED_MIN)])
+    train_events: int = attrs.field(default=8, validator=v.gt(0))
+    validation_seed: int = attrs.field(default=VALIDATION_SEED_MIN + 1, validator=v.ge(VALIDATION_SEED_MIN))
+    validation_events: int = attrs.field(default=2, validator=v.gt(0))
+    sector_fraction: float = attrs.field(default=0.125, validator=[v.gt(0.0), v.le(1.0)])
+
+
+@attrs.frozen(kw_only=True)
+class EmbeddingTraining:
+    """Embedding network and its metric-learning schedule."""
+
+    hidden: tuple[int, ...] = (64, 64)
+    dim: int = 8
+    steps: int = 1000
+    learning_rate: float = 3e-3
+    query_hits: int = 1000
+    hard_negatives: int = 12
+    random_negatives: int = 8
+    margin: float = 1.0
+
+
+@attrs.frozen(kw_only=True)
+class FilterTraining:
+    """Filter network and its schedule; ``k_max`` caps the neighbours in the training graphs."""
+
+    hidden: tuple[int, ...] = (64, 64)
+    steps: int = 1000
+    learning_rate: float = 3e-3
+    batch_edges: int = 20_000
+    radius_efficiency: float = 0.99
+    filter_efficiency: float = 0.99
+    k_max: int = 32
+
+
+@attrs.frozen(kw_only=True)
+class GNNTraining:
+    """Interaction network and its schedule."""
+
+    hidden: int = 32
+    iterations: int = 4
+    steps: int = 300
+    learning_rate: float = 2e-3
+
+
+@attrs.frozen(kw_only=True)
+class TrainConfig:
+    """The whole training job (``trkx train CONFIG.toml``)."""
+
+    seed: int = 0
+    threads: int = attrs.field(default=2, validator=v.gt(0))
+    checkpoint_every: int = attrs.field(default=200, validator=v.gt(0))
+    data: DataConfig = DataConfig()
+    embedding: EmbeddingTraining = EmbeddingTraining()
+    filter: FilterTraining = FilterTraining()
+    gnn: GNNTraining = GNNTraining()
+
+
+@attrs.frozen
+class Sample:
+    """One training event (or sector) ready for the networks."""
+
+    features: torch.Tensor  # [N, F] float32
+    particle: np.ndarray  # [N] particle id, 0 for noise
+    truth: np.ndarray  # [2, T] truth-graph edges (undirected)
+    truth_keys: np.ndarray  # sorted keys low * N + high of the truth edges
+    phi: np.ndarray  # [N] azimuth of each hit
+
+
+def make_sample(event: Event) -> Sample:
+    """Features, particle ids and truth graph of one event."""
+    truth = np.sort(np.asarray(truth_graph(event), dtype=np.int64), axis=0)
+    n = len(event.spacepoints)
+    return Sample(
+        features=torch.from_numpy(spacepoint_features(event.spacepoints)),
+        particle=np.asarray(event.truth.particle_id, dtype=np.int64),
+        truth=truth,
+        truth_keys=np.unique(truth[0] * n + truth[1]),
+        phi=event.spacepoints.phi,
+    )
+
+
+def edge_labels(sample: Sample, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label (1 truth edge / 0) and loss weight (0 for same-particle non-truth pairs) of each edge."""
+    n = len(sample.particle)
+    keys = np.minimum(edges[0], edges[1]) * n + np.maximum(edges[0], edges[1])
+    label = np.isin(keys, sample.truth_keys)
+    same = (sample.particle[edges[0]] == sample.particle[edges[1]]) & (sample.particle[edges[0]] != 0)
+    weight = np.where(same & ~label, 0.0, 1.0)
+    return label.astype(np.float32), weight.astype(np.float32)
+
+
+def step_rng(seed: int, stage: int, step: int) -> np.random.Generator:
+    """The random generator of one training step (independent of where a run was resumed)."""
+    return np.random.default_rng([seed, stage, step])
+
+
+def train_embedding(
+    model: EmbeddingNet, samples: list[Sample], config: EmbeddingTraining, seed: int, fraction: float
+) -> Callable:
+    """The step function of the embedding stage (returns the loss of one step on a random sector)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+
+    def step(index: int) -> float:
+        rng = step_rng(seed, 1, index)
+        whole = samples[rng.integers(len(samples))]
+        sample = _sub_sample(whole, sector(whole.phi, fraction, rng))
+        n = len(sample.particle)
+        embedding = model(sample.features)
+        query = rng.choice(n, size=min(config.query_hits, n), replace=False)
+        # truth-graph positives touching the queries
+        is_query = np.zeros(n, dtype=bool)
+        is_query[query] = True
+        truth = sample.truth[:, is_query[sample.truth[0]] | is_query[sample.truth[1]]]
+        # hard negatives: nearest hits in the current embedding
+        tree = cKDTree(embedding.detach().numpy())
+        k = min(config.hard_negatives + 1, n)
+        _, near = tree.query(embedding[query].detach().numpy(), k=k)
+        hard = np.stack((np.repeat(query, k - 1), near.reshape(len(query), k)[:, 1:].ravel()))
+        random = np.stack(
+            (np.repeat(query, config.random_negatives), rng.integers(n, size=len(query) * config.random_negatives))
+        )
+        pairs = np.concatenate((truth, hard, random), axis=1)
+        pairs = pairs[:, pairs[0] != pairs[1]]
+        same = (sample.particle[pairs[0]] == sample.particle[pairs[1]]) & (sample.particle[pairs[0]] != 0)
+        positive = torch.from_numpy(same)
+        distance2 = ((embedding[pairs[0]] - embedding[pairs[1]]) ** 2).sum(dim=1)
+        distance = torch.sqrt(distance2 + 1e-12)
+        negative_loss = torch.relu(config.margin - distance) ** 2
+        loss = distance2[positive].mean() + negative_loss[~positive].mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    step.optimizer, step.learning_rate = optimizer, config.learning_rate  # type: ignore[attr-defined]
+    return step
+
+
+def train_edges(model: FilterNet, graphs: list[dict[str, Any]], config: FilterTraining, seed: int) -> Callable:
+    """The step function of the filter stage: a random batch of edges from a random training graph."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    loss_function = torch.nn.BCEWithLogitsLoss(reduction="none")
+
+    def step(index: int) -> float:
+        rng = step_rng(seed, 2, index)
+        graph = graphs[rng.integers(len(graphs))]
+        n_edges = graph["edges"].shape[1]
+        pick = rng.choice(n_edges, size=min(config.batch_edges, n_edges), replace=False)
+        edges = torch.from_numpy(graph["edges"][:, pick])
+        label = torch.from_numpy(graph["label"][pick])
+        weight = torch.from_numpy(graph["weight"][pick]) * _class_weight(label)
+        logits = model.logits(graph["features"], graph["embedding"], edges)
+        loss = (loss_function(logits, label) * weight).sum() / weight.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    step.optimizer, step.learning_rate = optimizer, config.learning_rate  # type: ignore[attr-defined]
+    return step
+
+
+def train_gnn(model: InteractionGNN, graphs: list[dict[str, Any]], config: GNNTraining, seed: int) -> Callable:
+    """The step function of the GNN stage: one whole filtered training graph per step."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    loss_function = torch.nn.BCEWithLogitsLoss(reduction="none")
+
+    def step(index: int) -> float:
+        rng = step_rng(seed, 3, index)
+        graph = graphs[rng.integers(len(graphs))]
+        label = torch.from_numpy(graph["label"])
+        weight = torch.from_numpy(graph["weight"]) * _class_weight(label)
+        logits = model.logits(graph["features"], torch.from_numpy(graph["edges"]))
+        loss = (loss_function(logits, label) * weight).sum() / weight.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    step.optimizer, step.learning_rate = optimizer, config.learning_rate  # type: ignore[attr-defined]
+    return step
+
+
+def _class_weight(label: torch.Tensor) -> torch.Tensor:
+    """Weights that give both classes equal total weight in a batch."""
+    n_true = float(label.sum())
+    n_false = float(len(label)) - n_true
+    if n_true == 0 or n_false == 0:
+        return torch.ones_like(label)
+    return torch.where(label > 0.5, len(label) / (2 * n_true), len(label) / (2 * n_false))
+
+
+def run_stage(
+    name: str,
+    model: torch.nn.Module,
+    step: Callable,
+    steps: int,
+    checkpoint_dir: Path,
+    checkpoint_every: int,
+) -> dict[str, Any]:
+    """Run ``steps`` steps of one stage with checkpoints (resuming from ``checkpoint_dir/name.pt``)."""
+    path = checkpoint_dir / f"{name}.pt"
+    start, history = 0, []
+    if path.exists():
+        state = torch.load(path, weights_only=False)
+        model.load_state_dict(state["model"])
+        step.optimizer.load_state_dict(state["optimizer"])
+        start, history = state["step"], state["history"]
+    began = time.perf_counter()
+    model.train()
+    with tqdm(range(start, steps), desc=f"train {name}", initial=start, total=steps, mininterval=5) as bar:
+        for index in bar:
+            for group in step.optimizer.param_groups:  # cosine decay, a function of the step alone
+                group["lr"] = step.learning_rate * 0.5 * (1.0 + math.cos(math.pi * index / steps))
+            loss = step(index)
+            history.append(loss)
+            bar.set_postfix(loss=f"{np.mean(history[-50:]):.4f}", refresh=False)
+            if (index + 1) % checkpoint_every == 0 or index + 1 == steps:
+                state = {"model": model.state_dict(), "optimizer": step.optimizer.state_dict(), "step": index + 1}
+                torch.save({**state, "history": history}, path)
+    model.eval()
+    return {"steps": steps, "resumed_at": start, "seconds": time.perf_counter() - began,
+            "final_loss": float(np.mean(history[-50:])) if history else math.nan}  # fmt: skip
+
+
+def sector(phi: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the hits (azimuths ``phi``) in a random azimuthal sector holding ``fraction`` of the event."""
+    start = rng.uniform(-math.pi, math.pi)
+    return np.flatnonzero(np.mod(phi - start, 2 * math.pi) < 2 * math.pi * fraction)
+
+
+def build_graph(embedding: np.ndarray, radius: float, k_max: int, event: Event, keep: np.ndarray) -> np.ndarray:
+    """Radius graph of the hits in ``keep`` (indices into the sector), oriented inside-out."""
+    edges = radius_graph(embedding, radius, k_max)
+    return orient_edges(edges, event.spacepoints.take(keep))
+
+
+def choose_radius(model: EmbeddingNet, samples: list[Sample], efficiency: float) -> float:
+    """The radius that keeps ``efficiency`` of the truth edges of the training events."""
+    distances = []
+    with torch.no_grad():
+        for sample in samples:
+            embedding = model(sample.features).numpy()
+            distances.append(np.linalg.norm(embedding[sample.truth[0]] - embedding[sample.truth[1]], axis=1))
+    return float(np.quantile(np.concatenate(distances), efficiency))
+
+
+def sector_graphs(
+    model: EmbeddingNet,
+    events: list[Event],
+    samples: list[Sample],
+    radius: float,
+    config: TrainConfig,
+) -> list[dict[str, Any]]:
+    """Filter training data: one sector graph per training event with features, embedding and labels."""
+    graphs = []
+    with torch.no_grad():
+        for index, (event, sample) in enumerate(zip(events, samples, strict=True)):
+            rows = sector(sample.phi, config.data.sector_fraction, step_rng(config.seed, 4, index))
+            sub = _sub_sample(sample, rows)
+            embedding = model(sub.features)
+            edges = build_graph(embedding.numpy(), radius, config.filter.k_max, event, rows)
+            label, weight = edge_labels(sub, edges)
+            graphs.append({"features": sub.features, "embedding": embedding, "edges": edges, "label": label,
+                           "weight": weight})  # fmt: skip
+    return graphs
+
+
+def _sub_sample(sample: Sample, rows: np.ndarray) -> Sample:
+    """The sample restricted to ``rows``, with the truth edges inside them renumbered."""
+    n = len(sample.particle)
+    new_index = np.full(n, -1, dtype=np.int64)
+    new_index[rows] = np.arange(len(rows))
+    truth = new_index[sample.truth]
+    truth = truth[:, (truth >= 0).all(axis=0)]
+    return Sample(
+        features=sample.features[torch.from_numpy(rows)],
+        particle=sample.particle[rows],
+        truth=truth,
+        truth_keys=np.unique(truth[0] * len(rows) + truth[1]),
+        phi=sample.phi[rows],
+    )
+
+
+def choose_filter_cut(model: FilterNet, graphs: list[dict[str, Any]], efficiency: float) -> float:
+    """The filter cut that keeps ``efficiency`` of the truth edges in the training graphs."""
+    scores = []
+    with torch.no_grad():
+        for graph in graphs:
+            true = graph["label"] > 0.5
+            edges = torch.from_numpy(graph["edges"][:, true])
+            scores.append(model(graph["features"], graph["embedding"], edges).numpy())
+    return float(np.quantile(np.concatenate(scores), 1.0 - efficiency))
+
+
+def filtered_graphs(model: FilterNet, graphs: list[dict[str, Any]], cut: float) -> list[dict[str, Any]]:
+    """GNN training data: the training graphs with only the edges that pass the filter cut."""
+    result = []
+    with torch.no_grad():
+        for graph in graphs:
+            scores = model(graph["features"], graph["embedding"], torch.from_numpy(graph["edges"])).numpy()
+            keep = scores > cut
+            result.append({**graph, "edges": np.ascontiguousarray(graph["edges"][:, keep]),
+                           "label": graph["label"][keep], "weight": graph["weight"][keep]})  # fmt: skip
+    return result
+
+
+def _events(seed: int, count: int, config: DataConfig) -> Iterator[Event]:
+    simulation = SimulationConfig(pileup=config.pileup)
+    for event_id in range(count):
+        yield simulate_event(simulation, seed, event_id)
+
+
+def train(config: TrainConfig, output: str | Path, validate: Callable[[Path, TrainConfig], dict] | None = None) -> dict:
+    """Train the three models, export them to ``output`` as ONNX and write the model card.
+
+    ``validate(output, config)`` (optional) computes held-out metrics with the exported models; they
+    go into the card. Returns the card.
+    """
+    assert config.data.train_seed < VALIDATION_SEED_MIN <= config.data.validation_seed, "seed ranges overlap"
+    output = Path(output)
+    checkpoints = output / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    began = time.perf_counter()
+
+    events = list(tqdm(_events(config.data.train_seed, config.data.train_events, config.data),
+                       total=config.data.train_events, desc="simulate training events", mininterval=5))  # fmt: skip
+    samples = [make_sample(event) for event in events]
+    n_features = len(FEATURE_NAMES)
+    timing: dict[str, Any] = {}
+
+    embedding = EmbeddingNet(n_features, config.embedding.hidden, config.embedding.dim)
+    step = train_embedding(embedding, samples, config.embedding, config.seed, config.data.sector_fraction)
+    timing["embedding"] = run_stage("embedding", embedding, step, config.embedding.steps, checkpoints,
+                                    config.checkpoint_every)  # fmt: skip
+    radius = choose_radius(embedding, samples, config.filter.radius_efficiency)
+    graphs = sector_graphs(embedding, events, samples, radius, config)
+
+    filter_model = FilterNet(n_features, config.embedding.dim, config.filter.hidden)
+    step = train_edges(filter_model, graphs, config.filter, config.seed)
+    timing["filter"] = run_stage("filter", filter_model, step, config.filter.steps, checkpoints,
+                                 config.checkpoint_every)  # fmt: skip
+    cut = choose_filter_cut(filter_model, graphs, config.filter.filter_efficiency)
+    graphs = filtered_graphs(filter_model, graphs, cut)
+
+    gnn = InteractionGNN(n_features, config.gnn.hidden, config.gnn.iterations)
+    step = train_gnn(gnn, graphs, config.gnn, config.seed)
+    timing["gnn"] = run_stage("gnn", gnn, step, config.gnn.steps, checkpoints, config.checkpoint_every)
+
+    for name, model in (("embedding", embedding), ("filter", filter_model), ("gnn", gnn)):
+        export_onnx(name, model, output / f"{name}.onnx")
+    card: dict[str, Any] = {
+        "format": 1,
+        "features": list(FEATURE_NAMES),
+        "models": {name: f"{name}.onnx" for name in ("embedding", "filter", "gnn")},
+        "recommended": {"radius": radius, "filter_cut": cut, "gnn_cut": 0.5},
+        "training_config": unstructure(config),
+        "data": {
+            "simulation": unstructure(SimulationConfig(pileup=config.data.pileup)),
+            "training_events": {"seed": config.data.train_seed, "event_ids": list(range(config.data.train_events))},
+            "validation_events": {
+                "seed": config.data.validation_seed,
+                "event_ids": list(range(config.data.validation_events)),
+            },
+            "seed_rule": f"training seeds < {VALIDATION_SEED_MIN} <= validation seeds",
+        },
+        "training": {
+            **timing,
+            "total_seconds": time.perf_counter() - began,
+            "graph_edges_per_sector": float(np.mean([g["edges"].shape[1] for g in graphs])),
+        },
+    }
+    (output / CARD_NAME).write_text(json.dumps(card, indent=2))
+    if validate is not None:
+        card["held_out_metrics"] = validate(output, config)
+        (output / CARD_NAME).write_text(json.dumps(card, indent=2))
+    return card
