@@ -74,20 +74,20 @@ def gain_update(params: np.ndarray, cov: np.ndarray, residual: np.ndarray, varia
     precision[:, 0, 1] = precision[:, 1, 0] = -s01 / det
     precision[:, 1, 1] = np.where(two, s00 / det, 0.0)
     gain = cov[:, :, :2] @ precision
-    new_params = params + np.einsum("nij,nj->ni", gain, r)
+    new_params = params + _matvec(gain, r)
     reduction = np.broadcast_to(_EYE5, cov.shape).copy()
     reduction[:, :, :2] -= gain
     new_cov = reduction @ cov @ reduction.transpose(0, 2, 1) + (gain * v[:, None, :]) @ gain.transpose(0, 2, 1)
-    chi2 = np.einsum("ni,nij,nj->n", r, precision, r)
+    chi2 = (r * _matvec(precision, r)).sum(axis=1)
     return Update(new_params, 0.5 * (new_cov + new_cov.transpose(0, 2, 1)), chi2, gain, precision)
 
 
 @attrs.frozen
 class ForwardPass:
-    """What the forward filter leaves for the smoother: per hit [T, L, ...] the ``predicted`` state and
-    ``predicted_cov``, the ``jacobian`` from the previous hit, the predicted ``residual``, the update's ``gain``
-    and ``precision`` (zero for hits not used), and ``used``; per track the total ``chi2``, the measurement
-    dimensions used (``dims``), the number of hits ``processed`` and the ``status``.
+    """What the forward filter leaves for the smoother, stored step-major ([L, T, ...]): per hit the
+    ``predicted`` state and ``predicted_cov``, the ``jacobian`` from the previous hit, the predicted ``residual``,
+    the update's ``gain`` and ``precision``; per track [T] the total ``chi2``, the measurement dimensions used
+    (``dims``), the number of hits ``processed`` and the ``status``.
 
     A track whose helix misses the surface of its next hit (a low-pT track nearly tangent to a cylinder) stops
     there: its remaining hits are not used and ``processed`` counts the hits before."""
@@ -98,7 +98,6 @@ class ForwardPass:
     residual: np.ndarray
     gain: np.ndarray
     precision: np.ndarray
-    used: np.ndarray
     chi2: np.ndarray
     dims: np.ndarray
     processed: np.ndarray
@@ -111,9 +110,22 @@ def _residual(value: np.ndarray, params: np.ndarray) -> np.ndarray:
     return residual
 
 
-def _finite(params: np.ndarray, cov: np.ndarray) -> np.ndarray:
+def finite_states(params: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Mask [N] of states whose parameters and covariance are finite, with positive variances."""
     diagonal = np.diagonal(cov, axis1=1, axis2=2)
     return np.isfinite(params).all(axis=1) & np.isfinite(cov).all(axis=(1, 2)) & (diagonal > 0.0).all(axis=1)
+
+
+def _rows(mask: np.ndarray) -> slice | np.ndarray:
+    """The rows where ``mask`` holds, as a slice when they are contiguous (views instead of copies)."""
+    rows = np.flatnonzero(mask)
+    if rows.size and rows[-1] - rows[0] + 1 == rows.size:
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
+
+
+def _matvec(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    return (matrix @ vector[:, :, None])[:, :, 0]
 
 
 def forward_filter(
@@ -127,63 +139,60 @@ def forward_filter(
     """Run the filter over every track's hits, from the seed (bound parameters on the first hit's surface);
     tracks whose ``status`` [T] is not OK are skipped."""
     n_tracks, length = hits.kind.shape
-    predicted = np.zeros((n_tracks, length, 5))
-    predicted_cov = np.zeros((n_tracks, length, 5, 5))
-    jacobian = np.zeros((n_tracks, length, 5, 5))
-    residual = np.zeros((n_tracks, length, 2))
-    gain = np.zeros((n_tracks, length, 5, 2))
-    precision = np.zeros((n_tracks, length, 2, 2))
-    used = np.zeros((n_tracks, length), dtype=bool)
+    predicted = np.zeros((length, n_tracks, 5))
+    predicted_cov = np.zeros((length, n_tracks, 5, 5))
+    jacobian = np.zeros((length, n_tracks, 5, 5))
+    residual = np.zeros((length, n_tracks, 2))
+    gain = np.zeros((length, n_tracks, 5, 2))
+    precision = np.zeros((length, n_tracks, 2, 2))
     chi2 = np.zeros(n_tracks)
     dims = np.zeros(n_tracks, dtype=np.int64)
     processed = np.zeros(n_tracks, dtype=np.int64)
-    status = status.copy()
     hit_dims = hits.dims()
     state, state_cov = seed.copy(), seed_cov.copy()
 
     for i in range(length):
-        rows = np.flatnonzero((hits.count > i) & (processed == i) & (status == FitStatus.OK))
-        if not rows.size:
+        rows = _rows((hits.count > i) & (processed == i) & (status == FitStatus.OK))
+        if isinstance(rows, np.ndarray) and not rows.size:
             break
         if i == 0:
             params, cov = state[rows], state_cov[rows]
         else:
             step = propagate(state[rows], hits.kind[rows, i - 1], hits.position[rows, i - 1],
                              hits.kind[rows, i], hits.position[rows, i], bfield_t)  # fmt: skip
-            keep = step.ok
-            rows, params, jac = rows[keep], step.params[keep], step.jacobian[keep]
-            cov = jac @ state_cov[rows] @ jac.transpose(0, 2, 1)
-            jacobian[rows, i] = jac
+            params, jac, cov = step.params, step.jacobian, state_cov[rows]
+            if not step.ok.all():
+                rows = np.arange(n_tracks)[rows][step.ok]
+                params, jac, cov = params[step.ok], jac[step.ok], cov[step.ok]
+            cov = jac @ cov @ jac.transpose(0, 2, 1)
+            jacobian[i, rows] = jac
         res = _residual(hits.value[rows, i], params)
         update = gain_update(params, cov, res, hits.variance[rows, i])
-        new_params, new_cov = update.params, update.cov
-
         processed[rows] = i + 1
-        predicted[rows, i] = params
-        predicted_cov[rows, i] = cov
-        residual[rows, i] = res
-        gain[rows, i] = update.gain
-        precision[rows, i] = update.precision
-        used[rows, i] = True
+        predicted[i, rows] = params
+        predicted_cov[i, rows] = cov
+        residual[i, rows] = res
+        gain[i, rows] = update.gain
+        precision[i, rows] = update.precision
         chi2[rows] += update.chi2
         dims[rows] += hit_dims[rows, i]
 
+        new_cov = update.cov
         if config.multiple_scattering:
-            var_phi, var_theta = scattering_variances(new_params, hits.kind[rows, i], hits.x_over_x0[rows, i],
+            var_phi, var_theta = scattering_variances(update.params, hits.kind[rows, i], hits.x_over_x0[rows, i],
                                                       config.mass_gev)  # fmt: skip
             new_cov[:, 2, 2] += var_phi
             new_cov[:, 3, 3] += var_theta
-        status[rows[~_finite(new_params, new_cov)]] = FitStatus.DIVERGED
-        state[rows], state_cov[rows] = new_params, new_cov
-    return ForwardPass(predicted, predicted_cov, jacobian, residual, gain, precision, used, chi2, dims, processed,
-                       status)  # fmt: skip
+        state[rows], state_cov[rows] = update.params, new_cov
+    return ForwardPass(predicted, predicted_cov, jacobian, residual, gain, precision, chi2, dims, processed,
+                       status.copy())  # fmt: skip
 
 
 @attrs.frozen
 class Smoothed:
     """The smoother's results: the state at the first hit using all hits (``first`` [T, 5], ``first_cov``
     [T, 5, 5]) and per hit [T, L] the χ² of the hit against the smoothed prediction from all *other* hits
-    (``hit_chi2``; 0 on padding)."""
+    (``hit_chi2``; 0 on padding and hits not processed)."""
 
     first: np.ndarray
     first_cov: np.ndarray
@@ -199,22 +208,23 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
     first_cov = np.zeros((n_tracks, 5, 5))
     hit_chi2 = np.zeros((n_tracks, length))
     ok = forward.status == FitStatus.OK
+    eye = np.broadcast_to(_EYE5, (n_tracks, 5, 5))
 
     for i in range(length - 1, -1, -1):
-        rows = np.flatnonzero((forward.processed > i) & ok)
-        if not rows.size:
+        rows = _rows((forward.processed > i) & ok)
+        if isinstance(rows, np.ndarray) and not rows.size:
             continue
-        gain = forward.gain[rows, i]
-        precision = forward.precision[rows, i]
-        pred, pred_cov = forward.predicted[rows, i], forward.predicted_cov[rows, i]
-        reduction = np.broadcast_to(_EYE5, (len(rows), 5, 5)).copy()
+        gain = forward.gain[i, rows]
+        precision = forward.precision[i, rows]
+        pred, pred_cov = forward.predicted[i, rows], forward.predicted_cov[i, rows]
+        reduction = eye[rows].copy()
         reduction[:, :, :2] -= gain
         info = reduction.transpose(0, 2, 1) @ adjoint_cov[rows] @ reduction
         info[:, :2, :2] += precision
-        lam = np.einsum("nji,nj->ni", reduction, adjoint[rows])
-        lam[:, :2] -= np.einsum("nij,nj->ni", precision, forward.residual[rows, i])
+        lam = _matvec(reduction.transpose(0, 2, 1), adjoint[rows])
+        lam[:, :2] -= _matvec(precision, forward.residual[i, rows])
 
-        params = pred - np.einsum("nij,nj->ni", pred_cov, lam)
+        params = pred - _matvec(pred_cov, lam)
         cov_rows = pred_cov[:, :2, :]
         smoothed_block = pred_cov[:, :2, :2] - cov_rows @ info @ cov_rows.transpose(0, 2, 1)
         hit_chi2[rows, i] = _hit_chi2(hits.value[rows, i], hits.variance[rows, i], params, smoothed_block)
@@ -223,9 +233,9 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
             cov = pred_cov - pred_cov @ info @ pred_cov
             first_cov[rows] = 0.5 * (cov + cov.transpose(0, 2, 1))
         else:
-            jac = forward.jacobian[rows, i]
+            jac = forward.jacobian[i, rows]
             adjoint_cov[rows] = jac.transpose(0, 2, 1) @ info @ jac
-            adjoint[rows] = np.einsum("nji,nj->ni", jac, lam)
+            adjoint[rows] = _matvec(jac.transpose(0, 2, 1), lam)
     return Smoothed(first, first_cov, hit_chi2)
 
 
@@ -248,7 +258,7 @@ def to_perigee(
     config: KalmanConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """States on the first hit's surface taken back through the beam pipe (adding its scattering) to the
-    perigee: ``(params [N, 5], cov [N, 5, 5], ok [N])``."""
+    perigee: ``(params [N, 5], cov [N, 5, 5], reached [N])``."""
     pipe = detector.beam_pipe
     radius = np.full(len(params), pipe.radius)
     cylinder = np.full(len(params), SurfaceKind.CYLINDER)
@@ -268,4 +278,4 @@ def to_perigee(
     final = propagate(start, start_kind, start_position, perigee, np.zeros(len(params)), detector.bfield_t)
     final_cov = final.jacobian @ start_cov @ final.jacobian.transpose(0, 2, 1)
     final_cov = 0.5 * (final_cov + final_cov.transpose(0, 2, 1))
-    return final.params, final_cov, final.ok & _finite(final.params, final_cov)
+    return final.params, final_cov, final.ok

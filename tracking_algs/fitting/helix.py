@@ -266,9 +266,10 @@ def propagate(
     derivative = np.column_stack((end[:, 3], end[:, 4], end[:, 5], k * end[:, 4], -k * end[:, 3],
                                   np.zeros(len(end)), np.zeros(len(end))))  # fmt: skip
     grad = _surface_gradient(end, kind_to)
-    denominator = np.einsum("ni,ni->n", grad, derivative)
+    denominator = (grad * derivative).sum(axis=1)
     ok &= np.abs(denominator) > 1e-12
     denominator = np.where(ok, denominator, 1.0)
-    corrected = to_bound - np.einsum("nij,nj,nk->nik", to_bound, derivative, grad / denominator[:, None])
+    bound_rate = (to_bound @ derivative[:, :, None])[:, :, 0]  # d(bound)/ds
+    corrected = to_bound - bound_rate[:, :, None] * (grad / denominator[:, None])[:, None, :]
     jacobian = corrected @ (transport_jac @ to_free)
     return Propagation(params=bound, jacobian=jacobian, path=path, ok=ok)

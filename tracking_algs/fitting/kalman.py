@@ -20,7 +20,7 @@ from scipy.stats import chi2 as chi2_distribution
 from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.config import KalmanConfig
-from tracking_algs.fitting.filtering import Measurements, forward_filter, smooth, to_perigee
+from tracking_algs.fitting.filtering import Measurements, finite_states, forward_filter, smooth, to_perigee
 from tracking_algs.fitting.helix import SurfaceKind
 from tracking_algs.fitting.hook import FitResults, FitStatus
 from tracking_algs.fitting.seeding import seed_parameters
@@ -172,11 +172,14 @@ class KalmanFitter:
                                           measurements.position[:, 0], self.detector, config)  # fmt: skip
         status = forward.status.copy()
         status[(status == FitStatus.OK) & ~reached] = FitStatus.PROPAGATION_FAILED
+        diverged = ~finite_states(params, cov) | ~np.isfinite(forward.chi2)
+        status[(status == FitStatus.OK) & diverged] = FitStatus.DIVERGED
         status[(status == FitStatus.OK) & (forward.dims <= 5)] = FitStatus.TOO_FEW_HITS
 
         # map per-hit results back from the compact layout
         inverse = np.argsort(order, axis=1)
-        used = np.take_along_axis(forward.used & compact_valid, inverse, axis=1) & kept
+        processed = np.arange(length)[None, :] < forward.processed[:, None]
+        used = np.take_along_axis(processed, inverse, axis=1) & kept
         hit_chi2 = np.take_along_axis(np.where(compact_valid, smoothed.hit_chi2, 0.0), inverse, axis=1)
         return status, used, hit_chi2, (params, cov, forward.chi2, forward.dims - 5)
 
