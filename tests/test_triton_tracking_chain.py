@@ -7,7 +7,7 @@ of the local :class:`TrackFinder` on ONNX Runtime, and ``trkx run`` writes the s
 ``fitted_tracks.csv``) with ``configs/remote_triton.toml`` as with ``configs/local_onnx.toml``.
 
 The models are the shipped ones when they are in the package, otherwise untrained networks exported with
-the project's exporter (the comparison needs real ONNX models of the right signatures, not good ones).
+the project's exporter (:mod:`finding_models`; the comparison needs real ONNX models, not good ones).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from finding_models import finding_model_dir
 
 from backends.model_repository import read_model_config
 from backends.tracking_repository import ENSEMBLE_STEPS, TrackingRepositoryOptions, add_tracking
@@ -25,7 +26,7 @@ from inference_iface import ConfigError, InputError, ModelError, create_inferenc
 from tracking_algs.cli import main
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.finder import TrackFinder
-from tracking_algs.finding.model_dir import CARD_NAME, SHIPPED_DIR, STAGES
+from tracking_algs.finding.model_dir import CARD_NAME, STAGES
 from tracking_algs.finding.served import FEATURES, HIT_ID, ServedTrackFinder, chain_inputs
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
@@ -37,30 +38,9 @@ EVENTS = 2
 PILEUP = 5.0
 
 
-def _untrained_model_dir(path: Path) -> Path:
-    """The three finding networks, untrained (fixed torch seed), exported to ONNX, with a model card whose
-    working point gives a sparse graph for them."""
-    import torch
-
-    from tracking_algs.finding.export import export_onnx
-    from tracking_algs.finding.features import FEATURE_NAMES
-    from tracking_algs.finding.models import EmbeddingNet, FilterNet, InteractionGNN
-
-    torch.manual_seed(0)
-    n_features = len(FEATURE_NAMES)
-    models = (EmbeddingNet(n_features), FilterNet(n_features, 8), InteractionGNN(n_features))
-    for name, model in zip(STAGES, models, strict=True):
-        export_onnx(name, model, path / f"{name}.onnx")
-    card = {"note": "untrained, for tests", "recommended": {"radius": 0.07, "filter_cut": 0.5, "gnn_cut": 0.5}}
-    (path / CARD_NAME).write_text(json.dumps(card))
-    return path
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    if all((SHIPPED_DIR / name).is_file() for name in [f"{stage}.onnx" for stage in STAGES] + [CARD_NAME]):
-        return SHIPPED_DIR
-    return _untrained_model_dir(tmp_path_factory.mktemp("untrained_models"))
+    return finding_model_dir(tmp_path_factory.mktemp("finding_models"))
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +114,13 @@ def test_served_chain_matches_local(server, events, local_results, model_name):
             assert len(local.candidates) > 3, "the comparison needs tracks"
             assert np.array_equal(served.candidates.labels, local.candidates.labels)
             assert set(served.timing_ms) == {"inputs", "served"}
+
+
+def test_serving_a_chain_needs_a_server_backend():
+    with pytest.raises(ConfigError, match="serving = 'stages'"):
+        ServedTrackFinder.from_options("chain", {"backend": "onnxruntime"})
+    with pytest.raises(ConfigError, match="expected one of chain, ensemble"):
+        ServedTrackFinder.from_options("stages", {"backend": "triton"})
 
 
 def test_served_chain_rejects_bad_inputs(server, events):

@@ -22,7 +22,7 @@ NAME = "bench"
 HELP = "run the benchmarks (ratios measured side by side) and collect the tables into docs/benchmarks.md"
 
 #: Benchmarks in the order docs/benchmarks.md shows them.
-BENCHMARKS: tuple[str, ...] = ("interface_overhead", "remote_overhead", "simulation", "finding", "fitting")
+BENCHMARKS: tuple[str, ...] = ("interface_overhead", "remote_overhead", "simulation", "finding", "fitting", "serving")
 _PACKAGES = (
     "numpy",
     "onnxruntime-gpu",

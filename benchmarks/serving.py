@@ -1,0 +1,232 @@
+"""The tracking chain run locally vs served by the embedded Triton server in the three ways of DESIGN.md.
+
+Variants, on the same simulated events (small pile-up, so the whole run takes minutes on 2 cores):
+
+``local``
+    :class:`TrackFinder` with every neural stage on local ONNX Runtime;
+``stages``
+    the same finder with every neural stage on Triton (``embedding``, ``filter``, ``gnn`` served on their
+    own; graph and track building in the client): three round trips per event;
+``ensemble``
+    ``tracking_ensemble``: one request per event, Triton runs the seven steps (three ONNX models and four
+    Python-backend steps) and moves the tensors between them;
+``chain``
+    ``tracking_chain``: one request per event, one Python-backend model runs the whole finder in-process.
+
+Every variant is first checked to give exactly the local labels. Then:
+
+1. latency — ms per event with one client, events interleaved across variants (order rotated every
+   round) so the drifts of a shared machine hit all variants alike;
+2. throughput — events per second with 1, 2 and 4 concurrent clients (threads, each with its own finder)
+   for servers whose models have 1 and 2 instances (``local``: 1, 2, 4 threads in this process).
+
+ONNX Runtime runs with the same intra-op thread count locally and in every served model. The models are
+the shipped ones, or untrained networks of the same architecture when the package has none
+(``tests/finding_models.py``), which is noted in the results.
+
+Usage::
+
+    .venv/bin/python benchmarks/serving.py [--pileup 10] [--events 4] [--rounds 4] [--seconds 8] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from finding_models import finding_model_dir, has_shipped_models  # noqa: E402  (tests/ holds the model helper)
+
+from backends.tracking_repository import TrackingRepositoryOptions, add_tracking  # noqa: E402
+from backends.triton_server import TritonServer, TritonServerConfig  # noqa: E402
+from inference_iface import create_inference  # noqa: E402
+from tracking_algs.event import Event  # noqa: E402
+from tracking_algs.finding.config import FindingConfig  # noqa: E402
+from tracking_algs.finding.finder import TrackFinder  # noqa: E402
+from tracking_algs.finding.model_dir import STAGES  # noqa: E402
+from tracking_algs.finding.served import SERVED_MODELS, ServedTrackFinder  # noqa: E402
+from tracking_algs.simulation import SimulationConfig, simulate_event  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+VARIANTS = ("local", "stages", "ensemble", "chain")
+INSTANCES = (1, 2)
+CLIENTS = (1, 2, 4)
+SEED = 3_000_000  # never used for training
+
+Finder = TrackFinder | ServedTrackFinder
+
+
+def make_finder(variant: str, config: FindingConfig, url: str, threads: int) -> Finder:
+    """A finder of one variant (a new one per client thread)."""
+    if variant == "local":
+        local = {"backend": "onnxruntime", "device": "cpu", "intra_op_threads": threads}
+        return TrackFinder.from_options(config, dict.fromkeys(STAGES, local))
+    remote = {"backend": "triton", "url": url, "timeout_s": 600}
+    if variant == "stages":
+        return TrackFinder.from_options(config, dict.fromkeys(STAGES, remote))
+    return ServedTrackFinder(create_inference(remote | {"model_name": SERVED_MODELS[variant]}))
+
+
+def check_labels(finders: dict[str, Finder], events: list[Event]) -> None:
+    """Every variant gives exactly the local labels on every event."""
+    for event in events:
+        reference = finders["local"].find(event.spacepoints).candidates.labels
+        for name, finder in finders.items():
+            if not np.array_equal(finder.find(event.spacepoints).candidates.labels, reference):
+                raise AssertionError(f"{name} does not reproduce the local labels of event {event.event_id}")
+
+
+def latency(finders: dict[str, Finder], events: list[Event], rounds: int) -> dict[str, dict[str, float]]:
+    """ms per event with one client: every round runs each event through each variant, order rotated."""
+    names = list(finders)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        for event in events:
+            shift = index % len(names)
+            for name in names[shift:] + names[:shift]:
+                start = time.perf_counter()
+                finders[name].find(event.spacepoints)
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {
+        name: {"median_ms": float(np.median(values)), "mean_ms": float(np.mean(values)),
+               "min_ms": float(np.min(values)), "events": len(values)}
+        for name, values in times.items()
+    }  # fmt: skip
+
+
+def throughput(make: Callable[[], Finder], events: list[Event], clients: int, seconds: float) -> dict[str, float]:
+    """Events per second with ``clients`` threads, each with its own finder, for about ``seconds``."""
+    barrier = threading.Barrier(clients)
+
+    def client(offset: int) -> int:
+        with make() as finder:
+            finder.find(events[offset % len(events)].spacepoints)  # warm this client's sessions/connection
+            barrier.wait()
+            done, stop = 0, time.perf_counter() + seconds
+            while time.perf_counter() < stop:
+                finder.find(events[(offset + done) % len(events)].spacepoints)
+                done += 1
+            return done
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        total = sum(pool.map(client, range(clients)))
+    elapsed = time.perf_counter() - start
+    return {"clients": clients, "events": total, "events_per_s": total / elapsed}
+
+
+def markdown(report: dict) -> str:
+    """The result tables as a markdown fragment."""
+    lat = report["latency_ms"]
+    models = "shipped models" if report["shipped_models"] else "untrained models of the shipped architecture"
+    lines = [
+        "## Serving the tracking chain",
+        "",
+        f"The tracking chain, local vs served by the embedded Triton server ({models}; pile-up "
+        f"{report['pileup']:g}, {report['mean_spacepoints']:.0f} spacepoints per event; ONNX Runtime intra-op "
+        f"threads = {report['intra_op_threads']} everywhere; every variant checked to give the local labels).",
+        "",
+        "Latency, one client (ms per event, events interleaved across variants):",
+        "",
+        "| variant | median | mean | min | vs local (median) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in VARIANTS:
+        row = lat[name]
+        lines.append(
+            f"| {name} | {row['median_ms']:.0f} | {row['mean_ms']:.0f} | {row['min_ms']:.0f} | "
+            f"{row['median_ms'] / lat['local']['median_ms']:.2f} |"
+        )
+    lines += [
+        "",
+        "Throughput (events/s; model instances per served model × concurrent clients):",
+        "",
+        "| variant | instances | " + " | ".join(f"{c} client{'s' if c > 1 else ''}" for c in CLIENTS) + " |",
+        "|---|---|" + "---|" * len(CLIENTS),
+    ]
+    for row in report["throughput"]:
+        cells = [f"{cell['events_per_s']:.2f}" for cell in row["cells"]]
+        lines.append(f"| {row['variant']} | {row['instances'] or '—'} | " + " | ".join(cells) + " |")
+    if "chain_over_ensemble" in report:
+        lines += ["", f"chain / ensemble throughput (best cell each): {report['chain_over_ensemble']:.2f}×."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the tables, write ``benchmarks/results/serving.{json,md}``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pileup", type=float, default=10.0, help="pile-up of the simulated events")
+    parser.add_argument("--events", type=int, default=4, help="distinct events")
+    parser.add_argument("--rounds", type=int, default=3, help="latency rounds over all events")
+    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput cell")
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads, local and served")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    events = [simulate_event(SimulationConfig(pileup=args.pileup), seed=SEED, event_id=i) for i in range(args.events)]
+    throughput_rows = []
+    latency_ms: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as directory:
+        model_dir = finding_model_dir(Path(directory) / "models")
+        config = FindingConfig(model_dir=str(model_dir))
+        for instances in INSTANCES:
+            repository = Path(directory) / f"repository_{instances}"
+            options = TrackingRepositoryOptions(finding=config, instances=instances, intra_op_threads=args.threads)
+            add_tracking(repository, options)
+            with TritonServer(TritonServerConfig(repository=str(repository), startup_timeout_s=300)) as server:
+                variants = VARIANTS if instances == INSTANCES[0] else VARIANTS[1:]
+                if instances == INSTANCES[0]:
+                    finders = {name: make_finder(name, config, server.grpc_url, args.threads) for name in VARIANTS}
+                    check_labels(finders, events)
+                    latency_ms = latency(finders, events, args.rounds)
+                    for finder in finders.values():
+                        finder.close()
+                for name in variants:
+                    make = lambda name=name: make_finder(name, config, server.grpc_url, args.threads)  # noqa: E731
+                    cells = [throughput(make, events, clients, args.seconds) for clients in CLIENTS]
+                    throughput_rows.append({"variant": name, "instances": 0 if name == "local" else instances,
+                                            "cells": cells})  # fmt: skip
+                    print(f"{name} instances={instances}: {[round(c['events_per_s'], 2) for c in cells]}", flush=True)
+
+    best = {row["variant"]: 0.0 for row in throughput_rows}
+    for row in throughput_rows:
+        best[row["variant"]] = max(best[row["variant"]], *(cell["events_per_s"] for cell in row["cells"]))
+    report = {
+        "benchmark": "serving",
+        "server": "embedded tritonserver 2.51 (nvidia-pytriton); neural models: Python backend running onnxruntime",
+        "shipped_models": has_shipped_models(),
+        "pileup": args.pileup,
+        "mean_spacepoints": float(np.mean([len(event.spacepoints) for event in events])),
+        "events": args.events,
+        "intra_op_threads": args.threads,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",
+        "load_average_1min_after": os.getloadavg()[0],  # the machine may be shared: context for the figures
+        "latency_ms": latency_ms,
+        "throughput": throughput_rows,
+        "best_events_per_s": best,
+        "chain_over_ensemble": best["chain"] / best["ensemble"],
+    }
+    table = markdown(report)
+    print(table)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.output_dir / "serving.md").write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
