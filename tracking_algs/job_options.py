@@ -28,6 +28,7 @@ from inference_iface.registry import available_backends, make_config
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.finder import stage_options
 from tracking_algs.finding.model_dir import STAGES
+from tracking_algs.finding.served import served_options
 from tracking_algs.fitting.hook import FittingConfig
 from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.performance.matching import ParticleSelection
@@ -121,3 +122,8 @@ def _check_inference(options: JobOptions, where: str) -> None:
             make_config(stage_options(options.finding, stage, options.stage_inference(stage)))
         except ConfigError as error:
             raise ConfigError(f"{where}: inference options of stage {stage!r}: {error}") from None
+    if options.finding.serving != "stages":
+        try:
+            make_config(served_options(options.finding.serving, options.inference))
+        except ConfigError as error:
+            raise ConfigError(f"{where}: inference options of the served chain: {error}") from None
