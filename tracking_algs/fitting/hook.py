@@ -110,12 +110,6 @@ class FitResults:
         rows, cols = np.triu_indices(5)
         return self.cov[:, rows, cols]
 
-    @classmethod
-    def empty(cls) -> FitResults:
-        """Results for zero tracks."""
-        return cls(np.zeros(0), np.zeros((0, 5)), np.zeros((0, 5, 5)), np.zeros(0), np.zeros(0), np.zeros(0),
-                   np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(1), np.zeros(0), np.zeros(0))  # fmt: skip
-
 
 @runtime_checkable
 class TrackFitter(Protocol):
