@@ -132,10 +132,49 @@ def free_port(address: str = "127.0.0.1") -> int:
 
 
 def _die_with_parent() -> None:
-    """``preexec_fn``: ask the kernel to SIGKILL the child when the thread that started it goes away."""
+    """``preexec_fn``: ask the kernel to SIGTERM the child when the thread that started it goes away.
+
+    SIGTERM (not SIGKILL) lets tritonserver shut down and stop its Python-backend stub processes, which
+    would otherwise outlive it.
+    """
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         os._exit(errno.EPERM)
+
+
+def _process_group(pgid: int) -> list[int]:
+    """PIDs of the live processes in process group ``pgid`` (from ``/proc``)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state, ppid, pgrp, ...
+            members.append(int(entry.name))
+    return members
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL every process left in group ``pgid`` and remove the Python-backend shared memory they held.
+
+    The stubs name their region on their command line (``triton_python_backend_shm_region_*``).
+    """
+    regions = []
+    for pid in _process_group(pgid):
+        try:
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        regions += [arg.decode() for arg in arguments if arg.startswith(b"triton_python_backend_shm_region_")]
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    for region in regions:
+        Path("/dev/shm", region).unlink(missing_ok=True)
 
 
 # PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so servers are started from one
@@ -261,6 +300,7 @@ class TritonServer:
                 env=server_environment(),
                 cwd=self.repository,
                 preexec_fn=_die_with_parent,
+                start_new_session=True,  # its own process group: the server and its stubs are killed together
             )
 
     def _wait_ready(self) -> None:
@@ -303,9 +343,9 @@ class TritonServer:
         return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL the server at once (as a crash would); the log is kept until :meth:`stop`."""
+        """SIGKILL the server and its stub processes at once (as a crash would); the log is kept."""
         if self.is_alive():
-            self.process.kill()
+            _kill_group(self.process.pid)
             self.process.wait()
 
     def _terminate(self) -> None:
@@ -319,6 +359,7 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        _kill_group(process.pid)  # stubs left behind by a server that did not shut down cleanly
         self.process = None
 
     def _cleanup(self) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx_models
 import pytest
-from triton_helpers import build_repository
+from triton_helpers import build_repository, processes_mentioning
 
 from backends.triton import TritonConfig, TritonInference
 from backends.triton_server import TritonServer, TritonServerConfig, free_port
@@ -81,6 +81,7 @@ def test_killed_server_gives_backend_unavailable_within_timeout(start_server):
     assert raised_at - killed_at[0] <= timeout_s + 1.0
     assert server.grpc_url in str(caught.value)
     iface.close()
+    assert processes_mentioning(str(server.repository)) == []  # the server's model stubs died with it
 
 
 def test_hung_server_gives_a_timeout_error_within_timeout(start_server):

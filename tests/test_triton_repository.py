@@ -15,6 +15,7 @@ import numpy as np
 import onnx_models
 import pytest
 from google.protobuf import text_format
+from triton_helpers import processes_mentioning
 from tritonclient.grpc import model_config_pb2
 
 from backends.model_repository import (
@@ -217,8 +218,15 @@ def test_killing_trkx_serve_leaves_no_orphan_server(tmp_path, model_dir):
     repository = tmp_path / "repository"
     add_onnx_model(onnx_models.two_in_two_out(model_dir), repository, "m")
     process, endpoints = _start_serve(repository)
-    assert _port_open(endpoints["grpc"])
-    os.kill(process.pid, signal.SIGKILL)  # no clean-up code runs in the parent
-    process.wait()
-    assert _wait_closed(endpoints["grpc"], 10)
-    assert _wait_closed(endpoints["http"], 10)
+    try:
+        assert _port_open(endpoints["grpc"])
+        assert len(processes_mentioning(str(repository))) == 3  # trkx serve, tritonserver, the model's stub
+    finally:
+        os.kill(process.pid, signal.SIGKILL)  # no clean-up code runs in the parent
+        process.wait()
+    assert _wait_closed(endpoints["grpc"], 15)
+    assert _wait_closed(endpoints["http"], 15)
+    deadline = time.monotonic() + 15
+    while processes_mentioning(str(repository)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_mentioning(str(repository)) == []

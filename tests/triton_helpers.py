@@ -63,3 +63,16 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
         encode = np.vectorize(lambda item: item.encode() if isinstance(item, str) else item, otypes=[object])
         return a.shape == b.shape and (a.size == 0 or bool(np.all(encode(a) == encode(b))))
     return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs of live (non-zombie) processes whose command line contains ``text`` (servers and their stubs)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            mentions = entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes()
+            if mentions and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
