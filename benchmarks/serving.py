@@ -18,7 +18,8 @@ Every variant is first checked to give exactly the local labels. Then:
 1. latency — ms per event with one client, events interleaved across variants (order rotated every
    round) so the drifts of a shared machine hit all variants alike;
 2. throughput — events per second with 1, 2 and 4 concurrent clients (threads, each with its own finder)
-   for servers whose models have 1 and 2 instances (``local``: 1, 2, 4 threads in this process).
+   for servers whose models have 1 and 2 instances (``local``: 1, 2, 4 threads in this process); both
+   servers run side by side and every cell runs in slices, all cells once per round in a rotated order.
 
 ONNX Runtime runs with the same intra-op thread count locally and in every served model. The models are
 the shipped ones, or untrained networks of the same architecture when the package has none
@@ -26,13 +27,15 @@ the shipped ones, or untrained networks of the same architecture when the packag
 
 Usage::
 
-    .venv/bin/python benchmarks/serving.py [--pileup 10] [--events 4] [--rounds 4] [--seconds 8] [--threads 1]
+    .venv/bin/python benchmarks/serving.py [--pileup 10] [--events 4] [--rounds 4] [--seconds 8]
+        [--throughput-rounds 4] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import json
 import os
 import platform
@@ -107,25 +110,57 @@ def latency(finders: dict[str, Finder], events: list[Event], rounds: int) -> dic
     }  # fmt: skip
 
 
-def throughput(make: Callable[[], Finder], events: list[Event], clients: int, seconds: float) -> dict[str, float]:
-    """Events per second with ``clients`` threads, each with its own finder, for about ``seconds``."""
-    barrier = threading.Barrier(clients)
+def throughput_slice(
+    make: Callable[[], Finder], events: list[Event], clients: int, seconds: float
+) -> tuple[int, float]:
+    """Events done and seconds taken by ``clients`` threads, each with its own warmed finder, in about
+    ``seconds``."""
+    warm = threading.Barrier(clients + 1)
+    go = threading.Event()
+    stop = [0.0]
 
     def client(offset: int) -> int:
         with make() as finder:
             finder.find(events[offset % len(events)].spacepoints)  # warm this client's sessions/connection
-            barrier.wait()
-            done, stop = 0, time.perf_counter() + seconds
-            while time.perf_counter() < stop:
+            warm.wait()
+            go.wait()
+            done = 0
+            while time.perf_counter() < stop[0]:
                 finder.find(events[(offset + done) % len(events)].spacepoints)
                 done += 1
             return done
 
-    start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        total = sum(pool.map(client, range(clients)))
-    elapsed = time.perf_counter() - start
-    return {"clients": clients, "events": total, "events_per_s": total / elapsed}
+        futures = [pool.submit(client, offset) for offset in range(clients)]
+        warm.wait()
+        start = time.perf_counter()
+        stop[0] = start + seconds
+        go.set()
+        total = sum(future.result() for future in futures)
+        elapsed = time.perf_counter() - start
+    return total, elapsed
+
+
+def throughput(
+    makers: dict[tuple[str, int], Callable[[], Finder]], events: list[Event], seconds: float, rounds: int
+) -> list[dict[str, object]]:
+    """Events/s of every (variant, instances) × clients cell. The cells run in slices of
+    ``seconds / rounds``, all cells once per round in a rotated order, so load drifts hit all alike."""
+    cells = [(key, clients) for key in makers for clients in CLIENTS]
+    done = dict.fromkeys(cells, 0)
+    spent = dict.fromkeys(cells, 0.0)
+    for index in range(rounds):
+        shift = index % len(cells)
+        for key, clients in cells[shift:] + cells[:shift]:
+            events_done, elapsed = throughput_slice(makers[key], events, clients, seconds / rounds)
+            done[key, clients] += events_done
+            spent[key, clients] += elapsed
+    return [
+        {"variant": variant, "instances": instances,
+         "cells": [{"clients": c, "events": done[(variant, instances), c],
+                    "events_per_s": done[(variant, instances), c] / spent[(variant, instances), c]} for c in CLIENTS]}
+        for variant, instances in makers
+    ]  # fmt: skip
 
 
 def markdown(report: dict) -> str:
@@ -172,34 +207,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=4, help="distinct events")
     parser.add_argument("--rounds", type=int, default=3, help="latency rounds over all events")
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput cell")
+    parser.add_argument("--throughput-rounds", type=int, default=4, help="slices each throughput cell is cut into")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads, local and served")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
     events = [simulate_event(SimulationConfig(pileup=args.pileup), seed=SEED, event_id=i) for i in range(args.events)]
-    throughput_rows = []
-    latency_ms: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as stack:
         model_dir = finding_model_dir(Path(directory) / "models")
         config = FindingConfig(model_dir=str(model_dir))
-        for instances in INSTANCES:
+        urls = {}
+        for instances in INSTANCES:  # one server per instance count, all running side by side
             repository = Path(directory) / f"repository_{instances}"
             options = TrackingRepositoryOptions(finding=config, instances=instances, intra_op_threads=args.threads)
             add_tracking(repository, options)
-            with TritonServer(TritonServerConfig(repository=str(repository), startup_timeout_s=300)) as server:
-                variants = VARIANTS if instances == INSTANCES[0] else VARIANTS[1:]
-                if instances == INSTANCES[0]:
-                    finders = {name: make_finder(name, config, server.grpc_url, args.threads) for name in VARIANTS}
-                    check_labels(finders, events)
-                    latency_ms = latency(finders, events, args.rounds)
-                    for finder in finders.values():
-                        finder.close()
-                for name in variants:
-                    make = lambda name=name: make_finder(name, config, server.grpc_url, args.threads)  # noqa: E731
-                    cells = [throughput(make, events, clients, args.seconds) for clients in CLIENTS]
-                    throughput_rows.append({"variant": name, "instances": 0 if name == "local" else instances,
-                                            "cells": cells})  # fmt: skip
-                    print(f"{name} instances={instances}: {[round(c['events_per_s'], 2) for c in cells]}", flush=True)
+            server = TritonServer(TritonServerConfig(repository=str(repository), startup_timeout_s=300))
+            urls[instances] = stack.enter_context(server).grpc_url
+        finders = {name: make_finder(name, config, urls[INSTANCES[0]], args.threads) for name in VARIANTS}
+        check_labels(finders, events)
+        latency_ms = latency(finders, events, args.rounds)
+        for finder in finders.values():
+            finder.close()
+        makers = {("local", 0): lambda: make_finder("local", config, "", args.threads)}
+        for instances in INSTANCES:
+            for name in VARIANTS[1:]:
+                makers[name, instances] = lambda name=name, url=urls[instances]: make_finder(
+                    name, config, url, args.threads
+                )
+        throughput_rows = throughput(makers, events, args.seconds, args.throughput_rounds)
 
     best = {row["variant"]: 0.0 for row in throughput_rows}
     for row in throughput_rows:
