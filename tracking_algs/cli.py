@@ -14,7 +14,7 @@ from inference_iface.errors import InferenceError
 from tracking_algs.errors import TrackingError
 
 #: Command modules, in the order ``trkx --help`` lists them.
-COMMANDS: tuple[str, ...] = ("run", "simulate", "info", "infer", "repo", "serve", "bench")
+COMMANDS: tuple[str, ...] = ("run", "simulate", "info", "infer", "repo", "serve", "train", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,22 @@
+"""Exa.TrkX-style GNN track finding on the inference interface.
+
+Pipeline (no torch needed): :class:`~tracking_algs.finding.finder.TrackFinder` composes
+:class:`~tracking_algs.finding.graph.GraphConstruction` (embedding + fixed-radius neighbours),
+:class:`~tracking_algs.finding.stages.EdgeFiltering`, :class:`~tracking_algs.finding.stages.GNNClassification`
+and :class:`~tracking_algs.finding.building.TrackBuilding`; configured by
+:class:`~tracking_algs.finding.config.FindingConfig`; models from a model directory or the shipped ones.
+Training and export (torch): :mod:`tracking_algs.finding.training`, :mod:`tracking_algs.finding.export`.
+"""
+
+from tracking_algs.finding.config import BuildingConfig, FilterConfig, FindingConfig, GNNConfig, GraphConfig
+from tracking_algs.finding.finder import FindingResult, TrackFinder
+
+__all__ = [
+    "BuildingConfig",
+    "FilterConfig",
+    "FindingConfig",
+    "FindingResult",
+    "GNNConfig",
+    "GraphConfig",
+    "TrackFinder",
+]

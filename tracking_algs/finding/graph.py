@@ -50,7 +50,7 @@ def _faiss_neighbours(points: np.ndarray, radius: float, k_max: int) -> tuple[np
     index = faiss.IndexFlatL2(points.shape[1])
     index.add(points)
     limits, distance2, found = index.range_search(points, radius * radius)
-    counts = np.diff(limits)
+    counts = np.diff(limits).astype(np.int64)
     query = np.repeat(np.arange(len(points), dtype=np.int64), counts)
     found = found.astype(np.int64)
     # nearest first within each query, then keep the first k_max that are not the point itself

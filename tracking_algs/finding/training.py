@@ -38,11 +38,14 @@ from tqdm import tqdm
 
 from inference_iface.options import unstructure
 from tracking_algs.event import Event
+from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.export import export_onnx
 from tracking_algs.finding.features import FEATURE_NAMES, orient_edges, spacepoint_features
+from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.graph import radius_graph
 from tracking_algs.finding.model_dir import CARD_NAME
 from tracking_algs.finding.models import EmbeddingNet, FilterNet, InteractionGNN
+from tracking_algs.finding.validation import evaluate, without_matches
 from tracking_algs.performance import truth_graph
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
@@ -59,6 +62,7 @@ class DataConfig:
     train_events: int = attrs.field(default=8, validator=v.gt(0))
     validation_seed: int = attrs.field(default=VALIDATION_SEED_MIN + 1, validator=v.ge(VALIDATION_SEED_MIN))
     validation_events: int = attrs.field(default=2, validator=v.gt(0))
+    validation_pileups: tuple[float, ...] = (200.0, 20.0)
     sector_fraction: float = attrs.field(default=0.125, validator=[v.gt(0.0), v.le(1.0)])
 
 
@@ -366,6 +370,20 @@ def _events(seed: int, count: int, config: DataConfig) -> Iterator[Event]:
     simulation = SimulationConfig(pileup=config.pileup)
     for event_id in range(count):
         yield simulate_event(simulation, seed, event_id)
+
+
+def held_out_metrics(model_dir: Path, config: TrainConfig) -> dict[str, Any]:
+    """Figures of the exported models (ONNX Runtime, default working point) on the validation events,
+    at each of ``validation_pileups``."""
+    assert config.data.validation_seed >= VALIDATION_SEED_MIN > config.data.train_seed
+    metrics = {}
+    with TrackFinder.local(FindingConfig(model_dir=str(model_dir))) as finder:
+        for pileup in config.data.validation_pileups:
+            data = attrs.evolve(config.data, pileup=pileup)
+            events = _events(config.data.validation_seed, config.data.validation_events, data)
+            summary = without_matches(evaluate(finder, events))
+            metrics[f"pileup_{pileup:g}"] = {"seed": config.data.validation_seed, **summary}
+    return metrics
 
 
 def train(config: TrainConfig, output: str | Path, validate: Callable[[Path, TrainConfig], dict] | None = None) -> dict:

@@ -1,0 +1,91 @@
+"""Physics validation of the track finder on held-out simulated events (seeds ≥ 1 000 000, never used in
+training): track efficiency (pT > 1 and > 0.5 GeV), fake and duplicate rates (the project's double-majority
+matching), edge efficiency/purity after each stage, at several pile-ups.
+
+    .venv/bin/python benchmarks/physics_validation.py [--model-dir DIR] [--events 3] [--pileups 0 20 200]
+
+Writes benchmarks/results/physics_validation.json and .md, and plots into docs/plots/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import attrs
+import matplotlib
+import mplhep
+import numpy as np
+from matplotlib.figure import Figure
+
+from tracking_algs.finding.config import BuildingConfig, FindingConfig
+from tracking_algs.finding.finder import TrackFinder
+from tracking_algs.finding.training import VALIDATION_SEED_MIN
+from tracking_algs.finding.validation import evaluate, without_matches
+from tracking_algs.performance import plot_performance
+from tracking_algs.simulation import SimulationConfig, simulate_event
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = VALIDATION_SEED_MIN + 2024
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", default="", help="model directory (default: the shipped models)")
+    parser.add_argument("--events", type=int, default=3, help="events per pile-up")
+    parser.add_argument("--pileups", type=float, nargs="+", default=[0.0, 20.0, 200.0])
+    parser.add_argument("--building", choices=["components", "walkthrough"], default="components")
+    args = parser.parse_args(argv)
+    assert SEED >= VALIDATION_SEED_MIN
+    config = FindingConfig(model_dir=args.model_dir, building=BuildingConfig(method=args.building))
+    results, rows = {}, []
+    with TrackFinder.local(config) as finder:
+        for pileup in args.pileups:
+            events = (simulate_event(SimulationConfig(pileup=pileup), SEED, i) for i in range(args.events))
+            summary = evaluate(finder, events)
+            results[f"pileup_{pileup:g}"] = without_matches(summary)
+            rows.append(_row(pileup, summary))
+            print(rows[-1], flush=True)
+            if pileup == max(args.pileups):
+                _plots(summary, pileup)
+    output = {"seed": SEED, "events_per_pileup": args.events, "finding": attrs.asdict(config), "results": results}
+    (ROOT / "benchmarks/results/physics_validation.json").write_text(json.dumps(output, indent=2))
+    header = ("| pile-up | hits/event | eff pT>1 | eff pT>0.5 | fake | duplicate | edge eff/purity graph | "
+              "filter | GNN |\n|---|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+    (ROOT / "benchmarks/results/physics_validation.md").write_text(header + "\n".join(rows) + "\n")
+    print(header + "\n".join(rows))
+    return 0
+
+
+def _row(pileup: float, summary: dict) -> str:
+    one, half = summary["tracks"]["pt>1"], summary["tracks"]["pt>0.5"]
+    edges = summary["edges"]
+    stage = " | ".join(f"{edges[s]['efficiency']:.3f} / {edges[s]['purity']:.3f}" for s in ("graph", "filter", "gnn"))
+    return (f"| {pileup:g} | {summary['mean_spacepoints']:.0f} | {one['efficiency']:.4f} | {half['efficiency']:.4f} | "
+            f"{one['fake_rate']:.4f} | {one['duplicate_rate']:.4f} | {stage} |")  # fmt: skip
+
+
+def _plots(summary: dict, pileup: float) -> None:
+    plots = ROOT / "docs/plots"
+    label = f"pile-up {pileup:g}"
+    paths = plot_performance(summary["matches"][0.5], plots / "pt0.5", label=f"{label}, $p_T$ > 0.5 GeV")
+    paths += plot_performance(summary["matches"][1.0], plots / "pt1", label=f"{label}, $p_T$ > 1 GeV")
+    with matplotlib.style.context(mplhep.style.ROOT):
+        figure = Figure(figsize=(8, 6), layout="constrained")
+        axes = figure.add_subplot()
+        stages = list(summary["edges"])
+        x = np.arange(len(stages))
+        for offset, key in ((-0.2, "efficiency"), (0.2, "purity")):
+            axes.bar(x + offset, [summary["edges"][s][key] for s in stages], width=0.4, label=key)
+        axes.set_xticks(x, stages)
+        axes.set_ylim(0, 1.05)
+        axes.set_ylabel("edge efficiency / purity")
+        axes.legend(title=label)
+        figure.savefig(plots / "edge_metrics.png", dpi=100)
+    print("plots:", *[str(p.relative_to(ROOT)) for p in [*paths, plots / "edge_metrics.png"]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The TrackFinder with the shipped models on small simulated events (seeds never used in training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference_iface import ConfigError
+from tracking_algs.event import TrackCandidates
+from tracking_algs.finding.config import FindingConfig, GraphConfig
+from tracking_algs.finding.finder import TrackFinder, stage_options
+from tracking_algs.finding.model_dir import SHIPPED_DIR, load_model_card
+from tracking_algs.finding.training import VALIDATION_SEED_MIN
+from tracking_algs.performance import ParticleSelection, edge_metrics, match_tracks, truth_graph
+from tracking_algs.simulation import SimulationConfig, simulate_event
+
+SEED = VALIDATION_SEED_MIN + 77
+
+
+@pytest.fixture(scope="module")
+def event():
+    return simulate_event(SimulationConfig(pileup=5.0), SEED, 0)
+
+
+@pytest.fixture(scope="module")
+def finder():
+    with TrackFinder.local() as finder:
+        yield finder
+
+
+def test_shipped_models_were_trained_on_other_seeds():
+    card = load_model_card()
+    assert card["data"]["training_events"]["seed"] < VALIDATION_SEED_MIN <= SEED
+
+
+def test_finder_finds_the_tracks_of_a_small_event(finder, event):
+    result = finder.find(event.spacepoints)
+    match = match_tracks(event, result.candidates, ParticleSelection(pt_min=1.0))
+    assert match.n_selected > 50
+    assert match.efficiency > 0.9
+    assert match.fake_rate < 0.1
+    # every stage leaves fewer edges and a purer graph, keeping most true edges
+    truth = truth_graph(event)
+    counts = result.edge_counts
+    assert counts["graph"] >= counts["filter"] >= counts["gnn"] > 0
+    efficiency, purity = edge_metrics(result.edges["gnn"], truth)
+    assert efficiency > 0.8
+    assert purity > edge_metrics(result.edges["graph"], truth)[1]
+    assert set(result.timing_ms) == {"features", "graph", "filter", "gnn", "building"}
+    assert result.fit is None
+
+
+def test_faiss_and_kdtree_finders_give_the_same_tracks(event):
+    config = FindingConfig(graph=GraphConfig(method="faiss"))
+    with TrackFinder.local(config) as faiss_finder, TrackFinder.local() as kdtree_finder:
+        faiss_labels = faiss_finder.find(event.spacepoints).candidates.labels
+        kdtree_labels = kdtree_finder.find(event.spacepoints).candidates.labels
+    np.testing.assert_array_equal(faiss_labels, kdtree_labels)
+
+
+class CountingFitter:
+    """A real (if trivial) fitter: it records what it was given and returns the number of tracks."""
+
+    def __init__(self):
+        self.calls = []
+
+    def fit(self, spacepoints, candidates: TrackCandidates):
+        self.calls.append((len(spacepoints), len(candidates)))
+        return len(candidates)
+
+
+def test_fitter_hook_runs_after_building(event):
+    fitter = CountingFitter()
+    with TrackFinder.local(fitter=fitter) as finder:
+        result = finder.find(event.spacepoints)
+    assert fitter.calls == [(len(event.spacepoints), len(result.candidates))]
+    assert result.fit == len(result.candidates)
+    assert "fitting" in result.timing_ms
+
+
+def test_stage_options_fill_in_the_model():
+    config = FindingConfig()
+    onnx = stage_options(config, "gnn", {"backend": "onnxruntime"})
+    assert onnx["model_path"] == str(SHIPPED_DIR / "gnn.onnx")
+    assert stage_options(config, "gnn", {"backend": "onnxruntime", "model_path": "x.onnx"})["model_path"] == "x.onnx"
+    assert stage_options(config, "filter", {"backend": "triton", "url": "h:1"})["model_name"] == "filter"
+
+
+def test_missing_stage_options_are_named():
+    with pytest.raises(ConfigError, match="lack the stage"):
+        TrackFinder.from_options(FindingConfig(), {"embedding": {"backend": "onnxruntime"}})

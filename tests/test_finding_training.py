@@ -1,0 +1,74 @@
+"""A tiny training run: checkpoints, resume, ONNX export and a model card with the data seeds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from inference_iface import ConfigError
+from inference_iface.options import structure
+from tracking_algs.cli import main
+from tracking_algs.finding.model_dir import CARD_NAME, STAGES
+from tracking_algs.finding.training import VALIDATION_SEED_MIN, TrainConfig
+
+TINY = """
+seed = 3
+checkpoint_every = 2
+[data]
+pileup = 3.0
+train_seed = 11
+train_events = 2
+validation_seed = 1000011
+validation_events = 1
+validation_pileups = [3.0]
+sector_fraction = 0.5
+[embedding]
+hidden = [16]
+steps = 4
+query_hits = 100
+[filter]
+hidden = [16]
+steps = 4
+batch_edges = 500
+[gnn]
+hidden = 8
+iterations = 2
+steps = 4
+"""
+
+
+def test_train_checkpoints_resumes_and_writes_the_card(tmp_path, capsys):
+    config = tmp_path / "train.toml"
+    config.write_text(TINY)
+    output = tmp_path / "model"
+    assert main(["train", str(config), "--output", str(output)]) == 0
+    for stage in STAGES:
+        assert (output / f"{stage}.onnx").stat().st_size > 1000
+        assert (output / "checkpoints" / f"{stage}.pt").is_file()
+    card = json.loads((output / CARD_NAME).read_text())
+    assert card["data"]["training_events"] == {"seed": 11, "event_ids": [0, 1]}
+    assert card["data"]["validation_events"]["seed"] == 1000011
+    assert card["training_config"]["data"]["train_seed"] == 11
+    assert card["recommended"]["radius"] > 0
+    held_out = card["held_out_metrics"]
+    assert set(held_out) == {"pileup_3"}
+    assert held_out["pileup_3"]["tracks"]["pt>1"]["n_selected"] > 0
+    assert set(held_out["pileup_3"]["edges"]) == {"graph", "filter", "gnn"}
+    for stage in STAGES:
+        assert card["training"][stage]["resumed_at"] == 0
+
+    # a second run with more steps continues from the checkpoints
+    assert main(["train", str(config), "--output", str(output), "--set", "embedding.steps=6",
+                 "--set", "filter.steps=6", "--set", "gnn.steps=6"]) == 0  # fmt: skip
+    card = json.loads((output / CARD_NAME).read_text())
+    for stage in STAGES:
+        assert card["training"][stage]["resumed_at"] == 4
+        assert card["training"][stage]["steps"] == 6
+    assert "pileup_3" in capsys.readouterr().out  # the held-out metrics are printed
+
+
+@pytest.mark.parametrize(("key", "value"), [("train_seed", VALIDATION_SEED_MIN), ("validation_seed", 5)])
+def test_training_and_validation_seeds_cannot_overlap(key, value):
+    with pytest.raises(ConfigError, match=key):
+        structure({"data": {key: value}}, TrainConfig)

@@ -1,0 +1,61 @@
+"""Held-out evaluation of a finder: track efficiency, fake and duplicate rates (the project's matching)
+and edge efficiency/purity after each stage, over simulated events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from tracking_algs.event import Event
+from tracking_algs.finding.finder import TrackFinder
+from tracking_algs.performance import MatchResult, ParticleSelection, edge_counts, match_tracks, truth_graph
+
+#: pT thresholds (GeV) the figures are quoted for.
+PT_THRESHOLDS: tuple[float, ...] = (1.0, 0.5)
+
+
+def evaluate(finder: TrackFinder, events: Iterable[Event], selection: ParticleSelection | None = None) -> dict:
+    """Run ``finder`` on ``events`` and summarise: per pT threshold the match summary, per stage the
+    edge efficiency and purity (counts summed over events), and the mean time per stage in ms.
+
+    The returned dict also holds ``"matches"``: {threshold: :class:`MatchResult`} (for plots)."""
+    selection = selection or ParticleSelection()
+    matches: dict[float, list[MatchResult]] = {pt: [] for pt in PT_THRESHOLDS}
+    counts: dict[str, np.ndarray] = {}
+    timing: dict[str, list[float]] = {}
+    n_hits = []
+    for event in events:
+        result = finder.find(event.spacepoints)
+        n_hits.append(len(event.spacepoints))
+        for pt in PT_THRESHOLDS:
+            chosen = ParticleSelection(pt_min=pt, eta_max=selection.eta_max, min_hits=selection.min_hits)
+            matches[pt].append(match_tracks(event, result.candidates, chosen))
+        truth = truth_graph(event)
+        for stage, edges in result.edges.items():
+            counts[stage] = counts.get(stage, np.zeros(3, np.int64)) + np.array(edge_counts(edges, truth))
+        for stage, ms in result.timing_ms.items():
+            timing.setdefault(stage, []).append(ms)
+    combined = {pt: MatchResult.combine(results) for pt, results in matches.items()}
+    return {
+        "events": len(n_hits),
+        "mean_spacepoints": float(np.mean(n_hits)) if n_hits else 0.0,
+        "tracks": {f"pt>{pt:g}": combined[pt].summary() for pt in PT_THRESHOLDS},
+        "edges": {stage: _edge_summary(*c, n_events=len(n_hits)) for stage, c in counts.items()},
+        "timing_ms": {stage: float(np.mean(values)) for stage, values in timing.items()},
+        "matches": combined,
+    }
+
+
+def _edge_summary(n_true: int, n_truth: int, n_predicted: int, n_events: int) -> dict[str, Any]:
+    return {
+        "efficiency": n_true / n_truth if n_truth else None,
+        "purity": n_true / n_predicted if n_predicted else None,
+        "edges_per_event": n_predicted / n_events,
+    }
+
+
+def without_matches(summary: dict) -> dict:
+    """The summary without the ``matches`` objects (JSON-ready)."""
+    return {key: value for key, value in summary.items() if key != "matches"}
