@@ -318,6 +318,7 @@ class _Connection:
     def __init__(self, owner: TritonInference, endpoint: _Endpoint) -> None:
         self.owner = owner
         self.endpoint = endpoint
+        self.thread = threading.current_thread()
         self.client = owner._new_client(endpoint)
         self.grpc = owner.config.protocol == "grpc"
         self.use_shared_memory = endpoint.shared_memory
@@ -662,8 +663,12 @@ class TritonInference(InferenceInterface):
             with self._lock:
                 if self._closed:
                     raise BackendUnavailableError(f"{self.describe()}: the interface has been closed")
+                orphaned = [c for c in self._connections if not c.thread.is_alive()]
+                self._connections = [c for c in self._connections if c.thread.is_alive()]
                 connection = connections[endpoint.url] = _Connection(self, endpoint)
                 self._connections.append(connection)
+            for old in orphaned:  # connections of threads that have ended: release their regions now
+                old.close()
         return connection
 
     def _probe(self, endpoint: _Endpoint, timeout: float, strict: bool = False) -> bool:

@@ -14,7 +14,7 @@ Target (issue 3): served/local ≤ 1.10 at 100 000 rows with shared memory.
 
 Usage::
 
-    .venv/bin/python benchmarks/remote_overhead.py [--threads 1] [--rounds-10k 60] [--rounds-100k 20]
+    .venv/bin/python benchmarks/remote_overhead.py [--threads 1] [--rounds-10k 60] [--rounds-100k 30]
         [--throughput-seconds 3]
 """
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads, local and served")
     parser.add_argument("--rounds-10k", type=int, default=60, help="timed calls per variant at 10k rows")
-    parser.add_argument("--rounds-100k", type=int, default=20, help="timed calls per variant at 100k rows")
+    parser.add_argument("--rounds-100k", type=int, default=30, help="timed calls per variant at 100k rows")
     parser.add_argument("--throughput-seconds", type=float, default=3.0, help="duration of each throughput cell")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

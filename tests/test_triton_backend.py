@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,6 +168,23 @@ def test_shared_memory_regions_are_reused_and_released(server, model_files):
     assert iface.shared_memory_regions() == ()
     assert _our_shm_files() == []
     assert not regions & _server_regions(server)
+
+
+def test_regions_of_ended_threads_are_released_when_a_new_thread_connects(server):
+    iface = TritonInference(TritonConfig(url=server.grpc_url, model_name="two_in_two_out", shared_memory="system"))
+    x = np.ones((5, 3), dtype=np.float32)
+
+    def one_call() -> None:
+        iface.infer({"input.1": x, "y:0": x})
+
+    for _ in range(3):  # short-lived threads, one after the other
+        thread = threading.Thread(target=one_call)
+        thread.start()
+        thread.join()
+    assert len(iface.shared_memory_regions()) == 2  # only the last thread's; earlier ones were released
+    assert len(_our_shm_files()) == 2
+    iface.close()
+    assert _our_shm_files() == []
 
 
 def test_output_larger_than_its_estimated_slot_is_sent_inline_once_then_fits(connect, model_files):
