@@ -229,8 +229,9 @@ def test_infer_async_returns_futures_and_validates_at_once(connect):
         served.infer_async({"input.1": xs[0]})
 
 
-def test_server_stats_report_counts_and_times(connect):
-    served = connect("small_mlp")
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_server_stats_report_counts_and_times(connect, protocol):
+    served = connect("small_mlp", protocol)
     x = np.ones((100, 3), dtype=np.float32)
     before = served.server_stats()[0]
     for _ in range(3):
