@@ -22,6 +22,19 @@ T = TypeVar("T")
 _converter = cattrs.Converter(forbid_extra_keys=True)
 
 
+def _attrs_or_instance(cls: type) -> Any:
+    """Structure attrs classes from mappings, and let ready-made instances through unchanged."""
+    from_mapping = _converter.gen_structure_attrs_fromdict(cls)
+
+    def structure_value(value: Any, _type: type) -> Any:
+        return value if isinstance(value, cls) else from_mapping(value, _type)
+
+    return structure_value
+
+
+_converter.register_structure_hook_factory(attrs.has, _attrs_or_instance)
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read one TOML file into a dict; a missing or malformed file raises :class:`ConfigError` naming it."""
     path = Path(path)
