@@ -202,18 +202,20 @@ def test_override_and_toml_errors_name_the_problem(tmp_path):
         load_toml(broken)
 
 
+@attrs.frozen(kw_only=True)
+class Inner:
+    size: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class Outer:
+    inner: Inner = Inner()
+    name: str = ""
+
+
 def test_structure_accepts_ready_made_attrs_values_inside_mappings():
-    @attrs.frozen(kw_only=True)
-    class Inner:
-        size: int = 1
-
-    @attrs.frozen(kw_only=True)
-    class Outer:
-        inner: Inner = Inner()
-        name: str = ""
-
     inner = Inner(size=3)
     assert structure({"inner": inner, "name": "x"}, Outer).inner is inner
     assert structure({"inner": {"size": 4}}, Outer).inner == Inner(size=4)
-    with pytest.raises(ConfigError, match="unknown key.*valid keys are size"):
+    with pytest.raises(ConfigError, match=r"unknown key.*valid keys are size"):
         structure({"inner": {"sise": 4}}, Outer)
