@@ -28,6 +28,7 @@ from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES
 from tracking_algs.finding.served import FEATURES, HIT_ID, ServedTrackFinder, chain_inputs
+from tracking_algs.job_options import load_job_options
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 pytestmark = pytest.mark.server
@@ -121,6 +122,8 @@ def test_serving_a_chain_needs_a_server_backend():
         ServedTrackFinder.from_options("chain", {"backend": "onnxruntime"})
     with pytest.raises(ConfigError, match="expected one of chain, ensemble"):
         ServedTrackFinder.from_options("stages", {"backend": "triton"})
+    with pytest.raises(ConfigError, match="inference options of the served chain"):
+        load_job_options(ROOT / "configs" / "local_onnx.toml", ["finding.serving=chain"])
 
 
 def test_served_chain_rejects_bad_inputs(server, events):
