@@ -22,21 +22,19 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import itertools
-import json
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from bench_common import RESULTS, write_results
 
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting import KalmanConfig, KalmanFitter
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 TARGET_TRACKS_PER_S = 50_000
 HITS_PER_TRACK = 10
 
@@ -158,20 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     cpus = os.cpu_count() or 0
     table = markdown(rows, load, cpus)
     print(table)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
     report = {
-        "benchmark": "fitting",
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {platform.processor() or 'unknown cpu'}",
         "cpus": cpus,
-        "load_average_1min": load,
         "target_tracks_per_s": TARGET_TRACKS_PER_S,
         "hits_per_track": HITS_PER_TRACK,
         "results": rows,
     }
-    (args.output_dir / "fitting.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.output_dir / "fitting.md").write_text(table)
+    write_results("fitting", report, table, args.output_dir)
     return 0
 
 

@@ -16,12 +16,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import onnx_models  # noqa: E402  (tests/ holds the model builders)
+from bench_common import RESULTS, time_interleaved, write_results  # noqa: E402
 
 from inference_iface import create_inference  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 TARGETS = {"small": "ratio ≤ 1.10 or extra < 20 µs", "medium": "ratio ≤ 1.03"}
 
 
@@ -58,24 +54,6 @@ def io_binding_call(session: ort.InferenceSession, features: np.ndarray) -> Call
         return binding.copy_outputs_to_cpu()[0]
 
     return call
-
-
-def time_interleaved(calls: dict[str, Callable[[], object]], rounds: int, warmup: int) -> dict[str, np.ndarray]:
-    """Seconds per call for each variant; every round calls each variant once, order rotated per round."""
-    names = list(calls)
-    for _ in range(warmup):
-        for name in names:
-            calls[name]()
-    times = {name: np.empty(rounds) for name in names}
-    clock = time.perf_counter
-    for index in range(rounds):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
-            call = calls[name]
-            start = clock()
-            call()
-            times[name][index] = clock() - start
-    return times
 
 
 def measure(label: str, path: Path, rows: int, width: int, threads: int, rounds: int) -> dict[str, object]:
@@ -145,17 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     table = markdown(rows)
     print(table)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "interface_overhead",
-        "onnxruntime": ort.__version__,
-        "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",
-        "load_average_1min_after": os.getloadavg()[0],  # the machine may be shared: context for the figures
-        "results": rows,
-    }
-    (args.output_dir / "interface_overhead.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.output_dir / "interface_overhead.md").write_text(table)
+    write_results("interface_overhead", {"results": rows}, table, args.output_dir)
     return 0
 
 

@@ -22,14 +22,10 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
-import os
-import platform
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,31 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import onnx_models  # noqa: E402  (tests/ holds the model builders)
+from bench_common import RESULTS, time_interleaved, write_results  # noqa: E402
 
 from backends.model_repository import add_onnx_model  # noqa: E402
 from backends.triton_server import TritonServer, TritonServerConfig  # noqa: E402
 from inference_iface import InferenceInterface, create_inference  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 INSTANCES = (1, 2, 4)
 CLIENTS = (1, 2, 4, 8)
 TARGET = "served/local ≤ 1.10 at 100k rows with shared memory"
-
-
-def time_interleaved(calls: dict[str, Callable[[], object]], rounds: int, warmup: int) -> dict[str, np.ndarray]:
-    """Seconds per call for each variant; every round calls each variant once, order rotated per round."""
-    names = list(calls)
-    for _ in range(warmup):
-        for name in names:
-            calls[name]()
-    times = {name: np.empty(rounds) for name in names}
-    for index in range(rounds):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            calls[name]()
-            times[name][index] = time.perf_counter() - start
-    return times
 
 
 def latency(variants: dict[str, InferenceInterface], rows: int, rounds: int) -> dict[str, object]:
@@ -177,21 +157,15 @@ def main(argv: list[str] | None = None) -> int:
             ]  # fmt: skip
     table = markdown(latency_rows, throughput_rows, args.threads)
     print(table)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
     report = {
-        "benchmark": "remote_overhead",
         "model": "medium_mlp 12 → 64 → 64 → 8 (tests/onnx_models.py)",
         "server": "embedded tritonserver 2.51 (nvidia-pytriton), Python backend running onnxruntime",
         "intra_op_threads": args.threads,
-        "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",
-        "load_average_1min_after": os.getloadavg()[0],  # the machine may be shared: context for the figures
         "target": TARGET,
         "latency": latency_rows,
         "throughput": throughput_rows,
     }
-    (args.output_dir / "remote_overhead.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.output_dir / "remote_overhead.md").write_text(table)
+    write_results("remote_overhead", report, table, args.output_dir)
     return 0
 
 

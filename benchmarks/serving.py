@@ -36,9 +36,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import json
-import os
-import platform
 import sys
 import tempfile
 import threading
@@ -51,6 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench_common import RESULTS, write_results  # noqa: E402
 from finding_models import finding_model_dir, has_shipped_models  # noqa: E402  (tests/ holds the model helper)
 
 from backends.tracking_repository import TrackingRepositoryOptions, add_tracking  # noqa: E402
@@ -63,7 +61,6 @@ from tracking_algs.finding.model_dir import STAGES  # noqa: E402
 from tracking_algs.finding.served import SERVED_MODELS, ServedTrackFinder  # noqa: E402
 from tracking_algs.simulation import SimulationConfig, simulate_event  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 VARIANTS = ("local", "stages", "ensemble", "chain")
 INSTANCES = (1, 2)
 CLIENTS = (1, 2, 4)
@@ -240,16 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     for row in throughput_rows:
         best[row["variant"]] = max(best[row["variant"]], *(cell["events_per_s"] for cell in row["cells"]))
     report = {
-        "benchmark": "serving",
         "server": "embedded tritonserver 2.51 (nvidia-pytriton); neural models: Python backend running onnxruntime",
         "shipped_models": has_shipped_models(),
         "pileup": args.pileup,
         "mean_spacepoints": float(np.mean([len(event.spacepoints) for event in events])),
         "events": args.events,
         "intra_op_threads": args.threads,
-        "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",
-        "load_average_1min_after": os.getloadavg()[0],  # the machine may be shared: context for the figures
         "latency_ms": latency_ms,
         "throughput": throughput_rows,
         "best_events_per_s": best,
@@ -257,9 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     table = markdown(report)
     print(table)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.output_dir / "serving.md").write_text(table)
+    write_results("serving", report, table, args.output_dir)
     return 0
 
 

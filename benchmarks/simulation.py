@@ -17,8 +17,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core: keep BLAS from spread
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import json
-import platform
 import sys
 import tempfile
 import time
@@ -26,12 +24,12 @@ from pathlib import Path
 
 import attrs
 import numpy as np
+from bench_common import RESULTS, write_results
 
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.io.trackml import read_event, write_event
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 TARGET_S = 5.0
 
 
@@ -102,18 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     table = markdown(rows, load)
     print(table)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "simulation",
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {platform.processor() or 'unknown cpu'}",
-        "target_s_per_event_at_pileup_200": TARGET_S,
-        "load_average_1min": load,
-        "results": rows,
-    }
-    (args.output_dir / "simulation.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.output_dir / "simulation.md").write_text(table)
+    write_results("simulation", {"target_s_per_event_at_pileup_200": TARGET_S, "results": rows}, table, args.output_dir)
     return 0
 
 
