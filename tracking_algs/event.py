@@ -15,11 +15,13 @@ import numpy as np
 C = TypeVar("C", bound="Columns")
 
 
-def _float(value: Any) -> np.ndarray:
+def float_column(value: Any) -> np.ndarray:
+    """``value`` as a float64 numpy array (the converter of floating-point columns)."""
     return np.asarray(value, dtype=np.float64)
 
 
-def _int(value: Any) -> np.ndarray:
+def int_column(value: Any) -> np.ndarray:
+    """``value`` as an int64 numpy array (the converter of integer columns)."""
     return np.asarray(value, dtype=np.int64)
 
 
@@ -46,14 +48,14 @@ class Spacepoints(Columns):
     """Measured hits. ``sigma`` holds the two local measurement errors per hit (mm):
     (r·phi, z) on a barrel layer and (r·phi, r) on an endcap disk."""
 
-    hit_id: np.ndarray = attrs.field(converter=_int)
-    x: np.ndarray = attrs.field(converter=_float)
-    y: np.ndarray = attrs.field(converter=_float)
-    z: np.ndarray = attrs.field(converter=_float)
-    volume_id: np.ndarray = attrs.field(converter=_int)
-    layer_id: np.ndarray = attrs.field(converter=_int)
-    module_id: np.ndarray = attrs.field(converter=_int)
-    sigma: np.ndarray = attrs.field(converter=_float)
+    hit_id: np.ndarray = attrs.field(converter=int_column)
+    x: np.ndarray = attrs.field(converter=float_column)
+    y: np.ndarray = attrs.field(converter=float_column)
+    z: np.ndarray = attrs.field(converter=float_column)
+    volume_id: np.ndarray = attrs.field(converter=int_column)
+    layer_id: np.ndarray = attrs.field(converter=int_column)
+    module_id: np.ndarray = attrs.field(converter=int_column)
+    sigma: np.ndarray = attrs.field(converter=float_column)
 
     @property
     def r(self) -> np.ndarray:
@@ -70,30 +72,30 @@ class Spacepoints(Columns):
 class Truth(Columns):
     """Per-hit truth, row-aligned with the spacepoints: the particle (0 = noise), true position and momentum."""
 
-    hit_id: np.ndarray = attrs.field(converter=_int)
-    particle_id: np.ndarray = attrs.field(converter=_int)
-    tx: np.ndarray = attrs.field(converter=_float)
-    ty: np.ndarray = attrs.field(converter=_float)
-    tz: np.ndarray = attrs.field(converter=_float)
-    tpx: np.ndarray = attrs.field(converter=_float)
-    tpy: np.ndarray = attrs.field(converter=_float)
-    tpz: np.ndarray = attrs.field(converter=_float)
-    weight: np.ndarray = attrs.field(converter=_float)
+    hit_id: np.ndarray = attrs.field(converter=int_column)
+    particle_id: np.ndarray = attrs.field(converter=int_column)
+    tx: np.ndarray = attrs.field(converter=float_column)
+    ty: np.ndarray = attrs.field(converter=float_column)
+    tz: np.ndarray = attrs.field(converter=float_column)
+    tpx: np.ndarray = attrs.field(converter=float_column)
+    tpy: np.ndarray = attrs.field(converter=float_column)
+    tpz: np.ndarray = attrs.field(converter=float_column)
+    weight: np.ndarray = attrs.field(converter=float_column)
 
 
 @attrs.frozen
 class Particles(Columns):
     """Generated particles: production vertex (mm), momentum (GeV), charge and number of hits."""
 
-    particle_id: np.ndarray = attrs.field(converter=_int)
-    vx: np.ndarray = attrs.field(converter=_float)
-    vy: np.ndarray = attrs.field(converter=_float)
-    vz: np.ndarray = attrs.field(converter=_float)
-    px: np.ndarray = attrs.field(converter=_float)
-    py: np.ndarray = attrs.field(converter=_float)
-    pz: np.ndarray = attrs.field(converter=_float)
-    q: np.ndarray = attrs.field(converter=_int)
-    nhits: np.ndarray = attrs.field(converter=_int)
+    particle_id: np.ndarray = attrs.field(converter=int_column)
+    vx: np.ndarray = attrs.field(converter=float_column)
+    vy: np.ndarray = attrs.field(converter=float_column)
+    vz: np.ndarray = attrs.field(converter=float_column)
+    px: np.ndarray = attrs.field(converter=float_column)
+    py: np.ndarray = attrs.field(converter=float_column)
+    pz: np.ndarray = attrs.field(converter=float_column)
+    q: np.ndarray = attrs.field(converter=int_column)
+    nhits: np.ndarray = attrs.field(converter=int_column)
 
     @property
     def pt(self) -> np.ndarray:
@@ -124,7 +126,7 @@ class Event:
 class TrackCandidates:
     """Found tracks as one label per spacepoint row: ``labels[i]`` is the track id of row ``i``, -1 if unassigned."""
 
-    labels: np.ndarray = attrs.field(converter=_int)
+    labels: np.ndarray = attrs.field(converter=int_column)
 
     @property
     def track_ids(self) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 from inference_iface.errors import ConfigError
 from inference_iface.options import structure
 from tracking_algs.errors import FittingError
-from tracking_algs.event import Spacepoints, TrackCandidates
+from tracking_algs.event import Spacepoints, TrackCandidates, float_column, int_column
 from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.geometry import Detector
 
@@ -48,14 +48,6 @@ class FitStatus(IntEnum):
     DIVERGED = 4
 
 
-def _float(value: Any) -> np.ndarray:
-    return np.asarray(value, dtype=np.float64)
-
-
-def _int(value: Any) -> np.ndarray:
-    return np.asarray(value, dtype=np.int64)
-
-
 @attrs.frozen
 class FitResults:
     """Fitted tracks as numpy columns, one row per track (``T`` tracks), plus per-hit outlier flags.
@@ -70,17 +62,17 @@ class FitResults:
     the hits the fit rejected.
     """
 
-    track_id: np.ndarray = attrs.field(converter=_int)
-    params: np.ndarray = attrs.field(converter=_float)
-    cov: np.ndarray = attrs.field(converter=_float)
-    chi2: np.ndarray = attrs.field(converter=_float)
-    ndf: np.ndarray = attrs.field(converter=_int)
-    pvalue: np.ndarray = attrs.field(converter=_float)
-    n_hits: np.ndarray = attrs.field(converter=_int)
-    n_outliers: np.ndarray = attrs.field(converter=_int)
-    status: np.ndarray = attrs.field(converter=_int)
-    hit_offsets: np.ndarray = attrs.field(converter=_int)
-    hit_rows: np.ndarray = attrs.field(converter=_int)
+    track_id: np.ndarray = attrs.field(converter=int_column)
+    params: np.ndarray = attrs.field(converter=float_column)
+    cov: np.ndarray = attrs.field(converter=float_column)
+    chi2: np.ndarray = attrs.field(converter=float_column)
+    ndf: np.ndarray = attrs.field(converter=int_column)
+    pvalue: np.ndarray = attrs.field(converter=float_column)
+    n_hits: np.ndarray = attrs.field(converter=int_column)
+    n_outliers: np.ndarray = attrs.field(converter=int_column)
+    status: np.ndarray = attrs.field(converter=int_column)
+    hit_offsets: np.ndarray = attrs.field(converter=int_column)
+    hit_rows: np.ndarray = attrs.field(converter=int_column)
     outlier: np.ndarray = attrs.field(converter=lambda value: np.asarray(value, dtype=bool))
 
     def __attrs_post_init__(self) -> None:

@@ -13,7 +13,8 @@ from tracking_algs.fitting.hook import COVARIANCE_NAMES, PARAMETER_NAMES, FitRes
 from tracking_algs.job.store import EventResult
 from tracking_algs.job_options import JobOptions
 from tracking_algs.performance.edges import edge_metrics, truth_graph
-from tracking_algs.performance.matching import TrackStatus, match_tracks
+from tracking_algs.performance.lookup import particle_rows
+from tracking_algs.performance.matching import MatchResult, TrackStatus, match_tracks
 from tracking_algs.performance.truth_perigee import truth_perigee
 
 
@@ -65,17 +66,16 @@ class EventProcessor:
             truth["fit_true_params"] = self._true_params(event, found.fit, match)
         return truth
 
-    def _true_params(self, event: Event, fit: FitResults, match) -> np.ndarray:
+    def _true_params(self, event: Event, fit: FitResults, match: MatchResult) -> np.ndarray:
         """Truth perigee of each fitted track's matched particle (NaN rows for unmatched tracks)."""
         true_params = np.full((len(fit.track_id), 5), np.nan)
-        status_of = dict(zip(match.track_id.tolist(), match.track_status.tolist(), strict=True))
-        particle_of = dict(zip(match.track_id.tolist(), match.track_particle.tolist(), strict=True))
-        rows = [k for k, track in enumerate(fit.track_id.tolist()) if status_of.get(track) == TrackStatus.MATCHED]
-        if rows:
-            particles = event.particles
-            index = {pid: i for i, pid in enumerate(particles.particle_id.tolist())}
-            chosen = np.array([index[particle_of[int(fit.track_id[k])]] for k in rows])
-            true_params[rows] = truth_perigee(particles.take(chosen), self.detector.bfield_t)
+        row_in_match = np.searchsorted(match.track_id, fit.track_id)
+        found = row_in_match < len(match.track_id)
+        found[found] &= match.track_id[row_in_match[found]] == fit.track_id[found]
+        matched = np.zeros(len(fit.track_id), dtype=bool)
+        matched[found] = match.track_status[row_in_match[found]] == TrackStatus.MATCHED
+        particles = particle_rows(event.particles.particle_id, match.track_particle[row_in_match[matched]])
+        true_params[matched] = truth_perigee(event.particles.take(particles), self.detector.bfield_t)
         return true_params
 
     def close(self) -> None:
