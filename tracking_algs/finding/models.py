@@ -2,7 +2,8 @@
 
 * :class:`EmbeddingNet` maps per-spacepoint features to a low-dimensional space in which hits of one
   particle lie close together (metric learning).
-* :class:`FilterNet` scores a candidate edge from the features and embeddings of its two hits.
+* :class:`FilterNet` scores a candidate edge from the features and embeddings of its two hits and
+  their doublet geometry (:func:`pair_features`, computed inside the model).
 * :class:`InteractionGNN` is an interaction network: node and edge encoders, several message-passing
   iterations with residual node and edge updates and sum + max aggregation, and an edge classifier.
 
@@ -30,6 +31,23 @@ def mlp(n_in: int, hidden: tuple[int, ...], n_out: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+#: Number of columns :func:`pair_features` adds for an edge.
+N_PAIR_FEATURES = 7
+
+
+def pair_features(inner: torch.Tensor, outer: torch.Tensor) -> torch.Tensor:
+    """Doublet geometry of edges from the hit features (``r/1000, cos, sin, z/1000, eta/3``) of both ends:
+    dr, dz, sin(dphi), deta, the beam-line intercept z0 of the straight line through both hits (×10,
+    clipped to ±10) and the azimuthal slopes sin(dphi)/|dr| and sin(dphi)/|dz| (curvature proxies)."""
+    r_i, cos_i, sin_i, z_i, eta_i = inner[:, 0], inner[:, 1], inner[:, 2], inner[:, 3], inner[:, 4]
+    r_j, cos_j, sin_j, z_j, eta_j = outer[:, 0], outer[:, 1], outer[:, 2], outer[:, 3], outer[:, 4]
+    dr, dz = r_j - r_i, z_j - z_i
+    sin_dphi = sin_j * cos_i - cos_j * sin_i
+    z0 = torch.clamp(10.0 * (z_i * r_j - z_j * r_i) * torch.sign(dr) / (dr.abs() + 0.02), -10.0, 10.0)
+    columns = (dr, dz, sin_dphi, eta_j - eta_i, z0, sin_dphi / (dr.abs() + 0.02), sin_dphi / (dz.abs() + 0.02))
+    return torch.stack(columns, dim=1)
+
+
 class EmbeddingNet(nn.Module):
     """Per-spacepoint features [N, F] → embedding [N, D]."""
 
@@ -48,12 +66,13 @@ class FilterNet(nn.Module):
     def __init__(self, n_features: int, dim: int, hidden: tuple[int, ...] = (64, 64)) -> None:
         super().__init__()
         self.n_features, self.dim = n_features, dim
-        self.net = mlp(2 * (n_features + dim), hidden, 1)
+        self.net = mlp(2 * (n_features + dim) + N_PAIR_FEATURES, hidden, 1)
 
     def logits(self, features: torch.Tensor, embedding: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """Scores before the sigmoid (for training with BCE-with-logits)."""
         nodes = torch.cat([features, embedding], dim=1)
-        pairs = torch.cat([nodes[edge_index[0]], nodes[edge_index[1]]], dim=1)
+        inner, outer = features[edge_index[0]], features[edge_index[1]]
+        pairs = torch.cat([nodes[edge_index[0]], nodes[edge_index[1]], pair_features(inner, outer)], dim=1)
         return self.net(pairs).squeeze(-1)
 
     def forward(self, features: torch.Tensor, embedding: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
@@ -80,7 +99,7 @@ class InteractionGNN(nn.Module):
         super().__init__()
         self.n_features = n_features
         self.node_encoder = mlp(n_features, (hidden,), hidden)
-        self.edge_encoder = mlp(2 * n_features, (hidden,), hidden)
+        self.edge_encoder = mlp(2 * n_features + N_PAIR_FEATURES, (hidden,), hidden)
         self.edge_updates = nn.ModuleList(mlp(3 * hidden, (hidden,), hidden) for _ in range(iterations))
         self.node_updates = nn.ModuleList(mlp(5 * hidden, (hidden,), hidden) for _ in range(iterations))
         self.classifier = mlp(3 * hidden, (hidden,), 1)
@@ -89,7 +108,8 @@ class InteractionGNN(nn.Module):
         """Scores before the sigmoid (for training with BCE-with-logits)."""
         inner, outer = edge_index[0], edge_index[1]
         nodes = self.node_encoder(features)
-        edges = self.edge_encoder(torch.cat([features[inner], features[outer]], dim=1))
+        ends = (features[inner], features[outer])
+        edges = self.edge_encoder(torch.cat([*ends, pair_features(*ends)], dim=1))
         for edge_update, node_update in zip(self.edge_updates, self.node_updates, strict=True):
             edges = edges + edge_update(torch.cat([nodes[inner], nodes[outer], edges], dim=1))
             to_outer = _aggregate(edges, outer, nodes)
