@@ -21,8 +21,16 @@ from tracking_algs.errors import TrackingError
 NAME = "bench"
 HELP = "run the benchmarks (ratios measured side by side) and collect the tables into docs/benchmarks.md"
 
-#: Benchmarks in the order docs/benchmarks.md shows them.
-BENCHMARKS: tuple[str, ...] = ("interface_overhead", "remote_overhead", "simulation", "finding", "fitting", "serving")
+#: Benchmarks in the order docs/benchmarks.md shows them, with their section titles.
+TITLES: dict[str, str] = {
+    "interface_overhead": "Interface overhead: iface.infer vs raw onnxruntime",
+    "remote_overhead": "Local ONNX Runtime vs Triton (gRPC, gRPC + shared memory)",
+    "simulation": "Detector simulation",
+    "finding": "GNN track finding",
+    "fitting": "Kalman fitter throughput",
+    "serving": "Serving the tracking chain",
+}
+BENCHMARKS: tuple[str, ...] = tuple(TITLES)
 _PACKAGES = (
     "numpy",
     "onnxruntime-gpu",
@@ -38,7 +46,7 @@ _PACKAGES = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``trkx bench``."""
     choices = ", ".join(BENCHMARKS)
-    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, "all"], default=[], metavar="NAME",
+    parser.add_argument("names", nargs="*", default=[], metavar="NAME",
                         help=f"benchmarks to run: {choices} or all (default: none, only --doc)")  # fmt: skip
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the source checkout (default: .)")
     parser.add_argument("--doc", action="store_true", help="rewrite docs/benchmarks.md from benchmarks/results/")
@@ -49,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     root = args.root.resolve()
     if not (root / "benchmarks").is_dir():
         raise TrackingError(f"{root} has no benchmarks/ directory; run trkx bench from a source checkout")
+    unknown = sorted(set(args.names) - {*BENCHMARKS, "all"})
+    if unknown:
+        raise TrackingError(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)} or all")
     names = BENCHMARKS if "all" in args.names else tuple(args.names)
     failed = [name for name in names if _run_script(root, name) != 0]
     if args.doc:
@@ -98,10 +109,10 @@ def write_benchmarks_doc(root: Path) -> Path:
     sections = []
     for name in BENCHMARKS:
         table = results / f"{name}.md"
-        if table.exists():
-            sections.append(table.read_text().strip())
-        else:
-            sections.append(f"## {name}\n\nNot run yet: `trkx bench {name}`.")
+        body = table.read_text().strip() if table.exists() else f"Not run yet: `trkx bench {name}`."
+        if body.startswith("## "):  # the script wrote its own title
+            body = body.split("\n", 1)[1].strip()
+        sections.append(f"## {TITLES[name]}\n\n{body}\n\nScript: `benchmarks/{name}.py` (`trkx bench {name}`).")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     text = (
         "# Benchmarks\n\n"
