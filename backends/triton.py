@@ -1,10 +1,8 @@
 """The remote backend: a model served by an NVIDIA Triton Inference Server, behind :class:`InferenceInterface`.
 
-Configured by :class:`TritonConfig`::
-
-    create_inference({"backend": "triton", "url": "127.0.0.1:8001", "model_name": "embedding"})
-    create_inference({"backend": "triton", "urls": ["a:8001", "b:8001"], "model_name": "embedding",
-                      "fallback": "local", "fallback_model_path": "embedding.onnx"})
+Configured by :class:`TritonConfig` (:mod:`backends.triton_config`, re-exported here with :func:`parse_url`,
+:func:`is_loopback` and the ``ENV_*`` names); one thread's connection to one server, its shared memory and the
+mapping of client errors to status codes are in :mod:`backends.triton_connection`.
 
 Behaviour, in brief (docs/triton.md has the details):
 
@@ -19,8 +17,7 @@ Behaviour, in brief (docs/triton.md has the details):
 - ``urls`` are used round-robin; a server that fails is skipped and re-admitted after a health check
   (at most every ``health_recheck_s``); ``fallback = "local"`` starts the embedded server
   (:mod:`backends.triton_server`) when no server answers;
-- every thread has its own client per server (the HTTP client is not thread-safe), and, with shared
-  memory on, its own system shared-memory regions, reused across calls and released by :meth:`close`;
+- every thread has its own connection per server, released by :meth:`close`;
 - TLS files and a bearer token may come from the environment (``TRKX_TRITON_ROOT_CERTIFICATES``,
   ``TRKX_TRITON_PRIVATE_KEY``, ``TRKX_TRITON_CERTIFICATE_CHAIN``, ``TRKX_TRITON_TOKEN``); headers and the
   token are never logged nor shown by :meth:`describe` or the config's repr.
@@ -29,29 +26,33 @@ Behaviour, in brief (docs/triton.md has the details):
 from __future__ import annotations
 
 import concurrent.futures
-import ipaddress
 import itertools
 import logging
 import os
 import tempfile
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import attrs
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-import tritonclient.utils.shared_memory as shm
-from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from backends.model_repository import CHECKSUM_PARAMETER, add_onnx_model
+from backends.triton_config import (
+    ENV_CERTIFICATE_CHAIN,
+    ENV_PRIVATE_KEY,
+    ENV_ROOT_CERTIFICATES,
+    ENV_TOKEN,
+    TritonConfig,
+    is_loopback,
+    parse_url,
+)
+from backends.triton_connection import Connection, Endpoint, RemoteError
 from backends.triton_server import TritonServer, TritonServerConfig
-from backends.triton_types import interface_dtype, triton_datatype
-from inference_iface.dtypes import numpy_dtype
 from inference_iface.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -59,107 +60,24 @@ from inference_iface.errors import (
     ModelError,
 )
 from inference_iface.interface import InferenceInterface
-from inference_iface.registry import BackendConfig
-from inference_iface.signature import ModelSignature, TensorSpec
+from inference_iface.signature import ModelSignature
+
+__all__ = [
+    "ENV_CERTIFICATE_CHAIN",
+    "ENV_PRIVATE_KEY",
+    "ENV_ROOT_CERTIFICATES",
+    "ENV_TOKEN",
+    "ModelStats",
+    "TritonConfig",
+    "TritonInference",
+    "is_loopback",
+    "parse_url",
+]
 
 _log = logging.getLogger(__name__)
 
-ENV_ROOT_CERTIFICATES = "TRKX_TRITON_ROOT_CERTIFICATES"
-ENV_PRIVATE_KEY = "TRKX_TRITON_PRIVATE_KEY"
-ENV_CERTIFICATE_CHAIN = "TRKX_TRITON_CERTIFICATE_CHAIN"
-ENV_TOKEN = "TRKX_TRITON_TOKEN"
-
-GRPC_DEFAULT_PORT = 8001
-HTTP_DEFAULT_PORT = 8000
-
-Protocol = Literal["grpc", "http"]
-SharedMemoryMode = Literal["auto", "system", "none"]
-Compression = Literal["none", "gzip", "deflate"]
-Fallback = Literal["none", "local"]
-#: Status codes that may be listed in ``retry_on`` (transient by nature; never a bad input).
-RETRYABLE_CODES: tuple[str, ...] = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
-
-_HTTP_CODES = {"400": "INVALID_ARGUMENT", "401": "UNAUTHENTICATED", "403": "PERMISSION_DENIED", "404": "NOT_FOUND"}
-_HTTP_CODES |= {"408": "DEADLINE_EXCEEDED", "429": "RESOURCE_EXHAUSTED", "500": "INTERNAL", "503": "UNAVAILABLE"}
-_HTTP_CODES |= {"504": "DEADLINE_EXCEEDED"}
-_ALIGNMENT = 64  # byte alignment of tensors packed into one shared-memory region
 _GRPC_MAX_MESSAGE = 2**31 - 1
 _TLS_WORDS = ("ssl", "tls", "certificate", "handshake")
-_SLOT_TOO_SMALL = "shared memory size specified with the request for output"  # Triton's message
-
-
-def _retry_codes(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
-    bad = [code for code in value if code not in RETRYABLE_CODES]
-    if bad:
-        raise ValueError(f"retry_on: {', '.join(bad)} cannot be retried; choose from {', '.join(RETRYABLE_CODES)}")
-
-
-@attrs.frozen(kw_only=True)
-class TritonConfig(BackendConfig):
-    """Options of the ``triton`` backend (job-options table keys are the attribute names).
-
-    Attributes:
-        url: one server, ``host:port`` (gRPC: no scheme, no path; HTTP: ``http://``/``https://`` allowed).
-        urls: several servers, used round-robin with failover (``url`` is added in front when both are set).
-        protocol: ``"grpc"`` (default) or ``"http"``.
-        model_name: the model's name in the server's repository.
-        model_version: a pinned version, or ``""`` for the server's latest.
-        expected_signature: when set, the server's signature must match it (names, dtypes, shapes; -1 on
-            either side matches any size).
-        model_checksum: when set, the hex SHA-256 of the ONNX file the server must be serving (read from the
-            model's ``onnx_sha256`` parameter); a ``sha256:`` prefix is allowed.
-        timeout_s: deadline of one whole call, retries and failover included.
-        attempt_timeout_s: deadline of one attempt (0 = whatever is left of ``timeout_s``).
-        connect_timeout_s: deadline of health checks and of connecting (HTTP).
-        retries: extra rounds over all servers after the first failed one.
-        retry_backoff_s: sleep before the first extra round; doubles every round.
-        retry_on: status codes that are retried and failed over (from :data:`RETRYABLE_CODES`).
-        health_recheck_s: how long a failed server is left alone before it is health-checked again.
-        fallback: ``"local"`` starts the embedded tritonserver when no server answers.
-        fallback_model_path: ONNX file the local fallback serves (as ``model_name``).
-        fallback_repository: or a whole model repository for the local fallback.
-        fallback_instances: model instances in the fallback server.
-        fallback_startup_timeout_s: how long the fallback server may take to start.
-        tls: use TLS (implied by any certificate option or environment variable).
-        root_certificates, private_key, certificate_chain: PEM files (env: ``TRKX_TRITON_*``).
-        headers: extra request headers (never logged).
-        token_env: environment variable holding a bearer token sent as ``authorization`` (never logged).
-        compression: ``"none"``, ``"gzip"`` or ``"deflate"`` for requests (and HTTP responses).
-        shared_memory: ``"auto"`` (system shared memory when the server is on loopback and accepts it),
-            ``"system"`` (required) or ``"none"``.
-        async_workers: threads serving :meth:`TritonInference.infer_async`.
-    """
-
-    url: str = ""
-    urls: tuple[str, ...] = ()
-    protocol: Protocol = attrs.field(default="grpc", validator=attrs.validators.in_(("grpc", "http")))
-    model_name: str = ""
-    model_version: str = ""
-    expected_signature: ModelSignature | None = None
-    model_checksum: str = ""
-    timeout_s: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
-    attempt_timeout_s: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
-    connect_timeout_s: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
-    retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
-    retry_backoff_s: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
-    retry_on: tuple[str, ...] = attrs.field(default=("UNAVAILABLE",), validator=_retry_codes)
-    health_recheck_s: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
-    fallback: Fallback = attrs.field(default="none", validator=attrs.validators.in_(("none", "local")))
-    fallback_model_path: str = ""
-    fallback_repository: str = ""
-    fallback_instances: int = attrs.field(default=1, validator=attrs.validators.ge(1))
-    fallback_startup_timeout_s: float = attrs.field(default=120.0, validator=attrs.validators.gt(0))
-    tls: bool = False
-    root_certificates: str = ""
-    private_key: str = ""
-    certificate_chain: str = ""
-    headers: dict[str, str] = attrs.field(factory=dict, repr=False)
-    token_env: str = ENV_TOKEN
-    compression: Compression = attrs.field(default="none", validator=attrs.validators.in_(("none", "gzip", "deflate")))
-    shared_memory: SharedMemoryMode = attrs.field(
-        default="auto", validator=attrs.validators.in_(("auto", "system", "none"))
-    )
-    async_workers: int = attrs.field(default=4, validator=attrs.validators.ge(1))
 
 
 @attrs.frozen(kw_only=True)
@@ -182,344 +100,6 @@ class ModelStats:
     def request_ms(self) -> float:
         """Mean server-side time per successful request (queue plus compute), in milliseconds."""
         return self.queue_ms + self.compute_input_ms + self.compute_infer_ms + self.compute_output_ms
-
-
-def parse_url(url: str, protocol: Protocol) -> tuple[str, bool]:
-    """Check one server address; returns (``host:port``, whether the URL asked for TLS via ``https://``).
-
-    Raises:
-        ConfigError: a scheme or path in a gRPC URL, a path in an HTTP URL, a bad port, or the other
-            protocol's well-known port (8000 with gRPC, 8001 with HTTP), each with a hint.
-    """
-    text = url.strip()
-    scheme, sep, rest = text.partition("://")
-    use_tls = False
-    if sep:
-        if protocol == "grpc":
-            raise ConfigError(
-                f"gRPC URL {url!r} must be host:port without a scheme (write {rest.split('/')[0]!r}); "
-                "for the HTTP endpoint set protocol = 'http'"
-            )
-        if scheme not in ("http", "https"):
-            raise ConfigError(f"HTTP URL {url!r}: the scheme must be http or https, got {scheme!r}")
-        use_tls = scheme == "https"
-        text = rest
-    try:
-        parts = urllib.parse.urlsplit("//" + text)
-        port = parts.port
-    except ValueError as error:
-        raise ConfigError(f"{protocol} URL {url!r} is malformed: {error}") from None
-    if parts.path or parts.query or parts.fragment:
-        raise ConfigError(f"{protocol} URL {url!r} must be host:port with no path (got path {parts.path!r})")
-    if not parts.hostname:
-        raise ConfigError(f"{protocol} URL {url!r} has no host")
-    default, other, other_name = (
-        (GRPC_DEFAULT_PORT, HTTP_DEFAULT_PORT, "HTTP")
-        if protocol == "grpc"
-        else (HTTP_DEFAULT_PORT, GRPC_DEFAULT_PORT, "gRPC")
-    )
-    if port == other:
-        raise ConfigError(
-            f"{protocol} URL {url!r} uses port {other}, Triton's default {other_name} port; its {protocol} port is "
-            f"{default} (or set protocol = {'http' if protocol == 'grpc' else 'grpc'!r})"
-        )
-    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    return f"{host}:{port or default}", use_tls
-
-
-def is_loopback(address: str) -> bool:
-    """Whether ``host:port`` names this machine's loopback interface."""
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class _RemoteError(Exception):
-    """A failed server call, with its status reduced to a gRPC code name."""
-
-    def __init__(self, code: str, message: str, url: str) -> None:
-        super().__init__(f"{url}: {code}: {message}")
-        self.code, self.message, self.url = code, message, url
-
-
-def _remote_error(error: BaseException, url: str) -> _RemoteError:
-    if isinstance(error, InferenceServerException):
-        status = str(error.status() or "")
-        code = status.removeprefix("StatusCode.") if status.startswith("StatusCode.") else _HTTP_CODES.get(status)
-        return _RemoteError(code or "UNKNOWN", error.message() or str(error), url)
-    if isinstance(error, TimeoutError) or type(error).__name__ == "Timeout":
-        return _RemoteError("DEADLINE_EXCEEDED", f"{type(error).__name__}: {error}", url)
-    if isinstance(error, OSError):
-        return _RemoteError("UNAVAILABLE", f"{type(error).__name__}: {error}", url)
-    return _RemoteError("UNKNOWN", f"{type(error).__name__}: {error}", url)
-
-
-@attrs.define
-class _Endpoint:
-    """One server address and what is known about it."""
-
-    url: str
-    tls: bool
-    shared_memory: bool
-    healthy: bool = False
-    verified: bool = False
-    excluded: str = ""
-    recheck_at: float = 0.0
-    last_failure: _RemoteError | None = None
-    lock: threading.Lock = attrs.field(factory=threading.Lock)
-
-    def failed(self, error: _RemoteError, recheck_s: float) -> None:
-        self.healthy = False
-        self.last_failure = error
-        self.recheck_at = time.monotonic() + recheck_s
-
-
-class _Region:
-    """One system shared-memory region registered with one server, grown on demand and reused."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.key = "/" + name
-        self.size = 0
-        self.handle: Any = None
-
-    def ensure(self, connection: _Connection, size: int, timeout: float) -> Any:
-        """The region's handle, (re)created and registered first when it is smaller than ``size``."""
-        if size > self.size:
-            self.release(connection, timeout)
-            new_size = max(size, int(self.size * 1.5), 1 << 16)
-            self.handle = shm.create_shared_memory_region(self.name, self.key, new_size, create_only=True)
-            self.size = new_size
-            connection.call("register_system_shared_memory", self.name, self.key, new_size, timeout=timeout)
-        return self.handle
-
-    def release(self, connection: _Connection, timeout: float) -> None:
-        """Unregister (if the server answers) and destroy the region."""
-        if self.handle is None:
-            return
-        try:
-            connection.call("unregister_system_shared_memory", self.name, timeout=timeout)
-        except _RemoteError as error:  # the server may be gone; the region is still ours to destroy
-            _log.debug("unregistering shared memory %s failed: %s", self.name, error)
-        shm.destroy_shared_memory_region(self.handle)
-        self.handle, self.size = None, 0
-
-
-_region_serial = itertools.count()
-
-
-class _Connection:
-    """One thread's client for one endpoint, with its shared-memory regions."""
-
-    def __init__(self, owner: TritonInference, endpoint: _Endpoint) -> None:
-        self.owner = owner
-        self.endpoint = endpoint
-        self.thread = threading.current_thread()
-        self.client = owner._new_client(endpoint)
-        self.grpc = owner.config.protocol == "grpc"
-        self.use_shared_memory = endpoint.shared_memory
-        prefix = f"trkx-{os.getpid()}-{next(_region_serial)}"
-        self.inputs_region = _Region(prefix + "-in")
-        self.outputs_region = _Region(prefix + "-out")
-        self.output_sizes: dict[str, int] = {}
-
-    def call(self, method: str, *args: Any, timeout: float | None = None, as_json: bool = False, **kwargs: Any) -> Any:
-        """Call a client method with the headers (and, on gRPC, the deadline); errors become :class:`_RemoteError`."""
-        if self.grpc:
-            kwargs["client_timeout"] = timeout
-            if as_json:
-                kwargs["as_json"] = True
-        try:
-            return getattr(self.client, method)(*args, headers=self.owner._headers, **kwargs)
-        except BaseException as error:
-            if isinstance(error, (KeyboardInterrupt, SystemExit)):
-                raise
-            raise _remote_error(error, self.endpoint.url) from None
-
-    def ready(self, timeout: float) -> None:
-        """Raise :class:`_RemoteError` unless the model (version) is ready on this server."""
-        config = self.owner.config
-        if not self.call("is_model_ready", config.model_name, config.model_version, timeout=timeout):
-            version = f" version {config.model_version!r}" if config.model_version else ""
-            raise _RemoteError("NOT_FOUND", f"model {config.model_name!r}{version} is not ready", self.endpoint.url)
-
-    def signature(self, timeout: float) -> ModelSignature:
-        """The model's signature from the server's metadata."""
-        config = self.owner.config
-        meta = self.call("get_model_metadata", config.model_name, config.model_version, timeout=timeout, as_json=True)
-        return ModelSignature(
-            inputs=[_tensor_spec(item) for item in meta.get("inputs", [])],
-            outputs=[_tensor_spec(item) for item in meta.get("outputs", [])],
-        )
-
-    def parameters(self, timeout: float) -> dict[str, str]:
-        """The model config's string parameters."""
-        config = self.owner.config
-        answer = self.call("get_model_config", config.model_name, config.model_version, timeout=timeout, as_json=True)
-        answer = answer.get("config", answer)
-        return {key: value.get("string_value", "") for key, value in answer.get("parameters", {}).items()}
-
-    def infer(self, inputs: dict[str, np.ndarray], output_names: tuple[str, ...], timeout: float) -> dict:
-        """Run one request; outputs are copied out of shared memory before returning."""
-        layout: dict[str, tuple[int, int]] = {}
-        if self.use_shared_memory:
-            try:
-                request_inputs = self._inputs_in_shared_memory(inputs, timeout)
-                layout = self._outputs_layout(inputs, output_names, timeout)
-            except (_RemoteError, shm.SharedMemoryException) as error:
-                self._give_up_shared_memory(error)
-                return self.infer(inputs, output_names, timeout)
-        else:
-            request_inputs = [self._inline_input(name, array) for name, array in inputs.items()]
-        try:
-            result = self._send(request_inputs, output_names, layout, timeout)
-        except _RemoteError as error:
-            if not (layout and _SLOT_TOO_SMALL in error.message):
-                raise
-            # an output was larger than its estimated slot: run inline this once and remember the sizes
-            layout = {}
-            result = self._send(request_inputs, output_names, layout, timeout)
-            arrays = self._read_all(result, output_names, layout)
-            self.output_sizes.update({name: array.nbytes for name, array in zip(output_names, arrays, strict=True)})
-            return dict(zip(output_names, arrays, strict=True))
-        return dict(zip(output_names, self._read_all(result, output_names, layout), strict=True))
-
-    def _send(
-        self,
-        request_inputs: list[Any],
-        output_names: tuple[str, ...],
-        layout: dict[str, tuple[int, int]],
-        timeout: float,
-    ) -> Any:
-        module = grpcclient if self.grpc else httpclient
-        outputs = []
-        for name in output_names:
-            requested = module.InferRequestedOutput(name)
-            if name in layout:
-                offset, size = layout[name]
-                requested.set_shared_memory(self.outputs_region.name, size, offset)
-            outputs.append(requested)
-        config = self.owner.config
-        options: dict[str, Any] = {"model_version": config.model_version, "outputs": outputs}
-        if config.compression != "none":
-            if self.grpc:
-                options["compression_algorithm"] = config.compression
-            else:
-                options["request_compression_algorithm"] = config.compression
-                options["response_compression_algorithm"] = config.compression
-        return self.call("infer", config.model_name, request_inputs, timeout=timeout, **options)
-
-    def _inline_input(self, name: str, array: np.ndarray) -> Any:
-        module = grpcclient if self.grpc else httpclient
-        request_input = module.InferInput(name, list(array.shape), triton_datatype(self._dtype(name)))
-        request_input.set_data_from_numpy(array)
-        return request_input
-
-    def _dtype(self, name: str) -> str:
-        return self.owner.signature.input(name).dtype
-
-    def _inputs_in_shared_memory(self, inputs: dict[str, np.ndarray], timeout: float) -> list[Any]:
-        packed = {name: array for name, array in inputs.items() if array.dtype != object and array.nbytes}
-        size = sum(_aligned(array.nbytes) for array in packed.values())
-        handle = self.inputs_region.ensure(self, size, timeout) if packed else None
-        module = grpcclient if self.grpc else httpclient
-        request_inputs, offset = [], 0
-        for name, array in inputs.items():
-            if name not in packed:
-                request_inputs.append(self._inline_input(name, array))
-                continue
-            shm.set_shared_memory_region(handle, [array], offset=offset)
-            request_input = module.InferInput(name, list(array.shape), triton_datatype(self._dtype(name)))
-            request_input.set_shared_memory(self.inputs_region.name, array.nbytes, offset)
-            request_inputs.append(request_input)
-            offset += _aligned(array.nbytes)
-        return request_inputs
-
-    def _outputs_layout(
-        self, inputs: dict[str, np.ndarray], output_names: tuple[str, ...], timeout: float
-    ) -> dict[str, tuple[int, int]]:
-        """(offset, size) of each output in the output region.
-
-        Sizes are estimated from the signature with each -1 dimension taken as the largest leading input
-        dimension, or are the sizes last seen for that output if larger (BYTES outputs are not placed).
-        """
-        rows = max((array.shape[0] for array in inputs.values() if array.ndim), default=1)
-        layout, offset = {}, 0
-        for name in output_names:
-            spec = self.owner.signature.output(name)
-            if spec.dtype == "bytes":
-                continue
-            size = _aligned(max(_estimate_bytes(spec, rows), self.output_sizes.get(name, 0), 1))
-            layout[name] = (offset, size)
-            offset += size
-        if layout:
-            self.outputs_region.ensure(self, offset, timeout)
-            last = max(layout, key=lambda name: layout[name][0])  # the last slot gets the rest of the region
-            layout[last] = (layout[last][0], self.outputs_region.size - layout[last][0])
-        return layout
-
-    def _read_all(
-        self, result: Any, output_names: tuple[str, ...], layout: dict[str, tuple[int, int]]
-    ) -> list[np.ndarray]:
-        arrays = []
-        for name in output_names:
-            if name in layout:
-                datatype, shape = _output_info(result.get_output(name))
-                view = shm.get_contents_as_numpy(
-                    self.outputs_region.handle, triton_to_np_dtype(datatype), shape, layout[name][0]
-                )
-                arrays.append(np.array(view, copy=True))
-                del view
-            else:
-                array = result.as_numpy(name)
-                arrays.append(array if array.flags.writeable else array.copy())
-        return arrays
-
-    def _give_up_shared_memory(self, error: Exception) -> None:
-        if self.owner.config.shared_memory == "system":
-            raise BackendUnavailableError(
-                f"{self.endpoint.url}: system shared memory could not be set up ({error}); the server must run on "
-                "this host and share its /dev/shm, or set shared_memory = 'auto' or 'none'"
-            ) from None
-        _log.info("%s: not using shared memory (%s)", self.endpoint.url, error)
-        self.release_regions()
-        self.use_shared_memory = False
-
-    def release_regions(self) -> None:
-        """Unregister and destroy this connection's shared-memory regions."""
-        for region in (self.inputs_region, self.outputs_region):
-            try:
-                region.release(self, self.owner.config.connect_timeout_s)
-            except Exception as error:  # releasing must go on for the other region
-                _log.warning("releasing shared memory %s failed: %s", region.name, error)
-
-    def close(self) -> None:
-        """Release the regions and close the client."""
-        self.release_regions()
-        self.client.close()
-
-
-def _aligned(size: int) -> int:
-    return -(-size // _ALIGNMENT) * _ALIGNMENT
-
-
-def _estimate_bytes(spec: TensorSpec, rows: int) -> int:
-    count = int(np.prod([dim if dim >= 0 else rows for dim in spec.shape])) if spec.shape else 1
-    return count * numpy_dtype(spec.dtype).itemsize
-
-
-def _output_info(info: Any) -> tuple[str, list[int]]:
-    if isinstance(info, Mapping):
-        return info["datatype"], [int(dim) for dim in info["shape"]]
-    return info.datatype, [int(dim) for dim in info.shape]
-
-
-def _tensor_spec(item: Mapping[str, Any]) -> TensorSpec:
-    return TensorSpec(item["name"], interface_dtype(item["datatype"]), [int(dim) for dim in item.get("shape", [])])
 
 
 def _compatible(expected: ModelSignature, served: ModelSignature) -> list[str]:
@@ -566,12 +146,12 @@ class TritonInference(InferenceInterface):
         tls_files = bool(self._root_certificates or self._private_key or self._certificate_chain)
         self._headers = self._request_headers()
         parsed = [parse_url(url, config.protocol) for url in urls]
-        self._endpoints: tuple[_Endpoint, ...] = tuple(
-            _Endpoint(url=address, tls=config.tls or tls_files or https, shared_memory=self._wants_shm(address))
+        self._endpoints: tuple[Endpoint, ...] = tuple(
+            Endpoint(url=address, tls=config.tls or tls_files or https, shared_memory=self._wants_shm(address))
             for address, https in dict(parsed).items()
         )
         self._local = threading.local()
-        self._connections: list[_Connection] = []
+        self._connections: list[Connection] = []
         self._lock = threading.Lock()
         self._round_robin = itertools.count()
         self._signature: ModelSignature | None = None
@@ -617,7 +197,7 @@ class TritonInference(InferenceInterface):
             else:
                 raise BackendUnavailableError(f"triton: no server answered: {self._with_hint(details)}")
 
-    def _new_client(self, endpoint: _Endpoint) -> Any:
+    def _new_client(self, endpoint: Endpoint) -> Any:
         config = self.config
         if config.protocol == "http":
             ssl_options = {}
@@ -653,7 +233,7 @@ class TritonInference(InferenceInterface):
             channel_args=channel_args,
         )
 
-    def _connection(self, endpoint: _Endpoint) -> _Connection:
+    def _connection(self, endpoint: Endpoint) -> Connection:
         """This thread's connection to ``endpoint`` (made on first use)."""
         connections = getattr(self._local, "connections", None)
         if connections is None:
@@ -665,13 +245,15 @@ class TritonInference(InferenceInterface):
                     raise BackendUnavailableError(f"{self.describe()}: the interface has been closed")
                 orphaned = [c for c in self._connections if not c.thread.is_alive()]
                 self._connections = [c for c in self._connections if c.thread.is_alive()]
-                connection = connections[endpoint.url] = _Connection(self, endpoint)
+                connection = connections[endpoint.url] = Connection(
+                    endpoint, self._new_client(endpoint), self.config, self._headers, lambda: self.signature
+                )
                 self._connections.append(connection)
             for old in orphaned:  # connections of threads that have ended: release their regions now
                 old.close()
         return connection
 
-    def _probe(self, endpoint: _Endpoint, timeout: float, strict: bool = False) -> bool:
+    def _probe(self, endpoint: Endpoint, timeout: float, strict: bool = False) -> bool:
         """Health-check ``endpoint`` (and verify its model once); mark it healthy or failed.
 
         With ``strict``, a server serving a different model raises :class:`ModelError` instead of being excluded.
@@ -685,20 +267,20 @@ class TritonInference(InferenceInterface):
             if not endpoint.verified:
                 self._verify(connection, timeout)
                 endpoint.verified = True
-        except _RemoteError as error:
+        except RemoteError as error:
             endpoint.failed(error, self.config.health_recheck_s)
             return False
         except ModelError as error:
             if strict:
                 raise
             endpoint.excluded = str(error)
-            endpoint.failed(_RemoteError("FAILED_PRECONDITION", str(error), endpoint.url), self.config.health_recheck_s)
+            endpoint.failed(RemoteError("FAILED_PRECONDITION", str(error), endpoint.url), self.config.health_recheck_s)
             _log.error("%s", error)
             return False
         endpoint.healthy = True
         return True
 
-    def _verify(self, connection: _Connection, timeout: float) -> None:
+    def _verify(self, connection: Connection, timeout: float) -> None:
         url = connection.endpoint.url
         served = connection.signature(timeout)
         with self._lock:
@@ -745,7 +327,7 @@ class TritonInference(InferenceInterface):
             )
             self._fallback_server = server.start()
             url = server.grpc_url if config.protocol == "grpc" else server.http_url
-            endpoint = _Endpoint(url=url, tls=False, shared_memory=config.shared_memory != "none")
+            endpoint = Endpoint(url=url, tls=False, shared_memory=config.shared_memory != "none")
             self._endpoints = (*self._endpoints, endpoint)
         _log.warning("triton: serving %r from a local fallback server at %s", config.model_name, url)
         if not self._probe(endpoint, config.fallback_startup_timeout_s, strict=True):
@@ -779,7 +361,7 @@ class TritonInference(InferenceInterface):
             raise BackendUnavailableError(f"{self.describe()}: the interface has been closed")
         config = self.config
         deadline = time.monotonic() + config.timeout_s
-        failures: dict[str, _RemoteError] = {}
+        failures: dict[str, RemoteError] = {}
         rounds = 0
         while True:
             for endpoint in self._order():
@@ -787,12 +369,12 @@ class TritonInference(InferenceInterface):
                 if remaining <= 0:
                     raise self._exhausted(failures, timed_out=True)
                 if not endpoint.healthy and not self._probe(endpoint, remaining):
-                    failures[endpoint.url] = endpoint.last_failure or _RemoteError("UNAVAILABLE", "?", endpoint.url)
+                    failures[endpoint.url] = endpoint.last_failure or RemoteError("UNAVAILABLE", "?", endpoint.url)
                     continue
                 attempt = min(remaining, config.attempt_timeout_s or remaining)
                 try:
                     return self._connection(endpoint).infer(inputs, output_names, attempt)
-                except _RemoteError as error:
+                except RemoteError as error:
                     if error.code not in config.retry_on:
                         raise self._mapped(error) from None
                     endpoint.failed(error, config.health_recheck_s)
@@ -807,7 +389,7 @@ class TritonInference(InferenceInterface):
             pause = config.retry_backoff_s * 2 ** (rounds - 1)
             time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
 
-    def _order(self) -> list[_Endpoint]:
+    def _order(self) -> list[Endpoint]:
         """Endpoints to try: healthy ones round-robin, then failed ones; failed ones due are re-checked first."""
         endpoints = self._endpoints
         if not endpoints:
@@ -825,7 +407,7 @@ class TritonInference(InferenceInterface):
         usable = [endpoint for endpoint in rotated if not endpoint.excluded]
         return [e for e in usable if e.healthy] + [e for e in usable if not e.healthy]
 
-    def _mapped(self, error: _RemoteError) -> Exception:
+    def _mapped(self, error: RemoteError) -> Exception:
         model = f"triton model {self.config.model_name!r}"
         if error.code == "DEADLINE_EXCEEDED":
             return InferenceTimeoutError(f"{model}: {error.url} did not answer in time: {error.message}")
@@ -833,7 +415,7 @@ class TritonInference(InferenceInterface):
             return BackendUnavailableError(f"{model}: {error.url}: {error.code}: {self._with_hint(error.message)}")
         return ModelError(f"{model} failed on {error.url}: {error.message}")
 
-    def _exhausted(self, failures: dict[str, _RemoteError], timed_out: bool) -> Exception:
+    def _exhausted(self, failures: dict[str, RemoteError], timed_out: bool) -> Exception:
         details = "; ".join(f"{url}: {error.code}: {error.message}" for url, error in failures.items())
         model = f"triton model {self.config.model_name!r}"
         if timed_out or (failures and all(e.code == "DEADLINE_EXCEEDED" for e in failures.values())):
@@ -880,7 +462,7 @@ class TritonInference(InferenceInterface):
                     timeout=self.config.connect_timeout_s,
                     as_json=True,
                 )
-            except _RemoteError as error:
+            except RemoteError as error:
                 _log.info("no statistics from %s: %s", endpoint.url, error)
                 continue
             results += [_model_stats(endpoint.url, item) for item in answer.get("model_stats", [])]

@@ -1,0 +1,168 @@
+"""Options of the ``triton`` backend: :class:`TritonConfig`, the environment variables it reads and URL checks.
+
+Configured by :class:`TritonConfig`::
+
+    create_inference({"backend": "triton", "url": "127.0.0.1:8001", "model_name": "embedding"})
+    create_inference({"backend": "triton", "urls": ["a:8001", "b:8001"], "model_name": "embedding",
+                      "fallback": "local", "fallback_model_path": "embedding.onnx"})
+
+TLS files and a bearer token may come from the environment (``TRKX_TRITON_ROOT_CERTIFICATES``,
+``TRKX_TRITON_PRIVATE_KEY``, ``TRKX_TRITON_CERTIFICATE_CHAIN``, ``TRKX_TRITON_TOKEN``); headers and the token
+are never shown by the config's repr. :func:`parse_url` checks one server address, :func:`is_loopback` tells
+whether it is on this machine (where system shared memory can be used).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.parse
+from typing import Any, Literal
+
+import attrs
+
+from inference_iface.errors import ConfigError
+from inference_iface.registry import BackendConfig
+from inference_iface.signature import ModelSignature
+
+ENV_ROOT_CERTIFICATES = "TRKX_TRITON_ROOT_CERTIFICATES"
+ENV_PRIVATE_KEY = "TRKX_TRITON_PRIVATE_KEY"
+ENV_CERTIFICATE_CHAIN = "TRKX_TRITON_CERTIFICATE_CHAIN"
+ENV_TOKEN = "TRKX_TRITON_TOKEN"
+
+GRPC_DEFAULT_PORT = 8001
+HTTP_DEFAULT_PORT = 8000
+
+Protocol = Literal["grpc", "http"]
+SharedMemoryMode = Literal["auto", "system", "none"]
+Compression = Literal["none", "gzip", "deflate"]
+Fallback = Literal["none", "local"]
+#: Status codes that may be listed in ``retry_on`` (transient by nature; never a bad input).
+RETRYABLE_CODES: tuple[str, ...] = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
+
+
+def _retry_codes(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+    bad = [code for code in value if code not in RETRYABLE_CODES]
+    if bad:
+        raise ValueError(f"retry_on: {', '.join(bad)} cannot be retried; choose from {', '.join(RETRYABLE_CODES)}")
+
+
+@attrs.frozen(kw_only=True)
+class TritonConfig(BackendConfig):
+    """Options of the ``triton`` backend (job-options table keys are the attribute names).
+
+    Attributes:
+        url: one server, ``host:port`` (gRPC: no scheme, no path; HTTP: ``http://``/``https://`` allowed).
+        urls: several servers, used round-robin with failover (``url`` is added in front when both are set).
+        protocol: ``"grpc"`` (default) or ``"http"``.
+        model_name: the model's name in the server's repository.
+        model_version: a pinned version, or ``""`` for the server's latest.
+        expected_signature: when set, the server's signature must match it (names, dtypes, shapes; -1 on
+            either side matches any size).
+        model_checksum: when set, the hex SHA-256 of the ONNX file the server must be serving (read from the
+            model's ``onnx_sha256`` parameter); a ``sha256:`` prefix is allowed.
+        timeout_s: deadline of one whole call, retries and failover included.
+        attempt_timeout_s: deadline of one attempt (0 = whatever is left of ``timeout_s``).
+        connect_timeout_s: deadline of health checks and of connecting (HTTP).
+        retries: extra rounds over all servers after the first failed one.
+        retry_backoff_s: sleep before the first extra round; doubles every round.
+        retry_on: status codes that are retried and failed over (from :data:`RETRYABLE_CODES`).
+        health_recheck_s: how long a failed server is left alone before it is health-checked again.
+        fallback: ``"local"`` starts the embedded tritonserver when no server answers.
+        fallback_model_path: ONNX file the local fallback serves (as ``model_name``).
+        fallback_repository: or a whole model repository for the local fallback.
+        fallback_instances: model instances in the fallback server.
+        fallback_startup_timeout_s: how long the fallback server may take to start.
+        tls: use TLS (implied by any certificate option or environment variable).
+        root_certificates, private_key, certificate_chain: PEM files (env: ``TRKX_TRITON_*``).
+        headers: extra request headers (never logged).
+        token_env: environment variable holding a bearer token sent as ``authorization`` (never logged).
+        compression: ``"none"``, ``"gzip"`` or ``"deflate"`` for requests (and HTTP responses).
+        shared_memory: ``"auto"`` (system shared memory when the server is on loopback and accepts it),
+            ``"system"`` (required) or ``"none"``.
+        async_workers: threads serving :meth:`TritonInference.infer_async`.
+    """
+
+    url: str = ""
+    urls: tuple[str, ...] = ()
+    protocol: Protocol = attrs.field(default="grpc", validator=attrs.validators.in_(("grpc", "http")))
+    model_name: str = ""
+    model_version: str = ""
+    expected_signature: ModelSignature | None = None
+    model_checksum: str = ""
+    timeout_s: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+    attempt_timeout_s: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    connect_timeout_s: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
+    retry_backoff_s: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
+    retry_on: tuple[str, ...] = attrs.field(default=("UNAVAILABLE",), validator=_retry_codes)
+    health_recheck_s: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
+    fallback: Fallback = attrs.field(default="none", validator=attrs.validators.in_(("none", "local")))
+    fallback_model_path: str = ""
+    fallback_repository: str = ""
+    fallback_instances: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    fallback_startup_timeout_s: float = attrs.field(default=120.0, validator=attrs.validators.gt(0))
+    tls: bool = False
+    root_certificates: str = ""
+    private_key: str = ""
+    certificate_chain: str = ""
+    headers: dict[str, str] = attrs.field(factory=dict, repr=False)
+    token_env: str = ENV_TOKEN
+    compression: Compression = attrs.field(default="none", validator=attrs.validators.in_(("none", "gzip", "deflate")))
+    shared_memory: SharedMemoryMode = attrs.field(
+        default="auto", validator=attrs.validators.in_(("auto", "system", "none"))
+    )
+    async_workers: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+
+
+def parse_url(url: str, protocol: Protocol) -> tuple[str, bool]:
+    """Check one server address; returns (``host:port``, whether the URL asked for TLS via ``https://``).
+
+    Raises:
+        ConfigError: a scheme or path in a gRPC URL, a path in an HTTP URL, a bad port, or the other
+            protocol's well-known port (8000 with gRPC, 8001 with HTTP), each with a hint.
+    """
+    text = url.strip()
+    scheme, sep, rest = text.partition("://")
+    use_tls = False
+    if sep:
+        if protocol == "grpc":
+            raise ConfigError(
+                f"gRPC URL {url!r} must be host:port without a scheme (write {rest.split('/')[0]!r}); "
+                "for the HTTP endpoint set protocol = 'http'"
+            )
+        if scheme not in ("http", "https"):
+            raise ConfigError(f"HTTP URL {url!r}: the scheme must be http or https, got {scheme!r}")
+        use_tls = scheme == "https"
+        text = rest
+    try:
+        parts = urllib.parse.urlsplit("//" + text)
+        port = parts.port
+    except ValueError as error:
+        raise ConfigError(f"{protocol} URL {url!r} is malformed: {error}") from None
+    if parts.path or parts.query or parts.fragment:
+        raise ConfigError(f"{protocol} URL {url!r} must be host:port with no path (got path {parts.path!r})")
+    if not parts.hostname:
+        raise ConfigError(f"{protocol} URL {url!r} has no host")
+    default, other, other_name = (
+        (GRPC_DEFAULT_PORT, HTTP_DEFAULT_PORT, "HTTP")
+        if protocol == "grpc"
+        else (HTTP_DEFAULT_PORT, GRPC_DEFAULT_PORT, "gRPC")
+    )
+    if port == other:
+        raise ConfigError(
+            f"{protocol} URL {url!r} uses port {other}, Triton's default {other_name} port; its {protocol} port is "
+            f"{default} (or set protocol = {'http' if protocol == 'grpc' else 'grpc'!r})"
+        )
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return f"{host}:{port or default}", use_tls
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``host:port`` names this machine's loopback interface."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
