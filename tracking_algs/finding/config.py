@@ -40,9 +40,10 @@ class GNNConfig:
 @attrs.frozen(kw_only=True)
 class BuildingConfig:
     """Track building: ``components`` (connected components) or ``walkthrough`` (components after
-    splitting junctions by best score); candidates with fewer than ``min_hits`` hits are dropped."""
+    splitting junctions by best score, the default: with the shipped models it finds far more tracks, see
+    docs/physics.md); candidates with fewer than ``min_hits`` hits are dropped."""
 
-    method: Literal["components", "walkthrough"] = "components"
+    method: Literal["components", "walkthrough"] = "walkthrough"
     min_hits: int = attrs.field(default=3, validator=v.ge(1))
 
 
