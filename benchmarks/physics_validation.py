@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", default="", help="model directory (default: the shipped models)")
     parser.add_argument("--events", type=int, default=3, help="events per pile-up")
     parser.add_argument("--pileups", type=float, nargs="+", default=[0.0, 20.0, 200.0])
-    parser.add_argument("--building", choices=["components", "walkthrough"], default="components")
+    parser.add_argument("--building", choices=["components", "walkthrough"], default=BuildingConfig().method)
     args = parser.parse_args(argv)
     assert SEED >= VALIDATION_SEED_MIN
     config = FindingConfig(model_dir=args.model_dir, building=BuildingConfig(method=args.building))
