@@ -10,7 +10,15 @@ from inference_iface import ConfigError
 from inference_iface.options import structure
 from tracking_algs.cli import main
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES
-from tracking_algs.finding.training import VALIDATION_SEED_MIN, TrainConfig
+from tracking_algs.finding.training import (
+    VALIDATION_SEED_MIN,
+    DataConfig,
+    TrainConfig,
+    make_sample,
+    step_rng,
+    training_sectors,
+)
+from tracking_algs.simulation import SimulationConfig, simulate_event
 
 TINY = """
 seed = 3
@@ -23,6 +31,7 @@ validation_seed = 1000011
 validation_events = 1
 validation_pileups = [3.0]
 sector_fraction = 0.5
+focus_sectors = 1
 [embedding]
 hidden = [16]
 steps = 4
@@ -72,3 +81,17 @@ def test_train_checkpoints_resumes_and_writes_the_card(tmp_path, capsys):
 def test_training_and_validation_seeds_cannot_overlap(key, value):
     with pytest.raises(ConfigError, match=key):
         structure({"data": {key: value}}, TrainConfig)
+
+
+def test_focus_sectors_hold_the_fast_particles():
+    event = simulate_event(SimulationConfig(pileup=20.0), 7, 0)
+    sample = make_sample(event)
+    fast = sample.pt >= 2.0
+    assert 0 < fast.sum() < len(fast)
+    assert (sample.pt[event.truth.particle_id == 0] == 0).all()
+    data = DataConfig(sector_fraction=0.05, focus_sectors=4, focus_pt_min=2.0)
+    sectors = training_sectors(sample, data, step_rng(0, 4, 0))
+    assert len(sectors) == 5
+    for rows in sectors[1:]:
+        assert 0 < len(rows) < len(fast) / 5
+        assert fast[rows].any()  # each focus sector is centred on a fast particle's hit

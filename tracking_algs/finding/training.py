@@ -47,6 +47,7 @@ from tracking_algs.finding.model_dir import CARD_NAME
 from tracking_algs.finding.models import EmbeddingNet, FilterNet, InteractionGNN
 from tracking_algs.finding.validation import evaluate, without_matches
 from tracking_algs.performance import truth_graph
+from tracking_algs.performance.lookup import particle_rows
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 #: Training seeds are below this value, validation seeds at or above it.
@@ -55,7 +56,12 @@ VALIDATION_SEED_MIN = 1_000_000
 
 @attrs.frozen(kw_only=True)
 class DataConfig:
-    """Which simulated events to train and validate on."""
+    """Which simulated events to train and validate on.
+
+    The filter and GNN train on one random azimuthal sector per training event plus ``focus_sectors``
+    sectors centred on hits of particles with pT ≥ ``focus_pt_min`` GeV (in practice the signal jets).
+    Random sectors of a pile-up event hold few such dense high-pT tracks, and the networks then fail to
+    separate neighbouring jet tracks."""
 
     pileup: float = attrs.field(default=200.0, validator=v.ge(0.0))
     train_seed: int = attrs.field(default=1, validator=[v.ge(0), v.lt(VALIDATION_SEED_MIN)])
@@ -64,6 +70,8 @@ class DataConfig:
     validation_events: int = attrs.field(default=2, validator=v.gt(0))
     validation_pileups: tuple[float, ...] = (200.0, 20.0)
     sector_fraction: float = attrs.field(default=0.125, validator=[v.gt(0.0), v.le(1.0)])
+    focus_sectors: int = attrs.field(default=0, validator=v.ge(0))
+    focus_pt_min: float = attrs.field(default=2.0, validator=v.gt(0.0))
 
 
 @attrs.frozen(kw_only=True)
@@ -125,18 +133,25 @@ class Sample:
     truth: np.ndarray  # [2, T] truth-graph edges (undirected)
     truth_keys: np.ndarray  # sorted keys low * N + high of the truth edges
     phi: np.ndarray  # [N] azimuth of each hit
+    pt: np.ndarray  # [N] transverse momentum (GeV) of each hit's particle, 0 for noise
 
 
 def make_sample(event: Event) -> Sample:
     """Features, particle ids and truth graph of one event."""
     truth = np.sort(np.asarray(truth_graph(event), dtype=np.int64), axis=0)
     n = len(event.spacepoints)
+    pt = np.zeros(n)
+    if event.particles is not None:
+        row = particle_rows(event.particles.particle_id, np.asarray(event.truth.particle_id))
+        found = row >= 0
+        pt[found] = np.hypot(event.particles.px, event.particles.py)[row[found]]
     return Sample(
         features=torch.from_numpy(spacepoint_features(event.spacepoints)),
         particle=np.asarray(event.truth.particle_id, dtype=np.int64),
         truth=truth,
         truth_keys=np.unique(truth[0] * n + truth[1]),
         phi=event.spacepoints.phi,
+        pt=pt,
     )
 
 
@@ -284,10 +299,22 @@ def run_stage(
             "final_loss": float(np.mean(history[-50:])) if history else math.nan}  # fmt: skip
 
 
-def sector(phi: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Indices of the hits (azimuths ``phi``) in a random azimuthal sector holding ``fraction`` of the event."""
-    start = rng.uniform(-math.pi, math.pi)
+def sector(phi: np.ndarray, fraction: float, rng: np.random.Generator, centre: float | None = None) -> np.ndarray:
+    """Indices of the hits (azimuths ``phi``) in an azimuthal sector holding ``fraction`` of the event,
+    centred on the azimuth ``centre`` (a random one when None)."""
+    start = rng.uniform(-math.pi, math.pi) if centre is None else centre - math.pi * fraction
     return np.flatnonzero(np.mod(phi - start, 2 * math.pi) < 2 * math.pi * fraction)
+
+
+def training_sectors(sample: Sample, data: DataConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    """The sectors of one training event the filter and GNN train on: one random sector and
+    ``data.focus_sectors`` sectors centred on random hits of particles with pT ≥ ``data.focus_pt_min``."""
+    sectors = [sector(sample.phi, data.sector_fraction, rng)]
+    fast = np.flatnonzero(sample.pt >= data.focus_pt_min)
+    if len(fast):
+        for centre in sample.phi[rng.choice(fast, size=data.focus_sectors)]:
+            sectors.append(sector(sample.phi, data.sector_fraction, rng, centre=float(centre)))
+    return sectors
 
 
 def build_graph(embedding: np.ndarray, radius: float, k_max: int, event: Event, keep: np.ndarray) -> np.ndarray:
@@ -313,17 +340,18 @@ def sector_graphs(
     radius: float,
     config: TrainConfig,
 ) -> list[dict[str, Any]]:
-    """Filter training data: one sector graph per training event with features, embedding and labels."""
+    """Filter training data: the sector graphs (:func:`training_sectors`) of every training event with
+    features, embedding and labels."""
     graphs = []
     with torch.no_grad():
         for index, (event, sample) in enumerate(zip(events, samples, strict=True)):
-            rows = sector(sample.phi, config.data.sector_fraction, step_rng(config.seed, 4, index))
-            sub = _sub_sample(sample, rows)
-            embedding = model(sub.features)
-            edges = build_graph(embedding.numpy(), radius, config.filter.k_max, event, rows)
-            label, weight = edge_labels(sub, edges)
-            graphs.append({"features": sub.features, "embedding": embedding, "edges": edges, "label": label,
-                           "weight": weight})  # fmt: skip
+            for rows in training_sectors(sample, config.data, step_rng(config.seed, 4, index)):
+                sub = _sub_sample(sample, rows)
+                embedding = model(sub.features)
+                edges = build_graph(embedding.numpy(), radius, config.filter.k_max, event, rows)
+                label, weight = edge_labels(sub, edges)
+                graphs.append({"features": sub.features, "embedding": embedding, "edges": edges, "label": label,
+                               "weight": weight})  # fmt: skip
     return graphs
 
 
@@ -340,6 +368,7 @@ def _sub_sample(sample: Sample, rows: np.ndarray) -> Sample:
         truth=truth,
         truth_keys=np.unique(truth[0] * len(rows) + truth[1]),
         phi=sample.phi[rows],
+        pt=sample.pt[rows],
     )
 
 
