@@ -20,9 +20,10 @@ from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.helix import SurfaceKind, propagate, wrap_angle
 from tracking_algs.fitting.hook import FitStatus
 from tracking_algs.fitting.scattering import scattering_variances
+from tracking_algs.fitting.stacked import matmul, sandwich
 from tracking_algs.geometry import Detector
 
-_EYE5 = np.eye(5)
+_DIAGONAL = np.arange(5)
 
 
 @attrs.frozen
@@ -62,24 +63,36 @@ def gain_update(params: np.ndarray, cov: np.ndarray, residual: np.ndarray, varia
     ``residual`` [N, 2] = measurement − prediction, measurement ``variance`` [N, 2] (second infinite for a 1-D
     measurement).  Joseph form: P' = (1 − KH) P (1 − KH)ᵀ + K V Kᵀ."""
     two = np.isfinite(variance[:, 1])
-    r = np.column_stack((residual[:, 0], np.where(two, residual[:, 1], 0.0)))
-    v = np.column_stack((variance[:, 0], np.where(two, variance[:, 1], 0.0)))
-    s00 = cov[:, 0, 0] + v[:, 0]
+    r0, r1 = residual[:, 0], np.where(two, residual[:, 1], 0.0)
+    v0, v1 = variance[:, 0], np.where(two, variance[:, 1], 0.0)
+    s00 = cov[:, 0, 0] + v0
     s01 = np.where(two, cov[:, 0, 1], 0.0)
-    s11 = np.where(two, cov[:, 1, 1] + v[:, 1], 1.0)
+    s11 = np.where(two, cov[:, 1, 1] + v1, 1.0)
     det = s00 * s11 - s01 * s01
     det = np.where(det > 0.0, det, np.inf)
     precision = np.empty((len(params), 2, 2))
     precision[:, 0, 0] = s11 / det
     precision[:, 0, 1] = precision[:, 1, 0] = -s01 / det
     precision[:, 1, 1] = np.where(two, s00 / det, 0.0)
-    gain = cov[:, :, :2] @ precision
-    new_params = params + _matvec(gain, r)
-    reduction = np.broadcast_to(_EYE5, cov.shape).copy()
-    reduction[:, :, :2] -= gain
-    new_cov = reduction @ cov @ reduction.transpose(0, 2, 1) + (gain * v[:, None, :]) @ gain.transpose(0, 2, 1)
-    chi2 = (r * _matvec(precision, r)).sum(axis=1)
-    return Update(new_params, 0.5 * (new_cov + new_cov.transpose(0, 2, 1)), chi2, gain, precision)
+    gain = matmul(cov[:, :, :2], precision)
+    new_params = params + gain[:, :, 0] * r0[:, None] + gain[:, :, 1] * r1[:, None]
+    # H selects the first two components, so 1 − KH is the identity with −K in its first two columns
+    reduction = _reduction(gain)
+    new_cov = sandwich(reduction, cov)
+    weighted = gain * np.stack((v0, v1), axis=1)[:, None, :]
+    new_cov += matmul(weighted, gain.transpose(0, 2, 1))
+    chi2 = precision[:, 0, 0] * r0 * r0 + 2.0 * precision[:, 0, 1] * r0 * r1 + precision[:, 1, 1] * r1 * r1
+    new_cov += new_cov.transpose(0, 2, 1)
+    new_cov *= 0.5
+    return Update(new_params, new_cov, chi2, gain, precision)
+
+
+def _reduction(gain: np.ndarray) -> np.ndarray:
+    """1 − K H [N, 5, 5] for gains K [N, 5, 2] and H selecting the first two components."""
+    reduction = np.zeros((len(gain), 5, 5))
+    reduction[:, :, :2] = -gain
+    reduction[:, _DIAGONAL, _DIAGONAL] += 1.0
+    return reduction
 
 
 @attrs.frozen
@@ -125,7 +138,7 @@ def _rows(mask: np.ndarray) -> slice | np.ndarray:
 
 
 def _matvec(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
-    return (matrix @ vector[:, :, None])[:, :, 0]
+    return np.einsum("nij,nj->ni", matrix, vector)
 
 
 def forward_filter(
@@ -164,7 +177,7 @@ def forward_filter(
             if not step.ok.all():
                 rows = np.arange(n_tracks)[rows][step.ok]
                 params, jac, cov = params[step.ok], jac[step.ok], cov[step.ok]
-            cov = jac @ cov @ jac.transpose(0, 2, 1)
+            cov = sandwich(jac, cov)
             jacobian[i, rows] = jac
         res = _residual(hits.value[rows, i], params)
         update = gain_update(params, cov, res, hits.variance[rows, i])
@@ -202,40 +215,42 @@ class Smoothed:
 def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
     """Modified Bryson-Frazier smoothing of a forward pass (tracks with a failed status are left at zero)."""
     n_tracks, length = hits.kind.shape
-    adjoint = np.zeros((n_tracks, 5))
-    adjoint_cov = np.zeros((n_tracks, 5, 5))
+    # the adjoint (λ̃, Λ̃) of the hit after: zero where there is none (the jacobian to an unreached hit is zero)
+    after = np.zeros((n_tracks, 5))
+    after_info = np.zeros((n_tracks, 5, 5))
     first = np.zeros((n_tracks, 5))
     first_cov = np.zeros((n_tracks, 5, 5))
     hit_chi2 = np.zeros((n_tracks, length))
     ok = forward.status == FitStatus.OK
-    eye = np.broadcast_to(_EYE5, (n_tracks, 5, 5))
 
     for i in range(length - 1, -1, -1):
         rows = _rows((forward.processed > i) & ok)
         if isinstance(rows, np.ndarray) and not rows.size:
             continue
-        gain = forward.gain[i, rows]
         precision = forward.precision[i, rows]
         pred, pred_cov = forward.predicted[i, rows], forward.predicted_cov[i, rows]
-        reduction = eye[rows].copy()
-        reduction[:, :, :2] -= gain
-        info = reduction.transpose(0, 2, 1) @ adjoint_cov[rows] @ reduction
+        if i + 1 < length:
+            # Λ_i = J_i+1ᵀ Λ̃_i+1 J_i+1 enters as (1 − KH)ᵀ Λ_i (1 − KH): one transport F = J_i+1 (1 − KH) instead
+            transport = matmul(forward.jacobian[i + 1, rows], _reduction(forward.gain[i, rows]))
+            info = sandwich(transport.transpose(0, 2, 1), after_info[rows])
+            lam = np.einsum("nki,nk->ni", transport, after[rows])
+        else:
+            info = np.zeros_like(pred_cov)
+            lam = np.zeros_like(pred)
         info[:, :2, :2] += precision
-        lam = _matvec(reduction.transpose(0, 2, 1), adjoint[rows])
         lam[:, :2] -= _matvec(precision, forward.residual[i, rows])
 
         params = pred - _matvec(pred_cov, lam)
         cov_rows = pred_cov[:, :2, :]
-        smoothed_block = pred_cov[:, :2, :2] - cov_rows @ info @ cov_rows.transpose(0, 2, 1)
+        smoothed_block = pred_cov[:, :2, :2] - sandwich(cov_rows, info)
         hit_chi2[rows, i] = _hit_chi2(hits.value[rows, i], hits.variance[rows, i], params, smoothed_block)
         if i == 0:
             first[rows] = params
-            cov = pred_cov - pred_cov @ info @ pred_cov
+            cov = pred_cov - matmul(matmul(pred_cov, info), pred_cov)
             first_cov[rows] = 0.5 * (cov + cov.transpose(0, 2, 1))
         else:
-            jac = forward.jacobian[i, rows]
-            adjoint_cov[rows] = jac.transpose(0, 2, 1) @ info @ jac
-            adjoint[rows] = _matvec(jac.transpose(0, 2, 1), lam)
+            after_info[rows] = info
+            after[rows] = lam
     return Smoothed(first, first_cov, hit_chi2)
 
 
@@ -265,7 +280,7 @@ def to_perigee(
     step = propagate(params, kind, position, cylinder, radius, detector.bfield_t, direction=-1)
     first_radius = np.where(kind == SurfaceKind.DISK, params[:, 1], position)
     through = step.ok & (first_radius > pipe.radius) & (pipe.x_over_x0 > 0.0) & config.multiple_scattering
-    cov_pipe = step.jacobian @ cov @ step.jacobian.transpose(0, 2, 1)
+    cov_pipe = sandwich(step.jacobian, cov)
     var_phi, var_theta = scattering_variances(step.params, cylinder, np.full(len(params), pipe.x_over_x0),
                                               config.mass_gev)  # fmt: skip
     cov_pipe[:, 2, 2] += var_phi
@@ -276,6 +291,6 @@ def to_perigee(
     start_position = np.where(through, radius, position)
     perigee = np.full(len(params), SurfaceKind.PERIGEE)
     final = propagate(start, start_kind, start_position, perigee, np.zeros(len(params)), detector.bfield_t)
-    final_cov = final.jacobian @ start_cov @ final.jacobian.transpose(0, 2, 1)
+    final_cov = sandwich(final.jacobian, start_cov)
     final_cov = 0.5 * (final_cov + final_cov.transpose(0, 2, 1))
     return final.params, final_cov, final.ok

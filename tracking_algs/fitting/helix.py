@@ -30,6 +30,7 @@ from enum import IntEnum
 import attrs
 import numpy as np
 
+from tracking_algs.fitting.stacked import matmul
 from tracking_algs.geometry import HELIX_CONSTANT
 
 #: below this |turning angle| the helix functions use their Taylor series (relative error < 1e-13)
@@ -269,7 +270,7 @@ def propagate(
     denominator = (grad * derivative).sum(axis=1)
     ok &= np.abs(denominator) > 1e-12
     denominator = np.where(ok, denominator, 1.0)
-    bound_rate = (to_bound @ derivative[:, :, None])[:, :, 0]  # d(bound)/ds
+    bound_rate = np.einsum("nij,nj->ni", to_bound, derivative)  # d(bound)/ds
     corrected = to_bound - bound_rate[:, :, None] * (grad / denominator[:, None])[:, None, :]
-    jacobian = corrected @ (transport_jac @ to_free)
+    jacobian = matmul(corrected, matmul(transport_jac, to_free))
     return Propagation(params=bound, jacobian=jacobian, path=path, ok=ok)
