@@ -109,6 +109,13 @@ def test_resume_after_kill_gives_identical_results(finished_job, tmp_path):
         assert (output / name).read_text() == (finished_job / name).read_text(), name
 
 
+def test_parallel_workers_give_identical_results(finished_job, tmp_path):
+    output = tmp_path / "parallel"
+    assert _run("--simulate", "3", "--jobs", "2", "--output", str(output), *[f"--set={item}" for item in SMALL]) == 0
+    for name in ("tracks.csv", "fitted_tracks.csv"):
+        assert (output / name).read_text() == (finished_job / name).read_text(), name
+
+
 def test_rerun_without_resume_into_a_used_directory_is_refused(finished_job, capsys):
     assert _run("--simulate", "3", "--output", str(finished_job), *[f"--set={item}" for item in SMALL]) == 2
     assert "--resume" in capsys.readouterr().err
