@@ -13,6 +13,9 @@ the project's exporter (:mod:`finding_models`; the comparison needs real ONNX mo
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +167,46 @@ def test_trkx_run_remote_and_served_chain_write_the_local_tracks(server, model_d
     assert all("triton" in text for text in backends["remote"].values())
     assert list(backends["chain"]) == ["chain"]
     assert "tracking_chain" in backends["chain"]["chain"]
+
+
+def test_job_stopped_by_a_dead_server_keeps_its_events_and_resumes(repository, model_dir, tmp_path):
+    """A server that dies mid-job: the job reports it (exit status 3), writes every file from the events it
+    finished, and ``--resume`` against a server on the same address completes with the local results."""
+    events, output = 4, tmp_path / "stopped"
+    sets = [f"simulation.pileup={PILEUP}", f"job.seed={SEED}", f"finding.model_dir={model_dir}",
+            "inference.triton.timeout_s=5.0", "inference.triton.retries=0"]  # fmt: skip
+    first = TritonServer(TritonServerConfig(repository=str(repository), startup_timeout_s=180)).start()
+    port = first.grpc_port
+    sets.append(f"inference.triton.url={first.grpc_url}")
+    command = [sys.executable, "-m", "tracking_algs.cli", "run", str(ROOT / "configs" / "remote_triton.toml"),
+               "--simulate", str(events), "--output", str(output), "--no-progress",
+               *[f"--set={item}" for item in sets]]  # fmt: skip
+    try:
+        job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while not list((output / "events").glob("*.npz")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first.kill()
+        _, stderr = job.communicate(timeout=120)
+    finally:
+        first.stop()
+    assert job.returncode == 3, stderr
+    assert "--resume" in stderr
+    performance = json.loads((output / "performance.json").read_text())
+    finished = performance["events"]
+    assert 1 <= len(finished) < events
+    assert [failure["stage"] for failure in performance["failed_events"]] == ["backend"]
+    written = {int(line.split(",")[0]) for line in (output / "tracks.csv").read_text().splitlines()[1:]}
+    assert written == set(finished)
+
+    with TritonServer(TritonServerConfig(repository=str(repository), grpc_port=port, startup_timeout_s=180)):
+        argv = ["run", str(ROOT / "configs" / "remote_triton.toml"), "--simulate", str(events), "--resume",
+                "--output", str(output), "--no-progress", *[f"--set={item}" for item in sets]]  # fmt: skip
+        assert main(argv) == 0
+    local = tmp_path / "local"
+    argv = ["run", str(ROOT / "configs" / "local_onnx.toml"), "--simulate", str(events), "--output", str(local),
+            "--no-progress", *[f"--set={item}" for item in sets[:3]]]  # fmt: skip
+    assert main(argv) == 0
+    for name in ("tracks.csv", "fitted_tracks.csv"):
+        assert (output / name).read_bytes() == (local / name).read_bytes(), name
+    assert json.loads((output / "performance.json").read_text())["failed_events"] == []
