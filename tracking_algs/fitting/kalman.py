@@ -61,10 +61,15 @@ class KalmanFitter:
         ordered = np.lexsort((np.arange(len(rows)), hits["distance"], track_of_hit))
 
         out = _Output(n_tracks, len(rows))
-        by_length = np.argsort(counts, kind="stable")
-        for start in range(0, n_tracks, self.config.batch_size):
-            tracks = by_length[start : start + self.config.batch_size]
-            self._fit_batch(tracks, offsets, ordered, hits, out)
+        removed = np.zeros(len(rows), dtype=bool)  # hits (rows of `hits`) dropped as outliers
+        # every attempt fits all tracks still to do, batched; the few that lose an outlier are refitted together
+        # in the next attempt (in length order, as they came) rather than one small refit per batch
+        todo = np.argsort(counts, kind="stable")
+        for attempt in range(self.config.max_outlier_refits + 1):
+            batches = range(0, len(todo), self.config.batch_size)
+            refits = [self._fit_batch(todo[start : start + self.config.batch_size], offsets, ordered, hits, removed,
+                                      attempt, out) for start in batches]  # fmt: skip
+            todo = np.concatenate(refits) if refits else todo[:0]
         return out.results(track_ids, offsets, rows)
 
     def _hit_table(self, spacepoints: Spacepoints, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -104,8 +109,9 @@ class KalmanFitter:
             "distance": r * r + z * z,
         }
 
-    def _fit_batch(self, tracks, offsets, ordered, hits, out: _Output) -> None:
-        """Fit ``tracks`` (indices into the candidate groups), refitting those that lose an outlier."""
+    def _fit_batch(self, tracks, offsets, ordered, hits, removed, attempt: int, out: _Output) -> np.ndarray:
+        """Fit ``tracks`` (indices into the candidate groups) without their ``removed`` hits; store the finished
+        ones and return those to refit, with their worst outlier marked in ``removed``."""
         config = self.config
         starts, counts = offsets[tracks], offsets[tracks + 1] - offsets[tracks]
         length = int(counts.max(initial=0))
@@ -113,28 +119,23 @@ class KalmanFitter:
         valid = slot[None, :] < counts[:, None]
         # hit_index[t, j]: the j-th hit (in crossing order) of track t, as an index into `hits`; -1 on padding
         hit_index = np.where(valid, ordered[np.minimum(starts[:, None] + slot[None, :], len(ordered) - 1)], -1)
-        removed = np.zeros_like(valid)
-        todo = np.arange(len(tracks))
-        for attempt in range(config.max_outlier_refits + 1):
-            if not todo.size:
-                break
-            kept = valid[todo] & ~removed[todo]
-            status, used, hit_chi2, fit = self._fit_once(hit_index[todo], kept, hits)
-            cut = np.where(np.isfinite(hits["variance"][hit_index[todo], 1]), config.outlier_chi2_cut_2d,
-                           config.outlier_chi2_cut_1d)  # fmt: skip
-            ratio = np.where(kept, hit_chi2 / cut, 0.0)
-            worst = np.argmax(ratio, axis=1)
-            refit = (
-                (status == FitStatus.OK)
-                & (ratio[np.arange(len(todo)), worst] > 1.0)
-                & (kept.sum(axis=1) > config.min_hits)
-                & (attempt < config.max_outlier_refits)
-            )
-            done = ~refit
-            out.store(tracks[todo[done]], hit_index[todo[done]], kept[done], used[done], status[done],
-                      *(column[done] for column in fit))  # fmt: skip
-            removed[todo[refit], worst[refit]] = True
-            todo = todo[refit]
+        kept = valid & ~removed[hit_index]
+        status, used, hit_chi2, fit = self._fit_once(hit_index, kept, hits)
+        cut = np.where(np.isfinite(hits["variance"][hit_index, 1]), config.outlier_chi2_cut_2d,
+                       config.outlier_chi2_cut_1d)  # fmt: skip
+        ratio = np.where(kept, hit_chi2 / cut, 0.0)
+        worst = np.argmax(ratio, axis=1)
+        refit = (
+            (status == FitStatus.OK)
+            & (ratio[np.arange(len(tracks)), worst] > 1.0)
+            & (kept.sum(axis=1) > config.min_hits)
+            & (attempt < config.max_outlier_refits)
+        )
+        done = ~refit
+        out.store(tracks[done], hit_index[done], kept[done], used[done], status[done],
+                  *(column[done] for column in fit))  # fmt: skip
+        removed[hit_index[refit, worst[refit]]] = True
+        return tracks[refit]
 
     def _fit_once(self, hit_index, kept, hits):
         """One fit of each row's ``kept`` hits: ``(status, used [T, L] (in hit_index's layout), hit χ² [T, L],
