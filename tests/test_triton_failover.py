@@ -84,12 +84,25 @@ def test_killed_server_gives_backend_unavailable_within_timeout(start_server):
     assert processes_mentioning(str(server.repository)) == []  # the server's model stubs died with it
 
 
+def _wait_until_stopped(pid: int, timeout_s: float = 10.0) -> None:
+    """Wait until every thread of ``pid`` is stopped (SIGSTOP reaches a busy process asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    tasks = Path(f"/proc/{pid}/task")
+    while time.monotonic() < deadline:
+        states = {(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in tasks.iterdir()}
+        if states <= {"T", "t"}:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not stop")
+
+
 def test_hung_server_gives_a_timeout_error_within_timeout(start_server):
     server = start_server()
     iface = TritonInference(TritonConfig(url=server.grpc_url, model_name="two_in_two_out", timeout_s=2.0))
     check(iface, 0)
     os.kill(server.process.pid, signal.SIGSTOP)  # alive but silent
     try:
+        _wait_until_stopped(server.process.pid)
         start = time.monotonic()
         with pytest.raises(InferenceTimeoutError, match="did not answer in time"):
             iface.infer(pair())
@@ -114,6 +127,7 @@ def test_hung_server_is_failed_over_when_deadlines_are_retried(start_server):
     )
     os.kill(hung.process.pid, signal.SIGSTOP)
     try:
+        _wait_until_stopped(hung.process.pid)
         for seed in range(10):
             check(iface, seed)
     finally:
