@@ -141,3 +141,17 @@ def test_bad_event_is_reported_and_skipped(tmp_path):
     good = read_event(events, 2)
     written = np.array([int(row["event_id"]) for row in _rows(output / "tracks.csv")])
     assert int((written == 2).sum()) == len(good.spacepoints)
+
+
+@pytest.mark.slow
+def test_pileup_200_event_end_to_end(tmp_path):
+    """One held-out pile-up-200 event (≈100k spacepoints) through finding and fitting (about a minute)."""
+    output = tmp_path / "pileup200"
+    assert _run("--simulate", "1", "--output", str(output), "--set=simulation.pileup=200", "--set=job.seed=2000500") == 0
+    performance = json.loads((output / "performance.json").read_text())
+    assert performance["events"] == [0]
+    assert performance["edges"]["graph"]["count"] > 1e5
+    assert 0.3 < performance["tracking"]["efficiency"] <= 1.0
+    rows = _rows(output / "fitted_tracks.csv")
+    assert len(rows) > 1000
+    assert np.isfinite([[float(row[name]) for name in FITTED_COLUMNS] for row in rows]).all()

@@ -19,7 +19,7 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def plot_pulls(pulls: np.ndarray, pvalues: np.ndarray, path: Path) -> Path:
+def plot_pulls(pulls: np.ndarray, pvalues: np.ndarray, path: Path, title: str = "") -> Path:
     """Pull distributions of the five perigee parameters with a unit Gaussian, and the p-value histogram."""
     with matplotlib.style.context(mplhep.style.ROOT):
         figure = Figure(figsize=(15, 9), layout="constrained")
@@ -34,6 +34,8 @@ def plot_pulls(pulls: np.ndarray, pvalues: np.ndarray, path: Path) -> Path:
             axes[k].legend(fontsize="small")
         axes[5].hist(pvalues, bins=np.linspace(0, 1, 21), histtype="step")
         axes[5].set_xlabel("fit p-value")
+        if title:
+            figure.suptitle(title)
         return _save(figure, path)
 
 

@@ -63,20 +63,24 @@ class EventProcessor:
         match = match_tracks(event, found.candidates, self.options.performance)
         truth = {key: np.asarray(value) for key, value in attrs.asdict(match, recurse=False).items()}
         if found.fit is not None:
-            truth["fit_true_params"] = self._true_params(event, found.fit, match)
+            truth["fit_true_params"], truth["fit_pure"] = self._fit_truth(event, found.fit, match)
         return truth
 
-    def _true_params(self, event: Event, fit: FitResults, match: MatchResult) -> np.ndarray:
-        """Truth perigee of each fitted track's matched particle (NaN rows for unmatched tracks)."""
+    def _fit_truth(self, event: Event, fit: FitResults, match: MatchResult) -> tuple[np.ndarray, np.ndarray]:
+        """For each fitted track: the truth perigee of its matched particle (NaN rows for unmatched tracks), and
+        whether the track is pure (matched, every hit from that particle)."""
         true_params = np.full((len(fit.track_id), 5), np.nan)
         row_in_match = np.searchsorted(match.track_id, fit.track_id)
         found = row_in_match < len(match.track_id)
         found[found] &= match.track_id[row_in_match[found]] == fit.track_id[found]
         matched = np.zeros(len(fit.track_id), dtype=bool)
         matched[found] = match.track_status[row_in_match[found]] == TrackStatus.MATCHED
-        particles = particle_rows(event.particles.particle_id, match.track_particle[row_in_match[matched]])
+        rows = row_in_match[matched]
+        particles = particle_rows(event.particles.particle_id, match.track_particle[rows])
         true_params[matched] = truth_perigee(event.particles.take(particles), self.detector.bfield_t)
-        return true_params
+        pure = np.zeros(len(fit.track_id), dtype=bool)
+        pure[matched] = match.track_nmajority[rows] == match.track_nhits[rows]
+        return true_params, pure
 
     def close(self) -> None:
         """Release the finder's inference interfaces."""

@@ -68,7 +68,12 @@ def write_report(store: ResultStore, options: JobOptions) -> dict[str, Any]:
         fits = _fit_quality(with_truth)
         if fits:
             performance["fitting"] = fits["summary"]
-            plot_pulls(fits["pulls"], fits["pvalues"], plots / "pulls.png")
+            plot_pulls(
+                fits["pulls"],
+                fits["pvalues"],
+                plots / "pulls.png",
+                title="found tracks matched to a particle, all hits from it",
+            )
             plot_resolutions(fits["summary"]["resolution_vs_pt"], plots / "resolution_vs_pt.png")
     (output / "performance.json").write_text(json.dumps(_plain(performance), indent=2) + "\n")
     return performance
@@ -142,7 +147,9 @@ def _tracking(match: MatchResult, options: JobOptions) -> dict[str, Any]:
 
 
 def _fit_quality(results: list[EventResult]) -> dict[str, Any]:
-    """Pulls, p-values and resolutions of fitted tracks matched to a particle (fit status OK)."""
+    """Pulls, p-values and resolutions of fitted tracks (fit status OK) matched to a particle: over all matched
+    tracks, and over the pure ones (every hit from the matched particle), which isolate the fitter from the
+    finder's wrong hits."""
     fitted = [r for r in results if r.fitted and "fit_true_params" in r.truth]
     if not fitted:
         return {}
@@ -151,34 +158,43 @@ def _fit_quality(results: list[EventResult]) -> dict[str, Any]:
     errors = np.sqrt(np.concatenate([np.column_stack([r.fitted[f"cov_{k}{k}"] for k in range(5)]) for r in fitted]))
     status = np.concatenate([r.fitted["status"] for r in fitted])
     pvalue = np.concatenate([r.fitted["pvalue"] for r in fitted])
-    usable = (status == 0) & np.isfinite(true).all(axis=1)
-    residual = params[usable] - true[usable]
+    pure = np.concatenate([r.truth["fit_pure"] for r in fitted])
+    matched = (status == 0) & np.isfinite(true).all(axis=1)
+    residual = params - np.where(matched[:, None], true, params)
     residual[:, 2] = np.angle(np.exp(1j * residual[:, 2]))
-    pulls = residual / errors[usable]
-    true_pt = np.abs(np.sin(true[usable, 3]) / true[usable, 4])
-    qopt_residual = params[usable, 4] / np.sin(params[usable, 3]) - true[usable, 4] / np.sin(true[usable, 3])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pulls = residual / errors
+    true_pt = np.abs(np.sin(true[:, 3]) / true[:, 4])
+    qopt_residual = params[:, 4] / np.sin(params[:, 3]) - true[:, 4] / np.sin(true[:, 3])
+    clean = matched & pure
     summary = {
         "n_fitted": len(status),
         "n_ok": int((status == 0).sum()),
-        "n_matched_ok": int(usable.sum()),
-        "pulls": {name: {"mean": float(np.mean(pulls[:, k])), "std": float(np.std(pulls[:, k]))}
-                  for k, name in enumerate(PARAMETER_NAMES)} if usable.any() else {},
-        "pvalue_mean": float(np.mean(pvalue[usable])) if usable.any() else None,
-        "resolution": {"d0_mm": _robust_std(residual[:, 0]), "z0_mm": _robust_std(residual[:, 1]),
-                       "qopt_per_gev": _robust_std(qopt_residual)},
+        "n_matched_ok": int(matched.sum()),
+        "n_pure_matched_ok": int(clean.sum()),
+        "pulls": _pull_stats(pulls[matched]),
+        "pulls_pure": _pull_stats(pulls[clean]),
+        "pvalue_mean": float(np.mean(pvalue[matched])) if matched.any() else None,
+        "pvalue_mean_pure": float(np.mean(pvalue[clean])) if clean.any() else None,
+        "resolution": {"d0_mm": _robust_std(residual[matched, 0]), "z0_mm": _robust_std(residual[matched, 1]),
+                       "qopt_per_gev": _robust_std(qopt_residual[matched])},
     }  # fmt: skip
+    columns = (("d0 [mm]", residual[:, 0]), ("z0 [mm]", residual[:, 1]), ("q/pT [1/GeV]", qopt_residual))
     resolution_vs_pt = {
-        name: [_robust_std(values[(true_pt >= lo) & (true_pt < hi)])
+        name: [_robust_std(values[matched & (true_pt >= lo) & (true_pt < hi)])
                for lo, hi in itertools.pairwise(RESOLUTION_PT_BINS)]
-        for name, values in (("d0 [mm]", residual[:, 0]), ("z0 [mm]", residual[:, 1]), ("q/pT [1/GeV]", qopt_residual))
+        for name, values in columns
     }  # fmt: skip
     summary["resolution_vs_pt"] = {"pt_bins": RESOLUTION_PT_BINS.tolist(), **resolution_vs_pt}
-    return {
-        "summary": summary,
-        "pulls": pulls,
-        "pvalues": pvalue[usable],
-        "resolution_vs_pt": summary["resolution_vs_pt"],
-    }
+    return {"summary": summary, "pulls": pulls[clean], "pvalues": pvalue[clean]}
+
+
+def _pull_stats(pulls: np.ndarray) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation of each parameter's pulls (empty without tracks)."""
+    if not len(pulls):
+        return {}
+    return {name: {"mean": float(np.mean(pulls[:, k])), "std": float(np.std(pulls[:, k]))}
+            for k, name in enumerate(PARAMETER_NAMES)}  # fmt: skip
 
 
 def _robust_std(values: np.ndarray) -> float:
@@ -220,8 +236,11 @@ def print_summary(performance: dict[str, Any], summary: JobSummary, console: Con
         resolution = fitting["resolution"]
         table.add_row("resolution d0 / z0", f"{resolution['d0_mm'] * 1e3:.1f} µm / {resolution['z0_mm'] * 1e3:.1f} µm")
         table.add_row("resolution q/pT", f"{resolution['qopt_per_gev']:.2e} /GeV")
-        if fitting["pvalue_mean"] is not None:
-            table.add_row("fit p-value mean", f"{fitting['pvalue_mean']:.3f}")
+        pure = fitting["pulls_pure"]
+        if pure:
+            widths = " / ".join(f"{pure[name]['std']:.2f}" for name in PARAMETER_NAMES)
+            table.add_row("pull widths d0/z0/phi/theta/qop (pure tracks)", widths)
+            table.add_row("fit p-value mean (pure tracks)", f"{fitting['pvalue_mean_pure']:.3f}")
     for stage, stats in performance["timing_ms"].items():
         table.add_row(f"{stage} [ms/event]", f"{stats['mean']:.1f} ± {stats['std']:.1f}")
     console.print(table)
