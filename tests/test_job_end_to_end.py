@@ -147,7 +147,8 @@ def test_bad_event_is_reported_and_skipped(tmp_path):
 def test_pileup_200_event_end_to_end(tmp_path):
     """One held-out pile-up-200 event (≈100k spacepoints) through finding and fitting (about a minute)."""
     output = tmp_path / "pileup200"
-    assert _run("--simulate", "1", "--output", str(output), "--set=simulation.pileup=200", "--set=job.seed=2000500") == 0
+    overrides = ["--set=simulation.pileup=200", "--set=job.seed=2000500"]
+    assert _run("--simulate", "1", "--output", str(output), *overrides) == 0
     performance = json.loads((output / "performance.json").read_text())
     assert performance["events"] == [0]
     assert performance["edges"]["graph"]["count"] > 1e5
