@@ -162,10 +162,10 @@ def _fit_quality(results: list[EventResult]) -> dict[str, Any]:
     matched = (status == 0) & np.isfinite(true).all(axis=1)
     residual = params - np.where(matched[:, None], true, params)
     residual[:, 2] = np.angle(np.exp(1j * residual[:, 2]))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # failed fits carry zeros; they are masked below
         pulls = residual / errors
-    true_pt = np.abs(np.sin(true[:, 3]) / true[:, 4])
-    qopt_residual = params[:, 4] / np.sin(params[:, 3]) - true[:, 4] / np.sin(true[:, 3])
+        true_pt = np.abs(np.sin(true[:, 3]) / true[:, 4])
+        qopt_residual = params[:, 4] / np.sin(params[:, 3]) - true[:, 4] / np.sin(true[:, 3])
     clean = matched & pure
     summary = {
         "n_fitted": len(status),
