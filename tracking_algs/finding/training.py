@@ -215,7 +215,6 @@ def train_embedding(
 def train_edges(model: FilterNet, graphs: list[dict[str, Any]], config: FilterTraining, seed: int) -> Callable:
     """The step function of the filter stage: a random batch of edges from a random training graph."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    loss_function = torch.nn.BCEWithLogitsLoss(reduction="none")
 
     def step(index: int) -> float:
         rng = step_rng(seed, 2, index)
@@ -223,14 +222,8 @@ def train_edges(model: FilterNet, graphs: list[dict[str, Any]], config: FilterTr
         n_edges = graph["edges"].shape[1]
         pick = rng.choice(n_edges, size=min(config.batch_edges, n_edges), replace=False)
         edges = torch.from_numpy(graph["edges"][:, pick])
-        label = torch.from_numpy(graph["label"][pick])
-        weight = torch.from_numpy(graph["weight"][pick]) * _class_weight(label)
         logits = model.logits(graph["features"], graph["embedding"], edges)
-        loss = (loss_function(logits, label) * weight).sum() / weight.sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return loss.item()
+        return _balanced_bce_step(optimizer, logits, graph["label"][pick], graph["weight"][pick])
 
     step.optimizer, step.learning_rate = optimizer, config.learning_rate  # type: ignore[attr-defined]
     return step
@@ -239,22 +232,29 @@ def train_edges(model: FilterNet, graphs: list[dict[str, Any]], config: FilterTr
 def train_gnn(model: InteractionGNN, graphs: list[dict[str, Any]], config: GNNTraining, seed: int) -> Callable:
     """The step function of the GNN stage: one whole filtered training graph per step."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    loss_function = torch.nn.BCEWithLogitsLoss(reduction="none")
 
     def step(index: int) -> float:
         rng = step_rng(seed, 3, index)
         graph = graphs[rng.integers(len(graphs))]
-        label = torch.from_numpy(graph["label"])
-        weight = torch.from_numpy(graph["weight"]) * _class_weight(label)
         logits = model.logits(graph["features"], torch.from_numpy(graph["edges"]))
-        loss = (loss_function(logits, label) * weight).sum() / weight.sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return loss.item()
+        return _balanced_bce_step(optimizer, logits, graph["label"], graph["weight"])
 
     step.optimizer, step.learning_rate = optimizer, config.learning_rate  # type: ignore[attr-defined]
     return step
+
+
+def _balanced_bce_step(
+    optimizer: torch.optim.Optimizer, logits: torch.Tensor, label: np.ndarray, weight: np.ndarray
+) -> float:
+    """One optimiser step on the edge-weighted, class-balanced binary cross-entropy; returns the loss."""
+    labels = torch.from_numpy(label)
+    weights = torch.from_numpy(weight) * _class_weight(labels)
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    loss = (losses * weights).sum() / weights.sum()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 def _class_weight(label: torch.Tensor) -> torch.Tensor:
