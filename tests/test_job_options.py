@@ -91,3 +91,9 @@ def test_missing_and_malformed_files_are_named(tmp_path):
 def test_override_syntax_errors_are_clear():
     with pytest.raises(ConfigError, match=r"dotted\.key=value"):
         load_job_options(None, ["finding.gnn.cut"])
+
+
+def test_service_config_serves_the_whole_chain_on_triton():
+    options = load_job_options(CONFIGS / "service.toml")
+    assert options.finding.serving == "chain"
+    assert options.inference["backend"] == "triton"
