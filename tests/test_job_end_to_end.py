@@ -156,3 +156,19 @@ def test_pileup_200_event_end_to_end(tmp_path):
     rows = _rows(output / "fitted_tracks.csv")
     assert len(rows) > 1000
     assert np.isfinite([[float(row[name]) for name in FITTED_COLUMNS] for row in rows]).all()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_unreachable_server_stops_the_job_with_a_report(tmp_path, capsys, jobs):
+    """No server at the configured address: exit status 3, the failure recorded, the same with workers."""
+    output = tmp_path / "no_server"
+    remote = str(ROOT / "configs" / "remote_triton.toml")
+    sets = ["inference.triton.url=127.0.0.1:1", "inference.triton.connect_timeout_s=1", "inference.triton.timeout_s=2"]
+    argv = ["run", remote, "--simulate", "2", "--jobs", jobs, "--output", str(output), "--no-progress"]
+    assert main(argv + [f"--set={item}" for item in sets]) == 3
+    assert "--resume" in capsys.readouterr().err
+    performance = json.loads((output / "performance.json").read_text())
+    assert performance["events"] == []
+    (failure,) = performance["failed_events"]
+    assert failure["stage"] == "backend"
+    assert "BackendUnavailableError" in failure["error"]

@@ -81,21 +81,32 @@ def _outcomes(
     if not event_ids:
         return
     if jobs <= 1:
-        with EventProcessor(options) as processor:
+        processor = _start(options, event_ids[0])
+        if isinstance(processor, EventFailure):
+            yield processor
+            return
+        with processor:
             for event_id in event_ids:
                 yield _process_one(processor, source, event_id)
         return
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=jobs, mp_context=context, initializer=_start_worker, initargs=(options,)
-    ) as pool:
-        futures = [pool.submit(_work, source, event_id) for event_id in event_ids]
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(_work, options, source, event_id) for event_id in event_ids]
         try:
             for future in concurrent.futures.as_completed(futures):
                 yield future.result()
         finally:
             for future in futures:
                 future.cancel()
+
+
+def _start(options: JobOptions, event_id: int) -> EventProcessor | EventFailure:
+    """The processor; a backend that cannot be reached while building it stops the job at ``event_id`` like a
+    backend lost mid-job (other errors, such as a bad model file, propagate to the caller)."""
+    try:
+        return EventProcessor(options)
+    except BACKEND_ERRORS as error:
+        return EventFailure(event_id, "backend", f"{type(error).__name__}: {error}")
 
 
 def _process_one(processor: EventProcessor, source: EventSource, event_id: int) -> EventResult | EventFailure:
@@ -115,11 +126,12 @@ def _process_one(processor: EventProcessor, source: EventSource, event_id: int) 
 _worker_processor: EventProcessor | None = None
 
 
-def _start_worker(options: JobOptions) -> None:
+def _work(options: JobOptions, source: EventSource, event_id: int) -> EventResult | EventFailure:
+    """One event in a worker process, which builds its processor on its first event."""
     global _worker_processor
-    _worker_processor = EventProcessor(options)
-
-
-def _work(source: EventSource, event_id: int) -> EventResult | EventFailure:
-    assert _worker_processor is not None, "worker not initialised"
+    if _worker_processor is None:
+        started = _start(options, event_id)
+        if isinstance(started, EventFailure):
+            return started
+        _worker_processor = started
     return _process_one(_worker_processor, source, event_id)
