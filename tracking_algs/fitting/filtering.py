@@ -19,9 +19,9 @@ import numpy as np
 from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.helix import SurfaceKind, propagate, wrap_angle
 from tracking_algs.fitting.hook import FitStatus
+from tracking_algs.fitting.navigation import Crossings, MaterialMap, traverse
 from tracking_algs.fitting.scattering import scattering_variances
 from tracking_algs.fitting.stacked import matmul, sandwich
-from tracking_algs.geometry import Detector
 
 _DIAGONAL = np.arange(5)
 
@@ -31,7 +31,9 @@ class Measurements:
     """The hits of T tracks, padded to L: the first ``count[t]`` entries of row ``t`` are track ``t``'s hits in
     the order the track crosses them.  ``kind``, ``position`` and ``x_over_x0`` [T, L] describe each hit's surface;
     ``value`` [T, L, 2] is the measured (Phi, z) or (Phi, r); ``variance`` [T, L, 2] their variances, the second
-    one infinite for a hit that measures Phi only."""
+    one infinite for a hit that measures Phi only.  ``holes`` are the surfaces crossed without a hit between hits
+    ``i - 1`` and ``i`` of track ``t``, as crossings of segment ``i · T + t`` (see
+    :mod:`~tracking_algs.fitting.navigation`)."""
 
     kind: np.ndarray
     position: np.ndarray
@@ -39,6 +41,20 @@ class Measurements:
     value: np.ndarray
     variance: np.ndarray
     count: np.ndarray
+    holes: Crossings
+
+    def holes_before(self, step: int, rows: slice | np.ndarray) -> Crossings:
+        """The holes between hits ``step - 1`` and ``step`` of the tracks ``rows``, their ``segment`` renumbered
+        to the position of the track in ``rows``."""
+        n_tracks = len(self.count)
+        segment = self.holes.segment
+        holes = self.holes.take(slice(*np.searchsorted(segment, [step * n_tracks, (step + 1) * n_tracks])))
+        selected = np.arange(n_tracks)[rows]
+        position_in_rows = np.full(n_tracks, -1)
+        position_in_rows[selected] = np.arange(len(selected))
+        local = position_in_rows[holes.segment - step * n_tracks]
+        kept = local >= 0
+        return attrs.evolve(holes.take(kept), segment=local[kept])
 
     def dims(self) -> np.ndarray:
         """Measured dimensions per hit [T, L] (1 or 2; padding counts as 2)."""
@@ -171,14 +187,20 @@ def forward_filter(
         if i == 0:
             params, cov = state[rows], state_cov[rows]
         else:
-            step = propagate(state[rows], hits.kind[rows, i - 1], hits.position[rows, i - 1],
-                             hits.kind[rows, i], hits.position[rows, i], bfield_t)  # fmt: skip
-            params, jac, cov = step.params, step.jacobian, state_cov[rows]
+            start, cov = state[rows], state_cov[rows]
+            kind, position = hits.kind[rows, i - 1], hits.position[rows, i - 1]
+            holes = hits.holes_before(i, rows)
+            if len(holes.segment):
+                passed = traverse(start, cov, kind, position, holes, bfield_t, config.mass_gev, direction=1)
+                start, cov, kind, position = passed.params, passed.cov, passed.kind, passed.position
+            step = propagate(start, kind, position, hits.kind[rows, i], hits.position[rows, i], bfield_t)
+            params, jac = step.params, step.jacobian
+            whole = matmul(jac, passed.jacobian) if len(holes.segment) else jac
             if not step.ok.all():
                 rows = np.arange(n_tracks)[rows][step.ok]
-                params, jac, cov = params[step.ok], jac[step.ok], cov[step.ok]
+                params, jac, cov, whole = params[step.ok], jac[step.ok], cov[step.ok], whole[step.ok]
             cov = sandwich(jac, cov)
-            jacobian[i, rows] = jac
+            jacobian[i, rows] = whole
         res = _residual(hits.value[rows, i], params)
         update = gain_update(params, cov, res, hits.variance[rows, i])
         processed[rows] = i + 1
@@ -269,28 +291,31 @@ def _hit_chi2(value, variance, params, smoothed_block):
 
 
 def to_perigee(
-    params: np.ndarray, cov: np.ndarray, kind: np.ndarray, position: np.ndarray, detector: Detector,
-    config: KalmanConfig,
+    params: np.ndarray, cov: np.ndarray, kind: np.ndarray, position: np.ndarray, material: MaterialMap | None,
+    bfield_t: float, mass_gev: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """States on the first hit's surface taken back through the beam pipe (adding its scattering) to the
-    perigee: ``(params [N, 5], cov [N, 5, 5], reached [N])``."""
-    pipe = detector.beam_pipe
-    radius = np.full(len(params), pipe.radius)
-    cylinder = np.full(len(params), SurfaceKind.CYLINDER)
-    step = propagate(params, kind, position, cylinder, radius, detector.bfield_t, direction=-1)
-    first_radius = np.where(kind == SurfaceKind.DISK, params[:, 1], position)
-    through = step.ok & (first_radius > pipe.radius) & (pipe.x_over_x0 > 0.0) & config.multiple_scattering
-    cov_pipe = sandwich(step.jacobian, cov)
-    var_phi, var_theta = scattering_variances(step.params, cylinder, np.full(len(params), pipe.x_over_x0),
-                                              config.mass_gev)  # fmt: skip
-    cov_pipe[:, 2, 2] += var_phi
-    cov_pipe[:, 3, 3] += var_theta
-    start = np.where(through[:, None], step.params, params)
-    start_cov = np.where(through[:, None, None], cov_pipe, cov)
-    start_kind = np.where(through, cylinder, kind)
-    start_position = np.where(through, radius, position)
+    """States on the first hit's surface taken inwards to the perigee, adding the scattering of every surface
+    crossed on the way (the layers inside the first hit and the beam pipe; none when ``material`` is None):
+    ``(params [N, 5], cov [N, 5, 5], reached [N])``."""
+    if material is not None:
+        inner = material.crossings(*_first_point(params, kind, position), np.zeros(len(params)),
+                                   _beam_line_z(params, kind, position))  # fmt: skip
+        passed = traverse(params, cov, kind, position, inner, bfield_t, mass_gev, direction=-1)
+        params, cov, kind, position = passed.params, passed.cov, passed.kind, passed.position
     perigee = np.full(len(params), SurfaceKind.PERIGEE)
-    final = propagate(start, start_kind, start_position, perigee, np.zeros(len(params)), detector.bfield_t)
-    final_cov = sandwich(final.jacobian, start_cov)
+    final = propagate(params, kind, position, perigee, np.zeros(len(params)), bfield_t)
+    final_cov = sandwich(final.jacobian, cov)
     final_cov = 0.5 * (final_cov + final_cov.transpose(0, 2, 1))
     return final.params, final_cov, final.ok
+
+
+def _first_point(params: np.ndarray, kind: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(r, z) of states on cylinders and disks."""
+    disk = kind == SurfaceKind.DISK
+    return np.where(disk, params[:, 1], position), np.where(disk, position, params[:, 1])
+
+
+def _beam_line_z(params: np.ndarray, kind: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """Where the straight line of each state's polar direction meets the beam line (r = 0)."""
+    r, z = _first_point(params, kind, position)
+    return z - r * np.cos(params[:, 3]) / np.maximum(np.sin(params[:, 3]), 1e-6)

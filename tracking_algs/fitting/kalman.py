@@ -14,6 +14,7 @@ or four hits behind it, a prediction that is off by a legitimate 2-3 σ rejects 
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 from scipy.stats import chi2 as chi2_distribution
 
@@ -23,6 +24,7 @@ from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.filtering import Measurements, finite_states, forward_filter, smooth, to_perigee
 from tracking_algs.fitting.helix import SurfaceKind
 from tracking_algs.fitting.hook import FitResults, FitStatus
+from tracking_algs.fitting.navigation import Crossings, MaterialMap
 from tracking_algs.fitting.seeding import seed_parameters
 from tracking_algs.geometry import Detector
 
@@ -45,6 +47,7 @@ class KalmanFitter:
         self._kind = np.array([SurfaceKind.CYLINDER if s.kind == "barrel" else SurfaceKind.DISK for s in surfaces])
         self._position = np.array([s.position for s in surfaces], dtype=np.float64)
         self._x_over_x0 = np.array([s.x_over_x0 for s in surfaces], dtype=np.float64)
+        self._material = MaterialMap(detector) if self.config.multiple_scattering else None
 
     def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
         """Fit every candidate track; see :class:`~tracking_algs.fitting.hook.FitResults` for the output."""
@@ -156,6 +159,7 @@ class KalmanFitter:
             value=hits["value"][safe],
             variance=np.where(compact_valid[..., None], hits["variance"][safe], 1.0),
             count=count,
+            holes=self._holes(hits["xyz"][safe], compact_valid),
         )
         status = np.full(n_tracks, FitStatus.OK, dtype=np.int64)
         status[count < config.min_hits] = FitStatus.TOO_FEW_HITS
@@ -170,7 +174,8 @@ class KalmanFitter:
         forward = forward_filter(measurements, seed, seed_cov, status, self.detector.bfield_t, config)
         smoothed = smooth(measurements, forward)
         params, cov, reached = to_perigee(smoothed.first, smoothed.first_cov, measurements.kind[:, 0],
-                                          measurements.position[:, 0], self.detector, config)  # fmt: skip
+                                          measurements.position[:, 0], self._material, self.detector.bfield_t,
+                                          config.mass_gev)  # fmt: skip
         status = forward.status.copy()
         status[(status == FitStatus.OK) & ~reached] = FitStatus.PROPAGATION_FAILED
         diverged = ~finite_states(params, cov) | ~np.isfinite(forward.chi2)
@@ -183,6 +188,19 @@ class KalmanFitter:
         used = np.take_along_axis(processed, inverse, axis=1) & kept
         hit_chi2 = np.take_along_axis(np.where(compact_valid, smoothed.hit_chi2, 0.0), inverse, axis=1)
         return status, used, hit_chi2, (params, cov, forward.chi2, forward.dims - 5)
+
+    def _holes(self, xyz: np.ndarray, valid: np.ndarray) -> Crossings:
+        """Surfaces crossed without a hit between consecutive hits ``xyz`` [T, L, 3] (where ``valid`` [T, L]), as
+        crossings of segment ``i · T + t`` (hits ``i - 1`` → ``i`` of track ``t``; none without scattering)."""
+        n_tracks, length = valid.shape
+        if self._material is None or length < 2:
+            return Crossings.none()
+        step, track = np.nonzero(valid[:, 1:].T)
+        step += 1
+        r = np.hypot(xyz[..., 0], xyz[..., 1])
+        z = xyz[..., 2]
+        crossings = self._material.crossings(r[track, step - 1], z[track, step - 1], r[track, step], z[track, step])
+        return attrs.evolve(crossings, segment=(step * n_tracks + track)[crossings.segment])
 
     def _seed_covariance(self, seed: np.ndarray, first_variance: np.ndarray) -> np.ndarray:
         config = self.config
