@@ -21,9 +21,13 @@ from tracking_algs.fitting.helix import SurfaceKind, propagate, wrap_angle
 from tracking_algs.fitting.hook import FitStatus
 from tracking_algs.fitting.navigation import Crossings, MaterialMap, traverse
 from tracking_algs.fitting.scattering import scattering_variances
-from tracking_algs.fitting.stacked import matmul, sandwich
-
-_DIAGONAL = np.arange(5)
+from tracking_algs.fitting.stacked import (
+    matmul,
+    sandwich,
+    transport_information,
+    transport_sandwich,
+    transport_vector_back,
+)
 
 
 @attrs.frozen
@@ -92,23 +96,28 @@ def gain_update(params: np.ndarray, cov: np.ndarray, residual: np.ndarray, varia
     precision[:, 1, 1] = np.where(two, s00 / det, 0.0)
     gain = matmul(cov[:, :, :2], precision)
     new_params = params + gain[:, :, 0] * r0[:, None] + gain[:, :, 1] * r1[:, None]
-    # H selects the first two components, so 1 − KH is the identity with −K in its first two columns
-    reduction = _reduction(gain)
-    new_cov = sandwich(reduction, cov)
+    # H selects the first two components: (1 − KH) P = P − K (HP) with HP the first two rows of P, and
+    # A (1 − KH)ᵀ = A − (A Hᵀ) Kᵀ with A Hᵀ the first two columns of A
+    gain_t = gain.transpose(0, 2, 1)
+    reduced = cov - matmul(gain, cov[:, :2, :])
+    new_cov = reduced - matmul(reduced[:, :, :2], gain_t)
     weighted = gain * np.stack((v0, v1), axis=1)[:, None, :]
-    new_cov += matmul(weighted, gain.transpose(0, 2, 1))
+    new_cov += matmul(weighted, gain_t)
     chi2 = precision[:, 0, 0] * r0 * r0 + 2.0 * precision[:, 0, 1] * r0 * r1 + precision[:, 1, 1] * r1 * r1
     new_cov += new_cov.transpose(0, 2, 1)
     new_cov *= 0.5
     return Update(new_params, new_cov, chi2, gain, precision)
 
 
-def _reduction(gain: np.ndarray) -> np.ndarray:
-    """1 − K H [N, 5, 5] for gains K [N, 5, 2] and H selecting the first two components."""
-    reduction = np.zeros((len(gain), 5, 5))
-    reduction[:, :, :2] = -gain
-    reduction[:, _DIAGONAL, _DIAGONAL] += 1.0
-    return reduction
+def _reduce_information(information: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """(1 − KH)ᵀ Λ (1 − KH) for symmetric Λ [N, 5, 5], gains K [N, 5, 2] and H selecting the first two components:
+    Λ − (ΛK) H − Hᵀ (ΛK)ᵀ + Hᵀ (Kᵀ Λ K) H."""
+    weighted = matmul(information, gain)  # Λ K
+    out = information.copy()
+    out[:, :, :2] -= weighted
+    out[:, :2, :] -= weighted.transpose(0, 2, 1)
+    out[:, :2, :2] += matmul(gain.transpose(0, 2, 1), weighted)
+    return out
 
 
 @attrs.frozen
@@ -195,11 +204,14 @@ def forward_filter(
                 start, cov, kind, position = passed.params, passed.cov, passed.kind, passed.position
             step = propagate(start, kind, position, hits.kind[rows, i], hits.position[rows, i], bfield_t)
             params, jac = step.params, step.jacobian
-            whole = matmul(jac, passed.jacobian) if len(holes.segment) else jac
+            whole = jac
+            if len(holes.segment):  # the Jacobian from hit i - 1, through the holes
+                whole = jac.copy()
+                whole[passed.movers] = matmul(jac[passed.movers], passed.jacobian)
             if not step.ok.all():
                 rows = np.arange(n_tracks)[rows][step.ok]
                 params, jac, cov, whole = params[step.ok], jac[step.ok], cov[step.ok], whole[step.ok]
-            cov = sandwich(jac, cov)
+            cov = transport_sandwich(jac, cov)
             jacobian[i, rows] = whole
         res = _residual(hits.value[rows, i], params)
         update = gain_update(params, cov, res, hits.variance[rows, i])
@@ -252,10 +264,12 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
         precision = forward.precision[i, rows]
         pred, pred_cov = forward.predicted[i, rows], forward.predicted_cov[i, rows]
         if i + 1 < length:
-            # Λ_i = J_i+1ᵀ Λ̃_i+1 J_i+1 enters as (1 − KH)ᵀ Λ_i (1 − KH): one transport F = J_i+1 (1 − KH) instead
-            transport = matmul(forward.jacobian[i + 1, rows], _reduction(forward.gain[i, rows]))
-            info = sandwich(transport.transpose(0, 2, 1), after_info[rows])
-            lam = np.einsum("nki,nk->ni", transport, after[rows])
+            # the adjoint of the hit after, taken back through the transport J_i+1 and the update (1 − KH):
+            # Λ = (1 − KH)ᵀ J_i+1ᵀ Λ̃_i+1 J_i+1 (1 − KH), λ = (1 − KH)ᵀ J_i+1ᵀ λ̃_i+1
+            jacobian, gain = forward.jacobian[i + 1, rows], forward.gain[i, rows]
+            info = _reduce_information(transport_information(jacobian, after_info[rows]), gain)
+            lam = transport_vector_back(jacobian, after[rows])
+            lam[:, :2] -= np.einsum("nki,nk->ni", gain, lam)
         else:
             info = np.zeros_like(pred_cov)
             lam = np.zeros_like(pred)
@@ -304,7 +318,7 @@ def to_perigee(
         params, cov, kind, position = passed.params, passed.cov, passed.kind, passed.position
     perigee = np.full(len(params), SurfaceKind.PERIGEE)
     final = propagate(params, kind, position, perigee, np.zeros(len(params)), bfield_t)
-    final_cov = sandwich(final.jacobian, cov)
+    final_cov = transport_sandwich(final.jacobian, cov)
     final_cov = 0.5 * (final_cov + final_cov.transpose(0, 2, 1))
     return final.params, final_cov, final.ok
 

@@ -272,5 +272,8 @@ def propagate(
     denominator = np.where(ok, denominator, 1.0)
     bound_rate = np.einsum("nij,nj->ni", to_bound, derivative)  # d(bound)/ds
     corrected = to_bound - bound_rate[:, :, None] * (grad / denominator[:, None])[:, None, :]
-    jacobian = matmul(corrected, matmul(transport_jac, to_free))
+    # theta and q/p are constants of the motion: rows 3 and 4 of the Jacobian are unit rows, the others a product
+    jacobian = np.zeros((len(params), 5, 5))
+    jacobian[:, :3] = matmul(matmul(corrected[:, :3], transport_jac), to_free)
+    jacobian[:, 3, 3] = jacobian[:, 4, 4] = 1.0
     return Propagation(params=bound, jacobian=jacobian, path=path, ok=ok)

@@ -18,7 +18,7 @@ import numpy as np
 
 from tracking_algs.fitting.helix import SurfaceKind, propagate
 from tracking_algs.fitting.scattering import scattering_variances
-from tracking_algs.fitting.stacked import matmul, sandwich
+from tracking_algs.fitting.stacked import matmul, transport_sandwich
 from tracking_algs.geometry import Detector
 
 #: surfaces closer than this (mm, in r for cylinders, in z for disks) to a segment's end are its end surfaces
@@ -116,13 +116,14 @@ def _crossed(table: _SurfaceTable, u_start, v_start, u_end, v_end):
 @attrs.frozen
 class Traversal:
     """States after :func:`traverse`: bound ``params`` [N, 5] and ``cov`` [N, 5, 5] on the surfaces ``kind`` and
-    ``position`` [N] of each state's last crossing (its starting surface where it crossed none), and the
-    ``jacobian`` [N, 5, 5] d(end)/d(start) of the whole way."""
+    ``position`` [N] of each state's last crossing (its starting surface where it crossed none); for the states
+    ``movers`` [M] that crossed a surface, the ``jacobian`` [M, 5, 5] d(end)/d(start) of the whole way."""
 
     params: np.ndarray
     cov: np.ndarray
     kind: np.ndarray
     position: np.ndarray
+    movers: np.ndarray
     jacobian: np.ndarray
 
 
@@ -141,19 +142,26 @@ def traverse(
 
     ``direction`` +1 goes forward along the track, -1 backward.  A crossing the helix does not reach (the
     straight-line navigation was wrong for a strongly bent track) is skipped, with its material."""
-    params, cov, kind, position = params.copy(), cov.copy(), kind.copy(), position.copy()
-    jacobian = np.broadcast_to(np.eye(5), (len(params), 5, 5)).copy()
+    movers, state_of = np.unique(crossings.segment, return_inverse=True)
+    moving = [params[movers], cov[movers], kind[movers], position[movers]]
+    jacobian = np.broadcast_to(np.eye(5), (len(movers), 5, 5)).copy()
     for rank in range(int(crossings.rank.max(initial=-1)) + 1):
-        crossing = crossings.take(crossings.rank == rank)
-        rows = crossing.segment
-        step = propagate(params[rows], kind[rows], position[rows], crossing.kind, crossing.position, bfield_t,
-                         direction)  # fmt: skip
+        at_rank = crossings.rank == rank
+        crossing, rows = crossings.take(at_rank), state_of[at_rank]
+        step = propagate(moving[0][rows], moving[2][rows], moving[3][rows], crossing.kind, crossing.position,
+                         bfield_t, direction)  # fmt: skip
         rows, crossing = rows[step.ok], crossing.take(step.ok)
         arrived, jac = step.params[step.ok], step.jacobian[step.ok]
         var_phi, var_theta = scattering_variances(arrived, crossing.kind, crossing.x_over_x0, mass_gev)
-        moved = sandwich(jac, cov[rows])
+        moved = transport_sandwich(jac, moving[1][rows])
         moved[:, 2, 2] += var_phi
         moved[:, 3, 3] += var_theta
-        params[rows], cov[rows], kind[rows], position[rows] = arrived, moved, crossing.kind, crossing.position
+        for column, value in zip(moving, (arrived, moved, crossing.kind, crossing.position), strict=True):
+            column[rows] = value
         jacobian[rows] = matmul(jac, jacobian[rows])
-    return Traversal(params, cov, kind, position, jacobian)
+    ends = []
+    for start, end in zip((params, cov, kind, position), moving, strict=True):
+        whole = start.copy()
+        whole[movers] = end
+        ends.append(whole)
+    return Traversal(*ends, movers=movers, jacobian=jacobian)
