@@ -143,6 +143,20 @@ def test_bad_event_is_reported_and_skipped(tmp_path):
     assert int((written == 2).sum()) == len(good.spacepoints)
 
 
+def test_fits_of_found_pure_tracks_have_unit_pulls(tmp_path):
+    """Issue 6's acceptance figure on tracks the GNN found (not truth tracks): one held-out pile-up-50 event through
+    finding and fitting; the job's own report of the tracks whose hits all come from the matched particle."""
+    output = tmp_path / "pileup50"
+    assert _run("--simulate", "1", "--output", str(output), "--set=simulation.pileup=50", "--set=job.seed=1003100") == 0
+    fitting = json.loads((output / "performance.json").read_text())["fitting"]
+    assert fitting["pull_min_ndf"] == 3
+    assert fitting["n_pulls_pure"] > 500
+    for name, pulls in fitting["pulls_pure"].items():
+        assert abs(pulls["mean"]) < 0.05, name
+        assert abs(pulls["std"] - 1.0) < 0.1, name
+    assert abs(fitting["pvalue_mean_pure"] - 0.5) < 0.05
+
+
 @pytest.mark.slow
 def test_pileup_200_event_end_to_end(tmp_path):
     """One held-out pile-up-200 event (≈100k spacepoints) through finding and fitting (about a minute)."""
