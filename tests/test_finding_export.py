@@ -9,7 +9,7 @@ import torch
 from inference_iface import create_inference
 from tracking_algs.finding.export import SIGNATURES, example_inputs, export_onnx
 from tracking_algs.finding.features import FEATURE_NAMES
-from tracking_algs.finding.models import EmbeddingNet, FilterNet, InteractionGNN
+from tracking_algs.finding.models import EmbeddingNet, FilterNet, InteractionGNN, _aggregate
 
 N_FEATURES = len(FEATURE_NAMES)
 
@@ -56,6 +56,41 @@ def test_gnn_max_aggregation_is_exported(exported):
     with create_inference({"backend": "onnxruntime", "model_path": str(path)}) as iface:
         got = iface.infer(features=features.numpy(), edge_index=edges.numpy()).score
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "edges",
+    [
+        [[0] * 21 + [1, 1], [*range(1, 22), 5, 5]],  # 21 edges onto node 0: three blocks; a repeated edge
+        [[], []],  # no edges: every node aggregates 0
+    ],
+    ids=["high-degree", "no-edges"],
+)
+def test_gnn_aggregation_layout(exported, edges):
+    """The exported aggregation (blocks of BLOCK edges per node) matches the scatter form beyond one block."""
+    model, path = exported["gnn"]
+    features = torch.rand((25, N_FEATURES), generator=torch.Generator().manual_seed(4))
+    edge_index = torch.tensor(edges, dtype=torch.int64).reshape(2, -1)
+    with torch.no_grad():
+        expected = model(features, edge_index).numpy()
+    with create_inference({"backend": "onnxruntime", "model_path": str(path)}) as iface:
+        got = iface.infer(features=features.numpy(), edge_index=edge_index.numpy()).score
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_aggregate_op_matches_training_form():
+    """The inference op and the differentiable scatters (training) give the same sum and max."""
+    generator = torch.Generator().manual_seed(5)
+    messages = torch.randn((300, 6), generator=generator)
+    index = torch.randint(0, 40, (300,), generator=generator)
+    rows = torch.empty((45, 1))  # five nodes without edges
+    trained = _aggregate(messages.clone().requires_grad_(), index, rows)
+    inferred = _aggregate(messages, index, rows)
+    for a, b in zip(trained, inferred, strict=True):
+        np.testing.assert_allclose(a.detach().numpy(), b.numpy(), atol=1e-6)
+    assert torch.all(inferred[1] >= 0)
+    assert torch.all(inferred[0][40:] == 0)
 
 
 def test_unknown_model_name(tmp_path):

@@ -12,7 +12,12 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-#: ONNX opset: 18 is the first with ``ScatterElements(reduction="max")``.
+from tracking_algs.finding import (
+    aggregation_onnx,
+    models,  # noqa: F401  (registers the trkx::sum_max_aggregate op)
+)
+
+#: ONNX opset: 18 is the first with ``ScatterElements(reduction="min")`` (used by the GNN aggregation).
 OPSET = 18
 
 #: Model name → (input names, output names) of the exported graphs.
@@ -55,6 +60,7 @@ def export_onnx(name: str, model: nn.Module, path: str | Path) -> Path:
             dynamic_shapes=tuple(axes[key] for key in inputs),
             opset_version=OPSET,
             dynamo=True,
+            custom_translation_table={torch.ops.trkx.sum_max_aggregate.default: aggregation_onnx.sum_max_aggregate},
             verbose=False,
         )
     program.save(str(path))

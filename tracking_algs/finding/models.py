@@ -8,10 +8,12 @@
   iterations with residual node and edge updates and sum + max aggregation, and an edge classifier.
 
 Edges are ``edge_index`` [2, E] int64 tensors (row 0: inner hit, row 1: outer hit). Every model returns
-probabilities (sigmoid applied) so that the exported ONNX graph is the whole stage. The aggregations use
-``scatter_add``/``scatter_reduce(amax)`` on a zero base, which the ONNX exporter maps to
-``ScatterElements`` with ``reduction="add"``/``"max"`` (opset ≥ 18). The max therefore includes 0: it is
-the max of the non-negative part of the messages, and a node without edges aggregates to 0.
+probabilities (sigmoid applied) so that the exported ONNX graph is the whole stage. The aggregation
+(:func:`sum_max_aggregate`) is ``scatter_add``/``scatter_reduce(amax)`` on a zero base: the max therefore
+includes 0 (it is the max of the non-negative part of the messages), and a node without edges aggregates
+to 0. Outside training it runs as the custom op ``trkx::sum_max_aggregate``, which the export writes in
+the gather-and-reduce form of :mod:`tracking_algs.finding.aggregation_onnx` (ONNX Runtime runs the
+scatter form one element at a time).
 """
 
 from __future__ import annotations
@@ -48,6 +50,23 @@ def pair_features(inner: torch.Tensor, outer: torch.Tensor) -> torch.Tensor:
     return torch.stack(columns, dim=1)
 
 
+def _edge_mlp(
+    net: nn.Sequential, nodes: torch.Tensor, inner: torch.Tensor, outer: torch.Tensor, edges: torch.Tensor
+) -> torch.Tensor:
+    """``net(cat([nodes[inner], nodes[outer], edges], 1))`` of an :func:`mlp`, computed without the
+    [E, 3H] concatenation: the first layer's node blocks act on the N nodes and their results are
+    gathered to the E ≫ N edges (the same sum of products, in another order)."""
+    first = net[0]
+    width = nodes.shape[1]
+    w_inner, w_outer, w_edge = first.weight.split([width, width, first.in_features - 2 * width], dim=1)
+    hidden = (
+        torch.index_select(nn.functional.linear(nodes, w_inner), 0, inner)
+        + torch.index_select(nn.functional.linear(nodes, w_outer), 0, outer)
+        + nn.functional.linear(edges, w_edge, first.bias)
+    )
+    return net[1:](hidden)
+
+
 class EmbeddingNet(nn.Module):
     """Per-spacepoint features [N, F] → embedding [N, D]."""
 
@@ -79,13 +98,37 @@ class FilterNet(nn.Module):
         return torch.sigmoid(self.logits(features, embedding, edge_index))
 
 
-def _aggregate(messages: torch.Tensor, index: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum and (non-negative) max of edge ``messages`` [E, H] onto the rows ``index`` [E] of ``nodes`` [N, H]."""
+def _scatter_aggregate(
+    messages: torch.Tensor, index: torch.Tensor, rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and (non-negative) max of edge ``messages`` [E, H] onto nodes ``index`` [E] of N nodes, N the
+    number of ``rows`` (any tensor with one row per node)."""
     expanded = index.unsqueeze(1).expand_as(messages)
-    base = torch.zeros_like(nodes)
+    base = messages.new_zeros((rows.shape[0], messages.shape[1]))
     summed = base.scatter_add(0, expanded, messages)
     maxed = base.scatter_reduce(0, expanded, messages, reduce="amax", include_self=True)
     return summed, maxed
+
+
+@torch.library.custom_op("trkx::sum_max_aggregate", mutates_args=())
+def sum_max_aggregate(
+    messages: torch.Tensor, index: torch.Tensor, rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The aggregation as one op (no autograd), so that the ONNX export can give it its own form."""
+    return _scatter_aggregate(messages, index, rows)
+
+
+@sum_max_aggregate.register_fake
+def _(messages: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (rows.shape[0], messages.shape[1])
+    return messages.new_empty(shape), messages.new_empty(shape)
+
+
+def _aggregate(messages: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and max of ``messages`` onto the nodes: differentiable scatters in training, the op otherwise."""
+    if messages.requires_grad:
+        return _scatter_aggregate(messages, index, rows)
+    return sum_max_aggregate(messages, index, rows)
 
 
 class InteractionGNN(nn.Module):
@@ -111,11 +154,11 @@ class InteractionGNN(nn.Module):
         ends = (features[inner], features[outer])
         edges = self.edge_encoder(torch.cat([*ends, pair_features(*ends)], dim=1))
         for edge_update, node_update in zip(self.edge_updates, self.node_updates, strict=True):
-            edges = edges + edge_update(torch.cat([nodes[inner], nodes[outer], edges], dim=1))
-            to_outer = _aggregate(edges, outer, nodes)
-            to_inner = _aggregate(edges, inner, nodes)
+            edges = edges + _edge_mlp(edge_update, nodes, inner, outer, edges)
+            to_outer = _aggregate(edges, outer, features)  # features: the same N rows in every iteration
+            to_inner = _aggregate(edges, inner, features)
             nodes = nodes + node_update(torch.cat([nodes, *to_outer, *to_inner], dim=1))
-        return self.classifier(torch.cat([nodes[inner], nodes[outer], edges], dim=1)).squeeze(-1)
+        return _edge_mlp(self.classifier, nodes, inner, outer, edges).squeeze(-1)
 
     def forward(self, features: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(features, edge_index))
