@@ -26,7 +26,7 @@ Data flow of the ensemble (tensor names between the steps)::
     features, embedding, graph_edges ─ filter ─ filter_scores
     graph_edges, filter_scores ─ tracking_filter_select ─ filter_edges
     features, filter_edges ─ gnn ─ gnn_scores
-    HIT_ID, filter_edges, gnn_scores ─ tracking_building ─ LABELS
+    FEATURES, HIT_ID, filter_edges, gnn_scores ─ tracking_building ─ LABELS
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ STEP_MODELS: dict[str, tuple[str, ModelSignature]] = {
     "filter_select": ("tracking_filter_select", ModelSignature(inputs=(_EDGES, _SCORE), outputs=(_EDGES,))),
     "building": (
         "tracking_building",
-        ModelSignature(inputs=(_CHAIN_INPUTS[1], _EDGES, _SCORE), outputs=CHAIN_SIGNATURE.outputs),
+        ModelSignature(inputs=(*_CHAIN_INPUTS, _EDGES, _SCORE), outputs=CHAIN_SIGNATURE.outputs),
     ),
 }
 
@@ -97,7 +97,11 @@ ENSEMBLE_STEPS: tuple[tuple[str, dict[str, str], dict[str, str]], ...] = (
     ),
     ("tracking_filter_select", {"edge_index": "graph_edges", "score": "filter_scores"}, {"edge_index": "filter_edges"}),
     ("gnn", {"features": "features", "edge_index": "filter_edges"}, {"score": "gnn_scores"}),
-    ("tracking_building", {HIT_ID: HIT_ID, "edge_index": "filter_edges", "score": "gnn_scores"}, {LABELS: LABELS}),
+    (
+        "tracking_building",
+        {FEATURES: FEATURES, HIT_ID: HIT_ID, "edge_index": "filter_edges", "score": "gnn_scores"},
+        {LABELS: LABELS},
+    ),
 )
 
 

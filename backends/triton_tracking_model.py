@@ -98,7 +98,8 @@ class TritonPythonModel:
         return {"edge_index": self.steps.select_filtered(inputs["edge_index"], inputs["score"])}
 
     def _building(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {LABELS: self.steps.build(len(inputs[HIT_ID]), inputs["edge_index"], inputs["score"])}
+        spacepoints = spacepoints_from_chain(inputs[FEATURES], inputs[HIT_ID])
+        return {LABELS: self.steps.build(spacepoints, inputs["edge_index"], inputs["score"])}
 
     def finalize(self) -> None:
         """Release the finder's ONNX Runtime sessions."""

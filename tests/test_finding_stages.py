@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
+from tracking_algs.event import Spacepoints
 from tracking_algs.finding.building import TrackBuilding, best_edges, component_labels
 from tracking_algs.finding.config import BuildingConfig
 from tracking_algs.finding.graph import radius_graph
@@ -65,10 +66,57 @@ def test_walkthrough_splits_a_junction_by_best_score():
     edges = np.array([[0, 1, 1, 2, 5, 6], [1, 2, 5, 3, 6, 7]])
     scores = np.array([0.9, 0.9, 0.6, 0.9, 0.8, 0.8])
     assert best_edges(edges, scores).tolist() == [True, True, False, True, True, True]
-    merged = TrackBuilding(BuildingConfig(method="components", min_hits=3)).run(8, edges, scores)
-    split = TrackBuilding(BuildingConfig(method="walkthrough", min_hits=3)).run(8, edges, scores)
+    spacepoints = _spacepoints(np.column_stack((np.arange(8.0) + 30.0, np.zeros(8), np.zeros(8))))
+    merged = TrackBuilding(BuildingConfig(method="components", min_hits=3)).run(spacepoints, edges, scores)
+    split = TrackBuilding(BuildingConfig(method="walkthrough", min_hits=3)).run(spacepoints, edges, scores)
     assert len(merged) == 1
     assert len(split) == 2
     assert split.labels[[0, 1, 2, 3]].tolist() == [0] * 4
     assert split.labels[[5, 6, 7]].tolist() == [1] * 3
     assert split.labels[4] == -1
+
+
+def _spacepoints(xyz: np.ndarray) -> Spacepoints:
+    n = len(xyz)
+    return Spacepoints(hit_id=np.arange(1, n + 1), x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], volume_id=np.full(n, 8),
+                       layer_id=np.full(n, 2), module_id=np.ones(n), sigma=np.full((n, 2), 0.01))  # fmt: skip
+
+
+def test_triplets_follow_the_geometry_where_the_scores_favour_a_neighbouring_track():
+    """Two straight tracks from the origin, 0.02 apart in phi and eta (a jet), on six layers; every edge jumping from
+    one track to the other scores higher than the true edges.  Best-score building follows the jumps; the triplet
+    building keeps each track whole."""
+    radii = np.array([32.0, 72.0, 116.0, 172.0, 260.0, 360.0])
+    tracks = [(0.30, 0.40), (0.32, 0.42)]  # (phi, eta) of each
+    xyz = np.concatenate([np.column_stack((radii * np.cos(phi), radii * np.sin(phi), radii * np.sinh(eta)))
+                          for phi, eta in tracks])  # fmt: skip
+    hit = np.arange(12).reshape(2, 6)  # hit[track, layer]
+    true_edges = [(hit[t, i], hit[t, i + 1]) for t in range(2) for i in range(5)]
+    jumps = [(hit[t, i], hit[1 - t, i + 1]) for t in range(2) for i in range(5)]
+    edges = np.array(true_edges + jumps).T
+    scores = np.array([0.6] * len(true_edges) + [0.9] * len(jumps))
+    spacepoints = _spacepoints(xyz)
+
+    by_score = TrackBuilding(BuildingConfig(method="walkthrough", min_hits=3)).run(spacepoints, edges, scores)
+    by_geometry = TrackBuilding(BuildingConfig(method="triplets", min_hits=5)).run(spacepoints, edges, scores)
+    assert {len(set(by_score.labels[hit[t]].tolist())) for t in range(2)} != {1}
+    for t in range(2):
+        assert len(set(by_geometry.labels[hit[t]].tolist())) == 1
+        assert by_geometry.labels[hit[t, 0]] >= 0
+    assert by_geometry.labels[hit[0, 0]] != by_geometry.labels[hit[1, 0]]
+
+
+def test_triplets_drop_chains_shorter_than_min_hits():
+    radii = np.array([32.0, 72.0, 116.0, 172.0])
+    xyz = np.column_stack((radii, np.zeros(4), radii * 0.5))
+    edges = np.array([[0, 1, 2], [1, 2, 3]])
+    spacepoints = _spacepoints(xyz)
+    scores = np.full(3, 0.9)
+    assert (
+        TrackBuilding(BuildingConfig(method="triplets", min_hits=4)).run(spacepoints, edges, scores).labels.tolist()
+        == [0] * 4
+    )
+    assert (
+        TrackBuilding(BuildingConfig(method="triplets", min_hits=5)).run(spacepoints, edges, scores).labels.tolist()
+        == [-1] * 4
+    )

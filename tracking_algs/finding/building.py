@@ -1,5 +1,18 @@
-"""Track building: connected components of the accepted edges, optionally after a walkthrough that
-splits components at junctions, keeping for each hit only its best-scoring edge outwards and inwards."""
+"""Track building: the accepted GNN edges → track candidates.
+
+Three methods (``[finding.building] method``):
+
+* ``triplets`` (default): link each edge to the edge that continues it best as a *triplet* of hits — the
+  polar direction and the transverse curvature must agree along the three hits, within widths that allow for
+  resolution and multiple scattering — keeping a link only when each edge is the other's best partner; the chains
+  of linked edges are the tracks (a hit in two chains goes to the longer).  Inside a dense jet the GNN scores
+  edges to jet-mates as high as true ones; the triplet geometry tells them apart.
+* ``walkthrough``: keep an edge only if it is the best-scoring edge leaving its inner hit and arriving at its
+  outer hit, then connected components.
+* ``components``: plain connected components (``scipy.sparse.csgraph``).
+
+Candidates with fewer than ``min_hits`` hits are dropped.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +20,15 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from tracking_algs.event import TrackCandidates
+from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.finding.config import BuildingConfig
+
+#: Width of the change of polar direction between the two edges of a true triplet (rad): a floor for the hit
+#: resolution, and a term that grows with the curvature (per metre) for multiple scattering
+THETA_WIDTH = (0.004, 0.04)
+#: Width of the difference between the curvatures of the two edges' circles through the origin (1/mm): a floor, and
+#: a fraction of the curvature
+CURVATURE_WIDTH = (0.05e-3, 0.3)
 
 
 def component_labels(n_nodes: int, edges: np.ndarray, min_hits: int) -> np.ndarray:
@@ -38,14 +58,95 @@ def _is_best(node: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return mask
 
 
+def edge_triplets(n_nodes: int, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of edges (e, f) [T] where f leaves the outer hit of e (hits a → b → c)."""
+    order = np.argsort(edges[0], kind="stable")
+    inner = edges[0][order]
+    nodes = np.arange(n_nodes)
+    start, stop = np.searchsorted(inner, nodes), np.searchsorted(inner, nodes, side="right")
+    count = stop[edges[1]] - start[edges[1]]
+    first = np.repeat(np.arange(edges.shape[1]), count)
+    offset = np.arange(len(first)) - np.repeat(np.cumsum(count) - count, count)
+    return first, order[start[edges[1]][first] + offset]
+
+
+def triplet_costs(spacepoints: Spacepoints, edges: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """χ²-like mismatch [T] of triplets a → b → c (edges ``first`` then ``second``): the change of polar direction
+    from one edge to the next, and the difference of the curvatures of the circles through the origin and each
+    edge's two hits (a track from the beam line bends on one circle), each over its width (:data:`THETA_WIDTH`,
+    :data:`CURVATURE_WIDTH`, which grow with the curvature for multiple scattering)."""
+    x, y, z, r = spacepoints.x, spacepoints.y, spacepoints.z, spacepoints.r
+    inner, outer = edges
+    polar = np.arctan2(r[outer] - r[inner], z[outer] - z[inner])
+    curvature = _curvature_through_origin(x[inner], y[inner], x[outer], y[outer])
+    start = curvature[first]
+    theta_width = THETA_WIDTH[0] + THETA_WIDTH[1] * np.abs(start) * 1e3
+    curvature_width = CURVATURE_WIDTH[0] + CURVATURE_WIDTH[1] * np.abs(start)
+    return ((polar[second] - polar[first]) / theta_width) ** 2 + ((curvature[second] - start) / curvature_width) ** 2
+
+
+def _curvature_through_origin(x1, y1, x2, y2) -> np.ndarray:
+    """Signed curvature (1/mm) of the circle through the origin and two points (Menger: 4·area / product of the
+    sides)."""
+    twice_area = x1 * y2 - y1 * x2
+    sides = np.hypot(x1, y1) * np.hypot(x2, y2) * np.hypot(x2 - x1, y2 - y1)
+    return 2.0 * twice_area / np.maximum(sides, 1e-12)
+
+
+def triplet_labels(spacepoints: Spacepoints, edges: np.ndarray, max_cost: float, min_hits: int) -> np.ndarray:
+    """Track label per spacepoint [N] (-1: none) from chains of mutually best triplet links (see the module doc)."""
+    n_nodes, n_edges = len(spacepoints), edges.shape[1]
+    first, second = edge_triplets(n_nodes, edges)
+    cost = triplet_costs(spacepoints, edges, first, second)
+    good = cost < max_cost
+    first, second, cost = first[good], second[good], cost[good]
+    linked = (_best_partner(first, second, cost, n_edges)[first] == second) & (
+        _best_partner(second, first, cost, n_edges)[second] == first
+    )  # each edge's best successor, whose best predecessor it is
+    first, second = first[linked], second[linked]
+    links = coo_matrix((np.ones(len(first), dtype=np.int8), (first, second)), shape=(n_edges, n_edges))
+    _, chain = connected_components(links, directed=False)
+    in_chain = np.zeros(n_edges, dtype=bool)
+    in_chain[first] = in_chain[second] = True
+    # the (chain, hit) pairs of the linked edges; a hit in several chains goes to the chain with most hits
+    pairs = np.unique(np.concatenate((chain[in_chain], chain[in_chain])).astype(np.int64) * n_nodes
+                      + np.concatenate((edges[0][in_chain], edges[1][in_chain])))  # fmt: skip
+    owner, hit = np.divmod(pairs, n_nodes)
+    hits_in_chain = np.bincount(owner, minlength=n_edges)
+    order = np.lexsort((owner, -hits_in_chain[owner], hit))
+    first_of_hit = np.ones(len(order), dtype=bool)
+    first_of_hit[1:] = hit[order][1:] != hit[order][:-1]
+    labels = np.full(n_nodes, -1, dtype=np.int64)
+    labels[hit[order][first_of_hit]] = owner[order][first_of_hit]
+    kept = np.bincount(labels[labels >= 0], minlength=n_edges)
+    big = (labels >= 0) & (kept[np.maximum(labels, 0)] >= min_hits)
+    result = np.full(n_nodes, -1, dtype=np.int64)
+    _, result[big] = np.unique(labels[big], return_inverse=True)
+    return result
+
+
+def _best_partner(key: np.ndarray, partner: np.ndarray, cost: np.ndarray, size: int) -> np.ndarray:
+    """For each of ``size`` keys, the partner with the lowest cost (-1 where the key has none; of equal costs, the
+    highest partner index)."""
+    lowest = np.full(size, np.inf)
+    np.minimum.at(lowest, key, cost)
+    wins = cost == lowest[key]
+    best = np.full(size, -1, dtype=np.int64)
+    np.maximum.at(best, key[wins], partner[wins])
+    return best
+
+
 class TrackBuilding:
     """Stage 4: accepted edges and their scores → :class:`TrackCandidates`."""
 
     def __init__(self, config: BuildingConfig) -> None:
         self.config = config
 
-    def run(self, n_nodes: int, edges: np.ndarray, scores: np.ndarray) -> TrackCandidates:
-        """Track candidates of one event with ``n_nodes`` spacepoints."""
-        if self.config.method == "walkthrough":
+    def run(self, spacepoints: Spacepoints, edges: np.ndarray, scores: np.ndarray) -> TrackCandidates:
+        """Track candidates of one event from its accepted edges [2, E] (inner hit first) and their scores."""
+        config = self.config
+        if config.method == "triplets":
+            return TrackCandidates(labels=triplet_labels(spacepoints, edges, config.max_triplet_cost, config.min_hits))
+        if config.method == "walkthrough":
             edges = edges[:, best_edges(edges, scores)]
-        return TrackCandidates(labels=component_labels(n_nodes, edges, self.config.min_hits))
+        return TrackCandidates(labels=component_labels(len(spacepoints), edges, config.min_hits))

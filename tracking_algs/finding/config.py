@@ -32,19 +32,24 @@ class FilterConfig:
 
 @attrs.frozen(kw_only=True)
 class GNNConfig:
-    """GNN edge classification: edges with score > ``cut`` go on to track building."""
+    """GNN edge classification: edges with score > ``cut`` go on to track building. The default suits the
+    ``triplets`` building, which sorts out the wrong edges by their geometry; plain ``components`` needs a cut
+    near 0.5 or above."""
 
-    cut: float = attrs.field(default=0.5, validator=[v.gt(0.0), v.lt(1.0)])
+    cut: float = attrs.field(default=0.1, validator=[v.gt(0.0), v.lt(1.0)])
 
 
 @attrs.frozen(kw_only=True)
 class BuildingConfig:
-    """Track building: ``components`` (connected components) or ``walkthrough`` (components after
-    splitting junctions by best score, the default: with the shipped models it finds far more tracks, see
-    docs/physics.md); candidates with fewer than ``min_hits`` hits are dropped."""
+    """Track building (:mod:`tracking_algs.finding.building`): ``triplets`` (the default: chains of edges linked
+    where the polar direction and the curvature agree along three hits, each link the best for both its edges;
+    ``max_triplet_cost`` bounds the χ²-like mismatch of a link), ``walkthrough`` (components after keeping, at
+    each hit, only its best-scoring edge outwards and inwards) or ``components`` (plain connected components);
+    candidates with fewer than ``min_hits`` hits are dropped. The measured effect of each: docs/physics.md."""
 
-    method: Literal["components", "walkthrough"] = "walkthrough"
-    min_hits: int = attrs.field(default=3, validator=v.ge(1))
+    method: Literal["triplets", "walkthrough", "components"] = "triplets"
+    min_hits: int = attrs.field(default=5, validator=v.ge(1))
+    max_triplet_cost: float = attrs.field(default=25.0, validator=v.gt(0.0))
 
 
 @attrs.frozen(kw_only=True)

@@ -57,7 +57,7 @@ class EnsembleSteps:
         """The edges whose filter score passes the filter cut."""
         return np.ascontiguousarray(edges[:, scores > self.config.filter.cut])
 
-    def build(self, n_nodes: int, edges: np.ndarray, gnn_scores: np.ndarray) -> np.ndarray:
+    def build(self, spacepoints: Spacepoints, edges: np.ndarray, gnn_scores: np.ndarray) -> np.ndarray:
         """Track labels [N] from the filtered edges and their GNN scores (GNN cut, then track building)."""
         keep = gnn_scores > self.config.gnn.cut
-        return self.building.run(n_nodes, edges[:, keep], gnn_scores[keep]).labels
+        return self.building.run(spacepoints, edges[:, keep], gnn_scores[keep]).labels

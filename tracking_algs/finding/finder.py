@@ -124,7 +124,7 @@ class TrackFinder:
         lap("filter")
         gnn_edges, gnn_scores = self.gnn.run(features, filter_edges)
         lap("gnn")
-        candidates = self.building.run(len(spacepoints), gnn_edges, gnn_scores)
+        candidates = self.building.run(spacepoints, gnn_edges, gnn_scores)
         lap("building")
         fit = None
         if self.fitter is not None:
