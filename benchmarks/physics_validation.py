@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from pathlib import Path
 
 import attrs
@@ -20,7 +21,7 @@ import mplhep
 import numpy as np
 from matplotlib.figure import Figure
 
-from tracking_algs.finding.config import BuildingConfig, FindingConfig
+from tracking_algs.finding.config import BuildingConfig, FindingConfig, GNNConfig
 from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
 from tracking_algs.finding.validation import evaluate, without_matches
@@ -36,10 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", default="", help="model directory (default: the shipped models)")
     parser.add_argument("--events", type=int, default=3, help="events per pile-up")
     parser.add_argument("--pileups", type=float, nargs="+", default=[0.0, 20.0, 200.0])
-    parser.add_argument("--building", choices=["components", "walkthrough"], default=BuildingConfig().method)
+    parser.add_argument("--building", choices=typing.get_args(typing.get_type_hints(BuildingConfig)["method"]),
+                        default=BuildingConfig().method)  # fmt: skip
+    parser.add_argument("--gnn-cut", type=float, default=GNNConfig().cut)
+    parser.add_argument("--min-hits", type=int, default=BuildingConfig().min_hits, help="shortest candidate kept")
+    parser.add_argument("--output", default="physics_validation", help="name of the results in benchmarks/results")
+    parser.add_argument("--no-plots", action="store_true", help="leave docs/plots as they are")
     args = parser.parse_args(argv)
     assert SEED >= VALIDATION_SEED_MIN
-    config = FindingConfig(model_dir=args.model_dir, building=BuildingConfig(method=args.building))
+    building = BuildingConfig(method=args.building, min_hits=args.min_hits)
+    config = FindingConfig(model_dir=args.model_dir, building=building, gnn=GNNConfig(cut=args.gnn_cut))
     results, rows = {}, []
     with TrackFinder.local(config) as finder:
         for pileup in args.pileups:
@@ -48,13 +55,13 @@ def main(argv: list[str] | None = None) -> int:
             results[f"pileup_{pileup:g}"] = without_matches(summary)
             rows.append(_row(pileup, summary))
             print(rows[-1], flush=True)
-            if pileup == max(args.pileups):
+            if pileup == max(args.pileups) and not args.no_plots:
                 _plots(summary, pileup)
     output = {"seed": SEED, "events_per_pileup": args.events, "finding": attrs.asdict(config), "results": results}
-    (ROOT / "benchmarks/results/physics_validation.json").write_text(json.dumps(output, indent=2))
+    (ROOT / f"benchmarks/results/{args.output}.json").write_text(json.dumps(output, indent=2))
     header = ("| pile-up | hits/event | eff pT>1 | eff pT>0.5 | fake | duplicate | edge eff/purity graph | "
               "filter | GNN |\n|---|---|---|---|---|---|---|---|---|\n")  # fmt: skip
-    (ROOT / "benchmarks/results/physics_validation.md").write_text(header + "\n".join(rows) + "\n")
+    (ROOT / f"benchmarks/results/{args.output}.md").write_text(header + "\n".join(rows) + "\n")
     print(header + "\n".join(rows))
     return 0
 
