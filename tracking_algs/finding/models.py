@@ -90,8 +90,9 @@ class FilterNet(nn.Module):
     def logits(self, features: torch.Tensor, embedding: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """Scores before the sigmoid (for training with BCE-with-logits)."""
         nodes = torch.cat([features, embedding], dim=1)
-        inner, outer = features[edge_index[0]], features[edge_index[1]]
-        pairs = torch.cat([nodes[edge_index[0]], nodes[edge_index[1]], pair_features(inner, outer)], dim=1)
+        inner, outer = (torch.index_select(nodes, 0, row) for row in edge_index)  # one gather per end
+        n = features.shape[1]
+        pairs = torch.cat([inner, outer, pair_features(inner[:, :n], outer[:, :n])], dim=1)
         return self.net(pairs).squeeze(-1)
 
     def forward(self, features: torch.Tensor, embedding: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
@@ -151,7 +152,7 @@ class InteractionGNN(nn.Module):
         """Scores before the sigmoid (for training with BCE-with-logits)."""
         inner, outer = edge_index[0], edge_index[1]
         nodes = self.node_encoder(features)
-        ends = (features[inner], features[outer])
+        ends = (torch.index_select(features, 0, inner), torch.index_select(features, 0, outer))
         edges = self.edge_encoder(torch.cat([*ends, pair_features(*ends)], dim=1))
         for edge_update, node_update in zip(self.edge_updates, self.node_updates, strict=True):
             edges = edges + _edge_mlp(edge_update, nodes, inner, outer, edges)
