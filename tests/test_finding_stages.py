@@ -120,3 +120,13 @@ def test_triplets_drop_chains_shorter_than_min_hits():
         TrackBuilding(BuildingConfig(method="triplets", min_hits=5)).run(spacepoints, edges, scores).labels.tolist()
         == [-1] * 4
     )
+
+
+@pytest.mark.parametrize("method", ["triplets", "walkthrough", "components"])
+def test_every_building_copes_with_no_edges_and_no_hits(method):
+    building = TrackBuilding(BuildingConfig(method=method, min_hits=3))
+    no_edges, no_scores = np.zeros((2, 0), dtype=np.int64), np.zeros(0, dtype=np.float32)
+    five = _spacepoints(np.column_stack((np.arange(5.0) * 40.0 + 32.0, np.zeros(5), np.zeros(5))))
+    assert building.run(five, no_edges, no_scores).labels.tolist() == [-1] * 5
+    assert building.run(_spacepoints(np.zeros((0, 3))), no_edges, no_scores).labels.tolist() == []
+    assert building.run(five, np.array([[0], [1]]), np.array([0.9])).labels.tolist() == [-1] * 5

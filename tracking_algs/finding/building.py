@@ -118,7 +118,7 @@ def triplet_labels(spacepoints: Spacepoints, edges: np.ndarray, max_cost: float,
     first_of_hit[1:] = hit[order][1:] != hit[order][:-1]
     labels = np.full(n_nodes, -1, dtype=np.int64)
     labels[hit[order][first_of_hit]] = owner[order][first_of_hit]
-    kept = np.bincount(labels[labels >= 0], minlength=n_edges)
+    kept = np.bincount(labels[labels >= 0], minlength=n_edges + 1)  # + 1: never empty, -1 labels index it
     big = (labels >= 0) & (kept[np.maximum(labels, 0)] >= min_hits)
     result = np.full(n_nodes, -1, dtype=np.int64)
     _, result[big] = np.unique(labels[big], return_inverse=True)
