@@ -3,12 +3,14 @@
 The plain export of ``scatter_add``/``scatter_reduce`` is ``ScatterElements(reduction="add"/"max")``, which
 ONNX Runtime's CPU provider runs one element at a time (about 1.5 s for 1M edges × 32 features, three
 quarters of the whole GNN on a pile-up-200 event). ``ScatterND`` with a reduction is fast but runs its
-slices on several threads without guarding repeated indices, so its sums are wrong on multi-core sessions.
-This form therefore only gathers and reduces, with no repeated writes:
+slices on several threads without guarding repeated indices, so its sums are wrong on multi-core sessions
+(onnxruntime issue 18048). This form therefore moves the messages only with gathers and reductions:
 
 * **layout**, built once per edge direction (the export keeps one copy for every iteration): the edges
   sorted by target node (``TopK``); each node's edges laid out in blocks of :data:`BLOCK` slots, padded
-  with a zero row; then each node's blocks laid out in ``K`` slots, ``K`` the largest block count;
+  with a zero row; then each node's blocks laid out in ``K`` slots, ``K`` the largest block count. The
+  integer tables come from 1-D ``ScatterElements`` over the E edges (node counts, slot tables), whose
+  single-threaded kernel is exact and cheap at this size;
 * **per aggregation**: one ``Gather`` of the messages into the blocks, ``ReduceSum`` and ``ReduceMax``
   over each block, one ``Gather`` of the block results per node and a second ``ReduceSum``/``ReduceMax``.
 
