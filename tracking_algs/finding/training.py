@@ -459,7 +459,7 @@ def train(config: TrainConfig, output: str | Path, validate: Callable[[Path, Tra
         "format": 1,
         "features": list(FEATURE_NAMES),
         "models": {name: f"{name}.onnx" for name in ("embedding", "filter", "gnn")},
-        "recommended": {"radius": radius, "filter_cut": cut, "gnn_cut": 0.5},
+        "recommended": {"radius": radius, "filter_cut": cut, "gnn_cut": FindingConfig().gnn.cut},
         "training_config": unstructure(config),
         "data": {
             "simulation": unstructure(SimulationConfig(pileup=config.data.pileup)),
