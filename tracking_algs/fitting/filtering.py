@@ -21,13 +21,9 @@ from tracking_algs.fitting.helix import SurfaceKind, propagate, wrap_angle
 from tracking_algs.fitting.hook import FitStatus
 from tracking_algs.fitting.navigation import Crossings, MaterialMap, traverse
 from tracking_algs.fitting.scattering import scattering_variances
-from tracking_algs.fitting.stacked import (
-    matmul,
-    sandwich,
-    transport_information,
-    transport_sandwich,
-    transport_vector_back,
-)
+from tracking_algs.fitting.stacked import matmul, sandwich, transport_sandwich
+
+_DIAGONAL = np.arange(5)
 
 
 @attrs.frozen
@@ -96,28 +92,23 @@ def gain_update(params: np.ndarray, cov: np.ndarray, residual: np.ndarray, varia
     precision[:, 1, 1] = np.where(two, s00 / det, 0.0)
     gain = matmul(cov[:, :, :2], precision)
     new_params = params + gain[:, :, 0] * r0[:, None] + gain[:, :, 1] * r1[:, None]
-    # H selects the first two components: (1 − KH) P = P − K (HP) with HP the first two rows of P, and
-    # A (1 − KH)ᵀ = A − (A Hᵀ) Kᵀ with A Hᵀ the first two columns of A
-    gain_t = gain.transpose(0, 2, 1)
-    reduced = cov - matmul(gain, cov[:, :2, :])
-    new_cov = reduced - matmul(reduced[:, :, :2], gain_t)
+    # H selects the first two components, so 1 − KH is the identity with −K in its first two columns; it is built
+    # explicitly (1 − K computed first) rather than expanded, which would cancel where the hit dominates (K ≈ 1)
+    new_cov = sandwich(_reduction(gain), cov)
     weighted = gain * np.stack((v0, v1), axis=1)[:, None, :]
-    new_cov += matmul(weighted, gain_t)
+    new_cov += matmul(weighted, gain.transpose(0, 2, 1))
     chi2 = precision[:, 0, 0] * r0 * r0 + 2.0 * precision[:, 0, 1] * r0 * r1 + precision[:, 1, 1] * r1 * r1
     new_cov += new_cov.transpose(0, 2, 1)
     new_cov *= 0.5
     return Update(new_params, new_cov, chi2, gain, precision)
 
 
-def _reduce_information(information: np.ndarray, gain: np.ndarray) -> np.ndarray:
-    """(1 − KH)ᵀ Λ (1 − KH) for symmetric Λ [N, 5, 5], gains K [N, 5, 2] and H selecting the first two components:
-    Λ − (ΛK) H − Hᵀ (ΛK)ᵀ + Hᵀ (Kᵀ Λ K) H."""
-    weighted = matmul(information, gain)  # Λ K
-    out = information.copy()
-    out[:, :, :2] -= weighted
-    out[:, :2, :] -= weighted.transpose(0, 2, 1)
-    out[:, :2, :2] += matmul(gain.transpose(0, 2, 1), weighted)
-    return out
+def _reduction(gain: np.ndarray) -> np.ndarray:
+    """1 − K H [N, 5, 5] for gains K [N, 5, 2] and H selecting the first two components."""
+    reduction = np.zeros((len(gain), 5, 5))
+    reduction[:, :, :2] = -gain
+    reduction[:, _DIAGONAL, _DIAGONAL] += 1.0
+    return reduction
 
 
 @attrs.frozen
@@ -266,10 +257,9 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
         if i + 1 < length:
             # the adjoint of the hit after, taken back through the transport J_i+1 and the update (1 − KH):
             # Λ = (1 − KH)ᵀ J_i+1ᵀ Λ̃_i+1 J_i+1 (1 − KH), λ = (1 − KH)ᵀ J_i+1ᵀ λ̃_i+1
-            jacobian, gain = forward.jacobian[i + 1, rows], forward.gain[i, rows]
-            info = _reduce_information(transport_information(jacobian, after_info[rows]), gain)
-            lam = transport_vector_back(jacobian, after[rows])
-            lam[:, :2] -= np.einsum("nki,nk->ni", gain, lam)
+            transport = matmul(forward.jacobian[i + 1, rows], _reduction(forward.gain[i, rows]))
+            info = sandwich(transport.transpose(0, 2, 1), after_info[rows])
+            lam = np.einsum("nki,nk->ni", transport, after[rows])
         else:
             info = np.zeros_like(pred_cov)
             lam = np.zeros_like(pred)

@@ -35,21 +35,3 @@ def transport_sandwich(jacobian: np.ndarray, cov: np.ndarray) -> np.ndarray:
     out[:, 3:, :3] = top[:, :, 3:].transpose(0, 2, 1)
     out[:, 3:, 3:] = cov[:, 3:, 3:]
     return out
-
-
-def transport_information(jacobian: np.ndarray, information: np.ndarray) -> np.ndarray:
-    """``Jᵀ Λ J`` for transport Jacobians J as in :func:`transport_sandwich` (an information matrix Λ taken back
-    through a transport)."""
-    rows = jacobian[:, :3]
-    right = matmul(information[:, :, :3], rows)  # Λ J
-    right[:, :, 3:] += information[:, :, 3:]
-    out = matmul(rows.transpose(0, 2, 1), right[:, :3])
-    out[:, 3:] += right[:, 3:]
-    return out
-
-
-def transport_vector_back(jacobian: np.ndarray, vector: np.ndarray) -> np.ndarray:
-    """``Jᵀ v`` for vectors ``v`` [N, 5] and transport Jacobians J as in :func:`transport_sandwich`."""
-    out = np.einsum("nki,nk->ni", jacobian[:, :3], vector[:, :3])
-    out[:, 3:] += vector[:, 3:]
-    return out
