@@ -36,9 +36,16 @@ def component_labels(n_nodes: int, edges: np.ndarray, min_hits: int) -> np.ndarr
     others are numbered 0, 1, ... in order of their first node."""
     graph = coo_matrix((np.ones(edges.shape[1], dtype=np.int8), (edges[0], edges[1])), shape=(n_nodes, n_nodes))
     _, labels = connected_components(graph, directed=False)
-    sizes = np.bincount(labels, minlength=labels.max() + 1 if n_nodes else 0)
-    big = sizes[labels] >= min_hits
-    result = np.full(n_nodes, -1, dtype=np.int64)
+    return _numbered(labels, min_hits)
+
+
+def _numbered(labels: np.ndarray, min_hits: int) -> np.ndarray:
+    """``labels`` [N] (-1: none) with groups smaller than ``min_hits`` set to -1 and the others numbered 0, 1, ...
+    in order of their old labels."""
+    assigned = labels >= 0
+    sizes = np.bincount(labels[assigned], minlength=1)
+    big = assigned & (sizes[np.where(assigned, labels, 0)] >= min_hits)
+    result = np.full(len(labels), -1, dtype=np.int64)
     _, result[big] = np.unique(labels[big], return_inverse=True)
     return result
 
@@ -118,11 +125,7 @@ def triplet_labels(spacepoints: Spacepoints, edges: np.ndarray, max_cost: float,
     first_of_hit[1:] = hit[order][1:] != hit[order][:-1]
     labels = np.full(n_nodes, -1, dtype=np.int64)
     labels[hit[order][first_of_hit]] = owner[order][first_of_hit]
-    kept = np.bincount(labels[labels >= 0], minlength=n_edges + 1)  # + 1: never empty, -1 labels index it
-    big = (labels >= 0) & (kept[np.maximum(labels, 0)] >= min_hits)
-    result = np.full(n_nodes, -1, dtype=np.int64)
-    _, result[big] = np.unique(labels[big], return_inverse=True)
-    return result
+    return _numbered(labels, min_hits)
 
 
 def _best_partner(key: np.ndarray, partner: np.ndarray, cost: np.ndarray, size: int) -> np.ndarray:
