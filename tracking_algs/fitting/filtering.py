@@ -302,8 +302,8 @@ def to_perigee(
     crossed on the way (the layers inside the first hit and the beam pipe; none when ``material`` is None):
     ``(params [N, 5], cov [N, 5, 5], reached [N])``."""
     if material is not None:
-        inner = material.crossings(*_first_point(params, kind, position), np.zeros(len(params)),
-                                   _beam_line_z(params, kind, position))  # fmt: skip
+        r, z = _first_point(params, kind, position)
+        inner = material.crossings(r, z, np.zeros(len(params)), _beam_line_z(r, z, params[:, 3]))
         passed = traverse(params, cov, kind, position, inner, bfield_t, mass_gev, direction=-1)
         params, cov, kind, position = passed.params, passed.cov, passed.kind, passed.position
     perigee = np.full(len(params), SurfaceKind.PERIGEE)
@@ -319,7 +319,6 @@ def _first_point(params: np.ndarray, kind: np.ndarray, position: np.ndarray) -> 
     return np.where(disk, params[:, 1], position), np.where(disk, position, params[:, 1])
 
 
-def _beam_line_z(params: np.ndarray, kind: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """Where the straight line of each state's polar direction meets the beam line (r = 0)."""
-    r, z = _first_point(params, kind, position)
-    return z - r * np.cos(params[:, 3]) / np.maximum(np.sin(params[:, 3]), 1e-6)
+def _beam_line_z(r: np.ndarray, z: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Where the straight line through (``r``, ``z``) with polar direction ``theta`` meets the beam line (r = 0)."""
+    return z - r * np.cos(theta) / np.maximum(np.sin(theta), 1e-6)
