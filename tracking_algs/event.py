@@ -141,6 +141,7 @@ class TrackCandidates:
         ``track_ids[k]`` are ``rows[offsets[k]:offsets[k + 1]]`` (ascending row order)."""
         assigned = np.flatnonzero(self.labels >= 0)
         order = assigned[np.argsort(self.labels[assigned], kind="stable")]
-        track_ids, counts = np.unique(self.labels[order], return_counts=True)
-        offsets = np.concatenate(([0], np.cumsum(counts)))
-        return track_ids, offsets, order
+        sorted_labels = self.labels[order]
+        starts = np.flatnonzero(np.diff(sorted_labels, prepend=-1))  # labels are >= 0: the first row starts one
+        offsets = np.append(starts, len(order))
+        return sorted_labels[starts], offsets, order

@@ -19,7 +19,7 @@ import numpy as np
 from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.helix import SurfaceKind, propagate, wrap_angle
 from tracking_algs.fitting.hook import FitStatus
-from tracking_algs.fitting.navigation import Crossings, MaterialMap, traverse
+from tracking_algs.fitting.navigation import MaterialMap, traverse
 from tracking_algs.fitting.scattering import scattering_variances
 from tracking_algs.fitting.stacked import matmul, sandwich, transport_sandwich
 
@@ -28,12 +28,11 @@ _DIAGONAL = np.arange(5)
 
 @attrs.frozen
 class Measurements:
-    """The hits of T tracks, padded to L: the first ``count[t]`` entries of row ``t`` are track ``t``'s hits in
-    the order the track crosses them.  ``kind``, ``position`` and ``x_over_x0`` [T, L] describe each hit's surface;
-    ``value`` [T, L, 2] is the measured (Phi, z) or (Phi, r); ``variance`` [T, L, 2] their variances, the second
-    one infinite for a hit that measures Phi only.  ``holes`` are the surfaces crossed without a hit between hits
-    ``i - 1`` and ``i`` of track ``t``, as crossings of segment ``i · T + t`` (see
-    :mod:`~tracking_algs.fitting.navigation`)."""
+    """The steps of T tracks, padded to L: the first ``count[t]`` entries of row ``t`` are the surfaces track
+    ``t`` crosses, in order: its hits, and between them its holes (surfaces with material crossed without a
+    hit, see :mod:`~tracking_algs.fitting.navigation`).  ``kind``, ``position`` and ``x_over_x0`` [T, L] describe
+    each step's surface; ``value`` [T, L, 2] is the measured (Phi, z) or (Phi, r); ``variance`` [T, L, 2] their
+    variances, the second one infinite for a hit that measures Phi only and both infinite on a hole."""
 
     kind: np.ndarray
     position: np.ndarray
@@ -41,51 +40,39 @@ class Measurements:
     value: np.ndarray
     variance: np.ndarray
     count: np.ndarray
-    holes: Crossings
-
-    def holes_before(self, step: int, rows: slice | np.ndarray) -> Crossings:
-        """The holes between hits ``step - 1`` and ``step`` of the tracks ``rows``, their ``segment`` renumbered
-        to the position of the track in ``rows``."""
-        n_tracks = len(self.count)
-        segment = self.holes.segment
-        holes = self.holes.take(slice(*np.searchsorted(segment, [step * n_tracks, (step + 1) * n_tracks])))
-        selected = np.arange(n_tracks)[rows]
-        position_in_rows = np.full(n_tracks, -1)
-        position_in_rows[selected] = np.arange(len(selected))
-        local = position_in_rows[holes.segment - step * n_tracks]
-        kept = local >= 0
-        return attrs.evolve(holes.take(kept), segment=local[kept])
 
     def dims(self) -> np.ndarray:
-        """Measured dimensions per hit [T, L] (1 or 2; padding counts as 2)."""
-        return 1 + np.isfinite(self.variance[..., 1]).astype(np.int64)
+        """Measured dimensions per step [T, L] (0 on a hole, 1 or 2 on a hit)."""
+        return np.isfinite(self.variance).sum(axis=2)
 
 
 @attrs.frozen
 class Update:
     """A gain-matrix update of N states: updated ``params`` [N, 5] and ``cov`` [N, 5, 5], the predicted ``chi2``
-    [N], the ``gain`` [N, 5, 2] and the inverse residual covariance ``precision`` [N, 2, 2] (zero in the
-    rows/columns of an unmeasured second dimension)."""
+    [N], the ``gain`` K [N, 5, 2], the ``reduction`` 1 − KH [N, 5, 5] and the inverse residual covariance
+    ``precision`` [N, 2, 2] (zero in the rows/columns of an unmeasured second dimension)."""
 
     params: np.ndarray
     cov: np.ndarray
     chi2: np.ndarray
     gain: np.ndarray
+    reduction: np.ndarray
     precision: np.ndarray
 
 
 def gain_update(params: np.ndarray, cov: np.ndarray, residual: np.ndarray, variance: np.ndarray) -> Update:
     """Update states ``params`` [N, 5], ``cov`` [N, 5, 5] with measurements of their first two components:
     ``residual`` [N, 2] = measurement − prediction, measurement ``variance`` [N, 2] (second infinite for a 1-D
-    measurement).  Joseph form: P' = (1 − KH) P (1 − KH)ᵀ + K V Kᵀ."""
-    two = np.isfinite(variance[:, 1])
-    r0, r1 = residual[:, 0], np.where(two, residual[:, 1], 0.0)
-    v0, v1 = variance[:, 0], np.where(two, variance[:, 1], 0.0)
-    s00 = cov[:, 0, 0] + v0
+    measurement, both for none: the state is left as it is).  Joseph form: P' = (1 − KH) P (1 − KH)ᵀ + K V Kᵀ."""
+    one = np.isfinite(variance[:, 0])
+    two = one & np.isfinite(variance[:, 1])
+    r0, r1 = np.where(one, residual[:, 0], 0.0), np.where(two, residual[:, 1], 0.0)
+    v0, v1 = np.where(one, variance[:, 0], 0.0), np.where(two, variance[:, 1], 0.0)
+    s00 = np.where(one, cov[:, 0, 0] + v0, 1.0)
     s01 = np.where(two, cov[:, 0, 1], 0.0)
     s11 = np.where(two, cov[:, 1, 1] + v1, 1.0)
     det = s00 * s11 - s01 * s01
-    det = np.where(det > 0.0, det, np.inf)
+    det = np.where(one & (det > 0.0), det, np.inf)
     precision = np.empty((len(params), 2, 2))
     precision[:, 0, 0] = s11 / det
     precision[:, 0, 1] = precision[:, 1, 0] = -s01 / det
@@ -93,14 +80,17 @@ def gain_update(params: np.ndarray, cov: np.ndarray, residual: np.ndarray, varia
     gain = matmul(cov[:, :, :2], precision)
     new_params = params + gain[:, :, 0] * r0[:, None] + gain[:, :, 1] * r1[:, None]
     # H selects the first two components, so 1 − KH is the identity with −K in its first two columns; it is built
-    # explicitly (1 − K computed first) rather than expanded, which would cancel where the hit dominates (K ≈ 1)
-    new_cov = sandwich(_reduction(gain), cov)
-    weighted = gain * np.stack((v0, v1), axis=1)[:, None, :]
-    new_cov += matmul(weighted, gain.transpose(0, 2, 1))
+    # explicitly (1 − K computed first) rather than expanded, which would cancel where the hit dominates (K ≈ 1).
+    # With A = (1 − KH) P the Joseph form is A (1 − KH)ᵀ + K V Kᵀ = A + (K V − A Hᵀ) Kᵀ, exactly and for any K:
+    # one 5×5 product and a 5×2 one instead of two 5×5 products.
+    reduction = _reduction(gain)
+    reduced = matmul(reduction, cov)
+    correction = gain * np.stack((v0, v1), axis=1)[:, None, :] - reduced[:, :, :2]
+    new_cov = reduced + matmul(correction, gain.transpose(0, 2, 1))
     chi2 = precision[:, 0, 0] * r0 * r0 + 2.0 * precision[:, 0, 1] * r0 * r1 + precision[:, 1, 1] * r1 * r1
     new_cov += new_cov.transpose(0, 2, 1)
     new_cov *= 0.5
-    return Update(new_params, new_cov, chi2, gain, precision)
+    return Update(new_params, new_cov, chi2, gain, reduction, precision)
 
 
 def _reduction(gain: np.ndarray) -> np.ndarray:
@@ -113,20 +103,20 @@ def _reduction(gain: np.ndarray) -> np.ndarray:
 
 @attrs.frozen
 class ForwardPass:
-    """What the forward filter leaves for the smoother, stored step-major ([L, T, ...]): per hit the
-    ``predicted`` state and ``predicted_cov``, the ``jacobian`` from the previous hit, the predicted ``residual``,
-    the update's ``gain`` and ``precision``; per track [T] the total ``chi2``, the measurement dimensions used
-    (``dims``), the number of hits ``processed`` and the ``status``.
+    """What the forward filter leaves for the smoother, stored step-major ([L, T, ...]): per step the
+    ``predicted`` state and ``predicted_cov``, the predicted ``residual``, the update's ``precision`` and the
+    ``transport`` J (1 − KH) of the update and the Jacobian J to the next step (zero where there is none); per
+    track [T] the total ``chi2``, the
+    measurement dimensions used (``dims``), the number of steps ``processed`` and the ``status``.
 
     A track whose helix misses the surface of its next hit (a low-pT track nearly tangent to a cylinder) stops
-    there: its remaining hits are not used and ``processed`` counts the hits before."""
+    there: its remaining steps are not used and ``processed`` counts the steps before."""
 
     predicted: np.ndarray
     predicted_cov: np.ndarray
-    jacobian: np.ndarray
     residual: np.ndarray
-    gain: np.ndarray
     precision: np.ndarray
+    transport: np.ndarray
     chi2: np.ndarray
     dims: np.ndarray
     processed: np.ndarray
@@ -165,72 +155,76 @@ def forward_filter(
     bfield_t: float,
     config: KalmanConfig,
 ) -> ForwardPass:
-    """Run the filter over every track's hits, from the seed (bound parameters on the first hit's surface);
-    tracks whose ``status`` [T] is not OK are skipped."""
+    """Run the filter over every track's steps, from the seed (bound parameters on the first hit's surface);
+    tracks whose ``status`` [T] is not OK are skipped.
+
+    A hole the helix does not reach (the straight-line navigation was wrong for a strongly bent track) is
+    skipped, with its material: its step keeps the state where it was, with a unit Jacobian."""
     n_tracks, length = hits.kind.shape
     predicted = np.zeros((length, n_tracks, 5))
     predicted_cov = np.zeros((length, n_tracks, 5, 5))
-    jacobian = np.zeros((length, n_tracks, 5, 5))
     residual = np.zeros((length, n_tracks, 2))
-    gain = np.zeros((length, n_tracks, 5, 2))
     precision = np.zeros((length, n_tracks, 2, 2))
+    transport = np.zeros((length, n_tracks, 5, 5))
+    reduction = np.zeros((n_tracks, 5, 5))  # 1 − KH of each track's last update
     chi2 = np.zeros(n_tracks)
     dims = np.zeros(n_tracks, dtype=np.int64)
     processed = np.zeros(n_tracks, dtype=np.int64)
     hit_dims = hits.dims()
+    hole = hit_dims == 0
+    x_over_x0 = hits.x_over_x0.copy()  # zeroed on the holes that are skipped
     state, state_cov = seed.copy(), seed_cov.copy()
+    state_kind, state_position = hits.kind[:, 0].copy(), hits.position[:, 0].copy()  # the surface of each state
 
     for i in range(length):
         rows = _rows((hits.count > i) & (processed == i) & (status == FitStatus.OK))
         if isinstance(rows, np.ndarray) and not rows.size:
             break
-        if i == 0:
-            params, cov = state[rows], state_cov[rows]
-        else:
-            start, cov = state[rows], state_cov[rows]
-            kind, position = hits.kind[rows, i - 1], hits.position[rows, i - 1]
-            holes = hits.holes_before(i, rows)
-            if len(holes.segment):
-                passed = traverse(start, cov, kind, position, holes, bfield_t, config.mass_gev, direction=1)
-                start, cov, kind, position = passed.params, passed.cov, passed.kind, passed.position
-            step = propagate(start, kind, position, hits.kind[rows, i], hits.position[rows, i], bfield_t)
-            params, jac = step.params, step.jacobian
-            whole = jac
-            if len(holes.segment):  # the Jacobian from hit i - 1, through the holes
-                whole = jac.copy()
-                whole[passed.movers] = matmul(jac[passed.movers], passed.jacobian)
-            if not step.ok.all():
-                rows = np.arange(n_tracks)[rows][step.ok]
-                params, jac, cov, whole = params[step.ok], jac[step.ok], cov[step.ok], whole[step.ok]
-            cov = transport_sandwich(jac, cov)
-            jacobian[i, rows] = whole
+        params, cov = state[rows], state_cov[rows]
+        if i > 0:
+            to_hole = hole[rows, i]
+            step = propagate(params, state_kind[rows], state_position[rows], hits.kind[rows, i],
+                             hits.position[rows, i], bfield_t, direction=to_hole.astype(np.int64))  # fmt: skip
+            jac = step.jacobian
+            missed = to_hole & ~step.ok
+            if missed.any():
+                step.params[missed], jac[missed] = params[missed], np.eye(5)
+                x_over_x0[np.arange(n_tracks)[rows][missed], i] = 0.0
+            params, cov = step.params, transport_sandwich(jac, cov)
+            reached = step.ok | missed
+            if not reached.all():  # a hit the helix does not reach ends its track here
+                rows = np.arange(n_tracks)[rows][reached]
+                params, jac, cov = params[reached], jac[reached], cov[reached]
+            transport[i - 1, rows] = _through_update(jac, reduction[rows])
+            state_kind[rows] = np.where(missed[reached], state_kind[rows], hits.kind[rows, i])
+            state_position[rows] = np.where(missed[reached], state_position[rows], hits.position[rows, i])
         res = _residual(hits.value[rows, i], params)
         update = gain_update(params, cov, res, hits.variance[rows, i])
         processed[rows] = i + 1
         predicted[i, rows] = params
         predicted_cov[i, rows] = cov
         residual[i, rows] = res
-        gain[i, rows] = update.gain
+        reduction[rows] = update.reduction
         precision[i, rows] = update.precision
         chi2[rows] += update.chi2
         dims[rows] += hit_dims[rows, i]
 
         new_cov = update.cov
         if config.multiple_scattering:
-            var_phi, var_theta = scattering_variances(update.params, hits.kind[rows, i], hits.x_over_x0[rows, i],
+            var_phi, var_theta = scattering_variances(update.params, hits.kind[rows, i], x_over_x0[rows, i],
                                                       config.mass_gev)  # fmt: skip
             new_cov[:, 2, 2] += var_phi
             new_cov[:, 3, 3] += var_theta
         state[rows], state_cov[rows] = update.params, new_cov
-    return ForwardPass(predicted, predicted_cov, jacobian, residual, gain, precision, chi2, dims, processed,
+    return ForwardPass(predicted, predicted_cov, residual, precision, transport, chi2, dims, processed,
                        status.copy())  # fmt: skip
 
 
 @attrs.frozen
 class Smoothed:
     """The smoother's results: the state at the first hit using all hits (``first`` [T, 5], ``first_cov``
-    [T, 5, 5]) and per hit [T, L] the χ² of the hit against the smoothed prediction from all *other* hits
-    (``hit_chi2``; 0 on padding and hits not processed)."""
+    [T, 5, 5]) and per step [T, L] the χ² of the hit against the smoothed prediction from all *other* hits
+    (``hit_chi2``; 0 on holes, padding and steps not processed)."""
 
     first: np.ndarray
     first_cov: np.ndarray
@@ -257,7 +251,7 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
         if i + 1 < length:
             # the adjoint of the hit after, taken back through the transport J_i+1 and the update (1 − KH):
             # Λ = (1 − KH)ᵀ J_i+1ᵀ Λ̃_i+1 J_i+1 (1 − KH), λ = (1 − KH)ᵀ J_i+1ᵀ λ̃_i+1
-            transport = matmul(forward.jacobian[i + 1, rows], _reduction(forward.gain[i, rows]))
+            transport = forward.transport[i, rows]
             info = sandwich(transport.transpose(0, 2, 1), after_info[rows])
             lam = np.einsum("nki,nk->ni", transport, after[rows])
         else:
@@ -280,18 +274,27 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
     return Smoothed(first, first_cov, hit_chi2)
 
 
+def _through_update(jacobian: np.ndarray, reduction: np.ndarray) -> np.ndarray:
+    """J (1 − KH) for transport Jacobians J with unit rows 3 and 4 (see :func:`~.stacked.transport_sandwich`)."""
+    product = np.empty_like(reduction)
+    product[:, :3] = matmul(jacobian[:, :3], reduction)
+    product[:, 3:] = reduction[:, 3:]
+    return product
+
+
 def _hit_chi2(value, variance, params, smoothed_block):
     """χ² of each hit against the prediction from all other hits, from its smoothed residual r_s:
-    r_sᵀ (V − H P_s Hᵀ)⁻¹ r_s (the χ² of the unbiased residual)."""
-    two = np.isfinite(variance[:, 1])
+    r_sᵀ (V − H P_s Hᵀ)⁻¹ r_s (the χ² of the unbiased residual); 0 on holes."""
+    one = np.isfinite(variance[:, 0])
+    two = one & np.isfinite(variance[:, 1])
     res = _residual(value, params)
-    r00 = variance[:, 0] - smoothed_block[:, 0, 0]
+    r00 = np.where(one, variance[:, 0], 1.0) - smoothed_block[:, 0, 0]
     r01 = np.where(two, -smoothed_block[:, 0, 1], 0.0)
     r11 = np.where(two, variance[:, 1] - smoothed_block[:, 1, 1], 1.0)
     det = r00 * r11 - r01 * r01
     r1 = np.where(two, res[:, 1], 0.0)
     chi2 = (r11 * res[:, 0] ** 2 - 2.0 * r01 * res[:, 0] * r1 + r00 * r1**2) / np.where(det > 0.0, det, np.inf)
-    return np.where((det > 0.0) & (r00 > 0.0), chi2, 0.0)
+    return np.where(one & (det > 0.0) & (r00 > 0.0), chi2, 0.0)
 
 
 def to_perigee(
@@ -305,7 +308,7 @@ def to_perigee(
         r, z = _first_point(params, kind, position)
         inner = material.crossings(r, z, np.zeros(len(params)), _beam_line_z(r, z, params[:, 3]))
         passed = traverse(params, cov, kind, position, inner, bfield_t, mass_gev, direction=-1)
-        params, cov, kind, position = passed.params, passed.cov, passed.kind, passed.position
+        params, cov, kind, position = passed.merged(params, cov, kind, position)
     perigee = np.full(len(params), SurfaceKind.PERIGEE)
     final = propagate(params, kind, position, perigee, np.zeros(len(params)), bfield_t)
     final_cov = transport_sandwich(final.jacobian, cov)

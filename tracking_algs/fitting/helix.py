@@ -59,6 +59,12 @@ class Propagation:
     ok: np.ndarray
 
 
+def columns(table: np.ndarray) -> np.ndarray:
+    """The columns of ``table`` [N, k] as the rows of a contiguous [k, N] array: elementwise arithmetic on
+    contiguous rows runs about twice as fast as on the strided column views of ``table.T``."""
+    return np.ascontiguousarray(table.T)
+
+
 def wrap_angle(angle: np.ndarray) -> np.ndarray:
     """``angle`` mapped into [-pi, pi)."""
     return (angle + np.pi) % (2.0 * np.pi) - np.pi
@@ -75,7 +81,7 @@ def angular_components(kind: np.ndarray) -> np.ndarray:
 def bound_to_free(params: np.ndarray, kind: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Free parameters [N, 7] of bound ``params`` [N, 5] on surfaces ``kind``/``position`` [N], and the
     Jacobian d(free)/d(bound) [N, 7, 5]."""
-    l0, l1, phi, theta, qop = params.T
+    l0, l1, phi, theta, qop = columns(params)
     cos_phi, sin_phi = np.cos(phi), np.sin(phi)
     cos_theta, sin_theta = np.cos(theta), np.sin(theta)
     cylinder = kind == SurfaceKind.CYLINDER
@@ -108,7 +114,7 @@ def bound_to_free(params: np.ndarray, kind: np.ndarray, position: np.ndarray) ->
 def free_to_bound(free: np.ndarray, kind: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Bound parameters [N, 5] of free parameters [N, 7] that lie on surfaces of ``kind`` [N], and the
     Jacobian d(bound)/d(free) [N, 5, 7]."""
-    x, y, z, tx, ty, tz, qop = free.T
+    x, y, z, tx, ty, tz, qop = columns(free)
     disk = kind == SurfaceKind.DISK
     perigee = kind == SurfaceKind.PERIGEE
     r2 = x * x + y * y
@@ -117,7 +123,9 @@ def free_to_bound(free: np.ndarray, kind: np.ndarray) -> tuple[np.ndarray, np.nd
     st = np.sqrt(st2)
     t2 = st2 + tz * tz
     phi = np.arctan2(ty, tx)
-    cos_phi, sin_phi = np.cos(phi), np.sin(phi)
+    transverse = st > 0.0
+    safe_st = np.where(transverse, st, 1.0)
+    cos_phi, sin_phi = np.where(transverse, tx / safe_st, 1.0), ty / safe_st  # cos and sin of phi
     d0 = -x * sin_phi + y * cos_phi
     position_phi = np.arctan2(y, x)
     params = np.column_stack((np.where(perigee, d0, position_phi), np.where(disk, r, z), phi, np.arctan2(st, tz), qop))
@@ -138,7 +146,6 @@ def free_to_bound(free: np.ndarray, kind: np.ndarray) -> tuple[np.ndarray, np.nd
     jac[:, 1, 2] = np.where(disk, 0.0, 1.0)
     jac[:, 2, 3] = dphi_dtx
     jac[:, 2, 4] = dphi_dty
-    safe_st = np.where(st > 0.0, st, 1.0)
     jac[:, 3, 3] = tx * tz / (safe_st * t2)
     jac[:, 3, 4] = ty * tz / (safe_st * t2)
     jac[:, 3, 5] = -st / t2
@@ -146,12 +153,15 @@ def free_to_bound(free: np.ndarray, kind: np.ndarray) -> tuple[np.ndarray, np.nd
     return params, jac
 
 
-def path_to_surface(free: np.ndarray, kind: np.ndarray, position: np.ndarray, bfield_t: float, direction: int = 0):
+def path_to_surface(
+    free: np.ndarray, kind: np.ndarray, position: np.ndarray, bfield_t: float, direction: int | np.ndarray = 0
+):
     """Signed path length [N] (mm) from free states [N, 7] to the nearest crossing (smallest |s|, within half a
     turn) with the target surfaces, and ``ok`` [N] (False where the helix does not reach the surface).
 
-    ``direction`` +1 (or -1) accepts only crossings ahead of (behind) the start; 0 accepts both."""
-    x, y, z, tx, ty, tz, qop = free.T
+    ``direction`` +1 (or -1) accepts only crossings ahead of (behind) the start; 0 accepts both; an array [N]
+    gives each track its own."""
+    x, y, z, tx, ty, tz, qop = columns(free)
     st = np.hypot(tx, ty)
     moving = st > _MIN_SIN_THETA
     safe_st = np.where(moving, st, 1.0)
@@ -192,27 +202,27 @@ def path_to_surface(free: np.ndarray, kind: np.ndarray, position: np.ndarray, bf
     return np.where(ok, path, 0.0), ok
 
 
-def _helix_functions(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """sin(u)/u, (1 − cos u)/u and their derivatives in u, with Taylor series near u = 0."""
+def _helix_functions(u: np.ndarray) -> tuple[np.ndarray, ...]:
+    """sin(u), cos(u), sin(u)/u, (1 − cos u)/u and the derivatives in u of the last two, with Taylor series
+    near u = 0."""
+    sin_u, cos_u = np.sin(u), np.cos(u)
     small = np.abs(u) < _SERIES_LIMIT
     safe = np.where(small, 1.0, u)
-    sin_u, cos_u = np.sin(safe), np.cos(safe)
     u2 = u * u
     f1 = np.where(small, 1.0 - u2 / 6.0 + u2 * u2 / 120.0, sin_u / safe)
     f2 = np.where(small, u * (0.5 - u2 / 24.0 + u2 * u2 / 720.0), (1.0 - cos_u) / safe)
     f1p = np.where(small, u * (-1.0 / 3.0 + u2 / 30.0 - u2 * u2 / 840.0), (safe * cos_u - sin_u) / (safe * safe))
     f2p = np.where(small, 0.5 - u2 / 8.0 + u2 * u2 / 144.0, (safe * sin_u - (1.0 - cos_u)) / (safe * safe))
-    return f1, f2, f1p, f2p
+    return sin_u, cos_u, f1, f2, f1p, f2p
 
 
 def transport(free: np.ndarray, path: np.ndarray, bfield_t: float) -> tuple[np.ndarray, np.ndarray]:
     """Free states [N, 7] moved by ``path`` [N] (mm, signed) along their helices, and the transport
     Jacobian d(end)/d(start) [N, 7, 7] at fixed path length."""
-    x, y, z, tx, ty, tz, qop = free.T
+    x, y, z, tx, ty, tz, qop = columns(free)
     g = HELIX_CONSTANT * bfield_t
     u = g * qop * path
-    f1, f2, f1p, f2p = _helix_functions(u)
-    cos_u, sin_u = np.cos(u), np.sin(u)
+    sin_u, cos_u, f1, f2, f1p, f2p = _helix_functions(u)
     big_s, big_c = path * f1, path * f2  # sin(u)/k and (1 − cos u)/k
     tx1 = tx * cos_u + ty * sin_u
     ty1 = -tx * sin_u + ty * cos_u
@@ -234,7 +244,7 @@ def transport(free: np.ndarray, path: np.ndarray, bfield_t: float) -> tuple[np.n
 
 def _surface_gradient(free: np.ndarray, kind: np.ndarray) -> np.ndarray:
     """Gradient [N, 7] of the target surface's constraint g(free) = 0 (any scale)."""
-    x, y, _, tx, ty, _, _ = free.T
+    x, y, _, tx, ty, _, _ = columns(free)
     grad = np.zeros_like(free)
     cylinder = kind == SurfaceKind.CYLINDER
     perigee = kind == SurfaceKind.PERIGEE
@@ -253,11 +263,11 @@ def propagate(
     kind_to: np.ndarray,
     position_to: np.ndarray,
     bfield_t: float,
-    direction: int = 0,
+    direction: int | np.ndarray = 0,
 ) -> Propagation:
     """Bound parameters [N, 5] on surfaces (``kind_from``, ``position_from``) propagated to the nearest crossing
-    with surfaces (``kind_to``, ``position_to``) (only ahead for ``direction`` +1, only behind for -1), with the
-    analytic bound-to-bound Jacobian."""
+    with surfaces (``kind_to``, ``position_to``) (only ahead for ``direction`` +1, only behind for -1; an array
+    [N] gives each track its own), with the analytic bound-to-bound Jacobian."""
     free, to_free = bound_to_free(params, kind_from, position_from)
     path, ok = path_to_surface(free, kind_to, position_to, bfield_t, direction)
     end, transport_jac = transport(free, path, bfield_t)
@@ -270,10 +280,15 @@ def propagate(
     denominator = (grad * derivative).sum(axis=1)
     ok &= np.abs(denominator) > 1e-12
     denominator = np.where(ok, denominator, 1.0)
-    bound_rate = np.einsum("nij,nj->ni", to_bound, derivative)  # d(bound)/ds
-    corrected = to_bound - bound_rate[:, :, None] * (grad / denominator[:, None])[:, None, :]
     # theta and q/p are constants of the motion: rows 3 and 4 of the Jacobian are unit rows, the others a product
+    # C T F of the path-corrected projection C, the transport T and F = d(free)/d(bound)
+    projection = to_bound[:, :3]
+    bound_rate = np.einsum("nij,nj->ni", projection, derivative)  # d(bound)/ds
+    corrected = projection - bound_rate[:, :, None] * (grad / denominator[:, None])[:, None, :]
+    transported = np.empty_like(corrected)
+    transported[:, :, :3] = corrected[:, :, :3]  # T is the identity in its first three columns (positions)
+    transported[:, :, 3:] = matmul(corrected, transport_jac[:, :, 3:])
     jacobian = np.zeros((len(params), 5, 5))
-    jacobian[:, :3] = matmul(matmul(corrected[:, :3], transport_jac), to_free)
+    jacobian[:, :3] = matmul(transported, to_free)
     jacobian[:, 3, 3] = jacobian[:, 4, 4] = 1.0
     return Propagation(params=bound, jacobian=jacobian, path=path, ok=ok)

@@ -60,8 +60,11 @@ class KalmanFitter:
         n_tracks = len(track_ids)
         counts = np.diff(offsets)
         track_of_hit = np.repeat(np.arange(n_tracks), counts)
-        # hits of each track in crossing order: sorted[offsets[k]:offsets[k+1]] index the rows of `hits`
-        ordered = np.lexsort((np.arange(len(rows)), hits["distance"], track_of_hit))
+        # hits of each track in crossing order: ordered[offsets[k]:offsets[k+1]] index the rows of `hits`; one
+        # stable sort on track + distance / span (the distance as a fraction below 1 under the track number)
+        distance = hits["distance"]
+        span = 2.0 * float(distance.max(initial=0.0)) + 1.0
+        ordered = np.argsort(track_of_hit + distance / span, kind="stable")
 
         out = _Output(n_tracks, len(rows))
         removed = np.zeros(len(rows), dtype=bool)  # hits (rows of `hits`) dropped as outliers
@@ -151,16 +154,7 @@ class KalmanFitter:
         compact = np.take_along_axis(hit_index, order, axis=1)
         compact_valid = np.arange(length)[None, :] < count[:, None]
         safe = np.where(compact_valid, compact, compact[:, :1])
-
-        measurements = Measurements(
-            kind=hits["kind"][safe],
-            position=hits["position"][safe],
-            x_over_x0=hits["x_over_x0"][safe],
-            value=hits["value"][safe],
-            variance=np.where(compact_valid[..., None], hits["variance"][safe], 1.0),
-            count=count,
-            holes=self._holes(hits["xyz"][safe], compact_valid),
-        )
+        measurements, hit_step = self._steps(hits, safe, compact_valid)
         status = np.full(n_tracks, FitStatus.OK, dtype=np.int64)
         status[count < config.min_hits] = FitStatus.TOO_FEW_HITS
         rows = np.arange(n_tracks)
@@ -182,12 +176,43 @@ class KalmanFitter:
         status[(status == FitStatus.OK) & diverged] = FitStatus.DIVERGED
         status[(status == FitStatus.OK) & (forward.dims <= 5)] = FitStatus.TOO_FEW_HITS
 
-        # map per-hit results back from the compact layout
+        # map per-hit results back from the steps to the compact layout, and from there to hit_index's
         inverse = np.argsort(order, axis=1)
-        processed = np.arange(length)[None, :] < forward.processed[:, None]
+        processed = hit_step < forward.processed[:, None]
         used = np.take_along_axis(processed, inverse, axis=1) & kept
-        hit_chi2 = np.take_along_axis(np.where(compact_valid, smoothed.hit_chi2, 0.0), inverse, axis=1)
+        compact_chi2 = np.where(compact_valid, np.take_along_axis(smoothed.hit_chi2, hit_step, axis=1), 0.0)
+        hit_chi2 = np.take_along_axis(compact_chi2, inverse, axis=1)
         return status, used, hit_chi2, (params, cov, forward.chi2, forward.dims - 5)
+
+    def _steps(self, hits, safe: np.ndarray, valid: np.ndarray) -> tuple[Measurements, np.ndarray]:
+        """The steps of each track: its hits ``safe`` [T, L] (rows of ``hits``, where ``valid``) in order, with
+        the holes between them; and the step of each hit [T, L] (padding included, after the track's steps)."""
+        n_tracks, length = valid.shape
+        holes = self._holes(hits["xyz"][safe], valid)
+        hit_of_hole, track_of_hole = np.divmod(holes.segment, n_tracks)
+        before = np.zeros((n_tracks, length), dtype=np.int64)  # holes just before each hit
+        np.add.at(before, (track_of_hole, hit_of_hole), 1)
+        hit_step = np.arange(length) + np.cumsum(before, axis=1)
+        hole_step = hit_step[track_of_hole, hit_of_hole] - before[track_of_hole, hit_of_hole] + holes.rank
+        width = int(hit_step[:, -1].max(initial=-1)) + 1
+        track = np.broadcast_to(np.arange(n_tracks)[:, None], (n_tracks, length))
+
+        def spread(on_hits: np.ndarray, on_holes: np.ndarray | float, padding: float) -> np.ndarray:
+            steps = np.full((n_tracks, width, *on_hits.shape[2:]), padding, dtype=on_hits.dtype)
+            steps[track, hit_step] = on_hits
+            steps[track_of_hole, hole_step] = on_holes
+            return steps
+
+        variance = np.where(valid[..., None], hits["variance"][safe], 1.0)
+        measurements = Measurements(
+            kind=spread(hits["kind"][safe], holes.kind, SurfaceKind.CYLINDER),
+            position=spread(hits["position"][safe], holes.position, 1.0),
+            x_over_x0=spread(hits["x_over_x0"][safe], holes.x_over_x0, 0.0),
+            value=spread(hits["value"][safe], 0.0, 0.0),
+            variance=spread(variance, np.inf, 1.0),  # a hole measures nothing
+            count=valid.sum(axis=1) + np.bincount(track_of_hole, minlength=n_tracks),
+        )
+        return measurements, hit_step
 
     def _holes(self, xyz: np.ndarray, valid: np.ndarray) -> Crossings:
         """Surfaces crossed without a hit between consecutive hits ``xyz`` [T, L, 3] (where ``valid`` [T, L]), as

@@ -115,16 +115,28 @@ def _crossed(table: _SurfaceTable, u_start, v_start, u_end, v_end):
 
 @attrs.frozen
 class Traversal:
-    """States after :func:`traverse`: bound ``params`` [N, 5] and ``cov`` [N, 5, 5] on the surfaces ``kind`` and
-    ``position`` [N] of each state's last crossing (its starting surface where it crossed none); for the states
-    ``movers`` [M] that crossed a surface, the ``jacobian`` [M, 5, 5] d(end)/d(start) of the whole way."""
+    """States after :func:`traverse`, for the states ``movers`` [M] (indices into the N states given) that
+    crossed at least one surface: bound ``params`` [M, 5] and ``cov`` [M, 5, 5] on the surfaces ``kind`` and
+    ``position`` [M] of their last crossing, and the ``jacobian`` [M, 5, 5] d(end)/d(start) of the whole way.
+    The other states are where they started."""
 
+    movers: np.ndarray
     params: np.ndarray
     cov: np.ndarray
     kind: np.ndarray
     position: np.ndarray
-    movers: np.ndarray
     jacobian: np.ndarray
+
+    def merged(self, params, cov, kind, position) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Copies of the N starting states (``params``, ``cov``, ``kind``, ``position``) with the movers' rows
+        replaced by where they arrived."""
+        merged = []
+        for start, end in zip((params, cov, kind, position), (self.params, self.cov, self.kind, self.position),
+                              strict=True):  # fmt: skip
+            whole = start.copy()
+            whole[self.movers] = end
+            merged.append(whole)
+        return tuple(merged)
 
 
 def traverse(
@@ -143,25 +155,20 @@ def traverse(
     ``direction`` +1 goes forward along the track, -1 backward.  A crossing the helix does not reach (the
     straight-line navigation was wrong for a strongly bent track) is skipped, with its material."""
     movers, state_of = np.unique(crossings.segment, return_inverse=True)
-    moving = [params[movers], cov[movers], kind[movers], position[movers]]
-    jacobian = np.broadcast_to(np.eye(5), (len(movers), 5, 5)).copy()
+    moving = Traversal(movers, params[movers], cov[movers], kind[movers], position[movers],
+                       np.broadcast_to(np.eye(5), (len(movers), 5, 5)).copy())  # fmt: skip
     for rank in range(int(crossings.rank.max(initial=-1)) + 1):
         at_rank = crossings.rank == rank
         crossing, rows = crossings.take(at_rank), state_of[at_rank]
-        step = propagate(moving[0][rows], moving[2][rows], moving[3][rows], crossing.kind, crossing.position,
-                         bfield_t, direction)  # fmt: skip
+        step = propagate(moving.params[rows], moving.kind[rows], moving.position[rows], crossing.kind,
+                         crossing.position, bfield_t, direction)  # fmt: skip
         rows, crossing = rows[step.ok], crossing.take(step.ok)
         arrived, jac = step.params[step.ok], step.jacobian[step.ok]
         var_phi, var_theta = scattering_variances(arrived, crossing.kind, crossing.x_over_x0, mass_gev)
-        moved = transport_sandwich(jac, moving[1][rows])
+        moved = transport_sandwich(jac, moving.cov[rows])
         moved[:, 2, 2] += var_phi
         moved[:, 3, 3] += var_theta
-        for column, value in zip(moving, (arrived, moved, crossing.kind, crossing.position), strict=True):
-            column[rows] = value
-        jacobian[rows] = matmul(jac, jacobian[rows])
-    ends = []
-    for start, end in zip((params, cov, kind, position), moving, strict=True):
-        whole = start.copy()
-        whole[movers] = end
-        ends.append(whole)
-    return Traversal(*ends, movers=movers, jacobian=jacobian)
+        moving.params[rows], moving.cov[rows] = arrived, moved
+        moving.kind[rows], moving.position[rows] = crossing.kind, crossing.position
+        moving.jacobian[rows] = matmul(jac, moving.jacobian[rows])
+    return moving

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tracking_algs.fitting.helix import SurfaceKind
+from tracking_algs.fitting.helix import SurfaceKind, columns
 
 #: grazing crossings count as if at this |cos(incidence)|, to keep the material finite (as the simulation does)
 MIN_COS_INCIDENCE = 0.05
@@ -26,7 +26,7 @@ def scattering_variances(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Variances added to ``phi`` and ``theta`` [N] when bound states ``params`` [N, 5] cross surfaces of ``kind``
     with thickness ``x_over_x0`` [N]: var(phi) = θ0²/sin²θ, var(theta) = θ0²."""
-    position_phi, _, phi, theta, qop = params.T
+    position_phi, _, phi, theta, qop = columns(params)
     sin_theta = np.sin(theta)
     cos_incidence = np.where(kind == SurfaceKind.DISK, np.cos(theta), sin_theta * np.cos(phi - position_phi))
     path = x_over_x0 / np.maximum(np.abs(cos_incidence), MIN_COS_INCIDENCE)
