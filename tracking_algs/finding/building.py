@@ -17,7 +17,7 @@ Candidates with fewer than ``min_hits`` hits are dropped.
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from tracking_algs.event import Spacepoints, TrackCandidates
@@ -66,15 +66,14 @@ def _is_best(node: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def edge_triplets(n_nodes: int, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every pair of edges (e, f) [T] where f leaves the outer hit of e (hits a → b → c)."""
+    """Every pair of edges (e, f) [T] where f leaves the outer hit of e (hits a → b → c), ordered by e, then by f."""
     order = np.argsort(edges[0], kind="stable")
-    inner = edges[0][order]
-    nodes = np.arange(n_nodes)
-    start, stop = np.searchsorted(inner, nodes), np.searchsorted(inner, nodes, side="right")
-    count = stop[edges[1]] - start[edges[1]]
+    start = np.searchsorted(edges[0][order], np.arange(n_nodes + 1))  # of each hit's outgoing edges in ``order``
+    count = np.diff(start)[edges[1]]
     first = np.repeat(np.arange(edges.shape[1]), count)
-    offset = np.arange(len(first)) - np.repeat(np.cumsum(count) - count, count)
-    return first, order[start[edges[1]][first] + offset]
+    # slot t of ``order``: the start of e's successors there, plus t's rank among e's triplets
+    slot = np.arange(len(first)) + np.repeat(start[edges[1]] - (np.cumsum(count) - count), count)
+    return first, order[slot]
 
 
 def triplet_costs(spacepoints: Spacepoints, edges: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -86,10 +85,19 @@ def triplet_costs(spacepoints: Spacepoints, edges: np.ndarray, first: np.ndarray
     inner, outer = edges
     polar = np.arctan2(r[outer] - r[inner], z[outer] - z[inner])
     curvature = _curvature_through_origin(x[inner], y[inner], x[outer], y[outer])
-    start = curvature[first]
-    theta_width = THETA_WIDTH[0] + THETA_WIDTH[1] * np.abs(start) * 1e3
-    curvature_width = CURVATURE_WIDTH[0] + CURVATURE_WIDTH[1] * np.abs(start)
-    return ((polar[second] - polar[first]) / theta_width) ** 2 + ((curvature[second] - start) / curvature_width) ** 2
+    # per edge what depends on the first edge only, then in place over the T triplets
+    theta_width = THETA_WIDTH[0] + THETA_WIDTH[1] * np.abs(curvature) * 1e3
+    curvature_width = CURVATURE_WIDTH[0] + CURVATURE_WIDTH[1] * np.abs(curvature)
+    cost = polar[second]
+    cost -= polar[first]
+    cost /= theta_width[first]
+    cost *= cost
+    bend = curvature[second]
+    bend -= curvature[first]
+    bend /= curvature_width[first]
+    bend *= bend
+    cost += bend
+    return cost
 
 
 def _curvature_through_origin(x1, y1, x2, y2) -> np.ndarray:
@@ -105,11 +113,13 @@ def triplet_labels(spacepoints: Spacepoints, edges: np.ndarray, max_cost: float,
     n_nodes, n_edges = len(spacepoints), edges.shape[1]
     first, second = edge_triplets(n_nodes, edges)
     cost = triplet_costs(spacepoints, edges, first, second)
-    good = cost < max_cost
+    good = np.flatnonzero(cost < max_cost)
     first, second, cost = first[good], second[good], cost[good]
-    linked = (_best_partner(first, second, cost, n_edges)[first] == second) & (
-        _best_partner(second, first, cost, n_edges)[second] == first
-    )  # each edge's best successor, whose best predecessor it is
+    predecessor = _best_partner(second, first, cost, n_edges)
+    successor = _best_partner(first, second, cost, n_edges, grouped=True)
+    first = np.flatnonzero(successor >= 0)
+    second = successor[first]
+    linked = predecessor[second] == first  # each edge's best successor, whose best predecessor it is
     first, second = first[linked], second[linked]
     links = coo_matrix((np.ones(len(first), dtype=np.int8), (first, second)), shape=(n_edges, n_edges))
     _, chain = connected_components(links, directed=False)
@@ -128,14 +138,20 @@ def triplet_labels(spacepoints: Spacepoints, edges: np.ndarray, max_cost: float,
     return _numbered(labels, min_hits)
 
 
-def _best_partner(key: np.ndarray, partner: np.ndarray, cost: np.ndarray, size: int) -> np.ndarray:
+def _best_partner(
+    key: np.ndarray, partner: np.ndarray, cost: np.ndarray, size: int, grouped: bool = False
+) -> np.ndarray:
     """For each of ``size`` keys, the partner with the lowest cost (-1 where the key has none; of equal costs, the
-    highest partner index)."""
-    lowest = np.full(size, np.inf)
-    np.minimum.at(lowest, key, cost)
-    wins = cost == lowest[key]
+    highest partner index); ``grouped``: ``key`` is sorted already."""
     best = np.full(size, -1, dtype=np.int64)
-    np.maximum.at(best, key[wins], partner[wins])
+    if len(key) == 0:
+        return best
+    if not grouped:  # a sparse matrix sorts by key in one pass, keeping the order within a key
+        table = csr_matrix((cost, (key, np.arange(len(key)))), shape=(size, len(key)))
+        key, partner, cost = np.repeat(np.arange(size), np.diff(table.indptr)), partner[table.indices], table.data
+    starts = np.flatnonzero(np.diff(key, prepend=-1))
+    wins = cost == np.repeat(np.minimum.reduceat(cost, starts), np.diff(starts, append=len(key)))
+    best[key[starts]] = np.maximum.reduceat(np.where(wins, partner, -1), starts)
     return best
 
 
