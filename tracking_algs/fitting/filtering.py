@@ -85,7 +85,8 @@ def gain_update(params: np.ndarray, cov: np.ndarray, residual: np.ndarray, varia
     # one 5×5 product and a 5×2 one instead of two 5×5 products.
     reduction = _reduction(gain)
     reduced = matmul(reduction, cov)
-    correction = gain * np.stack((v0, v1), axis=1)[:, None, :] - reduced[:, :, :2]
+    correction = gain * np.stack((v0, v1), axis=1)[:, None, :]
+    correction -= reduced[:, :, :2]
     new_cov = reduced + matmul(correction, gain.transpose(0, 2, 1))
     chi2 = precision[:, 0, 0] * r0 * r0 + 2.0 * precision[:, 0, 1] * r0 * r1 + precision[:, 1, 1] * r1 * r1
     new_cov += new_cov.transpose(0, 2, 1)
@@ -308,7 +309,7 @@ def to_perigee(
         r, z = _first_point(params, kind, position)
         inner = material.crossings(r, z, np.zeros(len(params)), _beam_line_z(r, z, params[:, 3]))
         passed = traverse(params, cov, kind, position, inner, bfield_t, mass_gev, direction=-1)
-        params, cov, kind, position = passed.merged(params, cov, kind, position)
+        params, cov, kind, position = passed.params, passed.cov, passed.kind, passed.position
     perigee = np.full(len(params), SurfaceKind.PERIGEE)
     final = propagate(params, kind, position, perigee, np.zeros(len(params)), bfield_t)
     final_cov = transport_sandwich(final.jacobian, cov)

@@ -190,16 +190,17 @@ class KalmanFitter:
         n_tracks, length = valid.shape
         holes = self._holes(hits["xyz"][safe], valid)
         hit_of_hole, track_of_hole = np.divmod(holes.segment, n_tracks)
-        before = np.zeros((n_tracks, length), dtype=np.int64)  # holes just before each hit
-        np.add.at(before, (track_of_hole, hit_of_hole), 1)
+        # holes just before each hit
+        before = np.bincount(track_of_hole * length + hit_of_hole, minlength=n_tracks * length).reshape(n_tracks, -1)
         hit_step = np.arange(length) + np.cumsum(before, axis=1)
         hole_step = hit_step[track_of_hole, hit_of_hole] - before[track_of_hole, hit_of_hole] + holes.rank
         width = int(hit_step[:, -1].max(initial=-1)) + 1
-        track = np.broadcast_to(np.arange(n_tracks)[:, None], (n_tracks, length))
+        with_holes = np.flatnonzero(before.any(axis=1))
 
         def spread(on_hits: np.ndarray, on_holes: np.ndarray | float, padding: float) -> np.ndarray:
             steps = np.full((n_tracks, width, *on_hits.shape[2:]), padding, dtype=on_hits.dtype)
-            steps[track, hit_step] = on_hits
+            steps[:, :length] = on_hits  # in place for the tracks without holes; the others are laid out again
+            steps[with_holes[:, None], hit_step[with_holes]] = on_hits[with_holes]
             steps[track_of_hole, hole_step] = on_holes
             return steps
 

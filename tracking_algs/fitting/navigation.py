@@ -18,7 +18,7 @@ import numpy as np
 
 from tracking_algs.fitting.helix import SurfaceKind, propagate
 from tracking_algs.fitting.scattering import scattering_variances
-from tracking_algs.fitting.stacked import matmul, transport_sandwich
+from tracking_algs.fitting.stacked import transport_sandwich
 from tracking_algs.geometry import Detector
 
 #: surfaces closer than this (mm, in r for cylinders, in z for disks) to a segment's end are its end surfaces
@@ -115,28 +115,13 @@ def _crossed(table: _SurfaceTable, u_start, v_start, u_end, v_end):
 
 @attrs.frozen
 class Traversal:
-    """States after :func:`traverse`, for the states ``movers`` [M] (indices into the N states given) that
-    crossed at least one surface: bound ``params`` [M, 5] and ``cov`` [M, 5, 5] on the surfaces ``kind`` and
-    ``position`` [M] of their last crossing, and the ``jacobian`` [M, 5, 5] d(end)/d(start) of the whole way.
-    The other states are where they started."""
+    """N states after :func:`traverse`: bound ``params`` [N, 5] and ``cov`` [N, 5, 5] on the surfaces ``kind``
+    and ``position`` [N] of each state's last crossing (its starting surface where it crossed none)."""
 
-    movers: np.ndarray
     params: np.ndarray
     cov: np.ndarray
     kind: np.ndarray
     position: np.ndarray
-    jacobian: np.ndarray
-
-    def merged(self, params, cov, kind, position) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Copies of the N starting states (``params``, ``cov``, ``kind``, ``position``) with the movers' rows
-        replaced by where they arrived."""
-        merged = []
-        for start, end in zip((params, cov, kind, position), (self.params, self.cov, self.kind, self.position),
-                              strict=True):  # fmt: skip
-            whole = start.copy()
-            whole[self.movers] = end
-            merged.append(whole)
-        return tuple(merged)
 
 
 def traverse(
@@ -154,21 +139,18 @@ def traverse(
 
     ``direction`` +1 goes forward along the track, -1 backward.  A crossing the helix does not reach (the
     straight-line navigation was wrong for a strongly bent track) is skipped, with its material."""
-    movers, state_of = np.unique(crossings.segment, return_inverse=True)
-    moving = Traversal(movers, params[movers], cov[movers], kind[movers], position[movers],
-                       np.broadcast_to(np.eye(5), (len(movers), 5, 5)).copy())  # fmt: skip
+    state = Traversal(params.copy(), cov.copy(), kind.copy(), position.copy())
     for rank in range(int(crossings.rank.max(initial=-1)) + 1):
         at_rank = crossings.rank == rank
-        crossing, rows = crossings.take(at_rank), state_of[at_rank]
-        step = propagate(moving.params[rows], moving.kind[rows], moving.position[rows], crossing.kind,
+        crossing, rows = crossings.take(at_rank), crossings.segment[at_rank]
+        step = propagate(state.params[rows], state.kind[rows], state.position[rows], crossing.kind,
                          crossing.position, bfield_t, direction)  # fmt: skip
         rows, crossing = rows[step.ok], crossing.take(step.ok)
-        arrived, jac = step.params[step.ok], step.jacobian[step.ok]
+        arrived = step.params[step.ok]
         var_phi, var_theta = scattering_variances(arrived, crossing.kind, crossing.x_over_x0, mass_gev)
-        moved = transport_sandwich(jac, moving.cov[rows])
+        moved = transport_sandwich(step.jacobian[step.ok], state.cov[rows])
         moved[:, 2, 2] += var_phi
         moved[:, 3, 3] += var_theta
-        moving.params[rows], moving.cov[rows] = arrived, moved
-        moving.kind[rows], moving.position[rows] = crossing.kind, crossing.position
-        moving.jacobian[rows] = matmul(jac, moving.jacobian[rows])
-    return moving
+        state.params[rows], state.cov[rows] = arrived, moved
+        state.kind[rows], state.position[rows] = crossing.kind, crossing.position
+    return state
