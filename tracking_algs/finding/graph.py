@@ -31,7 +31,6 @@ def radius_graph(points: np.ndarray, radius: float, k_max: int, method: str = "k
     # about twice as fast as np.unique on the combined keys
     n = len(points)
     pairs = csr_matrix((np.ones(len(low), dtype=np.int8), (low, high)), shape=(n, n))
-    pairs.sum_duplicates()
     rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(pairs.indptr))
     return np.stack((rows, pairs.indices.astype(np.int64)))
 
@@ -43,11 +42,10 @@ def _kdtree_neighbours(points: np.ndarray, radius: float, k_max: int) -> tuple[n
     k = min(k_max + 1, n)  # +1: every point finds itself first
     tree = cKDTree(points, leafsize=32)  # larger leaves than the default 16: faster k-NN queries in 8-12 dims
     _, index = tree.query(points, k=k, distance_upper_bound=radius, workers=-1)
-    index = index.reshape(n, k)
-    query = np.broadcast_to(np.arange(n)[:, None], index.shape)
-    found = (index < n) & (index != query)
-    found &= np.cumsum(found, axis=1) <= k_max  # at most k_max, even when duplicates hide the point itself
-    return query[found].astype(np.int64), index[found].astype(np.int64)
+    index = index.reshape(n, k).astype(np.int32)  # n < 2**31: the sparse matrix of the pairs takes int32 as it is
+    found = (index < n) & (index != np.arange(n, dtype=np.int32)[:, None])
+    found &= np.cumsum(found, axis=1, dtype=np.int32) <= k_max  # at most k_max, even when duplicates hide the point
+    return np.repeat(np.arange(n, dtype=np.int32), np.count_nonzero(found, axis=1)), index[found]
 
 
 def _faiss_neighbours(points: np.ndarray, radius: float, k_max: int) -> tuple[np.ndarray, np.ndarray]:
