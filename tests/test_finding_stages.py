@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from tracking_algs.event import Spacepoints
-from tracking_algs.finding.building import TrackBuilding, best_edges, component_labels
+from tracking_algs.finding.building import TrackBuilding, _best_partner, best_edges, component_labels
 from tracking_algs.finding.config import BuildingConfig
 from tracking_algs.finding.graph import radius_graph
 
@@ -130,3 +130,15 @@ def test_every_building_copes_with_no_edges_and_no_hits(method):
     assert building.run(five, no_edges, no_scores).labels.tolist() == [-1] * 5
     assert building.run(_spacepoints(np.zeros((0, 3))), no_edges, no_scores).labels.tolist() == []
     assert building.run(five, np.array([[0], [1]]), np.array([0.9])).labels.tolist() == [-1] * 5
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_best_partner_takes_the_lowest_cost_then_the_highest_partner(grouped):
+    """Each key's partner of lowest cost; of equal costs the highest partner; -1 for a key without pairs. Both
+    reductions (keys in any order, keys sorted) give the same."""
+    key = np.array([0, 0, 0, 2, 2, 3, 3, 3])
+    partner = np.array([5, 7, 6, 1, 9, 4, 8, 2])
+    cost = np.array([2.0, 1.0, 1.0, 0.5, 0.7, 3.0, 3.0, 3.0])
+    order = np.arange(len(key)) if grouped else np.random.default_rng(1).permutation(len(key))
+    best = _best_partner(key[order], partner[order], cost[order], 5, grouped=grouped)
+    assert best.tolist() == [7, -1, 1, 8, -1]
