@@ -14,7 +14,11 @@ class KalmanConfig:
       exceeds the cut (χ² quantile at p = 1e-3) is rejected as an outlier;
     - ``max_outlier_refits``: how many times a track is refitted, each time without its worst outlier;
     - ``min_hits``: tracks with fewer usable hits get status ``TOO_FEW_HITS``;
-    - ``seed_cov_inflation``: the seed covariance is multiplied by this (the seed reuses the fitted hits);
+    - ``seed_cov_inflation``: the seed covariance of direction and q/p is multiplied by this (the seed reuses the
+      fitted hits);
+    - ``seed_position_inflation``: the seed position is the first hit itself, so its variance is the hit's times
+      this, wide enough that the first hit is judged by the other hits alone (a neighbouring particle's hit in
+      its place is then rejected as an outlier instead of pulling the track);
     - ``seed_sigma_phi``, ``seed_sigma_theta`` (rad), ``seed_sigma_qop_rel`` (relative): seed errors before
       inflation (the seed position error is the first hit's measurement error);
     - ``multiple_scattering`` and ``mass_gev`` (the mass hypothesis for β in the Highland formula);
@@ -26,6 +30,7 @@ class KalmanConfig:
     max_outlier_refits: int = attrs.field(default=3, validator=v.ge(0))
     min_hits: int = attrs.field(default=3, validator=v.ge(3))
     seed_cov_inflation: float = attrs.field(default=100.0, validator=v.gt(0.0))
+    seed_position_inflation: float = attrs.field(default=1e4, validator=v.gt(0.0))
     seed_sigma_phi: float = attrs.field(default=0.01, validator=v.gt(0.0))
     seed_sigma_theta: float = attrs.field(default=0.01, validator=v.gt(0.0))
     seed_sigma_qop_rel: float = attrs.field(default=0.1, validator=v.gt(0.0))

@@ -24,7 +24,6 @@ from tracking_algs.fitting.scattering import scattering_variances
 from tracking_algs.fitting.stacked import matmul, sandwich, transport_sandwich
 
 
-
 @attrs.frozen
 class Measurements:
     """The steps of T tracks, padded to L: the first ``count[t]`` entries of row ``t`` are the surfaces track

@@ -231,14 +231,14 @@ class KalmanFitter:
     def _seed_covariance(self, seed: np.ndarray, first_variance: np.ndarray) -> np.ndarray:
         config = self.config
         variances = np.column_stack((
-            first_variance[:, 0],
-            np.where(np.isfinite(first_variance[:, 1]), first_variance[:, 1], 1e6),
-            np.full(len(seed), config.seed_sigma_phi**2),
-            np.full(len(seed), config.seed_sigma_theta**2),
-            (config.seed_sigma_qop_rel * np.maximum(np.abs(seed[:, 4]), 1e-2)) ** 2,
+            first_variance[:, 0] * config.seed_position_inflation,
+            np.where(np.isfinite(first_variance[:, 1]), first_variance[:, 1] * config.seed_position_inflation, 1e6),
+            np.full(len(seed), config.seed_sigma_phi**2 * config.seed_cov_inflation),
+            np.full(len(seed), config.seed_sigma_theta**2 * config.seed_cov_inflation),
+            (config.seed_sigma_qop_rel * np.maximum(np.abs(seed[:, 4]), 1e-2)) ** 2 * config.seed_cov_inflation,
         ))  # fmt: skip
         cov = np.zeros((len(seed), 5, 5))
-        cov[:, np.arange(5), np.arange(5)] = variances * config.seed_cov_inflation
+        cov[:, np.arange(5), np.arange(5)] = variances
         return cov
 
 
