@@ -3,6 +3,8 @@ closer than a radius in the embedding space (scipy KD-tree by default, FAISS fla
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.spatial import cKDTree
@@ -41,11 +43,15 @@ def _kdtree_neighbours(points: np.ndarray, radius: float, k_max: int) -> tuple[n
         return np.empty(0, np.int64), np.empty(0, np.int64)
     k = min(k_max + 1, n)  # +1: every point finds itself first
     tree = cKDTree(points, leafsize=32)  # larger leaves than the default 16: faster k-NN queries in 8-12 dims
-    _, index = tree.query(points, k=k, distance_upper_bound=radius, workers=-1)
+    # the query is split into one contiguous range per worker; taking the points in strides of the worker count
+    # gives each range a share of every region, so the workers finish together (the pairs do not depend on it)
+    workers = os.cpu_count() or 1
+    query = np.concatenate([np.arange(start, n, workers, dtype=np.int32) for start in range(workers)])
+    _, index = tree.query(points[query], k=k, distance_upper_bound=radius, workers=workers)
     index = index.reshape(n, k).astype(np.int32)  # n < 2**31: the sparse matrix of the pairs takes int32 as it is
-    found = (index < n) & (index != np.arange(n, dtype=np.int32)[:, None])
+    found = (index < n) & (index != query[:, None])
     found &= np.cumsum(found, axis=1, dtype=np.int32) <= k_max  # at most k_max, even when duplicates hide the point
-    return np.repeat(np.arange(n, dtype=np.int32), np.count_nonzero(found, axis=1)), index[found]
+    return np.repeat(query, np.count_nonzero(found, axis=1)), index[found]
 
 
 def _faiss_neighbours(points: np.ndarray, radius: float, k_max: int) -> tuple[np.ndarray, np.ndarray]:
