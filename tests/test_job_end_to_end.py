@@ -72,8 +72,16 @@ def test_fitted_tracks_have_the_documented_columns_and_no_nan(finished_job):
     assert len(FITTED_COLUMNS) == 1 + 5 + 15 + 5
     values = np.array([[float(row[name]) for name in FITTED_COLUMNS] for row in rows])
     assert np.isfinite(values).all()
-    track_ids = {(row["event_id"], row["track_id"]) for row in _rows(finished_job / "tracks.csv")}
-    assert {(row["event_id"], row["track_id"]) for row in rows} <= track_ids
+    tracks = _rows(finished_job / "tracks.csv")
+    track_ids = {(row["event_id"], row["track_id"]) for row in tracks if row["track_id"] != "-1"}
+    # after the selection by the fit, the fitted tracks are exactly the tracks, each with the hits its fit used
+    assert {(row["event_id"], row["track_id"]) for row in rows} == track_ids
+    sizes = {key: 0 for key in track_ids}
+    for row in tracks:
+        if row["track_id"] != "-1":
+            sizes[(row["event_id"], row["track_id"])] += 1
+    assert all(sizes[(row["event_id"], row["track_id"])] == int(row["n_hits"]) for row in rows)
+    assert all(int(row["status"]) == 0 and int(row["n_hits"]) >= 5 for row in rows)
 
 
 def test_performance_json_reports_metrics_timing_and_backend(finished_job):
@@ -90,6 +98,10 @@ def test_performance_json_reports_metrics_timing_and_backend(finished_job):
         assert 0.0 <= stats["min"] <= stats["mean"] <= stats["max"]
     assert all("onnxruntime" in text for text in performance["backend"].values())
     assert set(performance["fitting"]["pulls"]) == {"d0", "z0", "phi", "theta", "qop"}
+    # the candidates as built, before the selection by the fit, are reported too
+    candidates = performance["tracking_candidates"]
+    assert candidates["n_tracks"] >= tracking["n_tracks"]
+    assert candidates["n_fake"] >= tracking["n_fake"]
 
 
 def test_resume_after_kill_gives_identical_results(finished_job, tmp_path):

@@ -20,7 +20,8 @@ from tracking_algs.finding.model_dir import STAGES, load_model_card, model_path,
 from tracking_algs.finding.stages import EdgeFiltering, GNNClassification
 
 if TYPE_CHECKING:
-    from tracking_algs.fitting.hook import FitResults, TrackFitter
+    from tracking_algs.fitting.hook import TrackFitter
+    from tracking_algs.fitting.results import FitResults
 
 
 @attrs.frozen(kw_only=True)

@@ -1,5 +1,6 @@
 """Held-out evaluation of a finder: track efficiency, fake and duplicate rates (the project's matching)
-and edge efficiency/purity after each stage, over simulated events."""
+and edge efficiency/purity after each stage, over simulated events; with a fitter on the finder, also the rates
+of the tracks a :class:`~tracking_algs.fitting.selection.TrackSelection` keeps."""
 
 from __future__ import annotations
 
@@ -10,38 +11,53 @@ import numpy as np
 
 from tracking_algs.event import Event
 from tracking_algs.finding.finder import TrackFinder
+from tracking_algs.fitting.selection import TrackSelection
 from tracking_algs.performance import MatchResult, ParticleSelection, edge_counts, match_tracks, truth_graph
 
 #: pT thresholds (GeV) the figures are quoted for.
 PT_THRESHOLDS: tuple[float, ...] = (1.0, 0.5)
 
 
-def evaluate(finder: TrackFinder, events: Iterable[Event], selection: ParticleSelection | None = None) -> dict:
+def evaluate(
+    finder: TrackFinder,
+    events: Iterable[Event],
+    selection: ParticleSelection | None = None,
+    track_selection: TrackSelection | None = None,
+) -> dict:
     """Run ``finder`` on ``events`` and summarise: per pT threshold the match summary, per stage the
-    edge efficiency and purity (counts summed over events), and the mean time per stage in ms.
+    edge efficiency and purity (counts summed over events), and the mean time per stage in ms.  When the finder
+    fits, ``"selected"`` holds the match summaries of the tracks ``track_selection`` (default: the defaults)
+    keeps.
 
     The returned dict also holds ``"matches"``: {threshold: :class:`MatchResult`} (for plots)."""
     selection = selection or ParticleSelection()
+    track_selection = track_selection or TrackSelection()
     matches: dict[float, list[MatchResult]] = {pt: [] for pt in PT_THRESHOLDS}
+    selected: dict[float, list[MatchResult]] = {pt: [] for pt in PT_THRESHOLDS}
     counts: dict[str, np.ndarray] = {}
     timing: dict[str, list[float]] = {}
     n_hits = []
     for event in events:
         result = finder.find(event.spacepoints)
         n_hits.append(len(event.spacepoints))
+        kept = track_selection.apply(result.candidates, result.fit)[0] if result.fit is not None else None
         for pt in PT_THRESHOLDS:
             chosen = ParticleSelection(pt_min=pt, eta_max=selection.eta_max, min_hits=selection.min_hits)
             matches[pt].append(match_tracks(event, result.candidates, chosen))
+            if kept is not None:
+                selected[pt].append(match_tracks(event, kept, chosen))
         truth = truth_graph(event)
         for stage, edges in result.edges.items():
             counts[stage] = counts.get(stage, np.zeros(3, np.int64)) + np.array(edge_counts(edges, truth))
         for stage, ms in result.timing_ms.items():
             timing.setdefault(stage, []).append(ms)
     combined = {pt: MatchResult.combine(results) for pt, results in matches.items()}
+    fitted = {f"pt>{pt:g}": MatchResult.combine(results).summary() for pt, results in selected.items() if results}
     return {
         "events": len(n_hits),
         "mean_spacepoints": float(np.mean(n_hits)) if n_hits else 0.0,
         "tracks": {f"pt>{pt:g}": combined[pt].summary() for pt in PT_THRESHOLDS},
+        **({"selected": fitted} if fitted else {}),
         "edges": {stage: _edge_summary(*c, n_events=len(n_hits)) for stage, c in counts.items()},
         "timing_ms": {stage: float(np.mean(values)) for stage, values in timing.items()},
         "matches": combined,

@@ -1,16 +1,11 @@
-"""Track fitting: the fitting hook (:mod:`~tracking_algs.fitting.hook`) and the built-in batched Kalman fitter."""
+"""Track fitting: the fitting hook (:mod:`~tracking_algs.fitting.hook`), the built-in batched Kalman fitter and
+the track selection after the fit."""
 
 from tracking_algs.fitting.config import KalmanConfig
-from tracking_algs.fitting.hook import (
-    COVARIANCE_NAMES,
-    PARAMETER_NAMES,
-    FitResults,
-    FitStatus,
-    FittingConfig,
-    TrackFitter,
-    make_fitter,
-)
+from tracking_algs.fitting.hook import FittingConfig, TrackFitter, make_fitter
 from tracking_algs.fitting.kalman import KalmanFitter
+from tracking_algs.fitting.results import COVARIANCE_NAMES, PARAMETER_NAMES, FitResults, FitStatus
+from tracking_algs.fitting.selection import TrackSelection
 
 __all__ = [
     "COVARIANCE_NAMES",
@@ -21,5 +16,6 @@ __all__ = [
     "KalmanConfig",
     "KalmanFitter",
     "TrackFitter",
+    "TrackSelection",
     "make_fitter",
 ]

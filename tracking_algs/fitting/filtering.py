@@ -18,8 +18,8 @@ import numpy as np
 
 from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.helix import SurfaceKind, propagate, wrap_angle
-from tracking_algs.fitting.hook import FitStatus
 from tracking_algs.fitting.navigation import MaterialMap, traverse
+from tracking_algs.fitting.results import FitStatus
 from tracking_algs.fitting.scattering import scattering_variances
 from tracking_algs.fitting.stacked import matmul, sandwich, transport_sandwich
 

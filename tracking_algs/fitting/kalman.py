@@ -23,8 +23,8 @@ from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.filtering import Measurements, finite_states, forward_filter, smooth, to_perigee
 from tracking_algs.fitting.helix import SurfaceKind
-from tracking_algs.fitting.hook import FitResults, FitStatus
 from tracking_algs.fitting.navigation import Crossings, MaterialMap
+from tracking_algs.fitting.results import FitResults, FitStatus
 from tracking_algs.fitting.seeding import seed_parameters
 from tracking_algs.geometry import Detector
 

@@ -9,7 +9,7 @@ from tracking_algs.event import Event
 from tracking_algs.finding.finder import FindingResult, TrackFinder
 from tracking_algs.finding.model_dir import STAGES
 from tracking_algs.finding.served import ServedTrackFinder
-from tracking_algs.fitting.hook import COVARIANCE_NAMES, PARAMETER_NAMES, FitResults
+from tracking_algs.fitting.results import COVARIANCE_NAMES, PARAMETER_NAMES, FitResults
 from tracking_algs.job.store import EventResult
 from tracking_algs.job_options import JobOptions
 from tracking_algs.performance.edges import edge_metrics, truth_graph
@@ -38,20 +38,28 @@ class EventProcessor:
             self.backend = {serving: self.finder.inference.describe()}
 
     def process(self, event: Event) -> EventResult:
-        """Find and fit the tracks of one event; match them to truth when the event has it."""
+        """Find and fit the tracks of one event, keep those the ``[fitting.selection]`` passes; match them (and,
+        when the selection dropped anything, the candidates before it) to truth when the event has it."""
         found = self.finder.find(event.spacepoints)
+        kept = found
+        if found.fit is not None and self.options.fitting.selection.enabled:
+            candidates, fit = self.options.fitting.selection.apply(found.candidates, found.fit)
+            kept = attrs.evolve(found, candidates=candidates, fit=fit)
         edges = {stage: {"count": float(array.shape[1])} for stage, array in found.edges.items()}
         truth: dict[str, np.ndarray] = {}
         if event.truth is not None and event.particles is not None:
-            truth = self._measure(event, found, edges)
+            truth = self._measure(event, kept, edges)
+            if kept is not found:
+                before = match_tracks(event, found.candidates, self.options.performance)
+                truth |= {f"{CANDIDATES}{key}": value for key, value in _match_columns(before).items()}
         return EventResult(
             event_id=event.event_id,
             hit_id=event.spacepoints.hit_id,
-            track_label=found.candidates.labels,
+            track_label=kept.candidates.labels,
             timing_ms=found.timing_ms,
             edges=edges,
             backend=self.backend,
-            fitted=fit_columns(found.fit) if found.fit is not None else {},
+            fitted=fit_columns(kept.fit) if kept.fit is not None else {},
             truth=truth,
         )
 
@@ -61,7 +69,7 @@ class EventProcessor:
             efficiency, purity = edge_metrics(array, reference)
             edges[stage] |= {"efficiency": efficiency, "purity": purity}
         match = match_tracks(event, found.candidates, self.options.performance)
-        truth = {key: np.asarray(value) for key, value in attrs.asdict(match, recurse=False).items()}
+        truth = _match_columns(match)
         if found.fit is not None:
             truth["fit_true_params"], truth["fit_pure"] = self._fit_truth(event, found.fit, match)
         return truth
@@ -91,6 +99,14 @@ class EventProcessor:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+#: prefix of the truth arrays that match the track candidates as built, before the selection after the fit
+CANDIDATES = "candidates."
+
+
+def _match_columns(match: MatchResult) -> dict[str, np.ndarray]:
+    return {key: np.asarray(value) for key, value in attrs.asdict(match, recurse=False).items()}
 
 
 def fit_columns(fit: FitResults) -> dict[str, np.ndarray]:

@@ -21,8 +21,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tracking_algs.fitting.hook import COVARIANCE_NAMES, PARAMETER_NAMES
+from tracking_algs.fitting.results import COVARIANCE_NAMES, PARAMETER_NAMES
 from tracking_algs.job.plots import plot_pulls, plot_resolutions, plot_timing
+from tracking_algs.job.process import CANDIDATES
 from tracking_algs.job.runner import JobSummary
 from tracking_algs.job.store import EventResult, ResultStore
 from tracking_algs.job_options import JobOptions
@@ -66,6 +67,9 @@ def write_report(store: ResultStore, options: JobOptions) -> dict[str, Any]:
     if with_truth:
         match = MatchResult.combine([_match(result) for result in with_truth])
         performance["tracking"] = _tracking(match, options)
+        if all(f"{CANDIDATES}track_id" in result.truth for result in with_truth):
+            candidates = MatchResult.combine([_match(result, CANDIDATES) for result in with_truth])
+            performance["tracking_candidates"] = _tracking(candidates, options)
         plot_performance(match, plots)
         fits = _fit_quality(with_truth)
         if fits:
@@ -130,8 +134,8 @@ def _edges(results: list[EventResult]) -> dict[str, dict[str, float]]:
     }  # fmt: skip
 
 
-def _match(result: EventResult) -> MatchResult:
-    return MatchResult(**{field.name: result.truth[field.name] for field in attrs.fields(MatchResult)})
+def _match(result: EventResult, prefix: str = "") -> MatchResult:
+    return MatchResult(**{field.name: result.truth[prefix + field.name] for field in attrs.fields(MatchResult)})
 
 
 def _tracking(match: MatchResult, options: JobOptions) -> dict[str, Any]:
@@ -246,6 +250,10 @@ def print_summary(performance: dict[str, Any], summary: JobSummary, console: Con
         table.add_row("track efficiency (pT > 0.5 GeV)", _percent(tracking["efficiency_pt_gt_0p5"]))
         table.add_row("fake rate", _percent(tracking["fake_rate"]))
         table.add_row("duplicate rate", _percent(tracking["duplicate_rate"]))
+    candidates = performance.get("tracking_candidates")
+    if candidates:
+        table.add_row("before the fit selection: efficiency / fake rate",
+                      f"{_percent(candidates['efficiency'])} / {_percent(candidates['fake_rate'])}")  # fmt: skip
     fitting = performance.get("fitting")
     if fitting:
         resolution = fitting["resolution_pure"]

@@ -1,0 +1,97 @@
+"""The track selection after the fit, on real Kalman fits of simulated truth tracks and of a chain of hits from
+several particles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference_iface.errors import ConfigError
+from inference_iface.options import structure
+from tracking_algs.event import TrackCandidates
+from tracking_algs.fitting import FitStatus, FittingConfig, KalmanFitter, TrackSelection
+from tracking_algs.geometry import trackml_detector
+from tracking_algs.simulation import SimulationConfig, simulate_event
+
+DETECTOR = trackml_detector()
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """Truth tracks of a pile-up-5 event (one label per particle with ≥ 5 hits) plus one chain that takes the
+    innermost hit of each of six particles; their fits."""
+    event = simulate_event(SimulationConfig(pileup=5.0, noise_fraction=0.0), seed=3_100_000, event_id=0)
+    particle = event.truth.particle_id
+    ids, counts = np.unique(particle[particle > 0], return_counts=True)
+    long = ids[counts >= 8]
+    labels = np.full(len(particle), -1)
+    labels[np.isin(particle, long)] = np.searchsorted(long, particle[np.isin(particle, long)])
+    sp = event.spacepoints
+    distance = sp.x**2 + sp.y**2 + sp.z**2
+    junk_rows = []
+    for layer, owner in enumerate(long[:6]):  # the hit at the layer-th place along each of six particles
+        rows = np.flatnonzero(particle == owner)
+        junk_rows.append(rows[np.argsort(distance[rows])][layer])
+    junk_label = len(long)
+    labels[junk_rows] = junk_label
+    candidates = TrackCandidates(labels)
+    return candidates, KalmanFitter(DETECTOR).fit(sp, candidates), junk_label
+
+
+def test_a_chain_of_several_particles_is_dropped_and_truth_tracks_are_kept(fitted):
+    candidates, fit, junk = fitted
+    kept, kept_fit = TrackSelection().apply(candidates, fit)
+    junk_row = np.flatnonzero(fit.track_id == junk)[0]
+    assert fit.status[junk_row] != FitStatus.OK or fit.pvalue[junk_row] < 1e-3
+    assert not (kept.labels == junk).any()
+    assert junk not in kept_fit.track_id
+    good = (fit.status == FitStatus.OK) & (fit.pvalue >= 1e-3) & (fit.n_hits >= 5)
+    assert good.sum() >= 0.9 * (len(fit) - 1)
+    np.testing.assert_array_equal(kept_fit.track_id, fit.track_id[good])
+    assert (kept_fit.status == FitStatus.OK).all()
+    assert (kept_fit.pvalue >= 1e-3).all()
+
+
+def test_kept_tracks_hold_exactly_the_hits_their_fit_used(fitted):
+    candidates, fit, _ = fitted
+    kept, kept_fit = TrackSelection().apply(candidates, fit)
+    outlier_rows = fit.hit_rows[fit.outlier]
+    assert len(outlier_rows) > 0, "the event should hold at least one rejected hit"
+    assert (kept.labels[outlier_rows] == -1).all()
+    track_ids, offsets, rows = kept.groups()
+    np.testing.assert_array_equal(track_ids, kept_fit.track_id)
+    np.testing.assert_array_equal(offsets, kept_fit.hit_offsets)
+    np.testing.assert_array_equal(rows, kept_fit.hit_rows)
+    assert not kept_fit.outlier.any()
+    np.testing.assert_array_equal(np.diff(offsets), kept_fit.n_hits)
+
+
+def test_outliers_stay_when_told_and_nothing_changes_when_disabled(fitted):
+    candidates, fit, _ = fitted
+    kept, kept_fit = TrackSelection(drop_outliers=False).apply(candidates, fit)
+    outlier_rows = fit.hit_rows[fit.outlier]
+    in_kept_tracks = np.isin(candidates.labels[outlier_rows], kept_fit.track_id)
+    assert in_kept_tracks.any()
+    np.testing.assert_array_equal(kept.labels[outlier_rows[in_kept_tracks]],
+                                  candidates.labels[outlier_rows[in_kept_tracks]])  # fmt: skip
+    unchanged, same_fit = TrackSelection(enabled=False).apply(candidates, fit)
+    assert unchanged is candidates
+    assert same_fit is fit
+
+
+def test_min_hits_and_min_pvalue_cut_as_documented(fitted):
+    candidates, fit, _ = fitted
+    _, strict = TrackSelection(min_hits=10, min_pvalue=0.1).apply(candidates, fit)
+    assert (strict.n_hits >= 10).all()
+    assert (strict.pvalue >= 0.1).all()
+    expected = (fit.status == FitStatus.OK) & (fit.pvalue >= 0.1) & (fit.n_hits >= 10)
+    np.testing.assert_array_equal(strict.track_id, fit.track_id[expected])
+
+
+def test_selection_options_are_validated():
+    config = structure({"selection": {"min_pvalue": 0.01, "min_hits": 6}}, FittingConfig, where="[fitting]")
+    assert config.selection == TrackSelection(min_pvalue=0.01, min_hits=6)
+    with pytest.raises(ConfigError, match="min_pvalue"):
+        structure({"selection": {"min_pvalue": 2.0}}, FittingConfig, where="[fitting]")
+    with pytest.raises(ConfigError, match="min_p"):
+        structure({"selection": {"min_p": 0.01}}, FittingConfig, where="[fitting]")

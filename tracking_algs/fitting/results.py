@@ -1,0 +1,85 @@
+"""What a fitter returns: :class:`FitResults`, one row per track, with :class:`FitStatus` codes."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import attrs
+import numpy as np
+
+from tracking_algs.event import float_column, int_column
+
+#: names of the five perigee parameters, in the order of ``FitResults.params`` (mm, mm, rad, rad, e/GeV)
+PARAMETER_NAMES = ("d0", "z0", "phi", "theta", "qop")
+#: column names of :meth:`FitResults.cov_upper_triangle`: cov_00, cov_01, ..., cov_04, cov_11, ..., cov_44
+COVARIANCE_NAMES = tuple(f"cov_{i}{j}" for i in range(5) for j in range(i, 5))
+
+
+class FitStatus(IntEnum):
+    """Outcome of fitting one track. Tracks with a status other than ``OK`` carry sentinel values:
+    params, cov, chi2 and pvalue 0, ndf 0 (never NaN)."""
+
+    OK = 0
+    #: fewer usable hits than ``min_hits`` (or too few measurement dimensions for five parameters)
+    TOO_FEW_HITS = 1
+    #: the three seed spacepoints are degenerate (coincident in the transverse plane, or no helix through them)
+    SEED_FAILED = 2
+    #: the helix from one hit does not reach the next hit's surface, or not the perigee
+    PROPAGATION_FAILED = 3
+    #: non-finite numbers or a non-positive covariance appeared in the filter or smoother
+    DIVERGED = 4
+
+
+@attrs.frozen
+class FitResults:
+    """Fitted tracks as numpy columns, one row per track (``T`` tracks), plus per-hit outlier flags.
+
+    Track columns: ``track_id`` [T]; ``params`` [T, 5] perigee (d0, z0, phi, theta, q/p) w.r.t. the z axis through
+    the origin, in mm, mm, rad, rad, e/GeV; ``cov`` [T, 5, 5]; ``chi2`` [T]; ``ndf`` [T] (2 per 2-D hit used
+    minus 5); ``pvalue`` [T]; ``n_hits`` [T] hits used in the fit; ``n_outliers`` [T] hits rejected;
+    ``status`` [T] :class:`FitStatus` codes.
+
+    Per-hit columns (``H`` hits, grouped by track as in :meth:`TrackCandidates.groups`): the spacepoint row of
+    each hit is ``hit_rows[hit_offsets[k]:hit_offsets[k + 1]]`` for track ``k``, and ``outlier`` [H] is True for
+    the hits the fit rejected.
+    """
+
+    track_id: np.ndarray = attrs.field(converter=int_column)
+    params: np.ndarray = attrs.field(converter=float_column)
+    cov: np.ndarray = attrs.field(converter=float_column)
+    chi2: np.ndarray = attrs.field(converter=float_column)
+    ndf: np.ndarray = attrs.field(converter=int_column)
+    pvalue: np.ndarray = attrs.field(converter=float_column)
+    n_hits: np.ndarray = attrs.field(converter=int_column)
+    n_outliers: np.ndarray = attrs.field(converter=int_column)
+    status: np.ndarray = attrs.field(converter=int_column)
+    hit_offsets: np.ndarray = attrs.field(converter=int_column)
+    hit_rows: np.ndarray = attrs.field(converter=int_column)
+    outlier: np.ndarray = attrs.field(converter=lambda value: np.asarray(value, dtype=bool))
+
+    def __attrs_post_init__(self) -> None:
+        n = len(self.track_id)
+        shapes = {
+            "params": (self.params.shape, (n, 5)),
+            "cov": (self.cov.shape, (n, 5, 5)),
+            "hit_offsets": (self.hit_offsets.shape, (n + 1,)),
+            "outlier": (self.outlier.shape, self.hit_rows.shape),
+        }
+        shapes.update({name: (getattr(self, name).shape, (n,))
+                       for name in ("chi2", "ndf", "pvalue", "n_hits", "n_outliers", "status")})  # fmt: skip
+        for name, (actual, expected) in shapes.items():
+            if actual != expected:
+                raise ValueError(f"FitResults.{name}: shape {actual}, expected {expected}")
+
+    def __len__(self) -> int:
+        return len(self.track_id)
+
+    @property
+    def ok(self) -> np.ndarray:
+        """Boolean mask [T] of the tracks fitted successfully."""
+        return self.status == FitStatus.OK
+
+    def cov_upper_triangle(self) -> np.ndarray:
+        """The 15 upper-triangle covariance entries per track [T, 15], in the order of :data:`COVARIANCE_NAMES`."""
+        rows, cols = np.triu_indices(5)
+        return self.cov[:, rows, cols]
