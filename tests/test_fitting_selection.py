@@ -46,8 +46,8 @@ def test_a_chain_of_several_particles_is_dropped_and_truth_tracks_are_kept(fitte
     assert not (kept.labels == junk).any()
     assert junk not in kept_fit.track_id
     good = (fit.status == FitStatus.OK) & (fit.pvalue >= 1e-3) & (fit.n_hits >= 5)
-    assert good.sum() >= 0.9 * (len(fit) - 1)
-    np.testing.assert_array_equal(kept_fit.track_id, fit.track_id[good])
+    assert good.sum() >= 0.9 * (len(fit) - 1)  # nearly every truth track passes the fit's cuts
+    np.testing.assert_array_equal(kept_fit.track_id, fit.track_id[good & (_fitted_pt(fit) >= 0.4)])
     assert (kept_fit.status == FitStatus.OK).all()
     assert (kept_fit.pvalue >= 1e-3).all()
 
@@ -79,9 +79,18 @@ def test_outliers_stay_when_told_and_nothing_changes_when_disabled(fitted):
     assert same_fit is fit
 
 
-def test_min_hits_and_min_pvalue_cut_as_documented(fitted):
+def _fitted_pt(fit):
+    return np.sin(fit.params[:, 3]) / np.maximum(np.abs(fit.params[:, 4]), 1e-12)
+
+
+def test_min_hits_min_pvalue_and_min_pt_cut_as_documented(fitted):
     candidates, fit, _ = fitted
-    _, strict = TrackSelection(min_hits=10, min_pvalue=0.1).apply(candidates, fit)
+    _, low = TrackSelection(min_pt_gev=0.0).apply(candidates, fit)
+    _, high = TrackSelection(min_pt_gev=1.0).apply(candidates, fit)
+    assert (_fitted_pt(high) >= 1.0).all()
+    assert (_fitted_pt(low) < 0.4).any(), "the event should hold tracks below the default threshold"
+    assert set(high.track_id) < set(low.track_id)
+    _, strict = TrackSelection(min_hits=10, min_pvalue=0.1, min_pt_gev=0.0).apply(candidates, fit)
     assert (strict.n_hits >= 10).all()
     assert (strict.pvalue >= 0.1).all()
     expected = (fit.status == FitStatus.OK) & (fit.pvalue >= 0.1) & (fit.n_hits >= 10)

@@ -1,9 +1,11 @@
 """Track selection after the fit: the found tracks a job keeps, judged by their fit.
 
 With ``drop_outliers`` the hits the fit rejected leave their track, so each kept track holds exactly the hits its
-fit used.  A track the fitter could not fit (status other than OK), whose fit p-value is below ``min_pvalue`` or
-that keeps fewer than ``min_hits`` hits is dropped: its hits become unassigned.  This removes the chains of hits
-from several particles that the track building can link in dense events: no helix goes through them.
+fit used.  A track the fitter could not fit (status other than OK), whose fit p-value is below ``min_pvalue``,
+that keeps fewer than ``min_hits`` hits or whose fitted transverse momentum is below ``min_pt_gev`` is dropped:
+its hits become unassigned.  The p-value removes the chains of hits from several particles that the track building
+can link in dense events (no helix goes through them); the pT threshold, the reconstruction threshold of a
+tracking chain, removes the pieces of low-pT particles that curl through the detector.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from tracking_algs.fitting.results import FitResults, FitStatus
 @attrs.frozen(kw_only=True)
 class TrackSelection:
     """The ``[fitting.selection]`` table: whether to select (``enabled``), the smallest fit p-value kept
-    (``min_pvalue``), whether the hits the fit rejected leave their track (``drop_outliers``) and the fewest hits
-    a kept track holds (``min_hits``, counted after that)."""
+    (``min_pvalue``), whether the hits the fit rejected leave their track (``drop_outliers``), the fewest hits
+    a kept track holds (``min_hits``, counted after that) and the smallest fitted transverse momentum kept
+    (``min_pt_gev``; 0 keeps all)."""
 
     enabled: bool = True
     min_pvalue: float = attrs.field(default=1e-3, validator=[v.ge(0.0), v.le(1.0)])
     drop_outliers: bool = True
     min_hits: int = attrs.field(default=5, validator=v.ge(1))
+    min_pt_gev: float = attrs.field(default=0.4, validator=v.ge(0.0))
 
     def apply(self, candidates: TrackCandidates, fit: FitResults) -> tuple[TrackCandidates, FitResults]:
         """The kept tracks (labels of dropped tracks and rejected hits set to -1) and their rows of ``fit``,
@@ -35,7 +39,9 @@ class TrackSelection:
         track_of_hit = np.repeat(np.arange(len(fit)), np.diff(fit.hit_offsets))
         leaving = fit.outlier if self.drop_outliers else np.zeros(len(fit.outlier), dtype=bool)
         remaining = np.bincount(track_of_hit[~leaving], minlength=len(fit))
+        pt = np.sin(fit.params[:, 3]) / np.maximum(np.abs(fit.params[:, 4]), 1e-12)  # fitted pT (GeV), q = ±1
         kept = (fit.status == FitStatus.OK) & (fit.pvalue >= self.min_pvalue) & (remaining >= self.min_hits)
+        kept &= pt >= self.min_pt_gev
         leaving = leaving | ~kept[track_of_hit]
         labels = candidates.labels.copy()
         labels[fit.hit_rows[leaving]] = -1
