@@ -281,13 +281,15 @@ def propagate(
     ok &= np.abs(denominator) > 1e-12
     denominator = np.where(ok, denominator, 1.0)
     # theta and q/p are constants of the motion: rows 3 and 4 of the Jacobian are unit rows, the others a product
-    # C T F of the path-corrected projection C, the transport T and F = d(free)/d(bound)
-    projection = to_bound[:, :3]
-    bound_rate = np.einsum("nij,nj->ni", projection, derivative)  # d(bound)/ds
-    corrected = projection - bound_rate[:, :, None] * (grad / denominator[:, None])[:, None, :]
-    transported = np.empty_like(corrected)
+    # C T F of the path-corrected projection C, the transport T and F = d(free)/d(bound).  The first three bound
+    # parameters and the surface constraint depend on position and transverse direction only, so C is zero in
+    # its last two columns (tz, q/p) and is built 3 × 5.
+    projection = to_bound[:, :3, :5]
+    bound_rate = np.einsum("nij,nj->ni", projection, derivative[:, :5])  # d(bound)/ds
+    corrected = projection - bound_rate[:, :, None] * (grad[:, :5] / denominator[:, None])[:, None, :]
+    transported = np.empty((len(params), 3, 7))
     transported[:, :, :3] = corrected[:, :, :3]  # T is the identity in its first three columns (positions)
-    transported[:, :, 3:] = matmul(corrected, transport_jac[:, :, 3:])
+    transported[:, :, 3:] = matmul(corrected, transport_jac[:, :5, 3:])
     jacobian = np.zeros((len(params), 5, 5))
     jacobian[:, :3] = matmul(transported, to_free)
     jacobian[:, 3, 3] = jacobian[:, 4, 4] = 1.0
