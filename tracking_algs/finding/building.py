@@ -80,24 +80,39 @@ def triplet_costs(spacepoints: Spacepoints, edges: np.ndarray, first: np.ndarray
     """χ²-like mismatch [T] of triplets a → b → c (edges ``first`` then ``second``): the change of polar direction
     from one edge to the next, and the difference of the curvatures of the circles through the origin and each
     edge's two hits (a track from the beam line bends on one circle), each over its width (:data:`THETA_WIDTH`,
-    :data:`CURVATURE_WIDTH`, which grow with the curvature for multiple scattering)."""
+    :data:`CURVATURE_WIDTH`, which grow with the curvature for multiple scattering; the curvature's also with the
+    measurement error of both edges' curvatures, see :func:`_curvature_error`)."""
     x, y, z, r = spacepoints.x, spacepoints.y, spacepoints.z, spacepoints.r
     inner, outer = edges
     polar = np.arctan2(r[outer] - r[inner], z[outer] - z[inner])
     curvature = _curvature_through_origin(x[inner], y[inner], x[outer], y[outer])
+    error2 = _curvature_error(spacepoints, edges) ** 2
     # per edge what depends on the first edge only, then in place over the T triplets
     theta_width = THETA_WIDTH[0] + THETA_WIDTH[1] * np.abs(curvature) * 1e3
-    curvature_width = CURVATURE_WIDTH[0] + CURVATURE_WIDTH[1] * np.abs(curvature)
+    curvature_variance = (CURVATURE_WIDTH[0] + CURVATURE_WIDTH[1] * np.abs(curvature)) ** 2 + error2
     cost = polar[second]
     cost -= polar[first]
     cost /= theta_width[first]
     cost *= cost
     bend = curvature[second]
     bend -= curvature[first]
-    bend /= curvature_width[first]
     bend *= bend
+    variance = curvature_variance[first]
+    variance += error2[second]
+    bend /= variance
     cost += bend
     return cost
+
+
+def _curvature_error(spacepoints: Spacepoints, edges: np.ndarray) -> np.ndarray:
+    """Measurement error [E] of each edge's curvature through the origin, 2 sin Δφ / |Δp| for hits Δφ apart in
+    azimuth and |Δp| apart in the transverse plane: 2 σ(Δφ) / |Δp|, with σ(φ) = σ(r·φ) / r of each hit.  It
+    matters where hits are close in the transverse plane (the forward disks: a few mm), not in the barrel."""
+    x, y, r = spacepoints.x, spacepoints.y, spacepoints.r
+    inner, outer = edges
+    sigma_phi = spacepoints.sigma[:, 0] / np.maximum(r, 1e-6)
+    transverse = np.hypot(x[outer] - x[inner], y[outer] - y[inner])
+    return 2.0 * np.hypot(sigma_phi[inner], sigma_phi[outer]) / np.maximum(transverse, 1e-3)
 
 
 def _curvature_through_origin(x1, y1, x2, y2) -> np.ndarray:
