@@ -221,12 +221,13 @@ class KalmanFitter:
         n_tracks, length = valid.shape
         if self._material is None or length < 2:
             return Crossings.none()
-        step, track = np.nonzero(valid[:, 1:].T)
-        step += 1
-        r = np.hypot(xyz[..., 0], xyz[..., 1])
-        z = xyz[..., 2]
-        crossings = self._material.crossings(r[track, step - 1], z[track, step - 1], r[track, step], z[track, step])
-        return attrs.evolve(crossings, segment=(step * n_tracks + track)[crossings.segment])
+        # every pair of consecutive slots, step-major (segment (i - 1) · T + t ends at hit i of track t); a pair
+        # that ends on padding is made zero-length, so it crosses nothing
+        r = np.hypot(xyz[..., 0], xyz[..., 1]).T
+        z = np.ascontiguousarray(xyz[..., 2].T)
+        end_r, end_z = np.where(valid[:, 1:].T, r[1:], r[:-1]), np.where(valid[:, 1:].T, z[1:], z[:-1])
+        crossings = self._material.crossings(r[:-1].ravel(), z[:-1].ravel(), end_r.ravel(), end_z.ravel())
+        return attrs.evolve(crossings, segment=crossings.segment + n_tracks)
 
     def _seed_covariance(self, seed: np.ndarray, first_variance: np.ndarray) -> np.ndarray:
         config = self.config
