@@ -47,6 +47,11 @@ class SurfaceKind(IntEnum):
     PERIGEE = 2
 
 
+#: the kinds as plain ints for the array comparisons of the hot paths (each attribute access on the enum class
+#: runs a Python-level lookup, a cost that shows in the fitter's many small calls)
+_CYLINDER, _DISK, _PERIGEE = int(SurfaceKind.CYLINDER), int(SurfaceKind.DISK), int(SurfaceKind.PERIGEE)
+
+
 @attrs.frozen
 class Propagation:
     """The result of :func:`propagate` for N tracks: bound parameters [N, 5] on the target surface, the
@@ -73,7 +78,7 @@ def wrap_angle(angle: np.ndarray) -> np.ndarray:
 def angular_components(kind: np.ndarray) -> np.ndarray:
     """Boolean mask [N, 5] of the bound components that are angles (differences must be wrapped)."""
     mask = np.zeros((len(kind), 5), dtype=bool)
-    mask[:, 0] = kind != SurfaceKind.PERIGEE
+    mask[:, 0] = kind != _PERIGEE
     mask[:, 2] = True
     return mask
 
@@ -84,9 +89,9 @@ def bound_to_free(params: np.ndarray, kind: np.ndarray, position: np.ndarray) ->
     l0, l1, phi, theta, qop = columns(params)
     cos_phi, sin_phi = np.cos(phi), np.sin(phi)
     cos_theta, sin_theta = np.cos(theta), np.sin(theta)
-    cylinder = kind == SurfaceKind.CYLINDER
-    disk = kind == SurfaceKind.DISK
-    perigee = kind == SurfaceKind.PERIGEE
+    cylinder = kind == _CYLINDER
+    disk = kind == _DISK
+    perigee = kind == _PERIGEE
     cos_l0, sin_l0 = np.cos(l0), np.sin(l0)
     radius = np.where(cylinder, position, l1)  # r of the point on cylinders and disks
     x = np.where(perigee, -l0 * sin_phi, radius * cos_l0)
@@ -115,8 +120,8 @@ def free_to_bound(free: np.ndarray, kind: np.ndarray) -> tuple[np.ndarray, np.nd
     """Bound parameters [N, 5] of free parameters [N, 7] that lie on surfaces of ``kind`` [N], and the
     Jacobian d(bound)/d(free) [N, 5, 7]."""
     x, y, z, tx, ty, tz, qop = columns(free)
-    disk = kind == SurfaceKind.DISK
-    perigee = kind == SurfaceKind.PERIGEE
+    disk = kind == _DISK
+    perigee = kind == _PERIGEE
     r2 = x * x + y * y
     r = np.sqrt(r2)
     st2 = tx * tx + ty * ty
@@ -193,8 +198,8 @@ def path_to_surface(
         turn = np.arctan2(-along * kappa, 1.0 + across * kappa)
         s_perigee = np.where(curved, turn / safe_kappa, -along)
 
-    cylinder = kind == SurfaceKind.CYLINDER
-    disk = kind == SurfaceKind.DISK
+    cylinder = kind == _CYLINDER
+    disk = kind == _DISK
     s_transverse = np.where(cylinder, s_cylinder, s_perigee)
     path = np.where(disk, s_disk, s_transverse / safe_st)
     ok = np.where(disk, ok_disk, np.where(cylinder, ok_cylinder, moving)) & np.isfinite(path)
@@ -246,11 +251,11 @@ def _surface_gradient(free: np.ndarray, kind: np.ndarray) -> np.ndarray:
     """Gradient [N, 7] of the target surface's constraint g(free) = 0 (any scale)."""
     x, y, _, tx, ty, _, _ = columns(free)
     grad = np.zeros_like(free)
-    cylinder = kind == SurfaceKind.CYLINDER
-    perigee = kind == SurfaceKind.PERIGEE
+    cylinder = kind == _CYLINDER
+    perigee = kind == _PERIGEE
     grad[:, 0] = np.where(cylinder, x, np.where(perigee, tx, 0.0))
     grad[:, 1] = np.where(cylinder, y, np.where(perigee, ty, 0.0))
-    grad[:, 2] = (kind == SurfaceKind.DISK).astype(np.float64)
+    grad[:, 2] = (kind == _DISK).astype(np.float64)
     grad[:, 3] = np.where(perigee, x, 0.0)
     grad[:, 4] = np.where(perigee, y, 0.0)
     return grad

@@ -14,7 +14,7 @@ import numpy as np
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` for stacks ``a`` [N, i, k] and ``b`` [N, k, j], computed by numpy's non-BLAS loop."""
-    stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    stack = a.shape[:-2] if a.shape[:-2] == b.shape[:-2] else np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     out = np.empty((*stack, a.shape[-2], 2 * b.shape[-1]), dtype=np.result_type(a, b))[..., ::2]
     return np.matmul(a, b, out=out)
 
