@@ -68,14 +68,16 @@ class KalmanFitter:
 
         out = _Output(n_tracks, len(rows))
         removed = np.zeros(len(rows), dtype=bool)  # hits (rows of `hits`) dropped as outliers
-        # every attempt fits all tracks still to do, batched; the few that lose an outlier are refitted together
-        # in the next attempt (in length order, as they came) rather than one small refit per batch
+        refits = np.zeros(n_tracks, dtype=np.int64)  # outliers removed so far, per track
+        # batches in length order; the few tracks of a batch that lose an outlier are refitted with the next batch
+        # (a pass of a few tracks costs the fixed overhead of a whole one), the last batch's in passes of their own
         todo = np.argsort(counts, kind="stable")
-        for attempt in range(self.config.max_outlier_refits + 1):
-            batches = range(0, len(todo), self.config.batch_size)
-            refits = [self._fit_batch(todo[start : start + self.config.batch_size], offsets, ordered, hits, removed,
-                                      attempt, out) for start in batches]  # fmt: skip
-            todo = np.concatenate(refits) if refits else todo[:0]
+        pending = todo[:0]
+        for start in range(0, len(todo), self.config.batch_size):
+            batch = np.concatenate((pending, todo[start : start + self.config.batch_size]))
+            pending = self._fit_batch(batch, offsets, ordered, hits, removed, refits, out)
+        while len(pending):
+            pending = self._fit_batch(pending, offsets, ordered, hits, removed, refits, out)
         return out.results(track_ids, offsets, rows)
 
     def _hit_table(self, spacepoints: Spacepoints, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -115,9 +117,10 @@ class KalmanFitter:
             "distance": r * r + z * z,
         }
 
-    def _fit_batch(self, tracks, offsets, ordered, hits, removed, attempt: int, out: _Output) -> np.ndarray:
+    def _fit_batch(self, tracks, offsets, ordered, hits, removed, refits: np.ndarray, out: _Output) -> np.ndarray:
         """Fit ``tracks`` (indices into the candidate groups) without their ``removed`` hits; store the finished
-        ones and return those to refit, with their worst outlier marked in ``removed``."""
+        ones and return those to refit (fewer than ``max_outlier_refits`` outliers removed so far, counted in
+        ``refits``), with their worst outlier marked in ``removed``."""
         config = self.config
         starts, counts = offsets[tracks], offsets[tracks + 1] - offsets[tracks]
         length = int(counts.max(initial=0))
@@ -135,12 +138,13 @@ class KalmanFitter:
             (status == FitStatus.OK)
             & (ratio[np.arange(len(tracks)), worst] > 1.0)
             & (kept.sum(axis=1) > config.min_hits)
-            & (attempt < config.max_outlier_refits)
+            & (refits[tracks] < config.max_outlier_refits)
         )
         done = ~refit
         out.store(tracks[done], hit_index[done], kept[done], used[done], status[done],
                   *(column[done] for column in fit))  # fmt: skip
         removed[hit_index[refit, worst[refit]]] = True
+        refits[tracks[refit]] += 1
         return tracks[refit]
 
     def _fit_once(self, hit_index, kept, hits):
