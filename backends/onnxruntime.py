@@ -22,6 +22,7 @@ from onnx import TensorProto
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from backends.ort_providers import DEVICES, Device, select_providers
+from inference_iface.cores import usable_cores
 from inference_iface.dtypes import numpy_dtype
 from inference_iface.errors import BackendUnavailableError, ConfigError, InputError, ModelError
 from inference_iface.interface import InferenceInterface
@@ -77,7 +78,9 @@ class OnnxRuntimeConfig(BackendConfig):
         model_path: the ``.onnx`` file.
         device: ``"auto"`` (CUDA when it can really load, else CPU), ``"cpu"`` or ``"cuda"``.
         cuda_device_id: which GPU when running on CUDA.
-        intra_op_threads: threads inside one operator; 0 lets ONNX Runtime choose (one per core).
+        intra_op_threads: threads inside one operator; 0 means one per core this process may use (its CPU
+            affinity, see :func:`~inference_iface.cores.usable_cores`), so worker processes given a share of the
+            cores do not oversubscribe them.
         inter_op_threads: threads running independent operators (``execution_mode = "parallel"`` only);
             0 lets ONNX Runtime choose.
         execution_mode: ``"sequential"`` or ``"parallel"`` operator scheduling.
@@ -180,7 +183,7 @@ class OnnxRuntimeInference(InferenceInterface):
 
 def _session_options(config: OnnxRuntimeConfig) -> ort.SessionOptions:
     options = ort.SessionOptions()
-    options.intra_op_num_threads = config.intra_op_threads
+    options.intra_op_num_threads = config.intra_op_threads or usable_cores()
     options.inter_op_num_threads = config.inter_op_threads
     options.execution_mode = _EXECUTION_MODES[config.execution_mode]
     options.graph_optimization_level = _OPTIMIZATION_LEVELS[config.graph_optimization_level]

@@ -3,13 +3,12 @@ closer than a radius in the embedding space (scipy KD-tree by default, FAISS fla
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.spatial import cKDTree
 
 from inference_iface import InferenceInterface
+from inference_iface.cores import usable_cores
 from tracking_algs.finding.config import GraphConfig
 
 
@@ -45,7 +44,7 @@ def _kdtree_neighbours(points: np.ndarray, radius: float, k_max: int) -> tuple[n
     tree = cKDTree(points, leafsize=32)  # larger leaves than the default 16: faster k-NN queries in 8-12 dims
     # the query is split into one contiguous range per worker; taking the points in strides of the worker count
     # gives each range a share of every region, so the workers finish together (the pairs do not depend on it)
-    workers = os.cpu_count() or 1
+    workers = usable_cores()
     query = np.concatenate([np.arange(start, n, workers, dtype=np.int32) for start in range(workers)])
     _, index = tree.query(points[query], k=k, distance_upper_bound=radius, workers=workers)
     index = index.reshape(n, k).astype(np.int32)  # n < 2**31: the sparse matrix of the pairs takes int32 as it is

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import attrs
 from tqdm import tqdm
 
+from inference_iface.cores import pin_to_share
 from inference_iface.errors import BackendUnavailableError, InferenceTimeoutError, InputError
 from tracking_algs.errors import EventFormatError
 from tracking_algs.job.process import EventProcessor
@@ -90,7 +91,9 @@ def _outcomes(
                 yield _process_one(processor, source, event_id)
         return
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    started = context.Value("i", 0)  # numbers the workers as they start, for their share of the cores
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_take_cores,
+                                                initargs=(started, jobs)) as pool:  # fmt: skip
         futures = [pool.submit(_work, options, source, event_id) for event_id in event_ids]
         try:
             for future in concurrent.futures.as_completed(futures):
@@ -124,6 +127,15 @@ def _process_one(processor: EventProcessor, source: EventSource, event_id: int) 
 
 
 _worker_processor: EventProcessor | None = None
+
+
+def _take_cores(started, jobs: int) -> None:
+    """Worker start-up: pin this worker to its share of the cores, so that its ONNX Runtime and KD-tree threads
+    (one per usable core) do not compete with the other workers' for the same cores."""
+    with started.get_lock():
+        index = started.value
+        started.value += 1
+    pin_to_share(index, jobs)
 
 
 def _work(options: JobOptions, source: EventSource, event_id: int) -> EventResult | EventFailure:

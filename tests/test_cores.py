@@ -1,0 +1,45 @@
+"""Sharing the cores among worker processes: each worker's affinity, and the thread counts that follow it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+
+from inference_iface.cores import pin_to_share, usable_cores
+
+CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+needs_two_cores = pytest.mark.skipif(len(CORES) < 2 or not hasattr(os, "sched_setaffinity"),
+                                     reason="needs CPU affinity and two cores")  # fmt: skip
+
+
+def _share(index: int, workers: int) -> tuple[list[int], int]:
+    pin_to_share(index, workers)
+    return sorted(os.sched_getaffinity(0)), usable_cores()
+
+
+def _in_fresh_process(index: int, workers: int) -> tuple[list[int], int]:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_share, index, workers).result()
+
+
+def test_usable_cores_is_this_process_affinity():
+    assert usable_cores() == (len(CORES) if CORES else os.cpu_count())
+
+
+@needs_two_cores
+def test_two_workers_get_disjoint_shares_covering_the_cores():
+    shares = [_in_fresh_process(index, 2) for index in range(2)]
+    assert set(shares[0][0]).isdisjoint(shares[1][0])
+    assert sorted(shares[0][0] + shares[1][0]) == CORES
+    assert [count for _, count in shares] == [len(cores) for cores, _ in shares]
+
+
+@needs_two_cores
+def test_more_workers_than_cores_each_get_one_core():
+    workers = len(CORES) + 1
+    cores, count = _in_fresh_process(workers - 1, workers)
+    assert count == 1
+    assert cores == [CORES[(workers - 1) % len(CORES)]]
