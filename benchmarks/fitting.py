@@ -4,8 +4,8 @@ Tracks: the truth tracks with exactly 10 hits of a simulated pile-up-200 event (
 repeated to ``--tracks`` tracks.  In one run the same fitter fits them (a) batched, all in one ``fit`` call, with
 each ``--batch-sizes`` value (tracks advanced together), on one process and on ``--processes`` worker
 processes that each fit an equal share (the shares are handed to the workers once, when they start, as a job's
-workers read their own events; the timed calls carry only a share number), and (b) in a per-track loop, one ``fit`` call per track, on the first
-``--loop-tracks`` tracks.  Repetitions are interleaved; medians are reported.
+workers read their own events; the timed calls carry only a share number), and (b) in a per-track loop, one
+``fit`` call per track, on the first ``--loop-tracks`` tracks.  Repetitions are interleaved; medians are reported.
 
 Target (issue 6): ≥ 50 000 tracks/s on 2 cores for 10-hit tracks.
 
