@@ -47,13 +47,12 @@ class Measurements:
 @attrs.frozen
 class Update:
     """A gain-matrix update of N states: updated ``params`` [N, 5] and ``cov`` [N, 5, 5], the predicted ``chi2``
-    [N], the ``gain`` K [N, 5, 2], the ``reduction`` 1 − KH [N, 5, 5] and the inverse residual covariance
-    ``precision`` [N, 2, 2] (zero in the rows/columns of an unmeasured second dimension)."""
+    [N], the ``reduction`` 1 − KH [N, 5, 5] of the gain K and the inverse residual covariance ``precision``
+    [N, 2, 2] (zero in the rows/columns of an unmeasured second dimension)."""
 
     params: np.ndarray
     cov: np.ndarray
     chi2: np.ndarray
-    gain: np.ndarray
     reduction: np.ndarray
     precision: np.ndarray
 
@@ -89,7 +88,7 @@ def gain_update(params: np.ndarray, cov: np.ndarray, residual: np.ndarray, varia
     chi2 = precision[:, 0, 0] * r0 * r0 + 2.0 * precision[:, 0, 1] * r0 * r1 + precision[:, 1, 1] * r1 * r1
     new_cov += new_cov.transpose(0, 2, 1)
     new_cov *= 0.5
-    return Update(new_params, new_cov, chi2, gain, reduction, precision)
+    return Update(new_params, new_cov, chi2, reduction, precision)
 
 
 def _reduction(gain: np.ndarray) -> np.ndarray:
@@ -105,8 +104,8 @@ class ForwardPass:
     """What the forward filter leaves for the smoother, stored step-major ([L, T, ...]): per step the
     ``predicted`` state and ``predicted_cov``, the predicted ``residual``, the update's ``precision`` and the
     ``transport`` J (1 − KH) of the update and the Jacobian J to the next step (zero where there is none); per
-    track [T] the total ``chi2``, the
-    measurement dimensions used (``dims``), the number of steps ``processed`` and the ``status``.
+    track [T] the total ``chi2``, the measurement dimensions used (``dims``), the number of steps ``processed``
+    and the ``status``.
 
     A track whose helix misses the surface of its next hit (a low-pT track nearly tangent to a cylinder) stops
     there: its remaining steps are not used and ``processed`` counts the steps before."""
