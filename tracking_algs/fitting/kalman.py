@@ -195,7 +195,8 @@ class KalmanFitter:
         holes = self._holes(hits["xyz"][safe], valid)
         hit_of_hole, track_of_hole = np.divmod(holes.segment, n_tracks)
         # holes just before each hit
-        before = np.bincount(track_of_hole * length + hit_of_hole, minlength=n_tracks * length).reshape(n_tracks, -1)
+        before = np.bincount(track_of_hole * length + hit_of_hole, minlength=n_tracks * length)
+        before = before.reshape(n_tracks, length)
         hit_step = np.arange(length) + np.cumsum(before, axis=1)
         hole_step = hit_step[track_of_hole, hit_of_hole] - before[track_of_hole, hit_of_hole] + holes.rank
         width = int(hit_step[:, -1].max(initial=-1)) + 1

@@ -39,7 +39,7 @@ class EventProcessor:
 
     def process(self, event: Event) -> EventResult:
         """Find and fit the tracks of one event, keep those the ``[fitting.selection]`` passes; match them (and,
-        when the selection dropped anything, the candidates before it) to truth when the event has it."""
+        when the selection is on, the candidates before it) to truth when the event has it."""
         found = self.finder.find(event.spacepoints)
         kept = found
         if found.fit is not None and self.options.fitting.selection.enabled:
