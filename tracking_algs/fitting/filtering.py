@@ -141,6 +141,11 @@ def _rows(mask: np.ndarray) -> slice | np.ndarray:
     return rows
 
 
+def _covers(rows: slice | np.ndarray, n_rows: int) -> bool:
+    """Whether ``rows`` (from :func:`_rows`) is every one of ``n_rows`` rows."""
+    return isinstance(rows, slice) and rows == slice(0, n_rows)
+
+
 def _matvec(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     return np.einsum("nij,nj->ni", matrix, vector)
 
@@ -213,7 +218,10 @@ def forward_filter(
                                                       config.mass_gev)  # fmt: skip
             new_cov[:, 2, 2] += var_phi
             new_cov[:, 3, 3] += var_theta
-        state[rows], state_cov[rows] = update.params, new_cov
+        if _covers(rows, n_tracks):  # every track took this step: keep the new arrays instead of copying them
+            state, state_cov = update.params, new_cov
+        else:
+            state[rows], state_cov[rows] = update.params, new_cov
     return ForwardPass(predicted, predicted_cov, residual, precision, transport, chi2, dims, processed,
                        status.copy())  # fmt: skip
 
@@ -267,8 +275,10 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
             cov = pred_cov - matmul(matmul(pred_cov, info), pred_cov)
             first_cov[rows] = 0.5 * (cov + cov.transpose(0, 2, 1))
         else:
-            after_info[rows] = info
-            after[rows] = lam
+            if _covers(rows, n_tracks):
+                after_info, after = info, lam
+            else:
+                after_info[rows], after[rows] = info, lam
     return Smoothed(first, first_cov, hit_chi2)
 
 
