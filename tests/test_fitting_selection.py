@@ -10,6 +10,7 @@ from inference_iface.errors import ConfigError
 from inference_iface.options import structure
 from tracking_algs.event import TrackCandidates
 from tracking_algs.fitting import FitStatus, FittingConfig, KalmanFitter, TrackSelection
+from tracking_algs.fitting.results import transverse_momentum
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
@@ -47,7 +48,7 @@ def test_a_chain_of_several_particles_is_dropped_and_truth_tracks_are_kept(fitte
     assert junk not in kept_fit.track_id
     good = (fit.status == FitStatus.OK) & (fit.pvalue >= 1e-3) & (fit.n_hits >= 5)
     assert good.sum() >= 0.9 * (len(fit) - 1)  # nearly every truth track passes the fit's cuts
-    np.testing.assert_array_equal(kept_fit.track_id, fit.track_id[good & (_fitted_pt(fit) >= 0.4)])
+    np.testing.assert_array_equal(kept_fit.track_id, fit.track_id[good & (transverse_momentum(fit.params) >= 0.4)])
     assert (kept_fit.status == FitStatus.OK).all()
     assert (kept_fit.pvalue >= 1e-3).all()
 
@@ -79,16 +80,12 @@ def test_outliers_stay_when_told_and_nothing_changes_when_disabled(fitted):
     assert same_fit is fit
 
 
-def _fitted_pt(fit):
-    return np.sin(fit.params[:, 3]) / np.maximum(np.abs(fit.params[:, 4]), 1e-12)
-
-
 def test_min_hits_min_pvalue_and_min_pt_cut_as_documented(fitted):
     candidates, fit, _ = fitted
     _, low = TrackSelection(min_pt_gev=0.0).apply(candidates, fit)
     _, high = TrackSelection(min_pt_gev=1.0).apply(candidates, fit)
-    assert (_fitted_pt(high) >= 1.0).all()
-    assert (_fitted_pt(low) < 0.4).any(), "the event should hold tracks below the default threshold"
+    assert (transverse_momentum(high.params) >= 1.0).all()
+    assert (transverse_momentum(low.params) < 0.4).any(), "the event should hold tracks below the default threshold"
     assert set(high.track_id) < set(low.track_id)
     _, strict = TrackSelection(min_hits=10, min_pvalue=0.1, min_pt_gev=0.0).apply(candidates, fit)
     assert (strict.n_hits >= 10).all()

@@ -15,6 +15,11 @@ PARAMETER_NAMES = ("d0", "z0", "phi", "theta", "qop")
 COVARIANCE_NAMES = tuple(f"cov_{i}{j}" for i in range(5) for j in range(i, 5))
 
 
+def transverse_momentum(params: np.ndarray) -> np.ndarray:
+    """Transverse momentum (GeV) [N] of perigee parameters [N, 5] of unit charge: sin(theta) / |q/p|."""
+    return np.sin(params[:, 3]) / np.maximum(np.abs(params[:, 4]), 1e-12)
+
+
 class FitStatus(IntEnum):
     """Outcome of fitting one track. Tracks with a status other than ``OK`` carry sentinel values:
     params, cov, chi2 and pvalue 0, ndf 0 (never NaN)."""

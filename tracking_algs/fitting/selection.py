@@ -15,7 +15,7 @@ import numpy as np
 from attrs import validators as v
 
 from tracking_algs.event import TrackCandidates
-from tracking_algs.fitting.results import FitResults, FitStatus
+from tracking_algs.fitting.results import FitResults, FitStatus, transverse_momentum
 
 
 @attrs.frozen(kw_only=True)
@@ -39,9 +39,8 @@ class TrackSelection:
         track_of_hit = np.repeat(np.arange(len(fit)), np.diff(fit.hit_offsets))
         leaving = fit.outlier if self.drop_outliers else np.zeros(len(fit.outlier), dtype=bool)
         remaining = np.bincount(track_of_hit[~leaving], minlength=len(fit))
-        pt = np.sin(fit.params[:, 3]) / np.maximum(np.abs(fit.params[:, 4]), 1e-12)  # fitted pT (GeV), q = ±1
         kept = (fit.status == FitStatus.OK) & (fit.pvalue >= self.min_pvalue) & (remaining >= self.min_hits)
-        kept &= pt >= self.min_pt_gev
+        kept &= transverse_momentum(fit.params) >= self.min_pt_gev
         leaving = leaving | ~kept[track_of_hit]
         labels = candidates.labels.copy()
         labels[fit.hit_rows[leaving]] = -1

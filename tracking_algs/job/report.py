@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tracking_algs.fitting.results import COVARIANCE_NAMES, PARAMETER_NAMES
+from tracking_algs.fitting.results import COVARIANCE_NAMES, PARAMETER_NAMES, transverse_momentum
 from tracking_algs.job.plots import plot_pulls, plot_resolutions, plot_timing
 from tracking_algs.job.process import CANDIDATES
 from tracking_algs.job.runner import JobSummary
@@ -173,7 +173,7 @@ def _fit_quality(results: list[EventResult]) -> dict[str, Any]:
     residual[:, 2] = np.angle(np.exp(1j * residual[:, 2]))
     with np.errstate(divide="ignore", invalid="ignore"):  # failed fits carry zeros; they are masked below
         pulls = residual / errors
-        true_pt = np.abs(np.sin(true[:, 3]) / true[:, 4])
+        true_pt = transverse_momentum(true)
         qopt_residual = params[:, 4] / np.sin(params[:, 3]) - true[:, 4] / np.sin(true[:, 3])
     clean = matched & pure
     pulled, pulled_clean = matched & redundant, clean & redundant
