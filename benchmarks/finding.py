@@ -16,11 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
 import numpy as np
 
 from tracking_algs.finding.features import spacepoint_features
 from tracking_algs.finding.finder import TrackFinder
-from tracking_algs.finding.graph import radius_graph
+from tracking_algs.finding.graph import candidate_edges
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                     if method == "faiss" and ((name == "100k" and args.no_faiss_100k) or index > 0):
                         continue
                     began = time.perf_counter()
-                    radius_graph(embedding, finder.graph.radius, finder.config.graph.k_max, method)
+                    config = attrs.evolve(finder.config.graph, method=method)
+                    candidate_edges(embedding, spacepoints, finder.graph.radius, config)
                     graph_times[method].append((time.perf_counter() - began) * 1e3)
             stage_ms = {stage: float(np.mean([t[stage] for t in timings])) for stage in STAGES}
             total = sum(stage_ms.values())

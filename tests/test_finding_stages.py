@@ -51,6 +51,25 @@ def test_k_cap_keeps_each_points_nearest(points):
     assert len(found) <= len(points) * k_max
 
 
+def _even_sum(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    return (first + second) % 2 == 0
+
+
+@pytest.mark.parametrize("method", ["kdtree", "faiss"])
+def test_pair_filter_acts_before_the_k_cap(points, method):
+    k_max, query_k, radius = 3, 12, 0.6
+    edges = radius_graph(points, radius, k_max, method, query_k=query_k, accept=_even_sum)
+    distance, nearest = cKDTree(points).query(points, k=query_k + 1)
+    expected = set()
+    for i, (row, dist) in enumerate(zip(nearest, distance, strict=True)):
+        chosen = [j for j, d in zip(row[1:], dist[1:], strict=True) if d < radius and (i + j) % 2 == 0][:k_max]
+        expected |= {(min(i, j), max(i, j)) for j in chosen}
+    found = _pairs(edges)
+    assert found == expected
+    # the cap applies after the filter: more pairs than the first k_max neighbours alone would give
+    assert len(found) > len(_pairs(radius_graph(points, radius, k_max, method)) & found)
+
+
 def test_unknown_graph_method(points):
     with pytest.raises(ValueError, match="graph method 'annoy'"):
         radius_graph(points, 0.1, 4, method="annoy")

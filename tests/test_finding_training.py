@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 from inference_iface import ConfigError
 from inference_iface.options import structure
 from tracking_algs.cli import main
+from tracking_algs.finding.config import PairCuts
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES
+from tracking_algs.finding.pairs import PairGeometry
 from tracking_algs.finding.training import (
     VALIDATION_SEED_MIN,
     DataConfig,
+    EmbeddingTraining,
     TrainConfig,
+    _hard_negatives,
     make_sample,
     step_rng,
     training_sectors,
@@ -36,6 +42,8 @@ focus_sectors = 1
 hidden = [16]
 steps = 4
 query_hits = 100
+compatible_search = 20
+positive_pt_min = 0.2
 [filter]
 hidden = [16]
 steps = 4
@@ -95,3 +103,25 @@ def test_focus_sectors_hold_the_fast_particles():
     for rows in sectors[1:]:
         assert 0 < len(rows) < len(fast) / 5
         assert fast[rows].any()  # each focus sector is centred on a fast particle's hit
+
+
+def test_hard_negatives_are_the_nearest_compatible_hits():
+    event = simulate_event(SimulationConfig(pileup=3.0), 11, 0)
+    sample = make_sample(event)
+    embedding = sample.features.numpy()  # any embedding will do: the hits' own features
+    query = np.arange(0, len(embedding), 7)
+    cuts = PairCuts()
+    config = EmbeddingTraining(hard_negatives=5, compatible_search=40)
+    first, second = _hard_negatives(embedding, query, sample, config, cuts)
+    geometry = PairGeometry(sample.spacepoints, cuts)
+    assert geometry.compatible(first, second).all()
+    # per query: the 5 nearest of its 40 nearest neighbours that pass the cuts, found by brute force
+    _, near = cKDTree(embedding).query(embedding[query], k=41)
+    for hit, row in zip(query[:50], near[:50], strict=True):
+        others = row[1:]
+        expected = others[geometry.compatible(np.full(len(others), hit), others)][:5]
+        assert second[first == hit].tolist() == expected.tolist()
+    # without the search, the plain 5 nearest, compatible or not
+    plain = _hard_negatives(embedding, query, sample, EmbeddingTraining(hard_negatives=5), cuts)
+    assert plain[1].tolist() == near[:, 1:6].ravel().tolist()
+    assert not geometry.compatible(*plain).all()

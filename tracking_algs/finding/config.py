@@ -9,16 +9,32 @@ from attrs import validators as v
 
 
 @attrs.frozen(kw_only=True)
+class PairCuts:
+    """Geometric cuts on a candidate pair of hits, applied to the embedding neighbours before the ``k_max`` cap
+    (:mod:`tracking_algs.finding.pairs`): the two hits on different layers; the circle through the beam line
+    and both hits no tighter than a track of ``min_pt_gev`` in a field of ``bfield_t`` tesla; the line through
+    both hits in r-z within ``max_z0_mm`` of the origin along the beam line. 0 / ``false`` switches a cut off."""
+
+    different_layers: bool = True
+    min_pt_gev: float = attrs.field(default=0.3, validator=v.ge(0.0))
+    max_z0_mm: float = attrs.field(default=400.0, validator=v.ge(0.0))
+    bfield_t: float = attrs.field(default=2.0, validator=v.gt(0.0))
+
+
+@attrs.frozen(kw_only=True)
 class GraphConfig:
     """Graph construction: fixed-radius neighbours in the embedding space.
 
-    ``radius`` 0 means the radius recommended in the model card; ``k_max`` caps the neighbours each
-    spacepoint's own query may add (nearest first).
+    ``radius`` 0 means the radius recommended in the model card. Each spacepoint's query looks at its
+    ``query_k`` nearest neighbours inside the radius, drops those that fail the pair ``cuts`` and adds the
+    ``k_max`` nearest of the rest (``query_k`` below ``k_max`` counts as ``k_max``).
     """
 
     method: Literal["kdtree", "faiss"] = "kdtree"
     radius: float = attrs.field(default=0.0, validator=v.ge(0.0))
     k_max: int = attrs.field(default=64, validator=v.gt(0))
+    query_k: int = attrs.field(default=128, validator=v.gt(0))
+    cuts: PairCuts = PairCuts()
 
 
 @attrs.frozen(kw_only=True)

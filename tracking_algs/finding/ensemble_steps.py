@@ -3,7 +3,7 @@
 models ``embedding``, ``filter`` and ``gnn``).
 
 Each step is the library code :class:`~tracking_algs.finding.finder.TrackFinder` runs at that point
-(:func:`spacepoint_features`, :func:`radius_graph` + :func:`orient_edges`, the score cuts,
+(:func:`spacepoint_features`, :func:`candidate_edges` + :func:`orient_edges`, the score cuts,
 :class:`TrackBuilding`), so an ensemble gives the local finder's labels. The filter model in an ensemble
 scores all edges in one call instead of in ``chunk_size`` chunks; each edge's score depends only on its
 own two hits, so the scores are the same.
@@ -18,7 +18,7 @@ from tracking_algs.event import Spacepoints
 from tracking_algs.finding.building import TrackBuilding
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.features import orient_edges, spacepoint_features
-from tracking_algs.finding.graph import radius_graph
+from tracking_algs.finding.graph import candidate_edges
 from tracking_algs.finding.model_dir import load_model_card, recommended
 
 
@@ -51,7 +51,7 @@ class EnsembleSteps:
     def graph(self, spacepoints: Spacepoints, embedding: np.ndarray) -> np.ndarray:
         """Candidate edges [2, E] (int64, inner hit first) joining hits closer than the radius in ``embedding``."""
         graph = self.config.graph
-        return orient_edges(radius_graph(embedding, graph.radius, graph.k_max, graph.method), spacepoints)
+        return orient_edges(candidate_edges(embedding, spacepoints, graph.radius, graph), spacepoints)
 
     def select_filtered(self, edges: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """The edges whose filter score passes the filter cut."""

@@ -118,7 +118,7 @@ class TrackFinder:
 
         features = spacepoint_features(spacepoints)
         lap("features")
-        embedding, graph_edges = self.graph.run(features)
+        embedding, graph_edges = self.graph.run(features, spacepoints)
         graph_edges = orient_edges(graph_edges, spacepoints)
         lap("graph")
         filter_edges, filter_scores = self.filter.run(features, embedding, graph_edges)

@@ -3,10 +3,12 @@
 * Embedding: metric learning with a hinge loss. Each step takes one event, embeds all its hits, picks
   ``query_hits`` query hits and pairs them with (a) their truth-graph neighbours (positives), (b) their
   ``hard_negatives`` nearest hits in the current embedding (hard-negative mining; positives when they
-  belong to the same particle) and (c) random hits. Loss: d² for positives, max(0, margin − d)² for
-  negatives, each class averaged.
-* Filter: trained on the graph the trained embedding builds (radius chosen so that the graph keeps
-  ``radius_efficiency`` of the truth edges), on random batches of edges.
+  belong to the same particle; with ``compatible_search``, the nearest hits that pass the graph's pair cuts)
+  and (c) random hits. Loss: d² for positives (optionally only of particles above ``positive_pt_min``),
+  max(0, margin − d)² for negatives, each class averaged.
+* Filter: trained on the graph the trained embedding builds with the finder's graph construction
+  (``[graph]``: pair cuts and k cap; radius chosen so that the graph keeps ``radius_efficiency`` of the truth
+  edges), on random batches of edges.
 * GNN: trained on the graph the filter leaves (cut chosen so that the filter keeps
   ``filter_efficiency`` of the truth edges it is given), one event sector per step.
 
@@ -37,17 +39,18 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from inference_iface.options import unstructure
-from tracking_algs.event import Event
-from tracking_algs.finding.config import FindingConfig
+from tracking_algs.event import Event, Spacepoints
+from tracking_algs.finding.config import FindingConfig, GraphConfig, PairCuts
 from tracking_algs.finding.export import export_onnx
 from tracking_algs.finding.features import FEATURE_NAMES, orient_edges, spacepoint_features
 from tracking_algs.finding.finder import TrackFinder
-from tracking_algs.finding.graph import radius_graph
+from tracking_algs.finding.graph import candidate_edges
 from tracking_algs.finding.model_dir import CARD_NAME
 from tracking_algs.finding.models import EmbeddingNet, FilterNet, InteractionGNN
+from tracking_algs.finding.pairs import PairGeometry
 from tracking_algs.finding.validation import evaluate, without_matches
 from tracking_algs.performance import truth_graph
-from tracking_algs.performance.lookup import particle_rows
+from tracking_algs.performance.lookup import hit_particle_pt
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 #: Training seeds are below this value, validation seeds at or above it.
@@ -72,6 +75,13 @@ class DataConfig:
     sector_fraction: float = attrs.field(default=0.125, validator=[v.gt(0.0), v.le(1.0)])
     focus_sectors: int = attrs.field(default=0, validator=v.ge(0))
     focus_pt_min: float = attrs.field(default=2.0, validator=v.gt(0.0))
+    #: length of the luminous region (Gaussian σ of the vertex z, mm) in the training events; longer than the
+    #: simulation's default it gives the networks more tracks from vertices far from z = 0
+    beam_spot_sigma_z_mm: float = attrs.field(default=SimulationConfig().beam_spot_sigma_z_mm, validator=v.gt(0.0))
+
+    def simulation(self) -> SimulationConfig:
+        """The simulation settings of the training events."""
+        return SimulationConfig(pileup=self.pileup, beam_spot_sigma_z_mm=self.beam_spot_sigma_z_mm)
 
 
 @attrs.frozen(kw_only=True)
@@ -86,11 +96,17 @@ class EmbeddingTraining:
     hard_negatives: int = 12
     random_negatives: int = 8
     margin: float = 1.0
+    #: hard negatives are mined among the pairs that pass the graph's pair cuts (the ones that compete for the
+    #: k cap in the finder), from this many nearest hits per query; 0 mines among all nearest hits
+    compatible_search: int = 0
+    #: same-particle pairs count as positives only for particles of at least this pT (GeV); pairs of slower
+    #: particles are left out of the loss
+    positive_pt_min: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
 class FilterTraining:
-    """Filter network and its schedule; ``k_max`` caps the neighbours in the training graphs."""
+    """Filter network and its schedule."""
 
     hidden: tuple[int, ...] = (64, 64)
     steps: int = 1000
@@ -98,7 +114,6 @@ class FilterTraining:
     batch_edges: int = 20_000
     radius_efficiency: float = 0.99
     filter_efficiency: float = 0.99
-    k_max: int = 32
 
 
 @attrs.frozen(kw_only=True)
@@ -119,6 +134,7 @@ class TrainConfig:
     threads: int = attrs.field(default=2, validator=v.gt(0))
     checkpoint_every: int = attrs.field(default=200, validator=v.gt(0))
     data: DataConfig = DataConfig()
+    graph: GraphConfig = GraphConfig()
     embedding: EmbeddingTraining = EmbeddingTraining()
     filter: FilterTraining = FilterTraining()
     gnn: GNNTraining = GNNTraining()
@@ -134,24 +150,21 @@ class Sample:
     truth_keys: np.ndarray  # sorted keys low * N + high of the truth edges
     phi: np.ndarray  # [N] azimuth of each hit
     pt: np.ndarray  # [N] transverse momentum (GeV) of each hit's particle, 0 for noise
+    spacepoints: Spacepoints  # the hits themselves (for the pair cuts)
 
 
 def make_sample(event: Event) -> Sample:
     """Features, particle ids and truth graph of one event."""
     truth = np.sort(np.asarray(truth_graph(event), dtype=np.int64), axis=0)
     n = len(event.spacepoints)
-    pt = np.zeros(n)
-    if event.particles is not None:
-        row = particle_rows(event.particles.particle_id, np.asarray(event.truth.particle_id))
-        found = row >= 0
-        pt[found] = np.hypot(event.particles.px, event.particles.py)[row[found]]
     return Sample(
         features=torch.from_numpy(spacepoint_features(event.spacepoints)),
         particle=np.asarray(event.truth.particle_id, dtype=np.int64),
         truth=truth,
         truth_keys=np.unique(truth[0] * n + truth[1]),
         phi=event.spacepoints.phi,
-        pt=pt,
+        pt=hit_particle_pt(event),
+        spacepoints=event.spacepoints,
     )
 
 
@@ -171,9 +184,10 @@ def step_rng(seed: int, stage: int, step: int) -> np.random.Generator:
 
 
 def train_embedding(
-    model: EmbeddingNet, samples: list[Sample], config: EmbeddingTraining, seed: int, fraction: float
+    model: EmbeddingNet, samples: list[Sample], config: EmbeddingTraining, seed: int, fraction: float, cuts: PairCuts
 ) -> Callable:
-    """The step function of the embedding stage (returns the loss of one step on a random sector)."""
+    """The step function of the embedding stage (returns the loss of one step on a random sector); ``cuts``
+    are the graph's pair cuts (used when ``config.compatible_search`` is set)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
 
     def step(index: int) -> float:
@@ -188,21 +202,19 @@ def train_embedding(
         is_query[query] = True
         truth = sample.truth[:, is_query[sample.truth[0]] | is_query[sample.truth[1]]]
         # hard negatives: nearest hits in the current embedding
-        tree = cKDTree(embedding.detach().numpy())
-        k = min(config.hard_negatives + 1, n)
-        _, near = tree.query(embedding[query].detach().numpy(), k=k)
-        hard = np.stack((np.repeat(query, k - 1), near.reshape(len(query), k)[:, 1:].ravel()))
+        hard = _hard_negatives(embedding.detach().numpy(), query, sample, config, cuts)
         random = np.stack(
             (np.repeat(query, config.random_negatives), rng.integers(n, size=len(query) * config.random_negatives))
         )
         pairs = np.concatenate((truth, hard, random), axis=1)
         pairs = pairs[:, pairs[0] != pairs[1]]
         same = (sample.particle[pairs[0]] == sample.particle[pairs[1]]) & (sample.particle[pairs[0]] != 0)
-        positive = torch.from_numpy(same)
+        fast = sample.pt[pairs[0]] >= config.positive_pt_min
+        positive, negative = torch.from_numpy(same & fast), torch.from_numpy(~same)
         distance2 = ((embedding[pairs[0]] - embedding[pairs[1]]) ** 2).sum(dim=1)
         distance = torch.sqrt(distance2 + 1e-12)
         negative_loss = torch.relu(config.margin - distance) ** 2
-        loss = distance2[positive].mean() + negative_loss[~positive].mean()
+        loss = distance2[positive].mean() + negative_loss[negative].mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -210,6 +222,24 @@ def train_embedding(
 
     step.optimizer, step.learning_rate = optimizer, config.learning_rate  # type: ignore[attr-defined]
     return step
+
+
+def _hard_negatives(
+    embedding: np.ndarray, query: np.ndarray, sample: Sample, config: EmbeddingTraining, cuts: PairCuts
+) -> np.ndarray:
+    """Pairs [2, Q·h] of each query hit and its ``h = config.hard_negatives`` nearest other hits in the current
+    embedding; with ``config.compatible_search``, the nearest among that many that pass the pair ``cuts``."""
+    n = len(embedding)
+    search = config.compatible_search or config.hard_negatives
+    k = min(search + 1, n)
+    _, near = cKDTree(embedding).query(embedding[query], k=k)
+    first, second = np.repeat(query, k - 1), near.reshape(len(query), k)[:, 1:].ravel()
+    if not config.compatible_search:
+        return np.stack((first, second))
+    keep = PairGeometry(sample.spacepoints, cuts).compatible(first, second)
+    rank = np.cumsum(keep.reshape(len(query), k - 1), axis=1).ravel()
+    keep &= rank <= config.hard_negatives
+    return np.stack((first[keep], second[keep]))
 
 
 def train_edges(model: FilterNet, graphs: list[dict[str, Any]], config: FilterTraining, seed: int) -> Callable:
@@ -317,10 +347,10 @@ def training_sectors(sample: Sample, data: DataConfig, rng: np.random.Generator)
     return sectors
 
 
-def build_graph(embedding: np.ndarray, radius: float, k_max: int, event: Event, keep: np.ndarray) -> np.ndarray:
-    """Radius graph of the hits in ``keep`` (indices into the sector), oriented inside-out."""
-    edges = radius_graph(embedding, radius, k_max)
-    return orient_edges(edges, event.spacepoints.take(keep))
+def build_graph(embedding: np.ndarray, radius: float, graph: GraphConfig, event: Event, keep: np.ndarray) -> np.ndarray:
+    """The finder's candidate edges among the hits in ``keep`` (indices into the event), oriented inside-out."""
+    spacepoints = event.spacepoints.take(keep)
+    return orient_edges(candidate_edges(embedding, spacepoints, radius, graph), spacepoints)
 
 
 def choose_radius(model: EmbeddingNet, samples: list[Sample], efficiency: float) -> float:
@@ -348,7 +378,7 @@ def sector_graphs(
             for rows in training_sectors(sample, config.data, step_rng(config.seed, 4, index)):
                 sub = _sub_sample(sample, rows)
                 embedding = model(sub.features)
-                edges = build_graph(embedding.numpy(), radius, config.filter.k_max, event, rows)
+                edges = build_graph(embedding.numpy(), radius, config.graph, event, rows)
                 label, weight = edge_labels(sub, edges)
                 graphs.append({"features": sub.features, "embedding": embedding, "edges": edges, "label": label,
                                "weight": weight})  # fmt: skip
@@ -369,6 +399,7 @@ def _sub_sample(sample: Sample, rows: np.ndarray) -> Sample:
         truth_keys=np.unique(truth[0] * len(rows) + truth[1]),
         phi=sample.phi[rows],
         pt=sample.pt[rows],
+        spacepoints=sample.spacepoints.take(rows),
     )
 
 
@@ -395,8 +426,7 @@ def filtered_graphs(model: FilterNet, graphs: list[dict[str, Any]], cut: float) 
     return result
 
 
-def _events(seed: int, count: int, config: DataConfig) -> Iterator[Event]:
-    simulation = SimulationConfig(pileup=config.pileup)
+def _events(seed: int, count: int, simulation: SimulationConfig) -> Iterator[Event]:
     for event_id in range(count):
         yield simulate_event(simulation, seed, event_id)
 
@@ -408,8 +438,8 @@ def held_out_metrics(model_dir: Path, config: TrainConfig) -> dict[str, Any]:
     metrics = {}
     with TrackFinder.local(FindingConfig(model_dir=str(model_dir))) as finder:
         for pileup in config.data.validation_pileups:
-            data = attrs.evolve(config.data, pileup=pileup)
-            events = _events(config.data.validation_seed, config.data.validation_events, data)
+            simulation = SimulationConfig(pileup=pileup)
+            events = _events(config.data.validation_seed, config.data.validation_events, simulation)
             summary = without_matches(evaluate(finder, events))
             metrics[f"pileup_{pileup:g}"] = {"seed": config.data.validation_seed, **summary}
     return metrics
@@ -429,14 +459,17 @@ def train(config: TrainConfig, output: str | Path, validate: Callable[[Path, Tra
     torch.manual_seed(config.seed)
     began = time.perf_counter()
 
-    events = list(tqdm(_events(config.data.train_seed, config.data.train_events, config.data),
+    simulation = config.data.simulation()
+    events = list(tqdm(_events(config.data.train_seed, config.data.train_events, simulation),
                        total=config.data.train_events, desc="simulate training events", mininterval=5))  # fmt: skip
     samples = [make_sample(event) for event in events]
     n_features = len(FEATURE_NAMES)
     timing: dict[str, Any] = {}
 
     embedding = EmbeddingNet(n_features, config.embedding.hidden, config.embedding.dim)
-    step = train_embedding(embedding, samples, config.embedding, config.seed, config.data.sector_fraction)
+    step = train_embedding(
+        embedding, samples, config.embedding, config.seed, config.data.sector_fraction, config.graph.cuts
+    )
     timing["embedding"] = run_stage("embedding", embedding, step, config.embedding.steps, checkpoints,
                                     config.checkpoint_every)  # fmt: skip
     radius = choose_radius(embedding, samples, config.filter.radius_efficiency)
@@ -462,7 +495,7 @@ def train(config: TrainConfig, output: str | Path, validate: Callable[[Path, Tra
         "recommended": {"radius": radius, "filter_cut": cut, "gnn_cut": FindingConfig().gnn.cut},
         "training_config": unstructure(config),
         "data": {
-            "simulation": unstructure(SimulationConfig(pileup=config.data.pileup)),
+            "simulation": unstructure(simulation),
             "training_events": {"seed": config.data.train_seed, "event_ids": list(range(config.data.train_events))},
             "validation_events": {
                 "seed": config.data.validation_seed,

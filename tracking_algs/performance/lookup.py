@@ -1,8 +1,10 @@
-"""Row lookup of particle ids."""
+"""Row lookup of particle ids, and per-hit particle quantities."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from tracking_algs.event import Event
 
 
 def particle_rows(particle_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -12,3 +14,15 @@ def particle_rows(particle_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
     order = np.argsort(particle_ids)
     slot = order[np.minimum(np.searchsorted(particle_ids, values, sorter=order), len(particle_ids) - 1)]
     return np.where((particle_ids[slot] == values) & (values != 0), slot, -1)
+
+
+def hit_particle_pt(event: Event) -> np.ndarray:
+    """Transverse momentum (GeV) of each hit's particle, row-aligned with the spacepoints; 0 for noise hits and
+    when the event has no particles table. Needs ``event.truth``."""
+    truth_ids = np.asarray(event.truth.particle_id)
+    pt = np.zeros(len(truth_ids))
+    if event.particles is not None:
+        row = particle_rows(event.particles.particle_id, truth_ids)
+        found = row >= 0
+        pt[found] = event.particles.pt[row[found]]
+    return pt

@@ -1,0 +1,63 @@
+"""The geometric pair cuts of graph construction, on simulated events."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import pytest
+
+from tracking_algs.finding.config import PairCuts
+from tracking_algs.finding.pairs import PairGeometry
+from tracking_algs.performance import truth_graph
+from tracking_algs.performance.lookup import hit_particle_pt
+from tracking_algs.simulation import SimulationConfig, simulate_event
+
+
+@pytest.fixture(scope="module")
+def event():
+    return simulate_event(SimulationConfig(pileup=5.0), 424242, 0)
+
+
+def test_true_edges_of_tracks_above_the_pt_cut_pass(event):
+    truth = truth_graph(event)
+    pt = hit_particle_pt(event)[truth[0]]
+    geometry = PairGeometry(event.spacepoints, PairCuts())
+    passed = geometry.compatible(truth[0], truth[1])
+    assert passed[pt > 0.6].mean() > 0.998
+    # the cut is on the pair's own bending: particles well below 0.3 GeV fail on most of their edges
+    assert passed[(pt > 0) & (pt < 0.15)].mean() < 0.5
+
+
+def test_each_cut_rejects_what_it_names(event):
+    spacepoints = event.spacepoints
+    layer = spacepoints.volume_id * 1000 + spacepoints.layer_id
+    rng = np.random.default_rng(3)
+    first, second = rng.integers(len(spacepoints), size=(2, 200_000))
+    same_layer = layer[first] == layer[second]
+    assert (
+        PairGeometry(spacepoints, PairCuts(min_pt_gev=0, max_z0_mm=0)).compatible(first, second).tolist()
+        == (~same_layer).tolist()
+    )
+    # random pairs: the pT and z0 cuts each remove a large share, and switched off they remove nothing
+    off = PairCuts(different_layers=False, min_pt_gev=0, max_z0_mm=0)
+    assert PairGeometry(spacepoints, off).compatible(first, second).all()
+    pt_only = PairGeometry(spacepoints, attrs.evolve(off, min_pt_gev=0.3)).compatible(first, second)
+    z0_only = PairGeometry(spacepoints, attrs.evolve(off, max_z0_mm=400)).compatible(first, second)
+    assert 0.2 < pt_only.mean() < 0.9
+    assert 0.2 < z0_only.mean() < 0.9
+
+
+def test_z0_cut_against_a_hand_computed_pair(event):
+    # hits at r = 100 and 300 mm in one azimuth; the line through (100, z1) and (300, z2) meets r = 0 at
+    # z0 = z1 - 100 (z2 - z1) / 200
+    spacepoints = attrs.evolve(
+        event.spacepoints.take(np.arange(4)),
+        x=[100.0, 300.0, 100.0, 300.0],
+        y=[0.0, 0.0, 0.0, 0.0],
+        z=[0.0, 300.0, -500.0, -500.0],
+        layer_id=[1, 2, 1, 2],
+    )
+    cuts = PairCuts(different_layers=False, min_pt_gev=0, max_z0_mm=200)
+    geometry = PairGeometry(spacepoints, cuts)
+    # pair (0, 1): z0 = -150 passes; pair (2, 3): z0 = -500 fails; pair (0, 3): z0 = 250 fails
+    assert geometry.compatible(np.array([0, 2, 0]), np.array([1, 3, 3])).tolist() == [True, False, False]

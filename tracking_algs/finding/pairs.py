@@ -1,0 +1,51 @@
+"""Geometric compatibility of candidate hit pairs.
+
+At pile-up 200 a hit has hundreds of neighbours inside the embedding radius, so the ``k_max`` nearest of them
+are mostly hits no track of interest could join to it. :class:`PairGeometry` removes those before the cap,
+with three cuts on the pair alone (each can be switched off in :class:`~tracking_algs.finding.config.PairCuts`):
+
+- both hits on one layer (a track crosses a layer once, apart from loopers);
+- the circle through the beam line (the origin in x-y) and both hits bends more than a track of ``min_pt_gev``:
+  pT ≈ 0.3 · B · R with R = r₁ r₂ d / (2 |x₁ y₂ − y₁ x₂|), d the transverse distance of the hits;
+- the straight line through both hits in r-z meets the beam line at |z₀| > ``max_z0_mm``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tracking_algs.event import Spacepoints
+from tracking_algs.finding.config import PairCuts
+from tracking_algs.geometry import HELIX_CONSTANT
+
+
+class PairGeometry:
+    """The hit columns the :class:`PairCuts` need (float32: the cuts are coarse), for one event."""
+
+    def __init__(self, spacepoints: Spacepoints, cuts: PairCuts) -> None:
+        self.cuts = cuts
+        self.x = np.asarray(spacepoints.x, dtype=np.float32)
+        self.y = np.asarray(spacepoints.y, dtype=np.float32)
+        self.z = np.asarray(spacepoints.z, dtype=np.float32)
+        self.r = np.hypot(self.x, self.y)
+        self.layer = spacepoints.volume_id.astype(np.int64) * 1_000_000 + spacepoints.layer_id
+
+    def compatible(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """Boolean mask over the pairs (``first[i]``, ``second[i]``) of hit rows that pass every cut."""
+        cuts = self.cuts
+        keep = np.ones(len(first), dtype=bool)
+        if cuts.different_layers:
+            keep &= self.layer[first] != self.layer[second]
+        if cuts.min_pt_gev > 0 or cuts.max_z0_mm > 0:
+            x1, y1, r1 = self.x[first], self.y[first], self.r[first]
+            x2, y2, r2 = self.x[second], self.y[second], self.r[second]
+        if cuts.min_pt_gev > 0:
+            # R ≥ R_min  ⇔  r₁ r₂ d ≥ 2 R_min |x₁ y₂ − y₁ x₂| (no division: pairs on one radial line pass)
+            min_radius = cuts.min_pt_gev / (HELIX_CONSTANT * cuts.bfield_t)
+            chord = np.hypot(x2 - x1, y2 - y1)
+            keep &= r1 * r2 * chord >= 2 * min_radius * np.abs(x1 * y2 - y1 * x2)
+        if cuts.max_z0_mm > 0:
+            # |z₁ − r₁ (z₂ − z₁)/(r₂ − r₁)| ≤ z₀max, multiplied through by |r₂ − r₁| (pairs at one radius fail)
+            z1, z2 = self.z[first], self.z[second]
+            keep &= np.abs(z1 * (r2 - r1) - r1 * (z2 - z1)) <= cuts.max_z0_mm * np.abs(r2 - r1)
+        return keep
