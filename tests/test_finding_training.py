@@ -30,7 +30,7 @@ TINY = """
 seed = 3
 checkpoint_every = 2
 [data]
-pileup = 3.0
+pileups = [3.0, 0.0]
 train_seed = 11
 train_events = 2
 validation_seed = 1000011
@@ -38,6 +38,7 @@ validation_events = 1
 validation_pileups = [3.0]
 sector_fraction = 0.5
 focus_sectors = 1
+beam_spot_sigma_z_mm = 80.0
 [embedding]
 hidden = [16]
 steps = 4
@@ -64,8 +65,9 @@ def test_train_checkpoints_resumes_and_writes_the_card(tmp_path, capsys):
         assert (output / f"{stage}.onnx").stat().st_size > 1000
         assert (output / "checkpoints" / f"{stage}.pt").is_file()
     card = json.loads((output / CARD_NAME).read_text())
-    assert card["data"]["training_events"] == {"seed": 11, "event_ids": [0, 1]}
+    assert card["data"]["training_events"] == {"seed": 11, "event_ids": [0, 1], "pileups": [3.0, 0.0]}
     assert card["data"]["validation_events"]["seed"] == 1000011
+    assert card["data"]["simulation"]["beam_spot_sigma_z_mm"] == 80.0  # the training events' luminous region
     assert card["training_config"]["data"]["train_seed"] == 11
     assert card["recommended"]["radius"] > 0
     held_out = card["held_out_metrics"]

@@ -59,14 +59,17 @@ VALIDATION_SEED_MIN = 1_000_000
 
 @attrs.frozen(kw_only=True)
 class DataConfig:
-    """Which simulated events to train and validate on.
+    """Which simulated events to train and validate on. Training events are simulated at ``pileups`` in turn and
+    with a luminous region ``beam_spot_sigma_z_mm`` long; validation events with the simulation's defaults at each
+    of ``validation_pileups``.
 
     The filter and GNN train on one random azimuthal sector per training event plus ``focus_sectors``
     sectors centred on hits of particles with pT ≥ ``focus_pt_min`` GeV (in practice the signal jets).
     Random sectors of a pile-up event hold few such dense high-pT tracks, and the networks then fail to
     separate neighbouring jet tracks."""
 
-    pileup: float = attrs.field(default=200.0, validator=v.ge(0.0))
+    #: pile-up of the training events, in turn: event i has ``pileups[i % len(pileups)]``
+    pileups: tuple[float, ...] = attrs.field(default=(200.0,), validator=v.min_len(1))
     train_seed: int = attrs.field(default=1, validator=[v.ge(0), v.lt(VALIDATION_SEED_MIN)])
     train_events: int = attrs.field(default=8, validator=v.gt(0))
     validation_seed: int = attrs.field(default=VALIDATION_SEED_MIN + 1, validator=v.ge(VALIDATION_SEED_MIN))
@@ -79,9 +82,10 @@ class DataConfig:
     #: simulation's default it gives the networks more tracks from vertices far from z = 0
     beam_spot_sigma_z_mm: float = attrs.field(default=SimulationConfig().beam_spot_sigma_z_mm, validator=v.gt(0.0))
 
-    def simulation(self) -> SimulationConfig:
-        """The simulation settings of the training events."""
-        return SimulationConfig(pileup=self.pileup, beam_spot_sigma_z_mm=self.beam_spot_sigma_z_mm)
+    def simulation(self, event_id: int) -> SimulationConfig:
+        """The simulation settings of training event ``event_id``."""
+        pileup = self.pileups[event_id % len(self.pileups)]
+        return SimulationConfig(pileup=pileup, beam_spot_sigma_z_mm=self.beam_spot_sigma_z_mm)
 
 
 @attrs.frozen(kw_only=True)
@@ -426,8 +430,9 @@ def filtered_graphs(model: FilterNet, graphs: list[dict[str, Any]], cut: float) 
     return result
 
 
-def _events(seed: int, count: int, simulation: SimulationConfig) -> Iterator[Event]:
-    for event_id in range(count):
+def _events(seed: int, simulations: list[SimulationConfig]) -> Iterator[Event]:
+    """Events 0, 1, ... of ``seed``, each simulated with its own settings."""
+    for event_id, simulation in enumerate(simulations):
         yield simulate_event(simulation, seed, event_id)
 
 
@@ -438,8 +443,8 @@ def held_out_metrics(model_dir: Path, config: TrainConfig) -> dict[str, Any]:
     metrics = {}
     with TrackFinder.local(FindingConfig(model_dir=str(model_dir))) as finder:
         for pileup in config.data.validation_pileups:
-            simulation = SimulationConfig(pileup=pileup)
-            events = _events(config.data.validation_seed, config.data.validation_events, simulation)
+            simulations = [SimulationConfig(pileup=pileup)] * config.data.validation_events
+            events = _events(config.data.validation_seed, simulations)
             summary = without_matches(evaluate(finder, events))
             metrics[f"pileup_{pileup:g}"] = {"seed": config.data.validation_seed, **summary}
     return metrics
@@ -459,8 +464,8 @@ def train(config: TrainConfig, output: str | Path, validate: Callable[[Path, Tra
     torch.manual_seed(config.seed)
     began = time.perf_counter()
 
-    simulation = config.data.simulation()
-    events = list(tqdm(_events(config.data.train_seed, config.data.train_events, simulation),
+    simulations = [config.data.simulation(event_id) for event_id in range(config.data.train_events)]
+    events = list(tqdm(_events(config.data.train_seed, simulations),
                        total=config.data.train_events, desc="simulate training events", mininterval=5))  # fmt: skip
     samples = [make_sample(event) for event in events]
     n_features = len(FEATURE_NAMES)
@@ -495,8 +500,12 @@ def train(config: TrainConfig, output: str | Path, validate: Callable[[Path, Tra
         "recommended": {"radius": radius, "filter_cut": cut, "gnn_cut": FindingConfig().gnn.cut},
         "training_config": unstructure(config),
         "data": {
-            "simulation": unstructure(simulation),
-            "training_events": {"seed": config.data.train_seed, "event_ids": list(range(config.data.train_events))},
+            "simulation": unstructure(simulations[0]),
+            "training_events": {
+                "seed": config.data.train_seed,
+                "event_ids": list(range(config.data.train_events)),
+                "pileups": [simulation.pileup for simulation in simulations],
+            },
             "validation_events": {
                 "seed": config.data.validation_seed,
                 "event_ids": list(range(config.data.validation_events)),
