@@ -7,7 +7,13 @@ import pytest
 from scipy.spatial import cKDTree
 
 from tracking_algs.event import Spacepoints
-from tracking_algs.finding.building import TrackBuilding, _best_partner, best_edges, component_labels
+from tracking_algs.finding.building import (
+    TrackBuilding,
+    _assign_hits,
+    _best_partner,
+    best_edges,
+    component_labels,
+)
 from tracking_algs.finding.config import BuildingConfig
 from tracking_algs.finding.graph import radius_graph
 from tracking_algs.performance import truth_graph
@@ -187,3 +193,35 @@ def test_best_partner_takes_the_lowest_cost_then_the_highest_partner(grouped):
     order = np.arange(len(key)) if grouped else np.random.default_rng(1).permutation(len(key))
     best = _best_partner(key[order], partner[order], cost[order], 5, grouped=grouped)
     assert best.tolist() == [7, -1, 1, 8, -1]
+
+
+def _chains(*members: tuple[int, list[int], list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    chain = np.concatenate([np.full(len(hits), index) for index, hits, _ in members])
+    hit = np.concatenate([hits for _, hits, _ in members])
+    cost = np.concatenate([costs for _, _, costs in members])
+    return chain, hit, cost
+
+
+def _winners(chain, hit, cost, min_hits=5) -> dict[int, list[int]]:
+    won = _assign_hits(chain, hit, cost, n_chains=int(chain.max()) + 1, min_hits=min_hits)
+    return {int(c): sorted(hit[won][chain[won] == c].tolist()) for c in np.unique(chain[won])}
+
+
+def test_shared_hit_of_equal_chains_goes_to_the_better_link():
+    # chains 0 and 1 have 5 hits each and share hit 40; chain 1's links fit better there
+    chain, hit, cost = _chains((0, [40, 41, 42, 43, 44], [5.0] * 5), (1, [40, 50, 51, 52, 53], [1.0] * 5))
+    winners = _winners(chain, hit, cost)
+    assert winners[1] == [40, 50, 51, 52, 53]
+    assert 40 not in winners.get(0, [])
+
+
+def test_a_chain_that_loses_its_hits_gives_up_the_rest():
+    # chain 1 (7 hits) loses 3 hits to the longer chain 0 and keeps 4 < min_hits, so its hit 23 goes back to chain 2
+    chain, hit, cost = _chains(
+        (0, list(range(8)), [1.0] * 8),
+        (1, [5, 6, 7, 20, 21, 22, 23], [1.0] * 7),
+        (2, [23, 24, 25, 26, 27, 28], [3.0] * 6),
+    )
+    winners = _winners(chain, hit, cost)
+    assert winners[0] == list(range(8))
+    assert winners[2] == [23, 24, 25, 26, 27, 28]

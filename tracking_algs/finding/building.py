@@ -29,6 +29,8 @@ THETA_WIDTH = (0.004, 0.04)
 #: Width of the difference between the curvatures of the two edges' circles through the origin (1/mm): a floor, and
 #: a fraction of the curvature
 CURVATURE_WIDTH = (0.05e-3, 0.3)
+#: Times the hits shared by several chains are assigned again after recounting the chains' sizes (triplets building)
+ASSIGNMENT_PASSES = 3
 
 
 def component_labels(n_nodes: int, edges: np.ndarray, min_hits: int) -> np.ndarray:
@@ -130,27 +132,48 @@ def triplet_labels(spacepoints: Spacepoints, edges: np.ndarray, max_cost: float,
     cost = triplet_costs(spacepoints, edges, first, second)
     good = np.flatnonzero(cost < max_cost)
     first, second, cost = first[good], second[good], cost[good]
+    triplet_keys = first * n_edges + second  # sorted: the triplets come ordered by first, then second edge
     predecessor = _best_partner(second, first, cost, n_edges)
     successor = _best_partner(first, second, cost, n_edges, grouped=True)
     first = np.flatnonzero(successor >= 0)
     second = successor[first]
     linked = predecessor[second] == first  # each edge's best successor, whose best predecessor it is
     first, second = first[linked], second[linked]
+    link_cost = cost[np.searchsorted(triplet_keys, first * n_edges + second)]
     links = coo_matrix((np.ones(len(first), dtype=np.int8), (first, second)), shape=(n_edges, n_edges))
     _, chain = connected_components(links, directed=False)
-    in_chain = np.zeros(n_edges, dtype=bool)
-    in_chain[first] = in_chain[second] = True
-    # the (chain, hit) pairs of the linked edges; a hit in several chains goes to the chain with most hits
-    pairs = np.unique(np.concatenate((chain[in_chain], chain[in_chain])).astype(np.int64) * n_nodes
-                      + np.concatenate((edges[0][in_chain], edges[1][in_chain])))  # fmt: skip
-    owner, hit = np.divmod(pairs, n_nodes)
-    hits_in_chain = np.bincount(owner, minlength=n_edges)
-    order = np.lexsort((owner, -hits_in_chain[owner], hit))
-    first_of_hit = np.ones(len(order), dtype=bool)
-    first_of_hit[1:] = hit[order][1:] != hit[order][:-1]
+    # the (chain, hit) pairs of the links' three hits, each with the cost of the chain's best link at that hit
+    keys = np.tile(chain[first].astype(np.int64), 3) * n_nodes
+    keys += np.concatenate((edges[0][first], edges[1][first], edges[1][second]))
+    costs = np.tile(link_cost, 3)
+    by_key = np.lexsort((costs, keys))
+    keys, costs = keys[by_key], costs[by_key]
+    unique = np.ones(len(keys), dtype=bool)
+    unique[1:] = keys[1:] != keys[:-1]
+    owner, hit = np.divmod(keys[unique], n_nodes)
+    chosen = _assign_hits(owner, hit, costs[unique], n_edges, min_hits)
     labels = np.full(n_nodes, -1, dtype=np.int64)
-    labels[hit[order][first_of_hit]] = owner[order][first_of_hit]
+    labels[hit[chosen]] = owner[chosen]
     return _numbered(labels, min_hits)
+
+
+def _assign_hits(chain: np.ndarray, hit: np.ndarray, cost: np.ndarray, n_chains: int, min_hits: int) -> np.ndarray:
+    """Indices of the (``chain``, ``hit``) pairs that win their hit: a hit in several chains goes to the chain with
+    most hits, and among those to the one whose links fit best there (lowest ``cost``).  Chain sizes count the hits a
+    chain wins: after a first assignment by all its hits, the sizes are recounted (a chain left with fewer than
+    ``min_hits`` counts 0 and gives up all its hits) and the hits assigned again, :data:`ASSIGNMENT_PASSES` times."""
+    by_cost = np.lexsort((chain, cost, hit))  # once; each pass re-sorts by size within a hit, stably
+    chain, hit = chain[by_cost], hit[by_cost]
+    first_of_hit = np.ones(len(hit), dtype=bool)
+    first_of_hit[1:] = hit[1:] != hit[:-1]
+    size = np.bincount(chain, minlength=n_chains)
+    for _ in range(ASSIGNMENT_PASSES + 1):
+        largest = int(size.max(initial=0))
+        order = np.argsort(hit * (largest + 1) + (largest - size[chain]), kind="stable")
+        won = order[first_of_hit]  # the hits' runs keep their places: the sort moves rows within a hit only
+        size = np.bincount(chain[won], minlength=n_chains)
+        size[size < min_hits] = 0
+    return by_cost[won]
 
 
 def _best_partner(
