@@ -11,6 +11,7 @@ from tracking_algs.finding.config import FindingConfig, GraphConfig
 from tracking_algs.finding.finder import TrackFinder, stage_options
 from tracking_algs.finding.model_dir import SHIPPED_DIR, load_model_card
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
+from tracking_algs.finding.validation import evaluate
 from tracking_algs.performance import ParticleSelection, edge_metrics, match_tracks, truth_graph
 from tracking_algs.performance.lookup import hit_particle_pt
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -92,3 +93,13 @@ def test_stage_options_fill_in_the_model():
 def test_missing_stage_options_are_named():
     with pytest.raises(ConfigError, match="lack the stage"):
         TrackFinder.from_options(FindingConfig(), {"embedding": {"backend": "onnxruntime"}})
+
+
+def test_evaluate_reports_the_edges_of_fast_particles_apart(finder, event):
+    summary = evaluate(finder, [event])
+    graph = summary["edges"]["graph"]
+    # the pair cuts drop the slow particles' edges on purpose; those of particles above 1 GeV stay
+    assert graph["efficiency_pt>1"] > 0.95
+    assert graph["efficiency"] < graph["efficiency_pt>1"]
+    for stage in ("filter", "gnn"):
+        assert summary["edges"][stage]["efficiency_pt>1"] <= graph["efficiency_pt>1"]

@@ -13,6 +13,7 @@ from tracking_algs.event import Event
 from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.fitting.selection import TrackSelection
 from tracking_algs.performance import MatchResult, ParticleSelection, edge_counts, match_tracks, truth_graph
+from tracking_algs.performance.lookup import hit_particle_pt
 
 #: pT thresholds (GeV) the figures are quoted for.
 PT_THRESHOLDS: tuple[float, ...] = (1.0, 0.5)
@@ -25,7 +26,8 @@ def evaluate(
     track_selection: TrackSelection | None = None,
 ) -> dict:
     """Run ``finder`` on ``events`` and summarise: per pT threshold the match summary, per stage the
-    edge efficiency and purity (counts summed over events), and the mean time per stage in ms.  When the finder
+    edge efficiency (of all truth edges, and of those of particles above the first pT threshold) and purity
+    (counts summed over events), and the mean time per stage in ms.  When the finder
     fits, ``"selected"`` holds the match summaries of the tracks ``track_selection`` (default: the defaults)
     keeps.
 
@@ -47,8 +49,10 @@ def evaluate(
             if kept is not None:
                 selected[pt].append(match_tracks(event, kept, chosen))
         truth = truth_graph(event)
+        fast = truth[:, hit_particle_pt(event)[truth[0]] > PT_THRESHOLDS[0]]
         for stage, edges in result.edges.items():
-            counts[stage] = counts.get(stage, np.zeros(3, np.int64)) + np.array(edge_counts(edges, truth))
+            found = (*edge_counts(edges, truth), *edge_counts(edges, fast)[:2])
+            counts[stage] = counts.get(stage, np.zeros(5, np.int64)) + np.array(found)
         for stage, ms in result.timing_ms.items():
             timing.setdefault(stage, []).append(ms)
     combined = {pt: MatchResult.combine(results) for pt, results in matches.items()}
@@ -64,9 +68,12 @@ def evaluate(
     }
 
 
-def _edge_summary(n_true: int, n_truth: int, n_predicted: int, n_events: int) -> dict[str, Any]:
+def _edge_summary(
+    n_true: int, n_truth: int, n_predicted: int, n_fast_true: int, n_fast_truth: int, n_events: int
+) -> dict[str, Any]:
     return {
         "efficiency": n_true / n_truth if n_truth else None,
+        f"efficiency_pt>{PT_THRESHOLDS[0]:g}": n_fast_true / n_fast_truth if n_fast_truth else None,
         "purity": n_true / n_predicted if n_predicted else None,
         "edges_per_event": n_predicted / n_events,
     }
