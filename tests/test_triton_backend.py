@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,9 +99,23 @@ def test_output_subset_and_named_tuple_inputs(connect):
 
 
 def _requests_seen(iface: TritonInference) -> int:
-    """Requests that reached the model on the server (Triton counts a model's error response as a success)."""
-    (stats,) = iface.server_stats()
-    return stats.success_count + stats.failure_count
+    """Requests that reached the model on the server (Triton counts a model's error response as a success).
+
+    Triton records a request in its statistics after sending the response, so on a busy machine a read right after
+    a call can miss it: the count is read again until two reads 0.2 s apart agree (within 5 s)."""
+
+    def count() -> int:
+        (stats,) = iface.server_stats()
+        return stats.success_count + stats.failure_count
+
+    seen, deadline = count(), time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        again = count()
+        if again == seen:
+            break
+        seen = again
+    return seen
 
 
 def test_bad_inputs_are_rejected_before_any_round_trip(connect, server):
