@@ -1,5 +1,6 @@
-"""Graph construction: embed the spacepoints through an inference interface, then join every pair
-closer than a radius in the embedding space (scipy KD-tree by default, FAISS flat index selectable)."""
+"""Graph construction: embed the spacepoints through an inference interface, then join pairs closer than a radius
+in the embedding space (scipy KD-tree by default, FAISS flat index selectable) that pass the geometric pair cuts of
+:mod:`tracking_algs.finding.pairs`, at most ``k_max`` per spacepoint."""
 
 from __future__ import annotations
 
