@@ -157,6 +157,38 @@ def test_triplets_build_forward_tracks_whose_hits_are_millimetres_apart_transver
     assert np.mean(whole) >= 0.98
 
 
+def test_triplets_bridge_a_missing_edge_between_two_pieces_of_a_track():
+    """The simulated particles of a pile-up-20 event with pT > 1 GeV and 8 or more hits, given their truth edges
+    without the fourth: each track is two pieces of 3 and 4 or more hits. Bridging joins them into one track per
+    particle; without it, no particle is built whole."""
+    event = simulate_event(SimulationConfig(pileup=20.0), seed=3_200_001, event_id=0)
+    particle = event.truth.particle_id
+    truth = truth_graph(event)
+    fast_ids = event.particles.particle_id[event.particles.pt > 1.0]
+    ids, counts = np.unique(particle[particle > 0], return_counts=True)
+    chosen = ids[(counts >= 8) & np.isin(ids, fast_ids)]
+    assert len(chosen) >= 50
+    edges = truth[:, np.isin(particle[truth[0]], chosen)]
+    owner = particle[edges[0]]
+    position = np.arange(edges.shape[1]) - np.searchsorted(owner, owner)  # rank of the edge along its particle
+    edges = edges[:, position != 3]
+    scores = np.full(edges.shape[1], 0.9)
+
+    def whole_tracks(config: BuildingConfig) -> tuple[float, int]:
+        """The fraction of the particles built as one whole track, and the number of tracks mixing particles."""
+        labels = TrackBuilding(config).run(event.spacepoints, edges, scores).labels
+        whole = [labels[particle == p][0] >= 0 and (labels[particle == p] == labels[particle == p][0]).all()
+                 for p in chosen]  # fmt: skip
+        mixed = sum(len(np.unique(particle[labels == track])) > 1 for track in np.unique(labels[labels >= 0]))
+        return float(np.mean(whole)), mixed
+
+    bridged, mixed = whole_tracks(BuildingConfig(min_hits=3))
+    unbridged, _ = whole_tracks(BuildingConfig(min_hits=3, bridge_gaps=False))
+    assert bridged >= 0.95  # measured 0.973 (145 of 149)
+    assert mixed == 0
+    assert unbridged == 0.0
+
+
 def test_triplets_drop_chains_shorter_than_min_hits():
     radii = np.array([32.0, 72.0, 116.0, 172.0])
     xyz = np.column_stack((radii, np.zeros(4), radii * 0.5))

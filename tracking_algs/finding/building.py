@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.finding.config import BuildingConfig
@@ -29,6 +30,9 @@ THETA_WIDTH = (0.004, 0.04)
 #: Width of the difference between the curvatures of the two edges' circles through the origin (1/mm): a floor, and
 #: a fraction of the curvature
 CURVATURE_WIDTH = (0.05e-3, 0.3)
+#: Widths of the helix parameters (polar angle, cos and sin of the azimuth at the origin, curvature in 1/mm, z at the
+#: beam line in mm) within which a chain's last edge and another chain's first edge are tried as one track
+BRIDGE_WIDTHS = (0.02, 0.02, 0.02, 2e-4, 30.0)
 #: Times the hits shared by several chains are assigned again after recounting the chains' sizes (triplets building)
 ASSIGNMENT_PASSES = 3
 
@@ -125,8 +129,11 @@ def _curvature_through_origin(x1, y1, x2, y2) -> np.ndarray:
     return 2.0 * twice_area / np.maximum(sides, 1e-12)
 
 
-def triplet_labels(spacepoints: Spacepoints, edges: np.ndarray, max_cost: float, min_hits: int) -> np.ndarray:
-    """Track label per spacepoint [N] (-1: none) from chains of mutually best triplet links (see the module doc)."""
+def triplet_labels(
+    spacepoints: Spacepoints, edges: np.ndarray, max_cost: float, min_hits: int, bridge_cost: float = 0.0
+) -> np.ndarray:
+    """Track label per spacepoint [N] (-1: none) from chains of mutually best triplet links (see the module doc);
+    with ``bridge_cost`` > 0, chains are joined across a missing edge (:func:`_bridged`)."""
     n_nodes, n_edges = len(spacepoints), edges.shape[1]
     first, second = edge_triplets(n_nodes, edges)
     cost = triplet_costs(spacepoints, edges, first, second)
@@ -142,6 +149,8 @@ def triplet_labels(spacepoints: Spacepoints, edges: np.ndarray, max_cost: float,
     link_cost = cost[np.searchsorted(triplet_keys, first * n_edges + second)]
     links = coo_matrix((np.ones(len(first), dtype=np.int8), (first, second)), shape=(n_edges, n_edges))
     _, chain = connected_components(links, directed=False)
+    if bridge_cost > 0:
+        chain = _bridged(spacepoints, edges, first, second, chain, bridge_cost)
     # the (chain, hit) pairs of the links' three hits, each with the cost of the chain's best link at that hit
     keys = np.tile(chain[first].astype(np.int64), 3) * n_nodes
     keys += np.concatenate((edges[0][first], edges[1][first], edges[1][second]))
@@ -155,6 +164,67 @@ def triplet_labels(spacepoints: Spacepoints, edges: np.ndarray, max_cost: float,
     labels = np.full(n_nodes, -1, dtype=np.int64)
     labels[hit[chosen]] = owner[chosen]
     return _numbered(labels, min_hits)
+
+
+def _edge_parameters(spacepoints: Spacepoints, edges: np.ndarray) -> np.ndarray:
+    """[E, 5] track parameters of each edge's helix through the origin: polar angle, cos and sin of the azimuth at
+    the origin, curvature (1/mm) and z at the beam line (mm)."""
+    x, y, z, r = spacepoints.x, spacepoints.y, spacepoints.z, spacepoints.r
+    inner, outer = edges
+    curvature = _curvature_through_origin(x[inner], y[inner], x[outer], y[outer])
+    phi0 = np.arctan2(y[inner], x[inner]) - np.arcsin(np.clip(curvature * r[inner] / 2, -1.0, 1.0))
+    dr = r[outer] - r[inner]
+    slope = (z[outer] - z[inner]) / np.where(np.abs(dr) > 1e-3, dr, 1e-3)
+    theta = np.arctan2(dr, z[outer] - z[inner])
+    return np.column_stack((theta, np.cos(phi0), np.sin(phi0), curvature, z[inner] - r[inner] * slope))
+
+
+def _bridged(
+    spacepoints: Spacepoints,
+    edges: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    chain: np.ndarray,
+    max_cost: float,
+) -> np.ndarray:
+    """``chain`` (per edge) with chains joined across a missing edge. The last edge of one chain and the first edge of
+    another are joined when their helices through the origin agree within :data:`BRIDGE_WIDTHS`, the second starts
+    farther out on another layer, both triplets through the virtual edge between them (from the one's last hit to
+    the other's first) cost less than ``max_cost``, and each is the other's best such partner."""
+    n_edges = edges.shape[1]
+    in_chain, has_next, has_prev = (np.zeros(n_edges, dtype=bool) for _ in range(3))
+    in_chain[first] = in_chain[second] = has_next[first] = has_prev[second] = True
+    ends = np.flatnonzero(in_chain & ~has_next)
+    starts = np.flatnonzero(in_chain & ~has_prev)
+    if not len(ends) or not len(starts):
+        return chain
+    scale = 1.0 / np.asarray(BRIDGE_WIDTHS)
+    k = min(8, len(starts))
+    tree = cKDTree(_edge_parameters(spacepoints, edges[:, starts]) * scale)
+    _, near = tree.query(_edge_parameters(spacepoints, edges[:, ends]) * scale, k=k, distance_upper_bound=1.0)
+    found = near.ravel() < len(starts)
+    end, start = np.repeat(ends, k)[found], starts[near.ravel()[found]]
+    gap = np.stack((edges[1][end], edges[0][start]))  # the virtual edge: last hit of one chain → first of the other
+    reach = np.hypot(spacepoints.r, spacepoints.z)
+    layer = spacepoints.volume_id * 1_000_000 + spacepoints.layer_id
+    ok = (chain[end] != chain[start]) & (reach[gap[1]] > reach[gap[0]]) & (layer[gap[1]] != layer[gap[0]])
+    end, start, gap = end[ok], start[ok], gap[:, ok]
+    m = len(end)
+    local = np.concatenate((edges[:, end], gap, edges[:, start]), axis=1)
+    index = np.arange(m)
+    cost = np.maximum(
+        triplet_costs(spacepoints, local, index, index + m), triplet_costs(spacepoints, local, index + m, index + 2 * m)
+    )
+    good = cost < max_cost
+    end, start, cost = end[good], start[good], cost[good]
+    best_start = _best_partner(end, start, cost, n_edges)
+    best_end = _best_partner(start, end, cost, n_edges)
+    joined = np.flatnonzero(best_start >= 0)
+    joined = joined[best_end[best_start[joined]] == joined]
+    n_chains = int(chain.max()) + 1
+    pairs = (chain[joined], chain[best_start[joined]])
+    joins = coo_matrix((np.ones(len(joined), dtype=np.int8), pairs), shape=(n_chains, n_chains))
+    return connected_components(joins, directed=False)[1][chain]
 
 
 def _assign_hits(chain: np.ndarray, hit: np.ndarray, cost: np.ndarray, n_chains: int, min_hits: int) -> np.ndarray:
@@ -203,7 +273,9 @@ class TrackBuilding:
         """Track candidates of one event from its accepted edges [2, E] (inner hit first) and their scores."""
         config = self.config
         if config.method == "triplets":
-            return TrackCandidates(labels=triplet_labels(spacepoints, edges, config.max_triplet_cost, config.min_hits))
+            bridge_cost = config.max_bridge_cost if config.bridge_gaps else 0.0
+            labels = triplet_labels(spacepoints, edges, config.max_triplet_cost, config.min_hits, bridge_cost)
+            return TrackCandidates(labels=labels)
         if config.method == "walkthrough":
             edges = edges[:, best_edges(edges, scores)]
         return TrackCandidates(labels=component_labels(len(spacepoints), edges, config.min_hits))

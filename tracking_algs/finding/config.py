@@ -61,11 +61,15 @@ class BuildingConfig:
     where the polar direction and the curvature agree along three hits, each link the best for both its edges;
     ``max_triplet_cost`` bounds the χ²-like mismatch of a link), ``walkthrough`` (components after keeping, at
     each hit, only its best-scoring edge outwards and inwards) or ``components`` (plain connected components);
-    candidates with fewer than ``min_hits`` hits are dropped. The measured effect of each: docs/physics.md."""
+    candidates with fewer than ``min_hits`` hits are dropped. With ``bridge_gaps`` (``triplets``), chains whose
+    helices agree are joined across a missing edge when both triplets through the gap cost less than
+    ``max_bridge_cost``. The measured effect of each: docs/physics.md."""
 
     method: Literal["triplets", "walkthrough", "components"] = "triplets"
     min_hits: int = attrs.field(default=5, validator=v.ge(1))
     max_triplet_cost: float = attrs.field(default=25.0, validator=v.gt(0.0))
+    bridge_gaps: bool = True
+    max_bridge_cost: float = attrs.field(default=9.0, validator=v.gt(0.0))
 
 
 @attrs.frozen(kw_only=True)
