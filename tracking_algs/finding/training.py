@@ -351,9 +351,8 @@ def training_sectors(sample: Sample, data: DataConfig, rng: np.random.Generator)
     return sectors
 
 
-def build_graph(embedding: np.ndarray, radius: float, graph: GraphConfig, event: Event, keep: np.ndarray) -> np.ndarray:
-    """The finder's candidate edges among the hits in ``keep`` (indices into the event), oriented inside-out."""
-    spacepoints = event.spacepoints.take(keep)
+def build_graph(embedding: np.ndarray, spacepoints: Spacepoints, radius: float, graph: GraphConfig) -> np.ndarray:
+    """The finder's candidate edges among ``spacepoints`` (embedded as ``embedding``), oriented inside-out."""
     return orient_edges(candidate_edges(embedding, spacepoints, radius, graph), spacepoints)
 
 
@@ -369,7 +368,6 @@ def choose_radius(model: EmbeddingNet, samples: list[Sample], efficiency: float)
 
 def sector_graphs(
     model: EmbeddingNet,
-    events: list[Event],
     samples: list[Sample],
     radius: float,
     config: TrainConfig,
@@ -378,11 +376,11 @@ def sector_graphs(
     features, embedding and labels."""
     graphs = []
     with torch.no_grad():
-        for index, (event, sample) in enumerate(zip(events, samples, strict=True)):
+        for index, sample in enumerate(samples):
             for rows in training_sectors(sample, config.data, step_rng(config.seed, 4, index)):
                 sub = _sub_sample(sample, rows)
                 embedding = model(sub.features)
-                edges = build_graph(embedding.numpy(), radius, config.graph, event, rows)
+                edges = build_graph(embedding.numpy(), sub.spacepoints, radius, config.graph)
                 label, weight = edge_labels(sub, edges)
                 graphs.append({"features": sub.features, "embedding": embedding, "edges": edges, "label": label,
                                "weight": weight})  # fmt: skip
@@ -465,9 +463,9 @@ def train(config: TrainConfig, output: str | Path, validate: Callable[[Path, Tra
     began = time.perf_counter()
 
     simulations = [config.data.simulation(event_id) for event_id in range(config.data.train_events)]
-    events = list(tqdm(_events(config.data.train_seed, simulations),
-                       total=config.data.train_events, desc="simulate training events", mininterval=5))  # fmt: skip
-    samples = [make_sample(event) for event in events]
+    events = tqdm(_events(config.data.train_seed, simulations),
+                  total=config.data.train_events, desc="simulate training events", mininterval=5)  # fmt: skip
+    samples = [make_sample(event) for event in events]  # a sample keeps what training needs of its event
     n_features = len(FEATURE_NAMES)
     timing: dict[str, Any] = {}
 
@@ -478,7 +476,7 @@ def train(config: TrainConfig, output: str | Path, validate: Callable[[Path, Tra
     timing["embedding"] = run_stage("embedding", embedding, step, config.embedding.steps, checkpoints,
                                     config.checkpoint_every)  # fmt: skip
     radius = choose_radius(embedding, samples, config.filter.radius_efficiency)
-    graphs = sector_graphs(embedding, events, samples, radius, config)
+    graphs = sector_graphs(embedding, samples, radius, config)
 
     filter_model = FilterNet(n_features, config.embedding.dim, config.filter.hidden)
     step = train_edges(filter_model, graphs, config.filter, config.seed)
