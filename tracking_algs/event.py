@@ -67,6 +67,16 @@ class Spacepoints(Columns):
         """Azimuth atan2(y, x) in (-pi, pi]."""
         return np.arctan2(self.y, self.x)
 
+    @property
+    def distance(self) -> np.ndarray:
+        """Distance sqrt(x² + y² + z²) from the origin in mm."""
+        return np.hypot(self.r, self.z)
+
+    @property
+    def layer_key(self) -> np.ndarray:
+        """One integer per detector layer: ``volume_id`` · 10⁶ + ``layer_id``."""
+        return self.volume_id * 1_000_000 + self.layer_id
+
 
 @attrs.frozen
 class Truth(Columns):

@@ -205,9 +205,8 @@ def _bridged(
     found = near.ravel() < len(starts)
     end, start = np.repeat(ends, k)[found], starts[near.ravel()[found]]
     gap = np.stack((edges[1][end], edges[0][start]))  # the virtual edge: last hit of one chain → first of the other
-    reach = np.hypot(spacepoints.r, spacepoints.z)
-    layer = spacepoints.volume_id * 1_000_000 + spacepoints.layer_id
-    ok = (chain[end] != chain[start]) & (reach[gap[1]] > reach[gap[0]]) & (layer[gap[1]] != layer[gap[0]])
+    distance, layer = spacepoints.distance, spacepoints.layer_key
+    ok = (chain[end] != chain[start]) & (distance[gap[1]] > distance[gap[0]]) & (layer[gap[1]] != layer[gap[0]])
     end, start, gap = end[ok], start[ok], gap[:, ok]
     m = len(end)
     local = np.concatenate((edges[:, end], gap, edges[:, start]), axis=1)

@@ -27,7 +27,7 @@ def spacepoint_features(spacepoints: Spacepoints) -> np.ndarray:
 
 def orient_edges(edges: np.ndarray, spacepoints: Spacepoints) -> np.ndarray:
     """Edges [2, E] turned so that row 0 holds the hit nearer the origin (by sqrt(r² + z²))."""
-    distance = np.hypot(spacepoints.r, spacepoints.z)
+    distance = spacepoints.distance
     swap = distance[edges[0]] > distance[edges[1]]
     return np.where(swap, edges[::-1], edges).astype(np.int64)
 

@@ -28,7 +28,7 @@ class PairGeometry:
         self.y = np.asarray(spacepoints.y, dtype=np.float32)
         self.z = np.asarray(spacepoints.z, dtype=np.float32)
         self.r = np.hypot(self.x, self.y)
-        self.layer = spacepoints.volume_id.astype(np.int64) * 1_000_000 + spacepoints.layer_id
+        self.layer = spacepoints.layer_key
 
     def compatible(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """Boolean mask over the pairs (``first[i]``, ``second[i]``) of hit rows that pass every cut."""
