@@ -167,6 +167,53 @@ def test_displaced_hit_is_flagged_and_the_fit_equals_the_fit_without_it(position
     assert (with_outlier.ndf[caught] == without.ndf[caught]).all()
 
 
+def test_track_starting_on_foreign_hits_is_trimmed_to_the_fit_without_them():
+    """The first three hits of each track moved by 5 mm in r·phi and z (another particle's hits at the start of a
+    track) drag the seed so far that the outlier refits remove the wrong hits and nearly every fit fails.  Trimmed
+    of its first hits, each track passes, with exactly the moved hits as outliers and the fit of the track without
+    them."""
+    tracks = _clean_tracks(200, seed=11)
+    sp = tracks.spacepoints
+    distance = sp.x**2 + sp.y**2 + sp.z**2
+    labels = tracks.candidates.labels
+    moved = np.concatenate(
+        [rows[np.argsort(distance[rows])][:3] for rows in map(np.flatnonzero, labels == np.unique(labels)[:, None])]
+    )
+    phi = np.arctan2(sp.y, sp.x)
+    shift = np.zeros(len(sp))
+    shift[moved] = 5.0
+    foreign = Spacepoints(hit_id=sp.hit_id, x=sp.x - shift * np.sin(phi), y=sp.y + shift * np.cos(phi),
+                          z=sp.z + shift, volume_id=sp.volume_id, layer_id=sp.layer_id, module_id=sp.module_id,
+                          sigma=sp.sigma)  # fmt: skip
+    untrimmed = KalmanFitter(DETECTOR, KalmanConfig(max_trimmed_hits=0)).fit(foreign, tracks.candidates)
+    assert (untrimmed.ok & (untrimmed.pvalue >= 1e-3)).mean() < 0.05
+    trimmed = KalmanFitter(DETECTOR).fit(foreign, tracks.candidates)
+    assert (trimmed.ok & (trimmed.pvalue >= 1e-3)).all()
+    flagged = np.zeros(len(sp), dtype=bool)
+    flagged[trimmed.hit_rows[trimmed.outlier]] = True
+    np.testing.assert_array_equal(np.flatnonzero(flagged), np.sort(moved))
+    without = KalmanFitter(DETECTOR).fit(*_drop(tracks, moved))
+    np.testing.assert_allclose(trimmed.params, without.params, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(trimmed.chi2, without.chi2, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(trimmed.n_hits, without.n_hits)
+
+
+def test_a_track_trimming_cannot_save_keeps_its_first_fit():
+    """Random hit collections: the tracks that fail with and without trimming have the untrimmed fit, outlier
+    flags included; the tracks that pass without trimming are not refitted."""
+    event = simulate_event(SimulationConfig(pileup=5.0), seed=3, event_id=0, detector=DETECTOR)
+    labels = np.random.default_rng(9).integers(-1, 60, size=len(event.spacepoints))
+    candidates = TrackCandidates(labels)
+    untrimmed = KalmanFitter(DETECTOR, KalmanConfig(max_trimmed_hits=0)).fit(event.spacepoints, candidates)
+    trimmed = KalmanFitter(DETECTOR).fit(event.spacepoints, candidates)
+    unchanged = (trimmed.pvalue < 1e-3) | (untrimmed.pvalue >= 1e-3)
+    assert unchanged.sum() >= 50
+    for column in ("params", "cov", "chi2", "ndf", "status", "n_hits", "n_outliers"):
+        np.testing.assert_array_equal(getattr(trimmed, column)[unchanged], getattr(untrimmed, column)[unchanged])
+    hit_of_unchanged = np.repeat(unchanged, np.diff(trimmed.hit_offsets))
+    np.testing.assert_array_equal(trimmed.outlier[hit_of_unchanged], untrimmed.outlier[hit_of_unchanged])
+
+
 def test_shuffled_hit_order_gives_the_same_result():
     tracks = _clean_tracks(300, seed=8)
     fitter = KalmanFitter(DETECTOR)

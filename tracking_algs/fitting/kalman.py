@@ -10,6 +10,10 @@ hits of the track (the unbiased smoothed residual).  The worst hit above the cut
 refitted from a new seed, up to ``max_outlier_refits`` times, so a track with one rejected hit gets exactly the
 fit of the track without that hit.  (Gating on the forward filter's prediction alone is not used: with three
 or four hits behind it, a prediction that is off by a legitimate 2-3 σ rejects every later hit.)
+
+A track whose p-value still fails afterwards is refitted without its first hit, then its first two, ... (up to
+``max_trimmed_hits``), until it passes: where the track building started a track on another particle's inner
+hits, those drag the seed so far that the outlier refits remove the track's own hits instead.
 """
 
 from __future__ import annotations
@@ -29,6 +33,15 @@ from tracking_algs.fitting.seeding import seed_parameters
 from tracking_algs.geometry import Detector
 
 _LAYER_BITS = 32
+#: the per-track columns of :class:`_Output`
+_TRACK_COLUMNS = ("params", "cov", "chi2", "ndf", "status", "n_hits")
+
+
+def _track_hits(tracks: np.ndarray, offsets: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    """The hits (rows of the hit table) of ``tracks``, track by track in crossing order."""
+    counts = offsets[tracks + 1] - offsets[tracks]
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    return ordered[np.repeat(offsets[tracks], counts) + within]
 
 
 class KalmanFitter:
@@ -69,16 +82,43 @@ class KalmanFitter:
         out = _Output(n_tracks, len(rows))
         removed = np.zeros(len(rows), dtype=bool)  # hits (rows of `hits`) dropped as outliers
         refits = np.zeros(n_tracks, dtype=np.int64)  # outliers removed so far, per track
-        # batches in length order; the few tracks of a batch that lose an outlier are refitted with the next batch
-        # (a pass of a few tracks costs the fixed overhead of a whole one), the last batch's in passes of their own
-        todo = np.argsort(counts, kind="stable")
+        self._fit_tracks(np.argsort(counts, kind="stable"), offsets, ordered, hits, removed, refits, out)
+        self._trim_failed(offsets, ordered, hits, removed, refits, out)
+        return out.results(track_ids, offsets, rows)
+
+    def _fit_tracks(self, todo, offsets, ordered, hits, removed, refits: np.ndarray, out: _Output) -> None:
+        """Fit the tracks ``todo`` (in that order, in batches) with their outlier refits."""
+        # the few tracks of a batch that lose an outlier are refitted with the next batch (a pass of a few tracks
+        # costs the fixed overhead of a whole one), the last batch's in passes of their own
         pending = todo[:0]
         for start in range(0, len(todo), self.config.batch_size):
             batch = np.concatenate((pending, todo[start : start + self.config.batch_size]))
             pending = self._fit_batch(batch, offsets, ordered, hits, removed, refits, out)
         while len(pending):
             pending = self._fit_batch(pending, offsets, ordered, hits, removed, refits, out)
-        return out.results(track_ids, offsets, rows)
+
+    def _trim_failed(self, offsets, ordered, hits, removed, refits: np.ndarray, out: _Output) -> None:
+        """Refit the tracks whose p-value stays below ``trim_below_pvalue`` without their first 1, 2, ...
+        ``max_trimmed_hits`` hits (in crossing order; each attempt from scratch, outlier refits included) until
+        the p-value passes; a track that never passes keeps its first fit.  The trimmed hits count as outliers."""
+        config = self.config
+        failing = np.flatnonzero((out.status == FitStatus.OK) & (out.pvalue() < config.trim_below_pvalue))
+        first_fit = out.copy(failing, offsets, ordered)
+        passed = [failing[:0]]
+        for trimmed in range(1, config.max_trimmed_hits + 1):
+            failing = failing[offsets[failing + 1] - offsets[failing] - trimmed >= config.min_hits]
+            if not len(failing):
+                break
+            track_hits = _track_hits(failing, offsets, ordered)
+            removed[track_hits] = False
+            out.outlier[track_hits] = False
+            removed[ordered[np.repeat(offsets[failing], trimmed) + np.tile(np.arange(trimmed), len(failing))]] = True
+            refits[failing] = 0
+            self._fit_tracks(failing, offsets, ordered, hits, removed, refits, out)
+            good = (out.status[failing] == FitStatus.OK) & (out.pvalue(failing) >= config.trim_below_pvalue)
+            passed.append(failing[good])
+            failing = failing[~good]
+        out.restore(first_fit, offsets, ordered, unless=np.concatenate(passed))
 
     def _hit_table(self, spacepoints: Spacepoints, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Per-hit surface and measurement arrays for spacepoint ``rows``; bad input raises FittingError."""
@@ -271,9 +311,29 @@ class _Output:
         self.outlier[hit_index[flagged]] = True
         self.n_hits[tracks] = (hit_index >= 0).sum(axis=1) - flagged.sum(axis=1)
 
+    def pvalue(self, tracks: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """The fit p-value of ``tracks`` (0 unless the fit is OK)."""
+        ok = self.status[tracks] == FitStatus.OK
+        return np.where(ok, chi2_distribution.sf(self.chi2[tracks], np.maximum(self.ndf[tracks], 1)), 0.0)
+
+    def copy(self, tracks: np.ndarray, offsets: np.ndarray, ordered: np.ndarray) -> dict[str, np.ndarray]:
+        """The results of ``tracks`` and the outlier flags of their hits, for :meth:`restore`."""
+        saved = {name: getattr(self, name)[tracks].copy() for name in _TRACK_COLUMNS}
+        saved["tracks"] = tracks
+        saved["outlier"] = self.outlier[_track_hits(tracks, offsets, ordered)].copy()
+        return saved
+
+    def restore(self, saved: dict, offsets: np.ndarray, ordered: np.ndarray, unless: np.ndarray) -> None:
+        """Put back the results :meth:`copy` saved, except for the tracks in ``unless``."""
+        tracks = saved["tracks"]
+        chosen = ~np.isin(tracks, unless)
+        for name in _TRACK_COLUMNS:
+            getattr(self, name)[tracks[chosen]] = saved[name][chosen]
+        chosen_hits = np.repeat(chosen, offsets[tracks + 1] - offsets[tracks])
+        self.outlier[_track_hits(tracks[chosen], offsets, ordered)] = saved["outlier"][chosen_hits]
+
     def results(self, track_ids, offsets, rows) -> FitResults:
-        ok = self.status == FitStatus.OK
-        pvalue = np.where(ok, chi2_distribution.sf(self.chi2, np.maximum(self.ndf, 1)), 0.0)
+        pvalue = self.pvalue()
         track_of_hit = np.repeat(np.arange(len(track_ids)), np.diff(offsets))
         n_outliers = np.bincount(track_of_hit, weights=self.outlier, minlength=len(track_ids)).astype(np.int64)
         return FitResults(
