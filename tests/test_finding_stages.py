@@ -57,6 +57,20 @@ def test_k_cap_keeps_each_points_nearest(points):
     assert len(found) <= len(points) * k_max
 
 
+def test_approximate_kdtree_search_keeps_the_radius_and_nearly_all_exact_pairs():
+    """With ``eps`` the KD-tree may miss some of a point's nearest neighbours, never take a pair beyond the
+    radius, and (on clustered points, as embeddings are) finds nearly every pair of the exact search."""
+    rng = np.random.default_rng(3)
+    centres = rng.uniform(0, 1, size=(300, 8))
+    clustered = (centres[rng.integers(0, 300, 6000)] + rng.normal(0, 0.03, size=(6000, 8))).astype(np.float32)
+    exact = _pairs(radius_graph(clustered, 0.1, k_max=16))
+    approximate = radius_graph(clustered, 0.1, k_max=16, eps=0.5)
+    distance = np.linalg.norm(clustered[approximate[0]] - clustered[approximate[1]], axis=1)
+    assert (distance < 0.1).all()
+    found = _pairs(approximate)
+    assert len(found & exact) >= 0.98 * len(exact)
+
+
 def _even_sum(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return (first + second) % 2 == 0
 

@@ -27,13 +27,16 @@ class GraphConfig:
 
     ``radius`` 0 means the radius recommended in the model card. Each spacepoint's query looks at its
     ``query_k`` nearest neighbours inside the radius, drops those that fail the pair ``cuts`` and adds the
-    ``k_max`` nearest of the rest (``query_k`` below ``k_max`` counts as ``k_max``).
+    ``k_max`` nearest of the rest (``query_k`` below ``k_max`` counts as ``k_max``). ``eps`` > 0 makes the
+    KD-tree's search approximate: each neighbour it returns is within (1 + ``eps``) times the distance of the
+    true one of that rank (0: exact; ``faiss`` is always exact).
     """
 
     method: Literal["kdtree", "faiss"] = "kdtree"
     radius: float = attrs.field(default=0.0, validator=v.ge(0.0))
     k_max: int = attrs.field(default=64, validator=v.gt(0))
     query_k: int = attrs.field(default=128, validator=v.gt(0))
+    eps: float = attrs.field(default=0.5, validator=v.ge(0.0))
     cuts: PairCuts = PairCuts()
 
 

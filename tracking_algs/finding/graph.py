@@ -27,6 +27,7 @@ def radius_graph(
     method: str = "kdtree",
     query_k: int = 0,
     accept: PairFilter | None = None,
+    eps: float = 0.0,
 ) -> np.ndarray:
     """Undirected pairs [2, E] (low, high) of points closer than ``radius``.
 
@@ -34,12 +35,14 @@ def radius_graph(
     the union of those pairs, without repeats. With ``accept``, each point looks at its ``query_k``
     nearest neighbours (at least ``k_max``), drops the pairs ``accept`` rejects and contributes the
     ``k_max`` nearest of the rest. ``method`` is ``"kdtree"`` (scipy cKDTree) or ``"faiss"``
-    (``faiss.IndexFlatL2`` range search, exact but quadratic in the number of points).
+    (``faiss.IndexFlatL2`` range search, exact but quadratic in the number of points). ``eps`` > 0 makes the
+    KD-tree search approximate (scipy's ``eps``: the k-th neighbour returned is within (1 + eps) times the
+    distance of the true k-th); FAISS is always exact.
     """
     points = np.ascontiguousarray(points, dtype=np.float32)
     depth = max(query_k, k_max) if accept is not None else k_max
     if method == "kdtree":
-        query, neighbour, rank = _kdtree_neighbours(points, radius, depth)
+        query, neighbour, rank = _kdtree_neighbours(points, radius, depth, eps)
     elif method == "faiss":
         query, neighbour, rank = _faiss_neighbours(points, radius, depth)
     else:
@@ -67,8 +70,11 @@ def _ranks(query: np.ndarray) -> np.ndarray:
     return np.arange(len(query)) - np.repeat(starts, lengths)
 
 
-def _kdtree_neighbours(points: np.ndarray, radius: float, k_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(query, neighbour, rank): each point's nearest ``k_max`` others inside ``radius``, nearest first."""
+def _kdtree_neighbours(
+    points: np.ndarray, radius: float, k_max: int, eps: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query, neighbour, rank): each point's nearest ``k_max`` others inside ``radius``, nearest first
+    (approximately, for ``eps`` > 0)."""
     n = len(points)
     if n < 2:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
@@ -78,7 +84,7 @@ def _kdtree_neighbours(points: np.ndarray, radius: float, k_max: int) -> tuple[n
     # gives each range a share of every region, so the workers finish together (the pairs do not depend on it)
     workers = usable_cores()
     query = np.concatenate([np.arange(start, n, workers, dtype=np.int32) for start in range(workers)])
-    _, index = tree.query(points[query], k=k, distance_upper_bound=radius, workers=workers)
+    _, index = tree.query(points[query], k=k, distance_upper_bound=radius, workers=workers, eps=eps)
     index = index.reshape(n, k).astype(np.int32)  # n < 2**31: the sparse matrix of the pairs takes int32 as it is
     found = (index < n) & (index != query[:, None])
     rank = np.cumsum(found, axis=1, dtype=np.int32)
@@ -124,4 +130,4 @@ def candidate_edges(embedding: np.ndarray, spacepoints: Spacepoints, radius: flo
     """The undirected candidate edges [2, E] of one event: :func:`radius_graph` of ``embedding`` with the
     pair cuts of ``config`` on the spacepoints' geometry."""
     accept = PairGeometry(spacepoints, config.cuts).compatible
-    return radius_graph(embedding, radius, config.k_max, config.method, config.query_k, accept)
+    return radius_graph(embedding, radius, config.k_max, config.method, config.query_k, accept, config.eps)
