@@ -130,14 +130,26 @@ def _curvature_through_origin(x1, y1, x2, y2) -> np.ndarray:
 
 
 def triplet_labels(
-    spacepoints: Spacepoints, edges: np.ndarray, max_cost: float, min_hits: int, bridge_cost: float = 0.0
+    spacepoints: Spacepoints,
+    edges: np.ndarray,
+    max_cost: float,
+    min_hits: int,
+    bridge_cost: float = 0.0,
+    bypass_cost: float = 0.0,
 ) -> np.ndarray:
     """Track label per spacepoint [N] (-1: none) from chains of mutually best triplet links (see the module doc);
-    with ``bridge_cost`` > 0, chains are joined across a missing edge (:func:`_bridged`)."""
+    with ``bridge_cost`` > 0, chains are joined across a missing edge (:func:`_bridged`); with ``bypass_cost`` > 0,
+    an edge a → c that a triplet a → b → c cheaper than ``bypass_cost`` goes around takes no links (:func:`_bypassed`).
+    """
     n_nodes, n_edges = len(spacepoints), edges.shape[1]
     first, second = edge_triplets(n_nodes, edges)
     cost = triplet_costs(spacepoints, edges, first, second)
-    good = np.flatnonzero(cost < max_cost)
+    good = cost < max_cost
+    if bypass_cost > 0:
+        around = cost < bypass_cost
+        bypassed = _bypassed(n_nodes, edges, first[around], second[around])
+        good &= ~bypassed[first] & ~bypassed[second]
+    good = np.flatnonzero(good)
     first, second, cost = first[good], second[good], cost[good]
     triplet_keys = first * n_edges + second  # sorted: the triplets come ordered by first, then second edge
     predecessor = _best_partner(second, first, cost, n_edges)
@@ -164,6 +176,20 @@ def triplet_labels(
     labels = np.full(n_nodes, -1, dtype=np.int64)
     labels[hit[chosen]] = owner[chosen]
     return _numbered(labels, min_hits)
+
+
+def _bypassed(n_nodes: int, edges: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Mask [E] of the edges a → c that the triplets (``first``, ``second``) a → b → c go around.
+
+    Such an edge skips a layer where the track has a hit.  Left in, it competes with the two edges for the links:
+    when it wins at one end and loses at the other, the track's chain splits in two at the skipped hit."""
+    keys = edges[0].astype(np.int64) * n_nodes + edges[1]
+    order = np.argsort(keys)
+    wanted = edges[0][first].astype(np.int64) * n_nodes + edges[1][second]
+    where = np.minimum(np.searchsorted(keys[order], wanted), len(keys) - 1)
+    bypassed = np.zeros(edges.shape[1], dtype=bool)
+    bypassed[order[where[keys[order][where] == wanted]]] = True
+    return bypassed
 
 
 def _edge_parameters(spacepoints: Spacepoints, edges: np.ndarray) -> np.ndarray:
@@ -273,7 +299,8 @@ class TrackBuilding:
         config = self.config
         if config.method == "triplets":
             bridge_cost = config.max_bridge_cost if config.bridge_gaps else 0.0
-            labels = triplet_labels(spacepoints, edges, config.max_triplet_cost, config.min_hits, bridge_cost)
+            labels = triplet_labels(spacepoints, edges, config.max_triplet_cost, config.min_hits, bridge_cost,
+                                    config.max_bypass_cost)  # fmt: skip
             return TrackCandidates(labels=labels)
         if config.method == "walkthrough":
             edges = edges[:, best_edges(edges, scores)]

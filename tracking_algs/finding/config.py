@@ -66,13 +66,16 @@ class BuildingConfig:
     each hit, only its best-scoring edge outwards and inwards) or ``components`` (plain connected components);
     candidates with fewer than ``min_hits`` hits are dropped. With ``bridge_gaps`` (``triplets``), chains whose
     helices agree are joined across a missing edge when both triplets through the gap cost less than
-    ``max_bridge_cost``. The measured effect of each: docs/physics.md."""
+    ``max_bridge_cost``. An edge that skips a layer where a triplet of two edges cheaper than ``max_bypass_cost``
+    goes around it is left out of the links (``triplets``; 0 keeps it). The measured effect of each:
+    docs/physics.md."""
 
     method: Literal["triplets", "walkthrough", "components"] = "triplets"
     min_hits: int = attrs.field(default=5, validator=v.ge(1))
     max_triplet_cost: float = attrs.field(default=25.0, validator=v.gt(0.0))
     bridge_gaps: bool = True
     max_bridge_cost: float = attrs.field(default=9.0, validator=v.gt(0.0))
+    max_bypass_cost: float = attrs.field(default=9.0, validator=v.ge(0.0))
 
 
 @attrs.frozen(kw_only=True)
