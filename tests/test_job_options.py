@@ -66,7 +66,7 @@ def test_a_stage_can_override_the_backend_and_its_options():
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("finding.graph.radiuss=1.0", r"radiuss.*valid keys are method, radius, k_max, query_k, cuts"),
+        ("finding.graph.radiuss=1.0", r"radiuss.*valid keys are method, radius, k_max, query_k, eps, cuts"),
         ("nonsense.key=1", r"nonsense.*valid keys are job, inference"),
         ("inference.backend=tensorrt", r"'tensorrt' is unknown; valid backends are onnxruntime, triton"),
         ("inference.onnxruntime.devise=cpu", r"stage 'embedding'.*devise.*valid keys"),
