@@ -183,13 +183,8 @@ def _bypassed(n_nodes: int, edges: np.ndarray, first: np.ndarray, second: np.nda
 
     Such an edge skips a layer where the track has a hit.  Left in, it competes with the two edges for the links:
     when it wins at one end and loses at the other, the track's chain splits in two at the skipped hit."""
-    keys = edges[0].astype(np.int64) * n_nodes + edges[1]
-    order = np.argsort(keys)
-    wanted = edges[0][first].astype(np.int64) * n_nodes + edges[1][second]
-    where = np.minimum(np.searchsorted(keys[order], wanted), len(keys) - 1)
-    bypassed = np.zeros(edges.shape[1], dtype=bool)
-    bypassed[order[where[keys[order][where] == wanted]]] = True
-    return bypassed
+    around = edges[0][first].astype(np.int64) * n_nodes + edges[1][second]
+    return np.isin(edges[0].astype(np.int64) * n_nodes + edges[1], around)
 
 
 def _edge_parameters(spacepoints: Spacepoints, edges: np.ndarray) -> np.ndarray:
