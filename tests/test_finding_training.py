@@ -13,6 +13,7 @@ from inference_iface.options import structure
 from tracking_algs.cli import main
 from tracking_algs.finding.config import PairCuts
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES
+from tracking_algs.finding.models import EmbeddingNet
 from tracking_algs.finding.pairs import PairGeometry
 from tracking_algs.finding.training import (
     VALIDATION_SEED_MIN,
@@ -20,7 +21,11 @@ from tracking_algs.finding.training import (
     EmbeddingTraining,
     TrainConfig,
     _hard_negatives,
+    choose_radius,
+    embedding_sector,
     make_sample,
+    sector,
+    train_embedding,
     step_rng,
     training_sectors,
 )
@@ -45,6 +50,8 @@ steps = 4
 query_hits = 100
 compatible_search = 20
 positive_pt_min = 0.2
+focus_fraction = 0.5
+pileups = [3.0]
 [filter]
 hidden = [16]
 steps = 4
@@ -93,6 +100,13 @@ def test_training_and_validation_seeds_cannot_overlap(key, value):
         structure({"data": {key: value}}, TrainConfig)
 
 
+def test_the_embedding_pileups_must_be_among_the_training_events():
+    with pytest.raises(ConfigError, match=r"embedding.pileups \[20.0\] are not among data.pileups \[200.0\]"):
+        structure({"data": {"pileups": [200.0]}, "embedding": {"pileups": [20.0]}}, TrainConfig)
+    config = structure({"data": {"pileups": [200.0, 0.0]}, "embedding": {"pileups": [200.0]}}, TrainConfig)
+    assert config.embedding.pileups == (200.0,)
+
+
 def test_focus_sectors_hold_the_fast_particles():
     event = simulate_event(SimulationConfig(pileup=20.0), 7, 0)
     sample = make_sample(event)
@@ -105,6 +119,42 @@ def test_focus_sectors_hold_the_fast_particles():
     for rows in sectors[1:]:
         assert 0 < len(rows) < len(fast) / 5
         assert fast[rows].any()  # each focus sector is centred on a fast particle's hit
+
+
+def test_embedding_sectors_focus_on_fast_particles_as_often_as_asked():
+    sample = make_sample(simulate_event(SimulationConfig(pileup=20.0), 7, 0))
+    fast = sample.pt >= 5.0
+    data = DataConfig(sector_fraction=0.02, focus_pt_min=5.0)
+    sectors = [embedding_sector(sample, data, 1.0, step_rng(0, 1, step)) for step in range(40)]
+    assert all(fast[rows].any() for rows in sectors)  # every sector is centred on a fast particle's hit
+    random = [embedding_sector(sample, data, 0.0, step_rng(0, 1, step)) for step in range(40)]
+    assert sum(fast[rows].any() for rows in random) < 20  # random sectors mostly miss the few fast particles (6 of 40)
+    # without focus, the sector is the plain random one of the same generator (older configurations train as before)
+    for step, rows in enumerate(random):
+        assert rows.tolist() == sector(sample.phi, 0.02, step_rng(0, 1, step)).tolist()
+
+
+def test_an_embedding_step_without_positive_pairs_has_a_finite_loss():
+    sample = make_sample(simulate_event(SimulationConfig(pileup=0.0), 7, 0))
+    model = EmbeddingNet(sample.features.shape[1], (16,), 4)
+    config = EmbeddingTraining(query_hits=50, positive_pt_min=1e3)  # no particle counts as a positive
+    step = train_embedding(model, [sample], config, 0, DataConfig(sector_fraction=0.2), PairCuts())
+    losses = [step(index) for index in range(3)]
+    assert np.isfinite(losses).all() and min(losses) > 0
+
+
+def test_radius_keeps_the_asked_share_of_the_fast_particles_truth_edges():
+    samples = [make_sample(simulate_event(SimulationConfig(pileup=5.0), 7, index)) for index in range(2)]
+    model = EmbeddingNet(samples[0].features.shape[1], (16,), 4).eval()
+    radius_all = choose_radius(model, samples, 0.9)
+    radius_fast = choose_radius(model, samples, 0.9, pt_min=1.0)
+    assert radius_fast != radius_all
+    kept = []
+    for sample in samples:
+        embedding = model(sample.features).detach().numpy()
+        fast = sample.truth[:, sample.pt[sample.truth[0]] >= 1.0]
+        kept.append(np.linalg.norm(embedding[fast[0]] - embedding[fast[1]], axis=1) <= radius_fast)
+    assert np.concatenate(kept).mean() == pytest.approx(0.9, abs=0.01)
 
 
 def test_hard_negatives_are_the_nearest_compatible_hits():

@@ -16,7 +16,7 @@ class PairCuts:
     both hits in r-z within ``max_z0_mm`` of the origin along the beam line. 0 / ``false`` switches a cut off."""
 
     different_layers: bool = True
-    min_pt_gev: float = attrs.field(default=0.3, validator=v.ge(0.0))
+    min_pt_gev: float = attrs.field(default=0.5, validator=v.ge(0.0))
     max_z0_mm: float = attrs.field(default=400.0, validator=v.ge(0.0))
     bfield_t: float = attrs.field(default=2.0, validator=v.gt(0.0))
 
@@ -35,7 +35,7 @@ class GraphConfig:
     method: Literal["kdtree", "faiss"] = "kdtree"
     radius: float = attrs.field(default=0.0, validator=v.ge(0.0))
     k_max: int = attrs.field(default=64, validator=v.gt(0))
-    query_k: int = attrs.field(default=128, validator=v.gt(0))
+    query_k: int = attrs.field(default=80, validator=v.gt(0))
     eps: float = attrs.field(default=0.5, validator=v.ge(0.0))
     cuts: PairCuts = PairCuts()
 

@@ -106,6 +106,12 @@ class EmbeddingTraining:
     #: same-particle pairs count as positives only for particles of at least this pT (GeV); pairs of slower
     #: particles are left out of the loss
     positive_pt_min: float = 0.0
+    #: fraction of the steps whose sector is centred on a hit of a particle with pT ≥ ``data.focus_pt_min`` (the
+    #: signal jets); the others take a random sector
+    focus_fraction: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.le(1.0)])
+    #: the embedding trains on the training events of these pile-ups (each one of ``data.pileups``); empty: on all.
+    #: The filter and GNN always train on all of them
+    pileups: tuple[float, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -139,9 +145,15 @@ class TrainConfig:
     checkpoint_every: int = attrs.field(default=200, validator=v.gt(0))
     data: DataConfig = DataConfig()
     graph: GraphConfig = GraphConfig()
-    embedding: EmbeddingTraining = EmbeddingTraining()
+    embedding: EmbeddingTraining = attrs.field(default=EmbeddingTraining())
     filter: FilterTraining = FilterTraining()
     gnn: GNNTraining = GNNTraining()
+
+    @embedding.validator
+    def _embedding_pileups_among_the_data(self, attribute: attrs.Attribute, value: EmbeddingTraining) -> None:
+        unknown = [pileup for pileup in value.pileups if pileup not in self.data.pileups]
+        if unknown:
+            raise ValueError(f"embedding.pileups {unknown} are not among data.pileups {list(self.data.pileups)}")
 
 
 @attrs.frozen
@@ -188,16 +200,17 @@ def step_rng(seed: int, stage: int, step: int) -> np.random.Generator:
 
 
 def train_embedding(
-    model: EmbeddingNet, samples: list[Sample], config: EmbeddingTraining, seed: int, fraction: float, cuts: PairCuts
+    model: EmbeddingNet, samples: list[Sample], config: EmbeddingTraining, seed: int, data: DataConfig, cuts: PairCuts
 ) -> Callable:
-    """The step function of the embedding stage (returns the loss of one step on a random sector); ``cuts``
-    are the graph's pair cuts (used when ``config.compatible_search`` is set)."""
+    """The step function of the embedding stage (returns the loss of one step on the sector of a training event that
+    :func:`embedding_sector` picks); ``cuts`` are the graph's pair cuts (used when ``config.compatible_search`` is
+    set)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
 
     def step(index: int) -> float:
         rng = step_rng(seed, 1, index)
         whole = samples[rng.integers(len(samples))]
-        sample = _sub_sample(whole, sector(whole.phi, fraction, rng))
+        sample = _sub_sample(whole, embedding_sector(whole, data, config.focus_fraction, rng))
         n = len(sample.particle)
         embedding = model(sample.features)
         query = rng.choice(n, size=min(config.query_hits, n), replace=False)
@@ -218,7 +231,9 @@ def train_embedding(
         distance2 = ((embedding[pairs[0]] - embedding[pairs[1]]) ** 2).sum(dim=1)
         distance = torch.sqrt(distance2 + 1e-12)
         negative_loss = torch.relu(config.margin - distance) ** 2
-        loss = distance2[positive].mean() + negative_loss[negative].mean()
+        # a class absent from the step (no fast particle in a small low-pile-up sector) adds nothing, not NaN
+        loss = distance2[positive].sum() / max(int(positive.sum()), 1)
+        loss = loss + negative_loss[negative].sum() / max(int(negative.sum()), 1)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -226,6 +241,17 @@ def train_embedding(
 
     step.optimizer, step.learning_rate = optimizer, config.learning_rate  # type: ignore[attr-defined]
     return step
+
+
+def embedding_sector(sample: Sample, data: DataConfig, focus_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Rows of the sector one embedding step trains on: ``data.sector_fraction`` of the event around a random
+    azimuth or, with probability ``focus_fraction``, around a random hit of a particle with pT ≥ ``data.focus_pt_min``
+    (no extra random draw when ``focus_fraction`` is 0, so older configurations train as before)."""
+    centre = None
+    if focus_fraction > 0 and rng.random() < focus_fraction:
+        fast = np.flatnonzero(sample.pt >= data.focus_pt_min)
+        centre = float(sample.phi[rng.choice(fast)]) if len(fast) else None
+    return sector(sample.phi, data.sector_fraction, rng, centre)
 
 
 def _hard_negatives(
@@ -356,13 +382,15 @@ def build_graph(embedding: np.ndarray, spacepoints: Spacepoints, radius: float, 
     return orient_edges(candidate_edges(embedding, spacepoints, radius, graph), spacepoints)
 
 
-def choose_radius(model: EmbeddingNet, samples: list[Sample], efficiency: float) -> float:
-    """The radius that keeps ``efficiency`` of the truth edges of the training events."""
+def choose_radius(model: EmbeddingNet, samples: list[Sample], efficiency: float, pt_min: float = 0.0) -> float:
+    """The radius that keeps ``efficiency`` of the truth edges of the training events' particles of at least
+    ``pt_min`` GeV (those the embedding pulls together)."""
     distances = []
     with torch.no_grad():
         for sample in samples:
             embedding = model(sample.features).numpy()
-            distances.append(np.linalg.norm(embedding[sample.truth[0]] - embedding[sample.truth[1]], axis=1))
+            truth = sample.truth[:, sample.pt[sample.truth[0]] >= pt_min]
+            distances.append(np.linalg.norm(embedding[truth[0]] - embedding[truth[1]], axis=1))
     return float(np.quantile(np.concatenate(distances), efficiency))
 
 
@@ -470,12 +498,12 @@ def train(config: TrainConfig, output: str | Path, validate: Callable[[Path, Tra
     timing: dict[str, Any] = {}
 
     embedding = EmbeddingNet(n_features, config.embedding.hidden, config.embedding.dim)
-    step = train_embedding(
-        embedding, samples, config.embedding, config.seed, config.data.sector_fraction, config.graph.cuts
-    )
+    chosen = config.embedding.pileups
+    embedding_samples = [s for s, sim in zip(samples, simulations, strict=True) if not chosen or sim.pileup in chosen]
+    step = train_embedding(embedding, embedding_samples, config.embedding, config.seed, config.data, config.graph.cuts)
     timing["embedding"] = run_stage("embedding", embedding, step, config.embedding.steps, checkpoints,
                                     config.checkpoint_every)  # fmt: skip
-    radius = choose_radius(embedding, samples, config.filter.radius_efficiency)
+    radius = choose_radius(embedding, samples, config.filter.radius_efficiency, config.embedding.positive_pt_min)
     graphs = sector_graphs(embedding, samples, radius, config)
 
     filter_model = FilterNet(n_features, config.embedding.dim, config.filter.hidden)
