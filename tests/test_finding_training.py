@@ -25,8 +25,8 @@ from tracking_algs.finding.training import (
     embedding_sector,
     make_sample,
     sector,
-    train_embedding,
     step_rng,
+    train_embedding,
     training_sectors,
 )
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -140,7 +140,8 @@ def test_an_embedding_step_without_positive_pairs_has_a_finite_loss():
     config = EmbeddingTraining(query_hits=50, positive_pt_min=1e3)  # no particle counts as a positive
     step = train_embedding(model, [sample], config, 0, DataConfig(sector_fraction=0.2), PairCuts())
     losses = [step(index) for index in range(3)]
-    assert np.isfinite(losses).all() and min(losses) > 0
+    assert np.isfinite(losses).all()
+    assert min(losses) > 0
 
 
 def test_radius_keeps_the_asked_share_of_the_fast_particles_truth_edges():
