@@ -23,9 +23,10 @@ def test_true_edges_of_tracks_above_the_pt_cut_pass(event):
     pt = hit_particle_pt(event)[truth[0]]
     geometry = PairGeometry(event.spacepoints, PairCuts())
     passed = geometry.compatible(truth[0], truth[1])
-    assert passed[pt > 0.6].mean() > 0.998
-    # the cut is on the pair's own bending: particles well below 0.3 GeV fail on most of their edges
-    assert passed[(pt > 0) & (pt < 0.15)].mean() < 0.5
+    assert PairCuts().min_pt_gev == 0.5
+    assert passed[pt > 1.0].mean() > 0.998
+    # the cut is on the pair's own bending: particles well below 0.5 GeV fail on most of their edges
+    assert passed[(pt > 0) & (pt < 0.25)].mean() < 0.5
 
 
 def test_each_cut_rejects_what_it_names(event):
