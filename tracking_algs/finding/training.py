@@ -480,10 +480,20 @@ def train(config: TrainConfig, output: str | Path, validate: Callable[[Path, Tra
     """Train the three models, export them to ``output`` as ONNX and write the model card.
 
     ``validate(output, config)`` (optional) computes held-out metrics with the exported models; they
-    go into the card. Returns the card.
+    go into the card. Returns the card. Torch runs with its deterministic algorithms meanwhile: the scatter-adds of
+    the backward passes otherwise sum in an order that depends on the threads, and two runs of one configuration
+    would give different models.
     """
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train(config, Path(output), validate)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(config: TrainConfig, output: Path, validate: Callable[[Path, TrainConfig], dict] | None) -> dict:
     assert config.data.train_seed < VALIDATION_SEED_MIN <= config.data.validation_seed, "seed ranges overlap"
-    output = Path(output)
     checkpoints = output / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)
