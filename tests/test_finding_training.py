@@ -170,7 +170,7 @@ def test_embedding_sectors_focus_on_fast_particles_as_often_as_asked():
     assert all(fast[rows].any() for rows in sectors)  # every sector is centred on a fast particle's hit
     random = [embedding_sector(sample, data, 0.0, step_rng(0, 1, step)) for step in range(40)]
     assert sum(fast[rows].any() for rows in random) < 20  # random sectors mostly miss the few fast particles (6 of 40)
-    # without focus, the sector is the plain random one of the same generator (older configurations train as before)
+    # without focus, the sector is the plain random one of the same generator (configurations without it draw as before)
     for step, rows in enumerate(random):
         assert rows.tolist() == sector(sample.phi, 0.02, step_rng(0, 1, step)).tolist()
 

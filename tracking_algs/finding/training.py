@@ -246,7 +246,7 @@ def train_embedding(
 def embedding_sector(sample: Sample, data: DataConfig, focus_fraction: float, rng: np.random.Generator) -> np.ndarray:
     """Rows of the sector one embedding step trains on: ``data.sector_fraction`` of the event around a random
     azimuth or, with probability ``focus_fraction``, around a random hit of a particle with pT ≥ ``data.focus_pt_min``
-    (no extra random draw when ``focus_fraction`` is 0, so older configurations train as before)."""
+    (no extra random draw when ``focus_fraction`` is 0: the sectors of configurations without it stay the same)."""
     centre = None
     if focus_fraction > 0 and rng.random() < focus_fraction:
         fast = np.flatnonzero(sample.pt >= data.focus_pt_min)
