@@ -85,6 +85,10 @@ class OnnxRuntimeConfig(BackendConfig):
             0 lets ONNX Runtime choose.
         execution_mode: ``"sequential"`` or ``"parallel"`` operator scheduling.
         graph_optimization_level: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"``.
+        memory_pattern: ONNX Runtime's memory-pattern optimisation (``enable_mem_pattern``): it records the
+            allocations of a run and plans the next run with the same input shapes from them.  Switch it off for
+            models whose input shapes change from call to call, where the plans never apply (the track finder's
+            stages do so by default: docs/benchmarks.md).
         log_severity: the session's minimum log level (``"verbose"`` … ``"fatal"``).
         cast_policy: see :mod:`inference_iface.validation`.
     """
@@ -98,6 +102,7 @@ class OnnxRuntimeConfig(BackendConfig):
     graph_optimization_level: OptimizationLevel = attrs.field(
         default="all", validator=attrs.validators.in_(_OPTIMIZATION_LEVELS)
     )
+    memory_pattern: bool = True
     log_severity: LogSeverity = attrs.field(default="warning", validator=attrs.validators.in_(_LOG_SEVERITIES))
 
 
@@ -187,6 +192,7 @@ def _session_options(config: OnnxRuntimeConfig) -> ort.SessionOptions:
     options.inter_op_num_threads = config.inter_op_threads
     options.execution_mode = _EXECUTION_MODES[config.execution_mode]
     options.graph_optimization_level = _OPTIMIZATION_LEVELS[config.graph_optimization_level]
+    options.enable_mem_pattern = config.memory_pattern
     options.log_severity_level = _LOG_SEVERITIES.index(config.log_severity)
     return options
 

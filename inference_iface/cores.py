@@ -1,8 +1,17 @@
-"""The CPU cores a process may use, and sharing them among worker processes."""
+"""The CPU cores a process may use, sharing them among worker processes, and spreading work over them in threads."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import itertools
 import os
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def usable_cores() -> int:
@@ -22,3 +31,21 @@ def pin_to_share(index: int, workers: int) -> None:
     cores = sorted(os.sched_getaffinity(0))
     share = cores[index % len(cores) :: workers] if workers <= len(cores) else [cores[index % len(cores)]]
     os.sched_setaffinity(0, share)
+
+
+def core_slices(n_items: int) -> list[slice]:
+    """``range(n_items)`` cut into one contiguous slice of near-equal length per :func:`usable_cores` (fewer when
+    there are fewer items), for :func:`map_on_cores`."""
+    bounds = np.linspace(0, n_items, max(min(usable_cores(), n_items), 1) + 1).astype(int).tolist()
+    return [slice(start, stop) for start, stop in itertools.pairwise(bounds)]
+
+
+def map_on_cores(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[function(item) for item in items]``, computed on up to :func:`usable_cores` threads (one item per thread at
+    a time), in the order of ``items``.  Worth it for functions that spend their time in code that releases the GIL
+    (numpy on large arrays, scipy's KD-tree queries); one item, or one usable core, runs in this thread."""
+    workers = min(usable_cores(), len(items))
+    if workers <= 1:
+        return [function(item) for item in items]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="map-on-cores") as pool:
+        return list(pool.map(function, items))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
 import pytest
 
-from inference_iface.cores import pin_to_share, usable_cores
+from inference_iface.cores import core_slices, map_on_cores, pin_to_share, usable_cores
 
 CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 needs_two_cores = pytest.mark.skipif(len(CORES) < 2 or not hasattr(os, "sched_setaffinity"),
@@ -43,3 +45,24 @@ def test_more_workers_than_cores_each_get_one_core():
     cores, count = _in_fresh_process(workers - 1, workers)
     assert count == 1
     assert cores == [CORES[(workers - 1) % len(CORES)]]
+
+
+@pytest.mark.parametrize("n_items", [0, 1, 2, 7, 1000])
+def test_core_slices_cover_the_items_once_in_order(n_items):
+    slices = core_slices(n_items)
+    assert 1 <= len(slices) <= max(1, min(usable_cores(), n_items))
+    assert np.array_equal(np.concatenate([np.arange(n_items)[part] for part in slices]), np.arange(n_items))
+    assert max(part.stop - part.start for part in slices) - min(part.stop - part.start for part in slices) <= 1
+
+
+def test_map_on_cores_keeps_the_order_and_uses_threads_when_there_are_cores():
+    items = [np.arange(n) for n in (5, 50, 500, 5000)]
+    threads = set()
+
+    def total(item: np.ndarray) -> int:
+        threads.add(threading.get_ident())
+        return int(item.sum())
+
+    assert map_on_cores(total, items) == [int(item.sum()) for item in items]
+    assert (threading.get_ident() in threads) is (usable_cores() == 1)
+    assert map_on_cores(total, []) == []

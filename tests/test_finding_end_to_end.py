@@ -90,6 +90,15 @@ def test_stage_options_fill_in_the_model():
     assert stage_options(config, "filter", {"backend": "triton", "url": "h:1"})["model_name"] == "filter"
 
 
+def test_local_stages_run_without_memory_patterns_unless_asked():
+    config = FindingConfig()
+    assert stage_options(config, "gnn", {"backend": "onnxruntime"})["memory_pattern"] is False
+    assert stage_options(config, "gnn", {"backend": "onnxruntime", "memory_pattern": True})["memory_pattern"] is True
+    assert "memory_pattern" not in stage_options(config, "gnn", {"backend": "triton", "url": "h:1"})
+    with TrackFinder.local() as finder:
+        assert finder.gnn.inference.config.memory_pattern is False
+
+
 def test_missing_stage_options_are_named():
     with pytest.raises(ConfigError, match="lack the stage"):
         TrackFinder.from_options(FindingConfig(), {"embedding": {"backend": "onnxruntime"}})

@@ -325,6 +325,18 @@ def test_every_optimisation_level_gives_the_same_result(model_dir, level):
         )
 
 
+@pytest.mark.parametrize("memory_pattern", [True, False])
+def test_memory_pattern_reaches_the_session_and_changing_shapes_give_raw_results(model_dir, memory_pattern):
+    path = onnx_models.medium_mlp(model_dir)
+    with open_model(path, memory_pattern=memory_pattern, intra_op_threads=1) as iface:
+        assert iface._session.get_session_options().enable_mem_pattern is memory_pattern
+        for rows in (64, 7, 300, 64):  # a new shape on every call but the last
+            features = RNG.standard_normal((rows, 12)).astype(np.float32)
+            np.testing.assert_allclose(
+                iface.infer(features=features).embedding, raw_run(path, {"features": features})[0], rtol=1e-5, atol=1e-6
+            )
+
+
 def test_parallel_execution_mode_runs(two_in_two_out_path):
     x = sample("float32", (4, 3))
     with open_model(two_in_two_out_path, execution_mode="parallel", inter_op_threads=2) as iface:

@@ -11,7 +11,7 @@ from scipy.sparse import csr_matrix
 from scipy.spatial import cKDTree
 
 from inference_iface import InferenceInterface
-from inference_iface.cores import usable_cores
+from inference_iface.cores import map_on_cores, usable_cores
 from tracking_algs.event import Spacepoints
 from tracking_algs.finding.config import GraphConfig
 from tracking_algs.finding.pairs import PairGeometry
@@ -41,18 +41,21 @@ def radius_graph(
     """
     points = np.ascontiguousarray(points, dtype=np.float32)
     depth = max(query_k, k_max) if accept is not None else k_max
+
+    def select(query: np.ndarray, neighbour: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs ``accept`` passes, at most ``k_max`` per query point, the nearest first."""
+        if accept is not None:
+            keep = accept(query, neighbour)
+            query, neighbour, rank = query[keep], neighbour[keep], _ranks(query[keep])
+        keep = rank < k_max
+        return query[keep], neighbour[keep]
+
     if method == "kdtree":
-        query, neighbour, rank = _kdtree_neighbours(points, radius, depth, eps)
+        query, neighbour = _kdtree_pairs(points, radius, depth, eps, select)
     elif method == "faiss":
-        query, neighbour, rank = _faiss_neighbours(points, radius, depth)
+        query, neighbour = select(*_faiss_neighbours(points, radius, depth))
     else:
         raise ValueError(f"graph method {method!r} is unknown; expected 'kdtree' or 'faiss'")
-    if accept is not None:
-        keep = accept(query, neighbour)
-        query, neighbour, rank = query[keep], neighbour[keep], _ranks(query[keep])
-    if depth > k_max:
-        keep = rank < k_max
-        query, neighbour = query[keep], neighbour[keep]
     low = np.minimum(query, neighbour)
     high = np.maximum(query, neighbour)
     # a sparse matrix merges the pairs found from both ends and sorts them (by low, then high) per row,
@@ -70,30 +73,38 @@ def _ranks(query: np.ndarray) -> np.ndarray:
     return np.arange(len(query)) - np.repeat(starts, lengths)
 
 
-def _kdtree_neighbours(
-    points: np.ndarray, radius: float, k_max: int, eps: float = 0.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(query, neighbour, rank): each point's nearest ``k_max`` others inside ``radius``, nearest first
-    (approximately, for ``eps`` > 0)."""
+#: ``select(query, neighbour, rank)`` → the (query, neighbour) pairs to keep.
+PairSelection = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _kdtree_pairs(
+    points: np.ndarray, radius: float, depth: int, eps: float, select: PairSelection
+) -> tuple[np.ndarray, np.ndarray]:
+    """(query, neighbour): what ``select`` keeps of each point's nearest ``depth`` others inside ``radius`` (nearest
+    first; approximately, for ``eps`` > 0).  Each usable core queries and selects for its own share of the points."""
     n = len(points)
     if n < 2:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
-    k = min(k_max + 1, n)  # +1: every point finds itself first
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    k = min(depth + 1, n)  # +1: every point finds itself first
     tree = cKDTree(points, leafsize=32)  # larger leaves than the default 16: faster k-NN queries in 8-12 dims
-    # the query is split into one contiguous range per worker; taking the points in strides of the worker count
-    # gives each range a share of every region, so the workers finish together (the pairs do not depend on it)
-    workers = usable_cores()
-    query = np.concatenate([np.arange(start, n, workers, dtype=np.int32) for start in range(workers)])
-    _, index = tree.query(points[query], k=k, distance_upper_bound=radius, workers=workers, eps=eps)
-    index = index.reshape(n, k).astype(np.int32)  # n < 2**31: the sparse matrix of the pairs takes int32 as it is
-    found = (index < n) & (index != query[:, None])
-    rank = np.cumsum(found, axis=1, dtype=np.int32)
-    found &= rank <= k_max  # at most k_max, even when duplicates hide the point
-    return np.repeat(query, np.count_nonzero(found, axis=1)), index[found], rank[found] - 1
+
+    def neighbours_of(query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        _, index = tree.query(points[query], k=k, distance_upper_bound=radius, eps=eps)
+        index = index.astype(np.int32)  # n < 2**31: the sparse matrix of the pairs takes int32 as it is
+        found = (index < n) & (index != query[:, None])
+        rank = np.cumsum(found, axis=1, dtype=np.int32)
+        found &= rank <= depth  # at most depth, even when duplicates hide the point
+        return select(np.repeat(query, np.count_nonzero(found, axis=1)), index[found], rank[found] - 1)
+
+    # shares in strides of the core count: each holds a part of every region, so the cores finish together
+    shares = usable_cores()
+    found = map_on_cores(neighbours_of, [np.arange(start, n, shares, dtype=np.int32) for start in range(shares)])
+    return np.concatenate([query for query, _ in found]), np.concatenate([neighbour for _, neighbour in found])
 
 
 def _faiss_neighbours(points: np.ndarray, radius: float, k_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(query, neighbour, rank) as :func:`_kdtree_neighbours`, from an exact range search."""
+    """(query, neighbour, rank): each point's nearest ``k_max`` others inside ``radius``, nearest first, from an
+    exact range search."""
     import faiss  # optional at import time: only this method needs it
 
     index = faiss.IndexFlatL2(points.shape[1])
