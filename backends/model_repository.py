@@ -128,6 +128,7 @@ def add_onnx_model(
     instance_kind: InstanceKind = "cpu",
     version: int = 1,
     intra_op_threads: int = 0,
+    memory_pattern: bool = True,
     overwrite: bool = False,
 ) -> Path:
     """Write ``repository/name`` serving the ONNX file ``onnx_path``; returns the model directory.
@@ -138,6 +139,8 @@ def add_onnx_model(
         instances: model instances (``instance_group`` count).
         instance_kind: ``"cpu"`` or ``"gpu"`` (``KIND_CPU``/``KIND_GPU``).
         intra_op_threads: ONNX Runtime threads per instance (0 = its default).
+        memory_pattern: ONNX Runtime's memory-pattern optimisation (``python`` flavour; off suits models whose
+            input shapes change from request to request).
         overwrite: replace an existing model directory instead of raising.
 
     Raises:
@@ -167,7 +170,8 @@ def add_onnx_model(
     parameters = {CHECKSUM_PARAMETER: file_sha256(onnx_path)}
     if flavour == "python":
         runner = {"backend": "python"}
-        parameters |= {"onnx_file": "model.onnx", "intra_op_threads": str(intra_op_threads)}
+        parameters |= {"onnx_file": "model.onnx", "intra_op_threads": str(intra_op_threads),
+                       "memory_pattern": str(memory_pattern).lower()}  # fmt: skip
     else:
         runner = {"platform": "onnxruntime_onnx"}
         if intra_op_threads:

@@ -164,6 +164,7 @@ def add_tracking(repository: str | Path, options: TrackingRepositoryOptions | No
                     instances=options.instances,
                     instance_kind=options.instance_kind,
                     intra_op_threads=options.intra_op_threads,
+                    memory_pattern=False,  # every event has other node and edge counts
                 )
             )
     if options.serving in ("ensemble", "all"):
