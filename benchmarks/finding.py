@@ -1,8 +1,12 @@
 """Finding benchmark: ms/event per stage for events of about 1k, 10k, 30k and 100k spacepoints (local
 ONNX Runtime, shipped models), the cost exponent of the total, KD-tree vs FAISS flat graph building side by
-side on the same embeddings, and the end-to-end time of a pile-up-200 event.
+side on the same embeddings, and the end-to-end time of a pile-up-200 event: its latency (one finder using
+every core) and the job rate (one finder per core, each on its own events).
 
-    .venv/bin/python benchmarks/finding.py [--repeat 2] [--no-faiss-100k]
+Each size starts with an untimed event of that size (ONNX Runtime's memory arena grows to it on the first),
+then times ``--repeat`` events and reports the median per stage.
+
+    .venv/bin/python benchmarks/finding.py [--repeat 3] [--job-events 3] [--no-faiss-100k]
 
 Writes benchmarks/results/finding.json and finding.md.
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -19,6 +24,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+from inference_iface.cores import pin_to_share, usable_cores
 from tracking_algs.finding.features import spacepoint_features
 from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.graph import candidate_edges
@@ -29,17 +35,20 @@ SEED = 2_000_000
 #: Pile-ups that give about 1k, 10k, 30k and 100k spacepoints with the default simulation.
 SIZES = {"1k": 0.0, "10k": 15.0, "30k": 60.0, "100k": 200.0}
 STAGES = ("features", "graph", "filter", "gnn", "building")
+#: Index of the untimed event that starts each size.
+WARM_UP_EVENT = 99
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=2, help="events per size")
+    parser.add_argument("--repeat", type=int, default=3, help="timed events per size")
+    parser.add_argument("--job-events", type=int, default=3, help="pile-up-200 events per core for the job rate")
     parser.add_argument("--no-faiss-100k", action="store_true", help="skip FAISS flat at 100k (it is quadratic)")
     args = parser.parse_args(argv)
     rows, results = [], {}
     with TrackFinder.local() as finder:
-        finder.find(simulate_event(SimulationConfig(pileup=0.0), SEED, 99).spacepoints)  # warm-up
         for name, pileup in SIZES.items():
+            finder.find(simulate_event(SimulationConfig(pileup=pileup), SEED, WARM_UP_EVENT).spacepoints)
             timings, hits, graph_times = [], [], {"kdtree": [], "faiss": []}
             for index in range(args.repeat):
                 spacepoints = simulate_event(SimulationConfig(pileup=pileup), SEED, index).spacepoints
@@ -56,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                     config = attrs.evolve(finder.config.graph, method=method)
                     candidate_edges(embedding, spacepoints, finder.graph.radius, config)
                     graph_times[method].append((time.perf_counter() - began) * 1e3)
-            stage_ms = {stage: float(np.mean([t[stage] for t in timings])) for stage in STAGES}
+            stage_ms = {stage: float(np.median([t[stage] for t in timings])) for stage in STAGES}
             total = sum(stage_ms.values())
             results[name] = {
                 "pileup": pileup,
@@ -71,17 +80,54 @@ def main(argv: list[str] | None = None) -> int:
     n = np.array([r["spacepoints"] for r in results.values()])
     total = np.array([r["total_ms"] for r in results.values()])
     exponent = float(np.polyfit(np.log(n[1:]), np.log(total[1:]), 1)[0])  # 10k..100k (1k is overhead-bound)
+    workers = usable_cores()
+    job_s = job_seconds_per_event(SIZES["100k"], workers, args.job_events)
+    job = {"finders": workers, "events": workers * args.job_events, "s_per_event": job_s}
     output = {"threads": os.cpu_count(), "seed": SEED, "sizes": results, "cost_exponent_10k_100k": exponent,
-              "pileup200_end_to_end_s": results["100k"]["total_ms"] / 1e3}  # fmt: skip
+              "pileup200_end_to_end_s": results["100k"]["total_ms"] / 1e3, "pileup200_job": job}  # fmt: skip
     (ROOT / "benchmarks/results/finding.json").write_text(json.dumps(output, indent=2))
     columns = ["event", "spacepoints", "features", "graph", "filter", "GNN", "building", "total ms",
                "edges graph/filter/GNN", "radius graph KD-tree ms", "FAISS flat ms", "FAISS/KD-tree"]  # fmt: skip
     header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    footer = (f"\nCost exponent of the total (10k→100k spacepoints): {exponent:.2f}. "
-              f"Pile-up 200 end to end: {output['pileup200_end_to_end_s']:.2f} s/event.\n")  # fmt: skip
+    footer = (f"\nMedians of {args.repeat} events per size, after an untimed one. "
+              f"Cost exponent of the total (10k→100k spacepoints): {exponent:.2f}. "
+              f"Pile-up 200 end to end: {output['pileup200_end_to_end_s']:.2f} s/event with one finder on "
+              f"{workers} cores; {job_s:.2f} s/event with {workers} finders of one core each, side by side "
+              f"({workers * args.job_events} events).\n")  # fmt: skip
     (ROOT / "benchmarks/results/finding.md").write_text(header + "\n".join(rows) + "\n" + footer)
     print(header + "\n".join(rows) + footer)
     return 0
+
+
+def job_seconds_per_event(pileup: float, workers: int, events: int) -> float:
+    """Wall seconds per event of ``workers`` finder processes, each pinned to its share of the cores (as ``trkx run
+    --jobs``) and finding ``events`` events of its own, timed from a barrier they pass together."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(workers + 1), context.Queue()
+    finders = [context.Process(target=_job_worker, args=(index, workers, pileup, events, barrier, results))
+               for index in range(workers)]  # fmt: skip
+    for process in finders:
+        process.start()
+    barrier.wait()  # every finder has its events and has run one: the clock starts with all of them
+    began = time.perf_counter()
+    finished = [results.get() for _ in finders]
+    elapsed = time.perf_counter() - began
+    for process in finders:
+        process.join()
+    assert sum(finished) == workers * events, finished
+    return elapsed / (workers * events)
+
+
+def _job_worker(index: int, workers: int, pileup: float, events: int, barrier, results) -> None:
+    pin_to_share(index, workers)
+    first = 100 + index * events  # events of their own, none of them timed in the latency table
+    event_list = [simulate_event(SimulationConfig(pileup=pileup), SEED, first + i).spacepoints for i in range(events)]
+    with TrackFinder.local() as finder:
+        finder.find(simulate_event(SimulationConfig(pileup=pileup), SEED, WARM_UP_EVENT).spacepoints)
+        barrier.wait()
+        for spacepoints in event_list:
+            finder.find(spacepoints)
+    results.put(len(event_list))
 
 
 def _row(name: str, r: dict) -> str:

@@ -17,13 +17,14 @@ from inference_iface.options import structure
 from tracking_algs.cli import main
 from tracking_algs.finding.config import PairCuts
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES
-from tracking_algs.finding.models import EmbeddingNet
+from tracking_algs.finding.models import EmbeddingNet, FilterNet
 from tracking_algs.finding.pairs import PairGeometry
 from tracking_algs.finding.training import (
     VALIDATION_SEED_MIN,
     DataConfig,
     EmbeddingTraining,
     TrainConfig,
+    _balanced_bce_step,
     _hard_negatives,
     choose_radius,
     embedding_sector,
@@ -183,6 +184,22 @@ def test_an_embedding_step_without_positive_pairs_has_a_finite_loss():
     losses = [step(index) for index in range(3)]
     assert np.isfinite(losses).all()
     assert min(losses) > 0
+
+
+def test_an_edge_step_without_weighted_edges_leaves_the_model_alone():
+    model = FilterNet(5, 4, (8,))
+    before = [parameter.detach().clone() for parameter in model.parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    features, embedding = torch.rand((6, 5)), torch.rand((6, 4))
+    edges = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    label = np.array([1.0, 0.0, 1.0], dtype=np.float32)
+    logits = model.logits(features, embedding, edges)
+    assert _balanced_bce_step(optimizer, logits, label, np.zeros(3, dtype=np.float32)) == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    loss = _balanced_bce_step(optimizer, model.logits(features, embedding, edges), label, np.ones(3, np.float32))
+    assert np.isfinite(loss)
+    assert loss > 0
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_radius_keeps_the_asked_share_of_the_fast_particles_truth_edges():

@@ -306,7 +306,10 @@ def train_gnn(model: InteractionGNN, graphs: list[dict[str, Any]], config: GNNTr
 def _balanced_bce_step(
     optimizer: torch.optim.Optimizer, logits: torch.Tensor, label: np.ndarray, weight: np.ndarray
 ) -> float:
-    """One optimiser step on the edge-weighted, class-balanced binary cross-entropy; returns the loss."""
+    """One optimiser step on the edge-weighted, class-balanced binary cross-entropy; returns the loss.  A batch
+    without an edge of non-zero weight (an empty graph) takes no step and counts 0, where the loss would be 0/0."""
+    if not (weight > 0).any():
+        return 0.0
     labels = torch.from_numpy(label)
     weights = torch.from_numpy(weight) * _class_weight(labels)
     losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
