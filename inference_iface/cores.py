@@ -33,10 +33,12 @@ def pin_to_share(index: int, workers: int) -> None:
     os.sched_setaffinity(0, share)
 
 
-def core_slices(n_items: int) -> list[slice]:
-    """``range(n_items)`` cut into one contiguous slice of near-equal length per :func:`usable_cores` (fewer when
-    there are fewer items), for :func:`map_on_cores`."""
-    bounds = np.linspace(0, n_items, max(min(usable_cores(), n_items), 1) + 1).astype(int).tolist()
+def core_slices(n_items: int, min_items: int = 1) -> list[slice]:
+    """``range(n_items)`` cut into contiguous slices of near-equal length, one per :func:`usable_cores`, but fewer
+    where a slice would hold fewer than ``min_items`` (threads cost more than they save on small arrays), for
+    :func:`map_on_cores`."""
+    parts = max(1, min(usable_cores(), n_items // max(min_items, 1)))
+    bounds = np.linspace(0, n_items, parts + 1).astype(int).tolist()
     return [slice(start, stop) for start, stop in itertools.pairwise(bounds)]
 
 

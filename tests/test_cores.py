@@ -55,6 +55,11 @@ def test_core_slices_cover_the_items_once_in_order(n_items):
     assert max(part.stop - part.start for part in slices) - min(part.stop - part.start for part in slices) <= 1
 
 
+def test_core_slices_stay_whole_below_the_minimum_per_slice():
+    assert core_slices(999, min_items=1000) == [slice(0, 999)]
+    assert len(core_slices(10_000, min_items=1000)) == min(usable_cores(), 10)
+
+
 def test_map_on_cores_keeps_the_order_and_uses_threads_when_there_are_cores():
     items = [np.arange(n) for n in (5, 50, 500, 5000)]
     threads = set()
