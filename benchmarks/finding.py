@@ -1,7 +1,8 @@
 """Finding benchmark: ms/event per stage for events of about 1k, 10k, 30k and 100k spacepoints (local
 ONNX Runtime, shipped models), the cost exponent of the total, KD-tree vs FAISS flat graph building side by
-side on the same embeddings, and the end-to-end time of a pile-up-200 event: its latency (one finder using
-every core) and the job rate (one finder per core, each on its own events).
+side on the same embeddings (and the bare neighbour searches at 100k, as FACTS.md measured them), and the
+end-to-end time of a pile-up-200 event: its latency (one finder using every core) and the job rate (one finder
+per core, each on its own events).
 
 Each size starts with an untimed event of that size (ONNX Runtime's memory arena grows to it on the first),
 then times ``--repeat`` events and reports the median per stage.
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import attrs
 import numpy as np
+from scipy.spatial import cKDTree
 
 from inference_iface import create_inference
 from inference_iface.cores import pin_to_share, usable_cores
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows, results = [], {}
     gnn_inputs = []  # (features, filter edges) of the 100k events, for the memory-pattern comparison
+    searches = {}
     with TrackFinder.local() as finder:
         for name, pileup in SIZES.items():
             finder.find(simulate_event(SimulationConfig(pileup=pileup), SEED, WARM_UP_EVENT).spacepoints)
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                 if name == "100k":
                     gnn_inputs.append((features, result.edges["filter"]))
                 embedding = np.asarray(finder.graph.inference.infer(features=features).embedding)
+                if name == "100k" and index == 0 and not args.no_faiss_100k:
+                    searches = search_only_ms(embedding, finder.graph.radius, finder.config.graph.query_k)
                 for method in ("kdtree", "faiss"):
                     if method == "faiss" and ((name == "100k" and args.no_faiss_100k) or index > 0):
                         continue
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     job = {"finders": workers, "events": workers * args.job_events, "s_per_event": job_s}
     output = {"threads": os.cpu_count(), "seed": SEED, "sizes": results, "cost_exponent_10k_100k": exponent,
               "pileup200_end_to_end_s": results["100k"]["total_ms"] / 1e3, "pileup200_job": job,
-              "pileup200_gnn_memory_pattern_ms": memory_pattern}  # fmt: skip
+              "pileup200_gnn_memory_pattern_ms": memory_pattern, "search_only_100k_ms": searches}  # fmt: skip
     (ROOT / "benchmarks/results/finding.json").write_text(json.dumps(output, indent=2))
     columns = ["event", "spacepoints", "features", "graph", "filter", "GNN", "building", "total ms",
                "edges graph/filter/GNN", "radius graph KD-tree ms", "FAISS flat ms", "FAISS/KD-tree"]  # fmt: skip
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({workers * args.job_events} events).\n\n"
               "The GNN of the pile-up-200 events, each event in turn on two sessions, ONNX Runtime's memory patterns "
               f"{_spread(memory_pattern['on'])} (on) and {_spread(memory_pattern['off'])} (off, the finder's default) "
-              "ms per call.\n\n" + _targets(output, results["100k"]))  # fmt: skip
+              "ms per call.\n\n" + _searches(searches) + _targets(output, results["100k"]))  # fmt: skip
     (ROOT / "benchmarks/results/finding.md").write_text(header + "\n".join(rows) + "\n" + footer)
     print(header + "\n".join(rows) + footer)
     return 0
@@ -124,6 +129,37 @@ def gnn_memory_pattern_ms(inputs: list[tuple[np.ndarray, np.ndarray]], rounds: i
     for session in sessions.values():
         session.close()
     return times
+
+
+def search_only_ms(points: np.ndarray, radius: float, query_k: int) -> dict[str, float]:
+    """ms of the bare neighbour searches on one event's embedding, as FACTS.md timed them: FAISS flat range search,
+    and the cKDTree query (exact, on every core) 32 deep and as deep as the finder's (``query_k``)."""
+    import faiss
+
+    times = {}
+    began = time.perf_counter()
+    index = faiss.IndexFlatL2(points.shape[1])
+    index.add(points)
+    index.range_search(points, radius * radius)
+    times["faiss_range_search"] = (time.perf_counter() - began) * 1e3
+    for depth in (32, query_k):
+        began = time.perf_counter()
+        cKDTree(points, leafsize=32).query(points, k=depth + 1, distance_upper_bound=radius, workers=-1)
+        times[f"kdtree_query_{depth}"] = (time.perf_counter() - began) * 1e3
+    return times
+
+
+def _searches(searches: dict[str, float]) -> str:
+    """The bare searches' line of the footer (empty when they were not run)."""
+    if not searches:
+        return ""
+    faiss, depths = searches["faiss_range_search"], [key for key in searches if key.startswith("kdtree_query_")]
+    figures = ", ".join(f"{key.rsplit('_', 1)[1]}-deep query {searches[key]:.0f} ms ({faiss / searches[key]:.0f}×)"
+                        for key in depths)  # fmt: skip
+    return (
+        f"The bare searches on the first 100k event's embedding (FACTS.md's comparison: no pair cuts, no merging): "
+        f"FAISS flat range search {faiss:.0f} ms; KD-tree {figures}.\n\n"
+    )
 
 
 def _targets(output: dict, largest: dict) -> str:

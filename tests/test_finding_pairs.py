@@ -62,3 +62,17 @@ def test_z0_cut_against_a_hand_computed_pair(event):
     geometry = PairGeometry(spacepoints, cuts)
     # pair (0, 1): z0 = -150 passes; pair (2, 3): z0 = -500 fails; pair (0, 3): z0 = 250 fails
     assert geometry.compatible(np.array([0, 2, 0]), np.array([1, 3, 3])).tolist() == [True, False, False]
+
+
+def test_a_column_of_hits_against_a_block_of_partners_gives_the_flat_answer(event):
+    """The graph passes each query hit as a column against its block of neighbours; the mask is that of the flat
+    pairs, cut by cut."""
+    rng = np.random.default_rng(4)
+    n = len(event.spacepoints)
+    first = rng.integers(n, size=3000)
+    second = rng.integers(n, size=(3000, 40))
+    geometry = PairGeometry(event.spacepoints, PairCuts(max_z0_mm=600))
+    block = geometry.compatible(first[:, None], second)
+    assert block.shape == (3000, 40)
+    assert 0.01 < block.mean() < 0.5
+    assert block.ravel().tolist() == geometry.compatible(np.repeat(first, 40), second.ravel()).tolist()

@@ -98,6 +98,25 @@ def test_train_checkpoints_resumes_and_writes_the_card(tmp_path, capsys):
         assert card["training"][stage]["resumed_at"] == 4
         assert card["training"][stage]["steps"] == 6
     assert "pileup_3" in capsys.readouterr().out  # the held-out metrics are printed
+    assert "embedding_axes" not in card
+
+    # exported again with the embedding compacted onto its widest axes: both models read the narrower embedding
+    assert main(["train", str(config), "--output", str(output), "--set", "embedding.steps=6", "--set",
+                 "filter.steps=6", "--set", "gnn.steps=6", "--set", "embedding.compact_spread=0.9"]) == 0  # fmt: skip
+    card = json.loads((output / CARD_NAME).read_text())
+    kept, spread = card["embedding_axes"]["kept"], card["embedding_axes"]["spread"]
+    assert len(spread) == 8
+    assert 1 <= kept < 8
+    assert spread[kept - 1] >= 0.9 * card["recommended"]["radius"] or kept == 1
+    assert spread[kept] < 0.9 * card["recommended"]["radius"]
+
+    def width(stage: str, tensor: str) -> int:
+        model = onnx.load(output / f"{stage}.onnx").graph
+        (value,) = [v for v in [*model.input, *model.output] if v.name == tensor]
+        return value.type.tensor_type.shape.dim[1].dim_value
+
+    assert width("embedding", "embedding") == width("filter", "embedding") == kept
+    assert card["held_out_metrics"]["pileup_3"]["tracks"]["pt>1"]["n_selected"] > 0
 
 
 #: large enough sectors and batches that torch's multi-threaded scatter-adds would sum in varying order

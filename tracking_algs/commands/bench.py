@@ -27,6 +27,7 @@ TITLES: dict[str, str] = {
     "remote_overhead": "Local ONNX Runtime vs Triton (gRPC, gRPC + shared memory)",
     "simulation": "Detector simulation",
     "finding": "GNN track finding",
+    "graph_depth": "Graph depth: the neighbours each hit must add, by pile-up",
     "fitting": "Kalman fitter throughput",
     "serving": "Serving the tracking chain",
 }

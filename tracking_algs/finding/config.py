@@ -36,7 +36,7 @@ class GraphConfig:
     radius: float = attrs.field(default=0.0, validator=v.ge(0.0))
     k_max: int = attrs.field(default=64, validator=v.gt(0))
     query_k: int = attrs.field(default=80, validator=v.gt(0))
-    eps: float = attrs.field(default=0.5, validator=v.ge(0.0))
+    eps: float = attrs.field(default=0.0, validator=v.ge(0.0))
     cuts: PairCuts = PairCuts()
 
 
@@ -55,7 +55,7 @@ class GNNConfig:
     ``triplets`` building, which sorts out the wrong edges by their geometry; plain ``components`` needs a cut
     near 0.5 or above."""
 
-    cut: float = attrs.field(default=0.1, validator=[v.gt(0.0), v.lt(1.0)])
+    cut: float = attrs.field(default=0.15, validator=[v.gt(0.0), v.lt(1.0)])
 
 
 @attrs.frozen(kw_only=True)

@@ -40,27 +40,29 @@ def radius_graph(
     distance of the true k-th); FAISS is always exact.
     """
     points = np.ascontiguousarray(points, dtype=np.float32)
+    n = len(points)
     depth = max(query_k, k_max) if accept is not None else k_max
 
-    def select(query: np.ndarray, neighbour: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The pairs ``accept`` passes, at most ``k_max`` per query point, the nearest first."""
-        if accept is not None:
-            keep = accept(query, neighbour)
-            query, neighbour, rank = query[keep], neighbour[keep], _ranks(query[keep])
-        keep = rank < k_max
-        return query[keep], neighbour[keep]
+    def select(query: np.ndarray, neighbours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(query, neighbour) pairs from the points ``query`` [m] and their neighbours [m, k] (nearest first, ``n``
+        for none): the first ``depth`` others, of those the ones ``accept`` passes, at most ``k_max`` per point."""
+        found = (neighbours < n) & (neighbours != query[:, None])
+        found &= np.cumsum(found, axis=1, dtype=np.int32) <= depth  # at most depth, even when duplicates hide the point
+        if accept is not None:  # the query side as a column: one value per point, broadcast along its neighbours
+            found &= accept(query[:, None], np.where(found, neighbours, query[:, None]))
+        found &= np.cumsum(found, axis=1, dtype=np.int32) <= k_max
+        return np.repeat(query, np.count_nonzero(found, axis=1)), neighbours[found]
 
     if method == "kdtree":
         query, neighbour = _kdtree_pairs(points, radius, depth, eps, select)
     elif method == "faiss":
-        query, neighbour = select(*_faiss_neighbours(points, radius, depth))
+        query, neighbour = select(np.arange(n, dtype=np.int64), _faiss_neighbours(points, radius, depth))
     else:
         raise ValueError(f"graph method {method!r} is unknown; expected 'kdtree' or 'faiss'")
     low = np.minimum(query, neighbour)
     high = np.maximum(query, neighbour)
     # a sparse matrix merges the pairs found from both ends and sorts them (by low, then high) per row,
     # about twice as fast as np.unique on the combined keys
-    n = len(points)
     pairs = csr_matrix((np.ones(len(low), dtype=np.int8), (low, high)), shape=(n, n))
     rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(pairs.indptr))
     return np.stack((rows, pairs.indices.astype(np.int64)))
@@ -73,8 +75,9 @@ def _ranks(query: np.ndarray) -> np.ndarray:
     return np.arange(len(query)) - np.repeat(starts, lengths)
 
 
-#: ``select(query, neighbour, rank)`` → the (query, neighbour) pairs to keep.
-PairSelection = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+#: ``select(query, neighbours)`` → the (query, neighbour) pairs to keep of the points ``query`` [m] and their
+#: nearest-first neighbours [m, k] (the number of points where there are fewer than k).
+PairSelection = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def _kdtree_pairs(
@@ -86,15 +89,12 @@ def _kdtree_pairs(
     if n < 2:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     k = min(depth + 1, n)  # +1: every point finds itself first
-    tree = cKDTree(points, leafsize=32)  # larger leaves than the default 16: faster k-NN queries in 8-12 dims
+    tree = cKDTree(points, leafsize=32)  # larger leaves than the default 16: faster k-NN queries in 5-12 dims
 
     def neighbours_of(query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _, index = tree.query(points[query], k=k, distance_upper_bound=radius, eps=eps)
-        index = index.astype(np.int32)  # n < 2**31: the sparse matrix of the pairs takes int32 as it is
-        found = (index < n) & (index != query[:, None])
-        rank = np.cumsum(found, axis=1, dtype=np.int32)
-        found &= rank <= depth  # at most depth, even when duplicates hide the point
-        return select(np.repeat(query, np.count_nonzero(found, axis=1)), index[found], rank[found] - 1)
+        # n < 2**31: the sparse matrix of the pairs takes int32 as it is
+        return select(query, index.reshape(len(query), k).astype(np.int32))
 
     # shares in strides of the core count: each holds a part of every region, so the cores finish together
     shares = usable_cores()
@@ -102,25 +102,23 @@ def _kdtree_pairs(
     return np.concatenate([query for query, _ in found]), np.concatenate([neighbour for _, neighbour in found])
 
 
-def _faiss_neighbours(points: np.ndarray, radius: float, k_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(query, neighbour, rank): each point's nearest ``k_max`` others inside ``radius``, nearest first, from an
-    exact range search."""
+def _faiss_neighbours(points: np.ndarray, radius: float, depth: int) -> np.ndarray:
+    """[N, depth + 1]: each point's nearest ``depth`` + 1 points inside ``radius`` (itself among them), nearest first,
+    from an exact range search; N where a point has fewer."""
     import faiss  # optional at import time: only this method needs it
 
+    n = len(points)
     index = faiss.IndexFlatL2(points.shape[1])
     index.add(points)
     limits, distance2, found = index.range_search(points, radius * radius)
-    counts = np.diff(limits).astype(np.int64)
-    query = np.repeat(np.arange(len(points), dtype=np.int64), counts)
-    found = found.astype(np.int64)
-    # nearest first within each query, then keep the first k_max that are not the point itself
-    order = np.lexsort((distance2, query))
-    query, found = query[order], found[order]
-    keep = found != query
-    query, found = query[keep], found[keep]
+    query = np.repeat(np.arange(n, dtype=np.int64), np.diff(limits).astype(np.int64))
+    order = np.lexsort((distance2, query))  # nearest first within each query
+    query, found = query[order], found[order].astype(np.int64)
     rank = _ranks(query)
-    keep = rank < k_max
-    return query[keep], found[keep], rank[keep]
+    keep = rank <= depth
+    neighbours = np.full((n, depth + 1), n, dtype=np.int64)
+    neighbours[query[keep], rank[keep]] = found[keep]
+    return neighbours
 
 
 class GraphConstruction:

@@ -31,9 +31,10 @@ class PairGeometry:
         self.layer = spacepoints.layer_key
 
     def compatible(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        """Boolean mask over the pairs (``first[i]``, ``second[i]``) of hit rows that pass every cut."""
+        """Boolean mask over the pairs (``first[i]``, ``second[i]``) of hit rows that pass every cut (``first`` and
+        ``second`` broadcast against each other: a column of hits and a block of their partners, say)."""
         cuts = self.cuts
-        keep = np.ones(len(first), dtype=bool)
+        keep = np.ones(np.broadcast_shapes(np.shape(first), np.shape(second)), dtype=bool)
         if cuts.different_layers:
             keep &= self.layer[first] != self.layer[second]
         if cuts.min_pt_gev > 0 or cuts.max_z0_mm > 0:

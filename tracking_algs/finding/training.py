@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from inference_iface.options import unstructure
 from tracking_algs.event import Event, Spacepoints
+from tracking_algs.finding.compaction import PrincipalAxes, compact_models, principal_axes
 from tracking_algs.finding.config import FindingConfig, GraphConfig, PairCuts
 from tracking_algs.finding.export import export_onnx
 from tracking_algs.finding.features import FEATURE_NAMES, orient_edges, spacepoint_features
@@ -112,6 +113,10 @@ class EmbeddingTraining:
     #: the embedding trains on the training events of these pile-ups (each one of ``data.pileups``); empty: on all.
     #: The filter and GNN always train on all of them
     pileups: tuple[float, ...] = ()
+    #: at export, the principal axes of the trained embedding whose standard deviation is below this fraction of
+    #: the graph radius are dropped, the projection folded into the embedding and filter models
+    #: (:mod:`tracking_algs.finding.compaction`); 0 keeps every axis
+    compact_spread: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.lt(1.0)])
 
 
 @attrs.frozen(kw_only=True)
@@ -397,6 +402,14 @@ def choose_radius(model: EmbeddingNet, samples: list[Sample], efficiency: float,
     return float(np.quantile(np.concatenate(distances), efficiency))
 
 
+def embedding_axes(model: EmbeddingNet, samples: list[Sample], min_spread: float) -> PrincipalAxes:
+    """The principal axes of ``model``'s embedding of the ``samples``' hits with a spread of at least ``min_spread``
+    (0: all of them)."""
+    with torch.no_grad():
+        points = np.concatenate([model(sample.features).numpy() for sample in samples])
+    return principal_axes(points, min_spread)
+
+
 def sector_graphs(
     model: EmbeddingNet,
     samples: list[Sample],
@@ -530,6 +543,11 @@ def _train(config: TrainConfig, output: Path, validate: Callable[[Path, TrainCon
     step = train_gnn(gnn, graphs, config.gnn, config.seed)
     timing["gnn"] = run_stage("gnn", gnn, step, config.gnn.steps, checkpoints, config.checkpoint_every)
 
+    compaction: dict[str, Any] = {}
+    if config.embedding.compact_spread > 0:
+        principal = embedding_axes(embedding, embedding_samples, config.embedding.compact_spread * radius)
+        embedding, filter_model = compact_models(embedding, filter_model, principal)
+        compaction = {"embedding_axes": {"kept": principal.axes.shape[1], "spread": principal.spread.tolist()}}
     for name, model in (("embedding", embedding), ("filter", filter_model), ("gnn", gnn)):
         export_onnx(name, model, output / f"{name}.onnx")
     card: dict[str, Any] = {
@@ -537,6 +555,7 @@ def _train(config: TrainConfig, output: Path, validate: Callable[[Path, TrainCon
         "features": list(FEATURE_NAMES),
         "models": {name: f"{name}.onnx" for name in ("embedding", "filter", "gnn")},
         "recommended": {"radius": radius, "filter_cut": cut, "gnn_cut": FindingConfig().gnn.cut},
+        **compaction,
         "training_config": unstructure(config),
         "data": {
             "simulation": unstructure(simulations[0]),
