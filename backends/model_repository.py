@@ -129,6 +129,7 @@ def add_onnx_model(
     version: int = 1,
     intra_op_threads: int = 0,
     memory_pattern: bool = True,
+    allow_spinning: bool = True,
     overwrite: bool = False,
 ) -> Path:
     """Write ``repository/name`` serving the ONNX file ``onnx_path``; returns the model directory.
@@ -141,6 +142,8 @@ def add_onnx_model(
         intra_op_threads: ONNX Runtime threads per instance (0 = its default).
         memory_pattern: ONNX Runtime's memory-pattern optimisation (``python`` flavour; off suits models whose
             input shapes change from request to request).
+        allow_spinning: whether ONNX Runtime's worker threads spin for work after each operator (``python``
+            flavour; off leaves the cores to other models and steps between requests).
         overwrite: replace an existing model directory instead of raising.
 
     Raises:
@@ -171,7 +174,8 @@ def add_onnx_model(
     if flavour == "python":
         runner = {"backend": "python"}
         parameters |= {"onnx_file": "model.onnx", "intra_op_threads": str(intra_op_threads),
-                       "memory_pattern": str(memory_pattern).lower()}  # fmt: skip
+                       "memory_pattern": str(memory_pattern).lower(),
+                       "allow_spinning": str(allow_spinning).lower()}  # fmt: skip
     else:
         runner = {"platform": "onnxruntime_onnx"}
         if intra_op_threads:

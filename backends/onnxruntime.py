@@ -89,6 +89,10 @@ class OnnxRuntimeConfig(BackendConfig):
             allocations of a run and plans the next run with the same input shapes from them.  Switch it off for
             models whose input shapes change from call to call, where the plans never apply (the track finder's
             stages do so by default: docs/benchmarks.md).
+        allow_spinning: whether the session's worker threads keep spinning for work after an operator
+            (``session.intra_op.allow_spinning``).  Spinning saves a wake-up between operators but holds the
+            cores a while after each run: switch it off when the process computes between runs (the track
+            finder's stages do so by default).
         log_severity: the session's minimum log level (``"verbose"`` … ``"fatal"``).
         cast_policy: see :mod:`inference_iface.validation`.
     """
@@ -103,6 +107,7 @@ class OnnxRuntimeConfig(BackendConfig):
         default="all", validator=attrs.validators.in_(_OPTIMIZATION_LEVELS)
     )
     memory_pattern: bool = True
+    allow_spinning: bool = True
     log_severity: LogSeverity = attrs.field(default="warning", validator=attrs.validators.in_(_LOG_SEVERITIES))
 
 
@@ -193,6 +198,7 @@ def _session_options(config: OnnxRuntimeConfig) -> ort.SessionOptions:
     options.execution_mode = _EXECUTION_MODES[config.execution_mode]
     options.graph_optimization_level = _OPTIMIZATION_LEVELS[config.graph_optimization_level]
     options.enable_mem_pattern = config.memory_pattern
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.allow_spinning else "0")
     options.log_severity_level = _LOG_SEVERITIES.index(config.log_severity)
     return options
 

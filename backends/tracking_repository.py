@@ -165,6 +165,7 @@ def add_tracking(repository: str | Path, options: TrackingRepositoryOptions | No
                     instance_kind=options.instance_kind,
                     intra_op_threads=options.intra_op_threads,
                     memory_pattern=False,  # every event has other node and edge counts
+                    allow_spinning=False,  # the chain's numpy steps share the cores between the stages
                 )
             )
     if options.serving in ("ensemble", "all"):

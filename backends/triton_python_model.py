@@ -9,7 +9,9 @@ server). Everything model-specific comes from ``config.pbtxt`` parameters:
 ``intra_op_threads``
     ONNX Runtime intra-op threads per instance (``0`` = ONNX Runtime's default);
 ``memory_pattern``
-    ``false`` switches off ONNX Runtime's memory-pattern optimisation (default ``true``).
+    ``false`` switches off ONNX Runtime's memory-pattern optimisation (default ``true``);
+``allow_spinning``
+    ``false`` stops ONNX Runtime's worker threads spinning for work between operators (default ``true``).
 
 Strings (``TYPE_STRING``) reach ONNX Runtime as ``str`` and leave it as UTF-8 ``bytes``. A failure while
 running becomes an error response carrying the ONNX Runtime message, so the client sees it.
@@ -53,6 +55,8 @@ class TritonPythonModel:
         options.intra_op_num_threads = int(parameters.get("intra_op_threads", "0") or 0)
         options.inter_op_num_threads = 1
         options.enable_mem_pattern = parameters.get("memory_pattern", "true") != "false"
+        spinning = "0" if parameters.get("allow_spinning", "true") == "false" else "1"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         options.log_severity_level = 3
         providers: list[Any] = ["CPUExecutionProvider"]
         if args.get("model_instance_kind") == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():

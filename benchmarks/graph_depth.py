@@ -111,8 +111,9 @@ def _table(report: dict[str, dict], events: int) -> str:
     )
     return (
         "\n".join(lines)
-        + f"\n\nValidation seed {SEED}, {events} events per pile-up, shipped models, exact search; the finder adds "
-        f"K = 64. Share of the query neighbours inside the radius that each pair cut passes — {shares}.\n"
+        + f"\n\nValidation seed {SEED}, {events} events per pile-up, shipped models, the finder's graph settings but K "
+        f"(it adds K = 64). Share of the query neighbours inside the radius (exact search) that each pair cut passes — "
+        f"{shares}.\n"
     )
 
 

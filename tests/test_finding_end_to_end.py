@@ -90,13 +90,14 @@ def test_stage_options_fill_in_the_model():
     assert stage_options(config, "filter", {"backend": "triton", "url": "h:1"})["model_name"] == "filter"
 
 
-def test_local_stages_run_without_memory_patterns_unless_asked():
+@pytest.mark.parametrize("setting", ["memory_pattern", "allow_spinning"])
+def test_local_stages_run_without_memory_patterns_or_spinning_unless_asked(setting):
     config = FindingConfig()
-    assert stage_options(config, "gnn", {"backend": "onnxruntime"})["memory_pattern"] is False
-    assert stage_options(config, "gnn", {"backend": "onnxruntime", "memory_pattern": True})["memory_pattern"] is True
-    assert "memory_pattern" not in stage_options(config, "gnn", {"backend": "triton", "url": "h:1"})
+    assert stage_options(config, "gnn", {"backend": "onnxruntime"})[setting] is False
+    assert stage_options(config, "gnn", {"backend": "onnxruntime", setting: True})[setting] is True
+    assert setting not in stage_options(config, "gnn", {"backend": "triton", "url": "h:1"})
     with TrackFinder.local() as finder:
-        assert finder.gnn.inference.config.memory_pattern is False
+        assert getattr(finder.gnn.inference.config, setting) is False
 
 
 def test_missing_stage_options_are_named():

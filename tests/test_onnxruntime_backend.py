@@ -337,6 +337,18 @@ def test_memory_pattern_reaches_the_session_and_changing_shapes_give_raw_results
             )
 
 
+@pytest.mark.parametrize("allow_spinning", [True, False])
+def test_thread_spinning_setting_reaches_the_session(model_dir, allow_spinning):
+    path = onnx_models.medium_mlp(model_dir)
+    with open_model(path, allow_spinning=allow_spinning) as iface:
+        options = iface._session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if allow_spinning else "0")
+        features = RNG.standard_normal((32, 12)).astype(np.float32)
+        np.testing.assert_allclose(
+            iface.infer(features=features).embedding, raw_run(path, {"features": features})[0], rtol=1e-5, atol=1e-6
+        )
+
+
 def test_parallel_execution_mode_runs(two_in_two_out_path):
     x = sample("float32", (4, 3))
     with open_model(two_in_two_out_path, execution_mode="parallel", inter_op_threads=2) as iface:

@@ -59,6 +59,7 @@ def test_config_pbtxt_is_generated_from_the_onnx_signature(tmp_path, model_dir):
     assert config.parameters[CHECKSUM_PARAMETER].string_value == file_sha256(path)
     assert config.parameters["intra_op_threads"].string_value == "2"
     assert config.parameters["memory_pattern"].string_value == "true"
+    assert config.parameters["allow_spinning"].string_value == "true"
     assert sorted(p.name for p in (model_dir_written / "1").iterdir()) == ["model.onnx", "model.py"]
     assert (model_dir_written / "1" / "model.onnx").read_bytes() == path.read_bytes()
 

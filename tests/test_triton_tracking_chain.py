@@ -79,7 +79,8 @@ def _triton(server: TritonServer, model_name: str = "") -> dict[str, str]:
 def test_repository_holds_the_three_ways(repository, model_dir):
     for stage in STAGES:
         assert read_model_config(repository / stage).backend == "python"
-        assert read_model_config(repository / stage).parameters["memory_pattern"].string_value == "false"
+        parameters = read_model_config(repository / stage).parameters
+        assert parameters["memory_pattern"].string_value == parameters["allow_spinning"].string_value == "false"
     ensemble = read_model_config(repository / "tracking_ensemble")
     assert ensemble.platform == "ensemble"
     assert [step.model_name for step in ensemble.ensemble_scheduling.step] == [name for name, _, _ in ENSEMBLE_STEPS]

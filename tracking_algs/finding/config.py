@@ -36,7 +36,7 @@ class GraphConfig:
     radius: float = attrs.field(default=0.0, validator=v.ge(0.0))
     k_max: int = attrs.field(default=64, validator=v.gt(0))
     query_k: int = attrs.field(default=80, validator=v.gt(0))
-    eps: float = attrs.field(default=0.0, validator=v.ge(0.0))
+    eps: float = attrs.field(default=0.05, validator=v.ge(0.0))
     cuts: PairCuts = PairCuts()
 
 

@@ -49,12 +49,14 @@ class FindingResult:
 def stage_options(config: FindingConfig, stage: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` of one neural stage with the model filled in from the model directory when absent:
     ``model_path`` for the ``onnxruntime`` backend, ``model_name`` (the stage name) for ``triton``.  ONNX Runtime's
-    memory patterns are off unless the options say otherwise: every event has other node and edge counts."""
+    memory patterns are off unless the options say otherwise (every event has other node and edge counts), and so is
+    the spinning of its threads (the graph and building stages compute on the same cores between the models' runs)."""
     settings = dict(options)
     backend = settings.get("backend")
     if backend == "onnxruntime":
         settings.setdefault("model_path", str(model_path(config.model_dir, stage)))
         settings.setdefault("memory_pattern", False)
+        settings.setdefault("allow_spinning", False)
     elif backend == "triton":
         settings.setdefault("model_name", stage)
     return settings
