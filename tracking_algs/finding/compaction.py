@@ -30,12 +30,6 @@ class PrincipalAxes:
     axes: np.ndarray
     spread: np.ndarray
 
-    @property
-    def dropped_spread(self) -> float:
-        """The largest standard deviation along a dropped axis (0 when every axis is kept)."""
-        dropped = self.spread[self.axes.shape[1] :]
-        return float(dropped[0]) if len(dropped) else 0.0
-
 
 def principal_axes(embeddings: np.ndarray, min_spread: float) -> PrincipalAxes:
     """The principal axes of ``embeddings`` [M, D] with a standard deviation of at least ``min_spread`` (at least
