@@ -93,6 +93,8 @@ class OnnxRuntimeConfig(BackendConfig):
             (``session.intra_op.allow_spinning``).  Spinning saves a wake-up between operators but holds the
             cores a while after each run: switch it off when the process computes between runs (the track
             finder's stages do so by default).
+        deterministic_compute: ONNX Runtime's ``use_deterministic_compute``: kernels that have a deterministic and a
+            faster non-deterministic variant take the deterministic one.
         log_severity: the session's minimum log level (``"verbose"`` … ``"fatal"``).
         cast_policy: see :mod:`inference_iface.validation`.
     """
@@ -108,6 +110,7 @@ class OnnxRuntimeConfig(BackendConfig):
     )
     memory_pattern: bool = True
     allow_spinning: bool = True
+    deterministic_compute: bool = True
     log_severity: LogSeverity = attrs.field(default="warning", validator=attrs.validators.in_(_LOG_SEVERITIES))
 
 
@@ -168,6 +171,8 @@ class OnnxRuntimeInference(InferenceInterface):
             raise BackendUnavailableError(f"{self.describe()}: the interface has been closed")
         for name in self._string_inputs:
             inputs[name] = _as_text(name, inputs[name])
+        for name, array in inputs.items():
+            inputs[name] = _aligned(array)
         try:
             if self._bfloat16:
                 return self._run_ort_values(session, inputs, output_names)
@@ -198,6 +203,7 @@ def _session_options(config: OnnxRuntimeConfig) -> ort.SessionOptions:
     options.execution_mode = _EXECUTION_MODES[config.execution_mode]
     options.graph_optimization_level = _OPTIMIZATION_LEVELS[config.graph_optimization_level]
     options.enable_mem_pattern = config.memory_pattern
+    options.use_deterministic_compute = config.deterministic_compute
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.allow_spinning else "0")
     options.log_severity_level = _LOG_SEVERITIES.index(config.log_severity)
     return options
@@ -212,6 +218,25 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
         )
     shape = arg.shape or ()
     return TensorSpec(arg.name, dtype, [dim if isinstance(dim, int) else -1 for dim in shape])
+
+
+#: Byte alignment of the numeric inputs handed to ONNX Runtime: that of its own tensors (64, the AVX-512 vector).
+INPUT_ALIGNMENT = 64
+
+
+def _aligned(array: np.ndarray) -> np.ndarray:
+    """``array``, or a copy of it starting on an :data:`INPUT_ALIGNMENT`-byte boundary.
+
+    ONNX Runtime runs directly on the memory of contiguous numpy inputs, whose start numpy aligns only to 16 bytes,
+    so where an input starts depends on the process's allocation history.  Aligned like ONNX Runtime's own tensors,
+    a kernel's vector loop starts at the same element in every process."""
+    if array.dtype == object or array.ctypes.data % INPUT_ALIGNMENT == 0 or array.nbytes == 0:
+        return array
+    buffer = np.empty(array.nbytes + INPUT_ALIGNMENT, dtype=np.uint8)
+    start = -buffer.ctypes.data % INPUT_ALIGNMENT
+    aligned = buffer[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
+    aligned[...] = array
+    return aligned
 
 
 def _as_text(name: str, array: np.ndarray) -> np.ndarray:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import tracking_algs  # noqa: F401  (first: pins numpy's kernels before numpy loads, as the trkx command does)
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 import onnx_models

@@ -16,11 +16,11 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from job_outputs import assert_same_results
 
 from tracking_algs.cli import main
 from tracking_algs.io.trackml import event_path, list_events, read_event, write_event
@@ -105,27 +105,27 @@ def test_performance_json_reports_metrics_timing_and_backend(finished_job):
 
 
 def test_resume_after_kill_gives_identical_results(finished_job, tmp_path):
+    """A job killed (SIGKILL) as it reaches its third event keeps the two it finished; ``--resume`` processes the
+    third only and writes the results of the uninterrupted job."""
     output = tmp_path / "killed"
-    command = [sys.executable, "-m", "tracking_algs.cli", "run", str(CONFIG), "--simulate", "3", "--no-progress",
-               "--output", str(output), *[f"--set={item}" for item in SMALL]]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not list((output / "events").glob("*.npz")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    finished_before = len(list((output / "events").glob("*.npz")))
-    assert 1 <= finished_before < 3, "the job was not interrupted mid-way"
+    sets = [f"--set={item}" for item in SMALL]
+    command = [sys.executable, str(ROOT / "tests" / "interrupted_job.py"), "2", "0", "run", str(CONFIG),
+               "--simulate", "3", "--output", str(output), "--no-progress", *sets]  # fmt: skip
+    killed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert sorted(path.name for path in (output / "events").glob("*.npz")) == [
+        "event000000000.npz",
+        "event000000001.npz",
+    ]
+    assert not (output / "tracks.csv").exists()
     assert _run("--simulate", "3", "--output", str(output), "--resume", *[f"--set={item}" for item in SMALL]) == 0
-    for name in ("tracks.csv", "fitted_tracks.csv"):
-        assert (output / name).read_text() == (finished_job / name).read_text(), name
+    assert_same_results(output, finished_job)
 
 
 def test_parallel_workers_give_identical_results(finished_job, tmp_path):
     output = tmp_path / "parallel"
     assert _run("--simulate", "3", "--jobs", "2", "--output", str(output), *[f"--set={item}" for item in SMALL]) == 0
-    for name in ("tracks.csv", "fitted_tracks.csv"):
-        assert (output / name).read_text() == (finished_job / name).read_text(), name
+    assert_same_results(output, finished_job)
 
 
 def test_rerun_without_resume_into_a_used_directory_is_refused(finished_job, capsys):

@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from finding_models import finding_model_dir
+from job_outputs import assert_same_results
 
 from backends.model_repository import read_model_config
 from backends.tracking_repository import ENSEMBLE_STEPS, TrackingRepositoryOptions, add_tracking
@@ -152,17 +152,15 @@ def _run_job(config: str, output: Path, *overrides: str) -> Path:
 
 
 def test_trkx_run_remote_and_served_chain_write_the_local_tracks(server, model_dir, tmp_path):
-    """Issue 5's acceptance: local ONNX and Triton give identical tracks.csv for the same events."""
+    """Local ONNX Runtime, every stage on Triton and the served chain give the same tracks and fits."""
     model = f"finding.model_dir={model_dir}"
     url = f"inference.triton.url={server.grpc_url}"
     local = _run_job("local_onnx.toml", tmp_path / "local", model)
     remote = _run_job("remote_triton.toml", tmp_path / "remote", model, url)
     chain = _run_job("remote_triton.toml", tmp_path / "chain", model, url, "finding.serving=chain")
-    tracks = (local / "tracks.csv").read_bytes()
-    assert tracks.count(b"\n") > 100
+    assert (local / "tracks.csv").read_bytes().count(b"\n") > 100
     for output in (remote, chain):
-        for name in ("tracks.csv", "fitted_tracks.csv"):
-            assert (output / name).read_bytes() == (local / name).read_bytes(), (output.name, name)
+        assert_same_results(output, local)
     backends = {name: json.loads((path / "performance.json").read_text())["backend"] for name, path in
                 (("remote", remote), ("chain", chain))}  # fmt: skip
     assert set(backends["remote"]) == set(STAGES)
@@ -180,23 +178,20 @@ def test_job_stopped_by_a_dead_server_keeps_its_events_and_resumes(repository, m
     first = TritonServer(TritonServerConfig(repository=str(repository), startup_timeout_s=180)).start()
     port = first.grpc_port
     sets.append(f"inference.triton.url={first.grpc_url}")
-    command = [sys.executable, "-m", "tracking_algs.cli", "run", str(ROOT / "configs" / "remote_triton.toml"),
-               "--simulate", str(events), "--output", str(output), "--no-progress",
-               *[f"--set={item}" for item in sets]]  # fmt: skip
+    # the job kills the server's process group (SIGKILL) as it reaches its third event: two events finished
+    command = [sys.executable, str(ROOT / "tests" / "interrupted_job.py"), "2", str(-first.process.pid), "run",
+               str(ROOT / "configs" / "remote_triton.toml"), "--simulate", str(events), "--output", str(output),
+               "--no-progress", *[f"--set={item}" for item in sets]]  # fmt: skip
     try:
-        job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 300
-        while not list((output / "events").glob("*.npz")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        first.kill()
-        _, stderr = job.communicate(timeout=120)
+        job = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+        stderr = job.stderr
     finally:
         first.stop()
     assert job.returncode == 3, stderr
     assert "--resume" in stderr
     performance = json.loads((output / "performance.json").read_text())
     finished = performance["events"]
-    assert 1 <= len(finished) < events
+    assert finished == [0, 1]
     assert [failure["stage"] for failure in performance["failed_events"]] == ["backend"]
     written = {int(line.split(",")[0]) for line in (output / "tracks.csv").read_text().splitlines()[1:]}
     assert written == set(finished)
@@ -209,6 +204,5 @@ def test_job_stopped_by_a_dead_server_keeps_its_events_and_resumes(repository, m
     argv = ["run", str(ROOT / "configs" / "local_onnx.toml"), "--simulate", str(events), "--output", str(local),
             "--no-progress", *[f"--set={item}" for item in sets[:3]]]  # fmt: skip
     assert main(argv) == 0
-    for name in ("tracks.csv", "fitted_tracks.csv"):
-        assert (output / name).read_bytes() == (local / name).read_bytes(), name
+    assert_same_results(output, local)
     assert json.loads((output / "performance.json").read_text())["failed_events"] == []
