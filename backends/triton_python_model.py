@@ -11,7 +11,12 @@ server). Everything model-specific comes from ``config.pbtxt`` parameters:
 ``memory_pattern``
     ``false`` switches off ONNX Runtime's memory-pattern optimisation (default ``true``);
 ``allow_spinning``
-    ``false`` stops ONNX Runtime's worker threads spinning for work between operators (default ``true``).
+    ``false`` stops ONNX Runtime's worker threads spinning for work between operators (default ``true``);
+``deterministic_compute``
+    ``false`` switches off ONNX Runtime's ``use_deterministic_compute`` (default ``true``).
+
+As in the local ``onnxruntime`` backend, numeric inputs reach ONNX Runtime starting on a 64-byte boundary, so a
+model gives the same bits served as run locally (this file must stay self-contained, hence its own copy).
 
 Strings (``TYPE_STRING``) reach ONNX Runtime as ``str`` and leave it as UTF-8 ``bytes``. A failure while
 running becomes an error response carrying the ONNX Runtime message, so the client sees it.
@@ -57,6 +62,7 @@ class TritonPythonModel:
         options.enable_mem_pattern = parameters.get("memory_pattern", "true") != "false"
         spinning = "0" if parameters.get("allow_spinning", "true") == "false" else "1"
         options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        options.use_deterministic_compute = parameters.get("deterministic_compute", "true") != "false"
         options.log_severity_level = 3
         providers: list[Any] = ["CPUExecutionProvider"]
         if args.get("model_instance_kind") == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():
@@ -86,7 +92,7 @@ class TritonPythonModel:
             array = tensor.as_numpy()
             if is_string:
                 array = np.vectorize(_text, otypes=[object])(array) if array.size else array.astype(object)
-            feeds[name] = array
+            feeds[name] = array if is_string else _aligned(array)
         wanted = list(request.requested_output_names()) or self.output_names
         results = self.session.run(wanted, feeds)
         tensors = [pb_utils.Tensor(name, _for_triton(value)) for name, value in zip(wanted, results, strict=True)]
@@ -95,6 +101,17 @@ class TritonPythonModel:
     def finalize(self) -> None:
         """Drop the session."""
         self.session = None
+
+
+def _aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
+    """``array``, or a copy of it starting on an ``alignment``-byte boundary."""
+    if array.ctypes.data % alignment == 0 or array.nbytes == 0:
+        return array
+    buffer = np.empty(array.nbytes + alignment, dtype=np.uint8)
+    start = -buffer.ctypes.data % alignment
+    aligned = buffer[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
+    aligned[...] = array
+    return aligned
 
 
 def _text(value: bytes | str) -> str:

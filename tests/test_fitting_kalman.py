@@ -312,3 +312,18 @@ def test_bad_input_names_the_row():
         KalmanFitter(DETECTOR).fit(negative, candidates)
     with pytest.raises(FittingError, match="4 labels but there are 3 spacepoints"):
         KalmanFitter(DETECTOR).fit(sp, TrackCandidates(np.zeros(4)))
+
+
+def test_a_track_fit_does_not_depend_on_the_other_tracks_of_its_batch():
+    """The fit of a track is bit-identical whatever tracks share its batch (batch size, order, padding length), so
+    a job's fits do not change when another track of the event changes: the reproducibility contract of
+    ``fitted_tracks.csv`` rests on it."""
+    event = simulate_event(SimulationConfig(pileup=10.0), seed=21, event_id=0, detector=DETECTOR)
+    particle = event.truth.particle_id
+    _, labels = np.unique(particle, return_inverse=True)
+    candidates = TrackCandidates(np.where(particle == 0, -1, labels).astype(np.int64))
+    whole = KalmanFitter(DETECTOR).fit(event.spacepoints, candidates)
+    small = KalmanFitter(DETECTOR, KalmanConfig(batch_size=7)).fit(event.spacepoints, candidates)
+    assert len(whole.track_id) > 100
+    for name in ("params", "cov", "chi2", "ndf", "status", "outlier"):
+        np.testing.assert_array_equal(getattr(small, name), getattr(whole, name), err_msg=name)
