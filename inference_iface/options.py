@@ -6,14 +6,19 @@ Unknown keys are errors that list the valid choices; values are converted and va
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
 import cattrs
-import tomllib
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli (a dependency there)
+    import tomli as tomllib
 
 from inference_iface.errors import ConfigError
 

@@ -9,8 +9,10 @@ The cast policy decides which dtype mismatches are accepted:
 ``"same_kind"``
     also casts within a kind that may lose precision (float64 → float32, int64 → int32).
 
-A cast is always explicit in configuration, never silent by default. Non-contiguous arrays are copied
-into C order without changing values.
+A cast is always explicit in configuration, never silent by default. An array in the other byte order
+than the machine's (a big-endian ``>f4`` array on a little-endian machine) does not have the tensor's dtype
+either: ``"safe"`` and ``"same_kind"`` convert it, ``"strict"`` rejects it and says so. Non-contiguous arrays
+are copied into C order without changing values.
 """
 
 from __future__ import annotations
@@ -130,28 +132,61 @@ def _check_array(spec: TensorSpec, value: Any, cast_policy: CastPolicy) -> np.nd
 
 
 def _cast(spec: TensorSpec, array: np.ndarray, cast_policy: CastPolicy) -> np.ndarray:
+    """The array in the tensor's dtype: unchanged when it already is, cast when ``cast_policy`` allows (a
+    non-native byte order is converted by any policy but ``"strict"``), otherwise an :class:`InputError` that says
+    what the array holds."""
     if spec.dtype == "bytes":
         if array.dtype.kind not in "OSU":
-            raise InputError(f"input {spec.name!r}: expected bytes (numpy object/str/bytes), got {array.dtype}")
+            raise InputError(
+                f"input {spec.name!r}: expected bytes (numpy object/str/bytes), got {describe_dtype(array)}"
+            )
         return array.astype(object, copy=False)
     want = numpy_dtype(spec.dtype)
     if array.dtype == want:
         return array
     allowed = cast_policy != "strict" and np.can_cast(array.dtype, want, casting=cast_policy)
     if not allowed:
-        hint = "" if cast_policy != "strict" else " (set cast_policy = 'safe' or 'same_kind' to allow casts)"
         raise InputError(
-            f"input {spec.name!r}: expected dtype {spec.dtype}, got {_name_or_raw(array.dtype)} "
-            f"under cast policy {cast_policy!r}{hint}"
+            f"input {spec.name!r}: expected dtype {spec.dtype}, got {describe_dtype(array)} "
+            f"under cast policy {cast_policy!r}{_cast_hint(array.dtype, want, cast_policy)}"
         )
     return array.astype(want)
 
 
-def _name_or_raw(dtype: np.dtype) -> str:
+def _cast_hint(got: np.dtype, want: np.dtype, cast_policy: CastPolicy) -> str:
+    """The laxer cast policy that would accept the cast, as advice; empty when none would."""
+    for policy in CAST_POLICIES[CAST_POLICIES.index(cast_policy) + 1 :]:
+        if np.can_cast(got, want, casting=policy):
+            wording = "'safe' or 'same_kind'" if policy == "safe" else repr(policy)
+            return f" (set cast_policy = {wording} to allow this cast)"
+    return ""
+
+
+def describe_dtype(array: np.ndarray) -> str:
+    """What an array holds, in words for error messages: the interface's dtype name, with the byte order when it is
+    not the machine's (``"float32 in big-endian byte order (not this machine's)"``), the element types of an object
+    array (``"an object array of int"``), or the kind of a numpy string array (``"a numpy str array (<U5)"``)."""
+    dtype = array.dtype
+    if dtype.kind == "O":
+        kinds = sorted({type(item).__name__ for item in array.flat[:_OBJECT_SAMPLE]})
+        if not kinds:
+            return "an empty object array"
+        sampled = "" if array.size <= _OBJECT_SAMPLE else f" (in its first {_OBJECT_SAMPLE} elements)"
+        return f"an object array of {' and '.join(kinds)}{sampled}"
+    if dtype.kind in "SU":
+        return f"a numpy {'str' if dtype.kind == 'U' else 'bytes'} array ({dtype.str})"
     try:
-        return dtype_name(dtype)
+        name = dtype_name(dtype.newbyteorder("=") if not dtype.isnative else dtype)
     except InputError:
         return str(dtype)
+    if not dtype.isnative:
+        order = "big-endian" if dtype.byteorder == ">" else "little-endian"
+        return f"{name} in {order} byte order (not this machine's)"
+    return name
+
+
+#: Elements of an object array :func:`describe_dtype` looks at.
+_OBJECT_SAMPLE = 1000
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:

@@ -23,6 +23,7 @@ import pytest
 from job_outputs import assert_same_results
 
 from tracking_algs.cli import main
+from tracking_algs.commands.run import EXIT_EVENTS_FAILED
 from tracking_algs.io.trackml import event_path, list_events, read_event, write_event
 from tracking_algs.job.report import FITTED_COLUMNS
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -143,7 +144,7 @@ def test_bad_event_is_reported_and_skipped(tmp_path):
     hits.write_text("\n".join([lines[0], lines[1].replace(lines[1].split(",")[1], "nan", 1), *lines[2:]]) + "\n")
     assert list_events(events) == [0, 1, 2]
     output = tmp_path / "out"
-    assert _run("--input", str(events), "--output", str(output)) == 0
+    assert _run("--input", str(events), "--output", str(output)) == EXIT_EVENTS_FAILED
     performance = json.loads((output / "performance.json").read_text())
     assert performance["events"] == [0, 2]
     (failure,) = performance["failed_events"]
@@ -156,7 +157,7 @@ def test_bad_event_is_reported_and_skipped(tmp_path):
 
 
 def test_fits_of_found_pure_tracks_have_unit_pulls(tmp_path):
-    """Issue 6's acceptance figure on tracks the GNN found (not truth tracks): one held-out pile-up-50 event through
+    """Unit pulls on tracks the GNN found (not truth tracks): one held-out pile-up-50 event through
     finding and fitting; the job's own report of the tracks whose hits all come from the matched particle."""
     output = tmp_path / "pileup50"
     assert _run("--simulate", "1", "--output", str(output), "--set=simulation.pileup=50", "--set=job.seed=1003100") == 0

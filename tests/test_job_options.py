@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from inference_iface import ConfigError
+from inference_iface.options import tomllib
 from tracking_algs.job_options import load_job_options
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -97,3 +99,58 @@ def test_service_config_serves_the_whole_chain_on_triton():
     options = load_job_options(CONFIGS / "service.toml")
     assert options.finding.serving == "chain"
     assert options.inference["backend"] == "triton"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("job.seed=-3", r"'seed' must be >= 0: -3"),
+        ("job.events=0", r"'events' must be >= 1: 0"),
+        ("job.jobs=-1", r"'jobs' must be >= 1: -1"),
+        ("finding.graph.radius=abc", r"expected float @ \$\.finding\.graph\.radius"),
+        ("finding.graph.radiuss=1.0", r"unknown key\(s\) radiuss"),
+        ("inference.backend=tensorrt", r"'tensorrt' is unknown"),
+    ],
+)
+def test_a_bad_override_is_blamed_on_the_override_not_the_file(override, expected):
+    config = CONFIGS / "local_onnx.toml"
+    with pytest.raises(ConfigError, match=rf"^--set {re.escape(override)}: .*{expected}") as error:
+        load_job_options(config, ["job.events=2", override, "finding.gnn.cut=0.5"])
+    assert str(config) not in str(error.value)
+
+
+def test_a_bad_file_value_is_blamed_on_the_file_and_an_override_may_fix_it(tmp_path):
+    config = tmp_path / "job.toml"
+    config.write_text("[job]\nseed = -1\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(config))}: 'seed' must be >= 0: -1"):
+        load_job_options(config, ["job.events=2"])
+    assert load_job_options(config, ["job.seed=5"]).job.seed == 5
+
+
+def test_missing_detector_and_model_directory_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[job\] detector '/no/such/detector\.toml' does not exist"):
+        load_job_options(None, ["job.detector=/no/such/detector.toml"])
+    absent = tmp_path / "absent"
+    expected = rf"--set finding\.model_dir=.*: \[finding\] model_dir '{re.escape(str(absent))}' does not exist; "
+    with pytest.raises(ConfigError, match=expected + r"expected a directory with embedding\.onnx, filter\.onnx"):
+        load_job_options(None, [f"finding.model_dir='{absent}'"])
+
+
+def test_a_model_directory_must_hold_the_models_the_job_runs(tmp_path):
+    shipped = Path(__file__).resolve().parents[1] / "tracking_algs" / "finding" / "shipped"
+    partial = tmp_path / "models"
+    partial.mkdir()
+    for name in ("embedding.onnx", "filter.onnx"):
+        shutil.copy(shipped / name, partial / name)
+    override = f"finding.model_dir='{partial}'"
+    with pytest.raises(ConfigError, match=rf"^--set {re.escape(override)}: .*model_card\.json' does not exist"):
+        load_job_options(None, [override])
+    shutil.copy(shipped / "model_card.json", partial / "model_card.json")
+    with pytest.raises(ConfigError, match=r"model of stage 'gnn', '.*gnn\.onnx', does not exist"):
+        load_job_options(None, [override])
+    # the GNN's file named per stage instead
+    gnn = f"finding.stages.gnn.model_path='{shipped / 'gnn.onnx'}'"
+    assert load_job_options(None, [override, gnn]).finding.model_dir == str(partial)
+    # stages served by Triton need no local model file, only the card (the recommended cuts)
+    remote = load_job_options(CONFIGS / "remote_triton.toml", [override])
+    assert remote.finding.model_dir == str(partial)

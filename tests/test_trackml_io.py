@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 from pathlib import Path
 
@@ -161,3 +162,103 @@ def test_error_message_names_file_row_and_column(written):
     _edit(path, 1, lambda line: _set_field(line, 4, "inf"))
     with pytest.raises(EventFormatError, match=re.escape(f"{path}: row 1 (line 2), column 'px'")):
         read_event(written, 7)
+
+
+# --- gzipped events, as the TrackML challenge distributes them ------------------------------------------------------
+
+SHARED_TRACKML = Path(__file__).resolve().parents[2] / "shared" / "trackml"
+needs_shared = pytest.mark.skipif(
+    not (SHARED_TRACKML / "sample").is_dir(),
+    reason=f"the real TrackML events are not here ({SHARED_TRACKML} is absent: a clone without ../shared)",
+)
+
+
+def _gzip_all(directory: Path) -> None:
+    for path in sorted(directory.glob("*.csv")):
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+
+
+def test_gzipped_event_reads_exactly_like_the_plain_one(written, event):
+    _gzip_all(written)
+    assert sorted(p.name for p in written.iterdir()) == [
+        "event000000007-hits.csv.gz",
+        "event000000007-particles.csv.gz",
+        "event000000007-truth.csv.gz",
+    ]
+    assert list_events(written) == [7]
+    back = read_event(written, 7)
+    for part in ("spacepoints", "truth", "particles"):
+        _assert_columns_equal(getattr(event, part), getattr(back, part))
+
+
+def test_plain_and_gzipped_files_of_one_event_may_mix(written, event):
+    path = event_path(written, 7, "truth")
+    path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+    path.unlink()
+    _assert_columns_equal(event.truth, read_event(written, 7).truth)
+
+
+def test_extra_columns_and_other_files_are_ignored(written, event):
+    path = event_path(written, 7, "particles")
+    header, *rows = path.read_text().splitlines()
+    path.write_text("\n".join(["particle_id,particle_type," + header.split(",", 1)[1]]
+                              + [row.replace(",", ",211,", 1) for row in rows]) + "\n")  # fmt: skip
+    (written / "event000000007-cells.csv.gz").write_bytes(gzip.compress(b"hit_id,ch0,ch1,value\n1,2,3,0.5\n"))
+    _assert_columns_equal(event.particles, read_event(written, 7).particles)
+    assert list_events(written) == [7]
+
+
+def test_an_event_in_both_forms_is_refused(written):
+    path = event_path(written, 7, "hits")
+    path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+    assert list_events(written) == [7]
+    _raises(written, "both event000000007-hits.csv and event000000007-hits.csv.gz exist")
+
+
+def test_a_broken_gzip_file_is_named(written):
+    path = event_path(written, 7, "truth")
+    gzipped = path.with_name(path.name + ".gz")
+    gzipped.write_bytes(path.read_bytes())  # not compressed
+    path.unlink()
+    _raises(written, str(gzipped), "not a gzip file")
+    gzipped.write_bytes(gzip.compress(b"hit_id,particle_id\n" * 1000)[:50])  # cut short
+    _raises(written, str(gzipped), "truncated gzip file")
+
+
+@pytest.mark.parametrize(("column", "value"), [(4, "7.5"), (5, "2.0"), (6, "1e3"), (0, "3.25")])
+def test_an_integer_column_with_a_fraction_is_an_error(written, column, value):
+    path = event_path(written, 7, "hits")
+    _edit(path, 6, lambda line: _set_field(line, column, value))
+    name = ("hit_id", "x", "y", "z", "volume_id", "layer_id", "module_id")[column]
+    _raises(written, str(path), "row 6 (line 7)", f"column {name!r}", f"{value!r} is not a valid int64")
+
+
+def test_a_fraction_in_a_gzipped_file_names_it(written):
+    path = event_path(written, 7, "particles")
+    _edit(path, 2, lambda line: _set_field(line, 7, "-0.5"))
+    _gzip_all(written)
+    _raises(written, f"{path}.gz: row 2 (line 3), column 'q': '-0.5' is not a valid int64 (expected an integer)")
+
+
+@needs_shared
+def test_real_trackml_sample_event_reads_as_distributed():
+    """The challenge's own files: gzipped, particles with an extra particle_type column, a cells file beside."""
+    directory = SHARED_TRACKML / "sample"
+    assert list_events(directory) == [1]
+    event = read_event(directory, 1)
+    assert len(event.spacepoints) == 5527
+    assert len(event.particles) == 548
+    assert event.truth is not None
+    assert np.array_equal(event.truth.hit_id, event.spacepoints.hit_id)
+    assert set(np.unique(event.spacepoints.volume_id)) <= {7, 8, 9, 12, 13, 14, 16, 17, 18}
+
+
+@needs_shared
+def test_real_trackml_full_events_list_and_read_without_truth():
+    directory = SHARED_TRACKML / "full"
+    assert list_events(directory) == [1001, 1003]
+    event = read_event(directory, 1001)
+    assert len(event.spacepoints) == 93_680
+    assert event.truth is None
+    assert event.particles is None

@@ -151,6 +151,65 @@ def test_bytes_tensor_takes_str_bytes_and_object_arrays_only():
         validate_inputs(signature, {"text": np.zeros(2)})
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "int64", "uint16"])
+def test_non_native_byte_order_is_named_and_converted_only_when_the_policy_allows(dtype):
+    signature = ModelSignature(inputs=[TensorSpec("x", dtype, [-1])], outputs=[])
+    swapped = np.dtype(dtype).newbyteorder("S")
+    order = "big-endian" if swapped.byteorder == ">" else "little-endian"
+    array = np.arange(4).astype(swapped)
+    message = f"input 'x': expected dtype {dtype}, got {dtype} in {order} byte order (not this machine's)"
+    with pytest.raises(InputError, match=re.escape(message)) as error:
+        validate_inputs(signature, {"x": array})
+    assert "set cast_policy = 'safe' or 'same_kind'" in str(error.value)
+    for policy in ("safe", "same_kind"):
+        checked = validate_inputs(signature, {"x": array}, policy)["x"]
+        assert checked.dtype == np.dtype(dtype)
+        assert checked.dtype.isnative
+        np.testing.assert_array_equal(checked, np.arange(4))
+
+
+@pytest.mark.parametrize(
+    ("array", "described"),
+    [
+        (np.array([1, 2], dtype=object), "an object array of int"),
+        (np.array([b"a", 1.5, "c"], dtype=object), "an object array of bytes and float and str"),
+        (np.array([], dtype=object), "an empty object array"),
+        (np.array(["ab", "c"]), "a numpy str array (<U2)"),
+        (np.array([b"ab"]), "a numpy bytes array (|S2)"),
+    ],
+)
+def test_object_and_string_arrays_for_a_numeric_tensor_say_what_they_hold(array, described):
+    signature = ModelSignature(inputs=[TensorSpec("x", "float32", [-1])], outputs=[])
+    for policy in ("strict", "safe", "same_kind"):
+        with pytest.raises(InputError) as error:
+            validate_inputs(signature, {"x": array}, policy)
+        message = str(error.value)
+        assert f"input 'x': expected dtype float32, got {described} under cast policy {policy!r}" in message
+        assert "got bytes" not in message
+        assert "cast_policy =" not in message  # no policy would allow it, so none is advised
+
+
+def test_bytes_tensor_names_a_swapped_numeric_array():
+    signature = ModelSignature(inputs=[TensorSpec("text", "bytes", [-1])], outputs=[])
+    array = np.zeros(2, dtype=np.dtype("float64").newbyteorder("S"))
+    with pytest.raises(InputError, match=r"expected bytes .*got float64 in (big|little)-endian byte order"):
+        validate_inputs(signature, {"text": array})
+
+
+def test_real_session_rejects_and_converts_a_swapped_array(model_dir):
+    path = str(onnx_models.identity_model(model_dir, "float32"))
+    array = np.arange(6, dtype=np.dtype("float32").newbyteorder("S")).reshape(3, 2)
+    strict = {"backend": "onnxruntime", "model_path": path, "device": "cpu"}
+    with create_inference(strict) as iface, pytest.raises(InputError, match=r"float32 in (big|little)-endian byte"):
+        iface.infer({"in.0": array})
+    safe = {"backend": "onnxruntime", "model_path": path, "device": "cpu", "cast_policy": "safe"}
+    with create_inference(safe) as iface:
+        out = iface.infer({"in.0": array})
+    assert out.out_0.dtype == np.float32
+    assert out.out_0.dtype.isnative
+    np.testing.assert_array_equal(out.out_0, np.arange(6).reshape(3, 2))
+
+
 def test_non_contiguous_arrays_are_copied_without_changing_values():
     signature = ModelSignature(inputs=[TensorSpec("x", "float32", [-1, 3])], outputs=[])
     base = np.arange(36, dtype=np.float32).reshape(6, 6)

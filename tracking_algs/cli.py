@@ -1,6 +1,11 @@
 """The ``trkx`` command line: one sub-command per module in :mod:`tracking_algs.commands`.
 
-Each command module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+Each command module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; it may
+also expose ``EPILOG`` (text shown at the end of its ``--help``).
+
+Errors never reach the user as a traceback: a bad argument, a library error (:class:`InferenceError`,
+:class:`TrackingError`) or a file the system refuses (:class:`OSError`) becomes one line
+``trkx COMMAND: error: ...`` on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -9,34 +14,74 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import NoReturn
 
 from inference_iface.errors import InferenceError
 from tracking_algs.errors import TrackingError
 
 #: Command modules, in the order ``trkx --help`` lists them.
 COMMANDS: tuple[str, ...] = ("run", "simulate", "info", "infer", "repo", "serve", "train", "bench")
+#: The distribution that installs ``trkx``.
+DISTRIBUTION = "inference-iface"
+#: Exit status of a bad argument, option or input (also argparse's).
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors as the one line ``PROG: error: MESSAGE`` (the usage is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line naming the command and the problem, and exit with status 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def package_version() -> str:
+    """The installed version of ``trkx`` (``unknown`` when the package is not installed, e.g. run from a bare
+    source tree)."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(prog="trkx", description="GNN track finding on a generic inference interface.")
+    parser = _Parser(prog="trkx", description="GNN track finding on a generic inference interface.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMANDS:
         module = importlib.import_module(f"tracking_algs.commands.{module_name}")
-        sub = subparsers.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        sub = subparsers.add_parser(
+            module.NAME,
+            help=module.HELP,
+            description=module.HELP,
+            epilog=getattr(module, "EPILOG", None),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(sub)
         sub.set_defaults(handler=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``trkx`` console script; errors of the library become one line on stderr, exit 2."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``trkx`` console script; returns the exit status.
+
+    Bad arguments (argparse), errors of the library and refused file operations become one line on stderr
+    and status 2; ``--help`` and ``--version`` return 0.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # argparse: --help, --version, or a bad argument (already reported)
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else EXIT_USAGE)
     try:
         return int(args.handler(args) or 0)
     except (InferenceError, TrackingError) as error:
         print(f"trkx {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"trkx {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

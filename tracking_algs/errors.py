@@ -13,3 +13,8 @@ class EventFormatError(TrackingError, ValueError):
 
 class FittingError(TrackingError):
     """The fitting hook cannot be built or used (bad hook name, factory returning the wrong type)."""
+
+
+class JobInputError(TrackingError):
+    """A job's input cannot be used before any work starts: a missing input directory, or one without events.
+    The message names the directory and what was looked for."""

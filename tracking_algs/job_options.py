@@ -25,9 +25,10 @@ import attrs
 from inference_iface.errors import ConfigError
 from inference_iface.options import apply_overrides, load_toml, structure, unstructure
 from inference_iface.registry import available_backends, make_config
+from tracking_algs.errors import TrackingError
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.finder import stage_options
-from tracking_algs.finding.model_dir import STAGES
+from tracking_algs.finding.model_dir import CARD_NAME, STAGES, load_model_card
 from tracking_algs.finding.served import served_options
 from tracking_algs.fitting.hook import FittingConfig
 from tracking_algs.geometry import Detector, trackml_detector
@@ -37,11 +38,12 @@ from tracking_algs.simulation import SimulationConfig
 
 @attrs.frozen(kw_only=True)
 class JobConfig:
-    """How the job runs: simulated event count and seed (with ``--simulate``), worker processes."""
+    """How the job runs: simulated event count (≥ 1) and seed (≥ 0) (with ``--simulate``), worker processes
+    (≥ 1), and the detector file (empty: the TrackML-like default)."""
 
-    events: int = 5
-    seed: int = 1_000_000
-    jobs: int = 1
+    events: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    seed: int = attrs.field(default=1_000_000, validator=attrs.validators.ge(0))
+    jobs: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     detector: str = ""
 
 
@@ -78,15 +80,41 @@ class JobOptions:
 def load_job_options(path: str | Path | None = None, overrides: Iterable[str] = ()) -> JobOptions:
     """Read a job-options TOML file (or the defaults when ``path`` is None) and apply ``--set`` overrides.
 
+    An error is blamed on what caused it: the file, when the file alone has it, otherwise the override
+    that brought it in (``--set job.seed=-3: 'seed' must be >= 0: -3 @ $.job``).
+
     Raises:
-        ConfigError: unreadable file, unknown key (valid keys listed), bad value, unknown backend or stage.
+        ConfigError: unreadable file, unknown key (valid keys listed), bad value, unknown backend or stage,
+            a missing detector file or model directory.
     """
     data = load_toml(path) if path is not None else {}
-    return job_options_from_dict(apply_overrides(data, overrides), where=str(path) if path else "options")
+    where = str(path) if path else "options"
+    overrides = list(overrides)
+    try:
+        return job_options_from_dict(apply_overrides(data, overrides), where=where)
+    except ConfigError as error:
+        raise _blame(data, overrides, where, str(error).removeprefix(f"{where}: ")) or error from None
+
+
+def _blame(data: Mapping[str, Any], overrides: list[str], where: str, problem: str) -> ConfigError | None:
+    """``problem`` (the error of the file with every override) blamed on the first of the file alone, the file with
+    the first override, with the first two, ... that has it (the last override when only all of them together do);
+    None without overrides."""
+    if not overrides:
+        return None
+    for count in range(len(overrides)):
+        blamed = where if count == 0 else f"--set {overrides[count - 1]}"
+        try:
+            job_options_from_dict(apply_overrides(data, overrides[:count]), where=blamed)
+        except ConfigError as error:
+            if str(error) == f"{blamed}: {problem}":
+                return error
+    return ConfigError(f"--set {overrides[-1]}: {problem}")
 
 
 def job_options_from_dict(data: Mapping[str, Any], where: str = "options") -> JobOptions:
-    """Build and fully validate :class:`JobOptions` from plain data."""
+    """Build and fully validate :class:`JobOptions` from plain data: values, backends, and the files the job
+    will need (the ``[job] detector`` file, the ``[finding] model_dir`` and its models)."""
     data = dict(data)
     finding = dict(data.get("finding", {}))
     stages = finding.pop("stages", {})
@@ -94,7 +122,48 @@ def job_options_from_dict(data: Mapping[str, Any], where: str = "options") -> Jo
     data["stages"] = stages
     options = structure(data, JobOptions, where=where)
     _check_inference(options, where)
+    _check_performance(options.performance, where)
+    _check_files(options, where)
     return options
+
+
+def _check_performance(selection: ParticleSelection, where: str) -> None:
+    """The particle selection of the efficiencies: pT and |eta| bounds ≥ 0 and > 0, at least one hit."""
+    checks = (("pt_min", selection.pt_min >= 0, "a number ≥ 0 (GeV)"), ("eta_max", selection.eta_max > 0,
+              "a number > 0"), ("min_hits", selection.min_hits >= 1, "an integer ≥ 1"))  # fmt: skip
+    for key, good, expected in checks:
+        if not good:
+            raise ConfigError(f"{where}: [performance] {key} must be {expected}, got {getattr(selection, key)}")
+
+
+def _check_files(options: JobOptions, where: str) -> None:
+    """The detector file and the model directory must exist and, when the stages run in the job, the model card and
+    each ONNX Runtime stage's model file."""
+    detector = options.job.detector
+    if detector and not Path(detector).is_file():
+        what = "is not a file" if Path(detector).exists() else "does not exist"
+        raise ConfigError(f"{where}: [job] detector {detector!r} {what}; expected a detector TOML file")
+    model_dir = options.finding.model_dir
+    if model_dir and not Path(model_dir).is_dir():
+        what = "is not a directory" if Path(model_dir).exists() else "does not exist"
+        raise ConfigError(
+            f"{where}: [finding] model_dir {model_dir!r} {what}; expected a directory with "
+            f"{', '.join(f'{stage}.onnx' for stage in STAGES)} and {CARD_NAME} (from 'trkx train'), or \"\" for the "
+            "shipped models"
+        )
+    if options.finding.serving != "stages":
+        return
+    try:
+        load_model_card(model_dir)
+    except TrackingError as error:
+        raise ConfigError(f"{where}: [finding] model_dir: {error}") from None
+    for stage in STAGES:
+        settings = stage_options(options.finding, stage, options.stage_inference(stage))
+        if settings.get("backend") == "onnxruntime" and not Path(settings["model_path"]).is_file():
+            raise ConfigError(
+                f"{where}: the model of stage {stage!r}, {settings['model_path']!r}, does not exist; expected "
+                f"[finding] model_dir to hold {stage}.onnx (or [finding.stages.{stage}] model_path to name the file)"
+            )
 
 
 def _check_inference(options: JobOptions, where: str) -> None:

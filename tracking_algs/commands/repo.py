@@ -13,7 +13,8 @@ model (see :mod:`backends.tracking_repository`), configured by the job options' 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from tracking_algs.commands.arg_types import existing_file, non_negative_int, output_directory, positive_int
 
 NAME = "repo"
 HELP = "manage Triton model repositories (add-onnx: one ONNX model; add-tracking: the tracking chain)"
@@ -23,10 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``trkx repo``."""
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = actions.add_parser("add-onnx", help="write REPOSITORY/NAME serving an ONNX file")
-    add.add_argument("model", type=Path, help="the .onnx file")
+    add.add_argument("model", type=existing_file("ONNX model"), help="the .onnx file")
     add.add_argument("--name", required=True, help="model name in the repository")
-    add.add_argument("--repository", type=Path, required=True, help="model repository directory (created if needed)")
-    add.add_argument("--instances", type=int, default=1, help="model instances (default: %(default)s)")
+    add.add_argument(
+        "--repository", type=output_directory, required=True, help="model repository directory (created if needed)"
+    )
+    add.add_argument("--instances", type=positive_int, default=1, help="model instances, ≥ 1 (default: %(default)s)")
     add.add_argument(
         "--flavour",
         choices=("python", "onnxruntime"),
@@ -35,14 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(full Triton server). Default: %(default)s",
     )
     add.add_argument("--kind", choices=("cpu", "gpu"), default="cpu", help="instance kind (default: %(default)s)")
-    add.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads per instance (0: auto)")
-    add.add_argument("--version", type=int, default=1, help="model version directory (default: %(default)s)")
+    add.add_argument(
+        "--threads", type=non_negative_int, default=0, help="ONNX Runtime intra-op threads per instance (0: auto)"
+    )
+    add.add_argument(
+        "--version", type=positive_int, default=1, help="model version directory, ≥ 1 (default: %(default)s)"
+    )
     add.add_argument("--force", action="store_true", help="replace an existing model directory")
 
     tracking = actions.add_parser("add-tracking", help="write the tracking chain's models into REPOSITORY")
-    tracking.add_argument("--repository", type=Path, required=True, help="model repository directory")
+    tracking.add_argument("--repository", type=output_directory, required=True, help="model repository directory")
     tracking.add_argument(
-        "--config", type=Path, help="job options whose [finding] table the served chain uses (default: the defaults)"
+        "--config",
+        type=existing_file("job options file"),
+        help="job options whose [finding] table the served chain uses (default: the defaults)",
     )
     tracking.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a job option"
@@ -61,9 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="python",
         help="how the neural models are served (as for add-onnx; default: %(default)s)",
     )
-    tracking.add_argument("--instances", type=int, default=1, help="instances of every model (default: %(default)s)")
+    tracking.add_argument(
+        "--instances", type=positive_int, default=1, help="instances of every model, ≥ 1 (default: %(default)s)"
+    )
     tracking.add_argument("--kind", choices=("cpu", "gpu"), default="cpu", help="instance kind (default: %(default)s)")
-    tracking.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads per instance (0: auto)")
+    tracking.add_argument(
+        "--threads", type=non_negative_int, default=0, help="ONNX Runtime intra-op threads per instance (0: auto)"
+    )
     tracking.add_argument("--force", action="store_true", help="replace existing model directories")
 
 

@@ -6,30 +6,58 @@ import argparse
 import sys
 from pathlib import Path
 
+from inference_iface.errors import InferenceError
+from tracking_algs.commands.arg_types import existing_file, output_directory, positive_int
+from tracking_algs.errors import TrackingError
+
 NAME = "run"
 HELP = "find and fit tracks in TrackML CSV or simulated events; write tracks, fits, performance and plots"
 
+#: Exit status when every event was processed.
+EXIT_OK = 0
+#: Exit status of a bad argument, job option or input, found before any work; nothing is written.
+EXIT_BAD_INPUT = 2
 #: Exit status when a backend stopped the job before the end (finished events are kept; use --resume).
 EXIT_STOPPED = 3
+#: Exit status when the job finished but some events (or all) failed; they are listed in performance.json.
+EXIT_EVENTS_FAILED = 4
+
+EPILOG = f"""\
+exit status:
+  {EXIT_OK}  every event was processed
+  {EXIT_BAD_INPUT}  bad argument, job option or input (e.g. no events in --input), found before any work:
+     one line on stderr names it, nothing is written to --output
+  {EXIT_STOPPED}  a backend stopped answering: the finished events and the report are written; run again
+     with --resume to continue
+  {EXIT_EVENTS_FAILED}  the job finished but some events failed (all of them, possibly): the report of the
+     others is written, performance.json lists the failed ones (failed_events); --resume retries them
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``trkx run``."""
-    parser.add_argument("config", type=Path, help="job options (TOML), e.g. configs/local_onnx.toml")
+    parser.add_argument(
+        "config", type=existing_file("job options file"), help="job options (TOML), e.g. configs/local_onnx.toml"
+    )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--input", type=Path, help="directory of TrackML CSV events")
-    source.add_argument("--simulate", type=int, metavar="N", help="simulate N events ([simulation] and [job] seed)")
-    parser.add_argument("--output", type=Path, required=True, help="output directory")
+    source.add_argument("--input", type=Path, help="directory of TrackML events (event*-hits.csv or .csv.gz, ...)")
+    source.add_argument(
+        "--simulate", type=positive_int, metavar="N", help="simulate N ≥ 1 events ([simulation] and [job] seed)"
+    )
+    parser.add_argument("--output", type=output_directory, required=True, help="output directory")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override an option"
     )
-    parser.add_argument("--jobs", type=int, help="worker processes (default: [job] jobs)")
+    parser.add_argument("--jobs", type=positive_int, help="worker processes, ≥ 1 (default: [job] jobs)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted job in --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the job; exit status 0 when every event was handled, 3 when a backend stopped it early."""
+    """Run the job; the exit status is one of those in :data:`EPILOG`.
+
+    Every argument, option and the input are checked before the output directory is touched.
+    """
     # Imported here so that other trkx commands start without loading the tracking chain and matplotlib.
     from tracking_algs.job.report import print_summary, write_report
     from tracking_algs.job.runner import run_events
@@ -40,13 +68,19 @@ def run(args: argparse.Namespace) -> int:
     options = load_job_options(args.config, args.overrides)
     detector = options.detector()
     if args.input is not None:
-        source = DirectorySource(args.input, detector)
+        source = DirectorySource.open(args.input, detector, option="--input")
     else:
         count = args.simulate if args.simulate is not None else options.job.events
         source = SimulationSource(options.simulation, options.job.seed, count, detector)
     store = ResultStore(args.output)
+    created, new_job = not args.output.exists(), not (args.output / "job_options.json").exists()
     store.prepare({"options": options.to_dict(), "source": source.describe()}, resume=args.resume)
-    summary = run_events(options, source, store, jobs=args.jobs or options.job.jobs, progress=not args.no_progress)
+    try:
+        summary = run_events(options, source, store, jobs=args.jobs or options.job.jobs, progress=not args.no_progress)
+    except (InferenceError, TrackingError):  # the job could not start (e.g. a model file that cannot be loaded)
+        if new_job:
+            store.discard_if_unused(remove_output=created)
+        raise
     report = write_report(store, options)
     print_summary(report, summary)
     if summary.stopped_by is not None:
@@ -56,4 +90,15 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_STOPPED
-    return 0
+    if summary.failed:
+        total = len(summary.processed) + len(summary.skipped) + len(summary.failed)
+        which = f"{len(summary.failed)} of {total} events"
+        if len(summary.failed) == total:
+            which = "the only event" if total == 1 else f"all {total} events"
+        print(
+            f"trkx run: {which} failed (see failed_events in {args.output / 'performance.json'}); run again with "
+            "--resume to retry them",
+            file=sys.stderr,
+        )
+        return EXIT_EVENTS_FAILED
+    return EXIT_OK

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from inference_iface.options import apply_overrides, structure
+from tracking_algs.commands.arg_types import (
+    existing_file,
+    non_negative_float,
+    non_negative_int,
+    output_directory,
+    positive_int,
+)
 from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.io.trackml import write_event
 from tracking_algs.simulation import SimulationConfig, simulate_events
@@ -16,20 +22,24 @@ HELP = "simulate TrackML-like events (pile-up, truth) and write them as TrackML 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``trkx simulate``."""
-    parser.add_argument("--events", type=int, required=True, help="number of events")
-    parser.add_argument("--pileup", type=float, default=SimulationConfig().pileup, help="mean pile-up (default 200)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
-    parser.add_argument("--output", type=Path, required=True, help="directory for event*-{hits,truth,particles}.csv")
+    parser.add_argument("--events", type=positive_int, required=True, help="number of events (≥ 1)")
+    parser.add_argument("--pileup", type=non_negative_float, default=SimulationConfig().pileup,
+                        help="mean pile-up, ≥ 0 (default 200)")  # fmt: skip
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="random seed, ≥ 0; the same seed gives the same files")  # fmt: skip
+    parser.add_argument("--output", type=output_directory, required=True,
+                        help="directory for event*-{hits,truth,particles}.csv")  # fmt: skip
     parser.add_argument("--no-signal", action="store_true", help="pile-up only, no jet-like signal interaction")
-    parser.add_argument("--detector", type=Path, help="detector TOML (default: the TrackML-like detector)")
+    parser.add_argument("--detector", type=existing_file("detector file"),
+                        help="detector TOML (default: the TrackML-like detector)")  # fmt: skip
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="set a SimulationConfig field, e.g. --set noise_fraction=0 (repeatable)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    """Simulate ``--events`` events and write them into ``--output``."""
+    """Simulate ``--events`` events and write them into ``--output`` (every option is checked first)."""
     options = apply_overrides({"pileup": args.pileup, "signal": not args.no_signal}, args.overrides)
-    config = structure(options, SimulationConfig, where="--set")
+    config = structure(options, SimulationConfig, where=f"--set {' '.join(args.overrides)}".strip())
     detector = Detector.from_toml(args.detector) if args.detector else trackml_detector()
     for event in simulate_events(config, args.seed, args.events, detector):
         write_event(args.output, event)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+
+from tracking_algs.commands.arg_types import existing_file, output_directory
 
 NAME = "train"
 HELP = "train the embedding, filter and GNN on simulated events and export them to ONNX with a model card"
@@ -16,8 +17,12 @@ HELP = "train the embedding, filter and GNN on simulated events and export them 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``trkx train``."""
-    parser.add_argument("config", type=Path, help="training options (TOML), e.g. configs/train.toml")
-    parser.add_argument("--output", type=Path, required=True, help="model directory (resumed when it has checkpoints)")
+    parser.add_argument(
+        "config", type=existing_file("training options file"), help="training options (TOML), e.g. configs/train.toml"
+    )
+    parser.add_argument(
+        "--output", type=output_directory, required=True, help="model directory (resumed when it has checkpoints)"
+    )
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override an option"
     )

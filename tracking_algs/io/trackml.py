@@ -1,6 +1,8 @@
 """TrackML CSV events: ``event{event_id:09d}-hits.csv``, ``-truth.csv`` and ``-particles.csv``.
 
-Columns and dtypes follow the TrackML challenge, so its files read unchanged:
+Columns and dtypes follow the TrackML challenge, so its files read unchanged, gzipped (``.csv.gz``, as the
+challenge distributes them) or not; extra columns (``particle_type``) and other files of an event
+(``-cells.csv.gz``) are ignored:
 
 - hits: hit_id (int64), x, y, z (float64, mm), volume_id, layer_id, module_id (int64)
 - truth: hit_id, particle_id (int64, 0 = noise), tx, ty, tz, tpx, tpy, tpz, weight (float64)
@@ -28,18 +30,34 @@ TRUTH_COLUMNS = {"hit_id": _I, "particle_id": _I, "tx": _F, "ty": _F, "tz": _F, 
                  "weight": _F}  # fmt: skip
 PARTICLES_COLUMNS = {"particle_id": _I, "vx": _F, "vy": _F, "vz": _F, "px": _F, "py": _F, "pz": _F, "q": _I,
                      "nhits": _I}  # fmt: skip
-_HITS_FILE = re.compile(r"^event(\d+)-hits\.csv$")
+_HITS_FILE = re.compile(r"^event(\d+)-hits\.csv(?:\.gz)?$")
+#: What :func:`list_events` looks for, in words (for messages).
+EVENT_FILES = "eventNNNNNNNNN-hits.csv or eventNNNNNNNNN-hits.csv.gz"
 
 
 def event_path(directory: str | Path, event_id: int, kind: str) -> Path:
-    """Path of one event file: ``DIR/event{event_id:09d}-{kind}.csv`` (kind: hits, truth or particles)."""
+    """Path of one event file as written: ``DIR/event{event_id:09d}-{kind}.csv`` (kind: hits, truth or
+    particles)."""
     return Path(directory) / f"event{event_id:09d}-{kind}.csv"
 
 
+def find_event_file(directory: str | Path, event_id: int, kind: str) -> Path | None:
+    """The existing file of one event part: ``...-{kind}.csv`` or ``...-{kind}.csv.gz``; None when neither exists.
+
+    Raises :class:`EventFormatError` when both exist (which one to read would be a guess).
+    """
+    plain = event_path(directory, event_id, kind)
+    gzipped = plain.with_name(plain.name + ".gz")
+    found = [path for path in (plain, gzipped) if path.is_file()]
+    if len(found) == 2:
+        raise EventFormatError(f"{plain}: both {plain.name} and {gzipped.name} exist; keep one of them")
+    return found[0] if found else None
+
+
 def list_events(directory: str | Path) -> list[int]:
-    """Sorted ids of the events in ``directory`` that have a hits file."""
-    found = (_HITS_FILE.match(path.name) for path in Path(directory).glob("event*-hits.csv"))
-    return sorted(int(match.group(1)) for match in found if match)
+    """Sorted ids of the events in ``directory`` that have a hits file (``.csv`` or ``.csv.gz``)."""
+    found = (_HITS_FILE.match(path.name) for path in Path(directory).glob("event*-hits.csv*"))
+    return sorted({int(match.group(1)) for match in found if match})
 
 
 def write_event(directory: str | Path, event: Event) -> None:
@@ -55,7 +73,8 @@ def write_event(directory: str | Path, event: Event) -> None:
 
 
 def read_event(directory: str | Path, event_id: int, detector: Detector | None = None) -> Event:
-    """Read one event; truth and particles are ``None`` when their files are absent.
+    """Read one event (each file ``.csv`` or ``.csv.gz``); truth and particles are ``None`` when their files are
+    absent.
 
     ``detector`` (default :func:`trackml_detector`) gives each hit's ``sigma`` from its surface.
     Raises :class:`EventFormatError` naming the file, row and column for a missing file or column, an
@@ -63,9 +82,9 @@ def read_event(directory: str | Path, event_id: int, detector: Detector | None =
     unknown (volume_id, layer_id), or truth that does not cover the same hits.
     """
     detector = detector or trackml_detector()
-    hits_path = event_path(directory, event_id, "hits")
-    if not hits_path.is_file():
-        raise EventFormatError(f"{hits_path}: no such hits file")
+    hits_path = find_event_file(directory, event_id, "hits")
+    if hits_path is None:
+        raise EventFormatError(f"{event_path(directory, event_id, 'hits')}: no such hits file (nor .csv.gz)")
     hits = read_table(hits_path, HITS_COLUMNS)
     if not len(hits["hit_id"]):
         raise EventFormatError(f"{hits_path}: event {event_id} has no hits")
@@ -73,16 +92,16 @@ def read_event(directory: str | Path, event_id: int, detector: Detector | None =
     spacepoints = Spacepoints(**hits, sigma=_resolutions(hits_path, hits, detector))
 
     truth = None
-    truth_path = event_path(directory, event_id, "truth")
-    if truth_path.is_file():
+    truth_path = find_event_file(directory, event_id, "truth")
+    if truth_path is not None:
         table = read_table(truth_path, TRUTH_COLUMNS)
         _check_unique(truth_path, table["hit_id"], "hit_id")
         order = _align(truth_path, table["hit_id"], spacepoints.hit_id)
         truth = Truth(**{name: values[order] for name, values in table.items()})
 
     particles = None
-    particles_path = event_path(directory, event_id, "particles")
-    if particles_path.is_file():
+    particles_path = find_event_file(directory, event_id, "particles")
+    if particles_path is not None:
         table = read_table(particles_path, PARTICLES_COLUMNS)
         _check_unique(particles_path, table["particle_id"], "particle_id")
         particles = Particles(**table)

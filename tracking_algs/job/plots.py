@@ -20,15 +20,16 @@ def _save(figure: Figure, path: Path) -> Path:
 
 
 def plot_pulls(pulls: np.ndarray, pvalues: np.ndarray, path: Path, title: str = "") -> Path:
-    """Pull distributions of the five perigee parameters with a unit Gaussian, and the p-value histogram."""
+    """Pull distributions of the five perigee parameters with a unit Gaussian, and the p-value histogram
+    (empty histograms when there are no tracks)."""
     with matplotlib.style.context(mplhep.style.ROOT):
         figure = Figure(figsize=(15, 9), layout="constrained")
         axes = figure.subplots(2, 3).ravel()
         bins = np.linspace(-5, 5, 51)
         for k, label in enumerate(_PULL_LABELS):
             values = pulls[:, k]
-            axes[k].hist(values, bins=bins, histtype="step", density=True, label=f"mean {values.mean():.3f}\n"
-                         f"std {values.std():.3f}")  # fmt: skip
+            text = f"mean {values.mean():.3f}\nstd {values.std():.3f}" if len(values) else "no tracks"
+            axes[k].hist(values, bins=bins, histtype="step", density=bool(len(values)), label=text)
             axes[k].plot(bins, norm.pdf(bins), label="N(0, 1)")
             axes[k].set_xlabel(f"pull {label}")
             axes[k].legend(fontsize="small")
@@ -40,16 +41,22 @@ def plot_pulls(pulls: np.ndarray, pvalues: np.ndarray, path: Path, title: str = 
 
 
 def plot_resolutions(resolution_vs_pt: dict, path: Path) -> Path:
-    """Resolution (central-68 % width of the residuals) of d0, z0 and q/pT per true-pT bin."""
+    """Resolution (central-68 % width of the residuals) of d0, z0 and q/pT per true-pT bin (log scale; a panel
+    without a positive value, e.g. from an event without fitted tracks, is drawn linear and says so)."""
     edges = np.asarray(resolution_vs_pt["pt_bins"])
     centers = np.sqrt(edges[1:] * edges[:-1])
     names = [name for name in resolution_vs_pt if name != "pt_bins"]
     with matplotlib.style.context(mplhep.style.ROOT):
         figure = Figure(figsize=(15, 5), layout="constrained")
         for axes, name in zip(figure.subplots(1, len(names)), names, strict=True):
-            axes.errorbar(centers, resolution_vs_pt[name], xerr=(centers - edges[:-1], edges[1:] - centers), fmt="o")
+            values = np.array([np.nan if value is None else value for value in resolution_vs_pt[name]], dtype=float)
+            axes.errorbar(centers, values, xerr=(centers - edges[:-1], edges[1:] - centers), fmt="o")
             axes.set_xscale("log")
-            axes.set_yscale("log")
+            axes.set_xlim(edges[0], edges[-1])
+            if (values[np.isfinite(values)] > 0).any():  # a log axis needs a positive value (no bin may have one)
+                axes.set_yscale("log")
+            else:
+                axes.text(0.5, 0.5, "no tracks", transform=axes.transAxes, ha="center", va="center")
             axes.set_xlabel(r"true $p_T$ [GeV]")
             axes.set_ylabel(f"resolution {name}")
         return _save(figure, path)

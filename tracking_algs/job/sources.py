@@ -1,4 +1,4 @@
-"""Where a job's events come from: a directory of TrackML CSV files, or the simulation.
+"""Where a job's events come from: a directory of TrackML CSV files (``.csv`` or ``.csv.gz``), or the simulation.
 
 A source lists event ids cheaply and loads one event by id, so a resumed job skips finished events
 without reading or simulating them, and a worker process loads its own events.
@@ -10,18 +10,36 @@ from pathlib import Path
 
 import attrs
 
+from tracking_algs.errors import JobInputError
 from tracking_algs.event import Event
 from tracking_algs.geometry import Detector
-from tracking_algs.io.trackml import list_events, read_event
+from tracking_algs.io.trackml import EVENT_FILES, list_events, read_event
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 
 @attrs.frozen
 class DirectorySource:
-    """TrackML CSV events in ``directory`` (``eventNNNNNNNNN-hits.csv`` and, optionally, truth files)."""
+    """TrackML CSV events in ``directory`` (``eventNNNNNNNNN-hits.csv`` or ``.csv.gz`` and, optionally, truth
+    files)."""
 
     directory: Path = attrs.field(converter=Path)
     detector: Detector
+
+    @classmethod
+    def open(cls, directory: str | Path, detector: Detector, option: str = "input directory") -> DirectorySource:
+        """The source of ``directory``, checked before any work: it must exist and hold at least one event.
+
+        Raises :class:`JobInputError` naming ``option``, the directory and the files looked for.
+        """
+        path = Path(directory)
+        expected = f"expected a directory of TrackML events ({EVENT_FILES})"
+        if not path.exists():
+            raise JobInputError(f"{option} {str(path)!r} does not exist; {expected}")
+        if not path.is_dir():
+            raise JobInputError(f"{option} {str(path)!r} is not a directory; {expected}")
+        if not list_events(path):
+            raise JobInputError(f"{option} {str(path)!r} holds no events: no file named {EVENT_FILES}")
+        return cls(path, detector)
 
     def event_ids(self) -> list[int]:
         """Ids of the events in the directory, ascending."""
@@ -41,8 +59,8 @@ class SimulationSource:
     """``count`` simulated events; event ``i`` is the same for the same ``seed`` however the job is split."""
 
     config: SimulationConfig
-    seed: int
-    count: int
+    seed: int = attrs.field(validator=attrs.validators.ge(0))
+    count: int = attrs.field(validator=attrs.validators.ge(1))
     detector: Detector
 
     def event_ids(self) -> list[int]:

@@ -57,12 +57,16 @@ class ResultStore:
         self.events_dir = self.output / "events"
 
     def prepare(self, options: Mapping[str, Any], resume: bool) -> None:
-        """Create the directory; on ``resume`` check the options match, otherwise refuse to mix old fragments."""
-        self.events_dir.mkdir(parents=True, exist_ok=True)
+        """Create the directory; on ``resume`` check the options match, otherwise refuse to mix old fragments.
+
+        The checks come first: a refused job leaves ``output`` as it was.
+        """
+        if self.output.exists() and not self.output.is_dir():
+            raise ConfigError(f"--output {str(self.output)!r} exists and is not a directory")
         options_file = self.output / "job_options.json"
         text = json.dumps(options, indent=2, sort_keys=True)
         if options_file.exists():
-            if not resume and self.finished_ids():
+            if not resume and self.events_dir.is_dir() and self.finished_ids():
                 raise ConfigError(
                     f"{self.output} already holds results of a job; pass --resume to continue it or choose "
                     "another --output"
@@ -72,7 +76,21 @@ class ResultStore:
                     f"--resume: the job options differ from those of the job in {self.output}; resume with the "
                     f"same options (see {options_file})"
                 )
+        self.events_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write(options_file, text.encode())
+
+    def discard_if_unused(self, remove_output: bool) -> None:
+        """Undo :meth:`prepare` of a new job that saved nothing: remove ``job_options.json`` and ``events/`` (and,
+        with ``remove_output``, the output directory) when nothing else is in them (used when the job cannot
+        start)."""
+        if any(self.events_dir.glob("*")):
+            return
+        (self.output / "job_options.json").unlink(missing_ok=True)
+        for directory in (self.events_dir, self.output) if remove_output else (self.events_dir,):
+            try:
+                directory.rmdir()  # only when empty
+            except OSError:
+                return
 
     def finished_ids(self) -> set[int]:
         """Ids of events with a complete fragment."""

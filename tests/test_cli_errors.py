@@ -1,0 +1,307 @@
+"""``trkx`` on bad arguments and awkward input, through the real command line.
+
+Every bad argument, job option or input ends with one line ``trkx COMMAND: error: ...`` naming it, exit status 2
+and nothing written; a job whose events (some or all) failed writes its report and exits 4; tiny events and events
+far outside the detector give a report like any other; TrackML events read gzipped as the challenge distributes them.
+Jobs run the shipped models on real ONNX Runtime sessions.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import attrs
+import numpy as np
+import pytest
+
+from tracking_algs.cli import main
+from tracking_algs.commands.run import EXIT_EVENTS_FAILED, EXIT_STOPPED
+from tracking_algs.io.trackml import event_path, read_event, write_event
+from tracking_algs.simulation import SimulationConfig, simulate_event
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "local_onnx.toml")
+SHARED_TRACKML = ROOT.parent / "shared" / "trackml"
+TINY = SimulationConfig(pileup=1)
+
+
+def _run(*args: str) -> int:
+    return main(["run", CONFIG, "--no-progress", *args])
+
+
+def _error_line(capsys, command: str = "run") -> str:
+    """The one line of stderr, which must be a ``trkx COMMAND: error:`` line (no traceback)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"trkx {command}: error: "), lines[0]
+    return lines[0]
+
+
+def _take(columns, rows: np.ndarray):
+    return attrs.evolve(
+        columns, **{field.name: getattr(columns, field.name)[rows] for field in attrs.fields(type(columns))}
+    )
+
+
+def _tiny_event(event_id: int = 0, hits: int | None = None):
+    event = simulate_event(TINY, seed=2_000_700, event_id=event_id)
+    if hits is None:
+        return event
+    rows = np.arange(hits)
+    return attrs.evolve(event, spacepoints=_take(event.spacepoints, rows), truth=_take(event.truth, rows))
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as stream:
+        return list(csv.DictReader(stream))
+
+
+# --- exit status 2: bad arguments, options and input, nothing written ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--simulate", "0"], "argument --simulate: expected an integer ≥ 1, got 0"),
+        (["--simulate", "-2"], "argument --simulate: expected an integer ≥ 1, got -2"),
+        (["--simulate", "two"], "argument --simulate: expected an integer ≥ 1, got 'two'"),
+        (["--simulate", "1", "--jobs", "0"], "argument --jobs: expected an integer ≥ 1, got 0"),
+        (["--simulate", "1", "--jobs", "-1"], "argument --jobs: expected an integer ≥ 1, got -1"),
+        (["--simulate", "1", "--set", "job.seed=-3"], "--set job.seed=-3: 'seed' must be >= 0: -3"),
+        (["--simulate", "1", "--set", "job.jobs=0"], "--set job.jobs=0: 'jobs' must be >= 1: 0"),
+        (["--set", "job.events=0"], "--set job.events=0: 'events' must be >= 1: 0"),
+        (["--simulate", "1", "--set", "performance.min_hits=0"], "[performance] min_hits must be an integer ≥ 1"),
+        (["--simulate", "1", "--set", "finding.graph.radius=abc"], "--set finding.graph.radius=abc: invalid value"),
+        (["--simulate", "1", "--set", "finding.model_dir=nowhere"], "[finding] model_dir 'nowhere' does not exist"),
+        (["--simulate", "1", "--set", "job.detector=nowhere.toml"], "[job] detector 'nowhere.toml' does not exist"),
+        (["--simulate", "1", "--set", "finding.gnn.cut"], "override 'finding.gnn.cut' must look like dotted.key=value"),
+    ],
+)
+def test_bad_arguments_and_options_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, args, expected):
+    output = tmp_path / "out"
+    assert _run(*args, "--output", str(output)) == 2
+    line = _error_line(capsys)
+    assert expected in line
+    assert CONFIG not in line  # a bad --set value is the override's fault, not the file's
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_model_file_that_cannot_be_loaded_leaves_no_output(tmp_path, capsys, jobs):
+    models = tmp_path / "models"
+    shutil.copytree(ROOT / "tracking_algs" / "finding" / "shipped", models)
+    (models / "gnn.onnx").write_bytes(b"not an ONNX model\n")
+    output, existing = tmp_path / "out", tmp_path / "existing"
+    existing.mkdir()
+    for target in (output, existing):
+        args = ["--simulate", "1", "--set", "simulation.pileup=1", "--set", f"finding.model_dir='{models}'"]
+        assert _run(*args, "--jobs", jobs, "--output", str(target)) == 2
+        assert f"ONNX model file '{models / 'gnn.onnx'}' cannot be loaded" in _error_line(capsys)
+    assert not output.exists()
+    assert list(existing.iterdir()) == []
+
+
+def test_missing_or_empty_input_directory_is_named_with_what_was_looked_for(tmp_path, capsys):
+    output = tmp_path / "out"
+    absent = tmp_path / "absent"
+    assert _run("--input", str(absent), "--output", str(output)) == 2
+    line = _error_line(capsys)
+    assert f"--input '{absent}' does not exist" in line
+    assert "eventNNNNNNNNN-hits.csv or eventNNNNNNNNN-hits.csv.gz" in line
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no events here\n")
+    assert _run("--input", str(empty), "--output", str(output)) == 2
+    line = _error_line(capsys)
+    assert f"--input '{empty}' holds no events: no file named eventNNNNNNNNN-hits.csv or" in line
+    assert not output.exists()
+
+
+def test_missing_config_and_output_that_is_a_file_are_named(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "absent.toml"), "--simulate", "1", "--output", str(tmp_path / "o")]) == 2
+    assert "argument config: job options file" in _error_line(capsys)
+    taken = tmp_path / "taken"
+    taken.write_text("a file\n")
+    assert _run("--simulate", "1", "--output", str(taken)) == 2
+    assert f"argument --output: '{taken}' exists and is not a directory" in _error_line(capsys)
+    assert taken.read_text() == "a file\n"
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_bad_value_in_the_file_is_blamed_on_the_file(tmp_path, capsys):
+    config = tmp_path / "job.toml"
+    config.write_text("[job]\nseed = -1\n")
+    assert main(["run", str(config), "--simulate", "1", "--output", str(tmp_path / "out")]) == 2
+    assert f"trkx run: error: {config}: 'seed' must be >= 0: -1" in _error_line(capsys)
+
+
+def test_exit_status_and_stderr_of_the_console_script(tmp_path):
+    """The installed entry point as a user runs it: status 2, one line, no traceback."""
+    script = Path(sys.executable).with_name("trkx")
+    trkx = [str(script)] if script.is_file() else [sys.executable, "-m", "tracking_algs.cli"]
+    for argv in (["run", CONFIG, "--simulate", "0", "--output", str(tmp_path / "out")],
+                 ["simulate", "--events", "1", "--seed", "-3", "--output", str(tmp_path / "sim")]):  # fmt: skip
+        done = subprocess.run([*trkx, *argv], capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"trkx {argv[0]}: error: argument ")
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "sim").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--seed", "-3"], "argument --seed: expected an integer ≥ 0, got -3"),
+        (["--events", "0"], "argument --events: expected an integer ≥ 1, got 0"),
+        (["--events", "-1"], "argument --events: expected an integer ≥ 1, got -1"),
+        (["--pileup", "-1"], "argument --pileup: expected a finite number ≥ 0, got -1"),
+        (["--pileup", "nan"], "argument --pileup: expected a finite number ≥ 0, got nan"),
+        (["--detector", "nowhere.toml"], "argument --detector: detector file 'nowhere.toml' does not exist"),
+        (["--set", "noise_frac=0"], "--set noise_frac=0: unknown key(s) noise_frac"),
+    ],
+)
+def test_simulate_rejects_bad_arguments(tmp_path, capsys, args, expected):
+    output = tmp_path / "sim"
+    argv = ["simulate", "--events", "1", "--pileup", "1", "--output", str(output), *args]
+    assert main(argv) == 2
+    assert expected in _error_line(capsys, "simulate")
+    assert not output.exists()
+
+
+def test_repo_rejects_bad_counts_before_writing(tmp_path, capsys):
+    repository = tmp_path / "repo"
+    argv = ["repo", "add-tracking", "--repository", str(repository), "--serving", "models", "--instances", "0"]
+    assert main(argv) == 2
+    assert "argument --instances: expected an integer ≥ 1, got 0" in _error_line(capsys, "repo add-tracking")
+    assert not repository.exists()
+
+
+def test_version_and_run_help_document_the_exit_statuses(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"trkx {version('inference-iface')}"
+    assert main(["run", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "exit status:" in text
+    for status in ("0  every event was processed", "2  bad argument", "3  a backend stopped", "4  the job finished"):
+        assert status in text
+    assert (EXIT_STOPPED, EXIT_EVENTS_FAILED) == (3, 4)
+
+
+# --- exit status 4: the job finished, some or all events failed -----------------------------------------------------
+
+
+def _break_hits(directory: Path, event_id: int) -> None:
+    """Put a fraction into an integer column of one event's hits (read as 7 before, an error now)."""
+    path = event_path(directory, event_id, "hits")
+    header, first, *rows = path.read_text().splitlines()
+    fields = first.split(",")
+    fields[4] = "7.5"
+    path.write_text("\n".join([header, ",".join(fields), *rows]) + "\n")
+
+
+def test_some_events_failed_exit_4_with_the_report_of_the_others(tmp_path, capsys):
+    events = tmp_path / "events"
+    for event_id in range(2):
+        write_event(events, _tiny_event(event_id))
+    _break_hits(events, 1)
+    output = tmp_path / "out"
+    assert _run("--input", str(events), "--output", str(output)) == EXIT_EVENTS_FAILED
+    assert "1 of 2 events failed" in capsys.readouterr().err
+    performance = json.loads((output / "performance.json").read_text())
+    assert performance["events"] == [0]
+    (failure,) = performance["failed_events"]
+    assert failure["event_id"] == 1
+    assert failure["stage"] == "read"
+    assert "event000000001-hits.csv: row 1 (line 2), column 'volume_id': '7.5' is not a valid int64" in failure["error"]
+    assert {row["event_id"] for row in _rows(output / "tracks.csv")} == {"0"}
+
+
+def test_every_event_failed_is_exit_4_with_a_report(tmp_path, capsys):
+    events = tmp_path / "events"
+    write_event(events, _tiny_event(0))
+    _break_hits(events, 0)
+    output = tmp_path / "out"
+    assert _run("--input", str(events), "--output", str(output)) == EXIT_EVENTS_FAILED
+    assert "the only event failed" in capsys.readouterr().err
+    performance = json.loads((output / "performance.json").read_text())
+    assert performance["events"] == []
+    assert [failure["event_id"] for failure in performance["failed_events"]] == [0]
+    assert _rows(output / "tracks.csv") == []
+
+
+# --- the report works for any number of tracks, zero included -------------------------------------------------------
+
+
+def _assert_full_report(output: Path) -> dict:
+    performance = json.loads((output / "performance.json").read_text())
+    for name in ("efficiency_vs_pt", "efficiency_vs_eta", "fake_rate_vs_eta", "pulls", "resolution_vs_pt", "timing"):
+        assert (output / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+    return performance
+
+
+def test_an_event_of_ten_hits_gives_a_report(tmp_path):
+    events = tmp_path / "events"
+    write_event(events, _tiny_event(hits=10))
+    output = tmp_path / "out"
+    assert _run("--input", str(events), "--output", str(output)) == 0
+    performance = _assert_full_report(output)
+    assert performance["events"] == [0]
+    assert performance["failed_events"] == []
+    assert len(_rows(output / "tracks.csv")) == 10
+    assert performance["fitting"]["n_fitted"] == 0
+    assert performance["fitting"]["resolution_vs_pt"]["d0 [mm]"] == [None] * 5
+
+
+def test_hits_far_outside_the_detector_give_a_report(tmp_path):
+    event = _tiny_event()
+    spacepoints = event.spacepoints
+    far = attrs.evolve(spacepoints, x=spacepoints.x * 1000 + 5e5, y=spacepoints.y * 1000, z=spacepoints.z * 1000)
+    events = tmp_path / "events"
+    write_event(events, attrs.evolve(event, spacepoints=far))
+    output = tmp_path / "out"
+    assert _run("--input", str(events), "--output", str(output)) == 0
+    performance = _assert_full_report(output)
+    assert performance["events"] == [0]
+    assert len(_rows(output / "tracks.csv")) == len(far.hit_id)
+
+
+# --- TrackML events as distributed: .csv.gz --------------------------------------------------------------------------
+
+
+def test_gzipped_simulated_event_runs_like_the_plain_one(tmp_path, capsys):
+    events = tmp_path / "events"
+    assert main(["simulate", "--events", "1", "--pileup", "2", "--seed", "3", "--output", str(events)]) == 0
+    event = read_event(events, 0)
+    for path in sorted(events.glob("*.csv")):
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    output = tmp_path / "out"
+    assert _run("--input", str(events), "--output", str(output)) == 0
+    performance = json.loads((output / "performance.json").read_text())
+    assert performance["events"] == [0]
+    assert "tracking" in performance  # the gzipped truth was read
+    hits = sorted(int(row["hit_id"]) for row in _rows(output / "tracks.csv"))
+    assert hits == sorted(event.spacepoints.hit_id.tolist())
+
+
+@pytest.mark.skipif(
+    not (SHARED_TRACKML / "sample").is_dir(),
+    reason=f"the real TrackML events are not here ({SHARED_TRACKML} is absent: a clone without ../shared)",
+)
+def test_real_trackml_sample_event_runs(tmp_path):
+    """The challenge's own gzipped files (with cells and an extra particles column) through the whole job."""
+    output = tmp_path / "out"
+    assert _run("--input", str(SHARED_TRACKML / "sample"), "--output", str(output)) == 0
+    performance = _assert_full_report(output)
+    assert performance["events"] == [1]
+    assert performance["tracking"]["n_tracks"] > 0
+    assert len(_rows(output / "tracks.csv")) == 5527

@@ -1,0 +1,65 @@
+"""Argument types of the ``trkx`` commands: each checks one value while the command line is parsed.
+
+A bad value becomes argparse's one-line error ``trkx COMMAND: error: argument --OPTION: expected ...``
+(exit status 2) before the command does any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _integer(text: str, minimum: int, words: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {words}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer ≥ 1 (a count: events, worker processes, instances)."""
+    return _integer(text, 1, "an integer ≥ 1")
+
+
+def non_negative_int(text: str) -> int:
+    """An integer ≥ 0 (a seed, or a thread count where 0 means automatic)."""
+    return _integer(text, 0, "an integer ≥ 0")
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number ≥ 0 (a mean pile-up)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number ≥ 0, got {text}")
+    return value
+
+
+def existing_file(what: str) -> Callable[[str], Path]:
+    """An argument type for the path of an existing file; ``what`` names the file in the message."""
+
+    def check(text: str) -> Path:
+        path = Path(text)
+        if not path.exists():
+            raise argparse.ArgumentTypeError(f"{what} {text!r} does not exist")
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"{what} {text!r} is not a file")
+        return path
+
+    check.__name__ = what
+    return check
+
+
+def output_directory(text: str) -> Path:
+    """A directory to write into: it may be absent (it is created), but must not be an existing file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory; expected a directory to write into")
+    return path
