@@ -13,7 +13,11 @@ Behaviour, in brief (docs/triton.md has the details):
   ``attempt_timeout_s`` (when set) bounds each attempt, so a slow server can be failed over when
   ``"DEADLINE_EXCEEDED"`` is in ``retry_on``;
 - only errors whose status is in ``retry_on`` are retried (with exponential backoff from
-  ``retry_backoff_s``) or failed over; a bad input never reaches the server (the interface validates it);
+  ``retry_backoff_s``) or failed over, and a model the server no longer has (unloaded, or the server is
+  shutting down) is failed over and retried the same way before :class:`BackendUnavailableError`; a bad input
+  never reaches the server (the interface validates it);
+- a restarted server that no longer knows the shared-memory regions gets them registered again
+  (:mod:`backends.triton_connection`); regions left by killed processes are removed at construction;
 - ``urls`` are used round-robin; a server that fails is skipped and re-admitted after a health check
   (at most every ``health_recheck_s``); ``fallback = "local"`` starts the embedded server
   (:mod:`backends.triton_server`) when no server answers;
@@ -25,6 +29,7 @@ Behaviour, in brief (docs/triton.md has the details):
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import itertools
 import logging
@@ -32,6 +37,7 @@ import os
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -47,11 +53,12 @@ from backends.triton_config import (
     ENV_PRIVATE_KEY,
     ENV_ROOT_CERTIFICATES,
     ENV_TOKEN,
+    GRPC_MAX_MESSAGE_BYTES,
     TritonConfig,
     is_loopback,
     parse_url,
 )
-from backends.triton_connection import Connection, Endpoint, RemoteError
+from backends.triton_connection import Connection, Endpoint, RemoteError, sweep_orphaned_regions
 from backends.triton_server import TritonServer, TritonServerConfig
 from inference_iface.errors import (
     BackendUnavailableError,
@@ -76,7 +83,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-_GRPC_MAX_MESSAGE = 2**31 - 1
 _TLS_WORDS = ("ssl", "tls", "certificate", "handshake")
 
 
@@ -159,6 +165,9 @@ class TritonInference(InferenceInterface):
         self._fallback_dir: tempfile.TemporaryDirectory[str] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
+        if config.shared_memory != "none":
+            sweep_orphaned_regions()  # left behind by killed processes
+        _live.add(self)
         try:
             self._connect()
         except BaseException:
@@ -217,8 +226,8 @@ class TritonInference(InferenceInterface):
                 ssl_options=ssl_options or None,
             )
         channel_args = [
-            ("grpc.max_send_message_length", _GRPC_MAX_MESSAGE),
-            ("grpc.max_receive_message_length", _GRPC_MAX_MESSAGE),
+            ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
             # reconnect quickly to a server that comes back (gRPC's default backoff grows to 2 minutes)
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
@@ -267,6 +276,12 @@ class TritonInference(InferenceInterface):
             if not endpoint.verified:
                 self._verify(connection, timeout)
                 endpoint.verified = True
+            if endpoint.shared_memory and not endpoint.swept:
+                endpoint.swept = True
+                try:
+                    connection.unregister_orphans(timeout)
+                except RemoteError as error:  # only housekeeping: the server may not allow it
+                    _log.debug("%s: listing shared memory failed: %s", endpoint.url, error)
         except RemoteError as error:
             endpoint.failed(error, self.config.health_recheck_s)
             return False
@@ -317,7 +332,7 @@ class TritonInference(InferenceInterface):
             config = self.config
             repository = config.fallback_repository
             if not repository:
-                self._fallback_dir = tempfile.TemporaryDirectory(prefix="trkx-fallback-")
+                self._fallback_dir = tempfile.TemporaryDirectory(prefix="inference-iface-fallback-")
                 repository = self._fallback_dir.name
                 add_onnx_model(
                     config.fallback_model_path, repository, config.model_name, instances=config.fallback_instances
@@ -375,11 +390,17 @@ class TritonInference(InferenceInterface):
                 try:
                     return self._connection(endpoint).infer(inputs, output_names, attempt)
                 except RemoteError as error:
-                    if error.code not in config.retry_on:
+                    model_gone = _model_unavailable(error)
+                    if error.code not in config.retry_on and not model_gone:
                         raise self._mapped(error) from None
+                    if model_gone:  # unloaded (or the server is shutting down): verify it again when it returns
+                        endpoint.verified = False
                     endpoint.failed(error, config.health_recheck_s)
                     failures[endpoint.url] = error
-                    _log.warning("triton: %s; trying the next server", error)
+                    if len(self._endpoints) > 1:
+                        _log.warning("triton: %s; trying the next server", error)
+                    elif rounds < config.retries:
+                        _log.warning("triton: %s; retrying", error)
             rounds += 1
             if rounds > config.retries:
                 if config.fallback == "local" and self._fallback_server is None and not self._closed:
@@ -420,6 +441,11 @@ class TritonInference(InferenceInterface):
         model = f"triton model {self.config.model_name!r}"
         if timed_out or (failures and all(e.code == "DEADLINE_EXCEEDED" for e in failures.values())):
             return InferenceTimeoutError(f"{model}: no answer within timeout_s={self.config.timeout_s} s ({details})")
+        if failures and all(_model_unavailable(e) for e in failures.values()):
+            return BackendUnavailableError(
+                f"{model} is not available on any server after {self.config.retries} retries (unloaded, or the "
+                f"server is shutting down): {details}"
+            )
         return BackendUnavailableError(
             f"{model}: no server answered after {self.config.retries} retries: {self._with_hint(details)}"
         )
@@ -497,6 +523,29 @@ class TritonInference(InferenceInterface):
             self._fallback_server.stop()
         if self._fallback_dir is not None:
             self._fallback_dir.cleanup()
+
+
+def _model_unavailable(error: RemoteError) -> bool:
+    """Whether ``error`` says the model is not (or no longer) loaded on that server.
+
+    Triton answers NOT_FOUND ("Request for unknown model: 'm' has no available versions") for a model that was
+    unloaded, for instance while the server shuts down; :meth:`Connection.ready` reports an unready model the
+    same way. Once a server has been verified this is a failure of that server, not of the request.
+    """
+    return error.code == "NOT_FOUND" and "shared memory" not in error.message.lower()
+
+
+_live: weakref.WeakSet[TritonInference] = weakref.WeakSet()
+
+
+@atexit.register
+def _release_at_exit() -> None:
+    """Destroy the shared-memory regions of interfaces still open at exit (without calling their servers)."""
+    for iface in list(_live):
+        with iface._lock:
+            connections = list(iface._connections)
+        for connection in connections:
+            connection.release_regions(unregister=False)
 
 
 def _model_stats(url: str, item: Mapping[str, Any]) -> ModelStats:

@@ -38,6 +38,9 @@ Compression = Literal["none", "gzip", "deflate"]
 Fallback = Literal["none", "local"]
 #: Status codes that may be listed in ``retry_on`` (transient by nature; never a bad input).
 RETRYABLE_CODES: tuple[str, ...] = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
+#: The largest message gRPC can carry (its lengths are signed 32-bit integers): the default of
+#: ``grpc_max_message_bytes`` and its upper bound.
+GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
 
 
 def _retry_codes(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
@@ -80,6 +83,9 @@ class TritonConfig(BackendConfig):
         shared_memory: ``"auto"`` (system shared memory when the server is on loopback and accepts it),
             ``"system"`` (required) or ``"none"``.
         async_workers: threads serving :meth:`TritonInference.infer_async`.
+        grpc_max_message_bytes: the largest gRPC request the client sends (default and upper bound: gRPC's
+            limit, 2 GiB - 1); a request whose inline tensors would exceed it raises ``InputError`` before
+            anything is serialised. Not used with HTTP.
     """
 
     url: str = ""
@@ -112,6 +118,10 @@ class TritonConfig(BackendConfig):
         default="auto", validator=attrs.validators.in_(("auto", "system", "none"))
     )
     async_workers: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    grpc_max_message_bytes: int = attrs.field(
+        default=GRPC_MAX_MESSAGE_BYTES,
+        validator=[attrs.validators.gt(0), attrs.validators.le(GRPC_MAX_MESSAGE_BYTES)],
+    )
 
 
 def parse_url(url: str, protocol: Protocol) -> tuple[str, bool]:

@@ -4,6 +4,12 @@
   its own system shared-memory regions, reused across calls and released by :meth:`Connection.close`;
 - inputs are packed into one input region, outputs into one output region with slots estimated from the
   signature; an output larger than its slot is fetched inline once and its size remembered;
+- regions are named ``inference-iface-PID-N-in``/``-out``; a server that no longer knows them (it restarted)
+  gets them registered again and the request is repeated once; the files of regions whose owner died
+  (SIGKILL) are removed by :func:`sweep_orphaned_regions`, their registrations by
+  :meth:`Connection.unregister_orphans`;
+- a gRPC request whose inline tensors would exceed ``grpc_max_message_bytes`` raises ``InputError`` before
+  anything is serialised;
 - every failed client call becomes a :class:`RemoteError` whose status is a gRPC code name (HTTP statuses,
   timeouts and socket errors are mapped to one), so retry and failover decisions do not depend on the protocol;
 - headers and the token are sent with every call and never logged.
@@ -11,9 +17,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +37,7 @@ from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 from backends.triton_config import TritonConfig
 from backends.triton_types import interface_dtype, triton_datatype
 from inference_iface.dtypes import numpy_dtype
-from inference_iface.errors import BackendUnavailableError
+from inference_iface.errors import BackendUnavailableError, InputError
 from inference_iface.signature import ModelSignature, TensorSpec
 
 _log = logging.getLogger(__name__)
@@ -38,7 +46,15 @@ _HTTP_CODES = {"400": "INVALID_ARGUMENT", "401": "UNAUTHENTICATED", "403": "PERM
 _HTTP_CODES |= {"408": "DEADLINE_EXCEEDED", "429": "RESOURCE_EXHAUSTED", "500": "INTERNAL", "503": "UNAVAILABLE"}
 _HTTP_CODES |= {"504": "DEADLINE_EXCEEDED"}
 _ALIGNMENT = 64  # byte alignment of tensors packed into one shared-memory region
+_SHM_DIR = "/dev/shm"
+#: Prefix of this library's shared-memory regions: ``inference-iface-PID-N-in`` / ``-out``.
+REGION_PREFIX = "inference-iface-"
+# names written by this module, and by earlier versions of it (prefix ``trkx-``)
+_REGION_NAME = re.compile(r"(?:inference-iface|trkx)-(\d+)-\d+-(?:in|out)")
 _SLOT_TOO_SMALL = "shared memory size specified with the request for output"  # Triton's message
+# codes of a server that did not answer (a region set-up failing with them is retried, not given up)
+_TRANSPORT_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED")
+_TRANSPORT_CODES += ("UNAUTHENTICATED", "PERMISSION_DENIED")
 
 
 class RemoteError(Exception):
@@ -78,6 +94,7 @@ class Endpoint:
     healthy: bool = False
     verified: bool = False
     excluded: str = ""
+    swept: bool = False
     recheck_at: float = 0.0
     last_failure: RemoteError | None = None
     lock: threading.Lock = attrs.field(factory=threading.Lock)
@@ -90,34 +107,134 @@ class Endpoint:
 
 
 class _Region:
-    """One system shared-memory region registered with one server, grown on demand and reused."""
+    """One system shared-memory region registered with one server, grown on demand and reused.
+
+    While it exists, the region's file in ``/dev/shm`` is held with a shared ``flock``, which tells
+    :func:`sweep_orphaned_regions` (in any process, any PID namespace) that its owner is alive.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.key = "/" + name
         self.size = 0
         self.handle: Any = None
+        self.registered = False
+        self._lock_fd = -1
 
     def ensure(self, connection: Connection, size: int, timeout: float) -> Any:
-        """The region's handle, (re)created and registered first when it is smaller than ``size``."""
-        if size > self.size:
-            self.release(connection, timeout)
+        """The region's handle, (re)created when it is smaller than ``size``, registered first when it is not."""
+        created = size > self.size
+        if created:
             new_size = max(size, int(self.size * 1.5), 1 << 16)
+            self.release(connection, timeout)
             self.handle = shm.create_shared_memory_region(self.name, self.key, new_size, create_only=True)
             self.size = new_size
-            connection.call("register_system_shared_memory", self.name, self.key, new_size, timeout=timeout)
+            self._lock_fd = _hold(self.name)
+        if not self.registered:
+            if not created:  # registering again: drop whatever the server still has under this name
+                try:
+                    connection.call("unregister_system_shared_memory", self.name, timeout=timeout)
+                except RemoteError as error:
+                    if error.code in _TRANSPORT_CODES:
+                        raise
+            connection.call("register_system_shared_memory", self.name, self.key, self.size, timeout=timeout)
+            self.registered = True
         return self.handle
 
-    def release(self, connection: Connection, timeout: float) -> None:
-        """Unregister (if the server answers) and destroy the region."""
+    def release(self, connection: Connection | None, timeout: float) -> None:
+        """Unregister (when ``connection`` is given and the server answers) and destroy the region."""
         if self.handle is None:
             return
+        if connection is not None and self.registered:
+            try:
+                connection.call("unregister_system_shared_memory", self.name, timeout=timeout)
+            except RemoteError as error:  # the server may be gone; the region is still ours to destroy
+                _log.debug("unregistering shared memory %s failed: %s", self.name, error)
+        shm.destroy_shared_memory_region(self.handle)  # on failure the handle is kept, to be released again
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+        self.handle, self.size, self.registered, self._lock_fd = None, 0, False, -1
+
+
+def _hold(name: str) -> int:
+    """Open ``/dev/shm/NAME`` and take a shared ``flock`` on it; the descriptor (-1 where that fails)."""
+    try:
+        fd = os.open(os.path.join(_SHM_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def region_owner(name: str) -> int | None:
+    """The PID in a region name written by this module (current or earlier prefix), or None for other names."""
+    match = _REGION_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def is_orphaned(name: str) -> bool:
+    """Whether ``name`` is a region of this module whose owner is gone.
+
+    True when the PID in the name is not a live process of this PID namespace and the region's file in
+    ``/dev/shm`` is absent or held by nobody (its owner takes a shared ``flock`` while it lives, so a live
+    owner in another PID namespace sharing ``/dev/shm`` is recognised too).
+    """
+    pid = region_owner(name)
+    if pid is None or pid == os.getpid() or _pid_alive(pid):
+        return False
+    try:
+        fd = os.open(os.path.join(_SHM_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def sweep_orphaned_regions() -> list[str]:
+    """Unlink the ``/dev/shm`` files of regions whose owner died without releasing them (see :func:`is_orphaned`).
+
+    A process killed with SIGKILL (with its whole process group, so Python's resource tracker dies too)
+    leaves its regions behind; the next interface that uses shared memory removes them. Returns the names
+    removed.
+    """
+    try:
+        names = os.listdir(_SHM_DIR)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        if region_owner(name) is None or not is_orphaned(name):
+            continue
         try:
-            connection.call("unregister_system_shared_memory", self.name, timeout=timeout)
-        except RemoteError as error:  # the server may be gone; the region is still ours to destroy
-            _log.debug("unregistering shared memory %s failed: %s", self.name, error)
-        shm.destroy_shared_memory_region(self.handle)
-        self.handle, self.size = None, 0
+            os.unlink(os.path.join(_SHM_DIR, name))
+        except OSError as error:
+            _log.debug("removing the orphaned shared memory %s failed: %s", name, error)
+            continue
+        removed.append(name)
+    if removed:
+        _log.info("removed %d orphaned shared-memory region(s) of dead processes: %s", len(removed), ", ".join(removed))
+    return removed
 
 
 _region_serial = itertools.count()
@@ -151,7 +268,7 @@ class Connection:
         self.model_signature = model_signature
         self.grpc = config.protocol == "grpc"
         self.use_shared_memory = endpoint.shared_memory
-        prefix = f"trkx-{os.getpid()}-{next(_region_serial)}"
+        prefix = f"{REGION_PREFIX}{os.getpid()}-{next(_region_serial)}"
         self.inputs_region = _Region(prefix + "-in")
         self.outputs_region = _Region(prefix + "-out")
         self.output_sizes: dict[str, int] = {}
@@ -193,29 +310,99 @@ class Connection:
         return {key: value.get("string_value", "") for key, value in answer.get("parameters", {}).items()}
 
     def infer(self, inputs: dict[str, np.ndarray], output_names: tuple[str, ...], timeout: float) -> dict:
-        """Run one request; outputs are copied out of shared memory before returning."""
-        layout: dict[str, tuple[int, int]] = {}
-        if self.use_shared_memory:
+        """Run one request within ``timeout`` seconds; outputs are copied out of shared memory before returning.
+
+        Raises:
+            RemoteError: the server (or the transport) refused the request.
+            InputError: the tensors sent inside a gRPC request would exceed ``grpc_max_message_bytes``.
+        """
+        deadline = time.monotonic() + timeout
+        for attempt in range(2):
+            if not self.use_shared_memory:
+                break
             try:
-                request_inputs = self._inputs_in_shared_memory(inputs, timeout)
-                layout = self._outputs_layout(inputs, output_names, timeout)
-            except (RemoteError, shm.SharedMemoryException) as error:
+                request_inputs = self._inputs_in_shared_memory(inputs, _left(deadline))
+                layout = self._outputs_layout(inputs, output_names, _left(deadline))
+            except RemoteError as error:
+                if error.code in _TRANSPORT_CODES:  # the server did not answer: retried or failed over by the caller
+                    raise
                 self._give_up_shared_memory(error)
-                return self.infer(inputs, output_names, timeout)
+                break
+            except shm.SharedMemoryException as error:
+                self._give_up_shared_memory(error)
+                break
+            try:
+                result = self._send(request_inputs, output_names, layout, _left(deadline))
+            except RemoteError as error:
+                if self.lost_registration(error):
+                    if attempt == 0:  # the server restarted (or dropped the regions): register them again
+                        _log.warning(
+                            "%s no longer knows the shared-memory regions %s (%s); registering them again",
+                            self.endpoint.url,
+                            ", ".join(r.name for r in self.regions()),
+                            error.message,
+                        )
+                        for region in self.regions():
+                            region.registered = False
+                        continue
+                    _log.warning("%s: %s; sending this request inline", self.endpoint.url, error.message)
+                    break
+                if not (layout and _SLOT_TOO_SMALL in error.message):
+                    raise
+                # an output was larger than its estimated slot: run inline this once and remember the sizes
+                layout = {}
+                result = self._send(request_inputs, output_names, layout, _left(deadline))
+                arrays = self._read_all(result, output_names, layout)
+                self.output_sizes.update({name: a.nbytes for name, a in zip(output_names, arrays, strict=True)})
+                return dict(zip(output_names, arrays, strict=True))
+            return dict(zip(output_names, self._read_all(result, output_names, layout), strict=True))
+        self._check_inline_size(inputs)
+        request_inputs = [self._inline_input(name, array) for name, array in inputs.items()]
+        result = self._send(request_inputs, output_names, {}, _left(deadline))
+        return dict(zip(output_names, self._read_all(result, output_names, {}), strict=True))
+
+    def regions(self) -> tuple[_Region, ...]:
+        """This connection's shared-memory regions that exist now."""
+        return tuple(region for region in (self.inputs_region, self.outputs_region) if region.handle is not None)
+
+    def lost_registration(self, error: RemoteError) -> bool:
+        """Whether ``error`` says the server does not know one of this connection's regions (it restarted)."""
+        return "shared memory region" in error.message.lower() and any(
+            f"'{region.name}'" in error.message for region in self.regions()
+        )
+
+    def _check_inline_size(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Raise :class:`InputError` when ``arrays`` sent inside one gRPC request would exceed its size limit.
+
+        The size is computed from the arrays (numeric: ``nbytes``; BYTES: 4 bytes of length per element plus
+        its UTF-8 bytes) with a margin for the request's framing, before anything is copied or serialised.
+        """
+        limit = self.config.grpc_max_message_bytes
+        if not self.grpc or not arrays:
+            return
+        sizes = {name: _wire_bytes(array) for name, array in arrays.items()}
+        framing = 1024 + len(self.config.model_name) + sum(64 + len(name) + 11 * a.ndim for name, a in arrays.items())
+        total = sum(sizes.values()) + framing
+        if total <= limit:
+            return
+        largest = sorted(sizes, key=sizes.__getitem__, reverse=True)[:3]
+        tensors = ", ".join(f"{name!r} {sizes[name]} bytes" for name in largest)
+        if self.config.shared_memory == "none":
+            remedy = (
+                "shared_memory = 'none' sends every input inside the request: set shared_memory = 'auto' or "
+                "'system' (the server must run on this host) or send fewer rows per call"
+            )
+        elif all(array.dtype == object for array in arrays.values()) and self.use_shared_memory:
+            remedy = "BYTES (string) inputs always travel inside the request: send fewer rows per call"
         else:
-            request_inputs = [self._inline_input(name, array) for name, array in inputs.items()]
-        try:
-            result = self._send(request_inputs, output_names, layout, timeout)
-        except RemoteError as error:
-            if not (layout and _SLOT_TOO_SMALL in error.message):
-                raise
-            # an output was larger than its estimated slot: run inline this once and remember the sizes
-            layout = {}
-            result = self._send(request_inputs, output_names, layout, timeout)
-            arrays = self._read_all(result, output_names, layout)
-            self.output_sizes.update({name: array.nbytes for name, array in zip(output_names, arrays, strict=True)})
-            return dict(zip(output_names, arrays, strict=True))
-        return dict(zip(output_names, self._read_all(result, output_names, layout), strict=True))
+            remedy = (
+                f"shared memory is not used with {self.endpoint.url} (not on this host, or the server cannot open "
+                "the regions): run the server on this host or send fewer rows per call"
+            )
+        raise InputError(
+            f"triton model {self.config.model_name!r} on {self.endpoint.url}: the gRPC request would be about "
+            f"{total} bytes ({tensors}), over grpc_max_message_bytes = {limit}; {remedy}"
+        )
 
     def _send(
         self,
@@ -253,6 +440,7 @@ class Connection:
 
     def _inputs_in_shared_memory(self, inputs: dict[str, np.ndarray], timeout: float) -> list[Any]:
         packed = {name: array for name, array in inputs.items() if array.dtype != object and array.nbytes}
+        self._check_inline_size({name: array for name, array in inputs.items() if name not in packed})
         size = sum(_aligned(array.nbytes) for array in packed.values())
         handle = self.inputs_region.ensure(self, size, timeout) if packed else None
         module = grpcclient if self.grpc else httpclient
@@ -318,18 +506,48 @@ class Connection:
         self.release_regions()
         self.use_shared_memory = False
 
-    def release_regions(self) -> None:
-        """Unregister and destroy this connection's shared-memory regions."""
+    def release_regions(self, unregister: bool = True) -> None:
+        """Destroy this connection's shared-memory regions, unregistering them first unless ``unregister`` is false."""
         for region in (self.inputs_region, self.outputs_region):
             try:
-                region.release(self, self.config.connect_timeout_s)
+                region.release(self if unregister else None, self.config.connect_timeout_s)
             except Exception as error:  # releasing must go on for the other region
                 _log.warning("releasing shared memory %s failed: %s", region.name, error)
+
+    def unregister_orphans(self, timeout: float) -> list[str]:
+        """Unregister from the server the regions of this module whose owner is gone (see :func:`is_orphaned`).
+
+        A client killed without releasing its regions leaves them registered, and mapped by the server.
+        Returns the names unregistered.
+        """
+        answer = self.call("get_system_shared_memory_status", timeout=timeout, as_json=True)
+        entries = answer.get("regions", {}).values() if isinstance(answer, Mapping) else answer
+        names = [entry.get("name", "") for entry in entries if isinstance(entry, Mapping)]
+        removed = []
+        for name in names:
+            if region_owner(name) is not None and is_orphaned(name):
+                self.call("unregister_system_shared_memory", name, timeout=timeout)
+                removed.append(name)
+        if removed:
+            _log.info("%s: unregistered shared memory of dead processes: %s", self.endpoint.url, ", ".join(removed))
+        return removed
 
     def close(self) -> None:
         """Release the regions and close the client."""
         self.release_regions()
         self.client.close()
+
+
+def _left(deadline: float) -> float:
+    """Seconds left until ``deadline`` (a small positive floor, so an expired deadline fails as a timeout)."""
+    return max(deadline - time.monotonic(), 0.001)
+
+
+def _wire_bytes(array: np.ndarray) -> int:
+    """Bytes of ``array`` in a request: ``nbytes``, or for BYTES tensors a 4-byte length plus the bytes per element."""
+    if array.dtype != object:
+        return int(array.nbytes)
+    return sum(4 + len(item if isinstance(item, bytes) else str(item).encode()) for item in array.flat)
 
 
 def _aligned(size: int) -> int:

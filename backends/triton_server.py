@@ -1,9 +1,10 @@
 """Start and stop the real ``tritonserver`` binary shipped in the ``nvidia-pytriton`` wheel (extra ``server``).
 
-The server binds to loopback on free ports (unless told otherwise), is tied to the lifetime of the
-process that started it (``PR_SET_PDEATHSIG`` plus an ``atexit`` hook, so no orphan survives), keeps its
-log in a file and, when it fails to start, raises :class:`~inference_iface.errors.BackendUnavailableError`
-with the log's tail.
+The server binds to loopback on free ports (unless told otherwise; a port given that another process holds
+raises :class:`PortInUseError`, and the server counts as ready only once its own process listens on all its
+ports), is tied to the lifetime of the process that started it (``PR_SET_PDEATHSIG`` plus an ``atexit`` hook,
+so no orphan survives), keeps its log in a file and, when it fails to start, raises
+:class:`~inference_iface.errors.BackendUnavailableError` with the log's tail.
 
 Example::
 
@@ -24,6 +25,7 @@ import ctypes
 import errno
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,7 +38,6 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
@@ -48,7 +49,20 @@ LOG_TAIL_LINES = 40
 
 _PR_SET_PDEATHSIG = 1
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
-_ADDRESS_IN_USE = ("Address already in use", "address already in use", "Failed to bind", "failed to start")
+_ADDRESS_IN_USE = ("Address already in use", "address already in use", "already in use", "Failed to bind")
+_SOCKET_IN_USE = re.compile(r"Socket '([^']+)' already in use")
+
+
+class PortInUseError(BackendUnavailableError):
+    """A port the server should bind is held by another process (the message names it).
+
+    Attributes:
+        port: the port (0 when the server's log did not say which).
+    """
+
+    def __init__(self, message: str, port: int = 0) -> None:
+        super().__init__(message)
+        self.port = port
 
 
 @attrs.frozen(kw_only=True)
@@ -131,6 +145,45 @@ def free_port(address: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def port_is_free(port: int, address: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``address:port`` now (nothing listens there; TIME_WAIT is no obstacle)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do
+        try:
+            sock.bind((address, port))
+        except OSError as error:
+            if error.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def listening_ports(pid: int) -> set[int] | None:
+    """TCP ports that process ``pid`` listens on (from ``/proc``), or None where ``/proc`` cannot tell."""
+    try:
+        inodes = set()
+        for entry in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(entry)
+            except OSError:  # closed meanwhile
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+        ports = set()
+        for table in ("tcp", "tcp6"):
+            path = Path(f"/proc/{pid}/net/{table}")
+            if not path.exists():
+                continue
+            for line in path.read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        return ports
+    except OSError:
+        return None
+
+
 def _die_with_parent() -> None:
     """``preexec_fn``: ask the kernel to SIGTERM the child when the thread that started it goes away.
 
@@ -206,6 +259,7 @@ class TritonServer:
         self.grpc_port = self.http_port = self.metrics_port = 0
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self.log_path = Path(config.log_path) if config.log_path else Path()
+        self._log_start = 0
         self._lock = threading.Lock()
 
     @property
@@ -232,7 +286,8 @@ class TritonServer:
         with self._lock:
             if self.process is not None:
                 return self
-            self._workdir = tempfile.TemporaryDirectory(prefix="trkx-tritonserver-")
+            self._check_configured_ports()
+            self._workdir = tempfile.TemporaryDirectory(prefix="inference-iface-tritonserver-")
             workdir = Path(self._workdir.name)
             if not self.config.log_path:
                 self.log_path = workdir / "tritonserver.log"
@@ -246,12 +301,36 @@ class TritonServer:
                 try:
                     self._wait_ready()
                     return self
-                except BackendUnavailableError:
+                except BackendUnavailableError as error:
                     self._terminate()
-                    if attempt + 1 == attempts or not self._log_says(_ADDRESS_IN_USE):
+                    if attempt + 1 == attempts or not isinstance(error, PortInUseError):
                         self._cleanup()
                         raise
             return self  # pragma: no cover - the loop returns or raises
+
+    def _endpoints(self) -> dict[str, int]:
+        """The endpoints the server will open (those not disabled by ``extra_args``) and their ports."""
+        ports = {"gRPC": self.grpc_port, "HTTP": self.http_port, "metrics": self.metrics_port}
+        disabled = {"gRPC": "--allow-grpc", "HTTP": "--allow-http", "metrics": "--allow-metrics"}
+        args = [arg.lower() for arg in self.config.extra_args]
+        return {kind: port for kind, port in ports.items() if f"{disabled[kind]}=false" not in args}
+
+    def _check_configured_ports(self) -> None:
+        """Raise :class:`PortInUseError` when a port given in the config is held by another process."""
+        config = self.config
+        given = {"gRPC": config.grpc_port, "HTTP": config.http_port, "metrics": config.metrics_port}
+        given = {kind: port for kind, port in given.items() if port}
+        if len(set(given.values())) < len(given):
+            raise ConfigError(f"tritonserver: the gRPC, HTTP and metrics ports must differ, got {given}")
+        for kind, port in given.items():
+            if not port_is_free(port, config.address):
+                raise PortInUseError(self._in_use_message(kind, port), port)
+
+    def _in_use_message(self, kind: str, port: int) -> str:
+        return (
+            f"tritonserver: the {kind} port {self.config.address}:{port} is already in use by another process "
+            "(another server?); stop it or choose another port"
+        )
 
     def _pick_ports(self) -> None:
         address = self.config.address
@@ -292,6 +371,7 @@ class TritonServer:
     def _spawn(self, backend_directory: Path) -> subprocess.Popen[bytes]:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
+            self._log_start = log.tell()  # a log file given in the config may hold earlier runs
             return subprocess.Popen(
                 self.command(backend_directory),
                 stdin=subprocess.DEVNULL,
@@ -304,18 +384,29 @@ class TritonServer:
             )
 
     def _wait_ready(self) -> None:
+        """Wait until the server answers ready on its HTTP port and itself listens on all its ports.
+
+        An answer from a port the process does not listen on comes from another process holding it.
+        """
         deadline = time.monotonic() + self.config.startup_timeout_s
         url = f"http://{self.http_url}/v2/health/ready"
+        endpoints = self._endpoints()
         while True:
             code = self.process.poll() if self.process else None
             if code is not None:
+                self._raise_if_port_in_use(endpoints)
                 raise BackendUnavailableError(f"tritonserver exited with status {code} while starting{self.log_tail()}")
             try:
                 with urllib.request.urlopen(url, timeout=1.0) as response:
-                    if response.status == 200:
-                        return
+                    answered = response.status == 200
             except (urllib.error.URLError, OSError):
-                pass
+                answered = False
+            if answered:
+                owned = listening_ports(self.process.pid)
+                if owned is None or set(endpoints.values()) <= owned:
+                    return
+                if self.http_port not in owned:  # the answer came from someone else on that port
+                    raise PortInUseError(self._in_use_message("HTTP", self.http_port), self.http_port)
             if time.monotonic() > deadline:
                 raise BackendUnavailableError(
                     f"tritonserver was not ready after {self.config.startup_timeout_s} s "
@@ -323,9 +414,21 @@ class TritonServer:
                 )
             time.sleep(0.1)
 
-    def _log_says(self, needles: Sequence[str]) -> bool:
-        text = self._read_log()
-        return any(needle in text for needle in needles)
+    def _raise_if_port_in_use(self, endpoints: dict[str, int]) -> None:
+        """Raise :class:`PortInUseError` when the server's log says it could not bind one of its ports."""
+        try:
+            text = self.log_path.read_bytes()[self._log_start :].decode(errors="replace")
+        except OSError:
+            return
+        if not any(needle in text for needle in _ADDRESS_IN_USE):
+            return
+        match = _SOCKET_IN_USE.search(text)
+        port = int(match.group(1).rsplit(":", 1)[1]) if match else 0
+        kind = next((kind for kind, value in endpoints.items() if value == port), "")
+        if kind:
+            raise PortInUseError(self._in_use_message(kind, port), port)
+        ports = ", ".join(f"{kind} {value}" for kind, value in endpoints.items())
+        raise PortInUseError(f"tritonserver could not bind its ports ({ports}): one is in use by another process")
 
     def _read_log(self) -> str:
         try:

@@ -1,6 +1,7 @@
 """Finding benchmark: ms/event per stage for events of about 1k, 10k, 30k and 100k spacepoints (local
 ONNX Runtime, shipped models), the cost exponent of the total, KD-tree vs FAISS flat graph building side by
-side on the same embeddings (and the bare neighbour searches at 100k, as FACTS.md measured them), and the
+side on the same embeddings (and the bare neighbour searches at 100k: FAISS's range search against the
+KD-tree's query, without pair cuts or merging), and the
 end-to-end time of a pile-up-200 event: its latency (one finder using every core) and the job rate (one finder
 per core, each on its own events).
 
@@ -132,7 +133,7 @@ def gnn_memory_pattern_ms(inputs: list[tuple[np.ndarray, np.ndarray]], rounds: i
 
 
 def search_only_ms(points: np.ndarray, radius: float, query_k: int) -> dict[str, float]:
-    """ms of the bare neighbour searches on one event's embedding, as FACTS.md timed them: FAISS flat range search,
+    """ms of the bare neighbour searches on one event's embedding (no pair cuts, no merging): FAISS flat range search,
     and the cKDTree query (exact, on every core) 32 deep and as deep as the finder's (``query_k``), each with the
     tree's construction (built once)."""
     import faiss
@@ -167,7 +168,7 @@ def _searches(searches: dict[str, float]) -> str:
 
 
 def _targets(output: dict, largest: dict) -> str:
-    """The issue's three speed targets against this run's figures."""
+    """The footer line that checks this run's figures against three fixed speed bounds."""
     graph = largest["radius_graph_ms"]
     ratio = graph["faiss"] / graph["kdtree"] if graph["faiss"] else None
     checks = [

@@ -7,8 +7,6 @@ processes that each fit an equal share (the shares are handed to the workers onc
 workers read their own events; the timed calls carry only a share number), and (b) in a per-track loop, one
 ``fit`` call per track, on the first ``--loop-tracks`` tracks.  Repetitions are interleaved; medians are reported.
 
-Target (issue 6): ≥ 50 000 tracks/s on 2 cores for 10-hit tracks.
-
 Usage::
 
     .venv/bin/python benchmarks/fitting.py [--tracks 20000] [--loop-tracks 300] [--repeat 3]

@@ -6,8 +6,6 @@ model's work dominates. Both are timed in one process, with the same intra-op th
 interleaved (raw, interface, raw with IO binding, in an order rotated every round) so that drifts of a
 shared machine hit all variants alike. Reported: medians and the interface/raw ratio.
 
-Targets (issue 2): ratio ≤ 1.03 for the medium model; ≤ 1.10 or < 20 µs extra for the small model.
-
 Usage::
 
     .venv/bin/python benchmarks/interface_overhead.py [--threads 1] [--small-calls 3000] [--medium-calls 60]

@@ -10,8 +10,6 @@ The medium model of the interface benchmark (``tests/onnx_models.py``: 12 → 64
 2. throughput — inferences per second on the 10 000-row payload with 1, 2 and 4 model instances and
    1, 2, 4 and 8 concurrent client threads (shared memory on).
 
-Target (issue 3): served/local ≤ 1.10 at 100 000 rows with shared memory.
-
 Usage::
 
     .venv/bin/python benchmarks/remote_overhead.py [--threads 1] [--rounds-10k 60] [--rounds-100k 30]

@@ -1,4 +1,4 @@
-"""The tracking chain run locally vs served by the embedded Triton server in the three ways of DESIGN.md.
+"""The tracking chain run locally vs served by the embedded Triton server in three ways.
 
 Variants, on the same simulated events (small pile-up, so the whole run takes minutes on 2 cores):
 
@@ -51,7 +51,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 from bench_common import RESULTS, write_results  # noqa: E402
 from finding_models import finding_model_dir, has_shipped_models  # noqa: E402  (tests/ holds the model helper)
 
-from backends.tracking_repository import TrackingRepositoryOptions, add_tracking  # noqa: E402
 from backends.triton_server import TritonServer, TritonServerConfig  # noqa: E402
 from inference_iface import create_inference  # noqa: E402
 from tracking_algs.event import Event  # noqa: E402
@@ -59,6 +58,7 @@ from tracking_algs.finding.config import FindingConfig  # noqa: E402
 from tracking_algs.finding.finder import TrackFinder  # noqa: E402
 from tracking_algs.finding.model_dir import STAGES  # noqa: E402
 from tracking_algs.finding.served import SERVED_MODELS, ServedTrackFinder  # noqa: E402
+from tracking_algs.serving.repository import TrackingRepositoryOptions, add_tracking  # noqa: E402
 from tracking_algs.simulation import SimulationConfig, simulate_event  # noqa: E402
 
 VARIANTS = ("local", "stages", "ensemble", "chain")

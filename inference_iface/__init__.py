@@ -28,7 +28,7 @@ from inference_iface.registry import (
     create_inference,
     register_backend,
 )
-from inference_iface.signature import ModelSignature, TensorSpec, field_name, field_names
+from inference_iface.signature import ModelSignature, Outputs, TensorSpec, field_name, field_names
 
 __all__ = [
     "DTYPE_NAMES",
@@ -42,6 +42,7 @@ __all__ = [
     "InputError",
     "ModelError",
     "ModelSignature",
+    "Outputs",
     "TensorSpec",
     "available_backends",
     "backend_class",

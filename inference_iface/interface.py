@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
 
 import numpy as np
 
 from inference_iface.errors import InputError, ModelError
-from inference_iface.signature import ModelSignature, named_tuple_type
+from inference_iface.signature import ModelSignature, Outputs, named_tuple_type
 from inference_iface.validation import CAST_POLICIES, CastPolicy, collect_inputs, validate_inputs
+
+if TYPE_CHECKING:
+    from inference_iface.registry import BackendConfig
 
 
 class InferenceInterface(abc.ABC):
@@ -25,6 +28,10 @@ class InferenceInterface(abc.ABC):
             out = iface.infer(features=x)
             out.embedding
     """
+
+    #: The attrs class of the backend's options (a :class:`~inference_iface.registry.BackendConfig`); the
+    #: constructor of a registered backend takes one instance of it.
+    config_class: ClassVar[type[BackendConfig]]
 
     def __init__(self, cast_policy: CastPolicy = "strict") -> None:
         if cast_policy not in CAST_POLICIES:
@@ -46,7 +53,7 @@ class InferenceInterface(abc.ABC):
 
     def infer(
         self, inputs: Mapping[str, Any] | NamedTuple | None = None, /, *, outputs: Iterable[str] | None = None, **named
-    ) -> NamedTuple:
+    ) -> Outputs:
         """Run the model once.
 
         Args:
@@ -75,7 +82,7 @@ class InferenceInterface(abc.ABC):
             raise ModelError(
                 f"{self.describe()}: the backend returned no output(s) {', '.join(map(repr, missing))}"
             ) from None
-        return named_tuple_type("Outputs", names)._make(values)
+        return cast(Outputs, named_tuple_type("Outputs", names)._make(values))
 
     def prepare_inputs(self, inputs: Mapping[str, Any] | NamedTuple | None = None, /, **named) -> dict[str, np.ndarray]:
         """Bind and validate inputs as :meth:`infer` does, without running; returns arrays by tensor name."""

@@ -29,7 +29,7 @@ _converter = cattrs.Converter(forbid_extra_keys=True)
 
 def _attrs_or_instance(cls: type) -> Any:
     """Structure attrs classes from mappings, and let ready-made instances through unchanged."""
-    from_mapping = _converter.gen_structure_attrs_fromdict(cls)
+    from_mapping: Any = _converter.gen_structure_attrs_fromdict(cls)
 
     def structure_value(value: Any, _type: type) -> Any:
         return value if isinstance(value, cls) else from_mapping(value, _type)

@@ -12,9 +12,10 @@ constructor taking one instance of it. They are found through the entry-point gr
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import attrs
@@ -67,9 +68,32 @@ def backend_class(name: str) -> type[InferenceInterface]:
     try:
         backend = matches[0].load()
     except ImportError as error:
-        raise BackendUnavailableError(f"backend {name!r} cannot be loaded: {error}") from error
+        raise BackendUnavailableError(
+            f"backend {name!r} cannot be loaded: {error}{_install_hint(matches[0], error)}"
+        ) from error
     register_backend(name, backend)
     return backend
+
+
+def _install_hint(entry: EntryPoint, error: ImportError) -> str:
+    """``"; install it with: pip install 'dist[extra]'"`` when the module missing for ``entry`` is required by an
+    extra of the distribution that declares the backend (the package name, ``-`` and ``.`` read as ``_``, starts
+    with the module's: ``onnxruntime-gpu`` provides ``onnxruntime``), else ``""``."""
+    missing = getattr(error, "name", None)
+    dist = entry.dist
+    if not missing or dist is None:
+        return ""
+    module = missing.partition(".")[0].lower()
+    extras = []
+    for requirement in dist.requires or ():
+        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", requirement)
+        package = re.match(r"[A-Za-z0-9._-]+", requirement)
+        if extra and package and re.sub(r"[-.]", "_", package.group().lower()).startswith(module):
+            extras.append(extra.group(1))
+    if not extras:
+        return ""
+    narrowest = min(extras, key=lambda name: name == "all")  # an extra made for it rather than "all"
+    return f"; install it with: pip install '{dist.metadata['Name']}[{narrowest}]'"
 
 
 def backend_name(config: BackendConfig) -> str:
@@ -103,4 +127,5 @@ def create_inference(options: Mapping[str, Any] | BackendConfig) -> InferenceInt
         BackendUnavailableError, ModelError: the backend or model cannot be loaded.
     """
     name, config = make_config(options)
-    return backend_class(name)(config)
+    backend: Any = backend_class(name)  # a registered backend's constructor takes its config (module docstring)
+    return backend(config)

@@ -19,11 +19,12 @@ import functools
 import keyword
 import re
 from collections import namedtuple
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import attrs
+import numpy as np
 
 from inference_iface.dtypes import DTYPE_NAMES
 from inference_iface.errors import ModelError
@@ -152,12 +153,30 @@ def _find(specs: Sequence[TensorSpec], name: str, kind: str) -> TensorSpec:
     raise KeyError(f"no {kind} called {name!r}; the model has {', '.join(spec.name for spec in specs)}")
 
 
+class Outputs(Protocol):
+    """What :meth:`~inference_iface.interface.InferenceInterface.infer` returns, as a type checker sees it: a
+    NamedTuple of numpy arrays whose fields are the output names made identifiers (``out.embedding``), indexable
+    (``out[0]``), iterable, and convertible (``out._asdict()``); ``tensor_names`` holds the tensor names in order."""
+
+    tensor_names: tuple[str, ...]
+
+    def __getattr__(self, field: str) -> np.ndarray: ...
+
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+    def __iter__(self) -> Iterator[np.ndarray]: ...
+
+    def __len__(self) -> int: ...
+
+    def _asdict(self) -> dict[str, np.ndarray]: ...
+
+
 @functools.cache
 def named_tuple_type(type_name: str, tensor_names: tuple[str, ...]) -> type[NamedTuple]:
     """The NamedTuple class (made once per name tuple) with fields ``field_names(tensor_names)``.
 
     The class carries ``tensor_names``, so a value can be turned back into a mapping by tensor name.
     """
-    cls = namedtuple(type_name, field_names(tensor_names))
-    cls.tensor_names = tensor_names
+    cls = namedtuple(type_name, field_names(tensor_names))  # type: ignore[misc]  # names known at run time only
+    cls.tensor_names = tensor_names  # type: ignore[attr-defined]
     return cls

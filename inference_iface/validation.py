@@ -156,7 +156,7 @@ def _cast(spec: TensorSpec, array: np.ndarray, cast_policy: CastPolicy) -> np.nd
 def _cast_hint(got: np.dtype, want: np.dtype, cast_policy: CastPolicy) -> str:
     """The laxer cast policy that would accept the cast, as advice; empty when none would."""
     for policy in CAST_POLICIES[CAST_POLICIES.index(cast_policy) + 1 :]:
-        if np.can_cast(got, want, casting=policy):
+        if np.can_cast(got, want, casting=policy):  # type: ignore[arg-type]  # the policies are numpy's names
             wording = "'safe' or 'same_kind'" if policy == "safe" else repr(policy)
             return f" (set cast_policy = {wording} to allow this cast)"
     return ""

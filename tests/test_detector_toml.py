@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from tracking_algs.cli import main
 from tracking_algs.errors import EventFormatError
-from tracking_algs.geometry import BeamPipe, Detector, Surface, trackml_detector
+from tracking_algs.geometry import TRACKML_TOML, BeamPipe, Detector, Surface, trackml_detector
 from tracking_algs.io.trackml import read_event
-
-SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "detectors" / "trackml.toml"
 
 
 def two_layer_detector() -> Detector:
@@ -26,8 +22,27 @@ def two_layer_detector() -> Detector:
     )
 
 
-def test_shipped_file_is_the_trackml_detector():
-    assert Detector.from_toml(SHIPPED) == trackml_detector()
+def test_the_default_detector_is_the_shipped_file_as_its_header_describes_it():
+    detector = trackml_detector()
+    assert detector == Detector.from_toml(TRACKML_TOML)
+    assert detector.bfield_t == 2.0
+    volumes = {kind: {s.volume_id for s in detector.surfaces if s.kind == kind} for kind in ("barrel", "endcap")}
+    assert volumes == {"barrel": {8, 13, 17}, "endcap": {7, 9, 12, 14, 16, 18}}
+    assert len(detector.surfaces) == 48
+    pitches = {"pixel": (0.05, 0.05), "short_strip": (0.08, 1.2), "long_strip": (0.12, 10.8)}
+    for surface in detector.surfaces:
+        assert surface.resolution == tuple(pitch / np.sqrt(12) for pitch in pitches[surface.subsystem])
+        modules = (max(16, int(surface.position / 4)), 14) if surface.kind == "barrel" else (48, 4)
+        assert surface.modules == modules
+        assert (surface.position < 0) == (surface.volume_id in (7, 12, 16))
+    assert trackml_detector(3.8) == Detector(detector.surfaces, bfield_t=3.8, beam_pipe=detector.beam_pipe)
+
+
+def test_to_toml_writes_the_shipped_file():
+    """The writer gives the shipped file's data, line for line (its header comment aside)."""
+    text = TRACKML_TOML.read_text()
+    data = "\n".join(line for line in text.splitlines() if not line.startswith("#")).lstrip("\n") + "\n"
+    assert trackml_detector().to_toml() == data
 
 
 @pytest.mark.parametrize("detector", [trackml_detector(), trackml_detector(3.8), two_layer_detector()])

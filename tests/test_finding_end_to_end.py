@@ -54,12 +54,33 @@ def test_finder_finds_the_tracks_of_a_small_event(finder, event):
     assert result.fit is None
 
 
-def test_faiss_and_kdtree_finders_give_the_same_tracks(event):
+def _pair_set(edges: np.ndarray) -> set[tuple[int, int]]:
+    return set(zip(edges[0].tolist(), edges[1].tolist(), strict=True))
+
+
+def _track_set(labels: np.ndarray) -> set[frozenset[int]]:
+    """Each track candidate as the set of its hit rows (label numbers aside)."""
+    order = np.argsort(labels, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(labels[order]) != 0])
+    return {frozenset(rows.tolist()) for rows in np.split(order, starts[1:]) if labels[rows[0]] >= 0}
+
+
+def test_faiss_and_kdtree_finders_give_nearly_the_same_graph_and_tracks(event):
+    """The default KD-tree search is approximate (``eps`` 0.05) and FAISS's is exact in float32 arithmetic, so either
+    may take or miss a pair near the radius, and a pair more or less can split or join a track: nearly every graph edge
+    and track is the same (measured: all 4755 edges and 167 tracks of this event).  A FAISS radius 0.5 % off already
+    changes more than the 0.2 % of the edges allowed (9 here)."""
     config = FindingConfig(graph=GraphConfig(method="faiss"))
     with TrackFinder.local(config) as faiss_finder, TrackFinder.local() as kdtree_finder:
-        faiss_labels = faiss_finder.find(event.spacepoints).candidates.labels
-        kdtree_labels = kdtree_finder.find(event.spacepoints).candidates.labels
-    np.testing.assert_array_equal(faiss_labels, kdtree_labels)
+        faiss_result = faiss_finder.find(event.spacepoints)
+        kdtree_result = kdtree_finder.find(event.spacepoints)
+    faiss_edges, kdtree_edges = (_pair_set(result.edges["graph"]) for result in (faiss_result, kdtree_result))
+    assert len(kdtree_edges) > 1000
+    assert len(faiss_edges ^ kdtree_edges) <= 0.002 * len(kdtree_edges)
+    faiss_tracks, kdtree_tracks = (_track_set(result.candidates.labels) for result in (faiss_result, kdtree_result))
+    assert len(kdtree_tracks) > 50  # 167 here
+    # a track split or joined by an edge that differs counts three times here; 3 % of the tracks is 5
+    assert len(faiss_tracks ^ kdtree_tracks) <= 0.03 * len(kdtree_tracks)
 
 
 class CountingFitter:

@@ -1,16 +1,24 @@
-"""The geometric pair cuts of graph construction, on simulated events."""
+"""The geometric pair cuts of graph construction, on simulated events, in the field of the job's detector."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import attrs
 import numpy as np
 import pytest
 
+from inference_iface.errors import ConfigError
 from tracking_algs.finding.config import PairCuts
 from tracking_algs.finding.pairs import PairGeometry
+from tracking_algs.geometry import trackml_detector
+from tracking_algs.job.process import EventProcessor
+from tracking_algs.job_options import load_job_options
 from tracking_algs.performance import truth_graph
 from tracking_algs.performance.lookup import hit_particle_pt
 from tracking_algs.simulation import SimulationConfig, simulate_event
+
+SERVICE_OPTIONS = Path(__file__).resolve().parents[1] / "configs" / "service.toml"
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +84,37 @@ def test_a_column_of_hits_against_a_block_of_partners_gives_the_flat_answer(even
     assert block.shape == (3000, 40)
     assert 0.01 < block.mean() < 0.5
     assert block.ravel().tolist() == geometry.compatible(np.repeat(first, 40), second.ravel()).tolist()
+
+
+# --- the field of the pT cut is the detector's ----------------------------------------------------------------------
+
+
+def test_the_pt_cut_is_computed_in_the_field_it_is_given(event):
+    """R_min = pT / (c B): 0.5 GeV in 4 T cuts as 0.25 GeV in 2 T; without a field nothing bends and the cut is off;
+    without a field given, the default detector's."""
+    spacepoints = event.spacepoints
+    rng = np.random.default_rng(5)
+    first, second = rng.integers(len(spacepoints), size=(2, 100_000))
+    pt_only = PairCuts(different_layers=False, max_z0_mm=0)
+    strong = PairGeometry(spacepoints, pt_only, bfield_t=4.0).compatible(first, second)
+    weak = PairGeometry(spacepoints, attrs.evolve(pt_only, min_pt_gev=0.25), bfield_t=2.0).compatible(first, second)
+    assert strong.tolist() == weak.tolist()
+    assert strong.mean() > PairGeometry(spacepoints, pt_only, bfield_t=2.0).compatible(first, second).mean()
+    assert PairGeometry(spacepoints, pt_only, bfield_t=0.0).compatible(first, second).all()
+    assert PairGeometry(spacepoints, pt_only).bfield_t == trackml_detector().bfield_t == 2.0
+
+
+def test_the_cuts_have_no_field_of_their_own():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) bfield_t"):
+        load_job_options(None, ["finding.graph.cuts.bfield_t=3.8"])
+
+
+def test_the_job_finder_takes_the_field_of_the_job_detector(tmp_path):
+    path = tmp_path / "detector.toml"
+    path.write_text(trackml_detector(3.8).to_toml())
+    processor = EventProcessor(load_job_options(None, [f"job.detector={str(path)!r}"]))
+    assert processor.finder.graph.bfield_t == 3.8
+    processor.finder.close()
+    # a served chain computes the cuts on the server, in the default detector's field: refused for another field
+    with pytest.raises(ConfigError, match=r"has a 3\.8 T field, but \[finding\] serving = 'chain'"):
+        load_job_options(SERVICE_OPTIONS, [f"job.detector={str(path)!r}"])

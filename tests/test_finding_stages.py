@@ -38,11 +38,41 @@ def test_kdtree_without_cap_is_every_pair_in_radius(points):
     assert (edges[0] < edges[1]).all()
 
 
+#: Squared distances closer than this to each other or to the squared radius may be ordered or cut the other way by
+#: FAISS: it computes |x|² + |y|² − 2 x·y in float32 (|x|² ≤ 8 here, a float32 step of 1e-6 near 8; its error measured
+#: 3e-8 on an AVX2 machine, and the BLAS and FAISS kernels differ between CPUs), the KD-tree sums (x − y)² in float64.
+#: One pair of these points lies 1.3e-8 from the radius 0.45 in squared distance.
+FAISS_D2_TOLERANCE = 1e-5
+
+
+def _near_ties(points: np.ndarray, radius: float, depth: int, every_rank: bool = False) -> np.ndarray:
+    """Mask of the points whose choice of neighbours a squared-distance error of ``FAISS_D2_TOLERANCE`` can change: one
+    of their ``depth`` + 1 nearest others lies that close to the radius, or the ``depth``-th and the next lie that close
+    to each other (which of them makes the cut); with ``every_rank`` (a pair filter then a cap on what passes), any two
+    consecutive ones of them."""
+    k = min(depth + 2, len(points))  # the point itself, then depth + 1 others
+    distance, _ = cKDTree(points.astype(np.float64)).query(points, k=k)
+    d2 = distance[:, 1:] ** 2
+    near_radius = (np.abs(d2 - radius**2) < FAISS_D2_TOLERANCE).any(axis=1)
+    gaps = np.diff(d2, axis=1) if every_rank else d2[:, depth:] - d2[:, depth - 1 : depth]
+    return near_radius | (gaps < FAISS_D2_TOLERANCE).any(axis=1)
+
+
+def _assert_same_pairs_apart_from_near_ties(found: set, expected: set, ambiguous: np.ndarray) -> None:
+    """``found`` equals ``expected`` but for pairs chosen by a point of ``ambiguous`` (a pair is there when either of
+    its points chose it, so a pair that differs has a point whose choice differs)."""
+    assert ambiguous.mean() < 0.05  # the exemption stays small (measured 0.2-1.4 % of the points)
+    differing = found ^ expected
+    assert all(ambiguous[i] or ambiguous[j] for i, j in differing), sorted(differing)[:10]
+
+
 @pytest.mark.parametrize("k_max", [2, 10, 3000])
 def test_kdtree_and_faiss_give_the_same_edges(points, k_max):
-    kdtree = radius_graph(points, 0.45, k_max=k_max, method="kdtree")
-    faiss = radius_graph(points, 0.45, k_max=k_max, method="faiss")
-    assert _pairs(kdtree) == _pairs(faiss)
+    """Both searches are exact, in different arithmetic: the same pairs, apart from near ties (``_near_ties``)."""
+    kdtree = _pairs(radius_graph(points, 0.45, k_max=k_max, method="kdtree"))
+    faiss = _pairs(radius_graph(points, 0.45, k_max=k_max, method="faiss"))
+    assert len(kdtree) > 2000
+    _assert_same_pairs_apart_from_near_ties(faiss, kdtree, _near_ties(points, 0.45, k_max))
 
 
 def test_k_cap_keeps_each_points_nearest(points):
@@ -85,7 +115,10 @@ def test_pair_filter_acts_before_the_k_cap(points, method):
         chosen = [j for j, d in zip(row[1:], dist[1:], strict=True) if d < radius and (i + j) % 2 == 0][:k_max]
         expected |= {(min(i, j), max(i, j)) for j in chosen}
     found = _pairs(edges)
-    assert found == expected
+    if method == "kdtree":  # the same float64 arithmetic as the reference: the same pairs
+        assert found == expected
+    else:  # FAISS's float32 distances may order near ties the other way
+        _assert_same_pairs_apart_from_near_ties(found, expected, _near_ties(points, radius, query_k, every_rank=True))
     # the cap applies after the filter: more pairs than the first k_max neighbours alone would give
     assert len(found) > len(_pairs(radius_graph(points, radius, k_max, method)) & found)
 
@@ -197,17 +230,27 @@ def _whole_tracks(event, chosen: np.ndarray, edges: np.ndarray, config: Building
     return float(np.mean(whole)), mixed
 
 
+#: Tracks mixing particles allowed, as a share of the particles: bridging and the triplet links are cuts on χ²-like
+#: costs, and two particles of a jet can agree within them by chance (one such track in 40 pile-up-20 events, of
+#: 95-202 particles each), so one track more or less must not decide the test; joining pieces regardless of their
+#: helices mixes many more.
+MIXED_TRACKS_SHARE = 0.01
+
+
 def test_triplets_bridge_a_missing_edge_between_two_pieces_of_a_track():
     """The simulated particles of a pile-up-20 event with pT > 1 GeV and 8 or more hits, given their truth edges
     without the fourth: each track is two pieces of 3 and 4 or more hits. Bridging joins them into one track per
-    particle; without it, no particle is built whole."""
+    particle, nearly as often as the whole truth edges build it; without it, no particle is built whole."""
     event, chosen, edges, rank = _fast_particle_edges(seed=3_200_001)
+    whole, _ = _whole_tracks(event, chosen, edges, BuildingConfig(min_hits=3))
     edges = edges[:, rank != 3]
     bridged, mixed = _whole_tracks(event, chosen, edges, BuildingConfig(min_hits=3))
     unbridged, _ = _whole_tracks(event, chosen, edges, BuildingConfig(min_hits=3, bridge_gaps=False))
-    assert bridged >= 0.95  # measured 0.973 (145 of 149)
-    assert mixed == 0
-    assert unbridged == 0.0
+    assert whole >= 0.9  # measured 0.973 (145 of 149); at least 0.94 in each of 40 events
+    # measured 0.973 with the gap too; over 40 events the gap costs at most 0.024 (4 of 169)
+    assert bridged >= whole - 0.05
+    assert mixed <= MIXED_TRACKS_SHARE * len(chosen)  # measured 0
+    assert unbridged == 0.0  # every particle has lost an edge: combinatorial, not a cut
 
 
 def test_triplets_ignore_an_edge_that_skips_a_hit_of_the_track():
@@ -215,13 +258,16 @@ def test_triplets_ignore_an_edge_that_skips_a_hit_of_the_track():
     next hit (a → c beside a → b → c), as the graph often holds in a jet.  Where the skipping edge takes part in
     the links, it splits tracks at the skipped hit; left out, each particle is one track."""
     event, chosen, edges, rank = _fast_particle_edges(seed=3_200_002)
+    whole, _ = _whole_tracks(event, chosen, edges, BuildingConfig())
     following = np.flatnonzero((rank % 2 == 0) & (np.r_[rank[1:], 0] == rank + 1))  # edges a → b with b → c next
     edges = np.concatenate((edges, np.stack((edges[0][following], edges[1][following + 1]))), axis=1)
     kept, mixed = _whole_tracks(event, chosen, edges, BuildingConfig())
     linked, _ = _whole_tracks(event, chosen, edges, BuildingConfig(max_bypass_cost=0.0))
-    assert kept >= 0.95  # measured 0.976 (120 of 123); 0.984 without the skipping edges
-    assert mixed == 0
-    assert linked < 0.1  # measured 0.016
+    assert whole >= 0.9  # measured 0.984 (121 of 123) without the skipping edges; at least 0.94 in each of 40 events
+    # measured 0.976 (120 of 123) with them; over 40 events they cost at most 0.039 (4 of 103)
+    assert kept >= whole - 0.05
+    assert mixed <= MIXED_TRACKS_SHARE * len(chosen)  # measured 0
+    assert linked < 0.1  # measured 0.016 (at most 0.021 over 20 events)
 
 
 def test_triplets_drop_chains_shorter_than_min_hits():

@@ -58,7 +58,7 @@ def test_pulls_and_pvalues_on_ten_thousand_simulated_tracks(simulated_fit):
 def test_barrel_to_endcap_tracks_fit_with_good_pulls(simulated_fit):
     event, _, fit, truth = simulated_fit
     sp = event.spacepoints
-    barrel_volumes = {s.volume_id for s in DETECTOR.barrels}
+    barrel_volumes = {s.volume_id for s in DETECTOR.surfaces if s.kind == "barrel"}
     is_barrel = np.isin(sp.volume_id[fit.hit_rows], list(barrel_volumes))
     track_of_hit = np.repeat(np.arange(len(fit)), np.diff(fit.hit_offsets))
     n_barrel = np.bincount(track_of_hit, weights=is_barrel, minlength=len(fit))

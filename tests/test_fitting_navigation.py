@@ -14,7 +14,7 @@ from tracking_algs.performance.truth_perigee import truth_perigee
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 DETECTOR = trackml_detector()
-BARRELS = DETECTOR.barrels
+BARRELS = sorted((s for s in DETECTOR.surfaces if s.kind == "barrel"), key=lambda s: s.position)
 
 
 def test_a_segment_between_two_barrels_crosses_the_layers_between_them_in_order():
@@ -30,7 +30,7 @@ def test_a_segment_between_two_barrels_crosses_the_layers_between_them_in_order(
 
 
 def test_a_segment_from_the_beam_line_crosses_the_beam_pipe_and_the_disks_inside_its_r_range():
-    disks = sorted((s for s in DETECTOR.endcaps if s.position > 0.0 and s.volume_id == 9), key=lambda s: s.position)
+    disks = sorted((s for s in DETECTOR.surfaces if s.kind == "endcap" and s.volume_id == 9), key=lambda s: s.position)
     last = disks[2]
     r_end = np.mean(last.extent)
     crossings = MaterialMap(DETECTOR).crossings([0.0], [0.0], [r_end], [last.position])
@@ -84,5 +84,7 @@ def test_tracks_that_skip_layers_have_unit_pulls(event, dropped_ranks):
     they cross without a hit: without it the widths of d0, z0, phi and theta were 1.3-2.1."""
     pulls = _pulls_without_hits(event, dropped_ranks)
     assert len(pulls) > 1000
-    assert np.abs(pulls.mean(axis=0)).max() < 0.05
+    # the mean of N unit pulls scatters by 1/sqrt(N) from event to event (0.023 here): 4 of those on each of the five
+    # parameters (0.05, 2.2 of them, failed in 2 of 16 other events; measured 0.045 here)
+    assert np.abs(pulls.mean(axis=0)).max() < 4 / np.sqrt(len(pulls))
     assert np.abs(pulls.std(axis=0) - 1.0).max() < 0.1

@@ -164,8 +164,10 @@ def test_fits_of_found_pure_tracks_have_unit_pulls(tmp_path):
     fitting = json.loads((output / "performance.json").read_text())["fitting"]
     assert fitting["pull_min_ndf"] == 3
     assert fitting["n_pulls_pure"] > 500
+    # a mean of N unit pulls scatters by 1/sqrt(N): 4 standard errors, not a limit one event's draw decides
+    bound = 4.0 / np.sqrt(fitting["n_pulls_pure"])
     for name, pulls in fitting["pulls_pure"].items():
-        assert abs(pulls["mean"]) < 0.05, name
+        assert abs(pulls["mean"]) < bound, name
         assert abs(pulls["std"] - 1.0) < 0.1, name
     assert abs(fitting["pvalue_mean_pure"] - 0.5) < 0.05
 

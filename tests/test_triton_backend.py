@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from triton_helpers import build_repository, random_inputs, same_bits, served_model_files
+from triton_helpers import build_repository, random_inputs, same_bits, served_model_files, server_regions
 
 from backends.model_repository import file_sha256
 from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
@@ -156,17 +156,11 @@ def test_server_side_failure_is_a_model_error_with_the_servers_message(connect, 
 
 
 def _our_shm_files() -> list[str]:
-    return sorted(name for name in os.listdir("/dev/shm") if name.startswith(f"trkx-{os.getpid()}-"))
+    return sorted(name for name in os.listdir("/dev/shm") if name.startswith(f"inference-iface-{os.getpid()}-"))
 
 
 def _server_regions(server: TritonServer) -> set[str]:
-    raw = grpcclient.InferenceServerClient(server.grpc_url)
-    try:
-        return {
-            region["name"] for region in raw.get_system_shared_memory_status(as_json=True).get("regions", {}).values()
-        }
-    finally:
-        raw.close()
+    return server_regions(server.grpc_url)
 
 
 def test_shared_memory_regions_are_reused_and_released(server, model_files):
@@ -295,3 +289,28 @@ def test_compression_gives_the_same_result(connect):
             out = packed.infer({"input.1": x, "y:0": x})
             assert same_bits(out.sum, plain.sum)
             assert same_bits(out.prod_0, plain.prod_0)
+
+
+def test_grpc_message_limit_defaults_to_the_grpc_clients_and_cannot_exceed_it():
+    assert TritonConfig().grpc_max_message_bytes == grpcclient.MAX_GRPC_MESSAGE_SIZE == 2**31 - 1
+    with pytest.raises(ValueError, match="grpc_max_message_bytes"):
+        TritonConfig(grpc_max_message_bytes=2**31)
+
+
+def test_request_over_the_grpc_limit_is_an_input_error_before_anything_is_sent(connect):
+    limit = 1 << 20
+    wire = connect("two_in_two_out", shared_memory="none", grpc_max_message_bytes=limit)
+    small = np.ones((10_000, 3), np.float32)  # 2 × 120 kB: under the limit
+    np.testing.assert_array_equal(wire.infer({"input.1": small, "y:0": small}).sum, small + small)
+    before = _requests_seen(wire)
+    big = np.ones((60_000, 3), np.float32)  # 2 × 720 kB: over the limit
+    with pytest.raises(InputError) as caught:
+        wire.infer({"input.1": big, "y:0": big})
+    message = str(caught.value)
+    assert f"grpc_max_message_bytes = {limit}" in message
+    assert "shared_memory" in message
+    assert "'input.1' 720000 bytes" in message
+    assert _requests_seen(wire) == before  # refused before serialising: the server saw nothing
+    # the same inputs through shared memory travel as descriptors and pass
+    shared = connect("two_in_two_out", shared_memory="system", grpc_max_message_bytes=limit)
+    np.testing.assert_array_equal(shared.infer({"input.1": big, "y:0": big}).prod_0, big * big)

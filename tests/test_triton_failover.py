@@ -4,6 +4,7 @@ Each test starts its own tritonserver processes (they are killed), serving two s
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -135,7 +136,7 @@ def test_hung_server_is_failed_over_when_deadlines_are_retried(start_server):
     iface.close()
 
 
-def test_two_servers_round_robin_and_survive_one_killed(start_server):
+def test_two_servers_round_robin_and_survive_one_killed(start_server, caplog):
     first, second = start_server(), start_server()
     iface = TritonInference(TritonConfig(urls=(first.grpc_url, second.grpc_url), model_name="two_in_two_out"))
     for seed in range(20):
@@ -144,11 +145,29 @@ def test_two_servers_round_robin_and_survive_one_killed(start_server):
     assert served[first.grpc_url] >= 5
     assert served[second.grpc_url] >= 5  # round-robin: both did work
     first.kill()
-    for seed in range(50):  # every call still succeeds, on the second server
-        check(iface, 100 + seed)
+    with caplog.at_level(logging.WARNING, logger="backends.triton"):
+        for seed in range(50):  # every call still succeeds, on the second server
+            check(iface, 100 + seed)
+    assert any("trying the next server" in record.getMessage() for record in caplog.records)
     (stats,) = iface.server_stats()  # the killed server no longer answers
     assert stats.url == second.grpc_url
     assert stats.success_count >= served[second.grpc_url] + 50
+    iface.close()
+
+
+def test_a_single_server_is_retried_and_never_said_to_be_failed_over(start_server, caplog):
+    server = start_server()
+    iface = TritonInference(TritonConfig(url=server.grpc_url, model_name="two_in_two_out", retries=2))
+    check(iface, 0)
+    server.kill()
+    with (
+        caplog.at_level(logging.WARNING, logger="backends.triton"),
+        pytest.raises(BackendUnavailableError, match="no server answered after 2 retries"),
+    ):
+        check(iface, 1)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(message.endswith("; retrying") for message in messages)
+    assert not any("next server" in message for message in messages)
     iface.close()
 
 

@@ -23,7 +23,6 @@ from finding_models import finding_model_dir
 from job_outputs import assert_same_results
 
 from backends.model_repository import read_model_config
-from backends.tracking_repository import ENSEMBLE_STEPS, TrackingRepositoryOptions, add_tracking
 from backends.triton_server import TritonServer, TritonServerConfig
 from inference_iface import ConfigError, InputError, ModelError, create_inference
 from tracking_algs.cli import main
@@ -32,6 +31,7 @@ from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES
 from tracking_algs.finding.served import FEATURES, HIT_ID, ServedTrackFinder, chain_inputs
 from tracking_algs.job_options import load_job_options
+from tracking_algs.serving.repository import ENSEMBLE_STEPS, TrackingRepositoryOptions, add_tracking
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 pytestmark = pytest.mark.server

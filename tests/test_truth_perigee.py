@@ -66,6 +66,8 @@ def test_kalman_fits_of_truth_tracks_have_unit_pulls_against_the_truth_perigee()
     residual = fit.params[ok] - true
     residual[:, 2] = np.angle(np.exp(1j * residual[:, 2]))
     pulls = residual / np.sqrt(np.diagonal(fit.cov[ok], axis1=1, axis2=2))
-    assert np.abs(pulls.mean(axis=0)).max() < 0.05
+    # the mean of N unit pulls scatters by 1/sqrt(N) from event to event (0.02 here): 4 of those on each of the five
+    # parameters (measured 0.036 here, at most 0.038 in 8 events)
+    assert np.abs(pulls.mean(axis=0)).max() < 4 / np.sqrt(ok.sum())
     assert np.abs(pulls.std(axis=0) - 1.0).max() < 0.1
     assert abs(fit.pvalue[ok].mean() - 0.5) < 0.05

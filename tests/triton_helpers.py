@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx_models
+import tritonclient.grpc as grpcclient
 
 from backends.model_repository import add_onnx_model
 from inference_iface import ModelSignature, numpy_dtype
@@ -76,3 +77,14 @@ def processes_mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def server_regions(grpc_url: str) -> set[str]:
+    """Names of the system shared-memory regions registered with the server at ``grpc_url``."""
+    raw = grpcclient.InferenceServerClient(grpc_url)
+    try:
+        return {
+            region["name"] for region in raw.get_system_shared_memory_status(as_json=True).get("regions", {}).values()
+        }
+    finally:
+        raw.close()

@@ -124,6 +124,7 @@ def job_options_from_dict(data: Mapping[str, Any], where: str = "options") -> Jo
     _check_inference(options, where)
     _check_performance(options.performance, where)
     _check_files(options, where)
+    _check_served_field(options, where)
     return options
 
 
@@ -164,6 +165,20 @@ def _check_files(options: JobOptions, where: str) -> None:
                 f"{where}: the model of stage {stage!r}, {settings['model_path']!r}, does not exist; expected "
                 f"[finding] model_dir to hold {stage}.onnx (or [finding.stages.{stage}] model_path to name the file)"
             )
+
+
+def _check_served_field(options: JobOptions, where: str) -> None:
+    """A served chain computes the pair cuts on the server, in the default detector's field: the job's detector must
+    have that field (the stages in the job take the field of ``[job] detector``)."""
+    if options.finding.serving == "stages" or not options.job.detector:
+        return
+    field, default = options.detector().bfield_t, trackml_detector().bfield_t
+    if field != default:
+        raise ConfigError(
+            f"{where}: [job] detector {options.job.detector!r} has a {field} T field, but [finding] serving = "
+            f"{options.finding.serving!r} computes the pair cuts on the server in the default detector's {default} T; "
+            'use serving = "stages" with this detector'
+        )
 
 
 def _check_inference(options: JobOptions, where: str) -> None:

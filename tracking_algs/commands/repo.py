@@ -7,7 +7,7 @@ standard Triton model directory whose ``config.pbtxt`` is generated from the ONN
 ``add-tracking --repository DIR [--config JOB.toml] [--set K=V] [--model-dir MD]
 [--serving models|ensemble|chain|all] [--flavour F] [--instances K]`` writes the tracking chain's models:
 each neural model on its own, the chain as a Triton ensemble, and/or the whole chain as one Python-backend
-model (see :mod:`backends.tracking_repository`), configured by the job options' ``[finding]`` table.
+model (see :mod:`tracking_algs.serving.repository`), configured by the job options' ``[finding]`` table.
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
 def _add_tracking(args: argparse.Namespace) -> int:
     import attrs
 
-    from backends.tracking_repository import TrackingRepositoryOptions, add_tracking
     from tracking_algs.job_options import load_job_options
+    from tracking_algs.serving.repository import TrackingRepositoryOptions, add_tracking
 
     finding = load_job_options(args.config, args.overrides).finding
     if args.model_dir is not None:

@@ -1,7 +1,9 @@
 """``trkx serve [--repository DIR] [--grpc-port P] [--http-port P] [--metrics-port P]``: the embedded tritonserver.
 
 Runs the real ``tritonserver`` from the ``nvidia-pytriton`` wheel on loopback (free ports unless given),
-prints its endpoints and serves until interrupted (Ctrl-C or SIGTERM) or until the server exits.
+prints its endpoints once it is ready and serves until interrupted (Ctrl-C or SIGTERM) or until the server
+exits. A port held by another process (another server) is refused before anything is printed: one line on
+stderr naming the port, exit status 2 (as for every library error, see :func:`tracking_algs.cli.main`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Start the server, print its endpoints, block until interrupted; exit status 0 (or the server's)."""
+    """Start the server, print its endpoints, block until interrupted; exit status 0 (or the server's).
+
+    Raises:
+        PortInUseError: a port is held by another process (nothing has been printed).
+        BackendUnavailableError: the server did not start (with its log's tail).
+    """
     from backends.triton_server import TritonServer, TritonServerConfig
 
     config = TritonServerConfig(

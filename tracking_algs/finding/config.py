@@ -12,13 +12,13 @@ from attrs import validators as v
 class PairCuts:
     """Geometric cuts on a candidate pair of hits, applied to the embedding neighbours before the ``k_max`` cap
     (:mod:`tracking_algs.finding.pairs`): the two hits on different layers; the circle through the beam line
-    and both hits no tighter than a track of ``min_pt_gev`` in a field of ``bfield_t`` tesla; the line through
-    both hits in r-z within ``max_z0_mm`` of the origin along the beam line. 0 / ``false`` switches a cut off."""
+    and both hits no tighter than a track of ``min_pt_gev`` in the field of the detector (the job's ``[job]
+    detector``); the line through both hits in r-z within ``max_z0_mm`` of the origin along the beam line.
+    0 / ``false`` switches a cut off."""
 
     different_layers: bool = True
     min_pt_gev: float = attrs.field(default=0.5, validator=v.ge(0.0))
     max_z0_mm: float = attrs.field(default=400.0, validator=v.ge(0.0))
-    bfield_t: float = attrs.field(default=2.0, validator=v.gt(0.0))
 
 
 @attrs.frozen(kw_only=True)

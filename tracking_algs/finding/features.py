@@ -30,13 +30,3 @@ def orient_edges(edges: np.ndarray, spacepoints: Spacepoints) -> np.ndarray:
     distance = spacepoints.distance
     swap = distance[edges[0]] > distance[edges[1]]
     return np.where(swap, edges[::-1], edges).astype(np.int64)
-
-
-def unique_undirected(edges: np.ndarray) -> np.ndarray:
-    """Edges [2, E] as sorted (low, high) pairs without repeats or self-loops."""
-    low = np.minimum(edges[0], edges[1])
-    high = np.maximum(edges[0], edges[1])
-    keep = low != high
-    base = np.int64(high.max() + 1) if high.size else np.int64(1)
-    keys = np.unique(low[keep].astype(np.int64) * base + high[keep])
-    return np.stack((keys // base, keys % base))

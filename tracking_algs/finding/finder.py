@@ -65,7 +65,8 @@ def stage_options(config: FindingConfig, stage: str, options: Mapping[str, Any])
 class TrackFinder:
     """Graph construction → edge filtering → GNN classification → track building (→ fitting).
 
-    Each neural stage holds its own :class:`InferenceInterface`, so each can run on its own backend.
+    Each neural stage holds its own :class:`InferenceInterface`, so each can run on its own backend. ``bfield_t`` is
+    the field of the detector the events come from, for the pT cut on hit pairs (None: the default detector's).
     """
 
     def __init__(
@@ -75,12 +76,13 @@ class TrackFinder:
         filter: InferenceInterface,
         gnn: InferenceInterface,
         fitter: TrackFitter | None = None,
+        bfield_t: float | None = None,
     ) -> None:
         card = load_model_card(config.model_dir)
         radius = config.graph.radius or recommended(card, "radius")
         filter_cut = config.filter.cut or recommended(card, "filter_cut")
         self.config = config
-        self.graph = GraphConstruction(embedding, config.graph, radius)
+        self.graph = GraphConstruction(embedding, config.graph, radius, bfield_t)
         self.filter = EdgeFiltering(filter, config.filter, filter_cut)
         self.gnn = GNNClassification(gnn, config.gnn)
         self.building = TrackBuilding(config.building)
@@ -92,6 +94,7 @@ class TrackFinder:
         config: FindingConfig,
         inference_options: Mapping[str, Mapping[str, Any]],
         fitter: TrackFitter | None = None,
+        bfield_t: float | None = None,
     ) -> TrackFinder:
         """Build the three inference interfaces from per-stage options (keys ``embedding``, ``filter``,
         ``gnn``; each a mapping such as ``{"backend": "onnxruntime"}``, see :func:`stage_options`)."""
@@ -101,7 +104,7 @@ class TrackFinder:
         interfaces = {
             stage: create_inference(stage_options(config, stage, inference_options[stage])) for stage in STAGES
         }
-        return cls(config, **interfaces, fitter=fitter)
+        return cls(config, **interfaces, fitter=fitter, bfield_t=bfield_t)
 
     @classmethod
     def local(cls, config: FindingConfig | None = None, fitter: TrackFitter | None = None) -> TrackFinder:

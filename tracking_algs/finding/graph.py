@@ -124,19 +124,26 @@ def _faiss_neighbours(points: np.ndarray, radius: float, depth: int) -> np.ndarr
 class GraphConstruction:
     """Stage 1: features → embedding (through ``inference``) → candidate edges [2, E]."""
 
-    def __init__(self, inference: InferenceInterface, config: GraphConfig, radius: float) -> None:
+    def __init__(
+        self, inference: InferenceInterface, config: GraphConfig, radius: float, bfield_t: float | None = None
+    ) -> None:
         self.inference = inference
         self.config = config
         self.radius = radius
+        #: the detector's field, for the pT cut on pairs (None: the default detector's)
+        self.bfield_t = bfield_t
 
     def run(self, features: np.ndarray, spacepoints: Spacepoints) -> tuple[np.ndarray, np.ndarray]:
         """The embedding [N, D] and the undirected candidate edges [2, E] of one event."""
         embedding = np.asarray(self.inference.infer(features=features, outputs=["embedding"]).embedding)
-        return embedding, candidate_edges(embedding, spacepoints, self.radius, self.config)
+        return embedding, candidate_edges(embedding, spacepoints, self.radius, self.config, self.bfield_t)
 
 
-def candidate_edges(embedding: np.ndarray, spacepoints: Spacepoints, radius: float, config: GraphConfig) -> np.ndarray:
+def candidate_edges(
+    embedding: np.ndarray, spacepoints: Spacepoints, radius: float, config: GraphConfig, bfield_t: float | None = None
+) -> np.ndarray:
     """The undirected candidate edges [2, E] of one event: :func:`radius_graph` of ``embedding`` with the
-    pair cuts of ``config`` on the spacepoints' geometry."""
-    accept = PairGeometry(spacepoints, config.cuts).compatible
+    pair cuts of ``config`` on the spacepoints' geometry, in the detector's field ``bfield_t`` (None: the default
+    detector's)."""
+    accept = PairGeometry(spacepoints, config.cuts, bfield_t).compatible
     return radius_graph(embedding, radius, config.k_max, config.method, config.query_k, accept, config.eps)

@@ -6,7 +6,8 @@ with three cuts on the pair alone (each can be switched off in :class:`~tracking
 
 - both hits on one layer (a track crosses a layer once, apart from loopers);
 - the circle through the beam line (the origin in x-y) and both hits bends more than a track of ``min_pt_gev``:
-  pT ≈ 0.3 · B · R with R = r₁ r₂ d / (2 |x₁ y₂ − y₁ x₂|), d the transverse distance of the hits;
+  pT ≈ 0.3 · B · R with R = r₁ r₂ d / (2 |x₁ y₂ − y₁ x₂|), d the transverse distance of the hits, B the field of
+  the detector (without a field nothing bends and the cut is off);
 - the straight line through both hits in r-z meets the beam line at |z₀| > ``max_z0_mm``.
 """
 
@@ -16,14 +17,16 @@ import numpy as np
 
 from tracking_algs.event import Spacepoints
 from tracking_algs.finding.config import PairCuts
-from tracking_algs.geometry import HELIX_CONSTANT
+from tracking_algs.geometry import HELIX_CONSTANT, trackml_detector
 
 
 class PairGeometry:
-    """The hit columns the :class:`PairCuts` need (float32: the cuts are coarse), for one event."""
+    """The hit columns the :class:`PairCuts` need (float32: the cuts are coarse), for one event; ``bfield_t`` is
+    the field of the detector the hits are from (None: that of the default, :func:`trackml_detector`)."""
 
-    def __init__(self, spacepoints: Spacepoints, cuts: PairCuts) -> None:
+    def __init__(self, spacepoints: Spacepoints, cuts: PairCuts, bfield_t: float | None = None) -> None:
         self.cuts = cuts
+        self.bfield_t = trackml_detector().bfield_t if bfield_t is None else float(bfield_t)
         self.x = np.asarray(spacepoints.x, dtype=np.float32)
         self.y = np.asarray(spacepoints.y, dtype=np.float32)
         self.z = np.asarray(spacepoints.z, dtype=np.float32)
@@ -40,9 +43,9 @@ class PairGeometry:
         if cuts.min_pt_gev > 0 or cuts.max_z0_mm > 0:
             x1, y1, r1 = self.x[first], self.y[first], self.r[first]
             x2, y2, r2 = self.x[second], self.y[second], self.r[second]
-        if cuts.min_pt_gev > 0:
+        if cuts.min_pt_gev > 0 and self.bfield_t != 0:
             # R ≥ R_min  ⇔  r₁ r₂ d ≥ 2 R_min |x₁ y₂ − y₁ x₂| (no division: pairs on one radial line pass)
-            min_radius = cuts.min_pt_gev / (HELIX_CONSTANT * cuts.bfield_t)
+            min_radius = cuts.min_pt_gev / (HELIX_CONSTANT * abs(self.bfield_t))
             chord = np.hypot(x2 - x1, y2 - y1)
             keep &= r1 * r2 * chord >= 2 * min_radius * np.abs(x1 * y2 - y1 * x2)
         if cuts.max_z0_mm > 0:

@@ -1,30 +1,115 @@
-"""Strict reading and exact writing of CSV tables with named, typed columns; ``.gz`` files are read as gzip."""
+"""Strict reading and exact writing of CSV tables with named, typed columns, through pyarrow's CSV reader and
+writer; a file whose name ends in ``.gz`` is read (and written) as gzip.
+
+Floats are written as the shortest decimal that reads back to the same float64 (pyarrow's writer), so what
+:func:`write_table` writes, :func:`read_table` reads back bit for bit.
+"""
 
 from __future__ import annotations
 
 import csv
 import gzip
-import io
-import warnings
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from tracking_algs.errors import EventFormatError
 
+#: What pyarrow parses as an int64 / a float64 (the error path names the first field that is not one).
+_INTEGER = re.compile(r"-?[0-9]+")
+_FLOAT = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.IGNORECASE)
+_INT64 = np.iinfo(np.int64)
+#: a blank line is a row with one empty field (an error), so that row n is always line n + 1 in messages
+_PARSE_OPTIONS = pa_csv.ParseOptions(ignore_empty_lines=False)
+_WRITE_OPTIONS = pa_csv.WriteOptions(include_header=False)  # the header is written as plain names, unquoted
 
-def read_table(path: Path, columns: Mapping[str, np.dtype]) -> dict[str, np.ndarray]:
-    """The named ``columns`` of a CSV file with a header line, each as an array of its dtype.
+
+def read_table(path: Path, columns: Mapping[str, np.dtype | str]) -> dict[str, np.ndarray]:
+    """The named ``columns`` of a CSV file with a header line, each as an array of its dtype (int64 or float64).
 
     A file whose name ends in ``.gz`` is decompressed (gzip) while it is read. Extra columns are ignored.
     Raises :class:`EventFormatError` naming the file, and the row (1-based data row, its line number) and
     column, for an unreadable file, a missing header or column, a row with the wrong number of fields, an
     unparsable value, a value with a fraction in an integer column, or a NaN/infinite float.
     """
+    path = Path(path)
+    dtypes = {name: np.dtype(kind) for name, kind in columns.items()}
+    convert = pa_csv.ConvertOptions(
+        column_types={name: pa.from_numpy_dtype(dtype) for name, dtype in dtypes.items()},
+        include_columns=list(dtypes),
+        null_values=[],  # no "NA"/"nan"/"" as a missing value: an empty field is an error, "nan" a float NaN
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    try:
+        with pa.input_stream(str(path), compression="detect") as stream:
+            data = pa_csv.read_csv(stream, parse_options=_PARSE_OPTIONS, convert_options=convert)
+    except (pa.ArrowException, OSError) as error:  # pyarrow names neither row nor column name: find them
+        _diagnose(path, dtypes, error)
+    table = {name: np.array(data.column(name).to_numpy(), dtype=dtype) for name, dtype in dtypes.items()}
+    for name, values in table.items():
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            row = int(np.flatnonzero(~np.isfinite(values))[0]) + 1
+            raise EventFormatError(f"{path}: row {row} (line {row + 1}), column {name!r}: {values[row - 1]} "
+                                   "is not a finite number")  # fmt: skip
+    return table
+
+
+def write_table(path: Path, table: Mapping[str, np.ndarray]) -> None:
+    """Write columns (in the mapping's order) with a header line: integers as integers, floats as the shortest
+    decimal that reads back to exactly the same float64. A ``.gz`` name writes gzip."""
+    with TableWriter(path, {name: np.asarray(values).dtype for name, values in table.items()}) as writer:
+        writer.write(table)
+
+
+class TableWriter:
+    """A CSV file written in chunks of rows: the header line first, then each :meth:`write`'s columns, formatted as
+    by :func:`write_table`. Integer columns are written as int64, float columns as float64."""
+
+    def __init__(self, path: Path, columns: Mapping[str, np.dtype | str]) -> None:
+        #: each column's dtype as written: int64 for integer (and boolean) columns, float64 for the others
+        self.dtypes = {name: np.dtype(np.int64 if np.dtype(kind).kind in "iub" else np.float64)
+                       for name, kind in columns.items()}  # fmt: skip
+        self.schema = pa.schema([(name, pa.from_numpy_dtype(dtype)) for name, dtype in self.dtypes.items()])
+        self._stream = pa.output_stream(str(path), compression="detect")
+        try:
+            self._stream.write((",".join(self.dtypes) + "\n").encode())
+            self._writer = pa_csv.CSVWriter(self._stream, self.schema, write_options=_WRITE_OPTIONS)
+        except BaseException:
+            self._stream.close()
+            raise
+
+    def write(self, table: Mapping[str, np.ndarray | Iterable[float]]) -> None:
+        """Append rows: one array per column of the header, all of one length."""
+        arrays = [pa.array(np.asarray(table[name], dtype=dtype)) for name, dtype in self.dtypes.items()]
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+
+    def close(self) -> None:
+        """Finish the file."""
+        try:
+            self._writer.close()
+        finally:
+            self._stream.close()
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _diagnose(path: Path, columns: Mapping[str, np.dtype], error: Exception) -> NoReturn:
+    """Raise the :class:`EventFormatError` for a file pyarrow rejected: read it again as text (only on this error
+    path) and name the first problem, its row and column; pyarrow's own message when no field is to blame."""
     text = _read_text(path)
-    header = text.partition("\n")[0]
-    names = [name.strip() for name in header.strip().split(",")] if header.strip() else []
+    lines = text.splitlines()
+    header = lines[0].strip() if lines else ""
+    names = [name.strip() for name in header.split(",")] if header else []
     if not names:
         raise EventFormatError(f"{path}: empty file, expected a header with columns {', '.join(columns)}")
     missing = [name for name in columns if name not in names]
@@ -32,25 +117,29 @@ def read_table(path: Path, columns: Mapping[str, np.dtype]) -> dict[str, np.ndar
         raise EventFormatError(
             f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(columns)}, found {', '.join(names)}"
         )
-    usecols = [names.index(name) for name in columns]
-    dtype = np.dtype([(name, np.dtype(kind)) for name, kind in columns.items()])
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
-            # numpy parses "7.5" in an integer column as 7 with a DeprecationWarning: make that a parse error
-            warnings.simplefilter("error", DeprecationWarning)
-            data = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1, usecols=usecols, dtype=dtype, ndmin=1)
-    except ValueError as error:
-        _locate_parse_error(path, text, names, columns)
-        raise EventFormatError(f"{path}: {error}") from None
-    _check_field_counts(path, text, len(names))
-    table = {name: np.ascontiguousarray(data[name]) for name in columns}
-    for name, values in table.items():
-        if values.dtype.kind == "f" and not np.isfinite(values).all():
-            row = int(np.flatnonzero(~np.isfinite(values))[0]) + 1
-            raise EventFormatError(f"{path}: row {row} (line {row + 1}), column {name!r}: {values[row - 1]} "
-                                   "is not a finite number")  # fmt: skip
-    return table
+    wanted = {names.index(name): (name, dtype) for name, dtype in columns.items()}
+    for row, fields in enumerate(csv.reader(lines[1:]), start=1):
+        fields = fields or [""]  # a blank line: one empty field
+        line = row + 1
+        if len(fields) != len(names):
+            what = "truncated row" if len(fields) < len(names) else "too many fields"
+            raise EventFormatError(
+                f"{path}: row {row} (line {line}): {what}, expected {len(names)} fields, found {len(fields)}"
+            )
+        for index, (name, dtype) in wanted.items():
+            field = fields[index].strip()
+            if not _parses(field, dtype):
+                what = "an integer" if dtype.kind == "i" else "a number"
+                raise EventFormatError(f"{path}: row {row} (line {line}), column {name!r}: {field!r} is not a valid "
+                                       f"{dtype.name} (expected {what})")  # fmt: skip
+    raise EventFormatError(f"{path}: {error}")
+
+
+def _parses(field: str, dtype: np.dtype) -> bool:
+    """Whether pyarrow reads ``field`` as a value of ``dtype`` (int64: digits without a fraction or exponent)."""
+    if dtype.kind != "i":
+        return _FLOAT.fullmatch(field) is not None
+    return _INTEGER.fullmatch(field) is not None and _INT64.min <= int(field) <= _INT64.max
 
 
 def _read_text(path: Path) -> str:
@@ -67,47 +156,3 @@ def _read_text(path: Path) -> str:
         raise EventFormatError(f"{path}: cannot read: {what}") from None
     except OSError as error:
         raise EventFormatError(f"{path}: cannot read: {error.strerror or error}") from None
-
-
-def write_table(path: Path, table: Mapping[str, np.ndarray]) -> None:
-    """Write columns (in the mapping's order) with a header line: integers as integers, floats as Python's
-    shortest repr, which reads back to exactly the same float64."""
-    text_columns = [list(map(repr, np.asarray(values).tolist())) for values in table.values()]
-    with path.open("w", newline="") as stream:
-        stream.write(",".join(table) + "\n")
-        stream.writelines(line + "\n" for line in map(",".join, zip(*text_columns, strict=True)))
-
-
-def _locate_parse_error(path: Path, text: str, names: list[str], columns: Mapping[str, np.dtype]) -> None:
-    """Find the first bad field of a file np.loadtxt rejected and raise an error naming its row and column."""
-    wanted = {names.index(name): (name, np.dtype(kind)) for name, kind in columns.items()}
-    reader = csv.reader(io.StringIO(text))
-    next(reader)
-    for row, fields in enumerate(reader, start=1):
-        _check_fields(path, row, len(names), len(fields))
-        for index, (name, kind) in wanted.items():
-            field = fields[index].strip()
-            try:
-                int(field) if kind.kind == "i" else float(field)
-            except ValueError:
-                what = "an integer" if kind.kind == "i" else "a number"
-                raise EventFormatError(
-                    f"{path}: row {row} (line {row + 1}), column {name!r}: {field!r} is not a valid {kind.name} "
-                    f"(expected {what})"
-                ) from None
-
-
-def _check_field_counts(path: Path, text: str, n_names: int) -> None:
-    """np.loadtxt with ``usecols`` accepts rows with extra or missing unused fields; check every row."""
-    lines = text.splitlines()[1:]
-    counts = np.fromiter((line.count(",") for line in lines), dtype=np.int64, count=len(lines))
-    bad = np.flatnonzero(counts != n_names - 1)
-    if bad.size:
-        row = int(bad[0]) + 1
-        _check_fields(path, row, n_names, int(counts[bad[0]]) + 1)
-
-
-def _check_fields(path: Path, row: int, expected: int, found: int) -> None:
-    if found != expected:
-        what = "truncated row" if found < expected else "too many fields"
-        raise EventFormatError(f"{path}: row {row} (line {row + 1}): {what}, expected {expected} fields, found {found}")

@@ -62,7 +62,7 @@ def list_events(directory: str | Path) -> list[int]:
 
 def write_event(directory: str | Path, event: Event) -> None:
     """Write the event's hits (and truth and particles when present) into ``directory`` (created if needed).
-    Floats are written exactly (17 significant digits); ``sigma`` is not written."""
+    Floats are written exactly (the shortest decimal that reads back to the same float64); ``sigma`` is not written."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tables = {"hits": (event.spacepoints, HITS_COLUMNS), "truth": (event.truth, TRUTH_COLUMNS),

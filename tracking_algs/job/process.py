@@ -29,7 +29,9 @@ class EventProcessor:
         self.finder: TrackFinder | ServedTrackFinder
         if serving == "stages":
             stage_options = {stage: options.stage_inference(stage) for stage in STAGES}
-            self.finder = TrackFinder.from_options(options.finding, stage_options, fitter=fitter)
+            self.finder = TrackFinder.from_options(
+                options.finding, stage_options, fitter=fitter, bfield_t=self.detector.bfield_t
+            )
             stage_objects = (self.finder.graph, self.finder.filter, self.finder.gnn)
             #: Each neural stage's inference backend (or the served chain's), as its interface describes itself.
             self.backend = {stage: obj.inference.describe() for stage, obj in zip(STAGES, stage_objects, strict=True)}

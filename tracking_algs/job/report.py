@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tracking_algs.fitting.results import COVARIANCE_NAMES, PARAMETER_NAMES, transverse_momentum
+from tracking_algs.io.csv_table import TableWriter
 from tracking_algs.job.plots import plot_pulls, plot_resolutions, plot_timing
 from tracking_algs.job.process import CANDIDATES
 from tracking_algs.job.runner import JobSummary
@@ -31,7 +32,7 @@ from tracking_algs.performance.histograms import efficiency_vs_eta, efficiency_v
 from tracking_algs.performance.matching import MatchResult
 from tracking_algs.performance.plots import plot_performance
 
-#: Columns of ``fitted_tracks.csv`` after ``event_id`` (the DESIGN.md contract).
+#: Columns of ``fitted_tracks.csv`` after ``event_id`` (the output format of docs/configuration.md).
 FITTED_COLUMNS: tuple[str, ...] = (
     "track_id",
     *PARAMETER_NAMES,
@@ -86,27 +87,21 @@ def write_report(store: ResultStore, options: JobOptions) -> dict[str, Any]:
 
 
 def _write_tracks(path: Path, results: list[EventResult]) -> None:
-    with path.open("w") as stream:
-        stream.write("event_id,hit_id,track_id\n")
+    with TableWriter(path, {"event_id": np.int64, "hit_id": np.int64, "track_id": np.int64}) as writer:
         for result in results:
-            rows = np.column_stack((np.full(len(result.hit_id), result.event_id), result.hit_id, result.track_label))
-            np.savetxt(stream, rows, fmt="%d", delimiter=",")
+            event_id = np.full(len(result.hit_id), result.event_id)
+            writer.write({"event_id": event_id, "hit_id": result.hit_id, "track_id": result.track_label})
 
 
 def _write_fitted(path: Path, results: list[EventResult]) -> None:
-    with path.open("w") as stream:
-        stream.write(",".join(("event_id", *FITTED_COLUMNS)) + "\n")
+    integers = {"event_id", "track_id", "ndf", "n_hits", "n_outliers", "status"}
+    dtypes = {name: np.int64 if name in integers else np.float64 for name in ("event_id", *FITTED_COLUMNS)}
+    with TableWriter(path, dtypes) as writer:
         for result in results:
             if not result.fitted:
                 continue
-            count = len(result.fitted["track_id"])
-            for row in range(count):
-                values = [str(result.event_id)] + [_format(result.fitted[name][row]) for name in FITTED_COLUMNS]
-                stream.write(",".join(values) + "\n")
-
-
-def _format(value: np.generic) -> str:
-    return str(int(value)) if np.issubdtype(np.asarray(value).dtype, np.integer) else repr(float(value))
+            event_id = np.full(len(result.fitted["track_id"]), result.event_id)
+            writer.write({"event_id": event_id, **{name: result.fitted[name] for name in FITTED_COLUMNS}})
 
 
 def _timing(results: list[EventResult]) -> dict[str, dict[str, float]]:

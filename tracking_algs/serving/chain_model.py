@@ -1,13 +1,13 @@
 """The Triton Python-backend model of the tracking chain and of the ensemble's non-neural steps.
 
-:func:`backends.tracking_repository.add_tracking` copies this file as ``<name>/1/model.py``. It is a thin
+:func:`tracking_algs.serving.repository.add_tracking` copies this file as ``<name>/1/model.py``. It is a thin
 adapter: the work is done by :mod:`tracking_algs` (so the server's Python must be able to import this
 project; the embedded server's ``PYTHONPATH`` holds it). ``config.pbtxt`` parameters choose what it runs:
 
 ``step``
     ``chain`` (the whole :class:`~tracking_algs.finding.finder.TrackFinder`, neural stages on ONNX
     Runtime inside this model) or one of the ensemble steps ``features``, ``graph``, ``filter_select``,
-    ``building`` (:class:`~tracking_algs.finding.ensemble_steps.EnsembleSteps`);
+    ``building`` (:class:`~tracking_algs.serving.ensemble_steps.EnsembleSteps`);
 ``finding``
     the :class:`~tracking_algs.finding.config.FindingConfig` as JSON (``chain``: the model directory is
     the version directory's ``models/``; the steps: radius and filter cut are set);
@@ -38,10 +38,10 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from inference_iface.options import structure  # noqa: E402
 from tracking_algs.finding.config import FindingConfig  # noqa: E402
-from tracking_algs.finding.ensemble_steps import EnsembleSteps  # noqa: E402
 from tracking_algs.finding.finder import TrackFinder  # noqa: E402
 from tracking_algs.finding.model_dir import STAGES  # noqa: E402
 from tracking_algs.finding.served import FEATURES, HIT_ID, LABELS, spacepoints_from_chain  # noqa: E402
+from tracking_algs.serving.ensemble_steps import EnsembleSteps  # noqa: E402
 
 Step = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 

@@ -1,4 +1,4 @@
-"""A Triton model repository serving the tracking chain, in the three ways DESIGN.md names.
+"""A Triton model repository serving the tracking chain in three ways.
 
 ``serving="models"``
     each neural model on its own, named after its stage: ``embedding``, ``filter``, ``gnn``
@@ -15,7 +15,7 @@
 
 The ensemble and the chain take ``FEATURES`` [N, 8] float64 and ``HIT_ID`` [N] int64 and return
 ``LABELS`` [N] int64 (see :mod:`tracking_algs.finding.served`). The Python-backend models are thin
-adapters (:mod:`backends.triton_tracking_model`) calling :mod:`tracking_algs`, which the server's Python
+adapters (:mod:`tracking_algs.serving.chain_model`) calling :mod:`tracking_algs`, which the server's Python
 must be able to import (the embedded server's ``PYTHONPATH`` holds this project; on another server,
 install the project into the Python the Python backend runs).
 
@@ -50,10 +50,10 @@ from inference_iface.errors import ConfigError
 from inference_iface.options import unstructure
 from inference_iface.signature import ModelSignature, TensorSpec
 from tracking_algs.finding.config import FindingConfig
-from tracking_algs.finding.ensemble_steps import with_working_point
 from tracking_algs.finding.features import FEATURE_NAMES
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES, model_path, resolve_model_dir
 from tracking_algs.finding.served import CHAIN_SIGNATURE, FEATURES, HIT_ID, LABELS, SERVED_MODELS
+from tracking_algs.serving.ensemble_steps import with_working_point
 
 Serving = Literal["models", "ensemble", "chain", "all"]
 SERVINGS: tuple[str, ...] = ("models", "ensemble", "chain", "all")
@@ -62,7 +62,7 @@ CHAIN_MODEL = SERVED_MODELS["chain"]
 ENSEMBLE_MODEL = SERVED_MODELS["ensemble"]
 
 #: The template copied as ``model.py`` into the chain's and the ensemble steps' model directories.
-TRACKING_MODEL_TEMPLATE = Path(__file__).with_name("triton_tracking_model.py")
+TRACKING_MODEL_TEMPLATE = Path(__file__).with_name("chain_model.py")
 
 _EDGES = TensorSpec("edge_index", "int64", (2, -1))
 _SCORE = TensorSpec("score", "float32", (-1,))
@@ -197,7 +197,7 @@ def _python_model(
     finding: FindingConfig,
     options: TrackingRepositoryOptions,
 ) -> Path:
-    """A Python-backend model running ``step`` of :mod:`backends.triton_tracking_model`."""
+    """A Python-backend model running ``step`` of :mod:`tracking_algs.serving.chain_model`."""
     parameters = {
         "step": step,
         "finding": json.dumps(unstructure(finding)),
