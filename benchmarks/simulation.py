@@ -234,8 +234,7 @@ def markdown(rows: list[dict[str, object]], load: float) -> str:
     lines = [
         "## Detector simulation",
         "",
-        f"One core; target: pile-up 200 in ≤ {TARGET_S:.0f} s/event. Machine: {_cpu()}; load average during the "
-        f"run: {load:.1f}.",
+        f"One core. Machine: {_cpu()}; load average during the run: {load:.1f}.",
         "",
         "| pile-up | events | particles/event | hits/event | simulation s/event (median) | max s/event | hits/s |",
         "|---|---|---|---|---|---|---|",

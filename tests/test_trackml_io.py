@@ -12,6 +12,7 @@ import pytest
 
 from tracking_algs.errors import EventFormatError
 from tracking_algs.geometry import trackml_detector
+from tracking_algs.io.csv_table import read_table, write_table
 from tracking_algs.io.trackml import event_path, list_events, read_event, write_event
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
@@ -262,3 +263,21 @@ def test_real_trackml_full_events_list_and_read_without_truth():
     assert len(event.spacepoints) == 93_680
     assert event.truth is None
     assert event.particles is None
+
+
+# --- the CSV table itself ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["table.csv", "table.csv.gz"])
+def test_every_float64_reads_back_bit_for_bit(tmp_path, name):
+    """Shortest round-trip decimals: random bit patterns (every exponent), signed zeros, subnormals, extremes."""
+    rng = np.random.default_rng(7)
+    bits = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, size=200_000, dtype=np.int64)
+    values = bits.view(np.float64)
+    special = [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 1e16, 0.1, 1 / 3, 100.0]
+    values = np.concatenate([special, values[np.isfinite(values)]])
+    ids = np.arange(len(values), dtype=np.int64) - 2**62
+    write_table(tmp_path / name, {"id": ids, "value": values})
+    back = read_table(tmp_path / name, {"id": "int64", "value": "float64"})
+    assert np.array_equal(back["id"], ids)
+    assert np.array_equal(back["value"].view(np.int64), values.view(np.int64))
