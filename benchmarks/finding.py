@@ -28,11 +28,12 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from inference_iface import create_inference
-from inference_iface.cores import pin_to_share, usable_cores
+from inference_iface.cores import usable_cores
+from tracking_algs.cores import pin_to_share
 from tracking_algs.finding.features import spacepoint_features
-from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.graph import candidate_edges
 from tracking_algs.finding.model_dir import model_path
+from tracking_algs.job_options import local_finder
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, results = [], {}
     gnn_inputs = []  # (features, filter edges) of the 100k events, for the memory-pattern comparison
     searches = {}
-    with TrackFinder.local() as finder:
+    with local_finder() as finder:
         for name, pileup in SIZES.items():
             finder.find(simulate_event(SimulationConfig(pileup=pileup), SEED, WARM_UP_EVENT).spacepoints)
             timings, hits, graph_times = [], [], {"kdtree": [], "faiss": []}
@@ -210,7 +211,7 @@ def _job_worker(index: int, workers: int, pileup: float, events: int, barrier, r
     pin_to_share(index, workers)
     first = 100 + index * events  # events of their own, none of them timed in the latency table
     event_list = [simulate_event(SimulationConfig(pileup=pileup), SEED, first + i).spacepoints for i in range(events)]
-    with TrackFinder.local() as finder:
+    with local_finder() as finder:
         finder.find(simulate_event(SimulationConfig(pileup=pileup), SEED, WARM_UP_EVENT).spacepoints)
         barrier.wait()
         for spacepoints in event_list:

@@ -22,9 +22,9 @@ from bench_common import write_results
 from scipy.spatial import cKDTree
 
 from tracking_algs.finding.features import spacepoint_features
-from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.graph import candidate_edges
 from tracking_algs.finding.pairs import PairGeometry
+from tracking_algs.job_options import local_finder
 from tracking_algs.performance import edge_counts, truth_graph
 from tracking_algs.performance.lookup import hit_particle_pt
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=2, help="events per pile-up")
     args = parser.parse_args(argv)
     report: dict[str, dict] = {}
-    with TrackFinder.local() as finder:
+    with local_finder() as finder:
         graph, radius = finder.config.graph, finder.graph.radius
         cut_sets = {
             "pT": attrs.evolve(graph.cuts, different_layers=False, max_z0_mm=0.0),

@@ -23,11 +23,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tracking_algs.finding.config import BuildingConfig, FindingConfig, GNNConfig
-from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
 from tracking_algs.finding.validation import evaluate, without_matches
 from tracking_algs.fitting import KalmanFitter
 from tracking_algs.geometry import trackml_detector
+from tracking_algs.job_options import local_finder
 from tracking_algs.performance import plot_performance
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     config = FindingConfig(model_dir=args.model_dir, building=building, gnn=GNNConfig(cut=args.gnn_cut))
     results, rows = {}, []
     fitter = None if args.no_fit else KalmanFitter(trackml_detector())
-    with TrackFinder.local(config, fitter) as finder:
+    with local_finder(config, fitter) as finder:
         for pileup in args.pileups:
             events = (simulate_event(SimulationConfig(pileup=pileup), SEED, i) for i in range(args.events))
             summary = evaluate(finder, events)

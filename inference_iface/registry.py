@@ -92,7 +92,8 @@ def _install_hint(entry: EntryPoint, error: ImportError) -> str:
             extras.append(extra.group(1))
     if not extras:
         return ""
-    narrowest = min(extras, key=lambda name: name == "all")  # an extra made for it rather than "all"
+    # the extra named after the backend, else one made for it rather than "all"
+    narrowest = min(extras, key=lambda name: (name != entry.name, name == "all"))
     return f"; install it with: pip install '{dist.metadata['Name']}[{narrowest}]'"
 
 

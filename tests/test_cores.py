@@ -10,7 +10,8 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 
-from inference_iface.cores import core_slices, map_on_cores, pin_to_share, usable_cores
+from inference_iface.cores import usable_cores
+from tracking_algs.cores import core_slices, map_on_cores, pin_to_share
 
 CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 needs_two_cores = pytest.mark.skipif(len(CORES) < 2 or not hasattr(os, "sched_setaffinity"),

@@ -8,10 +8,11 @@ import pytest
 from inference_iface import ConfigError
 from tracking_algs.event import TrackCandidates
 from tracking_algs.finding.config import FindingConfig, GraphConfig
-from tracking_algs.finding.finder import TrackFinder, stage_options
+from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.model_dir import SHIPPED_DIR, load_model_card
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
 from tracking_algs.finding.validation import evaluate
+from tracking_algs.job_options import JobOptions, local_finder
 from tracking_algs.performance import ParticleSelection, edge_metrics, match_tracks, truth_graph
 from tracking_algs.performance.lookup import hit_particle_pt
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -26,7 +27,7 @@ def event():
 
 @pytest.fixture(scope="module")
 def finder():
-    with TrackFinder.local() as finder:
+    with local_finder() as finder:
         yield finder
 
 
@@ -71,7 +72,7 @@ def test_faiss_and_kdtree_finders_give_nearly_the_same_graph_and_tracks(event):
     and track is the same (measured: all 4755 edges and 167 tracks of this event).  A FAISS radius 0.5 % off already
     changes more than the 0.2 % of the edges allowed (9 here)."""
     config = FindingConfig(graph=GraphConfig(method="faiss"))
-    with TrackFinder.local(config) as faiss_finder, TrackFinder.local() as kdtree_finder:
+    with local_finder(config) as faiss_finder, local_finder() as kdtree_finder:
         faiss_result = faiss_finder.find(event.spacepoints)
         kdtree_result = kdtree_finder.find(event.spacepoints)
     faiss_edges, kdtree_edges = (_pair_set(result.edges["graph"]) for result in (faiss_result, kdtree_result))
@@ -96,28 +97,32 @@ class CountingFitter:
 
 def test_fitter_hook_runs_after_building(event):
     fitter = CountingFitter()
-    with TrackFinder.local(fitter=fitter) as finder:
+    with local_finder(fitter=fitter) as finder:
         result = finder.find(event.spacepoints)
     assert fitter.calls == [(len(event.spacepoints), len(result.candidates))]
     assert result.fit == len(result.candidates)
     assert "fitting" in result.timing_ms
 
 
-def test_stage_options_fill_in_the_model():
-    config = FindingConfig()
-    onnx = stage_options(config, "gnn", {"backend": "onnxruntime"})
-    assert onnx["model_path"] == str(SHIPPED_DIR / "gnn.onnx")
-    assert stage_options(config, "gnn", {"backend": "onnxruntime", "model_path": "x.onnx"})["model_path"] == "x.onnx"
-    assert stage_options(config, "filter", {"backend": "triton", "url": "h:1"})["model_name"] == "filter"
+def test_job_options_fill_in_each_stages_model():
+    onnx = JobOptions()
+    assert onnx.stage_inference("gnn")["model_path"] == str(SHIPPED_DIR / "gnn.onnx")
+    named = JobOptions(inference={"backend": "onnxruntime", "onnxruntime": {"model_path": "/models/{stage}-v2.onnx"}})
+    assert named.stage_inference("gnn")["model_path"] == "/models/gnn-v2.onnx"
+    one = JobOptions(stages={"filter": {"model_path": "x.onnx"}})
+    assert one.stage_inference("filter")["model_path"] == "x.onnx"
+    assert one.stage_inference("gnn")["model_path"] == str(SHIPPED_DIR / "gnn.onnx")
+    served = JobOptions(inference={"backend": "triton", "triton": {"url": "h:1"}})
+    assert served.stage_inference("filter") == {"backend": "triton", "model_name": "filter", "url": "h:1"}
 
 
 @pytest.mark.parametrize("setting", ["memory_pattern", "allow_spinning"])
 def test_local_stages_run_without_memory_patterns_or_spinning_unless_asked(setting):
-    config = FindingConfig()
-    assert stage_options(config, "gnn", {"backend": "onnxruntime"})[setting] is False
-    assert stage_options(config, "gnn", {"backend": "onnxruntime", setting: True})[setting] is True
-    assert setting not in stage_options(config, "gnn", {"backend": "triton", "url": "h:1"})
-    with TrackFinder.local() as finder:
+    assert JobOptions().stage_inference("gnn")[setting] is False
+    asked = JobOptions(inference={"backend": "onnxruntime", "onnxruntime": {setting: True}})
+    assert asked.stage_inference("gnn")[setting] is True
+    assert setting not in JobOptions(inference={"backend": "triton"}).stage_inference("gnn")
+    with local_finder() as finder:
         assert getattr(finder.gnn.inference.config, setting) is False
 
 

@@ -30,7 +30,7 @@ from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES
 from tracking_algs.finding.served import FEATURES, HIT_ID, ServedTrackFinder, chain_inputs
-from tracking_algs.job_options import load_job_options
+from tracking_algs.job_options import JobOptions, load_job_options, local_finder
 from tracking_algs.serving.repository import ENSEMBLE_STEPS, TrackingRepositoryOptions, add_tracking
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
@@ -67,7 +67,7 @@ def events():
 
 @pytest.fixture(scope="module")
 def local_results(model_dir, events):
-    with TrackFinder.local(FindingConfig(model_dir=str(model_dir))) as finder:
+    with local_finder(FindingConfig(model_dir=str(model_dir))) as finder:
         return [finder.find(event.spacepoints) for event in events]
 
 
@@ -101,7 +101,7 @@ def test_repository_holds_the_three_ways(repository, model_dir):
 
 
 def test_every_stage_on_triton_matches_local(server, model_dir, events, local_results):
-    options = {stage: _triton(server) for stage in STAGES}
+    options = {stage: _triton(server, stage) for stage in STAGES}
     with TrackFinder.from_options(FindingConfig(model_dir=str(model_dir)), options) as finder:
         for event, local in zip(events, local_results, strict=True):
             served = finder.find(event.spacepoints)
@@ -124,9 +124,9 @@ def test_served_chain_matches_local(server, events, local_results, model_name):
 
 def test_serving_a_chain_needs_a_server_backend():
     with pytest.raises(ConfigError, match="serving = 'stages'"):
-        ServedTrackFinder.from_options("chain", {"backend": "onnxruntime"})
+        JobOptions(finding=FindingConfig(serving="chain")).served_inference()
     with pytest.raises(ConfigError, match="expected one of chain, ensemble"):
-        ServedTrackFinder.from_options("stages", {"backend": "triton"})
+        JobOptions(inference={"backend": "triton"}).served_inference()
     with pytest.raises(ConfigError, match="inference options of the served chain"):
         load_job_options(ROOT / "configs" / "local_onnx.toml", ["finding.serving=chain"])
 

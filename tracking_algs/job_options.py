@@ -27,13 +27,31 @@ from inference_iface.options import apply_overrides, load_toml, structure, unstr
 from inference_iface.registry import available_backends, make_config
 from tracking_algs.errors import TrackingError
 from tracking_algs.finding.config import FindingConfig
-from tracking_algs.finding.finder import stage_options
-from tracking_algs.finding.model_dir import CARD_NAME, STAGES, load_model_card
-from tracking_algs.finding.served import served_options
-from tracking_algs.fitting.hook import FittingConfig
+from tracking_algs.finding.finder import TrackFinder
+from tracking_algs.finding.model_dir import CARD_NAME, STAGES, load_model_card, resolve_model_dir
+from tracking_algs.finding.served import SERVED_MODELS
+from tracking_algs.fitting.hook import FittingConfig, TrackFitter
 from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.performance.matching import ParticleSelection
 from tracking_algs.simulation import SimulationConfig
+
+#: What each neural stage takes from its backend's table when the job options leave it out: where the stage's model
+#: is, and for ONNX Runtime its memory patterns and thread spinning off (every event has other node and edge counts,
+#: so memory plans never apply; the graph and building stages compute on the same cores between the models' runs).
+#: ``{stage}`` and ``{model_dir}`` in any string value, here or in the job options, become the stage's name and
+#: the model directory (the shipped models' when ``[finding] model_dir`` is empty).
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "onnxruntime": {"model_path": "{model_dir}/{stage}.onnx", "memory_pattern": False, "allow_spinning": False},
+    "triton": {"model_name": "{stage}"},
+}
+
+
+def _placed(settings: Mapping[str, Any], stage: str, model_dir: Path) -> dict[str, Any]:
+    """``settings`` with ``{stage}`` and ``{model_dir}`` replaced in its string values."""
+    return {
+        key: value.replace("{stage}", stage).replace("{model_dir}", str(model_dir)) if isinstance(value, str) else value
+        for key, value in settings.items()
+    }
 
 
 @attrs.frozen(kw_only=True)
@@ -64,11 +82,34 @@ class JobOptions:
         return Detector.from_toml(self.job.detector) if self.job.detector else trackml_detector()
 
     def stage_inference(self, stage: str) -> dict[str, Any]:
-        """The inference options of one neural stage: ``[inference]``'s backend and that backend's table,
-        overridden by ``[finding.stages.<stage>]``."""
+        """The complete inference options of one neural stage: ``[inference]``'s backend, its
+        :data:`STAGE_DEFAULTS`, that backend's table, then ``[finding.stages.<stage>]``, with the placeholders
+        filled in."""
         override = dict(self.stages.get(stage, {}))
         backend = override.pop("backend", self.inference.get("backend", "onnxruntime"))
-        return {"backend": backend, **self.inference.get(backend, {}), **override}
+        settings = {**STAGE_DEFAULTS.get(backend, {}), **self.inference.get(backend, {}), **override}
+        return {"backend": backend, **_placed(settings, stage, resolve_model_dir(self.finding.model_dir))}
+
+    def served_inference(self) -> dict[str, Any]:
+        """The inference options of the served chain (``[finding] serving`` = ``"chain"`` or ``"ensemble"``): the
+        ``[inference]`` backend with its table, ``model_name`` defaulting to the served model's name.
+
+        Raises:
+            ConfigError: ``serving`` names no served model, or the backend runs single ONNX files (the whole
+                chain needs a server).
+        """
+        serving = self.finding.serving
+        if serving not in SERVED_MODELS:
+            raise ConfigError(
+                f"[finding] serving {serving!r} has no served model; expected one of {', '.join(SERVED_MODELS)}"
+            )
+        backend = self.inference.get("backend", "onnxruntime")
+        if backend == "onnxruntime":
+            raise ConfigError(
+                f"[finding] serving = {serving!r} sends whole events to a server, but [inference] backend is "
+                "'onnxruntime'; set backend = 'triton' (and serve with 'trkx repo add-tracking'), or serving = 'stages'"
+            )
+        return {"backend": backend, "model_name": SERVED_MODELS[serving], **self.inference.get(backend, {})}
 
     def to_dict(self) -> dict[str, Any]:
         """The effective options as plain data (written next to the job's results)."""
@@ -159,7 +200,7 @@ def _check_files(options: JobOptions, where: str) -> None:
     except TrackingError as error:
         raise ConfigError(f"{where}: [finding] model_dir: {error}") from None
     for stage in STAGES:
-        settings = stage_options(options.finding, stage, options.stage_inference(stage))
+        settings = options.stage_inference(stage)
         if settings.get("backend") == "onnxruntime" and not Path(settings["model_path"]).is_file():
             raise ConfigError(
                 f"{where}: the model of stage {stage!r}, {settings['model_path']!r}, does not exist; expected "
@@ -203,11 +244,21 @@ def _check_inference(options: JobOptions, where: str) -> None:
         )
     for stage in STAGES:
         try:
-            make_config(stage_options(options.finding, stage, options.stage_inference(stage)))
+            make_config(options.stage_inference(stage))
         except ConfigError as error:
             raise ConfigError(f"{where}: inference options of stage {stage!r}: {error}") from None
     if options.finding.serving != "stages":
         try:
-            make_config(served_options(options.finding.serving, options.inference))
+            make_config(options.served_inference())
         except ConfigError as error:
             raise ConfigError(f"{where}: inference options of the served chain: {error}") from None
+
+
+def local_finder(
+    finding: FindingConfig | None = None, fitter: TrackFitter | None = None, bfield_t: float | None = None
+) -> TrackFinder:
+    """A :class:`TrackFinder` with every stage on the default job options' backend (ONNX Runtime) and the models of
+    ``finding.model_dir`` (empty: the shipped ones)."""
+    options = JobOptions(finding=finding or FindingConfig())
+    stages = {stage: options.stage_inference(stage) for stage in STAGES}
+    return TrackFinder.from_options(options.finding, stages, fitter=fitter, bfield_t=bfield_t)

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tracking_algs.commands.arg_types import existing_file, output_directory
+
+if TYPE_CHECKING:
+    from tracking_algs.finding.training import TrainConfig
 
 NAME = "train"
 HELP = "train the embedding, filter and GNN on simulated events and export them to ONNX with a model card"
@@ -32,10 +37,30 @@ def run(args: argparse.Namespace) -> int:
     """Train, export, validate on held-out events; print the held-out metrics."""
     # torch is imported only when training runs, so the other commands start fast.
     from inference_iface.options import apply_overrides, load_toml, structure
-    from tracking_algs.finding.training import TrainConfig, held_out_metrics, train
+    from tracking_algs.finding.training import TrainConfig, train
 
     data = apply_overrides(load_toml(args.config), args.overrides)
     config = structure(data, TrainConfig, where=str(args.config))
     card = train(config, args.output, validate=held_out_metrics)
     print(json.dumps(card.get("held_out_metrics", {}), indent=2))
     return 0
+
+
+def held_out_metrics(model_dir: Path, config: TrainConfig) -> dict[str, Any]:
+    """Figures of the exported models (every stage on ONNX Runtime, default working point) on the validation events,
+    at each of ``validation_pileups``."""
+    from tracking_algs.finding.config import FindingConfig
+    from tracking_algs.finding.training import VALIDATION_SEED_MIN, simulated_events
+    from tracking_algs.finding.validation import evaluate, without_matches
+    from tracking_algs.job_options import local_finder
+    from tracking_algs.simulation import SimulationConfig
+
+    assert config.data.validation_seed >= VALIDATION_SEED_MIN > config.data.train_seed
+    metrics = {}
+    with local_finder(FindingConfig(model_dir=str(model_dir))) as finder:
+        for pileup in config.data.validation_pileups:
+            simulations = [SimulationConfig(pileup=pileup)] * config.data.validation_events
+            events = simulated_events(config.data.validation_seed, simulations)
+            summary = without_matches(evaluate(finder, events))
+            metrics[f"pileup_{pileup:g}"] = {"seed": config.data.validation_seed, **summary}
+    return metrics

@@ -21,7 +21,8 @@ from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from inference_iface.cores import core_slices, map_on_cores, usable_cores
+from inference_iface.cores import usable_cores
+from tracking_algs.cores import core_slices, map_on_cores
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.finding.config import BuildingConfig
 

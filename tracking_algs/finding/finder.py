@@ -16,7 +16,7 @@ from tracking_algs.finding.building import TrackBuilding
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.features import orient_edges, spacepoint_features
 from tracking_algs.finding.graph import GraphConstruction
-from tracking_algs.finding.model_dir import STAGES, load_model_card, model_path, recommended
+from tracking_algs.finding.model_dir import STAGES, load_model_card, recommended
 from tracking_algs.finding.stages import EdgeFiltering, GNNClassification
 
 if TYPE_CHECKING:
@@ -44,22 +44,6 @@ class FindingResult:
     def edge_counts(self) -> dict[str, int]:
         """Number of edges after each stage."""
         return {stage: int(edges.shape[1]) for stage, edges in self.edges.items()}
-
-
-def stage_options(config: FindingConfig, stage: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` of one neural stage with the model filled in from the model directory when absent:
-    ``model_path`` for the ``onnxruntime`` backend, ``model_name`` (the stage name) for ``triton``.  ONNX Runtime's
-    memory patterns are off unless the options say otherwise (every event has other node and edge counts), and so is
-    the spinning of its threads (the graph and building stages compute on the same cores between the models' runs)."""
-    settings = dict(options)
-    backend = settings.get("backend")
-    if backend == "onnxruntime":
-        settings.setdefault("model_path", str(model_path(config.model_dir, stage)))
-        settings.setdefault("memory_pattern", False)
-        settings.setdefault("allow_spinning", False)
-    elif backend == "triton":
-        settings.setdefault("model_name", stage)
-    return settings
 
 
 class TrackFinder:
@@ -96,21 +80,14 @@ class TrackFinder:
         fitter: TrackFitter | None = None,
         bfield_t: float | None = None,
     ) -> TrackFinder:
-        """Build the three inference interfaces from per-stage options (keys ``embedding``, ``filter``,
-        ``gnn``; each a mapping such as ``{"backend": "onnxruntime"}``, see :func:`stage_options`)."""
+        """Build the three inference interfaces from per-stage options (keys ``embedding``, ``filter``, ``gnn``;
+        each a complete mapping for :func:`~inference_iface.create_inference`, model included: the job options
+        make them, :meth:`tracking_algs.job_options.JobOptions.stage_inference`)."""
         missing = [stage for stage in STAGES if stage not in inference_options]
         if missing:
             raise ConfigError(f"inference options lack the stage(s) {', '.join(missing)}; expected {', '.join(STAGES)}")
-        interfaces = {
-            stage: create_inference(stage_options(config, stage, inference_options[stage])) for stage in STAGES
-        }
+        interfaces = {stage: create_inference(inference_options[stage]) for stage in STAGES}
         return cls(config, **interfaces, fitter=fitter, bfield_t=bfield_t)
-
-    @classmethod
-    def local(cls, config: FindingConfig | None = None, fitter: TrackFitter | None = None) -> TrackFinder:
-        """A finder running every stage with ONNX Runtime on the configured (default: shipped) models."""
-        options = {stage: {"backend": "onnxruntime"} for stage in STAGES}
-        return cls.from_options(config or FindingConfig(), options, fitter)
 
     def find(self, spacepoints: Spacepoints) -> FindingResult:
         """Run every stage on one event's spacepoints."""

@@ -11,7 +11,8 @@ from scipy.sparse import csr_matrix
 from scipy.spatial import cKDTree
 
 from inference_iface import InferenceInterface
-from inference_iface.cores import map_on_cores, usable_cores
+from inference_iface.cores import usable_cores
+from tracking_algs.cores import map_on_cores
 from tracking_algs.event import Spacepoints
 from tracking_algs.finding.config import GraphConfig
 from tracking_algs.finding.pairs import PairGeometry

@@ -27,12 +27,11 @@ many hits, which moves candidate edges across the graph radius; ids below 2**53 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from inference_iface import ConfigError, InferenceInterface, InputError, ModelError, create_inference
+from inference_iface import InferenceInterface, InputError, ModelError
 from inference_iface.signature import ModelSignature, TensorSpec
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.finding.finder import FindingResult
@@ -118,14 +117,6 @@ class ServedTrackFinder:
         self.inference = inference
         self.fitter = fitter
 
-    @classmethod
-    def from_options(
-        cls, serving: str, inference: Mapping[str, Any], fitter: TrackFitter | None = None
-    ) -> ServedTrackFinder:
-        """The finder for ``[finding] serving`` (``"chain"`` or ``"ensemble"``) on the backend of the
-        ``[inference]`` table ``inference`` (see :func:`served_options`)."""
-        return cls(create_inference(served_options(serving, inference)), fitter)
-
     def find(self, spacepoints: Spacepoints) -> FindingResult:
         """Send one event's spacepoints to the served chain; its track candidates (and fit)."""
         start = time.perf_counter()
@@ -154,29 +145,6 @@ class ServedTrackFinder:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def served_options(serving: str, inference: Mapping[str, Any]) -> dict[str, Any]:
-    """Inference options of the served chain: the ``[inference]`` backend with its table, ``model_name``
-    defaulting to :data:`SERVED_MODELS` ``[serving]``.
-
-    Raises:
-        ConfigError: ``serving`` is not ``"chain"`` or ``"ensemble"``, or the backend is ``onnxruntime``
-            (which runs single ONNX files; the whole chain needs a server).
-    """
-    if serving not in SERVED_MODELS:
-        raise ConfigError(
-            f"[finding] serving {serving!r} has no served model; expected one of {', '.join(SERVED_MODELS)}"
-        )
-    backend = inference.get("backend", "onnxruntime")
-    if backend == "onnxruntime":
-        raise ConfigError(
-            f"[finding] serving = {serving!r} sends whole events to a server, but [inference] backend is "
-            "'onnxruntime'; set backend = 'triton' (and serve with 'trkx repo add-tracking'), or serving = 'stages'"
-        )
-    settings = {"backend": backend, **inference.get(backend, {})}
-    settings.setdefault("model_name", SERVED_MODELS[serving])
-    return settings
 
 
 def check_chain_signature(signature: ModelSignature, where: str) -> None:

@@ -44,12 +44,10 @@ from tracking_algs.finding.compaction import PrincipalAxes, compact_models, prin
 from tracking_algs.finding.config import FindingConfig, GraphConfig, PairCuts
 from tracking_algs.finding.export import export_onnx
 from tracking_algs.finding.features import FEATURE_NAMES, orient_edges, spacepoint_features
-from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.graph import candidate_edges
 from tracking_algs.finding.model_dir import CARD_NAME
 from tracking_algs.finding.models import EmbeddingNet, FilterNet, InteractionGNN
 from tracking_algs.finding.pairs import PairGeometry
-from tracking_algs.finding.validation import evaluate, without_matches
 from tracking_algs.performance import truth_graph
 from tracking_algs.performance.lookup import hit_particle_pt
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -472,24 +470,10 @@ def filtered_graphs(model: FilterNet, graphs: list[dict[str, Any]], cut: float) 
     return result
 
 
-def _events(seed: int, simulations: list[SimulationConfig]) -> Iterator[Event]:
+def simulated_events(seed: int, simulations: list[SimulationConfig]) -> Iterator[Event]:
     """Events 0, 1, ... of ``seed``, each simulated with its own settings."""
     for event_id, simulation in enumerate(simulations):
         yield simulate_event(simulation, seed, event_id)
-
-
-def held_out_metrics(model_dir: Path, config: TrainConfig) -> dict[str, Any]:
-    """Figures of the exported models (ONNX Runtime, default working point) on the validation events,
-    at each of ``validation_pileups``."""
-    assert config.data.validation_seed >= VALIDATION_SEED_MIN > config.data.train_seed
-    metrics = {}
-    with TrackFinder.local(FindingConfig(model_dir=str(model_dir))) as finder:
-        for pileup in config.data.validation_pileups:
-            simulations = [SimulationConfig(pileup=pileup)] * config.data.validation_events
-            events = _events(config.data.validation_seed, simulations)
-            summary = without_matches(evaluate(finder, events))
-            metrics[f"pileup_{pileup:g}"] = {"seed": config.data.validation_seed, **summary}
-    return metrics
 
 
 def train(config: TrainConfig, output: str | Path, validate: Callable[[Path, TrainConfig], dict] | None = None) -> dict:
@@ -517,7 +501,7 @@ def _train(config: TrainConfig, output: Path, validate: Callable[[Path, TrainCon
     began = time.perf_counter()
 
     simulations = [config.data.simulation(event_id) for event_id in range(config.data.train_events)]
-    events = tqdm(_events(config.data.train_seed, simulations),
+    events = tqdm(simulated_events(config.data.train_seed, simulations),
                   total=config.data.train_events, desc="simulate training events", mininterval=5)  # fmt: skip
     samples = [make_sample(event) for event in events]  # a sample keeps what training needs of its event
     n_features = len(FEATURE_NAMES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
+from inference_iface import create_inference
 from tracking_algs.event import Event
 from tracking_algs.finding.finder import FindingResult, TrackFinder
 from tracking_algs.finding.model_dir import STAGES
@@ -36,7 +37,7 @@ class EventProcessor:
             #: Each neural stage's inference backend (or the served chain's), as its interface describes itself.
             self.backend = {stage: obj.inference.describe() for stage, obj in zip(STAGES, stage_objects, strict=True)}
         else:
-            self.finder = ServedTrackFinder.from_options(serving, options.inference, fitter=fitter)
+            self.finder = ServedTrackFinder(create_inference(options.served_inference()), fitter=fitter)
             self.backend = {serving: self.finder.inference.describe()}
 
     def process(self, event: Event) -> EventResult:

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 import attrs
 from tqdm import tqdm
 
-from inference_iface.cores import pin_to_share
 from inference_iface.errors import BackendUnavailableError, InferenceTimeoutError, InputError
+from tracking_algs.cores import pin_to_share
 from tracking_algs.errors import EventFormatError
 from tracking_algs.job.process import EventProcessor
 from tracking_algs.job.sources import EventSource

@@ -41,6 +41,7 @@ from tracking_algs.finding.config import FindingConfig  # noqa: E402
 from tracking_algs.finding.finder import TrackFinder  # noqa: E402
 from tracking_algs.finding.model_dir import STAGES  # noqa: E402
 from tracking_algs.finding.served import FEATURES, HIT_ID, LABELS, spacepoints_from_chain  # noqa: E402
+from tracking_algs.job_options import JobOptions  # noqa: E402
 from tracking_algs.serving.ensemble_steps import EnsembleSteps  # noqa: E402
 
 Step = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -109,12 +110,12 @@ class TritonPythonModel:
 
 
 def _chain_finder(config: FindingConfig, parameters: dict[str, str], args: dict[str, str]) -> TrackFinder:
-    """The local finder: every stage on ONNX Runtime (CUDA on a GPU instance when it can load)."""
-    device = "auto" if args.get("model_instance_kind") == "GPU" else "cpu"
-    stage = {
-        "backend": "onnxruntime",
-        "device": device,
+    """The local finder: every stage on ONNX Runtime (CUDA on a GPU instance when it can load), with the job
+    options' stage settings."""
+    onnxruntime = {
+        "device": "auto" if args.get("model_instance_kind") == "GPU" else "cpu",
         "cuda_device_id": int(args.get("model_instance_device_id", "0") or 0),
         "intra_op_threads": int(parameters.get("intra_op_threads", "0") or 0),
     }
-    return TrackFinder.from_options(config, {name: stage for name in STAGES})
+    options = JobOptions(finding=config, inference={"backend": "onnxruntime", "onnxruntime": onnxruntime})
+    return TrackFinder.from_options(config, {stage: options.stage_inference(stage) for stage in STAGES})
