@@ -22,9 +22,10 @@ Behaviour, in brief (docs/triton.md has the details):
   (at most every ``health_recheck_s``); ``fallback = "local"`` starts the embedded server
   (:mod:`backends.triton_server`) when no server answers;
 - every thread has its own connection per server, released by :meth:`close`;
-- TLS files and a bearer token may come from the environment (``TRKX_TRITON_ROOT_CERTIFICATES``,
-  ``TRKX_TRITON_PRIVATE_KEY``, ``TRKX_TRITON_CERTIFICATE_CHAIN``, ``TRKX_TRITON_TOKEN``); headers and the
-  token are never logged nor shown by :meth:`describe` or the config's repr.
+- TLS files and a bearer token may come from the environment (``INFERENCE_IFACE_TRITON_ROOT_CERTIFICATES``,
+  ``INFERENCE_IFACE_TRITON_PRIVATE_KEY``, ``INFERENCE_IFACE_TRITON_CERTIFICATE_CHAIN``,
+  ``INFERENCE_IFACE_TRITON_TOKEN``); headers and the token are never logged nor shown by :meth:`describe` or
+  the config's repr.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ Configured by :class:`TritonConfig`::
     create_inference({"backend": "triton", "urls": ["a:8001", "b:8001"], "model_name": "embedding",
                       "fallback": "local", "fallback_model_path": "embedding.onnx"})
 
-TLS files and a bearer token may come from the environment (``TRKX_TRITON_ROOT_CERTIFICATES``,
-``TRKX_TRITON_PRIVATE_KEY``, ``TRKX_TRITON_CERTIFICATE_CHAIN``, ``TRKX_TRITON_TOKEN``); headers and the token
-are never shown by the config's repr. :func:`parse_url` checks one server address, :func:`is_loopback` tells
-whether it is on this machine (where system shared memory can be used).
+TLS files and a bearer token may come from the environment (``INFERENCE_IFACE_TRITON_ROOT_CERTIFICATES``,
+``INFERENCE_IFACE_TRITON_PRIVATE_KEY``, ``INFERENCE_IFACE_TRITON_CERTIFICATE_CHAIN``, ``INFERENCE_IFACE_TRITON_TOKEN``);
+headers and the token are never shown by the config's repr. :func:`parse_url` checks one server address,
+:func:`is_loopback` tells whether it is on this machine (where system shared memory can be used).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from inference_iface.errors import ConfigError
 from inference_iface.registry import BackendConfig
 from inference_iface.signature import ModelSignature
 
-ENV_ROOT_CERTIFICATES = "TRKX_TRITON_ROOT_CERTIFICATES"
-ENV_PRIVATE_KEY = "TRKX_TRITON_PRIVATE_KEY"
-ENV_CERTIFICATE_CHAIN = "TRKX_TRITON_CERTIFICATE_CHAIN"
-ENV_TOKEN = "TRKX_TRITON_TOKEN"
+ENV_ROOT_CERTIFICATES = "INFERENCE_IFACE_TRITON_ROOT_CERTIFICATES"
+ENV_PRIVATE_KEY = "INFERENCE_IFACE_TRITON_PRIVATE_KEY"
+ENV_CERTIFICATE_CHAIN = "INFERENCE_IFACE_TRITON_CERTIFICATE_CHAIN"
+ENV_TOKEN = "INFERENCE_IFACE_TRITON_TOKEN"
 
 GRPC_DEFAULT_PORT = 8001
 HTTP_DEFAULT_PORT = 8000
@@ -76,7 +76,7 @@ class TritonConfig(BackendConfig):
         fallback_instances: model instances in the fallback server.
         fallback_startup_timeout_s: how long the fallback server may take to start.
         tls: use TLS (implied by any certificate option or environment variable).
-        root_certificates, private_key, certificate_chain: PEM files (env: ``TRKX_TRITON_*``).
+        root_certificates, private_key, certificate_chain: PEM files (env: ``INFERENCE_IFACE_TRITON_*``).
         headers: extra request headers (never logged).
         token_env: environment variable holding a bearer token sent as ``authorization`` (never logged).
         compression: ``"none"``, ``"gzip"`` or ``"deflate"`` for requests (and HTTP responses).

@@ -49,11 +49,10 @@ _ALIGNMENT = 64  # byte alignment of tensors packed into one shared-memory regio
 _SHM_DIR = "/dev/shm"
 #: Prefix of this library's shared-memory regions: ``inference-iface-PID-N-in`` / ``-out``.
 REGION_PREFIX = "inference-iface-"
-# names written by this module, and by earlier versions of it (prefix ``trkx-``)
-_REGION_NAME = re.compile(r"(?:inference-iface|trkx)-(\d+)-\d+-(?:in|out)")
+_REGION_NAME = re.compile(r"inference-iface-(\d+)-\d+-(?:in|out)")
 _SLOT_TOO_SMALL = "shared memory size specified with the request for output"  # Triton's message
 # codes of a server that did not answer (a region set-up failing with them is retried, not given up)
-_TRANSPORT_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED")
+_TRANSPORT_CODES: tuple[str, ...] = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED")
 _TRANSPORT_CODES += ("UNAUTHENTICATED", "PERMISSION_DENIED")
 
 

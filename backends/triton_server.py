@@ -11,10 +11,12 @@ Example::
     with TritonServer(TritonServerConfig(repository="model_repository")) as server:
         print(server.grpc_url)          # "127.0.0.1:40123"
 
-What the bundled binary needs (see FACTS.md, "Running the bundled tritonserver"): a backend directory
-with the Python backend and the stub for the running interpreter, ``LD_LIBRARY_PATH`` starting with the
-interpreter's ``LIBDIR`` and then ``nvidia_pytriton.libs/``, and ``PYTHONPATH`` holding site-packages and
-this project so Python-backend models can import numpy, onnxruntime and :mod:`backends`.
+What the bundled binary needs (found by running the binary of the ``nvidia-pytriton`` 0.7 wheel, tritonserver 2.51):
+a backend directory with the Python backend and the stub for the running interpreter, ``LD_LIBRARY_PATH`` starting
+with the interpreter's ``LIBDIR`` (else the stub loads the system's libpython against this interpreter's standard
+library) and then ``nvidia_pytriton.libs/``, and ``PYTHONPATH`` holding what the starting interpreter imports from
+(its ``sys.path``: site-packages and, for editable installs, the source trees) so that Python-backend models import
+the same packages as the process that started the server.
 """
 
 from __future__ import annotations
@@ -43,12 +45,14 @@ from pathlib import Path
 import attrs
 
 from inference_iface.errors import BackendUnavailableError, ConfigError
+from inference_iface.shared_memory import remove_unmapped
 
+#: Name prefix of the shared-memory region each Python-backend stub shares with the server (on its command line).
+PYTHON_BACKEND_REGION = "triton_python_backend_shm_region_"
 #: Lines of the server log quoted in error messages.
 LOG_TAIL_LINES = 40
 
 _PR_SET_PDEATHSIG = 1
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _ADDRESS_IN_USE = ("Address already in use", "address already in use", "already in use", "Failed to bind")
 _SOCKET_IN_USE = re.compile(r"Socket '([^']+)' already in use")
 
@@ -131,7 +135,8 @@ def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     libs = pytriton_root().parent.parent / "nvidia_pytriton.libs"
     library_path = [str(sysconfig.get_config_var("LIBDIR")), str(libs)]
-    python_path = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], str(_PROJECT_ROOT)]
+    python_path = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    python_path += [entry for entry in sys.path if entry and Path(entry).is_dir()]
     for key, first in (("LD_LIBRARY_PATH", library_path), ("PYTHONPATH", python_path)):
         rest = [part for part in env.get(key, "").split(os.pathsep) if part]
         env[key] = os.pathsep.join(dict.fromkeys(first + rest))
@@ -210,24 +215,27 @@ def _process_group(pgid: int) -> list[int]:
     return members
 
 
-def _kill_group(pgid: int) -> None:
-    """SIGKILL every process left in group ``pgid`` and remove the Python-backend shared memory they held.
-
-    The stubs name their region on their command line (``triton_python_backend_shm_region_*``).
-    """
+def _stub_regions(pgid: int) -> list[str]:
+    """The shared-memory regions of the Python-backend stubs in process group ``pgid`` (each names its region on
+    its command line: ``triton_python_backend_shm_region_*``)."""
     regions = []
     for pid in _process_group(pgid):
         try:
             arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        regions += [arg.decode() for arg in arguments if arg.startswith(b"triton_python_backend_shm_region_")]
+        regions += [arg.decode() for arg in arguments if arg.startswith(PYTHON_BACKEND_REGION.encode())]
+    return regions
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL every process left in group ``pgid`` and remove the Python-backend shared memory they held."""
+    regions = _stub_regions(pgid)
     try:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         return
-    for region in regions:
-        Path("/dev/shm", region).unlink(missing_ok=True)
+    remove_unmapped(regions)
 
 
 # PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so servers are started from one
@@ -258,6 +266,7 @@ class TritonServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.grpc_port = self.http_port = self.metrics_port = 0
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._regions: list[str] = []
         self.log_path = Path(config.log_path) if config.log_path else Path()
         self._log_start = 0
         self._lock = threading.Lock()
@@ -300,6 +309,8 @@ class TritonServer:
                 _running.add(self)
                 try:
                     self._wait_ready()
+                    # kept to remove them when the server is stopped, also after someone else killed it
+                    self._regions = _stub_regions(self.process.pid)
                     return self
                 except BackendUnavailableError as error:
                     self._terminate()
@@ -402,6 +413,7 @@ class TritonServer:
             except (urllib.error.URLError, OSError):
                 answered = False
             if answered:
+                assert self.process is not None  # started above
                 owned = listening_ports(self.process.pid)
                 if owned is None or set(endpoints.values()) <= owned:
                     return
@@ -447,9 +459,10 @@ class TritonServer:
 
     def kill(self) -> None:
         """SIGKILL the server and its stub processes at once (as a crash would); the log is kept."""
-        if self.is_alive():
-            _kill_group(self.process.pid)
-            self.process.wait()
+        process = self.process
+        if process is not None and process.poll() is None:
+            _kill_group(process.pid)
+            process.wait()
 
     def _terminate(self) -> None:
         process = self.process
@@ -467,6 +480,7 @@ class TritonServer:
 
     def _cleanup(self) -> None:
         _running.discard(self)
+        remove_unmapped(self._regions)
         if self._workdir is None:
             return
         if self.config.log_path:  # the log lives elsewhere: nothing here is worth keeping

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({workers * args.job_events} events).\n\n"
               "The GNN of the pile-up-200 events, each event in turn on two sessions, ONNX Runtime's memory patterns "
               f"{_spread(memory_pattern['on'])} (on) and {_spread(memory_pattern['off'])} (off, the finder's default) "
-              "ms per call.\n\n" + _searches(searches) + _targets(output, results["100k"]))  # fmt: skip
+              "ms per call.\n\n" + _searches(searches))  # fmt: skip
     (ROOT / "benchmarks/results/finding.md").write_text(header + "\n".join(rows) + "\n" + footer)
     print(header + "\n".join(rows) + footer)
     return 0
@@ -163,25 +163,9 @@ def _searches(searches: dict[str, float]) -> str:
     figures = ", ".join(f"{key.rsplit('_', 1)[1]}-deep query {searches[key]:.0f} ms ({faiss / searches[key]:.0f}×)"
                         for key in depths)  # fmt: skip
     return (
-        f"The bare searches on the first 100k event's embedding (FACTS.md's comparison: no pair cuts, no merging): "
+        f"The bare searches on the first 100k event's embedding (no pair cuts, no merging): "
         f"FAISS flat range search {faiss:.0f} ms; KD-tree {figures}.\n\n"
     )
-
-
-def _targets(output: dict, largest: dict) -> str:
-    """The footer line that checks this run's figures against three fixed speed bounds."""
-    graph = largest["radius_graph_ms"]
-    ratio = graph["faiss"] / graph["kdtree"] if graph["faiss"] else None
-    checks = [
-        ("pile-up 200 ≤ 3 s/event", output["pileup200_end_to_end_s"] <= 3.0,
-         f"{output['pileup200_end_to_end_s']:.2f} s with one finder, {output['pileup200_job']['s_per_event']:.2f} s "
-         "per event as a job of one finder per core"),
-        ("cost exponent ≤ 1.15", output["cost_exponent_10k_100k"] <= 1.15, f"{output['cost_exponent_10k_100k']:.2f}"),
-        ("FAISS flat / KD-tree ≥ 50× at 100k", ratio is not None and ratio >= 50,
-         f"{ratio:.0f}×" if ratio is not None else "FAISS not run"),
-    ]  # fmt: skip
-    text = "; ".join(f"{name}: {'met' if met else 'not met'} ({figure})" for name, met, figure in checks)
-    return f'Targets: {text}. Analysis and earlier rounds: docs/physics.md, "Timing".\n'
 
 
 def _spread(values: list[float]) -> str:

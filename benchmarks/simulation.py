@@ -47,7 +47,6 @@ from tracking_algs.geometry import trackml_detector
 from tracking_algs.io.csv_table import TableWriter
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
-TARGET_S = 5.0
 FITTED_COLUMNS = ("event_id", "track_id", *PARAMETER_NAMES, *COVARIANCE_NAMES, "chi2", "ndf", "n_hits",
                   "n_outliers", "status")  # fmt: skip
 FITTED_INTEGERS = {"event_id", "track_id", "ndf", "n_hits", "n_outliers", "status"}
@@ -280,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     table = markdown(rows, load)
     print(table)
-    report = {"target_s_per_event_at_pileup_200": TARGET_S, "cpu": _cpu(), "pyarrow": version("pyarrow"),
+    report = {"cpu": _cpu(), "pyarrow": version("pyarrow"),
               "results": rows}  # fmt: skip
     write_results("simulation", report, table, args.output_dir)
     return 0

@@ -40,7 +40,7 @@ def test_finder_finds_the_tracks_of_a_small_event(finder, event):
     result = finder.find(event.spacepoints)
     match = match_tracks(event, result.candidates, ParticleSelection(pt_min=1.0))
     assert match.n_selected > 50
-    assert match.efficiency > 0.9  # measured 1.0 here (70 particles) with the session-6 models; untrained: ~0
+    assert match.efficiency > 0.9  # 1.0 on this event (70 particles) with the shipped models; untrained: ~0
     assert match.fake_rate < 0.1  # measured 0.006
     # every stage leaves fewer edges and a purer graph, keeping most true edges of the particles above the
     # graph's pT cut (0.5 GeV)

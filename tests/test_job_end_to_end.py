@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from job_outputs import assert_same_results
 
+from inference_iface.shared_memory import SHM
 from tracking_algs.cli import main
 from tracking_algs.commands.run import EXIT_EVENTS_FAILED
 from tracking_algs.io.trackml import event_path, list_events, read_event, write_event
@@ -120,6 +121,25 @@ def test_resume_after_kill_gives_identical_results(finished_job, tmp_path):
     ]
     assert not (output / "tracks.csv").exists()
     assert _run("--simulate", "3", "--output", str(output), "--resume", *[f"--set={item}" for item in SMALL]) == 0
+    assert_same_results(output, finished_job)
+
+
+def test_a_job_killed_with_its_workers_leaves_no_semaphores_once_resumed(finished_job, tmp_path):
+    """SIGKILL to the process group of a ``--jobs 2`` job (its workers and multiprocessing's resource tracker with
+    it) leaves the worker pool's named semaphores in /dev/shm; the next job removes them, and ``--resume`` finishes
+    with the results of the uninterrupted job."""
+    output = tmp_path / "killed"
+    sets = [f"--set={item}" for item in SMALL]
+    before = {path.name for path in SHM.glob("sem.mp-*")}
+    command = [sys.executable, str(ROOT / "tests" / "interrupted_job.py"), "2", "group", "run", str(CONFIG),
+               "--simulate", "3", "--jobs", "2", "--output", str(output), "--no-progress", *sets]  # fmt: skip
+    killed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
+                            start_new_session=True)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    leaked = {path.name for path in SHM.glob("sem.mp-*")} - before
+    assert leaked, "the killed pool left no semaphore: nothing to test"
+    assert _run("--simulate", "3", "--jobs", "2", "--output", str(output), "--resume", *sets) == 0
+    assert not leaked & {path.name for path in SHM.glob("sem.mp-*")}
     assert_same_results(output, finished_job)
 
 

@@ -151,7 +151,7 @@ def test_bad_options_are_config_errors_listing_choices():
 
 
 def test_secrets_are_never_shown(monkeypatch):
-    monkeypatch.setenv("TRKX_TRITON_TOKEN", "s3cret-token")
+    monkeypatch.setenv("INFERENCE_IFACE_TRITON_TOKEN", "s3cret-token")
     config = TritonConfig(url="127.0.0.1:1", model_name="m", headers={"x-api-key": "s3cret-key"})
     assert "s3cret" not in repr(config)
     with pytest.raises(Exception, match="no server answered") as caught:

@@ -1,4 +1,4 @@
-"""The tracking chain served by a real tritonserver in the three ways of DESIGN.md, against the local finder.
+"""The tracking chain served by a real tritonserver in its three ways, against the local finder.
 
 One server (module scope) serves a repository written by ``trkx repo add-tracking --serving all``: the
 neural models on their own (``embedding``, ``filter``, ``gnn``), the ``tracking_ensemble`` ensemble and the
@@ -23,8 +23,9 @@ from finding_models import finding_model_dir
 from job_outputs import assert_same_results
 
 from backends.model_repository import read_model_config
-from backends.triton_server import TritonServer, TritonServerConfig
+from backends.triton_server import PYTHON_BACKEND_REGION, TritonServer, TritonServerConfig
 from inference_iface import ConfigError, InputError, ModelError, create_inference
+from inference_iface.shared_memory import names
 from tracking_algs.cli import main
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.finder import TrackFinder
@@ -175,6 +176,7 @@ def test_job_stopped_by_a_dead_server_keeps_its_events_and_resumes(repository, m
     events, output = 4, tmp_path / "stopped"
     sets = [f"simulation.pileup={PILEUP}", f"job.seed={SEED}", f"finding.model_dir={model_dir}",
             "inference.triton.timeout_s=5.0", "inference.triton.retries=0"]  # fmt: skip
+    regions_before = names(f"{PYTHON_BACKEND_REGION}*")
     first = TritonServer(TritonServerConfig(repository=str(repository), startup_timeout_s=180)).start()
     port = first.grpc_port
     sets.append(f"inference.triton.url={first.grpc_url}")
@@ -187,6 +189,7 @@ def test_job_stopped_by_a_dead_server_keeps_its_events_and_resumes(repository, m
         stderr = job.stderr
     finally:
         first.stop()
+    assert not names(f"{PYTHON_BACKEND_REGION}*") - regions_before, "the killed server's stubs left shared memory"
     assert job.returncode == 3, stderr
     assert "--resume" in stderr
     performance = json.loads((output / "performance.json").read_text())

@@ -4,7 +4,7 @@ The plain export of ``scatter_add``/``scatter_reduce`` is ``ScatterElements(redu
 ONNX Runtime's CPU provider runs one element at a time (about 1.5 s for 1M edges × 32 features, three
 quarters of the whole GNN on a pile-up-200 event). ``ScatterND`` with a reduction is fast but runs its
 slices on several threads without guarding repeated indices, so its sums are wrong on multi-core sessions
-(onnxruntime issue 18048). This form therefore moves the messages only with gathers and reductions:
+(microsoft/onnxruntime#18048). This form therefore moves the messages only with gathers and reductions:
 
 * **layout**, built once per edge direction (the export keeps one copy for every iteration): the edges
   sorted by target node (``TopK``); each node's edges laid out in blocks of :data:`BLOCK` slots, padded

@@ -8,9 +8,14 @@ ends the job after recording what finished, so ``--resume`` can continue it late
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import attrs
 from tqdm import tqdm
@@ -19,6 +24,7 @@ from inference_iface.errors import BackendUnavailableError, InferenceTimeoutErro
 from tracking_algs.cores import pin_to_share
 from tracking_algs.errors import EventFormatError
 from tracking_algs.job.process import EventProcessor
+from tracking_algs.job.semaphores import recorded, remove_those_of_a_dead_job
 from tracking_algs.job.sources import EventSource
 from tracking_algs.job.store import EventFailure, EventResult, ResultStore
 from tracking_algs.job_options import JobOptions
@@ -59,7 +65,7 @@ def run_events(
     stopped_by = None
     bar = tqdm(total=len(todo), desc="events", unit="event", disable=not progress)
     try:
-        for outcome in _outcomes(options, source, todo, jobs):
+        for outcome in _outcomes(options, source, todo, jobs, store.events_dir):
             bar.update()
             if isinstance(outcome, EventResult):
                 store.save(outcome)
@@ -77,7 +83,7 @@ def run_events(
 
 
 def _outcomes(
-    options: JobOptions, source: EventSource, event_ids: list[int], jobs: int
+    options: JobOptions, source: EventSource, event_ids: list[int], jobs: int, directory: Path
 ) -> Iterable[EventResult | EventFailure]:
     if not event_ids:
         return
@@ -90,11 +96,20 @@ def _outcomes(
             for event_id in event_ids:
                 yield _process_one(processor, source, event_id)
         return
+    remove_those_of_a_dead_job(directory)  # the worker pool's semaphores of a job killed in this directory
+    with recorded(directory) as record:
+        yield from _pool_outcomes(options, source, event_ids, jobs, record)
+
+
+def _pool_outcomes(
+    options: JobOptions, source: EventSource, event_ids: list[int], jobs: int, record: Callable[[], None]
+) -> Iterable[EventResult | EventFailure]:
     context = multiprocessing.get_context("spawn")
     started = context.Value("i", 0)  # numbers the workers as they start, for their share of the cores
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_take_cores,
-                                                initargs=(started, jobs)) as pool:  # fmt: skip
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_start_worker,
+                                                initargs=(started, jobs, os.getpid())) as pool:  # fmt: skip
         futures = [pool.submit(_work, options, source, event_id) for event_id in event_ids]
+        record()
         try:
             for future in concurrent.futures.as_completed(futures):
                 yield future.result()
@@ -129,9 +144,11 @@ def _process_one(processor: EventProcessor, source: EventSource, event_id: int) 
 _worker_processor: EventProcessor | None = None
 
 
-def _take_cores(started, jobs: int) -> None:
-    """Worker start-up: pin this worker to its share of the cores, so that its ONNX Runtime and KD-tree threads
-    (one per usable core) do not compete with the other workers' for the same cores."""
+def _start_worker(started, jobs: int, parent: int) -> None:
+    """Worker start-up: die with the job (a worker outliving a killed job would hold its semaphores and cores), and
+    pin this worker to its share of the cores, so that its ONNX Runtime and KD-tree threads (one per usable core)
+    do not compete with the other workers' for the same cores."""
+    _die_with_parent(parent)
     with started.get_lock():
         index = started.value
         started.value += 1
@@ -147,3 +164,15 @@ def _work(options: JobOptions, source: EventSource, event_id: int) -> EventResul
             return started
         _worker_processor = started
     return _process_one(_worker_processor, source, event_id)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when its parent ends (Linux ``PR_SET_PDEATHSIG``); exit at once if the
+    parent ``parent`` has already gone."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
