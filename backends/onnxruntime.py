@@ -87,12 +87,10 @@ class OnnxRuntimeConfig(BackendConfig):
         graph_optimization_level: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"``.
         memory_pattern: ONNX Runtime's memory-pattern optimisation (``enable_mem_pattern``): it records the
             allocations of a run and plans the next run with the same input shapes from them.  Switch it off for
-            models whose input shapes change from call to call, where the plans never apply (the track finder's
-            stages do so by default: docs/benchmarks.md).
+            models whose input shapes change from call to call, where the plans never apply.
         allow_spinning: whether the session's worker threads keep spinning for work after an operator
             (``session.intra_op.allow_spinning``).  Spinning saves a wake-up between operators but holds the
-            cores a while after each run: switch it off when the process computes between runs (the track
-            finder's stages do so by default).
+            cores a while after each run: switch it off when the process computes between runs.
         deterministic_compute: ONNX Runtime's ``use_deterministic_compute``: kernels that have a deterministic and a
             faster non-deterministic variant take the deterministic one.
         log_severity: the session's minimum log level (``"verbose"`` … ``"fatal"``).
