@@ -1,0 +1,237 @@
+"""The detector as modules: the module geometry, the detectors.csv format, and the generated TrackML layout
+compared with the real TrackML detector and real hits (those tests skip without ../shared/trackml)."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+
+import attrs
+import numpy as np
+import pytest
+
+from inference_iface.errors import ConfigError
+from tracking_algs.errors import EventFormatError
+from tracking_algs.modules import (
+    TRACKML_MODULES_TOML,
+    ModuleGeometry,
+    ModuleLayout,
+    read_detectors_csv,
+    trackml_modules,
+    trackml_x_over_x0,
+    write_detectors_csv,
+)
+from tracking_algs.modules.compare import hits_on_modules, layer_figures, module_agreement
+from tracking_algs.modules.describe import describe, layout_toml
+
+SHARED_TRACKML = Path(__file__).resolve().parents[2] / "shared" / "trackml"
+REAL_DETECTORS = SHARED_TRACKML / "detectors.csv.gz"
+REAL_HITS = [SHARED_TRACKML / "sample" / "event000000001-hits.csv.gz",
+             SHARED_TRACKML / "full" / "event000001001-hits.csv.gz"]  # fmt: skip
+needs_shared = pytest.mark.skipif(
+    not REAL_DETECTORS.is_file(),
+    reason=f"the real TrackML detector is not here ({REAL_DETECTORS} is absent: a clone without ../shared)",
+)
+PIXEL, SHORT_STRIP, LONG_STRIP = (7, 8, 9), (12, 13, 14), (16, 17, 18)
+
+
+@pytest.fixture(scope="module")
+def generated() -> ModuleGeometry:
+    return trackml_modules()
+
+
+@pytest.fixture(scope="module")
+def real() -> ModuleGeometry:
+    if not REAL_DETECTORS.is_file():
+        pytest.skip(f"the real TrackML detector is not here ({REAL_DETECTORS} is absent: a clone without ../shared)")
+    return read_detectors_csv(REAL_DETECTORS)
+
+
+def _assert_same(a: ModuleGeometry, b: ModuleGeometry) -> None:
+    for field in attrs.fields(ModuleGeometry):
+        left, right = getattr(a, field.name), getattr(b, field.name)
+        assert left.dtype == right.dtype, field.name
+        assert np.array_equal(left, right), field.name
+
+
+def _one_trapezoid(**overrides: object) -> ModuleGeometry:
+    """One endcap-like module at (0, 100, 50): u = −x, v = +y (outwards), w = +z; half widths 10 → 20 over v ±5."""
+    columns = {"volume_id": [9], "layer_id": [2], "module_id": [1], "c": [[0.0, 100.0, 50.0]],
+               "rot": [[[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]], "half_thickness": [0.15],
+               "min_half_u": [10.0], "max_half_u": [20.0], "half_v": [5.0], "pitch_u": [0.08], "pitch_v": [1.2],
+               "x_over_x0": [0.02]}  # fmt: skip
+    return ModuleGeometry(**{**columns, **overrides})
+
+
+# --- the generated TrackML detector ----------------------------------------------------------------------------------
+def test_generated_trackml_detector_has_its_modules(generated):
+    assert len(generated) == 18_728
+    layers = np.unique(np.stack([generated.volume_id, generated.layer_id], axis=-1), axis=0)
+    assert len(layers) == 48
+    for volume, layer in layers:  # ids 1..n within each layer
+        ids = generated.module_id[(generated.volume_id == volume) & (generated.layer_id == layer)]
+        assert np.array_equal(ids, np.arange(1, len(ids) + 1))
+    rotation = generated.rot
+    assert np.allclose(np.einsum("nji,njk->nik", rotation, rotation), np.eye(3), atol=1e-12)
+    assert np.allclose(np.linalg.det(rotation), 1.0)
+
+
+def test_generated_detector_is_built_well_under_a_second():
+    trackml_modules()  # warm: imports and the TOML parser
+    start = time.perf_counter()
+    trackml_modules()
+    assert time.perf_counter() - start < 0.5
+
+
+def test_describing_the_generated_detector_gives_back_its_description(generated):
+    shipped = ModuleLayout.from_toml(TRACKML_MODULES_TOML)
+    assert describe(generated) == shipped
+    assert layout_toml(shipped) == TRACKML_MODULES_TOML.read_text(encoding="utf-8")
+
+
+def test_material_is_the_trackml_per_layer_assumption(generated):
+    for volumes, x_over_x0 in ((PIXEL, 0.012), (SHORT_STRIP, 0.02), (LONG_STRIP, 0.025)):
+        assert np.all(generated.x_over_x0[np.isin(generated.volume_id, volumes)] == x_over_x0)
+    with pytest.raises(ValueError, match="no TrackML material for volume 99, layer 2"):
+        trackml_x_over_x0(np.array([8, 99]), np.array([2, 2]))
+
+
+def test_module_layout_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "layout.toml"
+    text = TRACKML_MODULES_TOML.read_text(encoding="utf-8").replace("n_phi = 16\n", "n_phi = 16\nn_fi = 16\n", 1)
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) n_fi"):
+        ModuleLayout.from_toml(path)
+
+
+def test_describe_names_a_layer_outside_the_model(generated):
+    keep = ~((generated.volume_id == 8) & (generated.layer_id == 4) & (generated.module_id == 1))
+    fewer = ModuleGeometry(
+        **{field.name: getattr(generated, field.name)[keep] for field in attrs.fields(ModuleGeometry)}
+    )
+    with pytest.raises(ValueError, match="volume 8, layer 4: z rings hold different numbers of modules"):
+        describe(fewer)
+
+
+# --- the module geometry ---------------------------------------------------------------------------------------------
+def test_lookup_finds_rows_and_gives_minus_one_for_unknown_modules(generated):
+    rows = np.array([0, 5000, len(generated) - 1])
+    found = generated.lookup(generated.volume_id[rows], generated.layer_id[rows], generated.module_id[rows])
+    assert np.array_equal(found, rows)
+    unknown = generated.lookup([8, 8, 99, -1, 8, 8], [2, 3, 2, 2, 2, 2], [0, 1, 1, 1, 225, 1 << 40])
+    assert np.array_equal(unknown, [-1] * 6)
+    assert generated.lookup(8, 2, 1).shape == ()  # scalars broadcast
+
+
+def test_repeated_modules_are_rejected():
+    with pytest.raises(ValueError, match="module \\(volume 9, layer 2, module 1\\) appears more than once"):
+        _one_trapezoid(
+            **{name: np.concatenate([value, value]) for name, value in attrs.asdict(_one_trapezoid()).items()}
+        )
+
+
+def test_local_and_global_coordinates_invert_each_other(generated):
+    rng = np.random.default_rng(1)
+    rows = rng.integers(0, len(generated), 1000)
+    u, v, w = rng.normal(0, 20, (3, 1000))
+    back = generated.to_local(rows, generated.to_global(rows, u, v, w))
+    assert np.allclose(back, (u, v, w), atol=1e-9)
+    on_plane = generated.to_global(rows, u, v)  # w = 0: in the plane through the centre normal to the w axis
+    assert np.allclose(np.einsum("ni,ni->n", on_plane - generated.c[rows], generated.normal(rows)), 0, atol=1e-9)
+
+
+def test_inside_follows_the_trapezoid():
+    module = _one_trapezoid()
+    rows = np.zeros(8, dtype=np.int64)
+    u = np.array([14.9, 15.1, 10.05, 19.9, 0.0, 0.0, -14.9, -10.05])
+    v = np.array([0.0, 0.0, -5.0, 5.0, 5.1, -5.1, 0.0, -5.0])
+    assert np.array_equal(module.inside(rows, u, v), [True, False, False, True, False, False, True, False])
+    assert np.array_equal(module.inside(rows, u, v, tolerance=0.2), [True] * 8)
+    # the local frame: u = −x, v = +y, w = +z
+    assert np.allclose(module.to_local([0], [[-3.0, 102.0, 50.5]]), ([3.0], [2.0], [0.5]))
+    assert np.allclose(module.normal([0]), [[0.0, 0.0, 1.0]])
+
+
+def test_resolution_is_pitch_over_sqrt12(generated):
+    rows = np.flatnonzero(generated.volume_id == 17)[:3]
+    assert np.allclose(generated.resolution(rows), np.array([[0.12, 10.8]] * 3) / np.sqrt(12))
+
+
+def test_shape_mismatch_is_rejected():
+    with pytest.raises(ValueError, match="wrong shape of rot"):
+        _one_trapezoid(rot=np.eye(3))
+
+
+# --- the detectors.csv format ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["detectors.csv", "detectors.csv.gz"])
+def test_detectors_csv_round_trip_is_exact(tmp_path, generated, name):
+    path = tmp_path / name
+    write_detectors_csv(path, generated)
+    if name.endswith(".gz"):
+        assert gzip.decompress(path.read_bytes()).startswith(b"volume_id,layer_id,module_id,cx,cy,cz,rot_xu,")
+    _assert_same(read_detectors_csv(path, x_over_x0=generated.x_over_x0), generated)
+
+
+def test_detectors_csv_errors_name_the_file_row_and_column(tmp_path):
+    path = tmp_path / "detectors.csv"
+    write_detectors_csv(path, _one_trapezoid())
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], lines[1].replace(",0.15,", ",thick,")]) + "\n")
+    with pytest.raises(EventFormatError, match="row 1 \\(line 2\\), column 'module_t': 'thick'"):
+        read_detectors_csv(path)
+    path.write_text(lines[0].replace(",pitch_v", "") + "\n")
+    with pytest.raises(EventFormatError, match="missing column\\(s\\) pitch_v"):
+        read_detectors_csv(path)
+
+
+@needs_shared
+def test_the_real_file_is_written_back_byte_for_byte(tmp_path, real):
+    write_detectors_csv(tmp_path / "detectors.csv", real)
+    assert (tmp_path / "detectors.csv").read_bytes() == gzip.decompress(REAL_DETECTORS.read_bytes())
+    write_detectors_csv(tmp_path / "detectors.csv.gz", real)
+    _assert_same(read_detectors_csv(tmp_path / "detectors.csv.gz"), real)
+
+
+# --- generated vs real -----------------------------------------------------------------------------------------------
+@needs_shared
+def test_the_shipped_description_is_derived_from_the_real_file(real):
+    assert layout_toml(describe(real)) == TRACKML_MODULES_TOML.read_text(encoding="utf-8")
+
+
+@needs_shared
+def test_generated_layers_match_the_real_ones(generated, real):
+    mine, theirs = layer_figures(generated), layer_figures(real)
+    assert [(f.volume_id, f.layer_id, f.kind, f.modules) for f in mine] == [
+        (f.volume_id, f.layer_id, f.kind, f.modules) for f in theirs
+    ]
+    for a, b in zip(mine, theirs, strict=True):
+        where = f"volume {a.volume_id} layer {a.layer_id}"
+        if a.kind == "barrel":  # the spread of module-centre radii (staggering)
+            assert a.radii == pytest.approx(b.radii, abs=0.01), where
+        else:  # the ring radii
+            assert a.radii == pytest.approx(b.radii, rel=0.01), where
+        assert a.phi_overlap == pytest.approx(b.phi_overlap, rel=0.02, abs=1e-4), where
+        assert a.along_overlap == pytest.approx(b.along_overlap, rel=0.02, abs=1e-4), where
+
+
+@needs_shared
+def test_every_generated_module_lies_on_a_real_one(generated, real):
+    agreement = module_agreement(generated, real)
+    assert agreement.same_layer
+    assert agreement.max_centre_mm < 0.01
+    assert agreement.max_rotation < 1e-5
+    barrel = np.isin(generated.volume_id, (8, 13, 17))  # barrel modules carry the real ids
+    rows = real.lookup(generated.volume_id[barrel], generated.layer_id[barrel], generated.module_id[barrel])
+    assert np.abs(real.c[rows] - generated.c[barrel]).max() < 0.01
+
+
+@needs_shared
+@pytest.mark.parametrize("hits", REAL_HITS, ids=lambda path: path.name)
+def test_real_hits_lie_on_their_module(real, hits):
+    if not hits.is_file():
+        pytest.skip(f"the real TrackML hits file {hits} is absent")
+    n, on_plane, inside = hits_on_modules(real, hits)
+    assert n > 5000
+    assert on_plane >= 0.999  # |w| < 0.01 mm from the module's plane
+    assert inside >= 0.999  # and inside its trapezoid, grown by 0.1 mm
