@@ -8,9 +8,12 @@ import numpy as np
 
 from tracking_algs.event import Event, Particles, Spacepoints, Truth
 from tracking_algs.geometry import Detector, trackml_detector
+from tracking_algs.modules import ModuleGeometry
 from tracking_algs.simulation.config import SimulationConfig
 from tracking_algs.simulation.digitization import Hits, module_ids, noise_hits, smear
 from tracking_algs.simulation.generator import Primaries, generate_primaries
+from tracking_algs.simulation.module_hits import module_event_hits
+from tracking_algs.simulation.module_navigation import module_layers
 from tracking_algs.simulation.propagation import propagate
 
 
@@ -20,15 +23,31 @@ def event_rng(seed: int, event_id: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(event_id,)))
 
 
-def simulate_event(config: SimulationConfig, seed: int, event_id: int = 0, detector: Detector | None = None) -> Event:
-    """One simulated event with truth; the same (config, seed, event_id, detector) always gives the same event.
+def simulate_event(
+    config: SimulationConfig,
+    seed: int,
+    event_id: int = 0,
+    detector: Detector | None = None,
+    modules: ModuleGeometry | None = None,
+) -> Event:
+    """One simulated event with truth; the same (config, seed, event_id, detector, modules) always gives the same
+    event.
 
     Hits get ids 1..N ordered by (volume_id, layer_id, module_id, creation order); noise hits have
     particle_id 0; truth weights are 1/(number of particle hits) for particle hits and 0 for noise.
+    With ``config.geometry == "modules"`` the hits lie on the flat modules of ``modules`` (None: the TrackML
+    modules, :func:`tracking_algs.modules.trackml_modules`), in ``detector``'s field and beam pipe
+    (:mod:`tracking_algs.simulation.module_hits`); ``modules`` is not used otherwise.
     """
     detector = detector or trackml_detector()
     rng = event_rng(seed, event_id)
     primaries = generate_primaries(rng, config)
+    if config.geometry == "modules":
+        layers = module_layers(modules)
+        hits, rows = module_event_hits(config, seed, event_id, primaries, detector, layers)
+        geometry = layers.geometry
+        ids = (geometry.volume_id[rows], geometry.layer_id[rows], geometry.module_id[rows])
+        return _pack(event_id, hits, primaries, *ids)
     crossings = propagate(
         primaries.vertex,
         primaries.momentum,
@@ -52,22 +71,30 @@ def simulate_event(config: SimulationConfig, seed: int, event_id: int = 0, detec
     )
     n_noise = round(config.noise_fraction * len(surface))
     hits = Hits.concatenate([particle_hits, noise_hits(n_noise, detector, rng)])
-    return _pack(event_id, hits, primaries, detector)
-
-
-def simulate_events(config: SimulationConfig, seed: int, n: int, detector: Detector | None = None) -> Iterator[Event]:
-    """Events 0..n−1 of ``seed``; event i equals ``simulate_event(config, seed, i, detector)``."""
-    detector = detector or trackml_detector()
-    for event_id in range(n):
-        yield simulate_event(config, seed, event_id, detector)
-
-
-def _pack(event_id: int, hits: Hits, primaries: Primaries, detector: Detector) -> Event:
-    """Order the hits, number them 1..N and build the spacepoints, truth and particles tables."""
-    particle_id = primaries.particle_id
     volume = np.array([s.volume_id for s in detector.surfaces], dtype=np.int64)[hits.surface]
     layer = np.array([s.layer_id for s in detector.surfaces], dtype=np.int64)[hits.surface]
-    module = module_ids(hits.measured, hits.surface, detector)
+    return _pack(event_id, hits, primaries, volume, layer, module_ids(hits.measured, hits.surface, detector))
+
+
+def simulate_events(
+    config: SimulationConfig,
+    seed: int,
+    n: int,
+    detector: Detector | None = None,
+    modules: ModuleGeometry | None = None,
+) -> Iterator[Event]:
+    """Events 0..n−1 of ``seed``; event i equals ``simulate_event(config, seed, i, detector, modules)``."""
+    detector = detector or trackml_detector()
+    for event_id in range(n):
+        yield simulate_event(config, seed, event_id, detector, modules)
+
+
+def _pack(
+    event_id: int, hits: Hits, primaries: Primaries, volume: np.ndarray, layer: np.ndarray, module: np.ndarray
+) -> Event:
+    """Order the hits (their ``volume``, ``layer`` and ``module`` ids given), number them 1..N and build the
+    spacepoints, truth and particles tables."""
+    particle_id = primaries.particle_id
     order = np.lexsort((np.arange(len(volume)), module, layer, volume))
     hits = hits.take(order)
     hit_id = np.arange(1, len(order) + 1)
