@@ -1,19 +1,33 @@
 """The Triton backend against a real tritonserver on loopback: parity with local ONNX Runtime, errors,
-shared memory, threads, statistics. One server (all shared test models) for the whole module."""
+shared memory, threads, statistics. One server (all shared test models) for the whole module.
+
+Triton's statistics are cumulative since the server started and record a request only after its response has
+been sent, so a test that counts requests uses a model of its own (:data:`COUNTED`, counters starting at 0) and
+waits until the counters reach what its requests must bring (:func:`triton_helpers.wait_counts`) before comparing.
+Served floats are compared with local ONNX Runtime within a tolerance: the served session runs in another process
+with its own thread count."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from triton_helpers import build_repository, random_inputs, same_bits, served_model_files, server_regions
+from triton_helpers import (
+    HANG_GUARD_S,
+    assert_matches_local,
+    build_repository,
+    random_inputs,
+    same_bits,
+    served_model_files,
+    server_regions,
+    wait_counts,
+)
 
 from backends.model_repository import file_sha256
 from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
@@ -25,6 +39,14 @@ from inference_iface.options import unstructure
 pytestmark = pytest.mark.server
 
 TRANSPORTS = [("grpc", "none"), ("grpc", "system"), ("http", "none"), ("http", "system")]
+#: Copies of shared models (name → model copied), each used by one test only: its counters hold that test's requests.
+COUNTED = {
+    "counted_rejections": "two_in_two_out",
+    "counted_grpc_limit": "two_in_two_out",
+    "counted_flatten": "flatten",
+    "counted_stats_grpc": "small_mlp",
+    "counted_stats_http": "small_mlp",
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +56,8 @@ def model_files(model_dir: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, model_files: dict[str, Path]) -> Iterator[TritonServer]:
-    repository = build_repository(tmp_path_factory.mktemp("repository"), model_files)
+    files = {**model_files, **{name: model_files[copied] for name, copied in COUNTED.items()}}
+    repository = build_repository(tmp_path_factory.mktemp("repository"), files)
     with TritonServer(TritonServerConfig(repository=str(repository), startup_timeout_s=180)) as running:
         yield running
 
@@ -62,7 +85,7 @@ def local(path: Path) -> OnnxRuntimeInference:
 
 
 @pytest.mark.parametrize(("protocol", "shared_memory"), TRANSPORTS)
-def test_every_model_served_gives_the_local_bits(connect, model_files, protocol, shared_memory):
+def test_every_model_served_gives_the_local_results(connect, model_files, protocol, shared_memory):
     for name, path in model_files.items():
         served = connect(name, protocol, shared_memory=shared_memory)
         with local(path) as reference:
@@ -73,16 +96,16 @@ def test_every_model_served_gives_the_local_bits(connect, model_files, protocol,
             got = served.infer(inputs)
         assert got._fields == want._fields
         for field, a, b in zip(got._fields, got, want, strict=True):
-            assert same_bits(a, b), f"{name}.{field} over {protocol}/{shared_memory}"
+            assert_matches_local(a, b, f"{name}.{field} over {protocol}/{shared_memory}")
 
 
-def test_medium_model_at_100k_rows_is_bitwise_identical_with_shared_memory(connect, model_files):
+def test_medium_model_at_100k_rows_matches_local_with_shared_memory(connect, model_files):
     served = connect("medium_mlp", shared_memory="system")
     with local(model_files["medium_mlp"]) as reference:
         x = random_inputs(reference.signature, seed=3, rows=100_000)
         want = reference.infer(x).embedding
     got = served.infer(x).embedding
-    assert same_bits(got, want)
+    assert_matches_local(got, want, "embedding")
     assert got.flags.writeable
     assert got.flags.c_contiguous
 
@@ -98,31 +121,11 @@ def test_output_subset_and_named_tuple_inputs(connect):
     np.testing.assert_array_equal(both.sum, x + y)
 
 
-def _requests_seen(iface: TritonInference) -> int:
-    """Requests that reached the model on the server (Triton counts a model's error response as a success).
-
-    Triton records a request in its statistics after sending the response, so on a busy machine a read right after
-    a call can miss it: the count is read again until two reads 0.2 s apart agree (within 5 s)."""
-
-    def count() -> int:
-        (stats,) = iface.server_stats()
-        return stats.success_count + stats.failure_count
-
-    seen, deadline = count(), time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        again = count()
-        if again == seen:
-            break
-        seen = again
-    return seen
-
-
 def test_bad_inputs_are_rejected_before_any_round_trip(connect, server):
-    served = connect("two_in_two_out")
+    model = "counted_rejections"  # this test's requests only
+    served = connect(model)
     x = np.ones((4, 3), dtype=np.float32)
-    served.infer({"input.1": x, "y:0": x})
-    before = _requests_seen(served)
+    served.infer({"input.1": x, "y:0": x})  # request 1
     bad_calls = [
         {"input.1": x, "y:0": x.astype(np.float64)},  # dtype
         {"input.1": x},  # missing
@@ -133,17 +136,17 @@ def test_bad_inputs_are_rejected_before_any_round_trip(connect, server):
     for inputs in bad_calls:
         with pytest.raises(InputError):
             served.infer(inputs)
-    assert _requests_seen(served) == before
-    # control: a request that does reach the server is counted, so the check above can fail
+    # control, request 2: a request that does reach the server is counted (a model's error response as a success)
     raw = grpcclient.InferenceServerClient(server.grpc_url)
     wrong = grpcclient.InferInput("input.1", [4, 3], "FP32")
     wrong.set_data_from_numpy(x)
     other = grpcclient.InferInput("y:0", [5, 3], "FP32")
     other.set_data_from_numpy(np.ones((5, 3), dtype=np.float32))
     with pytest.raises(Exception, match="broadcast"):
-        raw.infer("two_in_two_out", [wrong, other])
+        raw.infer(model, [wrong, other])
     raw.close()
-    assert _requests_seen(served) == before + 1
+    # once the control is recorded, so is every earlier request: a bad call that reached the server shows as a 3rd
+    assert wait_counts(server.grpc_url, model, requests=2)["requests"] == 2
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
@@ -168,7 +171,7 @@ def test_shared_memory_regions_are_reused_and_released(server, model_files):
     with local(model_files["small_mlp"]) as reference:
         for rows in (10, 1000, 1000, 50):
             x = random_inputs(reference.signature, seed=rows, rows=rows)
-            assert same_bits(iface.infer(x).embedding, reference.infer(x).embedding)
+            assert_matches_local(iface.infer(x).embedding, reference.infer(x).embedding, f"{rows} rows")
     regions = set(iface.shared_memory_regions())
     assert len(regions) == 2  # one input and one output region for this thread, reused for every call
     assert regions <= _server_regions(server)
@@ -196,18 +199,19 @@ def test_regions_of_ended_threads_are_released_when_a_new_thread_connects(server
     assert _our_shm_files() == []
 
 
-def test_output_larger_than_its_estimated_slot_is_sent_inline_once_then_fits(connect, model_files):
+def test_output_larger_than_its_estimated_slot_is_sent_inline_once_then_fits(server, connect, model_files):
     # 'flat' [16·n] has a dynamic size the client estimates as n elements (the leading input dimension)
-    served = connect("flatten", shared_memory="system")
+    model = "counted_flatten"  # this test's executions only
+    served = connect(model, shared_memory="system")
     x = np.random.default_rng(1).standard_normal((100_000, 16)).astype(np.float32)
     with local(model_files["flatten"]) as reference:
         want = reference.infer(x=x).flat
-    counts = []
-    for _ in range(2):
-        before = served.server_stats()[0].execution_count
-        assert same_bits(served.infer(x=x).flat, want)
-        counts.append(served.server_stats()[0].execution_count - before)
-    assert counts == [2, 1]  # the first call ran again with the output inline; the second fitted
+    # a Reshape moves the bytes without arithmetic: exact whatever the thread layout
+    assert same_bits(served.infer(x=x).flat, want)
+    first = wait_counts(server.grpc_url, model, execution_count=2)["execution_count"]
+    assert same_bits(served.infer(x=x).flat, want)
+    both = wait_counts(server.grpc_url, model, execution_count=first + 1)["execution_count"]
+    assert [first, both - first] == [2, 1]  # the first call ran again with the output inline; the second fitted
 
 
 def test_eight_threads_two_hundred_calls_each_all_correct(connect):
@@ -233,24 +237,36 @@ def test_infer_async_returns_futures_and_validates_at_once(connect):
     xs = [np.full((3, 3), float(i), dtype=np.float32) for i in range(10)]
     futures = [served.infer_async({"input.1": x, "y:0": x}) for x in xs]
     for x, future in zip(xs, futures, strict=True):
-        np.testing.assert_array_equal(future.result(timeout=30).sum, x + x)
+        np.testing.assert_array_equal(future.result(timeout=HANG_GUARD_S).sum, x + x)
     with pytest.raises(InputError):
         served.infer_async({"input.1": xs[0]})
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_server_stats_report_counts_and_times(connect, protocol):
-    served = connect("small_mlp", protocol)
+def test_server_stats_report_counts_and_times(server, connect, protocol):
+    model = f"counted_stats_{protocol}"  # this test's requests only
+    served = connect(model, protocol, connect_timeout_s=HANG_GUARD_S)
     x = np.ones((100, 3), dtype=np.float32)
-    before = served.server_stats()[0]
     for _ in range(3):
         served.infer(features=x)
-    after = served.server_stats()[0]
-    assert (after.model_name, after.model_version) == ("small_mlp", "1")
-    assert after.success_count - before.success_count == 3
-    assert after.inference_count - before.inference_count == 3
-    assert after.compute_infer_ms > 0
-    assert after.request_ms >= after.compute_infer_ms
+    # the three requests and their batch statistics recorded; nothing else runs this model, so they stay put
+    wait_counts(server.grpc_url, model, success=3, inference_count=3, execution_count=3)
+    (stats,) = served.server_stats()
+    raw = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        (item,) = raw.get_inference_statistics(model, as_json=True)["model_stats"]
+    finally:
+        raw.close()
+    assert (stats.url, stats.model_name, stats.model_version) == (served.urls[0], model, "1")
+    assert (stats.success_count, stats.failure_count) == (3, 0)
+    assert (stats.inference_count, stats.execution_count) == (3, 3)
+    # times: Triton's totals per phase divided by the requests timed, in milliseconds (whatever their values)
+    times = item["inference_stats"]
+    for phase in ("queue", "compute_input", "compute_infer", "compute_output"):
+        assert int(times[phase].get("count", 0)) == 3, phase
+        assert getattr(stats, f"{phase}_ms") == pytest.approx(int(times[phase].get("ns", 0)) / 3 / 1e6), phase
+    parts = (stats.queue_ms, stats.compute_input_ms, stats.compute_infer_ms, stats.compute_output_ms)
+    assert stats.request_ms == pytest.approx(sum(parts))
 
 
 def test_expected_signature_and_checksum_are_checked(connect, model_files):
@@ -283,6 +299,7 @@ def test_unknown_model_or_version_is_a_model_error(connect):
 def test_compression_gives_the_same_result(connect):
     x = np.random.default_rng(0).standard_normal((500, 3)).astype(np.float32)
     plain = connect("two_in_two_out", shared_memory="none").infer({"input.1": x, "y:0": x})
+    # the same model on the same server, element-wise Add and Mul: exact, compressed or not
     for protocol in ("grpc", "http"):
         for algorithm in ("gzip", "deflate"):
             packed = connect("two_in_two_out", protocol, shared_memory="none", compression=algorithm)
@@ -297,12 +314,12 @@ def test_grpc_message_limit_defaults_to_the_grpc_clients_and_cannot_exceed_it():
         TritonConfig(grpc_max_message_bytes=2**31)
 
 
-def test_request_over_the_grpc_limit_is_an_input_error_before_anything_is_sent(connect):
+def test_request_over_the_grpc_limit_is_an_input_error_before_anything_is_sent(server, connect):
     limit = 1 << 20
-    wire = connect("two_in_two_out", shared_memory="none", grpc_max_message_bytes=limit)
+    model = "counted_grpc_limit"  # this test's requests only
+    wire = connect(model, shared_memory="none", grpc_max_message_bytes=limit)
     small = np.ones((10_000, 3), np.float32)  # 2 × 120 kB: under the limit
-    np.testing.assert_array_equal(wire.infer({"input.1": small, "y:0": small}).sum, small + small)
-    before = _requests_seen(wire)
+    np.testing.assert_array_equal(wire.infer({"input.1": small, "y:0": small}).sum, small + small)  # request 1
     big = np.ones((60_000, 3), np.float32)  # 2 × 720 kB: over the limit
     with pytest.raises(InputError) as caught:
         wire.infer({"input.1": big, "y:0": big})
@@ -310,7 +327,8 @@ def test_request_over_the_grpc_limit_is_an_input_error_before_anything_is_sent(c
     assert f"grpc_max_message_bytes = {limit}" in message
     assert "shared_memory" in message
     assert "'input.1' 720000 bytes" in message
-    assert _requests_seen(wire) == before  # refused before serialising: the server saw nothing
-    # the same inputs through shared memory travel as descriptors and pass
-    shared = connect("two_in_two_out", shared_memory="system", grpc_max_message_bytes=limit)
+    # the same inputs through shared memory travel as descriptors and pass: request 2
+    shared = connect(model, shared_memory="system", grpc_max_message_bytes=limit)
     np.testing.assert_array_equal(shared.infer({"input.1": big, "y:0": big}).prod_0, big * big)
+    # refused before serialising: once request 2 is recorded, so would be the refused one had it been sent
+    assert wait_counts(server.grpc_url, model, requests=2)["requests"] == 2

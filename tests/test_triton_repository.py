@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import attrs
@@ -15,7 +14,7 @@ import numpy as np
 import onnx_models
 import pytest
 from google.protobuf import text_format
-from triton_helpers import processes_mentioning
+from triton_helpers import HANG_GUARD_S, assert_matches_local, processes_mentioning, wait_exited
 from tritonclient.grpc import model_config_pb2
 
 from backends.model_repository import (
@@ -160,9 +159,10 @@ def test_secrets_are_never_shown(monkeypatch):
 
 
 def _port_open(address: str) -> bool:
+    """Whether something listens on ``address`` (loopback: refused or accepted at once; the timeout is a guard)."""
     host, port = address.rsplit(":", 1)
     with socket.socket() as sock:
-        sock.settimeout(0.5)
+        sock.settimeout(HANG_GUARD_S)
         return sock.connect_ex((host, int(port))) == 0
 
 
@@ -179,13 +179,23 @@ def _start_serve(repository: Path) -> tuple[subprocess.Popen, dict[str, str]]:
     return process, endpoints
 
 
-def _wait_closed(address: str, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not _port_open(address):
-            return True
-        time.sleep(0.1)
-    return False
+def _server_processes(repository: Path, serve: subprocess.Popen) -> dict[str, list[int]]:
+    """The processes ``trkx serve`` runs for ``repository`` by kind: its tritonserver and the model stubs.
+
+    Both exist from the moment the server is ready (it loads its models first) until it stops."""
+    kinds: dict[str, list[int]] = {"tritonserver": [], "stub": []}
+    for pid in processes_mentioning(str(repository)):
+        if pid == serve.pid:
+            continue
+        try:
+            program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:  # ended meanwhile
+            continue
+        if program.endswith(b"/tritonserver"):
+            kinds["tritonserver"].append(pid)
+        elif program.endswith(b"triton_python_backend_stub"):
+            kinds["stub"].append(pid)
+    return kinds
 
 
 @pytest.mark.server
@@ -205,11 +215,17 @@ def test_trkx_repo_add_onnx_then_trkx_serve(tmp_path, model_dir, capsys):
             TritonInference(TritonConfig(url=endpoints["grpc"], model_name="embedding")) as served,
             OnnxRuntimeInference(OnnxRuntimeConfig(model_path=str(path), device="cpu")) as local,
         ):
-            assert served.infer(features=x).embedding.tobytes() == local.infer(features=x).embedding.tobytes()
+            # served by 2 instances with their own thread count: a float tolerance, not the same bits
+            assert_matches_local(served.infer(features=x).embedding, local.infer(features=x).embedding, "embedding")
         assert Path(endpoints["log"]).is_file()
+        server = _server_processes(repository, process)
+        assert len(server["tritonserver"]) == 1
+        assert len(server["stub"]) == 2  # one per model instance
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-        assert _wait_closed(endpoints["grpc"], 10)
+        assert process.wait(timeout=HANG_GUARD_S) == 0
+        wait_exited(server["tritonserver"] + server["stub"])  # stubs are SIGKILLed last and end asynchronously
+        assert processes_mentioning(str(repository)) == []
+        assert not _port_open(endpoints["grpc"])  # closed with the processes that held it
     finally:
         process.kill()
         process.wait()
@@ -222,13 +238,15 @@ def test_killing_trkx_serve_leaves_no_orphan_server(tmp_path, model_dir):
     process, endpoints = _start_serve(repository)
     try:
         assert _port_open(endpoints["grpc"])
-        assert len(processes_mentioning(str(repository))) == 3  # trkx serve, tritonserver, the model's stub
+        server = _server_processes(repository, process)  # a state that holds while the server runs
+        assert len(server["tritonserver"]) == 1
+        assert len(server["stub"]) == 1  # one model, one instance
     finally:
         os.kill(process.pid, signal.SIGKILL)  # no clean-up code runs in the parent
         process.wait()
-    assert _wait_closed(endpoints["grpc"], 15)
-    assert _wait_closed(endpoints["http"], 15)
-    deadline = time.monotonic() + 15
-    while processes_mentioning(str(repository)) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # the server notices its parent's death (PR_SET_PDEATHSIG) and stops its stub: wait for both to end; an orphan
+    # would keep running and fail this wait (a guard far above any shutdown)
+    wait_exited(server["tritonserver"] + server["stub"])
     assert processes_mentioning(str(repository)) == []
+    assert not _port_open(endpoints["grpc"])
+    assert not _port_open(endpoints["http"])

@@ -2,7 +2,9 @@
 shared-memory regions registered again, an unloaded model is a backend failure, ``trkx serve`` refuses a port
 another server holds, and the regions of a killed client are removed by the next one.
 
-Each test starts its own tritonserver processes on loopback."""
+Each test starts its own tritonserver processes on loopback. Triton records a request in its statistics only after
+sending the response, so a test that counts a server's requests waits until the count reaches what its calls must
+bring (a guard far above any plausible time stops a hang) and then compares."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import numpy as np
 import onnx_models
 import pytest
 import tritonclient.grpc as grpcclient
-from triton_helpers import build_repository, server_regions
+from triton_helpers import build_repository, model_counts, server_regions, wait_for
 
 from backends.triton import TritonConfig, TritonInference
 from backends.triton_connection import REGION_PREFIX, is_orphaned, sweep_orphaned_regions
@@ -66,12 +68,16 @@ def check(iface: TritonInference, seed: int) -> None:
 
 
 def successes(server: TritonServer) -> int:
-    raw = grpcclient.InferenceServerClient(server.grpc_url)
-    try:
-        (stats,) = raw.get_inference_statistics(MODEL, as_json=True)["model_stats"]
-        return int(stats["inference_stats"].get("success", {}).get("count", 0))
-    finally:
-        raw.close()
+    """Successful requests of the model on ``server`` recorded so far (it may not have recorded the last call yet)."""
+    return model_counts(server.grpc_url, MODEL)["success"]
+
+
+def settled_successes(*servers: TritonServer, total: int) -> list[int]:
+    """The servers' successes once together they reach ``total`` (every call the test made recorded)."""
+    names = ", ".join(server.grpc_url for server in servers)
+    return wait_for(
+        lambda: [successes(server) for server in servers], lambda counts: sum(counts) >= total, f"{total} on {names}"
+    )
 
 
 def restart(server: TritonServer, start_server) -> TritonServer:
@@ -97,7 +103,7 @@ def test_a_server_restarted_on_its_port_gets_the_regions_registered_again(start_
         assert len(regions) == 2
         assert all(name.startswith(REGION_PREFIX) for name in regions)
         assert regions <= server_regions(second.grpc_url)  # still shared memory, registered with the new server
-        assert successes(second) == 10
+        assert settled_successes(second, total=10) == [10]  # the new server answered the last 10 calls, once each
     finally:
         iface.close()
 
@@ -110,10 +116,12 @@ def test_one_of_two_servers_restarted_serves_again_through_shared_memory(start_s
     try:
         for seed in range(10):
             check(iface, seed)
+        _, before = settled_successes(first, other, total=10)
         restarted = restart(first, start_server)
         for seed in range(10, 30):
             check(iface, seed)
-        assert successes(restarted) > 0  # the restarted server took its share again (not only failover)
+        count, _ = settled_successes(restarted, other, total=before + 20)
+        assert count > 0  # the restarted server took its share again (not only failover)
         assert set(iface.shared_memory_regions()) & server_regions(restarted.grpc_url)
     finally:
         iface.close()
@@ -152,11 +160,11 @@ def test_a_model_unloaded_on_one_of_two_servers_fails_over(start_server):
     raw = grpcclient.InferenceServerClient(unloading.grpc_url)
     try:
         check(iface, 0)
+        _, before = settled_successes(unloading, other, total=1)
         raw.unload_model(MODEL)
-        before = successes(other)
         for seed in range(1, 11):
             check(iface, seed)
-        assert successes(other) == before + 10
+        assert settled_successes(other, total=before + 10) == [before + 10]
     finally:
         raw.close()
         iface.close()
