@@ -23,10 +23,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_common import write_results  # noqa: E402
 
-from tracking_algs.errors import EventFormatError  # noqa: E402
 from tracking_algs.event import Event  # noqa: E402
 from tracking_algs.io.csv_table import read_table  # noqa: E402
-from tracking_algs.io.trackml import event_path, list_events, read_event  # noqa: E402
+from tracking_algs.io.trackml import find_event_file, list_events, read_event  # noqa: E402
 from tracking_algs.simulation import SimulationConfig, simulate_event  # noqa: E402
 
 SEED = 1_005_000
@@ -81,11 +80,11 @@ def _width(interval: tuple[float, float] | None) -> float:
 
 
 def cells_per_hit(directory: Path, event_id: int) -> tuple[float, float] | None:
-    """Median and mean cells per hit of a real event with a cells file."""
-    try:
-        cells = read_table(event_path(directory, event_id, "cells"), {"hit_id": "int64"})
-    except (EventFormatError, OSError):  # no cells file: nothing to compare
+    """Median and mean cells per hit of a real event with a cells file (None without one)."""
+    path = find_event_file(directory, event_id, "cells")
+    if path is None:
         return None
+    cells = read_table(path, {"hit_id": "int64"})
     _, counts = np.unique(cells["hit_id"], return_counts=True)
     return float(np.median(counts)), float(np.mean(counts))
 
