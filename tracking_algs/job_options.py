@@ -2,7 +2,8 @@
 
 Layout (every table optional; see ``configs/local_onnx.toml`` and ``docs/configuration.md``)::
 
-    [job]               events, seed, jobs
+    [job]               events, seed, jobs, detector (the cylinder description: simulation, finder, fitter)
+    [detector]          file: the module geometry that real events are read with (a TrackML detectors.csv)
     [inference]         backend = "onnxruntime" | "triton" | ..., plus one sub-table per backend
                         ([inference.onnxruntime], [inference.triton]) holding that backend's options
     [simulation]        the simulation settings (used with --simulate)
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -34,6 +35,9 @@ from tracking_algs.fitting.hook import FittingConfig, TrackFitter
 from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.performance.matching import ParticleSelection
 from tracking_algs.simulation import SimulationConfig
+
+if TYPE_CHECKING:
+    from tracking_algs.modules import ModuleGeometry
 
 #: What each neural stage takes from its backend's table when the job options leave it out: where the stage's model
 #: is, and for ONNX Runtime its memory patterns and thread spinning off (every event has other node and edge counts,
@@ -57,12 +61,22 @@ def _placed(settings: Mapping[str, Any], stage: str, model_dir: Path) -> dict[st
 @attrs.frozen(kw_only=True)
 class JobConfig:
     """How the job runs: simulated event count (≥ 1) and seed (≥ 0) (with ``--simulate``), worker processes
-    (≥ 1), and the detector file (empty: the TrackML-like default)."""
+    (≥ 1), and the cylinder detector file (empty: the TrackML-like default) of the simulation, the finder's pair
+    cuts and the fitter."""
 
     events: int = attrs.field(default=5, validator=attrs.validators.ge(1))
     seed: int = attrs.field(default=1_000_000, validator=attrs.validators.ge(0))
     jobs: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     detector: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class DetectorConfig:
+    """``[detector]``: the module geometry of the reading of real events (``--input``): ``file``, a TrackML
+    ``detectors.csv`` or ``.csv.gz``; each hit's measurement errors are then its own module's pitch / √12,
+    projected at the hit. Empty: no module geometry, the per-layer errors of ``[job] detector``."""
+
+    file: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -76,10 +90,20 @@ class JobOptions:
     stages: dict[str, dict[str, Any]] = attrs.Factory(dict)
     fitting: FittingConfig = FittingConfig()
     performance: ParticleSelection = ParticleSelection()
+    detector: DetectorConfig = DetectorConfig()
 
-    def detector(self) -> Detector:
+    def cylinder_detector(self) -> Detector:
         """The detector named by ``[job] detector`` (a TOML file), or the TrackML-like default."""
         return Detector.from_toml(self.job.detector) if self.job.detector else trackml_detector()
+
+    def module_geometry(self) -> ModuleGeometry | None:
+        """The module geometry of ``[detector] file`` (read from the file), None when the option is empty.
+
+        Raises :class:`~tracking_algs.errors.EventFormatError` naming the file, row and column of a malformed file.
+        """
+        from tracking_algs.modules import read_detectors_csv  # only jobs that read real events need it
+
+        return read_detectors_csv(self.detector.file) if self.detector.file else None
 
     def stage_inference(self, stage: str) -> dict[str, Any]:
         """The complete inference options of one neural stage: ``[inference]``'s backend, its
@@ -179,12 +203,13 @@ def _check_performance(selection: ParticleSelection, where: str) -> None:
 
 
 def _check_files(options: JobOptions, where: str) -> None:
-    """The detector file and the model directory must exist and, when the stages run in the job, the model card and
-    each ONNX Runtime stage's model file."""
+    """The detector files and the model directory must exist (and the module geometry file be readable) and, when
+    the stages run in the job, the model card and each ONNX Runtime stage's model file."""
     detector = options.job.detector
     if detector and not Path(detector).is_file():
         what = "is not a file" if Path(detector).exists() else "does not exist"
         raise ConfigError(f"{where}: [job] detector {detector!r} {what}; expected a detector TOML file")
+    _check_module_file(options.detector.file, where)
     model_dir = options.finding.model_dir
     if model_dir and not Path(model_dir).is_dir():
         what = "is not a directory" if Path(model_dir).exists() else "does not exist"
@@ -208,12 +233,26 @@ def _check_files(options: JobOptions, where: str) -> None:
             )
 
 
+def _check_module_file(path: str, where: str) -> None:
+    """``[detector] file``, when given, must be a readable file."""
+    if not path:
+        return
+    expected = 'expected a TrackML detectors.csv or detectors.csv.gz file, or "" for no module geometry'
+    if not Path(path).is_file():
+        what = "is not a file" if Path(path).exists() else "does not exist"
+        raise ConfigError(f"{where}: [detector] file {path!r} {what}; {expected}")
+    try:
+        Path(path).open("rb").close()
+    except OSError as error:
+        raise ConfigError(f"{where}: [detector] file {path!r} cannot be read ({error.strerror}); {expected}") from None
+
+
 def _check_served_field(options: JobOptions, where: str) -> None:
     """A served chain computes the pair cuts on the server, in the default detector's field: the job's detector must
     have that field (the stages in the job take the field of ``[job] detector``)."""
     if options.finding.serving == "stages" or not options.job.detector:
         return
-    field, default = options.detector().bfield_t, trackml_detector().bfield_t
+    field, default = options.cylinder_detector().bfield_t, trackml_detector().bfield_t
     if field != default:
         raise ConfigError(
             f"{where}: [job] detector {options.job.detector!r} has a {field} T field, but [finding] serving = "

@@ -66,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
     from tracking_algs.job_options import load_job_options
 
     options = load_job_options(args.config, args.overrides)
-    detector = options.detector()
+    detector = options.cylinder_detector()
     if args.input is not None:
-        source = DirectorySource.open(args.input, detector, option="--input")
+        source = DirectorySource.open(args.input, detector, option="--input", modules=options.module_geometry())
     else:
         count = args.simulate if args.simulate is not None else options.job.events
         source = SimulationSource(options.simulation, options.job.seed, count, detector)

@@ -8,14 +8,25 @@ challenge distributes them) or not; extra columns (``particle_type``) and other 
 - truth: hit_id, particle_id (int64, 0 = noise), tx, ty, tz, tpx, tpy, tpz, weight (float64)
 - particles: particle_id (int64), vx, vy, vz, px, py, pz (float64), q, nhits (int64)
 
-Truth and particles are optional (real data has neither). The per-hit measurement error is not a TrackML
-column: reading fills it from the detector's surface resolution by (volume_id, layer_id).
+Truth and particles are optional (real data has neither). The per-hit measurement error ``sigma`` is not a
+TrackML column. Without a module geometry reading fills it from the cylinder detector's per-layer resolution by
+(volume_id, layer_id). With one (:class:`~tracking_algs.modules.ModuleGeometry`, e.g. the challenge's
+``detectors.csv``) it comes from each hit's own module (docs/simulation.md, "Reading real events"):
+
+1. local errors (σ_u, σ_v): the module's pitch / √12 per direction (``ModuleGeometry.resolution``), the same
+   for every hit of the module whatever its cluster (the cells file is not read: the simulation has no cells);
+2. mapped onto the two components the finder and the fitter read, (r·φ, z) on a barrel module and (r·φ, r) on
+   an endcap module (normal within 45° of the z axis), by projecting the local covariance diag(σ_u², σ_v²)
+   onto the φ direction and onto z or r at the hit: σ_0² = σ_u² (u·e_φ)² + σ_v² (v·e_φ)², σ_1² likewise with
+   e_z or e_r. The local axes are not exactly along φ: the TrackML barrel modules are tilted by 8–8.6°, and
+   at a hit away from a module's centre line the φ direction turns by up to 22°.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +34,9 @@ from tracking_algs.errors import EventFormatError
 from tracking_algs.event import Event, Particles, Spacepoints, Truth
 from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.io.csv_table import read_table, write_table
+
+if TYPE_CHECKING:  # tracking_algs.modules reads its files through tracking_algs.io: no import at run time
+    from tracking_algs.modules.geometry import ModuleGeometry
 
 _I, _F = "int64", "float64"
 HITS_COLUMNS = {"hit_id": _I, "x": _F, "y": _F, "z": _F, "volume_id": _I, "layer_id": _I, "module_id": _I}
@@ -72,16 +86,20 @@ def write_event(directory: str | Path, event: Event) -> None:
             write_table(event_path(directory, event.event_id, kind), {name: getattr(columns, name) for name in names})
 
 
-def read_event(directory: str | Path, event_id: int, detector: Detector | None = None) -> Event:
+def read_event(
+    directory: str | Path, event_id: int, detector: Detector | None = None, modules: ModuleGeometry | None = None
+) -> Event:
     """Read one event (each file ``.csv`` or ``.csv.gz``); truth and particles are ``None`` when their files are
     absent.
 
-    ``detector`` (default :func:`trackml_detector`) gives each hit's ``sigma`` from its surface.
+    Each hit's ``sigma``: with ``modules``, the pitch / √12 of the hit's own module projected at the hit (the
+    module docstring); otherwise from the surface of ``detector`` (default :func:`trackml_detector`) with the
+    hit's (volume_id, layer_id).
     Raises :class:`EventFormatError` naming the file, row and column for a missing file or column, an
     unparsable value, a truncated row, a NaN coordinate, duplicate hit ids, an event without hits, an
-    unknown (volume_id, layer_id), or truth that does not cover the same hits.
+    unknown (volume_id, layer_id) (without ``modules``) or (volume_id, layer_id, module_id) (with ``modules``),
+    or truth that does not cover the same hits.
     """
-    detector = detector or trackml_detector()
     hits_path = find_event_file(directory, event_id, "hits")
     if hits_path is None:
         raise EventFormatError(f"{event_path(directory, event_id, 'hits')}: no such hits file (nor .csv.gz)")
@@ -89,7 +107,13 @@ def read_event(directory: str | Path, event_id: int, detector: Detector | None =
     if not len(hits["hit_id"]):
         raise EventFormatError(f"{hits_path}: event {event_id} has no hits")
     _check_unique(hits_path, hits["hit_id"], "hit_id")
-    spacepoints = Spacepoints(**hits, sigma=_resolutions(hits_path, hits, detector))
+    if modules is None:
+        sigma = _resolutions(hits_path, hits, detector or trackml_detector())
+    else:
+        rows = _module_rows(hits_path, hits, modules)
+        xyz = np.stack([hits["x"], hits["y"], hits["z"]], axis=-1)
+        sigma = measurement_errors(modules, rows, xyz, modules.resolution(rows))
+    spacepoints = Spacepoints(**hits, sigma=sigma)
 
     truth = None
     truth_path = find_event_file(directory, event_id, "truth")
@@ -154,3 +178,33 @@ def _resolutions(path: Path, hits: dict[str, np.ndarray], detector: Detector) ->
             f"({hits['volume_id'][row - 1]}, {hits['layer_id'][row - 1]}) is not a surface of the detector"
         )
     return table[index]
+
+
+def _module_rows(path: Path, hits: dict[str, np.ndarray], modules: ModuleGeometry) -> np.ndarray:
+    """Each hit's row in ``modules``; a hit on a module ``modules`` does not have is an error naming it."""
+    rows = modules.lookup(hits["volume_id"], hits["layer_id"], hits["module_id"])
+    if (rows < 0).any():
+        row = int(np.flatnonzero(rows < 0)[0]) + 1
+        triple = (hits["volume_id"][row - 1], hits["layer_id"][row - 1], hits["module_id"][row - 1])
+        raise EventFormatError(
+            f"{path}: row {row} (line {row + 1}), columns 'volume_id','layer_id','module_id': module "
+            f"(volume {triple[0]}, layer {triple[1]}, module {triple[2]}) is not in the module geometry"
+        )
+    return rows
+
+
+def measurement_errors(modules: ModuleGeometry, rows: np.ndarray, xyz: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """The two errors [n, 2] the finder and the fitter read (:class:`~tracking_algs.event.Spacepoints` ``sigma``)
+    of hits at ``xyz`` [n, 3] on modules ``rows`` with local errors ``local`` [n, 2] (σ_u, σ_v): (σ(r·φ), σ(z))
+    on a barrel module, (σ(r·φ), σ(r)) on an endcap module (its normal within 45° of z), each the local
+    covariance diag(σ_u², σ_v²) projected onto the φ direction and onto z or r at the hit."""
+    xyz = np.asarray(xyz, dtype=np.float64)
+    phi = np.arctan2(xyz[:, 1], xyz[:, 0])
+    zeros = np.zeros(len(phi))
+    e_phi = np.stack([-np.sin(phi), np.cos(phi), zeros], axis=-1)
+    e_r = np.stack([np.cos(phi), np.sin(phi), zeros], axis=-1)
+    endcap = np.abs(modules.normal(rows)[:, 2]) > np.sqrt(0.5)
+    e_along = np.where(endcap[:, None], e_r, np.array([0.0, 0.0, 1.0]))
+    axes = modules.rot[rows][:, :, :2]  # [n, 3, 2]: the local u and v axes in global x, y, z
+    components = np.stack([np.einsum("nj,njk->nk", e, axes) for e in (e_phi, e_along)], axis=1)  # [n, 2, 2]
+    return np.sqrt(np.einsum("nik,nk->ni", components**2, np.asarray(local, dtype=np.float64) ** 2))

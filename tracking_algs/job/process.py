@@ -24,7 +24,7 @@ class EventProcessor:
 
     def __init__(self, options: JobOptions) -> None:
         self.options = options
-        self.detector = options.detector()
+        self.detector = options.cylinder_detector()
         fitter = options.fitting.make_fitter(self.detector)
         serving = options.finding.serving
         self.finder: TrackFinder | ServedTrackFinder

@@ -58,6 +58,7 @@ def write_report(store: ResultStore, options: JobOptions) -> dict[str, Any]:
     plots = output / "plots"
     performance: dict[str, Any] = {
         "events": [result.event_id for result in results],
+        "tracks_per_event": [int(np.unique(result.track_label[result.track_label >= 0]).size) for result in results],
         "failed_events": [attrs.asdict(failure) for failure in store.failures()],
         "backend": results[0].backend if results else {},
         "timing_ms": _timing(results),

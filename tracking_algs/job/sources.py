@@ -14,19 +14,29 @@ from tracking_algs.errors import JobInputError
 from tracking_algs.event import Event
 from tracking_algs.geometry import Detector
 from tracking_algs.io.trackml import EVENT_FILES, list_events, read_event
+from tracking_algs.modules import ModuleGeometry
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 
 @attrs.frozen
 class DirectorySource:
     """TrackML CSV events in ``directory`` (``eventNNNNNNNNN-hits.csv`` or ``.csv.gz`` and, optionally, truth
-    files)."""
+    and particles files; other files, such as cells, are ignored). Each hit's measurement errors come from its
+    module in ``modules`` (the job's ``[detector] file``) when given, else from its layer in ``detector``
+    (:func:`~tracking_algs.io.trackml.read_event`)."""
 
     directory: Path = attrs.field(converter=Path)
     detector: Detector
+    modules: ModuleGeometry | None = attrs.field(default=None, eq=False)
 
     @classmethod
-    def open(cls, directory: str | Path, detector: Detector, option: str = "input directory") -> DirectorySource:
+    def open(
+        cls,
+        directory: str | Path,
+        detector: Detector,
+        option: str = "input directory",
+        modules: ModuleGeometry | None = None,
+    ) -> DirectorySource:
         """The source of ``directory``, checked before any work: it must exist and hold at least one event.
 
         Raises :class:`JobInputError` naming ``option``, the directory and the files looked for.
@@ -39,7 +49,7 @@ class DirectorySource:
             raise JobInputError(f"{option} {str(path)!r} is not a directory; {expected}")
         if not list_events(path):
             raise JobInputError(f"{option} {str(path)!r} holds no events: no file named {EVENT_FILES}")
-        return cls(path, detector)
+        return cls(path, detector, modules)
 
     def event_ids(self) -> list[int]:
         """Ids of the events in the directory, ascending."""
@@ -47,7 +57,7 @@ class DirectorySource:
 
     def load(self, event_id: int) -> Event:
         """Read one event (raises :class:`~tracking_algs.errors.EventFormatError` for a bad file)."""
-        return read_event(self.directory, event_id, detector=self.detector)
+        return read_event(self.directory, event_id, detector=self.detector, modules=self.modules)
 
     def describe(self) -> dict[str, str]:
         """What a resumed job must find unchanged: the input directory."""
