@@ -15,8 +15,11 @@ from inference_iface.errors import ConfigError
 from tracking_algs.errors import EventFormatError
 from tracking_algs.modules import (
     TRACKML_MODULES_TOML,
+    EndcapLayer,
+    EndcapRing,
     ModuleGeometry,
     ModuleLayout,
+    build_modules,
     read_detectors_csv,
     trackml_modules,
     trackml_x_over_x0,
@@ -102,6 +105,14 @@ def test_module_layout_rejects_unknown_keys(tmp_path):
     text = TRACKML_MODULES_TOML.read_text(encoding="utf-8").replace("n_phi = 16\n", "n_phi = 16\nn_fi = 16\n", 1)
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) n_fi"):
+        ModuleLayout.from_toml(path)
+
+
+def test_module_layout_rejects_a_ring_order_against_the_rings(tmp_path):
+    path = tmp_path / "layout.toml"
+    text = TRACKML_MODULES_TOML.read_text(encoding="utf-8").replace("ring_order = '0110", "ring_order = '1110", 1)
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"ring_order: \[39, 69\] modules per ring, the rings have \[40, 68\]"):
         ModuleLayout.from_toml(path)
 
 
@@ -221,9 +232,64 @@ def test_every_generated_module_lies_on_a_real_one(generated, real):
     assert agreement.same_layer
     assert agreement.max_centre_mm < 0.01
     assert agreement.max_rotation < 1e-5
-    barrel = np.isin(generated.volume_id, (8, 13, 17))  # barrel modules carry the real ids
-    rows = real.lookup(generated.volume_id[barrel], generated.layer_id[barrel], generated.module_id[barrel])
-    assert np.abs(real.c[rows] - generated.c[barrel]).max() < 0.01
+    assert agreement.same_id == 1.0
+
+
+@needs_shared
+def test_every_real_module_is_generated_with_its_id_at_its_place(generated, real):
+    """Module by module, barrels and endcaps: the generated module with the real module's (volume, layer,
+    module) ids has its centre within 0.01 mm and its rotation within 1e-5."""
+    rows = generated.lookup(real.volume_id, real.layer_id, real.module_id)
+    assert len(real) == len(generated) == 18_728
+    assert np.all(rows >= 0)
+    assert np.linalg.norm(generated.c[rows] - real.c, axis=-1).max() < 0.01
+    assert np.abs(generated.rot[rows] - real.rot).max() < 1e-5
+    for name in ("half_thickness", "min_half_u", "max_half_u", "half_v", "pitch_u", "pitch_v"):
+        assert np.array_equal(getattr(generated, name)[rows], getattr(real, name)), name
+
+
+@needs_shared
+@pytest.mark.parametrize("hits", REAL_HITS, ids=lambda path: path.name)
+def test_real_hits_lie_on_their_generated_module(generated, hits):
+    if not hits.is_file():
+        pytest.skip(f"the real TrackML hits file {hits} is absent")
+    n, on_plane, inside = hits_on_modules(generated, hits)  # looked up by the hit's (volume, layer, module) ids
+    assert n > 5000
+    assert on_plane >= 0.9999  # |w| < 0.01 mm from the module's plane
+    assert inside >= 0.999  # and inside its trapezoid, grown by 0.1 mm
+
+
+def test_endcap_ids_follow_ring_order():
+    ring = {"n_phi": 4, "phi_first_deg": -135.0, "z_offset": 0.0, "phi_stagger": 2.0, "phi_substagger": 0.0,
+            "half_thickness": 0.1, "min_half_u": 5.0, "max_half_u": 8.0, "half_v": 10.0}  # fmt: skip
+    rings = (EndcapRing(radius=50.0, **ring), EndcapRing(radius=70.0, **{**ring, "n_phi": 6, "phi_first_deg": -150.0}))
+    disk = {"volume_id": 9, "layer_id": 2, "z": 600.0, "pitch_u": 0.05, "pitch_v": 0.05, "x_over_x0": 0.01}
+    ordered = build_modules(
+        ModuleLayout(barrels=(), endcaps=(EndcapLayer(**disk, rings=rings, ring_order="0110110110"),))
+    )
+    radius = np.hypot(ordered.c[:, 0], ordered.c[:, 1])
+    assert np.array_equal(radius > 60, [c == "1" for c in "0110110110"])
+    phi = np.degrees(np.arctan2(ordered.c[:, 1], ordered.c[:, 0]))
+    assert np.allclose(phi[radius < 60], [-135, -45, 45, 135])
+    assert np.allclose(phi[radius > 60], [-150, -90, -30, 30, 90, 150])
+    assert describe(ordered).endcaps[0].ring_order == "0110110110"
+    by_phi = build_modules(ModuleLayout(barrels=(), endcaps=(EndcapLayer(**disk, rings=rings),)))  # "": φ order
+    phi = np.degrees(np.arctan2(by_phi.c[:, 1], by_phi.c[:, 0]))
+    assert np.all(np.diff(phi) >= 0)
+    with pytest.raises(ValueError, match=r"ring_order: \[5, 5\] modules per ring, the rings have \[4, 6\]"):
+        EndcapLayer(**disk, rings=rings, ring_order="0101010101")
+    with pytest.raises(ValueError, match="one digit 0 … 1 per module"):
+        EndcapLayer(**disk, rings=rings, ring_order="0112110110")
+
+
+def test_describe_rejects_endcap_ids_against_phi(generated):
+    swapped = generated.module_id.copy()
+    first = np.flatnonzero((generated.volume_id == 9) & (generated.layer_id == 2) & (generated.module_id <= 4))
+    one, four = first[generated.module_id[first] == 1][0], first[generated.module_id[first] == 4][0]  # both ring 0
+    swapped[one], swapped[four] = 4, 1
+    columns = {field.name: getattr(generated, field.name) for field in attrs.fields(ModuleGeometry)}
+    with pytest.raises(ValueError, match="volume 9, layer 2, ring 0: module ids do not follow φ from −180°"):
+        describe(ModuleGeometry(**{**columns, "module_id": swapped}))
 
 
 @needs_shared

@@ -110,9 +110,24 @@ def _endcap(geometry: ModuleGeometry, rows: np.ndarray, where: str) -> EndcapLay
         volume_id=int(geometry.volume_id[rows[0]]),
         layer_id=int(geometry.layer_id[rows[0]]),
         z=_mm(z),
+        ring_order=_ring_order(geometry.module_id[rows], ring, phi, where),
         rings=layer_rings,
         **_per_layer(geometry, rows, where),
     )
+
+
+def _ring_order(module_id: np.ndarray, ring: np.ndarray, phi: np.ndarray, where: str) -> str:
+    """The ring (a digit) of each module in the order of the module ids, which must be 1 … n and run through each
+    ring in the order of φ from −180° (see :mod:`tracking_algs.modules.layout`)."""
+    by_id = np.argsort(module_id)
+    if not np.array_equal(module_id[by_id], np.arange(1, len(module_id) + 1)):
+        raise ValueError(f"{where}: module ids are not 1 … {len(module_id)}, the model numbers them so")
+    if ring.max() > 9:
+        raise ValueError(f"{where}: {ring.max() + 1} rings, the model numbers at most 10")
+    for index in range(ring.max() + 1):
+        if np.any(np.diff(phi[by_id][ring[by_id] == index]) <= 0):
+            raise ValueError(f"{where}, ring {index}: module ids do not follow φ from −180°, as the model has them")
+    return "".join(str(index) for index in ring[by_id])
 
 
 def _ring(geometry: ModuleGeometry, rows: np.ndarray, phi: np.ndarray, where: str) -> tuple[float, dict]:

@@ -11,8 +11,11 @@ An endcap layer is a disk at ``z`` of rings of trapezoidal modules (local v = th
 outwards, so the trapezoid is narrow at the inner radius; w = ±z, away from the interaction point; u = v × w).
 Module k of a ring is at φ = ``phi_first_deg`` + k · 360° / ``n_phi``, its centre at the ring's ``radius`` and at
 z = ``z + z_offset`` ± ``phi_stagger`` / 2 (+ for even k) and, every fourth module, ± ``phi_substagger`` (+ for
-k ≡ 0, − for k ≡ 3 mod 4): neighbours in φ sit on alternate faces of the disk and overlap. Module ids count
-the modules of all rings in order of φ (and of the ring where two have the same φ).
+k ≡ 0, − for k ≡ 3 mod 4): neighbours in φ sit on alternate faces of the disk and overlap. Module ids run
+through each ring in the order of k (counter-clockwise seen from +z, from the module nearest above φ = −180°, on
+both endcaps alike) and interleave the rings as ``ring_order`` says: its n-th character is the ring (0 = the
+innermost) of the module with id n, whose k counts that ring's earlier characters. An empty ``ring_order``
+numbers the modules of all rings in order of φ in [−180°, 180°) (the inner ring first at equal φ).
 
 The TrackML detector's description, :data:`TRACKML_MODULES_TOML`, is measured from the TrackML challenge's
 ``detectors.csv`` by :mod:`tracking_algs.modules.describe`; :func:`trackml_modules` builds its modules.
@@ -79,7 +82,22 @@ class EndcapLayer:
     pitch_u: float
     pitch_v: float
     x_over_x0: float
+    #: The ring of each module in the order of the module ids, one digit per module (see the module docstring);
+    #: "" for ids in order of φ.
+    ring_order: str = attrs.field(default="")
     rings: tuple[EndcapRing, ...]
+
+    @ring_order.validator
+    def _check_ring_order(self, _attribute: attrs.Attribute, value: str) -> None:
+        if not value:
+            return
+        if len(self.rings) > 10 or not set(value) <= set("0123456789"[: len(self.rings)]):
+            raise ValueError(f"ring_order: one digit 0 … {len(self.rings) - 1} per module, one per ring "
+                             f"(at most 10 rings), got {value!r}")  # fmt: skip
+        counts = [value.count(str(index)) for index in range(len(self.rings))]
+        if counts != [each.n_phi for each in self.rings]:
+            raise ValueError(f"ring_order: {counts} modules per ring, the rings have "
+                             f"{[each.n_phi for each in self.rings]}")  # fmt: skip
 
 
 @attrs.frozen
@@ -130,7 +148,13 @@ def _endcap(layer: EndcapLayer) -> dict[str, np.ndarray]:
     ring = np.repeat(np.arange(len(counts)), counts)
     k = np.arange(len(ring)) - np.repeat(np.cumsum(counts) - counts, counts)
     phi_deg = np.array([each.phi_first_deg for each in layer.rings])[ring] + k * 360.0 / counts[ring]
-    order = np.lexsort((ring, np.mod(phi_deg + 180.0, 360.0)))  # module ids in order of φ in [−180°, 180°)
+    if layer.ring_order:  # the n-th module of the ids is module k of ring_order[n], k its earlier occurrences
+        sequence = np.frombuffer(layer.ring_order.encode("ascii"), dtype=np.uint8).astype(np.int64) - ord("0")
+        by_ring = np.argsort(sequence, kind="stable")
+        order = np.empty_like(by_ring)
+        order[by_ring] = np.arange(len(by_ring))  # ring-major row of each id: its rank among the rings' modules
+    else:
+        order = np.lexsort((ring, np.mod(phi_deg + 180.0, 360.0)))  # module ids in order of φ in [−180°, 180°)
     ring, k, phi = ring[order], k[order], np.radians(phi_deg[order])
     of_ring = {name: np.array([getattr(each, name) for each in layer.rings], dtype=np.float64)[ring]
                for name in ("radius", "z_offset", "phi_stagger", "phi_substagger", "half_thickness", "min_half_u",
