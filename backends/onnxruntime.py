@@ -170,7 +170,7 @@ class OnnxRuntimeInference(InferenceInterface):
         for name in self._string_inputs:
             inputs[name] = _as_text(name, inputs[name])
         for name, array in inputs.items():
-            inputs[name] = _aligned(array)
+            inputs[name] = aligned(array)
         try:
             if self._bfloat16:
                 return self._run_ort_values(session, inputs, output_names)
@@ -222,7 +222,7 @@ def _spec(arg: ort.NodeArg) -> TensorSpec:
 INPUT_ALIGNMENT = 64
 
 
-def _aligned(array: np.ndarray) -> np.ndarray:
+def aligned(array: np.ndarray) -> np.ndarray:
     """``array``, or a copy of it starting on an :data:`INPUT_ALIGNMENT`-byte boundary.
 
     ONNX Runtime runs directly on the memory of contiguous numpy inputs, whose start numpy aligns only to 16 bytes,

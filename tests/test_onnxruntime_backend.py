@@ -13,7 +13,7 @@ import onnx_models
 import onnxruntime as ort
 import pytest
 
-from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
+from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference, aligned
 from backends.ort_providers import cuda_unavailable_reason
 from inference_iface import (
     BackendUnavailableError,
@@ -38,21 +38,10 @@ def raw_session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def aligned_copy(array: np.ndarray, alignment: int = 64) -> np.ndarray:
-    """A copy of ``array`` starting on an ``alignment``-byte boundary (numpy aligns to 16 bytes only)."""
-    if array.dtype == object or array.nbytes == 0:
-        return array
-    buffer = np.empty(array.nbytes + alignment, dtype=np.uint8)
-    start = -buffer.ctypes.data % alignment
-    copy = buffer[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
-    copy[...] = array
-    return copy
-
-
 def raw_run(path: Path, inputs: dict[str, np.ndarray], output_names=None) -> list[np.ndarray]:
     """The reference: plain ``InferenceSession.run`` on the same file, with the inputs 64-byte aligned as the backend
     hands them over (a vector kernel may sum in another order from another alignment, on some CPUs)."""
-    return raw_session(path).run(output_names, {name: aligned_copy(array) for name, array in inputs.items()})
+    return raw_session(path).run(output_names, {name: aligned(array) for name, array in inputs.items()})
 
 
 def assert_identical(got: np.ndarray, want: np.ndarray) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from tracking_algs.geometry import Detector
 from tracking_algs.modules import ModuleGeometry, trackml_modules
-from tracking_algs.simulation.propagation import _chord, _helix
+from tracking_algs.simulation.propagation import chord, helix_parameters, move_along_helix
 from tracking_algs.simulation.scattering import deflect, highland_theta0
 from tracking_algs.simulation.streams import counter_normal
 
@@ -299,8 +299,8 @@ def propagate_modules(
         at_pipe = surface == 0
         if at_pipe.any():
             pipe_rows = rows[at_pipe]
-            position[pipe_rows], mom[pipe_rows] = _move(position[pipe_rows], mom[pipe_rows], q[pipe_rows], bfield,
-                                                        psi[at_pipe])  # fmt: skip
+            moved = move_along_helix(position[pipe_rows], mom[pipe_rows], q[pipe_rows], bfield, psi[at_pipe])
+            position[pipe_rows], mom[pipe_rows] = moved
             turned[pipe_rows] += psi[at_pipe]
             radial = position[pipe_rows].copy()
             radial[:, 2] = 0.0
@@ -310,7 +310,7 @@ def propagate_modules(
         rows, psi, layer = rows[~at_pipe], psi[~at_pipe], surface[~at_pipe] - 1
         if not len(rows):
             continue
-        point, direction = _move(position[rows], mom[rows], q[rows], bfield, psi)
+        point, direction = move_along_helix(position[rows], mom[rows], q[rows], bfield, psi)
         candidates = layers.candidates(layer, point, *_margins(point, direction, layers, layer))
         _cross_layer(rows, candidates, psi, position, mom, q, turned, crossed, bfield, budget, geometry, records,
                      scatter_rows)  # fmt: skip
@@ -339,7 +339,7 @@ def _cross_layer(rows, candidates, psi_nominal, position, mom, q, turned, crosse
             return
         at = np.arange(len(rows))
         module = candidates[at, pick]
-        position[rows], arriving = _move(position[rows], mom[rows], q[rows], bfield, best)
+        position[rows], arriving = move_along_helix(position[rows], mom[rows], q[rows], bfield, best)
         mom[rows] = arriving
         turned[rows] += best
         u, v, _ = geometry.to_local(module, position[rows])
@@ -361,7 +361,7 @@ def _cross_layer(rows, candidates, psi_nominal, position, mom, q, turned, crosse
 def _solve(position, mom, q, bfield, geometry: ModuleGeometry, candidates, guess) -> np.ndarray:
     """Turning angle [n, K] from each particle's state to the plane of each candidate module, where the crossing
     lies ahead and inside the module's bounds; inf elsewhere (and for padding)."""
-    pt, radius, phi0, omega = _helix(position, mom, q, bfield)
+    pt, radius, phi0, omega = helix_parameters(position, mom, q, bfield)
     dz_dpsi = radius * mom[:, 2] / pt
     valid = candidates >= 0
     module = np.maximum(candidates, 0)
@@ -400,15 +400,6 @@ def _plane_distance(psi, offset, normal, radius, phi0, omega, dz_dpsi):
     return f, phi0[:, None] + omega[:, None] * psi
 
 
-def _move(position, mom, q, bfield, psi):
-    """Position and momentum after turning by ``psi`` along the helix."""
-    pt, radius, phi0, omega = _helix(position, mom, q, bfield)
-    x, y = _chord(position, radius, phi0, omega, psi)
-    z = position[:, 2] + psi * radius * mom[:, 2] / pt
-    heading = phi0 + omega * psi
-    return np.column_stack((x, y, z)), np.column_stack((pt * np.cos(heading), pt * np.sin(heading), mom[:, 2]))
-
-
 def _margins(point, direction, layers: ModuleLayers, layer):
     """Half widths (φ in rad, along in mm) of the box on the nominal surface where the layer's modules can be
     crossed: how far φ and z (barrel) or r (endcap) move while the track crosses the layer's spread."""
@@ -431,7 +422,7 @@ def _next_surface(position, mom, q, bfield, layers: ModuleLayers, pipe_radius, d
     """Turning angle to the nearest nominal surface ahead not yet gone through in that direction (inf if none
     within ``budget``), its index (0: the beam pipe, 1 + l: layer l) and whether the particle crosses it going
     outwards (radially on a cylinder, in |z| on a plane)."""
-    pt, radius, phi0, omega = _helix(position, mom, q, bfield)
+    pt, radius, phi0, omega = helix_parameters(position, mom, q, bfield)
     x, y, z = position.T
     cos0, sin0 = np.cos(phi0), np.sin(phi0)
     along = x * cos0 + y * sin0
@@ -475,7 +466,7 @@ def _next_surface(position, mom, q, bfield, layers: ModuleLayers, pipe_radius, d
         ok &= ~np.where(out_disk, done_out[:, endcap + 1], done_in[:, endcap + 1])
         ok &= psi_disk < psi_cyl.min(axis=1, initial=np.inf)[:, None]  # only planes before the nearest cylinder
         row, disk = np.nonzero(ok)
-        xd, yd = _chord(position[row], radius[row], phi0[row], omega[row], psi_disk[row, disk])
+        xd, yd = chord(position[row], radius[row], phi0[row], omega[row], psi_disk[row, disk])
         rd = np.hypot(xd, yd)
         r_margin = 2.0 * layers.spread[endcap[disk]] * pt[row] / np.abs(mom[row, 2]) + _EXTENT_MARGIN_MM
         ok[row, disk] = (rd >= layers.extent[endcap[disk], 0] - r_margin) & (

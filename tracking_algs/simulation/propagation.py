@@ -95,7 +95,7 @@ def propagate(
         position, mom, q, particle, turned, psi, layer = (
             a[going] for a in (position, mom, q, particle, turned, psi, layer)
         )
-        position, mom = _move(position, mom, q, detector.bfield_t, psi)
+        position, mom = move_along_helix(position, mom, q, detector.bfield_t, psi)
         surface = layers.surface_index[layer]
         sensitive = surface >= 0
         records.append((particle[sensitive], surface[sensitive], position[sensitive], mom[sensitive]))
@@ -109,7 +109,9 @@ def propagate(
     return Crossings(*(np.concatenate(column) for column in zip(*records, strict=True)))
 
 
-def _helix(position: np.ndarray, mom: np.ndarray, q: np.ndarray, bfield_t: float):
+def helix_parameters(position: np.ndarray, mom: np.ndarray, q: np.ndarray, bfield_t: float):
+    """(pT, radius, φ of the momentum, turning sign) of helices at ``position`` with momentum ``mom`` and charge
+    ``q`` in a field of ``bfield_t`` along z."""
     pt = np.hypot(mom[:, 0], mom[:, 1])
     radius = pt / (HELIX_CONSTANT * abs(bfield_t) * np.abs(q))
     phi0 = np.arctan2(mom[:, 1], mom[:, 0])
@@ -117,7 +119,7 @@ def _helix(position: np.ndarray, mom: np.ndarray, q: np.ndarray, bfield_t: float
     return pt, radius, phi0, omega
 
 
-def _chord(position, radius, phi0, omega, psi):
+def chord(position, radius, phi0, omega, psi):
     """Transverse position after turning by psi: x0 + 2R sin(psi/2) · (cos, sin)(phi0 + omega psi/2)."""
     length = 2.0 * radius * np.sin(0.5 * psi)
     angle = phi0 + omega * 0.5 * psi
@@ -126,7 +128,7 @@ def _chord(position, radius, phi0, omega, psi):
 
 def _next_crossing(position, mom, q, bfield_t, layers: _Layers, last, budget):
     """Turning angle to the nearest layer ahead (inf if none within ``budget``) and that layer's index."""
-    pt, radius, phi0, omega = _helix(position, mom, q, bfield_t)
+    pt, radius, phi0, omega = helix_parameters(position, mom, q, bfield_t)
     x, y, z = position.T
     cos0, sin0 = np.cos(phi0), np.sin(phi0)
     along = x * cos0 + y * sin0
@@ -154,7 +156,7 @@ def _next_crossing(position, mom, q, bfield_t, layers: _Layers, last, budget):
         ok = np.isfinite(psi_disk) & (psi_disk > 0.0) & (psi_disk <= budget[:, None])
         ok &= last[:, None] != len(layers.cylinder_radius) + np.arange(len(layers.disk_z))
         row, disk = np.nonzero(ok)  # only the reachable (particle, disk) pairs need a position
-        xd, yd = _chord(position[row], radius[row], phi0[row], omega[row], psi_disk[row, disk])
+        xd, yd = chord(position[row], radius[row], phi0[row], omega[row], psi_disk[row, disk])
         rd = np.hypot(xd, yd)
         ok[row, disk] = (rd >= layers.disk_r_range[disk, 0]) & (rd <= layers.disk_r_range[disk, 1])
         psi_disk = np.where(ok, psi_disk, np.inf)
@@ -166,9 +168,10 @@ def _next_crossing(position, mom, q, bfield_t, layers: _Layers, last, budget):
     return psi, layer
 
 
-def _move(position, mom, q, bfield_t, psi):
-    pt, radius, phi0, omega = _helix(position, mom, q, bfield_t)
-    x, y = _chord(position, radius, phi0, omega, psi)
+def move_along_helix(position, mom, q, bfield_t, psi):
+    """Position and momentum after turning by ``psi`` along the helices."""
+    pt, radius, phi0, omega = helix_parameters(position, mom, q, bfield_t)
+    x, y = chord(position, radius, phi0, omega, psi)
     z = position[:, 2] + psi * radius * mom[:, 2] / pt
     phi = phi0 + omega * psi
     return np.column_stack((x, y, z)), np.column_stack((pt * np.cos(phi), pt * np.sin(phi), mom[:, 2]))
