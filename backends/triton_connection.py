@@ -38,6 +38,7 @@ from backends.triton_config import TritonConfig
 from backends.triton_types import interface_dtype, triton_datatype
 from inference_iface.dtypes import numpy_dtype
 from inference_iface.errors import BackendUnavailableError, InputError
+from inference_iface.shared_memory import SHM, process_alive
 from inference_iface.signature import ModelSignature, TensorSpec
 
 _log = logging.getLogger(__name__)
@@ -46,7 +47,6 @@ _HTTP_CODES = {"400": "INVALID_ARGUMENT", "401": "UNAUTHENTICATED", "403": "PERM
 _HTTP_CODES |= {"408": "DEADLINE_EXCEEDED", "429": "RESOURCE_EXHAUSTED", "500": "INTERNAL", "503": "UNAVAILABLE"}
 _HTTP_CODES |= {"504": "DEADLINE_EXCEEDED"}
 _ALIGNMENT = 64  # byte alignment of tensors packed into one shared-memory region
-_SHM_DIR = "/dev/shm"
 #: Prefix of this library's shared-memory regions: ``inference-iface-PID-N-in`` / ``-out``.
 REGION_PREFIX = "inference-iface-"
 _REGION_NAME = re.compile(r"inference-iface-(\d+)-\d+-(?:in|out)")
@@ -158,7 +158,7 @@ class _Region:
 def _hold(name: str) -> int:
     """Open ``/dev/shm/NAME`` and take a shared ``flock`` on it; the descriptor (-1 where that fails)."""
     try:
-        fd = os.open(os.path.join(_SHM_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(str(SHM / name), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return -1
     try:
@@ -175,16 +175,6 @@ def region_owner(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def is_orphaned(name: str) -> bool:
     """Whether ``name`` is a region of this module whose owner is gone.
 
@@ -193,10 +183,10 @@ def is_orphaned(name: str) -> bool:
     owner in another PID namespace sharing ``/dev/shm`` is recognised too).
     """
     pid = region_owner(name)
-    if pid is None or pid == os.getpid() or _pid_alive(pid):
+    if pid is None or pid == os.getpid() or process_alive(pid):
         return False
     try:
-        fd = os.open(os.path.join(_SHM_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(str(SHM / name), os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return True
     except OSError:
@@ -218,7 +208,7 @@ def sweep_orphaned_regions() -> list[str]:
     removed.
     """
     try:
-        names = os.listdir(_SHM_DIR)
+        names = os.listdir(SHM)
     except OSError:
         return []
     removed = []
@@ -226,7 +216,7 @@ def sweep_orphaned_regions() -> list[str]:
         if region_owner(name) is None or not is_orphaned(name):
             continue
         try:
-            os.unlink(os.path.join(_SHM_DIR, name))
+            os.unlink(str(SHM / name))
         except OSError as error:
             _log.debug("removing the orphaned shared memory %s failed: %s", name, error)
             continue

@@ -7,11 +7,25 @@ names it created removes those that no live process maps any more.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 #: Where Linux keeps POSIX shared memory and named semaphores.
 SHM = Path("/dev/shm")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (of any user) in this PID namespace; False for pid ≤ 0."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def names(pattern: str, shm: Path = SHM) -> set[str]:

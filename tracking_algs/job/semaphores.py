@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from inference_iface.shared_memory import names, remove_unmapped
+from inference_iface.shared_memory import names, process_alive, remove_unmapped
 
 #: The record, in the job's ``events/`` directory.
 RECORD = "worker-semaphores.json"
@@ -29,7 +29,7 @@ def remove_those_of_a_dead_job(directory: Path) -> list[str]:
         data = json.loads(record.read_text())
     except (OSError, ValueError):
         return []
-    if _alive(int(data.get("pid", 0))):
+    if process_alive(int(data.get("pid", 0))):
         return []
     removed = remove_unmapped(data.get("names", []))
     record.unlink(missing_ok=True)
@@ -52,15 +52,3 @@ def recorded(directory: Path) -> Iterator[Callable[[], None]]:
         yield record
     finally:
         (directory / RECORD).unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
