@@ -26,7 +26,7 @@ import numpy as np
 
 from tracking_algs.geometry import Detector
 from tracking_algs.modules import ModuleGeometry, trackml_modules
-from tracking_algs.simulation.propagation import chord, helix_parameters, move_along_helix
+from tracking_algs.simulation.propagation import HelixFrame, chord, helix_parameters, move_along_helix
 from tracking_algs.simulation.scattering import deflect, highland_theta0
 from tracking_algs.simulation.streams import counter_normal
 
@@ -422,27 +422,15 @@ def _next_surface(position, mom, q, bfield, layers: ModuleLayers, pipe_radius, d
     """Turning angle to the nearest nominal surface ahead not yet gone through in that direction (inf if none
     within ``budget``), its index (0: the beam pipe, 1 + l: layer l) and whether the particle crosses it going
     outwards (radially on a cylinder, in |z| on a plane)."""
-    pt, radius, phi0, omega = helix_parameters(position, mom, q, bfield)
-    x, y, z = position.T
-    cos0, sin0 = np.cos(phi0), np.sin(phi0)
-    along = x * cos0 + y * sin0
-    across = -x * sin0 + y * cos0
-    dz_dpsi = radius * mom[:, 2] / pt
+    frame = HelixFrame.of(position, mom, q, bfield)
+    pt, radius, phi0, omega, z, dz_dpsi = frame.pt, frame.radius, frame.phi0, frame.omega, frame.z, frame.dz_dpsi
     n = len(position)
     barrel = np.flatnonzero(layers.barrel)
     endcap = np.flatnonzero(~layers.barrel)
     cylinder_radius = np.concatenate([[pipe_radius], layers.nominal[barrel]])
     cylinder_surface = np.concatenate([[0], barrel + 1])
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # cylinders: with u = tan(psi/2), (2k − D) u² + 4Ra u − D = 0, k = 2R(R + omega·across), D = rho² − r0²
-        d = cylinder_radius[None, :] ** 2 - (x * x + y * y)[:, None]
-        a2 = (4.0 * radius * (radius + omega * across))[:, None] - d
-        b2 = (4.0 * radius * along)[:, None]
-        disc = b2 * b2 + 4.0 * a2 * d
-        root = np.sqrt(np.where(disc >= 0.0, disc, np.nan))
-        qq = -0.5 * (b2 + np.copysign(root, b2))
-        roots = np.stack((qq / a2, -d / qq))  # [2, n, C]
-        psi_cyl = np.mod(2.0 * np.arctan(roots), _TWO_PI)
+        psi_cyl, d = frame.cylinder_crossings(cylinder_radius)  # [2, n, C], [n, C]
         z_cyl = z[None, :, None] + psi_cyl * dz_dpsi[None, :, None]
         # along the circle, the crossings alternate: from inside (d > 0) the first one goes outwards
         first = np.stack((psi_cyl[0] <= psi_cyl[1], psi_cyl[1] < psi_cyl[0]))

@@ -126,25 +126,51 @@ def chord(position, radius, phi0, omega, psi):
     return position[..., 0] + length * np.cos(angle), position[..., 1] + length * np.sin(angle)
 
 
-def _next_crossing(position, mom, q, bfield_t, layers: _Layers, last, budget):
-    """Turning angle to the nearest layer ahead (inf if none within ``budget``) and that layer's index."""
-    pt, radius, phi0, omega = helix_parameters(position, mom, q, bfield_t)
-    x, y, z = position.T
-    cos0, sin0 = np.cos(phi0), np.sin(phi0)
-    along = x * cos0 + y * sin0
-    across = -x * sin0 + y * cos0
-    dz_dpsi = radius * mom[:, 2] / pt
+@attrs.frozen
+class HelixFrame:
+    """Helices (one per row) in the frame of their starting point: pT, radius, φ of the momentum, turning sign,
+    the start's coordinates along and across the momentum, its z and dz per turning angle."""
 
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # cylinders: with u = tan(psi/2), (2k − D) u² + 4Ra u − D = 0, k = 2R(R + omega·across), D = rho² − r0²
-        d = layers.cylinder_radius[None, :] ** 2 - (x * x + y * y)[:, None]
-        a2 = (4.0 * radius * (radius + omega * across))[:, None] - d
-        b2 = (4.0 * radius * along)[:, None]
+    pt: np.ndarray
+    radius: np.ndarray
+    phi0: np.ndarray
+    omega: np.ndarray
+    along: np.ndarray
+    across: np.ndarray
+    rho2: np.ndarray
+    z: np.ndarray
+    dz_dpsi: np.ndarray
+
+    @classmethod
+    def of(cls, position: np.ndarray, mom: np.ndarray, q: np.ndarray, bfield_t: float) -> HelixFrame:
+        """The frame of helices starting at ``position`` with momentum ``mom`` and charge ``q``."""
+        pt, radius, phi0, omega = helix_parameters(position, mom, q, bfield_t)
+        x, y, z = position.T
+        cos0, sin0 = np.cos(phi0), np.sin(phi0)
+        return cls(pt, radius, phi0, omega, x * cos0 + y * sin0, -x * sin0 + y * cos0, x * x + y * y, z,
+                   radius * mom[:, 2] / pt)  # fmt: skip
+
+    def cylinder_crossings(self, cylinder_radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Turning angles [2, n, C] in [0, 2π) at which each helix meets each cylinder about z (NaN where it does
+        not), and D = r_cylinder² − r_start² [n, C] (> 0: the helix starts inside).  With u = tan(ψ/2):
+        (2k − D) u² + 4Ra u − D = 0, k = 2R(R + ω·across).  Call under ``np.errstate`` ignoring division."""
+        d = cylinder_radius[None, :] ** 2 - self.rho2[:, None]
+        a2 = (4.0 * self.radius * (self.radius + self.omega * self.across))[:, None] - d
+        b2 = (4.0 * self.radius * self.along)[:, None]
         disc = b2 * b2 + 4.0 * a2 * d
         root = np.sqrt(np.where(disc >= 0.0, disc, np.nan))
         qq = -0.5 * (b2 + np.copysign(root, b2))
         roots = np.stack((qq / a2, -d / qq))
-        psi_cyl = np.mod(2.0 * np.arctan(roots), _TWO_PI)
+        return np.mod(2.0 * np.arctan(roots), _TWO_PI), d
+
+
+def _next_crossing(position, mom, q, bfield_t, layers: _Layers, last, budget):
+    """Turning angle to the nearest layer ahead (inf if none within ``budget``) and that layer's index."""
+    frame = HelixFrame.of(position, mom, q, bfield_t)
+    radius, phi0, omega, z, dz_dpsi = frame.radius, frame.phi0, frame.omega, frame.z, frame.dz_dpsi
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        psi_cyl, _ = frame.cylinder_crossings(layers.cylinder_radius)
         z_cyl = z[:, None] + psi_cyl * dz_dpsi[:, None]
         ok = (psi_cyl > 0.0) & (z_cyl >= layers.cylinder_z_range[:, 0]) & (z_cyl <= layers.cylinder_z_range[:, 1])
         same = (last[:, None] == np.arange(len(layers.cylinder_radius)))[None]
