@@ -17,7 +17,7 @@ Moving inference to a server is one change: ``backend = "onnxruntime"`` → ``"t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,13 +206,11 @@ def _check_files(options: JobOptions, where: str) -> None:
     """The detector files and the model directory must exist (and the module geometry file be readable) and, when
     the stages run in the job, the model card and each ONNX Runtime stage's model file."""
     detector = options.job.detector
-    if detector and not Path(detector).is_file():
-        what = "is not a file" if Path(detector).exists() else "does not exist"
+    if detector and (what := _missing(detector, Path.is_file)):
         raise ConfigError(f"{where}: [job] detector {detector!r} {what}; expected a detector TOML file")
     _check_module_file(options.detector.file, where)
     model_dir = options.finding.model_dir
-    if model_dir and not Path(model_dir).is_dir():
-        what = "is not a directory" if Path(model_dir).exists() else "does not exist"
+    if model_dir and (what := _missing(model_dir, Path.is_dir)):
         raise ConfigError(
             f"{where}: [finding] model_dir {model_dir!r} {what}; expected a directory with "
             f"{', '.join(f'{stage}.onnx' for stage in STAGES)} and {CARD_NAME} (from 'trkx train'), or \"\" for the "
@@ -233,13 +231,21 @@ def _check_files(options: JobOptions, where: str) -> None:
             )
 
 
+def _missing(path: str, kind: Callable[[Path], bool]) -> str:
+    """Why ``path`` is not the file (``kind`` = ``Path.is_file``) or directory (``Path.is_dir``) wanted, or ``""``."""
+    if kind(Path(path)):
+        return ""
+    if not Path(path).exists():
+        return "does not exist"
+    return "is not a file" if kind is Path.is_file else "is not a directory"
+
+
 def _check_module_file(path: str, where: str) -> None:
     """``[detector] file``, when given, must be a readable file."""
     if not path:
         return
     expected = 'expected a TrackML detectors.csv or detectors.csv.gz file, or "" for no module geometry'
-    if not Path(path).is_file():
-        what = "is not a file" if Path(path).exists() else "does not exist"
+    if what := _missing(path, Path.is_file):
         raise ConfigError(f"{where}: [detector] file {path!r} {what}; {expected}")
     try:
         Path(path).open("rb").close()
