@@ -100,3 +100,86 @@ def test_a_helix_that_cannot_reach_a_cylinder_is_not_ok():
     assert not step.ok[0]
     assert np.isfinite(step.params).all()
     assert np.isfinite(step.jacobian).all()
+
+
+def _tilted_planes(params: np.ndarray, radius: float, tilt: float, seed: int) -> np.ndarray:
+    """Per track a module plane near where it crosses the cylinder ``radius``: centred a few mm off the crossing
+    (in the plane), its normal the radial direction turned by ``tilt`` about z, its v axis along z."""
+    rng = np.random.default_rng(seed)
+    n = len(params)
+    crossing = _step(params, PERIGEE, (SurfaceKind.CYLINDER, radius), direction=1)
+    position_phi = crossing.params[:, 0]
+    w = np.column_stack((np.cos(position_phi + tilt), np.sin(position_phi + tilt), np.zeros(n)))
+    v = np.tile([0.0, 0.0, 1.0], (n, 1))
+    u = np.cross(v, w)
+    point = np.column_stack((radius * np.cos(position_phi), radius * np.sin(position_phi), crossing.params[:, 1]))
+    centre = point + rng.uniform(-5.0, 5.0, (n, 1)) * u + rng.uniform(-20.0, 20.0, (n, 1)) * v
+    return np.stack((centre, u, v, w), axis=1), crossing.ok
+
+
+def _plane_step(params, kind_from, plane_from, kind_to, plane_to, direction):
+    n = len(params)
+    return propagate(params, np.full(n, kind_from), np.zeros(n), np.full(n, kind_to), np.zeros(n), BFIELD_T,
+                     direction, plane_from=plane_from, plane_to=plane_to)  # fmt: skip
+
+
+def _plane_route(seed: int = 5):
+    """Tracks from the perigee to a tilted plane near r = 32 mm, then to one near r = 72 mm: ``(params at the
+    perigee, first planes, second planes, tracks that reach both)``."""
+    params = _perigees(2000, seed)
+    params[:, 3] = np.clip(params[:, 3], 0.6, np.pi - 0.6)  # inside the barrel planes' reach
+    params[:, 4] = np.clip(np.abs(params[:, 4]), 0.0, 1.0) * np.sign(params[:, 4])  # pT above ~1 GeV·sin(theta)
+    first, ok_first = _tilted_planes(params, 32.0, 0.25, seed)
+    second, ok_second = _tilted_planes(params, 72.0, -0.2, seed + 1)
+    return params, first, second, ok_first & ok_second
+
+
+def test_planes_forward_then_back_return_to_the_start():
+    params, first, second, reached = _plane_route()
+    on_first = _plane_step(params, SurfaceKind.PERIGEE, None, SurfaceKind.PLANE, first, 1)
+    on_second = _plane_step(on_first.params, SurfaceKind.PLANE, first, SurfaceKind.PLANE, second, 1)
+    reached &= on_first.ok & on_second.ok
+    assert reached.sum() > 1500
+    back = _plane_step(on_second.params, SurfaceKind.PLANE, second, SurfaceKind.PLANE, first, -1)
+    assert back.ok[reached].all()
+    error = _difference(back.params, on_first.params, SurfaceKind.PLANE)[reached]
+    assert np.abs(error).max() < 1e-9
+    # the local (u, v) on a plane is the position along its axes: the point lies on the plane
+    free_point = first[:, 0] + on_first.params[:, :1] * first[:, 1] + on_first.params[:, 1:2] * first[:, 2]
+    cylinder = _step(params, PERIGEE, (SurfaceKind.CYLINDER, 32.0), direction=1)
+    assert np.all(np.abs(np.hypot(free_point[reached, 0], free_point[reached, 1]) - 32.0) < 10.0)
+    assert cylinder.ok[reached].all()
+
+
+@pytest.mark.parametrize("leg", ["perigee to plane", "plane to plane", "plane to cylinder"])
+def test_plane_jacobian_matches_finite_differences(leg):
+    params, first, second, reached = _plane_route()
+    on_first = _plane_step(params, SurfaceKind.PERIGEE, None, SurfaceKind.PLANE, first, 1)
+    reached &= on_first.ok
+    start, route = {
+        "perigee to plane": (params, (SurfaceKind.PERIGEE, None, SurfaceKind.PLANE, first)),
+        "plane to plane": (on_first.params, (SurfaceKind.PLANE, first, SurfaceKind.PLANE, second)),
+        "plane to cylinder": (on_first.params, (SurfaceKind.PLANE, first, SurfaceKind.CYLINDER, None)),
+    }[leg]
+    kind_from, plane_from, kind_to, plane_to = route
+
+    def step(values):
+        if kind_to == SurfaceKind.CYLINDER:
+            n = len(values)
+            return propagate(values, np.full(n, kind_from), np.zeros(n), np.full(n, kind_to), np.full(n, 200.0),
+                             BFIELD_T, 1, plane_from=plane_from)  # fmt: skip
+        return _plane_step(values, kind_from, plane_from, kind_to, plane_to, 1)
+
+    analytic = step(start)
+    reached &= analytic.ok
+    numeric = np.zeros((len(start), 5, 5))
+    h = 1e-6
+    for j in range(5):
+        up, down = start.copy(), start.copy()
+        up[:, j] += h
+        down[:, j] -= h
+        numeric[:, :, j] = _difference(step(up).params, step(down).params, kind_to) / (2 * h)
+    relative = np.abs(analytic.jacobian - numeric) / (np.abs(numeric) + 1e-2)
+    assert reached.sum() > 1000
+    assert relative[reached].max() < 2e-3
+    assert np.median(relative[reached]) < 1e-6

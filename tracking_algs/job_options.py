@@ -2,7 +2,8 @@
 
 Layout (every table optional; see ``configs/local_onnx.toml`` and ``docs/configuration.md``)::
 
-    [job]               events, seed, jobs, detector (the cylinder description: simulation, finder, fitter)
+    [job]               events, seed, jobs, detector (the cylinder description: simulation, finder, fitter),
+                        executor ("local" | "dask") and scheduler (a Dask scheduler's tcp://HOST:PORT)
     [detector]          file: the module geometry that real events are read with (a TrackML detectors.csv)
     [inference]         backend = "onnxruntime" | "triton" | ..., plus one sub-table per backend
                         ([inference.onnxruntime], [inference.triton]) holding that backend's options
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -33,6 +34,7 @@ from tracking_algs.finding.model_dir import CARD_NAME, STAGES, load_model_card, 
 from tracking_algs.finding.served import SERVED_MODELS
 from tracking_algs.fitting.hook import FittingConfig, TrackFitter
 from tracking_algs.geometry import Detector, trackml_detector
+from tracking_algs.job.dask_setup import scheduler_address
 from tracking_algs.performance.matching import ParticleSelection
 from tracking_algs.simulation import SimulationConfig
 
@@ -48,6 +50,8 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "onnxruntime": {"model_path": "{model_dir}/{stage}.onnx", "memory_pattern": False, "allow_spinning": False},
     "triton": {"model_name": "{stage}"},
 }
+#: Values of ``[job] executor``.
+EXECUTORS = ("local", "dask")
 
 
 def _placed(settings: Mapping[str, Any], stage: str, model_dir: Path) -> dict[str, Any]:
@@ -58,23 +62,49 @@ def _placed(settings: Mapping[str, Any], stage: str, model_dir: Path) -> dict[st
     }
 
 
+def _check_scheduler(instance: JobConfig, attribute: attrs.Attribute, value: str) -> None:
+    """``[job] scheduler``: empty, or a Dask scheduler address, and then ``executor = "dask"``."""
+    if not value:
+        return
+    try:
+        scheduler_address(value)
+    except ValueError as error:
+        raise ValueError(f"[job] scheduler: {error}") from None
+    if instance.executor != "dask":
+        raise ValueError(
+            f"[job] scheduler {value!r} is a Dask scheduler, but executor = {instance.executor!r}; set "
+            'executor = "dask" (or pass --scheduler, which implies it)'
+        )
+
+
 @attrs.frozen(kw_only=True)
 class JobConfig:
     """How the job runs: simulated event count (≥ 1) and seed (≥ 0) (with ``--simulate``), worker processes
-    (≥ 1), and the cylinder detector file (empty: the TrackML-like default) of the simulation, the finder's pair
-    cuts and the fitter."""
+    (≥ 1), the cylinder detector file (empty: the TrackML-like default) of the simulation, the finder's pair
+    cuts and the fitter, and the executor: ``"local"`` (this process or a pool of ``jobs`` worker processes) or
+    ``"dask"`` (every event a task on the Dask scheduler at ``scheduler``, ``tcp://HOST:PORT``; empty: a Dask
+    ``LocalCluster`` of ``jobs`` worker processes on this machine)."""
 
     events: int = attrs.field(default=5, validator=attrs.validators.ge(1))
     seed: int = attrs.field(default=1_000_000, validator=attrs.validators.ge(0))
     jobs: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     detector: str = ""
+    executor: Literal["local", "dask"] = attrs.field(default="local", validator=attrs.validators.in_(EXECUTORS))
+    scheduler: str = attrs.field(default="", validator=_check_scheduler)
+
+
+#: The ``[job]`` keys that choose how the job runs, not what it computes (the results are the same whatever their
+#: values): a resumed job may change them.
+EXECUTION_KEYS = ("jobs", "executor", "scheduler")
 
 
 @attrs.frozen(kw_only=True)
 class DetectorConfig:
-    """``[detector]``: the module geometry of the reading of real events (``--input``): ``file``, a TrackML
-    ``detectors.csv`` or ``.csv.gz``; each hit's measurement errors are then its own module's pitch / √12,
-    projected at the hit. Empty: no module geometry, the per-layer errors of ``[job] detector``."""
+    """``[detector]``: the module geometry of the job (the reading of real events, ``--input``, and the fitter):
+    ``file``, a TrackML ``detectors.csv`` or ``.csv.gz``; each hit's measurement errors are then its own module's
+    pitch / √12, and the fitter measures each hit on its module's plane. Empty: the built-in TrackML modules when
+    ``[simulation] geometry = "modules"``, else no module geometry (the per-layer errors and nominal layers of
+    ``[job] detector``)."""
 
     file: str = ""
 
@@ -97,13 +127,17 @@ class JobOptions:
         return Detector.from_toml(self.job.detector) if self.job.detector else trackml_detector()
 
     def module_geometry(self) -> ModuleGeometry | None:
-        """The module geometry of ``[detector] file`` (read from the file), None when the option is empty.
+        """The module geometry of the job: that of ``[detector] file`` (read from the file); when the option is
+        empty, the built-in TrackML modules with ``[simulation] geometry = "modules"``, else None (the layers of
+        ``[job] detector`` alone).
 
         Raises :class:`~tracking_algs.errors.EventFormatError` naming the file, row and column of a malformed file.
         """
-        from tracking_algs.modules import read_detectors_csv  # only jobs that read real events need it
+        from tracking_algs.modules import read_detectors_csv, trackml_modules  # only module jobs need them
 
-        return read_detectors_csv(self.detector.file) if self.detector.file else None
+        if self.detector.file:
+            return read_detectors_csv(self.detector.file)
+        return trackml_modules() if self.simulation.geometry == "modules" else None
 
     def stage_inference(self, stage: str) -> dict[str, Any]:
         """The complete inference options of one neural stage: ``[inference]``'s backend, its
@@ -135,10 +169,13 @@ class JobOptions:
             )
         return {"backend": backend, "model_name": SERVED_MODELS[serving], **self.inference.get(backend, {})}
 
-    def to_dict(self) -> dict[str, Any]:
-        """The effective options as plain data (written next to the job's results)."""
+    def to_dict(self, *, execution: bool = True) -> dict[str, Any]:
+        """The effective options as plain data (written next to the job's results); without the ``[job]`` keys of
+        :data:`EXECUTION_KEYS` when ``execution`` is false (what a resumed job must find unchanged)."""
         data = unstructure(self)
         data["finding"]["stages"] = data.pop("stages")
+        if not execution:
+            data["job"] = {key: value for key, value in data["job"].items() if key not in EXECUTION_KEYS}
         return data
 
 

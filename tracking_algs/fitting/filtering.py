@@ -2,9 +2,10 @@
 
 All tracks of a batch advance hit by hit together; track ``t`` takes part in step ``i`` while
 ``i < count[t]`` and its status is still OK.  States are bound parameters on each hit's surface (see
-:mod:`tracking_algs.fitting.helix`); a hit measures the first two components, ``(Phi, z)`` on a cylinder or
-``(Phi, r)`` on a disk.  Multiple scattering of a surface is added to the covariance right after the hit on it
-is used (the hit measures the position where the track arrives; the kick changes the direction it leaves with).
+:mod:`tracking_algs.fitting.helix`); a hit measures the first two components: ``(Phi, z)`` on a cylinder,
+``(Phi, r)`` on a disk, the local ``(u, v)`` on a module plane.  Multiple scattering of a surface is added to the
+covariance right after the hit on it is used (the hit measures the position where the track arrives; the kick
+changes the direction it leaves with).
 
 The smoother is the modified Bryson-Frazier form of the Rauch-Tung-Striebel smoother: a backward recursion of
 the adjoint (λ, Λ) that needs no 5×5 inversion; the smoothed state at hit ``i`` is
@@ -17,8 +18,8 @@ import attrs
 import numpy as np
 
 from tracking_algs.fitting.config import KalmanConfig
-from tracking_algs.fitting.helix import SurfaceKind, propagate, wrap_angle
-from tracking_algs.fitting.navigation import MaterialMap, traverse
+from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, propagate, wrap_angle
+from tracking_algs.fitting.navigation import NO_LAYER, MaterialMap, traverse
 from tracking_algs.fitting.results import FitStatus
 from tracking_algs.fitting.scattering import scattering_variances
 from tracking_algs.fitting.stacked import matmul, sandwich, transport_sandwich
@@ -29,8 +30,9 @@ class Measurements:
     """The steps of T tracks, padded to L: the first ``count[t]`` entries of row ``t`` are the surfaces track
     ``t`` crosses, in order: its hits, and between them its holes (surfaces with material crossed without a
     hit, see :mod:`~tracking_algs.fitting.navigation`).  ``kind``, ``position`` and ``x_over_x0`` [T, L] describe
-    each step's surface; ``value`` [T, L, 2] is the measured (Phi, z) or (Phi, r); ``variance`` [T, L, 2] their
-    variances, the second one infinite for a hit that measures Phi only and both infinite on a hole."""
+    each step's surface, ``plane`` [T, L, 4, 3] the module planes (None when no step is on one); ``value``
+    [T, L, 2] is the measured (Phi, z), (Phi, r) or (u, v); ``variance`` [T, L, 2] their variances, the second one
+    infinite for a hit that measures Phi only and both infinite on a hole."""
 
     kind: np.ndarray
     position: np.ndarray
@@ -38,6 +40,11 @@ class Measurements:
     value: np.ndarray
     variance: np.ndarray
     count: np.ndarray
+    plane: np.ndarray | None = None
+
+    def planes(self, rows: slice | np.ndarray, step: int) -> np.ndarray | None:
+        """The planes [n, 4, 3] of step ``step`` of tracks ``rows`` (None without planes)."""
+        return None if self.plane is None else self.plane[rows, step]
 
     def dims(self) -> np.ndarray:
         """Measured dimensions per step [T, L] (0 on a hole, 1 or 2 on a hit)."""
@@ -121,9 +128,10 @@ class ForwardPass:
     status: np.ndarray
 
 
-def _residual(value: np.ndarray, params: np.ndarray) -> np.ndarray:
+def _residual(value: np.ndarray, params: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """Measured minus predicted first two components; the first wrapped where it is an angle (Phi)."""
     residual = value - params[:, :2]
-    residual[:, 0] = wrap_angle(residual[:, 0])
+    residual[:, 0] = np.where(kind == SurfaceKind.PLANE, residual[:, 0], wrap_angle(residual[:, 0]))
     return residual
 
 
@@ -178,6 +186,7 @@ def forward_filter(
     x_over_x0 = hits.x_over_x0.copy()  # zeroed on the holes that are skipped
     state, state_cov = seed.copy(), seed_cov.copy()
     state_kind, state_position = hits.kind[:, 0].copy(), hits.position[:, 0].copy()  # the surface of each state
+    state_plane = None if hits.plane is None else hits.plane[:, 0].copy()
 
     for i in range(length):
         rows = _rows((hits.count > i) & (processed == i) & (status == FitStatus.OK))
@@ -187,7 +196,9 @@ def forward_filter(
         if i > 0:
             to_hole = hole[rows, i]
             step = propagate(params, state_kind[rows], state_position[rows], hits.kind[rows, i],
-                             hits.position[rows, i], bfield_t, direction=to_hole.astype(np.int64))  # fmt: skip
+                             hits.position[rows, i], bfield_t, direction=to_hole.astype(np.int64),
+                             plane_from=None if state_plane is None else state_plane[rows],
+                             plane_to=hits.planes(rows, i))  # fmt: skip
             jac = step.jacobian
             missed = to_hole & ~step.ok
             if missed.any():
@@ -201,7 +212,9 @@ def forward_filter(
             transport[i - 1, rows] = _through_update(jac, reduction[rows])
             state_kind[rows] = np.where(missed[reached], state_kind[rows], hits.kind[rows, i])
             state_position[rows] = np.where(missed[reached], state_position[rows], hits.position[rows, i])
-        res = _residual(hits.value[rows, i], params)
+            if state_plane is not None:
+                state_plane[rows] = np.where(missed[reached, None, None], state_plane[rows], hits.plane[rows, i])
+        res = _residual(hits.value[rows, i], params, hits.kind[rows, i])
         update = gain_update(params, cov, res, hits.variance[rows, i])
         processed[rows] = i + 1
         predicted[i, rows] = params
@@ -215,7 +228,7 @@ def forward_filter(
         new_cov = update.cov
         if config.multiple_scattering:
             var_phi, var_theta = scattering_variances(update.params, hits.kind[rows, i], x_over_x0[rows, i],
-                                                      config.mass_gev)  # fmt: skip
+                                                      config.mass_gev, hits.planes(rows, i))  # fmt: skip
             new_cov[:, 2, 2] += var_phi
             new_cov[:, 3, 3] += var_theta
         if _covers(rows, n_tracks):  # every track took this step: keep the new arrays instead of copying them
@@ -269,7 +282,8 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
         params = pred - _matvec(pred_cov, lam)
         cov_rows = pred_cov[:, :2, :]
         smoothed_block = pred_cov[:, :2, :2] - sandwich(cov_rows, info)
-        hit_chi2[rows, i] = _hit_chi2(hits.value[rows, i], hits.variance[rows, i], params, smoothed_block)
+        hit_chi2[rows, i] = _hit_chi2(hits.value[rows, i], hits.variance[rows, i], params, smoothed_block,
+                                      hits.kind[rows, i])  # fmt: skip
         if i == 0:
             first[rows] = params
             cov = pred_cov - matmul(matmul(pred_cov, info), pred_cov)
@@ -290,12 +304,12 @@ def _through_update(jacobian: np.ndarray, reduction: np.ndarray) -> np.ndarray:
     return product
 
 
-def _hit_chi2(value, variance, params, smoothed_block):
+def _hit_chi2(value, variance, params, smoothed_block, kind):
     """χ² of each hit against the prediction from all other hits, from its smoothed residual r_s:
     r_sᵀ (V − H P_s Hᵀ)⁻¹ r_s (the χ² of the unbiased residual); 0 on holes."""
     one = np.isfinite(variance[:, 0])
     two = one & np.isfinite(variance[:, 1])
-    res = _residual(value, params)
+    res = _residual(value, params, kind)
     r00 = np.where(one, variance[:, 0], 1.0) - smoothed_block[:, 0, 0]
     r01 = np.where(two, -smoothed_block[:, 0, 1], 0.0)
     r11 = np.where(two, variance[:, 1] - smoothed_block[:, 1, 1], 1.0)
@@ -306,28 +320,25 @@ def _hit_chi2(value, variance, params, smoothed_block):
 
 
 def to_perigee(
-    params: np.ndarray, cov: np.ndarray, kind: np.ndarray, position: np.ndarray, material: MaterialMap | None,
-    bfield_t: float, mass_gev: float,
+    params: np.ndarray, cov: np.ndarray, kind: np.ndarray, position: np.ndarray, plane: np.ndarray | None,
+    first_layer: np.ndarray, material: MaterialMap | None, bfield_t: float, mass_gev: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """States on the first hit's surface taken inwards to the perigee, adding the scattering of every surface
-    crossed on the way (the layers inside the first hit and the beam pipe; none when ``material`` is None):
+    """States on the first hit's surface (``kind``, ``position``, ``plane``; on the layer with key
+    ``first_layer``) taken inwards to the perigee, adding the scattering of every surface crossed on the way (the
+    layers inside the first hit and the beam pipe; none when ``material`` is None):
     ``(params [N, 5], cov [N, 5, 5], reached [N])``."""
     if material is not None:
-        r, z = _first_point(params, kind, position)
-        inner = material.crossings(r, z, np.zeros(len(params)), _beam_line_z(r, z, params[:, 3]))
-        passed = traverse(params, cov, kind, position, inner, bfield_t, mass_gev, direction=-1)
-        params, cov, kind, position = passed.params, passed.cov, passed.kind, passed.position
+        free, _ = bound_to_free(params, kind, position, plane)
+        r, z = np.hypot(free[:, 0], free[:, 1]), free[:, 2]
+        inner = material.crossings(r, z, np.zeros(len(params)), _beam_line_z(r, z, params[:, 3]),
+                                   end_layers=(first_layer, np.full(len(params), NO_LAYER)))  # fmt: skip
+        passed = traverse(params, cov, kind, position, inner, bfield_t, mass_gev, direction=-1, plane=plane)
+        params, cov, kind, position, plane = passed.params, passed.cov, passed.kind, passed.position, passed.plane
     perigee = np.full(len(params), SurfaceKind.PERIGEE)
-    final = propagate(params, kind, position, perigee, np.zeros(len(params)), bfield_t)
+    final = propagate(params, kind, position, perigee, np.zeros(len(params)), bfield_t, plane_from=plane)
     final_cov = transport_sandwich(final.jacobian, cov)
     final_cov = 0.5 * (final_cov + final_cov.transpose(0, 2, 1))
     return final.params, final_cov, final.ok
-
-
-def _first_point(params: np.ndarray, kind: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(r, z) of states on cylinders and disks."""
-    disk = kind == SurfaceKind.DISK
-    return np.where(disk, params[:, 1], position), np.where(disk, position, params[:, 1])
 
 
 def _beam_line_z(r: np.ndarray, z: np.ndarray, theta: np.ndarray) -> np.ndarray:

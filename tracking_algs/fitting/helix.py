@@ -12,7 +12,12 @@ kind           surface                         local coordinates ``(l0, l1)``
 ``CYLINDER``   radius ``position`` about z     ``(Phi, z)``, Phi = atan2(y, x) the position azimuth
 ``DISK``       the plane z = ``position``      ``(Phi, r)``
 ``PERIGEE``    the z axis (``position`` unused) ``(d0, z0)``, the point of closest approach (PCA)
+``PLANE``      a flat module, given by ``plane``  ``(u, v)``, the position along the module's local axes
 =============  ==============================  =====================================================
+
+A plane is described by an array ``plane`` [N, 4, 3]: its centre and its local u, v and w (normal) axes, unit
+vectors in global coordinates (the rows of :data:`PLANE_CENTRE` … :data:`PLANE_W`); ``position`` is unused
+there, and ``plane`` is unused (and may be None) for the other kinds.
 
 ``d0`` is signed as in ACTS/ATLAS: the PCA is ``(-d0 sin phi, d0 cos phi, z0)``.
 
@@ -45,11 +50,29 @@ class SurfaceKind(IntEnum):
     CYLINDER = 0
     DISK = 1
     PERIGEE = 2
+    PLANE = 3
+
+
+#: rows of a ``plane`` array [N, 4, 3]: its centre, then its local u, v and w axes
+PLANE_CENTRE, PLANE_U, PLANE_V, PLANE_W = 0, 1, 2, 3
 
 
 #: the kinds as plain ints for the array comparisons of the hot paths (each attribute access on the enum class
 #: runs a Python-level lookup, a cost that shows in the fitter's many small calls)
-_CYLINDER, _DISK, _PERIGEE = int(SurfaceKind.CYLINDER), int(SurfaceKind.DISK), int(SurfaceKind.PERIGEE)
+_CYLINDER, _DISK, _PERIGEE, _PLANE = (int(kind) for kind in SurfaceKind)
+#: Newton steps of the helix-plane intersection (from the straight-line crossing; quadratic convergence)
+_PLANE_NEWTON_STEPS = 4
+#: a plane crossing is accepted when the end point lies this close (mm) to the plane
+_PLANE_TOLERANCE_MM = 1e-6
+
+
+def no_planes(n: int) -> np.ndarray:
+    """A ``plane`` array [n, 4, 3] for states on no plane (all zero)."""
+    return np.zeros((n, 4, 3))
+
+
+def _planes(plane: np.ndarray | None, n: int) -> np.ndarray:
+    return no_planes(n) if plane is None else plane
 
 
 @attrs.frozen
@@ -78,14 +101,16 @@ def wrap_angle(angle: np.ndarray) -> np.ndarray:
 def angular_components(kind: np.ndarray) -> np.ndarray:
     """Boolean mask [N, 5] of the bound components that are angles (differences must be wrapped)."""
     mask = np.zeros((len(kind), 5), dtype=bool)
-    mask[:, 0] = kind != _PERIGEE
+    mask[:, 0] = (kind != _PERIGEE) & (kind != _PLANE)
     mask[:, 2] = True
     return mask
 
 
-def bound_to_free(params: np.ndarray, kind: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Free parameters [N, 7] of bound ``params`` [N, 5] on surfaces ``kind``/``position`` [N], and the
-    Jacobian d(free)/d(bound) [N, 7, 5]."""
+def bound_to_free(
+    params: np.ndarray, kind: np.ndarray, position: np.ndarray, plane: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Free parameters [N, 7] of bound ``params`` [N, 5] on surfaces ``kind``/``position`` [N] (``plane``
+    [N, 4, 3] for planes), and the Jacobian d(free)/d(bound) [N, 7, 5]."""
     l0, l1, phi, theta, qop = columns(params)
     cos_phi, sin_phi = np.cos(phi), np.sin(phi)
     cos_theta, sin_theta = np.cos(theta), np.sin(theta)
@@ -97,6 +122,11 @@ def bound_to_free(params: np.ndarray, kind: np.ndarray, position: np.ndarray) ->
     x = np.where(perigee, -l0 * sin_phi, radius * cos_l0)
     y = np.where(perigee, l0 * cos_phi, radius * sin_l0)
     z = np.where(disk, position, l1)
+    on_plane = kind == _PLANE
+    if on_plane.any():
+        plane = _planes(plane, len(params))
+        point = plane[:, PLANE_CENTRE] + l0[:, None] * plane[:, PLANE_U] + l1[:, None] * plane[:, PLANE_V]
+        x, y, z = (np.where(on_plane, point[:, axis], coordinate) for axis, coordinate in enumerate((x, y, z)))
     free = np.column_stack((x, y, z, sin_theta * cos_phi, sin_theta * sin_phi, cos_theta, qop))
 
     jac = np.zeros((len(params), 7, 5))
@@ -113,12 +143,15 @@ def bound_to_free(params: np.ndarray, kind: np.ndarray, position: np.ndarray) ->
     jac[:, 4, 3] = cos_theta * sin_phi
     jac[:, 5, 3] = -sin_theta
     jac[:, 6, 4] = 1.0
+    if on_plane.any():
+        jac[on_plane, :3, 0] = plane[on_plane, PLANE_U]
+        jac[on_plane, :3, 1] = plane[on_plane, PLANE_V]
     return free, jac
 
 
-def free_to_bound(free: np.ndarray, kind: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bound parameters [N, 5] of free parameters [N, 7] that lie on surfaces of ``kind`` [N], and the
-    Jacobian d(bound)/d(free) [N, 5, 7]."""
+def free_to_bound(free: np.ndarray, kind: np.ndarray, plane: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Bound parameters [N, 5] of free parameters [N, 7] that lie on surfaces of ``kind`` [N] (``plane``
+    [N, 4, 3] for planes), and the Jacobian d(bound)/d(free) [N, 5, 7]."""
     x, y, z, tx, ty, tz, qop = columns(free)
     disk = kind == _DISK
     perigee = kind == _PERIGEE
@@ -155,14 +188,27 @@ def free_to_bound(free: np.ndarray, kind: np.ndarray) -> tuple[np.ndarray, np.nd
     jac[:, 3, 4] = ty * tz / (safe_st * t2)
     jac[:, 3, 5] = -st / t2
     jac[:, 4, 6] = 1.0
+    on_plane = kind == _PLANE
+    if on_plane.any():
+        plane = _planes(plane, len(free))[on_plane]
+        offset = free[on_plane, :3] - plane[:, PLANE_CENTRE]
+        params[on_plane, 0] = np.einsum("ni,ni->n", offset, plane[:, PLANE_U])
+        params[on_plane, 1] = np.einsum("ni,ni->n", offset, plane[:, PLANE_V])
+        jac[on_plane, :2, :3] = plane[:, PLANE_U : PLANE_V + 1]
     return params, jac
 
 
 def path_to_surface(
-    free: np.ndarray, kind: np.ndarray, position: np.ndarray, bfield_t: float, direction: int | np.ndarray = 0
+    free: np.ndarray,
+    kind: np.ndarray,
+    position: np.ndarray,
+    bfield_t: float,
+    direction: int | np.ndarray = 0,
+    plane: np.ndarray | None = None,
 ):
     """Signed path length [N] (mm) from free states [N, 7] to the nearest crossing (smallest |s|, within half a
-    turn) with the target surfaces, and ``ok`` [N] (False where the helix does not reach the surface).
+    turn) with the target surfaces (``plane`` [N, 4, 3] for planes), and ``ok`` [N] (False where the helix does
+    not reach the surface).
 
     ``direction`` +1 (or -1) accepts only crossings ahead of (behind) the start; 0 accepts both; an array [N]
     gives each track its own."""
@@ -202,9 +248,33 @@ def path_to_surface(
     disk = kind == _DISK
     s_transverse = np.where(cylinder, s_cylinder, s_perigee)
     path = np.where(disk, s_disk, s_transverse / safe_st)
-    ok = np.where(disk, ok_disk, np.where(cylinder, ok_cylinder, moving)) & np.isfinite(path)
+    ok = np.where(disk, ok_disk, np.where(cylinder, ok_cylinder, moving))
+    on_plane = kind == _PLANE
+    if on_plane.any():
+        plane_path, plane_ok = _path_to_plane(free[on_plane], _planes(plane, len(free))[on_plane], bfield_t)
+        path[on_plane], ok[on_plane] = plane_path, plane_ok
+    ok &= np.isfinite(path)
     ok &= direction * path >= 0.0
     return np.where(ok, path, 0.0), ok
+
+
+def _path_to_plane(free: np.ndarray, plane: np.ndarray, bfield_t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Path [N] from free states [N, 7] to the planes [N, 4, 3] along their helices, and ``ok`` [N]: Newton's
+    method on the distance to the plane, from the straight-line crossing (for the few-degree turns between
+    neighbouring modules it converges to machine precision in two or three steps)."""
+    normal = plane[:, PLANE_W]
+    gap = np.einsum("ni,ni->n", plane[:, PLANE_CENTRE] - free[:, :3], normal)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        path = gap / np.einsum("ni,ni->n", free[:, 3:6], normal)
+        path = np.where(np.isfinite(path), path, 0.0)
+        for _ in range(_PLANE_NEWTON_STEPS):
+            end, _ = transport(free, path, bfield_t, jacobian=False)
+            distance = np.einsum("ni,ni->n", end[:, :3] - plane[:, PLANE_CENTRE], normal)
+            rate = np.einsum("ni,ni->n", end[:, 3:6], normal)
+            path = path - distance / rate
+        end, _ = transport(free, np.where(np.isfinite(path), path, 0.0), bfield_t, jacobian=False)
+        distance = np.einsum("ni,ni->n", end[:, :3] - plane[:, PLANE_CENTRE], normal)
+    return path, np.isfinite(path) & (np.abs(distance) < _PLANE_TOLERANCE_MM)
 
 
 def _helix_functions(u: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -221,9 +291,11 @@ def _helix_functions(u: np.ndarray) -> tuple[np.ndarray, ...]:
     return sin_u, cos_u, f1, f2, f1p, f2p
 
 
-def transport(free: np.ndarray, path: np.ndarray, bfield_t: float) -> tuple[np.ndarray, np.ndarray]:
+def transport(
+    free: np.ndarray, path: np.ndarray, bfield_t: float, jacobian: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Free states [N, 7] moved by ``path`` [N] (mm, signed) along their helices, and the transport
-    Jacobian d(end)/d(start) [N, 7, 7] at fixed path length."""
+    Jacobian d(end)/d(start) [N, 7, 7] at fixed path length (None without ``jacobian``)."""
     x, y, z, tx, ty, tz, qop = columns(free)
     g = HELIX_CONSTANT * bfield_t
     u = g * qop * path
@@ -232,6 +304,8 @@ def transport(free: np.ndarray, path: np.ndarray, bfield_t: float) -> tuple[np.n
     tx1 = tx * cos_u + ty * sin_u
     ty1 = -tx * sin_u + ty * cos_u
     end = np.column_stack((x + tx * big_s + ty * big_c, y - tx * big_c + ty * big_s, z + tz * path, tx1, ty1, tz, qop))
+    if not jacobian:
+        return end, None
     jac = np.zeros((len(free), 7, 7))
     jac[:, [0, 1, 2, 5, 6], [0, 1, 2, 5, 6]] = 1.0
     jac[:, 0, 3], jac[:, 0, 4] = big_s, big_c
@@ -247,7 +321,7 @@ def transport(free: np.ndarray, path: np.ndarray, bfield_t: float) -> tuple[np.n
     return end, jac
 
 
-def _surface_gradient(free: np.ndarray, kind: np.ndarray) -> np.ndarray:
+def _surface_gradient(free: np.ndarray, kind: np.ndarray, plane: np.ndarray | None) -> np.ndarray:
     """Gradient [N, 7] of the target surface's constraint g(free) = 0 (any scale)."""
     x, y, _, tx, ty, _, _ = columns(free)
     grad = np.zeros_like(free)
@@ -258,6 +332,9 @@ def _surface_gradient(free: np.ndarray, kind: np.ndarray) -> np.ndarray:
     grad[:, 2] = (kind == _DISK).astype(np.float64)
     grad[:, 3] = np.where(perigee, x, 0.0)
     grad[:, 4] = np.where(perigee, y, 0.0)
+    on_plane = kind == _PLANE
+    if on_plane.any():
+        grad[on_plane, :3] = _planes(plane, len(free))[on_plane, PLANE_W]
     return grad
 
 
@@ -269,19 +346,21 @@ def propagate(
     position_to: np.ndarray,
     bfield_t: float,
     direction: int | np.ndarray = 0,
+    plane_from: np.ndarray | None = None,
+    plane_to: np.ndarray | None = None,
 ) -> Propagation:
-    """Bound parameters [N, 5] on surfaces (``kind_from``, ``position_from``) propagated to the nearest crossing
-    with surfaces (``kind_to``, ``position_to``) (only ahead for ``direction`` +1, only behind for -1; an array
-    [N] gives each track its own), with the analytic bound-to-bound Jacobian."""
-    free, to_free = bound_to_free(params, kind_from, position_from)
-    path, ok = path_to_surface(free, kind_to, position_to, bfield_t, direction)
+    """Bound parameters [N, 5] on surfaces (``kind_from``, ``position_from``, ``plane_from``) propagated to the
+    nearest crossing with surfaces (``kind_to``, ``position_to``, ``plane_to``) (only ahead for ``direction`` +1,
+    only behind for -1; an array [N] gives each track its own), with the analytic bound-to-bound Jacobian."""
+    free, to_free = bound_to_free(params, kind_from, position_from, plane_from)
+    path, ok = path_to_surface(free, kind_to, position_to, bfield_t, direction, plane_to)
     end, transport_jac = transport(free, path, bfield_t)
-    bound, to_bound = free_to_bound(end, kind_to)
+    bound, to_bound = free_to_bound(end, kind_to, plane_to)
 
     k = HELIX_CONSTANT * bfield_t * end[:, 6]
     derivative = np.column_stack((end[:, 3], end[:, 4], end[:, 5], k * end[:, 4], -k * end[:, 3],
                                   np.zeros(len(end)), np.zeros(len(end))))  # fmt: skip
-    grad = _surface_gradient(end, kind_to)
+    grad = _surface_gradient(end, kind_to, plane_to)
     denominator = (grad * derivative).sum(axis=1)
     ok &= np.abs(denominator) > 1e-12
     denominator = np.where(ok, denominator, 1.0)

@@ -26,6 +26,7 @@ from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.results import FitResults
 from tracking_algs.fitting.selection import TrackSelection
 from tracking_algs.geometry import Detector
+from tracking_algs.modules import ModuleGeometry
 
 
 @runtime_checkable
@@ -53,10 +54,11 @@ class FittingConfig:
     def _valid_hook(self, _attribute: attrs.Attribute, value: str) -> None:
         _check_hook(value)
 
-    def make_fitter(self, detector: Detector) -> TrackFitter | None:
-        """The fitter these options select, or None for ``hook = "none"``."""
+    def make_fitter(self, detector: Detector, modules: ModuleGeometry | None = None) -> TrackFitter | None:
+        """The fitter these options select for ``detector`` and, when given, its ``modules``; None for
+        ``hook = "none"``."""
         options = self.kalman if self.hook == "kalman" else self.options
-        return make_fitter(self.hook, detector, options)
+        return make_fitter(self.hook, detector, options, modules)
 
 
 def _check_hook(hook: str) -> None:
@@ -67,12 +69,15 @@ def _check_hook(hook: str) -> None:
         raise ConfigError(f"[fitting] hook {hook!r}: expected 'kalman', 'none' or 'package.module:factory'")
 
 
-def make_fitter(hook: str, detector: Detector, options: Any = None) -> TrackFitter | None:
+def make_fitter(
+    hook: str, detector: Detector, options: Any = None, modules: ModuleGeometry | None = None
+) -> TrackFitter | None:
     """Resolve a fitting hook.
 
     ``"kalman"``: a :class:`~tracking_algs.fitting.kalman.KalmanFitter` with ``options`` (a ``KalmanConfig``, a
-    mapping of its fields, or None for the defaults).  ``"none"``: None.  ``"package.module:factory"``: imports the
-    factory and returns ``factory(detector, options or {})``, which must satisfy :class:`TrackFitter`.
+    mapping of its fields, or None for the defaults), measuring on the planes of ``modules`` when given.
+    ``"none"``: None.  ``"package.module:factory"``: imports the factory and returns
+    ``factory(detector, options or {})``, which must satisfy :class:`TrackFitter`.
     Raises :class:`~tracking_algs.errors.FittingError` naming the hook when it cannot be resolved.
     """
     if hook == "none":
@@ -84,7 +89,7 @@ def make_fitter(hook: str, detector: Detector, options: Any = None) -> TrackFitt
             options = KalmanConfig()
         elif isinstance(options, Mapping):
             options = structure(options, KalmanConfig, where="[fitting.kalman]")
-        return KalmanFitter(detector, options)
+        return KalmanFitter(detector, options, modules)
     try:
         _check_hook(hook)
     except ConfigError as error:

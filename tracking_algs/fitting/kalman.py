@@ -5,6 +5,15 @@ crosses them), a seed comes from three of them (:mod:`~tracking_algs.fitting.see
 the smoother run (:mod:`~tracking_algs.fitting.filtering`), and the smoothed state at the first hit is taken
 through the beam pipe to the perigee.
 
+Where the hits are measured is set by the geometry the fitter is given.  With a module geometry
+(:class:`~tracking_algs.modules.ModuleGeometry`: the real ``detectors.csv`` or the built-in TrackML modules), each
+hit is a measurement of the local (u, v) on the plane of its own module, with that module's resolution (cell
+pitch / √12; the long direction of a strip is a weak measurement, not a missing one) and material at the
+track's incidence angle; two hits of one layer on overlapping modules are two steps, in the order the track
+crosses them.  Without one, each hit is a measurement of (Phi, z) on its layer's nominal cylinder or (Phi, r) on
+its disk, with the errors the spacepoints carry.  The material of the layers crossed without a hit comes from the
+same geometry, that of the beam pipe from the detector (:class:`~tracking_algs.fitting.navigation.MaterialMap`).
+
 Outliers are judged on each hit's predicted χ² — the χ² of the hit against the prediction from *all other*
 hits of the track (the unbiased smoothed residual).  The worst hit above the cut is removed and the track is
 refitted from a new seed, up to ``max_outlier_refits`` times, so a track with one rejected hit gets exactly the
@@ -26,13 +35,13 @@ from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.filtering import Measurements, finite_states, forward_filter, smooth, to_perigee
-from tracking_algs.fitting.helix import SurfaceKind
-from tracking_algs.fitting.navigation import Crossings, MaterialMap
+from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, free_to_bound
+from tracking_algs.fitting.navigation import NO_LAYER, Crossings, MaterialMap, layer_key
 from tracking_algs.fitting.results import FitResults, FitStatus
 from tracking_algs.fitting.seeding import seed_parameters
 from tracking_algs.geometry import Detector
+from tracking_algs.modules import ModuleGeometry
 
-_LAYER_BITS = 32
 #: the per-track columns of :class:`_Output`
 _TRACK_COLUMNS = ("params", "cov", "chi2", "ndf", "status", "n_hits")
 
@@ -45,22 +54,25 @@ def _track_hits(tracks: np.ndarray, offsets: np.ndarray, ordered: np.ndarray) ->
 
 
 class KalmanFitter:
-    """Kalman fitter for the surfaces of ``detector`` (see the module docstring); satisfies
-    :class:`~tracking_algs.fitting.hook.TrackFitter`."""
+    """Kalman fitter for the layers of ``detector`` and, when given, the module planes of ``modules`` (see the
+    module docstring); satisfies :class:`~tracking_algs.fitting.hook.TrackFitter`."""
 
-    def __init__(self, detector: Detector, config: KalmanConfig | None = None) -> None:
+    def __init__(
+        self, detector: Detector, config: KalmanConfig | None = None, modules: ModuleGeometry | None = None
+    ) -> None:
         if detector.bfield_t == 0.0:
             raise FittingError("KalmanFitter needs a magnetic field to measure momentum; the detector has bfield_t=0")
         self.detector = detector
         self.config = config or KalmanConfig()
+        self.modules = modules
         surfaces = detector.surfaces
-        keys = np.array([(s.volume_id << _LAYER_BITS) + s.layer_id for s in surfaces], dtype=np.int64)
+        keys = np.array([layer_key(s.volume_id, s.layer_id) for s in surfaces], dtype=np.int64)
         self._order = np.argsort(keys)
         self._keys = keys[self._order]
         self._kind = np.array([SurfaceKind.CYLINDER if s.kind == "barrel" else SurfaceKind.DISK for s in surfaces])
         self._position = np.array([s.position for s in surfaces], dtype=np.float64)
         self._x_over_x0 = np.array([s.x_over_x0 for s in surfaces], dtype=np.float64)
-        self._material = MaterialMap(detector) if self.config.multiple_scattering else None
+        self._material = MaterialMap(detector, modules) if self.config.multiple_scattering else None
 
     def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
         """Fit every candidate track; see :class:`~tracking_algs.fitting.hook.FitResults` for the output."""
@@ -135,7 +147,10 @@ class KalmanFitter:
                 f"and sigma positive (the second may be inf for a 1-D hit); got x={spacepoints.x[row]}, "
                 f"y={spacepoints.y[row]}, z={spacepoints.z[row]}, sigma={spacepoints.sigma[row].tolist()}"
             )
-        keys = (spacepoints.volume_id[rows] << _LAYER_BITS) + spacepoints.layer_id[rows]
+        xyz = np.column_stack((x, y, z))
+        keys = layer_key(spacepoints.volume_id[rows], spacepoints.layer_id[rows])
+        if self.modules is not None:
+            return self._module_hits(spacepoints, rows, xyz) | {"layer": keys}
         where = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
         unknown = self._keys[where] != keys
         if unknown.any():
@@ -151,10 +166,36 @@ class KalmanFitter:
             "kind": kind,
             "position": self._position[surface],
             "x_over_x0": self._x_over_x0[surface],
-            "xyz": np.column_stack((x, y, z)),
+            "xyz": xyz,
             "value": np.column_stack((np.arctan2(y, x), np.where(kind == SurfaceKind.DISK, r, z))),
             "variance": np.column_stack(((sigma[:, 0] / r) ** 2, sigma[:, 1] ** 2)),
             "distance": r * r + z * z,
+            "layer": keys,
+        }
+
+    def _module_hits(self, spacepoints: Spacepoints, rows: np.ndarray, xyz: np.ndarray) -> dict[str, np.ndarray]:
+        """The hit table of spacepoint ``rows`` measured on their modules' planes."""
+        modules = self.modules
+        assert modules is not None
+        module = modules.lookup(spacepoints.volume_id[rows], spacepoints.layer_id[rows], spacepoints.module_id[rows])
+        if (module < 0).any():
+            row = int(rows[np.argmax(module < 0)])
+            raise FittingError(
+                f"spacepoint row {row} (hit_id {spacepoints.hit_id[row]}): no module (volume_id="
+                f"{spacepoints.volume_id[row]}, layer_id={spacepoints.layer_id[row]}, module_id="
+                f"{spacepoints.module_id[row]}) in the fitter's module geometry"
+            )
+        u, v, _ = modules.to_local(module, xyz)
+        plane = np.concatenate((modules.c[module, None, :], modules.rot[module].transpose(0, 2, 1)), axis=1)
+        return {
+            "kind": np.full(len(rows), SurfaceKind.PLANE),
+            "position": np.zeros(len(rows)),
+            "plane": plane,
+            "x_over_x0": modules.x_over_x0[module],
+            "xyz": xyz,
+            "value": np.column_stack((u, v)),
+            "variance": modules.resolution(module) ** 2,
+            "distance": np.einsum("ni,ni->n", xyz, xyz),
         }
 
     def _fit_batch(self, tracks, offsets, ordered, hits, removed, refits: np.ndarray, out: _Output) -> np.ndarray:
@@ -204,15 +245,15 @@ class KalmanFitter:
         rows = np.arange(n_tracks)
         last = np.maximum(count - 1, 0)
         xyz = hits["xyz"]
-        seed, seeded = seed_parameters(xyz[safe[:, 0]], xyz[safe[rows, count // 2]], xyz[safe[rows, last]],
-                                       measurements.kind[:, 0], self.detector.bfield_t)  # fmt: skip
+        seed, seeded = self._seed(xyz[safe[:, 0]], xyz[safe[rows, count // 2]], xyz[safe[rows, last]], measurements)
         status[(status == FitStatus.OK) & ~seeded] = FitStatus.SEED_FAILED
         seed_cov = self._seed_covariance(seed, measurements.variance[:, 0])
 
         forward = forward_filter(measurements, seed, seed_cov, status, self.detector.bfield_t, config)
         smoothed = smooth(measurements, forward)
         params, cov, reached = to_perigee(smoothed.first, smoothed.first_cov, measurements.kind[:, 0],
-                                          measurements.position[:, 0], self._material, self.detector.bfield_t,
+                                          measurements.position[:, 0], measurements.planes(slice(None), 0),
+                                          hits["layer"][safe[:, 0]], self._material, self.detector.bfield_t,
                                           config.mass_gev)  # fmt: skip
         status = forward.status.copy()
         status[(status == FitStatus.OK) & ~reached] = FitStatus.PROPAGATION_FAILED
@@ -228,11 +269,23 @@ class KalmanFitter:
         hit_chi2 = np.take_along_axis(compact_chi2, inverse, axis=1)
         return status, used, hit_chi2, (params, cov, forward.chi2, forward.dims - 5)
 
+    def _seed(self, first, middle, last, measurements: Measurements) -> tuple[np.ndarray, np.ndarray]:
+        """Seed parameters on the first hit's surface from three hits per track, and ``ok``."""
+        kind = measurements.kind[:, 0]
+        on_plane = kind == SurfaceKind.PLANE
+        seed_kind = np.where(on_plane, SurfaceKind.CYLINDER, kind)
+        seed, seeded = seed_parameters(first, middle, last, seed_kind, self.detector.bfield_t)
+        if on_plane.any():  # the seed on the cylinder through the first hit, moved into the module's frame
+            radius = np.hypot(first[:, 0], first[:, 1])
+            free, _ = bound_to_free(seed, seed_kind, radius)
+            seed, _ = free_to_bound(free, kind, measurements.planes(slice(None), 0))
+        return seed, seeded
+
     def _steps(self, hits, safe: np.ndarray, valid: np.ndarray) -> tuple[Measurements, np.ndarray]:
         """The steps of each track: its hits ``safe`` [T, L] (rows of ``hits``, where ``valid``) in order, with
         the holes between them; and the step of each hit [T, L] (padding included, after the track's steps)."""
         n_tracks, length = valid.shape
-        holes = self._holes(hits["xyz"][safe], valid)
+        holes = self._holes(hits["xyz"][safe], hits["layer"][safe], valid)
         hit_of_hole, track_of_hole = np.divmod(holes.segment, n_tracks)
         # holes just before each hit
         before = np.bincount(track_of_hole * length + hit_of_hole, minlength=n_tracks * length)
@@ -257,12 +310,14 @@ class KalmanFitter:
             value=spread(hits["value"][safe], 0.0, 0.0),
             variance=spread(variance, np.inf, 1.0),  # a hole measures nothing
             count=valid.sum(axis=1) + np.bincount(track_of_hole, minlength=n_tracks),
+            plane=spread(hits["plane"][safe], 0.0, 0.0) if "plane" in hits else None,
         )
         return measurements, hit_step
 
-    def _holes(self, xyz: np.ndarray, valid: np.ndarray) -> Crossings:
-        """Surfaces crossed without a hit between consecutive hits ``xyz`` [T, L, 3] (where ``valid`` [T, L]), as
-        crossings of segment ``i · T + t`` (hits ``i - 1`` → ``i`` of track ``t``; none without scattering)."""
+    def _holes(self, xyz: np.ndarray, layer: np.ndarray, valid: np.ndarray) -> Crossings:
+        """Surfaces crossed without a hit between consecutive hits ``xyz`` [T, L, 3] on layers ``layer`` [T, L]
+        (where ``valid`` [T, L]), as crossings of segment ``i · T + t`` (hits ``i - 1`` → ``i`` of track ``t``;
+        none without scattering)."""
         n_tracks, length = valid.shape
         if self._material is None or length < 2:
             return Crossings.none()
@@ -271,7 +326,8 @@ class KalmanFitter:
         r = np.hypot(xyz[..., 0], xyz[..., 1]).T
         z = np.ascontiguousarray(xyz[..., 2].T)
         end_r, end_z = np.where(valid[:, 1:].T, r[1:], r[:-1]), np.where(valid[:, 1:].T, z[1:], z[:-1])
-        crossings = self._material.crossings(r[:-1].ravel(), z[:-1].ravel(), end_r.ravel(), end_z.ravel())
+        ends = (layer[:, :-1].T.ravel(), np.where(valid[:, 1:], layer[:, 1:], NO_LAYER).T.ravel())
+        crossings = self._material.crossings(r[:-1].ravel(), z[:-1].ravel(), end_r.ravel(), end_z.ravel(), ends)
         return attrs.evolve(crossings, segment=crossings.segment + n_tracks)
 
     def _seed_covariance(self, seed: np.ndarray, first_variance: np.ndarray) -> np.ndarray:

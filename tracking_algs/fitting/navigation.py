@@ -8,7 +8,8 @@ A segment is the straight line between two points in the (r, z) plane; a barrel 
 crossed where the line passes its radius inside its z extent, a disk where the line passes its z inside its r
 extent.  Between two measurements the helix and that line differ by far less than the gaps between layers, so
 the straight line picks the same surfaces; surfaces within :data:`END_TOLERANCE_MM` of either end are the
-segment's own end surfaces and are not listed.
+segment's own end surfaces and are not listed, and neither is the layer of an end given by its key (a hit on a
+tilted or staggered module may lie a few mm from its layer's nominal surface, on either side of it).
 """
 
 from __future__ import annotations
@@ -16,13 +17,22 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from tracking_algs.fitting.helix import SurfaceKind, propagate
+from tracking_algs.fitting.helix import SurfaceKind, no_planes, propagate
 from tracking_algs.fitting.scattering import scattering_variances
 from tracking_algs.fitting.stacked import transport_sandwich
 from tracking_algs.geometry import Detector
+from tracking_algs.modules import ModuleGeometry
 
 #: surfaces closer than this (mm, in r for cylinders, in z for disks) to a segment's end are its end surfaces
 END_TOLERANCE_MM = 1.0
+_LAYER_BITS = 32
+#: the :func:`layer_key` of the beam pipe, and the one to give a segment's end that lies on no layer
+BEAM_PIPE_KEY, NO_LAYER = -1, -2
+
+
+def layer_key(volume_id: np.ndarray | int, layer_id: np.ndarray | int) -> np.ndarray:
+    """One int64 per (volume, layer), as :meth:`MaterialMap.crossings` takes the layers of a segment's ends."""
+    return (np.asarray(volume_id, dtype=np.int64) << _LAYER_BITS) + np.asarray(layer_id, dtype=np.int64)
 
 
 @attrs.frozen
@@ -50,40 +60,54 @@ class Crossings:
 @attrs.frozen
 class _SurfaceTable:
     """Surfaces of one kind sorted by ``position`` (radius or z), with their ``extent`` [S, 2] along the other
-    coordinate and material."""
+    coordinate, material and layer ``key``."""
 
     position: np.ndarray
     extent: np.ndarray
     x_over_x0: np.ndarray
+    key: np.ndarray
 
     @classmethod
-    def of(cls, position, extent, x_over_x0) -> _SurfaceTable:
+    def of(cls, position, extent, x_over_x0, key) -> _SurfaceTable:
         order = np.argsort(position, kind="stable")
         return cls(np.asarray(position, float)[order], np.asarray(extent, float).reshape(-1, 2)[order],
-                   np.asarray(x_over_x0, float)[order])  # fmt: skip
+                   np.asarray(x_over_x0, float)[order], np.asarray(key, np.int64)[order])  # fmt: skip
 
 
 class MaterialMap:
-    """The material surfaces of a detector (its layers and the beam pipe) for :meth:`crossings`."""
+    """The material surfaces of a detector (its layers and the beam pipe) for :meth:`crossings`.
 
-    def __init__(self, detector: Detector) -> None:
-        barrels = [s for s in detector.surfaces if s.kind == "barrel"]
-        disks = [s for s in detector.surfaces if s.kind == "endcap"]
+    The layers are those of ``detector``, or with ``modules`` those of the module geometry: each layer as the
+    cylinder (barrel) or disk (endcap) through the mean of its module centres, spanning its modules, with their
+    mean material; the beam pipe is always the detector's."""
+
+    def __init__(self, detector: Detector, modules: ModuleGeometry | None = None) -> None:
         pipe = detector.beam_pipe
-        self._cylinders = _SurfaceTable.of(
-            [s.position for s in barrels] + [pipe.radius],
-            [s.extent for s in barrels] + [(-np.inf, np.inf)],
-            [s.x_over_x0 for s in barrels] + [pipe.x_over_x0],
-        )
-        self._disks = _SurfaceTable.of([s.position for s in disks], [s.extent for s in disks],
-                                       [s.x_over_x0 for s in disks])  # fmt: skip
+        if modules is None:
+            barrels = [s for s in detector.surfaces if s.kind == "barrel"]
+            disks = [s for s in detector.surfaces if s.kind == "endcap"]
+            cylinders = [(s.position, s.extent, s.x_over_x0, layer_key(s.volume_id, s.layer_id)) for s in barrels]
+            planes = [(s.position, s.extent, s.x_over_x0, layer_key(s.volume_id, s.layer_id)) for s in disks]
+        else:
+            cylinders, planes = _module_layers(modules)
+        cylinders = [*cylinders, (pipe.radius, (-np.inf, np.inf), pipe.x_over_x0, BEAM_PIPE_KEY)]
+        self._cylinders = _SurfaceTable.of(*zip(*cylinders, strict=True))
+        self._disks = _SurfaceTable.of(*zip(*planes, strict=True))
 
-    def crossings(self, r_start: np.ndarray, z_start: np.ndarray, r_end: np.ndarray, z_end: np.ndarray) -> Crossings:
+    def crossings(
+        self,
+        r_start: np.ndarray,
+        z_start: np.ndarray,
+        r_end: np.ndarray,
+        z_end: np.ndarray,
+        end_layers: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> Crossings:
         """The surfaces with material that the N segments from (``r_start``, ``z_start``) to (``r_end``, ``z_end``)
-        cross strictly between their ends, in the order met from the start."""
+        cross strictly between their ends, in the order met from the start; ``end_layers`` (the
+        :func:`layer_key` [N] of the start's and the end's layer, :data:`NO_LAYER` for none) are never listed."""
         r_start, z_start, r_end, z_end = (np.asarray(a, dtype=np.float64) for a in (r_start, z_start, r_end, z_end))
-        cylinders = _crossed(self._cylinders, r_start, z_start, r_end, z_end)
-        disks = _crossed(self._disks, z_start, r_start, z_end, r_end)
+        cylinders = _crossed(self._cylinders, r_start, z_start, r_end, z_end, end_layers)
+        disks = _crossed(self._disks, z_start, r_start, z_end, r_end, end_layers)
         segment = np.concatenate((cylinders[0], disks[0]))
         along = np.concatenate((cylinders[1], disks[1]))
         kind = np.repeat([SurfaceKind.CYLINDER, SurfaceKind.DISK], [len(cylinders[0]), len(disks[0])])
@@ -97,9 +121,27 @@ class MaterialMap:
         return Crossings(segment, np.arange(len(segment)) - first, kind[order], position[order], x_over_x0[order])
 
 
-def _crossed(table: _SurfaceTable, u_start, v_start, u_end, v_end):
+def _module_layers(modules: ModuleGeometry) -> tuple[list[tuple], list[tuple]]:
+    """The layers of ``modules`` as (position, extent, x_over_x0, key) of barrel cylinders and of endcap disks."""
+    keys = layer_key(modules.volume_id, modules.layer_id)
+    radius = np.hypot(modules.c[:, 0], modules.c[:, 1])
+    reach = np.hypot(modules.half_v, modules.max_half_u)  # how far a module extends from its centre
+    cylinders, disks = [], []
+    for key in np.unique(keys):
+        rows = keys == key
+        x_over_x0 = float(modules.x_over_x0[rows].mean())
+        z, r, half = modules.c[rows, 2], radius[rows], reach[rows]
+        facing_z = np.abs(modules.normal(np.flatnonzero(rows))[:, 2]).mean() > 0.5
+        if facing_z:
+            disks.append((float(z.mean()), (float((r - half).min()), float((r + half).max())), x_over_x0, key))
+        else:
+            cylinders.append((float(r.mean()), (float((z - half).min()), float((z + half).max())), x_over_x0, key))
+    return cylinders, disks
+
+
+def _crossed(table: _SurfaceTable, u_start, v_start, u_end, v_end, end_layers):
     """Surfaces of ``table`` (at u = position, spanning v in extent) that the segments from (u, v) start to end
-    cross: ``(segment, fraction along it, position, x_over_x0)`` per crossing."""
+    cross, other than their ``end_layers``: ``(segment, fraction along it, position, x_over_x0)`` per crossing."""
     low = np.minimum(u_start, u_end) + END_TOLERANCE_MM
     high = np.maximum(u_start, u_end) - END_TOLERANCE_MM
     first = np.searchsorted(table.position, low, side="left")
@@ -110,18 +152,23 @@ def _crossed(table: _SurfaceTable, u_start, v_start, u_end, v_end):
     along = (position - u_start[segment]) / (u_end[segment] - u_start[segment])
     v = v_start[segment] + along * (v_end[segment] - v_start[segment])
     inside = (v >= table.extent[surface, 0]) & (v <= table.extent[surface, 1])
+    if end_layers is not None:
+        key = table.key[surface]
+        inside &= (key != end_layers[0][segment]) & (key != end_layers[1][segment])
     return segment[inside], along[inside], position[inside], table.x_over_x0[surface[inside]]
 
 
 @attrs.frozen
 class Traversal:
-    """N states after :func:`traverse`: bound ``params`` [N, 5] and ``cov`` [N, 5, 5] on the surfaces ``kind``
-    and ``position`` [N] of each state's last crossing (its starting surface where it crossed none)."""
+    """N states after :func:`traverse`: bound ``params`` [N, 5] and ``cov`` [N, 5, 5] on the surfaces ``kind``,
+    ``position`` [N] and ``plane`` [N, 4, 3] of each state's last crossing (its starting surface where it crossed
+    none)."""
 
     params: np.ndarray
     cov: np.ndarray
     kind: np.ndarray
     position: np.ndarray
+    plane: np.ndarray
 
 
 def traverse(
@@ -133,18 +180,21 @@ def traverse(
     bfield_t: float,
     mass_gev: float,
     direction: int,
+    plane: np.ndarray | None = None,
 ) -> Traversal:
-    """Take N bound states (``params``, ``cov`` on surfaces ``kind``, ``position``) through their ``crossings``
-    (``segment`` indexes the N states), in rank order, adding each crossed surface's multiple scattering.
+    """Take N bound states (``params``, ``cov`` on surfaces ``kind``, ``position``, ``plane``) through their
+    ``crossings`` (``segment`` indexes the N states), in rank order, adding each crossed surface's multiple
+    scattering.
 
     ``direction`` +1 goes forward along the track, -1 backward.  A crossing the helix does not reach (the
     straight-line navigation was wrong for a strongly bent track) is skipped, with its material."""
-    state = Traversal(params.copy(), cov.copy(), kind.copy(), position.copy())
+    planes = no_planes(len(params)) if plane is None else plane.copy()
+    state = Traversal(params.copy(), cov.copy(), kind.copy(), position.copy(), planes)
     for rank in range(int(crossings.rank.max(initial=-1)) + 1):
         at_rank = crossings.rank == rank
         crossing, rows = crossings.take(at_rank), crossings.segment[at_rank]
         step = propagate(state.params[rows], state.kind[rows], state.position[rows], crossing.kind,
-                         crossing.position, bfield_t, direction)  # fmt: skip
+                         crossing.position, bfield_t, direction, plane_from=state.plane[rows])  # fmt: skip
         rows, crossing = rows[step.ok], crossing.take(step.ok)
         arrived = step.params[step.ok]
         var_phi, var_theta = scattering_variances(arrived, crossing.kind, crossing.x_over_x0, mass_gev)
@@ -153,4 +203,5 @@ def traverse(
         moved[:, 3, 3] += var_theta
         state.params[rows], state.cov[rows] = arrived, moved
         state.kind[rows], state.position[rows] = crossing.kind, crossing.position
+        state.plane[rows] = 0.0
     return state
