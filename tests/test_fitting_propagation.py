@@ -183,3 +183,52 @@ def test_plane_jacobian_matches_finite_differences(leg):
     assert reached.sum() > 1000
     assert relative[reached].max() < 2e-3
     assert np.median(relative[reached]) < 1e-6
+
+
+def _disk_planes(params: np.ndarray, z: float, rng: np.random.Generator) -> np.ndarray:
+    """Per track an endcap-like module plane near where it crosses the disk at ``z``: normal z tilted by 0.05
+    towards the track's azimuth, v radial, centred a few mm off the crossing."""
+    n = len(params)
+    crossing = _step(params, PERIGEE, (SurfaceKind.DISK, z), direction=1)
+    azimuth = crossing.params[:, 0]
+    w = np.column_stack((0.05 * np.cos(azimuth), 0.05 * np.sin(azimuth), np.ones(n)))
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    v = np.column_stack((np.cos(azimuth), np.sin(azimuth), np.zeros(n)))
+    v -= np.einsum("ni,ni->n", v, w)[:, None] * w
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    u = np.cross(v, w)
+    point = np.column_stack((crossing.params[:, 1] * np.cos(azimuth), crossing.params[:, 1] * np.sin(azimuth),
+                             np.full(n, z)))  # fmt: skip
+    centre = point + rng.uniform(-5.0, 5.0, (n, 1)) * u + rng.uniform(-10.0, 10.0, (n, 1)) * v
+    return np.stack((centre, u, v, w), axis=1)
+
+
+@pytest.mark.parametrize("leg", ["perigee to plane", "plane to plane", "plane to perigee"])
+def test_endcap_plane_jacobian_matches_finite_differences(leg):
+    rng = np.random.default_rng(9)
+    params = _perigees(2000, 9)
+    params[:, 3] = rng.uniform(0.03, 0.4, len(params))  # forward tracks, towards +z
+    first, second = _disk_planes(params, 600.0, rng), _disk_planes(params, 700.0, rng)
+    on_first = _plane_step(params, SurfaceKind.PERIGEE, None, SurfaceKind.PLANE, first, 1)
+    start, kind_from, plane_from, kind_to, plane_to = {
+        "perigee to plane": (params, SurfaceKind.PERIGEE, None, SurfaceKind.PLANE, first),
+        "plane to plane": (on_first.params, SurfaceKind.PLANE, first, SurfaceKind.PLANE, second),
+        "plane to perigee": (on_first.params, SurfaceKind.PLANE, first, SurfaceKind.PERIGEE, None),
+    }[leg]
+
+    def step(values):
+        return _plane_step(values, kind_from, plane_from, kind_to, plane_to, 0)
+
+    analytic = step(start)
+    reached = on_first.ok & analytic.ok
+    numeric = np.zeros((len(start), 5, 5))
+    h = 1e-7
+    for j in range(5):
+        up, down = start.copy(), start.copy()
+        up[:, j] += h
+        down[:, j] -= h
+        numeric[:, :, j] = _difference(step(up).params, step(down).params, kind_to) / (2 * h)
+    relative = np.abs(analytic.jacobian - numeric) / (np.abs(numeric) + 1e-2)
+    assert reached.sum() > 1900
+    assert relative[reached].max() < 2e-3
+    assert np.median(relative[reached]) < 1e-6

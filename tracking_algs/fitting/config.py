@@ -26,6 +26,14 @@ class KalmanConfig:
       its place is then rejected as an outlier instead of pulling the track);
     - ``seed_sigma_phi``, ``seed_sigma_theta`` (rad), ``seed_sigma_qop_rel`` (relative): seed errors before
       inflation (the seed position error is the first hit's measurement error);
+    - ``close_hits_mm`` and ``second_pass_cov_inflation``: a track with two consecutive hits closer than
+      ``close_hits_mm`` (two overlapping modules of one layer) is filtered and smoothed a second time, from the
+      first pass's smoothed state at its first hit with that state's covariance times
+      ``second_pass_cov_inflation``.  Right after two such hits the filtered direction and curvature are still
+      poorly known (the pair measures one point twice), and the transport to the next layer is linearised about
+      that poor state: the first pass's estimate is then up to 1.5 times as wide as its covariance says.  The
+      second pass starts close to the final trajectory; its prior adds 1/``second_pass_cov_inflation`` of the
+      tracks' own information (0 for ``close_hits_mm`` turns it off);
     - ``multiple_scattering`` and ``mass_gev`` (the mass hypothesis for β in the Highland formula);
     - ``batch_size``: tracks advanced together (memory grows linearly with it).
     """
@@ -41,6 +49,8 @@ class KalmanConfig:
     seed_sigma_phi: float = attrs.field(default=0.01, validator=v.gt(0.0))
     seed_sigma_theta: float = attrs.field(default=0.01, validator=v.gt(0.0))
     seed_sigma_qop_rel: float = attrs.field(default=0.1, validator=v.gt(0.0))
+    close_hits_mm: float = attrs.field(default=20.0, validator=v.ge(0.0))
+    second_pass_cov_inflation: float = attrs.field(default=100.0, validator=v.gt(1.0))
     multiple_scattering: bool = True
     mass_gev: float = attrs.field(default=0.13957, validator=v.ge(0.0))
     batch_size: int = attrs.field(default=4096, validator=v.ge(1))

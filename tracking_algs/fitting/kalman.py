@@ -2,8 +2,9 @@
 
 For each candidate track: its hits are sorted by distance from the origin (the order a track from the beam line
 crosses them), a seed comes from three of them (:mod:`~tracking_algs.fitting.seeding`), the forward filter and
-the smoother run (:mod:`~tracking_algs.fitting.filtering`), and the smoothed state at the first hit is taken
-through the beam pipe to the perigee.
+the smoother run (:mod:`~tracking_algs.fitting.filtering`) — twice for a track with two hits a few mm apart (see
+``close_hits_mm`` in :class:`~tracking_algs.fitting.config.KalmanConfig`) — and the smoothed state at the first
+hit is taken through the beam pipe to the perigee.
 
 Where the hits are measured is set by the geometry the fitter is given.  With a module geometry
 (:class:`~tracking_algs.modules.ModuleGeometry`: the real ``detectors.csv`` or the built-in TrackML modules), each
@@ -251,6 +252,14 @@ class KalmanFitter:
 
         forward = forward_filter(measurements, seed, seed_cov, status, self.detector.bfield_t, config)
         smoothed = smooth(measurements, forward)
+        close = _close_hits(xyz[safe], compact_valid, config.close_hits_mm) & finite_states(
+            smoothed.first, smoothed.first_cov
+        )
+        if close.any():  # the second pass, from the first pass's smoothed state at the first hit
+            seed = np.where(close[:, None], smoothed.first, seed)
+            seed_cov = np.where(close[:, None, None], smoothed.first_cov * config.second_pass_cov_inflation, seed_cov)
+            forward = forward_filter(measurements, seed, seed_cov, status, self.detector.bfield_t, config)
+            smoothed = smooth(measurements, forward)
         params, cov, reached = to_perigee(smoothed.first, smoothed.first_cov, measurements.kind[:, 0],
                                           measurements.position[:, 0], measurements.planes(slice(None), 0),
                                           hits["layer"][safe[:, 0]], self._material, self.detector.bfield_t,
@@ -342,6 +351,13 @@ class KalmanFitter:
         cov = np.zeros((len(seed), 5, 5))
         cov[:, np.arange(5), np.arange(5)] = variances
         return cov
+
+
+def _close_hits(xyz: np.ndarray, valid: np.ndarray, limit_mm: float) -> np.ndarray:
+    """Mask [T] of the tracks with two consecutive hits (``xyz`` [T, L, 3], where ``valid``) closer than
+    ``limit_mm``."""
+    gap = np.linalg.norm(np.diff(xyz, axis=1), axis=2)
+    return ((gap < limit_mm) & valid[:, 1:]).any(axis=1)
 
 
 class _Output:

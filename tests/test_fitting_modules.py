@@ -1,0 +1,175 @@
+"""The Kalman fitter on module planes: pulls on the module simulation, Gluckstern on planes, overlapping modules
+of one layer, and what a hit off the geometry gives."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import numpy as np
+import pytest
+from helix_tracks import helix_tracks
+
+from tracking_algs.errors import FittingError
+from tracking_algs.event import Spacepoints, TrackCandidates
+from tracking_algs.fitting import KalmanConfig, KalmanFitter
+from tracking_algs.fitting.helix import SurfaceKind, propagate
+from tracking_algs.geometry import HELIX_CONSTANT, Detector, Surface, trackml_detector
+from tracking_algs.modules import ModuleGeometry, trackml_modules
+from tracking_algs.performance.truth_perigee import truth_perigee
+from tracking_algs.simulation import SimulationConfig, simulate_event
+
+DETECTOR = trackml_detector()
+NAMES = ("d0", "z0", "phi", "theta", "qop")
+
+
+def _pulls(fit, truth):
+    delta = fit.params - truth
+    delta[:, 2] = np.angle(np.exp(1j * delta[:, 2]))
+    return delta / np.sqrt(np.diagonal(fit.cov, axis1=1, axis2=2))
+
+
+@pytest.fixture(scope="module")
+def module_fit():
+    """Every particle from the beam line of one pile-up-200 event on the TrackML modules (no noise hits, no
+    inefficiency), fitted from its truth hits on the module planes."""
+    config = SimulationConfig(geometry="modules", pileup=200.0, hit_inefficiency=0.0, noise_fraction=0.0)
+    event = simulate_event(config, seed=2024, event_id=0, detector=DETECTOR)
+    particles = event.particles
+    primary = np.hypot(particles.vx, particles.vy) < 1.0
+    particle_ids, labels = np.unique(event.truth.particle_id, return_inverse=True)
+    from_beam_line = np.isin(event.truth.particle_id, particles.particle_id[primary])
+    candidates = TrackCandidates(np.where(from_beam_line, labels, -1))
+    fit = KalmanFitter(DETECTOR, modules=trackml_modules()).fit(event.spacepoints, candidates)
+    order = np.argsort(particles.particle_id)
+    rows = order[np.searchsorted(particles.particle_id[order], particle_ids[fit.track_id])]
+    return event, fit, truth_perigee(particles.take(rows), DETECTOR.bfield_t)
+
+
+def test_pulls_and_pvalues_on_the_module_simulation(module_fit):
+    _, fit, truth = module_fit
+    selected = fit.ok & (fit.ndf >= 3)
+    assert selected.sum() >= 8_000
+    assert fit.ok.mean() > 0.995
+    pulls = _pulls(fit, truth)[selected]
+    for index, name in enumerate(NAMES):
+        assert abs(pulls[:, index].mean()) < 0.05, name
+        assert abs(pulls[:, index].std() - 1.0) < 0.1, name
+    pvalues = fit.pvalue[selected]
+    assert abs(pvalues.mean() - 0.5) < 0.05
+    deciles = np.histogram(pvalues, bins=10, range=(0.0, 1.0))[0] / len(pvalues)
+    assert np.abs(deciles - 0.1).max() < 0.03
+
+
+def test_both_hits_of_overlapping_modules_are_used(module_fit):
+    event, fit, _ = module_fit
+    sp = event.spacepoints
+    track_of_hit = np.repeat(np.arange(len(fit)), np.diff(fit.hit_offsets))
+    layer = sp.volume_id[fit.hit_rows] * 100 + sp.layer_id[fit.hit_rows]
+    _, inverse, counts = np.unique(track_of_hit * 10_000 + layer, return_inverse=True, return_counts=True)
+    in_overlap = counts[inverse] >= 2
+    assert in_overlap.mean() > 0.2  # the modules of a layer overlap: many tracks cross two in one layer
+    assert fit.outlier[in_overlap].mean() < 0.01
+    assert fit.outlier[in_overlap].mean() < 3.0 * max(fit.outlier[~in_overlap].mean(), 1e-3)
+
+
+def _tangent_planes(position: np.ndarray, tilt: float = 0.0) -> np.ndarray:
+    """Planes [n, 4, 3] through ``position``, their normal the radial direction turned by ``tilt`` about z, v
+    along z."""
+    angle = np.arctan2(position[:, 1], position[:, 0]) + tilt
+    w = np.column_stack((np.cos(angle), np.sin(angle), np.zeros(len(angle))))
+    v = np.tile([0.0, 0.0, 1.0], (len(angle), 1))
+    return np.stack((position, np.cross(v, w), v, w), axis=1)
+
+
+def _plane_geometry(planes: np.ndarray, volume_id, layer_id, sigma: tuple[float, float]) -> ModuleGeometry:
+    """One module per plane, ids 1..n, cells of pitch σ·√12, no material."""
+    n = len(planes)
+    return ModuleGeometry(
+        volume_id=volume_id, layer_id=layer_id, module_id=np.arange(1, n + 1), c=planes[:, 0],
+        rot=planes[:, 1:].transpose(0, 2, 1), half_thickness=np.full(n, 0.15), min_half_u=np.full(n, 50.0),
+        max_half_u=np.full(n, 50.0), half_v=np.full(n, 3000.0), pitch_u=np.full(n, sigma[0] * math.sqrt(12.0)),
+        pitch_v=np.full(n, sigma[1] * math.sqrt(12.0)), x_over_x0=np.zeros(n),
+    )  # fmt: skip
+
+
+def _measured_on(planes: np.ndarray, perigee: np.ndarray, sigma, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Where helices from ``perigee`` [n, 5] cross ``planes`` [n, 4, 3], smeared in (u, v) by ``sigma``: global
+    points [n, 3] and ok [n]."""
+    n = len(planes)
+    step = propagate(perigee, np.full(n, SurfaceKind.PERIGEE), np.zeros(n), np.full(n, SurfaceKind.PLANE),
+                     np.zeros(n), 2.0, 1, plane_to=planes)  # fmt: skip
+    local = step.params[:, :2] + rng.normal(size=(n, 2)) * np.asarray(sigma)
+    return planes[:, 0] + local[:, :1] * planes[:, 1] + local[:, 1:] * planes[:, 2], step.ok
+
+
+def _barrel(n_layers: int, first: float, last: float) -> Detector:
+    surfaces = tuple(Surface(1, index + 1, "test", "barrel", float(r), (-3000.0, 3000.0), 0.0, (0.1, 0.05))
+                     for index, r in enumerate(np.linspace(first, last, n_layers)))  # fmt: skip
+    return Detector(surfaces=surfaces, bfield_t=2.0)
+
+
+def _fit_on_planes(tracks, planes, sigma, rng, copies: int = 1, close_hits_mm: float = 20.0):
+    """Fit ``tracks`` measured on ``planes`` [copies · H, 4, 3] (each hit's plane, then its copies), without
+    material."""
+    hits = len(tracks.track)
+    perigee = np.tile(tracks.params[tracks.track], (copies, 1))
+    points, ok = _measured_on(planes, perigee, sigma, rng)
+    assert ok.all()
+    volume = np.tile(tracks.spacepoints.volume_id, copies)
+    layer = np.tile(tracks.spacepoints.layer_id, copies)
+    geometry = _plane_geometry(planes, volume, layer, sigma)
+    n = copies * hits
+    spacepoints = Spacepoints(hit_id=np.arange(1, n + 1), x=points[:, 0], y=points[:, 1], z=points[:, 2],
+                              volume_id=volume, layer_id=layer, module_id=np.arange(1, n + 1),
+                              sigma=np.ones((n, 2)))  # fmt: skip
+    detector = _barrel(2, 100.0, 1000.0)
+    config = KalmanConfig(multiple_scattering=False, close_hits_mm=close_hits_mm)
+    fitter = KalmanFitter(detector, config, modules=geometry)
+    return fitter.fit(spacepoints, TrackCandidates(np.tile(tracks.track, copies)))
+
+
+def test_qop_resolution_on_planes_without_material_matches_gluckstern():
+    n_layers, first, last, resolution = 10, 100.0, 1000.0, 0.1
+    rng = np.random.default_rng(17)
+    n = 3000
+    tracks = helix_tracks(_barrel(n_layers, first, last), rng.uniform(-np.pi, np.pi, n), np.full(n, np.pi / 2),
+                          10.0, rng.choice([-1.0, 1.0], n), np.zeros(n))  # fmt: skip
+    fit = _fit_on_planes(tracks, _tangent_planes(tracks.position, tilt=0.2), (resolution, 0.05), rng)
+    assert fit.ok.all()
+    expected = (
+        (resolution / 1000.0)
+        / (((last - first) / 1000.0) ** 2 * HELIX_CONSTANT * 1000.0 * 2.0)
+        * math.sqrt(720.0 * (n_layers - 1) ** 3 / ((n_layers - 2) * n_layers * (n_layers + 1) * (n_layers + 2)))
+    )
+    assert np.std(fit.params[:, 4] - tracks.params[:, 4]) == pytest.approx(expected, rel=0.05)
+    assert np.sqrt(fit.cov[:, 4, 4]).mean() == pytest.approx(expected, rel=0.05)
+
+
+@pytest.mark.parametrize("close_hits_mm", [20.0, 0.0])
+def test_two_hits_per_layer_give_pulls_of_one_with_the_second_pass(close_hits_mm):
+    """Every layer holds two tilted modules 2 mm apart, both crossed (a barrel overlap); 1 GeV tracks.  With the
+    second pass the pulls are 1; without it the first pass's estimate is wider than its covariance."""
+    rng = np.random.default_rng(23)
+    n = 2000
+    tracks = helix_tracks(_barrel(10, 100.0, 1000.0), rng.uniform(-np.pi, np.pi, n), np.full(n, np.pi / 2), 1.0,
+                          rng.choice([-1.0, 1.0], n), np.zeros(n))  # fmt: skip
+    radial = np.column_stack((tracks.position[:, :2], np.zeros(len(tracks.position))))
+    radial /= np.linalg.norm(radial, axis=1, keepdims=True)
+    planes = np.concatenate((_tangent_planes(tracks.position, 0.2), _tangent_planes(tracks.position + 2.0 * radial,
+                                                                                    -0.2)))  # fmt: skip
+    fit = _fit_on_planes(tracks, planes, (0.1, 0.05), rng, copies=2, close_hits_mm=close_hits_mm)
+    widths = _pulls(fit, tracks.params)[fit.ok].std(axis=0)
+    assert fit.ok.all()
+    if close_hits_mm:
+        assert np.abs(widths - 1.0).max() < 0.05, widths
+    else:
+        assert widths.max() > 1.15, widths
+
+
+def test_a_hit_on_no_module_of_the_geometry_is_a_fitting_error(module_fit):
+    event, _, _ = module_fit
+    sp = event.spacepoints.take(np.arange(12))
+    moved = attrs.evolve(sp, module_id=np.where(np.arange(12) == 5, 999_999, sp.module_id))
+    with pytest.raises(FittingError, match=r"hit_id \d+.*module_id=999999"):
+        KalmanFitter(DETECTOR, modules=trackml_modules()).fit(moved, TrackCandidates(np.zeros(12, dtype=np.int64)))
