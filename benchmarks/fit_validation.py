@@ -1,0 +1,182 @@
+"""Validation of the Kalman fitter on module planes, on the module simulation and on the real TrackML sample.
+
+Every track is a particle's truth hits (no finding), so what is measured is the fit alone:
+
+- **simulation**: every particle from the beam line of held-out pile-up-200 events on the built-in TrackML
+  modules (no noise hits, no inefficiency), fitted on the module planes;
+- **real**: every particle from the beam line of ``../shared/trackml/sample`` (the real event, with its truth and
+  particles), read and fitted with the real ``detectors.csv``.
+
+Reported: pull means and widths of d0, z0, phi, theta, q/p (tracks with ndf ≥ 3), mean p-value, resolution
+(central-68 % half width) of d0, z0 and q/pT per true-pT bin, split by |η| on the real event; and, on the real
+event, the field a particle sees: between consecutive truth hits, the turn of its true transverse momentum over
+the transverse chord gives B = pT·dφ/(c·chord), binned in |z| (the fitter assumes a uniform 2 T).  No number
+here is used to choose anything: the real event is a judge.
+
+    .venv/bin/python benchmarks/fit_validation.py [--events 2] [--trackml ../shared/trackml]
+
+Writes benchmarks/results/fit_validation.{json,md} and docs/plots/fitting/{simulation,real}_{pulls,resolution}.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+from bench_common import write_results
+
+from tracking_algs.event import Event, TrackCandidates
+from tracking_algs.finding.training import VALIDATION_SEED_MIN
+from tracking_algs.fitting import KalmanFitter
+from tracking_algs.geometry import HELIX_CONSTANT, trackml_detector
+from tracking_algs.io.trackml import read_event
+from tracking_algs.job.plots import plot_pulls, plot_resolutions
+from tracking_algs.modules import ModuleGeometry, read_detectors_csv, trackml_modules
+from tracking_algs.performance.truth_perigee import truth_perigee
+from tracking_algs.simulation import SimulationConfig, simulate_event
+
+ROOT = Path(__file__).resolve().parent.parent
+PLOTS = ROOT / "docs" / "plots" / "fitting"
+SEED = VALIDATION_SEED_MIN + 4242
+PT_BINS = np.array([0.1, 0.5, 1.0, 2.0, 5.0, 100.0])
+ETA_BINS = ((0.0, 1.0), (1.0, 2.0), (2.0, 4.0))
+Z_BINS = ((0.0, 500.0), (500.0, 1000.0), (1000.0, 2000.0), (2000.0, 3000.0))
+NAMES = ("d0", "z0", "phi", "theta", "qop")
+
+
+def fit_truth_tracks(event: Event, modules: ModuleGeometry) -> dict[str, np.ndarray]:
+    """Fit every particle from the beam line (production vertex within 1 mm of the z axis) from its truth hits:
+    pulls [T, 5], p-values, residuals, true pT and η of the tracks fitted OK with ndf ≥ 3."""
+    detector = trackml_detector()
+    particles = event.particles.take(np.argsort(event.particles.particle_id))
+    primary = particles.particle_id[np.hypot(particles.vx, particles.vy) < 1.0]
+    particle_ids, labels = np.unique(event.truth.particle_id, return_inverse=True)
+    labels = np.where(np.isin(event.truth.particle_id, primary), labels, -1)
+    fit = KalmanFitter(detector, modules=modules).fit(event.spacepoints, TrackCandidates(labels))
+    truth = truth_perigee(particles.take(np.searchsorted(particles.particle_id, particle_ids[fit.track_id])),
+                          detector.bfield_t)  # fmt: skip
+    kept = fit.ok & (fit.ndf >= 3)
+    params, cov, truth = fit.params[kept], fit.cov[kept], truth[kept]
+    residual = params - truth
+    residual[:, 2] = np.angle(np.exp(1j * residual[:, 2]))
+    true_pt = np.abs(np.sin(truth[:, 3]) / truth[:, 4])
+    qopt_residual = params[:, 4] / np.sin(params[:, 3]) - np.sign(truth[:, 4]) / true_pt
+    return {
+        "pulls": residual / np.sqrt(np.diagonal(cov, axis1=1, axis2=2)),
+        "pvalue": fit.pvalue[kept],
+        "residual": np.column_stack((residual[:, :2], qopt_residual)),
+        "pt": true_pt,
+        "eta": -np.log(np.tan(0.5 * truth[:, 3])),
+        "n_fitted": np.asarray(len(fit)),
+        "n_ok": np.asarray(int(fit.ok.sum())),
+    }
+
+
+def _merge(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([np.atleast_1d(part[key]) for part in parts]) for key in parts[0]}
+
+
+def _robust_width(values: np.ndarray) -> float | None:
+    if len(values) < 10:
+        return None
+    low, high = np.percentile(values, [15.865, 84.135])
+    return float(0.5 * (high - low))
+
+
+def summarise(tracks: dict[str, np.ndarray], select: np.ndarray | None = None) -> dict:
+    """Pull means and widths, mean p-value and track count of the tracks ``select`` (all by default)."""
+    select = np.ones(len(tracks["pvalue"]), dtype=bool) if select is None else select
+    pulls = tracks["pulls"][select]
+    return {
+        "tracks": int(select.sum()),
+        "pull_mean": dict(zip(NAMES, pulls.mean(axis=0).round(3).tolist(), strict=True)),
+        "pull_width": dict(zip(NAMES, pulls.std(axis=0).round(3).tolist(), strict=True)),
+        "pvalue_mean": round(float(tracks["pvalue"][select].mean()), 3),
+    }
+
+
+def resolution_vs_pt(tracks: dict[str, np.ndarray]) -> dict:
+    """Resolution of d0 [mm], z0 [mm] and q/pT [1/GeV] per true-pT bin."""
+    names = ("d0 [mm]", "z0 [mm]", "q/pT [1/GeV]")
+    return {"pt_bins": PT_BINS.tolist()} | {
+        name: [_robust_width(tracks["residual"][(tracks["pt"] >= lo) & (tracks["pt"] < hi), column])
+               for lo, hi in itertools.pairwise(PT_BINS)]
+        for column, name in enumerate(names)
+    }  # fmt: skip
+
+
+def field_seen(event: Event, min_pt: float = 1.0, min_chord: float = 50.0) -> list[dict]:
+    """Per |z| bin, the median field B = pT·|dφ|/(c·chord) between consecutive truth hits (chord ≥ ``min_chord``
+    mm) of particles whose true pT stays above ``min_pt`` GeV."""
+    truth = event.truth
+    order = np.lexsort((truth.tx**2 + truth.ty**2, truth.particle_id))
+    pid, x, y, z = truth.particle_id[order], truth.tx[order], truth.ty[order], truth.tz[order]
+    px, py = truth.tpx[order], truth.tpy[order]
+    pt = np.hypot(px, py)
+    pair = (pid[1:] == pid[:-1]) & (pid[1:] != 0) & (np.minimum(pt[1:], pt[:-1]) > min_pt)
+    turn = np.abs(np.angle(np.exp(1j * (np.arctan2(py[1:], px[1:]) - np.arctan2(py[:-1], px[:-1])))))
+    chord = np.hypot(x[1:] - x[:-1], y[1:] - y[:-1])
+    pair &= chord >= min_chord
+    field = 0.5 * (pt[1:] + pt[:-1]) * turn / (HELIX_CONSTANT * np.where(pair, chord, 1.0))
+    middle_z = np.abs(0.5 * (z[1:] + z[:-1]))
+    rows = []
+    for low, high in Z_BINS:
+        chosen = pair & (middle_z >= low) & (middle_z < high)
+        rows.append({"z_mm": [low, high], "pairs": int(chosen.sum()),
+                     "median_bz_t": round(float(np.median(field[chosen])), 2) if chosen.any() else None})  # fmt: skip
+    return rows
+
+
+def _table(report: dict) -> str:
+    lines = ["| sample | tracks | " + " | ".join(f"{name} mean / width" for name in NAMES) + " | p-value |",
+             "|---" * (len(NAMES) + 3) + "|"]  # fmt: skip
+    for label, summary in report["summaries"].items():
+        cells = [f"{summary['pull_mean'][name]:+.2f} / {summary['pull_width'][name]:.2f}" for name in NAMES]
+        lines.append(f"| {label} | {summary['tracks']} | " + " | ".join(cells) + f" | {summary['pvalue_mean']:.2f} |")
+    lines += ["", "| \\|z\\| (mm) | hit pairs | median B (T) |", "|---|---|---|"]
+    lines += [f"| {row['z_mm'][0]:.0f}–{row['z_mm'][1]:.0f} | {row['pairs']} | {row['median_bz_t']} |"
+              for row in report["real_field"]]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=2, help="simulated pile-up-200 events (default 2)")
+    parser.add_argument("--trackml", type=Path, default=ROOT.parent / "shared" / "trackml", help="real data")
+    args = parser.parse_args(argv)
+
+    config = SimulationConfig(geometry="modules", pileup=200.0, hit_inefficiency=0.0, noise_fraction=0.0)
+    modules = trackml_modules()
+    simulated = _merge([fit_truth_tracks(simulate_event(config, SEED, event_id), modules)
+                        for event_id in range(args.events)])  # fmt: skip
+    real_modules = read_detectors_csv(args.trackml / "detectors.csv.gz")
+    real_event = read_event(args.trackml / "sample", 1, modules=real_modules)
+    real = fit_truth_tracks(real_event, real_modules)
+
+    summaries = {"simulation, all": summarise(simulated)}
+    summaries["simulation, pT > 1 GeV"] = summarise(simulated, simulated["pt"] > 1.0)
+    summaries["real, pT > 1 GeV"] = summarise(real, real["pt"] > 1.0)
+    for low, high in ETA_BINS:
+        chosen = (real["pt"] > 0.5) & (np.abs(real["eta"]) >= low) & (np.abs(real["eta"]) < high)
+        summaries[f"real, pT > 0.5 GeV, {low:g} ≤ |η| < {high:g}"] = summarise(real, chosen)
+    report = {
+        "simulation": {"seed": SEED, "events": args.events, "pileup": 200.0},
+        "summaries": summaries,
+        "resolution_vs_pt": {"simulation": resolution_vs_pt(simulated), "real": resolution_vs_pt(real)},
+        "real_field": field_seen(real_event),
+    }
+    for label, tracks in (("simulation", simulated), ("real", real)):
+        plot_pulls(tracks["pulls"], tracks["pvalue"], PLOTS / f"{label}_pulls.png",
+                   title=f"{label}: truth tracks fitted on module planes")  # fmt: skip
+        plot_resolutions(report["resolution_vs_pt"][label], PLOTS / f"{label}_resolution.png")
+    table = _table(report)
+    write_results("fit_validation", report, table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
