@@ -16,7 +16,8 @@ PROBE = """
 import importlib.util, json
 import inference_iface
 from inference_iface import BackendUnavailableError, create_inference
-missing = [name for name in ("onnxruntime", "tritonclient", "scipy", "torch") if importlib.util.find_spec(name)]
+extras = ("onnxruntime", "tritonclient", "scipy", "torch", "distributed")
+missing = [name for name in extras if importlib.util.find_spec(name)]
 errors = {}
 for backend, options in (("onnxruntime", {"model_path": "model.onnx"}), ("triton", {"model_name": "m"})):
     try:

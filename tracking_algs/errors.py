@@ -18,3 +18,8 @@ class FittingError(TrackingError):
 class JobInputError(TrackingError):
     """A job's input cannot be used before any work starts: a missing input directory, or one without events.
     The message names the directory and what was looked for."""
+
+
+class JobSetupError(TrackingError):
+    """The job cannot run as set up: the executor's extra is not installed, its Dask scheduler cannot be reached, or
+    a Dask worker runs numpy otherwise than the job. The message names what to change."""

@@ -10,6 +10,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from tracking_algs.job.dask_setup import scheduler_address
+
 
 def _integer(text: str, minimum: int, words: str) -> int:
     try:
@@ -40,6 +42,14 @@ def non_negative_float(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number ≥ 0, got {text}")
     return value
+
+
+def dask_scheduler(text: str) -> str:
+    """A Dask scheduler address, ``tcp://HOST:PORT``."""
+    try:
+        return scheduler_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def existing_file(what: str) -> Callable[[str], Path]:

@@ -30,6 +30,7 @@ TITLES: dict[str, str] = {
     "graph_depth": "Graph depth: the neighbours each hit must add, by pile-up",
     "fitting": "Kalman fitter throughput",
     "serving": "Serving the tracking chain",
+    "dask_scaling": "Scaling out on Dask: one job on 1, 2 and 4 workers",
 }
 BENCHMARKS: tuple[str, ...] = tuple(TITLES)
 _PACKAGES = (

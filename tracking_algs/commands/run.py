@@ -1,4 +1,5 @@
-"""``trkx run CONFIG.toml [--input DIR | --simulate N] --output OUT [--set k=v ...]``: find, fit, report."""
+"""``trkx run CONFIG.toml [--input DIR | --simulate N] --output OUT [--set k=v ...] [--jobs N] [--scheduler ADDR]``:
+find, fit, report."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import attrs
+
 from inference_iface.errors import InferenceError
-from tracking_algs.commands.arg_types import existing_file, output_directory, positive_int
+from tracking_algs.commands.arg_types import dask_scheduler, existing_file, output_directory, positive_int
 from tracking_algs.errors import TrackingError
 
 NAME = "run"
@@ -49,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override an option"
     )
     parser.add_argument("--jobs", type=positive_int, help="worker processes, ≥ 1 (default: [job] jobs)")
+    parser.add_argument(
+        "--scheduler",
+        type=dask_scheduler,
+        metavar="ADDRESS",
+        help='run the events on the Dask scheduler at tcp://HOST:PORT (implies [job] executor = "dask")',
+    )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted job in --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -59,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     Every argument, option and the input are checked before the output directory is touched.
     """
     # Imported here so that other trkx commands start without loading the tracking chain and matplotlib.
+    from tracking_algs.job.dask_setup import load_dask_executor
     from tracking_algs.job.report import print_summary, write_report
     from tracking_algs.job.runner import run_events
     from tracking_algs.job.sources import DirectorySource, SimulationSource
@@ -66,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
     from tracking_algs.job_options import load_job_options
 
     options = load_job_options(args.config, args.overrides)
+    if args.scheduler is not None:
+        options = attrs.evolve(options, job=attrs.evolve(options.job, executor="dask", scheduler=args.scheduler))
+    if options.job.executor == "dask":
+        load_dask_executor()  # a missing extra is found before anything is written
     detector = options.cylinder_detector()
     if args.input is not None:
         source = DirectorySource.open(args.input, detector, option="--input", modules=options.module_geometry())
@@ -74,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         source = SimulationSource(options.simulation, options.job.seed, count, detector)
     store = ResultStore(args.output)
     created, new_job = not args.output.exists(), not (args.output / "job_options.json").exists()
-    store.prepare({"options": options.to_dict(), "source": source.describe()}, resume=args.resume)
+    # how the job runs (workers, executor) is left out: a resumed job may run otherwise, with the same results
+    store.prepare({"options": options.to_dict(execution=False), "source": source.describe()}, resume=args.resume)
     try:
         summary = run_events(options, source, store, jobs=args.jobs or options.job.jobs, progress=not args.no_progress)
     except (InferenceError, TrackingError):  # the job could not start (e.g. a model file that cannot be loaded)

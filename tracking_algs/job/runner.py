@@ -1,8 +1,10 @@
 """Running a job: events from a source, through the processor, into the result store.
 
-Events run in this process (``jobs=1``) or in worker processes, each building its own processor once.
-A bad event (unreadable file, invalid input) is recorded and skipped; a backend that stops answering
-ends the job after recording what finished, so ``--resume`` can continue it later.
+Events run in this process (``jobs=1``), in worker processes (each building its own processor once), or, with
+``[job] executor = "dask"``, as Dask tasks (:mod:`tracking_algs.job.dask_executor`). Whichever runs them, this
+process saves each event's outcome as it arrives. A bad event (unreadable file, invalid input) is recorded and
+skipped; a backend that stops answering ends the job after recording what finished, so ``--resume`` can continue it
+later.
 """
 
 from __future__ import annotations
@@ -13,26 +15,19 @@ import multiprocessing
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import attrs
 from tqdm import tqdm
 
-from inference_iface.errors import BackendUnavailableError, InferenceTimeoutError, InputError
 from tracking_algs.cores import pin_to_share
-from tracking_algs.errors import EventFormatError
-from tracking_algs.job.process import EventProcessor
+from tracking_algs.job.dask_setup import load_dask_executor
+from tracking_algs.job.outcome import LazyProcessor, Outcome
 from tracking_algs.job.semaphores import recorded, remove_those_of_a_dead_job
 from tracking_algs.job.sources import EventSource
 from tracking_algs.job.store import EventFailure, EventResult, ResultStore
 from tracking_algs.job_options import JobOptions
-
-#: Errors that make one event bad without saying anything about the next one.
-EVENT_ERRORS = (EventFormatError, InputError)
-#: Errors that mean the backend is gone: the job stops (finished events are kept) and can be resumed.
-BACKEND_ERRORS = (BackendUnavailableError, InferenceTimeoutError)
 
 
 @attrs.frozen
@@ -54,6 +49,8 @@ def run_events(
 ) -> JobSummary:
     """Process every event of ``source`` not yet in ``store``; returns what happened.
 
+    ``jobs`` is the number of worker processes: of the local pool, or of the Dask ``LocalCluster`` the job starts
+    when ``[job] executor = "dask"`` names no scheduler. Each event is saved as soon as its outcome arrives.
     Raises nothing for bad events (they are recorded); a backend error stops the loop and is reported
     in ``JobSummary.stopped_by`` after the finished events are saved.
     """
@@ -84,17 +81,16 @@ def run_events(
 
 def _outcomes(
     options: JobOptions, source: EventSource, event_ids: list[int], jobs: int, directory: Path
-) -> Iterable[EventResult | EventFailure]:
+) -> Iterable[Outcome]:
     if not event_ids:
         return
+    if options.job.executor == "dask":
+        yield from load_dask_executor().dask_outcomes(options, source, event_ids, jobs, directory)
+        return
     if jobs <= 1:
-        processor = _start(options, event_ids[0])
-        if isinstance(processor, EventFailure):
-            yield processor
-            return
-        with processor:
+        with LazyProcessor(options) as processor:
             for event_id in event_ids:
-                yield _process_one(processor, source, event_id)
+                yield processor.process(source, event_id)
         return
     remove_those_of_a_dead_job(directory)  # the worker pool's semaphores of a job killed in this directory
     with recorded(directory) as record:
@@ -103,7 +99,7 @@ def _outcomes(
 
 def _pool_outcomes(
     options: JobOptions, source: EventSource, event_ids: list[int], jobs: int, record: Callable[[], None]
-) -> Iterable[EventResult | EventFailure]:
+) -> Iterable[Outcome]:
     context = multiprocessing.get_context("spawn")
     started = context.Value("i", 0)  # numbers the workers as they start, for their share of the cores
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_start_worker,
@@ -118,30 +114,7 @@ def _pool_outcomes(
                 future.cancel()
 
 
-def _start(options: JobOptions, event_id: int) -> EventProcessor | EventFailure:
-    """The processor; a backend that cannot be reached while building it stops the job at ``event_id`` like a
-    backend lost mid-job (other errors, such as a bad model file, propagate to the caller)."""
-    try:
-        return EventProcessor(options)
-    except BACKEND_ERRORS as error:
-        return EventFailure(event_id, "backend", f"{type(error).__name__}: {error}")
-
-
-def _process_one(processor: EventProcessor, source: EventSource, event_id: int) -> EventResult | EventFailure:
-    stage = "read"
-    try:
-        event = source.load(event_id)
-        stage = "process"
-        return processor.process(event)
-    except BACKEND_ERRORS as error:
-        return EventFailure(event_id, "backend", f"{type(error).__name__}: {error}")
-    except EVENT_ERRORS as error:
-        return EventFailure(event_id, stage, f"{type(error).__name__}: {error}")
-    except Exception as error:  # an unexpected failure of one event must not lose the others
-        return EventFailure(event_id, stage, traceback.format_exception_only(error)[-1].strip())
-
-
-_worker_processor: EventProcessor | None = None
+_worker_processor: LazyProcessor | None = None
 
 
 def _start_worker(started, jobs: int, parent: int) -> None:
@@ -155,15 +128,12 @@ def _start_worker(started, jobs: int, parent: int) -> None:
     pin_to_share(index, jobs)
 
 
-def _work(options: JobOptions, source: EventSource, event_id: int) -> EventResult | EventFailure:
+def _work(options: JobOptions, source: EventSource, event_id: int) -> Outcome:
     """One event in a worker process, which builds its processor on its first event."""
     global _worker_processor
     if _worker_processor is None:
-        started = _start(options, event_id)
-        if isinstance(started, EventFailure):
-            return started
-        _worker_processor = started
-    return _process_one(_worker_processor, source, event_id)
+        _worker_processor = LazyProcessor(options)
+    return _worker_processor.process(source, event_id)
 
 
 def _die_with_parent(parent: int) -> None:
