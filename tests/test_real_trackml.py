@@ -194,6 +194,16 @@ def _sample_copy(directory: Path, kinds=("hits", "truth", "particles")) -> Path:
     return directory
 
 
+def test_the_real_cells_read_with_the_event():
+    """``read_event(..., cells=True)``: every hit of the sample has its cluster; median 2, mean 3.4 cells per hit."""
+    event = read_event(SAMPLE, 1, cells=True)
+    hit_ids, counts = np.unique(event.cells.hit_id, return_counts=True)
+    assert np.array_equal(hit_ids, np.sort(event.spacepoints.hit_id))
+    assert np.median(counts) == 2
+    assert 3.3 < counts.mean() < 3.45
+    assert read_event(SAMPLE, 1).cells is None
+
+
 def _set_field(path: Path, row: int, column: int, value: str) -> None:
     lines = path.read_text().splitlines()
     fields = lines[row].split(",")

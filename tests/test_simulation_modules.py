@@ -1,5 +1,6 @@
-"""Simulation on the TrackML modules (``SimulationConfig(geometry="modules")``), and the cylinder simulation
-unchanged by it."""
+"""Simulation on the TrackML modules (``SimulationConfig(geometry="modules")``): hits on the module planes,
+secondaries, clusters of cells, statistics near the real TrackML events; and the cylinder simulation unchanged by
+it."""
 
 from __future__ import annotations
 
@@ -9,13 +10,22 @@ from pathlib import Path
 import attrs
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
+from tracking_algs.io.trackml import read_event, write_event
 from tracking_algs.modules import trackml_modules
 from tracking_algs.simulation import SimulationConfig, simulate_event
+from tracking_algs.simulation.cells import cluster
+from tracking_algs.simulation.generator import PARTICLE_ID_SHIFT
 from tracking_algs.simulation.module_navigation import module_layers
+from tracking_algs.simulation.secondaries import PHOTON_BIT, PRODUCT_SHIFT
 from tracking_algs.simulation.streams import counter_normal, counter_uniform
 
 MODULES = SimulationConfig(pileup=50, geometry="modules")
+#: the real TrackML figures (docs/benchmarks.md, "Simulated detector against real TrackML events"): hits per
+#: interaction of the full pile-up-200 events (99 066 hits, about 201 interactions), hits per particle with hits,
+#: (particle, layer) pairs with 2+ hits, cells per hit (the truth sample)
+REAL_HITS_PER_INTERACTION, REAL_HITS_PER_PARTICLE, REAL_DOUBLE_FRACTION, REAL_CELLS_PER_HIT = 493.0, 10.0, 0.28, 3.4
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +43,36 @@ def _local(event):
     return geometry, rows, measured, truth
 
 
+def _secondary(particles) -> np.ndarray:
+    return (particles.particle_id >> PRODUCT_SHIFT) > 0
+
+
+def _converted(particles) -> np.ndarray:
+    return _secondary(particles) & (((particles.particle_id >> PHOTON_BIT) & 1) == 1)
+
+
 def test_hits_lie_on_their_module_plane_inside_its_bounds(event):
     geometry, rows, (u, v, w), (tu, tv, tw) = _local(event)
     assert np.abs(w).max() < 1e-6
     assert np.abs(tw).max() < 1e-6
     assert geometry.inside(rows, u, v, tolerance=1e-9).all()
     assert geometry.inside(rows, tu, tv, tolerance=1e-9).all()
+    # the measurement is the centroid of the cluster: within half a pitch of the true crossing when the cluster
+    # does not reach the module's edge (a cluster cut by the edge pulls its centroid inwards); in u, plus how far
+    # the trapezoid's slanted edge moves over half a cell in v
+    cells = event.cells
+    size_u = np.ceil(2 * geometry.max_half_u / geometry.pitch_u - 1e-9).astype(np.int64)
+    size_v = np.ceil(2 * geometry.half_v / geometry.pitch_v - 1e-9).astype(np.int64)
+    row_of_cell = rows[np.searchsorted(event.spacepoints.hit_id, cells.hit_id)]
+    at_edge = (cells.ch0 == 0) | (cells.ch1 == 0) | (cells.ch0 == size_u[row_of_cell] - 1)
+    at_edge |= cells.ch1 == size_v[row_of_cell] - 1
     particle = event.truth.particle_id != 0
-    # measured at the cell centre: within half a pitch of the true crossing (in u, plus how far the trapezoid's
-    # slanted edge moves over half a cell in v, where a cell centre outside the module is moved onto its edge)
+    inner = ~np.isin(event.spacepoints.hit_id, cells.hit_id[at_edge]) & particle
+    assert inner.sum() > 0.95 * particle.sum()
     pitch_u, pitch_v = geometry.pitch_u[rows], geometry.pitch_v[rows]
     slant = (geometry.max_half_u - geometry.min_half_u)[rows] / (2 * geometry.half_v[rows]) * pitch_v / 2
-    assert np.all((np.abs(u - tu) <= pitch_u / 2 + slant + 1e-9)[particle])
-    assert np.all((np.abs(v - tv) <= pitch_v / 2 + 1e-9)[particle])
+    assert np.all((np.abs(u - tu) <= pitch_u / 2 + slant + 1e-9)[inner])
+    assert np.all((np.abs(v - tv) <= pitch_v / 2 + 1e-9)[inner])
     assert np.allclose(event.spacepoints.sigma, geometry.resolution(rows))
 
 
@@ -95,7 +122,7 @@ def test_overlaps_give_two_hits_per_layer_as_often_as_in_trackml(event):
 
 def test_same_seed_same_event_other_event_differs(event):
     again = simulate_event(MODULES, 11, 3)
-    for name in ("spacepoints", "truth", "particles"):
+    for name in ("spacepoints", "truth", "particles", "cells"):
         a, b = getattr(event, name), getattr(again, name)
         for field in attrs.fields(type(a)):
             assert np.array_equal(getattr(a, field.name), getattr(b, field.name)), (name, field.name)
@@ -104,10 +131,154 @@ def test_same_seed_same_event_other_event_differs(event):
                                                                                    event.spacepoints.x)  # fmt: skip
 
 
-def test_same_particles_as_the_cylinder_simulation(event):
+def test_same_primaries_as_the_cylinder_simulation_then_the_secondaries(event):
     cylinders = simulate_event(attrs.evolve(MODULES, geometry="cylinders"), 11, 3)
-    assert np.array_equal(cylinders.particles.particle_id, event.particles.particle_id)
-    assert np.array_equal(cylinders.particles.px, event.particles.px)
+    n = len(cylinders.particles)
+    assert np.array_equal(cylinders.particles.particle_id, event.particles.particle_id[:n])
+    assert np.array_equal(cylinders.particles.px, event.particles.px[:n])
+    assert _secondary(event.particles)[n:].all()
+    assert len(np.unique(event.particles.particle_id)) == len(event.particles)
+
+
+def test_tuned_multiplicity_applies_to_the_modules_only():
+    assert SimulationConfig().particles_per_interaction == 50.0
+    assert SimulationConfig(geometry="modules").particles_per_interaction == 35.0
+    assert SimulationConfig(geometry="modules", particles_per_interaction=7).particles_per_interaction == 7
+
+
+def _on_a_module(points: np.ndarray) -> np.ndarray:
+    """Whether each point lies on the mid-plane of some module, inside its bounds."""
+    geometry = trackml_modules()
+    reach = float(np.hypot(geometry.max_half_u, geometry.half_v).max()) + 1e-3
+    found = np.zeros(len(points), dtype=bool)
+    for k, near in enumerate(cKDTree(geometry.c).query_ball_point(points, reach)):
+        rows = np.asarray(near, dtype=np.int64)
+        u, v, w = geometry.to_local(rows, np.repeat(points[k : k + 1], len(rows), axis=0))
+        found[k] = np.any((np.abs(w) < 1e-6) & geometry.inside(rows, u, v, tolerance=1e-6))
+    return found
+
+
+def test_secondaries_are_made_on_module_surfaces_off_the_beam_line(event):
+    particles = event.particles
+    secondary = _secondary(particles)
+    converted = _converted(particles)
+    assert (secondary & ~converted).sum() > 50  # nuclear interactions
+    assert converted.sum() > 50  # photon conversions
+    vertex = np.column_stack((particles.vx, particles.vy, particles.vz))[secondary]
+    assert np.hypot(vertex[:, 0], vertex[:, 1]).min() > 25.0  # beyond the beam pipe, where the modules are
+    assert _on_a_module(vertex).all()
+    primary_vertex = np.column_stack((particles.vx, particles.vy, particles.vz))[~secondary]
+    assert not _on_a_module(primary_vertex[:200]).any()
+    # secondaries have hits of their own, under their own ids, and pT above the generator's threshold
+    assert (particles.nhits[secondary] > 0).mean() > 0.5
+    assert particles.pt[secondary].min() >= MODULES.pt_min_gev
+
+
+def test_photon_conversions_give_opposite_charge_pairs(event):
+    particles = event.particles.take(_converted(event.particles))
+    photon = particles.particle_id & ((1 << PRODUCT_SHIFT) - 1)
+    product = particles.particle_id >> PRODUCT_SHIFT
+    assert set(np.unique(product)) == {1, 2}
+    assert np.all(particles.q[product == 1] == -1)
+    assert np.all(particles.q[product == 2] == 1)
+    ids, counts = np.unique(photon, return_counts=True)
+    assert (counts == 2).sum() > 20  # pairs with both above the pT threshold
+    pairs = np.flatnonzero(np.isin(photon, ids[counts == 2]))
+    pairs = pairs[np.argsort(photon[pairs], kind="stable")].reshape(-1, 2)
+    electron, positron = pairs[:, 0], pairs[:, 1]
+    assert np.all(particles.q[electron] + particles.q[positron] == 0)
+    for name in ("vx", "vy", "vz"):
+        assert np.array_equal(getattr(particles, name)[electron], getattr(particles, name)[positron])
+    momentum = np.column_stack((particles.px, particles.py, particles.pz))
+    cross = np.cross(momentum[electron], momentum[positron])
+    assert np.all(np.linalg.norm(cross, axis=1) <= 1e-9 * np.prod(np.linalg.norm(momentum[pairs], axis=2), axis=1))
+
+
+def test_a_hadron_leaves_no_hit_beyond_its_nuclear_interaction(event):
+    particles, truth = event.particles, event.truth
+    hadronic = _secondary(particles) & ~_converted(particles)
+    parent = particles.particle_id[hadronic] & ((1 << PRODUCT_SHIFT) - 1)
+    parents, first = np.unique(parent, return_index=True)
+    rows = np.flatnonzero(hadronic)[first]
+    vertex = np.column_stack((particles.vx, particles.vy, particles.vz))
+    at = dict(zip(parents.tolist(), vertex[rows], strict=True))
+    row_of = {int(p): i for i, p in enumerate(particles.particle_id)}
+    origin = {pid: vertex[row_of[pid]] for pid in at}
+    hit = np.column_stack((truth.tx, truth.ty, truth.tz))
+    ended_at_a_hit = 0
+    for pid in at:
+        own = hit[truth.particle_id == pid]
+        reach = np.linalg.norm(at[pid] - origin[pid])
+        assert np.all(np.linalg.norm(own - origin[pid], axis=1) <= reach + 1e-6)
+        ended_at_a_hit += bool(np.any(np.linalg.norm(own - at[pid], axis=1) < 1e-9))
+    assert ended_at_a_hit >= 0.9 * len(at)  # its last crossing is a hit (unless lost to the inefficiency)
+
+
+def test_cells_are_written_and_read_back(event, tmp_path):
+    cells = event.cells
+    assert np.array_equal(np.unique(cells.hit_id), event.spacepoints.hit_id)  # every hit has a cluster
+    assert np.all(cells.value > 0)
+    assert np.all(np.diff(cells.hit_id) >= 0)
+    write_event(tmp_path, event)
+    assert (tmp_path / f"event{event.event_id:09d}-cells.csv").is_file()
+    back = read_event(tmp_path, event.event_id, cells=True)
+    for field in attrs.fields(type(cells)):
+        assert np.array_equal(getattr(back.cells, field.name), getattr(cells, field.name)), field.name
+    assert read_event(tmp_path, event.event_id).cells is None
+
+
+def test_cluster_size_grows_with_incidence_angle():
+    geometry = trackml_modules()
+    row = int(np.flatnonzero((geometry.volume_id == 8) & (geometry.layer_id == 2))[0])
+    angles = np.radians([0.0, 20.0, 45.0, 60.0, 70.0, 80.0])
+    local = np.column_stack((np.zeros(len(angles)), np.sin(angles), np.cos(angles)))  # tilted along v
+    rows = np.full(len(angles), row)
+    direction = np.einsum("nij,nj->ni", geometry.rot[rows], local)
+    offsets = np.linspace(-0.5, 0.5, 41) * geometry.pitch_v[row]  # crossing points all over a cell
+    sizes = []
+    for offset in offsets:
+        clusters = cluster(geometry, rows, np.full(len(angles), 0.01), np.full(len(angles), offset), direction, 0.0)
+        sizes.append(np.bincount(clusters.hit, minlength=len(angles)))
+        assert np.allclose(np.bincount(clusters.hit, weights=clusters.value), 1 / np.cos(angles))
+    mean = np.mean(sizes, axis=0)
+    extent = geometry.half_thickness[row] * np.tan(angles) / geometry.pitch_v[row]  # the path's extent in cells
+    assert np.all(np.diff(mean) > 0)
+    assert np.allclose(mean, 1 + extent, atol=0.1)  # a segment of e cells covers 1 + e cells on average
+
+
+def test_cluster_size_follows_the_incidence_in_the_event(event):
+    geometry, rows, _, _ = _local(event)
+    sp, truth = event.spacepoints, event.truth
+    barrel_pixel = np.flatnonzero((sp.volume_id == 8) & (truth.particle_id != 0))
+    momentum = np.column_stack((truth.tpx, truth.tpy, truth.tpz))[barrel_pixel]
+    rows = rows[barrel_pixel]
+    local = np.einsum("nji,nj->ni", geometry.rot[rows], momentum)
+    extent = geometry.half_thickness[rows] * np.abs(local[:, 1] / local[:, 2]) / geometry.pitch_v[rows]
+    _, first = np.unique(event.cells.hit_id, return_index=True)
+    along_v = np.array([len(np.unique(c)) for c in np.split(event.cells.ch1, first[1:])])[barrel_pixel]
+    bins = np.digitize(extent, [0.5, 2.0, 5.0, 10.0])
+    means = [along_v[bins == b].mean() for b in range(5)]
+    assert np.all(np.diff(means) > 0)
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_statistics_are_near_the_real_trackml_events(seed):
+    """Bounds several standard deviations wide around the simulation's own figures, each within ±25 % of the
+    real TrackML one: they hold for any seed."""
+    event = simulate_event(MODULES, seed, 0)
+    particles, truth, sp = event.particles, event.truth, event.spacepoints
+    interactions = len(np.unique(particles.particle_id[~_secondary(particles)] >> PARTICLE_ID_SHIFT))
+    assert 0.8 < len(sp) / interactions / REAL_HITS_PER_INTERACTION < 1.3
+    assert 0.85 < particles.nhits[particles.nhits > 0].mean() / REAL_HITS_PER_PARTICLE < 1.25
+    particle = truth.particle_id != 0
+    key = np.stack([truth.particle_id, sp.volume_id, sp.layer_id], axis=-1)[particle]
+    _, counts = np.unique(key, axis=0, return_counts=True)
+    assert 0.8 < np.mean(counts >= 2) / REAL_DOUBLE_FRACTION < 1.25
+    with_hits = particles.nhits > 0
+    assert 0.1 < _secondary(particles)[with_hits].mean() < 0.3  # real: 0.24
+    _, cells = np.unique(event.cells.hit_id, return_counts=True)
+    assert np.median(cells) == 2
+    assert 0.75 < cells.mean() / REAL_CELLS_PER_HIT < 1.25
 
 
 def test_counter_streams_do_not_depend_on_which_particles_are_drawn():
@@ -158,18 +329,20 @@ def test_cylinder_simulation_unchanged(config, seed, event_id, expected):
 
 
 def test_trkx_simulate_on_modules_writes_events_that_read_back_on_their_modules(tmp_path):
-    """``trkx simulate --set geometry=modules``: TrackML files whose every hit is found by its (volume, layer,
-    module) in the built-in module layout (the real TrackML numbering) and lies on that module's plane, and that a
-    job reads with per-module errors (``[detector] file``: the layout written as ``detectors.csv``)."""
+    """``trkx simulate --set geometry=modules``: TrackML files (cells included) whose every hit is found by its
+    (volume, layer, module) in the built-in module layout (the real TrackML numbering) and lies on that module's
+    plane, and that a job reads with per-module errors (``[detector] file``: the layout written as
+    ``detectors.csv``)."""
     from tracking_algs.cli import main
-    from tracking_algs.io.trackml import read_event
     from tracking_algs.modules import write_detectors_csv
 
     events = tmp_path / "events"
     assert main(["simulate", "--events", "1", "--pileup", "2", "--seed", "7", "--output", str(events),
                  "--set", "geometry=modules"]) == 0  # fmt: skip
     modules = trackml_modules()
-    sp = read_event(events, 0, modules=modules).spacepoints
+    event = read_event(events, 0, modules=modules, cells=True)
+    sp = event.spacepoints
+    assert np.array_equal(np.unique(event.cells.hit_id), sp.hit_id)  # eventNNNNNNNNN-cells.csv: every hit's cluster
     rows = modules.lookup(sp.volume_id, sp.layer_id, sp.module_id)
     assert (rows >= 0).all()
     _, _, w = modules.to_local(rows, np.stack([sp.x, sp.y, sp.z], axis=-1))

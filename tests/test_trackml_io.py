@@ -158,6 +158,14 @@ def test_truth_missing_a_hit(written):
     _raises(written, str(path), f"no truth row for hit_id {removed.split(',')[0]}")
 
 
+def test_cells_of_an_unknown_hit(written):
+    path = event_path(written, 7, "cells")
+    path.write_text("hit_id,ch0,ch1,value\n1,3,4,0.5\n99999,3,4,0.5\n")
+    assert read_event(written, 7).cells is None  # not asked for: not read
+    with pytest.raises(EventFormatError, match=r"row 2 \(line 3\), column 'hit_id': hit_id 99999 is not in the hits"):
+        read_event(written, 7, cells=True)
+
+
 def test_error_message_names_file_row_and_column(written):
     path = event_path(written, 7, "particles")
     _edit(path, 1, lambda line: _set_field(line, 4, "inf"))

@@ -119,13 +119,25 @@ class Particles(Columns):
 
 
 @attrs.frozen
+class Cells(Columns):
+    """The cells of each hit's cluster (TrackML ``cells.csv``): the hit, the cell's channels along the module's
+    local u (``ch0``) and v (``ch1``), and the charge it collected (``value``)."""
+
+    hit_id: np.ndarray = attrs.field(converter=int_column)
+    ch0: np.ndarray = attrs.field(converter=int_column)
+    ch1: np.ndarray = attrs.field(converter=int_column)
+    value: np.ndarray = attrs.field(converter=float_column)
+
+
+@attrs.frozen
 class Event:
-    """One event: its spacepoints, and truth and particles when known (real data may have neither)."""
+    """One event: its spacepoints, and truth, particles and cells when known (real data may have none of them)."""
 
     event_id: int
     spacepoints: Spacepoints
     truth: Truth | None = None
     particles: Particles | None = None
+    cells: Cells | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.truth is not None and not np.array_equal(self.truth.hit_id, self.spacepoints.hit_id):

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="random seed, ≥ 0; the same seed gives the same files")  # fmt: skip
     parser.add_argument("--output", type=output_directory, required=True,
-                        help="directory for event*-{hits,truth,particles}.csv")  # fmt: skip
+                        help="directory for event*-{hits,truth,particles}.csv (and -cells.csv on modules)")  # fmt: skip
     parser.add_argument("--no-signal", action="store_true", help="pile-up only, no jet-like signal interaction")
     parser.add_argument("--detector", type=existing_file("detector file"),
                         help="detector TOML (default: the TrackML-like detector)")  # fmt: skip

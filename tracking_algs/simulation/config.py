@@ -21,6 +21,21 @@ TRACKML_NOISE_VOLUMES = (7, 8, 9, 12, 13, 14, 16, 17, 18)
 TRACKML_NOISE_PER_PARTICLE_HIT = (0.00788, 0.01745, 0.00702, 0.01149, 0.05236, 0.01043, 0.00511, 0.05662, 0.00809)
 
 
+#: Charged particles per minimum-bias interaction: the cylinder simulation's value (unchanged, bit for bit) and the
+#: module simulation's, ≈ dN/dη × 8 units of η: about 5.5 charged particles per unit of η at η = 0 in inelastic
+#: pp collisions at 13 TeV (CMS, Phys. Lett. B 751 (2015) 143), about 80 % of them above pT 0.1 GeV, over |η| < 4
+#: (docs/simulation.md, "Tuning of the module simulation").
+CYLINDER_PARTICLES_PER_INTERACTION = 50.0
+MODULE_PARTICLES_PER_INTERACTION = 35.0
+#: X0 / λ_I of silicon (X0 = 95.7 mm, λ_I = 465.2 mm, the material of the ACTS generic detector behind TrackML):
+#: nuclear interaction lengths per radiation length of module material.
+SILICON_X0_OVER_LAMBDA = 95.7 / 465.2
+
+
+def _default_particles_per_interaction(config: SimulationConfig) -> float:
+    return MODULE_PARTICLES_PER_INTERACTION if config.geometry == "modules" else CYLINDER_PARTICLES_PER_INTERACTION
+
+
 def _same_length_as_volumes(instance: SimulationConfig, attribute: attrs.Attribute, value: tuple) -> None:
     if len(value) != len(instance.module_noise_volumes):
         raise ValueError(f"{attribute.name} needs one value per module_noise_volumes entry "
@@ -41,13 +56,28 @@ class SimulationConfig:
 
     ``geometry``: ``"cylinders"`` (the default) simulates the ideal cylinders and disks of
     :mod:`tracking_algs.geometry`; ``"modules"`` the flat modules of :mod:`tracking_algs.modules` (TrackML-format
-    hits on module planes, overlaps giving two hits per layer; see docs/simulation.md). With ``"modules"``, noise
-    is ``module_noise_per_particle_hit[k]`` × (the event's particle hits) hits in volume ``module_noise_volumes[k]``
-    (the real TrackML rates by default) and ``noise_fraction`` is not used.
+    hits on module planes, overlaps giving two hits per layer, clusters of cells, secondaries; see
+    docs/simulation.md). ``particles_per_interaction`` defaults to :data:`CYLINDER_PARTICLES_PER_INTERACTION`
+    with ``"cylinders"`` and to :data:`MODULE_PARTICLES_PER_INTERACTION` with ``"modules"`` when not given.
+
+    Used with ``"modules"`` only: noise is ``module_noise_per_particle_hit[k]`` × (the event's particle hits) hits
+    in volume ``module_noise_volumes[k]`` (the real TrackML rates by default; ``noise_fraction`` is not used).
+    Secondaries (:mod:`tracking_algs.simulation.secondaries`): a hadron ends in a module it crosses with
+    probability 1 − exp(−``nuclear_interactions_per_x0`` · x/X0 / |cos α|) and leaves ``Poisson(
+    hadronic_multiplicity)`` (at least one) charged hadrons there; ``photons_per_particle`` photons per charged
+    particle of each interaction (π⁰ decays) convert into e⁺e⁻ pairs with probability 1 − exp(−7/9 · x/X0 /
+    |cos α|) per module crossed; secondaries under ``pt_min_gev`` are not followed. Zero turns either off.
+    Every hit is a cluster of cells (:mod:`tracking_algs.simulation.cells`) whose charge spreads
+    ``cell_charge_sharing_mm`` beyond the particle's path in u and v.
     """
 
+    geometry: Literal["cylinders", "modules"] = attrs.field(
+        default="cylinders", validator=v.in_(("cylinders", "modules"))
+    )
     pileup: float = attrs.field(default=200.0, validator=_non_negative)
-    particles_per_interaction: float = attrs.field(default=50.0, validator=_non_negative)
+    particles_per_interaction: float = attrs.field(
+        default=attrs.Factory(_default_particles_per_interaction, takes_self=True), validator=_non_negative
+    )
     pt_spectrum_p0_gev: float = attrs.field(default=1.0, validator=v.gt(0.0))
     pt_spectrum_power: float = attrs.field(default=7.0, validator=v.gt(3.0))
     pt_min_gev: float = attrs.field(default=0.1, validator=v.gt(0.0))
@@ -67,10 +97,11 @@ class SimulationConfig:
     hit_smearing: bool = True
     looper_max_turns: float = attrs.field(default=0.5, validator=v.gt(0.0))
     particle_mass_gev: float = attrs.field(default=0.13957, validator=_non_negative)
-    geometry: Literal["cylinders", "modules"] = attrs.field(
-        default="cylinders", validator=v.in_(("cylinders", "modules"))
-    )
     module_noise_volumes: tuple[int, ...] = attrs.field(default=TRACKML_NOISE_VOLUMES, converter=tuple)
     module_noise_per_particle_hit: tuple[float, ...] = attrs.field(
         default=TRACKML_NOISE_PER_PARTICLE_HIT, converter=tuple, validator=_same_length_as_volumes
     )
+    nuclear_interactions_per_x0: float = attrs.field(default=SILICON_X0_OVER_LAMBDA, validator=_non_negative)
+    hadronic_multiplicity: float = attrs.field(default=3.0, validator=_non_negative)
+    photons_per_particle: float = attrs.field(default=0.8, validator=_non_negative)
+    cell_charge_sharing_mm: float = attrs.field(default=0.003, validator=_non_negative)

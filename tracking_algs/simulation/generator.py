@@ -7,19 +7,34 @@ import numpy as np
 
 from tracking_algs.simulation.config import SimulationConfig
 
-#: ``particle_id = (interaction + 1) << PARTICLE_ID_SHIFT | (index within the interaction + 1)``.
+#: ``particle_id = (interaction + 1) << PARTICLE_ID_SHIFT | (index within the interaction + 1)``; the ids of
+#: particles made in the material add bits above (:mod:`tracking_algs.simulation.secondaries`).
 PARTICLE_ID_SHIFT = 20
 
 
 @attrs.frozen
-class Primaries:
-    """Generated charged particles (row-aligned arrays): id, interaction number, vertex, momentum, charge."""
+class SimParticles:
+    """Simulated particles (row-aligned arrays): id, interaction number, production vertex, momentum there,
+    charge and mass."""
 
     particle_id: np.ndarray
     interaction: np.ndarray
     vertex: np.ndarray  # [N, 3] mm
     momentum: np.ndarray  # [N, 3] GeV
-    charge: np.ndarray  # [N] ±1
+    charge: np.ndarray  # [N] ±1 (0: a photon)
+    mass: np.ndarray  # [N] GeV
+
+    def __len__(self) -> int:
+        return len(self.particle_id)
+
+    def take(self, rows: np.ndarray) -> SimParticles:
+        """The selected rows (an index array or a mask) of every column."""
+        return SimParticles(*(getattr(self, f.name)[rows] for f in attrs.fields(SimParticles)))
+
+    @classmethod
+    def concatenate(cls, parts: list[SimParticles]) -> SimParticles:
+        """One table holding every part's rows in order."""
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in attrs.fields(cls)))
 
 
 def sample_minimum_bias_pt(rng: np.random.Generator, n: int, config: SimulationConfig) -> np.ndarray:
@@ -37,8 +52,9 @@ def sample_minimum_bias_pt(rng: np.random.Generator, n: int, config: SimulationC
     return pt
 
 
-def generate_primaries(rng: np.random.Generator, config: SimulationConfig) -> Primaries:
-    """All charged primaries of one event; interaction 0 is the signal interaction when ``config.signal``."""
+def generate_primaries(rng: np.random.Generator, config: SimulationConfig) -> SimParticles:
+    """All charged primaries of one event; interaction 0 is the signal interaction when ``config.signal``; all
+    with the mass ``config.particle_mass_gev``."""
     n_interactions = rng.poisson(config.pileup) + int(config.signal)
     counts = rng.poisson(config.particles_per_interaction, size=n_interactions)
     interaction = np.repeat(np.arange(n_interactions), counts)
@@ -75,10 +91,11 @@ def generate_primaries(rng: np.random.Generator, config: SimulationConfig) -> Pr
     starts = np.searchsorted(interaction, np.arange(n_interactions))
     index_in_interaction = np.arange(n) - starts[interaction]
     particle_id = ((interaction + 1) << PARTICLE_ID_SHIFT) | (index_in_interaction + 1)
-    return Primaries(
+    return SimParticles(
         particle_id=particle_id.astype(np.int64),
         interaction=interaction,
         vertex=vertices[interaction],
         momentum=momentum,
         charge=charge.astype(np.int64),
+        mass=np.full(n, config.particle_mass_gev),
     )

@@ -1,41 +1,46 @@
-"""Simulated events on a module detector: module crossings become measurements (the cell centre on the module's
-mid-plane), noise hits fall uniformly on random modules of each volume, and everything is packed into an
-:class:`~tracking_algs.event.Event` in the TrackML format with the modules' ids (docs/simulation.md).
+"""Simulated events on a module detector: the particles' module crossings, their secondaries (photon conversions
+and nuclear interactions, :mod:`~tracking_algs.simulation.secondaries`), noise hits uniform on random modules of
+each volume, and a cluster of cells for every hit (:mod:`~tracking_algs.simulation.cells`) whose centroid is the
+measured position (docs/simulation.md).
 
-Random numbers: the particles come from the event's generator exactly as in the cylinder simulation; the
-scattering and the inefficiency from counter-based streams (:mod:`~tracking_algs.simulation.streams`) keyed by
-(seed, event id, stream) and indexed by (particle, crossing); the noise from its own ``SeedSequence`` child.
+Two passes of the navigation: first the charged primaries and the photons (followed as straight lines: charged
+probes of :data:`PHOTON_PROBE_GEV` along their direction, which stay within 0.01 mm of the photon's line over the
+3.2 m of the tracker), each ending in a module with its own rate; then the secondaries made where they ended.
+
+Random numbers: the primaries come from the event's generator exactly as in the cylinder simulation; the
+scattering, the inefficiency and the ending of a particle in a module from counter-based streams
+(:mod:`~tracking_algs.simulation.streams`) keyed by (seed, event id, stream) and indexed by (particle, crossing);
+the photons, the secondaries' momenta and the noise from generators of their own ``SeedSequence`` children.
 """
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 
 from tracking_algs.geometry import Detector
 from tracking_algs.modules import ModuleGeometry
+from tracking_algs.simulation.cells import Clusters, cluster
 from tracking_algs.simulation.config import SimulationConfig
 from tracking_algs.simulation.digitization import Hits
-from tracking_algs.simulation.generator import Primaries
-from tracking_algs.simulation.module_navigation import ModuleLayers, propagate_modules
+from tracking_algs.simulation.generator import SimParticles
+from tracking_algs.simulation.module_navigation import ModuleCrossings, ModuleLayers, propagate_modules
+from tracking_algs.simulation.secondaries import (
+    CONVERSIONS_PER_X0,
+    conversion_pairs,
+    generate_photons,
+    hadronic_products,
+)
 from tracking_algs.simulation.streams import counter_uniform, stream_key
 
 #: the streams of an event besides its own generator (``SeedSequence(seed, spawn_key=(event_id, stream))``)
-SCATTERING_STREAM, INEFFICIENCY_STREAM, NOISE_STREAM = 1, 2, 3
-
-
-def cell_centres(
-    geometry: ModuleGeometry, rows: np.ndarray, u: np.ndarray, v: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The centre (u, v) of the cell holding local (u, v) on module ``rows[k]``: cells of ``pitch_u`` ×
-    ``pitch_v`` counted from the module's edge at u = −``max_half_u``, v = −``half_v``; a centre outside the
-    module (a partial cell at an edge) is moved onto the module's bounds."""
-    pitch_u, pitch_v = geometry.pitch_u[rows], geometry.pitch_v[rows]
-    half_v, low, high = geometry.half_v[rows], geometry.min_half_u[rows], geometry.max_half_u[rows]
-    v_cell = -half_v + (np.floor((v + half_v) / pitch_v) + 0.5) * pitch_v
-    v_cell = np.clip(v_cell, -half_v, half_v)
-    u_cell = -high + (np.floor((u + high) / pitch_u) + 0.5) * pitch_u
-    half_u = low + (high - low) * (v_cell + half_v) / (2 * half_v)
-    return np.clip(u_cell, -half_u, half_u), v_cell
+SCATTERING_STREAM, INEFFICIENCY_STREAM, NOISE_STREAM, ENDING_STREAM = 1, 2, 3, 4
+PHOTON_STREAM, PRODUCTS_STREAM, SECONDARY_SCATTERING_STREAM, SECONDARY_INEFFICIENCY_STREAM = 5, 6, 7, 8
+#: the momentum (GeV) of the charged probe that follows a photon's straight line through the navigation
+PHOTON_PROBE_GEV = 1.0e5
+#: a crossing more inclined than this |cos α| (84° from the module's normal) leaves no hit: none of the TrackML
+#: sample's hits has a smaller one (0.102 at the least, pixel barrel)
+MIN_HIT_COS_INCIDENCE = 0.1
 
 
 def module_noise(
@@ -67,55 +72,113 @@ def module_event_hits(
     config: SimulationConfig,
     seed: int,
     event_id: int,
-    primaries: Primaries,
+    primaries: SimParticles,
     detector: Detector,
     layers: ModuleLayers,
-) -> tuple[Hits, np.ndarray]:
-    """The hits of an event's particles and its noise on the modules of ``layers``, and the module row of each
-    hit (``Hits.surface`` holds the same rows)."""
+) -> tuple[Hits, SimParticles, Clusters]:
+    """The hits of an event's particles and its noise on the modules of ``layers`` (``Hits.surface``: module
+    rows; ``Hits.particle``: rows of the returned particles, the primaries followed by their secondaries) and the
+    cluster of each hit."""
     geometry = layers.geometry
-    crossings = propagate_modules(
-        primaries.vertex,
-        primaries.momentum,
-        primaries.charge,
-        detector,
-        layers,
-        stream_key(seed, event_id, SCATTERING_STREAM),
-        max_turns=config.looper_max_turns,
-        multiple_scattering=config.multiple_scattering,
-        mass_gev=config.particle_mass_gev,
-    )
-    draw = counter_uniform(stream_key(seed, event_id, INEFFICIENCY_STREAM), crossings.particle, crossings.index)
-    kept = draw >= config.hit_inefficiency
-    module = crossings.module[kept]
-    u, v = crossings.u[kept], crossings.v[kept]
-    if config.hit_smearing:
-        u, v = cell_centres(geometry, module, u, v)
-        measured = geometry.to_global(module, u, v)
-    else:
-        measured = crossings.position[kept]
-    particle_hits = Hits(
+    crossings, secondaries, second = _follow(config, seed, event_id, primaries, detector, layers)
+    crossings = _kept(crossings, geometry, stream_key(seed, event_id, INEFFICIENCY_STREAM), config)
+    second = _kept(second, geometry, stream_key(seed, event_id, SECONDARY_INEFFICIENCY_STREAM), config)
+    particle = np.concatenate([crossings.particle, second.particle + len(primaries)])
+
+    rates = np.asarray(config.module_noise_per_particle_hit, dtype=np.float64)
+    counts = np.round(rates * len(particle)).astype(np.int64)
+    noise_module, noise_u, noise_v = module_noise(geometry, config.module_noise_volumes, counts,
+                                                  _generator(seed, event_id, NOISE_STREAM))  # fmt: skip
+    noise_position = geometry.to_global(noise_module, noise_u, noise_v)
+    n_noise = len(noise_module)
+
+    module = np.concatenate([crossings.module, second.module, noise_module])
+    true_position = np.concatenate([crossings.position, second.position, noise_position])
+    true_momentum = np.concatenate([crossings.momentum, second.momentum, np.zeros((n_noise, 3))])
+    u, v, _ = geometry.to_local(module, true_position)
+    # noise: the cluster of a straight track from the origin
+    direction = np.concatenate([crossings.momentum, second.momentum, noise_position])
+    clusters = cluster(geometry, module, u, v, direction, config.cell_charge_sharing_mm)
+    measured = geometry.to_global(module, clusters.u, clusters.v) if config.hit_smearing else true_position
+    hits = Hits(
         surface=module,
         measured=measured,
-        true_position=crossings.position[kept],
-        true_momentum=crossings.momentum[kept],
-        particle=crossings.particle[kept],
+        true_position=true_position,
+        true_momentum=true_momentum,
+        particle=np.concatenate([particle, np.full(n_noise, -1, dtype=np.int64)]),
         sigma=geometry.resolution(module),
     )
-    rates = np.asarray(config.module_noise_per_particle_hit, dtype=np.float64)
-    counts = np.round(rates * len(module)).astype(np.int64)
-    noise_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(event_id, NOISE_STREAM)))
-    noise_module, noise_u, noise_v = module_noise(geometry, config.module_noise_volumes, counts, noise_rng)
-    if config.hit_smearing:
-        noise_u, noise_v = cell_centres(geometry, noise_module, noise_u, noise_v)
-    noise_position = geometry.to_global(noise_module, noise_u, noise_v)
-    noise = Hits(
-        surface=noise_module,
-        measured=noise_position,
-        true_position=noise_position.copy(),
-        true_momentum=np.zeros((len(noise_module), 3)),
-        particle=np.full(len(noise_module), -1, dtype=np.int64),
-        sigma=geometry.resolution(noise_module),
+    return hits, SimParticles.concatenate([primaries, secondaries]), clusters
+
+
+def _follow(
+    config: SimulationConfig,
+    seed: int,
+    event_id: int,
+    primaries: SimParticles,
+    detector: Detector,
+    layers: ModuleLayers,
+) -> tuple[ModuleCrossings, SimParticles, ModuleCrossings]:
+    """The two passes of the navigation: the module crossings of the primaries (followed with the photons, each
+    ending in a module with its own rate), the secondaries made where they ended (above ``pt_min_gev``), and the
+    secondaries' crossings."""
+    photons = generate_photons(_generator(seed, event_id, PHOTON_STREAM), primaries, config)
+    unit = photons.momentum / np.linalg.norm(photons.momentum, axis=1)[:, None]
+    probes = attrs.evolve(photons, momentum=unit * PHOTON_PROBE_GEV, charge=np.ones(len(photons), dtype=np.int64))
+    n = len(primaries)
+    ends_per_x0 = np.repeat([config.nuclear_interactions_per_x0, CONVERSIONS_PER_X0], [n, len(photons)])
+    crossings = _propagate(config, detector, layers, SimParticles.concatenate([primaries, probes]),
+                           stream_key(seed, event_id, SCATTERING_STREAM), ends_per_x0,
+                           stream_key(seed, event_id, ENDING_STREAM))  # fmt: skip
+    interacted = crossings.take(crossings.ended & (crossings.particle < n))
+    converted = crossings.take(crossings.ended & (crossings.particle >= n))
+    rng = _generator(seed, event_id, PRODUCTS_STREAM)
+    made = SimParticles.concatenate([
+        hadronic_products(rng, primaries.take(interacted.particle), interacted.position, interacted.momentum,
+                          config),
+        conversion_pairs(rng, photons.take(converted.particle - n), converted.position, converted.momentum),
+    ])  # fmt: skip
+    secondaries = made.take(np.hypot(made.momentum[:, 0], made.momentum[:, 1]) >= config.pt_min_gev)
+    second = _propagate(config, detector, layers, secondaries, stream_key(seed, event_id, SECONDARY_SCATTERING_STREAM))
+    return crossings.take(crossings.particle < n), secondaries, second
+
+
+def _generator(seed: int, event_id: int, stream: int) -> np.random.Generator:
+    """The generator of stream ``stream`` of event ``event_id``: ``SeedSequence(seed, spawn_key=(event_id,
+    stream))``."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(event_id, stream)))
+
+
+def _propagate(
+    config: SimulationConfig,
+    detector: Detector,
+    layers: ModuleLayers,
+    particles: SimParticles,
+    scattering_key: int,
+    ends_per_x0: np.ndarray | None = None,
+    ending_key: int = 0,
+) -> ModuleCrossings:
+    """The module crossings of ``particles`` (:func:`propagate_modules` with the settings of ``config``)."""
+    return propagate_modules(
+        particles.vertex,
+        particles.momentum,
+        particles.charge,
+        detector,
+        layers,
+        scattering_key,
+        max_turns=config.looper_max_turns,
+        multiple_scattering=config.multiple_scattering,
+        mass_gev=particles.mass,
+        ends_per_x0=ends_per_x0,
+        ending_key=ending_key,
     )
-    hits = Hits.concatenate([particle_hits, noise])
-    return hits, hits.surface
+
+
+def _kept(crossings: ModuleCrossings, geometry: ModuleGeometry, key: int, config: SimulationConfig) -> ModuleCrossings:
+    """The crossings that make a hit: those at |cos α| ≥ :data:`MIN_HIT_COS_INCIDENCE`, each lost with probability
+    ``hit_inefficiency``, drawn as ``counter_uniform(key, particle, crossing number)``."""
+    draw = counter_uniform(key, crossings.particle, crossings.index)
+    normal = geometry.normal(crossings.module)
+    cos_incidence = np.abs(np.einsum("ij,ij->i", normal, crossings.momentum))
+    cos_incidence /= np.linalg.norm(crossings.momentum, axis=1)
+    return crossings.take((draw >= config.hit_inefficiency) & (cos_incidence >= MIN_HIT_COS_INCIDENCE))

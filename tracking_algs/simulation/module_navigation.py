@@ -11,10 +11,13 @@ per-layer binning of the module extents, precomputed). For those candidates it s
 intersection exactly (Newton on ψ) and keeps the crossings inside the module bounds; the particle then goes
 through them one after the other in order of path length, each time scattering in the module's material and
 solving the remaining candidates again from the new direction: where two modules overlap a particle crosses
-both. Loopers stop after ``max_turns`` turns, as in the cylinder simulation.
+both. Loopers stop after ``max_turns`` turns, as in the cylinder simulation. A particle may end in a module it
+crosses (a nuclear interaction, a photon conversion): with probability 1 − exp(−k · x/X0 / |cos α|), k its own
+rate per radiation length; the crossing is recorded and flagged, and the particle goes no further.
 
 The scattering angles come from :mod:`~tracking_algs.simulation.streams`: a hash of (key, particle, number of
-the particle's scatterings), so no draw depends on how many particles are still going.
+the particle's scatterings), so no draw depends on how many particles are still going; the draw that decides
+whether a particle ends in a module is a hash of (its own key, particle, crossing number).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from tracking_algs.geometry import Detector
 from tracking_algs.modules import ModuleGeometry, trackml_modules
 from tracking_algs.simulation.propagation import HelixFrame, chord, helix_parameters, move_along_helix
 from tracking_algs.simulation.scattering import deflect, highland_theta0
-from tracking_algs.simulation.streams import counter_normal
+from tracking_algs.simulation.streams import counter_normal, counter_uniform
 
 _TWO_PI = 2.0 * np.pi
 #: a crossing must be at least this far ahead (rad of turning) to count: the module just crossed is behind
@@ -37,7 +40,7 @@ _AHEAD = 1e-9
 _NEWTON_ITERATIONS = 6
 _ON_PLANE_MM = 1e-7
 #: grazing crossings count as if at this |cos(incidence)| at most (as in the cylinder simulation)
-_MIN_COS_INCIDENCE = 0.05
+MIN_COS_INCIDENCE = 0.05
 #: a nominal surface counts when its crossing lies within the layer's extent grown by this much (mm) plus the
 #: distance the track travels along it while crossing the layer's thickness of modules (twice, for safety)
 _EXTENT_MARGIN_MM = 5.0
@@ -50,8 +53,8 @@ _MAX_STEPS = 10_000
 class ModuleCrossings:
     """Module crossings in the order they happen per particle: ``particle`` (row of the propagated particles),
     ``module`` (row of the geometry), ``position`` [M, 3] mm on the module's mid-plane, ``momentum`` [M, 3] GeV
-    arriving (before scattering), local ``u``, ``v`` (mm) and ``index`` (the crossing's number along its particle,
-    from 0)."""
+    arriving (before scattering), local ``u``, ``v`` (mm), ``index`` (the crossing's number along its particle,
+    from 0) and ``ended`` (the particle ended in this module)."""
 
     particle: np.ndarray
     module: np.ndarray
@@ -60,6 +63,11 @@ class ModuleCrossings:
     u: np.ndarray
     v: np.ndarray
     index: np.ndarray
+    ended: np.ndarray
+
+    def take(self, rows: np.ndarray) -> ModuleCrossings:
+        """The selected crossings (an index array or a mask)."""
+        return ModuleCrossings(*(getattr(self, f.name)[rows] for f in attrs.fields(ModuleCrossings)))
 
 
 @attrs.frozen(eq=False)
@@ -248,13 +256,20 @@ def propagate_modules(
     *,
     max_turns: float = 0.5,
     multiple_scattering: bool = True,
-    mass_gev: float = 0.13957,
+    mass_gev: float | np.ndarray = 0.13957,
+    ends_per_x0: np.ndarray | None = None,
+    ending_key: int = 0,
 ) -> ModuleCrossings:
-    """Propagate particles (vertex [N, 3] mm, momentum [N, 3] GeV, charge [N] ±1) through the modules of
-    ``layers`` in ``detector``'s field, scattering in its beam pipe and in every module crossed; the scattering
-    angles of particle k's i-th scattering come from ``counter_normal(scattering_key, k, i)``."""
+    """Propagate particles (vertex [N, 3] mm, momentum [N, 3] GeV, charge [N] ±1, mass (one or [N]) GeV) through
+    the modules of ``layers`` in ``detector``'s field, scattering in its beam pipe and in every module crossed; the
+    scattering angles of particle k's i-th scattering come from ``counter_normal(scattering_key, k, i)``.
+
+    ``ends_per_x0`` [N] (None: all 0): particle k ends in a module it crosses with probability
+    1 − exp(−``ends_per_x0[k]`` · x/X0 / |cos α|), drawn as ``counter_uniform(ending_key, k, crossing number)``."""
     geometry = layers.geometry
     n = len(np.asarray(charge))
+    mass = np.broadcast_to(np.asarray(mass_gev, dtype=np.float64), (n,))
+    rate = np.zeros(n) if ends_per_x0 is None else np.asarray(ends_per_x0, dtype=np.float64)
     position = np.array(vertex, dtype=np.float64).reshape(-1, 3).copy()
     mom = np.array(momentum, dtype=np.float64).reshape(-1, 3).copy()
     q = np.asarray(charge, dtype=np.float64)
@@ -271,16 +286,30 @@ def propagate_modules(
     bfield = detector.bfield_t
     pipe = detector.beam_pipe
 
-    def scatter_rows(rows: np.ndarray, normal: np.ndarray, x_over_x0: np.ndarray) -> None:
+    def material(rows: np.ndarray, normal: np.ndarray, x_over_x0: np.ndarray) -> np.ndarray:
+        """Radiation lengths on the way of particles ``rows`` through material of ``x_over_x0`` with ``normal``."""
+        p = np.linalg.norm(mom[rows], axis=1)
+        cos_incidence = np.maximum(np.abs(np.einsum("ij,ij->i", normal, mom[rows])) / p, MIN_COS_INCIDENCE)
+        return x_over_x0 / cos_incidence
+
+    def scatter_rows(rows: np.ndarray, path_x0: np.ndarray) -> None:
         if not multiple_scattering or not len(rows):
             return
         p = np.linalg.norm(mom[rows], axis=1)
-        cos_incidence = np.maximum(np.abs(np.einsum("ij,ij->i", normal, mom[rows])) / p, _MIN_COS_INCIDENCE)
-        beta = p / np.hypot(p, mass_gev)
-        theta0 = highland_theta0(p, beta, x_over_x0, cos_incidence)
+        beta = p / np.hypot(p, mass[rows])
+        theta0 = highland_theta0(p, beta, path_x0, 1.0)
         angles = counter_normal(scattering_key, rows, scatterings[rows]) * theta0[:, None]
         mom[rows] = deflect(mom[rows], angles)
         scatterings[rows] += 1
+
+    def through_module(rows: np.ndarray, module: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Particles ``rows`` have just crossed ``module`` (their crossing number ``index``): whether each ends
+        there; the others scatter."""
+        path = material(rows, geometry.normal(module), geometry.x_over_x0[module])
+        ended = counter_uniform(ending_key, rows, index) < -np.expm1(-rate[rows] * path)
+        alive[rows[ended]] = False
+        scatter_rows(rows[~ended], path[~ended])
+        return ended
 
     for _ in range(_MAX_STEPS):
         rows = np.flatnonzero(alive)
@@ -305,7 +334,7 @@ def propagate_modules(
             radial = position[pipe_rows].copy()
             radial[:, 2] = 0.0
             radial /= np.maximum(np.linalg.norm(radial, axis=1), 1e-300)[:, None]
-            scatter_rows(pipe_rows, radial, np.full(len(pipe_rows), pipe.x_over_x0))
+            scatter_rows(pipe_rows, material(pipe_rows, radial, np.full(len(pipe_rows), pipe.x_over_x0)))
 
         rows, psi, layer = rows[~at_pipe], psi[~at_pipe], surface[~at_pipe] - 1
         if not len(rows):
@@ -313,20 +342,22 @@ def propagate_modules(
         point, direction = move_along_helix(position[rows], mom[rows], q[rows], bfield, psi)
         candidates = layers.candidates(layer, point, *_margins(point, direction, layers, layer))
         _cross_layer(rows, candidates, psi, position, mom, q, turned, crossed, bfield, budget, geometry, records,
-                     scatter_rows)  # fmt: skip
+                     through_module)  # fmt: skip
 
     if not records:
         empty = np.zeros(0, np.int64)
-        return ModuleCrossings(empty, empty, np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), np.zeros(0), empty)
+        return ModuleCrossings(empty, empty, np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), np.zeros(0), empty,
+                               np.zeros(0, dtype=bool))  # fmt: skip
     return ModuleCrossings(*(np.concatenate(column) for column in zip(*records, strict=True)))
 
 
 def _cross_layer(rows, candidates, psi_nominal, position, mom, q, turned, crossed, bfield, budget, geometry, records,
-                 scatter_rows) -> None:  # fmt: skip
+                 through_module) -> None:  # fmt: skip
     """Take particles ``rows`` through the candidate modules [n, K] of one layer, nearest crossing first,
     re-solving the others that the track crosses after each crossing's scattering (Newton from the nominal
     surface's crossing ``psi_nominal``, then from the previous solution); records the crossings. A candidate that
-    the track misses before the first scattering is not tried again after it."""
+    the track misses before the first scattering is not tried again after it; a particle that ends in a module
+    (``through_module``) crosses no more."""
     guess = np.repeat(psi_nominal[:, None], candidates.shape[1], axis=1)
     while len(rows) and candidates.shape[1]:
         psi = _solve(position[rows], mom[rows], q[rows], bfield, geometry, candidates, guess)
@@ -343,14 +374,14 @@ def _cross_layer(rows, candidates, psi_nominal, position, mom, q, turned, crosse
         mom[rows] = arriving
         turned[rows] += best
         u, v, _ = geometry.to_local(module, position[rows])
-        records.append((rows, module, position[rows].copy(), arriving.copy(), u, v, crossed[rows].copy()))
+        ended = through_module(rows, module, crossed[rows])
+        records.append((rows, module, position[rows].copy(), arriving.copy(), u, v, crossed[rows].copy(), ended))
         crossed[rows] += 1
-        scatter_rows(rows, geometry.normal(module), geometry.x_over_x0[module])
         # what is left: the other candidates that the track crossed (solved from the kink on, they move a little)
         psi[at, pick] = np.inf
         candidates = np.where(np.isfinite(psi), candidates, -1)
         guess = psi - best[:, None]
-        keep = (candidates >= 0).any(axis=1)
+        keep = (candidates >= 0).any(axis=1) & ~ended
         rows, candidates, guess = rows[keep], candidates[keep], guess[keep]
         width = int((candidates >= 0).sum(axis=1).max()) if len(rows) else 0
         order = np.argsort(candidates < 0, axis=1, kind="stable")[:, :width]

@@ -6,12 +6,13 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tracking_algs.event import Event, Particles, Spacepoints, Truth
+from tracking_algs.event import Cells, Event, Particles, Spacepoints, Truth
 from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.modules import ModuleGeometry
+from tracking_algs.simulation.cells import Clusters
 from tracking_algs.simulation.config import SimulationConfig
 from tracking_algs.simulation.digitization import Hits, module_ids, noise_hits, smear
-from tracking_algs.simulation.generator import Primaries, generate_primaries
+from tracking_algs.simulation.generator import SimParticles, generate_primaries
 from tracking_algs.simulation.module_hits import module_event_hits
 from tracking_algs.simulation.module_navigation import module_layers
 from tracking_algs.simulation.propagation import propagate
@@ -37,17 +38,19 @@ def simulate_event(
     particle_id 0; truth weights are 1/(number of particle hits) for particle hits and 0 for noise.
     With ``config.geometry == "modules"`` the hits lie on the flat modules of ``modules`` (None: the TrackML
     modules, :func:`tracking_algs.modules.trackml_modules`), in ``detector``'s field and beam pipe
-    (:mod:`tracking_algs.simulation.module_hits`); ``modules`` is not used otherwise.
+    (:mod:`tracking_algs.simulation.module_hits`); the particles include the secondaries (after the primaries)
+    and the event has cells; ``modules`` is not used otherwise.
     """
     detector = detector or trackml_detector()
     rng = event_rng(seed, event_id)
     primaries = generate_primaries(rng, config)
     if config.geometry == "modules":
         layers = module_layers(modules)
-        hits, rows = module_event_hits(config, seed, event_id, primaries, detector, layers)
+        hits, particles, clusters = module_event_hits(config, seed, event_id, primaries, detector, layers)
         geometry = layers.geometry
+        rows = hits.surface
         ids = (geometry.volume_id[rows], geometry.layer_id[rows], geometry.module_id[rows])
-        return _pack(event_id, hits, primaries, *ids)
+        return _pack(event_id, hits, particles, *ids, clusters)
     crossings = propagate(
         primaries.vertex,
         primaries.momentum,
@@ -90,11 +93,17 @@ def simulate_events(
 
 
 def _pack(
-    event_id: int, hits: Hits, primaries: Primaries, volume: np.ndarray, layer: np.ndarray, module: np.ndarray
+    event_id: int,
+    hits: Hits,
+    particles: SimParticles,
+    volume: np.ndarray,
+    layer: np.ndarray,
+    module: np.ndarray,
+    clusters: Clusters | None = None,
 ) -> Event:
     """Order the hits (their ``volume``, ``layer`` and ``module`` ids given), number them 1..N and build the
-    spacepoints, truth and particles tables."""
-    particle_id = primaries.particle_id
+    spacepoints, truth, particles and (given ``clusters`` of the hits) cells tables."""
+    particle_id = particles.particle_id
     order = np.lexsort((np.arange(len(volume)), module, layer, volume))
     hits = hits.take(order)
     hit_id = np.arange(1, len(order) + 1)
@@ -121,15 +130,23 @@ def _pack(
         tpz=hits.true_momentum[:, 2],
         weight=np.where(is_noise, 0.0, 1.0 / max(n_particle_hits, 1)),
     )
-    particles = Particles(
+    table = Particles(
         particle_id=particle_id,
-        vx=primaries.vertex[:, 0],
-        vy=primaries.vertex[:, 1],
-        vz=primaries.vertex[:, 2],
-        px=primaries.momentum[:, 0],
-        py=primaries.momentum[:, 1],
-        pz=primaries.momentum[:, 2],
-        q=primaries.charge,
+        vx=particles.vertex[:, 0],
+        vy=particles.vertex[:, 1],
+        vz=particles.vertex[:, 2],
+        px=particles.momentum[:, 0],
+        py=particles.momentum[:, 1],
+        pz=particles.momentum[:, 2],
+        q=particles.charge,
         nhits=np.bincount(hits.particle[~is_noise], minlength=len(particle_id)),
     )
-    return Event(event_id=event_id, spacepoints=spacepoints, truth=truth, particles=particles)
+    cells = None
+    if clusters is not None:
+        hit_of_row = np.empty(len(order), dtype=np.int64)
+        hit_of_row[order] = hit_id
+        cell_hit = hit_of_row[clusters.hit]
+        by_hit = np.argsort(cell_hit, kind="stable")  # each hit's cells stay in their order along the path
+        cells = Cells(hit_id=cell_hit[by_hit], ch0=clusters.ch0[by_hit], ch1=clusters.ch1[by_hit],
+                      value=clusters.value[by_hit])  # fmt: skip
+    return Event(event_id=event_id, spacepoints=spacepoints, truth=truth, particles=table, cells=cells)
