@@ -53,10 +53,9 @@ def module_fit():
 
 
 def test_pulls_and_pvalues_on_the_module_simulation(module_fit):
-    """Pulls within the ACTS/traccc criteria for |η| < 3.  Beyond (forward tracks through three or four
-    overlapping pixel modules per disk) the transverse pulls are wider, 1.3–1.5: docs/fitting.md.  The p-values
-    are high and not flat: the fitter's errors are the pitch / √12 of each module, and the simulated cluster
-    centroids are more precise than that (docs/fitting.md)."""
+    """Pulls and p-values within the ACTS/traccc criteria for |η| < 3.  Beyond, a low-pT track's few pixel disks
+    measure its transverse direction and curvature so loosely (σ(phi) ≈ 0.05 rad) that the linearised fit is off:
+    docs/fitting.md."""
     fits = [module_fit[1:], _fit_event(1)[1:]]
     selected = []
     for fit, truth in fits:
@@ -70,8 +69,9 @@ def test_pulls_and_pvalues_on_the_module_simulation(module_fit):
         assert abs(pulls[:, index].mean()) < 0.05, name
         assert abs(pulls[:, index].std() - 1.0) < 0.1, name
     pvalues = np.concatenate([fit.pvalue[chosen] for (fit, _), chosen in zip(fits, selected, strict=True)])
-    assert 0.5 < pvalues.mean() < 0.75
-    assert (pvalues < 1e-3).mean() < 0.01
+    assert abs(pvalues.mean() - 0.5) < 0.05
+    deciles = np.histogram(pvalues, bins=10, range=(0.0, 1.0))[0] / len(pvalues)
+    assert np.abs(deciles - 0.1).max() < 0.03
 
 
 def test_both_hits_of_overlapping_modules_are_used(module_fit):
@@ -135,7 +135,7 @@ def _fit_on_planes(tracks, planes, sigma, rng, copies: int = 1, close_hits_mm: f
     n = copies * hits
     spacepoints = Spacepoints(hit_id=np.arange(1, n + 1), x=points[:, 0], y=points[:, 1], z=points[:, 2],
                               volume_id=volume, layer_id=layer, module_id=np.arange(1, n + 1),
-                              sigma=np.ones((n, 2)))  # fmt: skip
+                              sigma=np.tile(sigma, (n, 1)))  # fmt: skip
     detector = _barrel(2, 100.0, 1000.0)
     config = KalmanConfig(multiple_scattering=False, close_hits_mm=close_hits_mm)
     fitter = KalmanFitter(detector, config, modules=geometry)

@@ -73,7 +73,11 @@ def test_hits_lie_on_their_module_plane_inside_its_bounds(event):
     slant = (geometry.max_half_u - geometry.min_half_u)[rows] / (2 * geometry.half_v[rows]) * pitch_v / 2
     assert np.all((np.abs(u - tu) <= pitch_u / 2 + slant + 1e-9)[inner])
     assert np.all((np.abs(v - tv) <= pitch_v / 2 + 1e-9)[inner])
-    assert np.allclose(event.spacepoints.sigma, geometry.resolution(rows))
+    # each hit's error is its cluster's (at most the cell's pitch / √12) and describes the centroids' spread
+    sigma = event.spacepoints.sigma
+    assert np.all((sigma > 0.0) & (sigma <= geometry.resolution(rows) + 1e-12))
+    pulls = np.column_stack((u - tu, v - tv))[particle] / sigma[particle]
+    assert np.all(np.abs(pulls.std(axis=0) - 1.0) < 0.15)
 
 
 def test_event_is_ordered_and_consistent(event):

@@ -8,8 +8,9 @@ hit is taken through the beam pipe to the perigee.
 
 Where the hits are measured is set by the geometry the fitter is given.  With a module geometry
 (:class:`~tracking_algs.modules.ModuleGeometry`: the real ``detectors.csv`` or the built-in TrackML modules), each
-hit is a measurement of the local (u, v) on the plane of its own module, with that module's resolution (cell
-pitch / √12; the long direction of a strip is a weak measurement, not a missing one) and material at the
+hit is a measurement of the local (u, v) on the plane of its own module, with the errors its spacepoint
+carries along the module's u and v (the cell pitch / √12 for real hits, the cluster's error for simulated ones;
+the long direction of a strip is a weak measurement, not a missing one) and the module's material at the
 track's incidence angle; two hits of one layer on overlapping modules are two steps, in the order the track
 crosses them.  Without one, each hit is a measurement of (Phi, z) on its layer's nominal cylinder or (Phi, r) on
 its disk, with the errors the spacepoints carry.  The material of the layers crossed without a hit comes from the
@@ -151,7 +152,7 @@ class KalmanFitter:
         xyz = np.column_stack((x, y, z))
         keys = layer_key(spacepoints.volume_id[rows], spacepoints.layer_id[rows])
         if self.modules is not None:
-            return self._module_hits(spacepoints, rows, xyz) | {"layer": keys}
+            return self._module_hits(spacepoints, rows, xyz, sigma) | {"layer": keys}
         where = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
         unknown = self._keys[where] != keys
         if unknown.any():
@@ -174,8 +175,11 @@ class KalmanFitter:
             "layer": keys,
         }
 
-    def _module_hits(self, spacepoints: Spacepoints, rows: np.ndarray, xyz: np.ndarray) -> dict[str, np.ndarray]:
-        """The hit table of spacepoint ``rows`` measured on their modules' planes."""
+    def _module_hits(
+        self, spacepoints: Spacepoints, rows: np.ndarray, xyz: np.ndarray, sigma: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """The hit table of spacepoint ``rows`` measured on their modules' planes, with errors ``sigma`` along the
+        modules' u and v."""
         modules = self.modules
         assert modules is not None
         module = modules.lookup(spacepoints.volume_id[rows], spacepoints.layer_id[rows], spacepoints.module_id[rows])
@@ -195,7 +199,7 @@ class KalmanFitter:
             "x_over_x0": modules.x_over_x0[module],
             "xyz": xyz,
             "value": np.column_stack((u, v)),
-            "variance": modules.resolution(module) ** 2,
+            "variance": sigma**2,
             "distance": np.einsum("ni,ni->n", xyz, xyz),
         }
 

@@ -1,25 +1,24 @@
-"""TrackML CSV events: ``event{event_id:09d}-hits.csv``, ``-truth.csv`` and ``-particles.csv``.
+"""TrackML CSV events: ``event{event_id:09d}-hits.csv``, ``-truth.csv``, ``-particles.csv`` and ``-cells.csv``.
 
 Columns and dtypes follow the TrackML challenge, so its files read unchanged, gzipped (``.csv.gz``, as the
-challenge distributes them) or not; extra columns (``particle_type``) and other files of an event
-(``-cells.csv.gz``) are ignored:
+challenge distributes them) or not; extra columns (``particle_type``) are ignored, and so are the cells unless
+asked for:
 
 - hits: hit_id (int64), x, y, z (float64, mm), volume_id, layer_id, module_id (int64)
 - truth: hit_id, particle_id (int64, 0 = noise), tx, ty, tz, tpx, tpy, tpz, weight (float64)
 - particles: particle_id (int64), vx, vy, vz, px, py, pz (float64), q, nhits (int64)
+- cells: hit_id, ch0, ch1 (int64), value (float64)
 
-Truth and particles are optional (real data has neither). The per-hit measurement error ``sigma`` is not a
-TrackML column. Without a module geometry reading fills it from the cylinder detector's per-layer resolution by
-(volume_id, layer_id). With one (:class:`~tracking_algs.modules.ModuleGeometry`, e.g. the challenge's
-``detectors.csv``) it comes from each hit's own module (docs/simulation.md, "Reading real events"):
-
-1. local errors (σ_u, σ_v): the module's pitch / √12 per direction (``ModuleGeometry.resolution``), the same
-   for every hit of the module whatever its cluster (the cells file is not read: the simulation has no cells);
-2. mapped onto the two components the finder and the fitter read, (r·φ, z) on a barrel module and (r·φ, r) on
-   an endcap module (normal within 45° of the z axis), by projecting the local covariance diag(σ_u², σ_v²)
-   onto the φ direction and onto z or r at the hit: σ_0² = σ_u² (u·e_φ)² + σ_v² (v·e_φ)², σ_1² likewise with
-   e_z or e_r. The local axes are not exactly along φ: the TrackML barrel modules are tilted by 8–8.6°, and
-   at a hit away from a module's centre line the φ direction turns by up to 22°.
+Truth, particles and cells are optional (real data has neither truth nor particles). The per-hit measurement
+error ``sigma`` is not a TrackML column. Without a module geometry reading fills it from the cylinder detector's
+per-layer resolution by (volume_id, layer_id). With one (:class:`~tracking_algs.modules.ModuleGeometry`, e.g. the challenge's
+``detectors.csv``) it is each hit's own module's pitch / √12 along the module's local u and v
+(``ModuleGeometry.resolution``): the errors the fitter uses on the module's plane, and what the module simulation
+gives its hits (there from each hit's cluster, :mod:`tracking_algs.simulation.cluster_errors`). On the TrackML
+modules u lies along r·φ and v along z (barrel) or r (endcaps), to within the barrel modules' 8–8.6° tilt and,
+away from an endcap module's centre line, up to 22°; the finder reads them as its (r·φ, z) or (r·φ, r) errors.
+The cells of real hits do not enter: the simulation's cluster errors describe clusters without charge
+fluctuations (docs/simulation.md, "Reading real events").
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tracking_algs.errors import EventFormatError
-from tracking_algs.event import Event, Particles, Spacepoints, Truth
+from tracking_algs.event import Cells, Event, Particles, Spacepoints, Truth
 from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.io.csv_table import read_table, write_table
 
@@ -44,6 +43,7 @@ TRUTH_COLUMNS = {"hit_id": _I, "particle_id": _I, "tx": _F, "ty": _F, "tz": _F, 
                  "weight": _F}  # fmt: skip
 PARTICLES_COLUMNS = {"particle_id": _I, "vx": _F, "vy": _F, "vz": _F, "px": _F, "py": _F, "pz": _F, "q": _I,
                      "nhits": _I}  # fmt: skip
+CELLS_COLUMNS = {"hit_id": _I, "ch0": _I, "ch1": _I, "value": _F}
 _HITS_FILE = re.compile(r"^event(\d+)-hits\.csv(?:\.gz)?$")
 #: What :func:`list_events` looks for, in words (for messages).
 EVENT_FILES = "eventNNNNNNNNN-hits.csv or eventNNNNNNNNN-hits.csv.gz"
@@ -75,30 +75,34 @@ def list_events(directory: str | Path) -> list[int]:
 
 
 def write_event(directory: str | Path, event: Event) -> None:
-    """Write the event's hits (and truth and particles when present) into ``directory`` (created if needed).
+    """Write the event's hits (and truth, particles and cells when present) into ``directory`` (created if needed).
     Floats are written exactly (the shortest decimal that reads back to the same float64); ``sigma`` is not written."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tables = {"hits": (event.spacepoints, HITS_COLUMNS), "truth": (event.truth, TRUTH_COLUMNS),
-              "particles": (event.particles, PARTICLES_COLUMNS)}  # fmt: skip
+              "particles": (event.particles, PARTICLES_COLUMNS), "cells": (event.cells, CELLS_COLUMNS)}  # fmt: skip
     for kind, (columns, names) in tables.items():
         if columns is not None:
             write_table(event_path(directory, event.event_id, kind), {name: getattr(columns, name) for name in names})
 
 
 def read_event(
-    directory: str | Path, event_id: int, detector: Detector | None = None, modules: ModuleGeometry | None = None
+    directory: str | Path,
+    event_id: int,
+    detector: Detector | None = None,
+    modules: ModuleGeometry | None = None,
+    cells: bool = False,
 ) -> Event:
     """Read one event (each file ``.csv`` or ``.csv.gz``); truth and particles are ``None`` when their files are
-    absent.
+    absent, and so are the cells unless ``cells`` (then read when the file exists).
 
-    Each hit's ``sigma``: with ``modules``, the pitch / √12 of the hit's own module projected at the hit (the
+    Each hit's ``sigma``: with ``modules``, the pitch / √12 of the hit's own module along its local u and v (the
     module docstring); otherwise from the surface of ``detector`` (default :func:`trackml_detector`) with the
     hit's (volume_id, layer_id).
     Raises :class:`EventFormatError` naming the file, row and column for a missing file or column, an
     unparsable value, a truncated row, a NaN coordinate, duplicate hit ids, an event without hits, an
     unknown (volume_id, layer_id) (without ``modules``) or (volume_id, layer_id, module_id) (with ``modules``),
-    or truth that does not cover the same hits.
+    or truth that does not cover the same hits; or cells of a hit that is not in the hits file.
     """
     hits_path = find_event_file(directory, event_id, "hits")
     if hits_path is None:
@@ -110,9 +114,7 @@ def read_event(
     if modules is None:
         sigma = _resolutions(hits_path, hits, detector or trackml_detector())
     else:
-        rows = _module_rows(hits_path, hits, modules)
-        xyz = np.stack([hits["x"], hits["y"], hits["z"]], axis=-1)
-        sigma = measurement_errors(modules, rows, xyz, modules.resolution(rows))
+        sigma = modules.resolution(_module_rows(hits_path, hits, modules))
     spacepoints = Spacepoints(**hits, sigma=sigma)
 
     truth = None
@@ -129,7 +131,18 @@ def read_event(
         table = read_table(particles_path, PARTICLES_COLUMNS)
         _check_unique(particles_path, table["particle_id"], "particle_id")
         particles = Particles(**table)
-    return Event(event_id=event_id, spacepoints=spacepoints, truth=truth, particles=particles)
+
+    clusters = None
+    cells_path = find_event_file(directory, event_id, "cells") if cells else None
+    if cells_path is not None:
+        table = read_table(cells_path, CELLS_COLUMNS)
+        known = np.isin(table["hit_id"], spacepoints.hit_id)
+        if not known.all():
+            row = int(np.argmin(known)) + 1
+            raise EventFormatError(f"{cells_path}: row {row} (line {row + 1}), column 'hit_id': hit_id "
+                                   f"{table['hit_id'][row - 1]} is not in the hits")  # fmt: skip
+        clusters = Cells(**table)
+    return Event(event_id=event_id, spacepoints=spacepoints, truth=truth, particles=particles, cells=clusters)
 
 
 def _check_unique(path: Path, values: np.ndarray, column: str) -> None:
@@ -191,20 +204,3 @@ def _module_rows(path: Path, hits: dict[str, np.ndarray], modules: ModuleGeometr
             f"(volume {triple[0]}, layer {triple[1]}, module {triple[2]}) is not in the module geometry"
         )
     return rows
-
-
-def measurement_errors(modules: ModuleGeometry, rows: np.ndarray, xyz: np.ndarray, local: np.ndarray) -> np.ndarray:
-    """The two errors [n, 2] the finder and the fitter read (:class:`~tracking_algs.event.Spacepoints` ``sigma``)
-    of hits at ``xyz`` [n, 3] on modules ``rows`` with local errors ``local`` [n, 2] (σ_u, σ_v): (σ(r·φ), σ(z))
-    on a barrel module, (σ(r·φ), σ(r)) on an endcap module (its normal within 45° of z), each the local
-    covariance diag(σ_u², σ_v²) projected onto the φ direction and onto z or r at the hit."""
-    xyz = np.asarray(xyz, dtype=np.float64)
-    phi = np.arctan2(xyz[:, 1], xyz[:, 0])
-    zeros = np.zeros(len(phi))
-    e_phi = np.stack([-np.sin(phi), np.cos(phi), zeros], axis=-1)
-    e_r = np.stack([np.cos(phi), np.sin(phi), zeros], axis=-1)
-    endcap = np.abs(modules.normal(rows)[:, 2]) > np.sqrt(0.5)
-    e_along = np.where(endcap[:, None], e_r, np.array([0.0, 0.0, 1.0]))
-    axes = modules.rot[rows][:, :, :2]  # [n, 3, 2]: the local u and v axes in global x, y, z
-    components = np.stack([np.einsum("nj,njk->nk", e, axes) for e in (e_phi, e_along)], axis=1)  # [n, 2, 2]
-    return np.sqrt(np.einsum("nik,nk->ni", components**2, np.asarray(local, dtype=np.float64) ** 2))

@@ -21,6 +21,7 @@ import numpy as np
 from tracking_algs.geometry import Detector
 from tracking_algs.modules import ModuleGeometry
 from tracking_algs.simulation.cells import Clusters, cluster
+from tracking_algs.simulation.cluster_errors import cluster_errors, cluster_sizes
 from tracking_algs.simulation.config import SimulationConfig
 from tracking_algs.simulation.digitization import Hits
 from tracking_algs.simulation.generator import SimParticles
@@ -106,7 +107,7 @@ def module_event_hits(
         true_position=true_position,
         true_momentum=true_momentum,
         particle=np.concatenate([particle, np.full(n_noise, -1, dtype=np.int64)]),
-        sigma=geometry.resolution(module),
+        sigma=cluster_errors().sigma(geometry, module, cluster_sizes(clusters, len(module))),
     )
     return hits, SimParticles.concatenate([primaries, secondaries]), clusters
 
