@@ -11,8 +11,8 @@ asked for:
 
 Truth, particles and cells are optional (real data has neither truth nor particles). The per-hit measurement
 error ``sigma`` is not a TrackML column. Without a module geometry reading fills it from the cylinder detector's
-per-layer resolution by (volume_id, layer_id). With one (:class:`~tracking_algs.modules.ModuleGeometry`, e.g. the challenge's
-``detectors.csv``) it is each hit's own module's pitch / √12 along the module's local u and v
+per-layer resolution by (volume_id, layer_id). With one (:class:`~tracking_algs.modules.ModuleGeometry`, e.g.
+the challenge's ``detectors.csv``) it is each hit's own module's pitch / √12 along the module's local u and v
 (``ModuleGeometry.resolution``): the errors the fitter uses on the module's plane, and what the module simulation
 gives its hits (there from each hit's cluster, :mod:`tracking_algs.simulation.cluster_errors`). On the TrackML
 modules u lies along r·φ and v along z (barrel) or r (endcaps), to within the barrel modules' 8–8.6° tilt and,
