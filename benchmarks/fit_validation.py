@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     real = fit_truth_tracks(real_event, real_modules)
 
     summaries = {"simulation, all": summarise(simulated)}
+    summaries["simulation, |η| < 3"] = summarise(simulated, np.abs(simulated["eta"]) < 3.0)
+    summaries["simulation, |η| ≥ 3"] = summarise(simulated, np.abs(simulated["eta"]) >= 3.0)
     summaries["simulation, pT > 1 GeV"] = summarise(simulated, simulated["pt"] > 1.0)
     summaries["real, pT > 1 GeV"] = summarise(real, real["pt"] > 1.0)
     for low, high in ETA_BINS:
