@@ -46,6 +46,10 @@ class Measurements:
         """The planes [n, 4, 3] of step ``step`` of tracks ``rows`` (None without planes)."""
         return None if self.plane is None else self.plane[rows, step]
 
+    def take(self, rows: np.ndarray) -> Measurements:
+        """The steps of tracks ``rows`` only."""
+        return Measurements(*(None if value is None else value[rows] for value in attrs.astuple(self, recurse=False)))
+
     def dims(self) -> np.ndarray:
         """Measured dimensions per step [T, L] (0 on a hole, 1 or 2 on a hit)."""
         return np.isfinite(self.variance).sum(axis=2)

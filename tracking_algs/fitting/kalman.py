@@ -36,7 +36,15 @@ from scipy.stats import chi2 as chi2_distribution
 from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.config import KalmanConfig
-from tracking_algs.fitting.filtering import Measurements, finite_states, forward_filter, smooth, to_perigee
+from tracking_algs.fitting.filtering import (
+    ForwardPass,
+    Measurements,
+    Smoothed,
+    finite_states,
+    forward_filter,
+    smooth,
+    to_perigee,
+)
 from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, free_to_bound
 from tracking_algs.fitting.navigation import NO_LAYER, Crossings, MaterialMap, layer_key
 from tracking_algs.fitting.results import FitResults, FitStatus
@@ -259,11 +267,8 @@ class KalmanFitter:
         close = _close_hits(xyz[safe], compact_valid, config.close_hits_mm) & finite_states(
             smoothed.first, smoothed.first_cov
         )
-        if close.any():  # the second pass, from the first pass's smoothed state at the first hit
-            seed = np.where(close[:, None], smoothed.first, seed)
-            seed_cov = np.where(close[:, None, None], smoothed.first_cov * config.second_pass_cov_inflation, seed_cov)
-            forward = forward_filter(measurements, seed, seed_cov, status, self.detector.bfield_t, config)
-            smoothed = smooth(measurements, forward)
+        if close.any():
+            forward, smoothed = self._second_pass(measurements, status, forward, smoothed, np.flatnonzero(close))
         params, cov, reached = to_perigee(smoothed.first, smoothed.first_cov, measurements.kind[:, 0],
                                           measurements.position[:, 0], measurements.planes(slice(None), 0),
                                           hits["layer"][safe[:, 0]], self._material, self.detector.bfield_t,
@@ -281,6 +286,29 @@ class KalmanFitter:
         compact_chi2 = np.where(compact_valid, np.take_along_axis(smoothed.hit_chi2, hit_step, axis=1), 0.0)
         hit_chi2 = np.take_along_axis(compact_chi2, inverse, axis=1)
         return status, used, hit_chi2, (params, cov, forward.chi2, forward.dims - 5)
+
+    def _second_pass(
+        self, measurements: Measurements, status: np.ndarray, forward: ForwardPass, smoothed: Smoothed, rows: np.ndarray
+    ) -> tuple[ForwardPass, Smoothed]:
+        """Filter and smooth tracks ``rows`` again, from their first pass's smoothed state at the first hit with
+        that state's covariance × ``second_pass_cov_inflation``; the per-track results of both passes with those
+        of ``rows`` replaced (the step-by-step arrays of the forward pass, which only the smoother reads, are the
+        first pass's)."""
+        inflation = self.config.second_pass_cov_inflation
+        again = forward_filter(measurements.take(rows), smoothed.first[rows], smoothed.first_cov[rows] * inflation,
+                               status[rows], self.detector.bfield_t, self.config)  # fmt: skip
+        again_smoothed = smooth(measurements.take(rows), again)
+
+        def merged(first_pass, second_pass, names):
+            columns = {}
+            for name in names:
+                column = getattr(first_pass, name).copy()
+                column[rows] = getattr(second_pass, name)
+                columns[name] = column
+            return attrs.evolve(first_pass, **columns)
+
+        return (merged(forward, again, ("status", "chi2", "dims", "processed")),
+                merged(smoothed, again_smoothed, ("first", "first_cov", "hit_chi2")))  # fmt: skip
 
     def _seed(self, first, middle, last, measurements: Measurements) -> tuple[np.ndarray, np.ndarray]:
         """Seed parameters on the first hit's surface from three hits per track, and ``ok``."""
