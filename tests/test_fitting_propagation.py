@@ -41,6 +41,18 @@ def _difference(a, b, kind):
     return np.where(angular_components(np.full(len(a), kind)), wrap_angle(a - b), a - b)
 
 
+def _relative_jacobian_error(step, start: np.ndarray, kind_to, h: float) -> np.ndarray:
+    """|analytic − central finite-difference Jacobian| / (|numeric| + 0.01) [N, 5, 5] of ``step`` (bound parameters
+    [N, 5] → :class:`Propagation` onto surfaces of ``kind_to``) at ``start``."""
+    numeric = np.zeros((len(start), 5, 5))
+    for j in range(5):
+        up, down = start.copy(), start.copy()
+        up[:, j] += h
+        down[:, j] -= h
+        numeric[:, :, j] = _difference(step(up).params, step(down).params, kind_to) / (2 * h)
+    return np.abs(step(start).jacobian - numeric) / (np.abs(numeric) + 1e-2)
+
+
 def _walk(route):
     """Yield (start surface, end surface, start params, forward step, mask of tracks that reach it within
     ~0.8 turns of half a circle) along a route."""
@@ -67,17 +79,9 @@ def test_forward_then_back_returns_to_the_start(route):
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_analytic_jacobian_matches_finite_differences(route):
-    for start, end, params, step, reached in _walk(ROUTES[route]):
-        numeric = np.zeros((len(params), 5, 5))
-        h = 1e-6
-        for j in range(5):
-            up, down = params.copy(), params.copy()
-            up[:, j] += h
-            down[:, j] -= h
-            numeric[:, :, j] = _difference(_step(up, start, end, 1).params, _step(down, start, end, 1).params,
-                                           end[0]) / (2 * h)  # fmt: skip
-        scale = np.abs(numeric) + 1e-2
-        relative = np.abs(step.jacobian - numeric) / scale
+    for start, end, params, _, reached in _walk(ROUTES[route]):
+        relative = _relative_jacobian_error(lambda values, a=start, b=end: _step(values, a, b, 1), params, end[0],
+                                            1e-6)  # fmt: skip
         assert relative[reached].max() < 2e-3, (start, end)
         assert np.median(relative[reached]) < 1e-6
 
@@ -170,16 +174,8 @@ def test_plane_jacobian_matches_finite_differences(leg):
                              BFIELD_T, 1, plane_from=plane_from)  # fmt: skip
         return _plane_step(values, kind_from, plane_from, kind_to, plane_to, 1)
 
-    analytic = step(start)
-    reached &= analytic.ok
-    numeric = np.zeros((len(start), 5, 5))
-    h = 1e-6
-    for j in range(5):
-        up, down = start.copy(), start.copy()
-        up[:, j] += h
-        down[:, j] -= h
-        numeric[:, :, j] = _difference(step(up).params, step(down).params, kind_to) / (2 * h)
-    relative = np.abs(analytic.jacobian - numeric) / (np.abs(numeric) + 1e-2)
+    reached &= step(start).ok
+    relative = _relative_jacobian_error(step, start, kind_to, 1e-6)
     assert reached.sum() > 1000
     assert relative[reached].max() < 2e-3
     assert np.median(relative[reached]) < 1e-6
@@ -219,16 +215,8 @@ def test_endcap_plane_jacobian_matches_finite_differences(leg):
     def step(values):
         return _plane_step(values, kind_from, plane_from, kind_to, plane_to, 0)
 
-    analytic = step(start)
-    reached = on_first.ok & analytic.ok
-    numeric = np.zeros((len(start), 5, 5))
-    h = 1e-7
-    for j in range(5):
-        up, down = start.copy(), start.copy()
-        up[:, j] += h
-        down[:, j] -= h
-        numeric[:, :, j] = _difference(step(up).params, step(down).params, kind_to) / (2 * h)
-    relative = np.abs(analytic.jacobian - numeric) / (np.abs(numeric) + 1e-2)
+    reached = on_first.ok & step(start).ok
+    relative = _relative_jacobian_error(step, start, kind_to, 1e-7)
     assert reached.sum() > 1900
     assert relative[reached].max() < 2e-3
     assert np.median(relative[reached]) < 1e-6
