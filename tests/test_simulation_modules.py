@@ -358,3 +358,33 @@ def test_trkx_simulate_on_modules_writes_events_that_read_back_on_their_modules(
     assert main(["run", str(config), "--input", str(events), "--output", str(output), "--no-progress",
                  f"--set=detector.file={detectors}"]) == 0  # fmt: skip
     assert (output / "tracks.csv").read_text().count("\n") == len(sp) + 1
+
+
+def test_trkx_simulate_on_a_detectors_csv_and_a_job_simulating_on_modules(tmp_path, capsys):
+    """``trkx simulate --detector detectors.csv.gz`` simulates on that file's modules (the same events as the
+    built-in layout, which the file holds); a job with ``[simulation] geometry = "modules"`` simulates on the
+    built-in modules and fits on their planes; a module file with a cylinder simulation is refused (exit 2)."""
+    from tracking_algs.cli import main
+    from tracking_algs.modules import write_detectors_csv
+
+    detectors = tmp_path / "detectors.csv.gz"
+    write_detectors_csv(detectors, trackml_modules())
+    arguments = ["simulate", "--events", "1", "--pileup", "2", "--seed", "7"]
+    assert main([*arguments, "--output", str(tmp_path / "from_file"), "--detector", str(detectors)]) == 0
+    assert main([*arguments, "--output", str(tmp_path / "built_in"), "--set", "geometry=modules"]) == 0
+    for kind in ("hits", "truth", "particles", "cells"):
+        name = f"event000000000-{kind}.csv"
+        assert (tmp_path / "from_file" / name).read_bytes() == (tmp_path / "built_in" / name).read_bytes(), kind
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "local_onnx.toml"
+    output = tmp_path / "job"
+    assert main(["run", str(config), "--simulate", "1", "--output", str(output), "--no-progress",
+                 "--set", "simulation.geometry=modules", "--set", "simulation.pileup=2"]) == 0  # fmt: skip
+    fitted = (output / "fitted_tracks.csv").read_text().splitlines()
+    assert len(fitted) > 10
+    capsys.readouterr()
+    refused = tmp_path / "refused"
+    assert main(["run", str(config), "--simulate", "1", "--output", str(refused), "--no-progress",
+                 "--set", f"detector.file={detectors}"]) == 2  # fmt: skip
+    assert 'set [simulation] geometry = "modules"' in capsys.readouterr().err
+    assert not refused.exists()

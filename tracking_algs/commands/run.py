@@ -11,7 +11,7 @@ import attrs
 
 from inference_iface.errors import InferenceError
 from tracking_algs.commands.arg_types import dask_scheduler, existing_file, output_directory, positive_int
-from tracking_algs.errors import TrackingError
+from tracking_algs.errors import JobInputError, TrackingError
 
 NAME = "run"
 HELP = "find and fit tracks in TrackML CSV or simulated events; write tracks, fits, performance and plots"
@@ -84,8 +84,14 @@ def run(args: argparse.Namespace) -> int:
     if args.input is not None:
         source = DirectorySource.open(args.input, detector, option="--input", modules=options.module_geometry())
     else:
+        if options.detector.file and options.simulation.geometry != "modules":
+            raise JobInputError(
+                f"[detector] file {options.detector.file!r} is a module geometry, and the simulation runs on "
+                'cylinders; set [simulation] geometry = "modules" to simulate on its modules, or read events with '
+                "--input"
+            )
         count = args.simulate if args.simulate is not None else options.job.events
-        source = SimulationSource(options.simulation, options.job.seed, count, detector)
+        source = SimulationSource(options.simulation, options.job.seed, count, detector, options.module_geometry())
     store = ResultStore(args.output)
     created, new_job = not args.output.exists(), not (args.output / "job_options.json").exists()
     # how the job runs (workers, executor) is left out: a resumed job may run otherwise, with the same results

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from inference_iface.options import apply_overrides, structure
 from tracking_algs.commands.arg_types import (
@@ -14,8 +15,11 @@ from tracking_algs.commands.arg_types import (
 )
 from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.io.trackml import write_event
+from tracking_algs.modules import read_detectors_csv
 from tracking_algs.simulation import SimulationConfig, simulate_events
 
+#: a ``--detector`` whose name matches is a module geometry (TrackML ``detectors.csv``), any other a detector TOML
+MODULE_FILE = re.compile(r"\.csv(\.gz)?$")
 NAME = "simulate"
 HELP = "simulate TrackML-like events (pile-up, truth) and write them as TrackML CSV files"
 
@@ -31,17 +35,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="directory for event*-{hits,truth,particles}.csv (and -cells.csv on modules)")  # fmt: skip
     parser.add_argument("--no-signal", action="store_true", help="pile-up only, no jet-like signal interaction")
     parser.add_argument("--detector", type=existing_file("detector file"),
-                        help="detector TOML (default: the TrackML-like detector)")  # fmt: skip
+                        help="a detector TOML (the cylinder description; default: the TrackML-like detector), "
+                             "or a TrackML detectors.csv[.gz]: simulate on its modules (geometry=modules)")  # fmt: skip
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="set a SimulationConfig field, e.g. --set noise_fraction=0 (repeatable)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     """Simulate ``--events`` events and write them into ``--output`` (every option is checked first)."""
-    options = apply_overrides({"pileup": args.pileup, "signal": not args.no_signal}, args.overrides)
+    modules = None
+    defaults = {"pileup": args.pileup, "signal": not args.no_signal}
+    if args.detector is not None and MODULE_FILE.search(str(args.detector)):
+        modules = read_detectors_csv(args.detector)
+        defaults["geometry"] = "modules"
+    options = apply_overrides(defaults, args.overrides)
     config = structure(options, SimulationConfig, where=f"--set {' '.join(args.overrides)}".strip())
-    detector = Detector.from_toml(args.detector) if args.detector else trackml_detector()
-    for event in simulate_events(config, args.seed, args.events, detector):
+    detector = Detector.from_toml(args.detector) if args.detector and modules is None else trackml_detector()
+    for event in simulate_events(config, args.seed, args.events, detector, modules):
         write_event(args.output, event)
         print(f"event {event.event_id}: {len(event.particles)} particles, {len(event.spacepoints)} hits")
     return 0

@@ -72,6 +72,8 @@ class SimulationSource:
     seed: int = attrs.field(validator=attrs.validators.ge(0))
     count: int = attrs.field(validator=attrs.validators.ge(1))
     detector: Detector
+    #: the modules of a simulation on modules (None: the built-in TrackML modules)
+    modules: ModuleGeometry | None = attrs.field(default=None, eq=False)
 
     def event_ids(self) -> list[int]:
         """Ids 0 .. count-1."""
@@ -79,7 +81,7 @@ class SimulationSource:
 
     def load(self, event_id: int) -> Event:
         """Simulate event ``event_id``."""
-        return simulate_event(self.config, seed=self.seed, event_id=event_id, detector=self.detector)
+        return simulate_event(self.config, self.seed, event_id, self.detector, self.modules)
 
     def describe(self) -> dict[str, int]:
         """What a resumed job must find unchanged: the event count and seed."""
