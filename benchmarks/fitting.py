@@ -1,11 +1,15 @@
-"""Speed of the Kalman fitter: tracks fitted per second, batched versus one track per call.
+"""Speed of the Kalman fitter: tracks fitted per second, batched versus one track per call, on cylinders and on
+module planes.
 
 Tracks: the truth tracks with exactly 10 hits of a simulated pile-up-200 event (no noise, no inefficiency),
 repeated to ``--tracks`` tracks.  In one run the same fitter fits them (a) batched, all in one ``fit`` call, with
 each ``--batch-sizes`` value (tracks advanced together), on one process and on ``--processes`` worker
 processes that each fit an equal share (the shares are handed to the workers once, when they start, as a job's
 workers read their own events; the timed calls carry only a share number), and (b) in a per-track loop, one
-``fit`` call per track, on the first ``--loop-tracks`` tracks.  Repetitions are interleaved; medians are reported.
+``fit`` call per track, on the first ``--loop-tracks`` tracks.  Side by side, the same variants at the default
+batch size fit 10-hit tracks of the module simulation on the TrackML module planes (``modules:`` rows; most of
+those tracks cross two overlapping modules in some layer and take the fitter's second pass).  Repetitions are
+interleaved; medians are reported.
 
 Usage::
 
@@ -32,14 +36,19 @@ from bench_common import RESULTS, write_results
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting import KalmanConfig, KalmanFitter
 from tracking_algs.geometry import trackml_detector
+from tracking_algs.modules import trackml_modules
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 HITS_PER_TRACK = 10
 
 
-def ten_hit_tracks(n_tracks: int, seed: int) -> tuple[Spacepoints, TrackCandidates]:
+GEOMETRIES = ("cylinders", "modules")
+
+
+def ten_hit_tracks(n_tracks: int, seed: int, geometry: str = "cylinders") -> tuple[Spacepoints, TrackCandidates]:
     """``n_tracks`` truth tracks of 10 hits each (copies of one event's 10-hit particles), labels 0..n-1."""
-    event = simulate_event(SimulationConfig(pileup=200.0, hit_inefficiency=0.0, noise_fraction=0.0), seed, 0)
+    config = SimulationConfig(geometry=geometry, pileup=200.0, hit_inefficiency=0.0, noise_fraction=0.0)
+    event = simulate_event(config, seed, 0)
     particle = event.truth.particle_id
     ids, counts = np.unique(particle[particle > 0], return_counts=True)
     chosen = ids[counts == HITS_PER_TRACK]
@@ -56,8 +65,14 @@ def ten_hit_tracks(n_tracks: int, seed: int) -> tuple[Spacepoints, TrackCandidat
 _WORKER: dict[str, object] = {}
 
 
-def _load_shares(shares: list[tuple[Spacepoints, TrackCandidates]], batch_size: int) -> None:
-    _WORKER["fitter"] = KalmanFitter(trackml_detector(), KalmanConfig(batch_size=batch_size))
+def make_fitter(geometry: str, batch_size: int) -> KalmanFitter:
+    """The fitter of the cylinder detector, or of the TrackML module planes."""
+    modules = trackml_modules() if geometry == "modules" else None
+    return KalmanFitter(trackml_detector(), KalmanConfig(batch_size=batch_size), modules=modules)
+
+
+def _load_shares(shares: list[tuple[Spacepoints, TrackCandidates]], batch_size: int, geometry: str) -> None:
+    _WORKER["fitter"] = make_fitter(geometry, batch_size)
     _WORKER["shares"] = shares
 
 
@@ -86,9 +101,15 @@ def _shares(spacepoints: Spacepoints, n_tracks: int, parts: int) -> list[tuple[S
 
 def measure(n_tracks: int, loop_tracks: int, batch_sizes: list[int], processes: int, repeat: int, seed: int):
     """Median tracks/s of every variant (see the module docstring)."""
-    spacepoints, candidates = ten_hit_tracks(n_tracks, seed)
-    detector = trackml_detector()
-    fitters = {size: KalmanFitter(detector, KalmanConfig(batch_size=size)) for size in batch_sizes}
+    rows = _measure_geometry("cylinders", n_tracks, loop_tracks, batch_sizes, processes, repeat, seed)
+    default_size = KalmanConfig().batch_size
+    rows += _measure_geometry("modules", n_tracks, loop_tracks, [default_size], processes, repeat, seed)
+    return rows
+
+
+def _measure_geometry(geometry, n_tracks, loop_tracks, batch_sizes, processes, repeat, seed):
+    spacepoints, candidates = ten_hit_tracks(n_tracks, seed, geometry)
+    fitters = {size: make_fitter(geometry, size) for size in batch_sizes}
     loop_sp = [spacepoints.take(slice(k * HITS_PER_TRACK, (k + 1) * HITS_PER_TRACK)) for k in range(loop_tracks)]
     one_label = TrackCandidates(np.zeros(HITS_PER_TRACK, dtype=np.int64))
     shares = _shares(spacepoints, n_tracks, processes)
@@ -100,7 +121,7 @@ def measure(n_tracks: int, loop_tracks: int, batch_sizes: list[int], processes: 
             fitters[default_size].fit(sp, one_label)
 
     fitters[default_size].fit(spacepoints, candidates)  # warm-up
-    with ProcessPoolExecutor(processes, initializer=_load_shares, initargs=(shares, default_size)) as pool:
+    with ProcessPoolExecutor(processes, initializer=_load_shares, initargs=(shares, default_size, geometry)) as pool:
         list(pool.map(_fit_share, range(processes)))  # warm-up
         for _ in range(repeat):
             for size, fitter in fitters.items():
@@ -112,10 +133,11 @@ def measure(n_tracks: int, loop_tracks: int, batch_sizes: list[int], processes: 
             times.setdefault(key, []).append((time.perf_counter() - start, cpu))
             times.setdefault("per-track loop, 1 process", []).append(_timed(per_track_loop))
     rows = []
+    prefix = "modules: " if geometry == "modules" else ""
     for variant, values in times.items():
         tracks = loop_tracks if variant.startswith("per-track") else n_tracks
         wall, cpu = (float(np.median(column)) for column in zip(*values, strict=True))
-        rows.append({"variant": variant, "tracks": tracks, "median_s": wall, "tracks_per_s": tracks / wall,
+        rows.append({"variant": prefix + variant, "tracks": tracks, "median_s": wall, "tracks_per_s": tracks / wall,
                      "median_cpu_s": cpu, "tracks_per_cpu_s": tracks / cpu})  # fmt: skip
     return rows
 
@@ -125,12 +147,17 @@ def markdown(rows: list[dict[str, object]], load: float, cpus: int) -> str:
     batched = max(row["tracks_per_s"] for row in rows if row["variant"].endswith("1 process")
                   and row["variant"].startswith("batched"))  # fmt: skip
     loop = next(row["tracks_per_s"] for row in rows if row["variant"].startswith("per-track"))
+    on_planes = next(row["tracks_per_cpu_s"] for row in rows if row["variant"].startswith("modules: batched"))
+    on_cylinders = next(row["tracks_per_cpu_s"] for row in rows if row["variant"].startswith("batched")
+                        and row["variant"].endswith("batch_size=4096, 1 process"))  # fmt: skip
     lines = [
         "## Kalman fitter throughput",
         "",
         f"10-hit truth tracks (pile-up-200 simulation), multiple scattering on. "
         f"Machine: {cpus} CPUs, load average during the run {load:.1f}. "
         f"Batched is {batched / loop:.0f}× faster than the per-track loop on one process. "
+        f"On module planes (rows `modules:`) a track costs {on_cylinders / on_planes:.1f}× as much CPU as on "
+        "the cylinders. "
         "On a shared machine the wall-clock rate depends on the load; tracks per CPU-second (the processes' own "
         "CPU time) is the rate of one busy core.",
         "",
