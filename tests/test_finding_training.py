@@ -255,3 +255,17 @@ def test_hard_negatives_are_the_nearest_compatible_hits():
     plain = _hard_negatives(embedding, query, sample, EmbeddingTraining(hard_negatives=5), cuts)
     assert plain[1].tolist() == near[:, 1:6].ravel().tolist()
     assert not geometry.compatible(*plain).all()
+
+
+def test_the_training_events_come_from_the_configured_simulation():
+    """``[data] geometry`` picks the simulation of the training and validation events; the default stays the
+    cylinders, and an unknown geometry is refused."""
+    assert DataConfig().simulation(0).geometry == "cylinders"
+    config = structure({"data": {"geometry": "modules", "pileups": [200.0, 20.0]}}, TrainConfig)
+    assert [config.data.simulation(i).pileup for i in range(2)] == [200.0, 20.0]
+    assert {config.data.simulation(i).geometry for i in range(2)} == {"modules"}
+    validation = config.data.validation_simulation(20.0)
+    assert (validation.geometry, validation.pileup) == ("modules", 20.0)
+    assert validation.beam_spot_sigma_z_mm == SimulationConfig().beam_spot_sigma_z_mm  # the simulation's default
+    with pytest.raises(ConfigError, match="geometry"):
+        structure({"data": {"geometry": "cones"}}, TrainConfig)

@@ -53,13 +53,12 @@ def held_out_metrics(model_dir: Path, config: TrainConfig) -> dict[str, Any]:
     from tracking_algs.finding.training import VALIDATION_SEED_MIN, simulated_events
     from tracking_algs.finding.validation import evaluate, without_matches
     from tracking_algs.job_options import local_finder
-    from tracking_algs.simulation import SimulationConfig
 
     assert config.data.validation_seed >= VALIDATION_SEED_MIN > config.data.train_seed
     metrics = {}
     with local_finder(FindingConfig(model_dir=str(model_dir))) as finder:
         for pileup in config.data.validation_pileups:
-            simulations = [SimulationConfig(pileup=pileup)] * config.data.validation_events
+            simulations = [config.data.validation_simulation(pileup)] * config.data.validation_events
             events = simulated_events(config.data.validation_seed, simulations)
             summary = without_matches(evaluate(finder, events))
             metrics[f"pileup_{pileup:g}"] = {"seed": config.data.validation_seed, **summary}

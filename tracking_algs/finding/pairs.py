@@ -4,7 +4,10 @@ At pile-up 200 a hit has hundreds of neighbours inside the embedding radius, so 
 are mostly hits no track of interest could join to it. :class:`PairGeometry` removes those before the cap,
 with three cuts on the pair alone (each can be switched off in :class:`~tracking_algs.finding.config.PairCuts`):
 
-- both hits on one layer (a track crosses a layer once, apart from loopers);
+- both hits on one layer (a track crosses a layer once, apart from loopers), unless they are an *overlap pair*:
+  on different modules of the layer and at most ``max_overlap_mm`` apart, as where one particle crosses two
+  overlapping modules (28 % of the particle-layer pairs of real TrackML events); an overlap pair skips the two
+  cuts below, which hits millimetres apart cannot measure;
 - the circle through the beam line (the origin in x-y) and both hits bends more than a track of ``min_pt_gev``:
   pT ≈ 0.3 · B · R with R = r₁ r₂ d / (2 |x₁ y₂ − y₁ x₂|), d the transverse distance of the hits, B the field of
   the detector (without a field nothing bends and the cut is off);
@@ -32,12 +35,25 @@ class PairGeometry:
         self.z = np.asarray(spacepoints.z, dtype=np.float32)
         self.r = np.hypot(self.x, self.y)
         self.layer = spacepoints.layer_key
+        self.module = np.asarray(spacepoints.module_id)
+
+    def overlap(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """Boolean mask over the pairs of hit rows that are overlap pairs: one layer, different modules, at most
+        ``cuts.max_overlap_mm`` apart (all False when that is 0)."""
+        shape = np.broadcast_shapes(np.shape(first), np.shape(second))
+        if self.cuts.max_overlap_mm <= 0:
+            return np.zeros(shape, dtype=bool)
+        near = (self.x[first] - self.x[second]) ** 2 + (self.y[first] - self.y[second]) ** 2
+        near += (self.z[first] - self.z[second]) ** 2
+        near = near <= np.float32(self.cuts.max_overlap_mm) ** 2
+        return near & (self.layer[first] == self.layer[second]) & (self.module[first] != self.module[second])
 
     def compatible(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         """Boolean mask over the pairs (``first[i]``, ``second[i]``) of hit rows that pass every cut (``first`` and
         ``second`` broadcast against each other: a column of hits and a block of their partners, say)."""
         cuts = self.cuts
         keep = np.ones(np.broadcast_shapes(np.shape(first), np.shape(second)), dtype=bool)
+        overlap = self.overlap(first, second) if cuts.different_layers else np.zeros_like(keep)
         if cuts.different_layers:
             keep &= self.layer[first] != self.layer[second]
         if cuts.min_pt_gev > 0 or cuts.max_z0_mm > 0:
@@ -52,4 +68,4 @@ class PairGeometry:
             # |z₁ − r₁ (z₂ − z₁)/(r₂ − r₁)| ≤ z₀max, multiplied through by |r₂ − r₁| (pairs at one radius fail)
             z1, z2 = self.z[first], self.z[second]
             keep &= np.abs(z1 * (r2 - r1) - r1 * (z2 - z1)) <= cuts.max_z0_mm * np.abs(r2 - r1)
-        return keep
+        return keep | overlap

@@ -29,7 +29,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import numpy as np
@@ -60,13 +60,19 @@ VALIDATION_SEED_MIN = 1_000_000
 class DataConfig:
     """Which simulated events to train and validate on. Training events are simulated at ``pileups`` in turn and
     with a luminous region ``beam_spot_sigma_z_mm`` long; validation events with the simulation's defaults at each
-    of ``validation_pileups``.
+    of ``validation_pileups``. Both use the detector simulation ``geometry`` (``"cylinders"``: ideal cylinders and
+    disks; ``"modules"``: the TrackML module layout, with overlapping modules, TrackML noise rates and
+    secondaries; :class:`~tracking_algs.simulation.SimulationConfig`).
 
     The filter and GNN train on one random azimuthal sector per training event plus ``focus_sectors``
     sectors centred on hits of particles with pT ≥ ``focus_pt_min`` GeV (in practice the signal jets).
     Random sectors of a pile-up event hold few such dense high-pT tracks, and the networks then fail to
     separate neighbouring jet tracks."""
 
+    #: the simulation the training and validation events come from
+    geometry: Literal["cylinders", "modules"] = attrs.field(
+        default="cylinders", validator=v.in_(("cylinders", "modules"))
+    )
     #: pile-up of the training events, in turn: event i has ``pileups[i % len(pileups)]``
     pileups: tuple[float, ...] = attrs.field(default=(200.0,), validator=v.min_len(1))
     train_seed: int = attrs.field(default=1, validator=[v.ge(0), v.lt(VALIDATION_SEED_MIN)])
@@ -84,7 +90,11 @@ class DataConfig:
     def simulation(self, event_id: int) -> SimulationConfig:
         """The simulation settings of training event ``event_id``."""
         pileup = self.pileups[event_id % len(self.pileups)]
-        return SimulationConfig(pileup=pileup, beam_spot_sigma_z_mm=self.beam_spot_sigma_z_mm)
+        return SimulationConfig(geometry=self.geometry, pileup=pileup, beam_spot_sigma_z_mm=self.beam_spot_sigma_z_mm)
+
+    def validation_simulation(self, pileup: float) -> SimulationConfig:
+        """The simulation settings of the validation events at ``pileup`` (the simulation's defaults otherwise)."""
+        return SimulationConfig(geometry=self.geometry, pileup=pileup)
 
 
 @attrs.frozen(kw_only=True)
