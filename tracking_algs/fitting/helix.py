@@ -62,7 +62,7 @@ PLANE_CENTRE, PLANE_U, PLANE_V, PLANE_W = 0, 1, 2, 3
 _CYLINDER, _DISK, _PERIGEE, _PLANE = (int(kind) for kind in SurfaceKind)
 #: Newton steps of the helix-plane intersection (from the straight-line crossing; quadratic convergence)
 _PLANE_NEWTON_STEPS = 4
-#: a plane crossing is accepted when the end point lies this close (mm) to the plane
+#: a plane crossing is accepted when the end point lies this close (mm) to the plane before Newton's last step
 _PLANE_TOLERANCE_MM = 1e-6
 
 
@@ -212,6 +212,11 @@ def path_to_surface(
 
     ``direction`` +1 (or -1) accepts only crossings ahead of (behind) the start; 0 accepts both; an array [N]
     gives each track its own."""
+    on_plane = kind == _PLANE
+    if on_plane.all():  # modules only (the fitter's hit steps): none of the other kinds' arithmetic
+        path, ok = _path_to_plane(free, _planes(plane, len(free)), bfield_t)
+        ok &= direction * path >= 0.0
+        return np.where(ok, path, 0.0), ok
     x, y, z, tx, ty, tz, qop = columns(free)
     st = np.hypot(tx, ty)
     moving = st > _MIN_SIN_THETA
@@ -249,7 +254,6 @@ def path_to_surface(
     s_transverse = np.where(cylinder, s_cylinder, s_perigee)
     path = np.where(disk, s_disk, s_transverse / safe_st)
     ok = np.where(disk, ok_disk, np.where(cylinder, ok_cylinder, moving))
-    on_plane = kind == _PLANE
     if on_plane.any():
         plane_path, plane_ok = _path_to_plane(free[on_plane], _planes(plane, len(free))[on_plane], bfield_t)
         path[on_plane], ok[on_plane] = plane_path, plane_ok
@@ -270,10 +274,9 @@ def _path_to_plane(free: np.ndarray, plane: np.ndarray, bfield_t: float) -> tupl
         for _ in range(_PLANE_NEWTON_STEPS):
             end, _ = transport(free, path, bfield_t, jacobian=False)
             distance = np.einsum("ni,ni->n", end[:, :3] - plane[:, PLANE_CENTRE], normal)
-            rate = np.einsum("ni,ni->n", end[:, 3:6], normal)
-            path = path - distance / rate
-        end, _ = transport(free, np.where(np.isfinite(path), path, 0.0), bfield_t, jacobian=False)
-        distance = np.einsum("ni,ni->n", end[:, :3] - plane[:, PLANE_CENTRE], normal)
+            step = distance / np.einsum("ni,ni->n", end[:, 3:6], normal)
+            path = path - step
+    # Newton converges quadratically: from a distance this small, the last step lands far closer still
     return path, np.isfinite(path) & (np.abs(distance) < _PLANE_TOLERANCE_MM)
 
 
