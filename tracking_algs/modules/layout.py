@@ -23,6 +23,7 @@ The TrackML detector's description, :data:`TRACKML_MODULES_TOML`, is measured fr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -123,8 +124,10 @@ def build_modules(layout: ModuleLayout) -> ModuleGeometry:
     return ModuleGeometry(**{name: np.concatenate([part[name] for part in parts]) for name in parts[0]})
 
 
+@functools.cache
 def trackml_modules() -> ModuleGeometry:
-    """The 18 728 modules of the TrackML detector, generated from :data:`TRACKML_MODULES_TOML`."""
+    """The 18 728 modules of the TrackML detector, generated from :data:`TRACKML_MODULES_TOML` once per process
+    (every caller shares the one geometry, which nothing modifies)."""
     return build_modules(ModuleLayout.from_toml(TRACKML_MODULES_TOML))
 
 

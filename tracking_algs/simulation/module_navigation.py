@@ -22,11 +22,10 @@ whether a particle ends in a module is a hash of (its own key, particle, crossin
 
 from __future__ import annotations
 
-import functools
-
 import attrs
 import numpy as np
 
+from tracking_algs.event import Columns
 from tracking_algs.geometry import Detector
 from tracking_algs.modules import ModuleGeometry, trackml_modules
 from tracking_algs.simulation.propagation import HelixFrame, chord, helix_parameters, move_along_helix
@@ -50,7 +49,7 @@ _MAX_STEPS = 10_000
 
 
 @attrs.frozen
-class ModuleCrossings:
+class ModuleCrossings(Columns):
     """Module crossings in the order they happen per particle: ``particle`` (row of the propagated particles),
     ``module`` (row of the geometry), ``position`` [M, 3] mm on the module's mid-plane, ``momentum`` [M, 3] GeV
     arriving (before scattering), local ``u``, ``v`` (mm), ``index`` (the crossing's number along its particle,
@@ -64,10 +63,6 @@ class ModuleCrossings:
     v: np.ndarray
     index: np.ndarray
     ended: np.ndarray
-
-    def take(self, rows: np.ndarray) -> ModuleCrossings:
-        """The selected crossings (an index array or a mask)."""
-        return ModuleCrossings(*(getattr(self, f.name)[rows] for f in attrs.fields(ModuleCrossings)))
 
 
 @attrs.frozen(eq=False)
@@ -221,14 +216,17 @@ class ModuleLayers:
         return np.where(found == np.iinfo(np.int64).max, -1, found)
 
 
-@functools.cache
-def _trackml_layers() -> ModuleLayers:
-    return ModuleLayers.of(trackml_modules())
+#: the last geometry :func:`module_layers` was asked for, and its layers (held, so the identity stays valid)
+_LAST_LAYERS: list[tuple[ModuleGeometry, ModuleLayers]] = []
 
 
 def module_layers(geometry: ModuleGeometry | None = None) -> ModuleLayers:
-    """The :class:`ModuleLayers` of ``geometry`` (None: the built-in TrackML modules, built once)."""
-    return _trackml_layers() if geometry is None else ModuleLayers.of(geometry)
+    """The :class:`ModuleLayers` of ``geometry`` (None: the built-in TrackML modules), built once for the geometry
+    object the events of a run share (its arrays are not compared: a geometry is not modified once built)."""
+    geometry = trackml_modules() if geometry is None else geometry
+    if not _LAST_LAYERS or _LAST_LAYERS[0][0] is not geometry:
+        _LAST_LAYERS[:] = [(geometry, ModuleLayers.of(geometry))]
+    return _LAST_LAYERS[0][1]
 
 
 def _wrap(angle: np.ndarray) -> np.ndarray:
