@@ -23,7 +23,6 @@ import numpy as np
 
 from inference_iface.options import load_toml
 from tracking_algs.modules import ModuleGeometry
-from tracking_algs.simulation.cells import Clusters
 
 CLUSTER_ERRORS_TOML = Path(__file__).resolve().parent.parent / "detectors" / "cluster_errors.toml"
 #: the largest cluster size with its own entry; larger clusters share it
@@ -75,14 +74,15 @@ def cluster_errors(path: Path = CLUSTER_ERRORS_TOML) -> ClusterErrors:
                          np.array([[entry["u"], entry["v"]] for entry in volumes], dtype=np.float64))  # fmt: skip
 
 
-def cluster_sizes(clusters: Clusters, n_hits: int) -> np.ndarray:
-    """Cells spanned along u and along v [n_hits, 2] by each hit's cluster (0 for a hit without cells)."""
+def cluster_sizes(hit: np.ndarray, ch0: np.ndarray, ch1: np.ndarray, n_hits: int) -> np.ndarray:
+    """Cells spanned along u and along v [n_hits, 2] by each hit's cluster, from its cells' hit rows ``hit`` and
+    channels ``ch0``, ``ch1`` (0 for a hit without cells)."""
     size = np.zeros((n_hits, 2), dtype=np.int64)
-    for axis, channel in enumerate((clusters.ch0, clusters.ch1)):
+    for axis, channel in enumerate((ch0, ch1)):
         low = np.full(n_hits, np.iinfo(np.int64).max)
         high = np.full(n_hits, -1)
-        np.minimum.at(low, clusters.hit, channel)
-        np.maximum.at(high, clusters.hit, channel)
+        np.minimum.at(low, hit, channel)
+        np.maximum.at(high, hit, channel)
         size[:, axis] = np.maximum(high - low + 1, 0)
     return size
 
@@ -124,8 +124,7 @@ def main() -> int:
         cells = event.cells
         assert cells is not None
         rows = np.searchsorted(event.spacepoints.hit_id, cells.hit_id)
-        clusters = Clusters(hit=rows, ch0=cells.ch0, ch1=cells.ch1, value=cells.value, u=np.empty(0), v=np.empty(0))
-        size = cluster_sizes(clusters, len(event.spacepoints))[hit_rows]
+        size = cluster_sizes(rows, cells.ch0, cells.ch1, len(event.spacepoints))[hit_rows]
         parts.append((module, size, measured - true))
     module, size, residual = (np.concatenate(column) for column in zip(*parts, strict=True))
     sys.stdout.write(measure(geometry, module, size, residual).to_toml())

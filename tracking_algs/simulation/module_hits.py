@@ -101,13 +101,14 @@ def module_event_hits(
     direction = np.concatenate([crossings.momentum, second.momentum, noise_position])
     clusters = cluster(geometry, module, u, v, direction, config.cell_charge_sharing_mm)
     measured = geometry.to_global(module, clusters.u, clusters.v) if config.hit_smearing else true_position
+    size = cluster_sizes(clusters.hit, clusters.ch0, clusters.ch1, len(module))
     hits = Hits(
         surface=module,
         measured=measured,
         true_position=true_position,
         true_momentum=true_momentum,
         particle=np.concatenate([particle, np.full(n_noise, -1, dtype=np.int64)]),
-        sigma=cluster_errors().sigma(geometry, module, cluster_sizes(clusters, len(module))),
+        sigma=cluster_errors().sigma(geometry, module, size),
     )
     return hits, SimParticles.concatenate([primaries, secondaries]), clusters
 
