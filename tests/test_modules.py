@@ -100,18 +100,21 @@ def test_material_is_the_trackml_per_layer_assumption(generated):
         trackml_x_over_x0(np.array([8, 99]), np.array([2, 2]))
 
 
-def test_module_layout_rejects_unknown_keys(tmp_path):
+def _edited_layout(tmp_path, old: str, new: str):
+    """The built-in layout TOML with its first ``old`` replaced by ``new``, written to a file."""
     path = tmp_path / "layout.toml"
-    text = TRACKML_MODULES_TOML.read_text(encoding="utf-8").replace("n_phi = 16\n", "n_phi = 16\nn_fi = 16\n", 1)
-    path.write_text(text, encoding="utf-8")
+    path.write_text(TRACKML_MODULES_TOML.read_text(encoding="utf-8").replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def test_module_layout_rejects_unknown_keys(tmp_path):
+    path = _edited_layout(tmp_path, "n_phi = 16\n", "n_phi = 16\nn_fi = 16\n")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) n_fi"):
         ModuleLayout.from_toml(path)
 
 
 def test_module_layout_rejects_a_ring_order_against_the_rings(tmp_path):
-    path = tmp_path / "layout.toml"
-    text = TRACKML_MODULES_TOML.read_text(encoding="utf-8").replace("ring_order = '0110", "ring_order = '1110", 1)
-    path.write_text(text, encoding="utf-8")
+    path = _edited_layout(tmp_path, "ring_order = '0110", "ring_order = '1110")
     with pytest.raises(ConfigError, match=r"ring_order: \[39, 69\] modules per ring, the rings have \[40, 68\]"):
         ModuleLayout.from_toml(path)
 

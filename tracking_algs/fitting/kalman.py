@@ -295,9 +295,10 @@ class KalmanFitter:
         of ``rows`` replaced (the step-by-step arrays of the forward pass, which only the smoother reads, are the
         first pass's)."""
         inflation = self.config.second_pass_cov_inflation
-        again = forward_filter(measurements.take(rows), smoothed.first[rows], smoothed.first_cov[rows] * inflation,
-                               status[rows], self.detector.bfield_t, self.config)  # fmt: skip
-        again_smoothed = smooth(measurements.take(rows), again)
+        steps = measurements.take(rows)
+        again = forward_filter(steps, smoothed.first[rows], smoothed.first_cov[rows] * inflation, status[rows],
+                               self.detector.bfield_t, self.config)  # fmt: skip
+        again_smoothed = smooth(steps, again)
 
         def merged(first_pass, second_pass, names):
             columns = {}
