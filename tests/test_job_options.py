@@ -168,14 +168,14 @@ def test_the_module_geometry_file_is_checked_before_work(tmp_path):
         load_job_options(CONFIGS / "local_onnx.toml", [f"detector.file='{absent}'"])
     with pytest.raises(ConfigError, match=rf"\[detector\] file '{re.escape(str(tmp_path))}' is not a file"):
         load_job_options(None, [f"detector.file='{tmp_path}'"])
-    with pytest.raises(ConfigError, match=r"detector\.path=x\.csv: unknown key\(s\) path; valid keys are file$"):
+    with pytest.raises(ConfigError, match=r"detector\.path=x\.csv: unknown key\(s\) path; valid keys are file, field$"):
         load_job_options(None, ["detector.path=x.csv"])
     written = tmp_path / "detectors.csv"
     written.write_text("volume_id,layer_id,module_id,cx,cy,cz,rot_xu,rot_xv,rot_xw,rot_yu,rot_yv,rot_yw,rot_zu,rot_zv,"
                        "rot_zw,module_t,module_minhu,module_maxhu,module_hv,pitch_u,pitch_v\n"
                        "8,2,1,32,0,0,0,0,1,1,0,0,0,1,0,0.15,8.4,8.4,36,0.05,0.05625\n")  # fmt: skip
     options = load_job_options(None, [f"detector.file='{written}'"])
-    assert options.to_dict()["detector"] == {"file": str(written)}
+    assert options.to_dict()["detector"]["file"] == str(written)
     assert len(options.module_geometry()) == 1
     if not hasattr(os, "geteuid") or os.geteuid() == 0:
         return  # root reads any file

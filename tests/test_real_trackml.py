@@ -28,6 +28,8 @@ SHARED_TRACKML = ROOT.parent / "shared" / "trackml"
 REAL_DETECTORS = SHARED_TRACKML / "detectors.csv.gz"
 SAMPLE = SHARED_TRACKML / "sample"
 FULL = SHARED_TRACKML / "full"
+#: the field real events are read in: the solenoid of [detector.field] (docs/fitting.md, "Magnetic field")
+SOLENOID = ("--set", "detector.field.kind=solenoid")
 pytestmark = pytest.mark.skipif(
     not (REAL_DETECTORS.is_file() and SAMPLE.is_dir() and FULL.is_dir()),
     reason=f"the real TrackML data is not here ({SHARED_TRACKML} is absent: a clone without ../shared)",
@@ -202,7 +204,8 @@ def _track_rows(path: Path) -> list[dict[str, str]]:
 
 def test_the_sample_event_runs_with_the_real_module_geometry(tmp_path):
     output = tmp_path / "out"
-    assert _run("--input", str(SAMPLE), "--output", str(output), "--set", f"detector.file={REAL_DETECTORS}") == 0
+    assert _run("--input", str(SAMPLE), "--output", str(output), "--set", f"detector.file={REAL_DETECTORS}",
+                *SOLENOID) == 0  # fmt: skip
     rows = _track_rows(output / "tracks.csv")
     hits = read_table(SAMPLE / "event000000001-hits.csv.gz", {"hit_id": "int64"})["hit_id"]
     assert sorted(int(row["hit_id"]) for row in rows) == sorted(hits.tolist())
@@ -211,7 +214,10 @@ def test_the_sample_event_runs_with_the_real_module_geometry(tmp_path):
     assert performance["tracks_per_event"] == [performance["tracking"]["n_tracks"]]
     assert performance["tracking"]["n_tracks"] > 0
     options = json.loads((output / "job_options.json").read_text())
-    assert options["options"]["detector"] == {"file": str(REAL_DETECTORS)}
+    assert options["options"]["detector"] == {
+        "file": str(REAL_DETECTORS),
+        "field": {"kind": "solenoid", "solenoid_radius_mm": 1200.0, "solenoid_length_mm": 6000.0},
+    }
 
 
 def test_two_full_pileup_200_events_run_with_the_real_module_geometry(tmp_path):
@@ -219,7 +225,8 @@ def test_two_full_pileup_200_events_run_with_the_real_module_geometry(tmp_path):
     track count of each event in performance.json, in well under a minute."""
     output = tmp_path / "out"
     start = time.perf_counter()
-    assert _run("--input", str(FULL), "--output", str(output), "--set", f"detector.file={REAL_DETECTORS}") == 0
+    assert _run("--input", str(FULL), "--output", str(output), "--set", f"detector.file={REAL_DETECTORS}",
+                *SOLENOID) == 0  # fmt: skip
     elapsed = time.perf_counter() - start
     assert elapsed < 60, f"two full events took {elapsed:.0f} s"
     rows = _track_rows(output / "tracks.csv")

@@ -35,6 +35,7 @@ from tracking_algs.finding.served import SERVED_MODELS
 from tracking_algs.fitting.hook import FittingConfig, TrackFitter
 from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.job.dask_setup import scheduler_address
+from tracking_algs.magnetic_field import FieldConfig, MagneticField
 from tracking_algs.performance.matching import ParticleSelection
 from tracking_algs.simulation import SimulationConfig
 
@@ -104,9 +105,12 @@ class DetectorConfig:
     ``file``, a TrackML ``detectors.csv`` or ``.csv.gz``; each hit's measurement errors are then its own module's
     pitch / √12, and the fitter measures each hit on its module's plane. Empty: the built-in TrackML modules when
     ``[simulation] geometry = "modules"``, else no module geometry (the per-layer errors and nominal layers of
-    ``[job] detector``)."""
+    ``[job] detector``).  ``[detector.field]`` (:class:`~tracking_algs.magnetic_field.FieldConfig`): the
+    field's shape, uniform by default, with ``[job] detector``'s field at the centre; the simulation and the fitter
+    move tracks in it."""
 
     file: str = ""
+    field: FieldConfig = FieldConfig()
 
 
 @attrs.frozen(kw_only=True)
@@ -125,6 +129,10 @@ class JobOptions:
     def cylinder_detector(self) -> Detector:
         """The detector named by ``[job] detector`` (a TOML file), or the TrackML-like default."""
         return Detector.from_toml(self.job.detector) if self.job.detector else trackml_detector()
+
+    def magnetic_field(self) -> MagneticField:
+        """The field of ``[detector.field]`` with the centre field of :meth:`cylinder_detector`."""
+        return self.detector.field.build(self.cylinder_detector().bfield_t)
 
     def module_geometry(self) -> ModuleGeometry | None:
         """The module geometry of the job: that of ``[detector] file`` (read from the file); when the option is

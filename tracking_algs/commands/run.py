@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
                 "--input"
             )
         count = args.simulate if args.simulate is not None else options.job.events
-        source = SimulationSource(options.simulation, options.job.seed, count, detector, options.module_geometry())
+        source = SimulationSource(
+            options.simulation, options.job.seed, count, detector, options.module_geometry(), options.magnetic_field()
+        )
     store = ResultStore(args.output)
     created, new_job = not args.output.exists(), not (args.output / "job_options.json").exists()
     # how the job runs (workers, executor) is left out: a resumed job may run otherwise, with the same results

@@ -15,6 +15,7 @@ from tracking_algs.commands.arg_types import (
 )
 from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.io.trackml import write_event
+from tracking_algs.magnetic_field import FieldConfig
 from tracking_algs.modules import read_detectors_csv
 from tracking_algs.simulation import SimulationConfig, simulate_events
 
@@ -37,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", type=existing_file("detector file"),
                         help="a detector TOML (the cylinder description; default: the TrackML-like detector), "
                              "or a TrackML detectors.csv[.gz]: simulate on its modules (geometry=modules)")  # fmt: skip
+    parser.add_argument("--field", choices=("uniform", "solenoid"), default="uniform",
+                        help="the field's shape: uniform (default), or the 1.2 m × 6 m solenoid of "
+                             "[detector.field] (docs/fitting.md), the detector's field at its centre")  # fmt: skip
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="set a SimulationConfig field, e.g. --set noise_fraction=0 (repeatable)")  # fmt: skip
 
@@ -51,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     options = apply_overrides(defaults, args.overrides)
     config = structure(options, SimulationConfig, where=f"--set {' '.join(args.overrides)}".strip())
     detector = Detector.from_toml(args.detector) if args.detector and modules is None else trackml_detector()
-    for event in simulate_events(config, args.seed, args.events, detector, modules):
+    field = FieldConfig(kind=args.field).build(detector.bfield_t)
+    for event in simulate_events(config, args.seed, args.events, detector, modules, field):
         write_event(args.output, event)
         print(f"event {event.event_id}: {len(event.particles)} particles, {len(event.spacepoints)} hits")
     return 0

@@ -23,6 +23,7 @@ from tracking_algs.fitting.navigation import NO_LAYER, MaterialMap, traverse
 from tracking_algs.fitting.results import FitStatus
 from tracking_algs.fitting.scattering import scattering_variances
 from tracking_algs.fitting.stacked import matmul, sandwich, transport_sandwich
+from tracking_algs.magnetic_field import MagneticField
 
 
 @attrs.frozen
@@ -167,7 +168,7 @@ def forward_filter(
     seed: np.ndarray,
     seed_cov: np.ndarray,
     status: np.ndarray,
-    bfield_t: float,
+    field: MagneticField,
     config: KalmanConfig,
 ) -> ForwardPass:
     """Run the filter over every track's steps, from the seed (bound parameters on the first hit's surface);
@@ -200,7 +201,7 @@ def forward_filter(
         if i > 0:
             to_hole = hole[rows, i]
             step = propagate(params, state_kind[rows], state_position[rows], hits.kind[rows, i],
-                             hits.position[rows, i], bfield_t, direction=to_hole.astype(np.int64),
+                             hits.position[rows, i], field, direction=to_hole.astype(np.int64),
                              plane_from=None if state_plane is None else state_plane[rows],
                              plane_to=hits.planes(rows, i))  # fmt: skip
             jac = step.jacobian
@@ -325,7 +326,7 @@ def _hit_chi2(value, variance, params, smoothed_block, kind):
 
 def to_perigee(
     params: np.ndarray, cov: np.ndarray, kind: np.ndarray, position: np.ndarray, plane: np.ndarray | None,
-    first_layer: np.ndarray, material: MaterialMap | None, bfield_t: float, mass_gev: float,
+    first_layer: np.ndarray, material: MaterialMap | None, field: MagneticField, mass_gev: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """States on the first hit's surface (``kind``, ``position``, ``plane``; on the layer with key
     ``first_layer``) taken inwards to the perigee, adding the scattering of every surface crossed on the way (the
@@ -336,10 +337,10 @@ def to_perigee(
         r, z = np.hypot(free[:, 0], free[:, 1]), free[:, 2]
         inner = material.crossings(r, z, np.zeros(len(params)), _beam_line_z(r, z, params[:, 3]),
                                    end_layers=(first_layer, np.full(len(params), NO_LAYER)))  # fmt: skip
-        passed = traverse(params, cov, kind, position, inner, bfield_t, mass_gev, direction=-1, plane=plane)
+        passed = traverse(params, cov, kind, position, inner, field, mass_gev, direction=-1, plane=plane)
         params, cov, kind, position, plane = passed.params, passed.cov, passed.kind, passed.position, passed.plane
     perigee = np.full(len(params), SurfaceKind.PERIGEE)
-    final = propagate(params, kind, position, perigee, np.zeros(len(params)), bfield_t, plane_from=plane)
+    final = propagate(params, kind, position, perigee, np.zeros(len(params)), field, plane_from=plane)
     final_cov = transport_sandwich(final.jacobian, cov)
     final_cov = 0.5 * (final_cov + final_cov.transpose(0, 2, 1))
     return final.params, final_cov, final.ok

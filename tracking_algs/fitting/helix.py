@@ -1,4 +1,4 @@
-"""Helix propagation of bound track parameters in a uniform solenoid field along z, with analytic Jacobians.
+"""Helix propagation of bound track parameters in a solenoid field along z, with analytic Jacobians.
 
 Every function works on N tracks at once; each track may go between surfaces of a different kind.
 
@@ -26,6 +26,12 @@ Motion: with ``k = c·B·(q/p)`` (c = :data:`~tracking_algs.geometry.HELIX_CONST
 k > 0).  The transport Jacobian is the exact derivative of that closed form; the bound-to-bound Jacobian is
 ``J = ∂bound/∂free · (1 − (dF/ds) ⊗ ∇g / (∇g · dF/ds)) · D · ∂free/∂bound``, the middle factor moving the end
 point back onto the target surface ``g = 0`` (ACTS's path correction).
+
+The field ``B`` may be a number (tesla, uniform), an array [N] (one per track) or a
+:class:`~tracking_algs.magnetic_field.MagneticField`.  In a non-uniform field :func:`propagate` takes each step
+as a helix in the mean of the bending fields at its two ends (the end found by a first helix in the start's
+field); the Jacobian is that helix's, the field's own variation with the track state left out (as in ACTS's
+steppers).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import numpy as np
 
 from tracking_algs.fitting.stacked import matmul
 from tracking_algs.geometry import HELIX_CONSTANT
+from tracking_algs.magnetic_field import MagneticField
 
 #: below this |turning angle| the helix functions use their Taylor series (relative error < 1e-13)
 _SERIES_LIMIT = 1e-2
@@ -60,6 +67,8 @@ PLANE_CENTRE, PLANE_U, PLANE_V, PLANE_W = 0, 1, 2, 3
 #: the kinds as plain ints for the array comparisons of the hot paths (each attribute access on the enum class
 #: runs a Python-level lookup, a cost that shows in the fitter's many small calls)
 _CYLINDER, _DISK, _PERIGEE, _PLANE = (int(kind) for kind in SurfaceKind)
+#: the largest |T_z| a step in a non-uniform field leaves (a track along z has no transverse direction to keep)
+_MAX_POLAR = 1.0 - 1e-9
 #: Newton steps of the helix-plane intersection (from the straight-line crossing; quadratic convergence)
 _PLANE_NEWTON_STEPS = 4
 #: a plane crossing is accepted when the end point lies this close (mm) to the plane before Newton's last step
@@ -202,7 +211,7 @@ def path_to_surface(
     free: np.ndarray,
     kind: np.ndarray,
     position: np.ndarray,
-    bfield_t: float,
+    bfield_t: float | np.ndarray,
     direction: int | np.ndarray = 0,
     plane: np.ndarray | None = None,
 ):
@@ -255,14 +264,15 @@ def path_to_surface(
     path = np.where(disk, s_disk, s_transverse / safe_st)
     ok = np.where(disk, ok_disk, np.where(cylinder, ok_cylinder, moving))
     if on_plane.any():
-        plane_path, plane_ok = _path_to_plane(free[on_plane], _planes(plane, len(free))[on_plane], bfield_t)
+        plane_path, plane_ok = _path_to_plane(free[on_plane], _planes(plane, len(free))[on_plane],
+                                              bfield_t if np.ndim(bfield_t) == 0 else bfield_t[on_plane])  # fmt: skip
         path[on_plane], ok[on_plane] = plane_path, plane_ok
     ok &= np.isfinite(path)
     ok &= direction * path >= 0.0
     return np.where(ok, path, 0.0), ok
 
 
-def _path_to_plane(free: np.ndarray, plane: np.ndarray, bfield_t: float) -> tuple[np.ndarray, np.ndarray]:
+def _path_to_plane(free: np.ndarray, plane: np.ndarray, bfield_t: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Path [N] from free states [N, 7] to the planes [N, 4, 3] along their helices, and ``ok`` [N]: Newton's
     method on the distance to the plane, from the straight-line crossing (for the few-degree turns between
     neighbouring modules it converges to machine precision in two or three steps)."""
@@ -295,10 +305,11 @@ def _helix_functions(u: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def transport(
-    free: np.ndarray, path: np.ndarray, bfield_t: float, jacobian: bool = True
+    free: np.ndarray, path: np.ndarray, bfield_t: float | np.ndarray, jacobian: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Free states [N, 7] moved by ``path`` [N] (mm, signed) along their helices, and the transport
-    Jacobian d(end)/d(start) [N, 7, 7] at fixed path length (None without ``jacobian``)."""
+    Jacobian d(end)/d(start) [N, 7, 7] at fixed path length (None without ``jacobian``); ``bfield_t`` is one
+    field or one per track [N]."""
     x, y, z, tx, ty, tz, qop = columns(free)
     g = HELIX_CONSTANT * bfield_t
     u = g * qop * path
@@ -341,23 +352,64 @@ def _surface_gradient(free: np.ndarray, kind: np.ndarray, plane: np.ndarray | No
     return grad
 
 
+def _with_polar_direction(free: np.ndarray, tz: np.ndarray) -> np.ndarray:
+    """Free states [N, 7] with their direction's z component set to ``tz`` [N] (the transverse direction
+    kept)."""
+    tz = np.clip(tz, -_MAX_POLAR, _MAX_POLAR)
+    st = np.hypot(free[:, 3], free[:, 4])
+    scale = np.sqrt(1.0 - tz * tz) / np.where(st > 0.0, st, 1.0)
+    moved = free.copy()
+    moved[:, 3] *= scale
+    moved[:, 4] *= scale
+    moved[:, 5] = tz
+    return moved
+
+
+def _field_step(
+    free: np.ndarray, kind_to: np.ndarray, position_to: np.ndarray, field: MagneticField, direction, plane_to
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One step in a non-uniform field, by the midpoint rule: a first helix in the start's field finds the
+    step's end; the step is then taken as a helix in the mean bending field of start and end, from the start with
+    ``T_z`` turned half-way (so that z follows the mean polar direction).  Returns that start [N, 7], the mean
+    bending field [N] and the mean ``(T × B)_z`` [N] (the end's ``T_z`` is the start's plus
+    ``c·(q/p)·path·lift``)."""
+    position, heading = free[:, :3], free[:, 3:6]
+    start, start_lift = field.bending_t(position, heading), field.lift_t(position, heading)
+    path, ok = path_to_surface(free, kind_to, position_to, start, direction, plane_to)
+    end, _ = transport(free, path, start, jacobian=False)
+    end = _with_polar_direction(end, free[:, 5] + HELIX_CONSTANT * free[:, 6] * path * start_lift)
+    bending = np.where(ok, 0.5 * (start + field.bending_t(end[:, :3], end[:, 3:6])), start)
+    lift = np.where(ok, 0.5 * (start_lift + field.lift_t(end[:, :3], end[:, 3:6])), 0.0)
+    middle = _with_polar_direction(free, free[:, 5] + 0.5 * HELIX_CONSTANT * free[:, 6] * path * lift)
+    return middle, bending, lift
+
+
 def propagate(
     params: np.ndarray,
     kind_from: np.ndarray,
     position_from: np.ndarray,
     kind_to: np.ndarray,
     position_to: np.ndarray,
-    bfield_t: float,
+    field: float | MagneticField,
     direction: int | np.ndarray = 0,
     plane_from: np.ndarray | None = None,
     plane_to: np.ndarray | None = None,
 ) -> Propagation:
     """Bound parameters [N, 5] on surfaces (``kind_from``, ``position_from``, ``plane_from``) propagated to the
     nearest crossing with surfaces (``kind_to``, ``position_to``, ``plane_to``) (only ahead for ``direction`` +1,
-    only behind for -1; an array [N] gives each track its own), with the analytic bound-to-bound Jacobian."""
+    only behind for -1; an array [N] gives each track its own) in ``field`` (tesla or a field, module
+    docstring), with the analytic bound-to-bound Jacobian."""
     free, to_free = bound_to_free(params, kind_from, position_from, plane_from)
+    if isinstance(field, (int, float)):
+        bfield_t: float | np.ndarray = float(field)
+    elif field.uniform:
+        bfield_t = field.centre_t
+    else:
+        free, bfield_t, lift = _field_step(free, kind_to, position_to, field, direction, plane_to)
     path, ok = path_to_surface(free, kind_to, position_to, bfield_t, direction, plane_to)
     end, transport_jac = transport(free, path, bfield_t)
+    if not isinstance(field, (int, float)) and not field.uniform:
+        end = _with_polar_direction(end, free[:, 5] + 0.5 * HELIX_CONSTANT * free[:, 6] * path * lift)
     bound, to_bound = free_to_bound(end, kind_to, plane_to)
 
     k = HELIX_CONSTANT * bfield_t * end[:, 6]

@@ -26,6 +26,7 @@ from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.results import FitResults
 from tracking_algs.fitting.selection import TrackSelection
 from tracking_algs.geometry import Detector
+from tracking_algs.magnetic_field import MagneticField
 from tracking_algs.modules import ModuleGeometry
 
 
@@ -54,11 +55,13 @@ class FittingConfig:
     def _valid_hook(self, _attribute: attrs.Attribute, value: str) -> None:
         _check_hook(value)
 
-    def make_fitter(self, detector: Detector, modules: ModuleGeometry | None = None) -> TrackFitter | None:
-        """The fitter these options select for ``detector`` and, when given, its ``modules``; None for
-        ``hook = "none"``."""
+    def make_fitter(
+        self, detector: Detector, modules: ModuleGeometry | None = None, field: MagneticField | None = None
+    ) -> TrackFitter | None:
+        """The fitter these options select for ``detector`` and, when given, its ``modules`` and ``field``; None
+        for ``hook = "none"``."""
         options = self.kalman if self.hook == "kalman" else self.options
-        return make_fitter(self.hook, detector, options, modules)
+        return make_fitter(self.hook, detector, options, modules, field)
 
 
 def _check_hook(hook: str) -> None:
@@ -70,12 +73,17 @@ def _check_hook(hook: str) -> None:
 
 
 def make_fitter(
-    hook: str, detector: Detector, options: Any = None, modules: ModuleGeometry | None = None
+    hook: str,
+    detector: Detector,
+    options: Any = None,
+    modules: ModuleGeometry | None = None,
+    field: MagneticField | None = None,
 ) -> TrackFitter | None:
     """Resolve a fitting hook.
 
     ``"kalman"``: a :class:`~tracking_algs.fitting.kalman.KalmanFitter` with ``options`` (a ``KalmanConfig``, a
-    mapping of its fields, or None for the defaults), measuring on the planes of ``modules`` when given.
+    mapping of its fields, or None for the defaults), measuring on the planes of ``modules`` when given, in
+    ``field`` (None: the detector's uniform field).
     ``"none"``: None.  ``"package.module:factory"``: imports the factory and returns
     ``factory(detector, options or {})``, which must satisfy :class:`TrackFitter`.
     Raises :class:`~tracking_algs.errors.FittingError` naming the hook when it cannot be resolved.
@@ -89,7 +97,7 @@ def make_fitter(
             options = KalmanConfig()
         elif isinstance(options, Mapping):
             options = structure(options, KalmanConfig, where="[fitting.kalman]")
-        return KalmanFitter(detector, options, modules)
+        return KalmanFitter(detector, options, modules, field)
     try:
         _check_hook(hook)
     except ConfigError as error:

@@ -50,6 +50,7 @@ from tracking_algs.fitting.navigation import NO_LAYER, Crossings, MaterialMap, l
 from tracking_algs.fitting.results import FitResults, FitStatus
 from tracking_algs.fitting.seeding import seed_parameters
 from tracking_algs.geometry import Detector
+from tracking_algs.magnetic_field import MagneticField, UniformField
 from tracking_algs.modules import ModuleGeometry
 
 #: the per-track columns of :class:`_Output`
@@ -68,10 +69,15 @@ class KalmanFitter:
     module docstring); satisfies :class:`~tracking_algs.fitting.hook.TrackFitter`."""
 
     def __init__(
-        self, detector: Detector, config: KalmanConfig | None = None, modules: ModuleGeometry | None = None
+        self,
+        detector: Detector,
+        config: KalmanConfig | None = None,
+        modules: ModuleGeometry | None = None,
+        field: MagneticField | None = None,
     ) -> None:
-        if detector.bfield_t == 0.0:
-            raise FittingError("KalmanFitter needs a magnetic field to measure momentum; the detector has bfield_t=0")
+        self.field = UniformField(detector.bfield_t) if field is None else field
+        if self.field.centre_t == 0.0:
+            raise FittingError("KalmanFitter needs a magnetic field to measure momentum; the field is 0 T")
         self.detector = detector
         self.config = config or KalmanConfig()
         self.modules = modules
@@ -262,7 +268,7 @@ class KalmanFitter:
         status[(status == FitStatus.OK) & ~seeded] = FitStatus.SEED_FAILED
         seed_cov = self._seed_covariance(seed, measurements.variance[:, 0])
 
-        forward = forward_filter(measurements, seed, seed_cov, status, self.detector.bfield_t, config)
+        forward = forward_filter(measurements, seed, seed_cov, status, self.field, config)
         smoothed = smooth(measurements, forward)
         close = _close_hits(xyz[safe], compact_valid, config.close_hits_mm) & finite_states(
             smoothed.first, smoothed.first_cov
@@ -271,7 +277,7 @@ class KalmanFitter:
             forward, smoothed = self._second_pass(measurements, status, forward, smoothed, np.flatnonzero(close))
         params, cov, reached = to_perigee(smoothed.first, smoothed.first_cov, measurements.kind[:, 0],
                                           measurements.position[:, 0], measurements.planes(slice(None), 0),
-                                          hits["layer"][safe[:, 0]], self._material, self.detector.bfield_t,
+                                          hits["layer"][safe[:, 0]], self._material, self.field,
                                           config.mass_gev)  # fmt: skip
         status = forward.status.copy()
         status[(status == FitStatus.OK) & ~reached] = FitStatus.PROPAGATION_FAILED
@@ -297,7 +303,7 @@ class KalmanFitter:
         inflation = self.config.second_pass_cov_inflation
         steps = measurements.take(rows)
         again = forward_filter(steps, smoothed.first[rows], smoothed.first_cov[rows] * inflation, status[rows],
-                               self.detector.bfield_t, self.config)  # fmt: skip
+                               self.field, self.config)  # fmt: skip
         again_smoothed = smooth(steps, again)
 
         def merged(first_pass, second_pass, names):
@@ -316,7 +322,9 @@ class KalmanFitter:
         kind = measurements.kind[:, 0]
         on_plane = kind == SurfaceKind.PLANE
         seed_kind = np.where(on_plane, SurfaceKind.CYLINDER, kind)
-        seed, seeded = seed_parameters(first, middle, last, seed_kind, self.detector.bfield_t)
+        chord = last - first
+        chord /= np.maximum(np.linalg.norm(chord, axis=1, keepdims=True), 1e-9)
+        seed, seeded = seed_parameters(first, middle, last, seed_kind, self.field.bending_t(middle, chord))
         if on_plane.any():  # the seed on the cylinder through the first hit, moved into the module's frame
             radius = np.hypot(first[:, 0], first[:, 1])
             free, _ = bound_to_free(seed, seed_kind, radius)

@@ -21,6 +21,7 @@ from tracking_algs.fitting.helix import SurfaceKind, no_planes, propagate
 from tracking_algs.fitting.scattering import scattering_variances
 from tracking_algs.fitting.stacked import transport_sandwich
 from tracking_algs.geometry import Detector
+from tracking_algs.magnetic_field import MagneticField
 from tracking_algs.modules import ModuleGeometry
 
 #: surfaces closer than this (mm, in r for cylinders, in z for disks) to a segment's end are its end surfaces
@@ -177,7 +178,7 @@ def traverse(
     kind: np.ndarray,
     position: np.ndarray,
     crossings: Crossings,
-    bfield_t: float,
+    field: MagneticField,
     mass_gev: float,
     direction: int,
     plane: np.ndarray | None = None,
@@ -194,7 +195,7 @@ def traverse(
         at_rank = crossings.rank == rank
         crossing, rows = crossings.take(at_rank), crossings.segment[at_rank]
         step = propagate(state.params[rows], state.kind[rows], state.position[rows], crossing.kind,
-                         crossing.position, bfield_t, direction, plane_from=state.plane[rows])  # fmt: skip
+                         crossing.position, field, direction, plane_from=state.plane[rows])  # fmt: skip
         rows, crossing = rows[step.ok], crossing.take(step.ok)
         arrived = step.params[step.ok]
         var_phi, var_theta = scattering_variances(arrived, crossing.kind, crossing.x_over_x0, mass_gev)

@@ -22,11 +22,11 @@ def _arc_over_chord(half_angle_sine: np.ndarray) -> np.ndarray:
 
 
 def seed_parameters(
-    first: np.ndarray, middle: np.ndarray, last: np.ndarray, kind: np.ndarray, bfield_t: float
+    first: np.ndarray, middle: np.ndarray, last: np.ndarray, kind: np.ndarray, bfield_t: float | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bound parameters [N, 5] on the first point's surface (``kind`` [N]: cylinder or disk) of the helix through
     the points ``first``, ``middle``, ``last`` [N, 3] (mm), travelling from first to last, and ``ok`` [N] (False
-    for degenerate triplets)."""
+    for degenerate triplets); ``bfield_t`` is the bending field (tesla), one or one per track [N]."""
     d12 = middle[:, :2] - first[:, :2]
     d13 = last[:, :2] - first[:, :2]
     d23 = last[:, :2] - middle[:, :2]

@@ -25,7 +25,7 @@ class EventProcessor:
     def __init__(self, options: JobOptions) -> None:
         self.options = options
         self.detector = options.cylinder_detector()
-        fitter = options.fitting.make_fitter(self.detector, options.module_geometry())
+        fitter = options.fitting.make_fitter(self.detector, options.module_geometry(), options.magnetic_field())
         serving = options.finding.serving
         self.finder: TrackFinder | ServedTrackFinder
         if serving == "stages":

@@ -14,6 +14,7 @@ from tracking_algs.errors import JobInputError
 from tracking_algs.event import Event
 from tracking_algs.geometry import Detector
 from tracking_algs.io.trackml import EVENT_FILES, list_events, read_event
+from tracking_algs.magnetic_field import MagneticField
 from tracking_algs.modules import ModuleGeometry
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
@@ -74,6 +75,8 @@ class SimulationSource:
     detector: Detector
     #: the modules of a simulation on modules (None: the built-in TrackML modules)
     modules: ModuleGeometry | None = attrs.field(default=None, eq=False)
+    #: the field the particles move in (None: the detector's uniform field)
+    field: MagneticField | None = None
 
     def event_ids(self) -> list[int]:
         """Ids 0 .. count-1."""
@@ -81,7 +84,7 @@ class SimulationSource:
 
     def load(self, event_id: int) -> Event:
         """Simulate event ``event_id``."""
-        return simulate_event(self.config, self.seed, event_id, self.detector, self.modules)
+        return simulate_event(self.config, self.seed, event_id, self.detector, self.modules, self.field)
 
     def describe(self) -> dict[str, int]:
         """What a resumed job must find unchanged: the event count and seed."""

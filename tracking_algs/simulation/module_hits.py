@@ -19,6 +19,7 @@ import attrs
 import numpy as np
 
 from tracking_algs.geometry import Detector
+from tracking_algs.magnetic_field import MagneticField
 from tracking_algs.modules import ModuleGeometry
 from tracking_algs.simulation.cells import Clusters, cluster
 from tracking_algs.simulation.cluster_errors import cluster_errors, cluster_sizes
@@ -76,12 +77,13 @@ def module_event_hits(
     primaries: SimParticles,
     detector: Detector,
     layers: ModuleLayers,
+    field: MagneticField | None = None,
 ) -> tuple[Hits, SimParticles, Clusters]:
     """The hits of an event's particles and its noise on the modules of ``layers`` (``Hits.surface``: module
     rows; ``Hits.particle``: rows of the returned particles, the primaries followed by their secondaries) and the
-    cluster of each hit."""
+    cluster of each hit, the particles moving in ``field`` (None: the detector's uniform field)."""
     geometry = layers.geometry
-    crossings, secondaries, second = _follow(config, seed, event_id, primaries, detector, layers)
+    crossings, secondaries, second = _follow(config, seed, event_id, primaries, detector, layers, field)
     crossings = _kept(crossings, geometry, stream_key(seed, event_id, INEFFICIENCY_STREAM), config)
     second = _kept(second, geometry, stream_key(seed, event_id, SECONDARY_INEFFICIENCY_STREAM), config)
     particle = np.concatenate([crossings.particle, second.particle + len(primaries)])
@@ -120,6 +122,7 @@ def _follow(
     primaries: SimParticles,
     detector: Detector,
     layers: ModuleLayers,
+    field: MagneticField | None,
 ) -> tuple[ModuleCrossings, SimParticles, ModuleCrossings]:
     """The two passes of the navigation: the module crossings of the primaries (followed with the photons, each
     ending in a module with its own rate), the secondaries made where they ended (above ``pt_min_gev``), and the
@@ -129,7 +132,7 @@ def _follow(
     probes = attrs.evolve(photons, momentum=unit * PHOTON_PROBE_GEV, charge=np.ones(len(photons), dtype=np.int64))
     n = len(primaries)
     ends_per_x0 = np.repeat([config.nuclear_interactions_per_x0, CONVERSIONS_PER_X0], [n, len(photons)])
-    crossings = _propagate(config, detector, layers, SimParticles.concatenate([primaries, probes]),
+    crossings = _propagate(config, detector, layers, field, SimParticles.concatenate([primaries, probes]),
                            stream_key(seed, event_id, SCATTERING_STREAM), ends_per_x0,
                            stream_key(seed, event_id, ENDING_STREAM))  # fmt: skip
     interacted = crossings.take(crossings.ended & (crossings.particle < n))
@@ -141,7 +144,8 @@ def _follow(
         conversion_pairs(rng, photons.take(converted.particle - n), converted.position, converted.momentum),
     ])  # fmt: skip
     secondaries = made.take(np.hypot(made.momentum[:, 0], made.momentum[:, 1]) >= config.pt_min_gev)
-    second = _propagate(config, detector, layers, secondaries, stream_key(seed, event_id, SECONDARY_SCATTERING_STREAM))
+    second = _propagate(config, detector, layers, field, secondaries,
+                        stream_key(seed, event_id, SECONDARY_SCATTERING_STREAM))  # fmt: skip
     return crossings.take(crossings.particle < n), secondaries, second
 
 
@@ -155,6 +159,7 @@ def _propagate(
     config: SimulationConfig,
     detector: Detector,
     layers: ModuleLayers,
+    field: MagneticField | None,
     particles: SimParticles,
     scattering_key: int,
     ends_per_x0: np.ndarray | None = None,
@@ -173,6 +178,7 @@ def _propagate(
         mass_gev=particles.mass,
         ends_per_x0=ends_per_x0,
         ending_key=ending_key,
+        field=field,
     )
 
 

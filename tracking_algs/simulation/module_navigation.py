@@ -22,13 +22,25 @@ whether a particle ends in a module is a hash of (its own key, particle, crossin
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 import numpy as np
 
 from tracking_algs.event import Columns
 from tracking_algs.geometry import Detector
+from tracking_algs.magnetic_field import MagneticField
 from tracking_algs.modules import ModuleGeometry, trackml_modules
-from tracking_algs.simulation.propagation import HelixFrame, chord, helix_parameters, move_along_helix
+from tracking_algs.simulation.propagation import (
+    HelixFrame,
+    chord,
+    helix_parameters,
+    midpoint_step,
+    move_along_helix,
+    turn_polar,
+    uniform_bending,
+    varies,
+)
 from tracking_algs.simulation.scattering import deflect, highland_theta0
 from tracking_algs.simulation.streams import counter_normal, counter_uniform
 
@@ -257,13 +269,17 @@ def propagate_modules(
     mass_gev: float | np.ndarray = 0.13957,
     ends_per_x0: np.ndarray | None = None,
     ending_key: int = 0,
+    field: MagneticField | None = None,
 ) -> ModuleCrossings:
     """Propagate particles (vertex [N, 3] mm, momentum [N, 3] GeV, charge [N] ±1, mass (one or [N]) GeV) through
     the modules of ``layers`` in ``detector``'s field, scattering in its beam pipe and in every module crossed; the
     scattering angles of particle k's i-th scattering come from ``counter_normal(scattering_key, k, i)``.
 
     ``ends_per_x0`` [N] (None: all 0): particle k ends in a module it crosses with probability
-    1 − exp(−``ends_per_x0[k]`` · x/X0 / |cos α|), drawn as ``counter_uniform(ending_key, k, crossing number)``."""
+    1 − exp(−``ends_per_x0[k]`` · x/X0 / |cos α|), drawn as ``counter_uniform(ending_key, k, crossing number)``.
+
+    ``field`` (None: the detector's uniform field): each step from surface to surface is a helix in
+    :func:`~tracking_algs.simulation.propagation.midpoint_step`."""
     geometry = layers.geometry
     n = len(np.asarray(charge))
     mass = np.broadcast_to(np.asarray(mass_gev, dtype=np.float64), (n,))
@@ -281,8 +297,11 @@ def propagate_modules(
     alive = np.ones(n, dtype=bool)
     budget = max_turns * _TWO_PI
     records: list[tuple[np.ndarray, ...]] = []
-    bfield = detector.bfield_t
     pipe = detector.beam_pipe
+    bending = np.full(n, uniform_bending(field, detector.bfield_t))  # each particle's field for its current step
+    # each particle's change of T_z per radian turned in its current step, and the part of the step's turn not yet
+    # taken into its polar direction (a midpoint step starts with T_z turned half-way)
+    tilt, pending = np.zeros(n), np.zeros(n)
 
     def material(rows: np.ndarray, normal: np.ndarray, x_over_x0: np.ndarray) -> np.ndarray:
         """Radiation lengths on the way of particles ``rows`` through material of ``x_over_x0`` with ``normal``."""
@@ -313,11 +332,18 @@ def propagate_modules(
         rows = np.flatnonzero(alive)
         if not len(rows):
             break
+        if varies(field):
+            step = midpoint_step(field, position[rows], mom[rows], q[rows], functools.partial(
+                _next_turn, position[rows], mom[rows], q[rows], layers=layers, pipe_radius=pipe.radius,
+                done_out=done_out[rows], done_in=done_in[rows], budget=budget - turned[rows]))  # fmt: skip
+            bending[rows], mom[rows], tilt[rows], pending[rows] = step.bending, step.momentum, step.tilt, 0.5
+        bfield = bending[rows]
         psi, surface, outward = _next_surface(position[rows], mom[rows], q[rows], bfield, layers, pipe.radius,
                                               done_out[rows], done_in[rows], budget - turned[rows])  # fmt: skip
         going = np.isfinite(psi)
         alive[rows[~going]] = False
         rows, psi, surface, outward = rows[going], psi[going], surface[going], outward[going]
+        bfield = bending[rows]
         if not len(rows):
             break
         done_out[rows[outward], surface[outward]] = True
@@ -326,21 +352,21 @@ def propagate_modules(
         at_pipe = surface == 0
         if at_pipe.any():
             pipe_rows = rows[at_pipe]
-            moved = move_along_helix(position[pipe_rows], mom[pipe_rows], q[pipe_rows], bfield, psi[at_pipe])
-            position[pipe_rows], mom[pipe_rows] = moved
+            moved = move_along_helix(position[pipe_rows], mom[pipe_rows], q[pipe_rows], bfield[at_pipe], psi[at_pipe])
+            position[pipe_rows], mom[pipe_rows] = moved[0], _arrived(moved[1], pipe_rows, psi[at_pipe], tilt, pending)
             turned[pipe_rows] += psi[at_pipe]
             radial = position[pipe_rows].copy()
             radial[:, 2] = 0.0
             radial /= np.maximum(np.linalg.norm(radial, axis=1), 1e-300)[:, None]
             scatter_rows(pipe_rows, material(pipe_rows, radial, np.full(len(pipe_rows), pipe.x_over_x0)))
 
-        rows, psi, layer = rows[~at_pipe], psi[~at_pipe], surface[~at_pipe] - 1
+        rows, psi, layer, bfield = rows[~at_pipe], psi[~at_pipe], surface[~at_pipe] - 1, bfield[~at_pipe]
         if not len(rows):
             continue
         point, direction = move_along_helix(position[rows], mom[rows], q[rows], bfield, psi)
         candidates = layers.candidates(layer, point, *_margins(point, direction, layers, layer))
-        _cross_layer(rows, candidates, psi, position, mom, q, turned, crossed, bfield, budget, geometry, records,
-                     through_module)  # fmt: skip
+        _cross_layer(rows, candidates, psi, position, mom, q, turned, crossed, bending, budget, geometry, records,
+                     through_module, tilt, pending)  # fmt: skip
 
     if not records:
         empty = np.zeros(0, np.int64)
@@ -349,16 +375,28 @@ def propagate_modules(
     return ModuleCrossings(*(np.concatenate(column) for column in zip(*records, strict=True)))
 
 
-def _cross_layer(rows, candidates, psi_nominal, position, mom, q, turned, crossed, bfield, budget, geometry, records,
-                 through_module) -> None:  # fmt: skip
-    """Take particles ``rows`` through the candidate modules [n, K] of one layer, nearest crossing first,
+def _arrived(mom: np.ndarray, rows: np.ndarray, psi: np.ndarray, tilt: np.ndarray, pending: np.ndarray) -> np.ndarray:
+    """The momenta [n, 3] of particles ``rows`` arriving after a turn ``psi`` along their helix, with the turn
+    of their polar direction added (``tilt`` per radian, ``pending`` of it still to come in the current step's
+    first crossing; none in a uniform field)."""
+    if not tilt.any():
+        return mom
+    arrived = turn_polar(mom, pending[rows] * psi * tilt[rows])
+    pending[rows] = 1.0
+    return arrived
+
+
+def _cross_layer(rows, candidates, psi_nominal, position, mom, q, turned, crossed, bending, budget, geometry, records,
+                 through_module, tilt, pending) -> None:  # fmt: skip
+    """Take particles ``rows`` (in the fields ``bending[rows]``, their polar directions turning by ``tilt`` per
+    radian, :func:`_arrived`) through the candidate modules [n, K] of one layer, nearest crossing first,
     re-solving the others that the track crosses after each crossing's scattering (Newton from the nominal
     surface's crossing ``psi_nominal``, then from the previous solution); records the crossings. A candidate that
     the track misses before the first scattering is not tried again after it; a particle that ends in a module
     (``through_module``) crosses no more."""
     guess = np.repeat(psi_nominal[:, None], candidates.shape[1], axis=1)
     while len(rows) and candidates.shape[1]:
-        psi = _solve(position[rows], mom[rows], q[rows], bfield, geometry, candidates, guess)
+        psi = _solve(position[rows], mom[rows], q[rows], bending[rows], geometry, candidates, guess)
         psi = np.where(turned[rows, None] + psi <= budget, psi, np.inf)
         pick = np.argmin(psi, axis=1)
         best = psi[np.arange(len(rows)), pick]
@@ -368,7 +406,8 @@ def _cross_layer(rows, candidates, psi_nominal, position, mom, q, turned, crosse
             return
         at = np.arange(len(rows))
         module = candidates[at, pick]
-        position[rows], arriving = move_along_helix(position[rows], mom[rows], q[rows], bfield, best)
+        position[rows], arriving = move_along_helix(position[rows], mom[rows], q[rows], bending[rows], best)
+        arriving = _arrived(arriving, rows, best, tilt, pending)
         mom[rows] = arriving
         turned[rows] += best
         u, v, _ = geometry.to_local(module, position[rows])
@@ -445,6 +484,11 @@ def _margins(point, direction, layers: ModuleLayers, layer):
     along_margin = np.nan_to_num(travel * along_rate, nan=np.inf, posinf=np.inf) + _BIN_MARGIN_MM
     phi_margin = np.nan_to_num(travel * phi_rate, nan=np.inf, posinf=np.inf) + _BIN_MARGIN_MM / r
     return phi_margin, along_margin
+
+
+def _next_turn(position, mom, q, bfield, *, layers, pipe_radius, done_out, done_in, budget) -> np.ndarray:
+    """The turning angle [n] of :func:`_next_surface`."""
+    return _next_surface(position, mom, q, bfield, layers, pipe_radius, done_out, done_in, budget)[0]
 
 
 def _next_surface(position, mom, q, bfield, layers: ModuleLayers, pipe_radius, done_out, done_in, budget):

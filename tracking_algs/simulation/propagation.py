@@ -8,10 +8,13 @@ is ahead or after ``max_turns`` full turns (half a turn by default: loopers stop
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 import numpy as np
 
 from tracking_algs.geometry import HELIX_CONSTANT, Detector
+from tracking_algs.magnetic_field import MagneticField
 from tracking_algs.simulation.scattering import highland_theta0, scatter
 
 _TWO_PI = 2.0 * np.pi
@@ -20,6 +23,8 @@ _RECROSS_TOLERANCE = 1e-6
 #: grazing crossings count as if at this |cos(incidence)| at most, to keep the material finite
 _MIN_COS_INCIDENCE = 0.05
 _MAX_STEPS = 10_000
+#: the largest |T_z| a turn of the polar direction leaves (a track along z has no transverse direction to keep)
+_MAX_POLAR = 1.0 - 1e-9
 
 
 @attrs.frozen
@@ -74,8 +79,10 @@ def propagate(
     max_turns: float = 0.5,
     multiple_scattering: bool = True,
     mass_gev: float = 0.13957,
+    field: MagneticField | None = None,
 ) -> Crossings:
-    """Propagate particles (vertex [N, 3] mm, momentum [N, 3] GeV, charge [N] ±1) through ``detector``."""
+    """Propagate particles (vertex [N, 3] mm, momentum [N, 3] GeV, charge [N] ±1) through ``detector``, in
+    ``field`` (None: the detector's uniform field; in a non-uniform one each step is a :func:`midpoint_step`)."""
     layers = _Layers.of(detector)
     n_cylinders = len(layers.cylinder_radius)
     position = np.array(vertex, dtype=np.float64).reshape(-1, 3)
@@ -90,12 +97,22 @@ def propagate(
     for _ in range(_MAX_STEPS):
         if not len(particle):
             break
-        psi, layer = _next_crossing(position, mom, q, detector.bfield_t, layers, last, budget - turned)
+        bend: float | np.ndarray = uniform_bending(field, detector.bfield_t)
+        if varies(field):
+            step = midpoint_step(field, position, mom, q, functools.partial(
+                _next_turn, position, mom, q, layers=layers, last=last, budget=budget - turned))  # fmt: skip
+            bend, mom, tilt = step.bending, step.momentum, step.tilt
+        psi, layer = _next_crossing(position, mom, q, bend, layers, last, budget - turned)
         going = np.isfinite(psi)
         position, mom, q, particle, turned, psi, layer = (
             a[going] for a in (position, mom, q, particle, turned, psi, layer)
         )
-        position, mom = move_along_helix(position, mom, q, detector.bfield_t, psi)
+        if varies(field):
+            bend, tilt = bend[going], tilt[going]
+            position, mom = move_along_helix(position, mom, q, bend, psi)
+            mom = turn_polar(mom, 0.5 * psi * tilt)
+        else:
+            position, mom = move_along_helix(position, mom, q, bend, psi)
         surface = layers.surface_index[layer]
         sensitive = surface >= 0
         records.append((particle[sensitive], surface[sensitive], position[sensitive], mom[sensitive]))
@@ -109,11 +126,69 @@ def propagate(
     return Crossings(*(np.concatenate(column) for column in zip(*records, strict=True)))
 
 
-def helix_parameters(position: np.ndarray, mom: np.ndarray, q: np.ndarray, bfield_t: float):
-    """(pT, radius, φ of the momentum, turning sign) of helices at ``position`` with momentum ``mom`` and charge
-    ``q`` in a field of ``bfield_t`` along z."""
+def varies(field: MagneticField | None) -> bool:
+    """Whether ``field`` needs the midpoint steps of :func:`midpoint_step` (a non-uniform field)."""
+    return field is not None and not field.uniform
+
+
+def uniform_bending(field: MagneticField | None, bfield_t: float) -> float:
+    """The field (tesla) of a uniform ``field``: its centre field, or ``bfield_t`` when it is None."""
+    return bfield_t if field is None else field.centre_t
+
+
+@attrs.frozen
+class MidpointStep:
+    """One step of N particles in a non-uniform field (:func:`midpoint_step`): the ``bending`` field [N] its
+    helix turns in, the ``momentum`` [N, 3] it starts with (the polar direction turned half-way), and ``tilt``
+    [N], the change of ``T_z`` per radian turned (:func:`turn_polar` puts it into the momentum on arrival)."""
+
+    bending: np.ndarray
+    momentum: np.ndarray
+    tilt: np.ndarray
+
+
+def midpoint_step(field: MagneticField, position: np.ndarray, mom: np.ndarray, q: np.ndarray, ahead) -> MidpointStep:
+    """The step of particles at ``position`` with momentum ``mom`` and charge ``q`` to the next surface, by the
+    midpoint rule: ``ahead(bending)`` gives the turning angle [N] (inf: none) to that surface in a field [N]; a
+    first helix in the start's field finds the step's end, and the step is a helix in the mean of the fields at
+    its start and end (:mod:`tracking_algs.magnetic_field`), from the start with the polar direction turned by
+    half the step's turn of ``T_z``."""
+    unit = mom / np.linalg.norm(mom, axis=1, keepdims=True)
+    start, start_lift = field.bending_t(position, unit), field.lift_t(position, unit)
+    psi = ahead(start)
+    reached = np.isfinite(psi)
+    turn = np.where(reached, psi, 0.0)
+    # c·(q/p)·path = ψ·sign(q)/|B| for a turn ψ: T_z changes by ψ·sign(q)·lift/|B|
+    per_turn = np.sign(q) / np.maximum(np.abs(start), 1e-9)
+    end, end_mom = move_along_helix(position, mom, q, start, turn)
+    end_mom = turn_polar(end_mom, turn * per_turn * start_lift)
+    end_unit = end_mom / np.linalg.norm(end_mom, axis=1, keepdims=True)
+    bending = np.where(reached, 0.5 * (start + field.bending_t(end, end_unit)), start)
+    lift = np.where(reached, 0.5 * (start_lift + field.lift_t(end, end_unit)), 0.0)
+    tilt = np.sign(q) * lift / np.maximum(np.abs(bending), 1e-9)
+    return MidpointStep(bending, turn_polar(mom, 0.5 * turn * tilt), tilt)
+
+
+def turn_polar(mom: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """Momenta [N, 3] with the z component of their direction changed by ``change`` [N] (the magnitude and the
+    transverse direction kept)."""
+    p = np.linalg.norm(mom, axis=1)
+    tz = np.clip(mom[:, 2] / p + change, -_MAX_POLAR, _MAX_POLAR)
     pt = np.hypot(mom[:, 0], mom[:, 1])
-    radius = pt / (HELIX_CONSTANT * abs(bfield_t) * np.abs(q))
+    scale = p * np.sqrt(1.0 - tz * tz) / np.where(pt > 0.0, pt, 1.0)
+    return np.column_stack((mom[:, 0] * scale, mom[:, 1] * scale, p * tz))
+
+
+def _next_turn(position, mom, q, bfield_t, *, layers, last, budget) -> np.ndarray:
+    """The turning angle [N] of :func:`_next_crossing`."""
+    return _next_crossing(position, mom, q, bfield_t, layers, last, budget)[0]
+
+
+def helix_parameters(position: np.ndarray, mom: np.ndarray, q: np.ndarray, bfield_t: float | np.ndarray):
+    """(pT, radius, φ of the momentum, turning sign) of helices at ``position`` with momentum ``mom`` and charge
+    ``q`` in a field of ``bfield_t`` along z (one, or one per helix)."""
+    pt = np.hypot(mom[:, 0], mom[:, 1])
+    radius = pt / (HELIX_CONSTANT * np.abs(bfield_t) * np.abs(q))
     phi0 = np.arctan2(mom[:, 1], mom[:, 0])
     omega = -np.sign(q * bfield_t)  # +1: counter-clockwise seen from +z
     return pt, radius, phi0, omega

@@ -8,6 +8,7 @@ import numpy as np
 
 from tracking_algs.event import Cells, Event, Particles, Spacepoints, Truth
 from tracking_algs.geometry import Detector, trackml_detector
+from tracking_algs.magnetic_field import MagneticField
 from tracking_algs.modules import ModuleGeometry
 from tracking_algs.simulation.cells import Clusters
 from tracking_algs.simulation.config import SimulationConfig
@@ -30,9 +31,10 @@ def simulate_event(
     event_id: int = 0,
     detector: Detector | None = None,
     modules: ModuleGeometry | None = None,
+    field: MagneticField | None = None,
 ) -> Event:
-    """One simulated event with truth; the same (config, seed, event_id, detector, modules) always gives the same
-    event.
+    """One simulated event with truth; the same (config, seed, event_id, detector, modules, field) always gives
+    the same event.  Particles move in ``field`` (None: ``detector``'s uniform field).
 
     Hits get ids 1..N ordered by (volume_id, layer_id, module_id, creation order); noise hits have
     particle_id 0; truth weights are 1/(number of particle hits) for particle hits and 0 for noise.
@@ -46,7 +48,7 @@ def simulate_event(
     primaries = generate_primaries(rng, config)
     if config.geometry == "modules":
         layers = module_layers(modules)
-        hits, particles, clusters = module_event_hits(config, seed, event_id, primaries, detector, layers)
+        hits, particles, clusters = module_event_hits(config, seed, event_id, primaries, detector, layers, field)
         geometry = layers.geometry
         rows = hits.surface
         ids = (geometry.volume_id[rows], geometry.layer_id[rows], geometry.module_id[rows])
@@ -60,6 +62,7 @@ def simulate_event(
         max_turns=config.looper_max_turns,
         multiple_scattering=config.multiple_scattering,
         mass_gev=config.particle_mass_gev,
+        field=field,
     )
     kept = rng.uniform(size=len(crossings.surface)) >= config.hit_inefficiency
     surface = crossings.surface[kept]
@@ -85,11 +88,12 @@ def simulate_events(
     n: int,
     detector: Detector | None = None,
     modules: ModuleGeometry | None = None,
+    field: MagneticField | None = None,
 ) -> Iterator[Event]:
-    """Events 0..n−1 of ``seed``; event i equals ``simulate_event(config, seed, i, detector, modules)``."""
+    """Events 0..n−1 of ``seed``; event i equals ``simulate_event(config, seed, i, detector, modules, field)``."""
     detector = detector or trackml_detector()
     for event_id in range(n):
-        yield simulate_event(config, seed, event_id, detector, modules)
+        yield simulate_event(config, seed, event_id, detector, modules, field)
 
 
 def _pack(

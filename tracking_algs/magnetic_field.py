@@ -1,0 +1,195 @@
+"""Magnetic fields along the beam axis: uniform, or the field of a finite solenoid.
+
+A field gives the fitter and the simulation one number per step: the **bending field** ``B_bend`` (tesla), the
+field that turns a track's transverse direction.  A track with unit direction ``T`` in a field
+``B = (B_r r̂ + B_z ẑ)`` turns in the transverse plane as ``dφ/ds = −c·(q/p)·B_bend`` with
+
+    B_bend = B_z − B_r · (T_z / sin²θ) · (T_t · r̂),
+
+``T_t`` the transverse part of ``T`` and ``r̂`` the radial unit vector at the track's position.  For a track
+from the beam line (``T_t`` nearly radial) that is ``B_z − B_r cot θ``: near the ends of a solenoid, where the
+field lines open, a forward track bends far less than ``B_z`` alone says.  The field's pull on the polar angle
+(``dT_z/ds ∝ B_r (T_t × r̂)``) vanishes for a radial ``T_t`` and is left out: a step in a field is a helix about z
+whose curvature comes from ``B_bend``.
+
+:class:`SolenoidField` is an ideal current sheet of radius ``radius_mm`` and length ``length_mm`` centred on
+the origin, scaled to ``centre_t`` at the centre (the model of ACTS's ``SolenoidBField``).  The field is the sum
+of the fields of :data:`SOLENOID_LOOPS` circular loops (complete elliptic integrals), tabulated once on an
+(r, z) grid and interpolated bilinearly.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal, Protocol
+
+import attrs
+import numpy as np
+from scipy.special import ellipe, ellipk
+
+#: circular loops that make up the current sheet (their spacing, 10 mm for a 6 m solenoid, is far below the
+#: distance from any tracking surface to the sheet: the ripple falls as exp(−2π·distance/spacing))
+SOLENOID_LOOPS = 600
+#: points per chunk of the loop sum (bounds its memory)
+_CHUNK = 2048
+#: closer than this (mm) to the axis B_r is 0 (the loop formula's cancellation leaves ~1e-5 there)
+_AXIS_MM = 1e-6
+#: spacing (mm) of the (r, z) table the field is interpolated from
+_GRID_STEP_MM = 40.0
+#: the table reaches this far beyond the solenoid's ends (mm)
+_GRID_MARGIN_MM = 1000.0
+
+
+class MagneticField(Protocol):
+    """What the fitter and the simulation ask of a field."""
+
+    @property
+    def centre_t(self) -> float:
+        """B_z at the origin (tesla)."""
+
+    @property
+    def uniform(self) -> bool:
+        """True when ``bending_t`` is ``centre_t`` everywhere (the helix needs no per-step field)."""
+
+    def bending_t(self, position: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """The bending field [N] (tesla, module docstring) at ``position`` [N, 3] (mm) for unit ``direction``
+        [N, 3]."""
+
+    def lift_t(self, position: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """``(T × B)_z`` [N] (tesla): ``dT_z/ds = c·(q/p)·lift`` (module docstring)."""
+
+
+@attrs.frozen
+class UniformField:
+    """A uniform field of ``centre_t`` tesla along z."""
+
+    centre_t: float = 2.0
+
+    @property
+    def uniform(self) -> bool:
+        """Always True."""
+        return True
+
+    def bending_t(self, position: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """``centre_t`` for every track."""
+        return np.full(len(position), self.centre_t)
+
+    def lift_t(self, position: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """Zero: a field along z does not turn T_z."""
+        return np.zeros(len(position))
+
+
+@attrs.frozen
+class SolenoidField:
+    """The field of an ideal finite solenoid along z (module docstring), ``centre_t`` tesla at the origin."""
+
+    centre_t: float = 2.0
+    radius_mm: float = attrs.field(default=1200.0, validator=attrs.validators.gt(0.0))
+    length_mm: float = attrs.field(default=6000.0, validator=attrs.validators.gt(0.0))
+
+    @property
+    def uniform(self) -> bool:
+        """False: the field falls off towards the solenoid's ends."""
+        return False
+
+    def components_t(self, r: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B_r, B_z) [N] (tesla) at radius ``r`` and ``z`` (mm), interpolated from the table."""
+        table = _solenoid_table(self.radius_mm, self.length_mm)
+        return table.interpolate(r, z, self.centre_t)
+
+    def bending_t(self, position: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """The bending field [N] (module docstring)."""
+        x, y, z = position[:, 0], position[:, 1], position[:, 2]
+        tx, ty, tz = direction[:, 0], direction[:, 1], direction[:, 2]
+        r = np.hypot(x, y)
+        b_r, b_z = self.components_t(r, z)
+        radial_direction = (tx * x + ty * y) / np.where(r > 0.0, r, 1.0)  # T_t · r̂
+        transverse2 = np.maximum(tx * tx + ty * ty, 1e-12)
+        return b_z - b_r * tz * radial_direction / transverse2
+
+    def lift_t(self, position: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """``(T × B)_z = B_r (T_x y − T_y x) / r`` [N] (module docstring)."""
+        x, y = position[:, 0], position[:, 1]
+        r = np.hypot(x, y)
+        b_r, _ = self.components_t(r, position[:, 2])
+        return b_r * (direction[:, 0] * y - direction[:, 1] * x) / np.where(r > 0.0, r, 1.0)
+
+
+@attrs.frozen(kw_only=True)
+class FieldConfig:
+    """``[detector.field]``: the field's shape.  ``kind = "uniform"`` (the default): the detector's field
+    everywhere; ``"solenoid"``: a :class:`SolenoidField` of ``solenoid_radius_mm`` and ``solenoid_length_mm``
+    with the detector's field at its centre.  The defaults, 1.2 m and 6 m, are the solenoid of ACTS's examples
+    for its generic (TrackML) detector (``acts.SolenoidBField(radius=1200 mm, length=6000 mm, bMagCenter=2 T)``).
+    """
+
+    kind: Literal["uniform", "solenoid"] = attrs.field(
+        default="uniform", validator=attrs.validators.in_(("uniform", "solenoid"))
+    )
+    solenoid_radius_mm: float = attrs.field(default=1200.0, validator=attrs.validators.gt(0.0))
+    solenoid_length_mm: float = attrs.field(default=6000.0, validator=attrs.validators.gt(0.0))
+
+    def build(self, centre_t: float) -> MagneticField:
+        """The field these options describe, ``centre_t`` tesla at the origin."""
+        if self.kind == "uniform":
+            return UniformField(centre_t)
+        return SolenoidField(centre_t, self.solenoid_radius_mm, self.solenoid_length_mm)
+
+
+@attrs.frozen
+class _FieldTable:
+    """B_r and B_z of a solenoid of unit central field on a regular (r, z) grid."""
+
+    r_step: float
+    z_min: float
+    z_step: float
+    b_r: np.ndarray
+    b_z: np.ndarray
+
+    def interpolate(self, r: np.ndarray, z: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        n_r, n_z = self.b_r.shape
+        fr = np.clip(np.asarray(r, dtype=np.float64) / self.r_step, 0.0, n_r - 1.000001)
+        fz = np.clip((np.asarray(z, dtype=np.float64) - self.z_min) / self.z_step, 0.0, n_z - 1.000001)
+        i, j = fr.astype(np.int64), fz.astype(np.int64)
+        wr, wz = fr - i, fz - j
+
+        def bilinear(grid: np.ndarray) -> np.ndarray:
+            low = grid[i, j] * (1.0 - wz) + grid[i, j + 1] * wz
+            high = grid[i + 1, j] * (1.0 - wz) + grid[i + 1, j + 1] * wz
+            return scale * (low * (1.0 - wr) + high * wr)
+
+        return bilinear(self.b_r), bilinear(self.b_z)
+
+
+def loop_sum_field(r: np.ndarray, z: np.ndarray, radius_mm: float, length_mm: float) -> tuple[np.ndarray, ...]:
+    """(B_r, B_z) [N] at ``r``, ``z`` (mm) of :data:`SOLENOID_LOOPS` equal loops spread evenly over the solenoid,
+    in units of the field at the origin."""
+
+    def loops(r: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        loop_z = (np.arange(SOLENOID_LOOPS) + 0.5) / SOLENOID_LOOPS * length_mm - 0.5 * length_mm
+        rr = np.maximum(np.asarray(r, dtype=np.float64), 1e-9)[:, None]
+        dz = np.asarray(z, dtype=np.float64)[:, None] - loop_z[None, :]
+        far = (radius_mm + rr) ** 2 + dz * dz
+        near = (radius_mm - rr) ** 2 + dz * dz
+        m = 4.0 * radius_mm * rr / far
+        k, e = ellipk(m), ellipe(m)
+        root = np.sqrt(far)
+        b_z = (k + (radius_mm**2 - rr * rr - dz * dz) / near * e) / root
+        b_r = dz / rr * (-k + (radius_mm**2 + rr * rr + dz * dz) / near * e) / root
+        return np.where(rr[:, 0] > _AXIS_MM, b_r.sum(axis=1), 0.0), b_z.sum(axis=1)
+
+    r, z = np.ravel(r), np.ravel(z)
+    norm = loops(np.zeros(1), np.zeros(1))[1][0]
+    parts = [loops(r[start : start + _CHUNK], z[start : start + _CHUNK]) for start in range(0, len(r), _CHUNK)]
+    return np.concatenate([part[0] for part in parts]) / norm, np.concatenate([part[1] for part in parts]) / norm
+
+
+@functools.cache
+def _solenoid_table(radius_mm: float, length_mm: float) -> _FieldTable:
+    r_nodes = np.arange(0.0, radius_mm - _GRID_STEP_MM, _GRID_STEP_MM)
+    z_max = 0.5 * length_mm + _GRID_MARGIN_MM
+    z_nodes = np.arange(-z_max, z_max + 0.5 * _GRID_STEP_MM, _GRID_STEP_MM)
+    r_grid, z_grid = np.meshgrid(r_nodes, z_nodes, indexing="ij")
+    b_r, b_z = loop_sum_field(r_grid.ravel(), z_grid.ravel(), radius_mm, length_mm)
+    shape = r_grid.shape
+    return _FieldTable(_GRID_STEP_MM, -z_max, _GRID_STEP_MM, b_r.reshape(shape), b_z.reshape(shape))
