@@ -15,6 +15,7 @@ from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting import KalmanConfig, KalmanFitter
 from tracking_algs.fitting.helix import SurfaceKind, propagate
 from tracking_algs.geometry import HELIX_CONSTANT, Detector, Surface, trackml_detector
+from tracking_algs.magnetic_field import SolenoidField
 from tracking_algs.modules import ModuleGeometry, trackml_modules
 from tracking_algs.performance.truth_perigee import truth_perigee
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -30,17 +31,18 @@ def _pulls(fit, truth):
         return delta / np.sqrt(np.diagonal(fit.cov, axis1=1, axis2=2))
 
 
-def _fit_event(event_id: int):
+def _fit_event(event_id: int, field: SolenoidField | None = None, fit_field: SolenoidField | None = None):
     """Every particle from the beam line of a pile-up-200 event on the TrackML modules (no noise hits, no
-    inefficiency), fitted from its truth hits on the module planes: ``(event, fit, true perigees)``."""
+    inefficiency) simulated in ``field`` (None: uniform), fitted in ``fit_field`` from its truth hits on the
+    module planes: ``(event, fit, true perigees)``."""
     config = SimulationConfig(geometry="modules", pileup=200.0, hit_inefficiency=0.0, noise_fraction=0.0)
-    event = simulate_event(config, seed=2024, event_id=event_id, detector=DETECTOR)
+    event = simulate_event(config, seed=2024, event_id=event_id, detector=DETECTOR, field=field)
     particles = event.particles
     primary = np.hypot(particles.vx, particles.vy) < 1.0
     particle_ids, labels = np.unique(event.truth.particle_id, return_inverse=True)
     from_beam_line = np.isin(event.truth.particle_id, particles.particle_id[primary])
     candidates = TrackCandidates(np.where(from_beam_line, labels, -1))
-    fit = KalmanFitter(DETECTOR, modules=trackml_modules()).fit(event.spacepoints, candidates)
+    fit = KalmanFitter(DETECTOR, modules=trackml_modules(), field=fit_field).fit(event.spacepoints, candidates)
     order = np.argsort(particles.particle_id)
     rows = order[np.searchsorted(particles.particle_id[order], particle_ids[fit.track_id])]
     return event, fit, truth_perigee(particles.take(rows), DETECTOR.bfield_t)
@@ -52,26 +54,46 @@ def module_fit():
     return _fit_event(0)
 
 
-def test_pulls_and_pvalues_on_the_module_simulation(module_fit):
-    """Pulls and p-values within the ACTS/traccc criteria for |η| < 3.  Beyond, a low-pT track's few pixel disks
-    measure its transverse direction and curvature so loosely (σ(phi) ≈ 0.05 rad) that the linearised fit is off:
-    docs/fitting.md."""
-    fits = [module_fit[1:], _fit_event(1)[1:]]
+def _central_pulls_and_pvalues(fits) -> tuple[np.ndarray, np.ndarray]:
+    """Pulls [T, 5] and p-values [T] of the tracks at |η| < 3 fitted OK with ndf ≥ 3 of ``fits`` ((fit, truth)
+    pairs); nearly all tracks with 3 hits or more must fit OK."""
     selected = []
     for fit, truth in fits:
         enough_hits = np.diff(fit.hit_offsets) >= 3
         assert fit.ok[enough_hits].mean() > 0.995
         central = np.abs(np.log(np.tan(0.5 * truth[:, 3]))) < 3.0
         selected.append(fit.ok & (fit.ndf >= 3) & central)
-    assert sum(chosen.sum() for chosen in selected) >= 10_000
     pulls = np.concatenate([_pulls(fit, truth)[chosen] for (fit, truth), chosen in zip(fits, selected, strict=True)])
+    pvalues = np.concatenate([fit.pvalue[chosen] for (fit, _), chosen in zip(fits, selected, strict=True)])
+    return pulls, pvalues
+
+
+def test_pulls_and_pvalues_on_the_module_simulation(module_fit):
+    """Pulls and p-values within the ACTS/traccc criteria for |η| < 3.  Beyond, a low-pT track's few pixel disks
+    measure its transverse direction and curvature so loosely (σ(phi) ≈ 0.05 rad) that the linearised fit is off:
+    docs/fitting.md."""
+    pulls, pvalues = _central_pulls_and_pvalues([module_fit[1:], _fit_event(1)[1:]])
+    _assert_pulls_of_one(pulls, pvalues)
+    deciles = np.histogram(pvalues, bins=10, range=(0.0, 1.0))[0] / len(pvalues)
+    assert np.abs(deciles - 0.1).max() < 0.03
+
+
+def test_pulls_in_the_solenoid_field():
+    """Events simulated in the solenoid (docs/fitting.md, "Magnetic field") and fitted in it: pulls of one; the
+    same tracks fitted in the uniform centre field are off in curvature by several sigma."""
+    field = SolenoidField()
+    pulls, pvalues = _central_pulls_and_pvalues([_fit_event(event_id, field, field)[1:] for event_id in (2, 3)])
+    _assert_pulls_of_one(pulls, pvalues)
+    uniform_pulls, _ = _central_pulls_and_pvalues([_fit_event(2, field)[1:]])
+    assert uniform_pulls[:, NAMES.index("qop")].std() > 3.0
+
+
+def _assert_pulls_of_one(pulls: np.ndarray, pvalues: np.ndarray) -> None:
+    assert len(pulls) >= 10_000
     for index, name in enumerate(NAMES):
         assert abs(pulls[:, index].mean()) < 0.05, name
         assert abs(pulls[:, index].std() - 1.0) < 0.1, name
-    pvalues = np.concatenate([fit.pvalue[chosen] for (fit, _), chosen in zip(fits, selected, strict=True)])
     assert abs(pvalues.mean() - 0.5) < 0.05
-    deciles = np.histogram(pvalues, bins=10, range=(0.0, 1.0))[0] / len(pvalues)
-    assert np.abs(deciles - 0.1).max() < 0.03
 
 
 def test_both_hits_of_overlapping_modules_are_used(module_fit):
