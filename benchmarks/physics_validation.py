@@ -4,10 +4,12 @@ matching), edge efficiency/purity after each stage, at several pile-ups; the can
 Kalman fit, the tracks the default track selection keeps (``--no-fit`` skips the fit).
 
     .venv/bin/python benchmarks/physics_validation.py [--model-dir DIR] [--events 3] [--pileups 0 20 200]
-        [--geometry cylinders|modules] [--filter-cut C] [--gnn-cut C] [--overlap-mm MM] [--link-overlaps]
+        [--geometry cylinders|modules] [--field uniform|solenoid] [--filter-cut C] [--gnn-cut C] [--overlap-mm MM]
+        [--link-overlaps]
 
 ``--geometry modules`` simulates the held-out events on the TrackML module layout (overlapping modules, TrackML
-noise, secondaries) and fits on the module planes; ``--model-dir`` evaluates models other than the shipped ones.
+noise, secondaries) and fits on the module planes; ``--field solenoid`` simulates and fits in the solenoid
+(docs/fitting.md, "Magnetic field"); ``--model-dir`` evaluates models other than the shipped ones.
 
 Writes benchmarks/results/physics_validation.json and .md, and plots into docs/plots/.
 """
@@ -40,6 +42,7 @@ from tracking_algs.finding.validation import evaluate, without_matches
 from tracking_algs.fitting import KalmanFitter
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.job_options import local_finder
+from tracking_algs.magnetic_field import FieldConfig
 from tracking_algs.modules import trackml_modules
 from tracking_algs.performance import plot_performance
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -65,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--link-overlaps", action="store_true", help="building.link_overlaps on")
     parser.add_argument("--geometry", choices=typing.get_args(typing.get_type_hints(SimulationConfig)["geometry"]),
                         default=SimulationConfig().geometry, help="simulation of the held-out events")  # fmt: skip
+    parser.add_argument("--field", choices=("uniform", "solenoid"), default="uniform",
+                        help="the field the held-out events are simulated and fitted in")  # fmt: skip
     parser.add_argument("--min-hits", type=int, default=BuildingConfig().min_hits, help="shortest candidate kept")
     parser.add_argument("--output", default="physics_validation", help="name of the results in benchmarks/results")
     parser.add_argument("--no-plots", action="store_true", help="leave docs/plots as they are")
@@ -79,18 +84,19 @@ def main(argv: list[str] | None = None) -> int:
                            filter=FilterConfig(cut=args.filter_cut), graph=graph)  # fmt: skip
     results, rows = {}, []
     modules = trackml_modules() if args.geometry == "modules" else None
-    fitter = None if args.no_fit else KalmanFitter(trackml_detector(), modules=modules)
+    field = FieldConfig(kind=args.field).build(trackml_detector().bfield_t)
+    fitter = None if args.no_fit else KalmanFitter(trackml_detector(), modules=modules, field=field)
     with local_finder(config, fitter) as finder:
         for pileup in args.pileups:
             simulation = SimulationConfig(geometry=args.geometry, pileup=pileup)
-            events = (simulate_event(simulation, args.seed, i) for i in range(args.events))
+            events = (simulate_event(simulation, args.seed, i, field=field) for i in range(args.events))
             summary = evaluate(finder, events)
             results[f"pileup_{pileup:g}"] = without_matches(summary)
             rows.append(_row(pileup, summary))
             print(rows[-1], flush=True)
             if pileup == max(args.pileups) and not args.no_plots:
                 _plots(summary, pileup)
-    output = {"seed": args.seed, "events_per_pileup": args.events, "geometry": args.geometry,
+    output = {"seed": args.seed, "events_per_pileup": args.events, "geometry": args.geometry, "field": args.field,
               "finding": attrs.asdict(config), "results": results}  # fmt: skip
     (ROOT / f"benchmarks/results/{args.output}.json").write_text(json.dumps(output, indent=2))
     header = ("| pile-up | hits/event | eff pT>1 | eff pT>0.5 | fake | duplicate | fit-selected: eff pT>1 | "

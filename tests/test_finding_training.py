@@ -35,6 +35,7 @@ from tracking_algs.finding.training import (
     train_embedding,
     training_sectors,
 )
+from tracking_algs.magnetic_field import SolenoidField, UniformField
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 TINY = """
@@ -269,3 +270,6 @@ def test_the_training_events_come_from_the_configured_simulation():
     assert validation.beam_spot_sigma_z_mm == SimulationConfig().beam_spot_sigma_z_mm  # the simulation's default
     with pytest.raises(ConfigError, match="geometry"):
         structure({"data": {"geometry": "cones"}}, TrainConfig)
+    assert config.data.magnetic_field() == UniformField(2.0)
+    in_solenoid = structure({"data": {"field": {"kind": "solenoid"}}}, TrainConfig)
+    assert in_solenoid.data.magnetic_field() == SolenoidField(2.0)

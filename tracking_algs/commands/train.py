@@ -59,7 +59,7 @@ def held_out_metrics(model_dir: Path, config: TrainConfig) -> dict[str, Any]:
     with local_finder(FindingConfig(model_dir=str(model_dir))) as finder:
         for pileup in config.data.validation_pileups:
             simulations = [config.data.validation_simulation(pileup)] * config.data.validation_events
-            events = simulated_events(config.data.validation_seed, simulations)
+            events = simulated_events(config.data.validation_seed, simulations, config.data.magnetic_field())
             summary = without_matches(evaluate(finder, events))
             metrics[f"pileup_{pileup:g}"] = {"seed": config.data.validation_seed, **summary}
     return metrics

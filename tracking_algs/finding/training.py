@@ -48,6 +48,8 @@ from tracking_algs.finding.graph import candidate_edges
 from tracking_algs.finding.model_dir import CARD_NAME
 from tracking_algs.finding.models import EmbeddingNet, FilterNet, InteractionGNN
 from tracking_algs.finding.pairs import PairGeometry
+from tracking_algs.geometry import trackml_detector
+from tracking_algs.magnetic_field import FieldConfig, MagneticField
 from tracking_algs.performance import truth_graph
 from tracking_algs.performance.lookup import hit_particle_pt
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -62,7 +64,8 @@ class DataConfig:
     with a luminous region ``beam_spot_sigma_z_mm`` long; validation events with the simulation's defaults at each
     of ``validation_pileups``. Both use the detector simulation ``geometry`` (``"cylinders"``: ideal cylinders and
     disks; ``"modules"``: the TrackML module layout, with overlapping modules, TrackML noise rates and
-    secondaries; :class:`~tracking_algs.simulation.SimulationConfig`).
+    secondaries; :class:`~tracking_algs.simulation.SimulationConfig`) and the field ``field`` (``[data.field]``,
+    :class:`~tracking_algs.magnetic_field.FieldConfig`: uniform by default, or the solenoid).
 
     The filter and GNN train on one random azimuthal sector per training event plus ``focus_sectors``
     sectors centred on hits of particles with pT ≥ ``focus_pt_min`` GeV (in practice the signal jets).
@@ -86,6 +89,12 @@ class DataConfig:
     #: length of the luminous region (Gaussian σ of the vertex z, mm) in the training events; longer than the
     #: simulation's default it gives the networks more tracks from vertices far from z = 0
     beam_spot_sigma_z_mm: float = attrs.field(default=SimulationConfig().beam_spot_sigma_z_mm, validator=v.gt(0.0))
+    #: the field the training and validation events are simulated in (its centre field the detector's)
+    field: FieldConfig = FieldConfig()
+
+    def magnetic_field(self) -> MagneticField:
+        """The field of the training and validation events."""
+        return self.field.build(trackml_detector().bfield_t)
 
     def simulation(self, event_id: int) -> SimulationConfig:
         """The simulation settings of training event ``event_id``."""
@@ -480,10 +489,12 @@ def filtered_graphs(model: FilterNet, graphs: list[dict[str, Any]], cut: float) 
     return result
 
 
-def simulated_events(seed: int, simulations: list[SimulationConfig]) -> Iterator[Event]:
-    """Events 0, 1, ... of ``seed``, each simulated with its own settings."""
+def simulated_events(
+    seed: int, simulations: list[SimulationConfig], field: MagneticField | None = None
+) -> Iterator[Event]:
+    """Events 0, 1, ... of ``seed``, each simulated with its own settings, in ``field`` (None: uniform)."""
     for event_id, simulation in enumerate(simulations):
-        yield simulate_event(simulation, seed, event_id)
+        yield simulate_event(simulation, seed, event_id, field=field)
 
 
 def train(config: TrainConfig, output: str | Path, validate: Callable[[Path, TrainConfig], dict] | None = None) -> dict:
@@ -511,7 +522,7 @@ def _train(config: TrainConfig, output: Path, validate: Callable[[Path, TrainCon
     began = time.perf_counter()
 
     simulations = [config.data.simulation(event_id) for event_id in range(config.data.train_events)]
-    events = tqdm(simulated_events(config.data.train_seed, simulations),
+    events = tqdm(simulated_events(config.data.train_seed, simulations, config.data.magnetic_field()),
                   total=config.data.train_events, desc="simulate training events", mininterval=5)  # fmt: skip
     samples = [make_sample(event) for event in events]  # a sample keeps what training needs of its event
     n_features = len(FEATURE_NAMES)
