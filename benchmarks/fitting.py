@@ -8,8 +8,9 @@ processes that each fit an equal share (the shares are handed to the workers onc
 workers read their own events; the timed calls carry only a share number), and (b) in a per-track loop, one
 ``fit`` call per track, on the first ``--loop-tracks`` tracks.  Side by side, the same variants at the default
 batch size fit 10-hit tracks of the module simulation on the TrackML module planes (``modules:`` rows; most of
-those tracks cross two overlapping modules in some layer and take the fitter's second pass).  Repetitions are
-interleaved; medians are reported.
+those tracks cross two overlapping modules in some layer and take the fitter's second pass), and the same again
+for tracks simulated and fitted in the solenoid field (``solenoid:`` rows, docs/fitting.md "Magnetic field").
+Repetitions are interleaved; medians are reported.
 
 Usage::
 
@@ -36,19 +37,26 @@ from bench_common import RESULTS, write_results
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting import KalmanConfig, KalmanFitter
 from tracking_algs.geometry import trackml_detector
+from tracking_algs.magnetic_field import MagneticField, SolenoidField
 from tracking_algs.modules import trackml_modules
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 HITS_PER_TRACK = 10
 
 
-GEOMETRIES = ("cylinders", "modules")
+#: what the tracks are simulated on and fitted in: the cylinders, the module planes, the module planes in the solenoid
+GEOMETRIES = ("cylinders", "modules", "solenoid")
+
+
+def _field(geometry: str) -> MagneticField | None:
+    return SolenoidField() if geometry == "solenoid" else None
 
 
 def ten_hit_tracks(n_tracks: int, seed: int, geometry: str = "cylinders") -> tuple[Spacepoints, TrackCandidates]:
     """``n_tracks`` truth tracks of 10 hits each (copies of one event's 10-hit particles), labels 0..n-1."""
-    config = SimulationConfig(geometry=geometry, pileup=200.0, hit_inefficiency=0.0, noise_fraction=0.0)
-    event = simulate_event(config, seed, 0)
+    simulated_on = "cylinders" if geometry == "cylinders" else "modules"
+    config = SimulationConfig(geometry=simulated_on, pileup=200.0, hit_inefficiency=0.0, noise_fraction=0.0)
+    event = simulate_event(config, seed, 0, field=_field(geometry))
     particle = event.truth.particle_id
     ids, counts = np.unique(particle[particle > 0], return_counts=True)
     chosen = ids[counts == HITS_PER_TRACK]
@@ -66,9 +74,11 @@ _WORKER: dict[str, object] = {}
 
 
 def make_fitter(geometry: str, batch_size: int) -> KalmanFitter:
-    """The fitter of the cylinder detector, or of the TrackML module planes."""
-    modules = trackml_modules() if geometry == "modules" else None
-    return KalmanFitter(trackml_detector(), KalmanConfig(batch_size=batch_size), modules=modules)
+    """The fitter of the cylinder detector, or of the TrackML module planes (in the solenoid for
+    ``"solenoid"``)."""
+    modules = None if geometry == "cylinders" else trackml_modules()
+    config = KalmanConfig(batch_size=batch_size)
+    return KalmanFitter(trackml_detector(), config, modules=modules, field=_field(geometry))
 
 
 def _load_shares(shares: list[tuple[Spacepoints, TrackCandidates]], batch_size: int, geometry: str) -> None:
@@ -103,7 +113,8 @@ def measure(n_tracks: int, loop_tracks: int, batch_sizes: list[int], processes: 
     """Median tracks/s of every variant (see the module docstring)."""
     rows = _measure_geometry("cylinders", n_tracks, loop_tracks, batch_sizes, processes, repeat, seed)
     default_size = KalmanConfig().batch_size
-    rows += _measure_geometry("modules", n_tracks, loop_tracks, [default_size], processes, repeat, seed)
+    for geometry in GEOMETRIES[1:]:
+        rows += _measure_geometry(geometry, n_tracks, loop_tracks, [default_size], processes, repeat, seed)
     return rows
 
 
@@ -133,7 +144,7 @@ def _measure_geometry(geometry, n_tracks, loop_tracks, batch_sizes, processes, r
             times.setdefault(key, []).append((time.perf_counter() - start, cpu))
             times.setdefault("per-track loop, 1 process", []).append(_timed(per_track_loop))
     rows = []
-    prefix = "modules: " if geometry == "modules" else ""
+    prefix = "" if geometry == "cylinders" else f"{geometry}: "
     for variant, values in times.items():
         tracks = loop_tracks if variant.startswith("per-track") else n_tracks
         wall, cpu = (float(np.median(column)) for column in zip(*values, strict=True))
@@ -148,6 +159,7 @@ def markdown(rows: list[dict[str, object]], load: float, cpus: int) -> str:
                   and row["variant"].startswith("batched"))  # fmt: skip
     loop = next(row["tracks_per_s"] for row in rows if row["variant"].startswith("per-track"))
     on_planes = next(row["tracks_per_cpu_s"] for row in rows if row["variant"].startswith("modules: batched"))
+    in_solenoid = next(row["tracks_per_cpu_s"] for row in rows if row["variant"].startswith("solenoid: batched"))
     on_cylinders = next(row["tracks_per_cpu_s"] for row in rows if row["variant"].startswith("batched")
                         and row["variant"].endswith("batch_size=4096, 1 process"))  # fmt: skip
     lines = [
@@ -157,7 +169,8 @@ def markdown(rows: list[dict[str, object]], load: float, cpus: int) -> str:
         f"Machine: {cpus} CPUs, load average during the run {load:.1f}. "
         f"Batched is {batched / loop:.0f}× faster than the per-track loop on one process. "
         f"On module planes (rows `modules:`) a track costs {on_cylinders / on_planes:.1f}× as much CPU as on "
-        "the cylinders. "
+        f"the cylinders; in the solenoid (rows `solenoid:`) {on_planes / in_solenoid:.1f}× as much as on the "
+        "module planes in the uniform field. "
         "On a shared machine the wall-clock rate depends on the load; tracks per CPU-second (the processes' own "
         "CPU time) is the rate of one busy core.",
         "",

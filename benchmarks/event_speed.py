@@ -1,0 +1,107 @@
+"""Time per event and per stage of the whole chain (find + fit + selection, one process, the job's
+``EventProcessor``), on the real full TrackML events and on simulated pile-up-200 events, in one run.
+
+Samples:
+
+- **real**: the events of ``../shared/trackml/full`` (about 100 000 hits, 15 % noise), read with the real
+  ``detectors.csv`` and fitted in the solenoid (the documented real-data settings);
+- **simulation on modules**: held-out pile-up-200 events on the built-in TrackML modules, in the solenoid;
+- **simulation on cylinders**: held-out pile-up-200 events of the default simulation.
+
+Each event is processed once to warm up, then ``--repeat`` times; the median of each stage is reported (ms),
+events of one sample averaged. Options are those of ``configs/local_onnx.toml``; ``--set`` adds job options to
+every sample (``--set finding.model_dir=DIR`` times other models).
+
+    .venv/bin/python benchmarks/event_speed.py [--events 2] [--repeat 3] [--set KEY=VALUE ...]
+
+Writes benchmarks/results/event_speed.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from bench_common import write_results
+
+from tracking_algs.event import Event
+from tracking_algs.finding.training import VALIDATION_SEED_MIN
+from tracking_algs.io.trackml import list_events, read_event
+from tracking_algs.job.process import EventProcessor
+from tracking_algs.job_options import load_job_options
+from tracking_algs.modules import read_detectors_csv
+from tracking_algs.simulation import SimulationConfig, simulate_event
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "configs" / "local_onnx.toml"
+SEED = VALIDATION_SEED_MIN + 7070
+STAGE_ORDER = ("features", "graph", "filter", "gnn", "building", "fitting")
+
+
+def time_events(options_overrides: list[str], events: list[Event], repeat: int) -> dict[str, float]:
+    """Median ms per stage (and ``total``) of each event, averaged over ``events``."""
+    options = load_job_options(CONFIG, options_overrides)
+    per_event = []
+    with EventProcessor(options) as processor:
+        for event in events:
+            processor.process(event)  # warm-up: sessions, the field table, the module layers
+            runs = [processor.process(event).timing_ms for _ in range(repeat)]
+            per_event.append({stage: float(np.median([run[stage] for run in runs])) for stage in runs[0]})
+    stages = per_event[0].keys()
+    return {stage: float(np.mean([timing[stage] for timing in per_event])) for stage in stages}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=2, help="simulated events per sample (default 2)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per event (default 3)")
+    parser.add_argument("--trackml", type=Path, default=ROOT.parent / "shared" / "trackml", help="real data")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+
+    real_detectors = args.trackml / "detectors.csv.gz"
+    modules = read_detectors_csv(real_detectors)
+    full = args.trackml / "full"
+    solenoid = ["detector.field.kind=solenoid"]
+    on_modules = SimulationConfig(geometry="modules", pileup=200.0)
+    on_cylinders = SimulationConfig(pileup=200.0)
+    field = load_job_options(CONFIG, solenoid).magnetic_field()
+    samples = {
+        "real full events": (
+            [*args.overrides, *solenoid, f"detector.file='{real_detectors}'"],
+            [read_event(full, event_id, modules=modules) for event_id in list_events(full)],
+        ),
+        "simulation on modules, pile-up 200": (
+            [*args.overrides, *solenoid, "simulation.geometry=modules"],
+            [simulate_event(on_modules, SEED, event_id, field=field) for event_id in range(args.events)],
+        ),
+        "simulation on cylinders, pile-up 200": (
+            list(args.overrides),
+            [simulate_event(on_cylinders, SEED, event_id) for event_id in range(args.events)],
+        ),
+    }
+    report: dict = {"repeat": args.repeat, "overrides": args.overrides, "samples": {}}
+    for name, (overrides, events) in samples.items():
+        timing = time_events(overrides, events, args.repeat)
+        hits = float(np.mean([len(event.spacepoints) for event in events]))
+        report["samples"][name] = {"events": len(events), "hits_per_event": hits, "timing_ms": timing}
+        print(name, round(hits), {stage: round(value) for stage, value in timing.items()}, flush=True)
+
+    stages = [stage for stage in STAGE_ORDER if stage in next(iter(report["samples"].values()))["timing_ms"]]
+    lines = ["| sample | events | hits/event | " + " | ".join(stages) + " | total (ms) |",
+             "|---" * (len(stages) + 4) + "|"]  # fmt: skip
+    for name, sample in report["samples"].items():
+        timing = sample["timing_ms"]
+        cells = " | ".join(f"{timing[stage]:.0f}" for stage in stages)
+        lines.append(f"| {name} | {sample['events']} | {sample['hits_per_event']:.0f} | {cells} | "
+                     f"{timing['total']:.0f} |")  # fmt: skip
+    table = "\n".join(lines) + "\n"
+    write_results("event_speed", report, table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
