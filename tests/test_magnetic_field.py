@@ -67,7 +67,7 @@ def test_the_bending_field_of_a_forward_track_is_weaker_than_bz():
     np.testing.assert_allclose(field.bending_t(position, direction), b_z - b_r / np.tan(theta), rtol=1e-12)
     assert b_r[0] == pytest.approx(0.0, abs=1e-9)
     assert (field.bending_t(position, direction)[1:] < b_z[1:] - 0.1).all()
-    np.testing.assert_allclose(field.lift_t(position, direction), 0.0, atol=1e-12)
+    np.testing.assert_allclose(field.turning_t(position, direction)[1], 0.0, atol=1e-12)
     np.testing.assert_array_equal(UniformField(2.0).bending_t(position, direction), 2.0)
 
 

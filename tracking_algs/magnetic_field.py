@@ -55,8 +55,9 @@ class MagneticField(Protocol):
         """The bending field [N] (tesla, module docstring) at ``position`` [N, 3] (mm) for unit ``direction``
         [N, 3]."""
 
-    def lift_t(self, position: np.ndarray, direction: np.ndarray) -> np.ndarray:
-        """``(T × B)_z`` [N] (tesla): ``dT_z/ds = c·(q/p)·lift`` (module docstring)."""
+    def turning_t(self, position: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The bending field [N] and ``(T × B)_z`` [N] (tesla; ``dT_z/ds = c·(q/p)·(T × B)_z``, module
+        docstring), from one look-up of the field."""
 
 
 @attrs.frozen
@@ -74,9 +75,9 @@ class UniformField:
         """``centre_t`` for every track."""
         return np.full(len(position), self.centre_t)
 
-    def lift_t(self, position: np.ndarray, direction: np.ndarray) -> np.ndarray:
-        """Zero: a field along z does not turn T_z."""
-        return np.zeros(len(position))
+    def turning_t(self, position: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``centre_t`` and zero (a field along z does not turn T_z) for every track."""
+        return self.bending_t(position, direction), np.zeros(len(position))
 
 
 @attrs.frozen
@@ -99,20 +100,19 @@ class SolenoidField:
 
     def bending_t(self, position: np.ndarray, direction: np.ndarray) -> np.ndarray:
         """The bending field [N] (module docstring)."""
+        return self.turning_t(position, direction)[0]
+
+    def turning_t(self, position: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The bending field ``B_z − B_r (T_z / sin²θ)(T_t · r̂)`` [N] and ``(T × B)_z = B_r (T_x y − T_y x) / r``
+        [N] (module docstring)."""
         x, y, z = position[:, 0], position[:, 1], position[:, 2]
         tx, ty, tz = direction[:, 0], direction[:, 1], direction[:, 2]
         r = np.hypot(x, y)
         b_r, b_z = self.components_t(r, z)
-        radial_direction = (tx * x + ty * y) / np.where(r > 0.0, r, 1.0)  # T_t · r̂
+        b_r_over_r = b_r / np.where(r > 0.0, r, 1.0)
         transverse2 = np.maximum(tx * tx + ty * ty, 1e-12)
-        return b_z - b_r * tz * radial_direction / transverse2
-
-    def lift_t(self, position: np.ndarray, direction: np.ndarray) -> np.ndarray:
-        """``(T × B)_z = B_r (T_x y − T_y x) / r`` [N] (module docstring)."""
-        x, y = position[:, 0], position[:, 1]
-        r = np.hypot(x, y)
-        b_r, _ = self.components_t(r, position[:, 2])
-        return b_r * (direction[:, 0] * y - direction[:, 1] * x) / np.where(r > 0.0, r, 1.0)
+        bending = b_z - b_r_over_r * tz * (tx * x + ty * y) / transverse2
+        return bending, b_r_over_r * (tx * y - ty * x)
 
 
 @attrs.frozen(kw_only=True)

@@ -71,6 +71,8 @@ _CYLINDER, _DISK, _PERIGEE, _PLANE = (int(kind) for kind in SurfaceKind)
 _MAX_POLAR = 1.0 - 1e-9
 #: Newton steps of the helix-plane intersection (from the straight-line crossing; quadratic convergence)
 _PLANE_NEWTON_STEPS = 4
+#: Newton stops early once every end point lies this close (mm) to its plane before a step
+_PLANE_CONVERGED_MM = 1e-9
 #: a plane crossing is accepted when the end point lies this close (mm) to the plane before Newton's last step
 _PLANE_TOLERANCE_MM = 1e-6
 
@@ -286,6 +288,8 @@ def _path_to_plane(free: np.ndarray, plane: np.ndarray, bfield_t: float | np.nda
             distance = np.einsum("ni,ni->n", end[:, :3] - plane[:, PLANE_CENTRE], normal)
             step = distance / np.einsum("ni,ni->n", end[:, 3:6], normal)
             path = path - step
+            if not np.any(np.abs(distance) >= _PLANE_CONVERGED_MM):  # NaN (no crossing) is no reason to go on
+                break
     # Newton converges quadratically: from a distance this small, the last step lands far closer still
     return path, np.isfinite(path) & (np.abs(distance) < _PLANE_TOLERANCE_MM)
 
@@ -374,12 +378,13 @@ def _field_step(
     bending field [N] and the mean ``(T × B)_z`` [N] (the end's ``T_z`` is the start's plus
     ``c·(q/p)·path·lift``)."""
     position, heading = free[:, :3], free[:, 3:6]
-    start, start_lift = field.bending_t(position, heading), field.lift_t(position, heading)
+    start, start_lift = field.turning_t(position, heading)
     path, ok = path_to_surface(free, kind_to, position_to, start, direction, plane_to)
     end, _ = transport(free, path, start, jacobian=False)
     end = _with_polar_direction(end, free[:, 5] + HELIX_CONSTANT * free[:, 6] * path * start_lift)
-    bending = np.where(ok, 0.5 * (start + field.bending_t(end[:, :3], end[:, 3:6])), start)
-    lift = np.where(ok, 0.5 * (start_lift + field.lift_t(end[:, :3], end[:, 3:6])), 0.0)
+    end_bending, end_lift = field.turning_t(end[:, :3], end[:, 3:6])
+    bending = np.where(ok, 0.5 * (start + end_bending), start)
+    lift = np.where(ok, 0.5 * (start_lift + end_lift), 0.0)
     middle = _with_polar_direction(free, free[:, 5] + 0.5 * HELIX_CONSTANT * free[:, 6] * path * lift)
     return middle, bending, lift
 

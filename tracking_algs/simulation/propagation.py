@@ -154,7 +154,7 @@ def midpoint_step(field: MagneticField, position: np.ndarray, mom: np.ndarray, q
     its start and end (:mod:`tracking_algs.magnetic_field`), from the start with the polar direction turned by
     half the step's turn of ``T_z``."""
     unit = mom / np.linalg.norm(mom, axis=1, keepdims=True)
-    start, start_lift = field.bending_t(position, unit), field.lift_t(position, unit)
+    start, start_lift = field.turning_t(position, unit)
     psi = ahead(start)
     reached = np.isfinite(psi)
     turn = np.where(reached, psi, 0.0)
@@ -163,8 +163,9 @@ def midpoint_step(field: MagneticField, position: np.ndarray, mom: np.ndarray, q
     end, end_mom = move_along_helix(position, mom, q, start, turn)
     end_mom = turn_polar(end_mom, turn * per_turn * start_lift)
     end_unit = end_mom / np.linalg.norm(end_mom, axis=1, keepdims=True)
-    bending = np.where(reached, 0.5 * (start + field.bending_t(end, end_unit)), start)
-    lift = np.where(reached, 0.5 * (start_lift + field.lift_t(end, end_unit)), 0.0)
+    end_bending, end_lift = field.turning_t(end, end_unit)
+    bending = np.where(reached, 0.5 * (start + end_bending), start)
+    lift = np.where(reached, 0.5 * (start_lift + end_lift), 0.0)
     tilt = np.sign(q) * lift / np.maximum(np.abs(bending), 1e-9)
     return MidpointStep(bending, turn_polar(mom, 0.5 * turn * tilt), tilt)
 
