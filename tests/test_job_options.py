@@ -11,7 +11,9 @@ import pytest
 
 from inference_iface import ConfigError
 from inference_iface.options import tomllib
+from tracking_algs.finding.model_dir import SHIPPED_MODULES_DIR, load_model_card
 from tracking_algs.job_options import load_job_options
+from tracking_algs.magnetic_field import SolenoidField
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -135,6 +137,19 @@ def test_missing_detector_and_model_directory_are_named(tmp_path):
     expected = rf"--set finding\.model_dir=.*: \[finding\] model_dir '{re.escape(str(absent))}' does not exist; "
     with pytest.raises(ConfigError, match=expected + r"expected a directory with embedding\.onnx, filter\.onnx"):
         load_job_options(None, [f"finding.model_dir='{absent}'"])
+    with pytest.raises(ConfigError, match=r"model_dir 'shipped:cones' does not exist.*or \"shipped:modules\" for"):
+        load_job_options(None, ["finding.model_dir=shipped:cones"])
+
+
+def test_the_shipped_module_models_are_named_and_record_their_training_data():
+    """``model_dir = "shipped:modules"``: the set trained on the module simulation in the solenoid, its card
+    holding those settings; configs/trackml.toml runs with it."""
+    options = load_job_options(CONFIGS / "trackml.toml")
+    assert options.finding.model_dir == "shipped:modules"
+    assert options.stage_inference("gnn")["model_path"] == str(SHIPPED_MODULES_DIR / "gnn.onnx")
+    data = load_model_card("shipped:modules")["training_config"]["data"]
+    assert (data["geometry"], data["field"]["kind"]) == ("modules", "solenoid")
+    assert options.magnetic_field() == SolenoidField(2.0)
 
 
 def test_a_model_directory_must_hold_the_models_the_job_runs(tmp_path):

@@ -220,6 +220,21 @@ def test_the_sample_event_runs_with_the_real_module_geometry(tmp_path):
     }
 
 
+def test_the_trackml_job_options_find_most_of_the_sample_particles(tmp_path):
+    """configs/trackml.toml (the models trained on the module simulation, the solenoid, the built-in modules)
+    on the real sample: every hit once in tracks.csv and most particles above 1 GeV found, candidates and written
+    tracks alike (docs/physics.md gives the figures)."""
+    output = tmp_path / "out"
+    assert main(["run", str(ROOT / "configs" / "trackml.toml"), "--no-progress", "--input", str(SAMPLE),
+                 "--output", str(output)]) == 0  # fmt: skip
+    hits = read_table(SAMPLE / "event000000001-hits.csv.gz", {"hit_id": "int64"})["hit_id"]
+    assert sorted(int(row["hit_id"]) for row in _track_rows(output / "tracks.csv")) == sorted(hits.tolist())
+    performance = json.loads((output / "performance.json").read_text())
+    assert performance["tracking_candidates"]["efficiency"] > 0.85
+    assert performance["tracking"]["efficiency"] > 0.8
+    assert performance["tracking"]["fake_rate"] < 0.15
+
+
 def test_two_full_pileup_200_events_run_with_the_real_module_geometry(tmp_path):
     """Two complete events without truth (93 680 and 104 451 hits): exit 0, every hit once in tracks.csv, the
     track count of each event in performance.json, in well under a minute."""

@@ -30,7 +30,7 @@ from inference_iface.registry import available_backends, make_config
 from tracking_algs.errors import TrackingError
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.finder import TrackFinder
-from tracking_algs.finding.model_dir import CARD_NAME, STAGES, load_model_card, resolve_model_dir
+from tracking_algs.finding.model_dir import CARD_NAME, SHIPPED_SETS, STAGES, load_model_card, resolve_model_dir
 from tracking_algs.finding.served import SERVED_MODELS
 from tracking_algs.fitting.hook import FittingConfig, TrackFitter
 from tracking_algs.geometry import Detector, trackml_detector
@@ -255,11 +255,11 @@ def _check_files(options: JobOptions, where: str) -> None:
         raise ConfigError(f"{where}: [job] detector {detector!r} {what}; expected a detector TOML file")
     _check_module_file(options.detector.file, where)
     model_dir = options.finding.model_dir
-    if model_dir and (what := _missing(model_dir, Path.is_dir)):
+    if model_dir not in SHIPPED_SETS and (what := _missing(model_dir, Path.is_dir)):
         raise ConfigError(
             f"{where}: [finding] model_dir {model_dir!r} {what}; expected a directory with "
-            f"{', '.join(f'{stage}.onnx' for stage in STAGES)} and {CARD_NAME} (from 'trkx train'), or \"\" for the "
-            "shipped models"
+            f"{', '.join(f'{stage}.onnx' for stage in STAGES)} and {CARD_NAME} (from 'trkx train'), \"\" for the "
+            'shipped models, or "shipped:modules" for those trained on the TrackML modules'
         )
     if options.finding.serving != "stages":
         return

@@ -1,4 +1,4 @@
-"""Where the finding models live: a trained model directory, or the one shipped inside the package.
+"""Where the finding models live: a trained model directory, or one of the sets shipped inside the package.
 
 A model directory holds ``embedding.onnx``, ``filter.onnx``, ``gnn.onnx`` and ``model_card.json``
 (training configuration, data seeds, recommended cuts and held-out metrics), as written by
@@ -13,8 +13,13 @@ from typing import Any
 
 from tracking_algs.errors import TrackingError
 
-#: The models trained for this package and shipped inside it.
+#: The models trained for this package and shipped inside it (on the default, cylinder simulation).
 SHIPPED_DIR = Path(__file__).parent / "shipped"
+#: The shipped models trained on the simulation of the TrackML modules in the solenoid field, named
+#: ``model_dir = "shipped:modules"`` (their model card holds the training settings).
+SHIPPED_MODULES_DIR = Path(__file__).parent / "shipped_modules"
+#: The names of the shipped sets a ``model_dir`` may give instead of a directory.
+SHIPPED_SETS = {"": SHIPPED_DIR, "shipped:modules": SHIPPED_MODULES_DIR}
 
 #: The neural stages, in pipeline order; each has ``<stage>.onnx`` in a model directory.
 STAGES: tuple[str, ...] = ("embedding", "filter", "gnn")
@@ -23,8 +28,9 @@ CARD_NAME = "model_card.json"
 
 
 def resolve_model_dir(model_dir: str | Path = "") -> Path:
-    """``model_dir``, or :data:`SHIPPED_DIR` when it is empty."""
-    return Path(model_dir) if str(model_dir) else SHIPPED_DIR
+    """The directory of a shipped set (:data:`SHIPPED_SETS`: empty for the default models,
+    ``"shipped:modules"``), or ``model_dir`` itself."""
+    return SHIPPED_SETS.get(str(model_dir), Path(model_dir))
 
 
 def model_path(model_dir: str | Path, stage: str) -> Path:
