@@ -4,13 +4,14 @@
 Samples:
 
 - **real**: the events of ``../shared/trackml/full`` (about 100 000 hits, 15 % noise), read with the real
-  ``detectors.csv`` and fitted in the solenoid (the documented real-data settings);
-- **simulation on modules**: held-out pile-up-200 events on the built-in TrackML modules, in the solenoid;
-- **simulation on cylinders**: held-out pile-up-200 events of the default simulation.
+  ``detectors.csv``, with ``configs/trackml.toml`` (the models trained on the module simulation, the solenoid);
+- **simulation on modules**: held-out pile-up-200 events on the built-in TrackML modules in the solenoid, with
+  ``configs/trackml.toml``;
+- **simulation on cylinders**: held-out pile-up-200 events of the default simulation, with
+  ``configs/local_onnx.toml``.
 
 Each event is processed once to warm up, then ``--repeat`` times; the median of each stage is reported (ms),
-events of one sample averaged. Options are those of ``configs/local_onnx.toml``; ``--set`` adds job options to
-every sample (``--set finding.model_dir=DIR`` times other models).
+events of one sample averaged. ``--set`` adds job options to every sample.
 
     .venv/bin/python benchmarks/event_speed.py [--events 2] [--repeat 3] [--set KEY=VALUE ...]
 
@@ -35,14 +36,16 @@ from tracking_algs.modules import read_detectors_csv
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "configs" / "local_onnx.toml"
+LOCAL_CONFIG = ROOT / "configs" / "local_onnx.toml"
+TRACKML_CONFIG = ROOT / "configs" / "trackml.toml"
 SEED = VALIDATION_SEED_MIN + 7070
 STAGE_ORDER = ("features", "graph", "filter", "gnn", "building", "fitting")
 
 
-def time_events(options_overrides: list[str], events: list[Event], repeat: int) -> dict[str, float]:
-    """Median ms per stage (and ``total``) of each event, averaged over ``events``."""
-    options = load_job_options(CONFIG, options_overrides)
+def time_events(config: Path, overrides: list[str], events: list[Event], repeat: int) -> dict[str, float]:
+    """Median ms per stage (and ``total``) of each event under the job options ``config`` with ``overrides``,
+    averaged over ``events``."""
+    options = load_job_options(config, overrides)
     per_event = []
     with EventProcessor(options) as processor:
         for event in events:
@@ -64,39 +67,42 @@ def main(argv: list[str] | None = None) -> int:
     real_detectors = args.trackml / "detectors.csv.gz"
     modules = read_detectors_csv(real_detectors)
     full = args.trackml / "full"
-    solenoid = ["detector.field.kind=solenoid"]
     on_modules = SimulationConfig(geometry="modules", pileup=200.0)
     on_cylinders = SimulationConfig(pileup=200.0)
-    field = load_job_options(CONFIG, solenoid).magnetic_field()
+    field = load_job_options(TRACKML_CONFIG).magnetic_field()
     samples = {
         "real full events": (
-            [*args.overrides, *solenoid, f"detector.file='{real_detectors}'"],
+            TRACKML_CONFIG,
+            [*args.overrides, f"detector.file='{real_detectors}'"],
             [read_event(full, event_id, modules=modules) for event_id in list_events(full)],
         ),
         "simulation on modules, pile-up 200": (
-            [*args.overrides, *solenoid, "simulation.geometry=modules"],
+            TRACKML_CONFIG,
+            list(args.overrides),
             [simulate_event(on_modules, SEED, event_id, field=field) for event_id in range(args.events)],
         ),
         "simulation on cylinders, pile-up 200": (
+            LOCAL_CONFIG,
             list(args.overrides),
             [simulate_event(on_cylinders, SEED, event_id) for event_id in range(args.events)],
         ),
     }
     report: dict = {"repeat": args.repeat, "overrides": args.overrides, "samples": {}}
-    for name, (overrides, events) in samples.items():
-        timing = time_events(overrides, events, args.repeat)
+    for name, (config, overrides, events) in samples.items():
+        timing = time_events(config, overrides, events, args.repeat)
         hits = float(np.mean([len(event.spacepoints) for event in events]))
-        report["samples"][name] = {"events": len(events), "hits_per_event": hits, "timing_ms": timing}
+        report["samples"][name] = {"config": config.name, "events": len(events), "hits_per_event": hits,
+                                   "timing_ms": timing}  # fmt: skip
         print(name, round(hits), {stage: round(value) for stage, value in timing.items()}, flush=True)
 
     stages = [stage for stage in STAGE_ORDER if stage in next(iter(report["samples"].values()))["timing_ms"]]
-    lines = ["| sample | events | hits/event | " + " | ".join(stages) + " | total (ms) |",
-             "|---" * (len(stages) + 4) + "|"]  # fmt: skip
+    lines = ["| sample | job options | events | hits/event | " + " | ".join(stages) + " | total (ms) |",
+             "|---" * (len(stages) + 5) + "|"]  # fmt: skip
     for name, sample in report["samples"].items():
         timing = sample["timing_ms"]
         cells = " | ".join(f"{timing[stage]:.0f}" for stage in stages)
-        lines.append(f"| {name} | {sample['events']} | {sample['hits_per_event']:.0f} | {cells} | "
-                     f"{timing['total']:.0f} |")  # fmt: skip
+        lines.append(f"| {name} | `{sample['config']}` | {sample['events']} | {sample['hits_per_event']:.0f} | "
+                     f"{cells} | {timing['total']:.0f} |")  # fmt: skip
     table = "\n".join(lines) + "\n"
     write_results("event_speed", report, table)
     print(table)

@@ -71,8 +71,6 @@ _CYLINDER, _DISK, _PERIGEE, _PLANE = (int(kind) for kind in SurfaceKind)
 _MAX_POLAR = 1.0 - 1e-9
 #: Newton steps of the helix-plane intersection (from the straight-line crossing; quadratic convergence)
 _PLANE_NEWTON_STEPS = 4
-#: Newton stops early once every end point lies this close (mm) to its plane before a step
-_PLANE_CONVERGED_MM = 1e-9
 #: a plane crossing is accepted when the end point lies this close (mm) to the plane before Newton's last step
 _PLANE_TOLERANCE_MM = 1e-6
 
@@ -216,16 +214,18 @@ def path_to_surface(
     bfield_t: float | np.ndarray,
     direction: int | np.ndarray = 0,
     plane: np.ndarray | None = None,
+    rough: bool = False,
 ):
     """Signed path length [N] (mm) from free states [N, 7] to the nearest crossing (smallest |s|, within half a
     turn) with the target surfaces (``plane`` [N, 4, 3] for planes), and ``ok`` [N] (False where the helix does
     not reach the surface).
 
     ``direction`` +1 (or -1) accepts only crossings ahead of (behind) the start; 0 accepts both; an array [N]
-    gives each track its own."""
+    gives each track its own.  ``rough``: one Newton step to a plane, its end point within a few µm of it (what
+    a field look-up needs)."""
     on_plane = kind == _PLANE
     if on_plane.all():  # modules only (the fitter's hit steps): none of the other kinds' arithmetic
-        path, ok = _path_to_plane(free, _planes(plane, len(free)), bfield_t)
+        path, ok = _path_to_plane(free, _planes(plane, len(free)), bfield_t, rough)
         ok &= direction * path >= 0.0
         return np.where(ok, path, 0.0), ok
     x, y, z, tx, ty, tz, qop = columns(free)
@@ -266,32 +266,41 @@ def path_to_surface(
     path = np.where(disk, s_disk, s_transverse / safe_st)
     ok = np.where(disk, ok_disk, np.where(cylinder, ok_cylinder, moving))
     if on_plane.any():
-        plane_path, plane_ok = _path_to_plane(free[on_plane], _planes(plane, len(free))[on_plane],
-                                              bfield_t if np.ndim(bfield_t) == 0 else bfield_t[on_plane])  # fmt: skip
+        plane_field = bfield_t if np.ndim(bfield_t) == 0 else bfield_t[on_plane]
+        plane_path, plane_ok = _path_to_plane(free[on_plane], _planes(plane, len(free))[on_plane], plane_field, rough)
         path[on_plane], ok[on_plane] = plane_path, plane_ok
     ok &= np.isfinite(path)
     ok &= direction * path >= 0.0
     return np.where(ok, path, 0.0), ok
 
 
-def _path_to_plane(free: np.ndarray, plane: np.ndarray, bfield_t: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _path_to_plane(
+    free: np.ndarray, plane: np.ndarray, bfield_t: float | np.ndarray, rough: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Path [N] from free states [N, 7] to the planes [N, 4, 3] along their helices, and ``ok`` [N]: Newton's
     method on the distance to the plane, from the straight-line crossing (for the few-degree turns between
-    neighbouring modules it converges to machine precision in two or three steps)."""
+    neighbouring modules it converges to machine precision in two or three steps).  A track stops once its end
+    point lies within :data:`_PLANE_TOLERANCE_MM` of its plane, after one more step (Newton converges
+    quadratically: from there the step lands far closer still); the others go on, at most
+    :data:`_PLANE_NEWTON_STEPS` steps.  ``rough``: one step, and every finite path counts."""
     normal = plane[:, PLANE_W]
-    gap = np.einsum("ni,ni->n", plane[:, PLANE_CENTRE] - free[:, :3], normal)
+    centre = plane[:, PLANE_CENTRE]
+    gap = np.einsum("ni,ni->n", centre - free[:, :3], normal)
+    distance = np.full(len(free), np.inf)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         path = gap / np.einsum("ni,ni->n", free[:, 3:6], normal)
         path = np.where(np.isfinite(path), path, 0.0)
-        for _ in range(_PLANE_NEWTON_STEPS):
-            end, _ = transport(free, path, bfield_t, jacobian=False)
-            distance = np.einsum("ni,ni->n", end[:, :3] - plane[:, PLANE_CENTRE], normal)
-            step = distance / np.einsum("ni,ni->n", end[:, 3:6], normal)
-            path = path - step
-            if not np.any(np.abs(distance) >= _PLANE_CONVERGED_MM):  # NaN (no crossing) is no reason to go on
+        active = np.arange(len(free))
+        for _ in range(1 if rough else _PLANE_NEWTON_STEPS):
+            field = bfield_t if np.ndim(bfield_t) == 0 else bfield_t[active]
+            end, _ = transport(free[active], path[active], field, jacobian=False)
+            gone = np.einsum("ni,ni->n", end[:, :3] - centre[active], normal[active])
+            path[active] -= gone / np.einsum("ni,ni->n", end[:, 3:6], normal[active])
+            distance[active] = gone
+            active = active[~(np.abs(gone) < _PLANE_TOLERANCE_MM)]  # NaN (no crossing) stays: it fails below
+            if not len(active):
                 break
-    # Newton converges quadratically: from a distance this small, the last step lands far closer still
-    return path, np.isfinite(path) & (np.abs(distance) < _PLANE_TOLERANCE_MM)
+    return path, np.isfinite(path) & (rough | (np.abs(distance) < _PLANE_TOLERANCE_MM))
 
 
 def _helix_functions(u: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -379,7 +388,7 @@ def _field_step(
     ``c·(q/p)·path·lift``)."""
     position, heading = free[:, :3], free[:, 3:6]
     start, start_lift = field.turning_t(position, heading)
-    path, ok = path_to_surface(free, kind_to, position_to, start, direction, plane_to)
+    path, ok = path_to_surface(free, kind_to, position_to, start, direction, plane_to, rough=True)
     end, _ = transport(free, path, start, jacobian=False)
     end = _with_polar_direction(end, free[:, 5] + HELIX_CONSTANT * free[:, 6] * path * start_lift)
     end_bending, end_lift = field.turning_t(end[:, :3], end[:, 3:6])
