@@ -52,6 +52,7 @@ def time_events(config: Path, overrides: list[str], events: list[Event], repeat:
             processor.process(event)  # warm-up: sessions, the field table, the module layers
             runs = [processor.process(event).timing_ms for _ in range(repeat)]
             per_event.append({stage: float(np.median([run[stage] for run in runs])) for stage in runs[0]})
+            per_event[-1]["total"] = float(np.median([sum(run.values()) for run in runs]))
     stages = per_event[0].keys()
     return {stage: float(np.mean([timing[stage] for timing in per_event])) for stage in stages}
 
