@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from inference_iface.errors import ConfigError
+from tracking_algs.cli import main
 from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, propagate
 from tracking_algs.geometry import HELIX_CONSTANT
+from tracking_algs.io.trackml import read_event
 from tracking_algs.job_options import load_job_options
 from tracking_algs.magnetic_field import FieldConfig, SolenoidField, UniformField, loop_sum_field
 
@@ -142,3 +144,28 @@ def test_the_field_options_build_the_field(tmp_path):
         load_job_options(None, ["detector.field.kind=dipole"])
     with pytest.raises(ConfigError, match=r"solenoid_radius_mm"):
         load_job_options(None, ["detector.field.solenoid_radius_mm=0"])
+
+
+def test_simulate_in_the_solenoid_moves_the_forward_hits(tmp_path):
+    """``trkx simulate --field solenoid``: the same particles (same seed) cross the central layers where they did
+    in the uniform field and reach the forward disks mm away."""
+    settings = ["--set", "noise_fraction=0", "--set", "hit_inefficiency=0", "--set", "multiple_scattering=false",
+                "--set", "hit_smearing=false"]  # fmt: skip
+    hits = {}
+    for field in ("uniform", "solenoid"):
+        output = tmp_path / field
+        argv = ["simulate", "--events", "1", "--pileup", "2", "--seed", "4", "--output", str(output), "--field", field]
+        assert main([*argv, *settings]) == 0
+        event = read_event(output, 0)
+        truth, spacepoints = event.truth, event.spacepoints  # row for row
+        key = truth.particle_id * 10_000 + spacepoints.volume_id * 100 + spacepoints.layer_id
+        hits[field] = dict(zip(key.tolist(), np.column_stack((truth.tx, truth.ty, truth.tz)), strict=True))
+    shared = sorted(set(hits["uniform"]) & set(hits["solenoid"]))
+    uniform = np.array([hits["uniform"][key] for key in shared])
+    moved = np.linalg.norm(np.array([hits["solenoid"][key] for key in shared]) - uniform, axis=1)
+    central = (np.hypot(uniform[:, 0], uniform[:, 1]) < 200.0) & (np.abs(uniform[:, 2]) < 300.0)
+    forward = np.abs(uniform[:, 2]) > 2000.0
+    assert central.sum() > 20
+    assert forward.sum() > 20
+    assert np.median(moved[central]) < 0.05
+    assert np.median(moved[forward]) > 1.0
