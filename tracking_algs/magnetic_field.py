@@ -34,6 +34,8 @@ SOLENOID_LOOPS = 600
 _CHUNK = 2048
 #: closer than this (mm) to the axis B_r is 0 (the loop formula's cancellation leaves ~1e-5 there)
 _AXIS_MM = 1e-6
+#: the largest |T_z| a turn of the polar direction leaves (a track along z has no transverse direction to keep)
+MAX_POLAR = 1.0 - 1e-9
 #: spacing (mm) of the (r, z) table the field is interpolated from
 _GRID_STEP_MM = 40.0
 #: the table reaches this far beyond the solenoid's ends (mm)
@@ -58,6 +60,15 @@ class MagneticField(Protocol):
     def turning_t(self, position: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The bending field [N] and ``(T × B)_z`` [N] (tesla; ``dT_z/ds = c·(q/p)·(T × B)_z``, module
         docstring), from one look-up of the field."""
+
+
+def with_polar_component(direction: np.ndarray, tz: np.ndarray) -> np.ndarray:
+    """Unit directions [N, 3] with their z component set to ``tz`` [N] (clipped to ±:data:`MAX_POLAR`), the
+    transverse direction kept: how the fitter and the simulation turn a track's polar direction in a step."""
+    tz = np.clip(tz, -MAX_POLAR, MAX_POLAR)
+    st = np.hypot(direction[:, 0], direction[:, 1])
+    scale = np.sqrt(1.0 - tz * tz) / np.where(st > 0.0, st, 1.0)
+    return np.column_stack((direction[:, 0] * scale, direction[:, 1] * scale, tz))
 
 
 @attrs.frozen

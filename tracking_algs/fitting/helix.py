@@ -43,7 +43,7 @@ import numpy as np
 
 from tracking_algs.fitting.stacked import matmul
 from tracking_algs.geometry import HELIX_CONSTANT
-from tracking_algs.magnetic_field import MagneticField
+from tracking_algs.magnetic_field import MagneticField, with_polar_component
 
 #: below this |turning angle| the helix functions use their Taylor series (relative error < 1e-13)
 _SERIES_LIMIT = 1e-2
@@ -67,8 +67,6 @@ PLANE_CENTRE, PLANE_U, PLANE_V, PLANE_W = 0, 1, 2, 3
 #: the kinds as plain ints for the array comparisons of the hot paths (each attribute access on the enum class
 #: runs a Python-level lookup, a cost that shows in the fitter's many small calls)
 _CYLINDER, _DISK, _PERIGEE, _PLANE = (int(kind) for kind in SurfaceKind)
-#: the largest |T_z| a step in a non-uniform field leaves (a track along z has no transverse direction to keep)
-_MAX_POLAR = 1.0 - 1e-9
 #: Newton steps of the helix-plane intersection (from the straight-line crossing; quadratic convergence)
 _PLANE_NEWTON_STEPS = 4
 #: a plane crossing is accepted when the end point lies this close (mm) to the plane before Newton's last step
@@ -368,13 +366,8 @@ def _surface_gradient(free: np.ndarray, kind: np.ndarray, plane: np.ndarray | No
 def _with_polar_direction(free: np.ndarray, tz: np.ndarray) -> np.ndarray:
     """Free states [N, 7] with their direction's z component set to ``tz`` [N] (the transverse direction
     kept)."""
-    tz = np.clip(tz, -_MAX_POLAR, _MAX_POLAR)
-    st = np.hypot(free[:, 3], free[:, 4])
-    scale = np.sqrt(1.0 - tz * tz) / np.where(st > 0.0, st, 1.0)
     moved = free.copy()
-    moved[:, 3] *= scale
-    moved[:, 4] *= scale
-    moved[:, 5] = tz
+    moved[:, 3:6] = with_polar_component(free[:, 3:6], tz)
     return moved
 
 
@@ -414,6 +407,7 @@ def propagate(
     only behind for -1; an array [N] gives each track its own) in ``field`` (tesla or a field, module
     docstring), with the analytic bound-to-bound Jacobian."""
     free, to_free = bound_to_free(params, kind_from, position_from, plane_from)
+    lift = None  # the mean (T × B)_z of a step in a non-uniform field
     if isinstance(field, (int, float)):
         bfield_t: float | np.ndarray = float(field)
     elif field.uniform:
@@ -422,7 +416,7 @@ def propagate(
         free, bfield_t, lift = _field_step(free, kind_to, position_to, field, direction, plane_to)
     path, ok = path_to_surface(free, kind_to, position_to, bfield_t, direction, plane_to)
     end, transport_jac = transport(free, path, bfield_t)
-    if not isinstance(field, (int, float)) and not field.uniform:
+    if lift is not None:
         end = _with_polar_direction(end, free[:, 5] + 0.5 * HELIX_CONSTANT * free[:, 6] * path * lift)
     bound, to_bound = free_to_bound(end, kind_to, plane_to)
 

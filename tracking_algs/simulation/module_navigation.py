@@ -379,7 +379,7 @@ def _arrived(mom: np.ndarray, rows: np.ndarray, psi: np.ndarray, tilt: np.ndarra
     """The momenta [n, 3] of particles ``rows`` arriving after a turn ``psi`` along their helix, with the turn
     of their polar direction added (``tilt`` per radian, ``pending`` of it still to come in the current step's
     first crossing; none in a uniform field)."""
-    if not tilt.any():
+    if not tilt[rows].any():
         return mom
     arrived = turn_polar(mom, pending[rows] * psi * tilt[rows])
     pending[rows] = 1.0

@@ -14,7 +14,7 @@ import attrs
 import numpy as np
 
 from tracking_algs.geometry import HELIX_CONSTANT, Detector
-from tracking_algs.magnetic_field import MagneticField
+from tracking_algs.magnetic_field import MagneticField, with_polar_component
 from tracking_algs.simulation.scattering import highland_theta0, scatter
 
 _TWO_PI = 2.0 * np.pi
@@ -23,8 +23,6 @@ _RECROSS_TOLERANCE = 1e-6
 #: grazing crossings count as if at this |cos(incidence)| at most, to keep the material finite
 _MIN_COS_INCIDENCE = 0.05
 _MAX_STEPS = 10_000
-#: the largest |T_z| a turn of the polar direction leaves (a track along z has no transverse direction to keep)
-_MAX_POLAR = 1.0 - 1e-9
 
 
 @attrs.frozen
@@ -94,11 +92,12 @@ def propagate(
     budget = max_turns * _TWO_PI
     records: list[tuple[np.ndarray, ...]] = []
 
+    stepping = varies(field)
     for _ in range(_MAX_STEPS):
         if not len(particle):
             break
         bend: float | np.ndarray = uniform_bending(field, detector.bfield_t)
-        if varies(field):
+        if stepping:
             step = midpoint_step(field, position, mom, q, functools.partial(
                 _next_turn, position, mom, q, layers=layers, last=last, budget=budget - turned))  # fmt: skip
             bend, mom, tilt = step.bending, step.momentum, step.tilt
@@ -107,12 +106,11 @@ def propagate(
         position, mom, q, particle, turned, psi, layer = (
             a[going] for a in (position, mom, q, particle, turned, psi, layer)
         )
-        if varies(field):
+        if stepping:
             bend, tilt = bend[going], tilt[going]
-            position, mom = move_along_helix(position, mom, q, bend, psi)
+        position, mom = move_along_helix(position, mom, q, bend, psi)
+        if stepping:
             mom = turn_polar(mom, 0.5 * psi * tilt)
-        else:
-            position, mom = move_along_helix(position, mom, q, bend, psi)
         surface = layers.surface_index[layer]
         sensitive = surface >= 0
         records.append((particle[sensitive], surface[sensitive], position[sensitive], mom[sensitive]))
@@ -173,11 +171,9 @@ def midpoint_step(field: MagneticField, position: np.ndarray, mom: np.ndarray, q
 def turn_polar(mom: np.ndarray, change: np.ndarray) -> np.ndarray:
     """Momenta [N, 3] with the z component of their direction changed by ``change`` [N] (the magnitude and the
     transverse direction kept)."""
-    p = np.linalg.norm(mom, axis=1)
-    tz = np.clip(mom[:, 2] / p + change, -_MAX_POLAR, _MAX_POLAR)
-    pt = np.hypot(mom[:, 0], mom[:, 1])
-    scale = p * np.sqrt(1.0 - tz * tz) / np.where(pt > 0.0, pt, 1.0)
-    return np.column_stack((mom[:, 0] * scale, mom[:, 1] * scale, p * tz))
+    p = np.linalg.norm(mom, axis=1, keepdims=True)
+    unit = mom / p
+    return p * with_polar_component(unit, unit[:, 2] + change)
 
 
 def _next_turn(position, mom, q, bfield_t, *, layers, last, budget) -> np.ndarray:
