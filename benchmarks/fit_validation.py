@@ -4,15 +4,19 @@ Every track is a particle's truth hits (no finding), so what is measured is the 
 
 - **simulation**: every particle from the beam line of held-out pile-up-200 events on the built-in TrackML
   modules (no noise hits, no inefficiency), fitted on the module planes;
-- **simulation in the solenoid**: the same, simulated and fitted in the solenoid field of ``[detector.field]``;
+- **simulation in the solenoid**: the same, simulated and fitted in the solenoid field of ``[detector.field]``,
+  without and with the mean energy loss (``[simulation] energy_loss``, ``[fitting.kalman] energy_loss``);
 - **real**: every particle from the beam line of ``../shared/trackml/sample`` (the real event, with its truth and
-  particles), read and fitted with the real ``detectors.csv``, in the uniform field and in the solenoid.
+  particles), read and fitted with the real ``detectors.csv``, in the uniform field, in the solenoid, and in the
+  solenoid with the energy loss.
 
 Reported: pull means and widths of d0, z0, phi, theta, q/p (tracks with ndf ≥ 3), mean p-value, resolution
 (central-68 % half width) of d0, z0 and q/pT per true-pT bin, split by |η| on the real event; and, on the real
 event, the field a particle sees: between consecutive truth hits, the turn of its true transverse momentum over
 the transverse chord gives B = pT·dφ/(c·chord), binned in |z|, beside the bending field the solenoid model gives
-for the same pairs.  No number here is used to choose anything: the real event is a judge.
+for the same pairs; and the energy a particle loses per hit, from its true momentum at its first and last hits,
+on the real event and on the simulation with the energy loss.  No number here is used to choose anything: the
+real event is a judge.
 
     .venv/bin/python benchmarks/fit_validation.py [--events 2] [--trackml ../shared/trackml]
 
@@ -32,7 +36,7 @@ from bench_common import write_results
 
 from tracking_algs.event import Event, TrackCandidates
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
-from tracking_algs.fitting import KalmanFitter
+from tracking_algs.fitting import KalmanConfig, KalmanFitter
 from tracking_algs.geometry import HELIX_CONSTANT, trackml_detector
 from tracking_algs.io.trackml import read_event
 from tracking_algs.job.plots import plot_pulls, plot_resolutions
@@ -51,17 +55,18 @@ NAMES = ("d0", "z0", "phi", "theta", "qop")
 
 
 def fit_truth_tracks(
-    event: Event, modules: ModuleGeometry, field: MagneticField | None = None
+    event: Event, modules: ModuleGeometry, field: MagneticField | None = None, config: KalmanConfig | None = None
 ) -> dict[str, np.ndarray]:
     """Fit every particle from the beam line (production vertex within 1 mm of the z axis) from its truth hits
-    in ``field`` (None: uniform): pulls [T, 5], p-values, residuals, true pT and η of the tracks fitted OK with
-    ndf ≥ 3."""
+    in ``field`` (None: uniform) with the fitter's ``config``: pulls [T, 5], p-values, residuals, true pT, charge
+    and η of the tracks fitted OK with ndf ≥ 3."""
     detector = trackml_detector()
     particles = event.particles.take(np.argsort(event.particles.particle_id))
     primary = particles.particle_id[np.hypot(particles.vx, particles.vy) < 1.0]
     particle_ids, labels = np.unique(event.truth.particle_id, return_inverse=True)
     labels = np.where(np.isin(event.truth.particle_id, primary), labels, -1)
-    fit = KalmanFitter(detector, modules=modules, field=field).fit(event.spacepoints, TrackCandidates(labels))
+    fitter = KalmanFitter(detector, config, modules=modules, field=field)
+    fit = fitter.fit(event.spacepoints, TrackCandidates(labels))
     truth = truth_perigee(particles.take(np.searchsorted(particles.particle_id, particle_ids[fit.track_id])),
                           detector.bfield_t)  # fmt: skip
     kept = fit.ok & (fit.ndf >= 3)
@@ -75,6 +80,7 @@ def fit_truth_tracks(
         "pvalue": fit.pvalue[kept],
         "residual": np.column_stack((residual[:, :2], qopt_residual)),
         "pt": true_pt,
+        "charge": np.sign(truth[:, 4]),
         "eta": -np.log(np.tan(0.5 * truth[:, 3])),
         "n_fitted": np.asarray(len(fit)),
         "n_ok": np.asarray(int(fit.ok.sum())),
@@ -144,6 +150,37 @@ def field_seen(event: Event, model: MagneticField, min_pt: float = 1.0, min_chor
     return rows
 
 
+def momentum_bias(tracks: dict[str, np.ndarray]) -> list[dict]:
+    """Per true-pT bin, for |η| < 1: mean and its error of q·Δ(q/pT)·pT, the relative excess of the fitted
+    curvature (positive: the fitted momentum is low, as when the energy lost is not given back)."""
+    rows = []
+    for low, high in ((0.5, 1.0), (1.0, 100.0)):
+        chosen = (tracks["pt"] > low) & (tracks["pt"] < high) & (np.abs(tracks["eta"]) < 1.0)
+        relative = (tracks["residual"][:, 2] * tracks["pt"] * tracks["charge"])[chosen]
+        rows.append({"pt_gev": [low, high], "tracks": int(chosen.sum()), "mean": round(float(relative.mean()), 4),
+                     "error": round(float(relative.std() / np.sqrt(max(len(relative), 1))), 4)})  # fmt: skip
+    return rows
+
+
+def energy_lost_per_hit(event: Event, min_p: float = 0.5) -> dict:
+    """Median and quartiles (MeV) of the energy a particle from the beam line above ``min_p`` GeV with 4 hits or
+    more loses per hit: (|p| at its first hit − |p| at its last) / (hits − 1), hits ordered by distance from the
+    origin."""
+    truth, particles = event.truth, event.particles
+    from_beam_line = particles.particle_id[np.hypot(particles.vx, particles.vy) < 1.0]
+    p = np.sqrt(truth.tpx**2 + truth.tpy**2 + truth.tpz**2)
+    chosen = np.isin(truth.particle_id, from_beam_line) & (p > min_p)
+    _, track = np.unique(truth.particle_id[chosen], return_inverse=True)
+    order = np.lexsort((truth.tx[chosen] ** 2 + truth.ty[chosen] ** 2 + truth.tz[chosen] ** 2, track))
+    track, p = track[order], p[chosen][order]
+    first = np.r_[True, track[1:] != track[:-1]]
+    last = np.r_[track[1:] != track[:-1], True]
+    hits = np.bincount(track)
+    per_hit = 1e3 * (p[first] - p[last]) / np.maximum(hits - 1, 1)
+    quartiles = np.percentile(per_hit[hits >= 4], [25, 50, 75]).round(3).tolist()
+    return {"particles": int((hits >= 4).sum()), "mev_per_hit_quartiles": quartiles}
+
+
 def _table(report: dict) -> str:
     lines = ["| sample | tracks | " + " | ".join(f"{name} mean / width" for name in NAMES) + " | p-value |",
              "|---" * (len(NAMES) + 3) + "|"]  # fmt: skip
@@ -153,6 +190,14 @@ def _table(report: dict) -> str:
     lines += ["", "| \\|z\\| (mm) | hit pairs | median B seen (T) | solenoid model (T) |", "|---|---|---|---|"]
     lines += [f"| {row['z_mm'][0]:.0f}–{row['z_mm'][1]:.0f} | {row['pairs']} | {row['median_bz_t']} | "
               f"{row['model_bending_t']} |" for row in report["real_field"]]  # fmt: skip
+    lines += ["", "| energy lost per hit (MeV), p > 0.5 GeV | particles | median | quartiles |", "|---|---|---|---|"]
+    lines += [f"| {label} | {row['particles']} | {row['mev_per_hit_quartiles'][1]} | "
+              f"{row['mev_per_hit_quartiles'][0]}–{row['mev_per_hit_quartiles'][2]} |"
+              for label, row in report["energy_lost_per_hit"].items()]  # fmt: skip
+    lines += ["", "| real, \\|η\\| < 1: q·Δ(q/pT)·pT | pT (GeV) | tracks | mean ± error |", "|---|---|---|---|"]
+    lines += [f"| {label} | {row['pt_gev'][0]:g}–{row['pt_gev'][1]:g} | {row['tracks']} | "
+              f"{row['mean']:+.4f} ± {row['error']:.4f} |"
+              for label, rows in report["central_momentum_bias"].items() for row in rows]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -169,29 +214,53 @@ def main(argv: list[str] | None = None) -> int:
                         for event_id in range(args.events)])  # fmt: skip
     in_solenoid = _merge([fit_truth_tracks(simulate_event(config, SEED, event_id, field=solenoid), modules, solenoid)
                           for event_id in range(args.events)])  # fmt: skip
+    losing = attrs.evolve(config, energy_loss=True)
+    with_loss = KalmanConfig(energy_loss=True)
+    losing_events = [simulate_event(losing, SEED, event_id, field=solenoid) for event_id in range(args.events)]
+    with_energy_loss = _merge([fit_truth_tracks(event, modules, solenoid, with_loss) for event in losing_events])
     real_modules = read_detectors_csv(args.trackml / "detectors.csv.gz")
     real_event = read_event(args.trackml / "sample", 1, modules=real_modules)
     real_uniform = fit_truth_tracks(real_event, real_modules)
     real = fit_truth_tracks(real_event, real_modules, solenoid)
+    real_loss = fit_truth_tracks(real_event, real_modules, solenoid, with_loss)
 
     summaries = {"simulation, all": summarise(simulated)}
     summaries["simulation, |η| < 3"] = summarise(simulated, np.abs(simulated["eta"]) < 3.0)
     summaries["simulation, |η| ≥ 3"] = summarise(simulated, np.abs(simulated["eta"]) >= 3.0)
     summaries["simulation, pT > 1 GeV"] = summarise(simulated, simulated["pt"] > 1.0)
     summaries["simulation in the solenoid, |η| < 3"] = summarise(in_solenoid, np.abs(in_solenoid["eta"]) < 3.0)
+    summaries["simulation in the solenoid with energy loss, |η| < 3"] = summarise(
+        with_energy_loss, np.abs(with_energy_loss["eta"]) < 3.0
+    )
     summaries["real, uniform field, pT > 1 GeV"] = summarise(real_uniform, real_uniform["pt"] > 1.0)
     summaries["real, solenoid, pT > 1 GeV"] = summarise(real, real["pt"] > 1.0)
+    summaries["real, solenoid and energy loss, pT > 1 GeV"] = summarise(real_loss, real_loss["pt"] > 1.0)
+    for low, high in ((0.5, 1.0), (1.0, 100.0)):
+        for label, tracks in (("solenoid", real), ("solenoid and energy loss", real_loss)):
+            chosen = (tracks["pt"] > low) & (tracks["pt"] < high) & (np.abs(tracks["eta"]) < 1.0)
+            summaries[f"real, {label}, {low:g} < pT < {high:g} GeV, |η| < 1"] = summarise(tracks, chosen)
     for low, high in ETA_BINS:
-        chosen = (real["pt"] > 0.5) & (np.abs(real["eta"]) >= low) & (np.abs(real["eta"]) < high)
-        summaries[f"real, solenoid, pT > 0.5 GeV, {low:g} ≤ |η| < {high:g}"] = summarise(real, chosen)
+        chosen = (real_loss["pt"] > 0.5) & (np.abs(real_loss["eta"]) >= low) & (np.abs(real_loss["eta"]) < high)
+        summaries[f"real, solenoid and energy loss, pT > 0.5 GeV, {low:g} ≤ |η| < {high:g}"] = summarise(
+            real_loss, chosen
+        )
     report = {
         "simulation": {"seed": SEED, "events": args.events, "pileup": 200.0},
         "solenoid": attrs.asdict(solenoid),
         "summaries": summaries,
-        "resolution_vs_pt": {"simulation": resolution_vs_pt(simulated), "real": resolution_vs_pt(real)},
+        "resolution_vs_pt": {"simulation": resolution_vs_pt(simulated), "real": resolution_vs_pt(real_loss)},
         "real_field": field_seen(real_event, solenoid),
+        "energy_lost_per_hit": {
+            "real": energy_lost_per_hit(real_event),
+            "simulation with energy loss": energy_lost_per_hit(losing_events[0]),
+        },
+        "central_momentum_bias": {
+            label: momentum_bias(tracks)
+            for label, tracks in (("real, solenoid", real), ("real, solenoid and energy loss", real_loss))
+        },
     }
-    for label, tracks, where in (("simulation", simulated, ""), ("real", real, " in the solenoid")):
+    for label, tracks, where in (("simulation", simulated, ""),
+                                 ("real", real_loss, " in the solenoid, with energy loss")):  # fmt: skip
         plot_pulls(tracks["pulls"], tracks["pvalue"], PLOTS / f"{label}_pulls.png",
                    title=f"{label}: truth tracks fitted on module planes{where}")  # fmt: skip
         plot_resolutions(report["resolution_vs_pt"][label], PLOTS / f"{label}_resolution.png")

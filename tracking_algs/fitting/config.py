@@ -34,7 +34,11 @@ class KalmanConfig:
       that poor state: the first pass's estimate is then up to 1.5 times as wide as its covariance says.  The
       second pass starts close to the final trajectory; its prior adds 1/``second_pass_cov_inflation`` of the
       tracks' own information (0 for ``close_hits_mm`` turns it off);
-    - ``multiple_scattering`` and ``mass_gev`` (the mass hypothesis for β in the Highland formula);
+    - ``multiple_scattering`` and ``mass_gev`` (the mass hypothesis for β in the Highland formula and the
+      energy loss);
+    - ``energy_loss``: the mean ionisation energy loss of every surface crossed (the Bethe formula in silicon,
+      :mod:`tracking_algs.energy_loss`), taken from q/p after each hit's update and given back on the way in to
+      the perigee; off by default, as in the simulation (``[simulation] energy_loss``);
     - ``batch_size``: tracks advanced together (memory grows linearly with it).
     """
 
@@ -52,5 +56,6 @@ class KalmanConfig:
     close_hits_mm: float = attrs.field(default=20.0, validator=v.ge(0.0))
     second_pass_cov_inflation: float = attrs.field(default=100.0, validator=v.gt(1.0))
     multiple_scattering: bool = True
+    energy_loss: bool = False
     mass_gev: float = attrs.field(default=0.13957, validator=v.ge(0.0))
     batch_size: int = attrs.field(default=4096, validator=v.ge(1))

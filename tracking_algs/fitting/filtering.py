@@ -21,7 +21,7 @@ from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, propagate, wrap_angle
 from tracking_algs.fitting.navigation import NO_LAYER, MaterialMap, traverse
 from tracking_algs.fitting.results import FitStatus
-from tracking_algs.fitting.scattering import scattering_variances
+from tracking_algs.fitting.scattering import lose_energy, path_in_x0, scattering_variances
 from tracking_algs.fitting.stacked import matmul, sandwich, transport_sandwich
 from tracking_algs.magnetic_field import MagneticField
 
@@ -231,11 +231,14 @@ def forward_filter(
         dims[rows] += hit_dims[rows, i]
 
         new_cov = update.cov
+        if config.multiple_scattering or config.energy_loss:
+            path = path_in_x0(update.params, hits.kind[rows, i], x_over_x0[rows, i], hits.planes(rows, i))
         if config.multiple_scattering:
-            var_phi, var_theta = scattering_variances(update.params, hits.kind[rows, i], x_over_x0[rows, i],
-                                                      config.mass_gev, hits.planes(rows, i))  # fmt: skip
+            var_phi, var_theta = scattering_variances(update.params, path, config.mass_gev)
             new_cov[:, 2, 2] += var_phi
             new_cov[:, 3, 3] += var_theta
+        if config.energy_loss:  # the smoother's transport J (1 − KH) takes the loss's q/p factor after the update
+            reduction[rows, 4] *= lose_energy(update.params, new_cov, path, config.mass_gev, direction=1)[:, None]
         if _covers(rows, n_tracks):  # every track took this step: keep the new arrays instead of copying them
             state, state_cov = update.params, new_cov
         else:
@@ -326,18 +329,18 @@ def _hit_chi2(value, variance, params, smoothed_block, kind):
 
 def to_perigee(
     params: np.ndarray, cov: np.ndarray, kind: np.ndarray, position: np.ndarray, plane: np.ndarray | None,
-    first_layer: np.ndarray, material: MaterialMap | None, field: MagneticField, mass_gev: float,
+    first_layer: np.ndarray, material: MaterialMap | None, field: MagneticField, config: KalmanConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """States on the first hit's surface (``kind``, ``position``, ``plane``; on the layer with key
-    ``first_layer``) taken inwards to the perigee, adding the scattering of every surface crossed on the way (the
-    layers inside the first hit and the beam pipe; none when ``material`` is None):
+    ``first_layer``) taken inwards to the perigee through the material of every surface crossed on the way (the
+    layers inside the first hit and the beam pipe; none when ``material`` is None), as ``config`` says:
     ``(params [N, 5], cov [N, 5, 5], reached [N])``."""
     if material is not None:
         free, _ = bound_to_free(params, kind, position, plane)
         r, z = np.hypot(free[:, 0], free[:, 1]), free[:, 2]
         inner = material.crossings(r, z, np.zeros(len(params)), _beam_line_z(r, z, params[:, 3]),
                                    end_layers=(first_layer, np.full(len(params), NO_LAYER)))  # fmt: skip
-        passed = traverse(params, cov, kind, position, inner, field, mass_gev, direction=-1, plane=plane)
+        passed = traverse(params, cov, kind, position, inner, field, config, direction=-1, plane=plane)
         params, cov, kind, position, plane = passed.params, passed.cov, passed.kind, passed.position, passed.plane
     perigee = np.full(len(params), SurfaceKind.PERIGEE)
     final = propagate(params, kind, position, perigee, np.zeros(len(params)), field, plane_from=plane)

@@ -88,7 +88,8 @@ class KalmanFitter:
         self._kind = np.array([SurfaceKind.CYLINDER if s.kind == "barrel" else SurfaceKind.DISK for s in surfaces])
         self._position = np.array([s.position for s in surfaces], dtype=np.float64)
         self._x_over_x0 = np.array([s.x_over_x0 for s in surfaces], dtype=np.float64)
-        self._material = MaterialMap(detector, modules) if self.config.multiple_scattering else None
+        material_effects = self.config.multiple_scattering or self.config.energy_loss
+        self._material = MaterialMap(detector, modules) if material_effects else None
 
     def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
         """Fit every candidate track; see :class:`~tracking_algs.fitting.hook.FitResults` for the output."""
@@ -278,7 +279,7 @@ class KalmanFitter:
         params, cov, reached = to_perigee(smoothed.first, smoothed.first_cov, measurements.kind[:, 0],
                                           measurements.position[:, 0], measurements.planes(slice(None), 0),
                                           hits["layer"][safe[:, 0]], self._material, self.field,
-                                          config.mass_gev)  # fmt: skip
+                                          config)  # fmt: skip
         status = forward.status.copy()
         status[(status == FitStatus.OK) & ~reached] = FitStatus.PROPAGATION_FAILED
         diverged = ~finite_states(params, cov) | ~np.isfinite(forward.chi2)

@@ -17,8 +17,9 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
+from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.helix import SurfaceKind, no_planes, propagate
-from tracking_algs.fitting.scattering import scattering_variances
+from tracking_algs.fitting.scattering import lose_energy, path_in_x0, scattering_variances
 from tracking_algs.fitting.stacked import transport_sandwich
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import MagneticField
@@ -179,13 +180,13 @@ def traverse(
     position: np.ndarray,
     crossings: Crossings,
     field: MagneticField,
-    mass_gev: float,
+    config: KalmanConfig,
     direction: int,
     plane: np.ndarray | None = None,
 ) -> Traversal:
     """Take N bound states (``params``, ``cov`` on surfaces ``kind``, ``position``, ``plane``) through their
-    ``crossings`` (``segment`` indexes the N states), in rank order, adding each crossed surface's multiple
-    scattering.
+    ``crossings`` (``segment`` indexes the N states), in rank order, through each crossed surface's material:
+    its multiple scattering and mean energy loss, as ``config`` turns them on.
 
     ``direction`` +1 goes forward along the track, -1 backward.  A crossing the helix does not reach (the
     straight-line navigation was wrong for a strongly bent track) is skipped, with its material."""
@@ -198,10 +199,14 @@ def traverse(
                          crossing.position, field, direction, plane_from=state.plane[rows])  # fmt: skip
         rows, crossing = rows[step.ok], crossing.take(step.ok)
         arrived = step.params[step.ok]
-        var_phi, var_theta = scattering_variances(arrived, crossing.kind, crossing.x_over_x0, mass_gev)
         moved = transport_sandwich(step.jacobian[step.ok], state.cov[rows])
-        moved[:, 2, 2] += var_phi
-        moved[:, 3, 3] += var_theta
+        path = path_in_x0(arrived, crossing.kind, crossing.x_over_x0)
+        if config.multiple_scattering:
+            var_phi, var_theta = scattering_variances(arrived, path, config.mass_gev)
+            moved[:, 2, 2] += var_phi
+            moved[:, 3, 3] += var_theta
+        if config.energy_loss:
+            lose_energy(arrived, moved, path, config.mass_gev, direction)
         state.params[rows], state.cov[rows] = arrived, moved
         state.kind[rows], state.position[rows] = crossing.kind, crossing.position
         state.plane[rows] = 0.0

@@ -1,9 +1,11 @@
-"""Multiple-scattering noise for the Kalman fitter: the Highland width on a surface, as bound-parameter variances."""
+"""Material effects for the Kalman fitter on a crossed surface: multiple-scattering noise (the Highland width, as
+bound-parameter variances) and the mean ionisation energy loss (:mod:`tracking_algs.energy_loss`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from tracking_algs.energy_loss import momentum_after
 from tracking_algs.fitting.helix import PLANE_W, SurfaceKind, columns
 
 #: grazing crossings count as if at this |cos(incidence)|, to keep the material finite (as the simulation does)
@@ -21,12 +23,12 @@ def highland_theta0(x_over_x0: np.ndarray, qop: np.ndarray, mass_gev: float) -> 
     return np.where(positive, theta0, 0.0)
 
 
-def scattering_variances(
-    params: np.ndarray, kind: np.ndarray, x_over_x0: np.ndarray, mass_gev: float, plane: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Variances added to ``phi`` and ``theta`` [N] when bound states ``params`` [N, 5] cross surfaces of ``kind``
-    (``plane`` [N, 4, 3] for planes) with thickness ``x_over_x0`` [N]: var(phi) = θ0²/sin²θ, var(theta) = θ0²."""
-    position_phi, _, phi, theta, qop = columns(params)
+def path_in_x0(
+    params: np.ndarray, kind: np.ndarray, x_over_x0: np.ndarray, plane: np.ndarray | None = None
+) -> np.ndarray:
+    """Radiation lengths [N] on the way of bound states ``params`` [N, 5] through surfaces of ``kind`` (``plane``
+    [N, 4, 3] for planes) with thickness ``x_over_x0`` [N]: the thickness over |cos(incidence)|."""
+    position_phi, _, phi, theta, _ = columns(params)
     sin_theta = np.sin(theta)
     cos_incidence = np.where(kind == SurfaceKind.DISK, np.cos(theta), sin_theta * np.cos(phi - position_phi))
     on_plane = kind == SurfaceKind.PLANE
@@ -34,6 +36,28 @@ def scattering_variances(
         normal = plane[on_plane, PLANE_W]
         direction = np.column_stack((sin_theta * np.cos(phi), sin_theta * np.sin(phi), np.cos(theta)))[on_plane]
         cos_incidence[on_plane] = np.einsum("ni,ni->n", direction, normal)
-    path = x_over_x0 / np.maximum(np.abs(cos_incidence), MIN_COS_INCIDENCE)
-    theta0_sq = highland_theta0(path, qop, mass_gev) ** 2
-    return theta0_sq / np.maximum(sin_theta**2, 1e-12), theta0_sq
+    return x_over_x0 / np.maximum(np.abs(cos_incidence), MIN_COS_INCIDENCE)
+
+
+def scattering_variances(params: np.ndarray, path_x0: np.ndarray, mass_gev: float) -> tuple[np.ndarray, np.ndarray]:
+    """Variances added to ``phi`` and ``theta`` [N] when bound states ``params`` [N, 5] go through ``path_x0`` [N]
+    radiation lengths: var(phi) = θ0²/sin²θ, var(theta) = θ0²."""
+    theta0_sq = highland_theta0(path_x0, params[:, 4], mass_gev) ** 2
+    return theta0_sq / np.maximum(np.sin(params[:, 3]) ** 2, 1e-12), theta0_sq
+
+
+def lose_energy(
+    params: np.ndarray, cov: np.ndarray, path_x0: np.ndarray, mass_gev: float, direction: int
+) -> np.ndarray:
+    """Apply the mean energy loss of ``path_x0`` [N] radiation lengths to states ``params`` [N, 5] and their
+    ``cov`` [N, 5, 5] in place (``direction`` +1 along the track, −1 backwards, where energy is given back), and
+    return d(q/p)'/d(q/p) [N] at fixed loss, p³E'/(p'³E), which scales the q/p row and column of the covariance."""
+    qop = params[:, 4]
+    p = 1.0 / np.maximum(np.abs(qop), 1e-12)
+    p_after = momentum_after(p, mass_gev, path_x0, direction)
+    energy, energy_after = np.hypot(p, mass_gev), np.hypot(p_after, mass_gev)
+    factor = (p / p_after) ** 3 * energy_after / energy
+    params[:, 4] = np.sign(qop) / p_after
+    cov[:, 4, :] *= factor[:, None]
+    cov[:, :, 4] *= factor[:, None]
+    return factor

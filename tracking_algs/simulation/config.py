@@ -69,6 +69,9 @@ class SimulationConfig:
     |cos α|) per module crossed; secondaries under ``pt_min_gev`` are not followed. Zero turns either off.
     Every hit is a cluster of cells (:mod:`tracking_algs.simulation.cells`) whose charge spreads
     ``cell_charge_sharing_mm`` beyond the particle's path in u and v.
+
+    ``energy_loss`` (off by default, which keeps the simulation as it was): every crossing of material takes the
+    particle's mean ionisation loss there (:mod:`tracking_algs.energy_loss`, no fluctuation).
     """
 
     geometry: Literal["cylinders", "modules"] = attrs.field(
@@ -94,6 +97,7 @@ class SimulationConfig:
     hit_inefficiency: float = attrs.field(default=0.01, validator=_probability)
     noise_fraction: float = attrs.field(default=0.05, validator=_non_negative)
     multiple_scattering: bool = True
+    energy_loss: bool = False
     hit_smearing: bool = True
     looper_max_turns: float = attrs.field(default=0.5, validator=v.gt(0.0))
     particle_mass_gev: float = attrs.field(default=0.13957, validator=_non_negative)

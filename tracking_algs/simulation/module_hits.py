@@ -175,6 +175,7 @@ def _propagate(
         scattering_key,
         max_turns=config.looper_max_turns,
         multiple_scattering=config.multiple_scattering,
+        energy_loss=config.energy_loss,
         mass_gev=particles.mass,
         ends_per_x0=ends_per_x0,
         ending_key=ending_key,

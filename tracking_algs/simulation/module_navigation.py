@@ -27,6 +27,7 @@ import functools
 import attrs
 import numpy as np
 
+from tracking_algs.energy_loss import momentum_after
 from tracking_algs.event import Columns
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import MagneticField
@@ -266,6 +267,7 @@ def propagate_modules(
     *,
     max_turns: float = 0.5,
     multiple_scattering: bool = True,
+    energy_loss: bool = False,
     mass_gev: float | np.ndarray = 0.13957,
     ends_per_x0: np.ndarray | None = None,
     ending_key: int = 0,
@@ -273,7 +275,8 @@ def propagate_modules(
 ) -> ModuleCrossings:
     """Propagate particles (vertex [N, 3] mm, momentum [N, 3] GeV, charge [N] ±1, mass (one or [N]) GeV) through
     the modules of ``layers`` in ``detector``'s field, scattering in its beam pipe and in every module crossed; the
-    scattering angles of particle k's i-th scattering come from ``counter_normal(scattering_key, k, i)``.
+    scattering angles of particle k's i-th scattering come from ``counter_normal(scattering_key, k, i)``. With
+    ``energy_loss`` each crossing also takes its mean ionisation loss (:mod:`tracking_algs.energy_loss`).
 
     ``ends_per_x0`` [N] (None: all 0): particle k ends in a module it crosses with probability
     1 − exp(−``ends_per_x0[k]`` · x/X0 / |cos α|), drawn as ``counter_uniform(ending_key, k, crossing number)``.
@@ -309,15 +312,19 @@ def propagate_modules(
         cos_incidence = np.maximum(np.abs(np.einsum("ij,ij->i", normal, mom[rows])) / p, MIN_COS_INCIDENCE)
         return x_over_x0 / cos_incidence
 
-    def scatter_rows(rows: np.ndarray, path_x0: np.ndarray) -> None:
-        if not multiple_scattering or not len(rows):
+    def through_material(rows: np.ndarray, path_x0: np.ndarray) -> None:
+        """Particles ``rows`` go through ``path_x0`` radiation lengths: they scatter, then lose energy."""
+        if not len(rows):
             return
         p = np.linalg.norm(mom[rows], axis=1)
-        beta = p / np.hypot(p, mass[rows])
-        theta0 = highland_theta0(p, beta, path_x0, 1.0)
-        angles = counter_normal(scattering_key, rows, scatterings[rows]) * theta0[:, None]
-        mom[rows] = deflect(mom[rows], angles)
-        scatterings[rows] += 1
+        if multiple_scattering:
+            beta = p / np.hypot(p, mass[rows])
+            theta0 = highland_theta0(p, beta, path_x0, 1.0)
+            angles = counter_normal(scattering_key, rows, scatterings[rows]) * theta0[:, None]
+            mom[rows] = deflect(mom[rows], angles)
+            scatterings[rows] += 1
+        if energy_loss:
+            mom[rows] *= (momentum_after(p, mass[rows], path_x0) / p)[:, None]
 
     def through_module(rows: np.ndarray, module: np.ndarray, index: np.ndarray) -> np.ndarray:
         """Particles ``rows`` have just crossed ``module`` (their crossing number ``index``): whether each ends
@@ -325,7 +332,7 @@ def propagate_modules(
         path = material(rows, geometry.normal(module), geometry.x_over_x0[module])
         ended = counter_uniform(ending_key, rows, index) < -np.expm1(-rate[rows] * path)
         alive[rows[ended]] = False
-        scatter_rows(rows[~ended], path[~ended])
+        through_material(rows[~ended], path[~ended])
         return ended
 
     for _ in range(_MAX_STEPS):
@@ -358,7 +365,7 @@ def propagate_modules(
             radial = position[pipe_rows].copy()
             radial[:, 2] = 0.0
             radial /= np.maximum(np.linalg.norm(radial, axis=1), 1e-300)[:, None]
-            scatter_rows(pipe_rows, material(pipe_rows, radial, np.full(len(pipe_rows), pipe.x_over_x0)))
+            through_material(pipe_rows, material(pipe_rows, radial, np.full(len(pipe_rows), pipe.x_over_x0)))
 
         rows, psi, layer, bfield = rows[~at_pipe], psi[~at_pipe], surface[~at_pipe] - 1, bfield[~at_pipe]
         if not len(rows):

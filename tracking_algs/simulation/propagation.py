@@ -13,6 +13,7 @@ import functools
 import attrs
 import numpy as np
 
+from tracking_algs.energy_loss import momentum_after
 from tracking_algs.geometry import HELIX_CONSTANT, Detector
 from tracking_algs.magnetic_field import MagneticField, with_polar_component
 from tracking_algs.simulation.scattering import highland_theta0, scatter
@@ -76,11 +77,13 @@ def propagate(
     *,
     max_turns: float = 0.5,
     multiple_scattering: bool = True,
+    energy_loss: bool = False,
     mass_gev: float = 0.13957,
     field: MagneticField | None = None,
 ) -> Crossings:
     """Propagate particles (vertex [N, 3] mm, momentum [N, 3] GeV, charge [N] ±1) through ``detector``, in
-    ``field`` (None: the detector's uniform field; in a non-uniform one each step is a :func:`midpoint_step`)."""
+    ``field`` (None: the detector's uniform field; in a non-uniform one each step is a :func:`midpoint_step`),
+    scattering in each layer's material and, with ``energy_loss``, losing its mean ionisation energy there."""
     layers = _Layers.of(detector)
     n_cylinders = len(layers.cylinder_radius)
     position = np.array(vertex, dtype=np.float64).reshape(-1, 3)
@@ -114,8 +117,14 @@ def propagate(
         surface = layers.surface_index[layer]
         sensitive = surface >= 0
         records.append((particle[sensitive], surface[sensitive], position[sensitive], mom[sensitive]))
+        if multiple_scattering or energy_loss:
+            path_x0 = layers.x_over_x0[layer] / _cos_incidence(position, mom, layer < n_cylinders)
         if multiple_scattering:
-            mom = _scatter_at(position, mom, layer, n_cylinders, layers.x_over_x0, mass_gev, rng)
+            p = np.linalg.norm(mom, axis=1)
+            mom = scatter(mom, highland_theta0(p, p / np.hypot(p, mass_gev), path_x0, 1.0), rng)
+        if energy_loss:
+            p = np.linalg.norm(mom, axis=1)
+            mom = mom * (momentum_after(p, mass_gev, path_x0) / p)[:, None]
         turned = turned + psi
         last = layer
 
@@ -275,13 +284,11 @@ def move_along_helix(position, mom, q, bfield_t, psi):
     return np.column_stack((x, y, z)), np.column_stack((pt * np.cos(phi), pt * np.sin(phi), mom[:, 2]))
 
 
-def _scatter_at(position, mom, layer, n_cylinders, x_over_x0, mass_gev, rng):
+def _cos_incidence(position: np.ndarray, mom: np.ndarray, on_cylinder: np.ndarray) -> np.ndarray:
+    """|cos| of the angle between ``mom`` and the normal of the cylinder (``on_cylinder``) or disk crossed at
+    ``position``, floored at ``_MIN_COS_INCIDENCE``."""
     p = np.linalg.norm(mom, axis=1)
-    on_cylinder = layer < n_cylinders
     r = np.hypot(position[:, 0], position[:, 1])
     cos_cylinder = (position[:, 0] * mom[:, 0] + position[:, 1] * mom[:, 1]) / (r * p)
     cos_incidence = np.abs(np.where(on_cylinder, cos_cylinder, mom[:, 2] / p))
-    cos_incidence = np.maximum(cos_incidence, _MIN_COS_INCIDENCE)
-    beta = p / np.hypot(p, mass_gev)
-    theta0 = highland_theta0(p, beta, x_over_x0[layer], cos_incidence)
-    return scatter(mom, theta0, rng)
+    return np.maximum(cos_incidence, _MIN_COS_INCIDENCE)

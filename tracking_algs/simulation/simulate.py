@@ -61,6 +61,7 @@ def simulate_event(
         rng,
         max_turns=config.looper_max_turns,
         multiple_scattering=config.multiple_scattering,
+        energy_loss=config.energy_loss,
         mass_gev=config.particle_mass_gev,
         field=field,
     )
