@@ -12,7 +12,8 @@ with the silicon constants of the PDG's table of atomic and nuclear properties (
 δ0 = 0.14). A minimum-ionising particle loses 3.88 MeV/cm, 0.36 MeV in 1 % of a radiation length.
 
 Only the mean is applied: no fluctuation (Landau straggling) in the simulation, and no energy-loss variance in
-the fitter.
+the fitter. Electrons (the conversions of the module simulation) take the same formula with their mass, which
+approximates their ionisation; their bremsstrahlung is not modelled.
 """
 
 from __future__ import annotations
