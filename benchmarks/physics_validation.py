@@ -5,11 +5,12 @@ Kalman fit, the tracks the default track selection keeps (``--no-fit`` skips the
 
     .venv/bin/python benchmarks/physics_validation.py [--model-dir DIR] [--events 3] [--pileups 0 20 200]
         [--geometry cylinders|modules] [--field uniform|solenoid] [--filter-cut C] [--gnn-cut C] [--overlap-mm MM]
-        [--link-overlaps]
+        [--link-overlaps] [--energy-loss]
 
 ``--geometry modules`` simulates the held-out events on the TrackML module layout (overlapping modules, TrackML
 noise, secondaries) and fits on the module planes; ``--field solenoid`` simulates and fits in the solenoid
-(docs/fitting.md, "Magnetic field"); ``--model-dir`` evaluates models other than the shipped ones.
+(docs/fitting.md, "Magnetic field"); ``--energy-loss`` simulates and fits with the mean energy loss (as
+``configs/trackml.toml`` does); ``--model-dir`` evaluates models other than the shipped ones.
 
 Writes benchmarks/results/physics_validation.json and .md, and plots into docs/plots/.
 """
@@ -39,7 +40,7 @@ from tracking_algs.finding.config import (
 )
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
 from tracking_algs.finding.validation import evaluate, without_matches
-from tracking_algs.fitting import KalmanFitter
+from tracking_algs.fitting import KalmanConfig, KalmanFitter
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.job_options import local_finder
 from tracking_algs.magnetic_field import FieldConfig
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                         default=SimulationConfig().geometry, help="simulation of the held-out events")  # fmt: skip
     parser.add_argument("--field", choices=("uniform", "solenoid"), default="uniform",
                         help="the field the held-out events are simulated and fitted in")  # fmt: skip
+    parser.add_argument("--energy-loss", action="store_true", help="simulate and fit with the mean energy loss")
     parser.add_argument("--min-hits", type=int, default=BuildingConfig().min_hits, help="shortest candidate kept")
     parser.add_argument("--output", default="physics_validation", help="name of the results in benchmarks/results")
     parser.add_argument("--no-plots", action="store_true", help="leave docs/plots as they are")
@@ -85,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     results, rows = {}, []
     modules = trackml_modules() if args.geometry == "modules" else None
     field = FieldConfig(kind=args.field).build(trackml_detector().bfield_t)
-    fitter = None if args.no_fit else KalmanFitter(trackml_detector(), modules=modules, field=field)
+    fit_config = KalmanConfig(energy_loss=args.energy_loss)
+    fitter = None if args.no_fit else KalmanFitter(trackml_detector(), fit_config, modules=modules, field=field)
     with local_finder(config, fitter) as finder:
         for pileup in args.pileups:
-            simulation = SimulationConfig(geometry=args.geometry, pileup=pileup)
+            simulation = SimulationConfig(geometry=args.geometry, pileup=pileup, energy_loss=args.energy_loss)
             events = (simulate_event(simulation, args.seed, i, field=field) for i in range(args.events))
             summary = evaluate(finder, events)
             results[f"pileup_{pileup:g}"] = without_matches(summary)
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             if pileup == max(args.pileups) and not args.no_plots:
                 _plots(summary, pileup)
     output = {"seed": args.seed, "events_per_pileup": args.events, "geometry": args.geometry, "field": args.field,
+              "energy_loss": args.energy_loss,
               "finding": attrs.asdict(config), "results": results}  # fmt: skip
     (ROOT / f"benchmarks/results/{args.output}.json").write_text(json.dumps(output, indent=2))
     header = ("| pile-up | hits/event | eff pT>1 | eff pT>0.5 | fake | duplicate | fit-selected: eff pT>1 | "
