@@ -68,6 +68,15 @@ def test_split_track_short_piece_is_fake():
     assert result.track_status.tolist() == [M, F]
     assert result.efficiency == 1.0
     assert result.fake_rate == 0.5
+    assert result.n_fragment == 1  # the fake is a piece of particle 1
+    assert result.track_particle_nhits.tolist() == [8, 8]
+
+
+def test_a_mixed_track_is_fake_but_not_a_fragment():
+    # a track of 2 hits each of particles 1, 2 and 3 (7 hits each): no particle holds half of it
+    result = run([1] * 7 + [2] * 7 + [3] * 7, ([0] * 2 + [-1] * 5) * 3)
+    assert result.track_status.tolist() == [F]
+    assert (result.n_fake, result.n_fragment) == (1, 0)
 
 
 def test_even_split_gives_a_duplicate_and_the_longest_track_wins():
@@ -146,7 +155,8 @@ def test_accumulator_sums_events():
     accumulator.add(run([1] * 8, [0] * 5 + [1] * 3))  # 1 of 1, 1 fake of 2 tracks
     accumulator.add(run([1] * 6 + [2] * 6, [4] * 12))  # 1 of 2
     total = accumulator.result()
-    assert total.summary() == {"n_selected": 5, "n_matched": 4, "n_tracks": 5, "n_fake": 1, "n_duplicate": 0,
+    assert total.summary() == {"n_selected": 5, "n_matched": 4, "n_tracks": 5, "n_fake": 1, "n_fragment": 1,
+                               "n_duplicate": 0,
                                "efficiency": 0.8, "fake_rate": 0.2, "duplicate_rate": 0.0}  # fmt: skip
     empty = PerformanceAccumulator().result()
     assert math.isnan(empty.efficiency)

@@ -50,7 +50,11 @@ class MatchResult:
     in the truth), ``particle_selected``, ``particle_matched`` (has a matched track).
     Track arrays (length T): ``track_id``, ``track_status`` (:class:`TrackStatus` values), ``track_particle``
     (majority particle id, 0 when the track holds only noise), ``track_nhits``, ``track_nmajority``,
-    ``track_eta`` (median pseudorapidity of the track's hit positions seen from the origin).
+    ``track_particle_nhits`` (the majority particle's hits in the truth, 0 for noise), ``track_eta`` (median
+    pseudorapidity of the track's hit positions seen from the origin).
+
+    A *fragment* is a fake track that is a piece of one particle: its majority particle holds at least half of
+    its hits, but it holds less than half of that particle's (:attr:`n_fragment`).
     """
 
     particle_id: np.ndarray
@@ -64,6 +68,7 @@ class MatchResult:
     track_particle: np.ndarray
     track_nhits: np.ndarray
     track_nmajority: np.ndarray
+    track_particle_nhits: np.ndarray
     track_eta: np.ndarray
 
     @classmethod
@@ -97,6 +102,12 @@ class MatchResult:
         return int((self.track_status == TrackStatus.DUPLICATE).sum())
 
     @property
+    def n_fragment(self) -> int:
+        """Number of fake tracks that are fragments of one particle (see the class docstring)."""
+        fake = self.track_status == TrackStatus.FAKE
+        return int((fake & (self.track_particle != 0) & (2 * self.track_nmajority >= self.track_nhits)).sum())
+
+    @property
     def efficiency(self) -> float:
         """Matched selected particles / selected particles (NaN without selected particles)."""
         return _ratio(self.n_matched, self.n_selected)
@@ -115,7 +126,7 @@ class MatchResult:
         """Counts and rates as plain JSON-ready values (an undefined rate is ``None``)."""
         rates = {"efficiency": self.efficiency, "fake_rate": self.fake_rate, "duplicate_rate": self.duplicate_rate}
         counts = {"n_selected": self.n_selected, "n_matched": self.n_matched, "n_tracks": self.n_tracks,
-                  "n_fake": self.n_fake, "n_duplicate": self.n_duplicate}  # fmt: skip
+                  "n_fake": self.n_fake, "n_fragment": self.n_fragment, "n_duplicate": self.n_duplicate}  # fmt: skip
         return {**counts, **{name: None if math.isnan(value) else value for name, value in rates.items()}}
 
 
@@ -211,6 +222,7 @@ def match_tracks(
         track_particle=track_particle,
         track_nhits=sizes,
         track_nmajority=n_majority,
+        track_particle_nhits=np.where(has_majority, particle_nhits[np.maximum(majority, 0)], 0),
         track_eta=_group_median(hit_eta, track_of_row, sizes),
     )
 
@@ -237,5 +249,5 @@ def _empty_result() -> MatchResult:
         particle_id=empty_i, particle_pt=empty_f, particle_eta=empty_f, particle_nhits=empty_i,
         particle_selected=empty_b, particle_matched=empty_b, track_id=empty_i,
         track_status=np.zeros(0, dtype=np.int8), track_particle=empty_i, track_nhits=empty_i,
-        track_nmajority=empty_i, track_eta=empty_f,
+        track_nmajority=empty_i, track_particle_nhits=empty_i, track_eta=empty_f,
     )  # fmt: skip
