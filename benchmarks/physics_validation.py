@@ -46,6 +46,7 @@ from tracking_algs.job_options import local_finder
 from tracking_algs.magnetic_field import FieldConfig
 from tracking_algs.modules import trackml_modules
 from tracking_algs.performance import plot_performance
+from tracking_algs.performance.matching import MatchResult
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             events = (simulate_event(simulation, args.seed, i, field=field) for i in range(args.events))
             summary = evaluate(finder, events)
             results[f"pileup_{pileup:g}"] = without_matches(summary)
+            if "selected_matches" in summary:
+                results[f"pileup_{pileup:g}"]["fragments"] = fragment_quartiles(summary["selected_matches"][1.0])
             rows.append(_row(pileup, summary))
             print(rows[-1], flush=True)
             if pileup == max(args.pileups) and not args.no_plots:
@@ -110,6 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     (ROOT / f"benchmarks/results/{args.output}.md").write_text(header + "\n".join(rows) + "\n")
     print(header + "\n".join(rows))
     return 0
+
+
+def fragment_quartiles(match: MatchResult) -> dict:
+    """Quartiles of the hits, of the majority particle's hits and of |η| of the fragments among ``match``'s
+    tracks (:meth:`~tracking_algs.performance.matching.MatchResult.fragments`)."""
+    fragment = match.fragments()
+    columns = {"track_hits": match.track_nhits, "particle_hits": match.track_particle_nhits,
+               "abs_eta": np.abs(match.track_eta)}  # fmt: skip
+    return {"count": int(fragment.sum())} | {
+        name: np.percentile(values[fragment], [25, 50, 75]).round(2).tolist() if fragment.any() else None
+        for name, values in columns.items()
+    }
 
 
 def _row(pileup: float, summary: dict) -> str:

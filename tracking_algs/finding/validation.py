@@ -31,7 +31,8 @@ def evaluate(
     fits, ``"selected"`` holds the match summaries of the tracks ``track_selection`` (default: the defaults)
     keeps.
 
-    The returned dict also holds ``"matches"``: {threshold: :class:`MatchResult`} (for plots)."""
+    The returned dict also holds ``"matches"`` and, when the finder fits, ``"selected_matches"``: {threshold:
+    :class:`MatchResult`} of the candidates and of the kept tracks (for plots and further study)."""
     selection = selection or ParticleSelection()
     track_selection = track_selection or TrackSelection()
     matches: dict[float, list[MatchResult]] = {pt: [] for pt in PT_THRESHOLDS}
@@ -56,7 +57,8 @@ def evaluate(
         for stage, ms in result.timing_ms.items():
             timing.setdefault(stage, []).append(ms)
     combined = {pt: MatchResult.combine(results) for pt, results in matches.items()}
-    fitted = {f"pt>{pt:g}": MatchResult.combine(results).summary() for pt, results in selected.items() if results}
+    selected_combined = {pt: MatchResult.combine(results) for pt, results in selected.items() if results}
+    fitted = {f"pt>{pt:g}": result.summary() for pt, result in selected_combined.items()}
     return {
         "events": len(n_hits),
         "mean_spacepoints": float(np.mean(n_hits)) if n_hits else 0.0,
@@ -65,6 +67,7 @@ def evaluate(
         "edges": {stage: _edge_summary(*c, n_events=len(n_hits)) for stage, c in counts.items()},
         "timing_ms": {stage: float(np.mean(values)) for stage, values in timing.items()},
         "matches": combined,
+        **({"selected_matches": selected_combined} if selected_combined else {}),
     }
 
 
@@ -80,5 +83,5 @@ def _edge_summary(
 
 
 def without_matches(summary: dict) -> dict:
-    """The summary without the ``matches`` objects (JSON-ready)."""
-    return {key: value for key, value in summary.items() if key != "matches"}
+    """The summary without the ``matches`` and ``selected_matches`` objects (JSON-ready)."""
+    return {key: value for key, value in summary.items() if key not in ("matches", "selected_matches")}

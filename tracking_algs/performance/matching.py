@@ -101,11 +101,15 @@ class MatchResult:
         """Number of duplicate tracks."""
         return int((self.track_status == TrackStatus.DUPLICATE).sum())
 
+    def fragments(self) -> np.ndarray:
+        """Mask [T] of the fake tracks that are fragments of one particle (see the class docstring)."""
+        fake = self.track_status == TrackStatus.FAKE
+        return fake & (self.track_particle != 0) & (2 * self.track_nmajority >= self.track_nhits)
+
     @property
     def n_fragment(self) -> int:
-        """Number of fake tracks that are fragments of one particle (see the class docstring)."""
-        fake = self.track_status == TrackStatus.FAKE
-        return int((fake & (self.track_particle != 0) & (2 * self.track_nmajority >= self.track_nhits)).sum())
+        """Number of fragments."""
+        return int(self.fragments().sum())
 
     @property
     def efficiency(self) -> float:
