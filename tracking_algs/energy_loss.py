@@ -71,3 +71,9 @@ def momentum_after(
     mass = np.asarray(mass_gev, dtype=np.float64)
     energy = np.hypot(p, mass) - np.asarray(direction) * mean_energy_loss_gev(path_x0, p, mass)
     return np.sqrt(np.maximum(energy**2 - mass**2, 1e-6))
+
+
+def slowed(momentum: np.ndarray, mass_gev: np.ndarray | float, path_x0: np.ndarray) -> np.ndarray:
+    """Momentum vectors [N, 3] after the mean loss of ``path_x0`` [N] radiation lengths, direction kept."""
+    p = np.linalg.norm(momentum, axis=1)
+    return momentum * (momentum_after(p, mass_gev, path_x0) / p)[:, None]

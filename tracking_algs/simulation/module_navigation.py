@@ -27,7 +27,7 @@ import functools
 import attrs
 import numpy as np
 
-from tracking_algs.energy_loss import momentum_after
+from tracking_algs.energy_loss import slowed
 from tracking_algs.event import Columns
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import MagneticField
@@ -316,15 +316,15 @@ def propagate_modules(
         """Particles ``rows`` go through ``path_x0`` radiation lengths: they scatter, then lose energy."""
         if not len(rows):
             return
-        p = np.linalg.norm(mom[rows], axis=1)
         if multiple_scattering:
+            p = np.linalg.norm(mom[rows], axis=1)
             beta = p / np.hypot(p, mass[rows])
             theta0 = highland_theta0(p, beta, path_x0, 1.0)
             angles = counter_normal(scattering_key, rows, scatterings[rows]) * theta0[:, None]
             mom[rows] = deflect(mom[rows], angles)
             scatterings[rows] += 1
         if energy_loss:
-            mom[rows] *= (momentum_after(p, mass[rows], path_x0) / p)[:, None]
+            mom[rows] = slowed(mom[rows], mass[rows], path_x0)
 
     def through_module(rows: np.ndarray, module: np.ndarray, index: np.ndarray) -> np.ndarray:
         """Particles ``rows`` have just crossed ``module`` (their crossing number ``index``): whether each ends

@@ -13,7 +13,7 @@ import functools
 import attrs
 import numpy as np
 
-from tracking_algs.energy_loss import momentum_after
+from tracking_algs.energy_loss import slowed
 from tracking_algs.geometry import HELIX_CONSTANT, Detector
 from tracking_algs.magnetic_field import MagneticField, with_polar_component
 from tracking_algs.simulation.scattering import highland_theta0, scatter
@@ -123,8 +123,7 @@ def propagate(
             p = np.linalg.norm(mom, axis=1)
             mom = scatter(mom, highland_theta0(p, p / np.hypot(p, mass_gev), path_x0, 1.0), rng)
         if energy_loss:
-            p = np.linalg.norm(mom, axis=1)
-            mom = mom * (momentum_after(p, mass_gev, path_x0) / p)[:, None]
+            mom = slowed(mom, mass_gev, path_x0)
         turned = turned + psi
         last = layer
 
