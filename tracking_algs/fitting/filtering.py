@@ -21,7 +21,7 @@ from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, propagate, wrap_angle
 from tracking_algs.fitting.navigation import NO_LAYER, MaterialMap, traverse
 from tracking_algs.fitting.results import FitStatus
-from tracking_algs.fitting.scattering import lose_energy, path_in_x0, scattering_variances
+from tracking_algs.fitting.scattering import path_in_x0, through_material
 from tracking_algs.fitting.stacked import matmul, sandwich, transport_sandwich
 from tracking_algs.magnetic_field import MagneticField
 
@@ -233,12 +233,9 @@ def forward_filter(
         new_cov = update.cov
         if config.multiple_scattering or config.energy_loss:
             path = path_in_x0(update.params, hits.kind[rows, i], x_over_x0[rows, i], hits.planes(rows, i))
-        if config.multiple_scattering:
-            var_phi, var_theta = scattering_variances(update.params, path, config.mass_gev)
-            new_cov[:, 2, 2] += var_phi
-            new_cov[:, 3, 3] += var_theta
-        if config.energy_loss:  # the smoother's transport J (1 − KH) takes the loss's q/p factor after the update
-            reduction[rows, 4] *= lose_energy(update.params, new_cov, path, config.mass_gev, direction=1)[:, None]
+            factor = through_material(update.params, new_cov, path, config, direction=1)
+            if factor is not None:  # the smoother's transport J (1 − KH) takes the loss's q/p factor
+                reduction[rows, 4] *= factor[:, None]
         if _covers(rows, n_tracks):  # every track took this step: keep the new arrays instead of copying them
             state, state_cov = update.params, new_cov
         else:

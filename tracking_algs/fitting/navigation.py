@@ -19,7 +19,7 @@ import numpy as np
 
 from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.helix import SurfaceKind, no_planes, propagate
-from tracking_algs.fitting.scattering import lose_energy, path_in_x0, scattering_variances
+from tracking_algs.fitting.scattering import path_in_x0, through_material
 from tracking_algs.fitting.stacked import transport_sandwich
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import MagneticField
@@ -200,13 +200,7 @@ def traverse(
         rows, crossing = rows[step.ok], crossing.take(step.ok)
         arrived = step.params[step.ok]
         moved = transport_sandwich(step.jacobian[step.ok], state.cov[rows])
-        path = path_in_x0(arrived, crossing.kind, crossing.x_over_x0)
-        if config.multiple_scattering:
-            var_phi, var_theta = scattering_variances(arrived, path, config.mass_gev)
-            moved[:, 2, 2] += var_phi
-            moved[:, 3, 3] += var_theta
-        if config.energy_loss:
-            lose_energy(arrived, moved, path, config.mass_gev, direction)
+        through_material(arrived, moved, path_in_x0(arrived, crossing.kind, crossing.x_over_x0), config, direction)
         state.params[rows], state.cov[rows] = arrived, moved
         state.kind[rows], state.position[rows] = crossing.kind, crossing.position
         state.plane[rows] = 0.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from tracking_algs.energy_loss import momentum_after
+from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.helix import PLANE_W, SurfaceKind, columns
 
 #: grazing crossings count as if at this |cos(incidence)|, to keep the material finite (as the simulation does)
@@ -61,3 +62,16 @@ def lose_energy(
     cov[:, 4, :] *= factor[:, None]
     cov[:, :, 4] *= factor[:, None]
     return factor
+
+
+def through_material(
+    params: np.ndarray, cov: np.ndarray, path_x0: np.ndarray, config: KalmanConfig, direction: int
+) -> np.ndarray | None:
+    """Apply the material of ``path_x0`` [N] radiation lengths to states ``params`` [N, 5] and ``cov`` in place, as
+    ``config`` turns them on: the multiple-scattering variances, then the mean energy loss (``direction`` as for
+    :func:`lose_energy`); return the energy loss's q/p factor, or None without it."""
+    if config.multiple_scattering:
+        var_phi, var_theta = scattering_variances(params, path_x0, config.mass_gev)
+        cov[:, 2, 2] += var_phi
+        cov[:, 3, 3] += var_theta
+    return lose_energy(params, cov, path_x0, config.mass_gev, direction) if config.energy_loss else None
