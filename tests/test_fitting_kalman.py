@@ -167,21 +167,23 @@ def test_displaced_hit_is_flagged_and_the_fit_equals_the_fit_without_it(position
     assert (with_outlier.ndf[caught] == without.ndf[caught]).all()
 
 
-def test_track_starting_on_foreign_hits_is_trimmed_to_the_fit_without_them():
-    """The first three hits of each track moved by 5 mm in r·phi and z (another particle's hits at the start of a
-    track) drag the seed so far that the outlier refits remove the wrong hits and nearly every fit fails.  Trimmed
-    of its first hits, each track passes, with exactly the moved hits as outliers and the fit of the track without
-    them."""
+@pytest.mark.parametrize(("end", "shifts_mm"), [("first", (5.0, 5.0, 5.0)), ("last", (10.0, 20.0, 30.0))])
+def test_track_with_foreign_hits_at_one_end_is_trimmed_to_the_fit_without_them(end, shifts_mm):
+    """Another particle's hits at one end of each track: the first three hits moved by 5 mm in r·phi and z, or the
+    last three by 10, 20 and 30 mm (a neighbour diverging from the track).  They pull the fit so far that the outlier
+    refits remove the wrong hits and nearly every fit fails.  Trimmed of the hits at that end, each track passes,
+    with exactly the moved hits as outliers and the fit of the track without them."""
     tracks = _clean_tracks(200, seed=11)
     sp = tracks.spacepoints
     distance = sp.x**2 + sp.y**2 + sp.z**2
     labels = tracks.candidates.labels
+    ends = slice(None, 3) if end == "first" else slice(-3, None)
     moved = np.concatenate(
-        [rows[np.argsort(distance[rows])][:3] for rows in map(np.flatnonzero, labels == np.unique(labels)[:, None])]
+        [rows[np.argsort(distance[rows])][ends] for rows in map(np.flatnonzero, labels == np.unique(labels)[:, None])]
     )
     phi = np.arctan2(sp.y, sp.x)
     shift = np.zeros(len(sp))
-    shift[moved] = 5.0
+    shift[moved] = np.tile(shifts_mm, len(moved) // 3)
     foreign = Spacepoints(hit_id=sp.hit_id, x=sp.x - shift * np.sin(phi), y=sp.y + shift * np.cos(phi),
                           z=sp.z + shift, volume_id=sp.volume_id, layer_id=sp.layer_id, module_id=sp.module_id,
                           sigma=sp.sigma)  # fmt: skip

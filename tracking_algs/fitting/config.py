@@ -13,11 +13,12 @@ class KalmanConfig:
     - ``outlier_chi2_cut_1d`` / ``outlier_chi2_cut_2d``: a hit whose χ² against the prediction from the other hits
       exceeds the cut (χ² quantile at p = 1e-3) is rejected as an outlier;
     - ``max_outlier_refits``: how many times a track is refitted, each time without its worst outlier;
-    - ``max_trimmed_hits`` / ``trim_below_pvalue``: a track whose p-value is still below ``trim_below_pvalue``
-      after its outlier refits is refitted without its first hit, then its first two, ... up to
-      ``max_trimmed_hits``, until the p-value passes (the trimmed hits become outliers); a track that never
-      passes keeps its first fit.  In dense events the track building can start a track of the outer layers on
-      another particle's inner hits, which drag the seed so far that the outlier rejection removes the wrong hits;
+    - ``max_trimmed_hits`` / ``trim_below_pvalue``: a track whose fit failed or whose p-value is still below
+      ``trim_below_pvalue`` after its outlier refits is refitted without its first hit, without its last, its first
+      two, its last two, ... up to ``max_trimmed_hits`` at either end, and takes the passing fit that keeps the
+      most hits (the trimmed hits become outliers); a track that never passes keeps its first fit.  In dense events
+      the track building can start a track of the outer layers on another particle's inner hits, or end it on a
+      neighbour's outer hits, which drag the seed so far that the outlier rejection removes the wrong hits;
     - ``min_hits``: tracks with fewer usable hits get status ``TOO_FEW_HITS``;
     - ``seed_cov_inflation``: the seed covariance of direction and q/p is multiplied by this (the seed reuses the
       fitted hits);

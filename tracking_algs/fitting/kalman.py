@@ -112,7 +112,7 @@ class KalmanFitter:
         removed = np.zeros(len(rows), dtype=bool)  # hits (rows of `hits`) dropped as outliers
         refits = np.zeros(n_tracks, dtype=np.int64)  # outliers removed so far, per track
         self._fit_tracks(np.argsort(counts, kind="stable"), offsets, ordered, hits, removed, refits, out)
-        self._trim_failed(offsets, ordered, hits, removed, refits, out)
+        self._trim_failed(offsets, ordered, hits, out)
         return out.results(track_ids, offsets, rows)
 
     def _fit_tracks(self, todo, offsets, ordered, hits, removed, refits: np.ndarray, out: _Output) -> None:
@@ -126,28 +126,45 @@ class KalmanFitter:
         while len(pending):
             pending = self._fit_batch(pending, offsets, ordered, hits, removed, refits, out)
 
-    def _trim_failed(self, offsets, ordered, hits, removed, refits: np.ndarray, out: _Output) -> None:
-        """Refit the tracks whose p-value stays below ``trim_below_pvalue`` without their first 1, 2, ...
-        ``max_trimmed_hits`` hits (in crossing order; each attempt from scratch, outlier refits included) until
-        the p-value passes; a track that never passes keeps its first fit.  The trimmed hits count as outliers."""
+    def _trim_failed(self, offsets, ordered, hits, out: _Output) -> None:
+        """Refit the tracks whose fit failed or whose p-value is below ``trim_below_pvalue`` without their first
+        hit, without their last, their first two, their last two, ... up to ``max_trimmed_hits`` (in crossing
+        order, outlier refits included); a track takes the passing fit that keeps the most hits (of equals, the
+        first in that order), or keeps its own when none passes.
+        The trimmed hits count as outliers.  The variants of all the failing tracks are fitted together, in one
+        set of batches."""
         config = self.config
-        failing = np.flatnonzero((out.status == FitStatus.OK) & (out.pvalue() < config.trim_below_pvalue))
-        first_fit = out.copy(failing, offsets, ordered)
-        passed = [failing[:0]]
-        for trimmed in range(1, config.max_trimmed_hits + 1):
-            failing = failing[offsets[failing + 1] - offsets[failing] - trimmed >= config.min_hits]
-            if not len(failing):
-                break
-            track_hits = _track_hits(failing, offsets, ordered)
-            removed[track_hits] = False
-            out.outlier[track_hits] = False
-            removed[ordered[np.repeat(offsets[failing], trimmed) + np.tile(np.arange(trimmed), len(failing))]] = True
-            refits[failing] = 0
-            self._fit_tracks(failing, offsets, ordered, hits, removed, refits, out)
-            good = (out.status[failing] == FitStatus.OK) & (out.pvalue(failing) >= config.trim_below_pvalue)
-            passed.append(failing[good])
-            failing = failing[~good]
-        out.restore(first_fit, offsets, ordered, unless=np.concatenate(passed))
+        counts = np.diff(offsets)
+        failing = np.flatnonzero((counts > config.min_hits) & (out.pvalue() < config.trim_below_pvalue))
+        # variant k · 2 + at_end trims k + 1 hits, from the last hit when at_end; per failing track, in that order
+        trims = np.repeat(np.arange(1, config.max_trimmed_hits + 1), 2)
+        at_end = np.tile([False, True], config.max_trimmed_hits)
+        track = np.repeat(failing, len(trims))
+        trim, from_end = np.tile(trims, len(failing)), np.tile(at_end, len(failing))
+        possible = counts[track] - trim >= config.min_hits
+        track, trim, from_end = track[possible], trim[possible], from_end[possible]
+        if not len(track):
+            return
+        # each variant's hits: its track's, in crossing order, less the trimmed ones
+        variant_counts = counts[track] - trim
+        variant_offsets = np.concatenate(([0], np.cumsum(variant_counts)))
+        within = np.arange(variant_offsets[-1]) - np.repeat(variant_offsets[:-1], variant_counts)
+        skipped = np.where(from_end, 0, trim)
+        slots = np.repeat(offsets[track] + skipped, variant_counts) + within
+        variant_hits = {name: column[ordered[slots]] for name, column in hits.items()}
+        n_variants, n_slots = len(track), len(slots)
+        tried = _Output(n_variants, n_slots)
+        self._fit_tracks(np.argsort(variant_counts, kind="stable"), variant_offsets, np.arange(n_slots), variant_hits,
+                         np.zeros(n_slots, dtype=bool), np.zeros(n_variants, dtype=np.int64), tried)  # fmt: skip
+        passed = np.flatnonzero((tried.status == FitStatus.OK) & (tried.pvalue() >= config.trim_below_pvalue))
+        # per track, the passing variant that keeps the most hits; of those, the first
+        passed = passed[np.lexsort((passed, -tried.n_hits[passed], track[passed]))]
+        chosen = passed[np.unique(track[passed], return_index=True)[1]]
+        out.take(track[chosen], tried, chosen)
+        out.outlier[_track_hits(track[chosen], offsets, ordered)] = True
+        out.outlier[ordered[slots[_track_hits(chosen, variant_offsets, np.arange(n_slots))]]] = tried.outlier[
+            _track_hits(chosen, variant_offsets, np.arange(n_slots))
+        ]
 
     def _hit_table(self, spacepoints: Spacepoints, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Per-hit surface and measurement arrays for spacepoint ``rows``; bad input raises FittingError."""
@@ -430,21 +447,11 @@ class _Output:
         ok = self.status[tracks] == FitStatus.OK
         return np.where(ok, chi2_distribution.sf(self.chi2[tracks], np.maximum(self.ndf[tracks], 1)), 0.0)
 
-    def copy(self, tracks: np.ndarray, offsets: np.ndarray, ordered: np.ndarray) -> dict[str, np.ndarray]:
-        """The results of ``tracks`` and the outlier flags of their hits, for :meth:`restore`."""
-        saved = {name: getattr(self, name)[tracks].copy() for name in _TRACK_COLUMNS}
-        saved["tracks"] = tracks
-        saved["outlier"] = self.outlier[_track_hits(tracks, offsets, ordered)].copy()
-        return saved
-
-    def restore(self, saved: dict, offsets: np.ndarray, ordered: np.ndarray, unless: np.ndarray) -> None:
-        """Put back the results :meth:`copy` saved, except for the tracks in ``unless``."""
-        tracks = saved["tracks"]
-        chosen = ~np.isin(tracks, unless)
+    def take(self, tracks: np.ndarray, other: _Output, others: np.ndarray) -> None:
+        """The results of ``other``'s tracks ``others`` for ``tracks`` (their hits' outlier flags left as they
+        are)."""
         for name in _TRACK_COLUMNS:
-            getattr(self, name)[tracks[chosen]] = saved[name][chosen]
-        chosen_hits = np.repeat(chosen, offsets[tracks + 1] - offsets[tracks])
-        self.outlier[_track_hits(tracks[chosen], offsets, ordered)] = saved["outlier"][chosen_hits]
+            getattr(self, name)[tracks] = getattr(other, name)[others]
 
     def results(self, track_ids, offsets, rows) -> FitResults:
         pvalue = self.pvalue()
