@@ -14,6 +14,7 @@ from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting import KalmanConfig, KalmanFitter
 from tracking_algs.fitting.helix import SurfaceKind, propagate
+from tracking_algs.fitting.results import FitStatus
 from tracking_algs.geometry import HELIX_CONSTANT, Detector, Surface, trackml_detector
 from tracking_algs.magnetic_field import SolenoidField
 from tracking_algs.modules import ModuleGeometry, trackml_modules
@@ -129,6 +130,41 @@ def test_both_hits_of_overlapping_modules_are_used(module_fit):
     assert in_overlap.mean() > 0.2  # the modules of a layer overlap: many tracks cross two in one layer
     assert fit.outlier[in_overlap].mean() < 0.01
     assert fit.outlier[in_overlap].mean() < 3.0 * max(fit.outlier[~in_overlap].mean(), 1e-3)
+
+
+def test_fits_that_fail_on_another_particles_inner_hits_are_trimmed(module_fit):
+    """Tracks that start on another particle's three innermost hits (a neighbour in η whose hits all lie inside the
+    track's own; the track's own first three hits left out), as the track building can make them in dense events:
+    the seed through the foreign first hit misses the next module planes, and many fits fail.  Trimmed, every fit
+    passes, with nearly all the foreign hits among the outliers."""
+    event = module_fit[0]
+    sp, particles, particle = event.spacepoints, event.particles, event.truth.particle_id
+    pt = np.hypot(particles.px, particles.py)
+    fast = particles.take((np.hypot(particles.vx, particles.vy) < 1.0) & (pt > 1.0))
+    ids, counts = np.unique(particle[np.isin(particle, fast.particle_id)], return_counts=True)
+    by_eta = np.argsort(np.arcsinh(fast.pz / np.hypot(fast.px, fast.py)))
+    ids = fast.particle_id[by_eta][np.isin(fast.particle_id[by_eta], ids[counts >= 10])]
+    distance = sp.distance
+    labels = np.full(len(sp), -1)
+    foreign = []
+    for track, (own, other) in enumerate(zip(ids[0::2], ids[1::2], strict=False)):
+        own_hits, other_hits = (np.flatnonzero(particle == i) for i in (own, other))
+        own_hits = own_hits[np.argsort(distance[own_hits])][3:]
+        other_hits = other_hits[np.argsort(distance[other_hits])][:3]
+        if distance[other_hits].max() < distance[own_hits].min():
+            labels[own_hits] = labels[other_hits] = track
+            foreign.extend(other_hits)
+    candidates = TrackCandidates(labels)
+    fitter = KalmanFitter(DETECTOR, modules=trackml_modules())
+    untrimmed = KalmanFitter(DETECTOR, KalmanConfig(max_trimmed_hits=0), modules=trackml_modules())
+    before, after = untrimmed.fit(sp, candidates), fitter.fit(sp, candidates)
+    assert len(after) >= 100
+    assert (before.status != FitStatus.OK).mean() > 0.1
+    assert ((before.status == FitStatus.OK) & (before.pvalue >= 1e-3)).mean() < 0.5
+    assert ((after.status == FitStatus.OK) & (after.pvalue >= 1e-3)).all()
+    flagged = np.zeros(len(sp), dtype=bool)
+    flagged[after.hit_rows[after.outlier]] = True
+    assert flagged[foreign].mean() > 0.85
 
 
 def _tangent_planes(position: np.ndarray, tilt: float = 0.0) -> np.ndarray:
