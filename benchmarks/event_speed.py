@@ -1,10 +1,13 @@
-"""Time per event and per stage of the whole chain (find + fit + selection, one process, the job's
-``EventProcessor``), on the real full TrackML events and on simulated pile-up-200 events, in one run.
+"""Time per event and per stage of the whole chain (find + fit + selection, one job process, the job's
+``EventProcessor``, with the fit's worker processes where the job options start them), on the real full TrackML
+events and on simulated pile-up-200 events, in one run.
 
 Samples:
 
 - **real**: the events of ``../shared/trackml/full`` (about 100 000 hits, 15 % noise), read with the real
-  ``detectors.csv``, with ``configs/trackml.toml`` (the models trained on the module simulation, the solenoid);
+  ``detectors.csv``, with ``configs/trackml.toml`` (the models trained on the module simulation, the solenoid, the
+  fit shared out over worker processes), and again with the fit in the job's own process
+  (``fitting.kalman.processes = 1``);
 - **simulation on modules**: held-out pile-up-200 events on the built-in TrackML modules in the solenoid, with
   ``configs/trackml.toml``;
 - **simulation on cylinders**: held-out pile-up-200 events of the default simulation, with
@@ -71,11 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     on_modules = SimulationConfig(geometry="modules", pileup=200.0)
     on_cylinders = SimulationConfig(pileup=200.0)
     field = load_job_options(TRACKML_CONFIG).magnetic_field()
+    real_events = [read_event(full, event_id, modules=modules) for event_id in list_events(full)]
     samples = {
-        "real full events": (
+        "real full events": (TRACKML_CONFIG, [*args.overrides, f"detector.file='{real_detectors}'"], real_events),
+        "real full events, fit in one process": (
             TRACKML_CONFIG,
-            [*args.overrides, f"detector.file='{real_detectors}'"],
-            [read_event(full, event_id, modules=modules) for event_id in list_events(full)],
+            [*args.overrides, f"detector.file='{real_detectors}'", "fitting.kalman.processes=1"],
+            real_events,
         ),
         "simulation on modules, pile-up 200": (
             TRACKML_CONFIG,

@@ -94,12 +94,16 @@ class CountingFitter:
         self.calls.append((len(spacepoints), len(candidates)))
         return len(candidates)
 
+    def close(self):
+        self.calls.append("closed")
 
-def test_fitter_hook_runs_after_building(event):
+
+def test_fitter_hook_runs_after_building_and_closes_with_the_finder(event):
     fitter = CountingFitter()
     with local_finder(fitter=fitter) as finder:
         result = finder.find(event.spacepoints)
-    assert fitter.calls == [(len(event.spacepoints), len(result.candidates))]
+        assert fitter.calls == [(len(event.spacepoints), len(result.candidates))]
+    assert fitter.calls[-1] == "closed"
     assert result.fit == len(result.candidates)
     assert "fitting" in result.timing_ms
 

@@ -329,3 +329,51 @@ def test_a_track_fit_does_not_depend_on_the_other_tracks_of_its_batch():
     assert len(whole.track_id) > 100
     for name in ("params", "cov", "chi2", "ndf", "status", "outlier"):
         np.testing.assert_array_equal(getattr(small, name), getattr(whole, name), err_msg=name)
+
+
+def _event_with_foreign_hits(seed: int) -> tuple[Spacepoints, TrackCandidates]:
+    """A pile-up-10 event's particles as candidates, each noise hit given to a random one of them (so that some
+    fits reject outliers and some are trimmed)."""
+    event = simulate_event(SimulationConfig(pileup=10.0), seed=seed, event_id=0, detector=DETECTOR)
+    particle = event.truth.particle_id
+    _, labels = np.unique(particle, return_inverse=True)
+    foreign = np.random.default_rng(seed).integers(1, labels.max() + 1, size=len(labels))
+    return event.spacepoints, TrackCandidates(np.where(particle == 0, foreign, labels).astype(np.int64) - 1)
+
+
+def test_fits_in_worker_processes_are_the_fits_in_this_process():
+    """An event's tracks shared out over two worker processes give the fit of the calling process bit for bit.  The
+    workers start at the first event with enough tracks per process and stop when the fitter is closed."""
+    spacepoints, candidates = _event_with_foreign_hits(31)
+    alone = KalmanFitter(DETECTOR).fit(spacepoints, candidates)
+    assert len(alone) > 200
+    assert alone.n_outliers.sum() > 0
+    config = KalmanConfig(processes=2, min_tracks_per_process=len(alone) // 2)
+    with KalmanFitter(DETECTOR, config) as fitter:
+        few = TrackCandidates(np.where(candidates.labels < 10, candidates.labels, -1))
+        assert len(fitter.fit(spacepoints, few)) == 10
+        assert fitter.worker_processes == 0  # too few tracks: fitted in this process
+        shared = fitter.fit(spacepoints, candidates)
+        assert fitter.worker_processes == 2
+    assert fitter.worker_processes == 0
+    for name in ("track_id", "params", "cov", "chi2", "ndf", "pvalue", "n_hits", "n_outliers", "status", "hit_offsets",
+                 "hit_rows", "outlier"):  # fmt: skip
+        np.testing.assert_array_equal(getattr(shared, name), getattr(alone, name), err_msg=name)
+
+
+def test_bad_input_fitted_in_worker_processes_names_its_spacepoint():
+    """A spacepoint the fit cannot use raises the same :class:`FittingError` from a worker process as here."""
+    spacepoints, candidates = _event_with_foreign_hits(32)
+    row = int(np.flatnonzero(candidates.labels >= 0)[7])
+    x = spacepoints.x.copy()
+    x[row] = np.nan
+    broken = Spacepoints(hit_id=spacepoints.hit_id, x=x, y=spacepoints.y, z=spacepoints.z,
+                         volume_id=spacepoints.volume_id, layer_id=spacepoints.layer_id,
+                         module_id=spacepoints.module_id, sigma=spacepoints.sigma)  # fmt: skip
+    with pytest.raises(FittingError, match=f"spacepoint row {row} ") as here:
+        KalmanFitter(DETECTOR).fit(broken, candidates)
+    with KalmanFitter(DETECTOR, KalmanConfig(processes=2, min_tracks_per_process=10)) as fitter:
+        with pytest.raises(FittingError) as there:
+            fitter.fit(broken, candidates)
+        assert fitter.worker_processes == 2
+    assert str(there.value) == str(here.value)

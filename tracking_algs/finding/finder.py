@@ -18,6 +18,7 @@ from tracking_algs.finding.features import orient_edges, spacepoint_features
 from tracking_algs.finding.graph import GraphConstruction
 from tracking_algs.finding.model_dir import STAGES, load_model_card, recommended
 from tracking_algs.finding.stages import EdgeFiltering, GNNClassification
+from tracking_algs.fitting.hook import close_fitter
 
 if TYPE_CHECKING:
     from tracking_algs.fitting.hook import TrackFitter
@@ -124,9 +125,10 @@ class TrackFinder:
         )
 
     def close(self) -> None:
-        """Release the three inference interfaces."""
+        """Release the three inference interfaces and the fitter's resources."""
         for stage in (self.graph, self.filter, self.gnn):
             stage.inference.close()
+        close_fitter(self.fitter)
 
     def __enter__(self) -> TrackFinder:
         return self

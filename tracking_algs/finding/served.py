@@ -35,6 +35,7 @@ from inference_iface import InferenceInterface, InputError, ModelError
 from inference_iface.signature import ModelSignature, TensorSpec
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.finding.finder import FindingResult
+from tracking_algs.fitting.hook import close_fitter
 
 if TYPE_CHECKING:
     from tracking_algs.fitting.hook import TrackFitter
@@ -137,8 +138,9 @@ class ServedTrackFinder:
         return FindingResult(candidates=candidates, edges={}, scores={}, timing_ms=timing, fit=fit)
 
     def close(self) -> None:
-        """Release the inference interface."""
+        """Release the inference interface and the fitter's resources."""
         self.inference.close()
+        close_fitter(self.fitter)
 
     def __enter__(self) -> ServedTrackFinder:
         return self

@@ -40,7 +40,11 @@ class KalmanConfig:
     - ``energy_loss``: the mean ionisation energy loss of every surface crossed (the Bethe formula in silicon,
       :mod:`tracking_algs.energy_loss`), taken from q/p after each hit's update and given back on the way in to
       the perigee; off by default, as in the simulation (``[simulation] energy_loss``);
-    - ``batch_size``: tracks advanced together (memory grows linearly with it).
+    - ``batch_size``: tracks advanced together (memory grows linearly with it);
+    - ``processes``: worker processes that share the tracks of an event with at least ``min_tracks_per_process``
+      tracks per process (:mod:`~tracking_algs.fitting.processes`; 1: every fit in the calling process; 0: one per
+      usable core).  The workers start at the first such event and stay until the fitter is closed; the results do
+      not depend on the number.  A daemonic process (a Dask worker) fits in itself.
     """
 
     outlier_chi2_cut_1d: float = attrs.field(default=10.83, validator=v.gt(0.0))
@@ -60,3 +64,5 @@ class KalmanConfig:
     energy_loss: bool = False
     mass_gev: float = attrs.field(default=0.13957, validator=v.ge(0.0))
     batch_size: int = attrs.field(default=4096, validator=v.ge(1))
+    processes: int = attrs.field(default=1, validator=v.ge(0))
+    min_tracks_per_process: int = attrs.field(default=1000, validator=v.ge(1))

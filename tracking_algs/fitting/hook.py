@@ -32,11 +32,20 @@ from tracking_algs.modules import ModuleGeometry
 
 @runtime_checkable
 class TrackFitter(Protocol):
-    """Anything that fits found track candidates."""
+    """Anything that fits found track candidates.  A fitter that holds resources (worker processes, a
+    connection) may also have a ``close()`` method: the finder that uses it calls it when it closes
+    (:func:`close_fitter`)."""
 
     def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
         """Fit every candidate track (``candidates.labels`` row-aligned with ``spacepoints``)."""
         ...
+
+
+def close_fitter(fitter: TrackFitter | None) -> None:
+    """Call ``fitter.close()`` where the fitter has one."""
+    close = getattr(fitter, "close", None)
+    if callable(close):
+        close()
 
 
 @attrs.frozen(kw_only=True)

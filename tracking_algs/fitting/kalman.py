@@ -22,17 +22,24 @@ refitted from a new seed, up to ``max_outlier_refits`` times, so a track with on
 fit of the track without that hit.  (Gating on the forward filter's prediction alone is not used: with three
 or four hits behind it, a prediction that is off by a legitimate 2-3 σ rejects every later hit.)
 
-A track whose p-value still fails afterwards is refitted without its first hit, then its first two, ... (up to
-``max_trimmed_hits``), until it passes: where the track building started a track on another particle's inner
-hits, those drag the seed so far that the outlier refits remove the track's own hits instead.
+A track whose fit failed, or whose p-value still fails afterwards, is refitted without its first hit, without its
+last, its first two, its last two, ... (up to ``max_trimmed_hits`` at either end), and takes the passing fit that
+keeps the most hits: where the track building started a track on another particle's inner hits, or ended it on a
+neighbour's outer ones, those drag the seed so far that the outlier refits remove the track's own hits instead.
+
+With ``processes`` other than 1, an event's tracks are shared out over worker processes
+(:mod:`~tracking_algs.fitting.processes`); close the fitter (:meth:`KalmanFitter.close`, or ``with``) to stop them.
 """
 
 from __future__ import annotations
+
+import multiprocessing
 
 import attrs
 import numpy as np
 from scipy.stats import chi2 as chi2_distribution
 
+from inference_iface.cores import usable_cores
 from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.config import KalmanConfig
@@ -47,6 +54,7 @@ from tracking_algs.fitting.filtering import (
 )
 from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, free_to_bound
 from tracking_algs.fitting.navigation import NO_LAYER, Crossings, MaterialMap, layer_key
+from tracking_algs.fitting.processes import FitWorkers
 from tracking_algs.fitting.results import FitResults, FitStatus
 from tracking_algs.fitting.seeding import seed_parameters
 from tracking_algs.geometry import Detector
@@ -90,6 +98,7 @@ class KalmanFitter:
         self._x_over_x0 = np.array([s.x_over_x0 for s in surfaces], dtype=np.float64)
         material_effects = self.config.multiple_scattering or self.config.energy_loss
         self._material = MaterialMap(detector, modules) if material_effects else None
+        self._workers: FitWorkers | None = None
 
     def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
         """Fit every candidate track; see :class:`~tracking_algs.fitting.hook.FitResults` for the output."""
@@ -98,6 +107,9 @@ class KalmanFitter:
                 f"track candidates have {len(candidates.labels)} labels but there are {len(spacepoints)} spacepoints"
             )
         track_ids, offsets, rows = candidates.groups()
+        workers = self._workers_for(len(track_ids))
+        if workers is not None:
+            return workers.fit(spacepoints, candidates)
         hits = self._hit_table(spacepoints, rows)
         n_tracks = len(track_ids)
         counts = np.diff(offsets)
@@ -114,6 +126,37 @@ class KalmanFitter:
         self._fit_tracks(np.argsort(counts, kind="stable"), offsets, ordered, hits, removed, refits, out)
         self._trim_failed(offsets, ordered, hits, out)
         return out.results(track_ids, offsets, rows)
+
+    @property
+    def worker_processes(self) -> int:
+        """How many worker processes this fitter has running (0 until an event large enough starts them)."""
+        return 0 if self._workers is None else self._workers.processes
+
+    def close(self) -> None:
+        """Stop the worker processes, if any started; the fitter can still fit (and starts them again)."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
+
+    def __enter__(self) -> KalmanFitter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _workers_for(self, n_tracks: int) -> FitWorkers | None:
+        """The worker processes that fit an event of ``n_tracks`` tracks (started at the first such event), or None
+        where it is fitted in this process."""
+        config = self.config
+        processes = config.processes or usable_cores()
+        if processes < 2 or n_tracks < processes * config.min_tracks_per_process:
+            return None
+        if multiprocessing.current_process().daemon:  # a daemonic process cannot start processes of its own
+            return None
+        if self._workers is None:
+            alone = KalmanFitter(self.detector, attrs.evolve(config, processes=1), self.modules, self.field)
+            self._workers = FitWorkers(alone, processes)
+        return self._workers
 
     def _fit_tracks(self, todo, offsets, ordered, hits, removed, refits: np.ndarray, out: _Output) -> None:
         """Fit the tracks ``todo`` (in that order, in batches) with their outlier refits."""

@@ -1,0 +1,120 @@
+"""One event's tracks fitted in worker processes (``[fitting.kalman] processes``).
+
+The batched fitter spends its time in many numpy calls on arrays of a few thousand rows: threads take turns at the
+GIL between the calls and gain nothing, processes gain.  :class:`FitWorkers` holds a pool of worker processes
+(started once, with the ``spawn`` method: the finder's inference sessions have threads of their own, which a fork
+would copy mid-flight), each with its own copy of the fitter.  Each call deals the event's tracks out to the
+workers, longest first and in turn, so that the shares cost alike; every worker fits its share of the candidates
+in one call, and the shares' results are put back into track order (:func:`merged`).  A track's fit does not depend
+on the other tracks of its batch, so the result is the one the fitter gives in this process, bit for bit.
+
+A worker runs numpy single-threaded (``OMP_NUM_THREADS`` and its kin set to 1 for the workers, unless they are set
+already): the idle threads of a BLAS pool spin after every call they serve, and with one pool per worker they take
+the cores the other workers need.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tracking_algs.errors import FittingError
+from tracking_algs.event import Spacepoints, TrackCandidates
+from tracking_algs.fitting.results import FitResults
+
+if TYPE_CHECKING:
+    from tracking_algs.fitting.hook import TrackFitter
+
+#: the variables that size the thread pools of numpy's BLAS and OpenMP, set to 1 for the workers
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+#: the fitter of this worker process, set by :func:`_start_worker`
+_WORKER_FITTER: list[TrackFitter] = []
+
+
+def _start_worker(fitter: TrackFitter) -> None:
+    _WORKER_FITTER[:] = [fitter]
+
+
+def _fit_share(spacepoints: Spacepoints, labels: np.ndarray) -> FitResults:
+    return _WORKER_FITTER[0].fit(spacepoints, TrackCandidates(labels))
+
+
+def _started(_: int) -> int:
+    return os.getpid()
+
+
+@contextlib.contextmanager
+def _single_threaded_children() -> Iterator[None]:
+    """Within the block, processes started inherit :data:`THREAD_VARIABLES` = 1 (where this process sets none)."""
+    added = [name for name in THREAD_VARIABLES if name not in os.environ]
+    os.environ.update(dict.fromkeys(added, "1"))
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+class FitWorkers:
+    """``processes`` worker processes, each fitting with a copy of ``fitter`` (which must fit in its own process:
+    a :class:`~tracking_algs.fitting.kalman.KalmanFitter` with ``processes = 1``)."""
+
+    def __init__(self, fitter: TrackFitter, processes: int) -> None:
+        if processes < 2:
+            raise ValueError(f"FitWorkers needs at least 2 processes, got {processes}")
+        self.processes = processes
+        context = multiprocessing.get_context("spawn")
+        self._pool = concurrent.futures.ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker,
+                                                            initargs=(fitter,))  # fmt: skip
+        with _single_threaded_children():  # the workers start at the first task
+            list(self._pool.map(_started, range(processes)))
+
+    def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
+        """The fit of every candidate, its tracks shared out over the workers."""
+        labels = candidates.labels
+        track_ids, counts = np.unique(labels[labels >= 0], return_counts=True)
+        longest_first = track_ids[np.argsort(-counts, kind="stable")]
+        shares = [longest_first[k :: self.processes] for k in range(self.processes)]
+        share_labels = [np.where(np.isin(labels, share), labels, -1) for share in shares if len(share)]
+        try:
+            parts = list(self._pool.map(_fit_share, [spacepoints] * len(share_labels), share_labels))
+        except concurrent.futures.process.BrokenProcessPool as error:
+            raise FittingError(f"a fitting worker process stopped: {error}") from None
+        return merged(parts)
+
+    def close(self) -> None:
+        """Stop the workers."""
+        self._pool.shutdown(cancel_futures=True)
+
+
+def merged(parts: Sequence[FitResults]) -> FitResults:
+    """One :class:`FitResults` of the tracks of ``parts`` (disjoint track ids), in the order of the track ids, each
+    track's hits in the order its part gave them."""
+    if not parts:
+        raise ValueError("merged needs at least one part")
+    track_id = np.concatenate([part.track_id for part in parts])
+    order = np.argsort(track_id, kind="stable")
+    hit_base = np.cumsum([0] + [len(part.hit_rows) for part in parts[:-1]])
+    starts = np.concatenate([part.hit_offsets[:-1] + base for part, base in zip(parts, hit_base, strict=True)])
+    counts = np.concatenate([np.diff(part.hit_offsets) for part in parts])[order]
+    offsets = np.concatenate(([0], np.cumsum(counts)))
+    hits = np.repeat(starts[order], counts) + np.arange(offsets[-1]) - np.repeat(offsets[:-1], counts)
+
+    def joined(name: str) -> np.ndarray:
+        return np.concatenate([getattr(part, name) for part in parts])
+
+    columns = ("params", "cov", "chi2", "ndf", "pvalue", "n_hits", "n_outliers", "status")
+    return FitResults(
+        track_id=track_id[order],
+        **{name: joined(name)[order] for name in columns},
+        hit_offsets=offsets,
+        hit_rows=joined("hit_rows")[hits],
+        outlier=joined("outlier")[hits],
+    )
