@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -377,3 +380,24 @@ def test_bad_input_fitted_in_worker_processes_names_its_spacepoint():
             fitter.fit(broken, candidates)
         assert fitter.worker_processes == 2
     assert str(there.value) == str(here.value)
+
+
+def test_a_fitting_worker_killed_fails_its_event_and_the_next_event_starts_new_workers():
+    """A worker process killed (SIGKILL) while the fitter is in use: the next fit raises a
+    :class:`FittingError` saying the event was not fitted, and the one after starts new workers and fits."""
+    spacepoints, candidates = _event_with_foreign_hits(33)
+    alone = KalmanFitter(DETECTOR).fit(spacepoints, candidates)
+    others = {process.pid for process in multiprocessing.active_children()}
+    with KalmanFitter(DETECTOR, KalmanConfig(processes=2, min_tracks_per_process=10)) as fitter:
+        fitter.fit(spacepoints, candidates)
+        workers = [process for process in multiprocessing.active_children() if process.pid not in others]
+        assert len(workers) == 2
+        os.kill(workers[0].pid, signal.SIGKILL)
+        workers[0].join(timeout=30)
+        with pytest.raises(FittingError, match="the event was not fitted"):
+            fitter.fit(spacepoints, candidates)
+        assert fitter.worker_processes == 0
+        again = fitter.fit(spacepoints, candidates)
+        assert fitter.worker_processes == 2
+    np.testing.assert_array_equal(again.params, alone.params)
+    np.testing.assert_array_equal(again.outlier, alone.outlier)

@@ -54,7 +54,7 @@ from tracking_algs.fitting.filtering import (
 )
 from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, free_to_bound
 from tracking_algs.fitting.navigation import NO_LAYER, Crossings, MaterialMap, layer_key
-from tracking_algs.fitting.processes import FitWorkers
+from tracking_algs.fitting.processes import FitWorkers, WorkerStopped
 from tracking_algs.fitting.results import FitResults, FitStatus
 from tracking_algs.fitting.seeding import seed_parameters
 from tracking_algs.geometry import Detector
@@ -109,7 +109,11 @@ class KalmanFitter:
         track_ids, offsets, rows = candidates.groups()
         workers = self._workers_for(len(track_ids))
         if workers is not None:
-            return workers.fit(spacepoints, candidates)
+            try:
+                return workers.fit(spacepoints, candidates)
+            except WorkerStopped:
+                self.close()  # the next event starts new workers
+                raise
         hits = self._hit_table(spacepoints, rows)
         n_tracks = len(track_ids)
         counts = np.diff(offsets)

@@ -38,6 +38,10 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 _WORKER_FITTER: list[TrackFitter] = []
 
 
+class WorkerStopped(FittingError):
+    """A worker process died while it fitted (killed, out of memory): its pool cannot fit any more."""
+
+
 def _start_worker(fitter: TrackFitter) -> None:
     _WORKER_FITTER[:] = [fitter]
 
@@ -86,7 +90,7 @@ class FitWorkers:
         try:
             parts = list(self._pool.map(_fit_share, [spacepoints] * len(share_labels), share_labels))
         except concurrent.futures.process.BrokenProcessPool as error:
-            raise FittingError(f"a fitting worker process stopped: {error}") from None
+            raise WorkerStopped(f"a fitting worker process stopped ({error}); the event was not fitted") from None
         return merged(parts)
 
     def close(self) -> None:
