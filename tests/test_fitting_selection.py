@@ -12,6 +12,7 @@ from inference_iface.options import structure
 from tracking_algs.event import TrackCandidates
 from tracking_algs.fitting import FitStatus, FittingConfig, KalmanFitter, TrackSelection
 from tracking_algs.fitting.results import transverse_momentum
+from tracking_algs.fitting.split_tracks import chi2_of
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.performance.lookup import particle_rows
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -118,3 +119,46 @@ def test_selection_options_are_validated():
         structure({"selection": {"min_pvalue": 2.0}}, FittingConfig, where="[fitting]")
     with pytest.raises(ConfigError, match="min_p"):
         structure({"selection": {"min_p": 0.01}}, FittingConfig, where="[fitting]")
+
+
+def test_the_shorter_piece_of_a_split_particle_is_dropped():
+    """Every particle of a pile-up-20 event with at least 11 hits cut into two tracks (its inner hits, fewer than half,
+    and the rest), the other particles with 5-10 hits whole: with ``max_split_chi2`` at its default, the χ² quantile of
+    p = 1e-3 for 5 parameters, nearly every shorter piece goes (the two pieces' perigees agree within their errors), and no
+    longer piece and no whole particle's track."""
+    event = simulate_event(SimulationConfig(pileup=20.0, noise_fraction=0.0), seed=3_100_001, event_id=0)
+    particle, distance = event.truth.particle_id, event.spacepoints.distance
+    ids, counts = np.unique(particle[particle > 0], return_counts=True)
+    labels = np.full(len(particle), -1)
+    shorter, longer = [], []
+    for label, owner in enumerate(ids[counts >= 11]):
+        rows = np.flatnonzero(particle == owner)
+        rows = rows[np.argsort(distance[rows])]
+        labels[rows[: (len(rows) - 1) // 2]], labels[rows[(len(rows) - 1) // 2 :]] = 2 * label, 2 * label + 1
+        shorter.append(2 * label)
+        longer.append(2 * label + 1)
+    whole = ids[(counts >= 5) & (counts < 11)]
+    labels[np.isin(particle, whole)] = 2 * len(shorter) + np.searchsorted(whole, particle[np.isin(particle, whole)])
+    candidates = TrackCandidates(labels)
+    fit = KalmanFitter(DETECTOR).fit(event.spacepoints, candidates)
+    _, without = TrackSelection(max_split_chi2=0.0).apply(candidates, fit)
+    _, with_it = TrackSelection().apply(candidates, fit)  # max_split_chi2 = 20.52 by default
+    dropped = np.setdiff1d(without.track_id, with_it.track_id)
+    shorter_kept = np.intersect1d(shorter, without.track_id)
+    assert len(shorter_kept) >= 100
+    assert np.isin(shorter_kept, dropped).mean() >= 0.95
+    assert np.isin(dropped, shorter).all()
+    assert len(np.setdiff1d(without.track_id, np.concatenate((shorter, longer)))) >= 200  # whole particles, all kept
+
+
+def test_chi2_of_a_difference_is_the_linear_algebra_one():
+    """The Cholesky χ² written out in element-wise operations agrees with numpy's solve, and is infinite where the
+    covariance is not positive definite."""
+    rng = np.random.default_rng(5)
+    roots = rng.normal(size=(200, 5, 5))
+    cov = roots @ roots.transpose(0, 2, 1) + 0.1 * np.eye(5)
+    difference = rng.normal(size=(200, 5))
+    expected = np.einsum("ni,ni->n", difference, np.linalg.solve(cov, difference[..., None])[..., 0])
+    np.testing.assert_allclose(chi2_of(difference, cov), expected, rtol=1e-9)
+    cov[:3, 2, 2] = -1.0
+    assert np.isinf(chi2_of(difference, cov)[:3]).all()

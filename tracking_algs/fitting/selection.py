@@ -5,7 +5,9 @@ fit used.  A track the fitter could not fit (status other than OK), whose fit p-
 that keeps fewer than ``min_hits`` hits or whose fitted transverse momentum is below ``min_pt_gev`` is dropped:
 its hits become unassigned.  The p-value removes the chains of hits from several particles that the track building
 can link in dense events (no helix goes through them); the pT threshold, the reconstruction threshold of a
-tracking chain, removes the pieces of low-pT particles that curl through the detector.
+tracking chain, removes the pieces of low-pT particles that curl through the detector.  Last, of two kept tracks
+whose perigees agree within their errors (``max_split_chi2``), the one with fewer hits is dropped: a particle the
+track building cut in two (:mod:`~tracking_algs.fitting.split_tracks`).
 """
 
 from __future__ import annotations
@@ -16,20 +18,24 @@ from attrs import validators as v
 
 from tracking_algs.event import TrackCandidates
 from tracking_algs.fitting.results import FitResults, FitStatus, transverse_momentum
+from tracking_algs.fitting.split_tracks import shorter_pieces
 
 
 @attrs.frozen(kw_only=True)
 class TrackSelection:
     """The ``[fitting.selection]`` table: whether to select (``enabled``), the smallest fit p-value kept
     (``min_pvalue``), whether the hits the fit rejected leave their track (``drop_outliers``), the fewest hits
-    a kept track holds (``min_hits``, counted after that) and the smallest fitted transverse momentum kept
-    (``min_pt_gev``; 0 keeps all)."""
+    a kept track holds (``min_hits``, counted after that), the smallest fitted transverse momentum kept
+    (``min_pt_gev``; 0 keeps all) and the χ² below which a track whose perigee agrees with that of a kept track
+    with more hits is dropped as a split piece of it (``max_split_chi2``, :mod:`~tracking_algs.fitting.split_tracks`;
+    20.52 is the χ² quantile of p = 1e-3 for the 5 perigee parameters; 0 keeps them)."""
 
     enabled: bool = True
     min_pvalue: float = attrs.field(default=1e-3, validator=[v.ge(0.0), v.le(1.0)])
     drop_outliers: bool = True
     min_hits: int = attrs.field(default=5, validator=v.ge(1))
     min_pt_gev: float = attrs.field(default=0.4, validator=v.ge(0.0))
+    max_split_chi2: float = attrs.field(default=20.52, validator=v.ge(0.0))
 
     def apply(self, candidates: TrackCandidates, fit: FitResults) -> tuple[TrackCandidates, FitResults]:
         """The kept tracks (labels of dropped tracks and rejected hits set to -1) and their rows of ``fit``,
@@ -41,6 +47,10 @@ class TrackSelection:
         remaining = np.bincount(track_of_hit[~leaving], minlength=len(fit))
         kept = (fit.status == FitStatus.OK) & (fit.pvalue >= self.min_pvalue) & (remaining >= self.min_hits)
         kept &= transverse_momentum(fit.params) >= self.min_pt_gev
+        if self.max_split_chi2 > 0:
+            chosen = np.flatnonzero(kept)
+            split = shorter_pieces(fit.params[chosen], fit.cov[chosen], remaining[chosen], self.max_split_chi2)
+            kept[chosen[split]] = False
         leaving = leaving | ~kept[track_of_hit]
         labels = candidates.labels.copy()
         labels[fit.hit_rows[leaving]] = -1
