@@ -123,9 +123,9 @@ def test_selection_options_are_validated():
 
 def test_the_shorter_piece_of_a_split_particle_is_dropped():
     """Every particle of a pile-up-20 event with at least 11 hits cut into two tracks (its inner hits, fewer than half,
-    and the rest), the other particles with 5-10 hits whole: with ``max_split_chi2`` at its default, the χ² quantile of
-    p = 1e-3 for 5 parameters, nearly every shorter piece goes (the two pieces' perigees agree within their errors), and no
-    longer piece and no whole particle's track."""
+    and the rest), the other particles with 5-10 hits whole: with ``max_split_chi2`` at its default, the χ² quantile
+    of p = 1e-3 for 5 parameters, nearly every shorter piece goes (the two pieces' perigees agree within their
+    errors), and no longer piece and no whole particle's track."""
     event = simulate_event(SimulationConfig(pileup=20.0, noise_fraction=0.0), seed=3_100_001, event_id=0)
     particle, distance = event.truth.particle_id, event.spacepoints.distance
     ids, counts = np.unique(particle[particle > 0], return_counts=True)
