@@ -162,3 +162,30 @@ def test_chi2_of_a_difference_is_the_linear_algebra_one():
     np.testing.assert_allclose(chi2_of(difference, cov), expected, rtol=1e-9)
     cov[:3, 2, 2] = -1.0
     assert np.isinf(chi2_of(difference, cov)[:3]).all()
+
+
+def test_of_two_equal_pieces_of_a_particle_the_worse_fit_is_dropped():
+    """Every particle of a pile-up-20 event with an even number of hits, at least 10, cut into two equal tracks: of
+    nearly every pair exactly one goes, the one with the lower p-value."""
+    event = simulate_event(SimulationConfig(pileup=20.0, noise_fraction=0.0), seed=3_100_002, event_id=0)
+    particle, distance = event.truth.particle_id, event.spacepoints.distance
+    ids, counts = np.unique(particle[particle > 0], return_counts=True)
+    labels = np.full(len(particle), -1)
+    halves = ids[(counts >= 10) & (counts % 2 == 0)]
+    for label, owner in enumerate(halves):
+        rows = np.flatnonzero(particle == owner)
+        rows = rows[np.argsort(distance[rows])]
+        labels[rows[: len(rows) // 2]], labels[rows[len(rows) // 2 :]] = 2 * label, 2 * label + 1
+    candidates = TrackCandidates(labels)
+    fit = KalmanFitter(DETECTOR).fit(event.spacepoints, candidates)
+    _, without = TrackSelection(max_split_chi2=0.0).apply(candidates, fit)
+    _, with_it = TrackSelection().apply(candidates, fit)
+    pairs = np.intersect1d(without.track_id // 2 * 2, without.track_id[np.isin(without.track_id + 1, without.track_id)])
+    assert len(pairs) >= 50
+    kept = np.isin(pairs, with_it.track_id).astype(int) + np.isin(pairs + 1, with_it.track_id)
+    assert (kept == 1).mean() >= 0.95
+    assert (kept >= 1).all()
+    pvalue = dict(zip(without.track_id.tolist(), without.pvalue.tolist(), strict=True))
+    for pair in pairs[kept == 1]:
+        stayed = pair if pair in with_it.track_id else pair + 1
+        assert pvalue[stayed] >= pvalue[2 * pair + 1 - stayed]

@@ -6,8 +6,8 @@ that keeps fewer than ``min_hits`` hits or whose fitted transverse momentum is b
 its hits become unassigned.  The p-value removes the chains of hits from several particles that the track building
 can link in dense events (no helix goes through them); the pT threshold, the reconstruction threshold of a
 tracking chain, removes the pieces of low-pT particles that curl through the detector.  Last, of two kept tracks
-whose perigees agree within their errors (``max_split_chi2``), the one with fewer hits is dropped: a particle the
-track building cut in two (:mod:`~tracking_algs.fitting.split_tracks`).
+whose perigees agree within their errors (``max_split_chi2``), the one with fewer hits (of equals, the worse fit) is
+dropped: a particle the track building cut in two, or built twice (:mod:`~tracking_algs.fitting.split_tracks`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from attrs import validators as v
 
 from tracking_algs.event import TrackCandidates
 from tracking_algs.fitting.results import FitResults, FitStatus, transverse_momentum
-from tracking_algs.fitting.split_tracks import shorter_pieces
+from tracking_algs.fitting.split_tracks import redundant_pieces
 
 
 @attrs.frozen(kw_only=True)
@@ -26,9 +26,10 @@ class TrackSelection:
     """The ``[fitting.selection]`` table: whether to select (``enabled``), the smallest fit p-value kept
     (``min_pvalue``), whether the hits the fit rejected leave their track (``drop_outliers``), the fewest hits
     a kept track holds (``min_hits``, counted after that), the smallest fitted transverse momentum kept
-    (``min_pt_gev``; 0 keeps all) and the χ² below which a track whose perigee agrees with that of a kept track
-    with more hits is dropped as a split piece of it (``max_split_chi2``, :mod:`~tracking_algs.fitting.split_tracks`;
-    20.52 is the χ² quantile of p = 1e-3 for the 5 perigee parameters; 0 keeps them)."""
+    (``min_pt_gev``; 0 keeps all) and the χ² below which a track whose perigee agrees with that of a better kept
+    track (more hits, or as many and a higher p-value) is dropped as a split piece or a duplicate of it
+    (``max_split_chi2``, :mod:`~tracking_algs.fitting.split_tracks`; 20.52 is the χ² quantile of p = 1e-3 for the 5
+    perigee parameters; 0 keeps them)."""
 
     enabled: bool = True
     min_pvalue: float = attrs.field(default=1e-3, validator=[v.ge(0.0), v.le(1.0)])
@@ -49,7 +50,8 @@ class TrackSelection:
         kept &= transverse_momentum(fit.params) >= self.min_pt_gev
         if self.max_split_chi2 > 0:
             chosen = np.flatnonzero(kept)
-            split = shorter_pieces(fit.params[chosen], fit.cov[chosen], remaining[chosen], self.max_split_chi2)
+            split = redundant_pieces(fit.params[chosen], fit.cov[chosen], remaining[chosen], fit.pvalue[chosen],
+                                     self.max_split_chi2)  # fmt: skip
             kept[chosen[split]] = False
         leaving = leaving | ~kept[track_of_hit]
         labels = candidates.labels.copy()

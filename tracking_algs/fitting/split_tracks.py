@@ -2,9 +2,10 @@
 
 The track building can cut a particle's chain of hits in two (a missing edge, a hit taken by another chain, the two
 faces of a pixel disk carrying two interleaved chains); both pieces then fit well, and the one with fewer hits holds
-less than half of the particle's hits: a fake under double matching.  Their fitted perigees agree within their
-errors, which two different particles' rarely do.  :func:`shorter_pieces` finds the tracks whose perigee agrees with
-that of a track with more hits.
+less than half of the particle's hits: a fake under double matching.  Where the pieces are equal, both are fakes; and
+a particle built twice over the same layers gives a track and its duplicate.  Such tracks' fitted perigees agree
+within their errors, which two different particles' rarely do.  :func:`redundant_pieces` finds the tracks whose
+perigee agrees with that of a better track: one with more hits, or as many and a better fit.
 
 The χ² of a difference is solved with a Cholesky factorisation written out in numpy's element-wise operations,
 not LAPACK (whose kernels depend on the CPU), so that the same tracks are dropped on every machine.
@@ -20,24 +21,28 @@ from scipy.spatial import cKDTree
 DIRECTION_WINDOW = 0.05
 
 
-def shorter_pieces(params: np.ndarray, cov: np.ndarray, n_hits: np.ndarray, max_chi2: float) -> np.ndarray:
-    """Mask [T] of the tracks (perigee ``params`` [T, 5], ``cov`` [T, 5, 5], ``n_hits`` [T]) whose perigee agrees with
-    that of a track with more hits: the χ² of the difference of the two, with the sum of their covariances, is
-    below ``max_chi2``."""
-    shorter = np.zeros(len(params), dtype=bool)
+def redundant_pieces(
+    params: np.ndarray, cov: np.ndarray, n_hits: np.ndarray, pvalue: np.ndarray, max_chi2: float
+) -> np.ndarray:
+    """Mask [T] of the tracks (perigee ``params`` [T, 5], ``cov`` [T, 5, 5], ``n_hits`` [T], fit ``pvalue`` [T]) whose
+    perigee agrees with that of a better track: the χ² of the difference of the two, with the sum of their
+    covariances, is below ``max_chi2``, and the other has more hits, or as many and a higher p-value (or the same
+    p-value and a lower index)."""
+    redundant = np.zeros(len(params), dtype=bool)
     if len(params) < 2:
-        return shorter
+        return redundant
     direction = np.column_stack((np.cos(params[:, 2]), np.sin(params[:, 2]), params[:, 3]))
     pairs = cKDTree(direction).query_pairs(DIRECTION_WINDOW, output_type="ndarray")
     first, second = pairs[:, 0], pairs[:, 1]
-    unequal = n_hits[first] != n_hits[second]
-    first, second = first[unequal], second[unequal]
     difference = params[first] - params[second]
     difference[:, 2] = (difference[:, 2] + np.pi) % (2.0 * np.pi) - np.pi
     agree = chi2_of(difference, cov[first] + cov[second]) < max_chi2
     first, second = first[agree], second[agree]
-    shorter[np.where(n_hits[first] < n_hits[second], first, second)] = True
-    return shorter
+    same_hits, same_pvalue = n_hits[first] == n_hits[second], pvalue[first] == pvalue[second]
+    first_worse = (n_hits[first] < n_hits[second]) | (same_hits & (pvalue[first] < pvalue[second]))
+    first_worse |= same_hits & same_pvalue & (first > second)
+    redundant[np.where(first_worse, first, second)] = True
+    return redundant
 
 
 def chi2_of(difference: np.ndarray, cov: np.ndarray) -> np.ndarray:
