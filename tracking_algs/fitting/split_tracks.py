@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from tracking_algs.fitting.helix import wrap_angle
+
 #: Largest difference of the perigee direction (cos φ, sin φ, θ) between two tracks tried as pieces of one helix: a
 #: preselection far wider than the direction errors of a 5-hit track (a few mrad)
 DIRECTION_WINDOW = 0.05
@@ -35,7 +37,7 @@ def redundant_pieces(
     pairs = cKDTree(direction).query_pairs(DIRECTION_WINDOW, output_type="ndarray")
     first, second = pairs[:, 0], pairs[:, 1]
     difference = params[first] - params[second]
-    difference[:, 2] = (difference[:, 2] + np.pi) % (2.0 * np.pi) - np.pi
+    difference[:, 2] = wrap_angle(difference[:, 2])
     agree = chi2_of(difference, cov[first] + cov[second]) < max_chi2
     first, second = first[agree], second[agree]
     same_hits, same_pvalue = n_hits[first] == n_hits[second], pvalue[first] == pvalue[second]
