@@ -110,7 +110,7 @@ class KalmanFitter:
         workers = self._workers_for(len(track_ids))
         if workers is not None:
             try:
-                return workers.fit(spacepoints, candidates)
+                return workers.fit(spacepoints, candidates, track_ids, np.diff(offsets))
             except WorkerStopped:
                 self.close()  # the next event starts new workers
                 raise
@@ -209,9 +209,8 @@ class KalmanFitter:
         chosen = passed[np.unique(track[passed], return_index=True)[1]]
         out.take(track[chosen], tried, chosen)
         out.outlier[_track_hits(track[chosen], offsets, ordered)] = True
-        out.outlier[ordered[slots[_track_hits(chosen, variant_offsets, np.arange(n_slots))]]] = tried.outlier[
-            _track_hits(chosen, variant_offsets, np.arange(n_slots))
-        ]
+        chosen_slots = _track_hits(chosen, variant_offsets, np.arange(n_slots))
+        out.outlier[ordered[slots[chosen_slots]]] = tried.outlier[chosen_slots]
 
     def _hit_table(self, spacepoints: Spacepoints, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Per-hit surface and measurement arrays for spacepoint ``rows``; bad input raises FittingError."""

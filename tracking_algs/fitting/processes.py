@@ -80,10 +80,12 @@ class FitWorkers:
         with _single_threaded_children():  # the workers start at the first task
             list(self._pool.map(_started, range(processes)))
 
-    def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
-        """The fit of every candidate, its tracks shared out over the workers."""
+    def fit(
+        self, spacepoints: Spacepoints, candidates: TrackCandidates, track_ids: np.ndarray, counts: np.ndarray
+    ) -> FitResults:
+        """The fit of every candidate (the tracks ``track_ids`` [T], of ``counts`` [T] hits), its tracks shared out
+        over the workers."""
         labels = candidates.labels
-        track_ids, counts = np.unique(labels[labels >= 0], return_counts=True)
         longest_first = track_ids[np.argsort(-counts, kind="stable")]
         shares = [longest_first[k :: self.processes] for k in range(self.processes)]
         share_labels = [np.where(np.isin(labels, share), labels, -1) for share in shares if len(share)]
