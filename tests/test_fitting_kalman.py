@@ -7,13 +7,14 @@ import multiprocessing
 import os
 import signal
 
+import attrs
 import numpy as np
 import pytest
 from helix_tracks import helix_tracks
 
 from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
-from tracking_algs.fitting import FitStatus, KalmanConfig, KalmanFitter
+from tracking_algs.fitting import FitStatus, KalmanConfig, KalmanFitter, TrackSelection
 from tracking_algs.geometry import HELIX_CONSTANT, Detector, Surface, trackml_detector
 from tracking_algs.performance.truth_perigee import truth_perigee
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -208,6 +209,45 @@ def test_track_with_foreign_hits_at_one_end_is_trimmed_to_the_fit_without_them(e
     np.testing.assert_allclose(trimmed.params[same], without.params[same], rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(trimmed.chi2[same], without.chi2[same], rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(trimmed.n_hits, without.n_hits)
+
+
+def test_trimmed_variants_too_short_to_be_written_are_not_fitted_and_no_written_track_changes():
+    """Tracks of 6 to 10 hits whose first three hits are another particle's (moved by 5 mm).  With
+    ``min_trimmed_hits`` 3 the short tracks are saved as fits of 3 or 4 hits, which the track selection drops; with
+    the default, 5, those variants are not fitted, no fit keeps fewer than 5 hits after trimming, and the selection
+    keeps exactly the same tracks with the same fits and hits."""
+    tracks = _clean_tracks(300, seed=12)
+    sp, labels = tracks.spacepoints, tracks.candidates.labels
+    distance = sp.x**2 + sp.y**2 + sp.z**2
+    rng = np.random.default_rng(12)
+    dropped, moved = [], []
+    for rows in map(np.flatnonzero, labels == np.unique(labels)[:, None]):
+        rows = rows[np.argsort(distance[rows])]
+        keep = rng.integers(6, 11)
+        dropped.extend(rows[keep:])
+        moved.extend(rows[:3])
+    phi = np.arctan2(sp.y, sp.x)
+    shift = np.where(np.isin(np.arange(len(sp)), moved), 5.0, 0.0)
+    foreign = Spacepoints(hit_id=sp.hit_id, x=sp.x - shift * np.sin(phi), y=sp.y + shift * np.cos(phi),
+                          z=sp.z + shift, volume_id=sp.volume_id, layer_id=sp.layer_id, module_id=sp.module_id,
+                          sigma=sp.sigma)  # fmt: skip
+    keep = ~np.isin(np.arange(len(sp)), dropped)
+    spacepoints, candidates = foreign.take(keep), TrackCandidates(labels[keep])
+    every_variant = KalmanFitter(DETECTOR, KalmanConfig(min_trimmed_hits=3)).fit(spacepoints, candidates)
+    writable_variants = KalmanFitter(DETECTOR).fit(spacepoints, candidates)
+
+    changed = (writable_variants.n_hits != every_variant.n_hits) | (writable_variants.pvalue != every_variant.pvalue)
+    assert changed.sum() >= 20
+    # every fit that changed was saved by a variant too short to be written, and is not saved or as short now
+    assert (every_variant.ok & (every_variant.pvalue >= 1e-3) & (every_variant.n_hits < 5))[changed].all()
+    assert ((writable_variants.pvalue < 1e-3) | (writable_variants.n_hits < 5))[changed].all()
+    selection = TrackSelection()
+    written_labels, written = selection.apply(candidates, every_variant)
+    same_labels, same = selection.apply(candidates, writable_variants)
+    assert len(written) >= 100
+    np.testing.assert_array_equal(same_labels.labels, written_labels.labels)
+    for column in attrs.fields(type(written)):
+        np.testing.assert_array_equal(getattr(same, column.name), getattr(written, column.name), err_msg=column.name)
 
 
 def test_a_track_trimming_cannot_save_keeps_its_first_fit():

@@ -19,6 +19,11 @@ class KalmanConfig:
       most hits (the trimmed hits become outliers); a track that never passes keeps its first fit.  In dense events
       the track building can start a track of the outer layers on another particle's inner hits, or end it on a
       neighbour's outer hits, which drag the seed so far that the outlier rejection removes the wrong hits;
+    - ``min_trimmed_hits``: the trimmed variants with fewer hits than this are not fitted, and a variant whose next
+      outlier refit would leave fewer fails there.  The default, 5, is the fewest hits a written track holds
+      (``[fitting.selection] min_hits``): such a variant could only end as a fit the selection drops, so leaving it
+      out changes no written track and saves the fits of the tracks no variant saves (most of the fakes of a dense
+      event);
     - ``min_hits``: tracks with fewer usable hits get status ``TOO_FEW_HITS``;
     - ``seed_cov_inflation``: the seed covariance of direction and q/p is multiplied by this (the seed reuses the
       fitted hits);
@@ -51,6 +56,7 @@ class KalmanConfig:
     outlier_chi2_cut_2d: float = attrs.field(default=13.82, validator=v.gt(0.0))
     max_outlier_refits: int = attrs.field(default=3, validator=v.ge(0))
     max_trimmed_hits: int = attrs.field(default=3, validator=v.ge(0))
+    min_trimmed_hits: int = attrs.field(default=5, validator=v.ge(3))
     trim_below_pvalue: float = attrs.field(default=1e-3, validator=[v.ge(0.0), v.le(1.0)])
     min_hits: int = attrs.field(default=3, validator=v.ge(3))
     seed_cov_inflation: float = attrs.field(default=100.0, validator=v.gt(0.0))

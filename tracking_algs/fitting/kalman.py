@@ -24,7 +24,8 @@ or four hits behind it, a prediction that is off by a legitimate 2-3 σ rejects 
 
 A track whose fit failed, or whose p-value still fails afterwards, is refitted without its first hit, without its
 last, its first two, its last two, ... (up to ``max_trimmed_hits`` at either end), and takes the passing fit that
-keeps the most hits: where the track building started a track on another particle's inner hits, or ended it on a
+keeps the most hits (a variant that would keep fewer than ``min_trimmed_hits``, the fewest a written track holds,
+is not fitted): where the track building started a track on another particle's inner hits, or ended it on a
 neighbour's outer ones, those drag the seed so far that the outlier refits remove the track's own hits instead.
 
 With ``processes`` other than 1, an event's tracks are shared out over worker processes
@@ -127,7 +128,8 @@ class KalmanFitter:
         out = _Output(n_tracks, len(rows))
         removed = np.zeros(len(rows), dtype=bool)  # hits (rows of `hits`) dropped as outliers
         refits = np.zeros(n_tracks, dtype=np.int64)  # outliers removed so far, per track
-        self._fit_tracks(np.argsort(counts, kind="stable"), offsets, ordered, hits, removed, refits, out)
+        self._fit_tracks(np.argsort(counts, kind="stable"), offsets, ordered, hits, removed, refits, out,
+                         self.config.min_hits)  # fmt: skip
         self._trim_failed(offsets, ordered, hits, out)
         return out.results(track_ids, offsets, rows)
 
@@ -162,33 +164,37 @@ class KalmanFitter:
             self._workers = FitWorkers(alone, processes)
         return self._workers
 
-    def _fit_tracks(self, todo, offsets, ordered, hits, removed, refits: np.ndarray, out: _Output) -> None:
-        """Fit the tracks ``todo`` (in that order, in batches) with their outlier refits."""
+    def _fit_tracks(
+        self, todo, offsets, ordered, hits, removed, refits: np.ndarray, out: _Output, fewest_hits: int
+    ) -> None:
+        """Fit the tracks ``todo`` (in that order, in batches) with their outlier refits; a track whose refit would
+        leave fewer than ``fewest_hits`` hits fails (see :meth:`_fit_batch`)."""
         # the few tracks of a batch that lose an outlier are refitted with the next batch (a pass of a few tracks
         # costs the fixed overhead of a whole one), the last batch's in passes of their own
         pending = todo[:0]
         for start in range(0, len(todo), self.config.batch_size):
             batch = np.concatenate((pending, todo[start : start + self.config.batch_size]))
-            pending = self._fit_batch(batch, offsets, ordered, hits, removed, refits, out)
+            pending = self._fit_batch(batch, offsets, ordered, hits, removed, refits, out, fewest_hits)
         while len(pending):
-            pending = self._fit_batch(pending, offsets, ordered, hits, removed, refits, out)
+            pending = self._fit_batch(pending, offsets, ordered, hits, removed, refits, out, fewest_hits)
 
     def _trim_failed(self, offsets, ordered, hits, out: _Output) -> None:
         """Refit the tracks whose fit failed or whose p-value is below ``trim_below_pvalue`` without their first
         hit, without their last, their first two, their last two, ... up to ``max_trimmed_hits`` (in crossing
-        order, outlier refits included); a track takes the passing fit that keeps the most hits (of equals, the
-        first in that order), or keeps its own when none passes.
+        order, outlier refits included; none left with fewer than ``min_trimmed_hits`` hits); a track takes the
+        passing fit that keeps the most hits (of equals, the first in that order), or keeps its own when none passes.
         The trimmed hits count as outliers.  The variants of all the failing tracks are fitted together, in one
         set of batches."""
         config = self.config
         counts = np.diff(offsets)
-        failing = np.flatnonzero((counts > config.min_hits) & (out.pvalue() < config.trim_below_pvalue))
+        fewest_hits = max(config.min_hits, config.min_trimmed_hits)
+        failing = np.flatnonzero((counts > fewest_hits) & (out.pvalue() < config.trim_below_pvalue))
         # variant k · 2 + at_end trims k + 1 hits, from the last hit when at_end; per failing track, in that order
         trims = np.repeat(np.arange(1, config.max_trimmed_hits + 1), 2)
         at_end = np.tile([False, True], config.max_trimmed_hits)
         track = np.repeat(failing, len(trims))
         trim, from_end = np.tile(trims, len(failing)), np.tile(at_end, len(failing))
-        possible = counts[track] - trim >= config.min_hits
+        possible = counts[track] - trim >= fewest_hits
         track, trim, from_end = track[possible], trim[possible], from_end[possible]
         if not len(track):
             return
@@ -202,7 +208,8 @@ class KalmanFitter:
         n_variants, n_slots = len(track), len(slots)
         tried = _Output(n_variants, n_slots)
         self._fit_tracks(np.argsort(variant_counts, kind="stable"), variant_offsets, np.arange(n_slots), variant_hits,
-                         np.zeros(n_slots, dtype=bool), np.zeros(n_variants, dtype=np.int64), tried)  # fmt: skip
+                         np.zeros(n_slots, dtype=bool), np.zeros(n_variants, dtype=np.int64), tried,
+                         fewest_hits)  # fmt: skip
         passed = np.flatnonzero((tried.status == FitStatus.OK) & (tried.pvalue() >= config.trim_below_pvalue))
         # per track, the passing variant that keeps the most hits; of those, the first
         passed = passed[np.lexsort((passed, -tried.n_hits[passed], track[passed]))]
@@ -281,10 +288,13 @@ class KalmanFitter:
             "distance": np.einsum("ni,ni->n", xyz, xyz),
         }
 
-    def _fit_batch(self, tracks, offsets, ordered, hits, removed, refits: np.ndarray, out: _Output) -> np.ndarray:
+    def _fit_batch(
+        self, tracks, offsets, ordered, hits, removed, refits: np.ndarray, out: _Output, fewest_hits: int
+    ) -> np.ndarray:
         """Fit ``tracks`` (indices into the candidate groups) without their ``removed`` hits; store the finished
         ones and return those to refit (fewer than ``max_outlier_refits`` outliers removed so far, counted in
-        ``refits``), with their worst outlier marked in ``removed``."""
+        ``refits``), with their worst outlier marked in ``removed``.  A track whose refit would leave fewer than
+        ``fewest_hits`` hits (above ``min_hits``) is not refitted: it ends with status ``TOO_FEW_HITS``."""
         config = self.config
         starts, counts = offsets[tracks], offsets[tracks + 1] - offsets[tracks]
         length = int(counts.max(initial=0))
@@ -304,6 +314,9 @@ class KalmanFitter:
             & (kept.sum(axis=1) > config.min_hits)
             & (refits[tracks] < config.max_outlier_refits)
         )
+        too_few = refit & (kept.sum(axis=1) <= fewest_hits)
+        status[too_few] = FitStatus.TOO_FEW_HITS
+        refit &= ~too_few
         done = ~refit
         out.store(tracks[done], hit_index[done], kept[done], used[done], status[done],
                   *(column[done] for column in fit))  # fmt: skip
