@@ -7,7 +7,8 @@ Samples:
 - **real**: the events of ``../shared/trackml/full`` (about 100 000 hits, 15 % noise), read with the real
   ``detectors.csv``, with ``configs/trackml.toml`` (the models trained on the module simulation, the solenoid, the
   fit shared out over worker processes), and again with the fit in the job's own process
-  (``fitting.kalman.processes = 1``);
+  (``fitting.kalman.processes = 1``), and so once more fitting every trimmed variant, those too short to be
+  written as well (``fitting.kalman.min_trimmed_hits = 3``; the same written tracks);
 - **simulation on modules**: held-out pile-up-200 events on the built-in TrackML modules in the solenoid, with
   ``configs/trackml.toml``;
 - **simulation on cylinders**: held-out pile-up-200 events of the default simulation, with
@@ -80,6 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         "real full events, fit in one process": (
             TRACKML_CONFIG,
             [*args.overrides, f"detector.file='{real_detectors}'", "fitting.kalman.processes=1"],
+            real_events,
+        ),
+        "real full events, fit in one process, every trimmed variant": (
+            TRACKML_CONFIG,
+            [
+                *args.overrides,
+                f"detector.file='{real_detectors}'",
+                "fitting.kalman.processes=1",
+                "fitting.kalman.min_trimmed_hits=3",
+            ],
             real_events,
         ),
         "simulation on modules, pile-up 200": (
