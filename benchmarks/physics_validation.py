@@ -1,11 +1,12 @@
 """Physics validation of the track finder on held-out simulated events (seeds ≥ 1 000 000, never used in
 training): track efficiency (pT > 1 and > 0.5 GeV), fake and duplicate rates (the project's double-majority
-matching), edge efficiency/purity after each stage, at several pile-ups; the candidates as built and, after the
-Kalman fit, the tracks the default track selection keeps (``--no-fit`` skips the fit).
+matching), edge efficiency/purity after each stage, the pT > 1 GeV efficiency of the particles from the beam line
+and of the secondaries (produced 1 mm or more from the z axis) apart, at several pile-ups; the candidates as built
+and, after the Kalman fit, the tracks the default track selection keeps (``--no-fit`` skips the fit).
 
     .venv/bin/python benchmarks/physics_validation.py [--model-dir DIR] [--events 3] [--pileups 0 20 200]
         [--geometry cylinders|modules] [--field uniform|solenoid] [--filter-cut C] [--gnn-cut C] [--overlap-mm MM]
-        [--link-overlaps] [--energy-loss]
+        [--max-z0-mm MM] [--link-overlaps] [--energy-loss]
 
 ``--geometry modules`` simulates the held-out events on the TrackML module layout (overlapping modules, TrackML
 noise, secondaries) and fits on the module planes; ``--field solenoid`` simulates and fits in the solenoid
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--filter-cut", type=float, default=0.0, help="filter cut (0: the model card's)")
     parser.add_argument("--overlap-mm", type=float, default=OVERLAP_MM,
                         help="max_overlap_mm of the pair cuts and the building (0: no overlap rules)")  # fmt: skip
+    parser.add_argument("--max-z0-mm", type=float, default=PairCuts().max_z0_mm,
+                        help="max_z0_mm of the pair cuts (0: no cut on z0)")  # fmt: skip
     parser.add_argument("--link-overlaps", action="store_true", help="building.link_overlaps on")
     parser.add_argument("--geometry", choices=typing.get_args(typing.get_type_hints(SimulationConfig)["geometry"]),
                         default=SimulationConfig().geometry, help="simulation of the held-out events")  # fmt: skip
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seed {args.seed} is a training seed; held-out seeds are ≥ {VALIDATION_SEED_MIN}")
     building = BuildingConfig(method=args.building, min_hits=args.min_hits, max_overlap_mm=args.overlap_mm,
                               link_overlaps=args.link_overlaps)  # fmt: skip
-    graph = GraphConfig(cuts=PairCuts(max_overlap_mm=args.overlap_mm))
+    graph = GraphConfig(cuts=PairCuts(max_overlap_mm=args.overlap_mm, max_z0_mm=args.max_z0_mm))
     config = FindingConfig(model_dir=args.model_dir, building=building, gnn=GNNConfig(cut=args.gnn_cut),
                            filter=FilterConfig(cut=args.filter_cut), graph=graph)  # fmt: skip
     results, rows = {}, []
@@ -108,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     (ROOT / f"benchmarks/results/{args.output}.json").write_text(json.dumps(output, indent=2))
     header = ("| pile-up | hits/event | eff pT>1 | eff pT>0.5 | fake | duplicate | fit-selected: eff pT>1 | "
               "eff pT>0.5 | fake | duplicate | edge eff all / pT>1 / purity: graph | filter | GNN | "
-              "fit-selected fakes that are fragments |\n"
-              f"|{'---|' * 14}\n")  # fmt: skip
+              "fit-selected fakes that are fragments | eff pT>1 from the beam line / of secondaries |\n"
+              f"|{'---|' * 15}\n")  # fmt: skip
     (ROOT / f"benchmarks/results/{args.output}.md").write_text(header + "\n".join(rows) + "\n")
     print(header + "\n".join(rows))
     return 0
@@ -136,7 +139,22 @@ def _row(pileup: float, summary: dict) -> str:
     rates = [_rates(summary[key]) if key in summary else "– | – | – | –" for key in ("tracks", "selected")]
     written = summary.get("selected", {}).get("pt>1", {})
     fragments = f"{written['n_fragment']} / {written['n_fake']}" if written else "–"
-    return f"| {pileup:g} | {summary['mean_spacepoints']:.0f} | {rates[0]} | {rates[1]} | {stage} | {fragments} |"
+    origin = _origin(summary["by_origin_pt>1"])
+    return (f"| {pileup:g} | {summary['mean_spacepoints']:.0f} | {rates[0]} | {rates[1]} | {stage} | {fragments} | "
+            f"{origin} |")  # fmt: skip
+
+
+def _origin(by_origin: dict) -> str:
+    """Efficiency of the particles from the beam line and of the secondaries (of how many), candidates and, when
+    fitted, → written tracks."""
+
+    def groups(split: dict) -> str:
+        return " / ".join(
+            f"{part['efficiency']:.4f} ({part['n_selected']})" if part["efficiency"] is not None else "–"
+            for part in split.values()
+        )
+
+    return " → ".join(groups(by_origin[key]) for key in ("tracks", "selected") if key in by_origin)
 
 
 def _rates(tracks: dict) -> str:

@@ -14,7 +14,7 @@ from tracking_algs.finding.training import VALIDATION_SEED_MIN
 from tracking_algs.finding.validation import evaluate
 from tracking_algs.job_options import JobOptions, local_finder
 from tracking_algs.performance import ParticleSelection, edge_metrics, match_tracks, truth_graph
-from tracking_algs.performance.lookup import hit_particle_pt
+from tracking_algs.performance.lookup import hit_particle_pt, particle_rows
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 SEED = VALIDATION_SEED_MIN + 77
@@ -143,3 +143,21 @@ def test_evaluate_reports_the_edges_of_fast_particles_apart(finder, event):
     assert graph["efficiency"] < graph["efficiency_pt>1"]
     for stage in ("filter", "gnn"):
         assert summary["edges"][stage]["efficiency_pt>1"] <= graph["efficiency_pt>1"]
+
+
+def test_evaluate_splits_the_efficiency_into_particles_from_the_beam_line_and_secondaries(finder):
+    """A module-simulation event (which has secondaries): the two groups add up to the particles above 1 GeV, and
+    the secondaries are the selected particles produced at least 1 mm from the z axis."""
+    event = simulate_event(SimulationConfig(geometry="modules", pileup=5.0), SEED, 1)
+    summary = evaluate(finder, [event])
+    split = summary["by_origin_pt>1"]["tracks"]
+    total = summary["tracks"]["pt>1"]
+    for count in ("n_selected", "n_matched"):
+        assert split["beam_line"][count] + split["secondary"][count] == total[count]
+    particles = event.particles
+    hits = np.bincount(particle_rows(particles.particle_id, event.truth.particle_id) + 1, minlength=len(particles) + 1)
+    pt = np.hypot(particles.px, particles.py)
+    eta = np.arcsinh(particles.pz / pt)
+    chosen = (pt > 1.0) & (np.abs(eta) < 4.0) & (hits[1:] >= 5)
+    secondary = np.hypot(particles.vx, particles.vy) >= 1.0
+    assert split["secondary"]["n_selected"] == np.count_nonzero(chosen & secondary) > 0

@@ -13,10 +13,14 @@ from tracking_algs.event import Event
 from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.fitting.selection import TrackSelection
 from tracking_algs.performance import MatchResult, ParticleSelection, edge_counts, match_tracks, truth_graph
-from tracking_algs.performance.lookup import hit_particle_pt
+from tracking_algs.performance.lookup import hit_particle_pt, particle_rows
 
 #: pT thresholds (GeV) the figures are quoted for.
 PT_THRESHOLDS: tuple[float, ...] = (1.0, 0.5)
+#: particles produced at least this far (mm) from the z axis count as secondaries in the split by origin
+SECONDARY_RADIUS_MM = 1.0
+#: the groups of the split by origin
+ORIGINS = ("beam_line", "secondary")
 
 
 def evaluate(
@@ -27,7 +31,8 @@ def evaluate(
 ) -> dict:
     """Run ``finder`` on ``events`` and summarise: per pT threshold the match summary, per stage the
     edge efficiency (of all truth edges, and of those of particles above the first pT threshold) and purity
-    (counts summed over events), and the mean time per stage in ms.  When the finder
+    (counts summed over events), the efficiency above the first pT threshold for the particles from the beam line
+    and for the secondaries apart (``by_origin_pt>1``), and the mean time per stage in ms.  When the finder
     fits, ``"selected"`` holds the match summaries of the tracks ``track_selection`` (default: the defaults)
     keeps.
 
@@ -38,6 +43,7 @@ def evaluate(
     matches: dict[float, list[MatchResult]] = {pt: [] for pt in PT_THRESHOLDS}
     selected: dict[float, list[MatchResult]] = {pt: [] for pt in PT_THRESHOLDS}
     counts: dict[str, np.ndarray] = {}
+    origin_counts: dict[str, np.ndarray] = {}
     timing: dict[str, list[float]] = {}
     n_hits = []
     for event in events:
@@ -49,6 +55,10 @@ def evaluate(
             matches[pt].append(match_tracks(event, result.candidates, chosen))
             if kept is not None:
                 selected[pt].append(match_tracks(event, kept, chosen))
+        for key, results in (("tracks", matches), ("selected", selected)):
+            if results[PT_THRESHOLDS[0]]:
+                found_by_origin = _origin_counts(event, results[PT_THRESHOLDS[0]][-1])
+                origin_counts[key] = origin_counts.get(key, np.zeros((2, 2), np.int64)) + found_by_origin
         truth = truth_graph(event)
         fast = truth[:, hit_particle_pt(event)[truth[0]] > PT_THRESHOLDS[0]]
         for stage, edges in result.edges.items():
@@ -59,15 +69,38 @@ def evaluate(
     combined = {pt: MatchResult.combine(results) for pt, results in matches.items()}
     selected_combined = {pt: MatchResult.combine(results) for pt, results in selected.items() if results}
     fitted = {f"pt>{pt:g}": result.summary() for pt, result in selected_combined.items()}
+    by_origin = {"tracks": _origin_summary(origin_counts["tracks"])}
+    if "selected" in origin_counts:
+        by_origin["selected"] = _origin_summary(origin_counts["selected"])
     return {
         "events": len(n_hits),
         "mean_spacepoints": float(np.mean(n_hits)) if n_hits else 0.0,
         "tracks": {f"pt>{pt:g}": combined[pt].summary() for pt in PT_THRESHOLDS},
         **({"selected": fitted} if fitted else {}),
+        f"by_origin_pt>{PT_THRESHOLDS[0]:g}": by_origin,
         "edges": {stage: _edge_summary(*c, n_events=len(n_hits)) for stage, c in counts.items()},
         "timing_ms": {stage: float(np.mean(values)) for stage, values in timing.items()},
         "matches": combined,
         **({"selected_matches": selected_combined} if selected_combined else {}),
+    }
+
+
+def _origin_counts(event: Event, match: MatchResult) -> np.ndarray:
+    """[[selected, matched] of the particles from the beam line, [selected, matched] of the secondaries] of
+    ``match`` (a particle is a secondary when produced at least :data:`SECONDARY_RADIUS_MM` from the z axis)."""
+    particles = event.particles
+    rows = particle_rows(particles.particle_id, match.particle_id)
+    secondary = np.hypot(particles.vx[rows], particles.vy[rows]) >= SECONDARY_RADIUS_MM
+    chosen = match.particle_selected
+    return np.array([[np.count_nonzero(chosen & (secondary == group)),
+                      np.count_nonzero(chosen & match.particle_matched & (secondary == group))]
+                     for group in (False, True)])  # fmt: skip
+
+
+def _origin_summary(counts: np.ndarray) -> dict[str, dict[str, Any]]:
+    return {
+        origin: {"n_selected": int(n), "n_matched": int(matched), "efficiency": matched / n if n else None}
+        for origin, (n, matched) in zip(ORIGINS, counts, strict=True)
     }
 
 
