@@ -13,7 +13,7 @@ from tracking_algs.event import Event
 from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.fitting.selection import TrackSelection
 from tracking_algs.performance import MatchResult, ParticleSelection, edge_counts, match_tracks, truth_graph
-from tracking_algs.performance.lookup import hit_particle_pt, particle_rows
+from tracking_algs.performance.lookup import hit_particle_pt
 
 #: pT thresholds (GeV) the figures are quoted for.
 PT_THRESHOLDS: tuple[float, ...] = (1.0, 0.5)
@@ -55,9 +55,11 @@ def evaluate(
             matches[pt].append(match_tracks(event, result.candidates, chosen))
             if kept is not None:
                 selected[pt].append(match_tracks(event, kept, chosen))
-        for key, results in (("tracks", matches), ("selected", selected)):
-            if results[PT_THRESHOLDS[0]]:
-                found_by_origin = _origin_counts(event, results[PT_THRESHOLDS[0]][-1])
+        # row-aligned with the particles table, as the particle columns of every MatchResult of this event are
+        secondary = np.hypot(event.particles.vx, event.particles.vy) >= SECONDARY_RADIUS_MM
+        for key, results in (("tracks", matches[PT_THRESHOLDS[0]]), ("selected", selected[PT_THRESHOLDS[0]])):
+            if results:
+                found_by_origin = _origin_counts(results[-1], secondary)
                 origin_counts[key] = origin_counts.get(key, np.zeros((2, 2), np.int64)) + found_by_origin
         truth = truth_graph(event)
         fast = truth[:, hit_particle_pt(event)[truth[0]] > PT_THRESHOLDS[0]]
@@ -85,12 +87,9 @@ def evaluate(
     }
 
 
-def _origin_counts(event: Event, match: MatchResult) -> np.ndarray:
-    """[[selected, matched] of the particles from the beam line, [selected, matched] of the secondaries] of
-    ``match`` (a particle is a secondary when produced at least :data:`SECONDARY_RADIUS_MM` from the z axis)."""
-    particles = event.particles
-    rows = particle_rows(particles.particle_id, match.particle_id)
-    secondary = np.hypot(particles.vx[rows], particles.vy[rows]) >= SECONDARY_RADIUS_MM
+def _origin_counts(match: MatchResult, secondary: np.ndarray) -> np.ndarray:
+    """[[selected, matched] of the particles from the beam line, [selected, matched] of the ``secondary`` ones (mask
+    over ``match``'s particles)] of ``match``."""
     chosen = match.particle_selected
     return np.array([[np.count_nonzero(chosen & (secondary == group)),
                       np.count_nonzero(chosen & match.particle_matched & (secondary == group))]

@@ -308,13 +308,14 @@ class KalmanFitter:
                        config.outlier_chi2_cut_1d)  # fmt: skip
         ratio = np.where(kept, hit_chi2 / cut, 0.0)
         worst = np.argmax(ratio, axis=1)
+        n_kept = kept.sum(axis=1)
         refit = (
             (status == FitStatus.OK)
             & (ratio[np.arange(len(tracks)), worst] > 1.0)
-            & (kept.sum(axis=1) > config.min_hits)
+            & (n_kept > config.min_hits)
             & (refits[tracks] < config.max_outlier_refits)
         )
-        too_few = refit & (kept.sum(axis=1) <= fewest_hits)
+        too_few = refit & (n_kept <= fewest_hits)
         status[too_few] = FitStatus.TOO_FEW_HITS
         refit &= ~too_few
         done = ~refit
