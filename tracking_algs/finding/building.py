@@ -30,6 +30,7 @@ from inference_iface.cores import usable_cores
 from tracking_algs.cores import core_slices, map_on_cores
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.finding.config import BuildingConfig
+from tracking_algs.ranges import concatenated_ranges, ranks_within
 
 #: Width of the change of polar direction between the two edges of a true triplet (rad): a floor for the hit
 #: resolution, and a term that grows with the curvature (per metre) for multiple scattering
@@ -97,8 +98,7 @@ def edge_triplets(n_nodes: int, edges: np.ndarray) -> tuple[np.ndarray, np.ndarr
     count = np.diff(start)[edges[1]]
     first = np.repeat(np.arange(edges.shape[1]), count)
     # slot t of ``order``: the start of e's successors there, plus t's rank among e's triplets
-    slot = np.arange(len(first)) + np.repeat(start[edges[1]] - (np.cumsum(count) - count), count)
-    return first, order[slot]
+    return first, order[concatenated_ranges(start[edges[1]], count)]
 
 
 def overlap_triplets(n_nodes: int, edges: np.ndarray, overlaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +113,7 @@ def overlap_triplets(n_nodes: int, edges: np.ndarray, overlaps: np.ndarray) -> t
     n_in, n_out = np.diff(arriving_start)[a], np.diff(leaving_start)[b]
     count = n_in * n_out
     pair = np.repeat(np.arange(len(a)), count)
-    offset = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    offset = ranks_within(count)
     i, j = np.divmod(offset, np.maximum(n_out[pair], 1))
     return arriving[arriving_start[a[pair]] + i], leaving[leaving_start[b[pair]] + j]
 
@@ -262,7 +262,7 @@ def _with_overlap_hits(
     start = np.searchsorted(ends[by_end], np.arange(len(labels) + 1))
     count = np.diff(start)[partner]
     offer = np.repeat(np.arange(len(hit)), count)  # each offer with each edge of the candidate at its partner
-    slot = np.arange(len(offer)) - np.repeat(np.cumsum(count) - count, count) + start[partner[offer]]
+    slot = concatenated_ranges(start[partner], count)
     far = other[by_end[slot]]
     distance = spacepoints.distance
     track_edge = np.stack((partner[offer], far))

@@ -61,6 +61,7 @@ from tracking_algs.fitting.seeding import seed_parameters
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import MagneticField, UniformField
 from tracking_algs.modules import ModuleGeometry
+from tracking_algs.ranges import concatenated_ranges
 
 #: the per-track columns of :class:`_Output`
 _TRACK_COLUMNS = ("params", "cov", "chi2", "ndf", "status", "n_hits")
@@ -68,9 +69,7 @@ _TRACK_COLUMNS = ("params", "cov", "chi2", "ndf", "status", "n_hits")
 
 def _track_hits(tracks: np.ndarray, offsets: np.ndarray, ordered: np.ndarray) -> np.ndarray:
     """The hits (rows of the hit table) of ``tracks``, track by track in crossing order."""
-    counts = offsets[tracks + 1] - offsets[tracks]
-    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    return ordered[np.repeat(offsets[tracks], counts) + within]
+    return ordered[concatenated_ranges(offsets[tracks], offsets[tracks + 1] - offsets[tracks])]
 
 
 class KalmanFitter:
@@ -201,9 +200,8 @@ class KalmanFitter:
         # each variant's hits: its track's, in crossing order, less the trimmed ones
         variant_counts = counts[track] - trim
         variant_offsets = np.concatenate(([0], np.cumsum(variant_counts)))
-        within = np.arange(variant_offsets[-1]) - np.repeat(variant_offsets[:-1], variant_counts)
         skipped = np.where(from_end, 0, trim)
-        slots = np.repeat(offsets[track] + skipped, variant_counts) + within
+        slots = concatenated_ranges(offsets[track] + skipped, variant_counts)
         variant_hits = {name: column[ordered[slots]] for name, column in hits.items()}
         n_variants, n_slots = len(track), len(slots)
         tried = _Output(n_variants, n_slots)

@@ -24,6 +24,7 @@ from tracking_algs.fitting.stacked import transport_sandwich
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import MagneticField
 from tracking_algs.modules import ModuleGeometry
+from tracking_algs.ranges import concatenated_ranges
 
 #: surfaces closer than this (mm, in r for cylinders, in z for disks) to a segment's end are its end surfaces
 END_TOLERANCE_MM = 1.0
@@ -149,7 +150,7 @@ def _crossed(table: _SurfaceTable, u_start, v_start, u_end, v_end, end_layers):
     first = np.searchsorted(table.position, low, side="left")
     count = np.maximum(np.searchsorted(table.position, high, side="right") - first, 0)
     segment = np.repeat(np.arange(len(u_start)), count)
-    surface = first[segment] + np.arange(len(segment)) - np.repeat(np.cumsum(count) - count, count)
+    surface = concatenated_ranges(first, count)
     position = table.position[surface]
     along = (position - u_start[segment]) / (u_end[segment] - u_start[segment])
     v = v_start[segment] + along * (v_end[segment] - v_start[segment])

@@ -27,6 +27,7 @@ import numpy as np
 from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.results import FitResults
+from tracking_algs.ranges import concatenated_ranges
 
 if TYPE_CHECKING:
     from tracking_algs.fitting.hook import TrackFitter
@@ -111,7 +112,7 @@ def merged(parts: Sequence[FitResults]) -> FitResults:
     starts = np.concatenate([part.hit_offsets[:-1] + base for part, base in zip(parts, hit_base, strict=True)])
     counts = np.concatenate([np.diff(part.hit_offsets) for part in parts])[order]
     offsets = np.concatenate(([0], np.cumsum(counts)))
-    hits = np.repeat(starts[order], counts) + np.arange(offsets[-1]) - np.repeat(offsets[:-1], counts)
+    hits = concatenated_ranges(starts[order], counts)
 
     def joined(name: str) -> np.ndarray:
         return np.concatenate([getattr(part, name) for part in parts])

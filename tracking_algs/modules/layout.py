@@ -32,6 +32,7 @@ import numpy as np
 
 from inference_iface.options import load_toml, structure
 from tracking_algs.modules.geometry import ModuleGeometry
+from tracking_algs.ranges import ranks_within
 
 #: The TrackML detector's per-layer module description, shipped with the package.
 TRACKML_MODULES_TOML = Path(__file__).resolve().parent.parent / "detectors" / "trackml_modules.toml"
@@ -149,7 +150,7 @@ def _barrel(layer: BarrelLayer) -> dict[str, np.ndarray]:
 def _endcap(layer: EndcapLayer) -> dict[str, np.ndarray]:
     counts = np.array([each.n_phi for each in layer.rings])
     ring = np.repeat(np.arange(len(counts)), counts)
-    k = np.arange(len(ring)) - np.repeat(np.cumsum(counts) - counts, counts)
+    k = ranks_within(counts)
     phi_deg = np.array([each.phi_first_deg for each in layer.rings])[ring] + k * 360.0 / counts[ring]
     if layer.ring_order:  # the n-th module of the ids is module k of ring_order[n], k its earlier occurrences
         sequence = np.frombuffer(layer.ring_order.encode("ascii"), dtype=np.uint8).astype(np.int64) - ord("0")

@@ -22,6 +22,7 @@ import attrs
 import numpy as np
 
 from tracking_algs.modules import ModuleGeometry
+from tracking_algs.ranges import ranks_within
 from tracking_algs.simulation.module_navigation import MIN_COS_INCIDENCE
 
 
@@ -101,7 +102,7 @@ def _cells_crossed(
     t, segment = [np.zeros(n)], [np.arange(n)]
     for axis in (0, 1):
         edge_of = np.repeat(np.arange(n), steps[:, axis])
-        k = np.arange(len(edge_of)) - np.repeat(np.cumsum(steps[:, axis]) - steps[:, axis], steps[:, axis])
+        k = ranks_within(steps[:, axis])
         edge = low[edge_of, axis] + (np.minimum(first, last)[edge_of, axis] + 1 + k) * pitch[edge_of, axis]
         t.append((edge - start[edge_of, axis]) / (end[edge_of, axis] - start[edge_of, axis]))
         segment.append(edge_of)

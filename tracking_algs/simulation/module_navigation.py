@@ -32,6 +32,7 @@ from tracking_algs.event import Columns
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import MagneticField
 from tracking_algs.modules import ModuleGeometry, trackml_modules
+from tracking_algs.ranges import ranks_within
 from tracking_algs.simulation.propagation import (
     HelixFrame,
     chord,
@@ -171,7 +172,7 @@ class ModuleLayers:
             n_i, n_j = high - low + 1, a_high - a_low + 1
             per_module = n_i * n_j
             module = np.repeat(np.arange(len(rows)), per_module)
-            within = np.arange(per_module.sum()) - np.repeat(np.cumsum(per_module) - per_module, per_module)
+            within = ranks_within(per_module)
             i = np.mod(low[module] + within // n_j[module], n_phi[layer])
             j = a_low[module] + within % n_j[module]
             entries_bin.append(offset[layer] + i * n_along[layer] + j)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tracking_algs.ranges import ranks_within
 from tracking_algs.simulation.config import SimulationConfig
 from tracking_algs.simulation.generator import PARTICLE_ID_SHIFT, SimParticles, sample_minimum_bias_pt
 
@@ -49,7 +50,7 @@ def generate_photons(rng: np.random.Generator, charged: SimParticles, config: Si
     pt = rng.uniform(size=n) * sample_minimum_bias_pt(rng, n, config)
     eta = rng.uniform(-config.eta_max, config.eta_max, size=n)
     phi = rng.uniform(-np.pi, np.pi, size=n)
-    index = np.arange(n) - np.repeat(np.cumsum(n_photons) - n_photons, n_photons)
+    index = ranks_within(n_photons)
     particle_id = (1 << PHOTON_BIT) | ((interaction + 1) << PARTICLE_ID_SHIFT) | (index + 1)
     vertex = charged.vertex[np.searchsorted(charged.interaction, interaction)]
     momentum = np.column_stack((pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)))
