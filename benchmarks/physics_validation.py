@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-z0-mm", type=float, default=PairCuts().max_z0_mm,
                         help="max_z0_mm of the pair cuts (0: no cut on z0)")  # fmt: skip
     parser.add_argument("--link-overlaps", action="store_true", help="building.link_overlaps on")
+    parser.add_argument("--score-weight", type=float, default=BuildingConfig().score_weight,
+                        help="building.score_weight (0: links chosen by their geometry alone)")  # fmt: skip
     parser.add_argument("--geometry", choices=typing.get_args(typing.get_type_hints(SimulationConfig)["geometry"]),
                         default=SimulationConfig().geometry, help="simulation of the held-out events")  # fmt: skip
     parser.add_argument("--field", choices=("uniform", "solenoid"), default="uniform",
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed < VALIDATION_SEED_MIN:
         parser.error(f"--seed {args.seed} is a training seed; held-out seeds are ≥ {VALIDATION_SEED_MIN}")
     building = BuildingConfig(method=args.building, min_hits=args.min_hits, max_overlap_mm=args.overlap_mm,
-                              link_overlaps=args.link_overlaps)  # fmt: skip
+                              link_overlaps=args.link_overlaps, score_weight=args.score_weight)  # fmt: skip
     graph = GraphConfig(cuts=PairCuts(max_overlap_mm=args.overlap_mm, max_z0_mm=args.max_z0_mm))
     config = FindingConfig(model_dir=args.model_dir, building=building, gnn=GNNConfig(cut=args.gnn_cut),
                            filter=FilterConfig(cut=args.filter_cut), graph=graph)  # fmt: skip

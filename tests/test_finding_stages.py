@@ -270,6 +270,26 @@ def test_triplets_ignore_an_edge_that_skips_a_hit_of_the_track():
     assert linked < 0.1  # measured 0.016 (at most 0.021 over 20 events)
 
 
+def test_a_score_weight_lets_the_edges_the_gnn_trusts_win_links_that_fit_alike():
+    """A straight track on six layers whose fourth hit lies 0.05 mm off its line, beside a stray hit exactly on the
+    line: by geometry alone the stray hit's edges link best and the track takes it; with a score weight, the
+    track's own edges (score 0.9 against 0.2) win, and the stray hit is left out."""
+    radii = np.array([32.0, 72.0, 116.0, 172.0, 260.0, 360.0])
+    line = np.column_stack((radii, np.zeros(6), radii * 0.5))
+    xyz = np.concatenate((line, line[3:4]))  # the stray hit: row 6, on the line
+    xyz[3, 2] += 0.05
+    own = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    stray = [(2, 6), (6, 4)]
+    edges = np.array(own + stray).T
+    scores = np.array([0.9] * len(own) + [0.2] * len(stray), dtype=np.float32)
+    spacepoints = _spacepoints(xyz)
+
+    geometry = TrackBuilding(BuildingConfig(min_hits=5)).run(spacepoints, edges, scores).labels
+    weighted = TrackBuilding(BuildingConfig(min_hits=5, score_weight=0.2)).run(spacepoints, edges, scores).labels
+    assert geometry.tolist() == [0, 0, 0, -1, 0, 0, 0]
+    assert weighted.tolist() == [0, 0, 0, 0, 0, 0, -1]
+
+
 def test_triplets_drop_chains_shorter_than_min_hits():
     radii = np.array([32.0, 72.0, 116.0, 172.0])
     xyz = np.column_stack((radii, np.zeros(4), radii * 0.5))

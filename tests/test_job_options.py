@@ -77,6 +77,7 @@ def test_a_stage_can_override_the_backend_and_its_options():
         ("inference.onnxruntime.devise=cpu", r"stage 'embedding'.*devise.*valid keys"),
         ("finding.stages.tracking.backend=triton", r"unknown stage\(s\) tracking; valid stages are embedding"),
         ("finding.graph.method=annoy", r"finding"),
+        ("finding.building.score_weight=-0.1", r"score_weight"),
     ],
 )
 def test_bad_options_name_the_key_and_list_the_valid_choices(override, expected):

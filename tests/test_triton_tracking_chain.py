@@ -4,7 +4,9 @@ One server (module scope) serves a repository written by ``trkx repo add-trackin
 neural models on their own (``embedding``, ``filter``, ``gnn``), the ``tracking_ensemble`` ensemble and the
 ``tracking_chain`` Python-backend model. For the same simulated events, every way gives exactly the labels
 of the local :class:`TrackFinder` on ONNX Runtime, and ``trkx run`` writes the same ``tracks.csv`` (and
-``fitted_tracks.csv``) with ``configs/remote_triton.toml`` as with ``configs/local_onnx.toml``.
+``fitted_tracks.csv``) with ``configs/remote_triton.toml`` as with ``configs/local_onnx.toml``.  The building weighs
+the GNN scores (``score_weight``, as ``configs/trackml.toml`` does), so the served scores decide links as the local
+ones do.
 
 The models are the shipped ones when they are in the package, otherwise untrained networks exported with
 the project's exporter (:mod:`finding_models`; the comparison needs real ONNX models, not good ones).
@@ -27,7 +29,7 @@ from backends.triton_server import PYTHON_BACKEND_REGION, TritonServer, TritonSe
 from inference_iface import ConfigError, InputError, ModelError, create_inference
 from inference_iface.shared_memory import names
 from tracking_algs.cli import main
-from tracking_algs.finding.config import FindingConfig
+from tracking_algs.finding.config import BuildingConfig, FindingConfig
 from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES
 from tracking_algs.finding.served import FEATURES, HIT_ID, ServedTrackFinder, chain_inputs
@@ -41,6 +43,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = 2_000_000  # seeds >= 1e6 are never used for training
 EVENTS = 2
 PILEUP = 5.0
+SCORE_WEIGHT = 0.1
+#: the job options of every job here: the same building as the server's
+BUILDING = f"finding.building.score_weight={SCORE_WEIGHT}"
+
+
+def _finding(model_dir: Path) -> FindingConfig:
+    return FindingConfig(model_dir=str(model_dir), building=BuildingConfig(score_weight=SCORE_WEIGHT))
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +60,8 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory, model_dir) -> Path:
     repository = tmp_path_factory.mktemp("tracking_repository")
-    assert main(["repo", "add-tracking", "--repository", str(repository), "--model-dir", str(model_dir)]) == 0
+    assert main(["repo", "add-tracking", "--repository", str(repository), "--model-dir", str(model_dir),
+                 "--set", BUILDING]) == 0  # fmt: skip
     return repository
 
 
@@ -68,7 +78,7 @@ def events():
 
 @pytest.fixture(scope="module")
 def local_results(model_dir, events):
-    with local_finder(FindingConfig(model_dir=str(model_dir))) as finder:
+    with local_finder(_finding(model_dir)) as finder:
         return [finder.find(event.spacepoints) for event in events]
 
 
@@ -103,7 +113,7 @@ def test_repository_holds_the_three_ways(repository, model_dir):
 
 def test_every_stage_on_triton_matches_local(server, model_dir, events, local_results):
     options = {stage: _triton(server, stage) for stage in STAGES}
-    with TrackFinder.from_options(FindingConfig(model_dir=str(model_dir)), options) as finder:
+    with TrackFinder.from_options(_finding(model_dir), options) as finder:
         for event, local in zip(events, local_results, strict=True):
             served = finder.find(event.spacepoints)
             for stage, edges in local.edges.items():
@@ -146,7 +156,7 @@ def test_served_chain_rejects_bad_inputs(server, events):
 
 
 def _run_job(config: str, output: Path, *overrides: str) -> Path:
-    sets = [f"simulation.pileup={PILEUP}", f"job.seed={SEED}", *overrides]
+    sets = [f"simulation.pileup={PILEUP}", f"job.seed={SEED}", BUILDING, *overrides]
     argv = ["run", str(ROOT / "configs" / config), "--simulate", str(EVENTS), "--output", str(output), "--no-progress"]
     assert main(argv + [f"--set={item}" for item in sets]) == 0
     return output
@@ -174,7 +184,7 @@ def test_job_stopped_by_a_dead_server_keeps_its_events_and_resumes(repository, m
     """A server that dies mid-job: the job reports it (exit status 3), writes every file from the events it
     finished, and ``--resume`` against a server on the same address completes with the local results."""
     events, output = 4, tmp_path / "stopped"
-    sets = [f"simulation.pileup={PILEUP}", f"job.seed={SEED}", f"finding.model_dir={model_dir}",
+    sets = [f"simulation.pileup={PILEUP}", f"job.seed={SEED}", f"finding.model_dir={model_dir}", BUILDING,
             "inference.triton.timeout_s=5.0", "inference.triton.retries=0"]  # fmt: skip
     regions_before = names(f"{PYTHON_BACKEND_REGION}*")
     first = TritonServer(TritonServerConfig(repository=str(repository), startup_timeout_s=180)).start()
@@ -205,7 +215,7 @@ def test_job_stopped_by_a_dead_server_keeps_its_events_and_resumes(repository, m
         assert main(argv) == 0
     local = tmp_path / "local"
     argv = ["run", str(ROOT / "configs" / "local_onnx.toml"), "--simulate", str(events), "--output", str(local),
-            "--no-progress", *[f"--set={item}" for item in sets[:3]]]  # fmt: skip
+            "--no-progress", *[f"--set={item}" for item in sets[:4]]]  # fmt: skip
     assert main(argv) == 0
     assert_same_results(output, local)
     assert json.loads((output / "performance.json").read_text())["failed_events"] == []

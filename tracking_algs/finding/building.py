@@ -181,6 +181,8 @@ def triplet_labels(
     bypass_cost: float = 0.0,
     overlap_mm: float = 0.0,
     link_overlaps: bool = False,
+    scores: np.ndarray | None = None,
+    score_weight: float = 0.0,
 ) -> np.ndarray:
     """Track label per spacepoint [N] (-1: none) from chains of mutually best triplet links (see the module doc);
     with ``bridge_cost`` > 0, chains are joined across a missing edge (:func:`_bridged`; also from one module to an
@@ -189,7 +191,8 @@ def triplet_labels(
     between different modules of one layer at most ``overlap_mm`` apart take no links; with ``link_overlaps`` the
     edges on either side link across them (:func:`overlap_triplets`); the hits of overlapping modules that the
     chains leave out are added to the candidates (:func:`_with_overlap_hits`); ``overlap_mm`` 0 treats every edge
-    alike.
+    alike.  With ``score_weight`` > 0, the links are chosen (each edge's best partner, and a shared hit's chain) by
+    the triplet cost plus ``score_weight`` × (−ln score) of both edges (``scores`` [E], the edges' GNN scores).
     """
     overlap = _overlapping(spacepoints, edges, overlap_mm)
     overlaps, edges = edges[:, overlap], edges[:, ~overlap]
@@ -207,6 +210,9 @@ def triplet_labels(
         good &= ~bypassed[first] & ~bypassed[second]
     good = np.flatnonzero(good)
     first, second, cost = first[good], second[good], cost[good]
+    if score_weight > 0 and scores is not None:
+        distrust = -np.log(np.maximum(np.asarray(scores, dtype=np.float64)[~overlap], np.finfo(np.float64).tiny))
+        cost = cost + score_weight * (distrust[first] + distrust[second])
     triplet_keys = first * n_edges + second  # sorted: the triplets come ordered by first, then second edge
     predecessor = _best_partner(second, first, cost, n_edges)
     successor = _best_partner(first, second, cost, n_edges, grouped=True)
@@ -418,7 +424,8 @@ class TrackBuilding:
         if config.method == "triplets":
             bridge_cost = config.max_bridge_cost if config.bridge_gaps else 0.0
             labels = triplet_labels(spacepoints, edges, config.max_triplet_cost, config.min_hits, bridge_cost,
-                                    config.max_bypass_cost, config.max_overlap_mm, config.link_overlaps)  # fmt: skip
+                                    config.max_bypass_cost, config.max_overlap_mm, config.link_overlaps, scores,
+                                    config.score_weight)  # fmt: skip
             return TrackCandidates(labels=labels)
         if config.method == "walkthrough":
             edges = edges[:, best_edges(edges, scores)]

@@ -84,7 +84,11 @@ class BuildingConfig:
     with the shipped cylinder-trained ones, whose GNN keeps many false such edges); a hit it joins to a candidate's
     hit that no link reaches is added to that candidate when it continues the track in that hit's direction; a
     chain ending on one module and another starting on an overlapping module of the same layer may be bridged
-    (``triplets``; 0 treats those edges like any other). The measured effect of each: docs/physics.md."""
+    (``triplets``; 0 treats those edges like any other). With ``score_weight`` > 0 (``triplets``) an edge's GNN score
+    counts when links are chosen: each link costs its triplet mismatch plus ``score_weight`` × (−ln s) for the score
+    s of each of its two edges, so that of two partners that fit alike the edge the GNN trusts more wins; which
+    triplets may link (``max_triplet_cost``, ``max_bypass_cost``) stays a matter of geometry. The measured effect of
+    each: docs/physics.md."""
 
     method: Literal["triplets", "walkthrough", "components"] = "triplets"
     min_hits: int = attrs.field(default=5, validator=v.ge(1))
@@ -94,6 +98,7 @@ class BuildingConfig:
     max_bypass_cost: float = attrs.field(default=9.0, validator=v.ge(0.0))
     max_overlap_mm: float = attrs.field(default=OVERLAP_MM, validator=v.ge(0.0))
     link_overlaps: bool = False
+    score_weight: float = attrs.field(default=0.0, validator=v.ge(0.0))
 
 
 @attrs.frozen(kw_only=True)
