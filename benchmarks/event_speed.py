@@ -6,8 +6,8 @@ Samples:
 
 - **real**: the events of ``../shared/trackml/full`` (about 100 000 hits, 15 % noise), read with the real
   ``detectors.csv``, with ``configs/trackml.toml`` (the models trained on the module simulation, the solenoid, the
-  fit shared out over worker processes), again at GNN cut 0.15 with the links chosen by their geometry alone
-  (``finding.gnn.cut = 0.15``, ``finding.building.score_weight = 0``), with the fit in the job's own process
+  fit shared out over worker processes), again with the links chosen by their geometry alone
+  (``finding.building.score_weight = 0``), with the fit in the job's own process
   (``fitting.kalman.processes = 1``), and so once more fitting every trimmed variant, those too short to be
   written as well (``fitting.kalman.min_trimmed_hits = 3``; the same written tracks);
 - **simulation on modules**: held-out pile-up-200 events on the built-in TrackML modules in the solenoid, with
@@ -79,14 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     real_events = [read_event(full, event_id, modules=modules) for event_id in list_events(full)]
     samples = {
         "real full events": (TRACKML_CONFIG, [*args.overrides, f"detector.file='{real_detectors}'"], real_events),
-        "real full events, GNN cut 0.15, links by geometry alone": (
+        "real full events, links by their geometry alone": (
             TRACKML_CONFIG,
-            [
-                *args.overrides,
-                f"detector.file='{real_detectors}'",
-                "finding.gnn.cut=0.15",
-                "finding.building.score_weight=0",
-            ],
+            [*args.overrides, f"detector.file='{real_detectors}'", "finding.building.score_weight=0"],
             real_events,
         ),
         "real full events, fit in one process": (
