@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import ctypes
 import errno
 import importlib.util
@@ -40,6 +41,7 @@ import time
 import urllib.error
 import urllib.request
 import weakref
+from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
@@ -145,9 +147,22 @@ def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
 
 def free_port(address: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``address`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
+    return free_ports(1, address)[0]
+
+
+def free_ports(count: int, address: str = "127.0.0.1", taken: Iterable[int] = ()) -> list[int]:
+    """``count`` different TCP ports that are free on ``address`` right now, none of them in ``taken``.  The sockets
+    that find them stay bound until all are found: the system hands a port out again as soon as its socket closes,
+    so ports asked for one at a time can repeat."""
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((address, 0))
+            port = sock.getsockname()[1]
+            if port not in taken:
+                ports.append(port)
+        return ports
 
 
 def port_is_free(port: int, address: str = "127.0.0.1") -> bool:
@@ -344,10 +359,11 @@ class TritonServer:
         )
 
     def _pick_ports(self) -> None:
-        address = self.config.address
-        self.grpc_port = self.config.grpc_port or free_port(address)
-        self.http_port = self.config.http_port or free_port(address)
-        self.metrics_port = self.config.metrics_port or free_port(address)
+        """The configured ports, and for those left 0 free ones, all different."""
+        config = self.config
+        configured = (config.grpc_port, config.http_port, config.metrics_port)
+        chosen = iter(free_ports(configured.count(0), config.address, taken=[port for port in configured if port]))
+        self.grpc_port, self.http_port, self.metrics_port = (port or next(chosen) for port in configured)
 
     def command(self, backend_directory: str | Path) -> list[str]:
         """The server's command line."""

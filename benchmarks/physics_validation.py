@@ -42,6 +42,7 @@ from tracking_algs.finding.config import (
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
 from tracking_algs.finding.validation import evaluate, without_matches
 from tracking_algs.fitting import KalmanConfig, KalmanFitter
+from tracking_algs.fitting.selection import TrackSelection
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.job_options import local_finder
 from tracking_algs.magnetic_field import FieldConfig
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the field the held-out events are simulated and fitted in")  # fmt: skip
     parser.add_argument("--energy-loss", action="store_true", help="simulate and fit with the mean energy loss")
     parser.add_argument("--min-hits", type=int, default=BuildingConfig().min_hits, help="shortest candidate kept")
+    parser.add_argument("--merge-split", action="store_true",
+                        help="fitting.selection.merge_split on: split pieces refitted as one track")  # fmt: skip
     parser.add_argument("--output", default="physics_validation", help="name of the results in benchmarks/results")
     parser.add_argument("--no-plots", action="store_true", help="leave docs/plots as they are")
     parser.add_argument("--no-fit", action="store_true", help="candidates only, no fit and no track selection")
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         for pileup in args.pileups:
             simulation = SimulationConfig(geometry=args.geometry, pileup=pileup, energy_loss=args.energy_loss)
             events = (simulate_event(simulation, args.seed, i, field=field) for i in range(args.events))
-            summary = evaluate(finder, events)
+            summary = evaluate(finder, events, track_selection=TrackSelection(merge_split=args.merge_split))
             results[f"pileup_{pileup:g}"] = without_matches(summary)
             if "selected_matches" in summary:
                 results[f"pileup_{pileup:g}"]["fragments"] = fragment_quartiles(summary["selected_matches"][1.0])

@@ -26,7 +26,7 @@ from triton_helpers import build_repository, model_counts, server_regions, wait_
 
 from backends.triton import TritonConfig, TritonInference
 from backends.triton_connection import REGION_PREFIX, is_orphaned, sweep_orphaned_regions
-from backends.triton_server import TritonServer, TritonServerConfig, listening_ports, port_is_free
+from backends.triton_server import TritonServer, TritonServerConfig, free_ports, listening_ports, port_is_free
 from inference_iface import BackendUnavailableError, InputError, ModelError
 
 pytestmark = pytest.mark.server
@@ -219,6 +219,20 @@ def test_listening_ports_and_port_is_free_see_real_listeners(start_server):
         assert mine not in listening_ports(server.process.pid)
         assert not port_is_free(mine)
     assert port_is_free(mine)
+
+
+def test_the_ports_a_server_is_given_are_all_different_and_keep_the_configured_ones(tmp_path):
+    """Ports asked for one at a time can repeat (the system hands a port out again once its socket closes), and a
+    server given the same port twice fails to start; the ports picked together never repeat, nor take a configured
+    port."""
+    ports = free_ports(200)
+    assert len(set(ports)) == 200
+    configured = TritonServer(TritonServerConfig(repository=str(tmp_path), http_port=ports[0]))
+    for _ in range(20):
+        configured._pick_ports()
+        chosen = [configured.grpc_port, configured.http_port, configured.metrics_port]
+        assert configured.http_port == ports[0]
+        assert len(set(chosen)) == 3
 
 
 # --- regions of a client killed with its process group ------------------------------------------------

@@ -4,6 +4,7 @@ of the tracks a :class:`~tracking_algs.fitting.selection.TrackSelection` keeps."
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,7 +50,10 @@ def evaluate(
     for event in events:
         result = finder.find(event.spacepoints)
         n_hits.append(len(event.spacepoints))
-        kept = track_selection.apply(result.candidates, result.fit)[0] if result.fit is not None else None
+        kept = None
+        if result.fit is not None and finder.fitter is not None:
+            refit = functools.partial(finder.fitter.fit, event.spacepoints)
+            kept = track_selection.apply(result.candidates, result.fit, refit)[0]
         for pt in PT_THRESHOLDS:
             chosen = ParticleSelection(pt_min=pt, eta_max=selection.eta_max, min_hits=selection.min_hits)
             matches[pt].append(match_tracks(event, result.candidates, chosen))

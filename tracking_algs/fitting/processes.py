@@ -5,8 +5,9 @@ GIL between the calls and gain nothing, processes gain.  :class:`FitWorkers` hol
 (started once, with the ``spawn`` method: the finder's inference sessions have threads of their own, which a fork
 would copy mid-flight), each with its own copy of the fitter.  Each call deals the event's tracks out to the
 workers, longest first and in turn, so that the shares cost alike; every worker fits its share of the candidates
-in one call, and the shares' results are put back into track order (:func:`merged`).  A track's fit does not depend
-on the other tracks of its batch, so the result is the one the fitter gives in this process, bit for bit.
+in one call, and the shares' results are put back into track order
+(:func:`~tracking_algs.fitting.results.combined`).  A track's fit does not depend on the other tracks of its batch,
+so the result is the one the fitter gives in this process, bit for bit.
 
 A worker runs numpy single-threaded (``OMP_NUM_THREADS`` and its kin set to 1 for the workers, unless they are set
 already): the idle threads of a BLAS pool spin after every call they serve, and with one pool per worker they take
@@ -19,15 +20,14 @@ import concurrent.futures
 import contextlib
 import multiprocessing
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
-from tracking_algs.fitting.results import FitResults
-from tracking_algs.ranges import concatenated_ranges
+from tracking_algs.fitting.results import FitResults, combined
 
 if TYPE_CHECKING:
     from tracking_algs.fitting.hook import TrackFitter
@@ -94,34 +94,8 @@ class FitWorkers:
             parts = list(self._pool.map(_fit_share, [spacepoints] * len(share_labels), share_labels))
         except concurrent.futures.process.BrokenProcessPool as error:
             raise WorkerStopped(f"a fitting worker process stopped ({error}); the event was not fitted") from None
-        return merged(parts)
+        return combined(parts)
 
     def close(self) -> None:
         """Stop the workers."""
         self._pool.shutdown(cancel_futures=True)
-
-
-def merged(parts: Sequence[FitResults]) -> FitResults:
-    """One :class:`FitResults` of the tracks of ``parts`` (disjoint track ids), in the order of the track ids, each
-    track's hits in the order its part gave them."""
-    if not parts:
-        raise ValueError("merged needs at least one part")
-    track_id = np.concatenate([part.track_id for part in parts])
-    order = np.argsort(track_id, kind="stable")
-    hit_base = np.cumsum([0] + [len(part.hit_rows) for part in parts[:-1]])
-    starts = np.concatenate([part.hit_offsets[:-1] + base for part, base in zip(parts, hit_base, strict=True)])
-    counts = np.concatenate([np.diff(part.hit_offsets) for part in parts])[order]
-    offsets = np.concatenate(([0], np.cumsum(counts)))
-    hits = concatenated_ranges(starts[order], counts)
-
-    def joined(name: str) -> np.ndarray:
-        return np.concatenate([getattr(part, name) for part in parts])
-
-    columns = ("params", "cov", "chi2", "ndf", "pvalue", "n_hits", "n_outliers", "status")
-    return FitResults(
-        track_id=track_id[order],
-        **{name: joined(name)[order] for name in columns},
-        hit_offsets=offsets,
-        hit_rows=joined("hit_rows")[hits],
-        outlier=joined("outlier")[hits],
-    )

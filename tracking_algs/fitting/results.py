@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 
 import attrs
 import numpy as np
 
 from tracking_algs.event import float_column, int_column
+from tracking_algs.ranges import concatenated_ranges
 
 #: names of the five perigee parameters, in the order of ``FitResults.params`` (mm, mm, rad, rad, e/GeV)
 PARAMETER_NAMES = ("d0", "z0", "phi", "theta", "qop")
@@ -88,3 +90,44 @@ class FitResults:
         """The 15 upper-triangle covariance entries per track [T, 15], in the order of :data:`COVARIANCE_NAMES`."""
         rows, cols = np.triu_indices(5)
         return self.cov[:, rows, cols]
+
+    def tracks(self, rows: np.ndarray) -> FitResults:
+        """The tracks ``rows`` (indices or a mask [T]), in that order, with their hits."""
+        rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=np.int64)
+        counts = np.diff(self.hit_offsets)[rows]
+        hits = concatenated_ranges(self.hit_offsets[rows], counts)
+        return FitResults(
+            track_id=self.track_id[rows],
+            **{name: getattr(self, name)[rows] for name in _TRACK_COLUMNS},
+            hit_offsets=np.concatenate(([0], np.cumsum(counts))),
+            hit_rows=self.hit_rows[hits],
+            outlier=self.outlier[hits],
+        )
+
+
+#: the per-track columns of :class:`FitResults` besides ``track_id``
+_TRACK_COLUMNS = ("params", "cov", "chi2", "ndf", "pvalue", "n_hits", "n_outliers", "status")
+
+
+def combined(parts: Sequence[FitResults]) -> FitResults:
+    """One :class:`FitResults` of the tracks of ``parts`` (disjoint track ids), in the order of the track ids, each
+    track's hits in the order its part gave them."""
+    if not parts:
+        raise ValueError("combined needs at least one part")
+    track_id = np.concatenate([part.track_id for part in parts])
+    order = np.argsort(track_id, kind="stable")
+    hit_base = np.cumsum([0] + [len(part.hit_rows) for part in parts[:-1]])
+    starts = np.concatenate([part.hit_offsets[:-1] + base for part, base in zip(parts, hit_base, strict=True)])
+    counts = np.concatenate([np.diff(part.hit_offsets) for part in parts])[order]
+    hits = concatenated_ranges(starts[order], counts)
+
+    def joined(name: str) -> np.ndarray:
+        return np.concatenate([getattr(part, name) for part in parts])
+
+    return FitResults(
+        track_id=track_id[order],
+        **{name: joined(name)[order] for name in _TRACK_COLUMNS},
+        hit_offsets=np.concatenate(([0], np.cumsum(counts))),
+        hit_rows=joined("hit_rows")[hits],
+        outlier=joined("outlier")[hits],
+    )

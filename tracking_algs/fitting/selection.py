@@ -8,17 +8,27 @@ can link in dense events (no helix goes through them); the pT threshold, the rec
 tracking chain, removes the pieces of low-pT particles that curl through the detector.  Last, of two kept tracks
 whose perigees agree within their errors (``max_split_chi2``), the one with fewer hits (of equals, the worse fit) is
 dropped: a particle the track building cut in two, or built twice (:mod:`~tracking_algs.fitting.split_tracks`).
+With ``merge_split``, such tracks are first refitted as one (their hits together, less those their own fits
+rejected) and written as one track where that fit passes the cuts: the two pieces of a particle then make one track
+that holds most of its hits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 import numpy as np
 from attrs import validators as v
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from tracking_algs.event import TrackCandidates
-from tracking_algs.fitting.results import FitResults, FitStatus, transverse_momentum
-from tracking_algs.fitting.split_tracks import redundant_pieces
+from tracking_algs.fitting.results import FitResults, FitStatus, combined, transverse_momentum
+from tracking_algs.fitting.split_tracks import agreeing_pairs, redundant_pieces
+
+#: fits candidate tracks of the event being selected: the job's fitter on that event's spacepoints
+Refit = Callable[[TrackCandidates], FitResults]
 
 
 @attrs.frozen(kw_only=True)
@@ -29,7 +39,9 @@ class TrackSelection:
     (``min_pt_gev``; 0 keeps all) and the χ² below which a track whose perigee agrees with that of a better kept
     track (more hits, or as many and a higher p-value) is dropped as a split piece or a duplicate of it
     (``max_split_chi2``, :mod:`~tracking_algs.fitting.split_tracks`; 20.52 is the χ² quantile of p = 1e-3 for the 5
-    perigee parameters; 0 keeps them)."""
+    perigee parameters; 0 keeps them). With ``merge_split`` the tracks whose perigees so agree are refitted as one
+    track (each group of them that agree pairwise, through ``refit`` in :meth:`apply`) and, where that fit passes the
+    cuts above, written as one under the smallest of their track ids."""
 
     enabled: bool = True
     min_pvalue: float = attrs.field(default=1e-3, validator=[v.ge(0.0), v.le(1.0)])
@@ -37,17 +49,19 @@ class TrackSelection:
     min_hits: int = attrs.field(default=5, validator=v.ge(1))
     min_pt_gev: float = attrs.field(default=0.4, validator=v.ge(0.0))
     max_split_chi2: float = attrs.field(default=20.52, validator=v.ge(0.0))
+    merge_split: bool = False
 
-    def apply(self, candidates: TrackCandidates, fit: FitResults) -> tuple[TrackCandidates, FitResults]:
+    def apply(
+        self, candidates: TrackCandidates, fit: FitResults, refit: Refit | None = None
+    ) -> tuple[TrackCandidates, FitResults]:
         """The kept tracks (labels of dropped tracks and rejected hits set to -1) and their rows of ``fit``,
-        hit columns regrouped to the kept hits; unchanged when not ``enabled``."""
+        hit columns regrouped to the kept hits; unchanged when not ``enabled``. ``refit`` fits candidate tracks of
+        the same event, for ``merge_split`` (which is skipped without it)."""
         if not self.enabled:
             return candidates, fit
-        track_of_hit = np.repeat(np.arange(len(fit)), np.diff(fit.hit_offsets))
-        leaving = fit.outlier if self.drop_outliers else np.zeros(len(fit.outlier), dtype=bool)
-        remaining = np.bincount(track_of_hit[~leaving], minlength=len(fit))
-        kept = (fit.status == FitStatus.OK) & (fit.pvalue >= self.min_pvalue) & (remaining >= self.min_hits)
-        kept &= transverse_momentum(fit.params) >= self.min_pt_gev
+        if self.merge_split and self.max_split_chi2 > 0 and refit is not None:
+            candidates, fit = self._merged_pieces(candidates, fit, refit)
+        track_of_hit, leaving, remaining, kept = self._passing(fit)
         if self.max_split_chi2 > 0:
             chosen = np.flatnonzero(kept)
             split = redundant_pieces(fit.params[chosen], fit.cov[chosen], remaining[chosen], fit.pvalue[chosen],
@@ -73,3 +87,44 @@ class TrackSelection:
             outlier=fit.outlier[staying],
         )
         return TrackCandidates(labels), selected
+
+    def _passing(self, fit: FitResults) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(track of each hit [H], hits leaving their track [H], hits remaining per track [T], tracks passing the
+        cuts [T])`` for ``fit``, before the split tracks are dropped."""
+        track_of_hit = np.repeat(np.arange(len(fit)), np.diff(fit.hit_offsets))
+        leaving = fit.outlier if self.drop_outliers else np.zeros(len(fit.outlier), dtype=bool)
+        remaining = np.bincount(track_of_hit[~leaving], minlength=len(fit))
+        kept = (fit.status == FitStatus.OK) & (fit.pvalue >= self.min_pvalue) & (remaining >= self.min_hits)
+        kept &= transverse_momentum(fit.params) >= self.min_pt_gev
+        return track_of_hit, leaving, remaining, kept
+
+    def _merged_pieces(
+        self, candidates: TrackCandidates, fit: FitResults, refit: Refit
+    ) -> tuple[TrackCandidates, FitResults]:
+        """``candidates`` and ``fit`` with each group of passing tracks whose perigees agree (pairwise, joined into
+        groups) replaced by one track of their hits, under the smallest of their ids, where ``refit`` of that track
+        passes the cuts.  The hits a piece's own fit rejected stay out of it (unassigned, with ``drop_outliers``):
+        fewer outlier refits, and fewer failed fits to trim."""
+        track_of_hit, leaving, _, passing = self._passing(fit)
+        chosen = np.flatnonzero(passing)
+        first, second = agreeing_pairs(fit.params[chosen], fit.cov[chosen], self.max_split_chi2)
+        if not len(first):
+            return candidates, fit
+        links = coo_matrix((np.ones(len(first), dtype=np.int8), (first, second)), shape=(len(chosen), len(chosen)))
+        group = np.full(len(fit), -1)
+        group[chosen] = connected_components(links, directed=False)[1]
+        in_group = group >= 0
+        in_group[chosen] = np.bincount(group[chosen])[group[chosen]] > 1
+        group_id = np.full(len(chosen), np.iinfo(np.int64).max)
+        np.minimum.at(group_id, group[in_group], fit.track_id[in_group])
+        merged_id = np.where(in_group, group_id[np.maximum(group, 0)], -1)  # per track: the id of its merged track
+        union = np.full(len(candidates.labels), -1, dtype=np.int64)
+        member_hit = in_group[track_of_hit] & ~leaving
+        union[fit.hit_rows[member_hit]] = merged_id[track_of_hit[member_hit]]
+        tried = refit(TrackCandidates(union))
+        good = self._passing(tried)[3]
+        replaced = in_group & np.isin(merged_id, tried.track_id[good])
+        labels = candidates.labels.copy()
+        moved = replaced[track_of_hit]
+        labels[fit.hit_rows[moved]] = np.where(leaving[moved], -1, merged_id[track_of_hit[moved]])
+        return TrackCandidates(labels), combined([fit.tracks(~replaced), tried.tracks(good)])

@@ -31,20 +31,26 @@ def redundant_pieces(
     covariances, is below ``max_chi2``, and the other has more hits, or as many and a higher p-value (or the same
     p-value and a lower index)."""
     redundant = np.zeros(len(params), dtype=bool)
+    first, second = agreeing_pairs(params, cov, max_chi2)
+    same_hits, same_pvalue = n_hits[first] == n_hits[second], pvalue[first] == pvalue[second]
+    first_worse = (n_hits[first] < n_hits[second]) | (same_hits & (pvalue[first] < pvalue[second]))
+    first_worse |= same_hits & same_pvalue & (first > second)
+    redundant[np.where(first_worse, first, second)] = True
+    return redundant
+
+
+def agreeing_pairs(params: np.ndarray, cov: np.ndarray, max_chi2: float) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (first, second) [P] of tracks (perigee ``params`` [T, 5], ``cov`` [T, 5, 5]) whose perigees agree:
+    the χ² of their difference, with the sum of their covariances, is below ``max_chi2``; first < second."""
     if len(params) < 2:
-        return redundant
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     direction = np.column_stack((np.cos(params[:, 2]), np.sin(params[:, 2]), params[:, 3]))
     pairs = cKDTree(direction).query_pairs(DIRECTION_WINDOW, output_type="ndarray")
     first, second = pairs[:, 0], pairs[:, 1]
     difference = params[first] - params[second]
     difference[:, 2] = wrap_angle(difference[:, 2])
     agree = chi2_of(difference, cov[first] + cov[second]) < max_chi2
-    first, second = first[agree], second[agree]
-    same_hits, same_pvalue = n_hits[first] == n_hits[second], pvalue[first] == pvalue[second]
-    first_worse = (n_hits[first] < n_hits[second]) | (same_hits & (pvalue[first] < pvalue[second]))
-    first_worse |= same_hits & same_pvalue & (first > second)
-    redundant[np.where(first_worse, first, second)] = True
-    return redundant
+    return first[agree], second[agree]
 
 
 def chi2_of(difference: np.ndarray, cov: np.ndarray) -> np.ndarray:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import time
+
 import attrs
 import numpy as np
 
@@ -26,6 +29,7 @@ class EventProcessor:
         self.options = options
         self.detector = options.cylinder_detector()
         fitter = options.fitting.make_fitter(self.detector, options.module_geometry(), options.magnetic_field())
+        self.fitter = fitter
         serving = options.finding.serving
         self.finder: TrackFinder | ServedTrackFinder
         if serving == "stages":
@@ -45,9 +49,12 @@ class EventProcessor:
         when the selection is on, the candidates before it) to truth when the event has it."""
         found = self.finder.find(event.spacepoints)
         kept = found
-        if found.fit is not None and self.options.fitting.selection.enabled:
-            candidates, fit = self.options.fitting.selection.apply(found.candidates, found.fit)
-            kept = attrs.evolve(found, candidates=candidates, fit=fit)
+        if found.fit is not None and self.options.fitting.selection.enabled and self.fitter is not None:
+            start = time.perf_counter()
+            refit = functools.partial(self.fitter.fit, event.spacepoints)
+            candidates, fit = self.options.fitting.selection.apply(found.candidates, found.fit, refit)
+            timing = found.timing_ms | {"fitting": found.timing_ms["fitting"] + 1e3 * (time.perf_counter() - start)}
+            kept = attrs.evolve(found, candidates=candidates, fit=fit, timing_ms=timing)
         edges = {stage: {"count": float(array.shape[1])} for stage, array in found.edges.items()}
         truth: dict[str, np.ndarray] = {}
         if event.truth is not None and event.particles is not None:
@@ -59,7 +66,7 @@ class EventProcessor:
             event_id=event.event_id,
             hit_id=event.spacepoints.hit_id,
             track_label=kept.candidates.labels,
-            timing_ms=found.timing_ms,
+            timing_ms=kept.timing_ms,
             edges=edges,
             backend=self.backend,
             fitted=fit_columns(kept.fit) if kept.fit is not None else {},
