@@ -145,19 +145,19 @@ def test_missing_detector_and_model_directory_are_named(tmp_path):
 def test_the_shipped_module_models_are_named_and_record_their_training_data():
     """``model_dir = "shipped:modules"``: the set trained on the module simulation in the solenoid, its card
     holding those settings; configs/trackml.toml runs with it, with the energy loss in the fitter and the
-    simulation, the fit of each event shared out over worker processes, the GNN scores in the building's links and
-    split tracks merged (none of which the default job does)."""
+    simulation, the fit of each event shared out over worker processes and the GNN scores in the building's links
+    (none of which the default job does); split tracks are merged in neither."""
     options = load_job_options(CONFIGS / "trackml.toml")
     assert options.fitting.kalman.energy_loss
     assert options.simulation.energy_loss
     assert options.fitting.kalman.processes == 0
     assert options.finding.building.score_weight > 0
-    assert options.fitting.selection.merge_split
     default = load_job_options(None)
     assert not default.fitting.kalman.energy_loss
     assert default.fitting.kalman.processes == 1
     assert default.finding.building.score_weight == 0
     assert not default.fitting.selection.merge_split
+    assert not options.fitting.selection.merge_split
     assert options.finding.model_dir == "shipped:modules"
     assert options.stage_inference("gnn")["model_path"] == str(SHIPPED_MODULES_DIR / "gnn.onnx")
     data = load_model_card("shipped:modules")["training_config"]["data"]
