@@ -29,7 +29,6 @@ class EventProcessor:
         self.options = options
         self.detector = options.cylinder_detector()
         fitter = options.fitting.make_fitter(self.detector, options.module_geometry(), options.magnetic_field())
-        self.fitter = fitter
         serving = options.finding.serving
         self.finder: TrackFinder | ServedTrackFinder
         if serving == "stages":
@@ -49,9 +48,10 @@ class EventProcessor:
         when the selection is on, the candidates before it) to truth when the event has it."""
         found = self.finder.find(event.spacepoints)
         kept = found
-        if found.fit is not None and self.options.fitting.selection.enabled and self.fitter is not None:
+        fitter = self.finder.fitter
+        if found.fit is not None and self.options.fitting.selection.enabled and fitter is not None:
             start = time.perf_counter()
-            refit = functools.partial(self.fitter.fit, event.spacepoints)
+            refit = functools.partial(fitter.fit, event.spacepoints)
             candidates, fit = self.options.fitting.selection.apply(found.candidates, found.fit, refit)
             timing = found.timing_ms | {"fitting": found.timing_ms["fitting"] + 1e3 * (time.perf_counter() - start)}
             kept = attrs.evolve(found, candidates=candidates, fit=fit, timing_ms=timing)
