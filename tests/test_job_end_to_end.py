@@ -104,6 +104,11 @@ def test_performance_json_reports_metrics_timing_and_backend(finished_job):
     candidates = performance["tracking_candidates"]
     assert candidates["n_tracks"] >= tracking["n_tracks"]
     assert candidates["n_fake"] >= tracking["n_fake"]
+    # the written tracks fitted above the particles' pT threshold, a subset of them
+    above = tracking["fitted_above_pt_min"]
+    assert above["pt_min"] == 1.0
+    assert 0 < above["n_tracks"] < tracking["n_tracks"]
+    assert above["n_fake"] <= tracking["n_fake"]
 
 
 def test_resume_after_kill_gives_identical_results(finished_job, tmp_path):

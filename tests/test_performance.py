@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tracking_algs.event import Event, Particles, Spacepoints, TrackCandidates, Truth
+from tracking_algs.fitting.results import fitted_pt
 from tracking_algs.performance import (
     MatchResult,
     ParticleSelection,
@@ -118,6 +119,28 @@ def test_fake_track_of_mixed_hits_and_noise():
     assert result.track_nmajority.tolist() == [4, 4, 2]
     assert result.n_fake == 1
     assert result.fake_rate == pytest.approx(1 / 3)
+
+
+def test_rates_among_count_only_the_chosen_tracks():
+    # tracks 5 and 6 matched, 7 a duplicate (particle 2 split 4 + 4), 9 fake (2 of particle 3's 6 hits, 2 noise)
+    hits = [1] * 6 + [2] * 8 + [3] * 6 + [0] * 2
+    labels = [5] * 6 + [6] * 4 + [7] * 4 + [9] * 2 + [-1] * 4 + [9] * 2
+    result = run(hits, labels)
+    assert result.track_status.tolist() == [M, M, D, F]
+    assert result.rates_among(np.array([True, False, True, True])) == {
+        "n_tracks": 3, "n_fake": 1, "n_duplicate": 1, "fake_rate": pytest.approx(1 / 3),
+        "duplicate_rate": pytest.approx(1 / 3)}  # fmt: skip
+    nothing = {"n_tracks": 0, "n_fake": 0, "n_duplicate": 0, "fake_rate": None, "duplicate_rate": None}
+    assert result.rates_among(np.zeros(4, dtype=bool)) == nothing
+
+
+def test_fitted_pt_is_looked_up_by_track_id():
+    # fitted tracks 3 and 8: theta pi/2, q/p 0.5 and -0.25 e/GeV -> 2 and 4 GeV; track 5 has no fit
+    params = np.array([[0.0, 0.0, 0.0, math.pi / 2, 0.5], [0.0, 0.0, 0.0, math.pi / 2, -0.25]])
+    pt = fitted_pt(np.array([8, 5, 3]), np.array([3, 8]), params)
+    assert pt[[0, 2]] == pytest.approx([4.0, 2.0])
+    assert math.isnan(pt[1])
+    assert math.isnan(fitted_pt(np.array([1]), np.zeros(0, dtype=np.int64), np.zeros((0, 5)))[0])
 
 
 def test_noise_only_track_is_fake_with_no_particle():

@@ -12,6 +12,7 @@ import numpy as np
 
 from tracking_algs.event import Event
 from tracking_algs.finding.finder import TrackFinder
+from tracking_algs.fitting.results import fitted_pt
 from tracking_algs.fitting.selection import TrackSelection
 from tracking_algs.performance import MatchResult, ParticleSelection, edge_counts, match_tracks, truth_graph
 from tracking_algs.performance.lookup import hit_particle_pt
@@ -47,18 +48,22 @@ def evaluate(
     origin_counts: dict[str, np.ndarray] = {}
     timing: dict[str, list[float]] = {}
     n_hits = []
+    track_pts: list[np.ndarray] = []  # the fitted pT of the kept tracks of each event, in their match's order
     for event in events:
         result = finder.find(event.spacepoints)
         n_hits.append(len(event.spacepoints))
         kept = None
         if result.fit is not None and finder.fitter is not None:
             refit = functools.partial(finder.fitter.fit, event.spacepoints)
-            kept = track_selection.apply(result.candidates, result.fit, refit)[0]
+            kept, kept_fit = track_selection.apply(result.candidates, result.fit, refit)
         for pt in PT_THRESHOLDS:
             chosen = ParticleSelection(pt_min=pt, eta_max=selection.eta_max, min_hits=selection.min_hits)
             matches[pt].append(match_tracks(event, result.candidates, chosen))
             if kept is not None:
                 selected[pt].append(match_tracks(event, kept, chosen))
+        if kept is not None:
+            match = selected[PT_THRESHOLDS[0]][-1]
+            track_pts.append(fitted_pt(match.track_id, kept_fit.track_id, kept_fit.params))
         # row-aligned with the particles table, as the particle columns of every MatchResult of this event are
         secondary = np.hypot(event.particles.vx, event.particles.vy) >= SECONDARY_RADIUS_MM
         for key, results in (("tracks", matches[PT_THRESHOLDS[0]]), ("selected", selected[PT_THRESHOLDS[0]])):
@@ -75,6 +80,9 @@ def evaluate(
     combined = {pt: MatchResult.combine(results) for pt, results in matches.items()}
     selected_combined = {pt: MatchResult.combine(results) for pt, results in selected.items() if results}
     fitted = {f"pt>{pt:g}": result.summary() for pt, result in selected_combined.items()}
+    if selected_combined:
+        above = np.concatenate(track_pts) > PT_THRESHOLDS[0]
+        fitted[f"fitted_pt>{PT_THRESHOLDS[0]:g}"] = selected_combined[PT_THRESHOLDS[0]].rates_among(above)
     by_origin = {"tracks": _origin_summary(origin_counts["tracks"])}
     if "selected" in origin_counts:
         by_origin["selected"] = _origin_summary(origin_counts["selected"])

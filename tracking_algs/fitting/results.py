@@ -22,6 +22,18 @@ def transverse_momentum(params: np.ndarray) -> np.ndarray:
     return np.sin(params[:, 3]) / np.maximum(np.abs(params[:, 4]), 1e-12)
 
 
+def fitted_pt(track_ids: np.ndarray, fit_track_ids: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Fitted transverse momentum (GeV) [N] of tracks ``track_ids`` [N], from the perigee ``params`` [T, 5] of the
+    fitted tracks ``fit_track_ids`` [T] (sorted); NaN for a track without a fit."""
+    pt = np.full(len(track_ids), np.nan)
+    if not len(fit_track_ids):
+        return pt
+    where = np.minimum(np.searchsorted(fit_track_ids, track_ids), len(fit_track_ids) - 1)
+    found = fit_track_ids[where] == track_ids
+    pt[found] = transverse_momentum(params[where[found]])
+    return pt
+
+
 class FitStatus(IntEnum):
     """Outcome of fitting one track. Tracks with a status other than ``OK`` carry sentinel values:
     params, cov, chi2 and pvalue 0, ndf 0 (never NaN)."""

@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tracking_algs.fitting.results import COVARIANCE_NAMES, PARAMETER_NAMES, transverse_momentum
+from tracking_algs.fitting.results import COVARIANCE_NAMES, PARAMETER_NAMES, fitted_pt, transverse_momentum
 from tracking_algs.io.csv_table import TableWriter
 from tracking_algs.job.plots import plot_pulls, plot_resolutions, plot_timing
 from tracking_algs.job.process import CANDIDATES
@@ -69,6 +69,10 @@ def write_report(store: ResultStore, options: JobOptions) -> dict[str, Any]:
     if with_truth:
         match = MatchResult.combine([_match(result) for result in with_truth])
         performance["tracking"] = _tracking(match, options)
+        if all(result.fitted for result in with_truth):
+            track_pt = np.concatenate([_fitted_pt(result) for result in with_truth])
+            above = {"pt_min": options.performance.pt_min} | match.rates_among(track_pt > options.performance.pt_min)
+            performance["tracking"]["fitted_above_pt_min"] = above
         if all(f"{CANDIDATES}track_id" in result.truth for result in with_truth):
             candidates = MatchResult.combine([_match(result, CANDIDATES) for result in with_truth])
             performance["tracking_candidates"] = _tracking(candidates, options)
@@ -132,6 +136,13 @@ def _edges(results: list[EventResult]) -> dict[str, dict[str, float]]:
 
 def _match(result: EventResult, prefix: str = "") -> MatchResult:
     return MatchResult(**{field.name: result.truth[prefix + field.name] for field in attrs.fields(MatchResult)})
+
+
+def _fitted_pt(result: EventResult) -> np.ndarray:
+    """The fitted pT of the tracks of ``result``'s match, in its order (NaN for a track without a fit)."""
+    fitted = result.fitted
+    params = np.column_stack([fitted[name] for name in PARAMETER_NAMES])
+    return fitted_pt(result.truth["track_id"], fitted["track_id"], params)
 
 
 def _tracking(match: MatchResult, options: JobOptions) -> dict[str, Any]:
@@ -246,6 +257,10 @@ def print_summary(performance: dict[str, Any], summary: JobSummary, console: Con
         table.add_row("track efficiency (pT > 0.5 GeV)", _percent(tracking["efficiency_pt_gt_0p5"]))
         table.add_row("fake rate", _percent(tracking["fake_rate"]))
         table.add_row("duplicate rate", _percent(tracking["duplicate_rate"]))
+        above = tracking.get("fitted_above_pt_min")
+        if above:
+            table.add_row(f"fake / duplicate rate (fitted pT > {above['pt_min']:g} GeV)",
+                          f"{_percent(above['fake_rate'])} / {_percent(above['duplicate_rate'])}")  # fmt: skip
     candidates = performance.get("tracking_candidates")
     if candidates:
         table.add_row("before the fit selection: efficiency / fake rate",

@@ -126,6 +126,18 @@ class MatchResult:
         """Duplicate tracks / tracks (NaN without tracks)."""
         return _ratio(self.n_duplicate, self.n_tracks)
 
+    def rates_among(self, tracks: np.ndarray) -> dict[str, float | int | None]:
+        """Counts and rates of fake and duplicate tracks among the tracks of mask ``tracks`` [T] (the tracks fitted
+        above a transverse momentum, say): ``n_tracks``, ``n_fake``, ``n_duplicate``, ``fake_rate``,
+        ``duplicate_rate`` (``None`` without tracks)."""
+        status = self.track_status[tracks]
+        n_tracks = len(status)
+        n_fake = int((status == TrackStatus.FAKE).sum())
+        n_duplicate = int((status == TrackStatus.DUPLICATE).sum())
+        rates = {"fake_rate": _ratio(n_fake, n_tracks), "duplicate_rate": _ratio(n_duplicate, n_tracks)}
+        counts = {"n_tracks": n_tracks, "n_fake": n_fake, "n_duplicate": n_duplicate}
+        return {**counts, **{name: None if math.isnan(value) else value for name, value in rates.items()}}
+
     def summary(self) -> dict[str, float | int | None]:
         """Counts and rates as plain JSON-ready values (an undefined rate is ``None``)."""
         rates = {"efficiency": self.efficiency, "fake_rate": self.fake_rate, "duplicate_rate": self.duplicate_rate}
