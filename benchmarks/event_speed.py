@@ -6,9 +6,10 @@ Samples:
 
 - **real**: the events of ``../shared/trackml/full`` (about 100 000 hits, 15 % noise), read with the real
   ``detectors.csv``, with ``configs/trackml.toml`` (the models trained on the module simulation, the solenoid, the
-  fit shared out over worker processes), again with the links chosen by their geometry alone
-  (``finding.building.score_weight = 0``), with split tracks merged (``fitting.selection.merge_split = true``),
-  with the fit in the job's own process
+  fit shared out over worker processes, split tracks merged, failed fits trimmed by up to 5 hits at either end),
+  again with the links chosen by their geometry alone (``finding.building.score_weight = 0``), with split tracks
+  left unmerged (``fitting.selection.merge_split = false``), trimming at most 3 hits
+  (``fitting.kalman.max_trimmed_hits = 3``), with the fit in the job's own process
   (``fitting.kalman.processes = 1``), and so once more fitting every trimmed variant, those too short to be
   written as well (``fitting.kalman.min_trimmed_hits = 3``; the same written tracks);
 - **simulation on modules**: held-out pile-up-200 events on the built-in TrackML modules in the solenoid, with
@@ -85,9 +86,14 @@ def main(argv: list[str] | None = None) -> int:
             [*args.overrides, f"detector.file='{real_detectors}'", "finding.building.score_weight=0"],
             real_events,
         ),
-        "real full events, split tracks merged": (
+        "real full events, split tracks not merged": (
             TRACKML_CONFIG,
-            [*args.overrides, f"detector.file='{real_detectors}'", "fitting.selection.merge_split=true"],
+            [*args.overrides, f"detector.file='{real_detectors}'", "fitting.selection.merge_split=false"],
+            real_events,
+        ),
+        "real full events, trimming at most 3 hits": (
+            TRACKML_CONFIG,
+            [*args.overrides, f"detector.file='{real_detectors}'", "fitting.kalman.max_trimmed_hits=3"],
             real_events,
         ),
         "real full events, fit in one process": (

@@ -7,7 +7,8 @@ and duplicate rates of the kept tracks whose fitted pT is above 1 GeV apart.
 
     .venv/bin/python benchmarks/physics_validation.py [--model-dir DIR] [--events 3] [--pileups 0 20 200]
         [--geometry cylinders|modules] [--field uniform|solenoid] [--filter-cut C] [--gnn-cut C] [--overlap-mm MM]
-        [--max-z0-mm MM] [--link-overlaps] [--energy-loss]
+        [--max-z0-mm MM] [--link-overlaps] [--energy-loss] [--score-weight W] [--max-trimmed-hits N]
+        [--merge-split]
 
 ``--geometry modules`` simulates the held-out events on the TrackML module layout (overlapping modules, TrackML
 noise, secondaries) and fits on the module planes; ``--field solenoid`` simulates and fits in the solenoid
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the field the held-out events are simulated and fitted in")  # fmt: skip
     parser.add_argument("--energy-loss", action="store_true", help="simulate and fit with the mean energy loss")
     parser.add_argument("--min-hits", type=int, default=BuildingConfig().min_hits, help="shortest candidate kept")
+    parser.add_argument("--max-trimmed-hits", type=int, default=KalmanConfig().max_trimmed_hits,
+                        help="fitting.kalman.max_trimmed_hits: hits a failed fit gives up at either end")  # fmt: skip
     parser.add_argument("--merge-split", action="store_true",
                         help="fitting.selection.merge_split on: split pieces refitted as one track")  # fmt: skip
     parser.add_argument("--output", default="physics_validation", help="name of the results in benchmarks/results")
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     results, rows = {}, []
     modules = trackml_modules() if args.geometry == "modules" else None
     field = FieldConfig(kind=args.field).build(trackml_detector().bfield_t)
-    fit_config = KalmanConfig(energy_loss=args.energy_loss)
+    fit_config = KalmanConfig(energy_loss=args.energy_loss, max_trimmed_hits=args.max_trimmed_hits)
     fitter = None if args.no_fit else KalmanFitter(trackml_detector(), fit_config, modules=modules, field=field)
     with local_finder(config, fitter) as finder:
         for pileup in args.pileups:

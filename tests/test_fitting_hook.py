@@ -17,6 +17,7 @@ from tracking_algs.fitting import (
     KalmanFitter,
     TrackFitter,
     make_fitter,
+    refitter,
 )
 from tracking_algs.geometry import trackml_detector
 
@@ -54,6 +55,28 @@ def test_plugin_factory_is_imported_and_called_with_the_options():
     assert fitter.config.min_hits == 6
     tracks = _tracks()
     np.testing.assert_array_equal(fitter.fit(tracks.spacepoints, tracks.candidates).track_id, np.arange(20))
+
+
+def test_the_kalman_fitter_refits_clean_tracks_with_one_outlier_refit_and_no_trimming():
+    """``refitter`` gives the built-in fitter's own refitter (built once: the same options but at most one outlier
+    refit, no trimming, no worker processes) and any other fitter itself; the refitter fits clean tracks as the
+    fitter does."""
+    fitter = KalmanFitter(DETECTOR, KalmanConfig(max_trimmed_hits=5, processes=0, min_hits=4))
+    quick = refitter(fitter)
+    assert isinstance(quick, KalmanFitter)
+    assert quick is refitter(fitter)
+    assert quick.config == KalmanConfig(max_outlier_refits=1, max_trimmed_hits=0, processes=1, min_hits=4)
+    tracks = _tracks()
+    full, refitted = (f.fit(tracks.spacepoints, tracks.candidates) for f in (fitter, quick))
+    np.testing.assert_array_equal(refitted.params, full.params)
+    np.testing.assert_array_equal(refitted.status, full.status)
+
+    class Plain:
+        def fit(self, spacepoints, candidates):
+            return fitter.fit(spacepoints, candidates)
+
+    plain = Plain()
+    assert refitter(plain) is plain
 
 
 @pytest.mark.parametrize(("hook", "message"), [

@@ -10,7 +10,7 @@ import pytest
 from inference_iface.errors import ConfigError
 from inference_iface.options import structure
 from tracking_algs.event import TrackCandidates
-from tracking_algs.fitting import FitStatus, FittingConfig, KalmanFitter, TrackSelection
+from tracking_algs.fitting import FitStatus, FittingConfig, KalmanFitter, TrackSelection, refitter
 from tracking_algs.fitting.results import transverse_momentum
 from tracking_algs.fitting.split_tracks import chi2_of
 from tracking_algs.geometry import trackml_detector
@@ -213,9 +213,9 @@ def test_merge_split_writes_the_two_pieces_of_a_particle_as_one_track_of_all_its
     fit = fitter.fit(event.spacepoints, candidates)
     refits: list[int] = []
 
-    def refit(tracks: TrackCandidates):
+    def refit(tracks: TrackCandidates):  # as the job refits: one outlier refit at most, no trimming
         refits.append(len(tracks.groups()[0]))
-        return fitter.fit(event.spacepoints, tracks)
+        return refitter(fitter).fit(event.spacepoints, tracks)
 
     merging = TrackSelection(merge_split=True)
     kept, kept_fit = merging.apply(candidates, fit, refit)

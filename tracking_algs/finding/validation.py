@@ -12,6 +12,7 @@ import numpy as np
 
 from tracking_algs.event import Event
 from tracking_algs.finding.finder import TrackFinder
+from tracking_algs.fitting.hook import refitter
 from tracking_algs.fitting.results import fitted_pt
 from tracking_algs.fitting.selection import TrackSelection
 from tracking_algs.performance import MatchResult, ParticleSelection, edge_counts, match_tracks, truth_graph
@@ -54,7 +55,7 @@ def evaluate(
         n_hits.append(len(event.spacepoints))
         kept = None
         if result.fit is not None and finder.fitter is not None:
-            refit = functools.partial(finder.fitter.fit, event.spacepoints)
+            refit = functools.partial(refitter(finder.fitter).fit, event.spacepoints)
             kept, kept_fit = track_selection.apply(result.candidates, result.fit, refit)
         for pt in PT_THRESHOLDS:
             chosen = ParticleSelection(pt_min=pt, eta_max=selection.eta_max, min_hits=selection.min_hits)

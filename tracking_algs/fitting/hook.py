@@ -34,11 +34,20 @@ from tracking_algs.modules import ModuleGeometry
 class TrackFitter(Protocol):
     """Anything that fits found track candidates.  A fitter that holds resources (worker processes, a
     connection) may also have a ``close()`` method: the finder that uses it calls it when it closes
-    (:func:`close_fitter`)."""
+    (:func:`close_fitter`); one with a cheaper way to refit tracks of clean hits may have a ``refitter()`` method
+    that returns the fitter for that (:func:`refitter`)."""
 
     def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
         """Fit every candidate track (``candidates.labels`` row-aligned with ``spacepoints``)."""
         ...
+
+
+def refitter(fitter: TrackFitter) -> TrackFitter:
+    """The fitter for refits of tracks whose hits earlier fits have cleaned already (``[fitting.selection]
+    merge_split``: the union of split pieces, less the hits their own fits rejected): ``fitter.refitter()`` where the
+    fitter offers one (the built-in fitter's allows one outlier refit and no trimming), otherwise ``fitter``."""
+    make = getattr(fitter, "refitter", None)
+    return make() if callable(make) else fitter
 
 
 def close_fitter(fitter: TrackFitter | None) -> None:

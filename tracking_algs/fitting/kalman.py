@@ -99,6 +99,7 @@ class KalmanFitter:
         material_effects = self.config.multiple_scattering or self.config.energy_loss
         self._material = MaterialMap(detector, modules) if material_effects else None
         self._workers: FitWorkers | None = None
+        self._refitter: KalmanFitter | None = None
 
     def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
         """Fit every candidate track; see :class:`~tracking_algs.fitting.hook.FitResults` for the output."""
@@ -131,6 +132,18 @@ class KalmanFitter:
                          self.config.min_hits)  # fmt: skip
         self._trim_failed(offsets, ordered, hits, out)
         return out.results(track_ids, offsets, rows)
+
+    def refitter(self) -> KalmanFitter:
+        """The fitter for tracks whose hits earlier fits have cleaned already (the union of split pieces, less the
+        hits their own fits rejected, :func:`~tracking_algs.fitting.hook.refitter`): this one's options with at most
+        one outlier refit and no trimming, in this process.  A union that fails then stays apart, where the full
+        procedure would try up to 2 × ``max_trimmed_hits`` variants of it, each with its outlier refits: passes
+        that cost about as much for a few dozen tracks as for thousands."""
+        if self._refitter is None:
+            config = attrs.evolve(self.config, max_outlier_refits=min(self.config.max_outlier_refits, 1),
+                                  max_trimmed_hits=0, processes=1)  # fmt: skip
+            self._refitter = KalmanFitter(self.detector, config, self.modules, self.field)
+        return self._refitter
 
     @property
     def worker_processes(self) -> int:

@@ -13,6 +13,7 @@ from tracking_algs.event import Event
 from tracking_algs.finding.finder import FindingResult, TrackFinder
 from tracking_algs.finding.model_dir import STAGES
 from tracking_algs.finding.served import ServedTrackFinder
+from tracking_algs.fitting.hook import refitter
 from tracking_algs.fitting.results import COVARIANCE_NAMES, PARAMETER_NAMES, FitResults
 from tracking_algs.job.store import EventResult
 from tracking_algs.job_options import JobOptions
@@ -51,7 +52,7 @@ class EventProcessor:
         fitter = self.finder.fitter
         if found.fit is not None and self.options.fitting.selection.enabled and fitter is not None:
             start = time.perf_counter()
-            refit = functools.partial(fitter.fit, event.spacepoints)
+            refit = functools.partial(refitter(fitter).fit, event.spacepoints)
             candidates, fit = self.options.fitting.selection.apply(found.candidates, found.fit, refit)
             timing = found.timing_ms | {"fitting": found.timing_ms["fitting"] + 1e3 * (time.perf_counter() - start)}
             kept = attrs.evolve(found, candidates=candidates, fit=fit, timing_ms=timing)
