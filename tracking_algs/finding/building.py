@@ -11,7 +11,9 @@ Three methods (``[finding.building] method``):
   measure no direction.  With ``link_overlaps``, an edge z → a links to an edge a' → b as if they shared a hit
   (:func:`overlap_triplets`), so the chain holds both hits; and a hit left out that such an edge joins to a
   candidate's hit is added to that candidate when it continues the track in the partner's direction
-  (:func:`_with_overlap_hits`: the overlap on a track's first or last layer, which no link reaches).
+  (:func:`_with_overlap_hits`: the overlap on a track's first or last layer, which no link reaches).  Two chains of
+  one particle that cross (parallel paths through overlapping modules) are joined where the shorter would otherwise
+  give up its hits (:func:`_with_crossing_chains`).
 * ``walkthrough``: keep an edge only if it is the best-scoring edge leaving its inner hit and arriving at its
   outer hit, then connected components.
 * ``components``: plain connected components (``scipy.sparse.csgraph``).
@@ -43,6 +45,11 @@ CURVATURE_WIDTH = (0.05e-3, 0.3)
 BRIDGE_WIDTHS = (0.02, 0.02, 0.02, 2e-4, 30.0)
 #: Times the hits shared by several chains are assigned again after recounting the chains' sizes (triplets building)
 ASSIGNMENT_PASSES = 3
+#: Above every ``layer_key`` (volume_id · 10⁶ + layer_id): chain · span + layer_key is one key per chain and layer
+LAYER_KEY_SPAN = 10**9
+#: Largest triplet cost where a short chain meets the kept chain that won its shared hits, for the short chain's free
+#: hits to join the kept one (triplets building, :func:`_with_crossing_chains`)
+CROSSING_COST = 0.3
 #: Times the hits of overlapping modules left out of the chains are added to the candidates (triplets building): two
 #: reach a third module of one layer, or the partner of a hit added in the first pass
 OVERLAP_PASSES = 2
@@ -237,6 +244,9 @@ def triplet_labels(
     chosen = _assign_hits(owner, hit, best_cost, n_edges, min_hits)
     labels = np.full(n_nodes, -1, dtype=np.int64)
     labels[hit[chosen]] = owner[chosen]
+    linked = np.unique(np.concatenate((first, second)))
+    labels = _with_crossing_chains(spacepoints, labels, (owner, hit, best_cost), (edges, linked, chain), min_hits,
+                                   overlap_mm)  # fmt: skip
     labels = _numbered(labels, min_hits)
     for _ in range(OVERLAP_PASSES):  # a hit added in one pass can bring in its own overlap partner in the next
         added = _with_overlap_hits(spacepoints, labels, edges, overlaps, ATTACH_COST)
@@ -244,6 +254,109 @@ def triplet_labels(
             break
         labels = added
     return labels
+
+
+def _with_crossing_chains(
+    spacepoints: Spacepoints,
+    labels: np.ndarray,
+    claims: tuple[np.ndarray, np.ndarray, np.ndarray],
+    links: tuple[np.ndarray, np.ndarray, np.ndarray],
+    min_hits: int,
+    overlap_mm: float,
+) -> np.ndarray:
+    """``labels`` (a chain per hit, -1: none) with the free hits of the chains too short to keep (fewer than
+    ``min_hits`` hits won) given to a kept chain that crosses them.
+
+    Where a particle crosses two or three overlapping modules per layer, its edges form parallel paths, and the
+    mutually best links can make two chains of it that cross: one holds hits a, b, c, d and the other b′, d, e, f,
+    g. The longer wins the shared hit d, the shorter falls under ``min_hits`` and gives its hits up, and the
+    particle's track loses a, b and c.  A short chain's free hits join the kept chain that won its shared hits
+    when that is one chain, an edge of the one arriving at a shared hit and an edge of the other leaving it make a
+    triplet cheaper than :data:`CROSSING_COST` (the short chain continues the kept one), and none of its free hits
+    lies on a layer the kept chain crosses farther than ``overlap_mm`` from its hit there.  The free hits on the
+    layers the kept chain does not cross join it; those beside its hit (an overlapping module) are left to
+    :func:`_with_overlap_hits`.  A hit offered by several short chains goes to the one whose links fit best there.
+    ``claims`` are the (chain, hit, cost) triples of :func:`_assign_hits`; ``links`` the edges [2, E], the edges in
+    chains and each edge's chain."""
+    chain, hit, cost = claims
+    sizes = np.bincount(labels[labels >= 0], minlength=int(chain.max(initial=-1)) + 1)
+    kept = sizes >= min_hits
+    winner = labels[hit]
+    won_by_kept = winner >= 0
+    won_by_kept[won_by_kept] = kept[winner[won_by_kept]]
+    shared = np.flatnonzero(~kept[chain] & won_by_kept)
+    if not len(shared):
+        return labels
+    # the one kept chain that won each short chain's shared hits (-1: none, or several), where the two continue
+    n_chains = len(sizes)
+    lowest = np.full(n_chains, n_chains, dtype=np.int64)
+    highest = np.full(n_chains, -1, dtype=np.int64)
+    np.minimum.at(lowest, chain[shared], winner[shared])
+    np.maximum.at(highest, chain[shared], winner[shared])
+    shared = shared[lowest[chain[shared]] == highest[chain[shared]]]
+    continues = _continuing(spacepoints, links, chain[shared], winner[shared], hit[shared])
+    target = np.full(n_chains, -1, dtype=np.int64)
+    target[chain[shared[continues]]] = winner[shared[continues]]
+    offer = np.flatnonzero(~kept[chain] & ~won_by_kept & (target[chain] >= 0))
+    if not len(offer):
+        return labels
+    # an offered hit on a layer the target crosses must lie within overlap_mm of the target's hit there
+    members = np.flatnonzero(labels >= 0)
+    members = members[kept[labels[members]]]
+    layer = spacepoints.layer_key.astype(np.int64)
+    member_key = labels[members] * LAYER_KEY_SPAN + layer[members]
+    by_key = np.argsort(member_key, kind="stable")
+    member_key, members = member_key[by_key], members[by_key]
+    offer_key = target[chain[offer]] * LAYER_KEY_SPAN + layer[hit[offer]]
+    first = np.searchsorted(member_key, offer_key)
+    count = np.searchsorted(member_key, offer_key, side="right") - first
+    pair = np.repeat(np.arange(len(offer)), count)
+    here, other = hit[offer[pair]], members[concatenated_ranges(first, count)]
+    beside = np.zeros(len(offer), dtype=bool)
+    beside[pair[_distance(spacepoints, here, other) <= overlap_mm]] = True
+    refused = np.zeros(n_chains, dtype=bool)
+    refused[chain[offer[(count > 0) & ~beside]]] = True
+    offer = offer[(count == 0) & ~refused[chain[offer]]]  # a hit beside the target's is left to the overlap passes
+    offer = offer[np.lexsort((chain[offer], cost[offer], hit[offer]))]  # per hit, the best fit first
+    first_of_hit = np.r_[True, hit[offer][1:] != hit[offer][:-1]] if len(offer) else np.zeros(0, dtype=bool)
+    offer = offer[first_of_hit]
+    result = labels.copy()
+    result[hit[offer]] = target[chain[offer]]
+    return result
+
+
+def _continuing(
+    spacepoints: Spacepoints,
+    links: tuple[np.ndarray, np.ndarray, np.ndarray],
+    one: np.ndarray,
+    other: np.ndarray,
+    at_hit: np.ndarray,
+) -> np.ndarray:
+    """Mask over the chain pairs (``one``, ``other``) [P] meeting at hits ``at_hit`` [P]: an edge of one chain
+    arriving at the hit and an edge of the other leaving it make a triplet cheaper than :data:`CROSSING_COST`.
+    ``links``: the edges [2, E], the edges in chains and each edge's chain."""
+    edges, linked, edge_chain = links
+    n_nodes = len(spacepoints)
+    owner = edge_chain[linked]
+    arriving_key, leaving_key = owner * n_nodes + edges[1][linked], owner * n_nodes + edges[0][linked]
+    by_arriving, by_leaving = np.argsort(arriving_key, kind="stable"), np.argsort(leaving_key, kind="stable")
+    arriving_key, leaving_key = arriving_key[by_arriving], leaving_key[by_leaving]
+    result = np.zeros(len(one), dtype=bool)
+    for inner, outer in ((one, other), (other, one)):
+        arriving_start = np.searchsorted(arriving_key, inner * n_nodes + at_hit)
+        n_in = np.searchsorted(arriving_key, inner * n_nodes + at_hit, side="right") - arriving_start
+        leaving_start = np.searchsorted(leaving_key, outer * n_nodes + at_hit)
+        n_out = np.searchsorted(leaving_key, outer * n_nodes + at_hit, side="right") - leaving_start
+        count = n_in * n_out
+        pair = np.repeat(np.arange(len(one)), count)
+        i, j = np.divmod(ranks_within(count), np.maximum(n_out[pair], 1))
+        before = linked[by_arriving[arriving_start[pair] + i]]
+        after = linked[by_leaving[leaving_start[pair] + j]]
+        local = np.concatenate((edges[:, before], edges[:, after]), axis=1)
+        index = np.arange(len(pair))
+        cost = triplet_costs(spacepoints, local, index, index + len(pair))
+        result[pair[cost < CROSSING_COST]] = True
+    return result
 
 
 def _with_overlap_hits(
@@ -370,10 +483,16 @@ def _bridged(
 def _overlapping(spacepoints: Spacepoints, pairs: np.ndarray, overlap_mm: float) -> np.ndarray:
     """Mask over the hit ``pairs`` [2, P] that lie on different modules of one layer at most ``overlap_mm`` apart."""
     a, b = pairs
-    apart = np.sqrt((spacepoints.x[a] - spacepoints.x[b]) ** 2 + (spacepoints.y[a] - spacepoints.y[b]) ** 2
-                    + (spacepoints.z[a] - spacepoints.z[b]) ** 2)  # fmt: skip
-    same_layer = spacepoints.layer_key[a] == spacepoints.layer_key[b]
-    return same_layer & (spacepoints.module_id[a] != spacepoints.module_id[b]) & (apart <= overlap_mm)
+    other_module = (spacepoints.layer_key[a] == spacepoints.layer_key[b]) & (
+        spacepoints.module_id[a] != spacepoints.module_id[b]
+    )
+    return other_module & (_distance(spacepoints, a, b) <= overlap_mm)
+
+
+def _distance(spacepoints: Spacepoints, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance (mm) between the hits ``a`` and ``b`` (row indices, pairwise)."""
+    return np.sqrt((spacepoints.x[a] - spacepoints.x[b]) ** 2 + (spacepoints.y[a] - spacepoints.y[b]) ** 2
+                   + (spacepoints.z[a] - spacepoints.z[b]) ** 2)  # fmt: skip
 
 
 def _assign_hits(chain: np.ndarray, hit: np.ndarray, cost: np.ndarray, n_chains: int, min_hits: int) -> np.ndarray:
