@@ -47,9 +47,6 @@ BRIDGE_WIDTHS = (0.02, 0.02, 0.02, 2e-4, 30.0)
 ASSIGNMENT_PASSES = 3
 #: Above every ``layer_key`` (volume_id · 10⁶ + layer_id): chain · span + layer_key is one key per chain and layer
 LAYER_KEY_SPAN = 10**9
-#: Largest triplet cost where a short chain meets the kept chain that won its shared hits, for the short chain's free
-#: hits to join the kept one (triplets building, :func:`_with_crossing_chains`)
-CROSSING_COST = 0.3
 #: Times the hits of overlapping modules left out of the chains are added to the candidates (triplets building): two
 #: reach a third module of one layer, or the partner of a hit added in the first pass
 OVERLAP_PASSES = 2
@@ -190,6 +187,7 @@ def triplet_labels(
     link_overlaps: bool = False,
     scores: np.ndarray | None = None,
     score_weight: float = 0.0,
+    crossing_cost: float = 0.0,
 ) -> np.ndarray:
     """Track label per spacepoint [N] (-1: none) from chains of mutually best triplet links (see the module doc);
     with ``bridge_cost`` > 0, chains are joined across a missing edge (:func:`_bridged`; also from one module to an
@@ -200,6 +198,8 @@ def triplet_labels(
     chains leave out are added to the candidates (:func:`_with_overlap_hits`); ``overlap_mm`` 0 treats every edge
     alike.  With ``score_weight`` > 0, the links are chosen (each edge's best partner, and a shared hit's chain) by
     the triplet cost plus ``score_weight`` × (−ln score) of both edges (``scores`` [E], the edges' GNN scores).
+    With ``crossing_cost`` > 0, a chain too short to keep gives its free hits to a kept chain that it crosses and
+    continues (:func:`_with_crossing_chains`).
     """
     overlap = _overlapping(spacepoints, edges, overlap_mm)
     overlaps, edges = edges[:, overlap], edges[:, ~overlap]
@@ -244,9 +244,10 @@ def triplet_labels(
     chosen = _assign_hits(owner, hit, best_cost, n_edges, min_hits)
     labels = np.full(n_nodes, -1, dtype=np.int64)
     labels[hit[chosen]] = owner[chosen]
-    linked = np.unique(np.concatenate((first, second)))
-    labels = _with_crossing_chains(spacepoints, labels, (owner, hit, best_cost), (edges, linked, chain), min_hits,
-                                   overlap_mm)  # fmt: skip
+    if crossing_cost > 0:
+        links = (edges, np.unique(np.concatenate((first, second))), chain)
+        labels = _with_crossing_chains(spacepoints, labels, (owner, hit, best_cost), links, min_hits, overlap_mm,
+                                       crossing_cost)  # fmt: skip
     labels = _numbered(labels, min_hits)
     for _ in range(OVERLAP_PASSES):  # a hit added in one pass can bring in its own overlap partner in the next
         added = _with_overlap_hits(spacepoints, labels, edges, overlaps, ATTACH_COST)
@@ -263,6 +264,7 @@ def _with_crossing_chains(
     links: tuple[np.ndarray, np.ndarray, np.ndarray],
     min_hits: int,
     overlap_mm: float,
+    max_cost: float,
 ) -> np.ndarray:
     """``labels`` (a chain per hit, -1: none) with the free hits of the chains too short to keep (fewer than
     ``min_hits`` hits won) given to a kept chain that crosses them.
@@ -272,7 +274,7 @@ def _with_crossing_chains(
     g. The longer wins the shared hit d, the shorter falls under ``min_hits`` and gives its hits up, and the
     particle's track loses a, b and c.  A short chain's free hits join the kept chain that won its shared hits
     when that is one chain, an edge of the one arriving at a shared hit and an edge of the other leaving it make a
-    triplet cheaper than :data:`CROSSING_COST` (the short chain continues the kept one), and none of its free hits
+    triplet cheaper than ``max_cost`` (the short chain continues the kept one), and none of its free hits
     lies on a layer the kept chain crosses farther than ``overlap_mm`` from its hit there.  The free hits on the
     layers the kept chain does not cross join it; those beside its hit (an overlapping module) are left to
     :func:`_with_overlap_hits`.  A hit offered by several short chains goes to the one whose links fit best there.
@@ -294,7 +296,7 @@ def _with_crossing_chains(
     np.minimum.at(lowest, chain[shared], winner[shared])
     np.maximum.at(highest, chain[shared], winner[shared])
     shared = shared[lowest[chain[shared]] == highest[chain[shared]]]
-    continues = _continuing(spacepoints, links, chain[shared], winner[shared], hit[shared])
+    continues = _continuing(spacepoints, links, chain[shared], winner[shared], hit[shared]) < max_cost
     target = np.full(n_chains, -1, dtype=np.int64)
     target[chain[shared[continues]]] = winner[shared[continues]]
     offer = np.flatnonzero(~kept[chain] & ~won_by_kept & (target[chain] >= 0))
@@ -332,8 +334,8 @@ def _continuing(
     other: np.ndarray,
     at_hit: np.ndarray,
 ) -> np.ndarray:
-    """Mask over the chain pairs (``one``, ``other``) [P] meeting at hits ``at_hit`` [P]: an edge of one chain
-    arriving at the hit and an edge of the other leaving it make a triplet cheaper than :data:`CROSSING_COST`.
+    """For the chain pairs (``one``, ``other``) [P] meeting at hits ``at_hit`` [P], the cheapest triplet [P] of an
+    edge of one chain arriving at the hit and an edge of the other leaving it (inf where there is none).
     ``links``: the edges [2, E], the edges in chains and each edge's chain."""
     edges, linked, edge_chain = links
     n_nodes = len(spacepoints)
@@ -341,7 +343,7 @@ def _continuing(
     arriving_key, leaving_key = owner * n_nodes + edges[1][linked], owner * n_nodes + edges[0][linked]
     by_arriving, by_leaving = np.argsort(arriving_key, kind="stable"), np.argsort(leaving_key, kind="stable")
     arriving_key, leaving_key = arriving_key[by_arriving], leaving_key[by_leaving]
-    result = np.zeros(len(one), dtype=bool)
+    result = np.full(len(one), np.inf)
     for inner, outer in ((one, other), (other, one)):
         arriving_start = np.searchsorted(arriving_key, inner * n_nodes + at_hit)
         n_in = np.searchsorted(arriving_key, inner * n_nodes + at_hit, side="right") - arriving_start
@@ -354,8 +356,7 @@ def _continuing(
         after = linked[by_leaving[leaving_start[pair] + j]]
         local = np.concatenate((edges[:, before], edges[:, after]), axis=1)
         index = np.arange(len(pair))
-        cost = triplet_costs(spacepoints, local, index, index + len(pair))
-        result[pair[cost < CROSSING_COST]] = True
+        np.minimum.at(result, pair, triplet_costs(spacepoints, local, index, index + len(pair)))
     return result
 
 
@@ -544,7 +545,7 @@ class TrackBuilding:
             bridge_cost = config.max_bridge_cost if config.bridge_gaps else 0.0
             labels = triplet_labels(spacepoints, edges, config.max_triplet_cost, config.min_hits, bridge_cost,
                                     config.max_bypass_cost, config.max_overlap_mm, config.link_overlaps, scores,
-                                    config.score_weight)  # fmt: skip
+                                    config.score_weight, config.max_crossing_cost)  # fmt: skip
             return TrackCandidates(labels=labels)
         if config.method == "walkthrough":
             edges = edges[:, best_edges(edges, scores)]

@@ -87,8 +87,11 @@ class BuildingConfig:
     (``triplets``; 0 treats those edges like any other). With ``score_weight`` > 0 (``triplets``) an edge's GNN score
     counts when links are chosen: each link costs its triplet mismatch plus ``score_weight`` × (−ln s) for the score
     s of each of its two edges, so that of two partners that fit alike the edge the GNN trusts more wins; which
-    triplets may link (``max_triplet_cost``, ``max_bypass_cost``) stays a matter of geometry. The measured effect of
-    each: docs/physics.md."""
+    triplets may link (``max_triplet_cost``, ``max_bypass_cost``) stays a matter of geometry. A chain left with
+    fewer than ``min_hits`` hits after the shared hits are assigned gives its other hits to the kept chain that won
+    them where the two continue each other (a triplet cheaper than ``max_crossing_cost`` at a shared hit: two
+    chains of one particle through overlapping modules that cross; ``triplets``; 0 drops the short chain's hits).
+    The measured effect of each: docs/physics.md."""
 
     method: Literal["triplets", "walkthrough", "components"] = "triplets"
     min_hits: int = attrs.field(default=5, validator=v.ge(1))
@@ -99,6 +102,7 @@ class BuildingConfig:
     max_overlap_mm: float = attrs.field(default=OVERLAP_MM, validator=v.ge(0.0))
     link_overlaps: bool = False
     score_weight: float = attrs.field(default=0.0, validator=v.ge(0.0))
+    max_crossing_cost: float = attrs.field(default=1.0, validator=v.ge(0.0))
 
 
 @attrs.frozen(kw_only=True)
