@@ -7,12 +7,15 @@ import pytest
 
 from inference_iface import ConfigError
 from tracking_algs.event import TrackCandidates
-from tracking_algs.finding.config import FindingConfig, GraphConfig
+from tracking_algs.finding.config import FindingConfig, GNNConfig, GraphConfig
 from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.model_dir import SHIPPED_DIR, load_model_card
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
 from tracking_algs.finding.validation import evaluate
+from tracking_algs.fitting import KalmanFitter
+from tracking_algs.geometry import trackml_detector
 from tracking_algs.job_options import JobOptions, local_finder
+from tracking_algs.modules import trackml_modules
 from tracking_algs.performance import ParticleSelection, edge_metrics, match_tracks, truth_graph
 from tracking_algs.performance.lookup import hit_particle_pt, particle_rows
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -161,3 +164,22 @@ def test_evaluate_splits_the_efficiency_into_particles_from_the_beam_line_and_se
     chosen = (pt > 1.0) & (np.abs(eta) < 4.0) & (hits[1:] >= 5)
     secondary = np.hypot(particles.vx, particles.vy) >= 1.0
     assert split["secondary"]["n_selected"] == np.count_nonzero(chosen & secondary) > 0
+
+
+@pytest.mark.parametrize("gnn_cut", [0.15, 0.995])
+def test_evaluate_tells_why_the_particles_no_written_track_finds_are_lost(gnn_cut):
+    """With a fitter, on a module-simulation event: the causes add up to the particles above 1 GeV that the written
+    tracks miss, the secondaries among them are those of the split by origin, and with a GNN cut that keeps almost
+    no edge most of the particles from the beam line are lost before the building."""
+    event = simulate_event(SimulationConfig(geometry="modules", pileup=5.0), SEED, 1)
+    fitter = KalmanFitter(trackml_detector(), modules=trackml_modules())
+    with local_finder(FindingConfig(gnn=GNNConfig(cut=gnn_cut)), fitter) as finder:
+        summary = evaluate(finder, [event])
+    lost = summary["lost_pt>1"]
+    written = summary["selected"]["pt>1"]
+    assert sum(lost.values()) == written["n_selected"] - written["n_matched"]
+    secondaries = summary["by_origin_pt>1"]["selected"]["secondary"]
+    assert lost["secondary"] == secondaries["n_selected"] - secondaries["n_matched"]
+    if gnn_cut > 0.9:
+        beam_line = summary["by_origin_pt>1"]["selected"]["beam_line"]
+        assert lost["edges_lost_before_building"] > 0.5 * (beam_line["n_selected"] - beam_line["n_matched"]) > 0

@@ -16,7 +16,8 @@ from tracking_algs.fitting.hook import refitter
 from tracking_algs.fitting.results import fitted_pt
 from tracking_algs.fitting.selection import TrackSelection
 from tracking_algs.performance import MatchResult, ParticleSelection, edge_counts, match_tracks, truth_graph
-from tracking_algs.performance.lookup import hit_particle_pt
+from tracking_algs.performance.edges import edge_keys
+from tracking_algs.performance.lookup import hit_particle_pt, particle_rows
 
 #: pT thresholds (GeV) the figures are quoted for.
 PT_THRESHOLDS: tuple[float, ...] = (1.0, 0.5)
@@ -24,6 +25,11 @@ PT_THRESHOLDS: tuple[float, ...] = (1.0, 0.5)
 SECONDARY_RADIUS_MM = 1.0
 #: the groups of the split by origin
 ORIGINS = ("beam_line", "secondary")
+#: why a selected particle has no written track, each particle counted in the first that applies
+#: (:func:`_lost_causes`)
+LOST_CAUSES = ("secondary", "dropped_by_fit_selection", "edges_lost_before_building", "building")
+#: a particle whose truth edges the GNN keeps fewer of than this fraction counts as lost before the building
+KEPT_EDGES_MIN = 0.9
 
 
 def evaluate(
@@ -50,6 +56,7 @@ def evaluate(
     timing: dict[str, list[float]] = {}
     n_hits = []
     track_pts: list[np.ndarray] = []  # the fitted pT of the kept tracks of each event, in their match's order
+    lost = np.zeros(len(LOST_CAUSES), dtype=np.int64)
     for event in events:
         result = finder.find(event.spacepoints)
         n_hits.append(len(event.spacepoints))
@@ -72,6 +79,8 @@ def evaluate(
                 found_by_origin = _origin_counts(results[-1], secondary)
                 origin_counts[key] = origin_counts.get(key, np.zeros((2, 2), np.int64)) + found_by_origin
         truth = truth_graph(event)
+        if kept is not None:
+            lost += _lost_causes(event, truth, result.edges["gnn"], matches[PT_THRESHOLDS[0]][-1], match, secondary)
         fast = truth[:, hit_particle_pt(event)[truth[0]] > PT_THRESHOLDS[0]]
         for stage, edges in result.edges.items():
             found = (*edge_counts(edges, truth), *edge_counts(edges, fast)[:2])
@@ -92,6 +101,7 @@ def evaluate(
         "mean_spacepoints": float(np.mean(n_hits)) if n_hits else 0.0,
         "tracks": {f"pt>{pt:g}": combined[pt].summary() for pt in PT_THRESHOLDS},
         **({"selected": fitted} if fitted else {}),
+        **({f"lost_pt>{PT_THRESHOLDS[0]:g}": dict(zip(LOST_CAUSES, lost.tolist(), strict=True))} if fitted else {}),
         f"by_origin_pt>{PT_THRESHOLDS[0]:g}": by_origin,
         "edges": {stage: _edge_summary(*c, n_events=len(n_hits)) for stage, c in counts.items()},
         "timing_ms": {stage: float(np.mean(values)) for stage, values in timing.items()},
@@ -107,6 +117,34 @@ def _origin_counts(match: MatchResult, secondary: np.ndarray) -> np.ndarray:
     return np.array([[np.count_nonzero(chosen & (secondary == group)),
                       np.count_nonzero(chosen & match.particle_matched & (secondary == group))]
                      for group in (False, True)])  # fmt: skip
+
+
+def _lost_causes(
+    event: Event,
+    truth: np.ndarray,
+    gnn_edges: np.ndarray,
+    candidates: MatchResult,
+    written: MatchResult,
+    secondary: np.ndarray,
+) -> np.ndarray:
+    """How many of the selected particles of ``event`` no written track finds, by :data:`LOST_CAUSES`: secondaries
+    (mask ``secondary`` over the particles); found by a candidate the fit selection drops; fewer than
+    :data:`KEPT_EDGES_MIN` of their ``truth`` edges left after the GNN; and the rest, which the building splits or
+    leaves out. ``candidates`` and ``written`` match the candidates and the written tracks (row-aligned with the
+    event's particles)."""
+    truth_particle = particle_rows(event.particles.particle_id, event.truth.particle_id[truth[0]])
+    known = truth_particle >= 0
+    kept = np.isin(edge_keys(truth[:, known], unique=False), edge_keys(gnn_edges))
+    n_particles = len(event.particles.particle_id)
+    edges_of = np.bincount(truth_particle[known], minlength=n_particles)
+    kept_of = np.bincount(truth_particle[known], weights=kept, minlength=n_particles)
+    missed = written.particle_selected & ~written.particle_matched
+    causes = (secondary, candidates.particle_matched, kept_of < KEPT_EDGES_MIN * np.maximum(edges_of, 1))
+    counts = []
+    for cause in causes:
+        counts.append(int((missed & cause).sum()))
+        missed = missed & ~cause
+    return np.array([*counts, int(missed.sum())])
 
 
 def _origin_summary(counts: np.ndarray) -> dict[str, dict[str, Any]]:

@@ -30,11 +30,13 @@ def truth_graph(event: Event) -> np.ndarray:
     return np.stack((rows[:-1][same], rows[1:][same])).astype(np.int64).reshape(2, -1)
 
 
-def edge_keys(edges: np.ndarray) -> np.ndarray:
-    """Unique int64 keys of undirected edges [2, E] of non-negative node indices: lo · 2³² + hi."""
+def edge_keys(edges: np.ndarray, unique: bool = True) -> np.ndarray:
+    """Int64 keys of undirected edges [2, E] of non-negative node indices: lo · 2³² + hi; sorted and without
+    repeats, or (``unique`` false) one per edge in its order."""
     edges = np.asarray(edges, dtype=np.int64).reshape(2, -1)
     low, high = np.minimum(edges[0], edges[1]), np.maximum(edges[0], edges[1])
-    return np.unique((low << 32) | high)
+    keys = (low << 32) | high
+    return np.unique(keys) if unique else keys
 
 
 def edge_counts(predicted: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
