@@ -32,7 +32,7 @@ from inference_iface.cores import usable_cores
 from tracking_algs.cores import core_slices, map_on_cores
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.finding.config import BuildingConfig
-from tracking_algs.ranges import concatenated_ranges, ranks_within
+from tracking_algs.ranges import concatenated_ranges, first_of_runs, ranks_within
 
 #: Width of the change of polar direction between the two edges of a true triplet (rad): a floor for the hit
 #: resolution, and a term that grows with the curvature (per metre) for multiple scattering
@@ -320,8 +320,7 @@ def _with_crossing_chains(
     refused[chain[offer[(count > 0) & ~beside]]] = True
     offer = offer[(count == 0) & ~refused[chain[offer]]]  # a hit beside the target's is left to the overlap passes
     offer = offer[np.lexsort((chain[offer], cost[offer], hit[offer]))]  # per hit, the best fit first
-    first_of_hit = np.r_[True, hit[offer][1:] != hit[offer][:-1]] if len(offer) else np.zeros(0, dtype=bool)
-    offer = offer[first_of_hit]
+    offer = offer[first_of_runs(hit[offer])]
     result = labels.copy()
     result[hit[offer]] = target[chain[offer]]
     return result
@@ -395,7 +394,7 @@ def _with_overlap_hits(
     offer, cost = offer[good], cost[good]
     order = np.lexsort((cost, hit[offer]))  # per left-out hit, the best fit first
     offer = offer[order]
-    first = np.r_[True, hit[offer][1:] != hit[offer][:-1]] if len(offer) else np.zeros(0, dtype=bool)
+    first = first_of_runs(hit[offer])
     result = labels.copy()
     result[hit[offer[first]]] = labels[partner[offer[first]]]
     return result

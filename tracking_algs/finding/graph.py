@@ -16,7 +16,7 @@ from tracking_algs.cores import map_on_cores
 from tracking_algs.event import Spacepoints
 from tracking_algs.finding.config import GraphConfig
 from tracking_algs.finding.pairs import PairGeometry
-from tracking_algs.ranges import ranks_within
+from tracking_algs.ranges import first_of_runs, ranks_within
 
 #: ``accept(query, neighbour)``: a boolean mask over pairs of point indices, True for the pairs to keep.
 PairFilter = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -72,7 +72,7 @@ def radius_graph(
 
 def _ranks(query: np.ndarray) -> np.ndarray:
     """Position of each entry within its run of equal ``query`` values (``query`` grouped, nearest first)."""
-    starts = np.flatnonzero(np.r_[True, query[1:] != query[:-1]]) if len(query) else np.empty(0, np.int64)
+    starts = np.flatnonzero(first_of_runs(query))
     lengths = np.diff(np.r_[starts, len(query)])
     return ranks_within(lengths)
 

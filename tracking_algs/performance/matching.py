@@ -19,6 +19,7 @@ import numpy as np
 
 from tracking_algs.event import Event, TrackCandidates
 from tracking_algs.performance.lookup import particle_rows
+from tracking_algs.ranges import first_of_runs
 
 
 class TrackStatus(enum.IntEnum):
@@ -201,7 +202,7 @@ def match_tracks(
     pairs, counts = np.unique(track_of_row[owned] * stride + hit_row[rows][owned], return_counts=True)
     pair_track, pair_particle = np.divmod(pairs, stride)
     best = np.lexsort((particles.particle_id[pair_particle], -counts, pair_track))
-    best = best[_first_of_runs(pair_track[best])]
+    best = best[first_of_runs(pair_track[best])]
     majority = np.full(n_tracks, -1)
     n_majority = np.zeros(n_tracks, dtype=np.int64)
     majority[pair_track[best]] = pair_particle[best]
@@ -216,7 +217,7 @@ def match_tracks(
     status[matched] = TrackStatus.DUPLICATE
     winners = np.flatnonzero(matched)
     winners = winners[np.lexsort((track_id[winners], -n_majority[winners], -sizes[winners], majority[winners]))]
-    winners = winners[_first_of_runs(majority[winners])]
+    winners = winners[first_of_runs(majority[winners])]
     status[winners] = TrackStatus.MATCHED
     particle_matched = np.zeros(len(particles), dtype=bool)
     particle_matched[majority[winners]] = True
@@ -241,11 +242,6 @@ def match_tracks(
         track_particle_nhits=np.where(has_majority, particle_nhits[np.maximum(majority, 0)], 0),
         track_eta=_group_median(hit_eta, track_of_row, sizes),
     )
-
-
-def _first_of_runs(keys: np.ndarray) -> np.ndarray:
-    """Mask of the first element of each run of equal values in ``keys``."""
-    return np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, dtype=bool)
 
 
 def _group_median(values: np.ndarray, group: np.ndarray, sizes: np.ndarray) -> np.ndarray:
