@@ -69,9 +69,6 @@ def evaluate(
             matches[pt].append(match_tracks(event, result.candidates, chosen))
             if kept is not None:
                 selected[pt].append(match_tracks(event, kept, chosen))
-        if kept is not None:
-            match = selected[PT_THRESHOLDS[0]][-1]
-            track_pts.append(fitted_pt(match.track_id, kept_fit.track_id, kept_fit.params))
         # row-aligned with the particles table, as the particle columns of every MatchResult of this event are
         secondary = np.hypot(event.particles.vx, event.particles.vy) >= SECONDARY_RADIUS_MM
         for key, results in (("tracks", matches[PT_THRESHOLDS[0]]), ("selected", selected[PT_THRESHOLDS[0]])):
@@ -80,7 +77,9 @@ def evaluate(
                 origin_counts[key] = origin_counts.get(key, np.zeros((2, 2), np.int64)) + found_by_origin
         truth = truth_graph(event)
         if kept is not None:
-            lost += _lost_causes(event, truth, result.edges["gnn"], matches[PT_THRESHOLDS[0]][-1], match, secondary)
+            written = selected[PT_THRESHOLDS[0]][-1]
+            track_pts.append(fitted_pt(written.track_id, kept_fit.track_id, kept_fit.params))
+            lost += _lost_causes(event, truth, result.edges["gnn"], matches[PT_THRESHOLDS[0]][-1], written, secondary)
         fast = truth[:, hit_particle_pt(event)[truth[0]] > PT_THRESHOLDS[0]]
         for stage, edges in result.edges.items():
             found = (*edge_counts(edges, truth), *edge_counts(edges, fast)[:2])
