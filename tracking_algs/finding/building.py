@@ -344,10 +344,11 @@ def _continuing(
     arriving_key, leaving_key = arriving_key[by_arriving], leaving_key[by_leaving]
     result = np.full(len(one), np.inf)
     for inner, outer in ((one, other), (other, one)):
-        arriving_start = np.searchsorted(arriving_key, inner * n_nodes + at_hit)
-        n_in = np.searchsorted(arriving_key, inner * n_nodes + at_hit, side="right") - arriving_start
-        leaving_start = np.searchsorted(leaving_key, outer * n_nodes + at_hit)
-        n_out = np.searchsorted(leaving_key, outer * n_nodes + at_hit, side="right") - leaving_start
+        arriving_at, leaving_at = inner * n_nodes + at_hit, outer * n_nodes + at_hit
+        arriving_start = np.searchsorted(arriving_key, arriving_at)
+        n_in = np.searchsorted(arriving_key, arriving_at, side="right") - arriving_start
+        leaving_start = np.searchsorted(leaving_key, leaving_at)
+        n_out = np.searchsorted(leaving_key, leaving_at, side="right") - leaving_start
         count = n_in * n_out
         pair = np.repeat(np.arange(len(one)), count)
         i, j = np.divmod(ranks_within(count), np.maximum(n_out[pair], 1))
