@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fitting.kalman.max_trimmed_hits: hits a failed fit gives up at either end")  # fmt: skip
     parser.add_argument("--merge-split", action="store_true",
                         help="fitting.selection.merge_split on: split pieces refitted as one track")  # fmt: skip
+    parser.add_argument("--rescue-outliers", action="store_true",
+                        help="fitting.selection.rescue_outliers on: rejected hits fitted as a track")  # fmt: skip
     parser.add_argument("--output", default="physics_validation", help="name of the results in benchmarks/results")
     parser.add_argument("--no-plots", action="store_true", help="leave docs/plots as they are")
     parser.add_argument("--no-fit", action="store_true", help="candidates only, no fit and no track selection")
@@ -111,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         for pileup in args.pileups:
             simulation = SimulationConfig(geometry=args.geometry, pileup=pileup, energy_loss=args.energy_loss)
             events = (simulate_event(simulation, args.seed, i, field=field) for i in range(args.events))
-            summary = evaluate(finder, events, track_selection=TrackSelection(merge_split=args.merge_split))
+            summary = evaluate(
+                finder,
+                events,
+                track_selection=TrackSelection(merge_split=args.merge_split, rescue_outliers=args.rescue_outliers),
+            )
             results[f"pileup_{pileup:g}"] = without_matches(summary)
             if "selected_matches" in summary:
                 results[f"pileup_{pileup:g}"]["fragments"] = fragment_quartiles(summary["selected_matches"][1.0])

@@ -10,7 +10,7 @@ import pytest
 from inference_iface.errors import ConfigError
 from inference_iface.options import structure
 from tracking_algs.event import TrackCandidates
-from tracking_algs.fitting import FitStatus, FittingConfig, KalmanFitter, TrackSelection, refitter
+from tracking_algs.fitting import FitStatus, FittingConfig, KalmanConfig, KalmanFitter, TrackSelection, refitter
 from tracking_algs.fitting.results import transverse_momentum
 from tracking_algs.fitting.split_tracks import chi2_of
 from tracking_algs.geometry import trackml_detector
@@ -232,3 +232,70 @@ def test_merge_split_writes_the_two_pieces_of_a_particle_as_one_track_of_all_its
     whole_rows = np.isin(particle, whole)
     assert (kept.labels[whole_rows] == plain.labels[whole_rows]).all()
     assert merging.apply(candidates, fit)[0].labels.tolist() == plain.labels.tolist()
+
+
+def test_rescue_outliers_writes_the_rejected_end_of_a_joined_chain_as_a_track_of_its_own():
+    """Chains as the building makes of a particle and the product of its nuclear interaction: the 8 innermost hits of
+    one particle joined to the 5 outermost hits of another (above 0.5 GeV, so that the pT cut keeps it), all farther
+    out. The fit keeps the first particle and
+    rejects the second's hits (trimmed off, or outliers); with ``rescue_outliers`` nearly every second particle comes
+    back as a track of exactly its 5 hits, under an id above every candidate's, while the first keeps its track;
+    without ``refit``, or without the option, those hits stay unassigned."""
+    event = simulate_event(SimulationConfig(pileup=20.0, noise_fraction=0.0), seed=3_100_004, event_id=0)
+    particle, distance = event.truth.particle_id, event.spacepoints.distance
+    ids, counts = np.unique(particle[particle > 0], return_counts=True)
+    long = ids[counts >= 8]
+    fast = set(long[event.particles.pt[particle_rows(event.particles.particle_id, long)] > 0.5].tolist())
+    hits = {owner: np.flatnonzero(particle == owner) for owner in long}
+    hits = {owner: rows[np.argsort(distance[rows])] for owner, rows in hits.items()}
+    owners = list(hits)
+    labels = np.full(len(particle), -1)
+    pairs = []
+    for inner, outer in zip(owners[0::2], owners[1::2], strict=False):
+        head, tail = hits[inner][:8], hits[outer][-5:]
+        if outer in fast and distance[tail[0]] > distance[head[-1]]:
+            labels[head] = labels[tail] = len(pairs)
+            pairs.append((head, tail))
+    candidates = TrackCandidates(labels)
+    fitter = KalmanFitter(DETECTOR, KalmanConfig(max_trimmed_hits=5))
+    fit = fitter.fit(event.spacepoints, candidates)
+
+    def refit(tracks: TrackCandidates):
+        return refitter(fitter).fit(event.spacepoints, tracks)
+
+    plain = TrackSelection().apply(candidates, fit, refit)[0]
+    rescuing = TrackSelection(rescue_outliers=True)
+    kept, kept_fit = rescuing.apply(candidates, fit, refit)
+    heads_kept = [label for label, (head, _) in enumerate(pairs) if (plain.labels[head] == label).all()]
+    assert len(heads_kept) >= 15
+    rescued = [label for label in heads_kept if len(np.unique(kept.labels[pairs[label][1]])) == 1
+               and kept.labels[pairs[label][1]][0] > labels.max()]  # fmt: skip
+    assert len(rescued) >= 0.9 * len(heads_kept)
+    for label in rescued:
+        head, tail = pairs[label]
+        assert (kept.labels[head] == label).all()
+        assert (kept.labels == kept.labels[tail[0]]).sum() == len(tail)
+        assert (plain.labels[tail] == -1).all()
+    assert np.isin(kept.labels[kept.labels >= 0], kept_fit.track_id).all()
+    assert (
+        rescuing.apply(candidates, fit)[0].labels.tolist() == TrackSelection().apply(candidates, fit)[0].labels.tolist()
+    )
+
+
+def test_fit_results_without_hits_keeps_the_tracks_and_counts_only_the_outliers_left():
+    event = simulate_event(SimulationConfig(pileup=5.0, noise_fraction=0.0), seed=3_100_005, event_id=0)
+    particle = event.truth.particle_id
+    ids, counts = np.unique(particle[particle > 0], return_counts=True)
+    labels = np.where(np.isin(particle, ids[counts >= 6]), particle, -1)
+    fit = KalmanFitter(DETECTOR).fit(event.spacepoints, TrackCandidates(labels))
+    dropped = np.zeros(len(fit.hit_rows), dtype=bool)
+    dropped[fit.hit_offsets[:-1]] = True  # the first hit of every track
+    dropped |= fit.outlier
+    fewer = fit.without_hits(dropped)
+    np.testing.assert_array_equal(fewer.track_id, fit.track_id)
+    np.testing.assert_array_equal(np.diff(fewer.hit_offsets), np.diff(fit.hit_offsets) - np.bincount(
+        np.repeat(np.arange(len(fit)), np.diff(fit.hit_offsets))[dropped], minlength=len(fit)))  # fmt: skip
+    np.testing.assert_array_equal(fewer.hit_rows, fit.hit_rows[~dropped])
+    assert not fewer.outlier.any()
+    assert (fewer.n_outliers == 0).all()
+    np.testing.assert_array_equal(fewer.params, fit.params)

@@ -158,6 +158,8 @@ def test_the_shipped_module_models_are_named_and_record_their_training_data():
     assert default.finding.building.score_weight == 0
     assert not default.fitting.selection.merge_split
     assert options.fitting.selection.merge_split
+    assert options.fitting.selection.rescue_outliers
+    assert not default.fitting.selection.rescue_outliers
     assert (default.fitting.kalman.max_trimmed_hits, options.fitting.kalman.max_trimmed_hits) == (3, 5)
     assert options.finding.model_dir == "shipped:modules"
     assert options.stage_inference("gnn")["model_path"] == str(SHIPPED_MODULES_DIR / "gnn.onnx")

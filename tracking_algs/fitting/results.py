@@ -116,6 +116,16 @@ class FitResults:
             outlier=self.outlier[hits],
         )
 
+    def without_hits(self, dropped: np.ndarray) -> FitResults:
+        """The same tracks without the hits ``dropped`` (mask [H] over the hits; their track columns as they were,
+        apart from ``n_outliers``, which no longer counts the dropped hits the fit rejected)."""
+        track_of_hit = np.repeat(np.arange(len(self)), np.diff(self.hit_offsets))
+        kept = ~dropped
+        counts = np.bincount(track_of_hit[kept], minlength=len(self))
+        n_outliers = self.n_outliers - np.bincount(track_of_hit[dropped & self.outlier], minlength=len(self))
+        return attrs.evolve(self, n_outliers=n_outliers, hit_offsets=np.concatenate(([0], np.cumsum(counts))),
+                            hit_rows=self.hit_rows[kept], outlier=self.outlier[kept])  # fmt: skip
+
 
 #: the per-track columns of :class:`FitResults` besides ``track_id``
 _TRACK_COLUMNS = ("params", "cov", "chi2", "ndf", "pvalue", "n_hits", "n_outliers", "status")

@@ -10,7 +10,10 @@ whose perigees agree within their errors (``max_split_chi2``), the one with fewe
 dropped: a particle the track building cut in two, or built twice (:mod:`~tracking_algs.fitting.split_tracks`).
 With ``merge_split``, such tracks are first refitted as one (their hits together, less those their own fits
 rejected) and written as one track where that fit passes the cuts: the two pieces of a particle then make one track
-that holds most of its hits.
+that holds most of its hits.  With ``rescue_outliers``, the hits a kept track's fit rejected, where they are at least
+``min_hits``, are fitted as a track of their own and written as one where that fit passes the cuts: the track
+building can join a particle to the one it came from (a hadron and the leading product of its nuclear interaction
+in a module, say), and the fit of the joined chain keeps one of them and rejects the other's hits.
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ class TrackSelection:
     (``max_split_chi2``, :mod:`~tracking_algs.fitting.split_tracks`; 20.52 is the χ² quantile of p = 1e-3 for the 5
     perigee parameters; 0 keeps them). With ``merge_split`` the tracks whose perigees so agree are refitted as one
     track (each group of them that agree pairwise, through ``refit`` in :meth:`apply`) and, where that fit passes the
-    cuts above, written as one under the smallest of their track ids."""
+    cuts above, written as one under the smallest of their track ids.  With ``rescue_outliers`` the hits a passing
+    track's fit rejected, where they are at least ``min_hits``, are refitted as one new track (ids above every
+    candidate's, in the order of the tracks they came from) and move to it where that fit passes the cuts; this
+    comes first, so a rescued track can be merged too."""
 
     enabled: bool = True
     min_pvalue: float = attrs.field(default=1e-3, validator=[v.ge(0.0), v.le(1.0)])
@@ -50,15 +56,18 @@ class TrackSelection:
     min_pt_gev: float = attrs.field(default=0.4, validator=v.ge(0.0))
     max_split_chi2: float = attrs.field(default=20.52, validator=v.ge(0.0))
     merge_split: bool = False
+    rescue_outliers: bool = False
 
     def apply(
         self, candidates: TrackCandidates, fit: FitResults, refit: Refit | None = None
     ) -> tuple[TrackCandidates, FitResults]:
         """The kept tracks (labels of dropped tracks and rejected hits set to -1) and their rows of ``fit``,
         hit columns regrouped to the kept hits; unchanged when not ``enabled``. ``refit`` fits candidate tracks of
-        the same event, for ``merge_split`` (which is skipped without it)."""
+        the same event, for ``rescue_outliers`` and ``merge_split`` (which are skipped without it)."""
         if not self.enabled:
             return candidates, fit
+        if self.rescue_outliers and refit is not None:
+            candidates, fit = self._rescued_outliers(candidates, fit, refit)
         if self.merge_split and self.max_split_chi2 > 0 and refit is not None:
             candidates, fit = self._merged_pieces(candidates, fit, refit)
         track_of_hit, leaving, remaining, kept = self._passing(fit)
@@ -128,3 +137,26 @@ class TrackSelection:
         moved = replaced[track_of_hit]
         labels[fit.hit_rows[moved]] = np.where(leaving[moved], -1, merged_id[track_of_hit[moved]])
         return TrackCandidates(labels), combined([fit.tracks(~replaced), tried.tracks(good)])
+
+    def _rescued_outliers(
+        self, candidates: TrackCandidates, fit: FitResults, refit: Refit
+    ) -> tuple[TrackCandidates, FitResults]:
+        """``candidates`` and ``fit`` with the rejected hits of each passing track, where they are at least
+        ``min_hits``, moved to a track of their own where ``refit`` of them passes the cuts."""
+        track_of_hit, _, _, passing = self._passing(fit)
+        rejected = fit.outlier & passing[track_of_hit]
+        donors = np.flatnonzero(np.bincount(track_of_hit[rejected], minlength=len(fit)) >= self.min_hits)
+        if not len(donors):
+            return candidates, fit
+        first_id = max(int(candidates.labels.max(initial=-1)), int(fit.track_id.max(initial=-1))) + 1
+        new_id = np.full(len(fit), -1, dtype=np.int64)
+        new_id[donors] = first_id + np.arange(len(donors))
+        moving = rejected & (new_id[track_of_hit] >= 0)
+        pieces = np.full(len(candidates.labels), -1, dtype=np.int64)
+        pieces[fit.hit_rows[moving]] = new_id[track_of_hit[moving]]
+        tried = refit(TrackCandidates(pieces))
+        rescued = tried.tracks(self._passing(tried)[3])
+        moved = moving & np.isin(new_id[track_of_hit], rescued.track_id)
+        labels = candidates.labels.copy()
+        labels[fit.hit_rows[moved]] = new_id[track_of_hit[moved]]
+        return TrackCandidates(labels), combined([fit.without_hits(moved), rescued])
