@@ -34,12 +34,13 @@ class KalmanConfig:
       inflation (the seed position error is the first hit's measurement error);
     - ``close_hits_mm`` and ``second_pass_cov_inflation``: a track with two consecutive hits closer than
       ``close_hits_mm`` (two overlapping modules of one layer) is filtered and smoothed a second time, from the
-      first pass's smoothed state at its first hit with that state's covariance times
-      ``second_pass_cov_inflation``.  Right after two such hits the filtered direction and curvature are still
-      poorly known (the pair measures one point twice), and the transport to the next layer is linearised about
-      that poor state: the first pass's estimate is then up to 1.5 times as wide as its covariance says.  The
-      second pass starts close to the final trajectory; its prior adds 1/``second_pass_cov_inflation`` of the
-      tracks' own information (0 for ``close_hits_mm`` turns it off);
+      first pass's smoothed state at its first hit from the seed and every other hit (the second pass judges the
+      first hit by the others), with that state's covariance times ``second_pass_cov_inflation``.  Right after two
+      such hits the filtered direction and curvature are still poorly known (the pair measures one point twice),
+      and the transport to the next layer is linearised about that poor state: the first pass's estimate is then
+      up to 1.5 times as wide as its covariance says.  The second pass starts close to the final trajectory; its
+      prior adds 1/``second_pass_cov_inflation`` of the tracks' own information (0 for ``close_hits_mm`` turns
+      it off);
     - ``multiple_scattering`` and ``mass_gev`` (the mass hypothesis for β in the Highland formula and the
       energy loss);
     - ``energy_loss``: the mean ionisation energy loss of every surface crossed (the Bethe formula in silicon,

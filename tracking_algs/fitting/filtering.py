@@ -247,11 +247,14 @@ def forward_filter(
 @attrs.frozen
 class Smoothed:
     """The smoother's results: the state at the first hit using all hits (``first`` [T, 5], ``first_cov``
-    [T, 5, 5]) and per step [T, L] the χ² of the hit against the smoothed prediction from all *other* hits
-    (``hit_chi2``; 0 on holes, padding and steps not processed)."""
+    [T, 5, 5]), the state there from the seed and every hit but the first (``without_first``,
+    ``without_first_cov``) and per step [T, L] the χ² of the hit against the smoothed prediction from all *other*
+    hits (``hit_chi2``; 0 on holes, padding and steps not processed)."""
 
     first: np.ndarray
     first_cov: np.ndarray
+    without_first: np.ndarray
+    without_first_cov: np.ndarray
     hit_chi2: np.ndarray
 
 
@@ -263,6 +266,8 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
     after_info = np.zeros((n_tracks, 5, 5))
     first = np.zeros((n_tracks, 5))
     first_cov = np.zeros((n_tracks, 5, 5))
+    without_first = np.zeros((n_tracks, 5))
+    without_first_cov = np.zeros((n_tracks, 5, 5))
     hit_chi2 = np.zeros((n_tracks, length))
     ok = forward.status == FitStatus.OK
 
@@ -281,6 +286,9 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
         else:
             info = np.zeros_like(pred_cov)
             lam = np.zeros_like(pred)
+        if i == 0:  # the adjoint of the hits after alone: the state from the seed and those hits
+            without_first[rows] = pred - _matvec(pred_cov, lam)
+            without_first_cov[rows] = _symmetric(pred_cov - matmul(matmul(pred_cov, info), pred_cov))
         info[:, :2, :2] += precision
         lam[:, :2] -= _matvec(precision, forward.residual[i, rows])
 
@@ -291,14 +299,18 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
                                       hits.kind[rows, i])  # fmt: skip
         if i == 0:
             first[rows] = params
-            cov = pred_cov - matmul(matmul(pred_cov, info), pred_cov)
-            first_cov[rows] = 0.5 * (cov + cov.transpose(0, 2, 1))
+            first_cov[rows] = _symmetric(pred_cov - matmul(matmul(pred_cov, info), pred_cov))
         else:
             if _covers(rows, n_tracks):
                 after_info, after = info, lam
             else:
                 after_info[rows], after[rows] = info, lam
-    return Smoothed(first, first_cov, hit_chi2)
+    return Smoothed(first, first_cov, without_first, without_first_cov, hit_chi2)
+
+
+def _symmetric(cov: np.ndarray) -> np.ndarray:
+    """The symmetric part of stacked matrices [N, 5, 5] (rounding leaves a covariance product slightly off)."""
+    return 0.5 * (cov + cov.transpose(0, 2, 1))
 
 
 def _through_update(jacobian: np.ndarray, reduction: np.ndarray) -> np.ndarray:

@@ -360,7 +360,7 @@ class KalmanFitter:
         forward = forward_filter(measurements, seed, seed_cov, status, self.field, config)
         smoothed = smooth(measurements, forward)
         close = _close_hits(xyz[safe], compact_valid, config.close_hits_mm) & finite_states(
-            smoothed.first, smoothed.first_cov
+            smoothed.without_first, smoothed.without_first_cov
         )
         if close.any():
             forward, smoothed = self._second_pass(measurements, status, forward, smoothed, np.flatnonzero(close))
@@ -385,14 +385,14 @@ class KalmanFitter:
     def _second_pass(
         self, measurements: Measurements, status: np.ndarray, forward: ForwardPass, smoothed: Smoothed, rows: np.ndarray
     ) -> tuple[ForwardPass, Smoothed]:
-        """Filter and smooth tracks ``rows`` again, from their first pass's smoothed state at the first hit with
-        that state's covariance × ``second_pass_cov_inflation``; the per-track results of both passes with those
-        of ``rows`` replaced (the step-by-step arrays of the forward pass, which only the smoother reads, are the
-        first pass's)."""
+        """Filter and smooth tracks ``rows`` again, from their first pass's smoothed state at the first hit without
+        that hit, with that state's covariance × ``second_pass_cov_inflation``; the per-track results of both passes
+        with those of ``rows`` replaced (the step-by-step arrays of the forward pass, which only the smoother reads,
+        are the first pass's)."""
         inflation = self.config.second_pass_cov_inflation
         steps = measurements.take(rows)
-        again = forward_filter(steps, smoothed.first[rows], smoothed.first_cov[rows] * inflation, status[rows],
-                               self.field, self.config)  # fmt: skip
+        again = forward_filter(steps, smoothed.without_first[rows], smoothed.without_first_cov[rows] * inflation,
+                               status[rows], self.field, self.config)  # fmt: skip
         again_smoothed = smooth(steps, again)
 
         def merged(first_pass, second_pass, names):
@@ -404,7 +404,8 @@ class KalmanFitter:
             return attrs.evolve(first_pass, **columns)
 
         return (merged(forward, again, ("status", "chi2", "dims", "processed")),
-                merged(smoothed, again_smoothed, ("first", "first_cov", "hit_chi2")))  # fmt: skip
+                merged(smoothed, again_smoothed, ("first", "first_cov", "without_first", "without_first_cov",
+                                                  "hit_chi2")))  # fmt: skip
 
     def _seed(self, first, middle, last, measurements: Measurements) -> tuple[np.ndarray, np.ndarray]:
         """Seed parameters on the first hit's surface from three hits per track, and ``ok``."""
