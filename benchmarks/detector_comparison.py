@@ -14,6 +14,10 @@ hits_per_particle}.png``.
 
 from __future__ import annotations
 
+import tracking_algs  # noqa: F401  (first: pins numpy's kernels before numpy loads, as the trkx command does)
+
+# isort: split
+
 import argparse
 import sys
 from pathlib import Path

@@ -27,6 +27,10 @@ Writes benchmarks/results/event_speed.{json,md}.
 
 from __future__ import annotations
 
+import tracking_algs  # noqa: F401  (first: pins numpy's kernels before numpy loads, as the trkx command does)
+
+# isort: split
+
 import argparse
 import sys
 from pathlib import Path

@@ -15,6 +15,10 @@ Writes benchmarks/results/finding.json and finding.md.
 
 from __future__ import annotations
 
+import tracking_algs  # noqa: F401  (first: pins numpy's kernels before numpy loads, as the trkx command does)
+
+# isort: split
+
 import argparse
 import json
 import multiprocessing

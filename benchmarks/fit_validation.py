@@ -26,6 +26,10 @@ Writes benchmarks/results/fit_validation.{json,md} and docs/plots/fitting/{simul
 
 from __future__ import annotations
 
+import tracking_algs  # noqa: F401  (first: pins numpy's kernels before numpy loads, as the trkx command does)
+
+# isort: split
+
 import argparse
 import itertools
 import sys

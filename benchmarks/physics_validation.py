@@ -22,6 +22,10 @@ Writes benchmarks/results/physics_validation.json and .md, and plots into docs/p
 
 from __future__ import annotations
 
+import tracking_algs  # noqa: F401  (first: pins numpy's kernels before numpy loads, as the trkx command does)
+
+# isort: split
+
 import argparse
 import json
 import sys

@@ -19,6 +19,10 @@ Usage::
 
 from __future__ import annotations
 
+import tracking_algs  # noqa: F401  (first: pins numpy's kernels before numpy loads, as the trkx command does)
+
+# isort: split
+
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core: keep BLAS (and pyarrow's thread pool) from spreading

@@ -7,8 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from tracking_algs.fitting.helix import SurfaceKind, angular_components, propagate, wrap_angle
+from tracking_algs.fitting.helix import SurfaceKind, angular_components, propagate, spans_chord, wrap_angle
 from tracking_algs.geometry import HELIX_CONSTANT
+from tracking_algs.magnetic_field import SolenoidField, UniformField
 
 BFIELD_T = 2.0
 PERIGEE = (SurfaceKind.PERIGEE, 0.0)
@@ -220,3 +221,16 @@ def test_endcap_plane_jacobian_matches_finite_differences(leg):
     assert reached.sum() > 1900
     assert relative[reached].max() < 2e-3
     assert np.median(relative[reached]) < 1e-6
+
+
+def test_a_helix_spans_a_chord_up_to_its_diameter_in_the_weaker_field_of_its_ends():
+    """In the detector's 2 T a 1 GeV helix is 3.3 m wide: a 1 m chord fits; a 0.1 GeV one (0.33 m) holds 0.45 m (within
+    the 1.5 margin) but not 0.6 m; in the solenoid, whose field falls off beyond its end at |z| = 3 m, the same
+    0.6 m chord fits where one end lies out there; without a field every chord fits."""
+    first = np.zeros((4, 3))
+    last = np.array([[1000.0, 0.0, 0.0], [450.0, 0.0, 0.0], [600.0, 0.0, 0.0], [0.0, 600.0, 3000.0]])
+    pt = np.array([1.0, 0.1, 0.1, 0.1])
+    np.testing.assert_array_equal(spans_chord(pt, first, last, UniformField(2.0)), [True, True, False, False])
+    near_the_end, beyond_it = first[2:] + np.array([0.0, 0.0, 2900.0]), last[2:] + np.array([0.0, 0.0, 1000.0])
+    assert spans_chord(pt[2:], near_the_end, beyond_it, SolenoidField()).all()
+    assert spans_chord(pt, first, last, UniformField(0.0)).all()

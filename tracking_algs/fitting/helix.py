@@ -71,6 +71,10 @@ _CYLINDER, _DISK, _PERIGEE, _PLANE = (int(kind) for kind in SurfaceKind)
 _PLANE_NEWTON_STEPS = 4
 #: a plane crossing is accepted when the end point lies this close (mm) to the plane before Newton's last step
 _PLANE_TOLERANCE_MM = 1e-6
+#: how much longer than a helix's diameter the transverse chord between two of its points may be in
+#: :func:`spans_chord`: the chord is at most the diameter in a uniform field; the margin covers a weaker field
+#: between the points than at them
+CHORD_MARGIN = 1.5
 
 
 def no_planes(n: int) -> np.ndarray:
@@ -441,3 +445,15 @@ def propagate(
     jacobian[:, :3] = matmul(transported, to_free)
     jacobian[:, 3, 3] = jacobian[:, 4, 4] = 1.0
     return Propagation(params=bound, jacobian=jacobian, path=path, ok=ok)
+
+
+def spans_chord(pt_gev: np.ndarray, first: np.ndarray, last: np.ndarray, field: MagneticField) -> np.ndarray:
+    """Whether helices of transverse momentum ``pt_gev`` [N] (unit charge) are wide enough to join points ``first``
+    and ``last`` [N, 3]: their transverse chord at most :data:`CHORD_MARGIN` times the helix diameter in the weaker
+    of the two points' bending fields (always, where either field is zero)."""
+    chord = last - first
+    heading = chord / np.maximum(np.linalg.norm(chord, axis=1, keepdims=True), 1e-9)
+    bending = np.minimum(np.abs(field.bending_t(first, heading)), np.abs(field.bending_t(last, heading)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        diameter = 2.0 * pt_gev / (HELIX_CONSTANT * bending)
+    return ~(np.hypot(chord[:, 0], chord[:, 1]) > CHORD_MARGIN * diameter)

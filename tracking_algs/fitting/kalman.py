@@ -28,6 +28,10 @@ keeps the most hits (a variant that would keep fewer than ``min_trimmed_hits``, 
 is not fitted): where the track building started a track on another particle's inner hits, or ended it on a
 neighbour's outer ones, those drag the seed so far that the outlier refits remove the track's own hits instead.
 
+A fit whose helix is too tight to join its first and last hits
+(:func:`~tracking_algs.fitting.helix.spans_chord`) has diverged, whatever its χ²: a filter that runs off to a tiny
+radius can absorb every residual in its Jacobians.
+
 With ``processes`` other than 1, an event's tracks are shared out over worker processes
 (:mod:`~tracking_algs.fitting.processes`); close the fitter (:meth:`KalmanFitter.close`, or ``with``) to stop them.
 """
@@ -53,10 +57,10 @@ from tracking_algs.fitting.filtering import (
     smooth,
     to_perigee,
 )
-from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, free_to_bound
+from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, free_to_bound, spans_chord
 from tracking_algs.fitting.navigation import NO_LAYER, Crossings, MaterialMap, layer_key
 from tracking_algs.fitting.processes import FitWorkers, WorkerStopped
-from tracking_algs.fitting.results import FitResults, FitStatus
+from tracking_algs.fitting.results import FitResults, FitStatus, transverse_momentum
 from tracking_algs.fitting.seeding import seed_parameters
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import MagneticField, UniformField
@@ -371,6 +375,7 @@ class KalmanFitter:
         status = forward.status.copy()
         status[(status == FitStatus.OK) & ~reached] = FitStatus.PROPAGATION_FAILED
         diverged = ~finite_states(params, cov) | ~np.isfinite(forward.chi2)
+        diverged |= ~spans_chord(transverse_momentum(params), xyz[safe[:, 0]], xyz[safe[rows, last]], self.field)
         status[(status == FitStatus.OK) & diverged] = FitStatus.DIVERGED
         status[(status == FitStatus.OK) & (forward.dims <= 5)] = FitStatus.TOO_FEW_HITS
 
