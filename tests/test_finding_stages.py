@@ -11,6 +11,7 @@ from tracking_algs.finding.building import (
     TrackBuilding,
     _assign_hits,
     _best_partner,
+    _sorted_union,
     _with_crossing_chains,
     best_edges,
     component_labels,
@@ -477,3 +478,14 @@ def test_triplets_build_whole_tracks_of_the_module_simulation():
     assert whole >= 0.8
     assert mixed <= MIXED_TRACKS_SHARE * len(chosen)  # measured 0
     assert plain < whole - 0.2  # measured 0.598
+
+
+def test_the_sorted_union_of_triplet_keys_is_numpys_unique():
+    """The merge of the sorted edge-triplet keys with the unordered overlap-triplet keys gives ``np.unique`` of both,
+    repeats (within the second and across the two) included."""
+    rng = np.random.default_rng(5)
+    for size in (0, 1, 50, 5000):
+        sorted_keys = np.unique(rng.integers(0, 4 * size + 1, size))
+        others = rng.integers(0, 4 * size + 1, size // 3)
+        expected = np.unique(np.concatenate((sorted_keys, others)))
+        np.testing.assert_array_equal(_sorted_union(sorted_keys, others), expected)

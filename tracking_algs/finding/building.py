@@ -105,6 +105,13 @@ def edge_triplets(n_nodes: int, edges: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return first, order[concatenated_ranges(start[edges[1]], count)]
 
 
+def _sorted_union(sorted_keys: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """``np.unique`` of the keys (≥ 0) ``sorted_keys`` (sorted, without repeats) and ``others``: the two sorted runs
+    concatenated are merged by the stable sort (timsort finds the runs) in linear time instead of sorted again."""
+    keys = np.sort(np.concatenate((sorted_keys, np.sort(others))), kind="stable")
+    return keys[np.diff(keys, prepend=-1) != 0]
+
+
 def overlap_triplets(n_nodes: int, edges: np.ndarray, overlaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every pair of edges (e, f) [T] where f leaves the outer hit of an edge of ``overlaps`` whose inner hit e
     reaches (hits z → a, a' → b with a, a' on overlapping modules of one layer, a' the farther from the origin, as the
@@ -207,7 +214,7 @@ def triplet_labels(
     first, second = edge_triplets(n_nodes, edges)
     if overlaps.shape[1] and link_overlaps:
         across = overlap_triplets(n_nodes, edges, overlaps)
-        keys = np.unique(np.concatenate((first * n_edges + second, across[0] * n_edges + across[1])))
+        keys = _sorted_union(first * n_edges + second, across[0] * n_edges + across[1])
         first, second = np.divmod(keys, n_edges)
     cost = triplet_costs(spacepoints, edges, first, second)
     good = cost < max_cost
