@@ -106,10 +106,10 @@ def edge_triplets(n_nodes: int, edges: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def _sorted_union(sorted_keys: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """``np.unique`` of the keys (≥ 0) ``sorted_keys`` (sorted, without repeats) and ``others``: the two sorted runs
+    """``np.unique`` of the keys ``sorted_keys`` (sorted, without repeats) and ``others``: the two sorted runs
     concatenated are merged by the stable sort (timsort finds the runs) in linear time instead of sorted again."""
     keys = np.sort(np.concatenate((sorted_keys, np.sort(others))), kind="stable")
-    return keys[np.diff(keys, prepend=-1) != 0]
+    return keys[first_of_runs(keys)]
 
 
 def overlap_triplets(n_nodes: int, edges: np.ndarray, overlaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
