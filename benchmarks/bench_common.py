@@ -6,10 +6,6 @@ figures were taken, since the project's machines may be shared.
 
 from __future__ import annotations
 
-import tracking_algs  # noqa: F401  (first: pins numpy's kernels before numpy loads, as the trkx command does)
-
-# isort: split
-
 import json
 import os
 import time
