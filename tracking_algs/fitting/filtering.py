@@ -247,27 +247,28 @@ def forward_filter(
 @attrs.frozen
 class Smoothed:
     """The smoother's results: the state at the first hit using all hits (``first`` [T, 5], ``first_cov``
-    [T, 5, 5]), the state there from the seed and every hit but the first (``without_first``,
-    ``without_first_cov``) and per step [T, L] the χ² of the hit against the smoothed prediction from all *other*
-    hits (``hit_chi2``; 0 on holes, padding and steps not processed)."""
+    [T, 5, 5]), per step [T, L] the χ² of the hit against the smoothed prediction from all *other* hits
+    (``hit_chi2``; 0 on holes, padding and steps not processed) and, where asked for, the state at the first hit from
+    the seed and every hit but the first (``without_first``, ``without_first_cov``; None otherwise)."""
 
     first: np.ndarray
     first_cov: np.ndarray
-    without_first: np.ndarray
-    without_first_cov: np.ndarray
     hit_chi2: np.ndarray
+    without_first: np.ndarray | None = None
+    without_first_cov: np.ndarray | None = None
 
 
-def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
-    """Modified Bryson-Frazier smoothing of a forward pass (tracks with a failed status are left at zero)."""
+def smooth(hits: Measurements, forward: ForwardPass, without_first: bool = False) -> Smoothed:
+    """Modified Bryson-Frazier smoothing of a forward pass (tracks with a failed status are left at zero); with
+    ``without_first`` also the state at the first hit without that hit (the start of the fitter's second pass)."""
     n_tracks, length = hits.kind.shape
     # the adjoint (λ̃, Λ̃) of the hit after: zero where there is none (the jacobian to an unreached hit is zero)
     after = np.zeros((n_tracks, 5))
     after_info = np.zeros((n_tracks, 5, 5))
     first = np.zeros((n_tracks, 5))
     first_cov = np.zeros((n_tracks, 5, 5))
-    without_first = np.zeros((n_tracks, 5))
-    without_first_cov = np.zeros((n_tracks, 5, 5))
+    others = np.zeros((n_tracks, 5)) if without_first else None
+    others_cov = np.zeros((n_tracks, 5, 5)) if without_first else None
     hit_chi2 = np.zeros((n_tracks, length))
     ok = forward.status == FitStatus.OK
 
@@ -286,9 +287,9 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
         else:
             info = np.zeros_like(pred_cov)
             lam = np.zeros_like(pred)
-        if i == 0:  # the adjoint of the hits after alone: the state from the seed and those hits
-            without_first[rows] = pred - _matvec(pred_cov, lam)
-            without_first_cov[rows] = _symmetric(pred_cov - matmul(matmul(pred_cov, info), pred_cov))
+        if i == 0 and others is not None:  # the adjoint of the hits after alone: the state from the seed and those
+            others[rows] = pred - _matvec(pred_cov, lam)
+            others_cov[rows] = _symmetric(pred_cov - matmul(matmul(pred_cov, info), pred_cov))
         info[:, :2, :2] += precision
         lam[:, :2] -= _matvec(precision, forward.residual[i, rows])
 
@@ -305,7 +306,7 @@ def smooth(hits: Measurements, forward: ForwardPass) -> Smoothed:
                 after_info, after = info, lam
             else:
                 after_info[rows], after[rows] = info, lam
-    return Smoothed(first, first_cov, without_first, without_first_cov, hit_chi2)
+    return Smoothed(first, first_cov, hit_chi2, others, others_cov)
 
 
 def _symmetric(cov: np.ndarray) -> np.ndarray:

@@ -362,7 +362,7 @@ class KalmanFitter:
         seed_cov = self._seed_covariance(seed, measurements.variance[:, 0])
 
         forward = forward_filter(measurements, seed, seed_cov, status, self.field, config)
-        smoothed = smooth(measurements, forward)
+        smoothed = smooth(measurements, forward, without_first=True)
         close = _close_hits(xyz[safe], compact_valid, config.close_hits_mm) & finite_states(
             smoothed.without_first, smoothed.without_first_cov
         )
@@ -393,7 +393,7 @@ class KalmanFitter:
         """Filter and smooth tracks ``rows`` again, from their first pass's smoothed state at the first hit without
         that hit, with that state's covariance × ``second_pass_cov_inflation``; the per-track results of both passes
         with those of ``rows`` replaced (the step-by-step arrays of the forward pass, which only the smoother reads,
-        are the first pass's)."""
+        and the state without the first hit are the first pass's)."""
         inflation = self.config.second_pass_cov_inflation
         steps = measurements.take(rows)
         again = forward_filter(steps, smoothed.without_first[rows], smoothed.without_first_cov[rows] * inflation,
@@ -409,8 +409,7 @@ class KalmanFitter:
             return attrs.evolve(first_pass, **columns)
 
         return (merged(forward, again, ("status", "chi2", "dims", "processed")),
-                merged(smoothed, again_smoothed, ("first", "first_cov", "without_first", "without_first_cov",
-                                                  "hit_chi2")))  # fmt: skip
+                merged(smoothed, again_smoothed, ("first", "first_cov", "hit_chi2")))  # fmt: skip
 
     def _seed(self, first, middle, last, measurements: Measurements) -> tuple[np.ndarray, np.ndarray]:
         """Seed parameters on the first hit's surface from three hits per track, and ``ok``."""
