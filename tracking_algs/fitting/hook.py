@@ -44,7 +44,8 @@ class TrackFitter(Protocol):
 
 def refitter(fitter: TrackFitter) -> TrackFitter:
     """The fitter for refits of tracks whose hits earlier fits have cleaned already (``[fitting.selection]
-    merge_split``: the union of split pieces, less the hits their own fits rejected): ``fitter.refitter()`` where the
+    merge_split``: the union of split pieces, less the hits their own fits rejected; ``rescue_outliers``: the hits a
+    track's fit rejected): ``fitter.refitter()`` where the
     fitter offers one (the built-in fitter's allows one outlier refit and no trimming), otherwise ``fitter``."""
     make = getattr(fitter, "refitter", None)
     return make() if callable(make) else fitter
