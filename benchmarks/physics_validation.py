@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fitting.selection.rescue_outliers on: rejected hits fitted as a track")  # fmt: skip
     parser.add_argument("--output", default="physics_validation", help="name of the results in benchmarks/results")
     parser.add_argument("--no-plots", action="store_true", help="leave docs/plots as they are")
+    parser.add_argument("--plot-dir", type=Path, default=ROOT / "docs/plots",
+                        help="where the plots of the largest pile-up go (default docs/plots)")  # fmt: skip
     parser.add_argument("--no-fit", action="store_true", help="candidates only, no fit and no track selection")
     args = parser.parse_args(argv)
     if args.seed < VALIDATION_SEED_MIN:
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(_row(pileup, summary))
             print(rows[-1], flush=True)
             if pileup == max(args.pileups) and not args.no_plots:
-                _plots(summary, pileup)
+                _plots(summary, pileup, args.plot_dir)
     output = {"seed": args.seed, "events_per_pileup": args.events, "geometry": args.geometry, "field": args.field,
               "energy_loss": args.energy_loss,
               "finding": attrs.asdict(config), "results": results}  # fmt: skip
@@ -189,11 +191,16 @@ def _rates(tracks: dict) -> str:
     return f"{one['efficiency']:.4f} | {half['efficiency']:.4f} | {one['fake_rate']:.4f} | {one['duplicate_rate']:.4f}"
 
 
-def _plots(summary: dict, pileup: float) -> None:
-    plots = ROOT / "docs/plots"
+def _plots(summary: dict, pileup: float, plots: Path) -> None:
+    """Efficiency and fake rate against pT and η of the candidates (``pt1``, ``pt0.5``) and, with the fit, of the
+    written tracks (``written_pt1``, ``written_pt0.5``), and the edge metrics per stage, in ``plots``."""
     label = f"pile-up {pileup:g}"
-    paths = plot_performance(summary["matches"][0.5], plots / "pt0.5", label=f"{label}, $p_T$ > 0.5 GeV")
-    paths += plot_performance(summary["matches"][1.0], plots / "pt1", label=f"{label}, $p_T$ > 1 GeV")
+    paths = []
+    for prefix, key, what in (("", "matches", "candidates"), ("written_", "selected_matches", "written tracks")):
+        for pt, name in ((0.5, "pt0.5"), (1.0, "pt1")):
+            if key in summary:
+                paths += plot_performance(summary[key][pt], plots / f"{prefix}{name}",
+                                          label=f"{label}, {what}, $p_T$ > {pt:g} GeV")  # fmt: skip
     with matplotlib.style.context(mplhep.style.ROOT):
         figure = Figure(figsize=(8, 6), layout="constrained")
         axes = figure.add_subplot()
@@ -206,7 +213,7 @@ def _plots(summary: dict, pileup: float) -> None:
         axes.set_ylabel("edge efficiency / purity")
         axes.legend(title=label)
         figure.savefig(plots / "edge_metrics.png", dpi=100)
-    print("plots:", *[str(p.relative_to(ROOT)) for p in [*paths, plots / "edge_metrics.png"]])
+    print("plots:", *[str(p) for p in [*paths, plots / "edge_metrics.png"]])
 
 
 if __name__ == "__main__":
