@@ -404,6 +404,23 @@ def test_fits_in_worker_processes_are_the_fits_in_this_process():
         np.testing.assert_array_equal(getattr(shared, name), getattr(alone, name), err_msg=name)
 
 
+def test_an_event_too_small_for_every_worker_is_dealt_out_to_fewer():
+    """With more workers than the event has ``min_tracks_per_process`` tracks for (a machine of many cores), the
+    event is dealt out in as many shares as it fills, here two of three workers, rather than fitted in this process;
+    the fit is that of this process bit for bit."""
+    spacepoints, candidates = _event_with_foreign_hits(34)
+    alone = KalmanFitter(DETECTOR).fit(spacepoints, candidates)
+    config = KalmanConfig(processes=3, min_tracks_per_process=len(alone) // 2)
+    with KalmanFitter(DETECTOR, config) as fitter:
+        assert fitter.worker_shares(len(alone)) == 2
+        assert fitter.worker_shares(len(alone) // 2 * 3) == 3
+        assert fitter.worker_shares(len(alone) // 2 - 1) == 1
+        shared = fitter.fit(spacepoints, candidates)
+        assert fitter.worker_processes == 3
+    for name in ("params", "cov", "chi2", "ndf", "status", "hit_rows", "outlier"):
+        np.testing.assert_array_equal(getattr(shared, name), getattr(alone, name), err_msg=name)
+
+
 def test_bad_input_fitted_in_worker_processes_names_its_spacepoint():
     """A spacepoint the fit cannot use raises the same :class:`FittingError` from a worker process as here."""
     spacepoints, candidates = _event_with_foreign_hits(32)

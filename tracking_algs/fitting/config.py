@@ -47,10 +47,11 @@ class KalmanConfig:
       :mod:`tracking_algs.energy_loss`), taken from q/p after each hit's update and given back on the way in to
       the perigee; off by default, as in the simulation (``[simulation] energy_loss``);
     - ``batch_size``: tracks advanced together (memory grows linearly with it);
-    - ``processes``: worker processes that share the tracks of an event with at least ``min_tracks_per_process``
-      tracks per process (:mod:`~tracking_algs.fitting.processes`; 1: every fit in the calling process; 0: one per
-      usable core).  The workers start at the first such event and stay until the fitter is closed; the results do
-      not depend on the number.  A daemonic process (a Dask worker) fits in itself.
+    - ``processes``: worker processes that share the tracks of an event (:mod:`~tracking_algs.fitting.processes`;
+      1: every fit in the calling process; 0: one per usable core).  An event is dealt out to as many of them as
+      get ``min_tracks_per_process`` tracks each, and fitted in the calling process where that is fewer than two.
+      The workers start at the first event dealt out and stay until the fitter is closed; the results do not depend
+      on the number.  A daemonic process (a Dask worker) fits in itself.
     """
 
     outlier_chi2_cut_1d: float = attrs.field(default=10.83, validator=v.gt(0.0))

@@ -112,10 +112,11 @@ class KalmanFitter:
                 f"track candidates have {len(candidates.labels)} labels but there are {len(spacepoints)} spacepoints"
             )
         track_ids, offsets, rows = candidates.groups()
-        workers = self._workers_for(len(track_ids))
-        if workers is not None:
+        shares = self.worker_shares(len(track_ids))
+        if shares > 1:
+            workers = self._started_workers()
             try:
-                return workers.fit(spacepoints, candidates, track_ids, np.diff(offsets))
+                return workers.fit(spacepoints, candidates, track_ids, np.diff(offsets), shares)
             except WorkerStopped:
                 self.close()  # the next event starts new workers
                 raise
@@ -166,18 +167,24 @@ class KalmanFitter:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _workers_for(self, n_tracks: int) -> FitWorkers | None:
-        """The worker processes that fit an event of ``n_tracks`` tracks (started at the first such event), or None
-        where it is fitted in this process."""
+    def worker_shares(self, n_tracks: int) -> int:
+        """Into how many worker processes' shares an event of ``n_tracks`` tracks is dealt: as many as give each at
+        least ``min_tracks_per_process`` tracks, up to ``processes`` (0: the usable cores); 1 (fitted in this
+        process) where that is fewer than two, or in a daemonic process, which cannot start processes of its own."""
         config = self.config
         processes = config.processes or usable_cores()
-        if processes < 2 or n_tracks < processes * config.min_tracks_per_process:
-            return None
-        if multiprocessing.current_process().daemon:  # a daemonic process cannot start processes of its own
-            return None
+        shares = min(processes, n_tracks // config.min_tracks_per_process)
+        if shares < 2 or multiprocessing.current_process().daemon:
+            return 1
+        return shares
+
+    def _started_workers(self) -> FitWorkers:
+        """The worker processes (``processes`` of them, or one per usable core), started at the first event that
+        needs them."""
         if self._workers is None:
+            config = self.config
             alone = KalmanFitter(self.detector, attrs.evolve(config, processes=1), self.modules, self.field)
-            self._workers = FitWorkers(alone, processes)
+            self._workers = FitWorkers(alone, config.processes or usable_cores())
         return self._workers
 
     def _fit_tracks(

@@ -82,13 +82,19 @@ class FitWorkers:
             list(self._pool.map(_started, range(processes)))
 
     def fit(
-        self, spacepoints: Spacepoints, candidates: TrackCandidates, track_ids: np.ndarray, counts: np.ndarray
+        self,
+        spacepoints: Spacepoints,
+        candidates: TrackCandidates,
+        track_ids: np.ndarray,
+        counts: np.ndarray,
+        n_shares: int = 0,
     ) -> FitResults:
-        """The fit of every candidate (the tracks ``track_ids`` [T], of ``counts`` [T] hits), its tracks shared out
-        over the workers."""
+        """The fit of every candidate (the tracks ``track_ids`` [T], of ``counts`` [T] hits), its tracks dealt out in
+        ``n_shares`` shares (0 or more than the workers: one per worker), each fitted by one worker."""
         labels = candidates.labels
+        n_shares = min(n_shares or self.processes, self.processes)
         longest_first = track_ids[np.argsort(-counts, kind="stable")]
-        shares = [longest_first[k :: self.processes] for k in range(self.processes)]
+        shares = [longest_first[k::n_shares] for k in range(n_shares)]
         share_labels = [np.where(np.isin(labels, share), labels, -1) for share in shares if len(share)]
         try:
             parts = list(self._pool.map(_fit_share, [spacepoints] * len(share_labels), share_labels))
