@@ -10,7 +10,7 @@ before the building, the building).
     .venv/bin/python benchmarks/physics_validation.py [--model-dir DIR] [--events 3] [--pileups 0 20 200]
         [--geometry cylinders|modules] [--field uniform|solenoid] [--filter-cut C] [--gnn-cut C] [--overlap-mm MM]
         [--max-z0-mm MM] [--link-overlaps] [--energy-loss] [--score-weight W] [--max-crossing-cost C]
-        [--max-trimmed-hits N] [--merge-split]
+        [--shared-hits best_fit] [--max-trimmed-hits N] [--merge-split]
 
 ``--geometry modules`` simulates the held-out events on the TrackML module layout (overlapping modules, TrackML
 noise, secondaries) and fits on the module planes; ``--field solenoid`` simulates and fits in the solenoid
@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--link-overlaps", action="store_true", help="building.link_overlaps on")
     parser.add_argument("--max-crossing-cost", type=float, default=BuildingConfig().max_crossing_cost,
                         help="building.max_crossing_cost (0: a short chain gives up its hits)")  # fmt: skip
+    parser.add_argument("--shared-hits", choices=typing.get_args(typing.get_type_hints(BuildingConfig)["shared_hits"]),
+                        default=BuildingConfig().shared_hits, help="building.shared_hits")  # fmt: skip
     parser.add_argument("--score-weight", type=float, default=BuildingConfig().score_weight,
                         help="building.score_weight (0: links chosen by their geometry alone)")  # fmt: skip
     parser.add_argument("--geometry", choices=typing.get_args(typing.get_type_hints(SimulationConfig)["geometry"]),
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seed {args.seed} is a training seed; held-out seeds are ≥ {VALIDATION_SEED_MIN}")
     building = BuildingConfig(method=args.building, min_hits=args.min_hits, max_overlap_mm=args.overlap_mm,
                               link_overlaps=args.link_overlaps, score_weight=args.score_weight,
-                              max_crossing_cost=args.max_crossing_cost)  # fmt: skip
+                              max_crossing_cost=args.max_crossing_cost, shared_hits=args.shared_hits)  # fmt: skip
     graph = GraphConfig(cuts=PairCuts(max_overlap_mm=args.overlap_mm, max_z0_mm=args.max_z0_mm))
     config = FindingConfig(model_dir=args.model_dir, building=building, gnn=GNNConfig(cut=args.gnn_cut),
                            filter=FilterConfig(cut=args.filter_cut), graph=graph)  # fmt: skip

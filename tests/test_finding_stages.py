@@ -340,8 +340,8 @@ def _chains(*members: tuple[int, list[int], list[float]]) -> tuple[np.ndarray, n
     return chain, hit, cost
 
 
-def _winners(chain, hit, cost, min_hits=5) -> dict[int, list[int]]:
-    won = _assign_hits(chain, hit, cost, n_chains=int(chain.max()) + 1, min_hits=min_hits)
+def _winners(chain, hit, cost, min_hits=5, by_fit=False) -> dict[int, list[int]]:
+    won = _assign_hits(chain, hit, cost, n_chains=int(chain.max()) + 1, min_hits=min_hits, by_fit=by_fit)
     return {int(c): sorted(hit[won][chain[won] == c].tolist()) for c in np.unique(chain[won])}
 
 
@@ -363,6 +363,24 @@ def test_a_chain_that_loses_its_hits_gives_up_the_rest():
     winners = _winners(chain, hit, cost)
     assert winners[0] == list(range(8))
     assert winners[2] == [23, 24, 25, 26, 27, 28]
+
+
+def test_by_fit_a_shared_hit_goes_to_the_better_link_of_the_chains_long_enough_to_keep():
+    """Chain 0 (8 hits) and chain 1 (6 hits) share hits 5 and 6, where chain 1's links fit better: by length both go
+    to chain 0, by fit to chain 1, which stays long enough either way.  Chain 2 (4 hits, the best links of all at
+    hit 7) is too short to keep and loses its shared hit 7 to chain 0 both ways."""
+    chain, hit, cost = _chains(
+        (0, list(range(8)), [3.0] * 8),
+        (1, [5, 6, 30, 31, 32, 33], [1.0] * 6),
+        (2, [7, 40, 41, 42], [0.1] * 4),
+    )
+    by_length = _winners(chain, hit, cost)
+    assert by_length[0] == list(range(8))
+    assert by_length[1] == [30, 31, 32, 33]  # under min_hits: the building drops it
+    by_fit = _winners(chain, hit, cost, by_fit=True)
+    assert by_fit[0] == [0, 1, 2, 3, 4, 7]
+    assert by_fit[1] == [5, 6, 30, 31, 32, 33]
+    assert 7 not in by_length.get(2, []) + by_fit.get(2, [])
 
 
 # --- overlapping modules: two hits of one particle on one layer ----------------------------------------------------

@@ -5,7 +5,8 @@ Three methods (``[finding.building] method``):
 * ``triplets`` (default): link each edge to the edge that continues it best as a *triplet* of hits — the
   polar direction and the transverse curvature must agree along the three hits, within widths that allow for
   resolution and multiple scattering — keeping a link only when each edge is the other's best partner; the chains
-  of linked edges are the tracks (a hit in two chains goes to the longer).  Inside a dense jet the GNN scores
+  of linked edges are the tracks (a hit in two chains goes to the longer, or with ``shared_hits = "best_fit"`` of
+  two chains long enough to keep to the one whose links fit it better).  Inside a dense jet the GNN scores
   edges to jet-mates as high as true ones; the triplet geometry tells them apart.  Edges between two hits of one
   layer (a particle crossing two overlapping modules leaves both, a and a') take no links: hits millimetres apart
   measure no direction.  With ``link_overlaps``, an edge z → a links to an edge a' → b as if they shared a hit
@@ -195,6 +196,7 @@ def triplet_labels(
     scores: np.ndarray | None = None,
     score_weight: float = 0.0,
     crossing_cost: float = 0.0,
+    shared_hits_by_fit: bool = False,
 ) -> np.ndarray:
     """Track label per spacepoint [N] (-1: none) from chains of mutually best triplet links (see the module doc);
     with ``bridge_cost`` > 0, chains are joined across a missing edge (:func:`_bridged`; also from one module to an
@@ -206,7 +208,8 @@ def triplet_labels(
     alike.  With ``score_weight`` > 0, the links are chosen (each edge's best partner, and a shared hit's chain) by
     the triplet cost plus ``score_weight`` × (−ln score) of both edges (``scores`` [E], the edges' GNN scores).
     With ``crossing_cost`` > 0, a chain too short to keep gives its free hits to a kept chain that it crosses and
-    continues (:func:`_with_crossing_chains`).
+    continues (:func:`_with_crossing_chains`).  With ``shared_hits_by_fit``, a hit claimed by several chains of at
+    least ``min_hits`` hits goes to the one whose links fit best there, not to the longest (:func:`_assign_hits`).
     """
     overlap = _overlapping(spacepoints, edges, overlap_mm)
     overlaps, edges = edges[:, overlap], edges[:, ~overlap]
@@ -248,7 +251,7 @@ def triplet_labels(
     starts = np.flatnonzero(np.diff(keys, prepend=-1))  # the keys are ≥ 0
     best_cost = np.minimum.reduceat(np.tile(link_cost, 4)[by_key], starts) if len(keys) else link_cost
     owner, hit = np.divmod(keys[starts], n_nodes)
-    chosen = _assign_hits(owner, hit, best_cost, n_edges, min_hits)
+    chosen = _assign_hits(owner, hit, best_cost, n_edges, min_hits, shared_hits_by_fit)
     labels = np.full(n_nodes, -1, dtype=np.int64)
     labels[hit[chosen]] = owner[chosen]
     if crossing_cost > 0:
@@ -503,17 +506,23 @@ def _distance(spacepoints: Spacepoints, a: np.ndarray, b: np.ndarray) -> np.ndar
                    + (spacepoints.z[a] - spacepoints.z[b]) ** 2)  # fmt: skip
 
 
-def _assign_hits(chain: np.ndarray, hit: np.ndarray, cost: np.ndarray, n_chains: int, min_hits: int) -> np.ndarray:
+def _assign_hits(
+    chain: np.ndarray, hit: np.ndarray, cost: np.ndarray, n_chains: int, min_hits: int, by_fit: bool = False
+) -> np.ndarray:
     """Indices of the (``chain``, ``hit``) pairs that win their hit: a hit in several chains goes to the chain with
-    most hits, and among those to the one whose links fit best there (lowest ``cost``).  Chain sizes count the hits a
-    chain wins: after a first assignment by all its hits, the sizes are recounted (a chain left with fewer than
-    ``min_hits`` counts 0 and gives up all its hits) and the hits assigned again, :data:`ASSIGNMENT_PASSES` times."""
+    most hits, and among those to the one whose links fit best there (lowest ``cost``); with ``by_fit``, every chain
+    of at least ``min_hits`` hits counts as long as the longest, so that among those the fit decides.  Chain sizes
+    count the hits a chain wins: after a first assignment by all its hits, the sizes are recounted (a chain left
+    with fewer than ``min_hits`` counts 0 and gives up all its hits) and the hits assigned again,
+    :data:`ASSIGNMENT_PASSES` times."""
     by_cost = np.lexsort((chain, cost, hit))  # once; each pass re-sorts by size within a hit, stably
     chain, hit = chain[by_cost], hit[by_cost]
     first_of_hit = np.ones(len(hit), dtype=bool)
     first_of_hit[1:] = hit[1:] != hit[:-1]
     size = np.bincount(chain, minlength=n_chains)
     for _ in range(ASSIGNMENT_PASSES + 1):
+        if by_fit:
+            size = np.minimum(size, min_hits)
         largest = int(size.max(initial=0))
         order = np.argsort(hit * (largest + 1) + (largest - size[chain]), kind="stable")
         won = order[first_of_hit]  # the hits' runs keep their places: the sort moves rows within a hit only
@@ -552,7 +561,8 @@ class TrackBuilding:
             bridge_cost = config.max_bridge_cost if config.bridge_gaps else 0.0
             labels = triplet_labels(spacepoints, edges, config.max_triplet_cost, config.min_hits, bridge_cost,
                                     config.max_bypass_cost, config.max_overlap_mm, config.link_overlaps, scores,
-                                    config.score_weight, config.max_crossing_cost)  # fmt: skip
+                                    config.score_weight, config.max_crossing_cost,
+                                    config.shared_hits == "best_fit")  # fmt: skip
             return TrackCandidates(labels=labels)
         if config.method == "walkthrough":
             edges = edges[:, best_edges(edges, scores)]

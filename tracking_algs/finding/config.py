@@ -91,7 +91,10 @@ class BuildingConfig:
     fewer than ``min_hits`` hits after the shared hits are assigned gives its other hits to the kept chain that won
     them where the two continue each other (a triplet cheaper than ``max_crossing_cost`` at a shared hit: two
     chains of one particle through overlapping modules that cross; ``triplets``; 0 drops the short chain's hits).
-    The measured effect of each: docs/physics.md."""
+    ``shared_hits`` (``triplets``) says which chain wins a hit several chains claim: ``"longest"`` (the default;
+    of equal lengths the one whose links fit best there) or ``"best_fit"`` (of the chains of at least ``min_hits``
+    hits, whatever their lengths, the one whose links fit best there; a shorter chain loses to them, and among such
+    chains the longest wins). The measured effect of each: docs/physics.md."""
 
     method: Literal["triplets", "walkthrough", "components"] = "triplets"
     min_hits: int = attrs.field(default=5, validator=v.ge(1))
@@ -103,6 +106,7 @@ class BuildingConfig:
     link_overlaps: bool = False
     score_weight: float = attrs.field(default=0.0, validator=v.ge(0.0))
     max_crossing_cost: float = attrs.field(default=1.0, validator=v.ge(0.0))
+    shared_hits: Literal["longest", "best_fit"] = "longest"
 
 
 @attrs.frozen(kw_only=True)
