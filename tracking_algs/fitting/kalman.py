@@ -171,20 +171,20 @@ class KalmanFitter:
         """Into how many worker processes' shares an event of ``n_tracks`` tracks is dealt: as many as give each at
         least ``min_tracks_per_process`` tracks, up to ``processes`` (0: the usable cores); 1 (fitted in this
         process) where that is fewer than two, or in a daemonic process, which cannot start processes of its own."""
-        config = self.config
-        processes = config.processes or usable_cores()
-        shares = min(processes, n_tracks // config.min_tracks_per_process)
+        shares = min(self._worker_count(), n_tracks // self.config.min_tracks_per_process)
         if shares < 2 or multiprocessing.current_process().daemon:
             return 1
         return shares
 
+    def _worker_count(self) -> int:
+        """The worker processes of the pool: ``processes``, or one per usable core for 0."""
+        return self.config.processes or usable_cores()
+
     def _started_workers(self) -> FitWorkers:
-        """The worker processes (``processes`` of them, or one per usable core), started at the first event that
-        needs them."""
+        """The worker processes (:meth:`_worker_count` of them), started at the first event that needs them."""
         if self._workers is None:
-            config = self.config
-            alone = KalmanFitter(self.detector, attrs.evolve(config, processes=1), self.modules, self.field)
-            self._workers = FitWorkers(alone, config.processes or usable_cores())
+            alone = KalmanFitter(self.detector, attrs.evolve(self.config, processes=1), self.modules, self.field)
+            self._workers = FitWorkers(alone, self._worker_count())
         return self._workers
 
     def _fit_tracks(

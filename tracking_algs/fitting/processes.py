@@ -87,12 +87,12 @@ class FitWorkers:
         candidates: TrackCandidates,
         track_ids: np.ndarray,
         counts: np.ndarray,
-        n_shares: int = 0,
+        n_shares: int,
     ) -> FitResults:
         """The fit of every candidate (the tracks ``track_ids`` [T], of ``counts`` [T] hits), its tracks dealt out in
-        ``n_shares`` shares (0 or more than the workers: one per worker), each fitted by one worker."""
+        ``n_shares`` shares (at most one per worker), each fitted by one worker."""
         labels = candidates.labels
-        n_shares = min(n_shares or self.processes, self.processes)
+        n_shares = min(n_shares, self.processes)
         longest_first = track_ids[np.argsort(-counts, kind="stable")]
         shares = [longest_first[k::n_shares] for k in range(n_shares)]
         share_labels = [np.where(np.isin(labels, share), labels, -1) for share in shares if len(share)]

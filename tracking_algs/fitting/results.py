@@ -103,6 +103,10 @@ class FitResults:
         rows, cols = np.triu_indices(5)
         return self.cov[:, rows, cols]
 
+    def track_of_hit(self) -> np.ndarray:
+        """The index [H] of each hit's track (into the per-track columns)."""
+        return np.repeat(np.arange(len(self)), np.diff(self.hit_offsets))
+
     def tracks(self, rows: np.ndarray) -> FitResults:
         """The tracks ``rows`` (indices or a mask [T]), in that order, with their hits."""
         rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=np.int64)
@@ -119,7 +123,7 @@ class FitResults:
     def without_hits(self, dropped: np.ndarray) -> FitResults:
         """The same tracks without the hits ``dropped`` (mask [H] over the hits; their track columns as they were,
         apart from ``n_outliers``, which no longer counts the dropped hits the fit rejected)."""
-        track_of_hit = np.repeat(np.arange(len(self)), np.diff(self.hit_offsets))
+        track_of_hit = self.track_of_hit()
         kept = ~dropped
         counts = np.bincount(track_of_hit[kept], minlength=len(self))
         n_outliers = self.n_outliers - np.bincount(track_of_hit[dropped & self.outlier], minlength=len(self))

@@ -100,7 +100,7 @@ class TrackSelection:
     def _passing(self, fit: FitResults) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(track of each hit [H], hits leaving their track [H], hits remaining per track [T], tracks passing the
         cuts [T])`` for ``fit``, before the split tracks are dropped."""
-        track_of_hit = np.repeat(np.arange(len(fit)), np.diff(fit.hit_offsets))
+        track_of_hit = fit.track_of_hit()
         leaving = fit.outlier if self.drop_outliers else np.zeros(len(fit.outlier), dtype=bool)
         remaining = np.bincount(track_of_hit[~leaving], minlength=len(fit))
         kept = (fit.status == FitStatus.OK) & (fit.pvalue >= self.min_pvalue) & (remaining >= self.min_hits)
