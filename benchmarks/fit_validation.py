@@ -5,7 +5,9 @@ Every track is a particle's truth hits (no finding), so what is measured is the 
 - **simulation**: every particle from the beam line of held-out pile-up-200 events on the built-in TrackML
   modules (no noise hits, no inefficiency), fitted on the module planes;
 - **simulation in the solenoid**: the same, simulated and fitted in the solenoid field of ``[detector.field]``,
-  without and with the mean energy loss (``[simulation] energy_loss``, ``[fitting.kalman] energy_loss``);
+  without and with the mean energy loss (``[simulation] energy_loss``, ``[fitting.kalman] energy_loss``); with
+  the energy loss also with one midpoint step per surface in the simulation and in the fitter
+  (``step_tolerance_mm = 0``), to show what taking the long steps in pieces changes;
 - **real**: every particle from the beam line of ``../shared/trackml/sample`` (the real event, with its truth and
   particles), read and fitted with the real ``detectors.csv``, in the uniform field, in the solenoid, and in the
   solenoid with the energy loss; in the uniform field and in the solenoid with the energy loss also without the
@@ -17,7 +19,9 @@ real event; and, on the real event, the field a particle sees: between consecuti
 transverse momentum over the transverse chord gives B = pT·dφ/(c·chord), binned in |z|, beside the bending field the
 solenoid model gives for the same pairs; and the energy a particle loses per hit, from its true momentum at its
 first and last hits, on the real event and on the simulation with the energy loss. No number here is used to choose
-anything: the real event is a judge.
+anything: the real event is a judge.  Per |η| range of the solenoid simulation with the energy loss, with the
+steps in pieces and with one step per surface: the share of the truth hits the fit rejects as outliers and the
+robust width of the q/p pulls.
 
     .venv/bin/python benchmarks/fit_validation.py [--events 2] [--trackml ../shared/trackml]
 
@@ -87,6 +91,8 @@ def fit_truth_tracks(
         "pt": true_pt,
         "charge": np.sign(truth[:, 4]),
         "eta": -np.log(np.tan(0.5 * truth[:, 3])),
+        "n_hits": fit.n_hits[kept],
+        "n_outliers": fit.n_outliers[kept],
         "n_fitted": np.asarray(len(fit)),
         "n_ok": np.asarray(int(fit.ok.sum())),
     }
@@ -188,6 +194,23 @@ def energy_lost_per_hit(event: Event, min_p: float = 0.5) -> dict:
     return {"particles": int((hits >= 4).sum()), "mev_per_hit_quartiles": quartiles}
 
 
+#: |η| ranges of the comparison of the steps in the solenoid
+STEP_ETA_BINS = ((0.0, 1.5), (1.5, 2.0), (2.0, 2.5), (2.5, 3.0))
+
+
+def steps_by_eta(tracks: dict[str, np.ndarray]) -> list[dict]:
+    """Per |η| range of :data:`STEP_ETA_BINS`, the tracks above 0.5 GeV: their number, the share of their hits
+    rejected as outliers and the robust width of their q/p pulls."""
+    rows = []
+    for low, high in STEP_ETA_BINS:
+        chosen = (tracks["pt"] > 0.5) & (np.abs(tracks["eta"]) >= low) & (np.abs(tracks["eta"]) < high)
+        hits = tracks["n_hits"][chosen].sum() + tracks["n_outliers"][chosen].sum()
+        rows.append({"eta": [low, high], "tracks": int(chosen.sum()),
+                     "outliers": round(float(tracks["n_outliers"][chosen].sum() / max(hits, 1)), 4),
+                     "qop_pull_width": _robust_width(tracks["pulls"][chosen, NAMES.index("qop")])})  # fmt: skip
+    return rows
+
+
 def _table(report: dict) -> str:
     lines = ["| sample | tracks | " + " | ".join(f"{name} mean / width" for name in NAMES) + " | p-value | p < 1e-3 |",
              "|---" * (len(NAMES) + 4) + "|"]  # fmt: skip
@@ -206,6 +229,17 @@ def _table(report: dict) -> str:
     lines += [f"| {label} | {row['pt_gev'][0]:g}–{row['pt_gev'][1]:g} | {row['tracks']} | "
               f"{row['mean']:+.4f} ± {row['error']:.4f} |"
               for label, rows in report["central_momentum_bias"].items() for row in rows]  # fmt: skip
+    steps = report["steps_in_the_solenoid"]
+    one, pieces = steps["one step per surface"], steps["in pieces"]
+    lines += [
+        "",
+        "| solenoid and energy loss, pT > 0.5 GeV, \\|η\\| | tracks | outliers, one step per surface | "
+        "outliers, in pieces | q/p pull width, one step | in pieces |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {row['eta'][0]:g}–{row['eta'][1]:g} | {row['tracks']} | {100 * row['outliers']:.2f} % | "
+              f"{100 * cut['outliers']:.2f} % | {row['qop_pull_width']:.2f} | {cut['qop_pull_width']:.2f} |"
+              for row, cut in zip(one, pieces, strict=True)]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -226,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     with_loss = KalmanConfig(energy_loss=True)
     losing_events = [simulate_event(losing, SEED, event_id, field=solenoid) for event_id in range(args.events)]
     with_energy_loss = _merge([fit_truth_tracks(event, modules, solenoid, with_loss) for event in losing_events])
+    one_step = {"step_tolerance_mm": 0.0}
+    in_one_step = _merge([
+        fit_truth_tracks(simulate_event(attrs.evolve(losing, **one_step), SEED, event_id, field=solenoid), modules,
+                         solenoid, attrs.evolve(with_loss, **one_step))
+        for event_id in range(args.events)
+    ])  # fmt: skip
     real_modules = read_detectors_csv(args.trackml / "detectors.csv.gz")
     real_event = read_event(args.trackml / "sample", 1, modules=real_modules)
     real_uniform = fit_truth_tracks(real_event, real_modules)
@@ -267,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         "energy_lost_per_hit": {
             "real": energy_lost_per_hit(real_event),
             "simulation with energy loss": energy_lost_per_hit(losing_events[0]),
+        },
+        "steps_in_the_solenoid": {
+            "one step per surface": steps_by_eta(in_one_step),
+            "in pieces": steps_by_eta(with_energy_loss),
         },
         "central_momentum_bias": {
             label: momentum_bias(tracks)

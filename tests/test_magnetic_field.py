@@ -8,11 +8,21 @@ import pytest
 
 from inference_iface.errors import ConfigError
 from tracking_algs.cli import main
+from tracking_algs.fitting import KalmanConfig
 from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, propagate
 from tracking_algs.geometry import HELIX_CONSTANT
 from tracking_algs.io.trackml import read_event
 from tracking_algs.job_options import load_job_options
-from tracking_algs.magnetic_field import FieldConfig, SolenoidField, UniformField, loop_sum_field
+from tracking_algs.magnetic_field import (
+    ONE_STEP,
+    FieldConfig,
+    SolenoidField,
+    Stepping,
+    UniformField,
+    loop_sum_field,
+    step_miss,
+)
+from tracking_algs.simulation import SimulationConfig
 
 RADIUS, LENGTH = 1200.0, 6000.0
 
@@ -106,11 +116,20 @@ def _runge_kutta_to_disk(field: SolenoidField, free: np.ndarray, z_end: float, s
     return position, direction / np.linalg.norm(direction, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize(("disk_spacing_mm", "max_miss_mm", "max_polar_miss"), [(100.0, 0.1, 2e-5), (300.0, 1.0, 2e-4)])
-def test_steps_in_the_solenoid_follow_the_lorentz_force(disk_spacing_mm, max_miss_mm, max_polar_miss):
+@pytest.mark.parametrize(
+    ("disk_spacing_mm", "stepping", "max_miss_mm", "max_polar_miss"),
+    [
+        (100.0, ONE_STEP, 0.1, 2e-5),
+        (300.0, ONE_STEP, 1.0, 2e-4),
+        (300.0, KalmanConfig().stepping, 0.2, 1e-5),
+        (300.0, SimulationConfig().stepping, 0.08, 5e-6),
+    ],
+)
+def test_steps_in_the_solenoid_follow_the_lorentz_force(disk_spacing_mm, stepping, max_miss_mm, max_polar_miss):
     """1 GeV tracks of both charges at η = 2–3 from the origin to z = 2.95 m through disks ``disk_spacing_mm``
-    apart, each step a midpoint helix (:func:`propagate`): where they arrive, against Runge-Kutta on the Lorentz
-    force; the helix in the centre field would miss by 3–20 mm."""
+    apart, each step a midpoint helix (:func:`propagate`), or in pieces as the fitter's and the simulation's
+    ``stepping`` cut them: where they arrive, against Runge-Kutta on the Lorentz force; the helix in the centre
+    field would miss by 3–20 mm."""
     field = SolenoidField()
     eta = np.array([2.0, 2.5, 3.0, 2.0, 2.5, 3.0])
     theta = 2.0 * np.arctan(np.exp(-eta))
@@ -124,7 +143,8 @@ def test_steps_in_the_solenoid_follow_the_lorentz_force(disk_spacing_mm, max_mis
     def follow(step_field):
         state, kind, at = params, np.full(n, SurfaceKind.PERIGEE), np.zeros(n)
         for z in [*np.arange(disk_spacing_mm, z_end, disk_spacing_mm), z_end]:
-            step = propagate(state, kind, at, np.full(n, SurfaceKind.DISK), np.full(n, z), step_field, direction=1)
+            step = propagate(state, kind, at, np.full(n, SurfaceKind.DISK), np.full(n, z), step_field, direction=1,
+                             stepping=stepping)  # fmt: skip
             assert step.ok.all()
             state, kind, at = step.params, np.full(n, SurfaceKind.DISK), np.full(n, z)
         return bound_to_free(state, kind, at)[0]
@@ -133,6 +153,19 @@ def test_steps_in_the_solenoid_follow_the_lorentz_force(disk_spacing_mm, max_mis
     assert np.hypot(*(end[:, :2] - position[:, :2]).T).max() < max_miss_mm
     assert np.abs(end[:, 5] - direction[:, 2]).max() < max_polar_miss
     assert np.hypot(*(follow(2.0)[:, :2] - position[:, :2]).T).min() > 2.0
+
+
+def test_a_step_is_cut_into_as_many_pieces_as_bring_its_miss_within_the_tolerance():
+    """The miss of a midpoint step falls as the square of its length: n pieces for a miss n² times the tolerance,
+    never more than ``max_pieces``; one piece without a tolerance, where the field does not change, and for a
+    miss that is not a number."""
+    stepping = Stepping(tolerance_mm=0.01, max_pieces=8)
+    miss = np.array([0.0, 0.009, 0.011, 0.09, 0.1, 10.0, np.nan])
+    np.testing.assert_array_equal(stepping.pieces(miss), [1, 1, 2, 3, 4, 8, 1])
+    np.testing.assert_array_equal(ONE_STEP.pieces(miss), 1)
+    np.testing.assert_array_equal(Stepping(tolerance_mm=0.01).pieces(miss), 1)
+    # 1 GeV, a 400 mm step across which the bending field changes by 0.3 T: c·|q/p|·|ΔB|·s²/12 = 1.2 mm
+    assert step_miss(np.array([1.0]), np.array([400.0]), np.array([0.3]))[0] == pytest.approx(1.199, rel=1e-3)
 
 
 def test_the_field_options_build_the_field(tmp_path):

@@ -27,6 +27,8 @@ import attrs
 import numpy as np
 from scipy.special import ellipe, ellipk
 
+from tracking_algs.geometry import HELIX_CONSTANT
+
 #: circular loops that make up the current sheet (their spacing, 10 mm for a 6 m solenoid, is far below the
 #: distance from any tracking surface to the sheet: the ripple falls as exp(−2π·distance/spacing))
 SOLENOID_LOOPS = 600
@@ -69,6 +71,38 @@ def with_polar_component(direction: np.ndarray, tz: np.ndarray) -> np.ndarray:
     st = np.hypot(direction[:, 0], direction[:, 1])
     scale = np.sqrt(1.0 - tz * tz) / np.where(st > 0.0, st, 1.0)
     return np.column_stack((direction[:, 0] * scale, direction[:, 1] * scale, tz))
+
+
+def step_miss(qop: np.ndarray, path: np.ndarray, field_change: np.ndarray) -> np.ndarray:
+    """Estimated miss (mm) of a midpoint step (a helix in the mean of the fields at its two ends) of ``path`` [N]
+    (mm) for tracks of ``qop`` [N] (e/GeV) across which the field changes by ``field_change`` [N] (tesla, bending
+    field and ``(T × B)_z`` together): in a field that changes linearly along the step that helix ends
+    c·|q/p|·|ΔB|·s²/12 sideways of the Lorentz force's path.  Cut into n equal pieces, the step misses by about
+    1/n² of that."""
+    return HELIX_CONSTANT * np.abs(qop) * field_change * path * path / 12.0
+
+
+@attrs.frozen
+class Stepping:
+    """How finely the simulation and the fitter follow a track through a non-uniform field: a step from surface
+    to surface whose single midpoint step would miss the Lorentz force by more than ``tolerance_mm``
+    (:func:`step_miss`) is taken in as many equal pieces as bring it within that, at most ``max_pieces``.  The
+    default takes one step per surface."""
+
+    tolerance_mm: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))
+    max_pieces: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+
+    def pieces(self, miss_mm: np.ndarray) -> np.ndarray:
+        """Into how many pieces [N] to cut steps whose single midpoint step misses by ``miss_mm`` [N]."""
+        if self.tolerance_mm <= 0.0 or self.max_pieces == 1:
+            return np.ones(len(miss_mm), dtype=np.int64)
+        with np.errstate(invalid="ignore"):
+            pieces = np.ceil(np.sqrt(np.maximum(miss_mm, 0.0) / self.tolerance_mm))
+        return np.clip(np.nan_to_num(pieces, nan=1.0), 1, self.max_pieces).astype(np.int64)
+
+
+#: one midpoint step from surface to surface, never cut
+ONE_STEP = Stepping()
 
 
 @attrs.frozen

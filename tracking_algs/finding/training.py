@@ -91,6 +91,9 @@ class DataConfig:
     beam_spot_sigma_z_mm: float = attrs.field(default=SimulationConfig().beam_spot_sigma_z_mm, validator=v.gt(0.0))
     #: the field the training and validation events are simulated in (its centre field the detector's)
     field: FieldConfig = FieldConfig()
+    #: how finely the training and validation events follow the particles through a non-uniform field
+    #: (``[simulation] step_tolerance_mm``); 0, one midpoint step per surface, as the shipped model sets were trained
+    step_tolerance_mm: float = attrs.field(default=0.0, validator=v.ge(0.0))
 
     def magnetic_field(self) -> MagneticField:
         """The field of the training and validation events."""
@@ -99,11 +102,12 @@ class DataConfig:
     def simulation(self, event_id: int) -> SimulationConfig:
         """The simulation settings of training event ``event_id``."""
         pileup = self.pileups[event_id % len(self.pileups)]
-        return SimulationConfig(geometry=self.geometry, pileup=pileup, beam_spot_sigma_z_mm=self.beam_spot_sigma_z_mm)
+        return SimulationConfig(geometry=self.geometry, pileup=pileup, beam_spot_sigma_z_mm=self.beam_spot_sigma_z_mm,
+                                step_tolerance_mm=self.step_tolerance_mm)  # fmt: skip
 
     def validation_simulation(self, pileup: float) -> SimulationConfig:
         """The simulation settings of the validation events at ``pileup`` (the simulation's defaults otherwise)."""
-        return SimulationConfig(geometry=self.geometry, pileup=pileup)
+        return SimulationConfig(geometry=self.geometry, pileup=pileup, step_tolerance_mm=self.step_tolerance_mm)
 
 
 @attrs.frozen(kw_only=True)

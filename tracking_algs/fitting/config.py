@@ -5,6 +5,8 @@ from __future__ import annotations
 import attrs
 from attrs import validators as v
 
+from tracking_algs.magnetic_field import Stepping
+
 
 @attrs.frozen(kw_only=True)
 class KalmanConfig:
@@ -46,6 +48,10 @@ class KalmanConfig:
     - ``energy_loss``: the mean ionisation energy loss of every surface crossed (the Bethe formula in silicon,
       :mod:`tracking_algs.energy_loss`), taken from q/p after each hit's update and given back on the way in to
       the perigee; off by default, as in the simulation (``[simulation] energy_loss``);
+    - ``step_tolerance_mm`` and ``max_step_pieces``: in a non-uniform field, a step whose midpoint helix would
+      miss the Lorentz force by more than ``step_tolerance_mm`` is taken in up to ``max_step_pieces`` pieces
+      (:class:`~tracking_algs.magnetic_field.Stepping`; 0 or 1: one step per surface), as the simulation does
+      (``[simulation] step_tolerance_mm``);
     - ``batch_size``: tracks advanced together (memory grows linearly with it);
     - ``processes``: worker processes that share the tracks of an event (:mod:`~tracking_algs.fitting.processes`;
       1: every fit in the calling process; 0: one per usable core).  An event is dealt out to as many of them as
@@ -70,7 +76,14 @@ class KalmanConfig:
     second_pass_cov_inflation: float = attrs.field(default=100.0, validator=v.gt(1.0))
     multiple_scattering: bool = True
     energy_loss: bool = False
+    step_tolerance_mm: float = attrs.field(default=0.02, validator=v.ge(0.0))
+    max_step_pieces: int = attrs.field(default=4, validator=v.ge(1))
     mass_gev: float = attrs.field(default=0.13957, validator=v.ge(0.0))
     batch_size: int = attrs.field(default=4096, validator=v.ge(1))
     processes: int = attrs.field(default=1, validator=v.ge(0))
     min_tracks_per_process: int = attrs.field(default=1000, validator=v.ge(1))
+
+    @property
+    def stepping(self) -> Stepping:
+        """How finely the fit follows a track through a non-uniform field."""
+        return Stepping(self.step_tolerance_mm, self.max_step_pieces)

@@ -203,7 +203,7 @@ def forward_filter(
             step = propagate(params, state_kind[rows], state_position[rows], hits.kind[rows, i],
                              hits.position[rows, i], field, direction=to_hole.astype(np.int64),
                              plane_from=None if state_plane is None else state_plane[rows],
-                             plane_to=hits.planes(rows, i))  # fmt: skip
+                             plane_to=hits.planes(rows, i), stepping=config.stepping)  # fmt: skip
             jac = step.jacobian
             missed = to_hole & ~step.ok
             if missed.any():
@@ -353,7 +353,8 @@ def to_perigee(
         passed = traverse(params, cov, kind, position, inner, field, config, direction=-1, plane=plane)
         params, cov, kind, position, plane = passed.params, passed.cov, passed.kind, passed.position, passed.plane
     perigee = np.full(len(params), SurfaceKind.PERIGEE)
-    final = propagate(params, kind, position, perigee, np.zeros(len(params)), field, plane_from=plane)
+    final = propagate(params, kind, position, perigee, np.zeros(len(params)), field, plane_from=plane,
+                      stepping=config.stepping)  # fmt: skip
     final_cov = transport_sandwich(final.jacobian, cov)
     final_cov = 0.5 * (final_cov + final_cov.transpose(0, 2, 1))
     return final.params, final_cov, final.ok

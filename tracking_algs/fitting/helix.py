@@ -43,7 +43,7 @@ import numpy as np
 
 from tracking_algs.fitting.stacked import matmul
 from tracking_algs.geometry import HELIX_CONSTANT
-from tracking_algs.magnetic_field import MagneticField, with_polar_component
+from tracking_algs.magnetic_field import ONE_STEP, MagneticField, Stepping, step_miss, with_polar_component
 
 #: below this |turning angle| the helix functions use their Taylor series (relative error < 1e-13)
 _SERIES_LIMIT = 1e-2
@@ -375,24 +375,62 @@ def _with_polar_direction(free: np.ndarray, tz: np.ndarray) -> np.ndarray:
     return moved
 
 
+@attrs.frozen
+class _MidpointField:
+    """The field of one midpoint step (:func:`_field_step`) for N tracks: the ``start`` [N, 7] to take the helix
+    from (``T_z`` turned half-way), the bending field and ``(T × B)_z`` [N] at the step's start
+    (``start_bending``, ``start_lift``) and at its end found by the helix in the start's field (``end_bending``,
+    ``end_lift``), that helix's path to the surface (``rough_path`` [N], mm) and ``miss`` [N], the estimated
+    distance (mm) by which the step's end misses the path of the Lorentz force
+    (:func:`~tracking_algs.magnetic_field.step_miss`).  The step is a helix in the mean ``bending`` field; the
+    end's ``T_z`` is the start's plus ``c·(q/p)·path·lift``, ``lift`` the mean ``(T × B)_z``."""
+
+    start: np.ndarray
+    start_bending: np.ndarray
+    start_lift: np.ndarray
+    end_bending: np.ndarray
+    end_lift: np.ndarray
+    rough_path: np.ndarray
+    miss: np.ndarray
+    ok: np.ndarray
+
+    @property
+    def bending(self) -> np.ndarray:
+        """The mean bending field of the step [N] (the start's where the helix misses the surface)."""
+        return np.where(self.ok, 0.5 * (self.start_bending + self.end_bending), self.start_bending)
+
+    @property
+    def lift(self) -> np.ndarray:
+        """The mean ``(T × B)_z`` of the step [N] (0 where the helix misses the surface)."""
+        return np.where(self.ok, 0.5 * (self.start_lift + self.end_lift), 0.0)
+
+    def take(self, rows: np.ndarray) -> _MidpointField:
+        """The steps of tracks ``rows``."""
+        return _MidpointField(*(getattr(self, name)[rows] for name in attrs.fields_dict(_MidpointField)))
+
+
 def _field_step(
-    free: np.ndarray, kind_to: np.ndarray, position_to: np.ndarray, field: MagneticField, direction, plane_to
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    free: np.ndarray,
+    kind_to: np.ndarray,
+    position_to: np.ndarray,
+    field: MagneticField,
+    direction: int | np.ndarray,
+    plane_to: np.ndarray | None,
+) -> _MidpointField:
     """One step in a non-uniform field, by the midpoint rule: a first helix in the start's field finds the
     step's end; the step is then taken as a helix in the mean bending field of start and end, from the start with
-    ``T_z`` turned half-way (so that z follows the mean polar direction).  Returns that start [N, 7], the mean
-    bending field [N] and the mean ``(T × B)_z`` [N] (the end's ``T_z`` is the start's plus
-    ``c·(q/p)·path·lift``)."""
+    ``T_z`` turned half-way (so that z follows the mean polar direction)."""
     position, heading = free[:, :3], free[:, 3:6]
     start, start_lift = field.turning_t(position, heading)
     path, ok = path_to_surface(free, kind_to, position_to, start, direction, plane_to, rough=True)
     end, _ = transport(free, path, start, jacobian=False)
     end = _with_polar_direction(end, free[:, 5] + HELIX_CONSTANT * free[:, 6] * path * start_lift)
     end_bending, end_lift = field.turning_t(end[:, :3], end[:, 3:6])
-    bending = np.where(ok, 0.5 * (start + end_bending), start)
     lift = np.where(ok, 0.5 * (start_lift + end_lift), 0.0)
     middle = _with_polar_direction(free, free[:, 5] + 0.5 * HELIX_CONSTANT * free[:, 6] * path * lift)
-    return middle, bending, lift
+    change = np.where(ok, np.abs(end_bending - start) + np.abs(end_lift - start_lift), 0.0)
+    return _MidpointField(middle, start, start_lift, end_bending, end_lift, path,
+                          step_miss(free[:, 6], path, change), ok)  # fmt: skip
 
 
 def propagate(
@@ -405,19 +443,82 @@ def propagate(
     direction: int | np.ndarray = 0,
     plane_from: np.ndarray | None = None,
     plane_to: np.ndarray | None = None,
+    stepping: Stepping = ONE_STEP,
 ) -> Propagation:
     """Bound parameters [N, 5] on surfaces (``kind_from``, ``position_from``, ``plane_from``) propagated to the
     nearest crossing with surfaces (``kind_to``, ``position_to``, ``plane_to``) (only ahead for ``direction`` +1,
     only behind for -1; an array [N] gives each track its own) in ``field`` (tesla or a field, module
-    docstring), with the analytic bound-to-bound Jacobian."""
+    docstring), with the analytic bound-to-bound Jacobian.
+
+    In a non-uniform field, a track whose midpoint step would miss the Lorentz force by more than ``stepping``
+    allows (:class:`~tracking_algs.magnetic_field.Stepping`; by default never) goes there in several midpoint
+    steps instead: equal pieces of its path, the last one to the surface.  Its Jacobian stays the single step's
+    (a linearisation about a path a fraction of a millimetre away)."""
     free, to_free = bound_to_free(params, kind_from, position_from, plane_from)
-    lift = None  # the mean (T × B)_z of a step in a non-uniform field
     if isinstance(field, (int, float)):
-        bfield_t: float | np.ndarray = float(field)
-    elif field.uniform:
-        bfield_t = field.centre_t
-    else:
-        free, bfield_t, lift = _field_step(free, kind_to, position_to, field, direction, plane_to)
+        return _helix_step(free, to_free, kind_to, position_to, float(field), direction, plane_to)
+    if field.uniform:
+        return _helix_step(free, to_free, kind_to, position_to, field.centre_t, direction, plane_to)
+    step = _field_step(free, kind_to, position_to, field, direction, plane_to)
+    once = _helix_step(step.start, to_free, kind_to, position_to, step.bending, direction, plane_to, step.lift)
+    pieces = stepping.pieces(step.miss)
+    cut = np.flatnonzero((pieces > 1) & once.ok)
+    if len(cut):
+        targets = _planes(plane_to, len(params))[cut]
+        ways = np.broadcast_to(np.asarray(direction), len(params))[cut]
+        end, path, ok = _in_pieces(free[cut], kind_to[cut], position_to[cut], targets, ways, field,
+                                   step.take(cut), pieces[cut])  # fmt: skip
+        once.params[cut] = free_to_bound(end, kind_to[cut], targets)[0]
+        once.path[cut], once.ok[cut] = path, ok
+    return once
+
+
+def _in_pieces(free, kind_to, position_to, plane_to, direction, field, whole: _MidpointField, pieces):
+    """Free states [N, 7] taken to their target surfaces in ``pieces`` [N] midpoint steps instead of the single
+    step ``whole``: the first ones each ``whole.rough_path / pieces`` long, the last one to the surface.  A piece
+    starts in the field found at the end of the piece before (at the end of the helix in its start's field).
+    Returns the end states, their paths and ``ok``."""
+    travelled = np.zeros(len(free))
+    bending, lift = whole.start_bending.copy(), whole.start_lift.copy()
+    length = whole.rough_path / pieces
+    for piece in range(1, int(pieces.max()) + 1):
+        rows = np.flatnonzero(pieces >= piece)
+        state, qop, step = free[rows], free[rows, 6], length[rows]
+        rough, _ = transport(state, step, bending[rows], jacobian=False)
+        rough = _with_polar_direction(rough, state[:, 5] + HELIX_CONSTANT * qop * step * lift[rows])
+        end_bending, end_lift = field.turning_t(rough[:, :3], rough[:, 3:6])
+        lift[rows] = 0.5 * (lift[rows] + end_lift)  # the piece's mean field, then (on the way) its end's
+        bending[rows] = 0.5 * (bending[rows] + end_bending)
+        free[rows] = _with_polar_direction(state, state[:, 5] + 0.5 * HELIX_CONSTANT * qop * step * lift[rows])
+        on_the_way = rows[pieces[rows] > piece]
+        if len(on_the_way):
+            step = length[on_the_way]
+            moved, _ = transport(free[on_the_way], step, bending[on_the_way], jacobian=False)
+            turn = 0.5 * HELIX_CONSTANT * free[on_the_way, 6] * step * lift[on_the_way]
+            free[on_the_way] = _with_polar_direction(moved, free[on_the_way, 5] + turn)
+            travelled[on_the_way] += step
+            going = pieces[rows] > piece
+            bending[on_the_way], lift[on_the_way] = end_bending[going], end_lift[going]
+    # the last pieces, from their start with T_z turned half-way, in their mean fields
+    path, ok = path_to_surface(free, kind_to, position_to, bending, direction, plane_to)
+    end, _ = transport(free, path, bending, jacobian=False)
+    end = _with_polar_direction(end, free[:, 5] + 0.5 * HELIX_CONSTANT * free[:, 6] * path * lift)
+    return end, travelled + path, ok
+
+
+def _helix_step(
+    free: np.ndarray,
+    to_free: np.ndarray,
+    kind_to: np.ndarray,
+    position_to: np.ndarray,
+    bfield_t: float | np.ndarray,
+    direction: int | np.ndarray,
+    plane_to: np.ndarray | None,
+    lift: np.ndarray | None = None,
+) -> Propagation:
+    """One helix step of free states [N, 7] (with ∂free/∂bound ``to_free`` of their start) in the field
+    ``bfield_t`` to the target surfaces, with the path-corrected bound-to-bound Jacobian; with ``lift`` (a
+    midpoint step, :func:`_field_step`), ``T_z`` at the end turned by the other half of the step's turn."""
     path, ok = path_to_surface(free, kind_to, position_to, bfield_t, direction, plane_to)
     end, transport_jac = transport(free, path, bfield_t)
     if lift is not None:
@@ -438,10 +539,10 @@ def propagate(
     projection = to_bound[:, :3, :5]
     bound_rate = np.einsum("nij,nj->ni", projection, derivative[:, :5])  # d(bound)/ds
     corrected = projection - bound_rate[:, :, None] * (grad[:, :5] / denominator[:, None])[:, None, :]
-    transported = np.empty((len(params), 3, 7))
+    transported = np.empty((len(free), 3, 7))
     transported[:, :, :3] = corrected[:, :, :3]  # T is the identity in its first three columns (positions)
     transported[:, :, 3:] = matmul(corrected, transport_jac[:, :5, 3:])
-    jacobian = np.zeros((len(params), 5, 5))
+    jacobian = np.zeros((len(free), 5, 5))
     jacobian[:, :3] = matmul(transported, to_free)
     jacobian[:, 3, 3] = jacobian[:, 4, 4] = 1.0
     return Propagation(params=bound, jacobian=jacobian, path=path, ok=ok)

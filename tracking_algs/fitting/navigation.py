@@ -197,7 +197,8 @@ def traverse(
         at_rank = crossings.rank == rank
         crossing, rows = crossings.take(at_rank), crossings.segment[at_rank]
         step = propagate(state.params[rows], state.kind[rows], state.position[rows], crossing.kind,
-                         crossing.position, field, direction, plane_from=state.plane[rows])  # fmt: skip
+                         crossing.position, field, direction, plane_from=state.plane[rows],
+                         stepping=config.stepping)  # fmt: skip
         rows, crossing = rows[step.ok], crossing.take(step.ok)
         arrived = step.params[step.ok]
         moved = transport_sandwich(step.jacobian[step.ok], state.cov[rows])

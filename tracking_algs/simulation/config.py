@@ -7,6 +7,8 @@ from typing import Literal
 import attrs
 from attrs import validators as v
 
+from tracking_algs.magnetic_field import Stepping
+
 _non_negative = v.ge(0.0)
 _probability = [v.ge(0.0), v.le(1.0)]
 
@@ -72,6 +74,10 @@ class SimulationConfig:
 
     ``energy_loss`` (off by default, which keeps the simulation as it was): every crossing of material takes the
     particle's mean ionisation loss there (:mod:`tracking_algs.energy_loss`, no fluctuation).
+
+    ``step_tolerance_mm`` and ``max_step_pieces``: in a non-uniform field, a step from surface to surface whose
+    single midpoint step would miss the Lorentz force by more than ``step_tolerance_mm`` is taken in up to
+    ``max_step_pieces`` pieces (:class:`~tracking_algs.magnetic_field.Stepping`; 0 or 1: one step per surface).
     """
 
     geometry: Literal["cylinders", "modules"] = attrs.field(
@@ -98,6 +104,8 @@ class SimulationConfig:
     noise_fraction: float = attrs.field(default=0.05, validator=_non_negative)
     multiple_scattering: bool = True
     energy_loss: bool = False
+    step_tolerance_mm: float = attrs.field(default=0.002, validator=_non_negative)
+    max_step_pieces: int = attrs.field(default=16, validator=v.ge(1))
     hit_smearing: bool = True
     looper_max_turns: float = attrs.field(default=0.5, validator=v.gt(0.0))
     particle_mass_gev: float = attrs.field(default=0.13957, validator=_non_negative)
@@ -109,3 +117,8 @@ class SimulationConfig:
     hadronic_multiplicity: float = attrs.field(default=3.0, validator=_non_negative)
     photons_per_particle: float = attrs.field(default=0.8, validator=_non_negative)
     cell_charge_sharing_mm: float = attrs.field(default=0.003, validator=_non_negative)
+
+    @property
+    def stepping(self) -> Stepping:
+        """How finely particles are followed through a non-uniform field."""
+        return Stepping(self.step_tolerance_mm, self.max_step_pieces)

@@ -180,6 +180,7 @@ def _propagate(
         ends_per_x0=ends_per_x0,
         ending_key=ending_key,
         field=field,
+        stepping=config.stepping,
     )
 
 

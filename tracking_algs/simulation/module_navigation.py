@@ -30,7 +30,7 @@ import numpy as np
 from tracking_algs.energy_loss import slowed
 from tracking_algs.event import Columns
 from tracking_algs.geometry import Detector
-from tracking_algs.magnetic_field import MagneticField
+from tracking_algs.magnetic_field import ONE_STEP, MagneticField, Stepping
 from tracking_algs.modules import ModuleGeometry, trackml_modules
 from tracking_algs.ranges import ranks_within
 from tracking_algs.simulation.propagation import (
@@ -273,6 +273,7 @@ def propagate_modules(
     ends_per_x0: np.ndarray | None = None,
     ending_key: int = 0,
     field: MagneticField | None = None,
+    stepping: Stepping = ONE_STEP,
 ) -> ModuleCrossings:
     """Propagate particles (vertex [N, 3] mm, momentum [N, 3] GeV, charge [N] ±1, mass (one or [N]) GeV) through
     the modules of ``layers`` in ``detector``'s field, scattering in its beam pipe and in every module crossed; the
@@ -283,7 +284,8 @@ def propagate_modules(
     1 − exp(−``ends_per_x0[k]`` · x/X0 / |cos α|), drawn as ``counter_uniform(ending_key, k, crossing number)``.
 
     ``field`` (None: the detector's uniform field): each step from surface to surface is a helix in
-    :func:`~tracking_algs.simulation.propagation.midpoint_step`."""
+    :func:`~tracking_algs.simulation.propagation.midpoint_step`, taken in pieces where a single one would miss the
+    Lorentz force by more than ``stepping`` allows."""
     geometry = layers.geometry
     n = len(np.asarray(charge))
     mass = np.broadcast_to(np.asarray(mass_gev, dtype=np.float64), (n,))
@@ -306,6 +308,7 @@ def propagate_modules(
     # each particle's change of T_z per radian turned in its current step, and the part of the step's turn not yet
     # taken into its polar direction (a midpoint step starts with T_z turned half-way)
     tilt, pending = np.zeros(n), np.zeros(n)
+    turn_limit = np.full(n, np.inf)  # how far each particle may turn in its current step (a piece of a long one)
 
     def material(rows: np.ndarray, normal: np.ndarray, x_over_x0: np.ndarray) -> np.ndarray:
         """Radiation lengths on the way of particles ``rows`` through material of ``x_over_x0`` with ``normal``."""
@@ -343,11 +346,19 @@ def propagate_modules(
         if varies(field):
             step = midpoint_step(field, position[rows], mom[rows], q[rows], functools.partial(
                 _next_turn, position[rows], mom[rows], q[rows], layers=layers, pipe_radius=pipe.radius,
-                done_out=done_out[rows], done_in=done_in[rows], budget=budget - turned[rows]))  # fmt: skip
+                done_out=done_out[rows], done_in=done_in[rows], budget=budget - turned[rows]), stepping)  # fmt: skip
             bending[rows], mom[rows], tilt[rows], pending[rows] = step.bending, step.momentum, step.tilt, 0.5
+            turn_limit[rows] = step.turn_limit(q[rows])
         bfield = bending[rows]
         psi, surface, outward = _next_surface(position[rows], mom[rows], q[rows], bfield, layers, pipe.radius,
                                               done_out[rows], done_in[rows], budget - turned[rows])  # fmt: skip
+        stops = np.isfinite(psi) & (turn_limit[rows] < psi)
+        if stops.any():  # a piece of a long step: the particle stops on its way, crossing nothing
+            stop_rows, stop_turn = rows[stops], turn_limit[rows[stops]]
+            moved = move_along_helix(position[stop_rows], mom[stop_rows], q[stop_rows], bfield[stops], stop_turn)
+            position[stop_rows], mom[stop_rows] = moved[0], _arrived(moved[1], stop_rows, stop_turn, tilt, pending)
+            turned[stop_rows] += stop_turn
+            rows, psi, surface, outward = rows[~stops], psi[~stops], surface[~stops], outward[~stops]
         going = np.isfinite(psi)
         alive[rows[~going]] = False
         rows, psi, surface, outward = rows[going], psi[going], surface[going], outward[going]

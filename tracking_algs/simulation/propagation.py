@@ -15,7 +15,7 @@ import numpy as np
 
 from tracking_algs.energy_loss import slowed
 from tracking_algs.geometry import HELIX_CONSTANT, Detector
-from tracking_algs.magnetic_field import MagneticField, with_polar_component
+from tracking_algs.magnetic_field import ONE_STEP, MagneticField, Stepping, step_miss, with_polar_component
 from tracking_algs.simulation.scattering import highland_theta0, scatter
 
 _TWO_PI = 2.0 * np.pi
@@ -80,9 +80,11 @@ def propagate(
     energy_loss: bool = False,
     mass_gev: float = 0.13957,
     field: MagneticField | None = None,
+    stepping: Stepping = ONE_STEP,
 ) -> Crossings:
     """Propagate particles (vertex [N, 3] mm, momentum [N, 3] GeV, charge [N] ±1) through ``detector``, in
-    ``field`` (None: the detector's uniform field; in a non-uniform one each step is a :func:`midpoint_step`),
+    ``field`` (None: the detector's uniform field; in a non-uniform one each step is a :func:`midpoint_step`, in
+    pieces where one would miss the Lorentz force by more than ``stepping`` allows),
     scattering in each layer's material and, with ``energy_loss``, losing its mean ionisation energy there."""
     layers = _Layers.of(detector)
     n_cylinders = len(layers.cylinder_radius)
@@ -95,37 +97,42 @@ def propagate(
     budget = max_turns * _TWO_PI
     records: list[tuple[np.ndarray, ...]] = []
 
-    stepping = varies(field)
+    in_field_steps = varies(field)
     for _ in range(_MAX_STEPS):
         if not len(particle):
             break
         bend: float | np.ndarray = uniform_bending(field, detector.bfield_t)
-        if stepping:
+        if in_field_steps:
             step = midpoint_step(field, position, mom, q, functools.partial(
-                _next_turn, position, mom, q, layers=layers, last=last, budget=budget - turned))  # fmt: skip
-            bend, mom, tilt = step.bending, step.momentum, step.tilt
+                _next_turn, position, mom, q, layers=layers, last=last, budget=budget - turned), stepping)  # fmt: skip
+            bend, mom, tilt, limit = step.bending, step.momentum, step.tilt, step.turn_limit(q)
         psi, layer = _next_crossing(position, mom, q, bend, layers, last, budget - turned)
         going = np.isfinite(psi)
-        position, mom, q, particle, turned, psi, layer = (
-            a[going] for a in (position, mom, q, particle, turned, psi, layer)
+        position, mom, q, particle, turned, psi, layer, last = (
+            a[going] for a in (position, mom, q, particle, turned, psi, layer, last)
         )
-        if stepping:
-            bend, tilt = bend[going], tilt[going]
+        crossing = np.ones(len(psi), dtype=bool)
+        if in_field_steps:
+            bend, tilt, limit = bend[going], tilt[going], limit[going]
+            crossing = psi <= limit  # the others stop on their way, crossing nothing: a piece of a long step
+            psi = np.minimum(psi, limit)
         position, mom = move_along_helix(position, mom, q, bend, psi)
-        if stepping:
+        if in_field_steps:
             mom = turn_polar(mom, 0.5 * psi * tilt)
-        surface = layers.surface_index[layer]
-        sensitive = surface >= 0
-        records.append((particle[sensitive], surface[sensitive], position[sensitive], mom[sensitive]))
-        if multiple_scattering or energy_loss:
-            path_x0 = layers.x_over_x0[layer] / _cos_incidence(position, mom, layer < n_cylinders)
-        if multiple_scattering:
-            p = np.linalg.norm(mom, axis=1)
-            mom = scatter(mom, highland_theta0(p, p / np.hypot(p, mass_gev), path_x0, 1.0), rng)
-        if energy_loss:
-            mom = slowed(mom, mass_gev, path_x0)
         turned = turned + psi
-        last = layer
+        at = np.flatnonzero(crossing)
+        crossed = layer[at]
+        surface = layers.surface_index[crossed]
+        sensitive = surface >= 0
+        records.append((particle[at][sensitive], surface[sensitive], position[at][sensitive], mom[at][sensitive]))
+        if multiple_scattering or energy_loss:
+            path_x0 = layers.x_over_x0[crossed] / _cos_incidence(position[at], mom[at], crossed < n_cylinders)
+        if multiple_scattering:
+            p = np.linalg.norm(mom[at], axis=1)
+            mom[at] = scatter(mom[at], highland_theta0(p, p / np.hypot(p, mass_gev), path_x0, 1.0), rng)
+        if energy_loss:
+            mom[at] = slowed(mom[at], mass_gev, path_x0)
+        last = np.where(crossing, layer, last)
 
     if not records:
         return Crossings(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 3)))
@@ -145,20 +152,31 @@ def uniform_bending(field: MagneticField | None, bfield_t: float) -> float:
 @attrs.frozen
 class MidpointStep:
     """One step of N particles in a non-uniform field (:func:`midpoint_step`): the ``bending`` field [N] its
-    helix turns in, the ``momentum`` [N, 3] it starts with (the polar direction turned half-way), and ``tilt``
-    [N], the change of ``T_z`` per radian turned (:func:`turn_polar` puts it into the momentum on arrival)."""
+    helix turns in, the ``momentum`` [N, 3] it starts with (the polar direction turned half-way), ``tilt`` [N],
+    the change of ``T_z`` per radian turned (:func:`turn_polar` puts it into the momentum on arrival), and
+    ``max_path`` [N], how far (mm) the step may go before the particle stops for a new step (inf: up to the next
+    surface)."""
 
     bending: np.ndarray
     momentum: np.ndarray
     tilt: np.ndarray
+    max_path: np.ndarray
+
+    def turn_limit(self, q: np.ndarray) -> np.ndarray:
+        """The turning angle [N] of ``max_path`` along this step's helix, for charges ``q`` [N]."""
+        p = np.linalg.norm(self.momentum, axis=1)
+        return self.max_path * HELIX_CONSTANT * np.abs(self.bending * q) / p
 
 
-def midpoint_step(field: MagneticField, position: np.ndarray, mom: np.ndarray, q: np.ndarray, ahead) -> MidpointStep:
+def midpoint_step(
+    field: MagneticField, position: np.ndarray, mom: np.ndarray, q: np.ndarray, ahead, stepping: Stepping = ONE_STEP
+) -> MidpointStep:
     """The step of particles at ``position`` with momentum ``mom`` and charge ``q`` to the next surface, by the
     midpoint rule: ``ahead(bending)`` gives the turning angle [N] (inf: none) to that surface in a field [N]; a
     first helix in the start's field finds the step's end, and the step is a helix in the mean of the fields at
     its start and end (:mod:`tracking_algs.magnetic_field`), from the start with the polar direction turned by
-    half the step's turn of ``T_z``."""
+    half the step's turn of ``T_z``.  Where that step would miss the Lorentz force by more than ``stepping``
+    allows, only the first of its equal pieces is taken (``max_path``)."""
     unit = mom / np.linalg.norm(mom, axis=1, keepdims=True)
     start, start_lift = field.turning_t(position, unit)
     psi = ahead(start)
@@ -166,14 +184,30 @@ def midpoint_step(field: MagneticField, position: np.ndarray, mom: np.ndarray, q
     turn = np.where(reached, psi, 0.0)
     # c·(q/p)·path = ψ·sign(q)/|B| for a turn ψ: T_z changes by ψ·sign(q)·lift/|B|
     per_turn = np.sign(q) / np.maximum(np.abs(start), 1e-9)
-    end, end_mom = move_along_helix(position, mom, q, start, turn)
-    end_mom = turn_polar(end_mom, turn * per_turn * start_lift)
-    end_unit = end_mom / np.linalg.norm(end_mom, axis=1, keepdims=True)
-    end_bending, end_lift = field.turning_t(end, end_unit)
+    end_bending, end_lift = _end_field(field, position, mom, q, start, start_lift, turn, per_turn)
+    max_path = np.full(len(position), np.inf)
+    if stepping.max_pieces > 1:
+        p = np.linalg.norm(mom, axis=1)
+        path = turn * p / (HELIX_CONSTANT * np.maximum(np.abs(start * q), 1e-9))
+        change = np.where(reached, np.abs(end_bending - start) + np.abs(end_lift - start_lift), 0.0)
+        pieces = stepping.pieces(step_miss(q / p, path, change))
+        cut = np.flatnonzero(pieces > 1)
+        if len(cut):
+            turn[cut] /= pieces[cut]
+            max_path[cut] = path[cut] / pieces[cut]
+            end_bending[cut], end_lift[cut] = _end_field(field, position[cut], mom[cut], q[cut], start[cut],
+                                                         start_lift[cut], turn[cut], per_turn[cut])  # fmt: skip
     bending = np.where(reached, 0.5 * (start + end_bending), start)
     lift = np.where(reached, 0.5 * (start_lift + end_lift), 0.0)
     tilt = np.sign(q) * lift / np.maximum(np.abs(bending), 1e-9)
-    return MidpointStep(bending, turn_polar(mom, 0.5 * turn * tilt), tilt)
+    return MidpointStep(bending, turn_polar(mom, 0.5 * turn * tilt), tilt, max_path)
+
+
+def _end_field(field, position, mom, q, start, start_lift, turn, per_turn) -> tuple[np.ndarray, np.ndarray]:
+    """The bending field and ``(T × B)_z`` [N] where the helix in the start's field ``start`` ends after ``turn``."""
+    end, end_mom = move_along_helix(position, mom, q, start, turn)
+    end_mom = turn_polar(end_mom, turn * per_turn * start_lift)
+    return field.turning_t(end, end_mom / np.linalg.norm(end_mom, axis=1, keepdims=True))
 
 
 def turn_polar(mom: np.ndarray, change: np.ndarray) -> np.ndarray:

@@ -64,6 +64,7 @@ def simulate_event(
         energy_loss=config.energy_loss,
         mass_gev=config.particle_mass_gev,
         field=field,
+        stepping=config.stepping,
     )
     kept = rng.uniform(size=len(crossings.surface)) >= config.hit_inefficiency
     surface = crossings.surface[kept]
