@@ -121,8 +121,8 @@ def _runge_kutta_to_disk(field: SolenoidField, free: np.ndarray, z_end: float, s
     [
         (100.0, ONE_STEP, 0.1, 2e-5),
         (300.0, ONE_STEP, 1.0, 2e-4),
-        (300.0, KalmanConfig().stepping, 0.2, 1e-5),
-        (300.0, SimulationConfig().stepping, 0.08, 5e-6),
+        (300.0, KalmanConfig().stepping, 0.3, 1e-5),
+        (300.0, SimulationConfig().stepping, 0.05, 1e-5),
     ],
 )
 def test_steps_in_the_solenoid_follow_the_lorentz_force(disk_spacing_mm, stepping, max_miss_mm, max_polar_miss):

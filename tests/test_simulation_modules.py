@@ -346,6 +346,23 @@ def test_long_steps_in_the_solenoid_are_taken_in_pieces():
     assert median_offset(18, step_tolerance_mm=0.0) > 0.2
 
 
+def test_particles_taken_in_pieces_cross_as_many_modules():
+    """A pile-up-0 event in the solenoid without scattering or secondaries: with the steps in pieces the particles
+    leave as many hits as with one step per surface, also when every particle still going is on its way between
+    two surfaces at once; a hit or two move to a neighbouring module."""
+    config = SimulationConfig(geometry="modules", pileup=0.0, multiple_scattering=False, hit_inefficiency=0.0,
+                              noise_fraction=0.0, nuclear_interactions_per_x0=0.0,
+                              photons_per_particle=0.0)  # fmt: skip
+    counts = []
+    for stepping in ({}, {"step_tolerance_mm": 0.0}):
+        event = simulate_event(attrs.evolve(config, **stepping), 1002024, 0, field=SolenoidField())
+        counts.append(np.unique(event.truth.particle_id, return_counts=True)[1])
+    in_pieces, one_step = counts
+    assert len(in_pieces) == len(one_step) > 50
+    assert abs(int(in_pieces.sum()) - int(one_step.sum())) <= 3
+    assert (in_pieces != one_step).sum() <= 3
+
+
 # sha256 of every column of simulate_event(config, seed, event_id) computed with the code before the module
 # simulation was added: the cylinder simulation must stay bit-identical
 CYLINDER_HASHES = [

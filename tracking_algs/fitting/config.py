@@ -76,7 +76,7 @@ class KalmanConfig:
     second_pass_cov_inflation: float = attrs.field(default=100.0, validator=v.gt(1.0))
     multiple_scattering: bool = True
     energy_loss: bool = False
-    step_tolerance_mm: float = attrs.field(default=0.02, validator=v.ge(0.0))
+    step_tolerance_mm: float = attrs.field(default=0.05, validator=v.ge(0.0))
     max_step_pieces: int = attrs.field(default=4, validator=v.ge(1))
     mass_gev: float = attrs.field(default=0.13957, validator=v.ge(0.0))
     batch_size: int = attrs.field(default=4096, validator=v.ge(1))

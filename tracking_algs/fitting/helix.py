@@ -44,6 +44,7 @@ import numpy as np
 from tracking_algs.fitting.stacked import matmul
 from tracking_algs.geometry import HELIX_CONSTANT
 from tracking_algs.magnetic_field import ONE_STEP, MagneticField, Stepping, step_miss, with_polar_component
+from tracking_algs.ranges import ranks_within
 
 #: below this |turning angle| the helix functions use their Taylor series (relative error < 1e-13)
 _SERIES_LIMIT = 1e-2
@@ -475,34 +476,41 @@ def propagate(
 
 def _in_pieces(free, kind_to, position_to, plane_to, direction, field, whole: _MidpointField, pieces):
     """Free states [N, 7] taken to their target surfaces in ``pieces`` [N] midpoint steps instead of the single
-    step ``whole``: the first ones each ``whole.rough_path / pieces`` long, the last one to the surface.  A piece
-    starts in the field found at the end of the piece before (at the end of the helix in its start's field).
-    Returns the end states, their paths and ``ok``."""
-    travelled = np.zeros(len(free))
-    bending, lift = whole.start_bending.copy(), whole.start_lift.copy()
+    step ``whole``: the first ones each ``whole.rough_path / pieces`` long, the last one to the surface.  The field
+    at the ends of the pieces is looked up once, along the single step's helix (a fraction of a millimetre from
+    the track there).  Returns the end states, their paths and ``ok``."""
+    n, most = len(free), int(pieces.max())
     length = whole.rough_path / pieces
-    for piece in range(1, int(pieces.max()) + 1):
-        rows = np.flatnonzero(pieces >= piece)
-        state, qop, step = free[rows], free[rows, 6], length[rows]
-        rough, _ = transport(state, step, bending[rows], jacobian=False)
-        rough = _with_polar_direction(rough, state[:, 5] + HELIX_CONSTANT * qop * step * lift[rows])
-        end_bending, end_lift = field.turning_t(rough[:, :3], rough[:, 3:6])
-        lift[rows] = 0.5 * (lift[rows] + end_lift)  # the piece's mean field, then (on the way) its end's
-        bending[rows] = 0.5 * (bending[rows] + end_bending)
-        free[rows] = _with_polar_direction(state, state[:, 5] + 0.5 * HELIX_CONSTANT * qop * step * lift[rows])
-        on_the_way = rows[pieces[rows] > piece]
-        if len(on_the_way):
-            step = length[on_the_way]
-            moved, _ = transport(free[on_the_way], step, bending[on_the_way], jacobian=False)
-            turn = 0.5 * HELIX_CONSTANT * free[on_the_way, 6] * step * lift[on_the_way]
-            free[on_the_way] = _with_polar_direction(moved, free[on_the_way, 5] + turn)
-            travelled[on_the_way] += step
-            going = pieces[rows] > piece
-            bending[on_the_way], lift[on_the_way] = end_bending[going], end_lift[going]
+    qop = free[:, 6]
+    # the field at each piece's start and end, [N, most + 1] (only as far as each track's pieces go)
+    bending, lift = np.zeros((n, most + 1)), np.zeros((n, most + 1))
+    bending[:, 0], lift[:, 0] = whole.start_bending, whole.start_lift
+    track = np.repeat(np.arange(n), pieces)
+    end = ranks_within(pieces) + 1
+    along = length[track] * end
+    rough, _ = transport(whole.start[track], along, whole.bending[track], jacobian=False)
+    turned = free[track, 5] + HELIX_CONSTANT * (qop * whole.lift)[track] * along
+    bending[track, end], lift[track, end] = field.turning_t(rough[:, :3], with_polar_component(rough[:, 3:6], turned))
+    travelled = np.zeros(n)
+    last_bending, last_lift = np.zeros(n), np.zeros(n)
+    for piece in range(most):
+        rows = np.flatnonzero(pieces > piece)
+        mean_bending = 0.5 * (bending[rows, piece] + bending[rows, piece + 1])
+        mean_lift = 0.5 * (lift[rows, piece] + lift[rows, piece + 1])
+        half_turn = 0.5 * HELIX_CONSTANT * qop[rows] * length[rows] * mean_lift
+        free[rows] = _with_polar_direction(free[rows], free[rows, 5] + half_turn)
+        on_the_way = pieces[rows] > piece + 1
+        last = rows[~on_the_way]
+        last_bending[last], last_lift[last] = mean_bending[~on_the_way], mean_lift[~on_the_way]
+        going = rows[on_the_way]
+        if len(going):
+            moved, _ = transport(free[going], length[going], mean_bending[on_the_way], jacobian=False)
+            free[going] = _with_polar_direction(moved, moved[:, 5] + half_turn[on_the_way])
+            travelled[going] += length[going]
     # the last pieces, from their start with T_z turned half-way, in their mean fields
-    path, ok = path_to_surface(free, kind_to, position_to, bending, direction, plane_to)
-    end, _ = transport(free, path, bending, jacobian=False)
-    end = _with_polar_direction(end, free[:, 5] + 0.5 * HELIX_CONSTANT * free[:, 6] * path * lift)
+    path, ok = path_to_surface(free, kind_to, position_to, last_bending, direction, plane_to)
+    end, _ = transport(free, path, last_bending, jacobian=False)
+    end = _with_polar_direction(end, free[:, 5] + 0.5 * HELIX_CONSTANT * qop * path * last_lift)
     return end, travelled + path, ok
 
 

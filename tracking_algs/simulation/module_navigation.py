@@ -364,7 +364,7 @@ def propagate_modules(
         rows, psi, surface, outward = rows[going], psi[going], surface[going], outward[going]
         bfield = bending[rows]
         if not len(rows):
-            break
+            continue
         done_out[rows[outward], surface[outward]] = True
         done_in[rows[~outward], surface[~outward]] = True
 
