@@ -30,8 +30,8 @@ point back onto the target surface ``g = 0`` (ACTS's path correction).
 The field ``B`` may be a number (tesla, uniform), an array [N] (one per track) or a
 :class:`~tracking_algs.magnetic_field.MagneticField`.  In a non-uniform field :func:`propagate` takes each step
 as a helix in the mean of the bending fields at its two ends (the end found by a first helix in the start's
-field); the Jacobian is that helix's, the field's own variation with the track state left out (as in ACTS's
-steppers).
+field), and a long step through a changing field in several such pieces; the Jacobian is the single step's
+helix's, the field's own variation with the track state left out (as in ACTS's steppers).
 """
 
 from __future__ import annotations
