@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fitting.selection.merge_split on: split pieces refitted as one track")  # fmt: skip
     parser.add_argument("--rescue-outliers", action="store_true",
                         help="fitting.selection.rescue_outliers on: rejected hits fitted as a track")  # fmt: skip
+    parser.add_argument("--extend-tracks", action="store_true",
+                        help="fitting.selection.extend_tracks on: free hits along a track join it")  # fmt: skip
     parser.add_argument("--output", default="physics_validation", help="name of the results in benchmarks/results")
     parser.add_argument("--no-plots", action="store_true", help="leave docs/plots as they are")
     parser.add_argument("--plot-dir", type=Path, default=ROOT / "docs/plots",
@@ -124,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             summary = evaluate(
                 finder,
                 events,
-                track_selection=TrackSelection(merge_split=args.merge_split, rescue_outliers=args.rescue_outliers),
+                track_selection=TrackSelection(
+                    merge_split=args.merge_split, rescue_outliers=args.rescue_outliers, extend_tracks=args.extend_tracks
+                ),
             )
             results[f"pileup_{pileup:g}"] = without_matches(summary)
             if "selected_matches" in summary:

@@ -63,7 +63,7 @@ def evaluate(
         kept = None
         if result.fit is not None and finder.fitter is not None:
             refit = functools.partial(refitter(finder.fitter).fit, event.spacepoints)
-            kept, kept_fit = track_selection.apply(result.candidates, result.fit, refit)
+            kept, kept_fit = track_selection.apply(result.candidates, result.fit, refit, event.spacepoints)
         for pt in PT_THRESHOLDS:
             chosen = ParticleSelection(pt_min=pt, eta_max=selection.eta_max, min_hits=selection.min_hits)
             matches[pt].append(match_tracks(event, result.candidates, chosen))

@@ -13,7 +13,10 @@ rejected) and written as one track where that fit passes the cuts: the two piece
 that holds most of its hits.  With ``rescue_outliers``, the hits a kept track's fit rejected, where they are at least
 ``min_hits``, are fitted as a track of their own and written as one where that fit passes the cuts: the track
 building can join a particle to the one it came from (a hadron and the leading product of its nuclear interaction
-in a module, say), and the fit of the joined chain keeps one of them and rejects the other's hits.
+in a module, say), and the fit of the joined chain keeps one of them and rejects the other's hits.  With
+``extend_tracks``, last, each kept track takes the free hits along its trajectory beyond its ends
+(:mod:`~tracking_algs.fitting.extension`) that its refit keeps: the building can end a particle's chain early and
+leave the rest of its hits on no track.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from attrs import validators as v
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from tracking_algs.event import TrackCandidates
+from tracking_algs.event import Spacepoints, TrackCandidates
+from tracking_algs.fitting.extension import proposed_hits
 from tracking_algs.fitting.results import FitResults, FitStatus, combined, transverse_momentum
 from tracking_algs.fitting.split_tracks import agreeing_pairs, redundant_pieces
 
@@ -47,7 +51,10 @@ class TrackSelection:
     cuts above, written as one under the smallest of their track ids.  With ``rescue_outliers`` the hits a passing
     track's fit rejected, where they are at least ``min_hits``, are refitted as one new track (ids above every
     candidate's, in the order of the tracks they came from) and move to it where that fit passes the cuts; this
-    comes first, so a rescued track can be merged too."""
+    comes first, so a rescued track can be merged too.  With ``extend_tracks`` the kept tracks are then extended
+    onto the free hits :func:`~tracking_algs.fitting.extension.proposed_hits` proposes to them within
+    ``extension_reach_mm``, ``extension_circle_mm`` and ``extension_line_mm``, ``extension_rounds`` times over
+    (:meth:`_extended`)."""
 
     enabled: bool = True
     min_pvalue: float = attrs.field(default=1e-3, validator=[v.ge(0.0), v.le(1.0)])
@@ -57,13 +64,23 @@ class TrackSelection:
     max_split_chi2: float = attrs.field(default=20.52, validator=v.ge(0.0))
     merge_split: bool = False
     rescue_outliers: bool = False
+    extend_tracks: bool = False
+    extension_reach_mm: float = attrs.field(default=400.0, validator=v.gt(0.0))
+    extension_circle_mm: float = attrs.field(default=1.0, validator=v.gt(0.0))
+    extension_line_mm: float = attrs.field(default=5.0, validator=v.gt(0.0))
+    extension_rounds: int = attrs.field(default=1, validator=v.ge(1))
 
     def apply(
-        self, candidates: TrackCandidates, fit: FitResults, refit: Refit | None = None
+        self,
+        candidates: TrackCandidates,
+        fit: FitResults,
+        refit: Refit | None = None,
+        spacepoints: Spacepoints | None = None,
     ) -> tuple[TrackCandidates, FitResults]:
         """The kept tracks (labels of dropped tracks and rejected hits set to -1) and their rows of ``fit``,
         hit columns regrouped to the kept hits; unchanged when not ``enabled``. ``refit`` fits candidate tracks of
-        the same event, for ``rescue_outliers`` and ``merge_split`` (which are skipped without it)."""
+        the same event, for ``rescue_outliers``, ``merge_split`` and ``extend_tracks`` (which are skipped without
+        it); ``extend_tracks`` also needs the event's ``spacepoints``."""
         if not self.enabled:
             return candidates, fit
         if self.rescue_outliers and refit is not None:
@@ -95,7 +112,41 @@ class TrackSelection:
             hit_rows=fit.hit_rows[staying],
             outlier=fit.outlier[staying],
         )
+        if self.extend_tracks and refit is not None and spacepoints is not None:
+            return self._extended(TrackCandidates(labels), selected, refit, spacepoints)
         return TrackCandidates(labels), selected
+
+    def _extended(
+        self, candidates: TrackCandidates, fit: FitResults, refit: Refit, spacepoints: Spacepoints
+    ) -> tuple[TrackCandidates, FitResults]:
+        """The kept tracks with the free hits :func:`~tracking_algs.fitting.extension.proposed_hits` proposes to
+        them, where ``refit`` of a track with its proposals passes the cuts without rejecting any of the track's
+        own hits: the proposed hits the refit keeps join the track, the others stay free.  Repeated, from the
+        extended tracks, up to ``extension_rounds`` times while a track grows."""
+        for _ in range(self.extension_rounds):
+            labels = candidates.labels
+            proposal = proposed_hits(spacepoints, labels, self.extension_reach_mm, self.extension_circle_mm,
+                                     self.extension_line_mm)  # fmt: skip
+            extended = np.unique(proposal[proposal >= 0])
+            if not len(extended):
+                break
+            trial = np.where(np.isin(labels, extended), labels, -1)
+            trial[proposal >= 0] = proposal[proposal >= 0]
+            tried = refit(TrackCandidates(trial))
+            track_of_hit = tried.track_of_hit()
+            own = labels[tried.hit_rows] >= 0
+            spoiled = np.bincount(track_of_hit[own & tried.outlier], minlength=len(tried)) > 0
+            good = self._passing(tried)[3] & ~spoiled
+            joining = good[track_of_hit] & ~own & ~tried.outlier
+            if not joining.any():
+                break
+            new_labels = labels.copy()
+            new_labels[tried.hit_rows[joining]] = tried.track_id[track_of_hit[joining]]
+            grown = good & (np.bincount(track_of_hit[joining], minlength=len(tried)) > 0)
+            taken = tried.without_hits(~own & tried.outlier).tracks(grown)
+            candidates = TrackCandidates(new_labels)
+            fit = combined([fit.tracks(~np.isin(fit.track_id, taken.track_id)), taken])
+        return candidates, fit
 
     def _passing(self, fit: FitResults) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(track of each hit [H], hits leaving their track [H], hits remaining per track [T], tracks passing the

@@ -53,7 +53,8 @@ class EventProcessor:
         if found.fit is not None and self.options.fitting.selection.enabled and fitter is not None:
             start = time.perf_counter()
             refit = functools.partial(refitter(fitter).fit, event.spacepoints)
-            candidates, fit = self.options.fitting.selection.apply(found.candidates, found.fit, refit)
+            selection = self.options.fitting.selection
+            candidates, fit = selection.apply(found.candidates, found.fit, refit, event.spacepoints)
             timing = found.timing_ms | {"fitting": found.timing_ms["fitting"] + 1e3 * (time.perf_counter() - start)}
             kept = attrs.evolve(found, candidates=candidates, fit=fit, timing_ms=timing)
         edges = {stage: {"count": float(array.shape[1])} for stage, array in found.edges.items()}
