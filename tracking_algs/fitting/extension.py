@@ -16,6 +16,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from tracking_algs.event import Spacepoints
+from tracking_algs.fitting.helix import wrap_angle
 from tracking_algs.ranges import first_of_runs
 
 #: spacing (mm of path) of the points along a track's extrapolation around which free hits are looked for
@@ -36,8 +37,7 @@ def proposed_hits(
     track_ids, track = np.unique(labels[on_track], return_inverse=True)
     circle = _circles(x[on_track], y[on_track], track, len(track_ids))
     usable = np.isfinite(circle).all(axis=1) & (np.bincount(track, minlength=len(track_ids)) >= 3)
-    distance = x * x + y * y + z * z
-    order = np.lexsort((distance[on_track], track))  # hits of each track, nearest to the origin first
+    order = np.lexsort((spacepoints.distance[on_track], track))  # hits of each track, nearest to the origin first
     ends_at = np.flatnonzero(first_of_runs(track[order]))
     first, last = on_track[order[ends_at]], on_track[order[np.r_[ends_at[1:] - 1, len(order) - 1]]]
     start_angle = np.arctan2(y[first] - circle[:, 1], x[first] - circle[:, 0])
@@ -73,8 +73,9 @@ def proposed_hits(
     pair = np.unique(pair_track * len(labels) + pair_hit)
     pair_track, pair_hit = pair // len(labels), pair % len(labels)
     keys = spacepoints.layer_key.astype(np.int64)
-    taken = np.unique(track * (keys.max() + 1) + keys[on_track])
-    fresh = ~np.isin(pair_track * (keys.max() + 1) + keys[pair_hit], taken)
+    stride = keys.max() + 1
+    taken = np.unique(track * stride + keys[on_track])
+    fresh = ~np.isin(pair_track * stride + keys[pair_hit], taken)
     pair_track, pair_hit = pair_track[fresh], pair_hit[fresh]
 
     centre = circle[pair_track]
@@ -117,7 +118,7 @@ def _circles(x: np.ndarray, y: np.ndarray, track: np.ndarray, n_tracks: int) -> 
 def _arc_length(x: np.ndarray, y: np.ndarray, circle: np.ndarray, start_angle: np.ndarray) -> np.ndarray:
     """Signed arc length [N] along the circles [N, 3] from the angle ``start_angle`` [N] to the points (x, y)."""
     angle = np.arctan2(y - circle[:, 1], x - circle[:, 0]) - start_angle
-    return circle[:, 2] * np.angle(np.exp(1j * angle))
+    return circle[:, 2] * wrap_angle(angle)
 
 
 def _lines(arc: np.ndarray, z: np.ndarray, track: np.ndarray, n_tracks: int) -> tuple[np.ndarray, np.ndarray]:
