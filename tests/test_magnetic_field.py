@@ -165,7 +165,9 @@ def test_a_step_is_cut_into_as_many_pieces_as_bring_its_miss_within_the_toleranc
     np.testing.assert_array_equal(ONE_STEP.pieces(miss), 1)
     np.testing.assert_array_equal(Stepping(tolerance_mm=0.01).pieces(miss), 1)
     # 1 GeV, a 400 mm step across which the bending field changes by 0.3 T: c·|q/p|·|ΔB|·s²/12 = 1.2 mm
-    assert step_miss(np.array([1.0]), np.array([400.0]), np.array([0.3]))[0] == pytest.approx(1.199, rel=1e-3)
+    one = np.array([1.0])
+    miss = step_miss(one, 400.0 * one, 2.0 * one, 0.1 * one, 1.8 * one, 0.2 * one)  # ΔB = 0.2 + 0.1 T
+    assert miss[0] == pytest.approx(1.199, rel=1e-3)
 
 
 def test_the_field_options_build_the_field(tmp_path):

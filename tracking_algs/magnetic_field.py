@@ -73,13 +73,21 @@ def with_polar_component(direction: np.ndarray, tz: np.ndarray) -> np.ndarray:
     return np.column_stack((direction[:, 0] * scale, direction[:, 1] * scale, tz))
 
 
-def step_miss(qop: np.ndarray, path: np.ndarray, field_change: np.ndarray) -> np.ndarray:
+def step_miss(
+    qop: np.ndarray,
+    path: np.ndarray,
+    start_bending: np.ndarray,
+    start_lift: np.ndarray,
+    end_bending: np.ndarray,
+    end_lift: np.ndarray,
+) -> np.ndarray:
     """Estimated miss (mm) of a midpoint step (a helix in the mean of the fields at its two ends) of ``path`` [N]
-    (mm) for tracks of ``qop`` [N] (e/GeV) across which the field changes by ``field_change`` [N] (tesla, bending
-    field and ``(T × B)_z`` together): in a field that changes linearly along the step that helix ends
-    c·|q/p|·|ΔB|·s²/12 sideways of the Lorentz force's path.  Cut into n equal pieces, the step misses by about
-    1/n² of that."""
-    return HELIX_CONSTANT * np.abs(qop) * field_change * path * path / 12.0
+    (mm) for tracks of ``qop`` [N] (e/GeV), with the bending field and ``(T × B)_z`` [N] (tesla) at its start and
+    its end: in a field that changes linearly along the step that helix ends c·|q/p|·|ΔB|·s²/12 sideways of the
+    Lorentz force's path, ΔB the change of both together.  Cut into n equal pieces, the step misses by about 1/n²
+    of that."""
+    change = np.abs(end_bending - start_bending) + np.abs(end_lift - start_lift)
+    return HELIX_CONSTANT * np.abs(qop) * change * path * path / 12.0
 
 
 @attrs.frozen

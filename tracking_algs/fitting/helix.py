@@ -429,9 +429,8 @@ def _field_step(
     end_bending, end_lift = field.turning_t(end[:, :3], end[:, 3:6])
     lift = np.where(ok, 0.5 * (start_lift + end_lift), 0.0)
     middle = _with_polar_direction(free, free[:, 5] + 0.5 * HELIX_CONSTANT * free[:, 6] * path * lift)
-    change = np.where(ok, np.abs(end_bending - start) + np.abs(end_lift - start_lift), 0.0)
     return _MidpointField(middle, start, start_lift, end_bending, end_lift, path,
-                          step_miss(free[:, 6], path, change), ok)  # fmt: skip
+                          step_miss(free[:, 6], path, start, start_lift, end_bending, end_lift), ok)  # fmt: skip
 
 
 def propagate(

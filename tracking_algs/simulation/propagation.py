@@ -189,8 +189,7 @@ def midpoint_step(
     if stepping.max_pieces > 1:
         p = np.linalg.norm(mom, axis=1)
         path = turn * p / (HELIX_CONSTANT * np.maximum(np.abs(start * q), 1e-9))
-        change = np.where(reached, np.abs(end_bending - start) + np.abs(end_lift - start_lift), 0.0)
-        pieces = stepping.pieces(step_miss(q / p, path, change))
+        pieces = stepping.pieces(step_miss(q / p, path, start, start_lift, end_bending, end_lift))
         cut = np.flatnonzero(pieces > 1)
         if len(cut):
             turn[cut] /= pieces[cut]
