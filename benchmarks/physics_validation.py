@@ -100,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="fitting.selection.rescue_outliers on: rejected hits fitted as a track")  # fmt: skip
     parser.add_argument("--extend-tracks", action="store_true",
                         help="fitting.selection.extend_tracks on: free hits along a track join it")  # fmt: skip
+    parser.add_argument("--extension-reach-mm", type=float, default=TrackSelection().extension_reach_mm,
+                        help="fitting.selection.extension_reach_mm: path searched beyond a track's ends")  # fmt: skip
+    parser.add_argument("--extension-circle-mm", type=float, default=TrackSelection().extension_circle_mm,
+                        help="fitting.selection.extension_circle_mm: a free hit's distance to the circle")  # fmt: skip
+    parser.add_argument("--extension-line-mm", type=float, default=TrackSelection().extension_line_mm,
+                        help="fitting.selection.extension_line_mm: a free hit's distance to the line in z")  # fmt: skip
     parser.add_argument("--output", default="physics_validation", help="name of the results in benchmarks/results")
     parser.add_argument("--no-plots", action="store_true", help="leave docs/plots as they are")
     parser.add_argument("--plot-dir", type=Path, default=ROOT / "docs/plots",
@@ -127,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
                 finder,
                 events,
                 track_selection=TrackSelection(
-                    merge_split=args.merge_split, rescue_outliers=args.rescue_outliers, extend_tracks=args.extend_tracks
+                    merge_split=args.merge_split,
+                    rescue_outliers=args.rescue_outliers,
+                    extend_tracks=args.extend_tracks,
+                    extension_reach_mm=args.extension_reach_mm,
+                    extension_circle_mm=args.extension_circle_mm,
+                    extension_line_mm=args.extension_line_mm,
                 ),
             )
             results[f"pileup_{pileup:g}"] = without_matches(summary)

@@ -5,29 +5,43 @@ and leave the rest of its hits on no track; the piece it writes then holds fewer
 and counts as a fake.  For each track this module fits a circle in the transverse plane (an algebraic fit of all
 its hits, in coordinates centred on them) and a line of z against the arc length along that circle, follows both
 beyond the track's first and last hit for ``reach_mm`` of path, and proposes to it the free hits there that lie on
-a layer the track has no hit on, within ``circle_mm`` of the circle and ``line_mm`` of the line; a hit near
-several tracks goes to the one it fits best (the sum of its two distances over their tolerances).  The fit decides
-which proposals stay (:meth:`~tracking_algs.fitting.selection.TrackSelection.apply`).
+a layer the track has no hit on, within ``circle_mm`` of the circle and ``line_mm`` of the line.  Only the
+outgoing branch of the circle counts: a track leaves the beam line and moves away from it, so the way inwards
+stops at the circle's point of closest approach to the z axis (beyond it the circle comes back out, on the far
+side of the beam line, through hits of other particles).  A module holds at most one hit of a particle, so a track
+is proposed at most one hit per module, the one it fits best (the sum of the hit's two distances over their
+tolerances); a hit near several tracks goes to the one it fits best.  The fit decides which proposals stay
+(:meth:`~tracking_algs.fitting.selection.TrackSelection.apply`).
 """
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 from scipy.spatial import cKDTree
 
 from tracking_algs.event import Spacepoints
 from tracking_algs.fitting.helix import wrap_angle
-from tracking_algs.ranges import first_of_runs
+from tracking_algs.ranges import first_of_runs, ranks_within
 
 #: spacing (mm of path) of the points along a track's extrapolation around which free hits are looked for
 SAMPLE_MM = 20.0
+#: the longest way inwards (mm of path) a track is followed to its point of closest approach
+MAX_INWARD_MM = 4000.0
 
 
 def proposed_hits(
-    spacepoints: Spacepoints, labels: np.ndarray, reach_mm: float, circle_mm: float, line_mm: float
+    spacepoints: Spacepoints,
+    labels: np.ndarray,
+    reach_mm: float,
+    circle_mm: float,
+    line_mm: float,
+    closest_approach: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """For each spacepoint [N], the track label (of ``labels``, −1 for free hits) whose trajectory the free hit is
-    proposed to join, or −1; tracks of fewer than three hits get none."""
+    proposed to join, or −1; tracks of fewer than three hits get none.  ``closest_approach`` (track labels [K],
+    points [K, 3]) gives tracks their fitted point of closest approach to the z axis, which then joins their hits
+    in the circle and line followed inwards."""
     proposal = np.full(len(labels), -1, dtype=np.int64)
     free = np.flatnonzero(labels < 0)
     on_track = np.flatnonzero(labels >= 0)
@@ -35,60 +49,148 @@ def proposed_hits(
         return proposal
     x, y, z = spacepoints.x, spacepoints.y, spacepoints.z
     track_ids, track = np.unique(labels[on_track], return_inverse=True)
-    circle = _circles(x[on_track], y[on_track], track, len(track_ids))
-    usable = np.isfinite(circle).all(axis=1) & (np.bincount(track, minlength=len(track_ids)) >= 3)
+    n_tracks = len(track_ids)
     order = np.lexsort((spacepoints.distance[on_track], track))  # hits of each track, nearest to the origin first
     ends_at = np.flatnonzero(first_of_runs(track[order]))
     first, last = on_track[order[ends_at]], on_track[order[np.r_[ends_at[1:] - 1, len(order) - 1]]]
-    start_angle = np.arctan2(y[first] - circle[:, 1], x[first] - circle[:, 0])
-    arc = _arc_length(x[on_track], y[on_track], circle[track], start_angle[track])
-    slope, offset = _lines(arc, z[on_track], track, len(track_ids))
+    points = np.column_stack((x[on_track], y[on_track], z[on_track]))
+    outwards = _Trajectories.fit(points, track, n_tracks, first, last, spacepoints)
+    inwards = outwards
+    if closest_approach is not None:
+        known = np.isin(closest_approach[0], track_ids)
+        anchor_track = np.searchsorted(track_ids, closest_approach[0][known])
+        anchored = np.concatenate((points, closest_approach[1][known]))
+        inwards = _Trajectories.fit(anchored, np.r_[track, anchor_track], n_tracks, first, last, spacepoints)
+    usable = (np.bincount(track, minlength=n_tracks) >= 3) & outwards.usable & inwards.usable
+    # a leg per track and way: the first n_tracks follow the outward trajectory beyond the last hit, the others the
+    # inward one beyond the first hit
+    leg = _Trajectories.legs(outwards, inwards)
+    leg_track = np.tile(np.arange(n_tracks), 2)
+    end_arc = np.concatenate((outwards.arc_of(last, spacepoints), inwards.arc_of(first, spacepoints)))
+    heading = np.concatenate((leg.way[:n_tracks], -leg.way[n_tracks:]))
 
-    def arc_of(ends: np.ndarray) -> np.ndarray:
-        return _arc_length(x[ends], y[ends], circle, start_angle)
-
-    # points along each track's circle and line beyond its first and last hit, every SAMPLE_MM of path, up to
-    # reach_mm; the free hits within half a sample spacing and the tolerances of them are the candidates
-    way = np.sign(arc_of(last) - arc_of(first))
-    way = np.where(way == 0, 1.0, way)
-    samples = np.arange(1, int(np.ceil(reach_mm / SAMPLE_MM)) + 1) * SAMPLE_MM
-    per_arc = 1.0 / np.sqrt(1.0 + slope * slope)  # transverse arc length per mm of path
-    sample_track = np.tile(np.arange(len(track_ids)), 2 * len(samples))
-    end_arc = np.concatenate([np.tile(arc_of(last), len(samples)), np.tile(arc_of(first), len(samples))])
-    direction = np.concatenate([np.tile(way, len(samples)), np.tile(-way, len(samples))])
-    path = np.concatenate([np.repeat(samples, len(track_ids))] * 2)
-    sample_arc = end_arc + direction * path * per_arc[sample_track]
-    angle = start_angle[sample_track] + sample_arc / circle[sample_track, 2]
-    points = np.column_stack((circle[sample_track, 0] + circle[sample_track, 2] * np.cos(angle),
-                              circle[sample_track, 1] + circle[sample_track, 2] * np.sin(angle),
-                              slope[sample_track] * sample_arc + offset[sample_track]))  # fmt: skip
-    usable_samples = usable[sample_track] & np.isfinite(points).all(axis=1)
+    # points along each leg, every SAMPLE_MM of path: outwards up to reach_mm, inwards down to the point of closest
+    # approach (up to reach_mm where the first hit does not lie beyond it); the free hits within half a sample spacing
+    # and the tolerances of them are the candidates
+    per_arc = 1.0 / np.sqrt(1.0 + leg.slope * leg.slope)  # transverse arc length per mm of path
+    to_closest = np.abs(end_arc - leg.closest_arc) / np.where(per_arc > 0, per_arc, 1.0)
+    inward_reach = np.where(leg.outgoing[n_tracks:] & usable, to_closest[n_tracks:], reach_mm)
+    leg_reach = np.r_[np.full(n_tracks, reach_mm), np.minimum(inward_reach, MAX_INWARD_MM)]
+    n_samples = np.ceil(leg_reach / SAMPLE_MM).astype(np.int64)
+    sample_leg = np.repeat(np.arange(2 * n_tracks), n_samples)
+    path = (ranks_within(n_samples) + 1) * SAMPLE_MM
+    sample_arc = end_arc[sample_leg] + heading[sample_leg] * path * per_arc[sample_leg]
+    on_leg = leg.at(sample_leg, sample_arc)
+    usable_samples = usable[leg_track[sample_leg]] & np.isfinite(on_leg).all(axis=1)
+    usable_samples &= leg.on_branch(sample_leg, sample_arc)
     tree = cKDTree(np.column_stack((x[free], y[free], z[free])))
-    near = tree.query_ball_point(points[usable_samples], 0.5 * SAMPLE_MM + max(circle_mm, line_mm))
+    near = tree.query_ball_point(on_leg[usable_samples], 0.5 * SAMPLE_MM + max(circle_mm, line_mm))
     sizes = np.fromiter((len(found) for found in near), dtype=np.int64, count=len(near))
     if not sizes.sum():
         return proposal
-    pair_track = np.repeat(sample_track[usable_samples], sizes)
+    pair_leg = np.repeat(sample_leg[usable_samples], sizes)
     pair_hit = free[np.concatenate([np.asarray(found, dtype=np.int64) for found in near])]
-    pair = np.unique(pair_track * len(labels) + pair_hit)
-    pair_track, pair_hit = pair // len(labels), pair % len(labels)
+    pair = np.unique(pair_leg * len(labels) + pair_hit)
+    pair_leg, pair_hit = pair // len(labels), pair % len(labels)
     keys = spacepoints.layer_key.astype(np.int64)
     stride = keys.max() + 1
     taken = np.unique(track * stride + keys[on_track])
-    fresh = ~np.isin(pair_track * stride + keys[pair_hit], taken)
-    pair_track, pair_hit = pair_track[fresh], pair_hit[fresh]
+    fresh = ~np.isin(leg_track[pair_leg] * stride + keys[pair_hit], taken)
+    pair_leg, pair_hit = pair_leg[fresh], pair_hit[fresh]
 
-    centre = circle[pair_track]
-    off_circle = np.abs(np.hypot(x[pair_hit] - centre[:, 0], y[pair_hit] - centre[:, 1]) - centre[:, 2])
-    along = _arc_length(x[pair_hit], y[pair_hit], centre, start_angle[pair_track])
-    off_line = np.abs(z[pair_hit] - (slope[pair_track] * along + offset[pair_track]))
-    close = (off_circle < circle_mm) & (off_line < line_mm)
-    pair_track, pair_hit = pair_track[close], pair_hit[close]
+    off_circle, off_line, along = leg.distances(pair_leg, x[pair_hit], y[pair_hit], z[pair_hit])
+    close = (off_circle < circle_mm) & (off_line < line_mm) & leg.on_branch(pair_leg, along)
+    pair_track, pair_hit = leg_track[pair_leg[close]], pair_hit[close]
     score = off_circle[close] / circle_mm + off_line[close] / line_mm
+    # one hit per track and module (the best; a hit two legs reach counts once, with its best score), then one
+    # track per hit
+    module = keys[pair_hit] * (int(spacepoints.module_id.max()) + 1) + spacepoints.module_id[pair_hit]
+    per_module = np.lexsort((score, module, pair_track))
+    per_module = per_module[first_of_runs(pair_track[per_module]) | first_of_runs(module[per_module])]
+    pair_track, pair_hit, score = pair_track[per_module], pair_hit[per_module], score[per_module]
     best = np.lexsort((score, pair_hit))
     best = best[first_of_runs(pair_hit[best])]
     proposal[pair_hit[best]] = track_ids[pair_track[best]]
     return proposal
+
+
+@attrs.frozen
+class _Trajectories:
+    """Per track (or leg): a circle in the transverse plane, ``circle`` [T, 3] (centre x, y and radius), and a line
+    z = ``slope`` · arc + ``offset`` of the arc length along it, counted from the angle ``start_angle`` [T] (that of
+    the track's first hit); ``way`` [T] the sign of the arc length from its first to its last hit, and
+    ``closest_arc`` [T] the arc length of the circle's point of closest approach to the z axis."""
+
+    circle: np.ndarray
+    start_angle: np.ndarray
+    slope: np.ndarray
+    offset: np.ndarray
+    way: np.ndarray
+    closest_arc: np.ndarray
+
+    @classmethod
+    def fit(
+        cls,
+        points: np.ndarray,
+        track: np.ndarray,
+        n_tracks: int,
+        first: np.ndarray,
+        last: np.ndarray,
+        spacepoints: Spacepoints,
+    ) -> _Trajectories:
+        """The circle and line that fit ``points`` [P, 3] of each track (``track`` [P]), the arc length counted
+        from the spacepoint ``first`` [T] of each track towards ``last`` [T]."""
+        circle = _circles(points[:, 0], points[:, 1], track, n_tracks)
+        start_angle = np.arctan2(spacepoints.y[first] - circle[:, 1], spacepoints.x[first] - circle[:, 0])
+        arc = _arc_length(points[:, 0], points[:, 1], circle[track], start_angle[track])
+        slope, offset = _lines(arc, points[:, 2], track, n_tracks)
+        way = np.sign(_arc_length(spacepoints.x[last], spacepoints.y[last], circle, start_angle))
+        closest_arc = circle[:, 2] * wrap_angle(np.arctan2(-circle[:, 1], -circle[:, 0]) - start_angle)
+        return cls(circle, start_angle, slope, offset, np.where(way == 0, 1.0, way), closest_arc)
+
+    @property
+    def usable(self) -> np.ndarray:
+        """Tracks [T] whose circle is not degenerate."""
+        return np.isfinite(self.circle).all(axis=1)
+
+    def arc_of(self, rows: np.ndarray, spacepoints: Spacepoints) -> np.ndarray:
+        """Arc length [T] of the spacepoint ``rows`` [T], one per track."""
+        return _arc_length(spacepoints.x[rows], spacepoints.y[rows], self.circle, self.start_angle)
+
+    @staticmethod
+    def legs(*parts: _Trajectories) -> _Trajectories:
+        """The trajectories of ``parts`` one after another."""
+        names = [field.name for field in attrs.fields(_Trajectories)]
+        return _Trajectories(*(np.concatenate([getattr(part, name) for part in parts]) for name in names))
+
+    def at(self, rows: np.ndarray, arc: np.ndarray) -> np.ndarray:
+        """The points [N, 3] at arc length ``arc`` [N] along trajectories ``rows`` [N]."""
+        circle = self.circle[rows]
+        angle = self.start_angle[rows] + arc / circle[:, 2]
+        x, y = circle[:, 0] + circle[:, 2] * np.cos(angle), circle[:, 1] + circle[:, 2] * np.sin(angle)
+        return np.column_stack((x, y, self.slope[rows] * arc + self.offset[rows]))
+
+    def distances(
+        self, rows: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(distance from the circle, distance from the line in z, arc length)`` [N] of points (x, y, z) from
+        trajectories ``rows`` [N]."""
+        circle = self.circle[rows]
+        off_circle = np.abs(np.hypot(x - circle[:, 0], y - circle[:, 1]) - circle[:, 2])
+        along = _arc_length(x, y, circle, self.start_angle[rows])
+        return off_circle, np.abs(z - (self.slope[rows] * along + self.offset[rows])), along
+
+    @property
+    def outgoing(self) -> np.ndarray:
+        """Trajectories [T] whose first hit lies beyond their point of closest approach to the z axis (every
+        trajectory that leaves the beam line)."""
+        return self.closest_arc * self.way < 0
+
+    def on_branch(self, rows: np.ndarray, arc: np.ndarray) -> np.ndarray:
+        """Whether arc lengths ``arc`` [N] lie on the outgoing branch of trajectories ``rows`` [N]: beyond the point
+        of closest approach to the z axis for the outgoing trajectories; anywhere for the others."""
+        closest, way = self.closest_arc[rows], self.way[rows]
+        return ~self.outgoing[rows] | ((arc - closest) * way > 0)
 
 
 def _circles(x: np.ndarray, y: np.ndarray, track: np.ndarray, n_tracks: int) -> np.ndarray:

@@ -22,6 +22,13 @@ def transverse_momentum(params: np.ndarray) -> np.ndarray:
     return np.sin(params[:, 3]) / np.maximum(np.abs(params[:, 4]), 1e-12)
 
 
+def closest_points(params: np.ndarray) -> np.ndarray:
+    """The points of closest approach to the z axis [N, 3] (mm) of perigee parameters [N, 5]:
+    ``(-d0 sin phi, d0 cos phi, z0)``."""
+    d0, z0, phi = params[:, 0], params[:, 1], params[:, 2]
+    return np.column_stack((-d0 * np.sin(phi), d0 * np.cos(phi), z0))
+
+
 def fitted_pt(track_ids: np.ndarray, fit_track_ids: np.ndarray, params: np.ndarray) -> np.ndarray:
     """Fitted transverse momentum (GeV) [N] of tracks ``track_ids`` [N], from the perigee ``params`` [T, 5] of the
     fitted tracks ``fit_track_ids`` [T] (sorted); NaN for a track without a fit."""

@@ -31,7 +31,7 @@ from scipy.sparse.csgraph import connected_components
 
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.extension import proposed_hits
-from tracking_algs.fitting.results import FitResults, FitStatus, combined, transverse_momentum
+from tracking_algs.fitting.results import FitResults, FitStatus, closest_points, combined, transverse_momentum
 from tracking_algs.fitting.split_tracks import agreeing_pairs, redundant_pieces
 
 #: fits candidate tracks of the event being selected: the job's fitter on that event's spacepoints
@@ -65,8 +65,8 @@ class TrackSelection:
     merge_split: bool = False
     rescue_outliers: bool = False
     extend_tracks: bool = False
-    extension_reach_mm: float = attrs.field(default=400.0, validator=v.gt(0.0))
-    extension_circle_mm: float = attrs.field(default=1.0, validator=v.gt(0.0))
+    extension_reach_mm: float = attrs.field(default=800.0, validator=v.gt(0.0))
+    extension_circle_mm: float = attrs.field(default=3.0, validator=v.gt(0.0))
     extension_line_mm: float = attrs.field(default=5.0, validator=v.gt(0.0))
     extension_rounds: int = attrs.field(default=1, validator=v.ge(1))
 
@@ -126,7 +126,7 @@ class TrackSelection:
         for _ in range(self.extension_rounds):
             labels = candidates.labels
             proposal = proposed_hits(spacepoints, labels, self.extension_reach_mm, self.extension_circle_mm,
-                                     self.extension_line_mm)  # fmt: skip
+                                     self.extension_line_mm, (fit.track_id, closest_points(fit.params)))  # fmt: skip
             extended = np.unique(proposal[proposal >= 0])
             if not len(extended):
                 break
