@@ -2,13 +2,14 @@
 
 The track building can end a particle's chain early (an edge the graph or the GNN lost, a hit another chain took)
 and leave the rest of its hits on no track; the piece it writes then holds fewer than half of the particle's hits
-and counts as a fake.  For each track this module fits a circle in the transverse plane (an algebraic fit of all
-its hits, in coordinates centred on them) and a line of z against the arc length along that circle, follows both
-beyond the track's first and last hit for ``reach_mm`` of path, and proposes to it the free hits there that lie on
-a layer the track has no hit on, within ``circle_mm`` of the circle and ``line_mm`` of the line.  Only the
-outgoing branch of the circle counts: a track leaves the beam line and moves away from it, so the way inwards
-stops at the circle's point of closest approach to the z axis (beyond it the circle comes back out, on the far
-side of the beam line, through hits of other particles).  A module holds at most one hit of a particle, so a track
+and counts as a fake.  For each track this module fits a circle in the transverse plane (an algebraic fit, in
+coordinates centred on the points) and a line of z against the arc length along that circle: through its hits,
+followed beyond its last hit for ``reach_mm`` of path, and through its hits and its fitted point of closest
+approach to the z axis, followed beyond its first hit down to that point.  It proposes to the track the free hits
+there that lie on a layer the track has no hit on, within ``circle_mm`` of the circle and ``line_mm`` of the line.
+Only the outgoing branch of the circle counts: a track leaves the beam line and moves away from it, so the way
+inwards stops at the circle's point of closest approach to the z axis (beyond it the circle comes back out, on the
+far side of the beam line, through hits of other particles).  A module holds at most one hit of a particle, so a track
 is proposed at most one hit per module, the one it fits best (the sum of the hit's two distances over their
 tolerances); a hit near several tracks goes to the one it fits best.  The fit decides which proposals stay
 (:meth:`~tracking_algs.fitting.selection.TrackSelection.apply`).
@@ -20,12 +21,15 @@ import attrs
 import numpy as np
 from scipy.spatial import cKDTree
 
+from inference_iface.cores import usable_cores
 from tracking_algs.event import Spacepoints
 from tracking_algs.fitting.helix import wrap_angle
 from tracking_algs.ranges import first_of_runs, ranks_within
 
 #: spacing (mm of path) of the points along a track's extrapolation around which free hits are looked for
 SAMPLE_MM = 20.0
+#: the fewest sample points per thread of the search for free hits around them (threads cost more on fewer)
+MIN_SAMPLES_PER_THREAD = 20_000
 #: the longest way inwards (mm of path) a track is followed to its point of closest approach
 MAX_INWARD_MM = 4000.0
 
@@ -84,7 +88,9 @@ def proposed_hits(
     usable_samples = usable[leg_track[sample_leg]] & np.isfinite(on_leg).all(axis=1)
     usable_samples &= leg.on_branch(sample_leg, sample_arc)
     tree = cKDTree(np.column_stack((x[free], y[free], z[free])))
-    near = tree.query_ball_point(on_leg[usable_samples], 0.5 * SAMPLE_MM + max(circle_mm, line_mm))
+    workers = usable_cores() if usable_samples.sum() >= 2 * MIN_SAMPLES_PER_THREAD else 1
+    near = tree.query_ball_point(on_leg[usable_samples], 0.5 * SAMPLE_MM + max(circle_mm, line_mm),
+                                 workers=workers, return_sorted=False)  # fmt: skip
     sizes = np.fromiter((len(found) for found in near), dtype=np.int64, count=len(near))
     if not sizes.sum():
         return proposal

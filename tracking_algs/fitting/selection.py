@@ -121,32 +121,63 @@ class TrackSelection:
     ) -> tuple[TrackCandidates, FitResults]:
         """The kept tracks with the free hits :func:`~tracking_algs.fitting.extension.proposed_hits` proposes to
         them, where ``refit`` of a track with its proposals passes the cuts without rejecting any of the track's
-        own hits: the proposed hits the refit keeps join the track, the others stay free.  Repeated, from the
-        extended tracks, up to ``extension_rounds`` times while a track grows."""
+        own hits: the proposed hits the refit keeps join the track, the others stay free (:meth:`_grown`).
+        Repeated, from the extended tracks, up to ``extension_rounds`` times while a track grows."""
         for _ in range(self.extension_rounds):
             labels = candidates.labels
             proposal = proposed_hits(spacepoints, labels, self.extension_reach_mm, self.extension_circle_mm,
                                      self.extension_line_mm, (fit.track_id, closest_points(fit.params)))  # fmt: skip
-            extended = np.unique(proposal[proposal >= 0])
-            if not len(extended):
+            grown = self._grown(labels, proposal, refit, spacepoints)
+            if not len(grown):
                 break
-            trial = np.where(np.isin(labels, extended), labels, -1)
-            trial[proposal >= 0] = proposal[proposal >= 0]
-            tried = refit(TrackCandidates(trial))
-            track_of_hit = tried.track_of_hit()
-            own = labels[tried.hit_rows] >= 0
-            spoiled = np.bincount(track_of_hit[own & tried.outlier], minlength=len(tried)) > 0
-            good = self._passing(tried)[3] & ~spoiled
-            joining = good[track_of_hit] & ~own & ~tried.outlier
-            if not joining.any():
-                break
+            joining = labels[grown.hit_rows] < 0
             new_labels = labels.copy()
-            new_labels[tried.hit_rows[joining]] = tried.track_id[track_of_hit[joining]]
-            grown = good & (np.bincount(track_of_hit[joining], minlength=len(tried)) > 0)
-            taken = tried.without_hits(~own & tried.outlier).tracks(grown)
+            new_labels[grown.hit_rows[joining]] = grown.track_id[grown.track_of_hit()[joining]]
             candidates = TrackCandidates(new_labels)
-            fit = combined([fit.tracks(~np.isin(fit.track_id, taken.track_id)), taken])
+            fit = combined([fit.tracks(~np.isin(fit.track_id, grown.track_id)), grown])
         return candidates, fit
+
+    def _grown(self, labels: np.ndarray, proposal: np.ndarray, refit: Refit, spacepoints: Spacepoints) -> FitResults:
+        """The refits of the tracks that take proposed hits (``proposal`` [N], the track label each free hit is
+        proposed to, or -1), without the proposed hits each refit rejects.  All of a track's proposals are tried
+        first; where that refit fails (one hit of another particle among them can spoil it, most often in the
+        first layers, where it also spoils the start of the fit), the track is tried once more: without the
+        proposals that refit rejected where it rejected some, otherwise with its outward proposals only (those no
+        nearer the origin than its own hits)."""
+        passing, failed, rejected = self._extension_try(labels, proposal, refit)
+        if not len(failed):
+            return passing
+        on_track = labels >= 0
+        nearest = np.full(int(labels.max()) + 1, np.inf)
+        np.minimum.at(nearest, labels[on_track], spacepoints.distance[on_track])
+        inward = spacepoints.distance < nearest[np.maximum(proposal, 0)]
+        again = np.isin(proposal, failed)
+        rejecting = np.zeros(int(labels.max()) + 1, dtype=bool)
+        rejecting[proposal[rejected & again]] = True
+        fewer = np.where(rejecting[np.maximum(proposal, 0)], ~rejected, ~inward)
+        retried = self._extension_try(labels, np.where(again & fewer, proposal, -1), refit)[0]
+        return combined([passing, retried])
+
+    def _extension_try(
+        self, labels: np.ndarray, proposal: np.ndarray, refit: Refit
+    ) -> tuple[FitResults, np.ndarray, np.ndarray]:
+        """Refit the tracks proposed hits (``proposal`` [N]) with them: ``(the refits that pass the cuts, reject none
+        of the track's own hits and keep a proposed hit, without the proposed hits they reject; the ids of the
+        tracks whose refit fails; the proposed hits [N] a refit rejects)``."""
+        rejected = np.zeros(len(labels), dtype=bool)
+        extended = np.unique(proposal[proposal >= 0])
+        trial = np.where(np.isin(labels, extended), labels, -1)
+        trial[proposal >= 0] = proposal[proposal >= 0]
+        tried = refit(TrackCandidates(trial))
+        track_of_hit = tried.track_of_hit()
+        own = labels[tried.hit_rows] >= 0
+        spoiled = np.bincount(track_of_hit[own & tried.outlier], minlength=len(tried)) > 0
+        good = self._passing(tried)[3] & ~spoiled
+        joining = good[track_of_hit] & ~own & ~tried.outlier
+        rejected[tried.hit_rows[~own & tried.outlier]] = True
+        grown = good & (np.bincount(track_of_hit[joining], minlength=len(tried)) > 0)
+        passing = tried.without_hits(~own & tried.outlier).tracks(grown)
+        return passing, tried.track_id[~good], rejected
 
     def _passing(self, fit: FitResults) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(track of each hit [H], hits leaving their track [H], hits remaining per track [T], tracks passing the
