@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fitting.selection.rescue_outliers on: rejected hits fitted as a track")  # fmt: skip
     parser.add_argument("--extend-tracks", action="store_true",
                         help="fitting.selection.extend_tracks on: free hits along a track join it")  # fmt: skip
+    parser.add_argument("--join-pieces", action="store_true",
+                        help="fitting.selection.join_pieces on: two pieces of one track joined")  # fmt: skip
     parser.add_argument("--extension-reach-mm", type=float, default=TrackSelection().extension_reach_mm,
                         help="fitting.selection.extension_reach_mm: path searched beyond a track's ends")  # fmt: skip
     parser.add_argument("--extension-circle-mm", type=float, default=TrackSelection().extension_circle_mm,
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                     merge_split=args.merge_split,
                     rescue_outliers=args.rescue_outliers,
                     extend_tracks=args.extend_tracks,
+                    join_pieces=args.join_pieces,
                     extension_reach_mm=args.extension_reach_mm,
                     extension_circle_mm=args.extension_circle_mm,
                     extension_line_mm=args.extension_line_mm,

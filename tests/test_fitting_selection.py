@@ -408,6 +408,38 @@ def test_extension_tries_a_failed_refit_again_with_fewer_proposals():
     assert (particle[joined] == chosen[grown.track_id[grown.track_of_hit()[labels[grown.hit_rows] < 0]]]).all()
 
 
+def test_extension_joins_the_two_pieces_of_a_particle_and_nothing_else():
+    """``join_pieces``: the particles of a pile-up-20 event on the modules in the solenoid with at least 12 hits,
+    each as two tracks, its inner half and its outer half; every other hit free.  Where one piece's extension runs
+    through at least two hits of the other, the two are refitted as one track: most particles end on one track
+    again (under the inner piece's id), and no track joins hits of two particles."""
+    field = SolenoidField()
+    config = SimulationConfig(geometry="modules", pileup=20.0, noise_fraction=0.0)
+    event = simulate_event(config, seed=3_100_008, event_id=0, field=field)
+    particle, sp = event.truth.particle_id, event.spacepoints
+    ids, counts = np.unique(particle[particle > 0], return_counts=True)
+    chosen = ids[counts >= 12]
+    labels = np.full(len(particle), -1)
+    for index, owner in enumerate(chosen):
+        rows = np.flatnonzero(particle == owner)
+        rows = rows[np.argsort(sp.distance[rows])]
+        labels[rows[: len(rows) // 2]] = 2 * index
+        labels[rows[len(rows) // 2 :]] = 2 * index + 1
+    fitter = KalmanFitter(DETECTOR, modules=trackml_modules(), field=field)
+    candidates = TrackCandidates(labels)
+    kept, kept_fit = TrackSelection(max_split_chi2=0.0).apply(candidates, fitter.fit(sp, candidates))  # both kept
+    both_kept = [index for index in range(len(chosen)) if {2 * index, 2 * index + 1} <= set(kept_fit.track_id.tolist())]
+    assert len(both_kept) >= 100
+    refit = refitter(fitter)
+    joined, joined_fit = TrackSelection(join_pieces=True)._joined(
+        kept, kept_fit, lambda tracks: refit.fit(sp, tracks), sp
+    )
+    whole = [bool((joined.labels[particle == chosen[index]] == 2 * index).all()) for index in both_kept]
+    assert np.mean(whole) >= 0.75  # measured 0.85 of 253
+    for track in joined_fit.track_id:
+        assert len(np.unique(particle[joined.labels == track])) == 1
+
+
 def test_rescue_outliers_writes_the_rejected_end_of_a_joined_chain_as_a_track_of_its_own():
     """Chains as the building makes of a particle and the product of its nuclear interaction: the 8 innermost hits of
     one particle joined to the 5 outermost hits of another (above 0.5 GeV, so that the pT cut keeps it), all farther

@@ -41,13 +41,15 @@ def proposed_hits(
     circle_mm: float,
     line_mm: float,
     closest_approach: tuple[np.ndarray, np.ndarray] | None = None,
+    pool: np.ndarray | None = None,
 ) -> np.ndarray:
     """For each spacepoint [N], the track label (of ``labels``, −1 for free hits) whose trajectory the free hit is
     proposed to join, or −1; tracks of fewer than three hits get none.  ``closest_approach`` (track labels [K],
     points [K, 3]) gives tracks their fitted point of closest approach to the z axis, which then joins their hits
-    in the circle and line followed inwards."""
+    in the circle and line followed inwards.  ``pool`` [N] marks the hits that may be proposed (default: the free
+    hits; hits of other tracks where a track runs on through another's hits)."""
     proposal = np.full(len(labels), -1, dtype=np.int64)
-    free = np.flatnonzero(labels < 0)
+    free = np.flatnonzero(labels < 0 if pool is None else pool)
     on_track = np.flatnonzero(labels >= 0)
     if not len(free) or not len(on_track):
         return proposal

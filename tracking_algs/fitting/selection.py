@@ -37,6 +37,13 @@ from tracking_algs.fitting.split_tracks import agreeing_pairs, redundant_pieces
 #: fits candidate tracks of the event being selected: the job's fitter on that event's spacepoints
 Refit = Callable[[TrackCandidates], FitResults]
 
+#: the fewest hits of another track that a kept track's extension must run through for the two to be refitted as
+#: one (``join_pieces``, :meth:`TrackSelection._joined`)
+JOIN_MIN_HITS = 2
+#: how far (mm of path) beyond its last hit a track is followed for ``join_pieces`` (a piece's other half starts
+#: near its end)
+JOIN_REACH_MM = 200.0
+
 
 @attrs.frozen(kw_only=True)
 class TrackSelection:
@@ -54,7 +61,8 @@ class TrackSelection:
     comes first, so a rescued track can be merged too.  With ``extend_tracks`` the kept tracks are then extended
     onto the free hits :func:`~tracking_algs.fitting.extension.proposed_hits` proposes to them within
     ``extension_reach_mm``, ``extension_circle_mm`` and ``extension_line_mm``, ``extension_rounds`` times over
-    (:meth:`_extended`)."""
+    (:meth:`_extended`).  With ``join_pieces``, last, two kept tracks are refitted as one where one runs on through
+    the other's hits, followed as an extension is (:meth:`_joined`)."""
 
     enabled: bool = True
     min_pvalue: float = attrs.field(default=1e-3, validator=[v.ge(0.0), v.le(1.0)])
@@ -69,6 +77,7 @@ class TrackSelection:
     extension_circle_mm: float = attrs.field(default=3.0, validator=v.gt(0.0))
     extension_line_mm: float = attrs.field(default=5.0, validator=v.gt(0.0))
     extension_rounds: int = attrs.field(default=1, validator=v.ge(1))
+    join_pieces: bool = False
 
     def apply(
         self,
@@ -79,8 +88,8 @@ class TrackSelection:
     ) -> tuple[TrackCandidates, FitResults]:
         """The kept tracks (labels of dropped tracks and rejected hits set to -1) and their rows of ``fit``,
         hit columns regrouped to the kept hits; unchanged when not ``enabled``. ``refit`` fits candidate tracks of
-        the same event, for ``rescue_outliers``, ``merge_split`` and ``extend_tracks`` (which are skipped without
-        it); ``extend_tracks`` also needs the event's ``spacepoints``."""
+        the same event, for ``rescue_outliers``, ``merge_split``, ``extend_tracks`` and ``join_pieces`` (which are
+        skipped without it); the last two also need the event's ``spacepoints``."""
         if not self.enabled:
             return candidates, fit
         if self.rescue_outliers and refit is not None:
@@ -112,9 +121,12 @@ class TrackSelection:
             hit_rows=fit.hit_rows[staying],
             outlier=fit.outlier[staying],
         )
+        kept_tracks = TrackCandidates(labels)
         if self.extend_tracks and refit is not None and spacepoints is not None:
-            return self._extended(TrackCandidates(labels), selected, refit, spacepoints)
-        return TrackCandidates(labels), selected
+            kept_tracks, selected = self._extended(kept_tracks, selected, refit, spacepoints)
+        if self.join_pieces and refit is not None and spacepoints is not None:
+            kept_tracks, selected = self._joined(kept_tracks, selected, refit, spacepoints)
+        return kept_tracks, selected
 
     def _extended(
         self, candidates: TrackCandidates, fit: FitResults, refit: Refit, spacepoints: Spacepoints
@@ -196,11 +208,50 @@ class TrackSelection:
         groups) replaced by one track of their hits, under the smallest of their ids, where ``refit`` of that track
         passes the cuts.  The hits a piece's own fit rejected stay out of it (unassigned, with ``drop_outliers``):
         fewer outlier refits, and fewer failed fits to trim."""
-        track_of_hit, leaving, _, passing = self._passing(fit)
-        chosen = np.flatnonzero(passing)
+        chosen = np.flatnonzero(self._passing(fit)[3])
         first, second = agreeing_pairs(fit.params[chosen], fit.cov[chosen], self.max_split_chi2)
+        return self._merged_groups(candidates, fit, refit, chosen[first], chosen[second])
+
+    def _joined(
+        self, candidates: TrackCandidates, fit: FitResults, refit: Refit, spacepoints: Spacepoints
+    ) -> tuple[TrackCandidates, FitResults]:
+        """The kept tracks with each pair of tracks one of which runs on through the other's hits (at least
+        :data:`JOIN_MIN_HITS` of them proposed to it as free hits are to an extension, within
+        :data:`JOIN_REACH_MM` outwards) refitted as one track, under the smaller id, where that refit passes the
+        cuts and rejects at most one hit per track joined: a particle the building split in two whose perigees
+        disagree too much for ``merge_split``.  A track joins one other at most, the one it shares the most such
+        hits with."""
+        labels = candidates.labels
+        proposal = proposed_hits(spacepoints, labels, JOIN_REACH_MM, self.extension_circle_mm, self.extension_line_mm,
+                                 (fit.track_id, closest_points(fit.params)), labels >= 0)  # fmt: skip
+        through = proposal >= 0
+        pairs, counts = np.unique(np.column_stack((proposal[through], labels[through])), axis=0, return_counts=True)
+        pairs, counts = pairs[counts >= JOIN_MIN_HITS], counts[counts >= JOIN_MIN_HITS]
+        row = _disjoint(np.searchsorted(fit.track_id, pairs), counts)
+        joined, joined_fit = self._merged_groups(candidates, fit, refit, row[:, 0], row[:, 1], max_rejected_per_track=1)
+        rejected = joined_fit.outlier
+        labels = joined.labels.copy()
+        labels[joined_fit.hit_rows[rejected]] = -1
+        return TrackCandidates(labels), joined_fit.without_hits(rejected)
+
+    def _merged_groups(
+        self,
+        candidates: TrackCandidates,
+        fit: FitResults,
+        refit: Refit,
+        first: np.ndarray,
+        second: np.ndarray,
+        max_rejected_per_track: int | None = None,
+    ) -> tuple[TrackCandidates, FitResults]:
+        """``candidates`` and ``fit`` with each group of the tracks (rows of ``fit``) that the pairs ``first``,
+        ``second`` [P] link replaced by one track of their hits, under the smallest of their ids, where ``refit`` of
+        that track passes the cuts (and rejects at most ``max_rejected_per_track`` hits per track of the group).  The
+        hits a track's own fit rejected stay out of it (unassigned, with ``drop_outliers``)."""
         if not len(first):
             return candidates, fit
+        track_of_hit, leaving, _, _ = self._passing(fit)
+        chosen = np.unique(np.concatenate((first, second)))
+        first, second = np.searchsorted(chosen, first), np.searchsorted(chosen, second)
         links = coo_matrix((np.ones(len(first), dtype=np.int8), (first, second)), shape=(len(chosen), len(chosen)))
         group = np.full(len(fit), -1)
         group[chosen] = connected_components(links, directed=False)[1]
@@ -214,6 +265,9 @@ class TrackSelection:
         union[fit.hit_rows[member_hit]] = merged_id[track_of_hit[member_hit]]
         tried = refit(TrackCandidates(union))
         good = self._passing(tried)[3]
+        if max_rejected_per_track is not None:
+            members = np.bincount(merged_id[in_group])[tried.track_id] if in_group.any() else 0
+            good &= tried.n_outliers <= max_rejected_per_track * members
         replaced = in_group & np.isin(merged_id, tried.track_id[good])
         labels = candidates.labels.copy()
         moved = replaced[track_of_hit]
@@ -242,3 +296,16 @@ class TrackSelection:
         labels = candidates.labels.copy()
         labels[fit.hit_rows[moved]] = new_id[track_of_hit[moved]]
         return TrackCandidates(labels), combined([fit.without_hits(moved), rescued])
+
+
+def _disjoint(pairs: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Of the pairs [P, 2] (of their ``counts`` [P] shared hits), those that take no track another pair took
+    before them, the pairs with the most shared hits first (of equals, the first in order)."""
+    taken: set[int] = set()
+    chosen = []
+    for index in np.lexsort((np.arange(len(pairs)), -counts)):
+        first, second = (int(track) for track in pairs[index])
+        if first not in taken and second not in taken:
+            taken.update((first, second))
+            chosen.append(index)
+    return pairs[np.sort(np.asarray(chosen, dtype=np.int64))]
