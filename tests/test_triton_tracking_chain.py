@@ -46,6 +46,9 @@ PILEUP = 5.0
 SCORE_WEIGHT = 0.1
 #: the job options of every job here: the same building as the server's
 BUILDING = f"finding.building.score_weight={SCORE_WEIGHT}"
+#: the track selection's steps after the fit that configs/trackml.toml takes
+SELECTION = tuple(f"fitting.selection.{name}=true" for name in ("merge_split", "rescue_outliers", "extend_tracks",
+                                                                "join_pieces"))  # fmt: skip
 
 
 def _finding(model_dir: Path) -> FindingConfig:
@@ -156,14 +159,15 @@ def test_served_chain_rejects_bad_inputs(server, events):
 
 
 def _run_job(config: str, output: Path, *overrides: str) -> Path:
-    sets = [f"simulation.pileup={PILEUP}", f"job.seed={SEED}", BUILDING, *overrides]
+    sets = [f"simulation.pileup={PILEUP}", f"job.seed={SEED}", BUILDING, *SELECTION, *overrides]
     argv = ["run", str(ROOT / "configs" / config), "--simulate", str(EVENTS), "--output", str(output), "--no-progress"]
     assert main(argv + [f"--set={item}" for item in sets]) == 0
     return output
 
 
 def test_trkx_run_remote_and_served_chain_write_the_local_tracks(server, model_dir, tmp_path):
-    """Local ONNX Runtime, every stage on Triton and the served chain give the same tracks and fits."""
+    """Local ONNX Runtime, every stage on Triton and the served chain give the same tracks and fits, with the
+    track selection's steps after the fit that ``configs/trackml.toml`` takes."""
     model = f"finding.model_dir={model_dir}"
     url = f"inference.triton.url={server.grpc_url}"
     local = _run_job("local_onnx.toml", tmp_path / "local", model)

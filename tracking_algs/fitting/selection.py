@@ -14,9 +14,11 @@ that holds most of its hits.  With ``rescue_outliers``, the hits a kept track's 
 ``min_hits``, are fitted as a track of their own and written as one where that fit passes the cuts: the track
 building can join a particle to the one it came from (a hadron and the leading product of its nuclear interaction
 in a module, say), and the fit of the joined chain keeps one of them and rejects the other's hits.  With
-``extend_tracks``, last, each kept track takes the free hits along its trajectory beyond its ends
+``extend_tracks`` each kept track then takes the free hits along its trajectory beyond its ends
 (:mod:`~tracking_algs.fitting.extension`) that its refit keeps: the building can end a particle's chain early and
-leave the rest of its hits on no track.
+leave the rest of its hits on no track.  With ``join_pieces``, last, two kept tracks one of which runs on through
+the other's hits are refitted as one and written as one where that fit passes: the two pieces of a particle whose
+perigees disagree too much for ``merge_split``.
 """
 
 from __future__ import annotations
