@@ -87,12 +87,15 @@ def proposed_hits(
     path = (ranks_within(n_samples) + 1) * SAMPLE_MM
     sample_arc = end_arc[sample_leg] + heading[sample_leg] * path * per_arc[sample_leg]
     on_leg = leg.at(sample_leg, sample_arc)
+    radius = 0.5 * SAMPLE_MM + max(circle_mm, line_mm)
     usable_samples = usable[leg_track[sample_leg]] & np.isfinite(on_leg).all(axis=1)
     usable_samples &= leg.on_branch(sample_leg, sample_arc)
+    # a sample farther than the search radius beyond the outermost candidate hits (in r or in |z|) finds none
+    usable_samples &= np.hypot(on_leg[:, 0], on_leg[:, 1]) <= spacepoints.r[free].max() + radius
+    usable_samples &= np.abs(on_leg[:, 2]) <= np.abs(z[free]).max() + radius
     tree = cKDTree(np.column_stack((x[free], y[free], z[free])))
     workers = usable_cores() if usable_samples.sum() >= 2 * MIN_SAMPLES_PER_THREAD else 1
-    near = tree.query_ball_point(on_leg[usable_samples], 0.5 * SAMPLE_MM + max(circle_mm, line_mm),
-                                 workers=workers, return_sorted=False)  # fmt: skip
+    near = tree.query_ball_point(on_leg[usable_samples], radius, workers=workers, return_sorted=False)
     sizes = np.fromiter((len(found) for found in near), dtype=np.int64, count=len(near))
     if not sizes.sum():
         return proposal
