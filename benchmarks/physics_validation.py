@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fitting.selection.extension_circle_mm: a free hit's distance to the circle")  # fmt: skip
     parser.add_argument("--extension-line-mm", type=float, default=TrackSelection().extension_line_mm,
                         help="fitting.selection.extension_line_mm: a free hit's distance to the line in z")  # fmt: skip
+    parser.add_argument("--extension-rounds", type=int, default=TrackSelection().extension_rounds,
+                        help="fitting.selection.extension_rounds")  # fmt: skip
     parser.add_argument("--output", default="physics_validation", help="name of the results in benchmarks/results")
     parser.add_argument("--no-plots", action="store_true", help="leave docs/plots as they are")
     parser.add_argument("--plot-dir", type=Path, default=ROOT / "docs/plots",
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                     extension_reach_mm=args.extension_reach_mm,
                     extension_circle_mm=args.extension_circle_mm,
                     extension_line_mm=args.extension_line_mm,
+                    extension_rounds=args.extension_rounds,
                 ),
             )
             results[f"pileup_{pileup:g}"] = without_matches(summary)
