@@ -49,9 +49,9 @@ def proposed_hits(
     in the circle and line followed inwards.  ``pool`` [N] marks the hits that may be proposed (default: the free
     hits; hits of other tracks where a track runs on through another's hits)."""
     proposal = np.full(len(labels), -1, dtype=np.int64)
-    free = np.flatnonzero(labels < 0 if pool is None else pool)
+    offered = np.flatnonzero(labels < 0 if pool is None else pool)  # the hits that may be proposed
     on_track = np.flatnonzero(labels >= 0)
-    if not len(free) or not len(on_track):
+    if not len(offered) or not len(on_track):
         return proposal
     x, y, z = spacepoints.x, spacepoints.y, spacepoints.z
     track_ids, track = np.unique(labels[on_track], return_inverse=True)
@@ -76,8 +76,8 @@ def proposed_hits(
     heading = np.concatenate((leg.way[:n_tracks], -leg.way[n_tracks:]))
 
     # points along each leg, every SAMPLE_MM of path: outwards up to reach_mm, inwards down to the point of closest
-    # approach (up to reach_mm where the first hit does not lie beyond it); the free hits within half a sample spacing
-    # and the tolerances of them are the candidates
+    # approach (up to reach_mm where the first hit does not lie beyond it); the offered hits within half a sample
+    # spacing and the tolerances of them are the candidates
     per_arc = 1.0 / np.sqrt(1.0 + leg.slope * leg.slope)  # transverse arc length per mm of path
     to_closest = np.abs(end_arc - leg.closest_arc) / np.where(per_arc > 0, per_arc, 1.0)
     inward_reach = np.where(leg.outgoing[n_tracks:] & usable, to_closest[n_tracks:], reach_mm)
@@ -90,17 +90,17 @@ def proposed_hits(
     radius = 0.5 * SAMPLE_MM + max(circle_mm, line_mm)
     usable_samples = usable[leg_track[sample_leg]] & np.isfinite(on_leg).all(axis=1)
     usable_samples &= leg.on_branch(sample_leg, sample_arc)
-    # a sample farther than the search radius beyond the outermost candidate hits (in r or in |z|) finds none
-    usable_samples &= np.hypot(on_leg[:, 0], on_leg[:, 1]) <= spacepoints.r[free].max() + radius
-    usable_samples &= np.abs(on_leg[:, 2]) <= np.abs(z[free]).max() + radius
-    tree = cKDTree(np.column_stack((x[free], y[free], z[free])))
+    # a sample farther than the search radius beyond the outermost offered hits (in r or in |z|) finds none
+    usable_samples &= np.hypot(on_leg[:, 0], on_leg[:, 1]) <= spacepoints.r[offered].max() + radius
+    usable_samples &= np.abs(on_leg[:, 2]) <= np.abs(z[offered]).max() + radius
+    tree = cKDTree(np.column_stack((x[offered], y[offered], z[offered])))
     workers = usable_cores() if usable_samples.sum() >= 2 * MIN_SAMPLES_PER_THREAD else 1
     near = tree.query_ball_point(on_leg[usable_samples], radius, workers=workers, return_sorted=False)
     sizes = np.fromiter((len(found) for found in near), dtype=np.int64, count=len(near))
     if not sizes.sum():
         return proposal
     pair_leg = np.repeat(sample_leg[usable_samples], sizes)
-    pair_hit = free[np.concatenate([np.asarray(found, dtype=np.int64) for found in near])]
+    pair_hit = offered[np.concatenate([np.asarray(found, dtype=np.int64) for found in near])]
     pair = np.unique(pair_leg * len(labels) + pair_hit)
     pair_leg, pair_hit = pair // len(labels), pair % len(labels)
     keys = spacepoints.layer_key.astype(np.int64)

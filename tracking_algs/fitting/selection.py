@@ -268,7 +268,7 @@ class TrackSelection:
         tried = refit(TrackCandidates(union))
         good = self._passing(tried)[3]
         if max_rejected_per_track is not None:
-            members = np.bincount(merged_id[in_group])[tried.track_id] if in_group.any() else 0
+            members = np.bincount(merged_id[in_group])[tried.track_id]
             good &= tried.n_outliers <= max_rejected_per_track * members
         replaced = in_group & np.isin(merged_id, tried.track_id[good])
         labels = candidates.labels.copy()
