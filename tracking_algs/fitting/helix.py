@@ -307,17 +307,24 @@ def _path_to_plane(
 
 
 def _helix_functions(u: np.ndarray) -> tuple[np.ndarray, ...]:
-    """sin(u), cos(u), sin(u)/u, (1 − cos u)/u and the derivatives in u of the last two, with Taylor series
-    near u = 0."""
+    """sin(u), cos(u), sin(u)/u and (1 − cos u)/u, with Taylor series near u = 0."""
     sin_u, cos_u = np.sin(u), np.cos(u)
     small = np.abs(u) < _SERIES_LIMIT
     safe = np.where(small, 1.0, u)
     u2 = u * u
     f1 = np.where(small, 1.0 - u2 / 6.0 + u2 * u2 / 120.0, sin_u / safe)
     f2 = np.where(small, u * (0.5 - u2 / 24.0 + u2 * u2 / 720.0), (1.0 - cos_u) / safe)
+    return sin_u, cos_u, f1, f2
+
+
+def _helix_derivatives(u: np.ndarray, sin_u: np.ndarray, cos_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The derivatives in u of sin(u)/u and (1 − cos u)/u (:func:`_helix_functions`), for the transport Jacobian."""
+    small = np.abs(u) < _SERIES_LIMIT
+    safe = np.where(small, 1.0, u)
+    u2 = u * u
     f1p = np.where(small, u * (-1.0 / 3.0 + u2 / 30.0 - u2 * u2 / 840.0), (safe * cos_u - sin_u) / (safe * safe))
     f2p = np.where(small, 0.5 - u2 / 8.0 + u2 * u2 / 144.0, (safe * sin_u - (1.0 - cos_u)) / (safe * safe))
-    return sin_u, cos_u, f1, f2, f1p, f2p
+    return f1p, f2p
 
 
 def transport(
@@ -329,13 +336,18 @@ def transport(
     x, y, z, tx, ty, tz, qop = columns(free)
     g = HELIX_CONSTANT * bfield_t
     u = g * qop * path
-    sin_u, cos_u, f1, f2, f1p, f2p = _helix_functions(u)
+    sin_u, cos_u, f1, f2 = _helix_functions(u)
     big_s, big_c = path * f1, path * f2  # sin(u)/k and (1 − cos u)/k
     tx1 = tx * cos_u + ty * sin_u
     ty1 = -tx * sin_u + ty * cos_u
-    end = np.column_stack((x + tx * big_s + ty * big_c, y - tx * big_c + ty * big_s, z + tz * path, tx1, ty1, tz, qop))
+    end = np.empty((len(free), 7))
+    end[:, 0] = x + tx * big_s + ty * big_c
+    end[:, 1] = y - tx * big_c + ty * big_s
+    end[:, 2] = z + tz * path
+    end[:, 3], end[:, 4], end[:, 5], end[:, 6] = tx1, ty1, tz, qop
     if not jacobian:
         return end, None
+    f1p, f2p = _helix_derivatives(u, sin_u, cos_u)
     jac = np.zeros((len(free), 7, 7))
     jac[:, [0, 1, 2, 5, 6], [0, 1, 2, 5, 6]] = 1.0
     jac[:, 0, 3], jac[:, 0, 4] = big_s, big_c
