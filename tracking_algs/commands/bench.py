@@ -1,8 +1,10 @@
 """``trkx bench [NAME ...] [--doc]``: run the benchmark scripts in ``benchmarks/`` and collect their tables.
 
-Each script writes ``benchmarks/results/NAME.json`` and ``NAME.md``; ``--doc`` rewrites
-``docs/benchmarks.md`` from every table there, headed by a description of this machine. The scripts
-live in the source checkout (they are not installed with the package), so run this from a clone.
+Each script writes ``benchmarks/results/NAME.json`` and ``NAME.md``; ``--doc`` puts every such table into
+``docs/benchmarks.md``, under a heading that describes this machine: between the markers ``<!-- bench:NAME -->``
+and ``<!-- /bench:NAME -->`` where the page has them (the prose around them stays as written), or as a new
+section at the end.  The scripts live in the source checkout (they are not installed with the package), so run
+this from a clone.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -26,7 +29,10 @@ TITLES: dict[str, str] = {
     "interface_overhead": "Interface overhead: iface.infer vs raw onnxruntime",
     "remote_overhead": "Local ONNX Runtime vs Triton (gRPC, gRPC + shared memory)",
     "simulation": "Detector simulation",
+    "detector_comparison": "Simulated detector against real TrackML events",
     "finding": "GNN track finding",
+    "event_speed": "The whole chain per event: real full events and simulated pile-up 200",
+    "job_throughput": "Events per second of a whole job on the real full events",
     "graph_depth": "Graph depth: the neighbours each hit must add, by pile-up",
     "fitting": "Kalman fitter throughput",
     "serving": "Serving the tracking chain",
@@ -105,23 +111,36 @@ def machine_description() -> str:
     )
 
 
+#: the first lines of docs/benchmarks.md, up to the machine's description
+_DOC_HEAD = (
+    "# Benchmarks\n\n"
+    "Every figure is measured side by side in one run (ours vs the reference, interleaved), so ratios are\n"
+    "comparable even on a busy machine. Regenerate with `trkx bench all --doc` from a checkout.\n\n"
+)
+#: the line of docs/benchmarks.md that names the machine the tables were collected on
+_COLLECTED = re.compile(r"^Collected .*$", re.MULTILINE)
+
+
 def write_benchmarks_doc(root: Path) -> Path:
-    """Rewrite ``docs/benchmarks.md`` from ``benchmarks/results/*.md``."""
+    """Put the tables of ``benchmarks/results/*.md`` into ``docs/benchmarks.md`` (module docstring) and date it."""
     results = root / "benchmarks" / "results"
-    sections = []
+    path = root / "docs" / "benchmarks.md"
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    collected = f"Collected {stamp} on: {machine_description()}."
+    text = path.read_text() if path.exists() else _DOC_HEAD + collected + "\n"
+    text = _COLLECTED.sub(lambda _: collected, text, count=1)
     for name in BENCHMARKS:
         table = results / f"{name}.md"
         body = table.read_text().strip() if table.exists() else f"Not run yet: `trkx bench {name}`."
         if body.startswith("## "):  # the script wrote its own title
             body = body.split("\n", 1)[1].strip()
-        sections.append(f"## {TITLES[name]}\n\n{body}\n\nScript: `benchmarks/{name}.py` (`trkx bench {name}`).")
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    text = (
-        "# Benchmarks\n\n"
-        "Every figure is measured side by side in one run (ours vs the reference, interleaved), so ratios are\n"
-        "comparable even on a busy machine. Regenerate with `trkx bench all --doc` from a checkout.\n\n"
-        f"Collected {stamp} on: {machine_description()}.\n\n" + "\n\n".join(sections) + "\n"
-    )
-    path = root / "docs" / "benchmarks.md"
+        block = f"<!-- bench:{name} -->\n{body}\n<!-- /bench:{name} -->"
+        marked = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->", re.DOTALL)
+        if marked.search(text):
+            text = marked.sub(lambda _, block=block: block, text, count=1)
+        else:
+            script = f"Script: `benchmarks/{name}.py` (`trkx bench {name}`)."
+            text = text.rstrip("\n") + f"\n\n## {TITLES[name]}\n\n{block}\n\n{script}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
