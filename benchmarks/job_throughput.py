@@ -20,6 +20,10 @@ Usage::
 
 from __future__ import annotations
 
+import tracking_algs  # noqa: F401  (first: pins numpy's kernels before numpy loads, as the trkx command does)
+
+# isort: split
+
 import argparse
 import hashlib
 import resource
@@ -32,6 +36,8 @@ from pathlib import Path
 import numpy as np
 from bench_common import write_results
 
+from tracking_algs.io.trackml import event_path, find_event_file, list_events
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "trackml.toml"
 JOBS = (1, 2)
@@ -40,16 +46,19 @@ COPY_STRIDE = 100_000
 
 
 def linked_events(source: Path, target: Path, copies: int) -> int:
-    """Link every ``event*-hits.csv[.gz]`` of ``source`` into ``target`` ``copies`` times under new event numbers;
+    """Link the hits file of every event of ``source`` into ``target`` ``copies`` times under new event numbers;
     return how many events ``target`` holds."""
     target.mkdir(parents=True)
-    originals = sorted(source.glob("event*-hits.csv*"))
-    for copy in range(copies):
-        for original in originals:
-            number = int(original.name[len("event") : original.name.index("-")]) + copy * COPY_STRIDE
-            suffix = original.name[original.name.index("-") :]
-            (target / f"event{number:09d}{suffix}").symlink_to(original.resolve())
-    return copies * len(originals)
+    event_ids = list_events(source)
+    for event_id in event_ids:
+        original = find_event_file(source, event_id, "hits")
+        assert original is not None  # list_events found its hits file
+        for copy in range(copies):
+            link = event_path(target, event_id + copy * COPY_STRIDE, "hits")
+            if original.suffix == ".gz":
+                link = link.with_name(link.name + ".gz")
+            link.symlink_to(original.resolve())
+    return copies * len(event_ids)
 
 
 def run_job(events: Path, output: Path, jobs: int, detectors: Path) -> tuple[float, float, str]:
