@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="max_overlap_mm of the pair cuts and the building (0: no overlap rules)")  # fmt: skip
     parser.add_argument("--max-z0-mm", type=float, default=PairCuts().max_z0_mm,
                         help="max_z0_mm of the pair cuts (0: no cut on z0)")  # fmt: skip
+    parser.add_argument("--min-pt-gev", type=float, default=PairCuts().min_pt_gev,
+                        help="min_pt_gev of the pair cuts (0: no cut on the bend through the beam line)")  # fmt: skip
     parser.add_argument("--link-overlaps", action="store_true", help="building.link_overlaps on")
     parser.add_argument("--max-crossing-cost", type=float, default=BuildingConfig().max_crossing_cost,
                         help="building.max_crossing_cost (0: a short chain gives up its hits)")  # fmt: skip
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     building = BuildingConfig(method=args.building, min_hits=args.min_hits, max_overlap_mm=args.overlap_mm,
                               link_overlaps=args.link_overlaps, score_weight=args.score_weight,
                               max_crossing_cost=args.max_crossing_cost, shared_hits=args.shared_hits)  # fmt: skip
-    graph = GraphConfig(cuts=PairCuts(max_overlap_mm=args.overlap_mm, max_z0_mm=args.max_z0_mm))
+    graph = GraphConfig(cuts=PairCuts(max_overlap_mm=args.overlap_mm, max_z0_mm=args.max_z0_mm,
+                                      min_pt_gev=args.min_pt_gev))  # fmt: skip
     config = FindingConfig(model_dir=args.model_dir, building=building, gnn=GNNConfig(cut=args.gnn_cut),
                            filter=FilterConfig(cut=args.filter_cut), graph=graph)  # fmt: skip
     results, rows = {}, []
