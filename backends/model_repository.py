@@ -139,7 +139,8 @@ def add_onnx_model(
             ``"onnxruntime"`` (``platform: "onnxruntime_onnx"``, for a full Triton server).
         instances: model instances (``instance_group`` count).
         instance_kind: ``"cpu"`` or ``"gpu"`` (``KIND_CPU``/``KIND_GPU``).
-        intra_op_threads: ONNX Runtime threads per instance (0 = its default).
+        intra_op_threads: ONNX Runtime threads per instance (0: with the ``python`` flavour one per core the
+            server may use, as the local backend; with ``onnxruntime`` the server's default).
         memory_pattern: ONNX Runtime's memory-pattern optimisation (``python`` flavour; off suits models whose
             input shapes change from request to request).
         allow_spinning: whether ONNX Runtime's worker threads spin for work after each operator (``python``

@@ -7,7 +7,9 @@ server). Everything model-specific comes from ``config.pbtxt`` parameters:
 ``onnx_file``
     the ONNX file name inside the version directory (default ``model.onnx``);
 ``intra_op_threads``
-    ONNX Runtime intra-op threads per instance (``0`` = ONNX Runtime's default);
+    ONNX Runtime intra-op threads per instance (``0`` = one per core the server process may use, its CPU
+    affinity, as the local ``onnxruntime`` backend counts them: served and local sessions on one machine then
+    split their operators alike);
 ``memory_pattern``
     ``false`` switches off ONNX Runtime's memory-pattern optimisation (default ``true``);
 ``allow_spinning``
@@ -16,7 +18,8 @@ server). Everything model-specific comes from ``config.pbtxt`` parameters:
     ``false`` switches off ONNX Runtime's ``use_deterministic_compute`` (default ``true``).
 
 As in the local ``onnxruntime`` backend, numeric inputs reach ONNX Runtime starting on a 64-byte boundary, so a
-model gives the same bits served as run locally (this file must stay self-contained, hence its own copy).
+model gives the same bits served as run locally (this file must stay self-contained, hence its own copies of
+that rule and of the core count).
 
 Strings (``TYPE_STRING``) reach ONNX Runtime as ``str`` and leave it as UTF-8 ``bytes``. A failure while
 running becomes an error response carrying the ONNX Runtime message, so the client sees it.
@@ -49,6 +52,12 @@ def _parameters(model_config: dict[str, Any]) -> dict[str, str]:
     return {key: value.get("string_value", "") for key, value in model_config.get("parameters", {}).items()}
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), or ``os.cpu_count()`` where the platform keeps none."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 class TritonPythonModel:
     """Triton's Python-backend entry point: one ONNX Runtime session per model instance."""
 
@@ -57,7 +66,7 @@ class TritonPythonModel:
         parameters = _parameters(json.loads(args["model_config"]))
         path = Path(args["model_repository"]) / args["model_version"] / parameters.get("onnx_file", "model.onnx")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(parameters.get("intra_op_threads", "0") or 0)
+        options.intra_op_num_threads = int(parameters.get("intra_op_threads", "0") or 0) or _usable_cores()
         options.inter_op_num_threads = 1
         options.enable_mem_pattern = parameters.get("memory_pattern", "true") != "false"
         spinning = "0" if parameters.get("allow_spinning", "true") == "false" else "1"
