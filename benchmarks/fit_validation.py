@@ -17,8 +17,10 @@ Reported: pull means and widths of d0, z0, phi, theta, q/p (tracks with ndf ≥ 
 fits below p = 1e-3, resolution (central-68 % half width) of d0, z0 and q/pT per true-pT bin, split by |η| on the
 real event; and, on the real event, the field a particle sees: between consecutive truth hits, the turn of its true
 transverse momentum over the transverse chord gives B = pT·dφ/(c·chord), binned in |z|, beside the bending field the
-solenoid model gives for the same pairs; and the energy a particle loses per hit, from its true momentum at its
-first and last hits, on the real event and on the simulation with the energy loss. No number here is used to choose
+solenoid model gives for the same pairs; the energy a particle loses per hit, from its true momentum at its
+first and last hits, and how far its polar angle turns between consecutive hits in the barrels (on overlapping
+modules of one layer, and on consecutive layers) against the Highland width of the modules' material, on the real
+event and on the simulation with the energy loss. No number here is used to choose
 anything: the real event is a judge.  Per |η| range of the solenoid simulation with the energy loss, with the
 steps in pieces and with one step per surface: the share of the truth hits the fit rejects as outliers and the
 robust width of the q/p pulls.
@@ -46,6 +48,7 @@ from bench_common import write_results
 from tracking_algs.event import Event, TrackCandidates
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
 from tracking_algs.fitting import KalmanConfig, KalmanFitter
+from tracking_algs.fitting.scattering import MIN_COS_INCIDENCE, highland_theta0
 from tracking_algs.geometry import HELIX_CONSTANT, trackml_detector
 from tracking_algs.io.trackml import read_event
 from tracking_algs.job.plots import plot_pulls, plot_resolutions
@@ -194,6 +197,44 @@ def energy_lost_per_hit(event: Event, min_p: float = 0.5) -> dict:
     return {"particles": int((hits >= 4).sum()), "mev_per_hit_quartiles": quartiles}
 
 
+#: the barrel volumes of the TrackML detector (pixels, short strips, long strips)
+BARREL_VOLUMES = (8, 13, 17)
+
+
+def scattering_seen(event: Event, modules: ModuleGeometry, min_p: float = 1.0, max_p: float = 10.0) -> list[dict]:
+    """Per barrel volume, how far the polar angle of the true momentum turns between two consecutive truth hits
+    (ordered by distance from the origin) of a particle from the beam line with ``min_p`` < p < ``max_p`` GeV at the
+    first, in units of the Highland width of the first hit's module material at its incidence: the RMS over pairs
+    of hits on overlapping modules of one layer (``"overlap"``) and over pairs on consecutive layers (``"next
+    layer"``, the second hit in the same volume)."""
+    truth, particles, spacepoints = event.truth, event.particles, event.spacepoints
+    from_beam_line = particles.particle_id[np.hypot(particles.vx, particles.vy) < 1.0]
+    order = np.lexsort((truth.tx**2 + truth.ty**2 + truth.tz**2, truth.particle_id))
+    order = order[np.isin(truth.particle_id[order], from_beam_line)]
+    first, second = order[:-1], order[1:]
+    pair = truth.particle_id[first] == truth.particle_id[second]
+    first, second = first[pair], second[pair]
+    momentum = np.column_stack((truth.tpx, truth.tpy, truth.tpz))
+    p = np.linalg.norm(momentum[first], axis=1)
+    polar = np.arctan2(np.hypot(momentum[:, 0], momentum[:, 1]), momentum[:, 2])
+    turn = polar[second] - polar[first]
+    module = modules.lookup(spacepoints.volume_id, spacepoints.layer_id, spacepoints.module_id)[first]
+    cos_incidence = np.abs(np.einsum("ij,ij->i", modules.normal(module), momentum[first])) / p
+    theta0 = highland_theta0(modules.x_over_x0[module] / np.maximum(cos_incidence, MIN_COS_INCIDENCE), 1.0 / p,
+                             KalmanConfig().mass_gev)  # fmt: skip
+    volume, layer = spacepoints.volume_id, spacepoints.layer_id
+    chosen = (p > min_p) & (p < max_p) & (volume[first] == volume[second])
+    same_layer = layer[first] == layer[second]
+    rows = []
+    for barrel in BARREL_VOLUMES:
+        for label, kind in (("overlap", same_layer), ("next layer", ~same_layer)):
+            where = chosen & kind & (volume[first] == barrel)
+            rms = float(np.sqrt(np.mean((turn[where] / theta0[where]) ** 2))) if where.any() else None
+            rows.append({"volume": barrel, "pairs": label, "count": int(where.sum()),
+                         "rms_over_highland": None if rms is None else round(rms, 3)})  # fmt: skip
+    return rows
+
+
 #: |η| ranges of the comparison of the steps in the solenoid
 STEP_ETA_BINS = ((0.0, 1.5), (1.5, 2.0), (2.0, 2.5), (2.5, 3.0))
 
@@ -225,6 +266,10 @@ def _table(report: dict) -> str:
     lines += [f"| {label} | {row['particles']} | {row['mev_per_hit_quartiles'][1]} | "
               f"{row['mev_per_hit_quartiles'][0]}–{row['mev_per_hit_quartiles'][2]} |"
               for label, row in report["energy_lost_per_hit"].items()]  # fmt: skip
+    lines += ["", "| polar turn between consecutive hits / Highland width of the module material | volume | pairs | "
+              "count | RMS |", "|---|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {label} | {row['volume']} | {row['pairs']} | {row['count']} | {row['rms_over_highland']} |"
+              for label, rows in report["scattering_seen"].items() for row in rows]  # fmt: skip
     lines += ["", "| real, \\|η\\| < 1: q·Δ(q/pT)·pT | pT (GeV) | tracks | mean ± error |", "|---|---|---|---|"]
     lines += [f"| {label} | {row['pt_gev'][0]:g}–{row['pt_gev'][1]:g} | {row['tracks']} | "
               f"{row['mean']:+.4f} ± {row['error']:.4f} |"
@@ -304,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         "summaries": summaries,
         "resolution_vs_pt": {"simulation": resolution_vs_pt(simulated), "real": resolution_vs_pt(real_loss)},
         "real_field": field_seen(real_event, solenoid),
+        "scattering_seen": {
+            "real": scattering_seen(real_event, real_modules),
+            "simulation with energy loss": scattering_seen(losing_events[0], modules),
+        },
         "energy_lost_per_hit": {
             "real": energy_lost_per_hit(real_event),
             "simulation with energy loss": energy_lost_per_hit(losing_events[0]),

@@ -149,9 +149,9 @@ def test_evaluate_reports_the_edges_of_fast_particles_apart(finder, event):
 
 
 def test_evaluate_splits_the_efficiency_into_particles_from_the_beam_line_and_secondaries(finder):
-    """A module-simulation event (which has secondaries): the two groups add up to the particles above 1 GeV, and
-    the secondaries are the selected particles produced at least 1 mm from the z axis."""
-    event = simulate_event(SimulationConfig(geometry="modules", pileup=5.0), SEED, 1)
+    """A module-simulation event (at pile-up 20, with secondaries above 1 GeV): the two groups add up to the
+    particles above 1 GeV, and the secondaries are the selected particles produced at least 1 mm from the z axis."""
+    event = simulate_event(SimulationConfig(geometry="modules", pileup=20.0), SEED, 1)
     summary = evaluate(finder, [event])
     split = summary["by_origin_pt>1"]["tracks"]
     total = summary["tracks"]["pt>1"]

@@ -454,10 +454,19 @@ class KalmanFitter:
             return steps
 
         variance = np.where(valid[..., None], hits["variance"][safe], 1.0)
+        # a layer's material is crossed once, after the last of its modules on the track's way: a module-plane hit
+        # right before another of its layer (two overlapping modules) adds none, as in the simulation
+        # (tracking_algs.simulation.module_navigation)
+        layer = hits["layer"][safe]
+        overlap = np.zeros_like(valid)
+        overlap[:, :-1] = (
+            valid[:, 1:] & (layer[:, 1:] == layer[:, :-1]) & (hits["kind"][safe[:, :-1]] == SurfaceKind.PLANE)
+        )
+        x_over_x0 = np.where(overlap, 0.0, hits["x_over_x0"][safe])
         measurements = Measurements(
             kind=spread(hits["kind"][safe], holes.kind, SurfaceKind.CYLINDER),
             position=spread(hits["position"][safe], holes.position, 1.0),
-            x_over_x0=spread(hits["x_over_x0"][safe], holes.x_over_x0, 0.0),
+            x_over_x0=spread(x_over_x0, holes.x_over_x0, 0.0),
             value=spread(hits["value"][safe], 0.0, 0.0),
             variance=spread(variance, np.inf, 1.0),  # a hole measures nothing
             count=valid.sum(axis=1) + np.bincount(track_of_hole, minlength=n_tracks),

@@ -71,7 +71,9 @@ class _SurfaceTable:
     key: np.ndarray
 
     @classmethod
-    def of(cls, position, extent, x_over_x0, key) -> _SurfaceTable:
+    def of(cls, rows: list[tuple]) -> _SurfaceTable:
+        """The table of ``rows`` of (position, extent, x_over_x0, key), none or many."""
+        position, extent, x_over_x0, key = zip(*rows, strict=True) if rows else ((), (), (), ())
         order = np.argsort(position, kind="stable")
         return cls(np.asarray(position, float)[order], np.asarray(extent, float).reshape(-1, 2)[order],
                    np.asarray(x_over_x0, float)[order], np.asarray(key, np.int64)[order])  # fmt: skip
@@ -94,8 +96,8 @@ class MaterialMap:
         else:
             cylinders, planes = _module_layers(modules)
         cylinders = [*cylinders, (pipe.radius, (-np.inf, np.inf), pipe.x_over_x0, BEAM_PIPE_KEY)]
-        self._cylinders = _SurfaceTable.of(*zip(*cylinders, strict=True))
-        self._disks = _SurfaceTable.of(*zip(*planes, strict=True))
+        self._cylinders = _SurfaceTable.of(cylinders)
+        self._disks = _SurfaceTable.of(planes)
 
     def crossings(
         self,

@@ -49,7 +49,8 @@ class ClusterErrors:
         column = np.clip(size, 1, MAX_SIZE) - 1
         row = np.minimum(where, len(self.volume_id) - 1)
         relative = np.stack([self.relative[row, axis, column[:, axis]] for axis in (0, 1)], axis=1)
-        return pitch * np.where(known[:, None], relative, 1.0 / np.sqrt(12.0))
+        # never above a one-cell cluster's pitch / √12 (the table's entries are rounded to four digits)
+        return pitch * np.where(known[:, None], np.minimum(relative, 1.0 / np.sqrt(12.0)), 1.0 / np.sqrt(12.0))
 
     def to_toml(self) -> str:
         """The table as TOML (read back by :func:`cluster_errors`)."""

@@ -64,11 +64,12 @@ class SimulationConfig:
 
     Used with ``"modules"`` only: noise is ``module_noise_per_particle_hit[k]`` × (the event's particle hits) hits
     in volume ``module_noise_volumes[k]`` (the real TrackML rates by default; ``noise_fraction`` is not used).
-    Secondaries (:mod:`tracking_algs.simulation.secondaries`): a hadron ends in a module it crosses with
-    probability 1 − exp(−``nuclear_interactions_per_x0`` · x/X0 / |cos α|) and leaves ``Poisson(
-    hadronic_multiplicity)`` (at least one) charged hadrons there; ``photons_per_particle`` photons per charged
-    particle of each interaction (π⁰ decays) convert into e⁺e⁻ pairs with probability 1 − exp(−7/9 · x/X0 /
-    |cos α|) per module crossed; secondaries under ``pt_min_gev`` are not followed. Zero turns either off.
+    Secondaries (:mod:`tracking_algs.simulation.secondaries`): a hadron ends in a layer it crosses (at the
+    layer's last module on its way, where the layer's material is) with probability
+    1 − exp(−``nuclear_interactions_per_x0`` · x/X0 / |cos α|) and leaves ``Poisson(hadronic_multiplicity)`` (at
+    least one) charged hadrons there; ``photons_per_particle`` photons per charged particle of each interaction
+    (π⁰ decays) convert into e⁺e⁻ pairs with probability 1 − exp(−7/9 · x/X0 / |cos α|) per layer crossed;
+    secondaries under ``pt_min_gev`` are not followed. Zero turns either off.
     Every hit is a cluster of cells (:mod:`tracking_algs.simulation.cells`) whose charge spreads
     ``cell_charge_sharing_mm`` beyond the particle's path in u and v.
 

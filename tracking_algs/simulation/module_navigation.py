@@ -276,11 +276,15 @@ def propagate_modules(
     stepping: Stepping = ONE_STEP,
 ) -> ModuleCrossings:
     """Propagate particles (vertex [N, 3] mm, momentum [N, 3] GeV, charge [N] ±1, mass (one or [N]) GeV) through
-    the modules of ``layers`` in ``detector``'s field, scattering in its beam pipe and in every module crossed; the
-    scattering angles of particle k's i-th scattering come from ``counter_normal(scattering_key, k, i)``. With
-    ``energy_loss`` each crossing also takes its mean ionisation loss (:mod:`tracking_algs.energy_loss`).
+    the modules of ``layers`` in ``detector``'s field, scattering in its beam pipe and once in every layer crossed:
+    a layer's material (``x_over_x0`` of its modules) lies on the last of its modules a particle crosses on its
+    way through the layer, and the modules it crosses before (overlaps) add none, as in the ACTS generic detector
+    (the TrackML layout), whose layers carry their material on a layer surface beside thin silicon modules.  The
+    scattering angles of particle k's i-th scattering come from
+    ``counter_normal(scattering_key, k, i)``. With ``energy_loss`` each scattering also takes its mean ionisation
+    loss (:mod:`tracking_algs.energy_loss`).
 
-    ``ends_per_x0`` [N] (None: all 0): particle k ends in a module it crosses with probability
+    ``ends_per_x0`` [N] (None: all 0): particle k ends in a layer it crosses with probability
     1 − exp(−``ends_per_x0[k]`` · x/X0 / |cos α|), drawn as ``counter_uniform(ending_key, k, crossing number)``.
 
     ``field`` (None: the detector's uniform field): each step from surface to surface is a helix in
@@ -330,13 +334,18 @@ def propagate_modules(
         if energy_loss:
             mom[rows] = slowed(mom[rows], mass[rows], path_x0)
 
-    def through_module(rows: np.ndarray, module: np.ndarray, index: np.ndarray) -> np.ndarray:
-        """Particles ``rows`` have just crossed ``module`` (their crossing number ``index``): whether each ends
-        there; the others scatter."""
-        path = material(rows, geometry.normal(module), geometry.x_over_x0[module])
-        ended = counter_uniform(ending_key, rows, index) < -np.expm1(-rate[rows] * path)
+    def through_module(rows: np.ndarray, module: np.ndarray, index: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """Particles ``rows`` have just crossed ``module`` (their crossing number ``index``), the ``last`` module of
+        its layer on their way or not: whether each ends there; those at the last that do not, scatter through the
+        layer's material."""
+        ended = np.zeros(len(rows), dtype=bool)
+        leaving = np.flatnonzero(last)
+        path = material(rows[leaving], geometry.normal(module[leaving]), geometry.x_over_x0[module[leaving]])
+        ended[leaving] = counter_uniform(ending_key, rows[leaving], index[leaving]) < -np.expm1(
+            -rate[rows[leaving]] * path
+        )
         alive[rows[ended]] = False
-        through_material(rows[~ended], path[~ended])
+        through_material(rows[leaving[~ended[leaving]]], path[~ended[leaving]])
         return ended
 
     for _ in range(_MAX_STEPS):
@@ -409,7 +418,7 @@ def _cross_layer(rows, candidates, psi_nominal, position, mom, q, turned, crosse
                  through_module, tilt, pending) -> None:  # fmt: skip
     """Take particles ``rows`` (in the fields ``bending[rows]``, their polar directions turning by ``tilt`` per
     radian, :func:`_arrived`) through the candidate modules [n, K] of one layer, nearest crossing first,
-    re-solving the others that the track crosses after each crossing's scattering (Newton from the nominal
+    re-solving the others that the track crosses from each crossing (Newton from the nominal
     surface's crossing ``psi_nominal``, then from the previous solution); records the crossings. A candidate that
     the track misses before the first scattering is not tried again after it; a particle that ends in a module
     (``through_module``) crosses no more."""
@@ -430,10 +439,12 @@ def _cross_layer(rows, candidates, psi_nominal, position, mom, q, turned, crosse
         mom[rows] = arriving
         turned[rows] += best
         u, v, _ = geometry.to_local(module, position[rows])
-        ended = through_module(rows, module, crossed[rows])
+        # the last module of the layer on the particle's way (no other candidate ahead) carries the layer's material
+        last = ~np.isfinite(np.where(np.arange(psi.shape[1]) == pick[:, None], np.inf, psi)).any(axis=1)
+        ended = through_module(rows, module, crossed[rows], last)
         records.append((rows, module, position[rows].copy(), arriving.copy(), u, v, crossed[rows].copy(), ended))
         crossed[rows] += 1
-        # what is left: the other candidates that the track crossed (solved from the kink on, they move a little)
+        # what is left: the other candidates ahead, solved again from this crossing
         psi[at, pick] = np.inf
         candidates = np.where(np.isfinite(psi), candidates, -1)
         guess = psi - best[:, None]

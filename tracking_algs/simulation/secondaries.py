@@ -5,12 +5,13 @@ pairs, and the hadrons out of nuclear interactions (docs/simulation.md, "Simulat
   η uniform in ±``eta_max``, φ uniform, pT = U · (a pT of the minimum-bias spectrum), U uniform in (0, 1) (the
   photon's share of its π⁰, flat for a two-body decay in flight). Photons under ``pt_min_gev`` are dropped: none
   of their electrons could pass it.
-- **Conversions.** A photon converts in a module it crosses with probability 1 − exp(−7/9 · x/X0 / |cos α|)
+- **Conversions.** A photon converts in a layer it crosses (at the layer's last module on its way, where the
+  layer's material is) with probability 1 − exp(−7/9 · x/X0 / |cos α|)
   (:data:`CONVERSIONS_PER_X0`, the high-energy pair-production cross section, PDG "Passage of particles through
   matter"); the electron takes a share x ~ U(0, 1) of its momentum, the positron 1 − x, both along the photon.
-- **Nuclear interactions.** A hadron that ends in a module (rate ``nuclear_interactions_per_x0`` per radiation
-  length) leaves ``max(1, Poisson(hadronic_multiplicity))`` charged hadrons at the crossing point. They share its
-  momentum as uniform spacings (exponential weights, normalised); each leaves at a polar angle θ from the
+- **Nuclear interactions.** A hadron that ends in a layer's material (rate ``nuclear_interactions_per_x0`` per
+  radiation length) leaves ``max(1, Poisson(hadronic_multiplicity))`` charged hadrons at the crossing point. They
+  share its momentum as uniform spacings (exponential weights, normalised); each leaves at a polar angle θ from the
   hadron's direction with sin θ = min(1, t / p), t exponential of mean :data:`HADRONIC_PT_GEV`, at a uniform
   azimuth. The first keeps the hadron's charge and mass (the leading particle); each other is a proton with
   probability :data:`PROTON_FRACTION` (nuclear fragments), else a pion of random charge.
