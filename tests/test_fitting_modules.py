@@ -274,18 +274,24 @@ def test_qop_resolution_on_planes_without_material_matches_gluckstern():
     assert np.sqrt(fit.cov[:, 4, 4]).mean() == pytest.approx(expected, rel=0.05)
 
 
-@pytest.mark.parametrize("close_hits_mm", [20.0, 0.0])
-def test_two_hits_per_layer_give_pulls_of_one_with_the_second_pass(close_hits_mm):
-    """Every layer holds two tilted modules 2 mm apart, both crossed (a barrel overlap); 1 GeV tracks.  With the
-    second pass the pulls are 1; without it the first pass's estimate is wider than its covariance."""
-    rng = np.random.default_rng(23)
-    n = 2000
+def _tracks_through_overlapping_modules(n: int, rng: np.random.Generator):
+    """``n`` 1 GeV tracks in the transverse plane through 10 barrel layers of two tilted modules 2 mm apart (a barrel
+    overlap): the tracks and each hit's plane [2 · H, 4, 3], the inner modules' then the outer ones'."""
     tracks = helix_tracks(_barrel(10, 100.0, 1000.0), rng.uniform(-np.pi, np.pi, n), np.full(n, np.pi / 2), 1.0,
                           rng.choice([-1.0, 1.0], n), np.zeros(n))  # fmt: skip
     radial = np.column_stack((tracks.position[:, :2], np.zeros(len(tracks.position))))
     radial /= np.linalg.norm(radial, axis=1, keepdims=True)
     planes = np.concatenate((_tangent_planes(tracks.position, 0.2), _tangent_planes(tracks.position + 2.0 * radial,
                                                                                     -0.2)))  # fmt: skip
+    return tracks, planes
+
+
+@pytest.mark.parametrize("close_hits_mm", [20.0, 0.0])
+def test_two_hits_per_layer_give_pulls_of_one_with_the_second_pass(close_hits_mm):
+    """Every layer holds two tilted modules 2 mm apart, both crossed (a barrel overlap); 1 GeV tracks.  With the
+    second pass the pulls are 1; without it the first pass's estimate is wider than its covariance."""
+    rng = np.random.default_rng(23)
+    tracks, planes = _tracks_through_overlapping_modules(2000, rng)
     fit = _fit_on_planes(tracks, planes, (0.1, 0.05), rng, copies=2, close_hits_mm=close_hits_mm)
     widths = _pulls(fit, tracks.params)[fit.ok].std(axis=0)
     assert fit.ok.all()
@@ -299,14 +305,7 @@ def test_a_layers_material_is_taken_once_after_its_last_module():
     """Two overlapping modules per layer, the outer one crossed last: the fit takes the layer's material from it
     alone, as the simulation places it. The inner module's material changes no fit; the outer one's changes them
     all."""
-    n = 300
-    rng = np.random.default_rng(29)
-    tracks = helix_tracks(_barrel(10, 100.0, 1000.0), rng.uniform(-np.pi, np.pi, n), np.full(n, np.pi / 2), 1.0,
-                          rng.choice([-1.0, 1.0], n), np.zeros(n))  # fmt: skip
-    radial = np.column_stack((tracks.position[:, :2], np.zeros(len(tracks.position))))
-    radial /= np.linalg.norm(radial, axis=1, keepdims=True)
-    planes = np.concatenate((_tangent_planes(tracks.position, 0.2), _tangent_planes(tracks.position + 2.0 * radial,
-                                                                                    -0.2)))  # fmt: skip
+    tracks, planes = _tracks_through_overlapping_modules(300, np.random.default_rng(29))
 
     def fit(inner: float, outer: float):
         return _fit_on_planes(tracks, planes, (0.01, 0.01), np.random.default_rng(31), copies=2,
