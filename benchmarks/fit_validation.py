@@ -48,12 +48,12 @@ from bench_common import write_results
 from tracking_algs.event import Event, TrackCandidates
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
 from tracking_algs.fitting import KalmanConfig, KalmanFitter
-from tracking_algs.fitting.scattering import MIN_COS_INCIDENCE, highland_theta0
 from tracking_algs.geometry import HELIX_CONSTANT, trackml_detector
 from tracking_algs.io.trackml import read_event
 from tracking_algs.job.plots import plot_pulls, plot_resolutions
 from tracking_algs.magnetic_field import MagneticField, SolenoidField
 from tracking_algs.modules import ModuleGeometry, read_detectors_csv, trackml_modules
+from tracking_algs.performance.scattering import polar_turns
 from tracking_algs.performance.truth_perigee import truth_perigee
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
@@ -207,29 +207,16 @@ def scattering_seen(event: Event, modules: ModuleGeometry, min_p: float = 1.0, m
     first, in units of the Highland width of the first hit's module material at its incidence: the RMS over pairs
     of hits on overlapping modules of one layer (``"overlap"``) and over pairs on consecutive layers (``"next
     layer"``, the second hit in the same volume)."""
-    truth, particles, spacepoints = event.truth, event.particles, event.spacepoints
-    from_beam_line = particles.particle_id[np.hypot(particles.vx, particles.vy) < 1.0]
-    order = np.lexsort((truth.tx**2 + truth.ty**2 + truth.tz**2, truth.particle_id))
-    order = order[np.isin(truth.particle_id[order], from_beam_line)]
-    first, second = order[:-1], order[1:]
-    pair = truth.particle_id[first] == truth.particle_id[second]
-    first, second = first[pair], second[pair]
-    momentum = np.column_stack((truth.tpx, truth.tpy, truth.tpz))
-    p = np.linalg.norm(momentum[first], axis=1)
-    polar = np.arctan2(np.hypot(momentum[:, 0], momentum[:, 1]), momentum[:, 2])
-    turn = polar[second] - polar[first]
-    module = modules.lookup(spacepoints.volume_id, spacepoints.layer_id, spacepoints.module_id)[first]
-    cos_incidence = np.abs(np.einsum("ij,ij->i", modules.normal(module), momentum[first])) / p
-    theta0 = highland_theta0(modules.x_over_x0[module] / np.maximum(cos_incidence, MIN_COS_INCIDENCE), 1.0 / p,
-                             KalmanConfig().mass_gev)  # fmt: skip
-    volume, layer = spacepoints.volume_id, spacepoints.layer_id
-    chosen = (p > min_p) & (p < max_p) & (volume[first] == volume[second])
-    same_layer = layer[first] == layer[second]
+    particles = event.particles
+    turns = polar_turns(event, modules, particles.particle_id[np.hypot(particles.vx, particles.vy) < 1.0])
+    volume = event.spacepoints.volume_id
+    chosen = (turns.p > min_p) & (turns.p < max_p) & (volume[turns.first] == volume[turns.second])
+    relative = turns.turn / turns.highland
     rows = []
     for barrel in BARREL_VOLUMES:
-        for label, kind in (("overlap", same_layer), ("next layer", ~same_layer)):
-            where = chosen & kind & (volume[first] == barrel)
-            rms = float(np.sqrt(np.mean((turn[where] / theta0[where]) ** 2))) if where.any() else None
+        for label, kind in (("overlap", turns.same_layer), ("next layer", ~turns.same_layer)):
+            where = chosen & kind & (volume[turns.first] == barrel)
+            rms = float(np.sqrt(np.mean(relative[where] ** 2))) if where.any() else None
             rows.append({"volume": barrel, "pairs": label, "count": int(where.sum()),
                          "rms_over_highland": None if rms is None else round(rms, 3)})  # fmt: skip
     return rows

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from tracking_algs.fitting.scattering import highland_theta0
 from tracking_algs.io.trackml import read_event, write_event
 from tracking_algs.magnetic_field import SolenoidField
 from tracking_algs.modules import trackml_modules
+from tracking_algs.performance.scattering import polar_turns
 from tracking_algs.simulation import SimulationConfig, simulate_event
 from tracking_algs.simulation.cells import cluster
 from tracking_algs.simulation.generator import PARTICLE_ID_SHIFT
@@ -130,26 +130,15 @@ def test_a_layers_material_scatters_once_after_its_last_module(event):
     """In the uniform field only scattering turns a particle's polar angle: between two hits on overlapping modules
     of one layer it stays (the layer's material lies after its last module), and between the last hit of a barrel
     layer and the next layer's it turns by the Highland width of that module's material (RMS over the pairs)."""
-    truth, sp, geometry = event.truth, event.spacepoints, trackml_modules()
-    primary = (truth.particle_id >> PRODUCT_SHIFT) == 0
-    order = np.lexsort((truth.tx**2 + truth.ty**2 + truth.tz**2, truth.particle_id))
-    order = order[(truth.particle_id[order] != 0) & primary[order]]
-    first, second = order[:-1], order[1:]
-    same_particle = truth.particle_id[first] == truth.particle_id[second]
-    first, second = first[same_particle], second[same_particle]
-    momentum = np.column_stack((truth.tpx, truth.tpy, truth.tpz))
-    p = np.linalg.norm(momentum, axis=1)
-    polar = np.arctan2(np.hypot(momentum[:, 0], momentum[:, 1]), momentum[:, 2])
-    turn = polar[second] - polar[first]
-    same_layer = (sp.volume_id[first] == sp.volume_id[second]) & (sp.layer_id[first] == sp.layer_id[second])
-    assert same_layer.sum() > 1000
-    assert np.abs(turn[same_layer]).max() < 1e-12
-    next_layer = np.isin(sp.volume_id[first], (8, 13, 17)) & (sp.volume_id[first] == sp.volume_id[second])
-    next_layer &= ~same_layer & (p[first] > 2.0)  # β ≈ 1 for every species
-    module = geometry.lookup(sp.volume_id, sp.layer_id, sp.module_id)[first]
-    cos_incidence = np.abs(np.einsum("ij,ij->i", geometry.normal(module), momentum[first])) / p[first]
-    theta0 = highland_theta0(geometry.x_over_x0[module] / cos_incidence, 1.0 / p[first], 0.13957)
-    relative = turn[next_layer] / theta0[next_layer]
+    particle_ids = np.unique(event.truth.particle_id)
+    primaries = particle_ids[(particle_ids != 0) & ((particle_ids >> PRODUCT_SHIFT) == 0)]
+    turns = polar_turns(event, trackml_modules(), primaries)
+    assert turns.same_layer.sum() > 1000
+    assert np.abs(turns.turn[turns.same_layer]).max() < 1e-12
+    volume = event.spacepoints.volume_id
+    next_layer = np.isin(volume[turns.first], (8, 13, 17)) & (volume[turns.first] == volume[turns.second])
+    next_layer &= ~turns.same_layer & (turns.p > 2.0)  # β ≈ 1 for every species
+    relative = turns.turn[next_layer] / turns.highland[next_layer]
     assert len(relative) > 300
     assert np.sqrt(np.mean(relative**2)) == pytest.approx(1.0, abs=0.1)
 
