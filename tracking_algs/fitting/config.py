@@ -27,6 +27,11 @@ class KalmanConfig:
       out changes no written track and saves the fits of the tracks no variant saves (most of the fakes of a dense
       event);
     - ``min_hits``: tracks with fewer usable hits get status ``TOO_FEW_HITS``;
+    - ``min_layers``: so do tracks whose usable hits cross fewer layers (consecutive hits on one layer, the
+      overlapping modules a particle crosses there, count as one crossing): the hits of one crossing measure one
+      point of the helix and its local direction over a few millimetres, and a fit of fewer than three such points
+      has its curvature and perigee from the seed alone (a forward track of 0.2 GeV with four hits on the
+      overlapping modules of one pixel disk fits with p = 0.7 and a d0 a thousand of its errors off);
     - ``seed_cov_inflation``: the seed covariance of direction and q/p is multiplied by this (the seed reuses the
       fitted hits);
     - ``seed_position_inflation``: the seed position is the first hit itself, so its variance is the hit's times
@@ -67,6 +72,7 @@ class KalmanConfig:
     min_trimmed_hits: int = attrs.field(default=5, validator=v.ge(3))
     trim_below_pvalue: float = attrs.field(default=1e-3, validator=[v.ge(0.0), v.le(1.0)])
     min_hits: int = attrs.field(default=3, validator=v.ge(3))
+    min_layers: int = attrs.field(default=3, validator=v.ge(1))
     seed_cov_inflation: float = attrs.field(default=100.0, validator=v.gt(0.0))
     seed_position_inflation: float = attrs.field(default=1e4, validator=v.gt(0.0))
     seed_sigma_phi: float = attrs.field(default=0.01, validator=v.gt(0.0))

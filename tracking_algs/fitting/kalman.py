@@ -361,6 +361,7 @@ class KalmanFitter:
         measurements, hit_step = self._steps(hits, safe, compact_valid)
         status = np.full(n_tracks, FitStatus.OK, dtype=np.int64)
         status[count < config.min_hits] = FitStatus.TOO_FEW_HITS
+        status[_layer_crossings(hits["layer"][safe], compact_valid) < config.min_layers] = FitStatus.TOO_FEW_HITS
         rows = np.arange(n_tracks)
         last = np.maximum(count - 1, 0)
         xyz = hits["xyz"]
@@ -509,6 +510,12 @@ def _close_hits(xyz: np.ndarray, valid: np.ndarray, limit_mm: float) -> np.ndarr
     ``limit_mm``."""
     gap = np.linalg.norm(np.diff(xyz, axis=1), axis=2)
     return ((gap < limit_mm) & valid[:, 1:]).any(axis=1)
+
+
+def _layer_crossings(layer: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per track [T], the crossings of layers by its hits in crossing order (``layer`` [T, L] keys, where
+    ``valid``, the valid ones first): runs of consecutive hits on one layer count once."""
+    return valid[:, :1].sum(axis=1) + (valid[:, 1:] & (layer[:, 1:] != layer[:, :-1])).sum(axis=1)
 
 
 class _Output:
