@@ -430,6 +430,33 @@ def test_triplets_keep_both_hits_of_overlapping_modules():
     assert not (labels[0] >= 0 and (labels == labels[0]).all())  # measured: no candidate at all
 
 
+def test_overlap_hits_added_to_a_candidate_keep_one_hit_per_module():
+    """Left-out hits that an overlap edge joins to the candidate and that continue it: one on the module of a hit
+    the chain holds (the inner one of the middle overlap) does not join (a particle leaves one hit per module), and
+    of two on one new module beside its last hit only the one nearer the track does."""
+    track, row = _overlap_track()
+    order = sorted(row, key=lambda key: (key[0], key[1]))
+    phi, eta = 0.3, 0.4
+
+    def on_track(radius: float, dz: float) -> tuple[float, float, float]:
+        return radius * np.cos(phi), radius * np.sin(phi), radius * np.sinh(eta) + dz
+
+    # on the middle overlap's layer, 1 mm out, on the module of its inner hit; on the last layer, two on a third module
+    extra = [(on_track(117.0, 0.02), 6, 20), (on_track(361.0, 0.02), 12, 52), (on_track(361.5, 0.08), 12, 52)]
+    n = len(row) + len(extra)
+    xyz = np.concatenate((np.column_stack((track.x, track.y, track.z)), [point for point, _, _ in extra]))
+    spacepoints = Spacepoints(hit_id=np.arange(1, n + 1), x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2],
+                              volume_id=np.full(n, 8), layer_id=[*track.layer_id, *(layer for _, layer, _ in extra)],
+                              module_id=[*track.module_id, *(module for _, _, module in extra)],
+                              sigma=np.full((n, 2), 0.01))  # fmt: skip
+    middle, near, far = len(row), len(row) + 1, len(row) + 2
+    edges = np.array([[row[a] for a in order[:-1]] + [row[(2, 1)], row[(5, 0)], row[(5, 0)]],
+                      [row[b] for b in order[1:]] + [middle, near, far]])  # fmt: skip
+    labels = TrackBuilding(BuildingConfig(link_overlaps=True)).run(spacepoints, edges, np.full(edges.shape[1], 0.9))
+    assert labels.labels[: len(row)].tolist() == [0] * len(row)
+    assert labels.labels[[middle, near, far]].tolist() == [-1, 0, -1]
+
+
 def test_triplets_bridge_a_chain_that_stops_on_one_module_and_goes_on_from_the_overlapping_one():
     """A graph without the edge between the two hits of the middle overlap and without the edges that cross it
     (the chain a → b → c stops at c, the next c' → d → ... starts at c'): bridging joins the two chains across the

@@ -77,6 +77,11 @@ class Spacepoints(Columns):
         """One integer per detector layer: ``volume_id`` · 10⁶ + ``layer_id``."""
         return self.volume_id * 1_000_000 + self.layer_id
 
+    @property
+    def module_key(self) -> np.ndarray:
+        """One integer per module: :attr:`layer_key` · 10⁶ + ``module_id``."""
+        return self.layer_key * 1_000_000 + self.module_id
+
 
 @attrs.frozen
 class Truth(Columns):

@@ -379,7 +379,8 @@ def _with_overlap_hits(
     curvature through the origin of the edge u–w (triplet cost below ``max_cost``, :func:`triplet_costs`).  That is
     the second hit of a particle crossing two overlapping modules where no link reaches it (the track's first or last
     layer, or a third module of one layer); a hit beside the track, not along it, fails.  A hit offered to several
-    candidates goes to the one it fits best."""
+    candidates goes to the one it fits best.  A particle leaves at most one hit on a module: a candidate takes no hit
+    on a module it holds a hit on already, and of the hits offered to it on one module only the one it fits best."""
     hit, partner = np.concatenate((overlaps[0], overlaps[1])), np.concatenate((overlaps[1], overlaps[0]))
     offered = (labels[hit] < 0) & (labels[partner] >= 0)
     hit, partner = hit[offered], partner[offered]
@@ -401,13 +402,22 @@ def _with_overlap_hits(
                            axis=1)  # fmt: skip
     index = np.arange(len(offer))
     cost = triplet_costs(spacepoints, local, index, index + len(offer))
-    good = cost < max_cost
+    module = np.unique(spacepoints.module_key, return_inverse=True)[1]  # modules numbered from 0
+    n_modules = int(module.max()) + 1
+    on_track = labels >= 0
+    held = np.unique(labels[on_track] * n_modules + module[on_track])  # the (candidate, module) pairs taken
+    good = (cost < max_cost) & ~np.isin(labels[partner[offer]] * n_modules + module[hit[offer]], held)
     offer, cost = offer[good], cost[good]
     order = np.lexsort((cost, hit[offer]))  # per left-out hit, the best fit first
-    offer = offer[order]
+    offer, cost = offer[order], cost[order]
     first = first_of_runs(hit[offer])
+    offer, cost = offer[first], cost[first]
+    # per candidate and module, the hit it fits best
+    candidate_module = labels[partner[offer]] * n_modules + module[hit[offer]]
+    order = np.lexsort((cost, candidate_module))
+    offer = offer[order[first_of_runs(candidate_module[order])]]
     result = labels.copy()
-    result[hit[offer[first]]] = labels[partner[offer[first]]]
+    result[hit[offer]] = labels[partner[offer]]
     return result
 
 

@@ -115,7 +115,7 @@ def proposed_hits(
     score = off_circle[close] / circle_mm + off_line[close] / line_mm
     # one hit per track and module (the best; a hit two legs reach counts once, with its best score), then one
     # track per hit
-    module = keys[pair_hit] * (int(spacepoints.module_id.max()) + 1) + spacepoints.module_id[pair_hit]
+    module = spacepoints.module_key[pair_hit]
     per_module = np.lexsort((score, module, pair_track))
     per_module = per_module[first_of_runs(pair_track[per_module]) | first_of_runs(module[per_module])]
     pair_track, pair_hit, score = pair_track[per_module], pair_hit[per_module], score[per_module]
