@@ -23,7 +23,9 @@ modules of one layer, and on consecutive layers) against the Highland width of t
 event and on the simulation with the energy loss. No number here is used to choose
 anything: the real event is a judge.  Per |η| range of the solenoid simulation with the energy loss, with the
 steps in pieces and with one step per surface: the share of the truth hits the fit rejects as outliers and the
-robust width of the q/p pulls.
+robust width of the q/p pulls.  On the simulation in the uniform field, the pulls of the tracks whose first two hits
+are a few mm apart (``close_hits_mm``: two overlapping modules of the first layer crossed) and of those with such a
+pair only further out, with the fitter's second pass and without it (``close_hits_mm = 0``).
 
     .venv/bin/python benchmarks/fit_validation.py [--events 2] [--trackml ../shared/trackml]
 
@@ -79,6 +81,7 @@ def fit_truth_tracks(
     labels = np.where(np.isin(event.truth.particle_id, primary), labels, -1)
     fitter = KalmanFitter(detector, config, modules=modules, field=field)
     fit = fitter.fit(event.spacepoints, TrackCandidates(labels))
+    close_pair = first_close_pair(event, fit.hit_rows, fit.hit_offsets, KalmanConfig().close_hits_mm)
     truth = truth_perigee(particles.take(np.searchsorted(particles.particle_id, particle_ids[fit.track_id])),
                           detector.bfield_t)  # fmt: skip
     kept = fit.ok & (fit.ndf >= 3)
@@ -96,9 +99,27 @@ def fit_truth_tracks(
         "eta": -np.log(np.tan(0.5 * truth[:, 3])),
         "n_hits": fit.n_hits[kept],
         "n_outliers": fit.n_outliers[kept],
+        "first_close_pair": close_pair[kept],
         "n_fitted": np.asarray(len(fit)),
         "n_ok": np.asarray(int(fit.ok.sum())),
     }
+
+
+def first_close_pair(event: Event, hit_rows: np.ndarray, hit_offsets: np.ndarray, limit_mm: float) -> np.ndarray:
+    """Per track (its spacepoint rows ``hit_rows[hit_offsets[k]:hit_offsets[k + 1]]``), the place in crossing order
+    (distance from the origin) of the first of its first two consecutive hits closer than ``limit_mm`` (two
+    overlapping modules of one layer: 0 for the track's first two hits), -1 where none are."""
+    spacepoints = event.spacepoints
+    xyz = np.column_stack((spacepoints.x, spacepoints.y, spacepoints.z))[hit_rows]
+    track = np.repeat(np.arange(len(hit_offsets) - 1), np.diff(hit_offsets))
+    order = np.lexsort((np.einsum("ni,ni->n", xyz, xyz), track))
+    xyz, track = xyz[order], track[order]
+    close = (np.linalg.norm(np.diff(xyz, axis=0), axis=1) < limit_mm) & (track[1:] == track[:-1])
+    place = np.arange(len(track) - 1) - hit_offsets[track[:-1]]
+    first = np.full(len(hit_offsets) - 1, -1)
+    pairs = np.flatnonzero(close)[::-1]  # the last write of each track is its first close pair
+    first[track[pairs]] = place[pairs]
+    return first
 
 
 def _merge(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -284,8 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     config = SimulationConfig(geometry="modules", pileup=200.0, hit_inefficiency=0.0, noise_fraction=0.0)
     modules = trackml_modules()
     solenoid = SolenoidField()
-    simulated = _merge([fit_truth_tracks(simulate_event(config, SEED, event_id), modules)
-                        for event_id in range(args.events)])  # fmt: skip
+    simulated_events = [simulate_event(config, SEED, event_id) for event_id in range(args.events)]
+    simulated = _merge([fit_truth_tracks(event, modules) for event in simulated_events])
+    one_pass = _merge([fit_truth_tracks(event, modules, config=KalmanConfig(close_hits_mm=0.0))
+                       for event in simulated_events])  # fmt: skip
     in_solenoid = _merge([fit_truth_tracks(simulate_event(config, SEED, event_id, field=solenoid), modules, solenoid)
                           for event_id in range(args.events)])  # fmt: skip
     losing = attrs.evolve(config, energy_loss=True)
@@ -316,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     summaries["simulation in the solenoid with energy loss, |η| < 3"] = summarise(
         with_energy_loss, np.abs(with_energy_loss["eta"]) < 3.0
     )
+    for label, first_close in (("first two hits", 0), ("later hits only", 1)):
+        for tracks, fitted in ((simulated, ""), (one_pass, ", without the second pass")):
+            place = np.minimum(tracks["first_close_pair"], 1) == first_close
+            summaries[f"simulation, {label} a few mm apart{fitted}"] = summarise(tracks, place)
     summaries["real, uniform field, pT > 1 GeV"] = summarise(real_uniform, real_uniform["pt"] > 1.0)
     summaries["real, solenoid, pT > 1 GeV"] = summarise(real, real["pt"] > 1.0)
     summaries["real, solenoid and energy loss, pT > 1 GeV"] = summarise(real_loss, real_loss["pt"] > 1.0)
