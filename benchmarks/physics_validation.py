@@ -132,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     results, rows = {}, []
     modules = trackml_modules() if args.geometry == "modules" else None
     field = FieldConfig(kind=args.field).build(trackml_detector().bfield_t)
-    fit_config = KalmanConfig(energy_loss=args.energy_loss, max_trimmed_hits=args.max_trimmed_hits,
-                              max_outlier_refits=args.max_outlier_refits)
+    fit_config = KalmanConfig(
+        energy_loss=args.energy_loss, max_trimmed_hits=args.max_trimmed_hits, max_outlier_refits=args.max_outlier_refits
+    )
     fitter = None if args.no_fit else KalmanFitter(trackml_detector(), fit_config, modules=modules, field=field)
     with local_finder(config, fitter) as finder:
         for pileup in args.pileups:
