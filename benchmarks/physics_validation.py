@@ -10,7 +10,7 @@ before the building, the building).
     .venv/bin/python benchmarks/physics_validation.py [--model-dir DIR] [--events 3] [--pileups 0 20 200]
         [--geometry cylinders|modules] [--field uniform|solenoid] [--filter-cut C] [--gnn-cut C] [--overlap-mm MM]
         [--max-z0-mm MM] [--link-overlaps] [--energy-loss] [--score-weight W] [--max-crossing-cost C]
-        [--shared-hits best_fit] [--max-trimmed-hits N] [--max-outlier-refits N] [--merge-split]
+        [--shared-hits best_fit] [--max-trimmed-hits N] [--max-outlier-refits N] [--min-pvalue P] [--merge-split]
 
 ``--geometry modules`` simulates the held-out events on the TrackML module layout (overlapping modules, TrackML
 noise, secondaries) and fits on the module planes; ``--field solenoid`` simulates and fits in the solenoid
@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fitting.selection.extension_line_mm: a free hit's distance to the line in z")  # fmt: skip
     parser.add_argument("--extension-rounds", type=int, default=TrackSelection().extension_rounds,
                         help="fitting.selection.extension_rounds")  # fmt: skip
+    parser.add_argument("--min-pvalue", type=float, default=TrackSelection().min_pvalue,
+                        help="fitting.selection.min_pvalue: the smallest fit p-value a written track has")  # fmt: skip
     parser.add_argument("--output", default="physics_validation", help="name of the results in benchmarks/results")
     parser.add_argument("--no-plots", action="store_true", help="leave docs/plots as they are")
     parser.add_argument("--plot-dir", type=Path, default=ROOT / "docs/plots",
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                     extension_circle_mm=args.extension_circle_mm,
                     extension_line_mm=args.extension_line_mm,
                     extension_rounds=args.extension_rounds,
+                    min_pvalue=args.min_pvalue,
                 ),
             )
             results[f"pileup_{pileup:g}"] = without_matches(summary)
