@@ -10,7 +10,8 @@ before the building, the building).
     .venv/bin/python benchmarks/physics_validation.py [--model-dir DIR] [--events 3] [--pileups 0 20 200]
         [--geometry cylinders|modules] [--field uniform|solenoid] [--filter-cut C] [--gnn-cut C] [--overlap-mm MM]
         [--max-z0-mm MM] [--link-overlaps] [--energy-loss] [--score-weight W] [--max-crossing-cost C]
-        [--shared-hits best_fit] [--max-trimmed-hits N] [--max-outlier-refits N] [--min-pvalue P] [--merge-split]
+        [--shared-hits best_fit] [--max-trimmed-hits N] [--max-outlier-refits N] [--min-pvalue P] [--query-k K]
+        [--merge-split]
 
 ``--geometry modules`` simulates the held-out events on the TrackML module layout (overlapping modules, TrackML
 noise, secondaries) and fits on the module planes; ``--field solenoid`` simulates and fits in the solenoid
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fitting.selection.extension_line_mm: a free hit's distance to the line in z")  # fmt: skip
     parser.add_argument("--extension-rounds", type=int, default=TrackSelection().extension_rounds,
                         help="fitting.selection.extension_rounds")  # fmt: skip
+    parser.add_argument("--query-k", type=int, default=GraphConfig().query_k,
+                        help="finding.graph.query_k: nearest embedding neighbours each hit looks at")  # fmt: skip
     parser.add_argument("--min-pvalue", type=float, default=TrackSelection().min_pvalue,
                         help="fitting.selection.min_pvalue: the smallest fit p-value a written track has")  # fmt: skip
     parser.add_argument("--output", default="physics_validation", help="name of the results in benchmarks/results")
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                               link_overlaps=args.link_overlaps, score_weight=args.score_weight,
                               max_crossing_cost=args.max_crossing_cost, shared_hits=args.shared_hits)  # fmt: skip
     graph = GraphConfig(cuts=PairCuts(max_overlap_mm=args.overlap_mm, max_z0_mm=args.max_z0_mm,
-                                      min_pt_gev=args.min_pt_gev))  # fmt: skip
+                                      min_pt_gev=args.min_pt_gev), query_k=args.query_k)  # fmt: skip
     config = FindingConfig(model_dir=args.model_dir, building=building, gnn=GNNConfig(cut=args.gnn_cut),
                            filter=FilterConfig(cut=args.filter_cut), graph=graph)  # fmt: skip
     results, rows = {}, []
