@@ -57,6 +57,7 @@ from tracking_algs.magnetic_field import MagneticField, SolenoidField
 from tracking_algs.modules import ModuleGeometry, read_detectors_csv, trackml_modules
 from tracking_algs.performance.scattering import polar_turns
 from tracking_algs.performance.truth_perigee import truth_perigee
+from tracking_algs.ranges import first_of_runs
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,15 +111,14 @@ def first_close_pair(event: Event, hit_rows: np.ndarray, hit_offsets: np.ndarray
     (distance from the origin) of the first of its first two consecutive hits closer than ``limit_mm`` (two
     overlapping modules of one layer: 0 for the track's first two hits), -1 where none are."""
     spacepoints = event.spacepoints
-    xyz = np.column_stack((spacepoints.x, spacepoints.y, spacepoints.z))[hit_rows]
     track = np.repeat(np.arange(len(hit_offsets) - 1), np.diff(hit_offsets))
-    order = np.lexsort((np.einsum("ni,ni->n", xyz, xyz), track))
-    xyz, track = xyz[order], track[order]
+    order = np.lexsort((spacepoints.distance[hit_rows], track))
+    xyz = np.column_stack((spacepoints.x, spacepoints.y, spacepoints.z))[hit_rows[order]]
     close = (np.linalg.norm(np.diff(xyz, axis=0), axis=1) < limit_mm) & (track[1:] == track[:-1])
-    place = np.arange(len(track) - 1) - hit_offsets[track[:-1]]
+    pairs = np.flatnonzero(close)
+    pairs = pairs[first_of_runs(track[pairs])]  # each track's first close pair
     first = np.full(len(hit_offsets) - 1, -1)
-    pairs = np.flatnonzero(close)[::-1]  # the last write of each track is its first close pair
-    first[track[pairs]] = place[pairs]
+    first[track[pairs]] = pairs - hit_offsets[track[pairs]]
     return first
 
 

@@ -19,6 +19,7 @@ from tracking_algs.geometry import HELIX_CONSTANT, Detector, Surface, trackml_de
 from tracking_algs.magnetic_field import SolenoidField
 from tracking_algs.modules import ModuleGeometry, trackml_modules
 from tracking_algs.performance.truth_perigee import truth_perigee
+from tracking_algs.ranges import first_of_runs
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 DETECTOR = trackml_detector()
@@ -164,8 +165,8 @@ def test_a_track_must_cross_three_layers(module_fit):
     beam_line = event.particles.particle_id[np.hypot(event.particles.vx, event.particles.vy) < 1.0]
     order = np.lexsort((sp.distance, particle))
     layer = sp.layer_key[order]
-    first = np.r_[True, particle[order][1:] != particle[order][:-1]]
-    new_crossing = first | np.r_[True, layer[1:] != layer[:-1]]
+    first = first_of_runs(particle[order])
+    new_crossing = first | first_of_runs(layer)
     crossing = np.cumsum(new_crossing) - np.maximum.accumulate(np.where(first, np.cumsum(new_crossing), 0))
     on_beam_line = np.isin(particle[order], beam_line)
 
