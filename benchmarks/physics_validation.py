@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="building.max_crossing_cost (0: a short chain gives up its hits)")  # fmt: skip
     parser.add_argument("--shared-hits", choices=typing.get_args(typing.get_type_hints(BuildingConfig)["shared_hits"]),
                         default=BuildingConfig().shared_hits, help="building.shared_hits")  # fmt: skip
+    parser.add_argument("--revive-chains", action="store_true", help="building.revive_chains on")
+    parser.add_argument("--complete-by-overlaps", action="store_true", help="building.complete_by_overlaps on")
     parser.add_argument("--score-weight", type=float, default=BuildingConfig().score_weight,
                         help="building.score_weight (0: links chosen by their geometry alone)")  # fmt: skip
     parser.add_argument("--geometry", choices=typing.get_args(typing.get_type_hints(SimulationConfig)["geometry"]),
@@ -129,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seed {args.seed} is a training seed; held-out seeds are ≥ {VALIDATION_SEED_MIN}")
     building = BuildingConfig(method=args.building, min_hits=args.min_hits, max_overlap_mm=args.overlap_mm,
                               link_overlaps=args.link_overlaps, score_weight=args.score_weight,
-                              max_crossing_cost=args.max_crossing_cost, shared_hits=args.shared_hits)  # fmt: skip
+                              max_crossing_cost=args.max_crossing_cost, shared_hits=args.shared_hits,
+                              revive_chains=args.revive_chains,
+                              complete_by_overlaps=args.complete_by_overlaps)  # fmt: skip
     graph = GraphConfig(cuts=PairCuts(max_overlap_mm=args.overlap_mm, max_z0_mm=args.max_z0_mm,
                                       min_pt_gev=args.min_pt_gev), query_k=args.query_k)  # fmt: skip
     config = FindingConfig(model_dir=args.model_dir, building=building, gnn=GNNConfig(cut=args.gnn_cut),

@@ -13,6 +13,7 @@ from tracking_algs.finding.building import (
     _best_partner,
     _sorted_union,
     _with_crossing_chains,
+    _with_revived_chains,
     best_edges,
     component_labels,
 )
@@ -383,6 +384,42 @@ def test_by_fit_a_shared_hit_goes_to_the_better_link_of_the_chains_long_enough_t
     assert 7 not in by_length.get(2, []) + by_fit.get(2, [])
 
 
+def test_a_chain_dropped_with_the_rivals_for_its_hits_takes_them_back():
+    """Chain 0 (7 hits) loses hits 2, 4 and 6 to chains 1, 2 and 3, whose links fit better there, and keeps 4 <
+    min_hits; each of those loses two hits to one of the longer chains 4, 5 and 6 in the same way.  Chains 0 to 3 are
+    dropped and hits 0 to 6 lie on no candidate, until chain 0 is revived; chains 1 to 3 keep too few free hits."""
+    chain, hit, cost = _chains(
+        (0, list(range(7)), [1.0] * 7),
+        *((1 + k, [2 + 2 * k, 30 + 10 * k, 31 + 10 * k, 32 + 10 * k, 33 + 10 * k], [0.5] * 5) for k in range(3)),
+        *((4 + k, [30 + 10 * k, 31 + 10 * k, 60 + 10 * k, 61 + 10 * k, 62 + 10 * k, 63 + 10 * k], [0.1] * 6)
+          for k in range(3)),
+    )  # fmt: skip
+    won = _assign_hits(chain, hit, cost, n_chains=7, min_hits=5, by_fit=True)
+    assert np.count_nonzero(chain[won] == 0) < 5
+    revived = _with_revived_chains(chain, hit, cost, won, n_chains=7, min_hits=5)
+    winners = {int(c): sorted(hit[revived][chain[revived] == c].tolist()) for c in np.unique(chain[revived])}
+    assert winners[0] == list(range(7))
+    assert [winners[4 + k] for k in range(3)] == [[30 + 10 * k, 31 + 10 * k, *range(60 + 10 * k, 64 + 10 * k)]
+                                                  for k in range(3)]  # fmt: skip
+    assert all(len(winners.get(1 + k, [])) < 5 for k in range(3))
+    assert np.bincount(hit[revived]).max() == 1  # every hit on one chain at most
+
+
+def test_revived_chains_take_free_hits_most_free_hits_first_and_never_a_kept_chains():
+    """Nothing won but chain 3's hits 30 to 35: chain 0 (6 free hits) is revived before chain 1 (5), which shares two
+    of them and keeps 3 < min_hits; chain 2 (six hits, one of them chain 3's) takes its five free ones."""
+    chain, hit, cost = _chains(
+        (0, list(range(6)), [2.0] * 6),
+        (1, [4, 5, 10, 11, 12], [0.1] * 5),
+        (2, [20, 21, 22, 23, 24, 30], [1.0] * 6),
+        (3, list(range(30, 36)), [1.0] * 6),
+    )
+    won = np.flatnonzero(chain == 3)
+    revived = _with_revived_chains(chain, hit, cost, won, n_chains=4, min_hits=5)
+    winners = {int(c): sorted(hit[revived][chain[revived] == c].tolist()) for c in np.unique(chain[revived])}
+    assert winners == {0: list(range(6)), 2: [20, 21, 22, 23, 24], 3: list(range(30, 36))}
+
+
 # --- overlapping modules: two hits of one particle on one layer ----------------------------------------------------
 
 #: Radii of six barrel layers, and the layers (index) where the hand-made track crosses two overlapping modules
@@ -428,6 +465,24 @@ def test_triplets_keep_both_hits_of_overlapping_modules():
     assert TrackBuilding(BuildingConfig()).run(spacepoints, edges, scores).labels.tolist() == [0] * len(row)
     labels = TrackBuilding(BuildingConfig(max_overlap_mm=0.0)).run(spacepoints, edges, scores).labels
     assert not (labels[0] >= 0 and (labels == labels[0]).all())  # measured: no candidate at all
+
+
+def test_overlap_hits_complete_a_chain_one_hit_short_of_min_hits():
+    """The chain of the nine-hit track holds seven (the first and last layers' second hits join it as overlap hits):
+    at ``min_hits`` 8 it is dropped before they join, unless ``complete_by_overlaps``; two hits short (``min_hits``
+    9) it stays dropped."""
+    spacepoints, row = _overlap_track()
+    order = sorted(row, key=lambda key: (key[0], key[1]))
+    edges = np.array([[row[a] for a in order[:-1]], [row[b] for b in order[1:]]])
+    scores = np.full(edges.shape[1], 0.9)
+
+    def labels(min_hits: int, complete: bool) -> list[int]:
+        config = BuildingConfig(link_overlaps=True, min_hits=min_hits, complete_by_overlaps=complete)
+        return TrackBuilding(config).run(spacepoints, edges, scores).labels.tolist()
+
+    assert labels(8, complete=False) == [-1] * len(row)
+    assert labels(8, complete=True) == [0] * len(row)
+    assert labels(9, complete=True) == [-1] * len(row)
 
 
 def test_overlap_hits_added_to_a_candidate_keep_one_hit_per_module():

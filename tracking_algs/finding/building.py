@@ -6,13 +6,15 @@ Three methods (``[finding.building] method``):
   polar direction and the transverse curvature must agree along the three hits, within widths that allow for
   resolution and multiple scattering — keeping a link only when each edge is the other's best partner; the chains
   of linked edges are the tracks (a hit in two chains goes to the longer, or with ``shared_hits = "best_fit"`` of
-  two chains long enough to keep to the one whose links fit it better).  Inside a dense jet the GNN scores
+  two chains long enough to keep to the one whose links fit it better; with ``revive_chains`` a chain dropped there
+  takes back the hits no kept chain holds).  Inside a dense jet the GNN scores
   edges to jet-mates as high as true ones; the triplet geometry tells them apart.  Edges between two hits of one
   layer (a particle crossing two overlapping modules leaves both, a and a') take no links: hits millimetres apart
   measure no direction.  With ``link_overlaps``, an edge z → a links to an edge a' → b as if they shared a hit
   (:func:`overlap_triplets`), so the chain holds both hits; and a hit left out that such an edge joins to a
   candidate's hit is added to that candidate when it continues the track in the partner's direction
-  (:func:`_with_overlap_hits`: the overlap on a track's first or last layer, which no link reaches).  Two chains of
+  (:func:`_with_overlap_hits`: the overlap on a track's first or last layer, which no link reaches; with
+  ``complete_by_overlaps`` to the chains one hit short of ``min_hits`` too).  Two chains of
   one particle that cross (parallel paths through overlapping modules) are joined where the shorter would otherwise
   give up its hits (:func:`_with_crossing_chains`).
 * ``walkthrough``: keep an edge only if it is the best-scoring edge leaving its inner hit and arriving at its
@@ -197,6 +199,8 @@ def triplet_labels(
     score_weight: float = 0.0,
     crossing_cost: float = 0.0,
     shared_hits_by_fit: bool = False,
+    revive_chains: bool = False,
+    complete_by_overlaps: bool = False,
 ) -> np.ndarray:
     """Track label per spacepoint [N] (-1: none) from chains of mutually best triplet links (see the module doc);
     with ``bridge_cost`` > 0, chains are joined across a missing edge (:func:`_bridged`; also from one module to an
@@ -210,6 +214,10 @@ def triplet_labels(
     With ``crossing_cost`` > 0, a chain too short to keep gives its free hits to a kept chain that it crosses and
     continues (:func:`_with_crossing_chains`).  With ``shared_hits_by_fit``, a hit claimed by several chains of at
     least ``min_hits`` hits goes to the one whose links fit best there, not to the longest (:func:`_assign_hits`).
+    With ``revive_chains``, a chain dropped there whose hits no kept chain holds takes them back
+    (:func:`_with_revived_chains`).  With ``complete_by_overlaps``, the hits of overlapping modules are added to the
+    chains one hit short of ``min_hits`` as well, before the cut (a particle with five hits, two of them on one layer,
+    whose chain holds four).
     """
     overlap = _overlapping(spacepoints, edges, overlap_mm)
     overlaps, edges = edges[:, overlap], edges[:, ~overlap]
@@ -252,19 +260,22 @@ def triplet_labels(
     best_cost = np.minimum.reduceat(np.tile(link_cost, 4)[by_key], starts) if len(keys) else link_cost
     owner, hit = np.divmod(keys[starts], n_nodes)
     chosen = _assign_hits(owner, hit, best_cost, n_edges, min_hits, shared_hits_by_fit)
+    if revive_chains:
+        chosen = _with_revived_chains(owner, hit, best_cost, chosen, n_edges, min_hits)
     labels = np.full(n_nodes, -1, dtype=np.int64)
     labels[hit[chosen]] = owner[chosen]
     if crossing_cost > 0:
         links = (edges, np.unique(np.concatenate((first, second))), chain)
         labels = _with_crossing_chains(spacepoints, labels, (owner, hit, best_cost), links, min_hits, overlap_mm,
                                        crossing_cost)  # fmt: skip
-    labels = _numbered(labels, min_hits)
+    # the chains one hit short of min_hits take part with complete_by_overlaps: an overlap hit can complete them
+    labels = _numbered(labels, min_hits - 1 if complete_by_overlaps else min_hits)
     for _ in range(OVERLAP_PASSES):  # a hit added in one pass can bring in its own overlap partner in the next
         added = _with_overlap_hits(spacepoints, labels, edges, overlaps, ATTACH_COST)
         if (added == labels).all():
             break
         labels = added
-    return labels
+    return _numbered(labels, min_hits)
 
 
 def _with_crossing_chains(
@@ -541,6 +552,52 @@ def _assign_hits(
     return by_cost[won]
 
 
+def _with_revived_chains(
+    chain: np.ndarray, hit: np.ndarray, cost: np.ndarray, won: np.ndarray, n_chains: int, min_hits: int
+) -> np.ndarray:
+    """``won`` (the indices of the (``chain``, ``hit``) pairs that won their hit, :func:`_assign_hits`) with the
+    chains that were dropped there (fewer than ``min_hits`` hits won) revived where at least ``min_hits`` of their
+    hits are held by no kept chain.
+
+    The assignment decides every shared hit at once, so a chain can lose a hit or two to each of several others,
+    fall under ``min_hits`` and give up the rest, while those others lose theirs in the same way: the hits then lie
+    on no candidate.  (A particle with a few more hits than ``min_hits`` whose chain runs through a dense region,
+    losing hits to pieces of other particles' tracks, is lost whole.)  The dropped chains with at least ``min_hits``
+    such free hits take them one chain after another, the chain with most free hits first (of equals, the lower
+    mean link cost at those hits, then the lower chain number); a chain whose free hits, less those taken before it,
+    fall under ``min_hits`` stays dropped.  The same order is reached in rounds: each round revives every chain that
+    no better-placed chain still in the running shares a hit with.  The fit decides which revived chains are
+    tracks."""
+    won_size = np.bincount(chain[won], minlength=n_chains)
+    kept = won_size >= min_hits
+    held = np.zeros(int(hit.max(initial=-1)) + 1, dtype=bool)
+    held[hit[won[kept[chain[won]]]]] = True
+    pairs = np.flatnonzero(~kept[chain] & ~held[hit])  # the dropped chains' claims on free hits
+    free = np.bincount(chain[pairs], minlength=n_chains)
+    mean_cost = np.bincount(chain[pairs], weights=cost[pairs], minlength=n_chains) / np.maximum(free, 1)
+    running = np.flatnonzero(free >= min_hits)
+    if not len(running):
+        return won
+    place = np.full(n_chains, n_chains)  # n_chains: out of the running
+    place[running[np.lexsort((running, mean_cost[running], -free[running]))]] = np.arange(len(running))
+    pairs = pairs[place[chain[pairs]] < n_chains]
+    revived = []
+    while len(pairs):
+        best = np.full(len(held), n_chains)
+        np.minimum.at(best, hit[pairs], place[chain[pairs]])
+        waiting = np.zeros(n_chains, dtype=bool)
+        waiting[chain[pairs[best[hit[pairs]] < place[chain[pairs]]]]] = True
+        taken = pairs[~waiting[chain[pairs]]]
+        held[hit[taken]] = True
+        revived.append(taken)
+        pairs = pairs[~held[hit[pairs]]]
+        pairs = pairs[np.bincount(chain[pairs], minlength=n_chains)[chain[pairs]] >= min_hits]
+    revived_pairs = np.concatenate(revived)
+    on_revived = np.zeros(len(held), dtype=bool)
+    on_revived[hit[revived_pairs]] = True
+    return np.concatenate((won[~on_revived[hit[won]]], revived_pairs))
+
+
 def _best_partner(
     key: np.ndarray, partner: np.ndarray, cost: np.ndarray, size: int, grouped: bool = False
 ) -> np.ndarray:
@@ -572,7 +629,8 @@ class TrackBuilding:
             labels = triplet_labels(spacepoints, edges, config.max_triplet_cost, config.min_hits, bridge_cost,
                                     config.max_bypass_cost, config.max_overlap_mm, config.link_overlaps, scores,
                                     config.score_weight, config.max_crossing_cost,
-                                    config.shared_hits == "best_fit")  # fmt: skip
+                                    config.shared_hits == "best_fit", config.revive_chains,
+                                    config.complete_by_overlaps)  # fmt: skip
             return TrackCandidates(labels=labels)
         if config.method == "walkthrough":
             edges = edges[:, best_edges(edges, scores)]

@@ -94,7 +94,12 @@ class BuildingConfig:
     ``shared_hits`` (``triplets``) says which chain wins a hit several chains claim: ``"longest"`` (the default;
     of equal lengths the one whose links fit best there) or ``"best_fit"`` (of the chains of at least ``min_hits``
     hits, whatever their lengths, the one whose links fit best there; a shorter chain loses to them, and among such
-    chains the longest wins). The measured effect of each: docs/physics.md."""
+    chains the longest wins). With ``revive_chains`` (``triplets``), a chain that the assignment of shared hits drops
+    (it won fewer than ``min_hits``) takes back the hits no kept chain holds, where at least ``min_hits`` are free
+    (chains whose rivals for their hits were dropped as well; the chains with most free hits first). With
+    ``complete_by_overlaps`` (``triplets``, with ``max_overlap_mm`` > 0), the hits of overlapping modules join the
+    chains one hit short of ``min_hits`` too, before the cut, not only the candidates kept (a particle of five
+    hits, two on one layer, whose chain holds the other four). The measured effect of each: docs/physics.md."""
 
     method: Literal["triplets", "walkthrough", "components"] = "triplets"
     min_hits: int = attrs.field(default=5, validator=v.ge(1))
@@ -107,6 +112,8 @@ class BuildingConfig:
     score_weight: float = attrs.field(default=0.0, validator=v.ge(0.0))
     max_crossing_cost: float = attrs.field(default=1.0, validator=v.ge(0.0))
     shared_hits: Literal["longest", "best_fit"] = "longest"
+    revive_chains: bool = False
+    complete_by_overlaps: bool = False
 
 
 @attrs.frozen(kw_only=True)
