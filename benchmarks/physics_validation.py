@@ -10,8 +10,8 @@ before the building, the building).
     .venv/bin/python benchmarks/physics_validation.py [--model-dir DIR] [--events 3] [--pileups 0 20 200]
         [--geometry cylinders|modules] [--field uniform|solenoid] [--filter-cut C] [--gnn-cut C] [--overlap-mm MM]
         [--max-z0-mm MM] [--link-overlaps] [--energy-loss] [--score-weight W] [--max-crossing-cost C]
-        [--shared-hits best_fit] [--max-trimmed-hits N] [--max-outlier-refits N] [--min-pvalue P] [--query-k K]
-        [--merge-split]
+        [--shared-hits best_fit] [--revive-chains] [--complete-by-overlaps] [--max-trimmed-hits N]
+        [--min-trimmed-hits N] [--max-outlier-refits N] [--min-pvalue P] [--query-k K] [--merge-split]
 
 ``--geometry modules`` simulates the held-out events on the TrackML module layout (overlapping modules, TrackML
 noise, secondaries) and fits on the module planes; ``--field solenoid`` simulates and fits in the solenoid
@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-hits", type=int, default=BuildingConfig().min_hits, help="shortest candidate kept")
     parser.add_argument("--max-trimmed-hits", type=int, default=KalmanConfig().max_trimmed_hits,
                         help="fitting.kalman.max_trimmed_hits: hits a failed fit gives up at either end")  # fmt: skip
+    parser.add_argument("--min-trimmed-hits", type=int, default=KalmanConfig().min_trimmed_hits,
+                        help="fitting.kalman.min_trimmed_hits: fewest hits a trimmed variant keeps")  # fmt: skip
     parser.add_argument("--max-outlier-refits", type=int, default=KalmanConfig().max_outlier_refits,
                         help="fitting.kalman.max_outlier_refits: outliers a fit removes one by one")  # fmt: skip
     parser.add_argument("--merge-split", action="store_true",
@@ -141,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     results, rows = {}, []
     modules = trackml_modules() if args.geometry == "modules" else None
     field = FieldConfig(kind=args.field).build(trackml_detector().bfield_t)
-    fit_config = KalmanConfig(
-        energy_loss=args.energy_loss, max_trimmed_hits=args.max_trimmed_hits, max_outlier_refits=args.max_outlier_refits
-    )
+    fit_config = KalmanConfig(energy_loss=args.energy_loss, max_trimmed_hits=args.max_trimmed_hits,
+                              min_trimmed_hits=args.min_trimmed_hits,
+                              max_outlier_refits=args.max_outlier_refits)  # fmt: skip
     fitter = None if args.no_fit else KalmanFitter(trackml_detector(), fit_config, modules=modules, field=field)
     with local_finder(config, fitter) as finder:
         for pileup in args.pileups:
