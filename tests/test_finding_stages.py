@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
@@ -403,6 +405,77 @@ def test_a_chain_dropped_with_the_rivals_for_its_hits_takes_them_back():
                                                   for k in range(3)]  # fmt: skip
     assert all(len(winners.get(1 + k, [])) < 5 for k in range(3))
     assert np.bincount(hit[revived]).max() == 1  # every hit on one chain at most
+
+
+#: Radii of eight barrel layers for the hand-made tracks of the cascade below
+CASCADE_RADII = np.array([32.0, 72.0, 116.0, 172.0, 260.0, 360.0, 500.0, 650.0])
+
+
+def _cascade(off_phi: float = 5e-4) -> tuple[Spacepoints, np.ndarray, list[int], list[list[int]], list[list[int]]]:
+    """Hits and edges of a particle P that the assignment of shared hits loses whole, with the rows of P, of its
+    rivals R and of theirs Q.  P is straight, from the origin across layers 0–6, its hits on layers 2, 3 and 4
+    ``off_phi`` off its line (+, −, +; as multiple scattering puts them), so that its links there cost about 1.
+    Through each of those hits runs a rival R (5 hits, a helix of curvature 1e-3 /mm from the origin), which fits
+    the hit exactly and wins it; R's first hit lies ``off_phi`` off its helix and exactly on a third track Q
+    (6 hits, curvature −1e-3 /mm), which wins it.  P keeps 4 of its 7 hits and R 4 of 5: all are dropped."""
+    points: list[tuple[float, float]] = []
+    edges: list[tuple[int, int]] = []
+
+    def track(radius: np.ndarray, phi: np.ndarray, shared: dict[int, int]) -> list[int]:
+        rows = []
+        for k, (r, angle) in enumerate(zip(radius, phi, strict=True)):
+            if k not in shared:
+                shared[k] = len(points)
+                points.append((r, angle))
+            rows.append(shared[k])
+        edges.extend(itertools.pairwise(rows))
+        return rows
+
+    def helix(curvature: float, r0: float, phi0: float, layers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        radius = CASCADE_RADII[layers]
+        return radius, phi0 - np.arcsin(curvature * r0 / 2) + np.arcsin(curvature * radius / 2)
+
+    p_phi = np.zeros(7)
+    p_phi[[2, 3, 4]] = [off_phi, -off_phi, off_phi]
+    p_rows = track(CASCADE_RADII[:7], p_phi, {})
+    rivals, thirds = [], []
+    for layer in (2, 3, 4):
+        radius, phi = helix(1e-3, CASCADE_RADII[layer], p_phi[layer], np.arange(layer - 2, layer + 3))
+        phi[0] += off_phi
+        rivals.append(track(radius, phi, {2: p_rows[layer]}))
+        radius, phi = helix(-1e-3, radius[0], phi[0], np.arange(layer - 2, layer + 4))
+        thirds.append(track(radius, phi, {0: rivals[-1][0]}))
+    r, phi = np.array(points).T
+    n = len(points)
+    layer_id = 2 * (np.searchsorted(CASCADE_RADII, r) + 1)
+    spacepoints = Spacepoints(hit_id=np.arange(1, n + 1), x=r * np.cos(phi), y=r * np.sin(phi), z=r * np.sinh(0.3),
+                              volume_id=np.full(n, 8), layer_id=layer_id, module_id=np.arange(n),
+                              sigma=np.full((n, 2), 0.01))  # fmt: skip
+    return spacepoints, np.array(edges).T, p_rows, rivals, thirds
+
+
+def test_revive_chains_builds_a_particle_whose_hits_the_assignment_leaves_on_no_candidate():
+    """The cascade of :func:`_cascade` through the whole building (shared hits to the best fit): without
+    ``revive_chains`` none of P's 7 hits is on a candidate; with it P is one candidate of all 7, and the Q tracks
+    keep theirs."""
+    spacepoints, edges, p_rows, rivals, thirds = _cascade()
+    scores = np.full(edges.shape[1], 0.9)
+
+    def labels(revive: bool) -> np.ndarray:
+        config = BuildingConfig(shared_hits="best_fit", revive_chains=revive)
+        return TrackBuilding(config).run(spacepoints, edges, scores).labels
+
+    plain, revived = labels(False), labels(True)
+    assert (plain[p_rows] == -1).all()
+    assert revived[p_rows[0]] >= 0
+    assert (revived[p_rows] == revived[p_rows[0]]).all()
+    for rows in thirds:
+        assert plain[rows[0]] >= 0
+        assert (plain[rows] == plain[rows[0]]).all()
+        assert revived[rows[0]] >= 0
+        assert (revived[rows] == revived[rows[0]]).all()
+    for rows in rivals:  # their own hits, neither P's nor Q's, stay on no candidate
+        assert (revived[[rows[1], rows[3], rows[4]]] == -1).all()
 
 
 def test_revived_chains_take_free_hits_most_free_hits_first_and_never_a_kept_chains():
