@@ -314,9 +314,14 @@ def test_triplets_drop_chains_shorter_than_min_hits():
     )
 
 
-@pytest.mark.parametrize("method", ["triplets", "walkthrough", "components"])
-def test_every_building_copes_with_no_edges_and_no_hits(method):
-    building = TrackBuilding(BuildingConfig(method=method, min_hits=3))
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [("triplets", {}), ("triplets", {"shared_hits": "best_fit", "revive_chains": True, "complete_by_overlaps": True,
+                                     "link_overlaps": True}),
+     ("walkthrough", {}), ("components", {})],
+)  # fmt: skip
+def test_every_building_copes_with_no_edges_and_no_hits(method, options):
+    building = TrackBuilding(BuildingConfig(method=method, min_hits=3, **options))
     no_edges, no_scores = np.zeros((2, 0), dtype=np.int64), np.zeros(0, dtype=np.float32)
     five = _spacepoints(np.column_stack((np.arange(5.0) * 40.0 + 32.0, np.zeros(5), np.zeros(5))))
     assert building.run(five, no_edges, no_scores).labels.tolist() == [-1] * 5
