@@ -348,9 +348,14 @@ def _chains(*members: tuple[int, list[int], list[float]]) -> tuple[np.ndarray, n
     return chain, hit, cost
 
 
+def _hits_by_chain(chain: np.ndarray, hit: np.ndarray, won: np.ndarray) -> dict[int, list[int]]:
+    """The hits of the (``chain``, ``hit``) pairs ``won``, per chain."""
+    return {int(c): sorted(hit[won][chain[won] == c].tolist()) for c in np.unique(chain[won])}
+
+
 def _winners(chain, hit, cost, min_hits=5, by_fit=False) -> dict[int, list[int]]:
     won = _assign_hits(chain, hit, cost, n_chains=int(chain.max()) + 1, min_hits=min_hits, by_fit=by_fit)
-    return {int(c): sorted(hit[won][chain[won] == c].tolist()) for c in np.unique(chain[won])}
+    return _hits_by_chain(chain, hit, won)
 
 
 def test_shared_hit_of_equal_chains_goes_to_the_better_link():
@@ -404,7 +409,7 @@ def test_a_chain_dropped_with_the_rivals_for_its_hits_takes_them_back():
     won = _assign_hits(chain, hit, cost, n_chains=7, min_hits=5, by_fit=True)
     assert np.count_nonzero(chain[won] == 0) < 5
     revived = _with_revived_chains(chain, hit, cost, won, n_chains=7, min_hits=5)
-    winners = {int(c): sorted(hit[revived][chain[revived] == c].tolist()) for c in np.unique(chain[revived])}
+    winners = _hits_by_chain(chain, hit, revived)
     assert winners[0] == list(range(7))
     assert [winners[4 + k] for k in range(3)] == [[30 + 10 * k, 31 + 10 * k, *range(60 + 10 * k, 64 + 10 * k)]
                                                   for k in range(3)]  # fmt: skip
@@ -494,7 +499,7 @@ def test_revived_chains_take_free_hits_most_free_hits_first_and_never_a_kept_cha
     )
     won = np.flatnonzero(chain == 3)
     revived = _with_revived_chains(chain, hit, cost, won, n_chains=4, min_hits=5)
-    winners = {int(c): sorted(hit[revived][chain[revived] == c].tolist()) for c in np.unique(chain[revived])}
+    winners = _hits_by_chain(chain, hit, revived)
     assert winners == {0: list(range(6)), 2: [20, 21, 22, 23, 24], 3: list(range(30, 36))}
 
 
