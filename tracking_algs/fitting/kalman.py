@@ -325,7 +325,8 @@ class KalmanFitter:
         # hit_index[t, j]: the j-th hit (in crossing order) of track t, as an index into `hits`; -1 on padding
         hit_index = np.where(valid, ordered[np.minimum(starts[:, None] + slot[None, :], len(ordered) - 1)], -1)
         kept = valid & ~removed[hit_index]
-        status, used, hit_chi2, fit = self._fit_once(hit_index, kept, hits)
+        fitted = self._filter_and_smooth(hit_index, kept, hits)
+        status, hit_chi2 = fitted.status.copy(), fitted.hit_chi2
         cut = np.where(np.isfinite(hits["variance"][hit_index, 1]), config.outlier_chi2_cut_2d,
                        config.outlier_chi2_cut_1d)  # fmt: skip
         ratio = np.where(kept, hit_chi2 / cut, 0.0)
@@ -341,15 +342,21 @@ class KalmanFitter:
         status[too_few] = FitStatus.TOO_FEW_HITS
         refit &= ~too_few
         done = ~refit
-        out.store(tracks[done], hit_index[done], kept[done], used[done], status[done],
-                  *(column[done] for column in fit))  # fmt: skip
+        # only the fits that stand and have not failed go on to the perigee (a refitted track's would be thrown
+        # away, a failed one's is not written)
+        going = np.flatnonzero(done & (status == FitStatus.OK))
+        params, cov = np.zeros((len(tracks), 5)), np.zeros((len(tracks), 5, 5))
+        if len(going):
+            status[going], params[going], cov[going] = self._perigee(fitted, going)
+        out.store(tracks[done], hit_index[done], kept[done], fitted.used[done], status[done], params[done],
+                  cov[done], fitted.chi2[done], fitted.ndf[done])  # fmt: skip
         removed[hit_index[refit, worst[refit]]] = True
         refits[tracks[refit]] += 1
         return tracks[refit]
 
-    def _fit_once(self, hit_index, kept, hits):
-        """One fit of each row's ``kept`` hits: ``(status, used [T, L] (in hit_index's layout), hit χ² [T, L],
-        (params, cov, chi2, ndf))``."""
+    def _filter_and_smooth(self, hit_index, kept, hits) -> _Filtered:
+        """Filter and smooth each row's ``kept`` hits once (twice for a track with a close pair of hits), up to
+        the smoothed state at the first hit (see :class:`_Filtered`)."""
         config = self.config
         n_tracks, length = kept.shape
         count = kept.sum(axis=1)
@@ -376,15 +383,7 @@ class KalmanFitter:
         )
         if close.any():
             forward, smoothed = self._second_pass(measurements, status, forward, smoothed, np.flatnonzero(close))
-        params, cov, reached = to_perigee(smoothed.first, smoothed.first_cov, measurements.kind[:, 0],
-                                          measurements.position[:, 0], measurements.planes(slice(None), 0),
-                                          hits["layer"][safe[:, 0]], self._material, self.field,
-                                          config)  # fmt: skip
         status = forward.status.copy()
-        status[(status == FitStatus.OK) & ~reached] = FitStatus.PROPAGATION_FAILED
-        diverged = ~finite_states(params, cov) | ~np.isfinite(forward.chi2)
-        diverged |= ~spans_chord(transverse_momentum(params), xyz[safe[:, 0]], xyz[safe[rows, last]], self.field)
-        status[(status == FitStatus.OK) & diverged] = FitStatus.DIVERGED
         status[(status == FitStatus.OK) & (forward.dims <= 5)] = FitStatus.TOO_FEW_HITS
 
         # map per-hit results back from the steps to the compact layout, and from there to hit_index's
@@ -393,7 +392,25 @@ class KalmanFitter:
         used = np.take_along_axis(processed, inverse, axis=1) & kept
         compact_chi2 = np.where(compact_valid, np.take_along_axis(smoothed.hit_chi2, hit_step, axis=1), 0.0)
         hit_chi2 = np.take_along_axis(compact_chi2, inverse, axis=1)
-        return status, used, hit_chi2, (params, cov, forward.chi2, forward.dims - 5)
+        return _Filtered(status=status, used=used, hit_chi2=hit_chi2, chi2=forward.chi2, ndf=forward.dims - 5,
+                         first=smoothed.first, first_cov=smoothed.first_cov, measurements=measurements,
+                         first_layer=hits["layer"][safe[:, 0]], first_xyz=xyz[safe[:, 0]],
+                         last_xyz=xyz[safe[rows, last]])  # fmt: skip
+
+    def _perigee(self, fitted: _Filtered, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(status, params, cov)`` at the perigee of the ``fitted`` tracks ``rows`` (fits that have not failed):
+        their smoothed state at the first hit taken through the material inside it to the perigee.  A track that
+        does not reach it fails (``PROPAGATION_FAILED``); one whose state there or whose χ² is not finite, or whose
+        helix is too tight to join its first and last hits, has diverged (``DIVERGED``)."""
+        steps = fitted.measurements
+        params, cov, reached = to_perigee(fitted.first[rows], fitted.first_cov[rows], steps.kind[rows, 0],
+                                          steps.position[rows, 0], steps.planes(rows, 0), fitted.first_layer[rows],
+                                          self._material, self.field, self.config)  # fmt: skip
+        diverged = ~finite_states(params, cov) | ~np.isfinite(fitted.chi2[rows])
+        diverged |= ~spans_chord(transverse_momentum(params), fitted.first_xyz[rows], fitted.last_xyz[rows],
+                                 self.field)  # fmt: skip
+        status = np.where(reached, np.where(diverged, FitStatus.DIVERGED, FitStatus.OK), FitStatus.PROPAGATION_FAILED)
+        return status, params, cov
 
     def _second_pass(
         self, measurements: Measurements, status: np.ndarray, forward: ForwardPass, smoothed: Smoothed, rows: np.ndarray
@@ -516,6 +533,27 @@ def _layer_crossings(layer: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Per track [T], the crossings of layers by its hits in crossing order (``layer`` [T, L] keys, where
     ``valid``, the valid ones first): runs of consecutive hits on one layer count once."""
     return valid[:, :1].sum(axis=1) + (valid[:, 1:] & (layer[:, 1:] != layer[:, :-1])).sum(axis=1)
+
+
+@attrs.frozen
+class _Filtered:
+    """One filter-and-smoother pass over T tracks, before the perigee: ``status`` [T] (OK, or why the fit failed
+    so far), per hit in the batch's layout [T, L] whether the filter ``used`` it and its ``hit_chi2`` against the
+    other hits, the filter's ``chi2`` and ``ndf`` [T]; and for the step to the perigee the smoothed state at the
+    first hit (``first`` [T, 5], ``first_cov`` [T, 5, 5]), the tracks' steps (``measurements``), the layer of the
+    first hit and the first and last hits' positions [T, 3]."""
+
+    status: np.ndarray
+    used: np.ndarray
+    hit_chi2: np.ndarray
+    chi2: np.ndarray
+    ndf: np.ndarray
+    first: np.ndarray
+    first_cov: np.ndarray
+    measurements: Measurements
+    first_layer: np.ndarray
+    first_xyz: np.ndarray
+    last_xyz: np.ndarray
 
 
 class _Output:
