@@ -171,6 +171,34 @@ def test_displaced_hit_is_flagged_and_the_fit_equals_the_fit_without_it(position
     assert (with_outlier.ndf[caught] == without.ndf[caught]).all()
 
 
+def test_a_fit_a_wrong_hit_makes_diverge_is_refitted_without_that_hit():
+    """A second hit 20 mm off its track (another particle's) sends the filter off course: without outlier refits
+    and trimming every fit ends DIVERGED at the perigee.  With them, the fit is refitted without that hit like any
+    fit with an outlier (the perigee comes only from the fits that stand), so the track keeps its first hit and
+    its fit is exactly the fit without the wrong one, not that of a variant trimmed of its first two hits."""
+    tracks = _clean_tracks(100, seed=4, pt=(1.0, 3.0))
+    sp = tracks.spacepoints
+    distance = sp.x**2 + sp.y**2 + sp.z**2
+    labels = tracks.candidates.labels
+    order = np.lexsort((distance, labels))  # each track's hits, nearest to the origin first
+    second = order[np.flatnonzero(np.diff(labels[order], prepend=-1)) + 1]
+    phi = np.arctan2(sp.y, sp.x)
+    shift = np.zeros(len(sp))
+    shift[second] = 20.0
+    displaced = Spacepoints(hit_id=sp.hit_id, x=sp.x - shift * np.sin(phi), y=sp.y + shift * np.cos(phi),
+                            z=sp.z, volume_id=sp.volume_id, layer_id=sp.layer_id, module_id=sp.module_id,
+                            sigma=sp.sigma)  # fmt: skip
+    first_fit = KalmanFitter(DETECTOR, KalmanConfig(max_outlier_refits=0, max_trimmed_hits=0))
+    assert (first_fit.fit(displaced, tracks.candidates).status == FitStatus.DIVERGED).all()
+    refitted = KalmanFitter(DETECTOR).fit(displaced, tracks.candidates)
+    assert refitted.ok.all()
+    assert (refitted.n_outliers == 1).all()
+    assert set(refitted.hit_rows[refitted.outlier]) == set(second)
+    without = KalmanFitter(DETECTOR).fit(*_drop(tracks, second))
+    np.testing.assert_allclose(refitted.params, without.params, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(refitted.chi2, without.chi2, rtol=1e-6, atol=1e-9)
+
+
 @pytest.mark.parametrize(("end", "shifts_mm"), [("first", (5.0, 5.0, 5.0)), ("last", (10.0, 20.0, 30.0))])
 def test_track_with_foreign_hits_at_one_end_is_trimmed_to_the_fit_without_them(end, shifts_mm):
     """Another particle's hits at one end of each track: the first three hits moved by 5 mm in r·phi and z, or the
