@@ -21,15 +21,12 @@ import attrs
 import numpy as np
 from scipy.spatial import cKDTree
 
-from inference_iface.cores import usable_cores
 from tracking_algs.event import Spacepoints
 from tracking_algs.fitting.helix import wrap_angle
 from tracking_algs.ranges import first_of_runs, ranks_within
 
 #: spacing (mm of path) of the points along a track's extrapolation around which free hits are looked for
 SAMPLE_MM = 20.0
-#: the fewest sample points per thread of the search for free hits around them (threads cost more on fewer)
-MIN_SAMPLES_PER_THREAD = 20_000
 #: the longest way inwards (mm of path) a track is followed to its point of closest approach
 MAX_INWARD_MM = 4000.0
 
@@ -93,14 +90,14 @@ def proposed_hits(
     # a sample farther than the search radius beyond the outermost offered hits (in r or in |z|) finds none
     usable_samples &= np.hypot(on_leg[:, 0], on_leg[:, 1]) <= spacepoints.r[offered].max() + radius
     usable_samples &= np.abs(on_leg[:, 2]) <= np.abs(z[offered]).max() + radius
-    tree = cKDTree(np.column_stack((x[offered], y[offered], z[offered])))
-    workers = usable_cores() if usable_samples.sum() >= 2 * MIN_SAMPLES_PER_THREAD else 1
-    near = tree.query_ball_point(on_leg[usable_samples], radius, workers=workers, return_sorted=False)
-    sizes = np.fromiter((len(found) for found in near), dtype=np.int64, count=len(near))
-    if not sizes.sum():
+    # every (sample, offered hit) pair within the radius, from the two point sets' trees in one traversal (as an
+    # array: a ball query per sample returns a Python list per sample, which costs more than the search)
+    hits = cKDTree(np.column_stack((x[offered], y[offered], z[offered])))
+    near = cKDTree(on_leg[usable_samples]).sparse_distance_matrix(hits, radius, output_type="ndarray")
+    if not len(near):
         return proposal
-    pair_leg = np.repeat(sample_leg[usable_samples], sizes)
-    pair_hit = offered[np.concatenate([np.asarray(found, dtype=np.int64) for found in near])]
+    pair_leg = sample_leg[usable_samples][near["i"]]
+    pair_hit = offered[near["j"]]
     pair = np.unique(pair_leg * len(labels) + pair_hit)
     pair_leg, pair_hit = pair // len(labels), pair % len(labels)
     keys = spacepoints.layer_key.astype(np.int64)
