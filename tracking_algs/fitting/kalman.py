@@ -19,9 +19,10 @@ same geometry, that of the beam pipe from the detector (:class:`~tracking_algs.f
 Outliers are judged on each hit's predicted χ² — the χ² of the hit against the prediction from *all other*
 hits of the track (the unbiased smoothed residual).  The worst hit above the cut is removed and the track is
 refitted from a new seed, up to ``max_outlier_refits`` times, so a track with one rejected hit gets exactly the
-fit of the track without that hit.  The step to the perigee comes after that decision, for the fits that stand: a
-fit that a wrong hit made diverge there is refitted without that hit like any other.  (Gating on the forward filter's prediction alone is not used: with three
-or four hits behind it, a prediction that is off by a legitimate 2-3 σ rejects every later hit.)
+fit of the track without that hit.  (Gating on the forward filter's prediction alone is not used: with three
+or four hits behind it, a prediction that is off by a legitimate 2-3 σ rejects every later hit.)  The step to the
+perigee comes after that decision, for the fits that stand: a fit that a wrong hit made diverge there is refitted
+without that hit like any other.
 
 A track whose fit failed, or whose p-value still fails afterwards, is refitted without its first hit, without its
 last, its first two, its last two, ... (up to ``max_trimmed_hits`` at either end), and takes the passing fit that
