@@ -17,6 +17,7 @@ from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting import FitStatus, KalmanConfig, KalmanFitter, TrackSelection
 from tracking_algs.geometry import HELIX_CONSTANT, Detector, Surface, trackml_detector
 from tracking_algs.performance.truth_perigee import truth_perigee
+from tracking_algs.ranges import first_of_runs
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 DETECTOR = trackml_detector()
@@ -128,6 +129,15 @@ def _drop(tracks, rows: np.ndarray):
     return tracks.spacepoints.take(keep), TrackCandidates(tracks.candidates.labels[keep])
 
 
+def _moved(sp: Spacepoints, rphi_mm: np.ndarray, z_mm: np.ndarray | float = 0.0) -> Spacepoints:
+    """``sp`` with each hit moved by ``rphi_mm`` [N] along r·phi (the transverse direction across its radius) and by
+    ``z_mm`` along z."""
+    phi = np.arctan2(sp.y, sp.x)
+    return Spacepoints(hit_id=sp.hit_id, x=sp.x - rphi_mm * np.sin(phi), y=sp.y + rphi_mm * np.cos(phi),
+                       z=sp.z + z_mm, volume_id=sp.volume_id, layer_id=sp.layer_id, module_id=sp.module_id,
+                       sigma=sp.sigma)  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("position", "n_sigma"), [("first", 10.0), ("first", 100.0), ("middle", 10.0), ("middle", 100.0), ("last", 30.0)]
 )
@@ -151,12 +161,9 @@ def test_displaced_hit_is_flagged_and_the_fit_equals_the_fit_without_it(position
         rows = rows[np.argsort(distance[rows])]
         chosen.append(rows[{"first": 0, "middle": len(rows) // 2, "last": -1}[position]])
     chosen = np.array(chosen)
-    phi = np.arctan2(sp.y, sp.x)
     shift = np.zeros(len(sp))
     shift[chosen] = n_sigma * sp.sigma[chosen, 0]
-    displaced = Spacepoints(hit_id=sp.hit_id, x=sp.x - shift * np.sin(phi), y=sp.y + shift * np.cos(phi),
-                            z=sp.z, volume_id=sp.volume_id, layer_id=sp.layer_id, module_id=sp.module_id,
-                            sigma=sp.sigma)  # fmt: skip
+    displaced = _moved(sp, shift)
     with_outlier = fitter.fit(displaced, tracks.candidates)
     flagged = np.zeros(len(sp), dtype=bool)
     flagged[with_outlier.hit_rows[with_outlier.outlier]] = True
@@ -181,13 +188,10 @@ def test_a_fit_a_wrong_hit_makes_diverge_is_refitted_without_that_hit():
     distance = sp.x**2 + sp.y**2 + sp.z**2
     labels = tracks.candidates.labels
     order = np.lexsort((distance, labels))  # each track's hits, nearest to the origin first
-    second = order[np.flatnonzero(np.diff(labels[order], prepend=-1)) + 1]
-    phi = np.arctan2(sp.y, sp.x)
+    second = order[np.flatnonzero(first_of_runs(labels[order])) + 1]
     shift = np.zeros(len(sp))
     shift[second] = 20.0
-    displaced = Spacepoints(hit_id=sp.hit_id, x=sp.x - shift * np.sin(phi), y=sp.y + shift * np.cos(phi),
-                            z=sp.z, volume_id=sp.volume_id, layer_id=sp.layer_id, module_id=sp.module_id,
-                            sigma=sp.sigma)  # fmt: skip
+    displaced = _moved(sp, shift)
     first_fit = KalmanFitter(DETECTOR, KalmanConfig(max_outlier_refits=0, max_trimmed_hits=0))
     assert (first_fit.fit(displaced, tracks.candidates).status == FitStatus.DIVERGED).all()
     refitted = KalmanFitter(DETECTOR).fit(displaced, tracks.candidates)
@@ -213,12 +217,9 @@ def test_track_with_foreign_hits_at_one_end_is_trimmed_to_the_fit_without_them(e
     moved = np.concatenate(
         [rows[np.argsort(distance[rows])][ends] for rows in map(np.flatnonzero, labels == np.unique(labels)[:, None])]
     )
-    phi = np.arctan2(sp.y, sp.x)
     shift = np.zeros(len(sp))
     shift[moved] = np.tile(shifts_mm, len(moved) // 3)
-    foreign = Spacepoints(hit_id=sp.hit_id, x=sp.x - shift * np.sin(phi), y=sp.y + shift * np.cos(phi),
-                          z=sp.z + shift, volume_id=sp.volume_id, layer_id=sp.layer_id, module_id=sp.module_id,
-                          sigma=sp.sigma)  # fmt: skip
+    foreign = _moved(sp, shift, shift)
     untrimmed = KalmanFitter(DETECTOR, KalmanConfig(max_trimmed_hits=0)).fit(foreign, tracks.candidates)
     assert (untrimmed.ok & (untrimmed.pvalue >= 1e-3)).mean() < 0.05
     trimmed = KalmanFitter(DETECTOR).fit(foreign, tracks.candidates)
@@ -254,11 +255,8 @@ def test_trimmed_variants_too_short_to_be_written_are_not_fitted_and_no_written_
         keep = rng.integers(6, 11)
         dropped.extend(rows[keep:])
         moved.extend(rows[:3])
-    phi = np.arctan2(sp.y, sp.x)
     shift = np.where(np.isin(np.arange(len(sp)), moved), 5.0, 0.0)
-    foreign = Spacepoints(hit_id=sp.hit_id, x=sp.x - shift * np.sin(phi), y=sp.y + shift * np.cos(phi),
-                          z=sp.z + shift, volume_id=sp.volume_id, layer_id=sp.layer_id, module_id=sp.module_id,
-                          sigma=sp.sigma)  # fmt: skip
+    foreign = _moved(sp, shift, shift)
     keep = ~np.isin(np.arange(len(sp)), dropped)
     spacepoints, candidates = foreign.take(keep), TrackCandidates(labels[keep])
     every_variant = KalmanFitter(DETECTOR, KalmanConfig(min_trimmed_hits=3)).fit(spacepoints, candidates)
