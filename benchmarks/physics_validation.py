@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="fitting.selection.rescue_outliers on: rejected hits fitted as a track")  # fmt: skip
     parser.add_argument("--extend-tracks", action="store_true",
                         help="fitting.selection.extend_tracks on: free hits along a track join it")  # fmt: skip
+    parser.add_argument("--follow-tracks", action="store_true",
+                        help="fitting.selection.follow_tracks on: tracks followed beyond their ends")  # fmt: skip
+    parser.add_argument("--follow-chi2", type=float, default=TrackSelection().follow_chi2,
+                        help="fitting.selection.follow_chi2: the largest χ² of a hit taken when following")  # fmt: skip
     parser.add_argument("--join-pieces", action="store_true",
                         help="fitting.selection.join_pieces on: two pieces of one track joined")  # fmt: skip
     parser.add_argument("--extension-reach-mm", type=float, default=TrackSelection().extension_reach_mm,
@@ -157,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                 track_selection=TrackSelection(
                     merge_split=args.merge_split,
                     rescue_outliers=args.rescue_outliers,
+                    follow_tracks=args.follow_tracks,
+                    follow_chi2=args.follow_chi2,
                     extend_tracks=args.extend_tracks,
                     join_pieces=args.join_pieces,
                     extension_reach_mm=args.extension_reach_mm,

@@ -16,6 +16,7 @@ from tracking_algs.fitting import (
     KalmanConfig,
     KalmanFitter,
     TrackFitter,
+    follower,
     make_fitter,
     refitter,
 )
@@ -77,6 +78,12 @@ def test_the_kalman_fitter_refits_clean_tracks_with_one_outlier_refit_and_no_tri
 
     plain = Plain()
     assert refitter(plain) is plain
+    assert follower(plain, tracks.spacepoints) is None  # no followed_hits: the selection skips following
+    follow = follower(fitter, tracks.spacepoints)
+    assert follow is not None
+    proposal = follow(tracks.candidates, full, 9.0, 5.0, 50.0)
+    assert proposal.shape == (len(tracks.spacepoints),)
+    assert (proposal == -1).all()  # every hit is on a track: none free to follow onto
 
 
 @pytest.mark.parametrize(("hook", "message"), [

@@ -8,7 +8,7 @@ import pytest
 from tracking_algs.event import TrackCandidates
 from tracking_algs.fitting import KalmanFitter
 from tracking_algs.fitting.helix import SurfaceKind
-from tracking_algs.fitting.navigation import MaterialMap
+from tracking_algs.fitting.navigation import BEAM_PIPE_KEY, MaterialMap, layer_key
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.performance.truth_perigee import truth_perigee
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -27,6 +27,8 @@ def test_a_segment_between_two_barrels_crosses_the_layers_between_them_in_order(
                                            BARRELS[2].position, BARRELS[1].position]  # fmt: skip
     assert (crossings.kind == SurfaceKind.CYLINDER).all()
     assert crossings.x_over_x0.tolist() == [BARRELS[1].x_over_x0, BARRELS[2].x_over_x0] * 2
+    keys = [layer_key(s.volume_id, s.layer_id) for s in (BARRELS[1], BARRELS[2], BARRELS[2], BARRELS[1])]
+    assert crossings.key.tolist() == keys
 
 
 def test_a_segment_from_the_beam_line_crosses_the_beam_pipe_and_the_disks_inside_its_r_range():
@@ -36,6 +38,7 @@ def test_a_segment_from_the_beam_line_crosses_the_beam_pipe_and_the_disks_inside
     crossings = MaterialMap(DETECTOR).crossings([0.0], [0.0], [r_end], [last.position])
     assert crossings.kind[0] == SurfaceKind.CYLINDER
     assert crossings.position[0] == DETECTOR.beam_pipe.radius
+    assert crossings.key[0] == BEAM_PIPE_KEY
     crossed_disks = crossings.position[crossings.kind == SurfaceKind.DISK]
     expected = [s.position for s in disks[:2] if s.extent[0] <= r_end * s.position / last.position <= s.extent[1]]
     assert expected
@@ -49,6 +52,7 @@ def test_segments_along_a_layer_or_outside_every_extent_cross_nothing():
     crossings = MaterialMap(DETECTOR).crossings([barrel.position, 40.0], [0.0, outside],
                                                 [barrel.position, 60.0], [50.0, outside])  # fmt: skip
     assert len(crossings.segment) == 0
+    assert len(crossings.key) == 0
 
 
 @pytest.fixture(scope="module")

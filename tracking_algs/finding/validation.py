@@ -12,7 +12,7 @@ import numpy as np
 
 from tracking_algs.event import Event
 from tracking_algs.finding.finder import TrackFinder
-from tracking_algs.fitting.hook import refitter
+from tracking_algs.fitting.hook import follower, refitter
 from tracking_algs.fitting.results import fitted_pt
 from tracking_algs.fitting.selection import TrackSelection
 from tracking_algs.performance import MatchResult, ParticleSelection, edge_counts, match_tracks, truth_graph
@@ -63,7 +63,8 @@ def evaluate(
         kept = None
         if result.fit is not None and finder.fitter is not None:
             refit = functools.partial(refitter(finder.fitter).fit, event.spacepoints)
-            kept, kept_fit = track_selection.apply(result.candidates, result.fit, refit, event.spacepoints)
+            follow = follower(finder.fitter, event.spacepoints)
+            kept, kept_fit = track_selection.apply(result.candidates, result.fit, refit, event.spacepoints, follow)
         for pt in PT_THRESHOLDS:
             chosen = ParticleSelection(pt_min=pt, eta_max=selection.eta_max, min_hits=selection.min_hits)
             matches[pt].append(match_tracks(event, result.candidates, chosen))

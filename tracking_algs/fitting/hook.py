@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -24,7 +25,7 @@ from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.results import FitResults
-from tracking_algs.fitting.selection import TrackSelection
+from tracking_algs.fitting.selection import Follow, TrackSelection
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import MagneticField
 from tracking_algs.modules import ModuleGeometry
@@ -35,7 +36,9 @@ class TrackFitter(Protocol):
     """Anything that fits found track candidates.  A fitter that holds resources (worker processes, a
     connection) may also have a ``close()`` method: the finder that uses it calls it when it closes
     (:func:`close_fitter`); one with a cheaper way to refit tracks of clean hits may have a ``refitter()`` method
-    that returns the fitter for that (:func:`refitter`)."""
+    that returns the fitter for that (:func:`refitter`), and one that can follow its fitted tracks beyond their ends a
+    ``followed_hits(spacepoints, candidates, fit, chi2_cut, window_sigmas, max_window_mm)`` method
+    (:func:`follower`)."""
 
     def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
         """Fit every candidate track (``candidates.labels`` row-aligned with ``spacepoints``)."""
@@ -49,6 +52,14 @@ def refitter(fitter: TrackFitter) -> TrackFitter:
     fitter offers one (the built-in fitter's allows one outlier refit and no trimming), otherwise ``fitter``."""
     make = getattr(fitter, "refitter", None)
     return make() if callable(make) else fitter
+
+
+def follower(fitter: TrackFitter, spacepoints: Spacepoints) -> Follow | None:
+    """What follows the fitted tracks of the event of ``spacepoints`` beyond their ends (``[fitting.selection]
+    follow_tracks``): ``fitter.followed_hits`` on those spacepoints where the fitter has it (the built-in fitter),
+    otherwise None (the selection then skips the step)."""
+    follow = getattr(fitter, "followed_hits", None)
+    return functools.partial(follow, spacepoints) if callable(follow) else None
 
 
 def close_fitter(fitter: TrackFitter | None) -> None:

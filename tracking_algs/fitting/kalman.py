@@ -59,6 +59,7 @@ from tracking_algs.fitting.filtering import (
     smooth,
     to_perigee,
 )
+from tracking_algs.fitting.following import followed_hits
 from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, free_to_bound, spans_chord
 from tracking_algs.fitting.navigation import NO_LAYER, Crossings, MaterialMap, layer_key
 from tracking_algs.fitting.processes import FitWorkers, WorkerStopped
@@ -103,7 +104,8 @@ class KalmanFitter:
         self._position = np.array([s.position for s in surfaces], dtype=np.float64)
         self._x_over_x0 = np.array([s.x_over_x0 for s in surfaces], dtype=np.float64)
         material_effects = self.config.multiple_scattering or self.config.energy_loss
-        self._material = MaterialMap(detector, modules) if material_effects else None
+        self._layers = MaterialMap(detector, modules)
+        self._material = self._layers if material_effects else None
         self._workers: FitWorkers | None = None
         self._refitter: KalmanFitter | None = None
 
@@ -122,7 +124,7 @@ class KalmanFitter:
             except WorkerStopped:
                 self.close()  # the next event starts new workers
                 raise
-        hits = self._hit_table(spacepoints, rows)
+        hits = self.hit_table(spacepoints, rows)
         n_tracks = len(track_ids)
         counts = np.diff(offsets)
         track_of_hit = np.repeat(np.arange(n_tracks), counts)
@@ -139,6 +141,24 @@ class KalmanFitter:
                          self.config.min_hits)  # fmt: skip
         self._trim_failed(offsets, ordered, hits, out)
         return out.results(track_ids, offsets, rows)
+
+    def material_map(self) -> MaterialMap:
+        """The layers (and the beam pipe) of this fitter's geometry, as the navigation crosses them."""
+        return self._layers
+
+    def followed_hits(
+        self,
+        spacepoints: Spacepoints,
+        candidates: TrackCandidates,
+        fit: FitResults,
+        chi2_cut: float,
+        window_sigmas: float,
+        max_window_mm: float,
+    ) -> np.ndarray:
+        """The free hits found by following the fitted tracks ``fit`` of ``candidates`` beyond their ends, layer
+        by layer (:func:`~tracking_algs.fitting.following.followed_hits`): per spacepoint the track label it is
+        proposed to, or -1."""
+        return followed_hits(self, spacepoints, candidates.labels, fit, chi2_cut, window_sigmas, max_window_mm)
 
     def refitter(self) -> KalmanFitter:
         """The fitter for tracks whose hits earlier fits have cleaned already (the union of split pieces, less the
@@ -243,7 +263,7 @@ class KalmanFitter:
         chosen_slots = _track_hits(chosen, variant_offsets, np.arange(n_slots))
         out.outlier[ordered[slots[chosen_slots]]] = tried.outlier[chosen_slots]
 
-    def _hit_table(self, spacepoints: Spacepoints, rows: np.ndarray) -> dict[str, np.ndarray]:
+    def hit_table(self, spacepoints: Spacepoints, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Per-hit surface and measurement arrays for spacepoint ``rows``; bad input raises FittingError."""
         x, y, z = spacepoints.x[rows], spacepoints.y[rows], spacepoints.z[rows]
         if spacepoints.sigma.ndim != 2 or spacepoints.sigma.shape[1] != 2:

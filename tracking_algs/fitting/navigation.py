@@ -42,18 +42,21 @@ def layer_key(volume_id: np.ndarray | int, layer_id: np.ndarray | int) -> np.nda
 class Crossings:
     """C surface crossings of N segments, sorted by segment and then along it (from its start):
     ``segment`` [C] the segment index, ``rank`` [C] the crossing's number within its segment (0 first),
-    ``kind``/``position``/``x_over_x0`` [C] the crossed surface."""
+    ``kind``/``position``/``x_over_x0`` [C] the crossed surface and ``key`` [C] its :func:`layer_key`
+    (:data:`BEAM_PIPE_KEY` for the beam pipe)."""
 
     segment: np.ndarray
     rank: np.ndarray
     kind: np.ndarray
     position: np.ndarray
     x_over_x0: np.ndarray
+    key: np.ndarray
 
     @classmethod
     def none(cls) -> Crossings:
         """No crossings."""
-        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), np.empty(0))
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), np.empty(0),
+                   np.empty(0, np.int64))  # fmt: skip
 
     def take(self, mask: np.ndarray) -> Crossings:
         """The crossings where ``mask`` [C] holds (ranks kept as they are)."""
@@ -118,12 +121,14 @@ class MaterialMap:
         kind = np.repeat([SurfaceKind.CYLINDER, SurfaceKind.DISK], [len(cylinders[0]), len(disks[0])])
         position = np.concatenate((cylinders[2], disks[2]))
         x_over_x0 = np.concatenate((cylinders[3], disks[3]))
+        key = np.concatenate((cylinders[4], disks[4]))
         has_material = x_over_x0 > 0.0
         order = np.lexsort((along, segment))
         order = order[has_material[order]]
         segment = segment[order]
         first = np.searchsorted(segment, segment, side="left")
-        return Crossings(segment, np.arange(len(segment)) - first, kind[order], position[order], x_over_x0[order])
+        return Crossings(segment, np.arange(len(segment)) - first, kind[order], position[order], x_over_x0[order],
+                         key[order])  # fmt: skip
 
 
 def _module_layers(modules: ModuleGeometry) -> tuple[list[tuple], list[tuple]]:
@@ -146,7 +151,8 @@ def _module_layers(modules: ModuleGeometry) -> tuple[list[tuple], list[tuple]]:
 
 def _crossed(table: _SurfaceTable, u_start, v_start, u_end, v_end, end_layers):
     """Surfaces of ``table`` (at u = position, spanning v in extent) that the segments from (u, v) start to end
-    cross, other than their ``end_layers``: ``(segment, fraction along it, position, x_over_x0)`` per crossing."""
+    cross, other than their ``end_layers``: ``(segment, fraction along it, position, x_over_x0, key)`` per
+    crossing."""
     low = np.minimum(u_start, u_end) + END_TOLERANCE_MM
     high = np.maximum(u_start, u_end) - END_TOLERANCE_MM
     first = np.searchsorted(table.position, low, side="left")
@@ -157,10 +163,10 @@ def _crossed(table: _SurfaceTable, u_start, v_start, u_end, v_end, end_layers):
     along = (position - u_start[segment]) / (u_end[segment] - u_start[segment])
     v = v_start[segment] + along * (v_end[segment] - v_start[segment])
     inside = (v >= table.extent[surface, 0]) & (v <= table.extent[surface, 1])
+    key = table.key[surface]
     if end_layers is not None:
-        key = table.key[surface]
         inside &= (key != end_layers[0][segment]) & (key != end_layers[1][segment])
-    return segment[inside], along[inside], position[inside], table.x_over_x0[surface[inside]]
+    return segment[inside], along[inside], position[inside], table.x_over_x0[surface[inside]], key[inside]
 
 
 @attrs.frozen

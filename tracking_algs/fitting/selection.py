@@ -38,6 +38,10 @@ from tracking_algs.fitting.split_tracks import agreeing_pairs, redundant_pieces
 
 #: fits candidate tracks of the event being selected: the job's fitter on that event's spacepoints
 Refit = Callable[[TrackCandidates], FitResults]
+#: ``follow(tracks, fit, chi2_cut, window_sigmas, max_window_mm)``: per spacepoint of the event being selected, the
+#: label of the fitted track (of ``tracks``, fitted in ``fit``) that following it beyond its ends proposes the free
+#: hit to, or -1 (the built-in fitter's :meth:`~tracking_algs.fitting.kalman.KalmanFitter.followed_hits`)
+Follow = Callable[[TrackCandidates, FitResults, float, float, float], np.ndarray]
 
 #: the fewest hits of another track that a kept track's extension must run through for the two to be refitted as
 #: one (``join_pieces``, :meth:`TrackSelection._joined`)
@@ -60,7 +64,12 @@ class TrackSelection:
     cuts above, written as one under the smallest of their track ids.  With ``rescue_outliers`` the hits a passing
     track's fit rejected, where they are at least ``min_hits``, are refitted as one new track (ids above every
     candidate's, in the order of the tracks they came from) and move to it where that fit passes the cuts; this
-    comes first, so a rescued track can be merged too.  With ``extend_tracks`` the kept tracks are then extended
+    comes first, so a rescued track can be merged too.  With ``follow_tracks`` the kept tracks are then followed
+    beyond their ends, layer by layer, by ``follow`` in :meth:`apply`
+    (:mod:`~tracking_algs.fitting.following`: on each layer the best free hit within ``follow_window_sigmas`` of the
+    prediction, at most ``follow_max_window_mm``, whose χ² is below ``follow_chi2``) and take the hits found where
+    their refit passes and keeps them, as an extension does (:meth:`_grown`).  With ``extend_tracks`` the kept
+    tracks are then extended
     onto the free hits :func:`~tracking_algs.fitting.extension.proposed_hits` proposes to them within
     ``extension_reach_mm``, ``extension_circle_mm`` and ``extension_line_mm``, ``extension_rounds`` times over
     (:meth:`_extended`).  With ``join_pieces``, last, two kept tracks are refitted as one where one runs on through
@@ -74,6 +83,10 @@ class TrackSelection:
     max_split_chi2: float = attrs.field(default=20.52, validator=v.ge(0.0))
     merge_split: bool = False
     rescue_outliers: bool = False
+    follow_tracks: bool = False
+    follow_chi2: float = attrs.field(default=9.0, validator=v.gt(0.0))
+    follow_window_sigmas: float = attrs.field(default=5.0, validator=v.gt(0.0))
+    follow_max_window_mm: float = attrs.field(default=50.0, validator=v.gt(0.0))
     extend_tracks: bool = False
     extension_reach_mm: float = attrs.field(default=800.0, validator=v.gt(0.0))
     extension_circle_mm: float = attrs.field(default=3.0, validator=v.gt(0.0))
@@ -87,11 +100,13 @@ class TrackSelection:
         fit: FitResults,
         refit: Refit | None = None,
         spacepoints: Spacepoints | None = None,
+        follow: Follow | None = None,
     ) -> tuple[TrackCandidates, FitResults]:
         """The kept tracks (labels of dropped tracks and rejected hits set to -1) and their rows of ``fit``,
         hit columns regrouped to the kept hits; unchanged when not ``enabled``. ``refit`` fits candidate tracks of
-        the same event, for ``rescue_outliers``, ``merge_split``, ``extend_tracks`` and ``join_pieces`` (which are
-        skipped without it); the last two also need the event's ``spacepoints``."""
+        the same event, for ``rescue_outliers``, ``merge_split``, ``follow_tracks``, ``extend_tracks`` and
+        ``join_pieces`` (which are skipped without it); the last two also need the event's ``spacepoints``, and
+        ``follow_tracks`` needs ``follow`` (the fitter's, :func:`~tracking_algs.fitting.hook.follower`)."""
         if not self.enabled:
             return candidates, fit
         if self.rescue_outliers and refit is not None:
@@ -124,6 +139,11 @@ class TrackSelection:
             outlier=fit.outlier[staying],
         )
         kept_tracks = TrackCandidates(labels)
+        if self.follow_tracks and refit is not None and spacepoints is not None and follow is not None:
+            proposal = follow(kept_tracks, selected, self.follow_chi2, self.follow_window_sigmas,
+                              self.follow_max_window_mm)  # fmt: skip
+            grown = self._grown(labels, proposal, refit, spacepoints)
+            kept_tracks, selected = _with_grown(kept_tracks, selected, grown)
         if self.extend_tracks and refit is not None and spacepoints is not None:
             kept_tracks, selected = self._extended(kept_tracks, selected, refit, spacepoints)
         if self.join_pieces and refit is not None and spacepoints is not None:
@@ -144,11 +164,7 @@ class TrackSelection:
             grown = self._grown(labels, proposal, refit, spacepoints)
             if not len(grown):
                 break
-            joining = labels[grown.hit_rows] < 0
-            new_labels = labels.copy()
-            new_labels[grown.hit_rows[joining]] = grown.track_id[grown.track_of_hit()[joining]]
-            candidates = TrackCandidates(new_labels)
-            fit = combined([fit.tracks(~np.isin(fit.track_id, grown.track_id)), grown])
+            candidates, fit = _with_grown(candidates, fit, grown)
         return candidates, fit
 
     def _grown(self, labels: np.ndarray, proposal: np.ndarray, refit: Refit, spacepoints: Spacepoints) -> FitResults:
@@ -298,6 +314,18 @@ class TrackSelection:
         labels = candidates.labels.copy()
         labels[fit.hit_rows[moved]] = new_id[track_of_hit[moved]]
         return TrackCandidates(labels), combined([fit.without_hits(moved), rescued])
+
+
+def _with_grown(candidates: TrackCandidates, fit: FitResults, grown: FitResults) -> tuple[TrackCandidates, FitResults]:
+    """``candidates`` and ``fit`` with the tracks of ``grown`` (refits of some of them with free hits added) in
+    place of their own: the free hits they hold take their labels."""
+    if not len(grown):
+        return candidates, fit
+    labels = candidates.labels
+    joining = labels[grown.hit_rows] < 0
+    new_labels = labels.copy()
+    new_labels[grown.hit_rows[joining]] = grown.track_id[grown.track_of_hit()[joining]]
+    return TrackCandidates(new_labels), combined([fit.tracks(~np.isin(fit.track_id, grown.track_id)), grown])
 
 
 def _disjoint(pairs: np.ndarray, counts: np.ndarray) -> np.ndarray:

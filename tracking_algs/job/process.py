@@ -13,7 +13,7 @@ from tracking_algs.event import Event
 from tracking_algs.finding.finder import FindingResult, TrackFinder
 from tracking_algs.finding.model_dir import STAGES
 from tracking_algs.finding.served import ServedTrackFinder
-from tracking_algs.fitting.hook import refitter
+from tracking_algs.fitting.hook import follower, refitter
 from tracking_algs.fitting.results import COVARIANCE_NAMES, PARAMETER_NAMES, FitResults
 from tracking_algs.job.store import EventResult
 from tracking_algs.job_options import JobOptions
@@ -54,7 +54,8 @@ class EventProcessor:
             start = time.perf_counter()
             refit = functools.partial(refitter(fitter).fit, event.spacepoints)
             selection = self.options.fitting.selection
-            candidates, fit = selection.apply(found.candidates, found.fit, refit, event.spacepoints)
+            follow = follower(fitter, event.spacepoints)
+            candidates, fit = selection.apply(found.candidates, found.fit, refit, event.spacepoints, follow)
             timing = found.timing_ms | {"fitting": found.timing_ms["fitting"] + 1e3 * (time.perf_counter() - start)}
             kept = attrs.evolve(found, candidates=candidates, fit=fit, timing_ms=timing)
         edges = {stage: {"count": float(array.shape[1])} for stage, array in found.edges.items()}

@@ -1,0 +1,228 @@
+"""Free hits found by following kept tracks beyond their ends, layer by layer, with a Kalman filter.
+
+The track building can end a particle's chain early and leave the rest of its hits on no track; the piece it
+writes then holds fewer than half of the particle's hits and counts as a fake.  A piece of five or six hits fits
+with a wide error on its way beyond its ends (five endcap disks measure the radius to a third of a millimetre over a
+few centimetres), so fixed windows around its extrapolation (:mod:`~tracking_algs.fitting.extension`) either miss
+the particle's next hits or take other particles' hits.  Here each kept track's fitted state is followed across the
+layers beyond its first hit (inwards, from the outermost of them) and beyond its last hit (outwards): on each layer
+the free hits around the predicted crossing are judged by their χ² against the prediction, on each hit's own surface
+with the prediction's covariance; the best one below the cut updates the state, which then goes on through the
+layer's material to the next layer.  Each hit taken narrows the prediction for the next layer, as in a
+combinatorial Kalman filter, without its branching: a track takes at most one hit per layer, and a hit goes to one
+track.  The layers are those the straight line in (r, z) crosses
+(:class:`~tracking_algs.fitting.navigation.MaterialMap`): inwards from the first hit to the perigee's point on the
+beam line, outwards from the last hit along the track's polar direction.  The way inwards starts from the fitted
+perigee, taken out to the outermost layer inside the first hit; the way outwards from the perigee taken through the
+material of the track's own layers to its last hit.  What is found is proposed to the track, and its refit decides
+(:meth:`~tracking_algs.fitting.selection.TrackSelection.apply`, ``follow_tracks``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+import attrs
+import numpy as np
+from scipy.spatial import cKDTree
+
+from tracking_algs.event import Spacepoints
+from tracking_algs.fitting.filtering import gain_update
+from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, no_planes, propagate, wrap_angle
+from tracking_algs.fitting.navigation import BEAM_PIPE_KEY, NO_LAYER, Crossings, traverse
+from tracking_algs.fitting.results import FitResults
+from tracking_algs.fitting.scattering import path_in_x0, through_material
+from tracking_algs.fitting.stacked import transport_sandwich
+from tracking_algs.ranges import first_of_runs
+
+if TYPE_CHECKING:
+    from tracking_algs.fitting.kalman import KalmanFitter
+
+#: how far (mm) a module's centre may lie from its layer's nominal surface (5.6 mm in the TrackML layout, along the
+#: radius in the barrels and along z in the endcaps)
+LAYER_DEPTH_MM = 6.0
+#: added to the window across a track (mm): the track's curvature over the depth of a layer, and the modules' thickness
+CURVE_MARGIN_MM = 1.0
+#: how far (mm, straight in r and z) beyond its last hit a track is followed outwards
+OUTWARD_REACH_MM = 3000.0
+
+
+def followed_hits(
+    fitter: KalmanFitter,
+    spacepoints: Spacepoints,
+    labels: np.ndarray,
+    fit: FitResults,
+    chi2_cut: float,
+    window_sigmas: float,
+    max_window_mm: float,
+) -> np.ndarray:
+    """For each spacepoint [N], the track label (of ``labels``) that following the track from its fitted perigee
+    (``fit``, rows by ``track_id``; the tracks fitted OK) proposes the free hit (label −1) to, or −1 (see the module
+    docstring): on each layer the free hits of that layer within ``window_sigmas`` standard deviations of the
+    predicted crossing, plus the layer's depth (:data:`LAYER_DEPTH_MM`), at most ``max_window_mm``, are judged, and
+    the best one whose χ² is below ``chi2_cut`` is taken.  ``fitter`` gives the geometry, the field and the material
+    effects."""
+    proposal = np.full(len(labels), -1, dtype=np.int64)
+    free = np.flatnonzero(labels < 0)
+    on_track = np.flatnonzero(labels >= 0)
+    if not len(free) or not len(on_track) or not len(fit):
+        return proposal
+    # each fitted track's first and last hits (nearest the origin and farthest from it)
+    distance = spacepoints.distance
+    order = on_track[np.lexsort((distance[on_track], labels[on_track]))]
+    starts = first_of_runs(labels[order])
+    first, last = order[starts], order[np.r_[np.flatnonzero(starts)[1:] - 1, len(order) - 1]]
+    row = np.searchsorted(fit.track_id, labels[first])
+    fitted = row < len(fit)
+    fitted[fitted] = (fit.track_id[row[fitted]] == labels[first[fitted]]) & fit.ok[row[fitted]]
+    first, last, row = first[fitted], last[fitted], row[fitted]
+    if not len(row):
+        return proposal
+    follower = _Follower(fitter, spacepoints, free, chi2_cut, window_sigmas, max_window_mm)
+    material = fitter.material_map()
+    n = len(row)
+    no_layer = np.full(n, NO_LAYER)
+    start = _States.at_perigee(fit.params[row], fit.cov[row])
+    r, z = spacepoints.r, spacepoints.z
+    first_layer = fitter.hit_table(spacepoints, first)["layer"]
+    inwards = material.crossings(r[first], z[first], np.zeros(n), fit.params[row, 1], (first_layer, no_layer))
+    found = follower.follow(start, inwards.take(inwards.key != BEAM_PIPE_KEY), first_direction=1, direction=-1)
+    # outwards: through the material of the track's own layers, then on beyond its last hit along its polar direction
+    last_layer = fitter.hit_table(spacepoints, last)["layer"]
+    span = material.crossings(np.zeros(n), fit.params[row, 1], r[last], z[last], (no_layer, last_layer))
+    at_last = traverse(start.params, start.cov, start.kind, start.position, span, fitter.field, fitter.config, 1)
+    theta = fit.params[row, 3]
+    beyond = material.crossings(r[last], z[last], r[last] + OUTWARD_REACH_MM * np.sin(theta),
+                                z[last] + OUTWARD_REACH_MM * np.cos(theta), (last_layer, no_layer))  # fmt: skip
+    at_last_states = _States(*attrs.astuple(at_last, recurse=False))
+    found_out = follower.follow(at_last_states, beyond, first_direction=1, direction=1)
+    for hits_found in (found, found_out):
+        track, hit = hits_found
+        proposal[free[hit]] = fit.track_id[row[track]]
+    return proposal
+
+
+@attrs.define
+class _States:
+    """N bound states: ``params`` [N, 5], ``cov`` [N, 5, 5] on surfaces ``kind``, ``position`` [N] and ``plane``
+    [N, 4, 3]."""
+
+    params: np.ndarray
+    cov: np.ndarray
+    kind: np.ndarray
+    position: np.ndarray
+    plane: np.ndarray
+
+    @classmethod
+    def at_perigee(cls, params: np.ndarray, cov: np.ndarray) -> _States:
+        """States at the perigee."""
+        n = len(params)
+        return cls(params.copy(), cov.copy(), np.full(n, SurfaceKind.PERIGEE), np.zeros(n), no_planes(n))
+
+    def copy(self) -> _States:
+        """A copy that shares no array with these states."""
+        return _States(*(value.copy() for value in attrs.astuple(self, recurse=False)))
+
+
+class _Follower:
+    """Follows states through layer crossings, taking the best free hit of each layer (see the module docstring);
+    a hit goes to one track at most, over every :meth:`follow`."""
+
+    def __init__(self, fitter, spacepoints, free, chi2_cut, window_sigmas, max_window_mm) -> None:
+        self.fitter = fitter
+        self.hits = fitter.hit_table(spacepoints, free)
+        self.tree = cKDTree(self.hits["xyz"])
+        self.module = spacepoints.module_key[free]
+        self.taken = np.zeros(len(free), dtype=bool)
+        self.chi2_cut, self.window_sigmas, self.max_window_mm = chi2_cut, window_sigmas, max_window_mm
+
+    def follow(self, states: _States, crossings: Crossings, first_direction: int, direction: int):
+        """Take ``states`` through their ``crossings`` (``segment`` indexes the states) in rank order, the first
+        step ``first_direction`` (+1 forward along the track, −1 backward), the others ``direction``; returns
+        ``(track, hit)``: the states and the free hits (indices into the free hits) taken on the way.  On a layer
+        where a state takes a hit it may take a second one, on another module (two overlapping modules of the layer
+        crossed), judged against the state updated with the first."""
+        states = states.copy()
+        moved_yet = np.zeros(len(states.params), dtype=bool)
+        tracks, taken_hits = [], []
+        for rank in range(int(crossings.rank.max(initial=-1)) + 1):
+            at_rank = crossings.take(crossings.rank == rank)
+            rows = at_rank.segment
+            way = np.where(moved_yet[rows], direction, first_direction)
+            step = propagate(states.params[rows], states.kind[rows], states.position[rows], at_rank.kind,
+                             at_rank.position, self.fitter.field, way, plane_from=states.plane[rows],
+                             stepping=self.fitter.config.stepping)  # fmt: skip
+            rows, at_rank = rows[step.ok], at_rank.take(step.ok)
+            moved_yet[rows] = True
+            # the states that take no hit here stay on the layer's nominal surface
+            states.params[rows] = step.params[step.ok]
+            states.cov[rows] = transport_sandwich(step.jacobian[step.ok], states.cov[rows])
+            states.kind[rows], states.position[rows], states.plane[rows] = at_rank.kind, at_rank.position, 0.0
+            with_hit, first_hits = self._take_best_hits(states, rows, at_rank.key)
+            twins, twin_hits = self._take_best_hits(states, with_hit, at_rank.key[np.isin(rows, with_hit)],
+                                                    other_module_than=self.module[first_hits])  # fmt: skip
+            tracks += [with_hit, twins]
+            taken_hits += [first_hits, twin_hits]
+            params, cov = states.params[rows], states.cov[rows]
+            path = path_in_x0(params, states.kind[rows], at_rank.x_over_x0, states.plane[rows])
+            through_material(params, cov, path, self.fitter.config, direction=direction)
+            states.params[rows], states.cov[rows] = params, cov
+        if not tracks:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.concatenate(tracks), np.concatenate(taken_hits)
+
+    def _take_best_hits(
+        self, states: _States, rows: np.ndarray, layer: np.ndarray, other_module_than: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For ``states`` ``rows`` [M], each on (or near) layer ``layer`` [M]: the best free hit of that layer below
+        the χ² cut that no state has taken yet (on another module than ``other_module_than`` [M] where given), one
+        state per hit; the states that find one are updated with it, onto its surface, and the hit is taken.
+        Returns ``(rows, hits)`` of the states that took a hit (hits as indices into the free hits)."""
+        hits = self.hits
+        params, cov = states.params[rows], states.cov[rows]
+        kind, position, plane = states.kind[rows], states.position[rows], states.plane[rows]
+        free, to_free = bound_to_free(params, kind, position, plane)
+        spread = np.einsum("nij,njk,nik->n", to_free[:, :3], cov, to_free[:, :3])  # trace of the xyz covariance
+        across = self.window_sigmas * np.sqrt(np.maximum(spread, 0.0)) + CURVE_MARGIN_MM
+        # a hit lies on its module, up to LAYER_DEPTH_MM from the layer's nominal surface: along the track, that much
+        # over the cosine of the incidence angle
+        along = LAYER_DEPTH_MM * path_in_x0(params, kind, np.ones(len(rows)), plane) + across
+        near = self.tree.query_ball_point(free[:, :3], np.minimum(np.hypot(across, along), self.max_window_mm))
+        counts = np.fromiter((len(found) for found in near), dtype=np.int64, count=len(near))
+        state = np.repeat(np.arange(len(rows)), counts)
+        hit = np.fromiter(itertools.chain.from_iterable(near), dtype=np.int64, count=int(counts.sum()))
+        keep = (hits["layer"][hit] == layer[state]) & ~self.taken[hit]
+        # within the window across the track's straight line through the prediction, and along it
+        offset = hits["xyz"][hit] - free[state, :3]
+        heading = free[state, 3:6]
+        ahead = np.einsum("ni,ni->n", offset, heading)
+        aside = np.linalg.norm(offset - ahead[:, None] * heading, axis=1)
+        keep &= (aside <= np.minimum(across[state], self.max_window_mm)) & (np.abs(ahead) <= along[state])
+        if other_module_than is not None:
+            keep &= self.module[hit] != other_module_than[state]
+        state, hit = state[keep], hit[keep]
+        if not len(state):
+            return rows[:0], hit
+        planes = hits["plane"][hit] if "plane" in hits else None
+        step = propagate(params[state], kind[state], position[state], hits["kind"][hit], hits["position"][hit],
+                         self.fitter.field, plane_from=plane[state], plane_to=planes,
+                         stepping=self.fitter.config.stepping)  # fmt: skip
+        residual = hits["value"][hit] - step.params[:, :2]
+        residual[:, 0] = np.where(hits["kind"][hit] == SurfaceKind.PLANE, residual[:, 0], wrap_angle(residual[:, 0]))
+        update = gain_update(step.params, transport_sandwich(step.jacobian, cov[state]), residual,
+                             hits["variance"][hit])  # fmt: skip
+        pair = np.flatnonzero(step.ok & (update.chi2 < self.chi2_cut) & np.isfinite(update.chi2))
+        # the best hit per state, then the best state per hit
+        pair = pair[np.lexsort((update.chi2[pair], state[pair]))]
+        pair = pair[first_of_runs(state[pair])]
+        pair = pair[np.lexsort((update.chi2[pair], hit[pair]))]
+        pair = pair[first_of_runs(hit[pair])]
+        pair = pair[np.argsort(state[pair])]
+        took, hit = rows[state[pair]], hit[pair]
+        self.taken[hit] = True
+        states.params[took], states.cov[took] = update.params[pair], update.cov[pair]
+        states.kind[took], states.position[took] = hits["kind"][hit], hits["position"][hit]
+        if planes is not None:
+            states.plane[took] = planes[pair]
+        return took, hit
