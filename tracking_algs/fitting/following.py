@@ -56,17 +56,21 @@ def followed_hits(
     chi2_cut: float,
     window_sigmas: float,
     max_window_mm: float,
+    pool: np.ndarray | None = None,
 ) -> np.ndarray:
     """For each spacepoint [N], the track label (of ``labels``) that following the track from its fitted perigee
-    (``fit``, rows by ``track_id``; the tracks fitted OK) proposes the free hit (label −1) to, or −1 (see the module
-    docstring): on each layer the free hits of that layer within ``window_sigmas`` standard deviations of the
-    predicted crossing, plus the layer's depth (:data:`LAYER_DEPTH_MM`), at most ``max_window_mm``, are judged, and
-    the best one whose χ² is below ``chi2_cut`` is taken.  ``fitter`` gives the geometry, the field and the material
-    effects."""
+    (``fit``, rows by ``track_id``; the tracks fitted OK) proposes the hit to, or −1 (see the module docstring): the
+    free hits (label −1), or with ``pool`` [N] the hits it marks (never a track's own).  Without ``pool`` the hits of
+    the other tracks are judged as well, and a track whose best hit on a layer is another track's stops there: its
+    way on is that track's (a piece of a particle whose other hits another track holds would otherwise take other
+    particles' free hits around them).  On each layer the offered hits of that layer within ``window_sigmas``
+    standard deviations of the predicted crossing across the track and the layer's depth along it
+    (:data:`LAYER_DEPTH_MM`), at most ``max_window_mm`` away, are judged, and the best one whose χ² is below
+    ``chi2_cut`` is taken.  ``fitter`` gives the geometry, the field and the material effects."""
     proposal = np.full(len(labels), -1, dtype=np.int64)
-    free = np.flatnonzero(labels < 0)
+    offered = np.arange(len(labels)) if pool is None else np.flatnonzero(pool)
     on_track = np.flatnonzero(labels >= 0)
-    if not len(free) or not len(on_track) or not len(fit):
+    if not len(offered) or not len(on_track) or not len(fit):
         return proposal
     # each fitted track's first and last hits (nearest the origin and farthest from it)
     distance = spacepoints.distance
@@ -79,7 +83,8 @@ def followed_hits(
     first, last, row = first[fitted], last[fitted], row[fitted]
     if not len(row):
         return proposal
-    follower = _Follower(fitter, spacepoints, free, chi2_cut, window_sigmas, max_window_mm)
+    follower = _Follower(fitter, spacepoints, offered, labels[offered], fit.track_id[row], chi2_cut, window_sigmas,
+                         max_window_mm, stop_at_owned=pool is None)  # fmt: skip
     material = fitter.material_map()
     n = len(row)
     no_layer = np.full(n, NO_LAYER)
@@ -99,7 +104,7 @@ def followed_hits(
     found_out = follower.follow(at_last_states, beyond, first_direction=1, direction=1)
     for hits_found in (found, found_out):
         track, hit = hits_found
-        proposal[free[hit]] = fit.track_id[row[track]]
+        proposal[offered[hit]] = fit.track_id[row[track]]
     return proposal
 
 
@@ -126,28 +131,37 @@ class _States:
 
 
 class _Follower:
-    """Follows states through layer crossings, taking the best free hit of each layer (see the module docstring);
-    a hit goes to one track at most, over every :meth:`follow`."""
+    """Follows the states of the tracks ``track_label`` [M] through layer crossings, taking the best hit of each
+    layer among the spacepoints ``offered`` (those of track ``owner``, −1 for free hits; never a state's own track's;
+    see the module docstring); a hit goes to one state at most, over every :meth:`follow`.  With ``stop_at_owned`` a
+    state whose best hit is another track's takes it not and stops."""
 
-    def __init__(self, fitter, spacepoints, free, chi2_cut, window_sigmas, max_window_mm) -> None:
+    def __init__(
+        self, fitter, spacepoints, offered, owner, track_label, chi2_cut, window_sigmas, max_window_mm, stop_at_owned
+    ) -> None:
         self.fitter = fitter
-        self.hits = fitter.hit_table(spacepoints, free)
+        self.hits = fitter.hit_table(spacepoints, offered)
         self.tree = cKDTree(self.hits["xyz"])
-        self.module = spacepoints.module_key[free]
-        self.taken = np.zeros(len(free), dtype=bool)
+        self.module = spacepoints.module_key[offered]
+        self.owner, self.track_label = owner, track_label
+        self.taken = np.zeros(len(offered), dtype=bool)
+        self.stop_at_owned = stop_at_owned
+        self.stopped = np.zeros(len(track_label), dtype=bool)
         self.chi2_cut, self.window_sigmas, self.max_window_mm = chi2_cut, window_sigmas, max_window_mm
 
     def follow(self, states: _States, crossings: Crossings, first_direction: int, direction: int):
         """Take ``states`` through their ``crossings`` (``segment`` indexes the states) in rank order, the first
         step ``first_direction`` (+1 forward along the track, −1 backward), the others ``direction``; returns
-        ``(track, hit)``: the states and the free hits (indices into the free hits) taken on the way.  On a layer
+        ``(track, hit)``: the states and the hits (indices into the offered hits) taken on the way.  On a layer
         where a state takes a hit it may take a second one, on another module (two overlapping modules of the layer
         crossed), judged against the state updated with the first."""
         states = states.copy()
+        self.stopped[:] = False
         moved_yet = np.zeros(len(states.params), dtype=bool)
         tracks, taken_hits = [], []
         for rank in range(int(crossings.rank.max(initial=-1)) + 1):
             at_rank = crossings.take(crossings.rank == rank)
+            at_rank = at_rank.take(~self.stopped[at_rank.segment])
             rows = at_rank.segment
             way = np.where(moved_yet[rows], direction, first_direction)
             step = propagate(states.params[rows], states.kind[rows], states.position[rows], at_rank.kind,
@@ -175,27 +189,29 @@ class _Follower:
     def _take_best_hits(
         self, states: _States, rows: np.ndarray, layer: np.ndarray, other_module_than: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """For ``states`` ``rows`` [M], each on (or near) layer ``layer`` [M]: the best free hit of that layer below
+        """For ``states`` ``rows`` [M], each on (or near) layer ``layer`` [M]: the best offered hit of that layer below
         the χ² cut that no state has taken yet (on another module than ``other_module_than`` [M] where given), one
         state per hit; the states that find one are updated with it, onto its surface, and the hit is taken.
-        Returns ``(rows, hits)`` of the states that took a hit (hits as indices into the free hits)."""
+        Returns ``(rows, hits)`` of the states that took a hit (hits as indices into the offered hits)."""
         hits = self.hits
         params, cov = states.params[rows], states.cov[rows]
         kind, position, plane = states.kind[rows], states.position[rows], states.plane[rows]
-        free, to_free = bound_to_free(params, kind, position, plane)
+        predicted, to_free = bound_to_free(params, kind, position, plane)
         spread = np.einsum("nij,njk,nik->n", to_free[:, :3], cov, to_free[:, :3])  # trace of the xyz covariance
         across = self.window_sigmas * np.sqrt(np.maximum(spread, 0.0)) + CURVE_MARGIN_MM
         # a hit lies on its module, up to LAYER_DEPTH_MM from the layer's nominal surface: along the track, that much
         # over the cosine of the incidence angle
         along = LAYER_DEPTH_MM * path_in_x0(params, kind, np.ones(len(rows)), plane) + across
-        near = self.tree.query_ball_point(free[:, :3], np.minimum(np.hypot(across, along), self.max_window_mm))
+        near = self.tree.query_ball_point(predicted[:, :3], np.minimum(np.hypot(across, along), self.max_window_mm))
         counts = np.fromiter((len(found) for found in near), dtype=np.int64, count=len(near))
         state = np.repeat(np.arange(len(rows)), counts)
         hit = np.fromiter(itertools.chain.from_iterable(near), dtype=np.int64, count=int(counts.sum()))
-        keep = (hits["layer"][hit] == layer[state]) & ~self.taken[hit]
+        keep = (
+            (hits["layer"][hit] == layer[state]) & ~self.taken[hit] & (self.owner[hit] != self.track_label[rows[state]])
+        )
         # within the window across the track's straight line through the prediction, and along it
-        offset = hits["xyz"][hit] - free[state, :3]
-        heading = free[state, 3:6]
+        offset = hits["xyz"][hit] - predicted[state, :3]
+        heading = predicted[state, 3:6]
         ahead = np.einsum("ni,ni->n", offset, heading)
         aside = np.linalg.norm(offset - ahead[:, None] * heading, axis=1)
         keep &= (aside <= np.minimum(across[state], self.max_window_mm)) & (np.abs(ahead) <= along[state])
@@ -216,6 +232,10 @@ class _Follower:
         # the best hit per state, then the best state per hit
         pair = pair[np.lexsort((update.chi2[pair], state[pair]))]
         pair = pair[first_of_runs(state[pair])]
+        if self.stop_at_owned:
+            owned = self.owner[hit[pair]] >= 0
+            self.stopped[rows[state[pair[owned]]]] = True
+            pair = pair[~owned]
         pair = pair[np.lexsort((update.chi2[pair], hit[pair]))]
         pair = pair[first_of_runs(hit[pair])]
         pair = pair[np.argsort(state[pair])]

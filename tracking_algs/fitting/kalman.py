@@ -154,11 +154,12 @@ class KalmanFitter:
         chi2_cut: float,
         window_sigmas: float,
         max_window_mm: float,
+        pool: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The free hits found by following the fitted tracks ``fit`` of ``candidates`` beyond their ends, layer
-        by layer (:func:`~tracking_algs.fitting.following.followed_hits`): per spacepoint the track label it is
-        proposed to, or -1."""
-        return followed_hits(self, spacepoints, candidates.labels, fit, chi2_cut, window_sigmas, max_window_mm)
+        """The hits found by following the fitted tracks ``fit`` of ``candidates`` beyond their ends, layer by layer
+        (:func:`~tracking_algs.fitting.following.followed_hits`), among the free hits or those ``pool`` marks: per
+        spacepoint the track label it is proposed to, or -1."""
+        return followed_hits(self, spacepoints, candidates.labels, fit, chi2_cut, window_sigmas, max_window_mm, pool)
 
     def refitter(self) -> KalmanFitter:
         """The fitter for tracks whose hits earlier fits have cleaned already (the union of split pieces, less the

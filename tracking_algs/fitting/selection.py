@@ -38,14 +38,18 @@ from tracking_algs.fitting.split_tracks import agreeing_pairs, redundant_pieces
 
 #: fits candidate tracks of the event being selected: the job's fitter on that event's spacepoints
 Refit = Callable[[TrackCandidates], FitResults]
-#: ``follow(tracks, fit, chi2_cut, window_sigmas, max_window_mm)``: per spacepoint of the event being selected, the
-#: label of the fitted track (of ``tracks``, fitted in ``fit``) that following it beyond its ends proposes the free
-#: hit to, or -1 (the built-in fitter's :meth:`~tracking_algs.fitting.kalman.KalmanFitter.followed_hits`)
-Follow = Callable[[TrackCandidates, FitResults, float, float, float], np.ndarray]
+#: ``follow(tracks, fit, chi2_cut, window_sigmas, max_window_mm, pool)``: per spacepoint of the event being selected,
+#: the label of the fitted track (of ``tracks``, fitted in ``fit``) that following it beyond its ends proposes the
+#: hit to, or -1, among the free hits (``pool`` None) or the hits ``pool`` marks (the built-in fitter's
+#: :meth:`~tracking_algs.fitting.kalman.KalmanFitter.followed_hits`)
+Follow = Callable[[TrackCandidates, FitResults, float, float, float, np.ndarray | None], np.ndarray]
 
 #: the fewest hits of another track that a kept track's extension must run through for the two to be refitted as
 #: one (``join_pieces``, :meth:`TrackSelection._joined`)
 JOIN_MIN_HITS = 2
+#: the fewest hits of another kept track that following a track must take for it to take that track over
+#: (``follow_tracks``, :meth:`TrackSelection._taken_over`)
+TAKE_OVER_MIN_HITS = 2
 #: how far (mm of path) beyond its last hit a track is followed for ``join_pieces`` (a piece's other half starts
 #: near its end)
 JOIN_REACH_MM = 200.0
@@ -141,9 +145,10 @@ class TrackSelection:
         kept_tracks = TrackCandidates(labels)
         if self.follow_tracks and refit is not None and spacepoints is not None and follow is not None:
             proposal = follow(kept_tracks, selected, self.follow_chi2, self.follow_window_sigmas,
-                              self.follow_max_window_mm)  # fmt: skip
+                              self.follow_max_window_mm, None)  # fmt: skip
             grown = self._grown(labels, proposal, refit, spacepoints)
             kept_tracks, selected = _with_grown(kept_tracks, selected, grown)
+            kept_tracks, selected = self._taken_over(kept_tracks, selected, refit, follow)
         if self.extend_tracks and refit is not None and spacepoints is not None:
             kept_tracks, selected = self._extended(kept_tracks, selected, refit, spacepoints)
         if self.join_pieces and refit is not None and spacepoints is not None:
@@ -251,6 +256,49 @@ class TrackSelection:
         labels = joined.labels.copy()
         labels[joined_fit.hit_rows[rejected]] = -1
         return TrackCandidates(labels), joined_fit.without_hits(rejected)
+
+    def _taken_over(
+        self, candidates: TrackCandidates, fit: FitResults, refit: Refit, follow: Follow
+    ) -> tuple[TrackCandidates, FitResults]:
+        """``candidates`` and ``fit`` with the kept tracks that another one takes over: where following a track A
+        through the hits of the other kept tracks takes at least :data:`TAKE_OVER_MIN_HITS` hits of a track B, more
+        than it leaves B and so many that B keeps fewer than ``min_hits``, A is refitted with those hits; where that refit passes the cuts,
+        rejects none of A's own hits and keeps at least :data:`TAKE_OVER_MIN_HITS` of B's, the hits of B it keeps
+        join A and B is dropped (its other hits become free).  A track takes over one other at most, and is not
+        taken over itself."""
+        labels = candidates.labels
+        proposal = follow(candidates, fit, self.follow_chi2, self.follow_window_sigmas, self.follow_max_window_mm,
+                          labels >= 0)  # fmt: skip
+        through = proposal >= 0
+        if not through.any():
+            return candidates, fit
+        pairs, counts = np.unique(np.column_stack((proposal[through], labels[through])), axis=0, return_counts=True)
+        sizes = np.bincount(labels[labels >= 0])
+        left = sizes[pairs[:, 1]] - counts
+        over = (counts >= TAKE_OVER_MIN_HITS) & (left < counts) & (left < self.min_hits)
+        rows = _disjoint(np.searchsorted(fit.track_id, pairs[over]), counts[over])
+        if not len(rows):
+            return candidates, fit
+        taker, taken = fit.track_id[rows[:, 0]], fit.track_id[rows[:, 1]]
+        taken_by = np.full(len(sizes), -1)
+        taken_by[taken] = taker
+        moving = through & (taken_by[np.maximum(labels, 0)] == proposal) & (labels >= 0)
+        trial = np.where(np.isin(labels, taker), labels, -1)
+        trial[moving] = proposal[moving]
+        tried = refit(TrackCandidates(trial))
+        track_of_hit = tried.track_of_hit()
+        own = labels[tried.hit_rows] == tried.track_id[track_of_hit]
+        spoiled = np.bincount(track_of_hit[own & tried.outlier], minlength=len(tried)) > 0
+        kept_taken = np.bincount(track_of_hit[~own & ~tried.outlier], minlength=len(tried))
+        good = self._passing(tried)[3] & ~spoiled & (kept_taken >= TAKE_OVER_MIN_HITS)
+        if not good.any():
+            return candidates, fit
+        dropped = taken[np.isin(taker, tried.track_id[good])]
+        new_labels = labels.copy()
+        new_labels[np.isin(labels, dropped)] = -1
+        grown = tried.without_hits(~own & tried.outlier).tracks(good)
+        remaining = fit.tracks(~np.isin(fit.track_id, dropped))
+        return _with_grown(TrackCandidates(new_labels), remaining, grown)
 
     def _merged_groups(
         self,
