@@ -8,7 +8,8 @@ Samples:
   ``detectors.csv``, with ``configs/trackml.toml`` (the models trained on the module simulation, the solenoid, the
   fit shared out over worker processes, split tracks merged, failed fits trimmed by up to 5 hits at either end),
   again with the links chosen by their geometry alone (``finding.building.score_weight = 0``), with split tracks
-  left unmerged (``fitting.selection.merge_split = false``), trimming at most 3 hits
+  left unmerged (``fitting.selection.merge_split = false``), without following the kept tracks beyond their ends
+  (``fitting.selection.follow_tracks = false``), trimming at most 3 hits
   (``fitting.kalman.max_trimmed_hits = 3``), with the fit in the job's own process
   (``fitting.kalman.processes = 1``), and so once more fitting every trimmed variant, those too short to be
   written as well (``fitting.kalman.min_trimmed_hits = 3``; the same written tracks);
@@ -93,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         "real full events, split tracks not merged": (
             TRACKML_CONFIG,
             [*args.overrides, f"detector.file='{real_detectors}'", "fitting.selection.merge_split=false"],
+            real_events,
+        ),
+        "real full events, kept tracks not followed": (
+            TRACKML_CONFIG,
+            [*args.overrides, f"detector.file='{real_detectors}'", "fitting.selection.follow_tracks=false"],
             real_events,
         ),
         "real full events, trimming at most 3 hits": (
