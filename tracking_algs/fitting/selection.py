@@ -262,10 +262,10 @@ class TrackSelection:
     ) -> tuple[TrackCandidates, FitResults]:
         """``candidates`` and ``fit`` with the kept tracks that another one takes over: where following a track A
         through the hits of the other kept tracks takes at least :data:`TAKE_OVER_MIN_HITS` hits of a track B, more
-        than it leaves B and so many that B keeps fewer than ``min_hits``, A is refitted with those hits; where that refit passes the cuts,
-        rejects none of A's own hits and keeps at least :data:`TAKE_OVER_MIN_HITS` of B's, the hits of B it keeps
-        join A and B is dropped (its other hits become free).  A track takes over one other at most, and is not
-        taken over itself."""
+        than it leaves B and so many that B keeps fewer than ``min_hits``, A is refitted with those hits; where that
+        refit passes the cuts, rejects none of A's own hits and keeps at least :data:`TAKE_OVER_MIN_HITS` of B's, the
+        hits of B it keeps join A and B is dropped (its other hits become free).  A track takes over one other at
+        most, and is not taken over itself."""
         labels = candidates.labels
         proposal = follow(candidates, fit, self.follow_chi2, self.follow_window_sigmas, self.follow_max_window_mm,
                           labels >= 0)  # fmt: skip
