@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from beam_line_particles import beam_line_particles
 
 from tracking_algs.event import TrackCandidates
 from tracking_algs.fitting import KalmanFitter, TrackSelection, follower, refitter
@@ -12,7 +13,6 @@ from tracking_algs.fitting.navigation import layer_key
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.magnetic_field import SolenoidField
 from tracking_algs.modules import trackml_modules
-from tracking_algs.performance.lookup import particle_rows
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 DETECTOR = trackml_detector()
@@ -20,27 +20,29 @@ DETECTOR = trackml_detector()
 PIECE = slice(3, 9)
 
 
-def _pieces(geometry: str, seed: int):
-    """A pile-up-20 event (no noise) in the solenoid, on the TrackML modules or on the cylinders; every particle from
-    the beam line above 0.5 GeV with at least 12 hits given as its 4th to 9th hits, the rest of its hits and every
-    other hit free; the fitter and the fits of the pieces."""
-    field = SolenoidField()
+def _long_particles(geometry: str, seed: int):
+    """A pile-up-20 event (no noise) in the solenoid, on the TrackML modules or on the cylinders, its particles from
+    the beam line above 0.5 GeV with at least 12 hits, and each one's hits in order of distance from the origin."""
     config = SimulationConfig(geometry=geometry, pileup=20.0, noise_fraction=0.0)
-    event = simulate_event(config, seed=seed, event_id=0, field=field)
-    particle, sp = event.truth.particle_id, event.spacepoints
-    rows_of = particle_rows(event.particles.particle_id, particle)
-    from_beam_line = np.hypot(event.particles.vx, event.particles.vy)[rows_of] < 1.0
-    fast = event.particles.pt[rows_of] > 0.5
-    ids, counts = np.unique(particle[(particle > 0) & from_beam_line & fast], return_counts=True)
-    chosen = ids[counts >= 12]
-    labels = np.full(len(particle), -1)
-    for label, owner in enumerate(chosen):
-        rows = np.flatnonzero(particle == owner)
-        labels[rows[np.argsort(sp.distance[rows])][PIECE]] = label
-    modules = trackml_modules() if geometry == "modules" else None
-    fitter = KalmanFitter(DETECTOR, modules=modules, field=field)
+    event = simulate_event(config, seed=seed, event_id=0, field=SolenoidField())
+    return event, *beam_line_particles(event, 0.5, 12)
+
+
+def _fitted(event, labels: np.ndarray, geometry: str):
+    """The fitter of ``geometry`` in the solenoid, the candidates ``labels`` and their fits."""
+    fitter = KalmanFitter(DETECTOR, modules=trackml_modules() if geometry == "modules" else None, field=SolenoidField())
     candidates = TrackCandidates(labels)
-    return event, chosen, candidates, fitter, fitter.fit(sp, candidates)
+    return candidates, fitter, fitter.fit(event.spacepoints, candidates)
+
+
+def _pieces(geometry: str, seed: int):
+    """Every particle of :func:`_long_particles` given as its 4th to 9th hits, the rest of its hits and every other
+    hit free; the fitter and the fits of the pieces."""
+    event, chosen, hits = _long_particles(geometry, seed)
+    labels = np.full(len(event.spacepoints), -1)
+    for label, rows in enumerate(hits):
+        labels[rows[PIECE]] = label
+    return event, chosen, *_fitted(event, labels, geometry)
 
 
 @pytest.mark.parametrize(("geometry", "least_recall"), [("modules", 0.7), ("cylinders", 0.8)])
@@ -99,23 +101,12 @@ def test_a_track_takes_over_the_piece_of_its_particle_beyond_it():
     pieces stay.  With ``follow_tracks`` nearly every particle ends as one track (one where both pieces stayed, of
     136 measured), and no track holds a hit of another particle: a piece that follows its way into the hits of
     another track stops there instead of taking the free hits around them."""
-    field = SolenoidField()
-    config = SimulationConfig(geometry="modules", pileup=20.0, noise_fraction=0.0)
-    event = simulate_event(config, seed=3_100_010, event_id=0, field=field)
+    event, chosen, hits = _long_particles("modules", 3_100_010)
     particle, sp = event.truth.particle_id, event.spacepoints
-    rows_of = particle_rows(event.particles.particle_id, particle)
-    from_beam_line = np.hypot(event.particles.vx, event.particles.vy)[rows_of] < 1.0
-    fast = event.particles.pt[rows_of] > 0.5
-    ids, counts = np.unique(particle[(particle > 0) & from_beam_line & fast], return_counts=True)
-    chosen = ids[counts >= 12]
     labels = np.full(len(particle), -1)
-    for k, owner in enumerate(chosen):
-        rows = np.flatnonzero(particle == owner)
-        rows = rows[np.argsort(sp.distance[rows])]
+    for k, rows in enumerate(hits):
         labels[rows[:7]], labels[rows[7:12]] = 2 * k, 2 * k + 1
-    candidates = TrackCandidates(labels)
-    fitter = KalmanFitter(DETECTOR, modules=trackml_modules(), field=field)
-    fit = fitter.fit(sp, candidates)
+    candidates, fitter, fit = _fitted(event, labels, "modules")
 
     def refit(tracks: TrackCandidates):
         return refitter(fitter).fit(sp, tracks)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 import pytest
+from beam_line_particles import beam_line_particles
 
 from inference_iface.errors import ConfigError
 from inference_iface.options import structure
@@ -298,16 +299,10 @@ def test_extension_follows_a_track_inwards_on_its_outgoing_branch_one_hit_per_mo
     config = SimulationConfig(geometry="modules", pileup=20.0, noise_fraction=0.0)
     event = simulate_event(config, seed=3_100_006, event_id=0, field=field)
     particle, sp = event.truth.particle_id, event.spacepoints
-    rows_of = particle_rows(event.particles.particle_id, particle)
-    from_beam_line = np.hypot(event.particles.vx, event.particles.vy)[rows_of] < 1.0
-    fast = event.particles.pt[rows_of] > 1.0
-    ids, counts = np.unique(particle[(particle > 0) & from_beam_line & fast], return_counts=True)
-    chosen = ids[counts >= 10]
+    chosen, ordered = beam_line_particles(event, 1.0, 10)
     labels = np.full(len(particle), -1)
     inner = []
-    for label, owner in enumerate(chosen):
-        rows = np.flatnonzero(particle == owner)
-        rows = rows[np.argsort(sp.distance[rows])]
+    for label, rows in enumerate(ordered):
         labels[rows[-6:]] = label
         inner.append(rows[:-6])
     inner_rows = np.concatenate(inner)

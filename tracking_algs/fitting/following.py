@@ -27,7 +27,7 @@ import attrs
 import numpy as np
 from scipy.spatial import cKDTree
 
-from tracking_algs.event import Spacepoints
+from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.filtering import gain_update
 from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, no_planes, propagate, wrap_angle
 from tracking_algs.fitting.navigation import BEAM_PIPE_KEY, NO_LAYER, Crossings, traverse
@@ -51,14 +51,14 @@ OUTWARD_REACH_MM = 3000.0
 def followed_hits(
     fitter: KalmanFitter,
     spacepoints: Spacepoints,
-    labels: np.ndarray,
+    candidates: TrackCandidates,
     fit: FitResults,
     chi2_cut: float,
     window_sigmas: float,
     max_window_mm: float,
     pool: np.ndarray | None = None,
 ) -> np.ndarray:
-    """For each spacepoint [N], the track label (of ``labels``) that following the track from its fitted perigee
+    """For each spacepoint [N], the track label (of ``candidates``) that following the track from its fitted perigee
     (``fit``, rows by ``track_id``; the tracks fitted OK) proposes the hit to, or −1 (see the module docstring): the
     free hits (label −1), or with ``pool`` [N] the hits it marks (never a track's own).  Without ``pool`` the hits of
     the other tracks are judged as well, and a track whose best hit on a layer is another track's stops there: its
@@ -67,6 +67,7 @@ def followed_hits(
     standard deviations of the predicted crossing across the track and the layer's depth along it
     (:data:`LAYER_DEPTH_MM`), at most ``max_window_mm`` away, are judged, and the best one whose χ² is below
     ``chi2_cut`` is taken.  ``fitter`` gives the geometry, the field and the material effects."""
+    labels = candidates.labels
     proposal = np.full(len(labels), -1, dtype=np.int64)
     offered = np.arange(len(labels)) if pool is None else np.flatnonzero(pool)
     on_track = np.flatnonzero(labels >= 0)

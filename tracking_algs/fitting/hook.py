@@ -37,7 +37,7 @@ class TrackFitter(Protocol):
     connection) may also have a ``close()`` method: the finder that uses it calls it when it closes
     (:func:`close_fitter`); one with a cheaper way to refit tracks of clean hits may have a ``refitter()`` method
     that returns the fitter for that (:func:`refitter`), and one that can follow its fitted tracks beyond their ends a
-    ``followed_hits(spacepoints, candidates, fit, chi2_cut, window_sigmas, max_window_mm)`` method
+    ``followed_hits(spacepoints, candidates, fit, chi2_cut, window_sigmas, max_window_mm, pool)`` method
     (:func:`follower`)."""
 
     def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:

@@ -146,20 +146,9 @@ class KalmanFitter:
         """The layers (and the beam pipe) of this fitter's geometry, as the navigation crosses them."""
         return self._layers
 
-    def followed_hits(
-        self,
-        spacepoints: Spacepoints,
-        candidates: TrackCandidates,
-        fit: FitResults,
-        chi2_cut: float,
-        window_sigmas: float,
-        max_window_mm: float,
-        pool: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """The hits found by following the fitted tracks ``fit`` of ``candidates`` beyond their ends, layer by layer
-        (:func:`~tracking_algs.fitting.following.followed_hits`), among the free hits or those ``pool`` marks: per
-        spacepoint the track label it is proposed to, or -1."""
-        return followed_hits(self, spacepoints, candidates.labels, fit, chi2_cut, window_sigmas, max_window_mm, pool)
+    #: the hits found by following fitted tracks beyond their ends, layer by layer, among the free hits or those a
+    #: ``pool`` marks (:func:`~tracking_algs.fitting.following.followed_hits`, with this fitter as its first argument)
+    followed_hits = followed_hits
 
     def refitter(self) -> KalmanFitter:
         """The fitter for tracks whose hits earlier fits have cleaned already (the union of split pieces, less the
