@@ -72,8 +72,9 @@ class TrackSelection:
     beyond their ends, layer by layer, by ``follow`` in :meth:`apply`
     (:mod:`~tracking_algs.fitting.following`: on each layer the best free hit within ``follow_window_sigmas`` of the
     prediction, at most ``follow_max_window_mm``, whose χ² is below ``follow_chi2``) and take the hits found where
-    their refit passes and keeps them, as an extension does (:meth:`_grown`).  With ``extend_tracks`` the kept
-    tracks are then extended
+    their refit passes and keeps them, as an extension does (:meth:`_grown`); followed once more through the other
+    kept tracks' hits, they then take over the pieces of a few hits left on their way (:meth:`_taken_over`).  With
+    ``extend_tracks`` the kept tracks are then extended
     onto the free hits :func:`~tracking_algs.fitting.extension.proposed_hits` proposes to them within
     ``extension_reach_mm``, ``extension_circle_mm`` and ``extension_line_mm``, ``extension_rounds`` times over
     (:meth:`_extended`).  With ``join_pieces``, last, two kept tracks are refitted as one where one runs on through
