@@ -3,10 +3,12 @@ fits of simulated particles cut down to a piece of their hits."""
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import pytest
 from beam_line_particles import beam_line_particles
 
+from tracking_algs.errors import FittingError
 from tracking_algs.event import TrackCandidates
 from tracking_algs.fitting import KalmanFitter, TrackSelection, follower, refitter
 from tracking_algs.fitting.navigation import layer_key
@@ -123,3 +125,24 @@ def test_a_track_takes_over_the_piece_of_its_particle_beyond_it():
     assert len(kept_fit) >= 0.9 * len(chosen)
     on_track = kept.labels >= 0
     assert (particle[on_track] == chosen[kept.labels[on_track] // 2]).all()
+
+
+def test_a_free_hit_the_fitter_cannot_measure_is_never_proposed():
+    """A free hit on a module the geometry lacks and one with a NaN error (two of the rest of a piece's particle) are
+    passed over without an error, where the fit of a track holding them stops with one naming the row; the other
+    free hits are proposed as before."""
+    event, chosen, candidates, fitter, fit = _pieces("modules", 3_100_007)
+    sp, particle = event.spacepoints, event.truth.particle_id
+    before = follower(fitter, sp)(candidates, fit, 9.0, 5.0, 50.0)
+    proposed = np.flatnonzero(before >= 0)
+    off_module, no_error = proposed[:2]
+    module_id, sigma = sp.module_id.copy(), sp.sigma.copy()
+    module_id[off_module], sigma[no_error, 0] = 999_999, np.nan
+    broken = attrs.evolve(sp, module_id=module_id, sigma=sigma)
+    after = follower(fitter, broken)(candidates, fit, 9.0, 5.0, 50.0)
+    assert after[off_module] == after[no_error] == -1
+    assert (after >= 0).sum() >= 0.95 * len(proposed)
+    assert (particle[after >= 0] == chosen[after[after >= 0]]).all()
+    for row in (off_module, no_error):
+        with pytest.raises(FittingError, match=f"spacepoint row {row} "):
+            fitter.fit(broken, TrackCandidates(np.where(np.arange(len(sp)) == row, 0, candidates.labels)))

@@ -70,6 +70,7 @@ def followed_hits(
     labels = candidates.labels
     proposal = np.full(len(labels), -1, dtype=np.int64)
     offered = np.arange(len(labels)) if pool is None else np.flatnonzero(pool)
+    offered = offered[fitter.measurable(spacepoints, offered)]  # a hit the fitter cannot measure is never proposed
     on_track = np.flatnonzero(labels >= 0)
     if not len(offered) or not len(on_track) or not len(fit):
         return proposal

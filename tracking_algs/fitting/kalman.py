@@ -255,12 +255,9 @@ class KalmanFitter:
 
     def hit_table(self, spacepoints: Spacepoints, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Per-hit surface and measurement arrays for spacepoint ``rows``; bad input raises FittingError."""
-        x, y, z = spacepoints.x[rows], spacepoints.y[rows], spacepoints.z[rows]
         if spacepoints.sigma.ndim != 2 or spacepoints.sigma.shape[1] != 2:
             raise FittingError(f"spacepoints.sigma must have shape [N, 2], got {list(spacepoints.sigma.shape)}")
-        sigma = spacepoints.sigma[rows]
-        bad = ~(np.isfinite(x) & np.isfinite(y) & np.isfinite(z)) | (np.hypot(x, y) == 0.0)
-        bad |= ~(np.isfinite(sigma[:, 0]) & (sigma[:, 0] > 0.0)) | np.isnan(sigma[:, 1]) | (sigma[:, 1] <= 0.0)
+        bad, unknown = self._unusable(spacepoints, rows)
         if bad.any():
             row = int(rows[np.argmax(bad)])
             raise FittingError(
@@ -268,19 +265,20 @@ class KalmanFitter:
                 f"and sigma positive (the second may be inf for a 1-D hit); got x={spacepoints.x[row]}, "
                 f"y={spacepoints.y[row]}, z={spacepoints.z[row]}, sigma={spacepoints.sigma[row].tolist()}"
             )
+        if unknown.any():
+            row = int(rows[np.argmax(unknown)])
+            where = (f"no module (volume_id={spacepoints.volume_id[row]}, layer_id={spacepoints.layer_id[row]}, "
+                     f"module_id={spacepoints.module_id[row]}) in the fitter's module geometry"
+                     if self.modules is not None else f"no detector surface with volume_id="
+                     f"{spacepoints.volume_id[row]}, layer_id={spacepoints.layer_id[row]}")  # fmt: skip
+            raise FittingError(f"spacepoint row {row} (hit_id {spacepoints.hit_id[row]}): {where}")
+        x, y, z = spacepoints.x[rows], spacepoints.y[rows], spacepoints.z[rows]
+        sigma = spacepoints.sigma[rows]
         xyz = np.column_stack((x, y, z))
         keys = layer_key(spacepoints.volume_id[rows], spacepoints.layer_id[rows])
         if self.modules is not None:
             return self._module_hits(spacepoints, rows, xyz, sigma) | {"layer": keys}
-        where = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
-        unknown = self._keys[where] != keys
-        if unknown.any():
-            row = int(rows[np.argmax(unknown)])
-            raise FittingError(
-                f"spacepoint row {row} (hit_id {spacepoints.hit_id[row]}): no detector surface with volume_id="
-                f"{spacepoints.volume_id[row]}, layer_id={spacepoints.layer_id[row]}"
-            )
-        surface = self._order[where]
+        surface = self._order[self._surface_rows(keys)]
         kind = self._kind[surface]
         r = np.hypot(x, y)
         return {
@@ -294,6 +292,29 @@ class KalmanFitter:
             "layer": keys,
         }
 
+    def measurable(self, spacepoints: Spacepoints, rows: np.ndarray) -> np.ndarray:
+        """Mask [len(rows)] of the spacepoint ``rows`` this fitter can measure (:meth:`hit_table` takes them): finite
+        positions off the z axis, positive errors, on a surface (a module) of its geometry."""
+        bad, unknown = self._unusable(spacepoints, rows)
+        return ~(bad | unknown)
+
+    def _unusable(self, spacepoints: Spacepoints, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Masks [len(rows)] of the spacepoint ``rows`` whose position or errors are not usable, and of those on no
+        surface (module) of the fitter's geometry."""
+        x, y, z = spacepoints.x[rows], spacepoints.y[rows], spacepoints.z[rows]
+        sigma = spacepoints.sigma[rows]
+        bad = ~(np.isfinite(x) & np.isfinite(y) & np.isfinite(z)) | (np.hypot(x, y) == 0.0)
+        bad |= ~(np.isfinite(sigma[:, 0]) & (sigma[:, 0] > 0.0)) | np.isnan(sigma[:, 1]) | (sigma[:, 1] <= 0.0)
+        if self.modules is not None:
+            ids = spacepoints.volume_id[rows], spacepoints.layer_id[rows], spacepoints.module_id[rows]
+            return bad, self.modules.lookup(*ids) < 0
+        keys = layer_key(spacepoints.volume_id[rows], spacepoints.layer_id[rows])
+        return bad, self._keys[self._surface_rows(keys)] != keys
+
+    def _surface_rows(self, keys: np.ndarray) -> np.ndarray:
+        """For layer ``keys``, the row of the sorted surface keys each one is (or would be inserted at)."""
+        return np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+
     def _module_hits(
         self, spacepoints: Spacepoints, rows: np.ndarray, xyz: np.ndarray, sigma: np.ndarray
     ) -> dict[str, np.ndarray]:
@@ -302,13 +323,6 @@ class KalmanFitter:
         modules = self.modules
         assert modules is not None
         module = modules.lookup(spacepoints.volume_id[rows], spacepoints.layer_id[rows], spacepoints.module_id[rows])
-        if (module < 0).any():
-            row = int(rows[np.argmax(module < 0)])
-            raise FittingError(
-                f"spacepoint row {row} (hit_id {spacepoints.hit_id[row]}): no module (volume_id="
-                f"{spacepoints.volume_id[row]}, layer_id={spacepoints.layer_id[row]}, module_id="
-                f"{spacepoints.module_id[row]}) in the fitter's module geometry"
-            )
         u, v, _ = modules.to_local(module, xyz)
         plane = np.concatenate((modules.c[module, None, :], modules.rot[module].transpose(0, 2, 1)), axis=1)
         return {
