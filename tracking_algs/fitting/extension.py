@@ -51,11 +51,9 @@ def proposed_hits(
     if not len(offered) or not len(on_track):
         return proposal
     x, y, z = spacepoints.x, spacepoints.y, spacepoints.z
-    track_ids, track = np.unique(labels[on_track], return_inverse=True)
+    track_ids, first, last = track_ends(labels, spacepoints.distance)
+    track = np.searchsorted(track_ids, labels[on_track])
     n_tracks = len(track_ids)
-    order = np.lexsort((spacepoints.distance[on_track], track))  # hits of each track, nearest to the origin first
-    ends_at = np.flatnonzero(first_of_runs(track[order]))
-    first, last = on_track[order[ends_at]], on_track[order[np.r_[ends_at[1:] - 1, len(order) - 1]]]
     points = np.column_stack((x[on_track], y[on_track], z[on_track]))
     outwards = _Trajectories.fit(points, track, n_tracks, first, last, spacepoints)
     inwards = outwards
@@ -120,6 +118,16 @@ def proposed_hits(
     best = best[first_of_runs(pair_hit[best])]
     proposal[pair_hit[best]] = track_ids[pair_track[best]]
     return proposal
+
+
+def track_ends(labels: np.ndarray, distance: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labels of the tracks of ``labels`` [N] (those ≥ 0, sorted) and each one's first and last spacepoint row:
+    its hit nearest to the origin and its farthest (``distance`` [N] from it)."""
+    on_track = np.flatnonzero(labels >= 0)
+    order = on_track[np.lexsort((distance[on_track], labels[on_track]))]
+    starts = np.flatnonzero(first_of_runs(labels[order]))
+    ends = np.r_[starts[1:], len(order)][: len(starts)] - 1
+    return labels[order[starts]], order[starts], order[ends]
 
 
 @attrs.frozen

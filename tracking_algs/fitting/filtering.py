@@ -133,7 +133,7 @@ class ForwardPass:
     status: np.ndarray
 
 
-def _residual(value: np.ndarray, params: np.ndarray, kind: np.ndarray) -> np.ndarray:
+def measurement_residual(value: np.ndarray, params: np.ndarray, kind: np.ndarray) -> np.ndarray:
     """Measured minus predicted first two components; the first wrapped where it is an angle (Phi)."""
     residual = value - params[:, :2]
     residual[:, 0] = np.where(kind == SurfaceKind.PLANE, residual[:, 0], wrap_angle(residual[:, 0]))
@@ -219,7 +219,7 @@ def forward_filter(
             state_position[rows] = np.where(missed[reached], state_position[rows], hits.position[rows, i])
             if state_plane is not None:
                 state_plane[rows] = np.where(missed[reached, None, None], state_plane[rows], hits.plane[rows, i])
-        res = _residual(hits.value[rows, i], params, hits.kind[rows, i])
+        res = measurement_residual(hits.value[rows, i], params, hits.kind[rows, i])
         update = gain_update(params, cov, res, hits.variance[rows, i])
         processed[rows] = i + 1
         predicted[i, rows] = params
@@ -327,7 +327,7 @@ def _hit_chi2(value, variance, params, smoothed_block, kind):
     r_sᵀ (V − H P_s Hᵀ)⁻¹ r_s (the χ² of the unbiased residual); 0 on holes."""
     one = np.isfinite(variance[:, 0])
     two = one & np.isfinite(variance[:, 1])
-    res = _residual(value, params, kind)
+    res = measurement_residual(value, params, kind)
     r00 = np.where(one, variance[:, 0], 1.0) - smoothed_block[:, 0, 0]
     r01 = np.where(two, -smoothed_block[:, 0, 1], 0.0)
     r11 = np.where(two, variance[:, 1] - smoothed_block[:, 1, 1], 1.0)

@@ -23,14 +23,14 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
-import attrs
 import numpy as np
 from scipy.spatial import cKDTree
 
 from tracking_algs.event import Spacepoints, TrackCandidates
-from tracking_algs.fitting.filtering import gain_update
-from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, no_planes, propagate, wrap_angle
-from tracking_algs.fitting.navigation import BEAM_PIPE_KEY, NO_LAYER, Crossings, traverse
+from tracking_algs.fitting.extension import track_ends
+from tracking_algs.fitting.filtering import gain_update, measurement_residual
+from tracking_algs.fitting.helix import bound_to_free, propagate
+from tracking_algs.fitting.navigation import BEAM_PIPE_KEY, NO_LAYER, BoundStates, Crossings, layer_key, traverse
 from tracking_algs.fitting.results import FitResults
 from tracking_algs.fitting.scattering import path_in_x0, through_material
 from tracking_algs.fitting.stacked import transport_sandwich
@@ -71,17 +71,13 @@ def followed_hits(
     proposal = np.full(len(labels), -1, dtype=np.int64)
     offered = np.arange(len(labels)) if pool is None else np.flatnonzero(pool)
     offered = offered[fitter.measurable(spacepoints, offered)]  # a hit the fitter cannot measure is never proposed
-    on_track = np.flatnonzero(labels >= 0)
-    if not len(offered) or not len(on_track) or not len(fit):
+    if not len(offered) or not len(fit):
         return proposal
     # each fitted track's first and last hits (nearest the origin and farthest from it)
-    distance = spacepoints.distance
-    order = on_track[np.lexsort((distance[on_track], labels[on_track]))]
-    starts = first_of_runs(labels[order])
-    first, last = order[starts], order[np.r_[np.flatnonzero(starts)[1:] - 1, len(order) - 1]]
-    row = np.searchsorted(fit.track_id, labels[first])
+    track_ids, first, last = track_ends(labels, spacepoints.distance)
+    row = np.searchsorted(fit.track_id, track_ids)
     fitted = row < len(fit)
-    fitted[fitted] = (fit.track_id[row[fitted]] == labels[first[fitted]]) & fit.ok[row[fitted]]
+    fitted[fitted] = (fit.track_id[row[fitted]] == track_ids[fitted]) & fit.ok[row[fitted]]
     first, last, row = first[fitted], last[fitted], row[fitted]
     if not len(row):
         return proposal
@@ -90,46 +86,23 @@ def followed_hits(
     material = fitter.material_map()
     n = len(row)
     no_layer = np.full(n, NO_LAYER)
-    start = _States.at_perigee(fit.params[row], fit.cov[row])
+    start = BoundStates.at_perigee(fit.params[row], fit.cov[row])
     r, z = spacepoints.r, spacepoints.z
-    first_layer = fitter.hit_table(spacepoints, first)["layer"]
+    first_layer = layer_key(spacepoints.volume_id[first], spacepoints.layer_id[first])
     inwards = material.crossings(r[first], z[first], np.zeros(n), fit.params[row, 1], (first_layer, no_layer))
     found = follower.follow(start, inwards.take(inwards.key != BEAM_PIPE_KEY), first_direction=1, direction=-1)
     # outwards: through the material of the track's own layers, then on beyond its last hit along its polar direction
-    last_layer = fitter.hit_table(spacepoints, last)["layer"]
+    last_layer = layer_key(spacepoints.volume_id[last], spacepoints.layer_id[last])
     span = material.crossings(np.zeros(n), fit.params[row, 1], r[last], z[last], (no_layer, last_layer))
     at_last = traverse(start.params, start.cov, start.kind, start.position, span, fitter.field, fitter.config, 1)
     theta = fit.params[row, 3]
     beyond = material.crossings(r[last], z[last], r[last] + OUTWARD_REACH_MM * np.sin(theta),
                                 z[last] + OUTWARD_REACH_MM * np.cos(theta), (last_layer, no_layer))  # fmt: skip
-    at_last_states = _States(*attrs.astuple(at_last, recurse=False))
-    found_out = follower.follow(at_last_states, beyond, first_direction=1, direction=1)
+    found_out = follower.follow(at_last, beyond, first_direction=1, direction=1)
     for hits_found in (found, found_out):
         track, hit = hits_found
         proposal[offered[hit]] = fit.track_id[row[track]]
     return proposal
-
-
-@attrs.define
-class _States:
-    """N bound states: ``params`` [N, 5], ``cov`` [N, 5, 5] on surfaces ``kind``, ``position`` [N] and ``plane``
-    [N, 4, 3]."""
-
-    params: np.ndarray
-    cov: np.ndarray
-    kind: np.ndarray
-    position: np.ndarray
-    plane: np.ndarray
-
-    @classmethod
-    def at_perigee(cls, params: np.ndarray, cov: np.ndarray) -> _States:
-        """States at the perigee."""
-        n = len(params)
-        return cls(params.copy(), cov.copy(), np.full(n, SurfaceKind.PERIGEE), np.zeros(n), no_planes(n))
-
-    def copy(self) -> _States:
-        """A copy that shares no array with these states."""
-        return _States(*(value.copy() for value in attrs.astuple(self, recurse=False)))
 
 
 class _Follower:
@@ -151,7 +124,7 @@ class _Follower:
         self.stopped = np.zeros(len(track_label), dtype=bool)
         self.chi2_cut, self.window_sigmas, self.max_window_mm = chi2_cut, window_sigmas, max_window_mm
 
-    def follow(self, states: _States, crossings: Crossings, first_direction: int, direction: int):
+    def follow(self, states: BoundStates, crossings: Crossings, first_direction: int, direction: int):
         """Take ``states`` through their ``crossings`` (``segment`` indexes the states) in rank order, the first
         step ``first_direction`` (+1 forward along the track, −1 backward), the others ``direction``; returns
         ``(track, hit)``: the states and the hits (indices into the offered hits) taken on the way.  On a layer
@@ -189,7 +162,7 @@ class _Follower:
         return np.concatenate(tracks), np.concatenate(taken_hits)
 
     def _take_best_hits(
-        self, states: _States, rows: np.ndarray, layer: np.ndarray, other_module_than: np.ndarray | None = None
+        self, states: BoundStates, rows: np.ndarray, layer: np.ndarray, other_module_than: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """For ``states`` ``rows`` [M], each on (or near) layer ``layer`` [M]: the best offered hit of that layer below
         the χ² cut that no state has taken yet (on another module than ``other_module_than`` [M] where given), one
@@ -226,8 +199,7 @@ class _Follower:
         step = propagate(params[state], kind[state], position[state], hits["kind"][hit], hits["position"][hit],
                          self.fitter.field, plane_from=plane[state], plane_to=planes,
                          stepping=self.fitter.config.stepping)  # fmt: skip
-        residual = hits["value"][hit] - step.params[:, :2]
-        residual[:, 0] = np.where(hits["kind"][hit] == SurfaceKind.PLANE, residual[:, 0], wrap_angle(residual[:, 0]))
+        residual = measurement_residual(hits["value"][hit], step.params, hits["kind"][hit])
         update = gain_update(step.params, transport_sandwich(step.jacobian, cov[state]), residual,
                              hits["variance"][hit])  # fmt: skip
         pair = np.flatnonzero(step.ok & (update.chi2 < self.chi2_cut) & np.isfinite(update.chi2))

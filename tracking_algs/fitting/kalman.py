@@ -257,7 +257,8 @@ class KalmanFitter:
         """Per-hit surface and measurement arrays for spacepoint ``rows``; bad input raises FittingError."""
         if spacepoints.sigma.ndim != 2 or spacepoints.sigma.shape[1] != 2:
             raise FittingError(f"spacepoints.sigma must have shape [N, 2], got {list(spacepoints.sigma.shape)}")
-        bad, unknown = self._unusable(spacepoints, rows)
+        bad, place = self._located(spacepoints, rows)
+        unknown = place < 0
         if bad.any():
             row = int(rows[np.argmax(bad)])
             raise FittingError(
@@ -277,14 +278,13 @@ class KalmanFitter:
         xyz = np.column_stack((x, y, z))
         keys = layer_key(spacepoints.volume_id[rows], spacepoints.layer_id[rows])
         if self.modules is not None:
-            return self._module_hits(spacepoints, rows, xyz, sigma) | {"layer": keys}
-        surface = self._order[self._surface_rows(keys)]
-        kind = self._kind[surface]
+            return self._module_hits(place, xyz, sigma) | {"layer": keys}
+        kind = self._kind[place]
         r = np.hypot(x, y)
         return {
             "kind": kind,
-            "position": self._position[surface],
-            "x_over_x0": self._x_over_x0[surface],
+            "position": self._position[place],
+            "x_over_x0": self._x_over_x0[place],
             "xyz": xyz,
             "value": np.column_stack((np.arctan2(y, x), np.where(kind == SurfaceKind.DISK, r, z))),
             "variance": np.column_stack(((sigma[:, 0] / r) ** 2, sigma[:, 1] ** 2)),
@@ -295,39 +295,34 @@ class KalmanFitter:
     def measurable(self, spacepoints: Spacepoints, rows: np.ndarray) -> np.ndarray:
         """Mask [len(rows)] of the spacepoint ``rows`` this fitter can measure (:meth:`hit_table` takes them): finite
         positions off the z axis, positive errors, on a surface (a module) of its geometry."""
-        bad, unknown = self._unusable(spacepoints, rows)
-        return ~(bad | unknown)
+        bad, place = self._located(spacepoints, rows)
+        return ~bad & (place >= 0)
 
-    def _unusable(self, spacepoints: Spacepoints, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Masks [len(rows)] of the spacepoint ``rows`` whose position or errors are not usable, and of those on no
-        surface (module) of the fitter's geometry."""
+    def _located(self, spacepoints: Spacepoints, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(bad, place)`` [len(rows)] of the spacepoint ``rows``: whether a row's position or errors are not
+        usable, and its module (with a module geometry) or its surface (an index into the detector's surfaces), −1
+        where the fitter's geometry has none."""
         x, y, z = spacepoints.x[rows], spacepoints.y[rows], spacepoints.z[rows]
         sigma = spacepoints.sigma[rows]
         bad = ~(np.isfinite(x) & np.isfinite(y) & np.isfinite(z)) | (np.hypot(x, y) == 0.0)
         bad |= ~(np.isfinite(sigma[:, 0]) & (sigma[:, 0] > 0.0)) | np.isnan(sigma[:, 1]) | (sigma[:, 1] <= 0.0)
         if self.modules is not None:
-            ids = spacepoints.volume_id[rows], spacepoints.layer_id[rows], spacepoints.module_id[rows]
-            return bad, self.modules.lookup(*ids) < 0
+            return bad, self.modules.lookup(spacepoints.volume_id[rows], spacepoints.layer_id[rows],
+                                            spacepoints.module_id[rows])  # fmt: skip
         keys = layer_key(spacepoints.volume_id[rows], spacepoints.layer_id[rows])
-        return bad, self._keys[self._surface_rows(keys)] != keys
+        where = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        return bad, np.where(self._keys[where] == keys, self._order[where], -1)
 
-    def _surface_rows(self, keys: np.ndarray) -> np.ndarray:
-        """For layer ``keys``, the row of the sorted surface keys each one is (or would be inserted at)."""
-        return np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
-
-    def _module_hits(
-        self, spacepoints: Spacepoints, rows: np.ndarray, xyz: np.ndarray, sigma: np.ndarray
-    ) -> dict[str, np.ndarray]:
-        """The hit table of spacepoint ``rows`` measured on their modules' planes, with errors ``sigma`` along the
-        modules' u and v."""
+    def _module_hits(self, module: np.ndarray, xyz: np.ndarray, sigma: np.ndarray) -> dict[str, np.ndarray]:
+        """The hit table of hits at ``xyz`` on ``module`` (indices into the module geometry) measured on their
+        modules' planes, with errors ``sigma`` along the modules' u and v."""
         modules = self.modules
         assert modules is not None
-        module = modules.lookup(spacepoints.volume_id[rows], spacepoints.layer_id[rows], spacepoints.module_id[rows])
         u, v, _ = modules.to_local(module, xyz)
         plane = np.concatenate((modules.c[module, None, :], modules.rot[module].transpose(0, 2, 1)), axis=1)
         return {
-            "kind": np.full(len(rows), SurfaceKind.PLANE),
-            "position": np.zeros(len(rows)),
+            "kind": np.full(len(module), SurfaceKind.PLANE),
+            "position": np.zeros(len(module)),
             "plane": plane,
             "x_over_x0": modules.x_over_x0[module],
             "xyz": xyz,

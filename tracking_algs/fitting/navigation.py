@@ -170,16 +170,26 @@ def _crossed(table: _SurfaceTable, u_start, v_start, u_end, v_end, end_layers):
 
 
 @attrs.frozen
-class Traversal:
-    """N states after :func:`traverse`: bound ``params`` [N, 5] and ``cov`` [N, 5, 5] on the surfaces ``kind``,
-    ``position`` [N] and ``plane`` [N, 4, 3] of each state's last crossing (its starting surface where it crossed
-    none)."""
+class BoundStates:
+    """N bound states: ``params`` [N, 5] and ``cov`` [N, 5, 5] on the surfaces ``kind``, ``position`` [N] and ``plane``
+    [N, 4, 3] (zero for surfaces other than planes); after :func:`traverse`, those of each state's last crossing (its
+    starting surface where it crossed none)."""
 
     params: np.ndarray
     cov: np.ndarray
     kind: np.ndarray
     position: np.ndarray
     plane: np.ndarray
+
+    @classmethod
+    def at_perigee(cls, params: np.ndarray, cov: np.ndarray) -> BoundStates:
+        """Copies of the states ``params``, ``cov`` at the perigee."""
+        n = len(params)
+        return cls(params.copy(), cov.copy(), np.full(n, SurfaceKind.PERIGEE), np.zeros(n), no_planes(n))
+
+    def copy(self) -> BoundStates:
+        """A copy that shares no array with these states."""
+        return BoundStates(*(value.copy() for value in attrs.astuple(self, recurse=False)))
 
 
 def traverse(
@@ -192,7 +202,7 @@ def traverse(
     config: KalmanConfig,
     direction: int,
     plane: np.ndarray | None = None,
-) -> Traversal:
+) -> BoundStates:
     """Take N bound states (``params``, ``cov`` on surfaces ``kind``, ``position``, ``plane``) through their
     ``crossings`` (``segment`` indexes the N states), in rank order, through each crossed surface's material:
     its multiple scattering and mean energy loss, as ``config`` turns them on.
@@ -200,7 +210,7 @@ def traverse(
     ``direction`` +1 goes forward along the track, -1 backward.  A crossing the helix does not reach (the
     straight-line navigation was wrong for a strongly bent track) is skipped, with its material."""
     planes = no_planes(len(params)) if plane is None else plane.copy()
-    state = Traversal(params.copy(), cov.copy(), kind.copy(), position.copy(), planes)
+    state = BoundStates(params.copy(), cov.copy(), kind.copy(), position.copy(), planes)
     for rank in range(int(crossings.rank.max(initial=-1)) + 1):
         at_rank = crossings.rank == rank
         crossing, rows = crossings.take(at_rank), crossings.segment[at_rank]

@@ -283,23 +283,15 @@ class TrackSelection:
         taker, taken = fit.track_id[rows[:, 0]], fit.track_id[rows[:, 1]]
         taken_by = np.full(len(sizes), -1)
         taken_by[taken] = taker
-        moving = through & (taken_by[np.maximum(labels, 0)] == proposal) & (labels >= 0)
-        trial = np.where(np.isin(labels, taker), labels, -1)
-        trial[moving] = proposal[moving]
-        tried = refit(TrackCandidates(trial))
-        track_of_hit = tried.track_of_hit()
-        own = labels[tried.hit_rows] == tried.track_id[track_of_hit]
-        spoiled = np.bincount(track_of_hit[own & tried.outlier], minlength=len(tried)) > 0
-        kept_taken = np.bincount(track_of_hit[~own & ~tried.outlier], minlength=len(tried))
-        good = self._passing(tried)[3] & ~spoiled & (kept_taken >= TAKE_OVER_MIN_HITS)
-        if not good.any():
-            return candidates, fit
-        dropped = taken[np.isin(taker, tried.track_id[good])]
-        new_labels = labels.copy()
-        new_labels[np.isin(labels, dropped)] = -1
-        grown = tried.without_hits(~own & tried.outlier).tracks(good)
-        remaining = fit.tracks(~np.isin(fit.track_id, dropped))
-        return _with_grown(TrackCandidates(new_labels), remaining, grown)
+        moving = through & (labels >= 0) & (taken_by[np.maximum(labels, 0)] == proposal)
+        # B's hits count as free for the refit of A with them: it must reject none of A's own
+        freed = np.where(np.isin(labels, taken), -1, labels)
+        grown = self._extension_try(freed, np.where(moving, proposal, -1), refit)[0]
+        joined = np.bincount(grown.track_of_hit()[freed[grown.hit_rows] < 0], minlength=len(grown))
+        grown = grown.tracks(joined >= TAKE_OVER_MIN_HITS)
+        dropped = taken[np.isin(taker, grown.track_id)]
+        new_labels = np.where(np.isin(labels, dropped), -1, labels)
+        return _with_grown(TrackCandidates(new_labels), fit.tracks(~np.isin(fit.track_id, dropped)), grown)
 
     def _merged_groups(
         self,
