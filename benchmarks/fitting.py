@@ -6,8 +6,8 @@ repeated to ``--tracks`` tracks.  In one run the same fitter fits them (a) batch
 each ``--batch-sizes`` value (tracks advanced together), on one process and on ``--processes`` worker
 processes that each fit an equal share (the shares are handed to the workers once, when they start, as a job's
 workers read their own events; the timed calls carry only a share number), and (b) in a per-track loop, one
-``fit`` call per track, on the first ``--loop-tracks`` tracks.  Side by side, the same variants at the default
-batch size fit 10-hit tracks of the module simulation on the TrackML module planes (``modules:`` rows; most of
+``fit`` call per track, on the first ``--loop-tracks`` tracks.  Side by side, the same variants fit 10-hit
+tracks of the module simulation on the TrackML module planes (``modules:`` rows; most of
 those tracks cross two overlapping modules in some layer and take the fitter's second pass), and the same again
 for tracks simulated and fitted in the solenoid field (``solenoid:`` rows, docs/fitting.md "Magnetic field").
 Repetitions are interleaved; medians are reported.
@@ -115,10 +115,9 @@ def _shares(spacepoints: Spacepoints, n_tracks: int, parts: int) -> list[tuple[S
 
 def measure(n_tracks: int, loop_tracks: int, batch_sizes: list[int], processes: int, repeat: int, seed: int):
     """Median tracks/s of every variant (see the module docstring)."""
-    rows = _measure_geometry("cylinders", n_tracks, loop_tracks, batch_sizes, processes, repeat, seed)
-    default_size = KalmanConfig().batch_size
-    for geometry in GEOMETRIES[1:]:
-        rows += _measure_geometry(geometry, n_tracks, loop_tracks, [default_size], processes, repeat, seed)
+    rows = []
+    for geometry in GEOMETRIES:
+        rows += _measure_geometry(geometry, n_tracks, loop_tracks, batch_sizes, processes, repeat, seed)
     return rows
 
 
@@ -162,10 +161,11 @@ def markdown(rows: list[dict[str, object]], load: float, cpus: int) -> str:
     batched = max(row["tracks_per_s"] for row in rows if row["variant"].endswith("1 process")
                   and row["variant"].startswith("batched"))  # fmt: skip
     loop = next(row["tracks_per_s"] for row in rows if row["variant"].startswith("per-track"))
-    on_planes = next(row["tracks_per_cpu_s"] for row in rows if row["variant"].startswith("modules: batched"))
-    in_solenoid = next(row["tracks_per_cpu_s"] for row in rows if row["variant"].startswith("solenoid: batched"))
-    on_cylinders = next(row["tracks_per_cpu_s"] for row in rows if row["variant"].startswith("batched")
-                        and row["variant"].endswith("batch_size=4096, 1 process"))  # fmt: skip
+    default_size = f"batched, batch_size={KalmanConfig().batch_size}, 1 process"
+    on_planes, in_solenoid, on_cylinders = (
+        next(row["tracks_per_cpu_s"] for row in rows if row["variant"] == prefix + default_size)
+        for prefix in ("modules: ", "solenoid: ", "")
+    )
     lines = [
         "## Kalman fitter throughput",
         "",
