@@ -40,6 +40,30 @@ def _attrs_or_instance(cls: type) -> Any:
 _converter.register_structure_hook_factory(attrs.has, _attrs_or_instance)
 
 
+class _WrongKind(ValueError):
+    """A value of the wrong kind for its key (its message says what was expected and what came)."""
+
+
+def _strict_bool(value: Any, _type: type) -> bool:
+    """Only true and false are booleans (cattrs would take ``bool(value)``: the word ``False`` would be true)."""
+    if isinstance(value, bool):
+        return value
+    raise _WrongKind(f"expected true or false, got {value!r}")
+
+
+def _strict_int(value: Any, _type: type) -> int:
+    """Integers, and floats that are whole numbers (cattrs would cut ``3.7`` to 3 and take ``true`` as 1)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise _WrongKind(f"expected an integer, got {value!r}")
+
+
+_converter.register_structure_hook(bool, _strict_bool)
+_converter.register_structure_hook(int, _strict_int)
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read one TOML file into a dict; a missing or malformed file raises :class:`ConfigError` naming it."""
     path = Path(path)
@@ -109,7 +133,7 @@ def _explain(error: BaseException) -> str:
 def _format_exception(error: BaseException, type_: Any) -> str:
     """cattrs' wording, but keep the message of validator errors and literal mismatches (it names the key)."""
     text = cattrs.v.format_exception(error, type_)
-    if text == "invalid value" or text.startswith("unknown error"):
+    if isinstance(error, _WrongKind) or text == "invalid value" or text.startswith("unknown error"):
         return str(error)
     return text
 

@@ -273,3 +273,17 @@ def test_the_training_events_come_from_the_configured_simulation():
     assert config.data.magnetic_field() == UniformField(2.0)
     in_solenoid = structure({"data": {"field": {"kind": "solenoid"}}}, TrainConfig)
     assert in_solenoid.data.magnetic_field() == SolenoidField(2.0)
+
+
+def test_the_training_events_lose_energy_and_take_long_steps_in_pieces_where_asked():
+    """``[data] energy_loss`` and ``step_tolerance_mm`` reach the simulation of the training and the validation
+    events alike; by default neither (one step per surface, no loss), as the shipped model sets were trained."""
+    default = DataConfig()
+    assert not default.simulation(0).energy_loss
+    assert default.simulation(0).step_tolerance_mm == 0.0
+    config = structure({"data": {"energy_loss": True, "step_tolerance_mm": 0.002}}, TrainConfig)
+    for simulation in (config.data.simulation(0), config.data.validation_simulation(200.0)):
+        assert simulation.energy_loss
+        assert simulation.step_tolerance_mm == 0.002
+    with pytest.raises(ConfigError, match="energy_loss"):
+        structure({"data": {"energy_loss": "often"}}, TrainConfig)

@@ -22,6 +22,7 @@ from inference_iface import (
     backend_class,
     create_inference,
     register_backend,
+    registry,
 )
 from inference_iface.options import apply_overrides, load_toml, structure
 
@@ -52,6 +53,13 @@ class AffineInference(InferenceInterface):
 
     def _run(self, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]) -> Mapping[str, np.ndarray]:
         return {"y:0": self.config.scale * inputs["x:0"] + self.config.shift}
+
+
+@pytest.fixture(autouse=True)
+def _registrations_end_with_the_test(monkeypatch):
+    """The backends a test registers (and the entry points it loads) are gone after it: other tests list the
+    available backends."""
+    monkeypatch.setattr(registry, "_registered", dict(registry._registered))
 
 
 def test_register_backend_at_run_time():
@@ -151,8 +159,31 @@ def test_unknown_key_lists_the_valid_ones(two_in_two_out_path):
 def test_bad_value_names_the_key():
     with pytest.raises(ConfigError, match=r"gpu.*\$\.device"):
         create_inference({"backend": "onnxruntime", "model_path": "m.onnx", "device": "gpu"})
-    with pytest.raises(ConfigError, match=r"expected int @ \$\.intra_op_threads"):
+    with pytest.raises(ConfigError, match=r"expected an integer, got 'many' @ \$\.intra_op_threads"):
         create_inference({"backend": "onnxruntime", "model_path": "m.onnx", "intra_op_threads": "many"})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(2.5, r"expected an integer, got 2\.5"), (True, r"expected an integer, got True"), ("4", r"got '4'")],
+)
+def test_an_integer_option_takes_whole_numbers_only(value, expected):
+    """cattrs alone would cut 2.5 to 2, take true as 1 and parse a string; none of them is an integer."""
+    with pytest.raises(ConfigError, match=expected + r" @ \$\.intra_op_threads"):
+        create_inference({"backend": "onnxruntime", "model_path": "m.onnx", "intra_op_threads": value})
+
+
+@attrs.frozen
+class _Switch:
+    enabled: bool = True
+
+
+@pytest.mark.parametrize("value", ["False", "no", 0, 1.0])
+def test_a_boolean_option_takes_true_or_false_only(value):
+    """``--set key=False`` (not TOML's false) is the string 'False', which ``bool()`` would make true."""
+    with pytest.raises(ConfigError, match=rf"expected true or false, got {value!r} @ \$\.enabled"):
+        structure({"enabled": value}, _Switch)
+    assert structure({"enabled": False}, _Switch).enabled is False
 
 
 def test_toml_with_overrides_builds_the_interface(tmp_path, two_in_two_out_path):

@@ -94,6 +94,9 @@ class DataConfig:
     #: how finely the training and validation events follow the particles through a non-uniform field
     #: (``[simulation] step_tolerance_mm``); 0, one midpoint step per surface, as the shipped model sets were trained
     step_tolerance_mm: float = attrs.field(default=0.0, validator=v.ge(0.0))
+    #: whether the training and validation particles lose energy in the material (``[simulation] energy_loss``);
+    #: off, as the shipped model sets were trained
+    energy_loss: bool = False
 
     def magnetic_field(self) -> MagneticField:
         """The field of the training and validation events."""
@@ -103,11 +106,12 @@ class DataConfig:
         """The simulation settings of training event ``event_id``."""
         pileup = self.pileups[event_id % len(self.pileups)]
         return SimulationConfig(geometry=self.geometry, pileup=pileup, beam_spot_sigma_z_mm=self.beam_spot_sigma_z_mm,
-                                step_tolerance_mm=self.step_tolerance_mm)  # fmt: skip
+                                step_tolerance_mm=self.step_tolerance_mm, energy_loss=self.energy_loss)  # fmt: skip
 
     def validation_simulation(self, pileup: float) -> SimulationConfig:
         """The simulation settings of the validation events at ``pileup`` (the simulation's defaults otherwise)."""
-        return SimulationConfig(geometry=self.geometry, pileup=pileup, step_tolerance_mm=self.step_tolerance_mm)
+        return SimulationConfig(geometry=self.geometry, pileup=pileup, step_tolerance_mm=self.step_tolerance_mm,
+                                energy_loss=self.energy_loss)  # fmt: skip
 
 
 @attrs.frozen(kw_only=True)
