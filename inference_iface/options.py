@@ -60,8 +60,16 @@ def _strict_int(value: Any, _type: type) -> int:
     raise _WrongKind(f"expected an integer, got {value!r}")
 
 
+def _strict_float(value: Any, _type: type) -> float:
+    """Numbers (cattrs would take ``true`` as 1.0 and parse a string)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise _WrongKind(f"expected a number, got {value!r}")
+
+
 _converter.register_structure_hook(bool, _strict_bool)
 _converter.register_structure_hook(int, _strict_int)
+_converter.register_structure_hook(float, _strict_float)
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -78,7 +78,10 @@ def _rows(path: Path) -> list[dict[str, str]]:
         (["--simulate", "1", "--set", "job.jobs=0"], "--set job.jobs=0: 'jobs' must be >= 1: 0"),
         (["--set", "job.events=0"], "--set job.events=0: 'events' must be >= 1: 0"),
         (["--simulate", "1", "--set", "performance.min_hits=0"], "[performance] min_hits must be an integer ≥ 1"),
-        (["--simulate", "1", "--set", "finding.graph.radius=abc"], "--set finding.graph.radius=abc: invalid value"),
+        (
+            ["--simulate", "1", "--set", "finding.graph.radius=abc"],
+            "--set finding.graph.radius=abc: expected a number, got 'abc'",
+        ),
         (["--simulate", "1", "--set", "finding.model_dir=nowhere"], "[finding] model_dir 'nowhere' does not exist"),
         (["--simulate", "1", "--set", "job.detector=nowhere.toml"], "[job] detector 'nowhere.toml' does not exist"),
         (["--simulate", "1", "--set", "finding.gnn.cut"], "override 'finding.gnn.cut' must look like dotted.key=value"),

@@ -111,7 +111,7 @@ def test_service_config_serves_the_whole_chain_on_triton():
         ("job.seed=-3", r"'seed' must be >= 0: -3"),
         ("job.events=0", r"'events' must be >= 1: 0"),
         ("job.jobs=-1", r"'jobs' must be >= 1: -1"),
-        ("finding.graph.radius=abc", r"expected float @ \$\.finding\.graph\.radius"),
+        ("finding.graph.radius=abc", r"expected a number, got 'abc' @ \$\.finding\.graph\.radius"),
         ("finding.graph.radiuss=1.0", r"unknown key\(s\) radiuss"),
         ("inference.backend=tensorrt", r"'tensorrt' is unknown"),
     ],

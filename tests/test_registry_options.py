@@ -176,6 +176,7 @@ def test_an_integer_option_takes_whole_numbers_only(value, expected):
 @attrs.frozen
 class _Switch:
     enabled: bool = True
+    level: float = 1.0
 
 
 @pytest.mark.parametrize("value", ["False", "no", 0, 1.0])
@@ -184,6 +185,14 @@ def test_a_boolean_option_takes_true_or_false_only(value):
     with pytest.raises(ConfigError, match=rf"expected true or false, got {value!r} @ \$\.enabled"):
         structure({"enabled": value}, _Switch)
     assert structure({"enabled": False}, _Switch).enabled is False
+
+
+@pytest.mark.parametrize("value", [True, "0.5"])
+def test_a_number_option_takes_numbers_only(value):
+    """cattrs alone would take true as 1.0 and parse the string."""
+    with pytest.raises(ConfigError, match=rf"expected a number, got {value!r} @ \$\.level"):
+        structure({"level": value}, _Switch)
+    assert structure({"level": 2}, _Switch).level == 2.0
 
 
 def test_toml_with_overrides_builds_the_interface(tmp_path, two_in_two_out_path):
