@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -110,6 +110,40 @@ def apply_overrides(options: Mapping[str, Any], overrides: Iterable[str]) -> dic
             table = child
         table[path[-1]] = value
     return result
+
+
+def with_overrides(
+    data: Mapping[str, Any], overrides: Iterable[str], build: Callable[[Mapping[str, Any], str], T], where: str
+) -> T:
+    """``build(data, where)`` with every ``dotted.key=value`` override applied to ``data`` (the options read from
+    ``where``, a file).  An error is blamed on what caused it: ``where`` when the data alone has it, otherwise the
+    first override that brought it in (``--set job.seed=-3: 'seed' must be >= 0: -3 @ $.job``); ``build`` raises
+    :class:`ConfigError` prefixed with the name it is given."""
+    overrides = list(overrides)
+    try:
+        return build(apply_overrides(data, overrides), where)
+    except ConfigError as error:
+        problem = str(error).removeprefix(f"{where}: ")
+        raise _blamed(data, overrides, build, where, problem) or error from None
+
+
+def _blamed(
+    data: Mapping[str, Any], overrides: list[str], build: Callable[[Mapping[str, Any], str], Any], where: str,
+    problem: str,
+) -> ConfigError | None:  # fmt: skip
+    """``problem`` (the error of the data with every override) blamed on the first of the data alone, the data with
+    the first override, with the first two, ... that has it (the last override when only all of them together do);
+    None without overrides."""
+    if not overrides:
+        return None
+    for count in range(len(overrides)):
+        blamed = where if count == 0 else f"--set {overrides[count - 1]}"
+        try:
+            build(apply_overrides(data, overrides[:count]), blamed)
+        except ConfigError as error:
+            if str(error) == f"{blamed}: {problem}":
+                return error
+    return ConfigError(f"--set {overrides[-1]}: {problem}")
 
 
 def structure(data: Mapping[str, Any], cls: type[T], where: str = "options") -> T:

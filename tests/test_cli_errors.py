@@ -180,6 +180,28 @@ def test_simulate_rejects_bad_arguments(tmp_path, capsys, args, expected):
     assert not output.exists()
 
 
+@pytest.mark.parametrize(
+    ("file_text", "override", "expected"),
+    [
+        ("seed = -1\n", None, "train.toml: 'seed' must be >= 0: -1 @ $"),
+        ("", "embedding.hidden=[64,0]", "--set embedding.hidden=[64,0]: 'hidden' must be > 0: 0 @ $.embedding"),
+        ("", "filter.radius_efficiency=1.5", "--set filter.radius_efficiency=1.5: 'radius_efficiency' must be <= 1.0"),
+        ("", "gnn.learning_rate=0", "--set gnn.learning_rate=0: 'learning_rate' must be > 0.0: 0"),
+        ("[data]\nenergy_loss = true\n", "data.energy_loss=yes", "--set data.energy_loss=yes: expected true or false"),
+    ],
+)
+def test_train_rejects_bad_options_before_training(tmp_path, capsys, file_text, override, expected):
+    """A bad training option is one error line naming the file or the override that brought it in, before any
+    event is simulated (a negative seed reached numpy's generator as a traceback)."""
+    config = tmp_path / "train.toml"
+    config.write_text(file_text)
+    output = tmp_path / "models"
+    argv = ["train", str(config), "--output", str(output), *(["--set", override] if override else [])]
+    assert main(argv) == 2
+    assert expected in _error_line(capsys, "train")
+    assert not output.exists()
+
+
 def test_repo_rejects_bad_counts_before_writing(tmp_path, capsys):
     repository = tmp_path / "repo"
     argv = ["repo", "add-tracking", "--repository", str(repository), "--serving", "models", "--instances", "0"]

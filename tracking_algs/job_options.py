@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 
 from inference_iface.errors import ConfigError
-from inference_iface.options import apply_overrides, load_toml, structure, unstructure
+from inference_iface.options import load_toml, structure, unstructure, with_overrides
 from inference_iface.registry import available_backends, make_config
 from tracking_algs.errors import TrackingError
 from tracking_algs.finding.config import FindingConfig
@@ -198,28 +198,7 @@ def load_job_options(path: str | Path | None = None, overrides: Iterable[str] = 
             a missing detector file or model directory.
     """
     data = load_toml(path) if path is not None else {}
-    where = str(path) if path else "options"
-    overrides = list(overrides)
-    try:
-        return job_options_from_dict(apply_overrides(data, overrides), where=where)
-    except ConfigError as error:
-        raise _blame(data, overrides, where, str(error).removeprefix(f"{where}: ")) or error from None
-
-
-def _blame(data: Mapping[str, Any], overrides: list[str], where: str, problem: str) -> ConfigError | None:
-    """``problem`` (the error of the file with every override) blamed on the first of the file alone, the file with
-    the first override, with the first two, ... that has it (the last override when only all of them together do);
-    None without overrides."""
-    if not overrides:
-        return None
-    for count in range(len(overrides)):
-        blamed = where if count == 0 else f"--set {overrides[count - 1]}"
-        try:
-            job_options_from_dict(apply_overrides(data, overrides[:count]), where=blamed)
-        except ConfigError as error:
-            if str(error) == f"{blamed}: {problem}":
-                return error
-    return ConfigError(f"--set {overrides[-1]}: {problem}")
+    return with_overrides(data, overrides, job_options_from_dict, where=str(path) if path else "options")
 
 
 def job_options_from_dict(data: Mapping[str, Any], where: str = "options") -> JobOptions:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,11 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train, export, validate on held-out events; print the held-out metrics."""
     # torch is imported only when training runs, so the other commands start fast.
-    from inference_iface.options import apply_overrides, load_toml, structure
+    from inference_iface.options import load_toml, structure, with_overrides
     from tracking_algs.finding.training import TrainConfig, train
 
-    data = apply_overrides(load_toml(args.config), args.overrides)
-    config = structure(data, TrainConfig, where=str(args.config))
+    def build(data: Mapping[str, Any], where: str) -> TrainConfig:
+        return structure(data, TrainConfig, where=where)
+
+    config = with_overrides(load_toml(args.config), args.overrides, build, where=str(args.config))
     card = train(config, args.output, validate=held_out_metrics)
     print(json.dumps(card.get("held_out_metrics", {}), indent=2))
     return 0

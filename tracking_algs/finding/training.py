@@ -114,24 +114,28 @@ class DataConfig:
                                 energy_loss=self.energy_loss)  # fmt: skip
 
 
+#: the widths of a network's hidden layers: each at least 1
+_LAYER_WIDTHS = v.deep_iterable(member_validator=v.gt(0))
+
+
 @attrs.frozen(kw_only=True)
 class EmbeddingTraining:
     """Embedding network and its metric-learning schedule."""
 
-    hidden: tuple[int, ...] = (64, 64)
-    dim: int = 8
-    steps: int = 1000
-    learning_rate: float = 3e-3
-    query_hits: int = 1000
-    hard_negatives: int = 12
-    random_negatives: int = 8
-    margin: float = 1.0
+    hidden: tuple[int, ...] = attrs.field(default=(64, 64), validator=_LAYER_WIDTHS)
+    dim: int = attrs.field(default=8, validator=v.gt(0))
+    steps: int = attrs.field(default=1000, validator=v.ge(0))
+    learning_rate: float = attrs.field(default=3e-3, validator=v.gt(0.0))
+    query_hits: int = attrs.field(default=1000, validator=v.gt(0))
+    hard_negatives: int = attrs.field(default=12, validator=v.ge(0))
+    random_negatives: int = attrs.field(default=8, validator=v.ge(0))
+    margin: float = attrs.field(default=1.0, validator=v.gt(0.0))
     #: hard negatives are mined among the pairs that pass the graph's pair cuts (the ones that compete for the
     #: k cap in the finder), from this many nearest hits per query; 0 mines among all nearest hits
-    compatible_search: int = 0
+    compatible_search: int = attrs.field(default=0, validator=v.ge(0))
     #: same-particle pairs count as positives only for particles of at least this pT (GeV); pairs of slower
     #: particles are left out of the loss
-    positive_pt_min: float = 0.0
+    positive_pt_min: float = attrs.field(default=0.0, validator=v.ge(0.0))
     #: fraction of the steps whose sector is centred on a hit of a particle with pT ≥ ``data.focus_pt_min`` (the
     #: signal jets); the others take a random sector
     focus_fraction: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.le(1.0)])
@@ -148,29 +152,29 @@ class EmbeddingTraining:
 class FilterTraining:
     """Filter network and its schedule."""
 
-    hidden: tuple[int, ...] = (64, 64)
-    steps: int = 1000
-    learning_rate: float = 3e-3
-    batch_edges: int = 20_000
-    radius_efficiency: float = 0.99
-    filter_efficiency: float = 0.99
+    hidden: tuple[int, ...] = attrs.field(default=(64, 64), validator=_LAYER_WIDTHS)
+    steps: int = attrs.field(default=1000, validator=v.ge(0))
+    learning_rate: float = attrs.field(default=3e-3, validator=v.gt(0.0))
+    batch_edges: int = attrs.field(default=20_000, validator=v.gt(0))
+    radius_efficiency: float = attrs.field(default=0.99, validator=[v.gt(0.0), v.le(1.0)])
+    filter_efficiency: float = attrs.field(default=0.99, validator=[v.gt(0.0), v.le(1.0)])
 
 
 @attrs.frozen(kw_only=True)
 class GNNTraining:
     """Interaction network and its schedule."""
 
-    hidden: int = 32
-    iterations: int = 4
-    steps: int = 300
-    learning_rate: float = 2e-3
+    hidden: int = attrs.field(default=32, validator=v.gt(0))
+    iterations: int = attrs.field(default=4, validator=v.gt(0))
+    steps: int = attrs.field(default=300, validator=v.ge(0))
+    learning_rate: float = attrs.field(default=2e-3, validator=v.gt(0.0))
 
 
 @attrs.frozen(kw_only=True)
 class TrainConfig:
     """The whole training job (``trkx train CONFIG.toml``)."""
 
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=v.ge(0))
     threads: int = attrs.field(default=2, validator=v.gt(0))
     checkpoint_every: int = attrs.field(default=200, validator=v.gt(0))
     data: DataConfig = DataConfig()
