@@ -170,6 +170,7 @@ def test_exit_status_and_stderr_of_the_console_script(tmp_path):
         (["--pileup", "nan"], "argument --pileup: expected a finite number ≥ 0, got nan"),
         (["--detector", "nowhere.toml"], "argument --detector: detector file 'nowhere.toml' does not exist"),
         (["--set", "noise_frac=0"], "--set noise_frac=0: unknown key(s) noise_frac"),
+        (["--set", "geometry=modules", "--set", "step_tolerance_mm=-1"], "error: --set step_tolerance_mm=-1: 'step_"),
     ],
 )
 def test_simulate_rejects_bad_arguments(tmp_path, capsys, args, expected):
