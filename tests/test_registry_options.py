@@ -24,7 +24,7 @@ from inference_iface import (
     register_backend,
     registry,
 )
-from inference_iface.options import apply_overrides, load_toml, structure
+from inference_iface.options import apply_overrides, load_toml, structure, with_overrides
 
 # --- a complete backend written in the test: numpy instead of a runtime ----------------------------------------------
 
@@ -185,6 +185,21 @@ def test_a_boolean_option_takes_true_or_false_only(value):
     with pytest.raises(ConfigError, match=rf"expected true or false, got {value!r} @ \$\.enabled"):
         structure({"enabled": value}, _Switch)
     assert structure({"enabled": False}, _Switch).enabled is False
+
+
+def test_an_error_is_blamed_on_the_file_or_the_override_that_brings_it_in():
+    """The file when the file alone has the error, otherwise the override that brings it in; an override may mend
+    the file."""
+
+    def build(data, where):
+        return structure(data, _Switch, where=where)
+
+    with pytest.raises(ConfigError, match=r"^switch\.toml: expected a number, got 'high'"):
+        with_overrides({"level": "high"}, ["enabled=false"], build, where="switch.toml")
+    with pytest.raises(ConfigError, match=r"^--set enabled=no: expected true or false, got 'no'"):
+        with_overrides({}, ["enabled=no", "level=2"], build, where="switch.toml")
+    mended = with_overrides({"level": "high"}, ["level=0.5"], build, where="switch.toml")
+    assert mended == _Switch(enabled=True, level=0.5)
 
 
 @pytest.mark.parametrize("value", [True, "0.5"])
