@@ -112,25 +112,23 @@ def apply_overrides(options: Mapping[str, Any], overrides: Iterable[str]) -> dic
     return result
 
 
-def with_overrides(
-    data: Mapping[str, Any], overrides: Iterable[str], build: Callable[[Mapping[str, Any], str], T], where: str
-) -> T:
-    """``build(data, where)`` with every ``dotted.key=value`` override applied to ``data`` (the options read from
-    ``where``, a file).  An error is blamed on what caused it: ``where`` when the data alone has it, otherwise the
-    first override that brought it in (``--set job.seed=-3: 'seed' must be >= 0: -3 @ $.job``); ``build`` raises
-    :class:`ConfigError` prefixed with the name it is given."""
+def with_overrides(data: Mapping[str, Any], overrides: Iterable[str], build: Callable[..., T], where: str) -> T:
+    """``build(data, where=where)`` with every ``dotted.key=value`` override applied to ``data`` (the options read
+    from ``where``, a file; ``functools.partial(structure, cls=C)`` builds an attrs class ``C``).  An error is blamed
+    on what caused it: ``where`` when the data alone has it, otherwise the first override that brought it in
+    (``--set job.seed=-3: 'seed' must be >= 0: -3 @ $.job``); ``build`` raises :class:`ConfigError` prefixed with
+    the name it is given."""
     overrides = list(overrides)
     try:
-        return build(apply_overrides(data, overrides), where)
+        return build(apply_overrides(data, overrides), where=where)
     except ConfigError as error:
         problem = str(error).removeprefix(f"{where}: ")
         raise _blamed(data, overrides, build, where, problem) or error from None
 
 
 def _blamed(
-    data: Mapping[str, Any], overrides: list[str], build: Callable[[Mapping[str, Any], str], Any], where: str,
-    problem: str,
-) -> ConfigError | None:  # fmt: skip
+    data: Mapping[str, Any], overrides: list[str], build: Callable[..., Any], where: str, problem: str
+) -> ConfigError | None:
     """``problem`` (the error of the data with every override) blamed on the first of the data alone, the data with
     the first override, with the first two, ... that has it (the last override when only all of them together do);
     None without overrides."""
@@ -139,7 +137,7 @@ def _blamed(
     for count in range(len(overrides)):
         blamed = where if count == 0 else f"--set {overrides[count - 1]}"
         try:
-            build(apply_overrides(data, overrides[:count]), blamed)
+            build(apply_overrides(data, overrides[:count]), where=blamed)
         except ConfigError as error:
             if str(error) == f"{blamed}: {problem}":
                 return error

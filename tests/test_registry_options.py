@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from collections.abc import Mapping
 
@@ -191,9 +192,7 @@ def test_an_error_is_blamed_on_the_file_or_the_override_that_brings_it_in():
     """The file when the file alone has the error, otherwise the override that brings it in; an override may mend
     the file."""
 
-    def build(data, where):
-        return structure(data, _Switch, where=where)
-
+    build = functools.partial(structure, cls=_Switch)
     with pytest.raises(ConfigError, match=r"^switch\.toml: expected a number, got 'high'"):
         with_overrides({"level": "high"}, ["enabled=false"], build, where="switch.toml")
     with pytest.raises(ConfigError, match=r"^--set enabled=no: expected true or false, got 'no'"):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import re
-from collections.abc import Mapping
-from typing import Any
 
 from inference_iface.options import structure, with_overrides
 from tracking_algs.commands.arg_types import (
@@ -54,14 +53,11 @@ def run(args: argparse.Namespace) -> int:
     if args.detector is not None and MODULE_FILE.search(str(args.detector)):
         modules = read_detectors_csv(args.detector)
         defaults["geometry"] = "modules"
-    config = with_overrides(defaults, args.overrides, _simulation_config, where="the command's arguments")
+    build = functools.partial(structure, cls=SimulationConfig)
+    config = with_overrides(defaults, args.overrides, build, where="the command's arguments")
     detector = Detector.from_toml(args.detector) if args.detector and modules is None else trackml_detector()
     field = FieldConfig(kind=args.field).build(detector.bfield_t)
     for event in simulate_events(config, args.seed, args.events, detector, modules, field):
         write_event(args.output, event)
         print(f"event {event.event_id}: {len(event.particles)} particles, {len(event.spacepoints)} hits")
     return 0
-
-
-def _simulation_config(options: Mapping[str, Any], where: str) -> SimulationConfig:
-    return structure(options, SimulationConfig, where=where)

@@ -7,8 +7,8 @@ Running it again on the same ``--output`` resumes from the checkpoints in ``MODE
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,9 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from inference_iface.options import load_toml, structure, with_overrides
     from tracking_algs.finding.training import TrainConfig, train
 
-    def build(data: Mapping[str, Any], where: str) -> TrainConfig:
-        return structure(data, TrainConfig, where=where)
-
+    build = functools.partial(structure, cls=TrainConfig)
     config = with_overrides(load_toml(args.config), args.overrides, build, where=str(args.config))
     card = train(config, args.output, validate=held_out_metrics)
     print(json.dumps(card.get("held_out_metrics", {}), indent=2))
