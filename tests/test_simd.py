@@ -1,4 +1,5 @@
-"""numpy pinned to the kernels every x86-64 CPU runs alike, in every process a job starts."""
+"""numpy pinned to the kernels every x86-64 CPU runs alike, and kept off transparent huge pages, in every process a job
+starts."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import os
 import subprocess
 import sys
 
+from tracking_algs import huge_pages
 from tracking_algs.simd import AVX512_TARGETS, VARIABLE
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {key: value for key, value in os.environ.items() if key != VARIABLE} | env
+    environment = {key: value for key, value in os.environ.items() if key not in (VARIABLE, huge_pages.VARIABLE)} | env
     return subprocess.run([sys.executable, "-W", "error::ImportWarning", "-c", code], env=environment,
                           capture_output=True, text=True, check=False)  # fmt: skip
 
@@ -34,3 +36,24 @@ def test_a_users_setting_and_an_earlier_numpy_are_left_alone():
     assert own.stdout.strip() == "AVX512F", own.stderr
     late = _python(f"import os, numpy, tracking_algs; print({VARIABLE!r} in os.environ)")
     assert late.stdout.strip() == "False", late.stderr
+
+
+#: numpy's own switch of its huge-page requests; it returns the setting it replaces (numpy has no public getter)
+HUGE_PAGES_NOW = "numpy.core.multiarray._set_madvise_hugepage(True)"
+
+
+def test_importing_the_package_first_keeps_numpys_arrays_off_huge_pages():
+    probe = _python(
+        f"import os, tracking_algs, numpy\nprint(os.environ[{huge_pages.VARIABLE!r}]); print({HUGE_PAGES_NOW})"
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split() == ["0", "False"]
+
+
+def test_a_users_huge_page_setting_and_an_earlier_numpy_are_left_alone():
+    own = _python(f"import os, tracking_algs, numpy\nprint({HUGE_PAGES_NOW})", **{huge_pages.VARIABLE: "1"})
+    assert own.stdout.strip() == "True", own.stderr
+    late = _python(
+        f"import os, numpy, tracking_algs\nprint({huge_pages.VARIABLE!r} in os.environ); print({HUGE_PAGES_NOW})"
+    )
+    assert late.stdout.split() == ["False", "True"], late.stderr
