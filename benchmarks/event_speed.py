@@ -18,8 +18,10 @@ Samples:
 - **simulation on cylinders**: held-out pile-up-200 events of the default simulation, with
   ``configs/local_onnx.toml``.
 
-Each event is processed once to warm up, then ``--repeat`` times; the median of each stage is reported (ms),
-events of one sample averaged. ``--set`` adds job options to every sample.
+The samples take turns: in each of ``--repeat`` rounds every sample gets a fresh ``EventProcessor``, which
+processes its first event once to warm up and then each of its events once, so that the host's drift falls on
+every sample alike.  The median over the rounds of each stage is reported (ms), events of one sample averaged.
+``--set`` adds job options to every sample.
 
     .venv/bin/python benchmarks/event_speed.py [--events 2] [--repeat 3] [--set KEY=VALUE ...]
 
@@ -54,19 +56,33 @@ SEED = VALIDATION_SEED_MIN + 7070
 STAGE_ORDER = ("features", "graph", "filter", "gnn", "building", "fitting")
 
 
-def time_events(config: Path, overrides: list[str], events: list[Event], repeat: int) -> dict[str, float]:
-    """Median ms per stage (and ``total``) of each event under the job options ``config`` with ``overrides``,
-    averaged over ``events``."""
+def timed_round(config: Path, overrides: list[str], events: list[Event]) -> list[dict[str, float]]:
+    """ms per stage (and ``total``) of each of ``events``, processed once each under the job options ``config`` with
+    ``overrides`` by a fresh ``EventProcessor``, after it processed the first event once to warm up (sessions, the
+    field table, the module layers, the fit's worker processes)."""
     options = load_job_options(config, overrides)
-    per_event = []
     with EventProcessor(options) as processor:
-        for event in events:
-            processor.process(event)  # warm-up: sessions, the field table, the module layers
-            runs = [processor.process(event).timing_ms for _ in range(repeat)]
-            per_event.append({stage: float(np.median([run[stage] for run in runs])) for stage in runs[0]})
-            per_event[-1]["total"] = float(np.median([sum(run.values()) for run in runs]))
-    stages = per_event[0].keys()
+        processor.process(events[0])
+        timings = [processor.process(event).timing_ms for event in events]
+    return [timing | {"total": sum(timing.values())} for timing in timings]
+
+
+def median_timing(rounds: list[list[dict[str, float]]]) -> dict[str, float]:
+    """The median over ``rounds`` (each :func:`timed_round`'s result) of each event's ms per stage, averaged over the
+    events."""
+    stages = rounds[0][0].keys()
+    per_event = [
+        {stage: float(np.median([run[stage] for run in runs])) for stage in stages}
+        for runs in zip(*rounds, strict=True)
+    ]
     return {stage: float(np.mean([timing[stage] for timing in per_event])) for stage in stages}
+
+
+def time_events(config: Path, overrides: list[str], events: list[Event], repeat: int) -> dict[str, float]:
+    """Median ms per stage (and ``total``) of each event under the job options ``config`` with ``overrides`` over
+    ``repeat`` rounds of :func:`timed_round`, averaged over ``events`` (one set of options alone: to compare two,
+    alternate their rounds)."""
+    return median_timing([timed_round(config, overrides, events) for _ in range(repeat)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,8 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     report: dict = {"repeat": args.repeat, "overrides": args.overrides, "samples": {}}
-    for name, (config, overrides, events) in samples.items():
-        timing = time_events(config, overrides, events, args.repeat)
+    rounds: dict[str, list] = {name: [] for name in samples}
+    for _ in range(args.repeat):
+        for name, (config, overrides, events) in samples.items():
+            rounds[name].append(timed_round(config, overrides, events))
+    for name, (config, _, events) in samples.items():
+        timing = median_timing(rounds[name])
         hits = float(np.mean([len(event.spacepoints) for event in events]))
         report["samples"][name] = {"config": config.name, "events": len(events), "hits_per_event": hits,
                                    "timing_ms": timing}  # fmt: skip
