@@ -137,17 +137,11 @@ class _Follower:
         for rank in range(int(crossings.rank.max(initial=-1)) + 1):
             at_rank = crossings.take(crossings.rank == rank)
             at_rank = at_rank.take(~self.stopped[at_rank.segment])
-            rows = at_rank.segment
-            way = np.where(moved_yet[rows], direction, first_direction)
-            step = propagate(states.params[rows], states.kind[rows], states.position[rows], at_rank.kind,
-                             at_rank.position, self.fitter.field, way, plane_from=states.plane[rows],
-                             stepping=self.fitter.config.stepping)  # fmt: skip
-            rows, at_rank = rows[step.ok], at_rank.take(step.ok)
-            moved_yet[rows] = True
+            way = np.where(moved_yet[at_rank.segment], direction, first_direction)
             # the states that take no hit here stay on the layer's nominal surface
-            states.params[rows] = step.params[step.ok]
-            states.cov[rows] = transport_sandwich(step.jacobian[step.ok], states.cov[rows])
-            states.kind[rows], states.position[rows], states.plane[rows] = at_rank.kind, at_rank.position, 0.0
+            rows, at_rank = states.move_to(at_rank.segment, at_rank, self.fitter.field, self.fitter.config.stepping,
+                                           way)  # fmt: skip
+            moved_yet[rows] = True
             with_hit, first_hits = self._take_best_hits(states, rows, at_rank.key)
             twins, twin_hits = self._take_best_hits(states, with_hit, at_rank.key[np.isin(rows, with_hit)],
                                                     other_module_than=self.module[first_hits])  # fmt: skip

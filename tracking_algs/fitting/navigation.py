@@ -22,7 +22,7 @@ from tracking_algs.fitting.helix import SurfaceKind, no_planes, propagate
 from tracking_algs.fitting.scattering import path_in_x0, through_material
 from tracking_algs.fitting.stacked import transport_sandwich
 from tracking_algs.geometry import Detector
-from tracking_algs.magnetic_field import MagneticField
+from tracking_algs.magnetic_field import MagneticField, Stepping
 from tracking_algs.modules import ModuleGeometry
 from tracking_algs.ranges import concatenated_ranges
 
@@ -191,6 +191,26 @@ class BoundStates:
         """A copy that shares no array with these states."""
         return BoundStates(*(value.copy() for value in attrs.astuple(self, recurse=False)))
 
+    def move_to(
+        self,
+        rows: np.ndarray,
+        crossings: Crossings,
+        field: MagneticField,
+        stepping: Stepping,
+        direction: int | np.ndarray,
+    ) -> tuple[np.ndarray, Crossings]:
+        """Take the states ``rows`` [M] to their ``crossings`` [M] along the helix (``direction`` +1 forward along
+        the track, -1 backward; one for all or one per state), their covariances with them; a state that reaches its
+        crossing is then on its surface, before its material, and one that does not stays where it was.  Returns
+        the rows that moved and their crossings."""
+        step = propagate(self.params[rows], self.kind[rows], self.position[rows], crossings.kind, crossings.position,
+                         field, direction, plane_from=self.plane[rows], stepping=stepping)  # fmt: skip
+        rows, crossings = rows[step.ok], crossings.take(step.ok)
+        self.params[rows] = step.params[step.ok]
+        self.cov[rows] = transport_sandwich(step.jacobian[step.ok], self.cov[rows])
+        self.kind[rows], self.position[rows], self.plane[rows] = crossings.kind, crossings.position, 0.0
+        return rows, crossings
+
 
 def traverse(
     params: np.ndarray,
@@ -213,15 +233,9 @@ def traverse(
     state = BoundStates(params.copy(), cov.copy(), kind.copy(), position.copy(), planes)
     for rank in range(int(crossings.rank.max(initial=-1)) + 1):
         at_rank = crossings.rank == rank
-        crossing, rows = crossings.take(at_rank), crossings.segment[at_rank]
-        step = propagate(state.params[rows], state.kind[rows], state.position[rows], crossing.kind,
-                         crossing.position, field, direction, plane_from=state.plane[rows],
-                         stepping=config.stepping)  # fmt: skip
-        rows, crossing = rows[step.ok], crossing.take(step.ok)
-        arrived = step.params[step.ok]
-        moved = transport_sandwich(step.jacobian[step.ok], state.cov[rows])
+        rows, crossing = state.move_to(crossings.segment[at_rank], crossings.take(at_rank), field, config.stepping,
+                                       direction)  # fmt: skip
+        arrived, moved = state.params[rows], state.cov[rows]
         through_material(arrived, moved, path_in_x0(arrived, crossing.kind, crossing.x_over_x0), config, direction)
         state.params[rows], state.cov[rows] = arrived, moved
-        state.kind[rows], state.position[rows] = crossing.kind, crossing.position
-        state.plane[rows] = 0.0
     return state
