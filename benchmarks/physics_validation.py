@@ -127,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="finding.graph.query_k: nearest embedding neighbours each hit looks at")  # fmt: skip
     parser.add_argument("--min-pvalue", type=float, default=TrackSelection().min_pvalue,
                         help="fitting.selection.min_pvalue: the smallest fit p-value a written track has")  # fmt: skip
+    parser.add_argument("--slow-pt-gev", type=float, default=TrackSelection().slow_pt_gev,
+                        help="fitting.selection.slow_pt_gev: below it a track needs --slow-min-hits hits")  # fmt: skip
+    parser.add_argument("--slow-min-hits", type=int, default=TrackSelection().slow_min_hits,
+                        help="fitting.selection.slow_min_hits: fewest hits of a track below --slow-pt-gev")  # fmt: skip
     parser.add_argument("--output", default="physics_validation", help="name of the results in benchmarks/results")
     parser.add_argument("--no-plots", action="store_true", help="leave docs/plots as they are")
     parser.add_argument("--plot-dir", type=Path, default=ROOT / "docs/plots",
@@ -170,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                     extension_line_mm=args.extension_line_mm,
                     extension_rounds=args.extension_rounds,
                     min_pvalue=args.min_pvalue,
+                    slow_pt_gev=args.slow_pt_gev,
+                    slow_min_hits=args.slow_min_hits,
                 ),
             )
             results[f"pileup_{pileup:g}"] = without_matches(summary)

@@ -116,6 +116,29 @@ def test_min_hits_min_pvalue_and_min_pt_cut_as_documented(fitted):
     np.testing.assert_array_equal(strict.track_id, fit.track_id[expected])
 
 
+def test_short_slow_tracks_are_dropped_as_documented(fitted):
+    """``slow_pt_gev``: of the tracks the other cuts keep, those fitted below it that hold fewer than
+    ``slow_min_hits`` hits go, with their hits; a slow track with enough hits stays, and so does a short fast one."""
+    candidates, fit, _, _ = fitted
+    kept, kept_fit = TrackSelection().apply(candidates, fit)
+    pt, hits = transverse_momentum(kept_fit.params), np.diff(kept_fit.hit_offsets)
+    slow_pt = float(np.median(pt))
+    slow_min_hits = int(hits[pt < slow_pt].max())
+    short_slow = (pt < slow_pt) & (hits < slow_min_hits)
+    assert short_slow.any()
+    assert ((pt < slow_pt) & ~short_slow).any()  # a slow track with enough hits
+    assert ((pt >= slow_pt) & (hits < slow_min_hits)).any()  # a short fast track
+    cut, cut_fit = TrackSelection(slow_pt_gev=slow_pt, slow_min_hits=slow_min_hits).apply(candidates, fit)
+    np.testing.assert_array_equal(cut_fit.track_id, kept_fit.track_id[~short_slow])
+    dropped = np.isin(kept.labels, kept_fit.track_id[short_slow])
+    assert (cut.labels[dropped] == -1).all()
+    np.testing.assert_array_equal(cut.labels[~dropped], kept.labels[~dropped])
+    track_ids, offsets, rows = cut.groups()
+    np.testing.assert_array_equal(track_ids, cut_fit.track_id)
+    np.testing.assert_array_equal(offsets, cut_fit.hit_offsets)
+    np.testing.assert_array_equal(rows, cut_fit.hit_rows)
+
+
 def test_selection_options_are_validated():
     config = structure({"selection": {"min_pvalue": 0.01, "min_hits": 6}}, FittingConfig, where="[fitting]")
     assert config.selection == TrackSelection(min_pvalue=0.01, min_hits=6)
@@ -123,6 +146,8 @@ def test_selection_options_are_validated():
         structure({"selection": {"min_pvalue": 2.0}}, FittingConfig, where="[fitting]")
     with pytest.raises(ConfigError, match="min_p"):
         structure({"selection": {"min_p": 0.01}}, FittingConfig, where="[fitting]")
+    with pytest.raises(ConfigError, match="slow_min_hits"):
+        structure({"selection": {"slow_pt_gev": 0.5, "slow_min_hits": 0}}, FittingConfig, where="[fitting]")
 
 
 def test_the_shorter_piece_of_a_split_particle_is_dropped():

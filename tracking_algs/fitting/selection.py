@@ -16,9 +16,11 @@ building can join a particle to the one it came from (a hadron and the leading p
 in a module, say), and the fit of the joined chain keeps one of them and rejects the other's hits.  With
 ``extend_tracks`` each kept track then takes the free hits along its trajectory beyond its ends
 (:mod:`~tracking_algs.fitting.extension`) that its refit keeps: the building can end a particle's chain early and
-leave the rest of its hits on no track.  With ``join_pieces``, last, two kept tracks one of which runs on through
+leave the rest of its hits on no track.  With ``join_pieces`` two kept tracks one of which runs on through
 the other's hits are refitted as one and written as one where that fit passes: the two pieces of a particle whose
-perigees disagree too much for ``merge_split``.
+perigees disagree too much for ``merge_split``.  Last, with ``slow_pt_gev``, a track fitted below that transverse
+momentum is dropped where it holds fewer than ``slow_min_hits`` hits: a slow particle from the beam line crosses
+most layers of the detector before it curls, and a short track fitted slow is mostly a piece of a slower one.
 """
 
 from __future__ import annotations
@@ -77,8 +79,9 @@ class TrackSelection:
     ``extend_tracks`` the kept tracks are then extended
     onto the free hits :func:`~tracking_algs.fitting.extension.proposed_hits` proposes to them within
     ``extension_reach_mm``, ``extension_circle_mm`` and ``extension_line_mm``, ``extension_rounds`` times over
-    (:meth:`_extended`).  With ``join_pieces``, last, two kept tracks are refitted as one where one runs on through
-    the other's hits, followed as an extension is (:meth:`_joined`)."""
+    (:meth:`_extended`).  With ``join_pieces`` two kept tracks are refitted as one where one runs on through the
+    other's hits, followed as an extension is (:meth:`_joined`).  Last, a kept track whose fitted transverse
+    momentum is below ``slow_pt_gev`` (0: none) and that holds fewer than ``slow_min_hits`` hits is dropped."""
 
     enabled: bool = True
     min_pvalue: float = attrs.field(default=1e-3, validator=[v.ge(0.0), v.le(1.0)])
@@ -98,6 +101,8 @@ class TrackSelection:
     extension_line_mm: float = attrs.field(default=5.0, validator=v.gt(0.0))
     extension_rounds: int = attrs.field(default=1, validator=v.ge(1))
     join_pieces: bool = False
+    slow_pt_gev: float = attrs.field(default=0.0, validator=v.ge(0.0))
+    slow_min_hits: int = attrs.field(default=7, validator=v.ge(1))
 
     def apply(
         self,
@@ -154,7 +159,18 @@ class TrackSelection:
             kept_tracks, selected = self._extended(kept_tracks, selected, refit, spacepoints)
         if self.join_pieces and refit is not None and spacepoints is not None:
             kept_tracks, selected = self._joined(kept_tracks, selected, refit, spacepoints)
-        return kept_tracks, selected
+        return self._without_short_slow(kept_tracks, selected)
+
+    def _without_short_slow(self, candidates: TrackCandidates, fit: FitResults) -> tuple[TrackCandidates, FitResults]:
+        """``candidates`` and ``fit`` without the tracks fitted below ``slow_pt_gev`` that hold fewer than
+        ``slow_min_hits`` hits (their hits become unassigned)."""
+        slow = transverse_momentum(fit.params) < self.slow_pt_gev
+        short_slow = slow & (np.diff(fit.hit_offsets) < self.slow_min_hits)
+        if not short_slow.any():
+            return candidates, fit
+        labels = candidates.labels.copy()
+        labels[np.isin(labels, fit.track_id[short_slow])] = -1
+        return TrackCandidates(labels), fit.tracks(~short_slow)
 
     def _extended(
         self, candidates: TrackCandidates, fit: FitResults, refit: Refit, spacepoints: Spacepoints
