@@ -47,8 +47,9 @@ SCORE_WEIGHT = 0.1
 #: the job options of every job here: the same building as the server's
 BUILDING = f"finding.building.score_weight={SCORE_WEIGHT}"
 #: the track selection's steps after the fit that configs/trackml.toml takes
-SELECTION = tuple(f"fitting.selection.{name}=true" for name in ("merge_split", "rescue_outliers", "follow_tracks",
-                                                                "extend_tracks", "join_pieces"))  # fmt: skip
+SELECTION = (*(f"fitting.selection.{name}=true" for name in ("merge_split", "rescue_outliers", "follow_tracks",
+                                                             "extend_tracks", "join_pieces")),
+             "fitting.selection.slow_pt_gev=0.5")  # fmt: skip
 
 
 def _finding(model_dir: Path) -> FindingConfig:
