@@ -240,6 +240,40 @@ def test_track_with_foreign_hits_at_one_end_is_trimmed_to_the_fit_without_them(e
     np.testing.assert_array_equal(trimmed.n_hits, without.n_hits)
 
 
+def test_a_fit_its_outliers_leave_too_short_is_trimmed_too():
+    """Tracks of 6 hits whose first hit is another particle's (moved by 8 mm in r·phi and z).  It pulls the fit so that
+    the outlier refits reject true hits instead, and most fits pass with 3 or 4 hits, too few to be written.  Such a
+    fit is trimmed like a failed one: the track ends with its 5 true hits, the moved hit an outlier, and exactly the
+    fit of the track without it."""
+    tracks = _clean_tracks(400, seed=13)
+    sp, labels = tracks.spacepoints, tracks.candidates.labels
+    distance = sp.x**2 + sp.y**2 + sp.z**2
+    dropped, moved = [], []
+    for rows in map(np.flatnonzero, labels == np.unique(labels)[:, None]):
+        rows = rows[np.argsort(distance[rows])]
+        dropped.extend(rows[6:])
+        moved.append(rows[0])
+    keep = ~np.isin(np.arange(len(sp)), dropped)
+    shift = np.where(np.isin(np.arange(len(sp)), moved), 8.0, 0.0)
+    spacepoints, candidates = _moved(sp, shift, shift).take(keep), TrackCandidates(labels[keep])
+    moved = np.flatnonzero(np.isin(np.flatnonzero(keep), moved))  # as rows of the kept spacepoints
+    untrimmed = KalmanFitter(DETECTOR, KalmanConfig(max_trimmed_hits=0)).fit(spacepoints, candidates)
+    too_short = untrimmed.ok & (untrimmed.pvalue >= 1e-3) & (untrimmed.n_hits < 5)
+    assert too_short.sum() >= 100
+    trimmed = KalmanFitter(DETECTOR).fit(spacepoints, candidates)
+    saved = trimmed.ok & (trimmed.pvalue >= 1e-3) & (trimmed.n_hits == 5)
+    assert saved[too_short].mean() >= 0.99
+    flagged = np.zeros(len(spacepoints), dtype=bool)
+    flagged[trimmed.hit_rows[trimmed.outlier]] = True
+    of_saved = np.isin(candidates.labels[moved], trimmed.track_id[too_short & saved])
+    assert flagged[moved[of_saved]].all()
+    others = ~np.isin(np.arange(len(spacepoints)), moved)
+    without = KalmanFitter(DETECTOR).fit(spacepoints.take(others), TrackCandidates(candidates.labels[others]))
+    rows = np.searchsorted(without.track_id, trimmed.track_id[too_short & saved])
+    np.testing.assert_allclose(trimmed.params[too_short & saved], without.params[rows], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(trimmed.chi2[too_short & saved], without.chi2[rows], rtol=1e-6, atol=1e-9)
+
+
 def test_trimmed_variants_too_short_to_be_written_are_not_fitted_and_no_written_track_changes():
     """Tracks of 6 to 10 hits whose first three hits are another particle's (moved by 5 mm).  With
     ``min_trimmed_hits`` 3 the short tracks are saved as fits of 3 or 4 hits, which the track selection drops; with
@@ -278,13 +312,14 @@ def test_trimmed_variants_too_short_to_be_written_are_not_fitted_and_no_written_
 
 def test_a_track_trimming_cannot_save_keeps_its_first_fit():
     """Random hit collections: the tracks that fail with and without trimming have the untrimmed fit, outlier
-    flags included; the tracks that pass without trimming are not refitted."""
+    flags included; the tracks that pass without trimming with at least ``min_trimmed_hits`` hits are not
+    refitted."""
     event = simulate_event(SimulationConfig(pileup=5.0), seed=3, event_id=0, detector=DETECTOR)
     labels = np.random.default_rng(9).integers(-1, 60, size=len(event.spacepoints))
     candidates = TrackCandidates(labels)
     untrimmed = KalmanFitter(DETECTOR, KalmanConfig(max_trimmed_hits=0)).fit(event.spacepoints, candidates)
     trimmed = KalmanFitter(DETECTOR).fit(event.spacepoints, candidates)
-    unchanged = (trimmed.pvalue < 1e-3) | (untrimmed.pvalue >= 1e-3)
+    unchanged = (trimmed.pvalue < 1e-3) | ((untrimmed.pvalue >= 1e-3) & (untrimmed.n_hits >= 5))
     assert unchanged.sum() >= 50
     for column in ("params", "cov", "chi2", "ndf", "status", "n_hits", "n_outliers"):
         np.testing.assert_array_equal(getattr(trimmed, column)[unchanged], getattr(untrimmed, column)[unchanged])

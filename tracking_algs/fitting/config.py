@@ -15,17 +15,18 @@ class KalmanConfig:
     - ``outlier_chi2_cut_1d`` / ``outlier_chi2_cut_2d``: a hit whose χ² against the prediction from the other hits
       exceeds the cut (χ² quantile at p = 1e-3) is rejected as an outlier;
     - ``max_outlier_refits``: how many times a track is refitted, each time without its worst outlier;
-    - ``max_trimmed_hits`` / ``trim_below_pvalue``: a track whose fit failed or whose p-value is still below
-      ``trim_below_pvalue`` after its outlier refits is refitted without its first hit, without its last, its first
-      two, its last two, ... up to ``max_trimmed_hits`` at either end, and takes the passing fit that keeps the
-      most hits (the trimmed hits become outliers); a track that never passes keeps its first fit.  In dense events
-      the track building can start a track of the outer layers on another particle's inner hits, or end it on a
-      neighbour's outer hits, which drag the seed so far that the outlier rejection removes the wrong hits;
+    - ``max_trimmed_hits`` / ``trim_below_pvalue``: a track whose fit failed, whose p-value is still below
+      ``trim_below_pvalue`` after its outlier refits or whose outlier refits left it fewer than ``min_trimmed_hits``
+      hits is refitted without its first hit, without its last, its first two, its last two, ... up to
+      ``max_trimmed_hits`` at either end, and takes the passing fit that keeps the most hits (the trimmed hits
+      become outliers); a track that never passes keeps its first fit.  In dense events the track building can
+      start a track of the outer layers on another particle's inner hits, or end it on a neighbour's outer hits,
+      which drag the seed so far that the outlier rejection removes the wrong hits;
     - ``min_trimmed_hits``: the trimmed variants with fewer hits than this are not fitted, and a variant whose next
       outlier refit would leave fewer fails there.  The default, 5, is the fewest hits a written track holds
       (``[fitting.selection] min_hits``): such a variant could only end as a fit the selection drops, so leaving it
       out changes no written track and saves the fits of the tracks no variant saves (most of the fakes of a dense
-      event);
+      event).  A fit its outlier refits leave with fewer hits than this is trimmed like a failed one;
     - ``min_hits``: tracks with fewer usable hits get status ``TOO_FEW_HITS``;
     - ``min_layers``: so do tracks whose usable hits cross fewer layers (consecutive hits on one layer, the
       overlapping modules a particle crosses there, count as one crossing): the hits of one crossing measure one
