@@ -215,18 +215,18 @@ class KalmanFitter:
 
     def _trim_failed(self, offsets, ordered, hits, out: _Output) -> None:
         """Refit the tracks whose fit failed, whose p-value is below ``trim_below_pvalue`` or whose outlier refits
-        left fewer than ``min_trimmed_hits`` of their hits without their first hit, without their last, their first
-        two, their last two, ... up to ``max_trimmed_hits`` (in crossing order, outlier refits included; none left
-        with fewer than ``min_trimmed_hits`` hits); a track takes the passing fit that keeps the most hits (of equals,
-        the first in that order), or keeps its own when none passes.  The trimmed hits count as outliers.  The
-        variants of all the failing tracks are fitted together, in one set of batches."""
+        left them fewer than ``min_trimmed_hits`` hits: without their first hit, without their last, their first two,
+        their last two, ... up to ``max_trimmed_hits`` (in crossing order, outlier refits included; none left with
+        fewer than ``min_trimmed_hits`` hits); a track takes the passing fit that keeps the most hits (of equals, the
+        first in that order), or keeps its own when none passes.  The trimmed hits count as outliers.  The variants
+        of all the failing tracks are fitted together, in one set of batches."""
         config = self.config
         counts = np.diff(offsets)
         fewest_hits = max(config.min_hits, config.min_trimmed_hits)
         # a fit whose outliers took it below fewest_hits is failing too: a few hits of another particle at one end
         # can pull the fit so that the outlier refits reject the track's own hits instead
-        failing = (out.pvalue() < config.trim_below_pvalue) | (out.n_hits < fewest_hits)
-        failing = np.flatnonzero((counts > fewest_hits) & failing)
+        poor = (out.pvalue() < config.trim_below_pvalue) | (out.n_hits < fewest_hits)
+        failing = np.flatnonzero((counts > fewest_hits) & poor)
         # variant k · 2 + at_end trims k + 1 hits, from the last hit when at_end; per failing track, in that order
         trims = np.repeat(np.arange(1, config.max_trimmed_hits + 1), 2)
         at_end = np.tile([False, True], config.max_trimmed_hits)
