@@ -5,7 +5,7 @@ and of the secondaries (produced 1 mm or more from the z axis) apart, at several
 and, after the Kalman fit, the tracks the default track selection keeps (``--no-fit`` skips the fit), with the fake
 and duplicate rates of the kept tracks whose fitted pT is above 1 GeV apart, and why the particles above 1 GeV that
 no kept track finds are lost (``lost_pt>1`` in the JSON: secondaries, dropped by the fit selection, edges lost
-before the building, the building).
+before the building, the building; ``lost_secondaries_pt>1``: the secondaries among them by the other three).
 
     .venv/bin/python benchmarks/physics_validation.py [--model-dir DIR] [--events 3] [--pileups 0 20 200]
         [--geometry cylinders|modules] [--field uniform|solenoid] [--filter-cut C] [--gnn-cut C] [--overlap-mm MM]

@@ -169,8 +169,9 @@ def test_evaluate_splits_the_efficiency_into_particles_from_the_beam_line_and_se
 @pytest.mark.parametrize("gnn_cut", [0.15, 0.995])
 def test_evaluate_tells_why_the_particles_no_written_track_finds_are_lost(gnn_cut):
     """With a fitter, on a module-simulation event: the causes add up to the particles above 1 GeV that the written
-    tracks miss, the secondaries among them are those of the split by origin, and with a GNN cut that keeps almost
-    no edge most of the particles from the beam line are lost before the building."""
+    tracks miss, the secondaries among them are those of the split by origin (and their own causes add up to them),
+    and with a GNN cut that keeps almost no edge most of the particles from the beam line are lost before the
+    building."""
     event = simulate_event(SimulationConfig(geometry="modules", pileup=5.0), SEED, 1)
     fitter = KalmanFitter(trackml_detector(), modules=trackml_modules())
     with local_finder(FindingConfig(gnn=GNNConfig(cut=gnn_cut)), fitter) as finder:
@@ -180,6 +181,7 @@ def test_evaluate_tells_why_the_particles_no_written_track_finds_are_lost(gnn_cu
     assert sum(lost.values()) == written["n_selected"] - written["n_matched"]
     secondaries = summary["by_origin_pt>1"]["selected"]["secondary"]
     assert lost["secondary"] == secondaries["n_selected"] - secondaries["n_matched"]
+    assert sum(summary["lost_secondaries_pt>1"].values()) == lost["secondary"]
     if gnn_cut > 0.9:
         beam_line = summary["by_origin_pt>1"]["selected"]["beam_line"]
         assert lost["edges_lost_before_building"] > 0.5 * (beam_line["n_selected"] - beam_line["n_matched"]) > 0

@@ -43,7 +43,9 @@ def evaluate(
     (counts summed over events), the efficiency above the first pT threshold for the particles from the beam line
     and for the secondaries apart (``by_origin_pt>1``), and the mean time per stage in ms.  When the finder
     fits, ``"selected"`` holds the match summaries of the tracks ``track_selection`` (default: the defaults)
-    keeps.
+    keeps, ``lost_pt>1`` why the particles above the first threshold that no kept track finds are lost (each counted
+    under the first of :data:`LOST_CAUSES` that applies) and ``lost_secondaries_pt>1`` the secondaries among them by
+    the other causes.
 
     The returned dict also holds ``"matches"`` and, when the finder fits, ``"selected_matches"``: {threshold:
     :class:`MatchResult`} of the candidates and of the kept tracks (for plots and further study)."""
@@ -57,6 +59,7 @@ def evaluate(
     n_hits = []
     track_pts: list[np.ndarray] = []  # the fitted pT of the kept tracks of each event, in their match's order
     lost = np.zeros(len(LOST_CAUSES), dtype=np.int64)
+    lost_secondaries = np.zeros(len(LOST_CAUSES) - 1, dtype=np.int64)
     for event in events:
         result = finder.find(event.spacepoints)
         n_hits.append(len(event.spacepoints))
@@ -80,7 +83,9 @@ def evaluate(
         if kept is not None:
             written = selected[PT_THRESHOLDS[0]][-1]
             track_pts.append(fitted_pt(written.track_id, kept_fit.track_id, kept_fit.params))
-            lost += _lost_causes(event, truth, result.edges["gnn"], matches[PT_THRESHOLDS[0]][-1], written, secondary)
+            causes = _lost_causes(event, truth, result.edges["gnn"], matches[PT_THRESHOLDS[0]][-1], written, secondary)
+            lost += causes[0]
+            lost_secondaries += causes[1]
         fast = truth[:, hit_particle_pt(event)[truth[0]] > PT_THRESHOLDS[0]]
         for stage, edges in result.edges.items():
             found = (*edge_counts(edges, truth), *edge_counts(edges, fast)[:2])
@@ -102,6 +107,15 @@ def evaluate(
         "tracks": {f"pt>{pt:g}": combined[pt].summary() for pt in PT_THRESHOLDS},
         **({"selected": fitted} if fitted else {}),
         **({f"lost_pt>{PT_THRESHOLDS[0]:g}": dict(zip(LOST_CAUSES, lost.tolist(), strict=True))} if fitted else {}),
+        **(
+            {
+                f"lost_secondaries_pt>{PT_THRESHOLDS[0]:g}": dict(
+                    zip(LOST_CAUSES[1:], lost_secondaries.tolist(), strict=True)
+                )
+            }
+            if fitted
+            else {}
+        ),
         f"by_origin_pt>{PT_THRESHOLDS[0]:g}": by_origin,
         "edges": {stage: _edge_summary(*c, n_events=len(n_hits)) for stage, c in counts.items()},
         "timing_ms": {stage: float(np.mean(values)) for stage, values in timing.items()},
@@ -126,12 +140,12 @@ def _lost_causes(
     candidates: MatchResult,
     written: MatchResult,
     secondary: np.ndarray,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """How many of the selected particles of ``event`` no written track finds, by :data:`LOST_CAUSES`: secondaries
     (mask ``secondary`` over the particles); found by a candidate the fit selection drops; fewer than
     :data:`KEPT_EDGES_MIN` of their ``truth`` edges left after the GNN; and the rest, which the building splits or
-    leaves out. ``candidates`` and ``written`` match the candidates and the written tracks (row-aligned with the
-    event's particles)."""
+    leaves out.  Second, the secondaries among them by the other causes (``LOST_CAUSES[1:]``).  ``candidates`` and
+    ``written`` match the candidates and the written tracks (row-aligned with the event's particles)."""
     truth_particle = particle_rows(event.particles.particle_id, event.truth.particle_id[truth[0]])
     known = truth_particle >= 0
     kept = np.isin(edge_keys(truth[:, known], unique=False), edge_keys(gnn_edges))
@@ -139,7 +153,13 @@ def _lost_causes(
     edges_of = np.bincount(truth_particle[known], minlength=n_particles)
     kept_of = np.bincount(truth_particle[known], weights=kept, minlength=n_particles)
     missed = written.particle_selected & ~written.particle_matched
-    causes = (secondary, candidates.particle_matched, kept_of < KEPT_EDGES_MIN * np.maximum(edges_of, 1))
+    causes = (candidates.particle_matched, kept_of < KEPT_EDGES_MIN * np.maximum(edges_of, 1))
+    return _first_causes(missed, (secondary, *causes)), _first_causes(missed & secondary, causes)
+
+
+def _first_causes(missed: np.ndarray, causes: tuple[np.ndarray, ...]) -> np.ndarray:
+    """How many of the ``missed`` particles (mask) each of ``causes`` (masks, in order) takes first, and how many
+    none takes."""
     counts = []
     for cause in causes:
         counts.append(int((missed & cause).sum()))
