@@ -101,21 +101,20 @@ def evaluate(
     by_origin = {"tracks": _origin_summary(origin_counts["tracks"])}
     if "selected" in origin_counts:
         by_origin["selected"] = _origin_summary(origin_counts["selected"])
+    losses = {}
+    if fitted:
+        losses = {
+            f"lost_pt>{PT_THRESHOLDS[0]:g}": dict(zip(LOST_CAUSES, lost.tolist(), strict=True)),
+            f"lost_secondaries_pt>{PT_THRESHOLDS[0]:g}": dict(
+                zip(LOST_CAUSES[1:], lost_secondaries.tolist(), strict=True)
+            ),
+        }
     return {
         "events": len(n_hits),
         "mean_spacepoints": float(np.mean(n_hits)) if n_hits else 0.0,
         "tracks": {f"pt>{pt:g}": combined[pt].summary() for pt in PT_THRESHOLDS},
         **({"selected": fitted} if fitted else {}),
-        **({f"lost_pt>{PT_THRESHOLDS[0]:g}": dict(zip(LOST_CAUSES, lost.tolist(), strict=True))} if fitted else {}),
-        **(
-            {
-                f"lost_secondaries_pt>{PT_THRESHOLDS[0]:g}": dict(
-                    zip(LOST_CAUSES[1:], lost_secondaries.tolist(), strict=True)
-                )
-            }
-            if fitted
-            else {}
-        ),
+        **losses,
         f"by_origin_pt>{PT_THRESHOLDS[0]:g}": by_origin,
         "edges": {stage: _edge_summary(*c, n_events=len(n_hits)) for stage, c in counts.items()},
         "timing_ms": {stage: float(np.mean(values)) for stage, values in timing.items()},
