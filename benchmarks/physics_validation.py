@@ -8,7 +8,8 @@ no kept track finds are lost (``lost_pt>1`` in the JSON: secondaries, dropped by
 before the building, the building; ``lost_secondaries_pt>1``: the secondaries among them by the other three).
 
     .venv/bin/python benchmarks/physics_validation.py [--model-dir DIR] [--events 3] [--pileups 0 20 200]
-        [--geometry cylinders|modules] [--field uniform|solenoid] [--filter-cut C] [--gnn-cut C] [--overlap-mm MM]
+        [--geometry cylinders|modules] [--field uniform|solenoid] [--filter-cut C] [--gnn-cut C] [--weak-gnn-cut C]
+        [--max-weak-triplet-cost C] [--overlap-mm MM]
         [--max-z0-mm MM] [--link-overlaps] [--energy-loss] [--score-weight W] [--max-crossing-cost C]
         [--shared-hits best_fit] [--revive-chains] [--complete-by-overlaps] [--max-trimmed-hits N]
         [--min-trimmed-hits N] [--max-outlier-refits N] [--min-pvalue P] [--query-k K] [--merge-split]
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--building", choices=typing.get_args(typing.get_type_hints(BuildingConfig)["method"]),
                         default=BuildingConfig().method)  # fmt: skip
     parser.add_argument("--gnn-cut", type=float, default=GNNConfig().cut)
+    parser.add_argument("--weak-gnn-cut", type=float, default=GNNConfig().weak_cut,
+                        help="gnn.weak_cut (0: no weak edges)")  # fmt: skip
+    parser.add_argument("--max-weak-triplet-cost", type=float, default=BuildingConfig().max_weak_triplet_cost,
+                        help="building.max_weak_triplet_cost")  # fmt: skip
     parser.add_argument("--filter-cut", type=float, default=0.0, help="filter cut (0: the model card's)")
     parser.add_argument("--overlap-mm", type=float, default=OVERLAP_MM,
                         help="max_overlap_mm of the pair cuts and the building (0: no overlap rules)")  # fmt: skip
@@ -143,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
                               link_overlaps=args.link_overlaps, score_weight=args.score_weight,
                               max_crossing_cost=args.max_crossing_cost, shared_hits=args.shared_hits,
                               revive_chains=args.revive_chains,
-                              complete_by_overlaps=args.complete_by_overlaps)  # fmt: skip
+                              complete_by_overlaps=args.complete_by_overlaps,
+                              max_weak_triplet_cost=args.max_weak_triplet_cost)  # fmt: skip
     graph = GraphConfig(cuts=PairCuts(max_overlap_mm=args.overlap_mm, max_z0_mm=args.max_z0_mm,
                                       min_pt_gev=args.min_pt_gev), query_k=args.query_k)  # fmt: skip
-    config = FindingConfig(model_dir=args.model_dir, building=building, gnn=GNNConfig(cut=args.gnn_cut),
+    config = FindingConfig(model_dir=args.model_dir, building=building,
+                           gnn=GNNConfig(cut=args.gnn_cut, weak_cut=args.weak_gnn_cut),
                            filter=FilterConfig(cut=args.filter_cut), graph=graph)  # fmt: skip
     results, rows = {}, []
     modules = trackml_modules() if args.geometry == "modules" else None

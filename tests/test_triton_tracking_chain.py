@@ -29,7 +29,7 @@ from backends.triton_server import PYTHON_BACKEND_REGION, TritonServer, TritonSe
 from inference_iface import ConfigError, InputError, ModelError, create_inference
 from inference_iface.shared_memory import names
 from tracking_algs.cli import main
-from tracking_algs.finding.config import BuildingConfig, FindingConfig
+from tracking_algs.finding.config import BuildingConfig, FindingConfig, GNNConfig
 from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES
 from tracking_algs.finding.served import FEATURES, HIT_ID, ServedTrackFinder, chain_inputs
@@ -44,8 +44,9 @@ SEED = 2_000_000  # seeds >= 1e6 are never used for training
 EVENTS = 2
 PILEUP = 5.0
 SCORE_WEIGHT = 0.1
-#: the job options of every job here: the same building as the server's
-BUILDING = f"finding.building.score_weight={SCORE_WEIGHT}"
+WEAK_CUT = 0.01
+#: the job options of every job here: the same GNN cuts and building as the server's
+FINDING = (f"finding.building.score_weight={SCORE_WEIGHT}", f"finding.gnn.weak_cut={WEAK_CUT}")
 #: the track selection's steps after the fit that configs/trackml.toml takes
 SELECTION = (*(f"fitting.selection.{name}=true" for name in ("merge_split", "rescue_outliers", "follow_tracks",
                                                              "extend_tracks", "join_pieces")),
@@ -53,7 +54,8 @@ SELECTION = (*(f"fitting.selection.{name}=true" for name in ("merge_split", "res
 
 
 def _finding(model_dir: Path) -> FindingConfig:
-    return FindingConfig(model_dir=str(model_dir), building=BuildingConfig(score_weight=SCORE_WEIGHT))
+    return FindingConfig(model_dir=str(model_dir), building=BuildingConfig(score_weight=SCORE_WEIGHT),
+                         gnn=GNNConfig(weak_cut=WEAK_CUT))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def model_dir(tmp_path_factory) -> Path:
 def repository(tmp_path_factory, model_dir) -> Path:
     repository = tmp_path_factory.mktemp("tracking_repository")
     assert main(["repo", "add-tracking", "--repository", str(repository), "--model-dir", str(model_dir),
-                 "--set", BUILDING]) == 0  # fmt: skip
+                 *(arg for item in FINDING for arg in ("--set", item))]) == 0  # fmt: skip
     return repository
 
 
@@ -160,7 +162,7 @@ def test_served_chain_rejects_bad_inputs(server, events):
 
 
 def _run_job(config: str, output: Path, *overrides: str) -> Path:
-    sets = [f"simulation.pileup={PILEUP}", f"job.seed={SEED}", BUILDING, *SELECTION, *overrides]
+    sets = [f"simulation.pileup={PILEUP}", f"job.seed={SEED}", *FINDING, *SELECTION, *overrides]
     argv = ["run", str(ROOT / "configs" / config), "--simulate", str(EVENTS), "--output", str(output), "--no-progress"]
     assert main(argv + [f"--set={item}" for item in sets]) == 0
     return output
@@ -189,8 +191,8 @@ def test_job_stopped_by_a_dead_server_keeps_its_events_and_resumes(repository, m
     """A server that dies mid-job: the job reports it (exit status 3), writes every file from the events it
     finished, and ``--resume`` against a server on the same address completes with the local results."""
     events, output = 4, tmp_path / "stopped"
-    sets = [f"simulation.pileup={PILEUP}", f"job.seed={SEED}", f"finding.model_dir={model_dir}", BUILDING,
-            "inference.triton.timeout_s=5.0", "inference.triton.retries=0"]  # fmt: skip
+    common = [f"simulation.pileup={PILEUP}", f"job.seed={SEED}", f"finding.model_dir={model_dir}", *FINDING]
+    sets = [*common, "inference.triton.timeout_s=5.0", "inference.triton.retries=0"]
     regions_before = names(f"{PYTHON_BACKEND_REGION}*")
     first = TritonServer(TritonServerConfig(repository=str(repository), startup_timeout_s=180)).start()
     port = first.grpc_port
@@ -220,7 +222,7 @@ def test_job_stopped_by_a_dead_server_keeps_its_events_and_resumes(repository, m
         assert main(argv) == 0
     local = tmp_path / "local"
     argv = ["run", str(ROOT / "configs" / "local_onnx.toml"), "--simulate", str(events), "--output", str(local),
-            "--no-progress", *[f"--set={item}" for item in sets[:4]]]  # fmt: skip
+            "--no-progress", *[f"--set={item}" for item in common]]  # fmt: skip
     assert main(argv) == 0
     assert_same_results(output, local)
     assert json.loads((output / "performance.json").read_text())["failed_events"] == []

@@ -615,15 +615,60 @@ def _best_partner(
     return best
 
 
+def admitted_weak_edges(
+    spacepoints: Spacepoints, edges: np.ndarray, weak: np.ndarray, max_cost: float, overlap_mm: float
+) -> np.ndarray:
+    """Mask [E] of the ``edges`` [2, E] to build with: those not ``weak`` [E], and each weak edge that a triplet
+    cheaper than ``max_cost`` (:func:`triplet_costs`) joins to an edge arriving at its inner hit and one to an edge
+    leaving its outer hit (either may be weak).  Where the GNN scored one edge of a particle just under its cut, the
+    chain would break there, and the building's links leave each piece to other chains.  Edges between overlapping
+    modules (at most ``overlap_mm`` apart) are not admitted: hits millimetres apart measure no direction."""
+    use = ~weak
+    plain = np.flatnonzero(~_overlapping(spacepoints, edges, overlap_mm))
+    local = edges[:, plain]
+    tried = np.flatnonzero(weak[plain])
+    if not len(tried):
+        return use
+    arriving, arriving_start = _grouped(len(spacepoints), local[1])
+    leaving, leaving_start = _grouped(len(spacepoints), local[0])
+    inner, outer = local[:, tried]
+    n_in = arriving_start[inner + 1] - arriving_start[inner]
+    n_out = leaving_start[outer + 1] - leaving_start[outer]
+    # the triplets (edge arriving, weak edge), then (weak edge, edge leaving), in one call
+    n_before = int(n_in.sum())
+    first = np.concatenate((arriving[concatenated_ranges(arriving_start[inner], n_in)], np.repeat(tried, n_out)))
+    second = np.concatenate((np.repeat(tried, n_in), leaving[concatenated_ranges(leaving_start[outer], n_out)]))
+    cheap = triplet_costs(spacepoints, local, first, second) < max_cost
+    joined_in, joined_out = second[:n_before][cheap[:n_before]], first[n_before:][cheap[n_before:]]
+    use[plain[np.intersect1d(joined_in, joined_out)]] = True
+    return use
+
+
+def _grouped(n_nodes: int, hit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The edges ordered by ``hit`` [E] (each edge's inner or outer hit), and where each hit's edges start there
+    [n_nodes + 1]."""
+    order = np.argsort(hit, kind="stable")
+    return order, np.searchsorted(hit[order], np.arange(n_nodes + 1))
+
+
 class TrackBuilding:
     """Stage 4: accepted edges and their scores → :class:`TrackCandidates`."""
 
     def __init__(self, config: BuildingConfig) -> None:
         self.config = config
 
-    def run(self, spacepoints: Spacepoints, edges: np.ndarray, scores: np.ndarray) -> TrackCandidates:
-        """Track candidates of one event from its accepted edges [2, E] (inner hit first) and their scores."""
+    def run(
+        self, spacepoints: Spacepoints, edges: np.ndarray, scores: np.ndarray, weak: np.ndarray | None = None
+    ) -> TrackCandidates:
+        """Track candidates of one event from its accepted edges [2, E] (inner hit first) and their scores; ``weak``
+        [E] marks the weak edges among them (``[finding.gnn] weak_cut``), which the ``triplets`` building takes only
+        where :func:`admitted_weak_edges` admits them, and the other methods not at all."""
         config = self.config
+        if weak is not None and weak.any():
+            use = ~weak
+            if config.method == "triplets":
+                use = admitted_weak_edges(spacepoints, edges, weak, config.max_weak_triplet_cost, config.max_overlap_mm)
+            edges, scores = edges[:, use], scores[use]
         if config.method == "triplets":
             bridge_cost = config.max_bridge_cost if config.bridge_gaps else 0.0
             labels = triplet_labels(spacepoints, edges, config.max_triplet_cost, config.min_hits, bridge_cost,

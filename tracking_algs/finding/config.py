@@ -64,9 +64,17 @@ class FilterConfig:
 class GNNConfig:
     """GNN edge classification: edges with score > ``cut`` go on to track building. The default suits the
     ``triplets`` building, which sorts out the wrong edges by their geometry; plain ``components`` needs a cut
-    near 0.5 or above."""
+    near 0.5 or above. With ``weak_cut`` > 0 (below ``cut``), the edges scored above it but not above ``cut`` go to
+    the ``triplets`` building as *weak* edges, which it takes only where one continues the track on both sides
+    (``[finding.building] max_weak_triplet_cost``); 0 gives it none."""
 
     cut: float = attrs.field(default=0.15, validator=[v.gt(0.0), v.lt(1.0)])
+    weak_cut: float = attrs.field(default=0.0, validator=v.ge(0.0))
+
+    @weak_cut.validator
+    def _below_cut(self, _attribute: attrs.Attribute, value: float) -> None:
+        if value >= self.cut:
+            raise ValueError(f"weak_cut {value} must be below cut {self.cut} (0: no weak edges)")
 
 
 @attrs.frozen(kw_only=True)
@@ -99,7 +107,10 @@ class BuildingConfig:
     (chains whose rivals for their hits were dropped as well; the chains with most free hits first). With
     ``complete_by_overlaps`` (``triplets``, with ``max_overlap_mm`` > 0), the hits of overlapping modules join the
     chains one hit short of ``min_hits`` too, before the cut, not only the candidates kept (a particle of five
-    hits, two on one layer, whose chain holds the other four). The measured effect of each: docs/physics.md."""
+    hits, two on one layer, whose chain holds the other four). A weak edge (``[finding.gnn] weak_cut``;
+    ``triplets``) is built with where a triplet cheaper than ``max_weak_triplet_cost`` joins it to an edge on each
+    side, weak or not (an edge of a particle whose score fell just under the cut, between two that did not). The
+    measured effect of each: docs/physics.md."""
 
     method: Literal["triplets", "walkthrough", "components"] = "triplets"
     min_hits: int = attrs.field(default=5, validator=v.ge(1))
@@ -111,6 +122,7 @@ class BuildingConfig:
     link_overlaps: bool = False
     score_weight: float = attrs.field(default=0.0, validator=v.ge(0.0))
     max_crossing_cost: float = attrs.field(default=1.0, validator=v.ge(0.0))
+    max_weak_triplet_cost: float = attrs.field(default=2.0, validator=v.gt(0.0))
     shared_hits: Literal["longest", "best_fit"] = "longest"
     revive_chains: bool = False
     complete_by_overlaps: bool = False

@@ -108,9 +108,10 @@ class TrackFinder:
         lap("graph")
         filter_edges, filter_scores = self.filter.run(features, embedding, graph_edges)
         lap("filter")
-        gnn_edges, gnn_scores = self.gnn.run(features, filter_edges)
+        built_edges, built_scores, weak = self.gnn.run(features, filter_edges)
+        gnn_edges, gnn_scores = built_edges[:, ~weak], built_scores[~weak]
         lap("gnn")
-        candidates = self.building.run(spacepoints, gnn_edges, gnn_scores)
+        candidates = self.building.run(spacepoints, built_edges, built_scores, weak)
         lap("building")
         fit = None
         if self.fitter is not None:

@@ -35,7 +35,8 @@ class EdgeFiltering:
 
 
 class GNNClassification:
-    """Stage 3: score the filtered graph with the GNN and keep edges with score > ``cut``."""
+    """Stage 3: score the filtered graph with the GNN and keep edges with score > ``cut`` (and, with a
+    ``weak_cut``, the weak ones above it)."""
 
     def __init__(self, inference: InferenceInterface, config: GNNConfig) -> None:
         self.inference = inference
@@ -48,8 +49,16 @@ class GNNClassification:
         edges = np.ascontiguousarray(edges)
         return np.asarray(self.inference.infer(features=features, edge_index=edges, outputs=["score"]).score)
 
-    def run(self, features: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The edges that pass the cut [2, E'] and their scores [E']."""
-        scores = self.scores(features, edges)
-        keep = scores > self.config.cut
-        return edges[:, keep], scores[keep]
+    def run(self, features: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The edges for the building, their scores and which are weak (:func:`above_gnn_cuts`)."""
+        return above_gnn_cuts(edges, self.scores(features, edges), self.config)
+
+
+def above_gnn_cuts(
+    edges: np.ndarray, scores: np.ndarray, config: GNNConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The edges [2, E'] scored above ``config.cut`` or, with a ``weak_cut``, above that, in their order, their
+    scores [E'] and the mask [E'] of the weak ones (not above ``cut``)."""
+    keep = scores > (config.weak_cut or config.cut)
+    kept = scores[keep]
+    return edges[:, keep], kept, ~(kept > config.cut)

@@ -20,6 +20,7 @@ from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.features import orient_edges, spacepoint_features
 from tracking_algs.finding.graph import candidate_edges
 from tracking_algs.finding.model_dir import load_model_card, recommended
+from tracking_algs.finding.stages import above_gnn_cuts
 
 
 def with_working_point(config: FindingConfig) -> FindingConfig:
@@ -58,6 +59,5 @@ class EnsembleSteps:
         return np.ascontiguousarray(edges[:, scores > self.config.filter.cut])
 
     def build(self, spacepoints: Spacepoints, edges: np.ndarray, gnn_scores: np.ndarray) -> np.ndarray:
-        """Track labels [N] from the filtered edges and their GNN scores (GNN cut, then track building)."""
-        keep = gnn_scores > self.config.gnn.cut
-        return self.building.run(spacepoints, edges[:, keep], gnn_scores[keep]).labels
+        """Track labels [N] from the filtered edges and their GNN scores (GNN cuts, then track building)."""
+        return self.building.run(spacepoints, *above_gnn_cuts(edges, gnn_scores, self.config.gnn)).labels
