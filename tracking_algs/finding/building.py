@@ -98,10 +98,16 @@ def _is_best(node: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return mask
 
 
+def _grouped(n_nodes: int, hit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The edges ordered by ``hit`` [E] (each edge's inner or outer hit), and where each hit's edges start there
+    [n_nodes + 1]."""
+    order = np.argsort(hit, kind="stable")
+    return order, np.searchsorted(hit[order], np.arange(n_nodes + 1))
+
+
 def edge_triplets(n_nodes: int, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every pair of edges (e, f) [T] where f leaves the outer hit of e (hits a → b → c), ordered by e, then by f."""
-    order = np.argsort(edges[0], kind="stable")
-    start = np.searchsorted(edges[0][order], np.arange(n_nodes + 1))  # of each hit's outgoing edges in ``order``
+    order, start = _grouped(n_nodes, edges[0])  # where each hit's outgoing edges start in ``order``
     count = np.diff(start)[edges[1]]
     first = np.repeat(np.arange(edges.shape[1]), count)
     # slot t of ``order``: the start of e's successors there, plus t's rank among e's triplets
@@ -120,10 +126,8 @@ def overlap_triplets(n_nodes: int, edges: np.ndarray, overlaps: np.ndarray) -> t
     reaches (hits z → a, a' → b with a, a' on overlapping modules of one layer, a' the farther from the origin, as the
     edges are oriented: a particle from the beam line crosses a first); unordered."""
     a, b = overlaps
-    arriving = np.argsort(edges[1], kind="stable")
-    arriving_start = np.searchsorted(edges[1][arriving], np.arange(n_nodes + 1))
-    leaving = np.argsort(edges[0], kind="stable")
-    leaving_start = np.searchsorted(edges[0][leaving], np.arange(n_nodes + 1))
+    arriving, arriving_start = _grouped(n_nodes, edges[1])
+    leaving, leaving_start = _grouped(n_nodes, edges[0])
     n_in, n_out = np.diff(arriving_start)[a], np.diff(leaving_start)[b]
     count = n_in * n_out
     pair = np.repeat(np.arange(len(a)), count)
@@ -642,13 +646,6 @@ def admitted_weak_edges(
     joined_in, joined_out = second[:n_before][cheap[:n_before]], first[n_before:][cheap[n_before:]]
     use[plain[np.intersect1d(joined_in, joined_out)]] = True
     return use
-
-
-def _grouped(n_nodes: int, hit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The edges ordered by ``hit`` [E] (each edge's inner or outer hit), and where each hit's edges start there
-    [n_nodes + 1]."""
-    order = np.argsort(hit, kind="stable")
-    return order, np.searchsorted(hit[order], np.arange(n_nodes + 1))
 
 
 class TrackBuilding:
