@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fitting.selection.extension_rounds")  # fmt: skip
     parser.add_argument("--query-k", type=int, default=GraphConfig().query_k,
                         help="finding.graph.query_k: nearest embedding neighbours each hit looks at")  # fmt: skip
+    parser.add_argument("--radius", type=float, default=GraphConfig().radius,
+                        help="finding.graph.radius: the graph's embedding radius (0: the model card's)")  # fmt: skip
     parser.add_argument("--min-pvalue", type=float, default=TrackSelection().min_pvalue,
                         help="fitting.selection.min_pvalue: the smallest fit p-value a written track has")  # fmt: skip
     parser.add_argument("--slow-pt-gev", type=float, default=TrackSelection().slow_pt_gev,
@@ -150,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                               revive_chains=args.revive_chains,
                               complete_by_overlaps=args.complete_by_overlaps,
                               max_weak_triplet_cost=args.max_weak_triplet_cost)  # fmt: skip
-    graph = GraphConfig(cuts=PairCuts(max_overlap_mm=args.overlap_mm, max_z0_mm=args.max_z0_mm,
-                                      min_pt_gev=args.min_pt_gev), query_k=args.query_k)  # fmt: skip
+    cuts = PairCuts(max_overlap_mm=args.overlap_mm, max_z0_mm=args.max_z0_mm, min_pt_gev=args.min_pt_gev)
+    graph = GraphConfig(cuts=cuts, query_k=args.query_k, radius=args.radius)
     config = FindingConfig(model_dir=args.model_dir, building=building,
                            gnn=GNNConfig(cut=args.gnn_cut, weak_cut=args.weak_gnn_cut),
                            filter=FilterConfig(cut=args.filter_cut), graph=graph)  # fmt: skip
