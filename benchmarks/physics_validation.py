@@ -138,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="fitting.selection.slow_pt_gev: below it a track needs --slow-min-hits hits")  # fmt: skip
     parser.add_argument("--slow-min-hits", type=int, default=TrackSelection().slow_min_hits,
                         help="fitting.selection.slow_min_hits: fewest hits of a track below --slow-pt-gev")  # fmt: skip
+    parser.add_argument("--rebuild-free-hits", action="store_true",
+                        help="fitting.selection.rebuild_free_hits on: tracks built over the free hits")  # fmt: skip
+    parser.add_argument("--rebuild-min-score", type=float, default=TrackSelection().rebuild_min_score,
+                        help="fitting.selection.rebuild_min_score: least GNN score of an edge rebuilt")  # fmt: skip
     parser.add_argument("--output", default="physics_validation", help="name of the results in benchmarks/results")
     parser.add_argument("--no-plots", action="store_true", help="leave docs/plots as they are")
     parser.add_argument("--plot-dir", type=Path, default=ROOT / "docs/plots",
@@ -185,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                     min_pvalue=args.min_pvalue,
                     slow_pt_gev=args.slow_pt_gev,
                     slow_min_hits=args.slow_min_hits,
+                    rebuild_free_hits=args.rebuild_free_hits,
+                    rebuild_min_score=args.rebuild_min_score,
                 ),
             )
             results[f"pileup_{pileup:g}"] = without_matches(summary)

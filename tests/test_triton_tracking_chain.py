@@ -49,7 +49,7 @@ WEAK_CUT = 0.01
 FINDING = (f"finding.building.score_weight={SCORE_WEIGHT}", f"finding.gnn.weak_cut={WEAK_CUT}")
 #: the track selection's steps after the fit that configs/trackml.toml takes
 SELECTION = (*(f"fitting.selection.{name}=true" for name in ("merge_split", "rescue_outliers", "follow_tracks",
-                                                             "extend_tracks", "join_pieces")),
+                                                             "extend_tracks", "join_pieces", "rebuild_free_hits")),
              "fitting.selection.slow_pt_gev=0.5")  # fmt: skip
 
 
@@ -137,6 +137,20 @@ def test_served_chain_matches_local(server, events, local_results, model_name):
             assert len(local.candidates) > 3, "the comparison needs tracks"
             assert np.array_equal(served.candidates.labels, local.candidates.labels)
             assert set(served.timing_ms) == {"inputs", "served"}
+            assert served.edges == served.scores == {}
+
+
+@pytest.mark.parametrize("model_name", ["tracking_ensemble", "tracking_chain"])
+def test_served_chain_returns_the_local_gnn_edges_when_asked(server, events, local_results, model_name):
+    """The edges a client builds over again (``rebuild_free_hits``): the local finder's GNN edges above the cut, in
+    its order, and their scores to the bit."""
+    with ServedTrackFinder(create_inference(_triton(server, model_name)), with_edges=True) as finder:
+        for event, local in zip(events, local_results, strict=True):
+            served = finder.find(event.spacepoints)
+            assert local.edges["gnn"].shape[1] > 100, "the comparison needs edges"
+            assert np.array_equal(served.edges["gnn"], local.edges["gnn"])
+            assert served.scores["gnn"].tobytes() == local.scores["gnn"].tobytes()
+            assert np.array_equal(served.candidates.labels, local.candidates.labels)
 
 
 def test_serving_a_chain_needs_a_server_backend():

@@ -12,7 +12,13 @@ FEATURES    [N, 8]       float64   one row per spacepoint, columns :data:`FEATUR
 HIT_ID      [N]          int64     the spacepoints' hit ids
 LABELS      [N]          int64     track label of each row: 0, 1, ... numbered in the order of
                                    each track's first row; -1 = not on any track
+GNN_EDGES   [2, E]       int64     the edges the GNN scored above its cut (rows of the event,
+                                   inner hit first), in the order the finder builds them
+GNN_SCORES  [E]          float32   their GNN scores
 =========== ============ ========= ===========================================================
+
+A client asks for ``GNN_EDGES`` and ``GNN_SCORES`` only where it builds tracks over them again (``[fitting.selection]
+rebuild_free_hits``, :mod:`~tracking_algs.finding.free_hits`); a served chain need not offer them otherwise.
 
 ``FEATURES`` carries the raw spacepoint columns, so the server runs exactly the code the local
 :class:`~tracking_algs.finding.finder.TrackFinder` runs (feature computation included) on exactly the
@@ -21,7 +27,8 @@ because float32 positions (≈ 60 µm steps at 1 m) change the network features 
 many hits, which moves candidate edges across the graph radius; ids below 2**53 are exact in float64.
 
 :class:`ServedTrackFinder` has the :meth:`find` of the local finder and returns the same
-:class:`~tracking_algs.finding.finder.FindingResult` (without per-stage edges, which stay on the server).
+:class:`~tracking_algs.finding.finder.FindingResult` (without the graph's and the filter's edges, which stay on the
+server; with the GNN's where it asks for them).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ if TYPE_CHECKING:
 #: Columns of the ``FEATURES`` tensor, in order.
 FEATURE_COLUMNS: tuple[str, ...] = ("x", "y", "z", "volume_id", "layer_id", "module_id", "sigma_0", "sigma_1")
 FEATURES, HIT_ID, LABELS = "FEATURES", "HIT_ID", "LABELS"
+GNN_EDGES, GNN_SCORES = "GNN_EDGES", "GNN_SCORES"
 
 #: ``[finding] serving`` → the served model's default name in the repository.
 SERVED_MODELS: dict[str, str] = {"chain": "tracking_chain", "ensemble": "tracking_ensemble"}
@@ -52,6 +60,8 @@ CHAIN_SIGNATURE = ModelSignature(
     inputs=(TensorSpec(FEATURES, "float64", (-1, len(FEATURE_COLUMNS))), TensorSpec(HIT_ID, "int64", (-1,))),
     outputs=(TensorSpec(LABELS, "int64", (-1,)),),
 )
+#: The outputs a served chain adds for a client that builds over its GNN edges again.
+EDGE_OUTPUTS = (TensorSpec(GNN_EDGES, "int64", (2, -1)), TensorSpec(GNN_SCORES, "float32", (-1,)))
 
 _POSITIONS = ("x", "y", "z")
 _IDS = ("volume_id", "layer_id", "module_id")
@@ -108,34 +118,48 @@ class ServedTrackFinder:
     (e.g. the ``triton`` backend with ``model_name = "tracking_chain"`` or ``"tracking_ensemble"``).
 
     ``find`` returns a :class:`FindingResult` like :meth:`TrackFinder.find`, with ``edges`` and ``scores``
-    empty and ``timing_ms`` holding ``inputs`` (packing the tensors), ``served`` (the call: transfer and
-    the whole chain on the server) and ``fitting`` when a fitter is set (the fit runs here, on the
-    client's own spacepoints).
+    empty (with ``with_edges``: the GNN's, ``GNN_EDGES`` and ``GNN_SCORES``, under ``"gnn"``) and ``timing_ms``
+    holding ``inputs`` (packing the tensors), ``served`` (the call: transfer and the whole chain on the server) and
+    ``fitting`` when a fitter is set (the fit runs here, on the client's own spacepoints).
     """
 
-    def __init__(self, inference: InferenceInterface, fitter: TrackFitter | None = None) -> None:
-        check_chain_signature(inference.signature, inference.describe())
+    def __init__(
+        self, inference: InferenceInterface, fitter: TrackFitter | None = None, with_edges: bool = False
+    ) -> None:
+        check_chain_signature(inference.signature, inference.describe(), with_edges)
         self.inference = inference
         self.fitter = fitter
+        self.with_edges = with_edges
 
     def find(self, spacepoints: Spacepoints) -> FindingResult:
         """Send one event's spacepoints to the served chain; its track candidates (and fit)."""
         start = time.perf_counter()
         inputs = chain_inputs(spacepoints)
         packed = time.perf_counter()
-        labels = np.asarray(self.inference.infer(inputs, outputs=[LABELS]).LABELS)
+        names = [LABELS, GNN_EDGES, GNN_SCORES] if self.with_edges else [LABELS]
+        outputs = self.inference.infer(inputs, outputs=names)
         served = time.perf_counter()
-        if labels.shape != (len(spacepoints),):
-            raise ModelError(
-                f"{self.inference.describe()}: {LABELS} has shape {list(labels.shape)}, expected [{len(spacepoints)}]"
-            )
+        labels = np.asarray(outputs.LABELS)
+        self._check_shape(LABELS, labels, [len(spacepoints)])
+        edges: dict[str, np.ndarray] = {}
+        scores: dict[str, np.ndarray] = {}
+        if self.with_edges:
+            edges["gnn"], scores["gnn"] = np.asarray(outputs.GNN_EDGES), np.asarray(outputs.GNN_SCORES)
+            self._check_shape(GNN_EDGES, edges["gnn"], [2, -1])
+            self._check_shape(GNN_SCORES, scores["gnn"], [edges["gnn"].shape[1]])
         timing = {"inputs": (packed - start) * 1e3, "served": (served - packed) * 1e3}
         candidates = TrackCandidates(labels=labels)
         fit = None
         if self.fitter is not None:
             fit = self.fitter.fit(spacepoints, candidates)
             timing["fitting"] = (time.perf_counter() - served) * 1e3
-        return FindingResult(candidates=candidates, edges={}, scores={}, timing_ms=timing, fit=fit)
+        return FindingResult(candidates=candidates, edges=edges, scores=scores, timing_ms=timing, fit=fit)
+
+    def _check_shape(self, name: str, array: np.ndarray, expected: list[int]) -> None:
+        """Raise :class:`ModelError` unless the served ``array`` has the ``expected`` shape (-1: any length)."""
+        mismatched = any(want not in (-1, got) for want, got in zip(expected, array.shape, strict=False))
+        if array.ndim != len(expected) or mismatched:
+            raise ModelError(f"{self.inference.describe()}: {name} has shape {list(array.shape)}, expected {expected}")
 
     def close(self) -> None:
         """Release the inference interface and the fitter's resources."""
@@ -149,11 +173,13 @@ class ServedTrackFinder:
         self.close()
 
 
-def check_chain_signature(signature: ModelSignature, where: str) -> None:
-    """Raise :class:`ModelError` unless ``signature`` is the served chain's (:data:`CHAIN_SIGNATURE`)."""
+def check_chain_signature(signature: ModelSignature, where: str, with_edges: bool = False) -> None:
+    """Raise :class:`ModelError` unless ``signature`` is the served chain's (:data:`CHAIN_SIGNATURE`), with the
+    :data:`EDGE_OUTPUTS` too where ``with_edges``."""
+    outputs = CHAIN_SIGNATURE.outputs + (EDGE_OUTPUTS if with_edges else ())
     for kind, wanted, have in (
         ("input", CHAIN_SIGNATURE.inputs, signature.inputs),
-        ("output", CHAIN_SIGNATURE.outputs, signature.outputs),
+        ("output", outputs, signature.outputs),
     ):
         found = {spec.name: spec for spec in have}
         for spec in wanted:

@@ -12,6 +12,7 @@ import numpy as np
 
 from tracking_algs.event import Event
 from tracking_algs.finding.finder import TrackFinder
+from tracking_algs.finding.free_hits import free_hit_rebuild
 from tracking_algs.fitting.hook import follower, refitter
 from tracking_algs.fitting.results import fitted_pt
 from tracking_algs.fitting.selection import TrackSelection
@@ -67,7 +68,9 @@ def evaluate(
         if result.fit is not None and finder.fitter is not None:
             refit = functools.partial(refitter(finder.fitter).fit, event.spacepoints)
             follow = follower(finder.fitter, event.spacepoints)
-            kept, kept_fit = track_selection.apply(result.candidates, result.fit, refit, event.spacepoints, follow)
+            rebuild = free_hit_rebuild(finder.config.building, event.spacepoints, result, finder.graph.bfield_t)
+            kept, kept_fit = track_selection.apply(result.candidates, result.fit, refit, event.spacepoints, follow,
+                                                   rebuild)  # fmt: skip
         for pt in PT_THRESHOLDS:
             chosen = ParticleSelection(pt_min=pt, eta_max=selection.eta_max, min_hits=selection.min_hits)
             matches[pt].append(match_tracks(event, result.candidates, chosen))

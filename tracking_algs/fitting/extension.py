@@ -156,7 +156,7 @@ class _Trajectories:
     ) -> _Trajectories:
         """The circle and line that fit ``points`` [P, 3] of each track (``track`` [P]), the arc length counted
         from the spacepoint ``first`` [T] of each track towards ``last`` [T]."""
-        circle = _circles(points[:, 0], points[:, 1], track, n_tracks)
+        circle = fitted_circles(points[:, 0], points[:, 1], track, n_tracks)
         start_angle = np.arctan2(spacepoints.y[first] - circle[:, 1], spacepoints.x[first] - circle[:, 0])
         arc = _arc_length(points[:, 0], points[:, 1], circle[track], start_angle[track])
         slope, offset = _lines(arc, points[:, 2], track, n_tracks)
@@ -209,7 +209,7 @@ class _Trajectories:
         return ~self.outgoing[rows] | ((arc - closest) * way > 0)
 
 
-def _circles(x: np.ndarray, y: np.ndarray, track: np.ndarray, n_tracks: int) -> np.ndarray:
+def fitted_circles(x: np.ndarray, y: np.ndarray, track: np.ndarray, n_tracks: int) -> np.ndarray:
     """Per track [T, 3]: the centre (x, y) and radius of the circle x² + y² + D x + E y + F = 0 that fits its hits
     best in the least-squares sense, solved in coordinates centred on the hits' mean; NaN where it is degenerate."""
     count = np.maximum(np.bincount(track, minlength=n_tracks), 1)

@@ -45,6 +45,10 @@ Refit = Callable[[TrackCandidates], FitResults]
 #: hit to, or -1, among the free hits (``pool`` None) or the hits ``pool`` marks (the built-in fitter's
 #: :meth:`~tracking_algs.fitting.kalman.KalmanFitter.followed_hits`)
 Follow = Callable[[TrackCandidates, FitResults, float, float, float, np.ndarray | None], np.ndarray]
+#: ``rebuild(free, min_score, min_pt_gev)``: the track candidates built anew over the GNN edges scored at least
+#: ``min_score`` between the spacepoints ``free`` [N] marks, of the event being selected, each a chain that may hold a
+#: track of ``min_pt_gev`` or more (:func:`~tracking_algs.finding.free_hits.free_hit_chains`)
+Rebuild = Callable[[np.ndarray, float, float], TrackCandidates]
 
 #: the fewest hits of another track that a kept track's extension must run through for the two to be refitted as
 #: one (``join_pieces``, :meth:`TrackSelection._joined`)
@@ -80,8 +84,12 @@ class TrackSelection:
     onto the free hits :func:`~tracking_algs.fitting.extension.proposed_hits` proposes to them within
     ``extension_reach_mm``, ``extension_circle_mm`` and ``extension_line_mm``, ``extension_rounds`` times over
     (:meth:`_extended`).  With ``join_pieces`` two kept tracks are refitted as one where one runs on through the
-    other's hits, followed as an extension is (:meth:`_joined`).  Last, a kept track whose fitted transverse
-    momentum is below ``slow_pt_gev`` (0: none) and that holds fewer than ``slow_min_hits`` hits is dropped."""
+    other's hits, followed as an extension is (:meth:`_joined`).  Then a kept track whose fitted transverse
+    momentum is below ``slow_pt_gev`` (0: none) and that holds fewer than ``slow_min_hits`` hits is dropped.  Last,
+    with ``rebuild_free_hits``, the hits no kept track holds are built into tracks once more, by ``rebuild`` in
+    :meth:`apply` over their GNN edges scored at least ``rebuild_min_score``, and the chains whose refit passes the
+    cuts above with a fitted transverse momentum of at least ``rebuild_min_pt_gev`` and a p-value of at least
+    ``rebuild_min_pvalue`` are written as new tracks (:meth:`_rebuilt`)."""
 
     enabled: bool = True
     min_pvalue: float = attrs.field(default=1e-3, validator=[v.ge(0.0), v.le(1.0)])
@@ -103,6 +111,10 @@ class TrackSelection:
     join_pieces: bool = False
     slow_pt_gev: float = attrs.field(default=0.0, validator=v.ge(0.0))
     slow_min_hits: int = attrs.field(default=7, validator=v.ge(1))
+    rebuild_free_hits: bool = False
+    rebuild_min_score: float = attrs.field(default=0.5, validator=[v.ge(0.0), v.le(1.0)])
+    rebuild_min_pt_gev: float = attrs.field(default=1.0, validator=v.ge(0.0))
+    rebuild_min_pvalue: float = attrs.field(default=0.1, validator=[v.ge(0.0), v.le(1.0)])
 
     def apply(
         self,
@@ -111,12 +123,15 @@ class TrackSelection:
         refit: Refit | None = None,
         spacepoints: Spacepoints | None = None,
         follow: Follow | None = None,
+        rebuild: Rebuild | None = None,
     ) -> tuple[TrackCandidates, FitResults]:
         """The kept tracks (labels of dropped tracks and rejected hits set to -1) and their rows of ``fit``,
         hit columns regrouped to the kept hits; unchanged when not ``enabled``. ``refit`` fits candidate tracks of
-        the same event, for ``rescue_outliers``, ``merge_split``, ``follow_tracks``, ``extend_tracks`` and
-        ``join_pieces`` (which are skipped without it); the last two also need the event's ``spacepoints``, and
-        ``follow_tracks`` needs ``follow`` (the fitter's, :func:`~tracking_algs.fitting.hook.follower`)."""
+        the same event, for ``rescue_outliers``, ``merge_split``, ``follow_tracks``, ``extend_tracks``,
+        ``join_pieces`` and ``rebuild_free_hits`` (which are skipped without it); ``extend_tracks`` and
+        ``join_pieces`` also need the event's ``spacepoints``, ``follow_tracks`` needs ``follow`` (the fitter's,
+        :func:`~tracking_algs.fitting.hook.follower`) and ``rebuild_free_hits`` needs ``rebuild`` (the finder's,
+        :func:`~tracking_algs.finding.free_hits.free_hit_rebuild`)."""
         if not self.enabled:
             return candidates, fit
         if self.rescue_outliers and refit is not None:
@@ -159,7 +174,10 @@ class TrackSelection:
             kept_tracks, selected = self._extended(kept_tracks, selected, refit, spacepoints)
         if self.join_pieces and refit is not None and spacepoints is not None:
             kept_tracks, selected = self._joined(kept_tracks, selected, refit, spacepoints)
-        return self._without_short_slow(kept_tracks, selected)
+        kept_tracks, selected = self._without_short_slow(kept_tracks, selected)
+        if self.rebuild_free_hits and refit is not None and rebuild is not None:
+            kept_tracks, selected = self._rebuilt(kept_tracks, selected, refit, rebuild)
+        return kept_tracks, selected
 
     def _without_short_slow(self, candidates: TrackCandidates, fit: FitResults) -> tuple[TrackCandidates, FitResults]:
         """``candidates`` and ``fit`` without the tracks fitted below ``slow_pt_gev`` that hold fewer than
@@ -230,6 +248,29 @@ class TrackSelection:
         grown = good & (np.bincount(track_of_hit[joining], minlength=len(tried)) > 0)
         passing = tried.without_hits(~own & tried.outlier).tracks(grown)
         return passing, tried.track_id[~good], rejected
+
+    def _rebuilt(
+        self, candidates: TrackCandidates, fit: FitResults, refit: Refit, rebuild: Rebuild
+    ) -> tuple[TrackCandidates, FitResults]:
+        """``candidates`` and ``fit`` with the chains ``rebuild`` builds over the free hits written as new tracks
+        (ids above every track's, in the order of the chains' labels) where ``refit`` of a chain passes the cuts,
+        ``rebuild_min_pt_gev``, ``rebuild_min_pvalue`` and the rule for short slow tracks; the hits that refit
+        rejects stay free (with ``drop_outliers``)."""
+        labels = candidates.labels
+        chains = rebuild(labels < 0, self.rebuild_min_score, self.rebuild_min_pt_gev)
+        if not (chains.labels >= 0).any():
+            return candidates, fit
+        tried = refit(chains)
+        _, leaving, remaining, passing = self._passing(tried)
+        pt = transverse_momentum(tried.params)
+        passing &= (pt >= self.rebuild_min_pt_gev) & (tried.pvalue >= self.rebuild_min_pvalue)
+        passing &= ~((pt < self.slow_pt_gev) & (remaining < self.slow_min_hits))
+        first_id = max(int(labels.max(initial=-1)), int(fit.track_id.max(initial=-1))) + 1
+        written = tried.without_hits(leaving).tracks(passing)
+        written = attrs.evolve(written, track_id=first_id + np.arange(len(written)))
+        new_labels = labels.copy()
+        new_labels[written.hit_rows] = written.track_id[written.track_of_hit()]
+        return TrackCandidates(new_labels), combined([fit, written])
 
     def _passing(self, fit: FitResults) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(track of each hit [H], hits leaving their track [H], hits remaining per track [T], tracks passing the

@@ -11,6 +11,7 @@ import numpy as np
 from inference_iface import create_inference
 from tracking_algs.event import Event
 from tracking_algs.finding.finder import FindingResult, TrackFinder
+from tracking_algs.finding.free_hits import free_hit_rebuild
 from tracking_algs.finding.model_dir import STAGES
 from tracking_algs.finding.served import ServedTrackFinder
 from tracking_algs.fitting.hook import follower, refitter
@@ -41,7 +42,8 @@ class EventProcessor:
             #: Each neural stage's inference backend (or the served chain's), as its interface describes itself.
             self.backend = {stage: obj.inference.describe() for stage, obj in zip(STAGES, stage_objects, strict=True)}
         else:
-            self.finder = ServedTrackFinder(create_inference(options.served_inference()), fitter=fitter)
+            self.finder = ServedTrackFinder(create_inference(options.served_inference()), fitter=fitter,
+                                            with_edges=options.fitting.selection.rebuild_free_hits)  # fmt: skip
             self.backend = {serving: self.finder.inference.describe()}
 
     def process(self, event: Event) -> EventResult:
@@ -55,7 +57,11 @@ class EventProcessor:
             refit = functools.partial(refitter(fitter).fit, event.spacepoints)
             selection = self.options.fitting.selection
             follow = follower(fitter, event.spacepoints)
-            candidates, fit = selection.apply(found.candidates, found.fit, refit, event.spacepoints, follow)
+            rebuild = None
+            if selection.rebuild_free_hits:
+                building = self.options.finding.building
+                rebuild = free_hit_rebuild(building, event.spacepoints, found, self.detector.bfield_t)
+            candidates, fit = selection.apply(found.candidates, found.fit, refit, event.spacepoints, follow, rebuild)
             timing = found.timing_ms | {"fitting": found.timing_ms["fitting"] + 1e3 * (time.perf_counter() - start)}
             kept = attrs.evolve(found, candidates=candidates, fit=fit, timing_ms=timing)
         edges = {stage: {"count": float(array.shape[1])} for stage, array in found.edges.items()}

@@ -40,7 +40,14 @@ from inference_iface.options import structure  # noqa: E402
 from tracking_algs.finding.config import FindingConfig  # noqa: E402
 from tracking_algs.finding.finder import TrackFinder  # noqa: E402
 from tracking_algs.finding.model_dir import STAGES  # noqa: E402
-from tracking_algs.finding.served import FEATURES, HIT_ID, LABELS, spacepoints_from_chain  # noqa: E402
+from tracking_algs.finding.served import (  # noqa: E402
+    FEATURES,
+    GNN_EDGES,
+    GNN_SCORES,
+    HIT_ID,
+    LABELS,
+    spacepoints_from_chain,
+)
 from tracking_algs.job_options import JobOptions  # noqa: E402
 from tracking_algs.serving.ensemble_steps import EnsembleSteps  # noqa: E402
 
@@ -86,7 +93,8 @@ class TritonPythonModel:
 
     def _chain(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         spacepoints = spacepoints_from_chain(inputs[FEATURES], inputs[HIT_ID])
-        return {LABELS: self.finder.find(spacepoints).candidates.labels}
+        found = self.finder.find(spacepoints)
+        return {LABELS: found.candidates.labels, GNN_EDGES: found.edges["gnn"], GNN_SCORES: found.scores["gnn"]}
 
     def _features(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"features": self.steps.features(spacepoints_from_chain(inputs[FEATURES], inputs[HIT_ID]))}
@@ -100,7 +108,8 @@ class TritonPythonModel:
 
     def _building(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         spacepoints = spacepoints_from_chain(inputs[FEATURES], inputs[HIT_ID])
-        return {LABELS: self.steps.build(spacepoints, inputs["edge_index"], inputs["score"])}
+        labels, edges, scores = self.steps.build(spacepoints, inputs["edge_index"], inputs["score"])
+        return {LABELS: labels, GNN_EDGES: edges, GNN_SCORES: scores}
 
     def finalize(self) -> None:
         """Release the finder's ONNX Runtime sessions."""

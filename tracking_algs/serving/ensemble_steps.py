@@ -58,6 +58,11 @@ class EnsembleSteps:
         """The edges whose filter score passes the filter cut."""
         return np.ascontiguousarray(edges[:, scores > self.config.filter.cut])
 
-    def build(self, spacepoints: Spacepoints, edges: np.ndarray, gnn_scores: np.ndarray) -> np.ndarray:
-        """Track labels [N] from the filtered edges and their GNN scores (GNN cuts, then track building)."""
-        return self.building.run(spacepoints, *above_gnn_cuts(edges, gnn_scores, self.config.gnn)).labels
+    def build(
+        self, spacepoints: Spacepoints, edges: np.ndarray, gnn_scores: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Track labels [N] from the filtered edges and their GNN scores (GNN cuts, then track building), and the
+        edges [2, E'] scored above the GNN cut with their scores [E'] (those of the local finder's ``"gnn"``)."""
+        built, scores, weak = above_gnn_cuts(edges, gnn_scores, self.config.gnn)
+        labels = self.building.run(spacepoints, built, scores, weak).labels
+        return labels, np.ascontiguousarray(built[:, ~weak]), scores[~weak]

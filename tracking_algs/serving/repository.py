@@ -14,10 +14,11 @@
     all of the above in one repository.
 
 The ensemble and the chain take ``FEATURES`` [N, 8] float64 and ``HIT_ID`` [N] int64 and return
-``LABELS`` [N] int64 (see :mod:`tracking_algs.finding.served`). The Python-backend models are thin
-adapters (:mod:`tracking_algs.serving.chain_model`) calling :mod:`tracking_algs`, which the server's Python
-must be able to import (the embedded server's ``PYTHONPATH`` holds this project; on another server,
-install the project into the Python the Python backend runs).
+``LABELS`` [N] int64, and the GNN's edges above its cut, ``GNN_EDGES`` [2, E] int64 with their ``GNN_SCORES`` [E]
+float32, for a client that builds over them again (see :mod:`tracking_algs.finding.served`). The Python-backend
+models are thin adapters (:mod:`tracking_algs.serving.chain_model`) calling :mod:`tracking_algs`, which the server's
+Python must be able to import (the embedded server's ``PYTHONPATH`` holds this project; on another server, install
+the project into the Python the Python backend runs).
 
 Data flow of the ensemble (tensor names between the steps)::
 
@@ -26,7 +27,7 @@ Data flow of the ensemble (tensor names between the steps)::
     features, embedding, graph_edges ─ filter ─ filter_scores
     graph_edges, filter_scores ─ tracking_filter_select ─ filter_edges
     features, filter_edges ─ gnn ─ gnn_scores
-    FEATURES, HIT_ID, filter_edges, gnn_scores ─ tracking_building ─ LABELS
+    FEATURES, HIT_ID, filter_edges, gnn_scores ─ tracking_building ─ LABELS, GNN_EDGES, GNN_SCORES
 """
 
 from __future__ import annotations
@@ -52,7 +53,16 @@ from inference_iface.signature import ModelSignature, TensorSpec
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.features import FEATURE_NAMES
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES, model_path, resolve_model_dir
-from tracking_algs.finding.served import CHAIN_SIGNATURE, FEATURES, HIT_ID, LABELS, SERVED_MODELS
+from tracking_algs.finding.served import (
+    CHAIN_SIGNATURE,
+    EDGE_OUTPUTS,
+    FEATURES,
+    GNN_EDGES,
+    GNN_SCORES,
+    HIT_ID,
+    LABELS,
+    SERVED_MODELS,
+)
 from tracking_algs.serving.ensemble_steps import with_working_point
 
 Serving = Literal["models", "ensemble", "chain", "all"]
@@ -67,6 +77,9 @@ TRACKING_MODEL_TEMPLATE = Path(__file__).with_name("chain_model.py")
 _EDGES = TensorSpec("edge_index", "int64", (2, -1))
 _SCORE = TensorSpec("score", "float32", (-1,))
 _CHAIN_INPUTS = CHAIN_SIGNATURE.inputs
+#: What the served chain and the ensemble (and the ensemble's building step) return: the labels and the GNN's edges
+SERVED_OUTPUTS = CHAIN_SIGNATURE.outputs + EDGE_OUTPUTS
+_SERVED_SIGNATURE = ModelSignature(inputs=_CHAIN_INPUTS, outputs=SERVED_OUTPUTS)
 
 #: Ensemble step (parameter ``step``) → model name and signature.
 STEP_MODELS: dict[str, tuple[str, ModelSignature]] = {
@@ -81,7 +94,7 @@ STEP_MODELS: dict[str, tuple[str, ModelSignature]] = {
     "filter_select": ("tracking_filter_select", ModelSignature(inputs=(_EDGES, _SCORE), outputs=(_EDGES,))),
     "building": (
         "tracking_building",
-        ModelSignature(inputs=(*_CHAIN_INPUTS, _EDGES, _SCORE), outputs=CHAIN_SIGNATURE.outputs),
+        ModelSignature(inputs=(*_CHAIN_INPUTS, _EDGES, _SCORE), outputs=SERVED_OUTPUTS),
     ),
 }
 
@@ -100,7 +113,7 @@ ENSEMBLE_STEPS: tuple[tuple[str, dict[str, str], dict[str, str]], ...] = (
     (
         "tracking_building",
         {FEATURES: FEATURES, HIT_ID: HIT_ID, "edge_index": "filter_edges", "score": "gnn_scores"},
-        {LABELS: LABELS},
+        {LABELS: LABELS, GNN_EDGES: GNN_EDGES, GNN_SCORES: GNN_SCORES},
     ),
 )
 
@@ -221,7 +234,7 @@ def _python_model(
 def _chain(repository: Path, model_dir: Path, options: TrackingRepositoryOptions) -> Path:
     """``tracking_chain``: the whole finder, with its ONNX files and card copied into ``1/models/``."""
     finding = attrs.evolve(options.finding, model_dir="")  # the model sets its own models/ directory
-    path = _python_model(repository, CHAIN_MODEL, CHAIN_SIGNATURE, "chain", finding, options)
+    path = _python_model(repository, CHAIN_MODEL, _SERVED_SIGNATURE, "chain", finding, options)
     models = path / "1" / "models"
     models.mkdir()
     for source in [model_path(model_dir, stage) for stage in STAGES] + [model_dir / CARD_NAME]:
@@ -231,7 +244,7 @@ def _chain(repository: Path, model_dir: Path, options: TrackingRepositoryOptions
 
 def _ensemble(repository: Path) -> Path:
     """``tracking_ensemble``: the ensemble scheduling of :data:`ENSEMBLE_STEPS`."""
-    config = model_config(ENSEMBLE_MODEL, CHAIN_SIGNATURE, platform="ensemble")
+    config = model_config(ENSEMBLE_MODEL, _SERVED_SIGNATURE, platform="ensemble")
     config.ClearField("instance_group")  # an ensemble has no instances of its own
     for model_name, inputs, outputs in ENSEMBLE_STEPS:
         step = config.ensemble_scheduling.step.add(model_name=model_name, model_version=-1)
