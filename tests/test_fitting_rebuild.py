@@ -6,14 +6,22 @@ from __future__ import annotations
 import attrs
 import numpy as np
 import pytest
+from onnx_models import served_chain_with_edges
 
+from inference_iface import create_inference
 from inference_iface.errors import ModelError
 from tracking_algs.event import TrackCandidates
 from tracking_algs.finding.config import BuildingConfig
 from tracking_algs.finding.features import orient_edges
 from tracking_algs.finding.finder import FindingResult
 from tracking_algs.finding.free_hits import free_hit_rebuild
-from tracking_algs.finding.served import CHAIN_SIGNATURE, GNN_EDGES, check_chain_signature
+from tracking_algs.finding.served import (
+    CHAIN_SIGNATURE,
+    GNN_EDGES,
+    GNN_SCORES,
+    ServedTrackFinder,
+    check_chain_signature,
+)
 from tracking_algs.fitting import KalmanFitter, TrackSelection, refitter
 from tracking_algs.fitting.results import transverse_momentum
 from tracking_algs.geometry import trackml_detector
@@ -135,3 +143,25 @@ def test_a_served_chain_without_the_gnn_edges_is_refused_where_they_are_needed()
     check_chain_signature(CHAIN_SIGNATURE, "tracking_chain")
     with pytest.raises(ModelError, match=GNN_EDGES):
         check_chain_signature(CHAIN_SIGNATURE, "tracking_chain", with_edges=True)
+
+
+@pytest.mark.parametrize(
+    ("edges", "scores", "message"),
+    [
+        (np.array([[0], [10**6]]), np.array([0.9]), f"{GNN_EDGES} holds rows outside 0..99"),
+        (np.array([[0, 1], [1, 2]]), np.array([0.9]), f"{GNN_SCORES} has shape \\[1\\], expected \\[2\\]"),
+    ],
+)
+def test_bad_gnn_edges_from_a_served_chain_are_a_model_error(setting, tmp_path, edges, scores, message):
+    """A served chain (here an ONNX model with its tensors, on ONNX Runtime) whose GNN edges name rows the event does
+    not have, or whose scores do not match them, is refused with a ModelError naming the tensor."""
+    path = served_chain_with_edges(tmp_path, edges, scores)
+    spacepoints = setting[0].spacepoints.take(np.arange(100))
+    options = {"backend": "onnxruntime", "model_path": str(path), "device": "cpu"}
+    with (
+        ServedTrackFinder(create_inference(options), with_edges=True) as finder,
+        pytest.raises(ModelError, match=message),
+    ):
+        finder.find(spacepoints)
+    with ServedTrackFinder(create_inference(options)) as finder:
+        assert (finder.find(spacepoints).candidates.labels == -1).all()

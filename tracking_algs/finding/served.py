@@ -147,6 +147,10 @@ class ServedTrackFinder:
             edges["gnn"], scores["gnn"] = np.asarray(outputs.GNN_EDGES), np.asarray(outputs.GNN_SCORES)
             self._check_shape(GNN_EDGES, edges["gnn"], [2, -1])
             self._check_shape(GNN_SCORES, scores["gnn"], [edges["gnn"].shape[1]])
+            rows = edges["gnn"]
+            if rows.size and not (rows.min() >= 0 and rows.max() < len(spacepoints)):
+                where = self.inference.describe()
+                raise ModelError(f"{where}: {GNN_EDGES} holds rows outside 0..{len(spacepoints) - 1}")
         timing = {"inputs": (packed - start) * 1e3, "served": (served - packed) * 1e3}
         candidates = TrackCandidates(labels=labels)
         fit = None
