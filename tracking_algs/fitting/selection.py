@@ -182,13 +182,17 @@ class TrackSelection:
     def _without_short_slow(self, candidates: TrackCandidates, fit: FitResults) -> tuple[TrackCandidates, FitResults]:
         """``candidates`` and ``fit`` without the tracks fitted below ``slow_pt_gev`` that hold fewer than
         ``slow_min_hits`` hits (their hits become unassigned)."""
-        slow = transverse_momentum(fit.params) < self.slow_pt_gev
-        short_slow = slow & (np.diff(fit.hit_offsets) < self.slow_min_hits)
+        short_slow = self._short_slow(fit)
         if not short_slow.any():
             return candidates, fit
         labels = candidates.labels.copy()
         labels[np.isin(labels, fit.track_id[short_slow])] = -1
         return TrackCandidates(labels), fit.tracks(~short_slow)
+
+    def _short_slow(self, fit: FitResults) -> np.ndarray:
+        """Mask [T] of the tracks of ``fit`` fitted below ``slow_pt_gev`` that hold fewer than ``slow_min_hits``
+        hits."""
+        return (transverse_momentum(fit.params) < self.slow_pt_gev) & (np.diff(fit.hit_offsets) < self.slow_min_hits)
 
     def _extended(
         self, candidates: TrackCandidates, fit: FitResults, refit: Refit, spacepoints: Spacepoints
@@ -261,12 +265,12 @@ class TrackSelection:
         if not (chains.labels >= 0).any():
             return candidates, fit
         tried = refit(chains)
-        _, leaving, remaining, passing = self._passing(tried)
-        pt = transverse_momentum(tried.params)
-        passing &= (pt >= self.rebuild_min_pt_gev) & (tried.pvalue >= self.rebuild_min_pvalue)
-        passing &= ~((pt < self.slow_pt_gev) & (remaining < self.slow_min_hits))
+        _, leaving, _, passing = self._passing(tried)
+        passing &= transverse_momentum(tried.params) >= self.rebuild_min_pt_gev
+        passing &= tried.pvalue >= self.rebuild_min_pvalue
         first_id = max(int(labels.max(initial=-1)), int(fit.track_id.max(initial=-1))) + 1
         written = tried.without_hits(leaving).tracks(passing)
+        written = written.tracks(~self._short_slow(written))
         written = attrs.evolve(written, track_id=first_id + np.arange(len(written)))
         new_labels = labels.copy()
         new_labels[written.hit_rows] = written.track_id[written.track_of_hit()]
