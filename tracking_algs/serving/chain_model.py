@@ -14,7 +14,9 @@ project; the embedded server's ``PYTHONPATH`` holds it). ``config.pbtxt`` parame
 ``intra_op_threads``
     ONNX Runtime intra-op threads per stage and instance (``chain`` only; 0 = ONNX Runtime's default).
 
-A failure becomes that request's error response carrying the message, so the client sees it.
+A response carries the outputs its request names (all of them where it names none): a client that asks for
+``LABELS`` alone is not sent the GNN's edges. A failure becomes that request's error response carrying the
+message, so the client sees it.
 """
 
 from __future__ import annotations
@@ -84,7 +86,9 @@ class TritonPythonModel:
             try:
                 tensors = {name: pb_utils.get_input_tensor_by_name(request, name) for name in self.input_names}
                 outputs = self.run({name: tensor.as_numpy() for name, tensor in tensors.items()})
-                tensors = [pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in outputs.items()]
+                requested = set(request.requested_output_names()) or outputs.keys()  # none named: all of them
+                tensors = [pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in outputs.items()
+                           if name in requested]  # fmt: skip
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             except Exception as error:  # the message must reach the client, whatever the step raised
                 message = f"{type(error).__name__}: {error}"
