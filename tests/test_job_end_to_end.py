@@ -104,6 +104,11 @@ def test_performance_json_reports_metrics_timing_and_backend(finished_job):
     candidates = performance["tracking_candidates"]
     assert candidates["n_tracks"] >= tracking["n_tracks"]
     assert candidates["n_fake"] >= tracking["n_fake"]
+    # what the selection keeps of the particles the candidates found, and what it finds beyond them
+    kept = tracking["kept_by_selection"]
+    assert kept["n_matched_candidates"] == candidates["n_matched"]
+    assert kept["n_kept"] + kept["n_gained"] == tracking["n_matched"]
+    assert kept["fraction"] == kept["n_kept"] / kept["n_matched_candidates"]
     # the written tracks fitted above the particles' pT threshold, a subset of them
     above = tracking["fitted_above_pt_min"]
     assert above["pt_min"] == 1.0

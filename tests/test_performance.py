@@ -10,6 +10,8 @@ import pytest
 
 from tracking_algs.event import Event, Particles, Spacepoints, TrackCandidates, Truth
 from tracking_algs.fitting.results import fitted_pt
+from tracking_algs.job.report import kept_by_selection
+from tracking_algs.job_options import JobOptions
 from tracking_algs.performance import (
     MatchResult,
     ParticleSelection,
@@ -247,3 +249,19 @@ def test_edge_metrics_on_undirected_edges():
     empty = np.zeros((2, 0), dtype=np.int64)
     assert edge_metrics(empty, truth)[0] == 0.0
     assert math.isnan(edge_metrics(empty, truth)[1])
+
+
+def test_kept_by_selection_counts_what_the_written_tracks_keep_and_gain():
+    # particles 1, 2, 4 above 1 GeV, 3 and 5 at 0.7 GeV; the candidates find 1, 2 and 3, the written tracks 1, 3, 4, 5
+    event = make_event(np.repeat([1, 2, 3, 4, 5], 6), pt=[2.0, 2.0, 0.7, 2.0, 0.7])
+    candidates = match_tracks(event, TrackCandidates(np.repeat([1, 2, 3, -1, -1], 6)))
+    written = match_tracks(event, TrackCandidates(np.repeat([1, -1, 3, 4, 5], 6)))
+    kept = kept_by_selection(candidates, written, JobOptions())
+    above_half = {"n_matched_candidates": 3, "n_kept": 2, "n_gained": 2, "fraction": 2 / 3}
+    assert kept == {"pt_min": 1.0, "n_matched_candidates": 2, "n_kept": 1, "n_gained": 1, "fraction": 0.5,
+                    "pt_gt_0p5": above_half}  # fmt: skip
+    nothing_before = match_tracks(event, TrackCandidates(np.full(30, -1)))
+    assert kept_by_selection(nothing_before, written, JobOptions())["fraction"] is None
+    other_event = match_tracks(make_event(np.repeat([1, 2], 6)), TrackCandidates(np.repeat([1, 2], 6)))
+    with pytest.raises(ValueError, match="particles differ"):
+        kept_by_selection(other_event, written, JobOptions())

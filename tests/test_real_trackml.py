@@ -232,6 +232,8 @@ def test_the_trackml_job_options_find_most_of_the_sample_particles(tmp_path):
     assert performance["tracking_candidates"]["efficiency"] > 0.85
     assert performance["tracking"]["efficiency"] > 0.8
     assert performance["tracking"]["fake_rate"] < 0.15
+    # the fit selection keeps the particles the candidates found above 1 GeV (docs/fitting.md: 53 of 53)
+    assert performance["tracking"]["kept_by_selection"]["fraction"] >= 0.99
 
 
 def test_two_full_pileup_200_events_run_with_the_real_module_geometry(tmp_path):

@@ -76,6 +76,7 @@ def write_report(store: ResultStore, options: JobOptions) -> dict[str, Any]:
         if all(f"{CANDIDATES}track_id" in result.truth for result in with_truth):
             candidates = MatchResult.combine([_match(result, CANDIDATES) for result in with_truth])
             performance["tracking_candidates"] = _tracking(candidates, options)
+            performance["tracking"]["kept_by_selection"] = kept_by_selection(candidates, match, options)
         plot_performance(match, plots)
         fits = _fit_quality(with_truth)
         if fits:
@@ -157,6 +158,28 @@ def _tracking(match: MatchResult, options: JobOptions) -> dict[str, Any]:
         "efficiency_vs_eta": efficiency_vs_eta(match).to_dict(),
         "fake_rate_vs_eta": fake_rate_vs_eta(match).to_dict(),
     }
+
+
+def kept_by_selection(candidates: MatchResult, written: MatchResult, options: JobOptions) -> dict[str, Any]:
+    """What the selection after the fit keeps of what the candidates found: of the selected particles a candidate
+    matches (``n_matched_candidates``), those a written track matches too (``n_kept``, ``fraction``), and those a
+    written track matches that no candidate did (``n_gained``: the selection's own tracks, e.g. the rebuilt ones),
+    for the particles above ``pt_min`` and, under ``pt_gt_0p5``, above 0.5 GeV.  Both results must hold the same
+    particles in the same order (the same events' truth)."""
+    if not np.array_equal(candidates.particle_id, written.particle_id):
+        raise ValueError("kept_by_selection: the candidates' and the written tracks' particles differ")
+    selection = options.performance
+
+    def counts(pt_min: float) -> dict[str, Any]:
+        chosen = attrs.evolve(selection, pt_min=pt_min).select(written.particle_pt, written.particle_eta,
+                                                               written.particle_nhits)  # fmt: skip
+        found_before = chosen & candidates.particle_matched
+        n_before, n_kept = int(found_before.sum()), int((found_before & written.particle_matched).sum())
+        n_gained = int((chosen & written.particle_matched & ~candidates.particle_matched).sum())
+        fraction = n_kept / n_before if n_before else None
+        return {"n_matched_candidates": n_before, "n_kept": n_kept, "n_gained": n_gained, "fraction": fraction}
+
+    return {"pt_min": selection.pt_min, **counts(selection.pt_min), "pt_gt_0p5": counts(0.5)}
 
 
 def _fit_quality(results: list[EventResult]) -> dict[str, Any]:
@@ -265,6 +288,10 @@ def print_summary(performance: dict[str, Any], summary: JobSummary, console: Con
     if candidates:
         table.add_row("before the fit selection: efficiency / fake rate",
                       f"{_percent(candidates['efficiency'])} / {_percent(candidates['fake_rate'])}")  # fmt: skip
+    kept = (tracking or {}).get("kept_by_selection")
+    if kept:
+        table.add_row(f"kept by the fit selection (pT > {kept['pt_min']:g} / 0.5 GeV)",
+                      f"{_percent(kept['fraction'])} / {_percent(kept['pt_gt_0p5']['fraction'])}")  # fmt: skip
     fitting = performance.get("fitting")
     if fitting:
         resolution = fitting["resolution_pure"]
