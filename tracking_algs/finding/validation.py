@@ -4,7 +4,6 @@ of the tracks a :class:`~tracking_algs.fitting.selection.TrackSelection` keeps."
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,8 +11,7 @@ import numpy as np
 
 from tracking_algs.event import Event
 from tracking_algs.finding.finder import TrackFinder
-from tracking_algs.finding.free_hits import free_hit_rebuild
-from tracking_algs.fitting.hook import follower, refitter
+from tracking_algs.finding.selected import selected_tracks
 from tracking_algs.fitting.results import fitted_pt
 from tracking_algs.fitting.selection import TrackSelection
 from tracking_algs.performance import MatchResult, ParticleSelection, edge_counts, match_tracks, truth_graph
@@ -66,11 +64,8 @@ def evaluate(
         n_hits.append(len(event.spacepoints))
         kept = None
         if result.fit is not None and finder.fitter is not None:
-            refit = functools.partial(refitter(finder.fitter).fit, event.spacepoints)
-            follow = follower(finder.fitter, event.spacepoints)
-            rebuild = free_hit_rebuild(finder.config.building, event.spacepoints, result, finder.graph.bfield_t)
-            kept, kept_fit = track_selection.apply(result.candidates, result.fit, refit, event.spacepoints, follow,
-                                                   rebuild)  # fmt: skip
+            kept, kept_fit = selected_tracks(track_selection, result, result.fit, finder.fitter, event.spacepoints,
+                                             finder.config.building, finder.graph.bfield_t)  # fmt: skip
         for pt in PT_THRESHOLDS:
             chosen = ParticleSelection(pt_min=pt, eta_max=selection.eta_max, min_hits=selection.min_hits)
             matches[pt].append(match_tracks(event, result.candidates, chosen))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 
 import attrs
@@ -11,10 +10,9 @@ import numpy as np
 from inference_iface import create_inference
 from tracking_algs.event import Event
 from tracking_algs.finding.finder import FindingResult, TrackFinder
-from tracking_algs.finding.free_hits import free_hit_rebuild
 from tracking_algs.finding.model_dir import STAGES
+from tracking_algs.finding.selected import selected_tracks
 from tracking_algs.finding.served import ServedTrackFinder
-from tracking_algs.fitting.hook import follower, refitter
 from tracking_algs.fitting.results import COVARIANCE_NAMES, PARAMETER_NAMES, FitResults
 from tracking_algs.job.store import EventResult
 from tracking_algs.job_options import JobOptions
@@ -54,14 +52,9 @@ class EventProcessor:
         fitter = self.finder.fitter
         if found.fit is not None and self.options.fitting.selection.enabled and fitter is not None:
             start = time.perf_counter()
-            refit = functools.partial(refitter(fitter).fit, event.spacepoints)
-            selection = self.options.fitting.selection
-            follow = follower(fitter, event.spacepoints)
-            rebuild = None
-            if selection.rebuild_free_hits:
-                building = self.options.finding.building
-                rebuild = free_hit_rebuild(building, event.spacepoints, found, self.detector.bfield_t)
-            candidates, fit = selection.apply(found.candidates, found.fit, refit, event.spacepoints, follow, rebuild)
+            candidates, fit = selected_tracks(self.options.fitting.selection, found, found.fit, fitter,
+                                              event.spacepoints, self.options.finding.building,
+                                              self.detector.bfield_t)  # fmt: skip
             timing = found.timing_ms | {"fitting": found.timing_ms["fitting"] + 1e3 * (time.perf_counter() - start)}
             kept = attrs.evolve(found, candidates=candidates, fit=fit, timing_ms=timing)
         edges = {stage: {"count": float(array.shape[1])} for stage, array in found.edges.items()}

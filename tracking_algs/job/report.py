@@ -146,9 +146,19 @@ def _fitted_pt(result: EventResult) -> np.ndarray:
     return fitted_pt(result.truth["track_id"], fitted["track_id"], params)
 
 
+#: the lower pT threshold (GeV) the report gives efficiencies at beside the job's ``pt_min`` (keys ``..._pt_gt_0p5``)
+LOW_PT_GEV = 0.5
+
+
+def _chosen(match: MatchResult, options: JobOptions, pt_min: float) -> np.ndarray:
+    """Mask of ``match``'s particles that the job's particle selection chooses with ``pt_min`` instead of its own."""
+    selection = attrs.evolve(options.performance, pt_min=pt_min)
+    return selection.select(match.particle_pt, match.particle_eta, match.particle_nhits)
+
+
 def _tracking(match: MatchResult, options: JobOptions) -> dict[str, Any]:
     selection = options.performance
-    low_pt = attrs.evolve(selection, pt_min=0.5).select(match.particle_pt, match.particle_eta, match.particle_nhits)
+    low_pt = _chosen(match, options, LOW_PT_GEV)
     low_pt_matched = int((low_pt & match.particle_matched).sum())
     return {
         **match.summary(),
@@ -168,18 +178,17 @@ def kept_by_selection(candidates: MatchResult, written: MatchResult, options: Jo
     particles in the same order (the same events' truth)."""
     if not np.array_equal(candidates.particle_id, written.particle_id):
         raise ValueError("kept_by_selection: the candidates' and the written tracks' particles differ")
-    selection = options.performance
 
     def counts(pt_min: float) -> dict[str, Any]:
-        chosen = attrs.evolve(selection, pt_min=pt_min).select(written.particle_pt, written.particle_eta,
-                                                               written.particle_nhits)  # fmt: skip
+        chosen = _chosen(written, options, pt_min)
         found_before = chosen & candidates.particle_matched
         n_before, n_kept = int(found_before.sum()), int((found_before & written.particle_matched).sum())
         n_gained = int((chosen & written.particle_matched & ~candidates.particle_matched).sum())
         fraction = n_kept / n_before if n_before else None
         return {"n_matched_candidates": n_before, "n_kept": n_kept, "n_gained": n_gained, "fraction": fraction}
 
-    return {"pt_min": selection.pt_min, **counts(selection.pt_min), "pt_gt_0p5": counts(0.5)}
+    pt_min = options.performance.pt_min
+    return {"pt_min": pt_min, **counts(pt_min), "pt_gt_0p5": counts(LOW_PT_GEV)}
 
 
 def _fit_quality(results: list[EventResult]) -> dict[str, Any]:
