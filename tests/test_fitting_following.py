@@ -10,7 +10,7 @@ from beam_line_particles import beam_line_particles
 
 from tracking_algs.errors import FittingError
 from tracking_algs.event import TrackCandidates
-from tracking_algs.fitting import KalmanFitter, TrackSelection, follower, refitter
+from tracking_algs.fitting import KalmanFitter, TrackSelection, follower, refit_on
 from tracking_algs.fitting.navigation import layer_key
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.magnetic_field import SolenoidField
@@ -79,9 +79,7 @@ def test_the_selection_takes_the_followed_hits_its_refits_keep():
     event, chosen, candidates, fitter, fit = _pieces("modules", 3_100_008)
     sp, particle = event.spacepoints, event.truth.particle_id
 
-    def refit(tracks: TrackCandidates):
-        return refitter(fitter).fit(sp, tracks)
-
+    refit = refit_on(fitter, sp)
     plain = TrackSelection().apply(candidates, fit, refit, sp)[0]
     following = TrackSelection(follow_tracks=True)
     assert (following.apply(candidates, fit, refit, sp)[0].labels == plain.labels).all()
@@ -110,8 +108,7 @@ def test_a_track_takes_over_the_piece_of_its_particle_beyond_it():
         labels[rows[:7]], labels[rows[7:12]] = 2 * k, 2 * k + 1
     candidates, fitter, fit = _fitted(event, labels, "modules")
 
-    def refit(tracks: TrackCandidates):
-        return refitter(fitter).fit(sp, tracks)
+    refit = refit_on(fitter, sp)
 
     def pieces_left(kept: TrackCandidates) -> int:
         tracks = set(np.unique(kept.labels[kept.labels >= 0]).tolist())

@@ -18,6 +18,7 @@ from tracking_algs.fitting import (
     TrackFitter,
     follower,
     make_fitter,
+    refit_on,
     refitter,
 )
 from tracking_algs.geometry import trackml_detector
@@ -61,7 +62,8 @@ def test_plugin_factory_is_imported_and_called_with_the_options():
 def test_the_kalman_fitter_refits_clean_tracks_with_one_outlier_refit_and_no_trimming():
     """``refitter`` gives the built-in fitter's own refitter (built once: the same options but at most one outlier
     refit, no trimming, no worker processes) and any other fitter itself; the refitter fits clean tracks as the
-    fitter does."""
+    fitter does.  ``refit_on`` refits through the refitter's ``refit``, which starts the tracks of earlier fits from
+    them, and through ``fit`` for a fitter without one, which does without the earlier fits."""
     fitter = KalmanFitter(DETECTOR, KalmanConfig(max_trimmed_hits=5, processes=0, min_hits=4))
     quick = refitter(fitter)
     assert isinstance(quick, KalmanFitter)
@@ -78,6 +80,13 @@ def test_the_kalman_fitter_refits_clean_tracks_with_one_outlier_refit_and_no_tri
 
     plain = Plain()
     assert refitter(plain) is plain
+    # refit_on: the refitter's refit from earlier fits where it has one, its fit (without them) otherwise
+    earlier = full.tracks(full.track_id < 10)
+    from_earlier = refit_on(fitter, tracks.spacepoints)(tracks.candidates, earlier)
+    expected = quick.refit(tracks.spacepoints, tracks.candidates, earlier)
+    np.testing.assert_array_equal(from_earlier.params, expected.params)
+    np.testing.assert_array_equal(from_earlier.params[10:], refitted.params[10:])  # no earlier fit: as fit fits them
+    np.testing.assert_array_equal(refit_on(plain, tracks.spacepoints)(tracks.candidates, earlier).params, full.params)
     assert follower(plain, tracks.spacepoints) is None  # no followed_hits: the selection skips following
     follow = follower(fitter, tracks.spacepoints)
     assert follow is not None

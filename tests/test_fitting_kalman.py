@@ -446,23 +446,32 @@ def _event_with_foreign_hits(seed: int) -> tuple[Spacepoints, TrackCandidates]:
 
 
 def test_fits_in_worker_processes_are_the_fits_in_this_process():
-    """An event's tracks shared out over two worker processes give the fit of the calling process bit for bit.  The
-    workers start at the first event with enough tracks per process and stop when the fitter is closed."""
+    """An event's tracks shared out over two worker processes give the fit of the calling process bit for bit, and
+    so do refits from earlier fits (``refit``, half the tracks started from the first fit; ``close_hits_mm`` so wide
+    that every track of the cylinders has a pair of hits that close, as tracks through overlapping modules have,
+    which is where a refit starts from its earlier fit).  The workers start at the first event with enough tracks
+    per process and stop when the fitter is closed."""
     spacepoints, candidates = _event_with_foreign_hits(31)
-    alone = KalmanFitter(DETECTOR).fit(spacepoints, candidates)
+    alone_fitter = KalmanFitter(DETECTOR, KalmanConfig(close_hits_mm=1000.0))
+    alone = alone_fitter.fit(spacepoints, candidates)
     assert len(alone) > 200
     assert alone.n_outliers.sum() > 0
-    config = KalmanConfig(processes=2, min_tracks_per_process=len(alone) // 2)
+    earlier = alone.tracks(alone.track_id % 2 == 0)
+    refitted_alone = alone_fitter.refit(spacepoints, candidates, earlier)
+    assert not np.array_equal(refitted_alone.params[::2], alone.params[::2])  # started from the earlier fits
+    config = KalmanConfig(processes=2, min_tracks_per_process=len(alone) // 2, close_hits_mm=1000.0)
     with KalmanFitter(DETECTOR, config) as fitter:
         few = TrackCandidates(np.where(candidates.labels < 10, candidates.labels, -1))
         assert len(fitter.fit(spacepoints, few)) == 10
         assert fitter.worker_processes == 0  # too few tracks: fitted in this process
         shared = fitter.fit(spacepoints, candidates)
         assert fitter.worker_processes == 2
+        refitted_shared = fitter.refit(spacepoints, candidates, earlier)
     assert fitter.worker_processes == 0
     for name in ("track_id", "params", "cov", "chi2", "ndf", "pvalue", "n_hits", "n_outliers", "status", "hit_offsets",
                  "hit_rows", "outlier"):  # fmt: skip
         np.testing.assert_array_equal(getattr(shared, name), getattr(alone, name), err_msg=name)
+        np.testing.assert_array_equal(getattr(refitted_shared, name), getattr(refitted_alone, name), err_msg=name)
 
 
 def test_an_event_too_small_for_every_worker_is_dealt_out_to_fewer():

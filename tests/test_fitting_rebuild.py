@@ -22,7 +22,7 @@ from tracking_algs.finding.served import (
     ServedTrackFinder,
     check_chain_signature,
 )
-from tracking_algs.fitting import KalmanFitter, TrackSelection, refitter
+from tracking_algs.fitting import KalmanFitter, TrackSelection, refit_on
 from tracking_algs.fitting.results import transverse_momentum
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.performance import truth_graph
@@ -54,9 +54,7 @@ def setting():
     result = FindingResult(candidates=candidates, edges={"gnn": edges}, scores={"gnn": scores}, timing_ms={},
                            fit=fitter.fit(event.spacepoints, candidates))  # fmt: skip
 
-    def refit(tracks: TrackCandidates):
-        return refitter(fitter).fit(event.spacepoints, tracks)
-
+    refit = refit_on(fitter, event.spacepoints)
     rebuild = free_hit_rebuild(BuildingConfig(), event.spacepoints, result, DETECTOR.bfield_t)
     return event, result, refit, rebuild, strong, weak
 

@@ -11,7 +11,15 @@ from beam_line_particles import beam_line_particles
 from inference_iface.errors import ConfigError
 from inference_iface.options import structure
 from tracking_algs.event import Spacepoints, TrackCandidates
-from tracking_algs.fitting import FitStatus, FittingConfig, KalmanConfig, KalmanFitter, TrackSelection, refitter
+from tracking_algs.fitting import (
+    FitResults,
+    FitStatus,
+    FittingConfig,
+    KalmanConfig,
+    KalmanFitter,
+    TrackSelection,
+    refit_on,
+)
 from tracking_algs.fitting.extension import proposed_hits
 from tracking_algs.fitting.results import closest_points, transverse_momentum
 from tracking_algs.fitting.split_tracks import chi2_of
@@ -242,9 +250,11 @@ def test_merge_split_writes_the_two_pieces_of_a_particle_as_one_track_of_all_its
     fit = fitter.fit(event.spacepoints, candidates)
     refits: list[int] = []
 
-    def refit(tracks: TrackCandidates):  # as the job refits: one outlier refit at most, no trimming
+    refit_event = refit_on(fitter, event.spacepoints)  # as the job refits: one outlier refit at most, no trimming
+
+    def refit(tracks: TrackCandidates, earlier: FitResults | None) -> FitResults:
         refits.append(len(tracks.groups()[0]))
-        return refitter(fitter).fit(event.spacepoints, tracks)
+        return refit_event(tracks, earlier)
 
     merging = TrackSelection(merge_split=True)
     kept, kept_fit = merging.apply(candidates, fit, refit)
@@ -286,9 +296,11 @@ def test_extend_tracks_takes_the_free_rest_of_a_particle_onto_its_piece():
     fit = fitter.fit(event.spacepoints, candidates)
     refits: list[int] = []
 
-    def refit(tracks: TrackCandidates):
+    refit_event = refit_on(fitter, event.spacepoints)
+
+    def refit(tracks: TrackCandidates, earlier: FitResults | None) -> FitResults:
         refits.append(len(tracks.groups()[0]))
-        return refitter(fitter).fit(event.spacepoints, tracks)
+        return refit_event(tracks, earlier)
 
     extending = TrackSelection(extend_tracks=True, extension_rounds=3)
     plain, _ = extending.apply(candidates, fit, refit)
@@ -416,10 +428,11 @@ def test_extension_tries_a_failed_refit_again_with_fewer_proposals():
     both = Spacepoints(**{name: np.concatenate((getattr(sp, name), getattr(decoys, name))) for name in names})
     labels = np.r_[labels, np.full(len(firsts), -1)]
     proposal = np.r_[proposal, np.arange(len(firsts))]
-    refit = refitter(KalmanFitter(DETECTOR, modules=trackml_modules(), field=field)).fit
+    refit = refit_on(KalmanFitter(DETECTOR, modules=trackml_modules(), field=field), both)
     selection = TrackSelection(extend_tracks=True)
-    once, failed, _ = selection._extension_try(labels, proposal, lambda tracks: refit(both, tracks))
-    grown = selection._grown(labels, proposal, lambda tracks: refit(both, tracks), both)
+    # the refits start from seeds of three hits, as without earlier fits, where the decoy can spoil the start
+    once, failed, _ = selection._extension_try(labels, proposal, refit, None)
+    grown = selection._grown(labels, proposal, refit, both, None)
     assert len(failed) >= 0.05 * len(chosen)  # measured 28 of 140
     assert set(once.track_id.tolist()) < set(grown.track_id.tolist())
     assert len(grown) >= len(once) + 0.5 * len(failed)  # measured 138 against 112
@@ -450,10 +463,7 @@ def test_extension_joins_the_two_pieces_of_a_particle_and_nothing_else():
     kept, kept_fit = TrackSelection(max_split_chi2=0.0).apply(candidates, fitter.fit(sp, candidates))  # both kept
     both_kept = [index for index in range(len(chosen)) if {2 * index, 2 * index + 1} <= set(kept_fit.track_id.tolist())]
     assert len(both_kept) >= 100
-    refit = refitter(fitter)
-    joined, joined_fit = TrackSelection(join_pieces=True)._joined(
-        kept, kept_fit, lambda tracks: refit.fit(sp, tracks), sp
-    )
+    joined, joined_fit = TrackSelection(join_pieces=True)._joined(kept, kept_fit, refit_on(fitter, sp), sp)
     whole = [bool((joined.labels[particle == chosen[index]] == 2 * index).all()) for index in both_kept]
     assert np.mean(whole) >= 0.75  # measured 0.85 of 253
     for track in joined_fit.track_id:
@@ -486,9 +496,7 @@ def test_rescue_outliers_writes_the_rejected_end_of_a_joined_chain_as_a_track_of
     fitter = KalmanFitter(DETECTOR, KalmanConfig(max_trimmed_hits=5))
     fit = fitter.fit(event.spacepoints, candidates)
 
-    def refit(tracks: TrackCandidates):
-        return refitter(fitter).fit(event.spacepoints, tracks)
-
+    refit = refit_on(fitter, event.spacepoints)
     plain = TrackSelection().apply(candidates, fit, refit)[0]
     rescuing = TrackSelection(rescue_outliers=True)
     kept, kept_fit = rescuing.apply(candidates, fit, refit)

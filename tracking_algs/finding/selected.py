@@ -5,13 +5,11 @@ event's free hits.  The job (:mod:`tracking_algs.job.process`) and the validatio
 
 from __future__ import annotations
 
-import functools
-
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.finding.config import BuildingConfig
 from tracking_algs.finding.finder import FindingResult
 from tracking_algs.finding.free_hits import free_hit_rebuild
-from tracking_algs.fitting.hook import TrackFitter, follower, refitter
+from tracking_algs.fitting.hook import TrackFitter, follower, refit_on
 from tracking_algs.fitting.results import FitResults
 from tracking_algs.fitting.selection import TrackSelection
 
@@ -29,7 +27,7 @@ def selected_tracks(
     ``spacepoints``: refits by the fitter's refitter, the fitter's follower, and, with ``rebuild_free_hits``, the
     chains the building of ``building`` makes over the free hits in the field ``bfield_t`` (tesla; None: the default
     detector's)."""
-    refit = functools.partial(refitter(fitter).fit, spacepoints)
+    refit = refit_on(fitter, spacepoints)
     follow = follower(fitter, spacepoints)
     rebuild = free_hit_rebuild(building, spacepoints, found, bfield_t) if selection.rebuild_free_hits else None
     return selection.apply(found.candidates, fit, refit, spacepoints, follow, rebuild)

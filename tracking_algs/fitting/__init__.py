@@ -2,7 +2,7 @@
 the track selection after the fit."""
 
 from tracking_algs.fitting.config import KalmanConfig
-from tracking_algs.fitting.hook import FittingConfig, TrackFitter, follower, make_fitter, refitter
+from tracking_algs.fitting.hook import FittingConfig, TrackFitter, follower, make_fitter, refit_on, refitter
 from tracking_algs.fitting.kalman import KalmanFitter
 from tracking_algs.fitting.results import COVARIANCE_NAMES, PARAMETER_NAMES, FitResults, FitStatus
 from tracking_algs.fitting.selection import TrackSelection
@@ -19,5 +19,6 @@ __all__ = [
     "TrackSelection",
     "follower",
     "make_fitter",
+    "refit_on",
     "refitter",
 ]

@@ -25,7 +25,7 @@ from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.results import FitResults
-from tracking_algs.fitting.selection import Follow, TrackSelection
+from tracking_algs.fitting.selection import Follow, Refit, TrackSelection
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import MagneticField
 from tracking_algs.modules import ModuleGeometry
@@ -36,9 +36,10 @@ class TrackFitter(Protocol):
     """Anything that fits found track candidates.  A fitter that holds resources (worker processes, a
     connection) may also have a ``close()`` method: the finder that uses it calls it when it closes
     (:func:`close_fitter`); one with a cheaper way to refit tracks of clean hits may have a ``refitter()`` method
-    that returns the fitter for that (:func:`refitter`), and one that can follow its fitted tracks beyond their ends a
-    ``followed_hits(spacepoints, candidates, fit, chi2_cut, window_sigmas, max_window_mm, pool)`` method
-    (:func:`follower`)."""
+    that returns the fitter for that (:func:`refitter`), one that can start refits from earlier fits of the same
+    tracks a ``refit(spacepoints, candidates, earlier)`` method (:func:`refit_on`), and one that can follow its
+    fitted tracks beyond their ends a ``followed_hits(spacepoints, candidates, fit, chi2_cut, window_sigmas,
+    max_window_mm, pool)`` method (:func:`follower`)."""
 
     def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
         """Fit every candidate track (``candidates.labels`` row-aligned with ``spacepoints``)."""
@@ -52,6 +53,19 @@ def refitter(fitter: TrackFitter) -> TrackFitter:
     fitter offers one (the built-in fitter's allows one outlier refit and no trimming), otherwise ``fitter``."""
     make = getattr(fitter, "refitter", None)
     return make() if callable(make) else fitter
+
+
+def refit_on(fitter: TrackFitter, spacepoints: Spacepoints) -> Refit:
+    """What refits tracks of the event of ``spacepoints`` in the selection after the fit (its
+    :data:`~tracking_algs.fitting.selection.Refit`, ``refit(candidates, earlier)``): the ``refit(spacepoints,
+    candidates, earlier)`` of :func:`refitter`'s fitter where it has one (the built-in fitter's starts the tracks
+    ``earlier`` fitted from their earlier perigees, :meth:`~tracking_algs.fitting.kalman.KalmanFitter.refit`),
+    otherwise its ``fit``, which does without ``earlier``."""
+    chosen = refitter(fitter)
+    from_earlier = getattr(chosen, "refit", None)
+    if callable(from_earlier):
+        return functools.partial(from_earlier, spacepoints)
+    return lambda candidates, earlier: chosen.fit(spacepoints, candidates)
 
 
 def follower(fitter: TrackFitter, spacepoints: Spacepoints) -> Follow | None:

@@ -4,7 +4,8 @@ For each candidate track: its hits are sorted by distance from the origin (the o
 crosses them), a seed comes from three of them (:mod:`~tracking_algs.fitting.seeding`), the forward filter and
 the smoother run (:mod:`~tracking_algs.fitting.filtering`) — twice for a track with two hits a few mm apart (see
 ``close_hits_mm`` in :class:`~tracking_algs.fitting.config.KalmanConfig`) — and the smoothed state at the first
-hit is taken through the beam pipe to the perigee.
+hit is taken through the beam pipe to the perigee.  A refit (:meth:`KalmanFitter.refit`) of tracks that an earlier fit
+measured starts those with two hits a few mm apart from that fit's perigee instead, in one pass.
 
 Where the hits are measured is set by the geometry the fitter is given.  With a module geometry
 (:class:`~tracking_algs.modules.ModuleGeometry`: the real ``detectors.csv`` or the built-in TrackML modules), each
@@ -60,11 +61,12 @@ from tracking_algs.fitting.filtering import (
     to_perigee,
 )
 from tracking_algs.fitting.following import followed_hits
-from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, free_to_bound, spans_chord
+from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, free_to_bound, propagate, spans_chord
 from tracking_algs.fitting.navigation import NO_LAYER, Crossings, MaterialMap, layer_key
 from tracking_algs.fitting.processes import FitWorkers, WorkerStopped
 from tracking_algs.fitting.results import FitResults, FitStatus, transverse_momentum
 from tracking_algs.fitting.seeding import seed_parameters
+from tracking_algs.fitting.stacked import transport_sandwich
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import MagneticField, UniformField
 from tracking_algs.modules import ModuleGeometry
@@ -111,6 +113,18 @@ class KalmanFitter:
 
     def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
         """Fit every candidate track; see :class:`~tracking_algs.fitting.hook.FitResults` for the output."""
+        return self.refit(spacepoints, candidates, None)
+
+    def refit(self, spacepoints: Spacepoints, candidates: TrackCandidates, earlier: FitResults | None) -> FitResults:
+        """Fit every candidate track as :meth:`fit` does, except the tracks with two consecutive hits closer than
+        ``close_hits_mm``, which :meth:`fit` filters and smooths twice, that ``earlier`` (fits of the same tracks, by
+        track id; None: none) fitted: each of those is filtered and smoothed once, from its earlier perigee state
+        taken out to its first hit, with that state's covariance × ``second_pass_cov_inflation`` (the start of the
+        second pass, :class:`~tracking_algs.fitting.config.KalmanConfig`), instead of from a seed of three of its hits
+        and then again from the first pass's state.  The earlier fit has measured most of the track's hits (a track
+        refitted with more hits, pieces of one particle refitted as one), so it stands in for the first pass.  A
+        track whose earlier perigee does not lead forwards to its first hit's surface is fitted as :meth:`fit` fits
+        it."""
         if len(candidates.labels) != len(spacepoints):
             raise FittingError(
                 f"track candidates have {len(candidates.labels)} labels but there are {len(spacepoints)} spacepoints"
@@ -120,7 +134,7 @@ class KalmanFitter:
         if shares > 1:
             workers = self._started_workers()
             try:
-                return workers.fit(spacepoints, candidates, track_ids, np.diff(offsets), shares)
+                return workers.fit(spacepoints, candidates, track_ids, np.diff(offsets), shares, earlier)
             except WorkerStopped:
                 self.close()  # the next event starts new workers
                 raise
@@ -138,7 +152,7 @@ class KalmanFitter:
         removed = np.zeros(len(rows), dtype=bool)  # hits (rows of `hits`) dropped as outliers
         refits = np.zeros(n_tracks, dtype=np.int64)  # outliers removed so far, per track
         self._fit_tracks(np.argsort(counts, kind="stable"), offsets, ordered, hits, removed, refits, out,
-                         self.config.min_hits)  # fmt: skip
+                         self.config.min_hits, _earlier_perigees(track_ids, earlier))  # fmt: skip
         self._trim_failed(offsets, ordered, hits, out)
         return out.results(track_ids, offsets, rows)
 
@@ -200,18 +214,28 @@ class KalmanFitter:
         return self._workers
 
     def _fit_tracks(
-        self, todo, offsets, ordered, hits, removed, refits: np.ndarray, out: _Output, fewest_hits: int
+        self,
+        todo,
+        offsets,
+        ordered,
+        hits,
+        removed,
+        refits: np.ndarray,
+        out: _Output,
+        fewest_hits: int,
+        earlier: _Perigees | None = None,
     ) -> None:
         """Fit the tracks ``todo`` (in that order, in batches) with their outlier refits; a track whose refit would
-        leave fewer than ``fewest_hits`` hits fails (see :meth:`_fit_batch`)."""
+        leave fewer than ``fewest_hits`` hits fails (see :meth:`_fit_batch`); ``earlier``: the perigees of their
+        earlier fits (:meth:`refit`)."""
         # the few tracks of a batch that lose an outlier are refitted with the next batch (a pass of a few tracks
         # costs the fixed overhead of a whole one), the last batch's in passes of their own
         pending = todo[:0]
         for start in range(0, len(todo), self.config.batch_size):
             batch = np.concatenate((pending, todo[start : start + self.config.batch_size]))
-            pending = self._fit_batch(batch, offsets, ordered, hits, removed, refits, out, fewest_hits)
+            pending = self._fit_batch(batch, offsets, ordered, hits, removed, refits, out, fewest_hits, earlier)
         while len(pending):
-            pending = self._fit_batch(pending, offsets, ordered, hits, removed, refits, out, fewest_hits)
+            pending = self._fit_batch(pending, offsets, ordered, hits, removed, refits, out, fewest_hits, earlier)
 
     def _trim_failed(self, offsets, ordered, hits, out: _Output) -> None:
         """Refit the tracks whose fit failed, whose p-value is below ``trim_below_pvalue`` or whose outlier refits
@@ -335,12 +359,22 @@ class KalmanFitter:
         }
 
     def _fit_batch(
-        self, tracks, offsets, ordered, hits, removed, refits: np.ndarray, out: _Output, fewest_hits: int
+        self,
+        tracks,
+        offsets,
+        ordered,
+        hits,
+        removed,
+        refits: np.ndarray,
+        out: _Output,
+        fewest_hits: int,
+        earlier: _Perigees | None = None,
     ) -> np.ndarray:
         """Fit ``tracks`` (indices into the candidate groups) without their ``removed`` hits; store the finished
         ones and return those to refit (fewer than ``max_outlier_refits`` outliers removed so far, counted in
         ``refits``), with their worst outlier marked in ``removed``.  A track whose refit would leave fewer than
-        ``fewest_hits`` hits (above ``min_hits``) is not refitted: it ends with status ``TOO_FEW_HITS``."""
+        ``fewest_hits`` hits (above ``min_hits``) is not refitted: it ends with status ``TOO_FEW_HITS``.  Tracks
+        with a perigee in ``earlier`` start from it (:meth:`refit`)."""
         config = self.config
         starts, counts = offsets[tracks], offsets[tracks + 1] - offsets[tracks]
         length = int(counts.max(initial=0))
@@ -349,7 +383,7 @@ class KalmanFitter:
         # hit_index[t, j]: the j-th hit (in crossing order) of track t, as an index into `hits`; -1 on padding
         hit_index = np.where(valid, ordered[np.minimum(starts[:, None] + slot[None, :], len(ordered) - 1)], -1)
         kept = valid & ~removed[hit_index]
-        fitted = self._filter_and_smooth(hit_index, kept, hits)
+        fitted = self._filter_and_smooth(hit_index, kept, hits, None if earlier is None else earlier.take(tracks))
         status, hit_chi2 = fitted.status.copy(), fitted.hit_chi2
         cut = np.where(np.isfinite(hits["variance"][hit_index, 1]), config.outlier_chi2_cut_2d,
                        config.outlier_chi2_cut_1d)  # fmt: skip
@@ -378,9 +412,10 @@ class KalmanFitter:
         refits[tracks[refit]] += 1
         return tracks[refit]
 
-    def _filter_and_smooth(self, hit_index, kept, hits) -> _Filtered:
-        """Filter and smooth each row's ``kept`` hits once (twice for a track with a close pair of hits), up to
-        the smoothed state at the first hit (see :class:`_Filtered`)."""
+    def _filter_and_smooth(self, hit_index, kept, hits, earlier: _Perigees | None = None) -> _Filtered:
+        """Filter and smooth each row's ``kept`` hits once (twice for a track with a close pair of hits, unless it
+        starts from its perigee in ``earlier``: :meth:`refit`), up to the smoothed state at the first hit (see
+        :class:`_Filtered`)."""
         config = self.config
         n_tracks, length = kept.shape
         count = kept.sum(axis=1)
@@ -397,14 +432,14 @@ class KalmanFitter:
         last = np.maximum(count - 1, 0)
         xyz = hits["xyz"]
         seed, seeded = self._seed(xyz[safe[:, 0]], xyz[safe[rows, count // 2]], xyz[safe[rows, last]], measurements)
-        status[(status == FitStatus.OK) & ~seeded] = FitStatus.SEED_FAILED
         seed_cov = self._seed_covariance(seed, measurements.variance[:, 0])
+        close_pair = _close_hits(xyz[safe], compact_valid, config.close_hits_mm)
+        started = self._started_from(earlier, close_pair, measurements, status, seed, seed_cov)
+        status[(status == FitStatus.OK) & ~seeded & ~started] = FitStatus.SEED_FAILED
 
         forward = forward_filter(measurements, seed, seed_cov, status, self.field, config)
         smoothed = smooth(measurements, forward, without_first=True)
-        close = _close_hits(xyz[safe], compact_valid, config.close_hits_mm) & finite_states(
-            smoothed.without_first, smoothed.without_first_cov
-        )
+        close = close_pair & finite_states(smoothed.without_first, smoothed.without_first_cov) & ~started
         if close.any():
             forward, smoothed = self._second_pass(measurements, status, forward, smoothed, np.flatnonzero(close))
         status = forward.status.copy()
@@ -459,6 +494,28 @@ class KalmanFitter:
 
         return (merged(forward, again, ("status", "chi2", "dims", "processed")),
                 merged(smoothed, again_smoothed, ("first", "first_cov", "hit_chi2")))  # fmt: skip
+
+    def _started_from(
+        self, earlier: _Perigees | None, close_pair: np.ndarray, measurements: Measurements, status, seed, seed_cov
+    ) -> np.ndarray:
+        """Mask [T] of the tracks with a ``close_pair`` of hits that start from their perigee in ``earlier``
+        (:meth:`refit`): taken forwards to the surface of the first step of ``measurements``, its covariance ×
+        ``second_pass_cov_inflation``, in place of their ``seed`` and ``seed_cov``.  Tracks that have failed already
+        (``status``), that ``earlier`` lacks or whose perigee does not reach that surface keep their seed."""
+        started = np.zeros(len(seed), dtype=bool)
+        if earlier is None:
+            return started
+        rows = np.flatnonzero(earlier.found & close_pair & (status == FitStatus.OK))
+        if not len(rows):
+            return started
+        moved = propagate(earlier.params[rows], np.full(len(rows), SurfaceKind.PERIGEE), np.zeros(len(rows)),
+                          measurements.kind[rows, 0], measurements.position[rows, 0], self.field, direction=1,
+                          plane_to=measurements.planes(rows, 0), stepping=self.config.stepping)  # fmt: skip
+        moved_cov = transport_sandwich(moved.jacobian, earlier.cov[rows]) * self.config.second_pass_cov_inflation
+        ok = moved.ok & finite_states(moved.params, moved_cov)
+        seed[rows[ok]], seed_cov[rows[ok]] = moved.params[ok], moved_cov[ok]
+        started[rows[ok]] = True
+        return started
 
     def _seed(self, first, middle, last, measurements: Measurements) -> tuple[np.ndarray, np.ndarray]:
         """Seed parameters on the first hit's surface from three hits per track, and ``ok``."""
@@ -544,6 +601,30 @@ class KalmanFitter:
         cov = np.zeros((len(seed), 5, 5))
         cov[:, np.arange(5), np.arange(5)] = variances
         return cov
+
+
+@attrs.frozen
+class _Perigees:
+    """Per track being fitted [T]: whether an earlier fit of it ended OK (``found``), and that fit's perigee
+    ``params`` [T, 5] and ``cov`` [T, 5, 5] (zero where not found)."""
+
+    found: np.ndarray
+    params: np.ndarray
+    cov: np.ndarray
+
+    def take(self, tracks: np.ndarray) -> _Perigees:
+        """The rows of ``tracks``."""
+        return _Perigees(self.found[tracks], self.params[tracks], self.cov[tracks])
+
+
+def _earlier_perigees(track_ids: np.ndarray, earlier: FitResults | None) -> _Perigees | None:
+    """The perigees of the tracks ``track_ids`` [T] in ``earlier`` (None: none)."""
+    if earlier is None or not len(earlier.track_id):
+        return None
+    order = np.argsort(earlier.track_id, kind="stable")
+    row = order[np.minimum(np.searchsorted(earlier.track_id, track_ids, sorter=order), len(order) - 1)]
+    found = (earlier.track_id[row] == track_ids) & (earlier.status[row] == FitStatus.OK)
+    return _Perigees(found, earlier.params[row], earlier.cov[row])
 
 
 def _close_hits(xyz: np.ndarray, valid: np.ndarray, limit_mm: float) -> np.ndarray:

@@ -47,8 +47,11 @@ def _start_worker(fitter: TrackFitter) -> None:
     _WORKER_FITTER[:] = [fitter]
 
 
-def _fit_share(spacepoints: Spacepoints, labels: np.ndarray) -> FitResults:
-    return _WORKER_FITTER[0].fit(spacepoints, TrackCandidates(labels))
+def _fit_share(spacepoints: Spacepoints, labels: np.ndarray, earlier: FitResults | None) -> FitResults:
+    fitter = _WORKER_FITTER[0]
+    if earlier is None:
+        return fitter.fit(spacepoints, TrackCandidates(labels))
+    return fitter.refit(spacepoints, TrackCandidates(labels), earlier)  # type: ignore[attr-defined]
 
 
 def _started(_: int) -> int:
@@ -88,16 +91,19 @@ class FitWorkers:
         track_ids: np.ndarray,
         counts: np.ndarray,
         n_shares: int,
+        earlier: FitResults | None = None,
     ) -> FitResults:
         """The fit of every candidate (the tracks ``track_ids`` [T], of ``counts`` [T] hits), its tracks dealt out in
-        ``n_shares`` shares (at most one per worker), each fitted by one worker."""
+        ``n_shares`` shares (at most one per worker), each fitted by one worker; with ``earlier``, the workers' fitter's
+        ``refit`` from those fits (:meth:`~tracking_algs.fitting.kalman.KalmanFitter.refit`)."""
         labels = candidates.labels
         n_shares = min(n_shares, self.processes)
         longest_first = track_ids[np.argsort(-counts, kind="stable")]
         shares = [longest_first[k::n_shares] for k in range(n_shares)]
         share_labels = [np.where(np.isin(labels, share), labels, -1) for share in shares if len(share)]
         try:
-            parts = list(self._pool.map(_fit_share, [spacepoints] * len(share_labels), share_labels))
+            parts = list(self._pool.map(_fit_share, [spacepoints] * len(share_labels), share_labels,
+                                        [earlier] * len(share_labels)))  # fmt: skip
         except concurrent.futures.process.BrokenProcessPool as error:
             raise WorkerStopped(f"a fitting worker process stopped ({error}); the event was not fitted") from None
         return combined(parts)

@@ -38,8 +38,10 @@ from tracking_algs.fitting.extension import proposed_hits
 from tracking_algs.fitting.results import FitResults, FitStatus, closest_points, combined, transverse_momentum
 from tracking_algs.fitting.split_tracks import agreeing_pairs, redundant_pieces
 
-#: fits candidate tracks of the event being selected: the job's fitter on that event's spacepoints
-Refit = Callable[[TrackCandidates], FitResults]
+#: ``refit(tracks, earlier)``: the fit of the candidate tracks ``tracks`` of the event being selected (the job's
+#: refitter on that event's spacepoints, :func:`~tracking_algs.fitting.hook.refit_on`); ``earlier``, when not None,
+#: holds earlier fits of some of those tracks (by track id), which the refitter may start from
+Refit = Callable[[TrackCandidates, FitResults | None], FitResults]
 #: ``follow(tracks, fit, chi2_cut, window_sigmas, max_window_mm, pool)``: per spacepoint of the event being selected,
 #: the label of the fitted track (of ``tracks``, fitted in ``fit``) that following it beyond its ends proposes the
 #: hit to, or -1, among the free hits (``pool`` None) or the hits ``pool`` marks (the built-in fitter's
@@ -167,7 +169,7 @@ class TrackSelection:
         if self.follow_tracks and refit is not None and spacepoints is not None and follow is not None:
             proposal = follow(kept_tracks, selected, self.follow_chi2, self.follow_window_sigmas,
                               self.follow_max_window_mm, None)  # fmt: skip
-            grown = self._grown(labels, proposal, refit, spacepoints)
+            grown = self._grown(labels, proposal, refit, spacepoints, selected)
             kept_tracks, selected = _with_grown(kept_tracks, selected, grown)
             kept_tracks, selected = self._taken_over(kept_tracks, selected, refit, follow)
         if self.extend_tracks and refit is not None and spacepoints is not None:
@@ -205,20 +207,28 @@ class TrackSelection:
             labels = candidates.labels
             proposal = proposed_hits(spacepoints, labels, self.extension_reach_mm, self.extension_circle_mm,
                                      self.extension_line_mm, (fit.track_id, closest_points(fit.params)))  # fmt: skip
-            grown = self._grown(labels, proposal, refit, spacepoints)
+            grown = self._grown(labels, proposal, refit, spacepoints, fit)
             if not len(grown):
                 break
             candidates, fit = _with_grown(candidates, fit, grown)
         return candidates, fit
 
-    def _grown(self, labels: np.ndarray, proposal: np.ndarray, refit: Refit, spacepoints: Spacepoints) -> FitResults:
+    def _grown(
+        self,
+        labels: np.ndarray,
+        proposal: np.ndarray,
+        refit: Refit,
+        spacepoints: Spacepoints,
+        earlier: FitResults | None,
+    ) -> FitResults:
         """The refits of the tracks that take proposed hits (``proposal`` [N], the track label each free hit is
         proposed to, or -1), without the proposed hits each refit rejects.  All of a track's proposals are tried
         first; where that refit fails (one hit of another particle among them can spoil it, most often in the
         first layers, where it also spoils the start of the fit), the track is tried once more: without the
         proposals that refit rejected where it rejected some, otherwise with its outward proposals only (those no
-        nearer the origin than its own hits)."""
-        passing, failed, rejected = self._extension_try(labels, proposal, refit)
+        nearer the origin than its own hits).  ``earlier``: the tracks' fits so far, which the refits start from (None:
+        from seeds of their hits)."""
+        passing, failed, rejected = self._extension_try(labels, proposal, refit, earlier)
         if not len(failed):
             return passing
         on_track = labels >= 0
@@ -229,20 +239,21 @@ class TrackSelection:
         rejecting = np.zeros(int(labels.max()) + 1, dtype=bool)
         rejecting[proposal[rejected & again]] = True
         fewer = np.where(rejecting[np.maximum(proposal, 0)], ~rejected, ~inward)
-        retried = self._extension_try(labels, np.where(again & fewer, proposal, -1), refit)[0]
+        retried = self._extension_try(labels, np.where(again & fewer, proposal, -1), refit, earlier)[0]
         return combined([passing, retried])
 
     def _extension_try(
-        self, labels: np.ndarray, proposal: np.ndarray, refit: Refit
+        self, labels: np.ndarray, proposal: np.ndarray, refit: Refit, earlier: FitResults | None
     ) -> tuple[FitResults, np.ndarray, np.ndarray]:
         """Refit the tracks proposed hits (``proposal`` [N]) with them: ``(the refits that pass the cuts, reject none
         of the track's own hits and keep a proposed hit, without the proposed hits they reject; the ids of the
-        tracks whose refit fails; the proposed hits [N] a refit rejects)``."""
+        tracks whose refit fails; the proposed hits [N] a refit rejects)``.  The refits start from the tracks' fits so
+        far, ``earlier`` (None: from seeds of their hits)."""
         rejected = np.zeros(len(labels), dtype=bool)
         extended = np.unique(proposal[proposal >= 0])
         trial = np.where(np.isin(labels, extended), labels, -1)
         trial[proposal >= 0] = proposal[proposal >= 0]
-        tried = refit(TrackCandidates(trial))
+        tried = refit(TrackCandidates(trial), earlier)
         track_of_hit = tried.track_of_hit()
         own = labels[tried.hit_rows] >= 0
         spoiled = np.bincount(track_of_hit[own & tried.outlier], minlength=len(tried)) > 0
@@ -264,7 +275,7 @@ class TrackSelection:
         chains = rebuild(labels < 0, self.rebuild_min_score, self.rebuild_min_pt_gev)
         if not (chains.labels >= 0).any():
             return candidates, fit
-        tried = refit(chains)
+        tried = refit(chains, None)
         _, leaving, _, passing = self._passing(tried)
         passing &= transverse_momentum(tried.params) >= self.rebuild_min_pt_gev
         passing &= tried.pvalue >= self.rebuild_min_pvalue
@@ -347,7 +358,7 @@ class TrackSelection:
         moving = through & (labels >= 0) & (taken_by[np.maximum(labels, 0)] == proposal)
         # B's hits count as free for the refit of A with them: it must reject none of A's own
         freed = np.where(np.isin(labels, taken), -1, labels)
-        grown = self._extension_try(freed, np.where(moving, proposal, -1), refit)[0]
+        grown = self._extension_try(freed, np.where(moving, proposal, -1), refit, fit)[0]
         joined = np.bincount(grown.track_of_hit()[freed[grown.hit_rows] < 0], minlength=len(grown))
         grown = grown.tracks(joined >= TAKE_OVER_MIN_HITS)
         dropped = taken[np.isin(taker, grown.track_id)]
@@ -365,8 +376,9 @@ class TrackSelection:
     ) -> tuple[TrackCandidates, FitResults]:
         """``candidates`` and ``fit`` with each group of the tracks (rows of ``fit``) that the pairs ``first``,
         ``second`` [P] link replaced by one track of their hits, under the smallest of their ids, where ``refit`` of
-        that track passes the cuts (and rejects at most ``max_rejected_per_track`` hits per track of the group).  The
-        hits a track's own fit rejected stay out of it (unassigned, with ``drop_outliers``)."""
+        that track passes the cuts (and rejects at most ``max_rejected_per_track`` hits per track of the group); the
+        refit starts from the fit of the track whose id it takes.  The hits a track's own fit rejected stay out of it
+        (unassigned, with ``drop_outliers``)."""
         if not len(first):
             return candidates, fit
         track_of_hit, leaving, _, _ = self._passing(fit)
@@ -383,7 +395,7 @@ class TrackSelection:
         union = np.full(len(candidates.labels), -1, dtype=np.int64)
         member_hit = in_group[track_of_hit] & ~leaving
         union[fit.hit_rows[member_hit]] = merged_id[track_of_hit[member_hit]]
-        tried = refit(TrackCandidates(union))
+        tried = refit(TrackCandidates(union), fit)
         good = self._passing(tried)[3]
         if max_rejected_per_track is not None:
             members = np.bincount(merged_id[in_group])[tried.track_id]
@@ -410,7 +422,7 @@ class TrackSelection:
         moving = rejected & (new_id[track_of_hit] >= 0)
         pieces = np.full(len(candidates.labels), -1, dtype=np.int64)
         pieces[fit.hit_rows[moving]] = new_id[track_of_hit[moving]]
-        tried = refit(TrackCandidates(pieces))
+        tried = refit(TrackCandidates(pieces), None)
         rescued = tried.tracks(self._passing(tried)[3])
         moved = moving & np.isin(new_id[track_of_hit], rescued.track_id)
         labels = candidates.labels.copy()
