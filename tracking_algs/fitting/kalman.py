@@ -214,17 +214,9 @@ class KalmanFitter:
         return self._workers
 
     def _fit_tracks(
-        self,
-        todo,
-        offsets,
-        ordered,
-        hits,
-        removed,
-        refits: np.ndarray,
-        out: _Output,
-        fewest_hits: int,
+        self, todo, offsets, ordered, hits, removed, refits: np.ndarray, out: _Output, fewest_hits: int,
         earlier: _Perigees | None = None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         """Fit the tracks ``todo`` (in that order, in batches) with their outlier refits; a track whose refit would
         leave fewer than ``fewest_hits`` hits fails (see :meth:`_fit_batch`); ``earlier``: the perigees of their
         earlier fits (:meth:`refit`)."""
@@ -359,17 +351,9 @@ class KalmanFitter:
         }
 
     def _fit_batch(
-        self,
-        tracks,
-        offsets,
-        ordered,
-        hits,
-        removed,
-        refits: np.ndarray,
-        out: _Output,
-        fewest_hits: int,
+        self, tracks, offsets, ordered, hits, removed, refits: np.ndarray, out: _Output, fewest_hits: int,
         earlier: _Perigees | None = None,
-    ) -> np.ndarray:
+    ) -> np.ndarray:  # fmt: skip
         """Fit ``tracks`` (indices into the candidate groups) without their ``removed`` hits; store the finished
         ones and return those to refit (fewer than ``max_outlier_refits`` outliers removed so far, counted in
         ``refits``), with their worst outlier marked in ``removed``.  A track whose refit would leave fewer than
