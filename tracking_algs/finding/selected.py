@@ -17,17 +17,18 @@ from tracking_algs.fitting.selection import TrackSelection
 def selected_tracks(
     selection: TrackSelection,
     found: FindingResult,
-    fit: FitResults,
     fitter: TrackFitter,
     spacepoints: Spacepoints,
     building: BuildingConfig,
     bfield_t: float | None,
 ) -> tuple[TrackCandidates, FitResults]:
-    """The tracks ``selection`` keeps of ``found``'s candidates and their ``fit`` (by ``fitter``) on the event's
-    ``spacepoints``: refits by the fitter's refitter, the fitter's follower, and, with ``rebuild_free_hits``, the
-    chains the building of ``building`` makes over the free hits in the field ``bfield_t`` (tesla; None: the default
-    detector's)."""
+    """The tracks ``selection`` keeps of ``found``'s candidates and their fit (``found.fit``, by ``fitter``) on the
+    event's ``spacepoints``: refits by the fitter's refitter, the fitter's follower, and, with ``rebuild_free_hits``,
+    the chains the building of ``building`` makes over the free hits in the field ``bfield_t`` (tesla; None: the
+    default detector's)."""
+    if found.fit is None:
+        raise ValueError("selected_tracks: the finding result holds no fit (a finder without a fitter)")
     refit = refit_on(fitter, spacepoints)
     follow = follower(fitter, spacepoints)
     rebuild = free_hit_rebuild(building, spacepoints, found, bfield_t) if selection.rebuild_free_hits else None
-    return selection.apply(found.candidates, fit, refit, spacepoints, follow, rebuild)
+    return selection.apply(found.candidates, found.fit, refit, spacepoints, follow, rebuild)

@@ -64,7 +64,7 @@ def evaluate(
         n_hits.append(len(event.spacepoints))
         kept = None
         if result.fit is not None and finder.fitter is not None:
-            kept, kept_fit = selected_tracks(track_selection, result, result.fit, finder.fitter, event.spacepoints,
+            kept, kept_fit = selected_tracks(track_selection, result, finder.fitter, event.spacepoints,
                                              finder.config.building, finder.graph.bfield_t)  # fmt: skip
         for pt in PT_THRESHOLDS:
             chosen = ParticleSelection(pt_min=pt, eta_max=selection.eta_max, min_hits=selection.min_hits)

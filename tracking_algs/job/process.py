@@ -52,7 +52,7 @@ class EventProcessor:
         fitter = self.finder.fitter
         if found.fit is not None and self.options.fitting.selection.enabled and fitter is not None:
             start = time.perf_counter()
-            candidates, fit = selected_tracks(self.options.fitting.selection, found, found.fit, fitter,
+            candidates, fit = selected_tracks(self.options.fitting.selection, found, fitter,
                                               event.spacepoints, self.options.finding.building,
                                               self.detector.bfield_t)  # fmt: skip
             timing = found.timing_ms | {"fitting": found.timing_ms["fitting"] + 1e3 * (time.perf_counter() - start)}
