@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="fitting.selection.extension_rounds")  # fmt: skip
     parser.add_argument("--query-k", type=int, default=GraphConfig().query_k,
                         help="finding.graph.query_k: nearest embedding neighbours each hit looks at")  # fmt: skip
+    parser.add_argument("--k-max", type=int, default=GraphConfig().k_max,
+                        help="finding.graph.k_max: of those, the most that pass the pair cuts a hit adds")  # fmt: skip
     parser.add_argument("--radius", type=float, default=GraphConfig().radius,
                         help="finding.graph.radius: the graph's embedding radius (0: the model card's)")  # fmt: skip
     parser.add_argument("--min-pvalue", type=float, default=TrackSelection().min_pvalue,
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                               complete_by_overlaps=args.complete_by_overlaps,
                               max_weak_triplet_cost=args.max_weak_triplet_cost)  # fmt: skip
     cuts = PairCuts(max_overlap_mm=args.overlap_mm, max_z0_mm=args.max_z0_mm, min_pt_gev=args.min_pt_gev)
-    graph = GraphConfig(cuts=cuts, query_k=args.query_k, radius=args.radius)
+    graph = GraphConfig(cuts=cuts, k_max=args.k_max, query_k=args.query_k, radius=args.radius)
     config = FindingConfig(model_dir=args.model_dir, building=building,
                            gnn=GNNConfig(cut=args.gnn_cut, weak_cut=args.weak_gnn_cut),
                            filter=FilterConfig(cut=args.filter_cut), graph=graph)  # fmt: skip
