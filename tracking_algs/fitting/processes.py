@@ -30,28 +30,25 @@ from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.results import FitResults, combined
 
 if TYPE_CHECKING:
-    from tracking_algs.fitting.hook import TrackFitter
+    from tracking_algs.fitting.kalman import KalmanFitter
 
 #: the variables that size the thread pools of numpy's BLAS and OpenMP, set to 1 for the workers
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 #: the fitter of this worker process, set by :func:`_start_worker`
-_WORKER_FITTER: list[TrackFitter] = []
+_WORKER_FITTER: list[KalmanFitter] = []
 
 
 class WorkerStopped(FittingError):
     """A worker process died while it fitted (killed, out of memory): its pool cannot fit any more."""
 
 
-def _start_worker(fitter: TrackFitter) -> None:
+def _start_worker(fitter: KalmanFitter) -> None:
     _WORKER_FITTER[:] = [fitter]
 
 
 def _fit_share(spacepoints: Spacepoints, labels: np.ndarray, earlier: FitResults | None) -> FitResults:
-    fitter = _WORKER_FITTER[0]
-    if earlier is None:
-        return fitter.fit(spacepoints, TrackCandidates(labels))
-    return fitter.refit(spacepoints, TrackCandidates(labels), earlier)  # type: ignore[attr-defined]
+    return _WORKER_FITTER[0].refit(spacepoints, TrackCandidates(labels), earlier)  # `fit` where earlier is None
 
 
 def _started(_: int) -> int:
@@ -74,7 +71,7 @@ class FitWorkers:
     """``processes`` worker processes, each fitting with a copy of ``fitter`` (which must fit in its own process:
     a :class:`~tracking_algs.fitting.kalman.KalmanFitter` with ``processes = 1``)."""
 
-    def __init__(self, fitter: TrackFitter, processes: int) -> None:
+    def __init__(self, fitter: KalmanFitter, processes: int) -> None:
         if processes < 2:
             raise ValueError(f"FitWorkers needs at least 2 processes, got {processes}")
         self.processes = processes
