@@ -32,12 +32,15 @@ from bench_common import write_results  # noqa: E402
 from tracking_algs.event import Event  # noqa: E402
 from tracking_algs.io.csv_table import read_table  # noqa: E402
 from tracking_algs.io.trackml import find_event_file, list_events, read_event  # noqa: E402
+from tracking_algs.performance.lookup import particle_rows  # noqa: E402
 from tracking_algs.simulation import SimulationConfig, simulate_event  # noqa: E402
 from tracking_algs.simulation.secondaries import PHOTON_BIT, PRODUCT_SHIFT  # noqa: E402
 
 SEED = 1_005_000
 BARREL_VOLUMES = (8, 13, 17)
 PIXEL_VOLUMES = (7, 8, 9)
+#: the pT (GeV) above which the share of secondaries is given apart (the finder's efficiency threshold)
+FAST_PT_GEV = 1.0
 #: a particle produced farther than this (mm) from the beam line is a secondary
 SECONDARY_RADIUS_MM = 1.0
 PLOTS = ROOT / "docs" / "plots" / "detector"
@@ -84,9 +87,10 @@ def real_electron_ids(directory: Path, event_id: int) -> np.ndarray:
 
 def truth_figures(events: list[Event], electrons: list[np.ndarray]) -> dict[str, float]:
     """Hits per particle (particles with hits), the fraction of (particle, layer) pairs with two or more hits, the
-    noise fraction, the shares of secondaries among the particles with hits and of their hits, and the share of
-    the hits of e± (ids ``electrons[k]`` in event k)."""
+    noise fraction, the shares of secondaries among the particles with hits, among those of them above 1 GeV and
+    among their hits, and the share of the hits of e± (ids ``electrons[k]`` in event k)."""
     per_particle, pairs, doubles, noise, hits, secondary_hits, secondaries, electron_hits = [], 0, 0, 0, 0, 0, 0, 0
+    fast, fast_secondaries = 0, 0
     for event, electron_ids in zip(events, electrons, strict=True):
         particle = event.truth.particle_id
         real = particle != 0
@@ -100,6 +104,10 @@ def truth_figures(events: list[Event], electrons: list[np.ndarray]) -> dict[str,
         secondary = np.isin(ids, secondary_ids(event))
         secondaries += int(secondary.sum())
         secondary_hits += int(counts[secondary].sum())
+        rows = particle_rows(event.particles.particle_id, ids)
+        above = (rows >= 0) & (event.particles.pt[np.maximum(rows, 0)] > FAST_PT_GEV)
+        fast += int(above.sum())
+        fast_secondaries += int((above & secondary).sum())
         electron_hits += int(counts[np.isin(ids, electron_ids)].sum())
     counts = np.concatenate(per_particle)
     return {
@@ -108,6 +116,7 @@ def truth_figures(events: list[Event], electrons: list[np.ndarray]) -> dict[str,
         "noise_fraction": noise / hits,
         "secondary_particle_fraction": secondaries / len(counts),
         "secondary_hit_fraction": secondary_hits / (hits - noise),
+        "fast_secondary_fraction": fast_secondaries / fast,
         "electron_hit_fraction": electron_hits / (hits - noise),
     }
 
@@ -244,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "noise_fraction": "noise fraction",
         "secondary_particle_fraction": "secondaries among the particles with hits",
         "secondary_hit_fraction": "hits of secondaries among the particle hits",
+        "fast_secondary_fraction": f"secondaries among the particles with hits above {FAST_PT_GEV:g} GeV",
         "electron_hit_fraction": "hits of e± (photon conversions) among the particle hits",
     }
     rows = [f"| hits per event | {hits_sim:.0f} | {hits_real:.0f} | {_ratio(hits_sim, hits_real)} |"]

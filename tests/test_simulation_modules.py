@@ -20,7 +20,7 @@ from tracking_algs.simulation import SimulationConfig, simulate_event
 from tracking_algs.simulation.cells import cluster
 from tracking_algs.simulation.generator import PARTICLE_ID_SHIFT
 from tracking_algs.simulation.module_navigation import module_layers
-from tracking_algs.simulation.secondaries import PHOTON_BIT, PRODUCT_SHIFT
+from tracking_algs.simulation.secondaries import DECAYING_BIT, KSHORT, LAMBDA, PHOTON_BIT, PRODUCT_SHIFT
 from tracking_algs.simulation.streams import counter_normal, counter_uniform
 
 MODULES = SimulationConfig(pileup=50, geometry="modules")
@@ -51,6 +51,15 @@ def _secondary(particles) -> np.ndarray:
 
 def _converted(particles) -> np.ndarray:
     return _secondary(particles) & (((particles.particle_id >> PHOTON_BIT) & 1) == 1)
+
+
+def _decayed(particles) -> np.ndarray:
+    """The products of the K⁰_S and Λ decaying in flight."""
+    return _secondary(particles) & (((particles.particle_id >> DECAYING_BIT) & 1) == 1)
+
+
+def _hadronic(particles) -> np.ndarray:
+    return _secondary(particles) & ~_converted(particles) & ~_decayed(particles)
 
 
 def test_hits_lie_on_their_module_plane_inside_its_bounds(event):
@@ -183,9 +192,9 @@ def _on_a_module(points: np.ndarray) -> np.ndarray:
 
 def test_secondaries_are_made_on_module_surfaces_off_the_beam_line(event):
     particles = event.particles
-    secondary = _secondary(particles)
+    secondary = _secondary(particles) & ~_decayed(particles)
     converted = _converted(particles)
-    assert (secondary & ~converted).sum() > 50  # nuclear interactions
+    assert _hadronic(particles).sum() > 50  # nuclear interactions
     assert converted.sum() > 50  # photon conversions
     vertex = np.column_stack((particles.vx, particles.vy, particles.vz))[secondary]
     assert np.hypot(vertex[:, 0], vertex[:, 1]).min() > 25.0  # beyond the beam pipe, where the modules are
@@ -219,7 +228,7 @@ def test_photon_conversions_give_opposite_charge_pairs(event):
 
 def test_a_hadron_leaves_no_hit_beyond_its_nuclear_interaction(event):
     particles, truth = event.particles, event.truth
-    hadronic = _secondary(particles) & ~_converted(particles)
+    hadronic = _hadronic(particles)
     parent = particles.particle_id[hadronic] & ((1 << PRODUCT_SHIFT) - 1)
     parents, first = np.unique(parent, return_index=True)
     rows = np.flatnonzero(hadronic)[first]
@@ -235,6 +244,78 @@ def test_a_hadron_leaves_no_hit_beyond_its_nuclear_interaction(event):
         assert np.all(np.linalg.norm(own - origin[pid], axis=1) <= reach + 1e-6)
         ended_at_a_hit += bool(np.any(np.linalg.norm(own - at[pid], axis=1) < 1e-9))
     assert ended_at_a_hit >= 0.9 * len(at)  # its last crossing is a hit (unless lost to the inefficiency)
+
+
+def _decay_pairs(particles):
+    """Rows [n, 2] (positive, negative product) of the decays whose two products are both in ``particles``."""
+    decayed = np.flatnonzero(_decayed(particles))
+    parent = particles.particle_id[decayed] & ((1 << PRODUCT_SHIFT) - 1)
+    ids, counts = np.unique(parent, return_counts=True)
+    pairs = decayed[np.isin(parent, ids[counts == 2])]
+    return pairs[np.lexsort((particles.particle_id[pairs] >> PRODUCT_SHIFT, parent[np.isin(parent, ids[counts == 2])]))
+                 ].reshape(-1, 2)  # fmt: skip
+
+
+def _pair_kinds(particles, pairs):
+    """Masks over ``pairs``: a K⁰_S (π⁺π⁻ of its mass) and a Λ or Λ̄ (pπ⁻ or p̄π⁺ of its mass)."""
+    momentum = np.column_stack((particles.px, particles.py, particles.pz))
+    p2 = np.sum(momentum**2, axis=1)
+    total = momentum[pairs[:, 0]] + momentum[pairs[:, 1]]
+
+    def mass(m_positive, m_negative):
+        energy = np.sqrt(p2[pairs[:, 0]] + m_positive**2) + np.sqrt(p2[pairs[:, 1]] + m_negative**2)
+        return np.sqrt(energy**2 - np.sum(total**2, axis=1))
+
+    pion, proton = KSHORT.positive_mass_gev, LAMBDA.positive_mass_gev
+    kshort = np.abs(mass(pion, pion) - KSHORT.mass_gev) < 1e-6
+    lam = (np.abs(mass(proton, pion) - LAMBDA.mass_gev) < 1e-6) | (np.abs(mass(pion, proton) - LAMBDA.mass_gev) < 1e-6)
+    return kshort, lam
+
+
+def _flights(particles, pairs):
+    """The flight [n, 3] (mm) of the decaying particle of each pair, from its interaction's vertex (that of the
+    interaction's primaries) to the pair's vertex, and its momentum [n, 3] (GeV: the pair's total)."""
+    vertex = np.column_stack((particles.vx, particles.vy, particles.vz))
+    momentum = np.column_stack((particles.px, particles.py, particles.pz))
+    primary = ~_secondary(particles)
+    at = dict(zip((particles.particle_id[primary] >> PARTICLE_ID_SHIFT).tolist(), vertex[primary], strict=False))
+    interaction = (particles.particle_id[pairs[:, 0]] & ((1 << DECAYING_BIT) - 1)) >> PARTICLE_ID_SHIFT
+    origin = np.array([at[i] for i in interaction.tolist()])
+    return vertex[pairs[:, 0]] - origin, momentum[pairs[:, 0]] + momentum[pairs[:, 1]]
+
+
+def test_kshorts_and_lambdas_decay_in_flight_into_pairs_of_their_mass(event):
+    """Each pair of decay products comes from one point on the straight line from its interaction's vertex along
+    the pair's total momentum, with opposite charges and the invariant mass of a K⁰_S (π⁺π⁻) or a Λ (pπ⁻, p̄π⁺)."""
+    particles = event.particles
+    pairs = _decay_pairs(particles)
+    assert len(pairs) > 50
+    assert np.all(particles.q[pairs[:, 0]] == 1)
+    assert np.all(particles.q[pairs[:, 1]] == -1)
+    for name in ("vx", "vy", "vz"):
+        assert np.array_equal(getattr(particles, name)[pairs[:, 0]], getattr(particles, name)[pairs[:, 1]])
+    kshort, lam = _pair_kinds(particles, pairs)
+    assert np.all(kshort ^ lam)
+    assert kshort.sum() > lam.sum() > 0
+    flight, momentum = _flights(particles, pairs)
+    sine = np.linalg.norm(np.cross(flight, momentum), axis=1)
+    sine /= np.linalg.norm(flight, axis=1) * np.linalg.norm(momentum, axis=1)
+    assert np.all(sine < 1e-6)
+
+
+def test_decay_lengths_follow_the_lifetimes():
+    """The flight length over βγcτ is exponential of mean 1 (the standard error of the mean of n draws: 1/√n)."""
+    particles = simulate_event(attrs.evolve(MODULES, pileup=200), 31, 0).particles
+    pairs = _decay_pairs(particles)
+    kshort, lam = _pair_kinds(particles, pairs)
+    flight, momentum = _flights(particles, pairs)
+    beta_gamma_ctau = np.linalg.norm(momentum, axis=1) * np.where(
+        lam, LAMBDA.ctau_mm / LAMBDA.mass_gev, KSHORT.ctau_mm / KSHORT.mass_gev
+    )
+    scaled = np.linalg.norm(flight, axis=1) / beta_gamma_ctau
+    for chosen in (kshort, lam):
+        assert chosen.sum() > 50
+        assert abs(scaled[chosen].mean() - 1.0) < 4.0 / np.sqrt(chosen.sum())
 
 
 def test_cells_are_written_and_read_back(event, tmp_path):

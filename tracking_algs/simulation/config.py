@@ -69,7 +69,9 @@ class SimulationConfig:
     1 − exp(−``nuclear_interactions_per_x0`` · x/X0 / |cos α|) and leaves ``Poisson(hadronic_multiplicity)`` (at
     least one) charged hadrons there; ``photons_per_particle`` photons per charged particle of each interaction
     (π⁰ decays) convert into e⁺e⁻ pairs with probability 1 − exp(−7/9 · x/X0 / |cos α|) per layer crossed;
-    secondaries under ``pt_min_gev`` are not followed. Zero turns either off.
+    ``kshorts_per_particle`` K⁰_S and ``lambdas_per_particle`` Λ or Λ̄ per charged particle of each interaction
+    decay in flight into their charged pairs; secondaries under ``pt_min_gev`` are not followed. Zero turns each
+    off.
     Every hit is a cluster of cells (:mod:`tracking_algs.simulation.cells`) whose charge spreads
     ``cell_charge_sharing_mm`` beyond the particle's path in u and v.
 
@@ -117,6 +119,8 @@ class SimulationConfig:
     nuclear_interactions_per_x0: float = attrs.field(default=SILICON_X0_OVER_LAMBDA, validator=_non_negative)
     hadronic_multiplicity: float = attrs.field(default=3.0, validator=_non_negative)
     photons_per_particle: float = attrs.field(default=0.8, validator=_non_negative)
+    kshorts_per_particle: float = attrs.field(default=0.061, validator=_non_negative)
+    lambdas_per_particle: float = attrs.field(default=0.031, validator=_non_negative)
     cell_charge_sharing_mm: float = attrs.field(default=0.003, validator=_non_negative)
 
     @property

@@ -1,16 +1,18 @@
-"""Simulated events on a module detector: the particles' module crossings, their secondaries (photon conversions
-and nuclear interactions, :mod:`~tracking_algs.simulation.secondaries`), noise hits uniform on random modules of
-each volume, and a cluster of cells for every hit (:mod:`~tracking_algs.simulation.cells`) whose centroid is the
-measured position (docs/simulation.md).
+"""Simulated events on a module detector: the particles' module crossings, their secondaries (photon conversions,
+nuclear interactions and decays in flight, :mod:`~tracking_algs.simulation.secondaries`), noise hits uniform on
+random modules of each volume, and a cluster of cells for every hit (:mod:`~tracking_algs.simulation.cells`) whose
+centroid is the measured position (docs/simulation.md).
 
 Two passes of the navigation: first the charged primaries and the photons (followed as straight lines: charged
 probes of :data:`PHOTON_PROBE_GEV` along their direction, which stay within 0.01 mm of the photon's line over the
-3.2 m of the tracker), each ending in a module with its own rate; then the secondaries made where they ended.
+3.2 m of the tracker), each ending in a module with its own rate; then the secondaries made where they ended and
+the charged products of the K⁰_S and Λ decaying in flight.
 
 Random numbers: the primaries come from the event's generator exactly as in the cylinder simulation; the
 scattering, the inefficiency and the ending of a particle in a module from counter-based streams
 (:mod:`~tracking_algs.simulation.streams`) keyed by (seed, event id, stream) and indexed by (particle, crossing);
-the photons, the secondaries' momenta and the noise from generators of their own ``SeedSequence`` children.
+the photons, the secondaries' momenta, the decaying particles and the noise from generators of their own
+``SeedSequence`` children.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from tracking_algs.simulation.module_navigation import ModuleCrossings, ModuleLa
 from tracking_algs.simulation.secondaries import (
     CONVERSIONS_PER_X0,
     conversion_pairs,
+    decay_products,
+    generate_decaying,
     generate_photons,
     hadronic_products,
 )
@@ -38,6 +42,7 @@ from tracking_algs.simulation.streams import counter_uniform, stream_key
 #: the streams of an event besides its own generator (``SeedSequence(seed, spawn_key=(event_id, stream))``)
 SCATTERING_STREAM, INEFFICIENCY_STREAM, NOISE_STREAM, ENDING_STREAM = 1, 2, 3, 4
 PHOTON_STREAM, PRODUCTS_STREAM, SECONDARY_SCATTERING_STREAM, SECONDARY_INEFFICIENCY_STREAM = 5, 6, 7, 8
+DECAYS_STREAM = 9
 #: the momentum (GeV) of the charged probe that follows a photon's straight line through the navigation
 PHOTON_PROBE_GEV = 1.0e5
 #: a crossing more inclined than this |cos α| (84° from the module's normal) leaves no hit: none of the TrackML
@@ -138,10 +143,12 @@ def _follow(
     interacted = crossings.take(crossings.ended & (crossings.particle < n))
     converted = crossings.take(crossings.ended & (crossings.particle >= n))
     rng = _generator(seed, event_id, PRODUCTS_STREAM)
+    decays = _generator(seed, event_id, DECAYS_STREAM)
     made = SimParticles.concatenate([
         hadronic_products(rng, primaries.take(interacted.particle), interacted.position, interacted.momentum,
                           config),
         conversion_pairs(rng, photons.take(converted.particle - n), converted.position, converted.momentum),
+        decay_products(decays, generate_decaying(decays, primaries, config)),
     ])  # fmt: skip
     secondaries = made.take(np.hypot(made.momentum[:, 0], made.momentum[:, 1]) >= config.pt_min_gev)
     second = _propagate(config, detector, layers, field, secondaries,

@@ -16,14 +16,23 @@ pairs, and the hadrons out of nuclear interactions (docs/simulation.md, "Simulat
   azimuth. The first keeps the hadron's charge and mass (the leading particle); each other is a proton with
   probability :data:`PROTON_FRACTION` (nuclear fragments), else a pion of random charge.
 
+- **Decays in flight.** Each interaction gives ``Poisson(kshorts_per_particle × its charged particles)`` K⁰_S and
+  ``Poisson(lambdas_per_particle × its charged particles)`` Λ or Λ̄ (half each), η and φ uniform as the photons',
+  pT from the pions' spectrum by m_T scaling (the same distribution of √(pT² + m²) for every species). Each flies
+  straight from its interaction's vertex over an exponential path of mean βγcτ and decays there into its charged
+  pair (K⁰_S → π⁺π⁻, Λ → pπ⁻, Λ̄ → p̄π⁺) with the branching fraction of that mode, else into neutrals; the pair is
+  isotropic in the rest frame (:data:`KSHORT`, :data:`LAMBDA`: PDG masses, cτ and branching fractions).
+
 Particles under ``pt_min_gev`` are not kept (as in the TrackML files, where no particle has pT < 0.1 GeV), and
 secondaries make no secondaries themselves. Ids (the generator's ``(interaction + 1) << 20 | (index + 1)``
-below bit 39): a photon sets bit :data:`PHOTON_BIT`; a secondary is its parent's id plus ``(k + 1) <<``
-:data:`PRODUCT_SHIFT`, k its number among the parent's products (conversions: 0 the electron, 1 the positron).
+below bit 38): a photon sets bit :data:`PHOTON_BIT`, a K⁰_S or Λ bit :data:`DECAYING_BIT`; a secondary is its
+parent's id plus ``(k + 1) <<`` :data:`PRODUCT_SHIFT`, k its number among the parent's products (conversions: 0 the
+electron, 1 the positron; decays: 0 the positive particle, 1 the negative one).
 """
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 
 from tracking_algs.ranges import ranks_within
@@ -31,6 +40,7 @@ from tracking_algs.simulation.config import SimulationConfig
 from tracking_algs.simulation.generator import PARTICLE_ID_SHIFT, SimParticles, sample_minimum_bias_pt
 
 PHOTON_BIT = 39
+DECAYING_BIT = 38
 PRODUCT_SHIFT = 40
 #: pair production per radiation length at high energy: 7/9 (the mean free path of a photon is 9/7 X0)
 CONVERSIONS_PER_X0 = 7.0 / 9.0
@@ -39,6 +49,31 @@ HADRONIC_PT_GEV = 0.3
 #: the share of protons among the products other than the leading one
 PROTON_FRACTION = 0.5
 ELECTRON_MASS_GEV, PION_MASS_GEV, PROTON_MASS_GEV = 0.000511, 0.13957, 0.93827
+
+
+@attrs.frozen
+class TwoBodyDecay:
+    """A neutral particle that decays in flight into a charged pair (values from the PDG Review of Particle
+    Physics): its mass (GeV), cτ (mm), the branching fraction of the charged mode, and the masses (GeV) of the
+    positive and the negative product of the particle (the antiparticle swaps them)."""
+
+    mass_gev: float
+    ctau_mm: float
+    charged_fraction: float
+    positive_mass_gev: float
+    negative_mass_gev: float
+
+    @property
+    def momentum_gev(self) -> float:
+        """Each product's momentum in the rest frame."""
+        m, m1, m2 = self.mass_gev, self.positive_mass_gev, self.negative_mass_gev
+        return float(np.sqrt((m**2 - (m1 + m2) ** 2) * (m**2 - (m1 - m2) ** 2)) / (2.0 * m))
+
+
+#: K⁰_S → π⁺π⁻ (69.2 %), cτ = 26.84 mm
+KSHORT = TwoBodyDecay(0.497611, 26.844, 0.692, PION_MASS_GEV, PION_MASS_GEV)
+#: Λ → pπ⁻ (63.9 %), cτ = 78.9 mm; Λ̄ → p̄π⁺
+LAMBDA = TwoBodyDecay(1.115683, 78.9, 0.639, PROTON_MASS_GEV, PION_MASS_GEV)
 
 
 def generate_photons(rng: np.random.Generator, charged: SimParticles, config: SimulationConfig) -> SimParticles:
@@ -122,3 +157,80 @@ def _turned(axis: np.ndarray, sin_theta: np.ndarray, azimuth: np.ndarray) -> np.
     cos_theta = np.sqrt(1.0 - sin_theta**2)
     across = np.cos(azimuth)[:, None] * e1 + np.sin(azimuth)[:, None] * e2
     return cos_theta[:, None] * w + sin_theta[:, None] * across
+
+
+def generate_decaying(rng: np.random.Generator, charged: SimParticles, config: SimulationConfig) -> SimParticles:
+    """The K⁰_S, Λ and Λ̄ of an event whose charged primaries are ``charged`` (ordered by interaction), from the
+    interactions' vertices (each interaction's K⁰_S first): charge 0, their own mass (a Λ and a Λ̄ are told apart
+    where they decay, :func:`decay_products`)."""
+    counts = np.bincount(charged.interaction)
+    n_kshorts = rng.poisson(config.kshorts_per_particle * counts)
+    n_lambdas = rng.poisson(config.lambdas_per_particle * counts)
+    per_interaction = n_kshorts + n_lambdas
+    interaction = np.repeat(np.arange(len(counts)), per_interaction)
+    index = ranks_within(per_interaction)
+    is_lambda = index >= n_kshorts[interaction]
+    n = len(interaction)
+    mass = np.where(is_lambda, LAMBDA.mass_gev, KSHORT.mass_gev)
+    pt = _mt_scaled_pt(rng, mass, config)
+    eta = rng.uniform(-config.eta_max, config.eta_max, size=n)
+    phi = rng.uniform(-np.pi, np.pi, size=n)
+    particle_id = (1 << DECAYING_BIT) | ((interaction + 1) << PARTICLE_ID_SHIFT) | (index + 1)
+    vertex = charged.vertex[np.searchsorted(charged.interaction, interaction)]
+    momentum = np.column_stack((pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)))
+    return SimParticles(particle_id.astype(np.int64), interaction, vertex, momentum, np.zeros(n, np.int64), mass)
+
+
+def _mt_scaled_pt(rng: np.random.Generator, mass: np.ndarray, config: SimulationConfig) -> np.ndarray:
+    """Transverse momenta of particles of ``mass`` (GeV) whose transverse mass mT = √(pT² + m²) follows the
+    distribution of the charged pions' mT (m_T scaling): pion pTs from the minimum-bias spectrum, kept where their
+    mT reaches the particle's mass (drawn again otherwise), then pT = √(mT² − m²)."""
+    pt = np.empty(len(mass))
+    todo = np.arange(len(mass))
+    while todo.size:
+        mt2 = sample_minimum_bias_pt(rng, todo.size, config) ** 2 + PION_MASS_GEV**2
+        reached = mt2 >= mass[todo] ** 2
+        pt[todo[reached]] = np.sqrt(mt2[reached] - mass[todo[reached]] ** 2)
+        todo = todo[~reached]
+    return pt
+
+
+def decay_products(rng: np.random.Generator, decaying: SimParticles) -> SimParticles:
+    """The charged pairs of the ``decaying`` particles of :func:`generate_decaying` that decay into one: rows the
+    positive then the negative product of each, from the decay point, momenta boosted from the isotropic decay in
+    the rest frame. Half the Λ are Λ̄."""
+    n = len(decaying)
+    is_lambda = decaying.mass > KSHORT.mass_gev
+    antiparticle = is_lambda & (rng.uniform(size=n) < 0.5)
+    p = np.linalg.norm(decaying.momentum, axis=1)
+    unit = decaying.momentum / p[:, None]
+    ctau = np.where(is_lambda, LAMBDA.ctau_mm, KSHORT.ctau_mm)
+    flight = rng.exponential(size=n) * p / decaying.mass * ctau
+    charged_mode = rng.uniform(size=n) < np.where(is_lambda, LAMBDA.charged_fraction, KSHORT.charged_fraction)
+    cos_theta = rng.uniform(-1.0, 1.0, size=n)
+    azimuth = rng.uniform(-np.pi, np.pi, size=n)
+    rest_momentum = np.where(is_lambda, LAMBDA.momentum_gev, KSHORT.momentum_gev)
+    # the positive product's direction in the rest frame, about the flight direction; the negative one opposite
+    sin_theta = np.sqrt(1.0 - cos_theta**2)
+    across = _turned(unit, sin_theta, azimuth) - np.abs(cos_theta)[:, None] * unit  # sin θ times a unit vector across
+    heavy = np.where(is_lambda & ~antiparticle, LAMBDA.positive_mass_gev, PION_MASS_GEV)  # the positive product
+    light = np.where(is_lambda & antiparticle, LAMBDA.positive_mass_gev, PION_MASS_GEV)  # the negative product
+    energy = np.sqrt(p**2 + decaying.mass**2)
+    gamma, beta_gamma = energy / decaying.mass, p / decaying.mass
+    momenta = []
+    for sign, mass in ((1.0, heavy), (-1.0, light)):
+        along = sign * rest_momentum * cos_theta
+        rest_energy = np.sqrt(rest_momentum**2 + mass**2)
+        lab_along = gamma * along + beta_gamma * rest_energy
+        momenta.append(lab_along[:, None] * unit + sign * rest_momentum[:, None] * across)
+    kept = np.flatnonzero(charged_mode)
+    rows = np.repeat(kept, 2)
+    momentum = np.stack(momenta, axis=1)[kept].reshape(-1, 3)
+    return SimParticles(
+        particle_id=decaying.particle_id[rows] | (np.tile([1, 2], len(kept)) << PRODUCT_SHIFT),
+        interaction=decaying.interaction[rows],
+        vertex=(decaying.vertex + flight[:, None] * unit)[rows],
+        momentum=momentum,
+        charge=np.tile(np.array([1, -1], dtype=np.int64), len(kept)),
+        mass=np.column_stack((heavy, light))[kept].ravel(),
+    )
