@@ -150,13 +150,17 @@ def hadronic_products(
 def _turned(axis: np.ndarray, sin_theta: np.ndarray, azimuth: np.ndarray) -> np.ndarray:
     """Unit vectors [n, 3] at polar angle θ (given sin θ, θ ≤ 90°) and ``azimuth`` about each ``axis`` [n, 3]."""
     w = axis / np.linalg.norm(axis, axis=1)[:, None]
+    cos_theta = np.sqrt(1.0 - sin_theta**2)
+    return cos_theta[:, None] * w + sin_theta[:, None] * _across(w, azimuth)
+
+
+def _across(w: np.ndarray, azimuth: np.ndarray) -> np.ndarray:
+    """Unit vectors [n, 3] perpendicular to the unit vectors ``w`` [n, 3], at ``azimuth`` about each."""
     helper = np.where((np.abs(w[:, 2]) < 0.9)[:, None], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0])
     e1 = np.cross(w, helper)
     e1 /= np.linalg.norm(e1, axis=1)[:, None]
     e2 = np.cross(w, e1)
-    cos_theta = np.sqrt(1.0 - sin_theta**2)
-    across = np.cos(azimuth)[:, None] * e1 + np.sin(azimuth)[:, None] * e2
-    return cos_theta[:, None] * w + sin_theta[:, None] * across
+    return np.cos(azimuth)[:, None] * e1 + np.sin(azimuth)[:, None] * e2
 
 
 def generate_decaying(rng: np.random.Generator, charged: SimParticles, config: SimulationConfig) -> SimParticles:
@@ -210,19 +214,19 @@ def decay_products(rng: np.random.Generator, decaying: SimParticles) -> SimParti
     cos_theta = rng.uniform(-1.0, 1.0, size=n)
     azimuth = rng.uniform(-np.pi, np.pi, size=n)
     rest_momentum = np.where(is_lambda, LAMBDA.momentum_gev, KSHORT.momentum_gev)
-    # the positive product's direction in the rest frame, about the flight direction; the negative one opposite
+    # the positive product leaves at polar angle θ about the flight direction in the rest frame, the negative one
+    # opposite; the antiparticle (Λ̄) swaps the products' masses
     sin_theta = np.sqrt(1.0 - cos_theta**2)
-    across = _turned(unit, sin_theta, azimuth) - np.abs(cos_theta)[:, None] * unit  # sin θ times a unit vector across
-    heavy = np.where(is_lambda & ~antiparticle, LAMBDA.positive_mass_gev, PION_MASS_GEV)  # the positive product
-    light = np.where(is_lambda & antiparticle, LAMBDA.positive_mass_gev, PION_MASS_GEV)  # the negative product
-    energy = np.sqrt(p**2 + decaying.mass**2)
-    gamma, beta_gamma = energy / decaying.mass, p / decaying.mass
+    across = _across(unit, azimuth)
+    particle_mass = np.where(is_lambda, LAMBDA.positive_mass_gev, KSHORT.positive_mass_gev)  # the particle's p, π⁺
+    partner_mass = np.where(is_lambda, LAMBDA.negative_mass_gev, KSHORT.negative_mass_gev)  # its π⁻
+    positive_mass = np.where(antiparticle, partner_mass, particle_mass)
+    negative_mass = np.where(antiparticle, particle_mass, partner_mass)
+    gamma, beta_gamma = np.sqrt(p**2 + decaying.mass**2) / decaying.mass, p / decaying.mass
     momenta = []
-    for sign, mass in ((1.0, heavy), (-1.0, light)):
-        along = sign * rest_momentum * cos_theta
-        rest_energy = np.sqrt(rest_momentum**2 + mass**2)
-        lab_along = gamma * along + beta_gamma * rest_energy
-        momenta.append(lab_along[:, None] * unit + sign * rest_momentum[:, None] * across)
+    for sign, mass in ((1.0, positive_mass), (-1.0, negative_mass)):
+        lab_along = gamma * (sign * rest_momentum * cos_theta) + beta_gamma * np.sqrt(rest_momentum**2 + mass**2)
+        momenta.append(lab_along[:, None] * unit + (sign * rest_momentum * sin_theta)[:, None] * across)
     kept = np.flatnonzero(charged_mode)
     rows = np.repeat(kept, 2)
     momentum = np.stack(momenta, axis=1)[kept].reshape(-1, 3)
@@ -232,5 +236,5 @@ def decay_products(rng: np.random.Generator, decaying: SimParticles) -> SimParti
         vertex=(decaying.vertex + flight[:, None] * unit)[rows],
         momentum=momentum,
         charge=np.tile(np.array([1, -1], dtype=np.int64), len(kept)),
-        mass=np.column_stack((heavy, light))[kept].ravel(),
+        mass=np.column_stack((positive_mass, negative_mass))[kept].ravel(),
     )
