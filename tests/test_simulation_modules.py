@@ -251,9 +251,9 @@ def _decay_pairs(particles):
     decayed = np.flatnonzero(_decayed(particles))
     parent = particles.particle_id[decayed] & ((1 << PRODUCT_SHIFT) - 1)
     ids, counts = np.unique(parent, return_counts=True)
-    pairs = decayed[np.isin(parent, ids[counts == 2])]
-    return pairs[np.lexsort((particles.particle_id[pairs] >> PRODUCT_SHIFT, parent[np.isin(parent, ids[counts == 2])]))
-                 ].reshape(-1, 2)  # fmt: skip
+    both = np.isin(parent, ids[counts == 2])
+    rows, parent = decayed[both], parent[both]
+    return rows[np.lexsort((particles.particle_id[rows] >> PRODUCT_SHIFT, parent))].reshape(-1, 2)
 
 
 def _pair_kinds(particles, pairs):
@@ -316,6 +316,13 @@ def test_decay_lengths_follow_the_lifetimes():
     for chosen in (kshort, lam):
         assert chosen.sum() > 50
         assert abs(scaled[chosen].mean() - 1.0) < 4.0 / np.sqrt(chosen.sum())
+
+
+def test_no_decays_in_flight_at_zero_rates(event):
+    config = attrs.evolve(MODULES, kshorts_per_particle=0.0, lambdas_per_particle=0.0)
+    particles = simulate_event(config, 11, 3).particles
+    assert not _decayed(particles).any()
+    assert _hadronic(particles).sum() == _hadronic(event.particles).sum()  # the other secondaries stay as they were
 
 
 def test_cells_are_written_and_read_back(event, tmp_path):
