@@ -34,7 +34,7 @@ from tracking_algs.io.csv_table import read_table  # noqa: E402
 from tracking_algs.io.trackml import find_event_file, list_events, read_event  # noqa: E402
 from tracking_algs.performance.lookup import particle_rows  # noqa: E402
 from tracking_algs.simulation import SimulationConfig, simulate_event  # noqa: E402
-from tracking_algs.simulation.secondaries import PHOTON_BIT, PRODUCT_SHIFT  # noqa: E402
+from tracking_algs.simulation.secondaries import PARTICLE_KINDS, particle_kinds  # noqa: E402
 
 SEED = 1_005_000
 BARREL_VOLUMES = (8, 13, 17)
@@ -75,7 +75,7 @@ def secondary_ids(event: Event) -> np.ndarray:
 def simulated_electron_ids(event: Event) -> np.ndarray:
     """Ids of a simulated event's electrons and positrons: the products of photons."""
     ids = event.particles.particle_id
-    return ids[(((ids >> PHOTON_BIT) & 1) == 1) & ((ids >> PRODUCT_SHIFT) > 0)]
+    return ids[particle_kinds(ids) == PARTICLE_KINDS.index("conversion")]
 
 
 def real_electron_ids(directory: Path, event_id: int) -> np.ndarray:

@@ -1,11 +1,13 @@
 """Physics validation of the track finder on held-out simulated events (seeds ≥ 1 000 000, never used in
 training): track efficiency (pT > 1 and > 0.5 GeV), fake and duplicate rates (the project's double-majority
 matching), edge efficiency/purity after each stage, the pT > 1 GeV efficiency of the particles from the beam line
-and of the secondaries (produced 1 mm or more from the z axis) apart, at several pile-ups; the candidates as built
-and, after the Kalman fit, the tracks the default track selection keeps (``--no-fit`` skips the fit), with the fake
-and duplicate rates of the kept tracks whose fitted pT is above 1 GeV apart, and why the particles above 1 GeV that
-no kept track finds are lost (``lost_pt>1`` in the JSON: secondaries, dropped by the fit selection, edges lost
-before the building, the building; ``lost_secondaries_pt>1``: the secondaries among them by the other three).
+and of the secondaries (produced 1 mm or more from the z axis) apart and of each kind of particle the simulation
+makes (``by_kind_pt>1``: primaries, hadrons out of nuclear interactions, conversion electrons, decay products), at
+several pile-ups; the candidates as built and, after the Kalman fit, the tracks the default track selection keeps
+(``--no-fit`` skips the fit), with the fake and duplicate rates of the kept tracks whose fitted pT is above 1 GeV
+apart, and why the particles above 1 GeV that no kept track finds are lost (``lost_pt>1`` in the JSON: secondaries,
+dropped by the fit selection, edges lost before the building, the building; ``lost_secondaries_pt>1``: the
+secondaries among them by the other three).
 
     .venv/bin/python benchmarks/physics_validation.py [--model-dir DIR] [--events 3] [--pileups 0 20 200]
         [--geometry cylinders|modules] [--field uniform|solenoid] [--filter-cut C] [--gnn-cut C] [--weak-gnn-cut C]

@@ -19,6 +19,7 @@ from tracking_algs.modules import trackml_modules
 from tracking_algs.performance import ParticleSelection, edge_metrics, match_tracks, truth_graph
 from tracking_algs.performance.lookup import hit_particle_pt, particle_rows
 from tracking_algs.simulation import SimulationConfig, simulate_event
+from tracking_algs.simulation.secondaries import PARTICLE_KINDS, particle_kinds
 
 SEED = VALIDATION_SEED_MIN + 77
 
@@ -164,6 +165,13 @@ def test_evaluate_splits_the_efficiency_into_particles_from_the_beam_line_and_se
     chosen = (pt > 1.0) & (np.abs(eta) < 4.0) & (hits[1:] >= 5)
     secondary = np.hypot(particles.vx, particles.vy) >= 1.0
     assert split["secondary"]["n_selected"] == np.count_nonzero(chosen & secondary) > 0
+    kinds = summary["by_kind_pt>1"]["tracks"]
+    for count in ("n_selected", "n_matched"):
+        assert sum(kind[count] for kind in kinds.values()) == total[count]
+    kind = particle_kinds(particles.particle_id)
+    for k, name in enumerate(PARTICLE_KINDS):
+        assert kinds[name]["n_selected"] == np.count_nonzero(chosen & (kind == k))
+    assert kinds["primary"]["n_selected"] > 0
 
 
 @pytest.mark.parametrize("gnn_cut", [0.15, 0.995])

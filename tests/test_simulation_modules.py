@@ -20,7 +20,15 @@ from tracking_algs.simulation import SimulationConfig, simulate_event
 from tracking_algs.simulation.cells import cluster
 from tracking_algs.simulation.generator import PARTICLE_ID_SHIFT
 from tracking_algs.simulation.module_navigation import module_layers
-from tracking_algs.simulation.secondaries import DECAYING_BIT, KSHORT, LAMBDA, PHOTON_BIT, PRODUCT_SHIFT
+from tracking_algs.simulation.secondaries import (
+    DECAYING_BIT,
+    KSHORT,
+    LAMBDA,
+    PARTICLE_KINDS,
+    PHOTON_BIT,
+    PRODUCT_SHIFT,
+    particle_kinds,
+)
 from tracking_algs.simulation.streams import counter_normal, counter_uniform
 
 MODULES = SimulationConfig(pileup=50, geometry="modules")
@@ -49,17 +57,34 @@ def _secondary(particles) -> np.ndarray:
     return (particles.particle_id >> PRODUCT_SHIFT) > 0
 
 
+def _kind(particles, name: str) -> np.ndarray:
+    return particle_kinds(particles.particle_id) == PARTICLE_KINDS.index(name)
+
+
 def _converted(particles) -> np.ndarray:
-    return _secondary(particles) & (((particles.particle_id >> PHOTON_BIT) & 1) == 1)
+    return _kind(particles, "conversion")
 
 
 def _decayed(particles) -> np.ndarray:
     """The products of the K⁰_S and Λ decaying in flight."""
-    return _secondary(particles) & (((particles.particle_id >> DECAYING_BIT) & 1) == 1)
+    return _kind(particles, "decay_in_flight")
 
 
 def _hadronic(particles) -> np.ndarray:
-    return _secondary(particles) & ~_converted(particles) & ~_decayed(particles)
+    return _kind(particles, "nuclear_interaction")
+
+
+def test_every_secondary_is_of_one_kind(event):
+    """The kinds told by the ids: the primaries are the particles without a parent, the photons' products come in
+    e⁻e⁺ pairs' charges, and every other secondary is a hadron out of a nuclear interaction or a decay product."""
+    particles = event.particles
+    kinds = particle_kinds(particles.particle_id)
+    assert np.array_equal(kinds == 0, ~_secondary(particles))
+    assert set(np.unique(kinds)) == set(range(len(PARTICLE_KINDS)))
+    product = particles.particle_id >> PRODUCT_SHIFT
+    assert np.all(particles.q[_converted(particles)] == np.where(product[_converted(particles)] == 1, -1, 1))
+    assert np.all(((particles.particle_id[_decayed(particles)] >> DECAYING_BIT) & 1) == 1)
+    assert np.all(((particles.particle_id[_hadronic(particles)] >> PHOTON_BIT) & 1) == 0)
 
 
 def test_hits_lie_on_their_module_plane_inside_its_bounds(event):

@@ -17,6 +17,7 @@ from tracking_algs.fitting.selection import TrackSelection
 from tracking_algs.performance import MatchResult, ParticleSelection, edge_counts, match_tracks, truth_graph
 from tracking_algs.performance.edges import edge_keys
 from tracking_algs.performance.lookup import hit_particle_pt, particle_rows
+from tracking_algs.simulation.secondaries import PARTICLE_KINDS, particle_kinds
 
 #: pT thresholds (GeV) the figures are quoted for.
 PT_THRESHOLDS: tuple[float, ...] = (1.0, 0.5)
@@ -40,7 +41,9 @@ def evaluate(
     """Run ``finder`` on ``events`` and summarise: per pT threshold the match summary, per stage the
     edge efficiency (of all truth edges, and of those of particles above the first pT threshold) and purity
     (counts summed over events), the efficiency above the first pT threshold for the particles from the beam line
-    and for the secondaries apart (``by_origin_pt>1``), and the mean time per stage in ms.  When the finder
+    and for the secondaries apart (``by_origin_pt>1``) and for each kind of the simulation's particles
+    (``by_kind_pt>1``: :data:`~tracking_algs.simulation.secondaries.PARTICLE_KINDS`, told by their ids), and the
+    mean time per stage in ms.  When the finder
     fits, ``"selected"`` holds the match summaries of the tracks ``track_selection`` (default: the defaults)
     keeps, ``lost_pt>1`` why the particles above the first threshold that no kept track finds are lost (each counted
     under the first of :data:`LOST_CAUSES` that applies) and ``lost_secondaries_pt>1`` the secondaries among them by
@@ -54,6 +57,7 @@ def evaluate(
     selected: dict[float, list[MatchResult]] = {pt: [] for pt in PT_THRESHOLDS}
     counts: dict[str, np.ndarray] = {}
     origin_counts: dict[str, np.ndarray] = {}
+    kind_counts: dict[str, np.ndarray] = {}
     timing: dict[str, list[float]] = {}
     n_hits = []
     track_pts: list[np.ndarray] = []  # the fitted pT of the kept tracks of each event, in their match's order
@@ -73,10 +77,11 @@ def evaluate(
                 selected[pt].append(match_tracks(event, kept, chosen))
         # row-aligned with the particles table, as the particle columns of every MatchResult of this event are
         secondary = np.hypot(event.particles.vx, event.particles.vy) >= SECONDARY_RADIUS_MM
+        kind = particle_kinds(event.particles.particle_id)
         for key, results in (("tracks", matches[PT_THRESHOLDS[0]]), ("selected", selected[PT_THRESHOLDS[0]])):
             if results:
-                found_by_origin = _origin_counts(results[-1], secondary)
-                origin_counts[key] = origin_counts.get(key, np.zeros((2, 2), np.int64)) + found_by_origin
+                origin_counts[key] = origin_counts.get(key, 0) + _group_counts(results[-1], secondary, len(ORIGINS))
+                kind_counts[key] = kind_counts.get(key, 0) + _group_counts(results[-1], kind, len(PARTICLE_KINDS))
         truth = truth_graph(event)
         if kept is not None:
             written = selected[PT_THRESHOLDS[0]][-1]
@@ -96,9 +101,8 @@ def evaluate(
     if selected_combined:
         above = np.concatenate(track_pts) > PT_THRESHOLDS[0]
         fitted[f"fitted_pt>{PT_THRESHOLDS[0]:g}"] = selected_combined[PT_THRESHOLDS[0]].rates_among(above)
-    by_origin = {"tracks": _origin_summary(origin_counts["tracks"])}
-    if "selected" in origin_counts:
-        by_origin["selected"] = _origin_summary(origin_counts["selected"])
+    by_origin = {key: _group_summary(ORIGINS, counts) for key, counts in origin_counts.items()}
+    by_kind = {key: _group_summary(PARTICLE_KINDS, counts) for key, counts in kind_counts.items()}
     losses = {}
     if fitted:
         losses = {
@@ -114,6 +118,7 @@ def evaluate(
         **({"selected": fitted} if fitted else {}),
         **losses,
         f"by_origin_pt>{PT_THRESHOLDS[0]:g}": by_origin,
+        f"by_kind_pt>{PT_THRESHOLDS[0]:g}": by_kind,
         "edges": {stage: _edge_summary(*c, n_events=len(n_hits)) for stage, c in counts.items()},
         "timing_ms": {stage: float(np.mean(values)) for stage, values in timing.items()},
         "matches": combined,
@@ -121,13 +126,13 @@ def evaluate(
     }
 
 
-def _origin_counts(match: MatchResult, secondary: np.ndarray) -> np.ndarray:
-    """[[selected, matched] of the particles from the beam line, [selected, matched] of the ``secondary`` ones (mask
-    over ``match``'s particles)] of ``match``."""
+def _group_counts(match: MatchResult, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """[selected, matched] [n_groups, 2] of ``match``'s particles in each group (``group``: each particle's group
+    number, row-aligned with ``match``'s particles; a mask counts as groups 0 and 1)."""
+    group = np.asarray(group, dtype=np.int64)
     chosen = match.particle_selected
-    return np.array([[np.count_nonzero(chosen & (secondary == group)),
-                      np.count_nonzero(chosen & match.particle_matched & (secondary == group))]
-                     for group in (False, True)])  # fmt: skip
+    return np.column_stack((np.bincount(group[chosen], minlength=n_groups),
+                            np.bincount(group[chosen & match.particle_matched], minlength=n_groups)))  # fmt: skip
 
 
 def _lost_causes(
@@ -164,10 +169,10 @@ def _first_causes(missed: np.ndarray, causes: tuple[np.ndarray, ...]) -> np.ndar
     return np.array([*counts, int(missed.sum())])
 
 
-def _origin_summary(counts: np.ndarray) -> dict[str, dict[str, Any]]:
+def _group_summary(names: tuple[str, ...], counts: np.ndarray) -> dict[str, dict[str, Any]]:
     return {
-        origin: {"n_selected": int(n), "n_matched": int(matched), "efficiency": matched / n if n else None}
-        for origin, (n, matched) in zip(ORIGINS, counts, strict=True)
+        name: {"n_selected": int(n), "n_matched": int(matched), "efficiency": matched / n if n else None}
+        for name, (n, matched) in zip(names, counts, strict=True)
     }
 
 

@@ -76,6 +76,22 @@ KSHORT = TwoBodyDecay(0.497611, 26.844, 0.692, PION_MASS_GEV, PION_MASS_GEV)
 LAMBDA = TwoBodyDecay(1.115683, 78.9, 0.639, PROTON_MASS_GEV, PION_MASS_GEV)
 
 
+#: how a simulated particle was made (the indices :func:`particle_kinds` gives)
+PARTICLE_KINDS = ("primary", "nuclear_interaction", "conversion", "decay_in_flight")
+
+
+def particle_kinds(particle_id: np.ndarray) -> np.ndarray:
+    """The index into :data:`PARTICLE_KINDS` of each simulated particle id (the ids of this module's doc): a
+    particle of the generator, a hadron out of a nuclear interaction, an electron of a photon conversion, or a
+    product of a K⁰_S or Λ decaying in flight."""
+    ids = np.asarray(particle_id, dtype=np.int64)
+    parent = ids & ((1 << PRODUCT_SHIFT) - 1)
+    secondary = (ids >> PRODUCT_SHIFT) > 0
+    conversion = secondary & (((parent >> PHOTON_BIT) & 1) == 1)
+    decay = secondary & ~conversion & (((parent >> DECAYING_BIT) & 1) == 1)
+    return np.select([conversion, decay, secondary], [2, 3, 1], default=0)
+
+
 def generate_photons(rng: np.random.Generator, charged: SimParticles, config: SimulationConfig) -> SimParticles:
     """The photons of an event whose charged primaries are ``charged`` (ordered by interaction), from the
     interactions' vertices; charge 0, mass 0."""
