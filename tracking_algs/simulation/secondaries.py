@@ -95,20 +95,33 @@ def particle_kinds(particle_id: np.ndarray) -> np.ndarray:
 def generate_photons(rng: np.random.Generator, charged: SimParticles, config: SimulationConfig) -> SimParticles:
     """The photons of an event whose charged primaries are ``charged`` (ordered by interaction), from the
     interactions' vertices; charge 0, mass 0."""
-    counts = np.bincount(charged.interaction)
-    n_photons = rng.poisson(config.photons_per_particle * counts)
-    interaction = np.repeat(np.arange(len(counts)), n_photons)
-    n = len(interaction)
+    n_photons = rng.poisson(config.photons_per_particle * np.bincount(charged.interaction))
+    n = int(n_photons.sum())
     pt = rng.uniform(size=n) * sample_minimum_bias_pt(rng, n, config)
+    photons = _neutrals(rng, charged, n_photons, pt, np.zeros(n), PHOTON_BIT, config)
+    return photons.take(pt >= config.pt_min_gev)
+
+
+def _neutrals(
+    rng: np.random.Generator,
+    charged: SimParticles,
+    per_interaction: np.ndarray,
+    pt: np.ndarray,
+    mass: np.ndarray,
+    bit: int,
+    config: SimulationConfig,
+) -> SimParticles:
+    """Neutral particles from the vertices of the interactions of ``charged`` (ordered by interaction),
+    ``per_interaction`` of each in order, with transverse momenta ``pt`` and masses ``mass`` (GeV), η uniform in
+    ±``eta_max`` and φ uniform; ids the generator's ``(interaction + 1) << 20 | (index + 1)`` with ``bit`` set."""
+    n = len(pt)
     eta = rng.uniform(-config.eta_max, config.eta_max, size=n)
     phi = rng.uniform(-np.pi, np.pi, size=n)
-    index = ranks_within(n_photons)
-    particle_id = (1 << PHOTON_BIT) | ((interaction + 1) << PARTICLE_ID_SHIFT) | (index + 1)
+    interaction = np.repeat(np.arange(len(per_interaction)), per_interaction)
+    particle_id = (1 << bit) | ((interaction + 1) << PARTICLE_ID_SHIFT) | (ranks_within(per_interaction) + 1)
     vertex = charged.vertex[np.searchsorted(charged.interaction, interaction)]
     momentum = np.column_stack((pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)))
-    photons = SimParticles(particle_id.astype(np.int64), interaction, vertex, momentum, np.zeros(n, np.int64),
-                           np.zeros(n))  # fmt: skip
-    return photons.take(pt >= config.pt_min_gev)
+    return SimParticles(particle_id.astype(np.int64), interaction, vertex, momentum, np.zeros(n, np.int64), mass)
 
 
 def conversion_pairs(
@@ -185,20 +198,11 @@ def generate_decaying(rng: np.random.Generator, charged: SimParticles, config: S
     where they decay, :func:`decay_products`)."""
     counts = np.bincount(charged.interaction)
     n_kshorts = rng.poisson(config.kshorts_per_particle * counts)
-    n_lambdas = rng.poisson(config.lambdas_per_particle * counts)
-    per_interaction = n_kshorts + n_lambdas
+    per_interaction = n_kshorts + rng.poisson(config.lambdas_per_particle * counts)
     interaction = np.repeat(np.arange(len(counts)), per_interaction)
-    index = ranks_within(per_interaction)
-    is_lambda = index >= n_kshorts[interaction]
-    n = len(interaction)
+    is_lambda = ranks_within(per_interaction) >= n_kshorts[interaction]
     mass = np.where(is_lambda, LAMBDA.mass_gev, KSHORT.mass_gev)
-    pt = _mt_scaled_pt(rng, mass, config)
-    eta = rng.uniform(-config.eta_max, config.eta_max, size=n)
-    phi = rng.uniform(-np.pi, np.pi, size=n)
-    particle_id = (1 << DECAYING_BIT) | ((interaction + 1) << PARTICLE_ID_SHIFT) | (index + 1)
-    vertex = charged.vertex[np.searchsorted(charged.interaction, interaction)]
-    momentum = np.column_stack((pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)))
-    return SimParticles(particle_id.astype(np.int64), interaction, vertex, momentum, np.zeros(n, np.int64), mass)
+    return _neutrals(rng, charged, per_interaction, _mt_scaled_pt(rng, mass, config), mass, DECAYING_BIT, config)
 
 
 def _mt_scaled_pt(rng: np.random.Generator, mass: np.ndarray, config: SimulationConfig) -> np.ndarray:
