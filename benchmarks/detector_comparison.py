@@ -32,6 +32,7 @@ from bench_common import write_results  # noqa: E402
 from tracking_algs.event import Event  # noqa: E402
 from tracking_algs.io.csv_table import read_table  # noqa: E402
 from tracking_algs.io.trackml import find_event_file, list_events, read_event  # noqa: E402
+from tracking_algs.modules import TRACKML_SUPPORTS  # noqa: E402
 from tracking_algs.performance.lookup import particle_rows  # noqa: E402
 from tracking_algs.simulation import SimulationConfig, simulate_event  # noqa: E402
 from tracking_algs.simulation.secondaries import PARTICLE_KINDS, particle_kinds  # noqa: E402
@@ -43,6 +44,8 @@ PIXEL_VOLUMES = (7, 8, 9)
 FAST_PT_GEV = 1.0
 #: a particle produced farther than this (mm) from the beam line is a secondary
 SECONDARY_RADIUS_MM = 1.0
+#: a secondary that starts within this distance (mm, radially) of a passive cylinder starts in it
+SUPPORT_REACH_MM = 3.0
 PLOTS = ROOT / "docs" / "plots" / "detector"
 
 
@@ -85,12 +88,20 @@ def real_electron_ids(directory: Path, event_id: int) -> np.ndarray:
     return table["particle_id"][np.abs(table["particle_type"]) == 11]
 
 
+def in_supports(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Whether each point lies within :data:`SUPPORT_REACH_MM` of a passive cylinder of the TrackML detector."""
+    r = np.hypot(x, y)
+    near = [(np.abs(r - s.radius) < SUPPORT_REACH_MM) & (np.abs(z) < s.half_length) for s in TRACKML_SUPPORTS]
+    return np.logical_or.reduce(near)
+
+
 def truth_figures(events: list[Event], electrons: list[np.ndarray]) -> dict[str, float]:
     """Hits per particle (particles with hits), the fraction of (particle, layer) pairs with two or more hits, the
     noise fraction, the shares of secondaries among the particles with hits, among those of them above 1 GeV and
-    among their hits, and the share of the hits of e± (ids ``electrons[k]`` in event k)."""
+    among their hits, the share of the secondaries with hits that start in a passive cylinder (the beam pipe, the
+    pixel support tube), and the share of the hits of e± (ids ``electrons[k]`` in event k)."""
     per_particle, pairs, doubles, noise, hits, secondary_hits, secondaries, electron_hits = [], 0, 0, 0, 0, 0, 0, 0
-    fast, fast_secondaries = 0, 0
+    fast, fast_secondaries, from_supports = 0, 0, 0
     for event, electron_ids in zip(events, electrons, strict=True):
         particle = event.truth.particle_id
         real = particle != 0
@@ -108,6 +119,9 @@ def truth_figures(events: list[Event], electrons: list[np.ndarray]) -> dict[str,
         above = (rows >= 0) & (event.particles.pt[np.maximum(rows, 0)] > FAST_PT_GEV)
         fast += int(above.sum())
         fast_secondaries += int((above & secondary).sum())
+        start = rows[secondary & (rows >= 0)]
+        particles = event.particles
+        from_supports += int(in_supports(particles.vx[start], particles.vy[start], particles.vz[start]).sum())
         electron_hits += int(counts[np.isin(ids, electron_ids)].sum())
     counts = np.concatenate(per_particle)
     return {
@@ -117,6 +131,7 @@ def truth_figures(events: list[Event], electrons: list[np.ndarray]) -> dict[str,
         "secondary_particle_fraction": secondaries / len(counts),
         "secondary_hit_fraction": secondary_hits / (hits - noise),
         "fast_secondary_fraction": fast_secondaries / fast,
+        "support_secondary_fraction": from_supports / secondaries,
         "electron_hit_fraction": electron_hits / (hits - noise),
     }
 
@@ -254,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         "secondary_particle_fraction": "secondaries among the particles with hits",
         "secondary_hit_fraction": "hits of secondaries among the particle hits",
         "fast_secondary_fraction": f"secondaries among the particles with hits above {FAST_PT_GEV:g} GeV",
+        "support_secondary_fraction": f"secondaries with hits that start within {SUPPORT_REACH_MM:g} mm of the "
+        "beam pipe or the pixel support tube",
         "electron_hit_fraction": "hits of e± (photon conversions) among the particle hits",
     }
     rows = [f"| hits per event | {hits_sim:.0f} | {hits_real:.0f} | {_ratio(hits_sim, hits_real)} |"]

@@ -8,8 +8,9 @@ import pytest
 from tracking_algs.event import TrackCandidates
 from tracking_algs.fitting import KalmanFitter
 from tracking_algs.fitting.helix import SurfaceKind
-from tracking_algs.fitting.navigation import BEAM_PIPE_KEY, MaterialMap, layer_key
+from tracking_algs.fitting.navigation import BEAM_PIPE_KEY, SUPPORT_TUBE_KEY, MaterialMap, layer_key
 from tracking_algs.geometry import trackml_detector
+from tracking_algs.modules import TRACKML_BEAM_PIPE, TRACKML_SUPPORT_TUBE, trackml_modules
 from tracking_algs.performance.truth_perigee import truth_perigee
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
@@ -44,6 +45,23 @@ def test_a_segment_from_the_beam_line_crosses_the_beam_pipe_and_the_disks_inside
     assert expected
     assert crossed_disks.tolist() == expected
     assert np.all(np.diff(crossings.rank) == 1)
+
+
+def test_with_modules_the_passive_cylinders_are_the_trackml_beam_pipe_and_support_tube():
+    """From the beam line out to the short strips at z = 0: the beam pipe, the four pixel layers, then the pixel
+    support tube; beyond the tube's length the tube is not crossed."""
+    material = MaterialMap(DETECTOR, trackml_modules())
+    crossings = material.crossings([0.0, 150.0], [0.0, 2900.0], [300.0, 250.0], [0.0, 2900.0])
+    central = crossings.take(crossings.segment == 0)
+    assert central.key[0] == BEAM_PIPE_KEY
+    assert central.position[0] == TRACKML_BEAM_PIPE.radius
+    assert central.x_over_x0[0] == TRACKML_BEAM_PIPE.x_over_x0
+    assert (central.key >= 0).sum() == 5  # the four pixel layers and the first short-strip layer (r ≈ 260 mm)
+    tube = central.take(central.key == SUPPORT_TUBE_KEY)
+    assert tube.position.tolist() == [TRACKML_SUPPORT_TUBE.radius]
+    assert tube.x_over_x0.tolist() == [TRACKML_SUPPORT_TUBE.x_over_x0]
+    assert np.all(np.diff(central.position) > 0)  # in the order met, outwards
+    assert SUPPORT_TUBE_KEY not in crossings.key[crossings.segment == 1]  # |z| = 2.9 m: beyond the tube
 
 
 def test_segments_along_a_layer_or_outside_every_extent_cross_nothing():

@@ -12,14 +12,16 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
+from tracking_algs.geometry import trackml_detector
 from tracking_algs.io.trackml import read_event, write_event
 from tracking_algs.magnetic_field import SolenoidField
-from tracking_algs.modules import trackml_modules
+from tracking_algs.modules import TRACKML_BEAM_PIPE, TRACKML_SUPPORTS, trackml_modules
 from tracking_algs.performance.scattering import polar_turns
 from tracking_algs.simulation import SimulationConfig, simulate_event
 from tracking_algs.simulation.cells import cluster
+from tracking_algs.simulation.config import SILICON_X0_OVER_LAMBDA
 from tracking_algs.simulation.generator import PARTICLE_ID_SHIFT
-from tracking_algs.simulation.module_navigation import module_layers
+from tracking_algs.simulation.module_navigation import module_layers, propagate_modules
 from tracking_algs.simulation.secondaries import (
     DECAYING_BIT,
     KSHORT,
@@ -215,20 +217,51 @@ def _on_a_module(points: np.ndarray) -> np.ndarray:
     return found
 
 
-def test_secondaries_are_made_on_module_surfaces_off_the_beam_line(event):
+def _on_a_support(points: np.ndarray) -> np.ndarray:
+    """Whether each point lies on one of the passive cylinders (the beam pipe, the pixel support tube)."""
+    r = np.hypot(points[:, 0], points[:, 1])
+    on = [(np.abs(r - s.radius) < 1e-6) & (np.abs(points[:, 2]) <= s.half_length) for s in TRACKML_SUPPORTS]
+    return np.logical_or.reduce(on)
+
+
+def test_secondaries_are_made_on_module_surfaces_and_passive_cylinders_off_the_beam_line(event):
     particles = event.particles
     secondary = _secondary(particles) & ~_decayed(particles)
     converted = _converted(particles)
     assert _hadronic(particles).sum() > 50  # nuclear interactions
     assert converted.sum() > 50  # photon conversions
     vertex = np.column_stack((particles.vx, particles.vy, particles.vz))[secondary]
-    assert np.hypot(vertex[:, 0], vertex[:, 1]).min() > 25.0  # beyond the beam pipe, where the modules are
-    assert _on_a_module(vertex).all()
+    on_support = _on_a_support(vertex)
+    assert 0.05 < on_support.mean() < 0.6  # the beam pipe and the support tube, besides the modules
+    assert np.hypot(vertex[:, 0], vertex[:, 1]).min() > TRACKML_BEAM_PIPE.radius - 1e-6
+    assert _on_a_module(vertex[~on_support]).all()
     primary_vertex = np.column_stack((particles.vx, particles.vy, particles.vz))[~secondary]
     assert not _on_a_module(primary_vertex[:200]).any()
     # secondaries have hits of their own, under their own ids, and pT above the generator's threshold
     assert (particles.nhits[secondary] > 0).mean() > 0.5
     assert particles.pt[secondary].min() >= MODULES.pt_min_gev
+
+
+def test_hadrons_and_photons_end_in_the_beam_pipe_at_the_rates_of_its_material():
+    """Straight particles at η = 0 cross the beam pipe at normal incidence: a hadron ends there with probability
+    1 − exp(−k · (x/λ) / (X0/λ of silicon)), a photon with 1 − exp(−k · x/X0), k the rate per silicon X0."""
+    n, rate = 20_000, 20.0
+    phi = np.linspace(-np.pi, np.pi, n, endpoint=False)
+    momentum = 1.0e5 * np.column_stack((np.cos(phi), np.sin(phi), np.zeros(n)))
+    hadronic = np.arange(n) % 2 == 0
+    crossings = propagate_modules(np.zeros((n, 3)), momentum, np.ones(n), trackml_detector(), module_layers(), 1,
+                                  ends_per_x0=np.full(n, rate), ending_key=2, hadronic=hadronic)  # fmt: skip
+    at_support = crossings.module < 0
+    assert crossings.ended[at_support].all()
+    radius = np.hypot(crossings.position[at_support, 0], crossings.position[at_support, 1])
+    at_pipe = np.zeros(n, dtype=bool)
+    at_pipe[crossings.particle[at_support][np.abs(radius - TRACKML_BEAM_PIPE.radius) < 1e-6]] = True
+    assert (np.abs(radius - TRACKML_SUPPORTS[1].radius) < 1e-6).any()  # some go on to end in the support tube
+    for chosen, reach in ((hadronic, TRACKML_BEAM_PIPE.x_over_lambda / SILICON_X0_OVER_LAMBDA),
+                          (~hadronic, TRACKML_BEAM_PIPE.x_over_x0)):  # fmt: skip
+        expected = -np.expm1(-rate * reach)
+        tolerance = 4.0 * np.sqrt(expected * (1.0 - expected) / chosen.sum())
+        assert abs(at_pipe[chosen].mean() - expected) < tolerance
 
 
 def test_photon_conversions_give_opposite_charge_pairs(event):
@@ -262,13 +295,16 @@ def test_a_hadron_leaves_no_hit_beyond_its_nuclear_interaction(event):
     row_of = {int(p): i for i, p in enumerate(particles.particle_id)}
     origin = {pid: vertex[row_of[pid]] for pid in at}
     hit = np.column_stack((truth.tx, truth.ty, truth.tz))
+    in_module = {pid: not _on_a_support(point[None])[0] for pid, point in at.items()}
+    assert 0 < sum(in_module.values()) < len(at)  # some end in a passive cylinder
     ended_at_a_hit = 0
     for pid in at:
         own = hit[truth.particle_id == pid]
         reach = np.linalg.norm(at[pid] - origin[pid])
         assert np.all(np.linalg.norm(own - origin[pid], axis=1) <= reach + 1e-6)
         ended_at_a_hit += bool(np.any(np.linalg.norm(own - at[pid], axis=1) < 1e-9))
-    assert ended_at_a_hit >= 0.9 * len(at)  # its last crossing is a hit (unless lost to the inefficiency)
+    # in a module, its last crossing is a hit (unless lost to the inefficiency)
+    assert ended_at_a_hit >= 0.9 * sum(in_module.values())
 
 
 def _decay_pairs(particles):
@@ -399,19 +435,20 @@ def test_cluster_size_follows_the_incidence_in_the_event(event):
 
 @pytest.mark.parametrize("seed", [21, 22, 23])
 def test_statistics_are_near_the_real_trackml_events(seed):
-    """Bounds several standard deviations wide around the simulation's own figures, each within ±25 % of the
-    real TrackML one: they hold for any seed."""
+    """Bounds several standard deviations wide around the simulation's own figures, which lie within ±25 % of the
+    real TrackML ones: they hold for any seed. Hits per interaction are 1.23 ± 0.04 times the real ones at pile-up
+    50 (seeds 20–35; the photon conversions the real events lack)."""
     event = simulate_event(MODULES, seed, 0)
     particles, truth, sp = event.particles, event.truth, event.spacepoints
     interactions = len(np.unique(particles.particle_id[~_secondary(particles)] >> PARTICLE_ID_SHIFT))
-    assert 0.8 < len(sp) / interactions / REAL_HITS_PER_INTERACTION < 1.3
+    assert 0.8 < len(sp) / interactions / REAL_HITS_PER_INTERACTION < 1.4
     assert 0.85 < particles.nhits[particles.nhits > 0].mean() / REAL_HITS_PER_PARTICLE < 1.25
     particle = truth.particle_id != 0
     key = np.stack([truth.particle_id, sp.volume_id, sp.layer_id], axis=-1)[particle]
     _, counts = np.unique(key, axis=0, return_counts=True)
     assert 0.8 < np.mean(counts >= 2) / REAL_DOUBLE_FRACTION < 1.25
     with_hits = particles.nhits > 0
-    assert 0.1 < _secondary(particles)[with_hits].mean() < 0.3  # real: 0.24
+    assert 0.15 < _secondary(particles)[with_hits].mean() < 0.35  # real 0.24, simulated 0.26 at pile-up 200
     _, cells = np.unique(event.cells.hit_id, return_counts=True)
     assert np.median(cells) == 2
     assert 0.75 < cells.mean() / REAL_CELLS_PER_HIT < 1.25

@@ -15,7 +15,8 @@ the long direction of a strip is a weak measurement, not a missing one) and the 
 track's incidence angle; two hits of one layer on overlapping modules are two steps, in the order the track
 crosses them.  Without one, each hit is a measurement of (Phi, z) on its layer's nominal cylinder or (Phi, r) on
 its disk, with the errors the spacepoints carry.  The material of the layers crossed without a hit comes from the
-same geometry, that of the beam pipe from the detector (:class:`~tracking_algs.fitting.navigation.MaterialMap`).
+same geometry, that of the passive cylinders from the detector (its beam pipe) or, with modules, from the TrackML
+detector (its beam pipe and pixel support tube; :class:`~tracking_algs.fitting.navigation.MaterialMap`).
 
 Outliers are judged on each hit's predicted χ² — the χ² of the hit against the prediction from *all other*
 hits of the track (the unbiased smoothed residual).  The worst hit above the cut is removed and the track is
@@ -157,7 +158,7 @@ class KalmanFitter:
         return out.results(track_ids, offsets, rows)
 
     def material_map(self) -> MaterialMap:
-        """The layers (and the beam pipe) of this fitter's geometry, as the navigation crosses them."""
+        """The layers (and the passive cylinders) of this fitter's geometry, as the navigation crosses them."""
         return self._layers
 
     #: the hits found by following fitted tracks beyond their ends, layer by layer, among the free hits or those a

@@ -23,14 +23,15 @@ from tracking_algs.fitting.scattering import path_in_x0, through_material
 from tracking_algs.fitting.stacked import transport_sandwich
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import MagneticField, Stepping
-from tracking_algs.modules import ModuleGeometry
+from tracking_algs.modules import TRACKML_BEAM_PIPE, TRACKML_SUPPORT_TUBE, ModuleGeometry
 from tracking_algs.ranges import concatenated_ranges
 
 #: surfaces closer than this (mm, in r for cylinders, in z for disks) to a segment's end are its end surfaces
 END_TOLERANCE_MM = 1.0
 _LAYER_BITS = 32
-#: the :func:`layer_key` of the beam pipe, and the one to give a segment's end that lies on no layer
-BEAM_PIPE_KEY, NO_LAYER = -1, -2
+#: the :func:`layer_key` of the beam pipe, the one to give a segment's end that lies on no layer, and that of the
+#: pixel support tube
+BEAM_PIPE_KEY, NO_LAYER, SUPPORT_TUBE_KEY = -1, -2, -3
 
 
 def layer_key(volume_id: np.ndarray | int, layer_id: np.ndarray | int) -> np.ndarray:
@@ -43,7 +44,7 @@ class Crossings:
     """C surface crossings of N segments, sorted by segment and then along it (from its start):
     ``segment`` [C] the segment index, ``rank`` [C] the crossing's number within its segment (0 first),
     ``kind``/``position``/``x_over_x0`` [C] the crossed surface and ``key`` [C] its :func:`layer_key`
-    (:data:`BEAM_PIPE_KEY` for the beam pipe)."""
+    (:data:`BEAM_PIPE_KEY` for the beam pipe, :data:`SUPPORT_TUBE_KEY` for the pixel support tube)."""
 
     segment: np.ndarray
     rank: np.ndarray
@@ -83,22 +84,26 @@ class _SurfaceTable:
 
 
 class MaterialMap:
-    """The material surfaces of a detector (its layers and the beam pipe) for :meth:`crossings`.
+    """The material surfaces of a detector (its layers and the passive cylinders) for :meth:`crossings`.
 
-    The layers are those of ``detector``, or with ``modules`` those of the module geometry: each layer as the
-    cylinder (barrel) or disk (endcap) through the mean of its module centres, spanning its modules, with their
-    mean material; the beam pipe is always the detector's."""
+    The layers are those of ``detector`` with its beam pipe, or with ``modules`` those of the module geometry, each
+    layer as the cylinder (barrel) or disk (endcap) through the mean of its module centres, spanning its modules,
+    with their mean material, and the TrackML detector's beam pipe and pixel support tube
+    (:data:`~tracking_algs.modules.TRACKML_SUPPORTS`)."""
 
     def __init__(self, detector: Detector, modules: ModuleGeometry | None = None) -> None:
-        pipe = detector.beam_pipe
         if modules is None:
             barrels = [s for s in detector.surfaces if s.kind == "barrel"]
             disks = [s for s in detector.surfaces if s.kind == "endcap"]
             cylinders = [(s.position, s.extent, s.x_over_x0, layer_key(s.volume_id, s.layer_id)) for s in barrels]
             planes = [(s.position, s.extent, s.x_over_x0, layer_key(s.volume_id, s.layer_id)) for s in disks]
+            pipe = detector.beam_pipe
+            cylinders.append((pipe.radius, (-np.inf, np.inf), pipe.x_over_x0, BEAM_PIPE_KEY))
         else:
             cylinders, planes = _module_layers(modules)
-        cylinders = [*cylinders, (pipe.radius, (-np.inf, np.inf), pipe.x_over_x0, BEAM_PIPE_KEY)]
+            for support, key in ((TRACKML_BEAM_PIPE, BEAM_PIPE_KEY), (TRACKML_SUPPORT_TUBE, SUPPORT_TUBE_KEY)):
+                extent = (-support.half_length, support.half_length)
+                cylinders.append((support.radius, extent, support.x_over_x0, key))
         self._cylinders = _SurfaceTable.of(cylinders)
         self._disks = _SurfaceTable.of(planes)
 

@@ -16,16 +16,26 @@ from tracking_algs.modules.layout import (
     build_modules,
     trackml_modules,
 )
-from tracking_algs.modules.material import trackml_x_over_x0
+from tracking_algs.modules.material import (
+    TRACKML_BEAM_PIPE,
+    TRACKML_SUPPORT_TUBE,
+    TRACKML_SUPPORTS,
+    SupportCylinder,
+    trackml_x_over_x0,
+)
 
 __all__ = [
     "DETECTORS_COLUMNS",
+    "TRACKML_BEAM_PIPE",
     "TRACKML_MODULES_TOML",
+    "TRACKML_SUPPORTS",
+    "TRACKML_SUPPORT_TUBE",
     "BarrelLayer",
     "EndcapLayer",
     "EndcapRing",
     "ModuleGeometry",
     "ModuleLayout",
+    "SupportCylinder",
     "build_modules",
     "read_detectors_csv",
     "trackml_modules",

@@ -130,16 +130,17 @@ def _follow(
     field: MagneticField | None,
 ) -> tuple[ModuleCrossings, SimParticles, ModuleCrossings]:
     """The two passes of the navigation: the module crossings of the primaries (followed with the photons, each
-    ending in a module with its own rate), the secondaries made where they ended (above ``pt_min_gev``), and the
-    secondaries' crossings."""
+    ending in a module or a passive cylinder with its own rate), the secondaries made where they ended (above
+    ``pt_min_gev``), and the secondaries' crossings."""
     photons = generate_photons(_generator(seed, event_id, PHOTON_STREAM), primaries, config)
     unit = photons.momentum / np.linalg.norm(photons.momentum, axis=1)[:, None]
     probes = attrs.evolve(photons, momentum=unit * PHOTON_PROBE_GEV, charge=np.ones(len(photons), dtype=np.int64))
     n = len(primaries)
     ends_per_x0 = np.repeat([config.nuclear_interactions_per_x0, CONVERSIONS_PER_X0], [n, len(photons)])
+    hadronic = np.arange(n + len(photons)) < n
     crossings = _propagate(config, detector, layers, field, SimParticles.concatenate([primaries, probes]),
                            stream_key(seed, event_id, SCATTERING_STREAM), ends_per_x0,
-                           stream_key(seed, event_id, ENDING_STREAM))  # fmt: skip
+                           stream_key(seed, event_id, ENDING_STREAM), hadronic)  # fmt: skip
     interacted = crossings.take(crossings.ended & (crossings.particle < n))
     converted = crossings.take(crossings.ended & (crossings.particle >= n))
     rng = _generator(seed, event_id, PRODUCTS_STREAM)
@@ -153,7 +154,7 @@ def _follow(
     secondaries = made.take(np.hypot(made.momentum[:, 0], made.momentum[:, 1]) >= config.pt_min_gev)
     second = _propagate(config, detector, layers, field, secondaries,
                         stream_key(seed, event_id, SECONDARY_SCATTERING_STREAM))  # fmt: skip
-    return crossings.take(crossings.particle < n), secondaries, second
+    return crossings.take((crossings.particle < n) & (crossings.module >= 0)), secondaries, second
 
 
 def _generator(seed: int, event_id: int, stream: int) -> np.random.Generator:
@@ -171,6 +172,7 @@ def _propagate(
     scattering_key: int,
     ends_per_x0: np.ndarray | None = None,
     ending_key: int = 0,
+    hadronic: np.ndarray | None = None,
 ) -> ModuleCrossings:
     """The module crossings of ``particles`` (:func:`propagate_modules` with the settings of ``config``)."""
     return propagate_modules(
@@ -186,6 +188,7 @@ def _propagate(
         mass_gev=particles.mass,
         ends_per_x0=ends_per_x0,
         ending_key=ending_key,
+        hadronic=hadronic,
         field=field,
         stepping=config.stepping,
     )

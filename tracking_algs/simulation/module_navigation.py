@@ -1,6 +1,8 @@
 """Helix navigation through a detector of flat modules (:class:`~tracking_algs.modules.ModuleGeometry`),
 vectorised over particles, in the uniform solenoid field of the cylinder :class:`~tracking_algs.geometry.Detector`
-(whose beam pipe is the only material besides the modules).
+or a :class:`~tracking_algs.magnetic_field.MagneticField`; besides the modules the only material is that of the
+passive cylinders around the beam line (:data:`~tracking_algs.modules.TRACKML_SUPPORTS`: the beam pipe and the
+pixel support tube).
 
 Each (volume, layer) of modules is a layer with a nominal surface: a cylinder at the mean module-centre radius
 (barrel: module normals transverse) or a plane at the mean module-centre z (endcap: normals along z). Every step
@@ -13,7 +15,9 @@ through them one after the other in order of path length, each time scattering i
 solving the remaining candidates again from the new direction: where two modules overlap a particle crosses
 both. Loopers stop after ``max_turns`` turns, as in the cylinder simulation. A particle may end in a module it
 crosses (a nuclear interaction, a photon conversion): with probability 1 − exp(−k · x/X0 / |cos α|), k its own
-rate per radiation length; the crossing is recorded and flagged, and the particle goes no further.
+rate per radiation length; the crossing is recorded and flagged, and the particle goes no further. It may end
+in a passive cylinder alike, where a hadron's x/X0 is that of silicon with the cylinder's nuclear interaction
+lengths (beryllium holds 4.2 times as many per radiation length); that end is recorded with no module (−1).
 
 The scattering angles come from :mod:`~tracking_algs.simulation.streams`: a hash of (key, particle, number of
 the particle's scatterings), so no draw depends on how many particles are still going; the draw that decides
@@ -31,8 +35,9 @@ from tracking_algs.energy_loss import slowed
 from tracking_algs.event import Columns
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import ONE_STEP, MagneticField, Stepping
-from tracking_algs.modules import ModuleGeometry, trackml_modules
+from tracking_algs.modules import TRACKML_SUPPORTS, ModuleGeometry, SupportCylinder, trackml_modules
 from tracking_algs.ranges import ranks_within
+from tracking_algs.simulation.config import SILICON_X0_OVER_LAMBDA
 from tracking_algs.simulation.propagation import (
     HelixFrame,
     chord,
@@ -67,7 +72,8 @@ class ModuleCrossings(Columns):
     """Module crossings in the order they happen per particle: ``particle`` (row of the propagated particles),
     ``module`` (row of the geometry), ``position`` [M, 3] mm on the module's mid-plane, ``momentum`` [M, 3] GeV
     arriving (before scattering), local ``u``, ``v`` (mm), ``index`` (the crossing's number along its particle,
-    from 0) and ``ended`` (the particle ended in this module)."""
+    from 0) and ``ended`` (the particle ended in this module). A particle that ends in a passive cylinder has a last
+    record there with ``module`` −1, ``u`` = ``v`` = 0 and the ``index`` its next module crossing would have had."""
 
     particle: np.ndarray
     module: np.ndarray
@@ -272,11 +278,14 @@ def propagate_modules(
     mass_gev: float | np.ndarray = 0.13957,
     ends_per_x0: np.ndarray | None = None,
     ending_key: int = 0,
+    hadronic: np.ndarray | None = None,
     field: MagneticField | None = None,
     stepping: Stepping = ONE_STEP,
+    supports: tuple[SupportCylinder, ...] = TRACKML_SUPPORTS,
 ) -> ModuleCrossings:
     """Propagate particles (vertex [N, 3] mm, momentum [N, 3] GeV, charge [N] ±1, mass (one or [N]) GeV) through
-    the modules of ``layers`` in ``detector``'s field, scattering in its beam pipe and once in every layer crossed:
+    the modules of ``layers`` in ``detector``'s field, scattering in the passive cylinders ``supports`` and once in
+    every layer crossed:
     a layer's material (``x_over_x0`` of its modules) lies on the last of its modules a particle crosses on its
     way through the layer, and the modules it crosses before (overlaps) add none, as in the ACTS generic detector
     (the TrackML layout), whose layers carry their material on a layer surface beside thin silicon modules.  The
@@ -285,7 +294,10 @@ def propagate_modules(
     loss (:mod:`tracking_algs.energy_loss`).
 
     ``ends_per_x0`` [N] (None: all 0): particle k ends in a layer it crosses with probability
-    1 − exp(−``ends_per_x0[k]`` · x/X0 / |cos α|), drawn as ``counter_uniform(ending_key, k, crossing number)``.
+    1 − exp(−``ends_per_x0[k]`` · x/X0 / |cos α|), drawn as ``counter_uniform(ending_key, k, crossing number)``;
+    in a passive cylinder likewise, drawn as ``counter_uniform(ending_key, k, crossing number, 1 + 2 · cylinder +
+    inwards)``, with x/X0 that cylinder's, or for the ``hadronic`` [N] particles (None: none) the silicon radiation
+    lengths of as many nuclear interaction lengths as the cylinder has (``ends_per_x0`` is a rate in silicon).
 
     ``field`` (None: the detector's uniform field): each step from surface to surface is a helix in
     :func:`~tracking_algs.simulation.propagation.midpoint_step`, taken in pieces where a single one would miss the
@@ -294,20 +306,24 @@ def propagate_modules(
     n = len(np.asarray(charge))
     mass = np.broadcast_to(np.asarray(mass_gev, dtype=np.float64), (n,))
     rate = np.zeros(n) if ends_per_x0 is None else np.asarray(ends_per_x0, dtype=np.float64)
+    by_lambda = np.zeros(n, dtype=bool) if hadronic is None else np.asarray(hadronic, dtype=bool)
     position = np.array(vertex, dtype=np.float64).reshape(-1, 3).copy()
     mom = np.array(momentum, dtype=np.float64).reshape(-1, 3).copy()
     q = np.asarray(charge, dtype=np.float64)
     turned = np.zeros(n)
     scatterings = np.zeros(n, dtype=np.int64)
     crossed = np.zeros(n, dtype=np.int64)
-    n_layers = len(layers.nominal)
-    # per (particle, surface) whether it was gone through outwards / inwards; surface 0 is the beam pipe
-    done_out = np.zeros((n, n_layers + 1), dtype=bool)
-    done_in = np.zeros((n, n_layers + 1), dtype=bool)
+    n_layers, n_supports = len(layers.nominal), len(supports)
+    # per (particle, surface) whether it was gone through outwards / inwards; surfaces 0 .. n_supports − 1 are the
+    # passive cylinders, the layers follow
+    done_out = np.zeros((n, n_supports + n_layers), dtype=bool)
+    done_in = np.zeros((n, n_supports + n_layers), dtype=bool)
     alive = np.ones(n, dtype=bool)
     budget = max_turns * _TWO_PI
     records: list[tuple[np.ndarray, ...]] = []
-    pipe = detector.beam_pipe
+    support_x0 = np.array([support.x_over_x0 for support in supports])
+    # the silicon radiation lengths with as many nuclear interaction lengths: how far a hadron's rate reaches there
+    support_nuclear_x0 = np.array([support.x_over_lambda / SILICON_X0_OVER_LAMBDA for support in supports])
     bending = np.full(n, uniform_bending(field, detector.bfield_t))  # each particle's field for its current step
     # each particle's change of T_z per radian turned in its current step, and the part of the step's turn not yet
     # taken into its polar direction (a midpoint step starts with T_z turned half-way)
@@ -348,18 +364,36 @@ def propagate_modules(
         through_material(rows[leaving[~ended[leaving]]], path[~ended[leaving]])
         return ended
 
+    def through_support(rows: np.ndarray, support: np.ndarray, outward: np.ndarray) -> None:
+        """Particles ``rows`` are at passive cylinder ``support`` (crossing it ``outward`` or not): those that end
+        there are recorded and stop; the others scatter through it."""
+        radial = position[rows].copy()
+        radial[:, 2] = 0.0
+        radial /= np.maximum(np.linalg.norm(radial, axis=1), 1e-300)[:, None]
+        slant = material(rows, radial, np.ones(len(rows)))  # 1 / |cos α|
+        reach = np.where(by_lambda[rows], support_nuclear_x0[support], support_x0[support]) * slant
+        slot = 1 + 2 * support + (~outward).astype(np.int64)
+        ended = counter_uniform(ending_key, rows, crossed[rows], slot) < -np.expm1(-rate[rows] * reach)
+        if ended.any():
+            end = rows[ended]
+            zeros = np.zeros(len(end))
+            records.append((end, np.full(len(end), -1), position[end].copy(), mom[end].copy(), zeros, zeros,
+                            crossed[end].copy(), np.ones(len(end), dtype=bool)))  # fmt: skip
+            alive[end] = False
+        through_material(rows[~ended], support_x0[support[~ended]] * slant[~ended])
+
     for _ in range(_MAX_STEPS):
         rows = np.flatnonzero(alive)
         if not len(rows):
             break
         if varies(field):
             step = midpoint_step(field, position[rows], mom[rows], q[rows], functools.partial(
-                _next_turn, position[rows], mom[rows], q[rows], layers=layers, pipe_radius=pipe.radius,
+                _next_turn, position[rows], mom[rows], q[rows], layers=layers, supports=supports,
                 done_out=done_out[rows], done_in=done_in[rows], budget=budget - turned[rows]), stepping)  # fmt: skip
             bending[rows], mom[rows], tilt[rows], pending[rows] = step.bending, step.momentum, step.tilt, 0.5
             turn_limit[rows] = step.turn_limit(q[rows])
         bfield = bending[rows]
-        psi, surface, outward = _next_surface(position[rows], mom[rows], q[rows], bfield, layers, pipe.radius,
+        psi, surface, outward = _next_surface(position[rows], mom[rows], q[rows], bfield, layers, supports,
                                               done_out[rows], done_in[rows], budget - turned[rows])  # fmt: skip
         stops = np.isfinite(psi) & (turn_limit[rows] < psi)
         if stops.any():  # a piece of a long step: the particle stops on its way, crossing nothing
@@ -377,18 +411,16 @@ def propagate_modules(
         done_out[rows[outward], surface[outward]] = True
         done_in[rows[~outward], surface[~outward]] = True
 
-        at_pipe = surface == 0
-        if at_pipe.any():
-            pipe_rows = rows[at_pipe]
-            moved = move_along_helix(position[pipe_rows], mom[pipe_rows], q[pipe_rows], bfield[at_pipe], psi[at_pipe])
-            position[pipe_rows], mom[pipe_rows] = moved[0], _arrived(moved[1], pipe_rows, psi[at_pipe], tilt, pending)
-            turned[pipe_rows] += psi[at_pipe]
-            radial = position[pipe_rows].copy()
-            radial[:, 2] = 0.0
-            radial /= np.maximum(np.linalg.norm(radial, axis=1), 1e-300)[:, None]
-            through_material(pipe_rows, material(pipe_rows, radial, np.full(len(pipe_rows), pipe.x_over_x0)))
+        at_support = surface < n_supports
+        if at_support.any():
+            at = rows[at_support]
+            moved = move_along_helix(position[at], mom[at], q[at], bfield[at_support], psi[at_support])
+            position[at], mom[at] = moved[0], _arrived(moved[1], at, psi[at_support], tilt, pending)
+            turned[at] += psi[at_support]
+            through_support(at, surface[at_support], outward[at_support])
 
-        rows, psi, layer, bfield = rows[~at_pipe], psi[~at_pipe], surface[~at_pipe] - 1, bfield[~at_pipe]
+        keep = ~at_support
+        rows, psi, layer, bfield = rows[keep], psi[keep], surface[keep] - n_supports, bfield[keep]
         if not len(rows):
             continue
         point, direction = move_along_helix(position[rows], mom[rows], q[rows], bfield, psi)
@@ -516,32 +548,35 @@ def _margins(point, direction, layers: ModuleLayers, layer):
     return phi_margin, along_margin
 
 
-def _next_turn(position, mom, q, bfield, *, layers, pipe_radius, done_out, done_in, budget) -> np.ndarray:
+def _next_turn(position, mom, q, bfield, *, layers, supports, done_out, done_in, budget) -> np.ndarray:
     """The turning angle [n] of :func:`_next_surface`."""
-    return _next_surface(position, mom, q, bfield, layers, pipe_radius, done_out, done_in, budget)[0]
+    return _next_surface(position, mom, q, bfield, layers, supports, done_out, done_in, budget)[0]
 
 
-def _next_surface(position, mom, q, bfield, layers: ModuleLayers, pipe_radius, done_out, done_in, budget):
+def _next_surface(position, mom, q, bfield, layers: ModuleLayers, supports, done_out, done_in, budget):
     """Turning angle to the nearest nominal surface ahead not yet gone through in that direction (inf if none
-    within ``budget``), its index (0: the beam pipe, 1 + l: layer l) and whether the particle crosses it going
-    outwards (radially on a cylinder, in |z| on a plane)."""
+    within ``budget``), its index (s < S: the passive cylinder ``supports[s]``, S + l: layer l) and whether the
+    particle crosses it going outwards (radially on a cylinder, in |z| on a plane)."""
     frame = HelixFrame.of(position, mom, q, bfield)
     pt, radius, phi0, omega, z, dz_dpsi = frame.pt, frame.radius, frame.phi0, frame.omega, frame.z, frame.dz_dpsi
     n = len(position)
     barrel = np.flatnonzero(layers.barrel)
     endcap = np.flatnonzero(~layers.barrel)
-    cylinder_radius = np.concatenate([[pipe_radius], layers.nominal[barrel]])
-    cylinder_surface = np.concatenate([[0], barrel + 1])
+    n_supports = len(supports)
+    cylinder_radius = np.concatenate([[support.radius for support in supports], layers.nominal[barrel]])
+    cylinder_surface = np.concatenate([np.arange(n_supports), barrel + n_supports])
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         psi_cyl, d = frame.cylinder_crossings(cylinder_radius)  # [2, n, C], [n, C]
         z_cyl = z[None, :, None] + psi_cyl * dz_dpsi[None, :, None]
         # along the circle, the crossings alternate: from inside (d > 0) the first one goes outwards
         first = np.stack((psi_cyl[0] <= psi_cyl[1], psi_cyl[1] < psi_cyl[0]))
         out_cyl = first == (d > 0.0)[None]
-        z_low = np.concatenate([[-np.inf], layers.extent[barrel, 0]])
-        z_high = np.concatenate([[np.inf], layers.extent[barrel, 1]])
-        spread = np.concatenate([[0.0], layers.spread[barrel]])
-        margin = (2.0 * spread[None, :] * np.abs(mom[:, 2] / pt)[:, None] + _EXTENT_MARGIN_MM)[None]
+        half_length = np.array([support.half_length for support in supports])
+        z_low = np.concatenate([-half_length, layers.extent[barrel, 0]])
+        z_high = np.concatenate([half_length, layers.extent[barrel, 1]])
+        spread = np.concatenate([np.zeros(n_supports), layers.spread[barrel]])
+        margin = np.concatenate([np.zeros(n_supports), np.full(len(barrel), _EXTENT_MARGIN_MM)])
+        margin = (2.0 * spread[None, :] * np.abs(mom[:, 2] / pt)[:, None] + margin[None, :])[None]
         ok = (psi_cyl > _AHEAD) & (z_cyl >= z_low - margin) & (z_cyl <= z_high + margin)
         ok &= ~np.where(out_cyl, done_out[None, :, cylinder_surface], done_in[None, :, cylinder_surface])
         psi_cyl = np.where(ok, psi_cyl, np.inf)
@@ -554,7 +589,7 @@ def _next_surface(position, mom, q, bfield, layers: ModuleLayers, pipe_radius, d
         psi_disk = (disk_z[None, :] - z[:, None]) / dz_dpsi[:, None]
         out_disk = mom[:, 2, None] * np.sign(disk_z)[None, :] > 0.0
         ok = np.isfinite(psi_disk) & (psi_disk > _AHEAD) & (psi_disk <= budget[:, None] + _TWO_PI * 0.01)
-        ok &= ~np.where(out_disk, done_out[:, endcap + 1], done_in[:, endcap + 1])
+        ok &= ~np.where(out_disk, done_out[:, endcap + n_supports], done_in[:, endcap + n_supports])
         ok &= psi_disk < psi_cyl.min(axis=1, initial=np.inf)[:, None]  # only planes before the nearest cylinder
         row, disk = np.nonzero(ok)
         xd, yd = chord(position[row], radius[row], phi0[row], omega[row], psi_disk[row, disk])
@@ -566,7 +601,7 @@ def _next_surface(position, mom, q, bfield, layers: ModuleLayers, pipe_radius, d
         psi_disk = np.where(ok, psi_disk, np.inf)
 
     candidates = np.concatenate((psi_cyl, psi_disk), axis=1)
-    surfaces = np.concatenate([cylinder_surface, endcap + 1])
+    surfaces = np.concatenate([cylinder_surface, endcap + n_supports])
     outward = np.concatenate((out_cyl, out_disk), axis=1)
     pick = np.argmin(candidates, axis=1) if n else np.zeros(0, np.int64)
     psi = candidates[np.arange(n), pick]

@@ -39,7 +39,8 @@ def simulate_event(
     Hits get ids 1..N ordered by (volume_id, layer_id, module_id, creation order); noise hits have
     particle_id 0; truth weights are 1/(number of particle hits) for particle hits and 0 for noise.
     With ``config.geometry == "modules"`` the hits lie on the flat modules of ``modules`` (None: the TrackML
-    modules, :func:`tracking_algs.modules.trackml_modules`), in ``detector``'s field and beam pipe
+    modules, :func:`tracking_algs.modules.trackml_modules`) and the particles cross the TrackML beam pipe and pixel
+    support tube (:data:`tracking_algs.modules.TRACKML_SUPPORTS`), in ``detector``'s field
     (:mod:`tracking_algs.simulation.module_hits`); the particles include the secondaries (after the primaries)
     and the event has cells; ``modules`` is not used otherwise.
     """
