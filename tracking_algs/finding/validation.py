@@ -14,6 +14,7 @@ from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.selected import selected_tracks
 from tracking_algs.fitting.results import fitted_pt
 from tracking_algs.fitting.selection import TrackSelection
+from tracking_algs.modules import TRACKML_SUPPORTS
 from tracking_algs.performance import MatchResult, ParticleSelection, edge_counts, match_tracks, truth_graph
 from tracking_algs.performance.edges import edge_keys
 from tracking_algs.performance.lookup import hit_particle_pt, particle_rows
@@ -25,6 +26,10 @@ PT_THRESHOLDS: tuple[float, ...] = (1.0, 0.5)
 SECONDARY_RADIUS_MM = 1.0
 #: the groups of the split by origin
 ORIGINS = ("beam_line", "secondary")
+#: the groups of the split by production point: the beam line, a passive cylinder of the TrackML detector (the beam
+#: pipe, the pixel support tube: within :data:`ON_CYLINDER_MM` of one), anywhere else (the modules, a decay in flight)
+STARTS = ("beam_line", "passive_cylinder", "elsewhere")
+ON_CYLINDER_MM = 0.01
 #: why a selected particle has no written track, each particle counted in the first that applies
 #: (:func:`_lost_causes`)
 LOST_CAUSES = ("secondary", "dropped_by_fit_selection", "edges_lost_before_building", "building")
@@ -41,9 +46,9 @@ def evaluate(
     """Run ``finder`` on ``events`` and summarise: per pT threshold the match summary, per stage the
     edge efficiency (of all truth edges, and of those of particles above the first pT threshold) and purity
     (counts summed over events), the efficiency above the first pT threshold for the particles from the beam line
-    and for the secondaries apart (``by_origin_pt>1``) and for each kind of the simulation's particles
-    (``by_kind_pt>1``: :data:`~tracking_algs.simulation.secondaries.PARTICLE_KINDS`, told by their ids), and the
-    mean time per stage in ms.  When the finder
+    and for the secondaries apart (``by_origin_pt>1``), for each kind of the simulation's particles
+    (``by_kind_pt>1``: :data:`~tracking_algs.simulation.secondaries.PARTICLE_KINDS`, told by their ids) and by
+    where they start (``by_start_pt>1``: :data:`STARTS`), and the mean time per stage in ms.  When the finder
     fits, ``"selected"`` holds the match summaries of the tracks ``track_selection`` (default: the defaults)
     keeps, ``lost_pt>1`` why the particles above the first threshold that no kept track finds are lost (each counted
     under the first of :data:`LOST_CAUSES` that applies) and ``lost_secondaries_pt>1`` the secondaries among them by
@@ -58,6 +63,7 @@ def evaluate(
     counts: dict[str, np.ndarray] = {}
     origin_counts: dict[str, np.ndarray] = {}
     kind_counts: dict[str, np.ndarray] = {}
+    start_counts: dict[str, np.ndarray] = {}
     timing: dict[str, list[float]] = {}
     n_hits = []
     track_pts: list[np.ndarray] = []  # the fitted pT of the kept tracks of each event, in their match's order
@@ -78,10 +84,12 @@ def evaluate(
         # row-aligned with the particles table, as the particle columns of every MatchResult of this event are
         secondary = np.hypot(event.particles.vx, event.particles.vy) >= SECONDARY_RADIUS_MM
         kind = particle_kinds(event.particles.particle_id)
+        start = np.where(secondary, np.where(_on_a_passive_cylinder(event), 1, 2), 0)
         for key, results in (("tracks", matches[PT_THRESHOLDS[0]]), ("selected", selected[PT_THRESHOLDS[0]])):
             if results:
                 origin_counts[key] = origin_counts.get(key, 0) + _group_counts(results[-1], secondary, len(ORIGINS))
                 kind_counts[key] = kind_counts.get(key, 0) + _group_counts(results[-1], kind, len(PARTICLE_KINDS))
+                start_counts[key] = start_counts.get(key, 0) + _group_counts(results[-1], start, len(STARTS))
         truth = truth_graph(event)
         if kept is not None:
             written = selected[PT_THRESHOLDS[0]][-1]
@@ -103,6 +111,7 @@ def evaluate(
         fitted[f"fitted_pt>{PT_THRESHOLDS[0]:g}"] = selected_combined[PT_THRESHOLDS[0]].rates_among(above)
     by_origin = {key: _group_summary(ORIGINS, counts) for key, counts in origin_counts.items()}
     by_kind = {key: _group_summary(PARTICLE_KINDS, counts) for key, counts in kind_counts.items()}
+    by_start = {key: _group_summary(STARTS, counts) for key, counts in start_counts.items()}
     losses = {}
     if fitted:
         losses = {
@@ -119,11 +128,20 @@ def evaluate(
         **losses,
         f"by_origin_pt>{PT_THRESHOLDS[0]:g}": by_origin,
         f"by_kind_pt>{PT_THRESHOLDS[0]:g}": by_kind,
+        f"by_start_pt>{PT_THRESHOLDS[0]:g}": by_start,
         "edges": {stage: _edge_summary(*c, n_events=len(n_hits)) for stage, c in counts.items()},
         "timing_ms": {stage: float(np.mean(values)) for stage, values in timing.items()},
         "matches": combined,
         **({"selected_matches": selected_combined} if selected_combined else {}),
     }
+
+
+def _on_a_passive_cylinder(event: Event) -> np.ndarray:
+    """Whether each of ``event``'s particles starts on a passive cylinder of the TrackML detector."""
+    particles = event.particles
+    r, z = np.hypot(particles.vx, particles.vy), np.abs(particles.vz)
+    on = [(np.abs(r - c.radius) < ON_CYLINDER_MM) & (z <= c.half_length) for c in TRACKML_SUPPORTS]
+    return np.logical_or.reduce(on)
 
 
 def _group_counts(match: MatchResult, group: np.ndarray, n_groups: int) -> np.ndarray:
