@@ -14,7 +14,7 @@ from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.selected import selected_tracks
 from tracking_algs.fitting.results import fitted_pt
 from tracking_algs.fitting.selection import TrackSelection
-from tracking_algs.modules import TRACKML_SUPPORTS
+from tracking_algs.modules import TRACKML_BEAM_PIPE, TRACKML_SUPPORT_TUBE
 from tracking_algs.performance import MatchResult, ParticleSelection, edge_counts, match_tracks, truth_graph
 from tracking_algs.performance.edges import edge_keys
 from tracking_algs.performance.lookup import hit_particle_pt, particle_rows
@@ -26,9 +26,9 @@ PT_THRESHOLDS: tuple[float, ...] = (1.0, 0.5)
 SECONDARY_RADIUS_MM = 1.0
 #: the groups of the split by origin
 ORIGINS = ("beam_line", "secondary")
-#: the groups of the split by production point: the beam line, a passive cylinder of the TrackML detector (the beam
-#: pipe, the pixel support tube: within :data:`ON_CYLINDER_MM` of one), anywhere else (the modules, a decay in flight)
-STARTS = ("beam_line", "passive_cylinder", "elsewhere")
+#: the groups of the split by production point: the beam line, the passive cylinders of the TrackML detector (within
+#: :data:`ON_CYLINDER_MM` of the beam pipe or the pixel support tube), anywhere else (the modules, a decay in flight)
+STARTS = ("beam_line", "beam_pipe", "support_tube", "elsewhere")
 ON_CYLINDER_MM = 0.01
 #: why a selected particle has no written track, each particle counted in the first that applies
 #: (:func:`_lost_causes`)
@@ -84,7 +84,7 @@ def evaluate(
         # row-aligned with the particles table, as the particle columns of every MatchResult of this event are
         secondary = np.hypot(event.particles.vx, event.particles.vy) >= SECONDARY_RADIUS_MM
         kind = particle_kinds(event.particles.particle_id)
-        start = np.where(secondary, np.where(_on_a_passive_cylinder(event), 1, 2), 0)
+        start = np.where(secondary, _start(event), 0)
         for key, results in (("tracks", matches[PT_THRESHOLDS[0]]), ("selected", selected[PT_THRESHOLDS[0]])):
             if results:
                 origin_counts[key] = origin_counts.get(key, 0) + _group_counts(results[-1], secondary, len(ORIGINS))
@@ -136,12 +136,16 @@ def evaluate(
     }
 
 
-def _on_a_passive_cylinder(event: Event) -> np.ndarray:
-    """Whether each of ``event``'s particles starts on a passive cylinder of the TrackML detector."""
+def _start(event: Event) -> np.ndarray:
+    """Where each of ``event``'s particles starts, as an index into :data:`STARTS` other than the beam line's: on
+    the beam pipe, on the pixel support tube, or elsewhere."""
     particles = event.particles
     r, z = np.hypot(particles.vx, particles.vy), np.abs(particles.vz)
-    on = [(np.abs(r - c.radius) < ON_CYLINDER_MM) & (z <= c.half_length) for c in TRACKML_SUPPORTS]
-    return np.logical_or.reduce(on)
+    start = np.full(len(r), STARTS.index("elsewhere"))
+    for name, cylinder in (("beam_pipe", TRACKML_BEAM_PIPE), ("support_tube", TRACKML_SUPPORT_TUBE)):
+        on = (np.abs(r - cylinder.radius) < ON_CYLINDER_MM) & (z <= cylinder.half_length)
+        start[on] = STARTS.index(name)
+    return start
 
 
 def _group_counts(match: MatchResult, group: np.ndarray, n_groups: int) -> np.ndarray:
