@@ -90,9 +90,7 @@ def real_electron_ids(directory: Path, event_id: int) -> np.ndarray:
 
 def in_supports(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Whether each point lies within :data:`SUPPORT_REACH_MM` of a passive cylinder of the TrackML detector."""
-    r = np.hypot(x, y)
-    near = [(np.abs(r - s.radius) < SUPPORT_REACH_MM) & (np.abs(z) < s.half_length) for s in TRACKML_SUPPORTS]
-    return np.logical_or.reduce(near)
+    return np.logical_or.reduce([cylinder.holds(x, y, z, SUPPORT_REACH_MM) for cylinder in TRACKML_SUPPORTS])
 
 
 def truth_figures(events: list[Event], electrons: list[np.ndarray]) -> dict[str, float]:

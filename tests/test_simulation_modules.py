@@ -219,9 +219,7 @@ def _on_a_module(points: np.ndarray) -> np.ndarray:
 
 def _on_a_support(points: np.ndarray) -> np.ndarray:
     """Whether each point lies on one of the passive cylinders (the beam pipe, the pixel support tube)."""
-    r = np.hypot(points[:, 0], points[:, 1])
-    on = [(np.abs(r - s.radius) < 1e-6) & (np.abs(points[:, 2]) <= s.half_length) for s in TRACKML_SUPPORTS]
-    return np.logical_or.reduce(on)
+    return np.logical_or.reduce([cylinder.holds(*points.T, reach_mm=1e-6) for cylinder in TRACKML_SUPPORTS])
 
 
 def test_secondaries_are_made_on_module_surfaces_and_passive_cylinders_off_the_beam_line(event):

@@ -140,11 +140,9 @@ def _start(event: Event) -> np.ndarray:
     """Where each of ``event``'s particles starts, as an index into :data:`STARTS` other than the beam line's: on
     the beam pipe, on the pixel support tube, or elsewhere."""
     particles = event.particles
-    r, z = np.hypot(particles.vx, particles.vy), np.abs(particles.vz)
-    start = np.full(len(r), STARTS.index("elsewhere"))
+    start = np.full(len(particles), STARTS.index("elsewhere"))
     for name, cylinder in (("beam_pipe", TRACKML_BEAM_PIPE), ("support_tube", TRACKML_SUPPORT_TUBE)):
-        on = (np.abs(r - cylinder.radius) < ON_CYLINDER_MM) & (z <= cylinder.half_length)
-        start[on] = STARTS.index(name)
+        start[cylinder.holds(particles.vx, particles.vy, particles.vz, ON_CYLINDER_MM)] = STARTS.index(name)
     return start
 
 

@@ -54,6 +54,10 @@ class SupportCylinder:
         """A beryllium cylinder ``thickness`` mm thick."""
         return cls(radius, half_length, thickness / BERYLLIUM_X0_MM, thickness / BERYLLIUM_LAMBDA_MM)
 
+    def holds(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, reach_mm: float) -> np.ndarray:
+        """Whether each point (mm) lies within ``reach_mm`` of the cylinder radially, along its length."""
+        return (np.abs(np.hypot(x, y) - self.radius) < reach_mm) & (np.abs(z) <= self.half_length)
+
 
 #: the beam pipe and the pixel support tube of the TrackML detector (the module docstring)
 TRACKML_BEAM_PIPE = SupportCylinder.beryllium(radius=19.0, half_length=3000.0, thickness=0.8)
