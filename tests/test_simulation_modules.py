@@ -15,7 +15,7 @@ from scipy.spatial import cKDTree
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.io.trackml import read_event, write_event
 from tracking_algs.magnetic_field import SolenoidField
-from tracking_algs.modules import TRACKML_BEAM_PIPE, TRACKML_SUPPORTS, trackml_modules
+from tracking_algs.modules import TRACKML_BEAM_PIPE, TRACKML_SUPPORT_TUBE, TRACKML_SUPPORTS, trackml_modules
 from tracking_algs.performance.scattering import polar_turns
 from tracking_algs.simulation import SimulationConfig, simulate_event
 from tracking_algs.simulation.cells import cluster
@@ -249,12 +249,11 @@ def test_hadrons_and_photons_end_in_the_beam_pipe_at_the_rates_of_its_material()
     hadronic = np.arange(n) % 2 == 0
     crossings = propagate_modules(np.zeros((n, 3)), momentum, np.ones(n), trackml_detector(), module_layers(), 1,
                                   ends_per_x0=np.full(n, rate), ending_key=2, hadronic=hadronic)  # fmt: skip
-    at_support = crossings.module < 0
-    assert crossings.ended[at_support].all()
-    radius = np.hypot(crossings.position[at_support, 0], crossings.position[at_support, 1])
+    ends = crossings.take(crossings.module < 0)
+    assert ends.ended.all()
     at_pipe = np.zeros(n, dtype=bool)
-    at_pipe[crossings.particle[at_support][np.abs(radius - TRACKML_BEAM_PIPE.radius) < 1e-6]] = True
-    assert (np.abs(radius - TRACKML_SUPPORTS[1].radius) < 1e-6).any()  # some go on to end in the support tube
+    at_pipe[ends.particle[TRACKML_BEAM_PIPE.holds(*ends.position.T, reach_mm=1e-6)]] = True
+    assert TRACKML_SUPPORT_TUBE.holds(*ends.position.T, reach_mm=1e-6).any()  # some go on to end in the tube
     for chosen, reach in ((hadronic, TRACKML_BEAM_PIPE.x_over_lambda / SILICON_X0_OVER_LAMBDA),
                           (~hadronic, TRACKML_BEAM_PIPE.x_over_x0)):  # fmt: skip
         expected = -np.expm1(-rate * reach)
