@@ -50,7 +50,7 @@ FINDING = (f"finding.building.score_weight={SCORE_WEIGHT}", f"finding.gnn.weak_c
 #: the track selection's steps after the fit that configs/trackml.toml takes
 SELECTION = (*(f"fitting.selection.{name}=true" for name in ("merge_split", "rescue_outliers", "follow_tracks",
                                                              "extend_tracks", "join_pieces", "rebuild_free_hits")),
-             "fitting.selection.slow_pt_gev=0.5")  # fmt: skip
+             "fitting.selection.slow_pt_gev=0.6")  # fmt: skip
 
 
 def _finding(model_dir: Path) -> FindingConfig:
