@@ -32,7 +32,7 @@ from bench_common import write_results  # noqa: E402
 from tracking_algs.event import Event  # noqa: E402
 from tracking_algs.io.csv_table import read_table  # noqa: E402
 from tracking_algs.io.trackml import find_event_file, list_events, read_event  # noqa: E402
-from tracking_algs.modules import TRACKML_SUPPORTS  # noqa: E402
+from tracking_algs.modules import on_supports  # noqa: E402
 from tracking_algs.performance.lookup import particle_rows  # noqa: E402
 from tracking_algs.simulation import SimulationConfig, simulate_event  # noqa: E402
 from tracking_algs.simulation.secondaries import PARTICLE_KINDS, particle_kinds  # noqa: E402
@@ -88,11 +88,6 @@ def real_electron_ids(directory: Path, event_id: int) -> np.ndarray:
     return table["particle_id"][np.abs(table["particle_type"]) == 11]
 
 
-def in_supports(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Whether each point lies within :data:`SUPPORT_REACH_MM` of a passive cylinder of the TrackML detector."""
-    return np.logical_or.reduce([cylinder.holds(x, y, z, SUPPORT_REACH_MM) for cylinder in TRACKML_SUPPORTS])
-
-
 def truth_figures(events: list[Event], electrons: list[np.ndarray]) -> dict[str, float]:
     """Hits per particle (particles with hits), the fraction of (particle, layer) pairs with two or more hits, the
     noise fraction, the shares of secondaries among the particles with hits, among those of them above 1 GeV and
@@ -119,7 +114,9 @@ def truth_figures(events: list[Event], electrons: list[np.ndarray]) -> dict[str,
         fast_secondaries += int((above & secondary).sum())
         start = rows[secondary & (rows >= 0)]
         particles = event.particles
-        from_supports += int(in_supports(particles.vx[start], particles.vy[start], particles.vz[start]).sum())
+        from_supports += int(
+            on_supports(particles.vx[start], particles.vy[start], particles.vz[start], SUPPORT_REACH_MM).sum()
+        )
         electron_hits += int(counts[np.isin(ids, electron_ids)].sum())
     counts = np.concatenate(per_particle)
     return {

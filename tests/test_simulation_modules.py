@@ -15,7 +15,7 @@ from scipy.spatial import cKDTree
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.io.trackml import read_event, write_event
 from tracking_algs.magnetic_field import SolenoidField
-from tracking_algs.modules import TRACKML_BEAM_PIPE, TRACKML_SUPPORT_TUBE, TRACKML_SUPPORTS, trackml_modules
+from tracking_algs.modules import TRACKML_BEAM_PIPE, TRACKML_SUPPORT_TUBE, on_supports, trackml_modules
 from tracking_algs.performance.scattering import polar_turns
 from tracking_algs.simulation import SimulationConfig, simulate_event
 from tracking_algs.simulation.cells import cluster
@@ -219,7 +219,7 @@ def _on_a_module(points: np.ndarray) -> np.ndarray:
 
 def _on_a_support(points: np.ndarray) -> np.ndarray:
     """Whether each point lies on one of the passive cylinders (the beam pipe, the pixel support tube)."""
-    return np.logical_or.reduce([cylinder.holds(*points.T, reach_mm=1e-6) for cylinder in TRACKML_SUPPORTS])
+    return on_supports(*points.T, reach_mm=1e-6)
 
 
 def test_secondaries_are_made_on_module_surfaces_and_passive_cylinders_off_the_beam_line(event):

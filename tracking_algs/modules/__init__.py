@@ -21,6 +21,7 @@ from tracking_algs.modules.material import (
     TRACKML_SUPPORT_TUBE,
     TRACKML_SUPPORTS,
     SupportCylinder,
+    on_supports,
     trackml_x_over_x0,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "ModuleLayout",
     "SupportCylinder",
     "build_modules",
+    "on_supports",
     "read_detectors_csv",
     "trackml_modules",
     "trackml_x_over_x0",

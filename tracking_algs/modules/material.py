@@ -63,3 +63,9 @@ class SupportCylinder:
 TRACKML_BEAM_PIPE = SupportCylinder.beryllium(radius=19.0, half_length=3000.0, thickness=0.8)
 TRACKML_SUPPORT_TUBE = SupportCylinder.beryllium(radius=200.0, half_length=2800.0, thickness=1.8)
 TRACKML_SUPPORTS = (TRACKML_BEAM_PIPE, TRACKML_SUPPORT_TUBE)
+
+
+def on_supports(x: np.ndarray, y: np.ndarray, z: np.ndarray, reach_mm: float) -> np.ndarray:
+    """Whether each point (mm) lies within ``reach_mm`` of one of :data:`TRACKML_SUPPORTS`
+    (:meth:`SupportCylinder.holds`)."""
+    return np.logical_or.reduce([cylinder.holds(x, y, z, reach_mm) for cylinder in TRACKML_SUPPORTS])
