@@ -9,6 +9,9 @@ in one call, and the shares' results are put back into track order
 (:func:`~tracking_algs.fitting.results.combined`).  A track's fit does not depend on the other tracks of its batch,
 so the result is the one the fitter gives in this process, bit for bit.
 
+A worker ends with the process that started the pool, however that process ends
+(:func:`~tracking_algs.worker_lifetime.end_with_parent`), whichever thread started the pool.
+
 A worker runs numpy single-threaded (``OMP_NUM_THREADS`` and its kin set to 1 for the workers, unless they are set
 already): the idle threads of a BLAS pool spin after every call they serve, and with one pool per worker they take
 the cores the other workers need.
@@ -28,6 +31,7 @@ import numpy as np
 from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.results import FitResults, combined
+from tracking_algs.worker_lifetime import end_with_parent
 
 if TYPE_CHECKING:
     from tracking_algs.fitting.kalman import KalmanFitter
@@ -44,6 +48,7 @@ class WorkerStopped(FittingError):
 
 
 def _start_worker(fitter: KalmanFitter) -> None:
+    end_with_parent()  # a worker outliving its process (a killed job) would hold its memory for good
     _WORKER_FITTER[:] = [fitter]
 
 

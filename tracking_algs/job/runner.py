@@ -10,11 +10,7 @@ later.
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import multiprocessing
-import os
-import signal
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -28,6 +24,7 @@ from tracking_algs.job.semaphores import recorded, remove_those_of_a_dead_job
 from tracking_algs.job.sources import EventSource
 from tracking_algs.job.store import EventFailure, EventResult, ResultStore
 from tracking_algs.job_options import JobOptions
+from tracking_algs.worker_lifetime import end_with_parent
 
 
 @attrs.frozen
@@ -103,7 +100,7 @@ def _pool_outcomes(
     context = multiprocessing.get_context("spawn")
     started = context.Value("i", 0)  # numbers the workers as they start, for their share of the cores
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_start_worker,
-                                                initargs=(started, jobs, os.getpid())) as pool:  # fmt: skip
+                                                initargs=(started, jobs)) as pool:  # fmt: skip
         futures = [pool.submit(_work, options, source, event_id) for event_id in event_ids]
         record()
         try:
@@ -117,11 +114,12 @@ def _pool_outcomes(
 _worker_processor: LazyProcessor | None = None
 
 
-def _start_worker(started, jobs: int, parent: int) -> None:
-    """Worker start-up: die with the job (a worker outliving a killed job would hold its semaphores and cores), and
-    pin this worker to its share of the cores, so that its ONNX Runtime and KD-tree threads (one per usable core)
-    do not compete with the other workers' for the same cores."""
-    _die_with_parent(parent)
+def _start_worker(started, jobs: int) -> None:
+    """Worker start-up: end with the job (a worker outliving a killed job would hold its memory, semaphores and
+    cores; :func:`~tracking_algs.worker_lifetime.end_with_parent`), and pin this worker to its share of the cores,
+    so that its ONNX Runtime and KD-tree threads (one per usable core) do not compete with the other workers' for
+    the same cores."""
+    end_with_parent()
     with started.get_lock():
         index = started.value
         started.value += 1
@@ -134,15 +132,3 @@ def _work(options: JobOptions, source: EventSource, event_id: int) -> Outcome:
     if _worker_processor is None:
         _worker_processor = LazyProcessor(options)
     return _worker_processor.process(source, event_id)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel SIGKILL this process when its parent ends (Linux ``PR_SET_PDEATHSIG``); exit at once if the
-    parent ``parent`` has already gone."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(1)
-
-
-_PR_SET_PDEATHSIG = 1
