@@ -1,6 +1,6 @@
-"""Worker processes end with the process that started them: the fitter's worker pool and a job's worker pool, their
-parent killed with SIGKILL (no clean-up), leave no process behind; a fitter's pool started from a thread that has
-ended keeps its workers.  Real processes, found through /proc."""
+"""Worker processes end with the process that started them: the fitter's worker pool and a job's workers (its own
+pool, or a Dask ``LocalCluster``), their parent killed with SIGKILL (no clean-up), leave no process behind; a
+fitter's pool started from a thread that has ended keeps its workers.  Real processes, found through /proc."""
 
 from __future__ import annotations
 
@@ -96,12 +96,14 @@ def test_fit_workers_end_with_their_process_whichever_thread_started_them():
     assert left == []
 
 
-def test_job_workers_end_with_a_killed_job(tmp_path):
+@pytest.mark.parametrize("executor", ["local", "dask"])
+def test_job_workers_end_with_a_killed_job(tmp_path, executor):
     """SIGKILL to a ``--jobs 2`` job's own process, as a worker reaches its third event, leaves no process of the
-    job behind: its workers and multiprocessing's resource tracker end with it."""
+    job behind: its workers (the local pool's, or those of the Dask ``LocalCluster`` it started) and
+    multiprocessing's resource tracker end with it."""
     command = [sys.executable, str(ROOT / "tests" / "interrupted_job.py"), "2", "client", "run", str(CONFIG),
                "--simulate", "3", "--jobs", "2", "--output", str(tmp_path / "killed"), "--no-progress",
-               *[f"--set={item}" for item in SMALL]]  # fmt: skip
+               f"--set=job.executor='{executor}'", *[f"--set={item}" for item in SMALL]]  # fmt: skip
     stderr = tmp_path / "stderr.txt"
     with stderr.open("w") as errors:  # a file, not a pipe: a worker left behind would hold a pipe open
         job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
