@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from triton_helpers import is_running, wait_exited
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "local_onnx.toml"
@@ -37,27 +38,18 @@ time.sleep(600)
 """
 
 
-def _stat(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (state, ppid, pgrp, ...); None for no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` exists and has not ended (a zombie, ended but not yet reaped, has)."""
-    fields = _stat(pid)
-    return fields is not None and fields[0] != "Z"
-
-
 def _processes(field: int, value: int) -> list[int]:
-    """The running processes whose stat field ``field`` (1: parent, 2: process group) is ``value``."""
-    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
-    return [
-        pid for pid in pids if (fields := _stat(pid)) is not None and fields[0] != "Z" and int(fields[field]) == value
-    ]
+    """The running processes whose /proc stat field ``field`` after the command name (1: parent, 2: process group)
+    is ``value``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split() if entry.name.isdigit() else None
+        except OSError:  # ended meanwhile
+            continue
+        if fields is not None and int(fields[field]) == value and is_running(int(entry.name)):
+            found.append(int(entry.name))
+    return found
 
 
 def _workers(parent: int) -> list[int]:
@@ -66,12 +58,17 @@ def _workers(parent: int) -> list[int]:
             if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]  # fmt: skip
 
 
-def _wait_until_ended(pids: list[int], timeout_s: float = 30.0) -> list[int]:
-    """Those of ``pids`` still running after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while (running := [pid for pid in pids if _running(pid)]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return running
+def _assert_exited(pids: list[int]) -> None:
+    """Wait (30 s at most) until every process in ``pids`` has exited; those that have not fail the test, killed
+    first so that no stray process outlives it."""
+    try:
+        wait_exited(pids, timeout_s=30.0)
+    except AssertionError:
+        left = [pid for pid in pids if is_running(pid)]
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        raise AssertionError(f"processes left running: {commands}") from None
 
 
 def test_fit_workers_end_with_their_process_whichever_thread_started_them():
@@ -86,14 +83,11 @@ def test_fit_workers_end_with_their_process_whichever_thread_started_them():
         time.sleep(1.0)  # the starting thread has ended a while ago
         workers = _workers(process.pid)
         assert len(workers) == 2
-        assert all(_running(pid) for pid in workers)
+        assert all(is_running(pid) for pid in workers)
     finally:
         process.kill()
         process.wait()
-    left = _wait_until_ended(workers)
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)  # no stray process for the tests after this one
-    assert left == []
+    _assert_exited(workers)
 
 
 @pytest.mark.parametrize("executor", ["local", "dask"])
@@ -108,8 +102,4 @@ def test_job_workers_end_with_a_killed_job(tmp_path, executor):
     with stderr.open("w") as errors:  # a file, not a pipe: a worker left behind would hold a pipe open
         job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
         assert job.wait(timeout=600) == -signal.SIGKILL, stderr.read_text()
-    left = _wait_until_ended(_processes(2, job.pid))  # the job's session: the processes it started
-    commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
-    if left:
-        os.killpg(job.pid, signal.SIGKILL)  # no stray process for the tests after this one
-    assert left == [], commands
+    _assert_exited(_processes(2, job.pid))  # the job's session: the processes it started

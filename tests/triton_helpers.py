@@ -164,7 +164,7 @@ def wait_exited(pids: Iterable[int], timeout_s: float = HANG_GUARD_S) -> None:
         except ProcessLookupError:
             continue  # gone already
         except OSError:  # no pidfd here: watch /proc instead
-            wait_for(lambda pid=pid: _running(pid), lambda running: not running, f"process {pid} exiting", timeout_s)
+            wait_for(lambda pid=pid: is_running(pid), lambda running: not running, f"process {pid} exiting", timeout_s)
             continue
         try:
             ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
@@ -174,7 +174,8 @@ def wait_exited(pids: Iterable[int], timeout_s: float = HANG_GUARD_S) -> None:
             raise AssertionError(f"process {pid} still running after {timeout_s} s")
 
 
-def _running(pid: int) -> bool:
+def is_running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended (a zombie, ended but not yet reaped, has)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
@@ -187,7 +188,7 @@ def processes_mentioning(text: str) -> list[int]:
     for entry in Path("/proc").iterdir():
         try:
             mentions = entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes()
-            if mentions and _running(int(entry.name)):
+            if mentions and is_running(int(entry.name)):
                 found.append(int(entry.name))
         except OSError:
             continue
