@@ -213,6 +213,7 @@ def job_options_from_dict(data: Mapping[str, Any], where: str = "options") -> Jo
     _check_inference(options, where)
     _check_performance(options.performance, where)
     _check_files(options, where)
+    _check_field_map(options, where)
     _check_served_field(options, where)
     return options
 
@@ -275,6 +276,23 @@ def _check_module_file(path: str, where: str) -> None:
         Path(path).open("rb").close()
     except OSError as error:
         raise ConfigError(f"{where}: [detector] file {path!r} cannot be read ({error.strerror}); {expected}") from None
+
+
+def _check_field_map(options: JobOptions, where: str) -> None:
+    """With ``[detector.field] kind = "map"``: ``map_file`` names a readable, well-formed field map whose field at the
+    origin is that of ``[job] detector`` (read once here, so that a job never starts with a map it cannot use)."""
+    field = options.detector.field
+    if field.kind != "map":
+        return
+    expected = "expected a field map CSV with columns r, z, br, bz (mm, tesla) on a regular grid (docs/fitting.md)"
+    if not field.map_file:
+        raise ConfigError(f'{where}: [detector.field] kind = "map" needs map_file; {expected}')
+    if what := _missing(field.map_file, Path.is_file):
+        raise ConfigError(f"{where}: [detector.field] map_file {field.map_file!r} {what}; {expected}")
+    try:
+        options.magnetic_field()
+    except TrackingError as error:
+        raise ConfigError(f"{where}: [detector.field] map_file: {error}") from None
 
 
 def _check_served_field(options: JobOptions, where: str) -> None:

@@ -1,4 +1,4 @@
-"""Magnetic fields along the beam axis: uniform, or the field of a finite solenoid.
+"""Magnetic fields along the beam axis: uniform, the field of a finite solenoid, or a field map.
 
 A field gives the fitter and the simulation one number per step: the **bending field** ``B_bend`` (tesla), the
 field that turns a track's transverse direction.  A track with unit direction ``T`` in a field
@@ -15,18 +15,22 @@ whose curvature comes from ``B_bend``.
 :class:`SolenoidField` is an ideal current sheet of radius ``radius_mm`` and length ``length_mm`` centred on
 the origin, scaled to ``centre_t`` at the centre (the model of ACTS's ``SolenoidBField``).  The field is the sum
 of the fields of :data:`SOLENOID_LOOPS` circular loops (complete elliptic integrals), tabulated once on an
-(r, z) grid and interpolated bilinearly.
+(r, z) grid and interpolated bilinearly.  :class:`MappedField` interpolates a field map given on such a grid (a
+detector's computed or measured field).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from pathlib import Path
 from typing import Literal, Protocol
 
 import attrs
 import numpy as np
 from scipy.special import ellipe, ellipk
 
+from tracking_algs.errors import EventFormatError
 from tracking_algs.geometry import HELIX_CONSTANT
 
 #: circular loops that make up the current sheet (their spacing, 10 mm for a 6 m solenoid, is far below the
@@ -38,6 +42,8 @@ _CHUNK = 2048
 _AXIS_MM = 1e-6
 #: the largest |T_z| a turn of the polar direction leaves (a track along z has no transverse direction to keep)
 MAX_POLAR = 1.0 - 1e-9
+#: how far a field map's B_z at the origin may differ from the detector's field (a fraction of it)
+MAP_CENTRE_TOLERANCE = 0.01
 #: spacing (mm) of the (r, z) table the field is interpolated from
 _GRID_STEP_MM = 40.0
 #: the table reaches this far beyond the solenoid's ends (mm)
@@ -159,16 +165,57 @@ class SolenoidField:
         return self.turning_t(position, direction)[0]
 
     def turning_t(self, position: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The bending field ``B_z − B_r (T_z / sin²θ)(T_t · r̂)`` [N] and ``(T × B)_z = B_r (T_x y − T_y x) / r``
-        [N] (module docstring)."""
-        x, y, z = position[:, 0], position[:, 1], position[:, 2]
-        tx, ty, tz = direction[:, 0], direction[:, 1], direction[:, 2]
-        r = np.hypot(x, y)
-        b_r, b_z = self.components_t(r, z)
-        b_r_over_r = b_r / np.where(r > 0.0, r, 1.0)
-        transverse2 = np.maximum(tx * tx + ty * ty, 1e-12)
-        bending = b_z - b_r_over_r * tz * (tx * x + ty * y) / transverse2
-        return bending, b_r_over_r * (tx * y - ty * x)
+        """The bending field and ``(T × B)_z`` [N] (:func:`turning_in`)."""
+        return turning_in(self.components_t, position, direction)
+
+
+@attrs.frozen
+class MappedField:
+    """The field of a map (``[detector.field] kind = "map"``): B_r and B_z on an (r, z) grid, interpolated
+    bilinearly (:class:`FieldGrid`; read by :func:`~tracking_algs.io.field_map.read_field_map`)."""
+
+    grid: FieldGrid
+    #: B_z at the origin (tesla), from the map
+    centre_t: float = attrs.field(init=False)
+
+    @centre_t.default
+    def _map_centre(self) -> float:
+        return float(self.grid.interpolate(np.zeros(1), np.zeros(1))[1][0])
+
+    @property
+    def uniform(self) -> bool:
+        """False: a map is followed step by step, whatever it holds."""
+        return False
+
+    def components_t(self, r: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B_r, B_z) [N] (tesla) at radius ``r`` and ``z`` (mm), interpolated from the map."""
+        return self.grid.interpolate(r, z)
+
+    def bending_t(self, position: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """The bending field [N] (module docstring)."""
+        return self.turning_t(position, direction)[0]
+
+    def turning_t(self, position: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The bending field and ``(T × B)_z`` [N] (:func:`turning_in`)."""
+        return turning_in(self.components_t, position, direction)
+
+
+def turning_in(
+    components_t: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    position: np.ndarray,
+    direction: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The bending field ``B_z − B_r (T_z / sin²θ)(T_t · r̂)`` [N] and ``(T × B)_z = B_r (T_x y − T_y x) / r`` [N]
+    (module docstring) at ``position`` [N, 3] (mm) for unit ``direction`` [N, 3], in the axially symmetric field
+    whose ``components_t(r, z)`` are (B_r, B_z) [N] (tesla)."""
+    x, y, z = position[:, 0], position[:, 1], position[:, 2]
+    tx, ty, tz = direction[:, 0], direction[:, 1], direction[:, 2]
+    r = np.hypot(x, y)
+    b_r, b_z = components_t(r, z)
+    b_r_over_r = b_r / np.where(r > 0.0, r, 1.0)
+    transverse2 = np.maximum(tx * tx + ty * ty, 1e-12)
+    bending = b_z - b_r_over_r * tz * (tx * x + ty * y) / transverse2
+    return bending, b_r_over_r * (tx * y - ty * x)
 
 
 @attrs.frozen(kw_only=True)
@@ -177,24 +224,47 @@ class FieldConfig:
     everywhere; ``"solenoid"``: a :class:`SolenoidField` of ``solenoid_radius_mm`` and ``solenoid_length_mm``
     with the detector's field at its centre.  The defaults, 1.2 m and 6 m, are the solenoid of ACTS's examples
     for its generic (TrackML) detector (``acts.SolenoidBField(radius=1200 mm, length=6000 mm, bMagCenter=2 T)``).
+    ``"map"``: the :class:`MappedField` of the field map ``map_file``
+    (:func:`~tracking_algs.io.field_map.read_field_map`), as it is; its field at the origin must be the detector's
+    within :data:`MAP_CENTRE_TOLERANCE` (the pair cuts and the seeds take the detector's).
     """
 
-    kind: Literal["uniform", "solenoid"] = attrs.field(
-        default="uniform", validator=attrs.validators.in_(("uniform", "solenoid"))
+    kind: Literal["uniform", "solenoid", "map"] = attrs.field(
+        default="uniform", validator=attrs.validators.in_(("uniform", "solenoid", "map"))
     )
     solenoid_radius_mm: float = attrs.field(default=1200.0, validator=attrs.validators.gt(0.0))
     solenoid_length_mm: float = attrs.field(default=6000.0, validator=attrs.validators.gt(0.0))
+    map_file: str = ""
 
     def build(self, centre_t: float) -> MagneticField:
-        """The field these options describe, ``centre_t`` tesla at the origin."""
+        """The field these options describe, ``centre_t`` tesla at the origin.
+
+        Raises :class:`~tracking_algs.errors.EventFormatError` for ``kind = "map"`` when ``map_file`` is empty, or
+        malformed (naming the file and the row or node), or when the map's field at the origin is not ``centre_t``
+        (within :data:`MAP_CENTRE_TOLERANCE`)."""
         if self.kind == "uniform":
             return UniformField(centre_t)
-        return SolenoidField(centre_t, self.solenoid_radius_mm, self.solenoid_length_mm)
+        if self.kind == "solenoid":
+            return SolenoidField(centre_t, self.solenoid_radius_mm, self.solenoid_length_mm)
+        from tracking_algs.io.field_map import read_field_map  # the io layer reads the map into a FieldGrid
+
+        if not self.map_file:
+            raise EventFormatError('[detector.field] kind = "map" needs map_file, a field map CSV (r, z, br, bz)')
+        field = MappedField(read_field_map(self.map_file))
+        if abs(field.centre_t - centre_t) > MAP_CENTRE_TOLERANCE * abs(centre_t):
+            raise EventFormatError(
+                f"{Path(self.map_file)}: the map's field at the origin is {field.centre_t:.4g} T, but the detector's "
+                f"is {centre_t:g} T; expected them to agree within {MAP_CENTRE_TOLERANCE:.0%} (the detector's "
+                "bfield_t sets the pair cuts and the seeds)"
+            )
+        return field
 
 
-@attrs.frozen
-class _FieldTable:
-    """B_r and B_z of a solenoid of unit central field on a regular (r, z) grid."""
+@attrs.frozen(eq=False)
+class FieldGrid:
+    """B_r and B_z (tesla, or relative to the centre for a solenoid's table) on a regular (r, z) grid: ``r_step``
+    (mm; the first r node on the axis), ``z_min`` and ``z_step`` (mm), and the field at the nodes, ``b_r`` and
+    ``b_z`` [n_r, n_z].  Interpolated bilinearly; outside the grid, the field at its nearest edge."""
 
     r_step: float
     z_min: float
@@ -202,7 +272,8 @@ class _FieldTable:
     b_r: np.ndarray
     b_z: np.ndarray
 
-    def interpolate(self, r: np.ndarray, z: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    def interpolate(self, r: np.ndarray, z: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """``scale`` × (B_r, B_z) [N] at radius ``r`` and ``z`` [N] (mm)."""
         n_r, n_z = self.b_r.shape
         fr = np.clip(np.asarray(r, dtype=np.float64) / self.r_step, 0.0, n_r - 1.000001)
         fz = np.clip((np.asarray(z, dtype=np.float64) - self.z_min) / self.z_step, 0.0, n_z - 1.000001)
@@ -244,11 +315,11 @@ def loop_sum_field(r: np.ndarray, z: np.ndarray, radius_mm: float, length_mm: fl
 
 
 @functools.cache
-def _solenoid_table(radius_mm: float, length_mm: float) -> _FieldTable:
+def _solenoid_table(radius_mm: float, length_mm: float) -> FieldGrid:
     r_nodes = np.arange(0.0, radius_mm - _GRID_STEP_MM, _GRID_STEP_MM)
     z_max = 0.5 * length_mm + _GRID_MARGIN_MM
     z_nodes = np.arange(-z_max, z_max + 0.5 * _GRID_STEP_MM, _GRID_STEP_MM)
     r_grid, z_grid = np.meshgrid(r_nodes, z_nodes, indexing="ij")
     b_r, b_z = loop_sum_field(r_grid.ravel(), z_grid.ravel(), radius_mm, length_mm)
     shape = r_grid.shape
-    return _FieldTable(_GRID_STEP_MM, -z_max, _GRID_STEP_MM, b_r.reshape(shape), b_z.reshape(shape))
+    return FieldGrid(_GRID_STEP_MM, -z_max, _GRID_STEP_MM, b_r.reshape(shape), b_z.reshape(shape))

@@ -6,6 +6,7 @@ import argparse
 import functools
 import re
 
+from inference_iface.errors import ConfigError
 from inference_iface.options import structure, with_overrides
 from tracking_algs.commands.arg_types import (
     existing_file,
@@ -39,9 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", type=existing_file("detector file"),
                         help="a detector TOML (the cylinder description; default: the TrackML-like detector), "
                              "or a TrackML detectors.csv[.gz]: simulate on its modules (geometry=modules)")  # fmt: skip
-    parser.add_argument("--field", choices=("uniform", "solenoid"), default="uniform",
-                        help="the field's shape: uniform (default), or the 1.2 m × 6 m solenoid of "
-                             "[detector.field] (docs/fitting.md), the detector's field at its centre")  # fmt: skip
+    parser.add_argument("--field", choices=("uniform", "solenoid", "map"), default="uniform",
+                        help="the field's shape: uniform (default), the 1.2 m × 6 m solenoid of "
+                             "[detector.field] (docs/fitting.md), the detector's field at its centre, or the field "
+                             "map of --field-map")  # fmt: skip
+    parser.add_argument(
+        "--field-map",
+        type=existing_file("field map"),
+        metavar="FILE",
+        help="with --field map: a field map CSV (r, z, br, bz in mm and tesla, docs/fitting.md)",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="set a SimulationConfig field, e.g. --set noise_fraction=0 (repeatable)")  # fmt: skip
 
@@ -56,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     build = functools.partial(structure, cls=SimulationConfig)
     config = with_overrides(defaults, args.overrides, build, where="the command's arguments")
     detector = Detector.from_toml(args.detector) if args.detector and modules is None else trackml_detector()
-    field = FieldConfig(kind=args.field).build(detector.bfield_t)
+    if (args.field == "map") != (args.field_map is not None):
+        raise ConfigError("--field map takes its field from --field-map FILE, and --field-map goes with --field map")
+    field = FieldConfig(kind=args.field, map_file=str(args.field_map or "")).build(detector.bfield_t)
     for event in simulate_events(config, args.seed, args.events, detector, modules, field):
         write_event(args.output, event)
         print(f"event {event.event_id}: {len(event.particles)} particles, {len(event.spacepoints)} hits")
