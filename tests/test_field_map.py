@@ -5,6 +5,7 @@ the node at fault when malformed."""
 from __future__ import annotations
 
 import filecmp
+import pickle
 import re
 from pathlib import Path
 
@@ -49,15 +50,17 @@ def _random_tracks(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_a_map_of_the_solenoid_gives_the_solenoids_field_bit_for_bit(tmp_path):
     """The solenoid tabulated at the nodes of its own table and read back as a map: the same bending field and the
-    same turn of T_z everywhere in the tracker."""
+    same turn of T_z everywhere in the tracker, also from a pickled copy of the field."""
     field = FieldConfig(kind="map", map_file=str(_solenoid_map(tmp_path / "solenoid.csv"))).build(2.0)
     assert isinstance(field, MappedField)
     assert field.centre_t == pytest.approx(2.0, abs=1e-9)
     assert not field.uniform
     position, direction = _random_tracks(20_000, seed=3)
-    for mapped, solenoid in zip(field.turning_t(position, direction), SolenoidField().turning_t(position, direction),
-                                strict=True):  # fmt: skip
-        np.testing.assert_array_equal(mapped, solenoid)
+    copied = pickle.loads(pickle.dumps(field))  # as the fit's worker processes and Dask workers receive it
+    solenoid = SolenoidField().turning_t(position, direction)
+    for fitted_in in (field, copied):
+        for mapped, expected in zip(fitted_in.turning_t(position, direction), solenoid, strict=True):
+            np.testing.assert_array_equal(mapped, expected)
 
 
 def test_a_map_is_read_in_any_row_order_and_interpolated_bilinearly(tmp_path):

@@ -22,7 +22,6 @@ detector's computed or measured field).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -142,8 +141,35 @@ class UniformField:
         return self.bending_t(position, direction), np.zeros(len(position))
 
 
+class AxialField:
+    """The steps of a field symmetric about the beam axis, from its ``components_t(r, z)``: (B_r, B_z) [N] (tesla) at
+    radius ``r`` and ``z`` [N] (mm)."""
+
+    __slots__ = ()
+
+    def components_t(self, r: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B_r, B_z) [N] (tesla) at radius ``r`` and ``z`` (mm)."""
+        raise NotImplementedError
+
+    def bending_t(self, position: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """The bending field [N] (module docstring)."""
+        return self.turning_t(position, direction)[0]
+
+    def turning_t(self, position: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The bending field ``B_z − B_r (T_z / sin²θ)(T_t · r̂)`` [N] and ``(T × B)_z = B_r (T_x y − T_y x) / r``
+        [N] (module docstring)."""
+        x, y, z = position[:, 0], position[:, 1], position[:, 2]
+        tx, ty, tz = direction[:, 0], direction[:, 1], direction[:, 2]
+        r = np.hypot(x, y)
+        b_r, b_z = self.components_t(r, z)
+        b_r_over_r = b_r / np.where(r > 0.0, r, 1.0)
+        transverse2 = np.maximum(tx * tx + ty * ty, 1e-12)
+        bending = b_z - b_r_over_r * tz * (tx * x + ty * y) / transverse2
+        return bending, b_r_over_r * (tx * y - ty * x)
+
+
 @attrs.frozen
-class SolenoidField:
+class SolenoidField(AxialField):
     """The field of an ideal finite solenoid along z (module docstring), ``centre_t`` tesla at the origin."""
 
     centre_t: float = 2.0
@@ -160,17 +186,9 @@ class SolenoidField:
         table = _solenoid_table(self.radius_mm, self.length_mm)
         return table.interpolate(r, z, self.centre_t)
 
-    def bending_t(self, position: np.ndarray, direction: np.ndarray) -> np.ndarray:
-        """The bending field [N] (module docstring)."""
-        return self.turning_t(position, direction)[0]
-
-    def turning_t(self, position: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The bending field and ``(T × B)_z`` [N] (:func:`turning_in`)."""
-        return turning_in(self.components_t, position, direction)
-
 
 @attrs.frozen
-class MappedField:
+class MappedField(AxialField):
     """The field of a map (``[detector.field] kind = "map"``): B_r and B_z on an (r, z) grid, interpolated
     bilinearly (:class:`FieldGrid`; read by :func:`~tracking_algs.io.field_map.read_field_map`)."""
 
@@ -190,32 +208,6 @@ class MappedField:
     def components_t(self, r: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B_r, B_z) [N] (tesla) at radius ``r`` and ``z`` (mm), interpolated from the map."""
         return self.grid.interpolate(r, z)
-
-    def bending_t(self, position: np.ndarray, direction: np.ndarray) -> np.ndarray:
-        """The bending field [N] (module docstring)."""
-        return self.turning_t(position, direction)[0]
-
-    def turning_t(self, position: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The bending field and ``(T × B)_z`` [N] (:func:`turning_in`)."""
-        return turning_in(self.components_t, position, direction)
-
-
-def turning_in(
-    components_t: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
-    position: np.ndarray,
-    direction: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The bending field ``B_z − B_r (T_z / sin²θ)(T_t · r̂)`` [N] and ``(T × B)_z = B_r (T_x y − T_y x) / r`` [N]
-    (module docstring) at ``position`` [N, 3] (mm) for unit ``direction`` [N, 3], in the axially symmetric field
-    whose ``components_t(r, z)`` are (B_r, B_z) [N] (tesla)."""
-    x, y, z = position[:, 0], position[:, 1], position[:, 2]
-    tx, ty, tz = direction[:, 0], direction[:, 1], direction[:, 2]
-    r = np.hypot(x, y)
-    b_r, b_z = components_t(r, z)
-    b_r_over_r = b_r / np.where(r > 0.0, r, 1.0)
-    transverse2 = np.maximum(tx * tx + ty * ty, 1e-12)
-    bending = b_z - b_r_over_r * tz * (tx * x + ty * y) / transverse2
-    return bending, b_r_over_r * (tx * y - ty * x)
 
 
 @attrs.frozen(kw_only=True)
