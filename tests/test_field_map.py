@@ -151,10 +151,16 @@ def test_a_malformed_map_is_refused_naming_the_file_and_what_is_wrong(tmp_path, 
 
 
 def test_a_map_without_its_file_is_refused(tmp_path, capsys):
-    """A missing ``map_file`` in the job options, and ``trkx simulate --field map`` without ``--field-map`` (or the
-    other way round): a ``ConfigError``, status 2 and one line."""
+    """A missing ``map_file`` in the job options and in the training options (``trkx train`` refuses it before it
+    makes its output directory), and ``trkx simulate --field map`` without ``--field-map`` (or the other way round):
+    a ``ConfigError``, status 2 and one line."""
     with pytest.raises(ConfigError, match=r'kind = "map" needs map_file'):
         load_job_options(None, ['detector.field.kind="map"'])
+    models = tmp_path / "models"
+    assert main(["train", str(ROOT / "configs" / "train.toml"), "--output", str(models), "--set",
+                 'data.field.kind="map"']) == 2  # fmt: skip
+    assert 'train.toml: [data.field]: a field of kind "map" needs map_file' in capsys.readouterr().err
+    assert not models.exists()
     with pytest.raises(ConfigError, match=r"map_file '.*absent.csv' does not exist; expected a field map CSV"):
         load_job_options(None, ['detector.field.kind="map"', f'detector.field.map_file="{tmp_path / "absent.csv"}"'])
     field_map = _solenoid_map(tmp_path / "solenoid.csv")

@@ -241,7 +241,7 @@ class FieldConfig:
         from tracking_algs.io.field_map import read_field_map  # the io layer reads the map into a FieldGrid
 
         if not self.map_file:
-            raise EventFormatError('[detector.field] kind = "map" needs map_file, a field map CSV (r, z, br, bz)')
+            raise EventFormatError('a field of kind "map" needs map_file, a field map CSV (r, z, br, bz)')
         field = MappedField(read_field_map(self.map_file))
         if abs(field.centre_t - centre_t) > MAP_CENTRE_TOLERANCE * abs(centre_t):
             raise EventFormatError(

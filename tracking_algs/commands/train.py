@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from inference_iface.errors import ConfigError
 from tracking_algs.commands.arg_types import existing_file, output_directory
+from tracking_algs.errors import TrackingError
 
 if TYPE_CHECKING:
     from tracking_algs.finding.training import TrainConfig
@@ -42,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
     build = functools.partial(structure, cls=TrainConfig)
     config = with_overrides(load_toml(args.config), args.overrides, build, where=str(args.config))
+    try:  # a field map is read before the output directory is made
+        config.data.magnetic_field()
+    except TrackingError as error:
+        raise ConfigError(f"{args.config}: [data.field]: {error}") from None
     card = train(config, args.output, validate=held_out_metrics)
     print(json.dumps(card.get("held_out_metrics", {}), indent=2))
     return 0
