@@ -27,7 +27,11 @@ robust width of the q/p pulls.  On the simulation in the uniform field, the pull
 are a few mm apart (``close_hits_mm``: two overlapping modules of the first layer crossed) and of those with such a
 pair only further out, with the fitter's second pass and without it (``close_hits_mm = 0``).
 
-    .venv/bin/python benchmarks/fit_validation.py [--events 2] [--trackml ../shared/trackml]
+    .venv/bin/python benchmarks/fit_validation.py [--events 2] [--trackml ../shared/trackml] [--field-map FILE]
+
+With ``--field-map``, a field map of the real detector (``[detector.field] kind = "map"``; none comes with the
+TrackML data): the real event is fitted in it as well (with the energy loss, rows "field map"), and its bending
+field is set beside the field the real particles see.
 
 Writes benchmarks/results/fit_validation.{json,md} and docs/plots/fitting/{simulation,real}_{pulls,resolution}.png.
 """
@@ -47,13 +51,14 @@ import attrs
 import numpy as np
 from bench_common import write_results
 
+from tracking_algs.errors import TrackingError
 from tracking_algs.event import Event, TrackCandidates
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
 from tracking_algs.fitting import KalmanConfig, KalmanFitter
 from tracking_algs.geometry import HELIX_CONSTANT, trackml_detector
 from tracking_algs.io.trackml import read_event
 from tracking_algs.job.plots import plot_pulls, plot_resolutions
-from tracking_algs.magnetic_field import MagneticField, SolenoidField
+from tracking_algs.magnetic_field import FieldConfig, MagneticField, SolenoidField
 from tracking_algs.modules import ModuleGeometry, read_detectors_csv, trackml_modules
 from tracking_algs.performance.scattering import polar_turns
 from tracking_algs.performance.truth_perigee import truth_perigee
@@ -267,9 +272,13 @@ def _table(report: dict) -> str:
         cells = [f"{summary['pull_mean'][name]:+.2f} / {summary['pull_width'][name]:.2f}" for name in NAMES]
         lines.append(f"| {label} | {summary['tracks']} | " + " | ".join(cells)
                      + f" | {summary['pvalue_mean']:.2f} | {summary['below_1e-3']} |")  # fmt: skip
-    lines += ["", "| \\|z\\| (mm) | hit pairs | median B seen (T) | solenoid model (T) |", "|---|---|---|---|"]
+    mapped = [None] * len(report["real_field"]) if report["field_map"] is None else report["field_map"]["real_field"]
+    lines += ["", "| \\|z\\| (mm) | hit pairs | median B seen (T) | solenoid model (T) |"
+              + (" field map (T) |" if report["field_map"] else ""), "|---|---|---|---|"
+              + ("---|" if report["field_map"] else "")]  # fmt: skip
     lines += [f"| {row['z_mm'][0]:.0f}–{row['z_mm'][1]:.0f} | {row['pairs']} | {row['median_bz_t']} | "
-              f"{row['model_bending_t']} |" for row in report["real_field"]]  # fmt: skip
+              f"{row['model_bending_t']} |" + (f" {in_map['model_bending_t']} |" if in_map else "")
+              for row, in_map in zip(report["real_field"], mapped, strict=True)]  # fmt: skip
     lines += ["", "| energy lost per hit (MeV), p > 0.5 GeV | particles | median | quartiles |", "|---|---|---|---|"]
     lines += [f"| {label} | {row['particles']} | {row['mev_per_hit_quartiles'][1]} | "
               f"{row['mev_per_hit_quartiles'][0]}–{row['mev_per_hit_quartiles'][2]} |"
@@ -300,7 +309,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2, help="simulated pile-up-200 events (default 2)")
     parser.add_argument("--trackml", type=Path, default=ROOT.parent / "shared" / "trackml", help="real data")
+    parser.add_argument("--field-map", type=Path, help='a field map of the real detector ([detector.field] kind = '
+                        '"map"): the real rows fitted in it too, its bending field beside the field seen')  # fmt: skip
     args = parser.parse_args(argv)
+    mapped = None
+    if args.field_map is not None:
+        try:
+            mapped = FieldConfig(kind="map", map_file=str(args.field_map)).build(trackml_detector().bfield_t)
+        except TrackingError as error:
+            parser.error(str(error))
 
     config = SimulationConfig(geometry="modules", pileup=200.0, hit_inefficiency=0.0, noise_fraction=0.0)
     modules = trackml_modules()
@@ -352,17 +369,23 @@ def main(argv: list[str] | None = None) -> int:
         for label, tracks in (("solenoid", real), ("solenoid and energy loss", real_loss)):
             chosen = (tracks["pt"] > low) & (tracks["pt"] < high) & (np.abs(tracks["eta"]) < 1.0)
             summaries[f"real, {label}, {low:g} < pT < {high:g} GeV, |η| < 1"] = summarise(tracks, chosen)
-    for low, high in ETA_BINS:
-        chosen = (real_loss["pt"] > 0.5) & (np.abs(real_loss["eta"]) >= low) & (np.abs(real_loss["eta"]) < high)
-        summaries[f"real, solenoid and energy loss, pT > 0.5 GeV, {low:g} ≤ |η| < {high:g}"] = summarise(
-            real_loss, chosen
+    in_fields, in_map = {"solenoid": real_loss}, None
+    if mapped is not None:
+        in_fields["field map"] = fit_truth_tracks(real_event, real_modules, mapped, with_loss)
+        summaries["real, field map and energy loss, pT > 1 GeV"] = summarise(
+            in_fields["field map"], in_fields["field map"]["pt"] > 1.0
         )
+        in_map = {"file": str(args.field_map), "real_field": field_seen(real_event, mapped)}
+    for (label, tracks), (low, high) in itertools.product(in_fields.items(), ETA_BINS):
+        chosen = (tracks["pt"] > 0.5) & (np.abs(tracks["eta"]) >= low) & (np.abs(tracks["eta"]) < high)
+        summaries[f"real, {label} and energy loss, pT > 0.5 GeV, {low:g} ≤ |η| < {high:g}"] = summarise(tracks, chosen)
     report = {
         "simulation": {"seed": SEED, "events": args.events, "pileup": 200.0},
         "solenoid": attrs.asdict(solenoid),
         "summaries": summaries,
         "resolution_vs_pt": {"simulation": resolution_vs_pt(simulated), "real": resolution_vs_pt(real_loss)},
         "real_field": field_seen(real_event, solenoid),
+        "field_map": in_map,
         "scattering_seen": {
             "real": scattering_seen(real_event, real_modules),
             "simulation with energy loss": scattering_seen(losing_events[0], modules),
