@@ -14,6 +14,7 @@ import pytest
 
 from inference_iface.errors import ConfigError
 from tracking_algs.cli import main
+from tracking_algs.errors import EventFormatError
 from tracking_algs.io.csv_table import read_table, write_table
 from tracking_algs.io.field_map import FIELD_MAP_COLUMNS, write_field_map
 from tracking_algs.job_options import load_job_options
@@ -61,6 +62,29 @@ def test_a_map_of_the_solenoid_gives_the_solenoids_field_bit_for_bit(tmp_path):
     for fitted_in in (field, copied):
         for mapped, expected in zip(fitted_in.turning_t(position, direction), solenoid, strict=True):
             np.testing.assert_array_equal(mapped, expected)
+
+
+def test_a_map_of_half_the_solenoid_mirrored_about_z_0_gives_the_whole(tmp_path):
+    """``map_mirror_z``: the solenoid's nodes from z = 0 up, mirrored (B_z the same, B_r reversed), give its field on
+    both sides (to rounding: the loop sum adds the loops in one order at z and at −z); without the mirror that map
+    ends at z = 0, and a map that reaches below z = 0 is refused for mirroring."""
+    upper = Z_NODES >= 0
+    r, z = np.meshgrid(R_NODES, Z_NODES[upper], indexing="ij")
+    half = tmp_path / "half.csv"
+    write_field_map(half, R_NODES, Z_NODES[upper], *SolenoidField().components_t(r.ravel(), z.ravel()))
+    field = FieldConfig(kind="map", map_file=str(half), map_mirror_z=True).build(2.0)
+    position, direction = _random_tracks(20_000, seed=4)
+    assert (position[:, 2] < -1000).sum() > 5000
+    for mapped, solenoid in zip(field.turning_t(position, direction), SolenoidField().turning_t(position, direction),
+                                strict=True):  # fmt: skip
+        np.testing.assert_allclose(mapped, solenoid, rtol=0, atol=1e-12)
+    unmirrored = FieldConfig(kind="map", map_file=str(half)).build(2.0)
+    below = np.array([-2500.0])
+    assert unmirrored.components_t(np.array([500.0]), below)[1][0] == pytest.approx(2.0, rel=0.01)  # z = 0's
+    assert field.components_t(np.array([500.0]), below)[1][0] < 1.7  # the solenoid falls off towards its end
+    whole = _solenoid_map(tmp_path / "solenoid.csv")
+    with pytest.raises(EventFormatError, match=r"the smallest z is -4000.0 mm; a map mirrored about z = 0"):
+        FieldConfig(kind="map", map_file=str(whole), map_mirror_z=True).build(2.0)
 
 
 def test_a_map_is_read_in_any_row_order_and_interpolated_bilinearly(tmp_path):

@@ -218,7 +218,9 @@ class FieldConfig:
     for its generic (TrackML) detector (``acts.SolenoidBField(radius=1200 mm, length=6000 mm, bMagCenter=2 T)``).
     ``"map"``: the :class:`MappedField` of the field map ``map_file``
     (:func:`~tracking_algs.io.field_map.read_field_map`), as it is; its field at the origin must be the detector's
-    within :data:`MAP_CENTRE_TOLERANCE` (the pair cuts and the seeds take the detector's).
+    within :data:`MAP_CENTRE_TOLERANCE` (the pair cuts and the seeds take the detector's).  With ``map_mirror_z``
+    the map gives z ≥ 0 only, and the field at −z is its mirror image (B_z the same, B_r reversed), as a field
+    symmetric about z = 0 is.
     """
 
     kind: Literal["uniform", "solenoid", "map"] = attrs.field(
@@ -227,6 +229,7 @@ class FieldConfig:
     solenoid_radius_mm: float = attrs.field(default=1200.0, validator=attrs.validators.gt(0.0))
     solenoid_length_mm: float = attrs.field(default=6000.0, validator=attrs.validators.gt(0.0))
     map_file: str = ""
+    map_mirror_z: bool = False
 
     def build(self, centre_t: float) -> MagneticField:
         """The field these options describe, ``centre_t`` tesla at the origin.
@@ -242,7 +245,7 @@ class FieldConfig:
 
         if not self.map_file:
             raise EventFormatError('a field of kind "map" needs map_file, a field map CSV (r, z, br, bz)')
-        field = MappedField(read_field_map(self.map_file))
+        field = MappedField(read_field_map(self.map_file, self.map_mirror_z))
         if abs(field.centre_t - centre_t) > MAP_CENTRE_TOLERANCE * abs(centre_t):
             raise EventFormatError(
                 f"{Path(self.map_file)}: the map's field at the origin is {field.centre_t:.4g} T, but the detector's "

@@ -20,12 +20,14 @@ FIELD_MAP_COLUMNS = {"r": np.float64, "z": np.float64, "br": np.float64, "bz": n
 _NODE_TOLERANCE = 1e-6
 
 
-def read_field_map(path: str | Path) -> FieldGrid:
-    """The field map in the CSV file ``path`` (module docstring).
+def read_field_map(path: str | Path, mirror_z: bool = False) -> FieldGrid:
+    """The field map in the CSV file ``path`` (module docstring).  With ``mirror_z`` the map gives the nodes from
+    z = 0 up, and its mirror image below (B_z(r, −z) = B_z(r, z), B_r(r, −z) = −B_r(r, z)) completes the grid.
 
     Raises :class:`~tracking_algs.errors.EventFormatError` naming the file, and the row or node at fault, for an
     unreadable file, a missing column, a value that is not a finite number, a negative r, a grid that does not
-    start on the axis, uneven spacing, a node given twice or missing, or fewer than two nodes in r or z."""
+    start on the axis (or, with ``mirror_z``, at z = 0), uneven spacing, a node given twice or missing, or fewer
+    than two nodes in r or z."""
     path = Path(path)
     table = read_table(path, FIELD_MAP_COLUMNS)
     r, z = table["r"], table["z"]
@@ -58,7 +60,15 @@ def read_field_map(path: str | Path) -> FieldGrid:
         )
     grid = np.empty((2, n_r * n_z))
     grid[:, node] = table["br"], table["bz"]
-    return FieldGrid(r_step, float(z_nodes[0]), z_step, grid[0].reshape(n_r, n_z), grid[1].reshape(n_r, n_z))
+    b_r, b_z = grid[0].reshape(n_r, n_z), grid[1].reshape(n_r, n_z)
+    if not mirror_z:
+        return FieldGrid(r_step, float(z_nodes[0]), z_step, b_r, b_z)
+    if z_nodes[0] != 0:
+        raise EventFormatError(f"{path}: the smallest z is {z_nodes[0]} mm; a map mirrored about z = 0 (map_mirror_z) "
+                               "starts at z = 0")  # fmt: skip
+    below = slice(n_z - 1, 0, -1)  # the nodes above z = 0, from the top down, become those below it
+    return FieldGrid(r_step, -float(z_nodes[-1]), z_step, np.hstack((-b_r[:, below], b_r)),
+                     np.hstack((b_z[:, below], b_z)))  # fmt: skip
 
 
 def _grid_index(path: Path, name: str, values: np.ndarray, nodes: np.ndarray) -> tuple[float, np.ndarray]:
