@@ -215,7 +215,13 @@ def test_the_sample_event_runs_with_the_real_module_geometry(tmp_path):
     options = json.loads((output / "job_options.json").read_text())
     assert options["options"]["detector"] == {
         "file": str(REAL_DETECTORS),
-        "field": {"kind": "solenoid", "solenoid_radius_mm": 1200.0, "solenoid_length_mm": 6000.0, "map_file": ""},
+        "field": {
+            "kind": "solenoid",
+            "solenoid_radius_mm": 1200.0,
+            "solenoid_length_mm": 6000.0,
+            "map_file": "",
+            "map_mirror_z": False,
+        },
     }
 
 
