@@ -241,7 +241,7 @@ class FieldConfig:
             return UniformField(centre_t)
         if self.kind == "solenoid":
             return SolenoidField(centre_t, self.solenoid_radius_mm, self.solenoid_length_mm)
-        from tracking_algs.io.field_map import read_field_map  # the io layer reads the map into a FieldGrid
+        from tracking_algs.io.field_map import read_field_map  # imported here: it imports this module (FieldGrid)
 
         if not self.map_file:
             raise EventFormatError('a field of kind "map" needs map_file, a field map CSV (r, z, br, bz)')
