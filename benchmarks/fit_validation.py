@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     mapped = None
     if args.field_map is not None:
         try:
-            mapped = FieldConfig(kind="map", map_file=str(args.field_map)).build(trackml_detector().bfield_t)
+            mapped = FieldConfig(kind="map", map_file=str(args.field_map)).build(trackml_detector())
         except TrackingError as error:
             parser.error(str(error))
 

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                            filter=FilterConfig(cut=args.filter_cut), graph=graph)  # fmt: skip
     results, rows = {}, []
     modules = trackml_modules() if args.geometry == "modules" else None
-    field = FieldConfig(kind=args.field).build(trackml_detector().bfield_t)
+    field = FieldConfig(kind=args.field).build(trackml_detector())
     fit_config = KalmanConfig(energy_loss=args.energy_loss, max_trimmed_hits=args.max_trimmed_hits,
                               min_trimmed_hits=args.min_trimmed_hits,
                               max_outlier_refits=args.max_outlier_refits)  # fmt: skip

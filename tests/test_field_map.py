@@ -15,6 +15,7 @@ import pytest
 from inference_iface.errors import ConfigError
 from tracking_algs.cli import main
 from tracking_algs.errors import EventFormatError
+from tracking_algs.geometry import trackml_detector
 from tracking_algs.io.csv_table import read_table, write_table
 from tracking_algs.io.field_map import FIELD_MAP_COLUMNS, write_field_map
 from tracking_algs.job_options import load_job_options
@@ -52,7 +53,7 @@ def _random_tracks(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_a_map_of_the_solenoid_gives_the_solenoids_field_bit_for_bit(tmp_path):
     """The solenoid tabulated at the nodes of its own table and read back as a map: the same bending field and the
     same turn of T_z everywhere in the tracker, also from a pickled copy of the field."""
-    field = FieldConfig(kind="map", map_file=str(_solenoid_map(tmp_path / "solenoid.csv"))).build(2.0)
+    field = FieldConfig(kind="map", map_file=str(_solenoid_map(tmp_path / "solenoid.csv"))).build(trackml_detector())
     assert isinstance(field, MappedField)
     assert field.centre_t == pytest.approx(2.0, abs=1e-9)
     assert not field.uniform
@@ -67,24 +68,24 @@ def test_a_map_of_the_solenoid_gives_the_solenoids_field_bit_for_bit(tmp_path):
 def test_a_map_of_half_the_solenoid_mirrored_about_z_0_gives_the_whole(tmp_path):
     """``map_mirror_z``: the solenoid's nodes from z = 0 up, mirrored (B_z the same, B_r reversed), give its field on
     both sides (to rounding: the loop sum adds the loops in one order at z and at −z); without the mirror that map
-    ends at z = 0, and a map that reaches below z = 0 is refused for mirroring."""
+    does not cover the tracker and is refused, and a map that reaches below z = 0 is refused for mirroring."""
     upper = Z_NODES >= 0
     r, z = np.meshgrid(R_NODES, Z_NODES[upper], indexing="ij")
     half = tmp_path / "half.csv"
     write_field_map(half, R_NODES, Z_NODES[upper], *SolenoidField().components_t(r.ravel(), z.ravel()))
-    field = FieldConfig(kind="map", map_file=str(half), map_mirror_z=True).build(2.0)
+    field = FieldConfig(kind="map", map_file=str(half), map_mirror_z=True).build(trackml_detector())
     position, direction = _random_tracks(20_000, seed=4)
     assert (position[:, 2] < -1000).sum() > 5000
     for mapped, solenoid in zip(field.turning_t(position, direction), SolenoidField().turning_t(position, direction),
                                 strict=True):  # fmt: skip
         np.testing.assert_allclose(mapped, solenoid, rtol=0, atol=1e-12)
-    unmirrored = FieldConfig(kind="map", map_file=str(half)).build(2.0)
-    below = np.array([-2500.0])
-    assert unmirrored.components_t(np.array([500.0]), below)[1][0] == pytest.approx(2.0, rel=0.01)  # z = 0's
-    assert field.components_t(np.array([500.0]), below)[1][0] < 1.7  # the solenoid falls off towards its end
+    assert field.components_t(np.array([500.0]), np.array([-2500.0]))[1][0] < 1.7  # falling off towards its end
+    with pytest.raises(EventFormatError, match=r"the map covers r up to 1160 mm and z from 0 to 4000 mm, but the "
+                                               r"detector's surfaces reach r = 1030 and \|z\| = 2950 mm"):  # fmt: skip
+        FieldConfig(kind="map", map_file=str(half)).build(trackml_detector())
     whole = _solenoid_map(tmp_path / "solenoid.csv")
     with pytest.raises(EventFormatError, match=r"the smallest z is -4000.0 mm; a map mirrored about z = 0"):
-        FieldConfig(kind="map", map_file=str(whole), map_mirror_z=True).build(2.0)
+        FieldConfig(kind="map", map_file=str(whole), map_mirror_z=True).build(trackml_detector())
 
 
 def test_a_map_is_read_in_any_row_order_and_interpolated_bilinearly(tmp_path):
@@ -100,7 +101,7 @@ def test_a_map_is_read_in_any_row_order_and_interpolated_bilinearly(tmp_path):
     b_r, b_z = exact(r, z)
     path = tmp_path / "linear.csv.gz"
     write_table(path, {"bz": b_z[order], "z": z[order], "br": b_r[order], "r": r[order]})  # any column order too
-    field = FieldConfig(kind="map", map_file=str(path)).build(2.0)
+    field = FieldConfig(kind="map", map_file=str(path)).build(trackml_detector())
     rng = np.random.default_rng(9)
     inside_r, inside_z = rng.uniform(0.0, R_NODES[-1], 5000), rng.uniform(Z_NODES[0], Z_NODES[-1], 5000)
     for got, want in zip(field.components_t(inside_r, inside_z), exact(inside_r, inside_z), strict=True):
@@ -148,6 +149,10 @@ def _stronger(columns):
     return columns | {"br": 1.9 * columns["br"], "bz": 1.9 * columns["bz"]}
 
 
+def _short_of_the_endcaps(columns):
+    return {name: values[np.abs(columns["z"]) <= 2000.0] for name, values in columns.items()}
+
+
 def _with_nan(columns):
     bz = columns["bz"].copy()
     bz[4] = np.nan
@@ -164,6 +169,11 @@ def _with_nan(columns):
         (_unevenly_spaced, r"the values of z are not evenly spaced \(steps from 40 to 80 mm\)"),
         (_stronger, r"the map's field at the origin is 3.8 T, but the detector's is 2 T"),
         (_with_nan, r"row 5 \(line 6\), column 'bz': nan is not a finite number"),
+        (
+            _short_of_the_endcaps,
+            r"the map covers r up to 1160 mm and z from -2000 to 2000 mm, but the detector's "
+            r"surfaces reach r = 1030 and \|z\| = 2950 mm; expected a map over the whole tracker",
+        ),
     ],
 )
 def test_a_malformed_map_is_refused_naming_the_file_and_what_is_wrong(tmp_path, change, message):

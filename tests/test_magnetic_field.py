@@ -10,7 +10,7 @@ from inference_iface.errors import ConfigError
 from tracking_algs.cli import main
 from tracking_algs.fitting import KalmanConfig
 from tracking_algs.fitting.helix import SurfaceKind, bound_to_free, propagate
-from tracking_algs.geometry import HELIX_CONSTANT
+from tracking_algs.geometry import HELIX_CONSTANT, trackml_detector
 from tracking_algs.io.trackml import read_event
 from tracking_algs.job_options import load_job_options
 from tracking_algs.magnetic_field import (
@@ -174,7 +174,7 @@ def test_the_field_options_build_the_field(tmp_path):
     options = load_job_options(None, ["detector.field.kind=solenoid", "detector.field.solenoid_length_mm=5800"])
     assert options.magnetic_field() == SolenoidField(2.0, 1200.0, 5800.0)
     assert load_job_options(None).magnetic_field() == UniformField(2.0)
-    assert FieldConfig().build(1.5) == UniformField(1.5)
+    assert FieldConfig().build(trackml_detector(1.5)) == UniformField(1.5)
     with pytest.raises(ConfigError, match=r"detector\.field\.kind=dipole.*kind"):
         load_job_options(None, ["detector.field.kind=dipole"])
     with pytest.raises(ConfigError, match=r"solenoid_radius_mm"):

@@ -75,6 +75,15 @@ class Detector:
     bfield_t: float = 2.0
     beam_pipe: BeamPipe = BeamPipe()
 
+    def reach_mm(self) -> tuple[float, float]:
+        """How far the surfaces reach: the largest radius and the largest |z| of any of them (mm)."""
+        barrels = [surface for surface in self.surfaces if surface.kind == "barrel"]
+        disks = [surface for surface in self.surfaces if surface.kind == "endcap"]
+        radius = max([s.position for s in barrels] + [s.extent[1] for s in disks], default=0.0)
+        length = max([max(abs(s.extent[0]), abs(s.extent[1])) for s in barrels] + [abs(s.position) for s in disks],
+                     default=0.0)  # fmt: skip
+        return float(radius), float(length)
+
     @classmethod
     def from_toml(cls, path: str | Path) -> Detector:
         """Read a detector written by :meth:`to_toml` (a ``[[surfaces]]`` array of tables)."""

@@ -132,7 +132,7 @@ class JobOptions:
 
     def magnetic_field(self) -> MagneticField:
         """The field of ``[detector.field]`` with the centre field of :meth:`cylinder_detector`."""
-        return self.detector.field.build(self.cylinder_detector().bfield_t)
+        return self.detector.field.build(self.cylinder_detector())
 
     def module_geometry(self) -> ModuleGeometry | None:
         """The module geometry of the job: that of ``[detector] file`` (read from the file); when the option is

@@ -30,7 +30,7 @@ import numpy as np
 from scipy.special import ellipe, ellipk
 
 from tracking_algs.errors import EventFormatError
-from tracking_algs.geometry import HELIX_CONSTANT
+from tracking_algs.geometry import HELIX_CONSTANT, Detector
 
 #: circular loops that make up the current sheet (their spacing, 10 mm for a 6 m solenoid, is far below the
 #: distance from any tracking surface to the sheet: the ripple falls as exp(−2π·distance/spacing))
@@ -218,7 +218,8 @@ class FieldConfig:
     for its generic (TrackML) detector (``acts.SolenoidBField(radius=1200 mm, length=6000 mm, bMagCenter=2 T)``).
     ``"map"``: the :class:`MappedField` of the field map ``map_file``
     (:func:`~tracking_algs.io.field_map.read_field_map`), as it is; its field at the origin must be the detector's
-    within :data:`MAP_CENTRE_TOLERANCE` (the pair cuts and the seeds take the detector's).  With ``map_mirror_z``
+    within :data:`MAP_CENTRE_TOLERANCE` (the pair cuts and the seeds take the detector's), and its grid must reach
+    as far as the detector's surfaces.  With ``map_mirror_z``
     the map gives z ≥ 0 only, and the field at −z is its mirror image (B_z the same, B_r reversed), as a field
     symmetric about z = 0 is.
     """
@@ -231,12 +232,13 @@ class FieldConfig:
     map_file: str = ""
     map_mirror_z: bool = False
 
-    def build(self, centre_t: float) -> MagneticField:
-        """The field these options describe, ``centre_t`` tesla at the origin.
+    def build(self, detector: Detector) -> MagneticField:
+        """The field these options describe in ``detector``: its ``bfield_t`` tesla at the origin.
 
         Raises :class:`~tracking_algs.errors.EventFormatError` for ``kind = "map"`` when ``map_file`` is empty, or
-        malformed (naming the file and the row or node), or when the map's field at the origin is not ``centre_t``
-        (within :data:`MAP_CENTRE_TOLERANCE`)."""
+        malformed (naming the file and the row or node), when the map's field at the origin is not the detector's
+        (within :data:`MAP_CENTRE_TOLERANCE`), or when its grid does not reach as far as the detector's surfaces."""
+        centre_t = detector.bfield_t
         if self.kind == "uniform":
             return UniformField(centre_t)
         if self.kind == "solenoid":
@@ -251,6 +253,16 @@ class FieldConfig:
                 f"{Path(self.map_file)}: the map's field at the origin is {field.centre_t:.4g} T, but the detector's "
                 f"is {centre_t:g} T; expected them to agree within {MAP_CENTRE_TOLERANCE:.0%} (the detector's "
                 "bfield_t sets the pair cuts and the seeds)"
+            )
+        radius, length = detector.reach_mm()
+        grid = field.grid
+        r_max = (grid.b_r.shape[0] - 1) * grid.r_step
+        z_max = grid.z_min + (grid.b_r.shape[1] - 1) * grid.z_step
+        if r_max < radius or grid.z_min > -length or z_max < length:
+            raise EventFormatError(
+                f"{Path(self.map_file)}: the map covers r up to {r_max:g} mm and z from {grid.z_min:g} to {z_max:g} mm,"
+                f" but the detector's surfaces reach r = {radius:g} and |z| = {length:g} mm; expected a map over the "
+                "whole tracker (beyond its grid a map gives the field at its edge)"
             )
         return field
 

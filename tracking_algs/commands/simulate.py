@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     detector = Detector.from_toml(args.detector) if args.detector and modules is None else trackml_detector()
     if (args.field == "map") != (args.field_map is not None):
         raise ConfigError("--field map takes its field from --field-map FILE, and --field-map goes with --field map")
-    field = FieldConfig(kind=args.field, map_file=str(args.field_map or "")).build(detector.bfield_t)
+    field = FieldConfig(kind=args.field, map_file=str(args.field_map or "")).build(detector)
     for event in simulate_events(config, args.seed, args.events, detector, modules, field):
         write_event(args.output, event)
         print(f"event {event.event_id}: {len(event.particles)} particles, {len(event.spacepoints)} hits")

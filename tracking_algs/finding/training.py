@@ -100,7 +100,7 @@ class DataConfig:
 
     def magnetic_field(self) -> MagneticField:
         """The field of the training and validation events."""
-        return self.field.build(trackml_detector().bfield_t)
+        return self.field.build(trackml_detector())
 
     def simulation(self, event_id: int) -> SimulationConfig:
         """The simulation settings of training event ``event_id``."""
