@@ -10,7 +10,8 @@ dropped by the fit selection, edges lost before the building, the building; ``lo
 secondaries among them by the other three).
 
     .venv/bin/python benchmarks/physics_validation.py [--model-dir DIR] [--events 3] [--pileups 0 20 200]
-        [--geometry cylinders|modules] [--field uniform|solenoid] [--filter-cut C] [--gnn-cut C] [--weak-gnn-cut C]
+        [--geometry cylinders|modules] [--field uniform|solenoid|map [--field-map FILE]] [--filter-cut C]
+        [--gnn-cut C] [--weak-gnn-cut C]
         [--max-weak-triplet-cost C] [--overlap-mm MM]
         [--max-z0-mm MM] [--link-overlaps] [--energy-loss] [--score-weight W] [--max-crossing-cost C]
         [--shared-hits best_fit] [--revive-chains] [--complete-by-overlaps] [--max-trimmed-hits N]
@@ -18,8 +19,9 @@ secondaries among them by the other three).
 
 ``--geometry modules`` simulates the held-out events on the TrackML module layout (overlapping modules, TrackML
 noise, secondaries) and fits on the module planes; ``--field solenoid`` simulates and fits in the solenoid
-(docs/fitting.md, "Magnetic field"); ``--energy-loss`` simulates and fits with the mean energy loss (as
-``configs/trackml.toml`` does); ``--model-dir`` evaluates models other than the shipped ones.
+(docs/fitting.md, "Magnetic field"), ``--field map --field-map FILE`` in a field map; ``--energy-loss`` simulates
+and fits with the mean energy loss (as ``configs/trackml.toml`` does); ``--model-dir`` evaluates models other than
+the shipped ones.
 
 Writes benchmarks/results/physics_validation.json and .md, and plots into docs/plots/.
 """
@@ -42,6 +44,7 @@ import mplhep
 import numpy as np
 from matplotlib.figure import Figure
 
+from tracking_algs.errors import TrackingError
 from tracking_algs.finding.config import (
     OVERLAP_MM,
     BuildingConfig,
@@ -100,8 +103,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="building.score_weight (0: links chosen by their geometry alone)")  # fmt: skip
     parser.add_argument("--geometry", choices=typing.get_args(typing.get_type_hints(SimulationConfig)["geometry"]),
                         default=SimulationConfig().geometry, help="simulation of the held-out events")  # fmt: skip
-    parser.add_argument("--field", choices=("uniform", "solenoid"), default="uniform",
-                        help="the field the held-out events are simulated and fitted in")  # fmt: skip
+    parser.add_argument(
+        "--field",
+        choices=("uniform", "solenoid", "map"),
+        default="uniform",
+        help="the field the held-out events are simulated and fitted in (map: --field-map)",
+    )
+    parser.add_argument("--field-map", type=Path, help='with --field map: a field map ([detector.field] kind = "map")')
     parser.add_argument("--energy-loss", action="store_true", help="simulate and fit with the mean energy loss")
     parser.add_argument("--min-hits", type=int, default=BuildingConfig().min_hits, help="shortest candidate kept")
     parser.add_argument("--max-trimmed-hits", type=int, default=KalmanConfig().max_trimmed_hits,
@@ -167,7 +175,12 @@ def main(argv: list[str] | None = None) -> int:
                            filter=FilterConfig(cut=args.filter_cut), graph=graph)  # fmt: skip
     results, rows = {}, []
     modules = trackml_modules() if args.geometry == "modules" else None
-    field = FieldConfig(kind=args.field).build(trackml_detector())
+    if (args.field == "map") != (args.field_map is not None):
+        parser.error("--field map takes its field from --field-map FILE, and --field-map goes with --field map")
+    try:
+        field = FieldConfig(kind=args.field, map_file=str(args.field_map or "")).build(trackml_detector())
+    except TrackingError as error:
+        parser.error(str(error))
     fit_config = KalmanConfig(energy_loss=args.energy_loss, max_trimmed_hits=args.max_trimmed_hits,
                               min_trimmed_hits=args.min_trimmed_hits,
                               max_outlier_refits=args.max_outlier_refits)  # fmt: skip
@@ -205,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             if pileup == max(args.pileups) and not args.no_plots:
                 _plots(summary, pileup, args.plot_dir)
     output = {"seed": args.seed, "events_per_pileup": args.events, "geometry": args.geometry, "field": args.field,
+              "field_map": None if args.field_map is None else str(args.field_map),
               "energy_loss": args.energy_loss,
               "finding": attrs.asdict(config), "results": results}  # fmt: skip
     (ROOT / f"benchmarks/results/{args.output}.json").write_text(json.dumps(output, indent=2))
