@@ -280,7 +280,8 @@ def _check_module_file(path: str, where: str) -> None:
 
 def _check_field_map(options: JobOptions, where: str) -> None:
     """With ``[detector.field] kind = "map"``: ``map_file`` names a readable, well-formed field map whose field at the
-    origin is that of ``[job] detector`` (read once here, so that a job never starts with a map it cannot use)."""
+    origin is that of ``[job] detector`` and whose grid reaches its surfaces (read here, with the options, so that a
+    job never starts with a map it cannot use; the job's processes read it again when they build their field)."""
     field = options.detector.field
     if field.kind != "map":
         return
