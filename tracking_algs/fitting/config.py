@@ -56,8 +56,8 @@ class KalmanConfig:
       the perigee; off by default, as in the simulation (``[simulation] energy_loss``);
     - ``step_tolerance_mm`` and ``max_step_pieces``: in a non-uniform field, a step whose midpoint helix would
       miss the Lorentz force by more than ``step_tolerance_mm`` is taken in up to ``max_step_pieces`` pieces
-      (:class:`~tracking_algs.magnetic_field.Stepping`; 0 or 1: one step per surface), as the simulation does
-      (``[simulation] step_tolerance_mm``);
+      (:class:`~tracking_algs.magnetic_field.Stepping`; ``max_step_pieces`` 1 or ``step_tolerance_mm`` 0: one step
+      per surface), as the simulation does (``[simulation] step_tolerance_mm``);
     - ``batch_size``: tracks advanced together (memory grows linearly with it);
     - ``processes``: worker processes that share the tracks of an event (:mod:`~tracking_algs.fitting.processes`;
       1: every fit in the calling process; 0: one per usable core).  An event is dealt out to as many of them as

@@ -80,7 +80,8 @@ class SimulationConfig:
 
     ``step_tolerance_mm`` and ``max_step_pieces``: in a non-uniform field, a step from surface to surface whose
     single midpoint step would miss the Lorentz force by more than ``step_tolerance_mm`` is taken in up to
-    ``max_step_pieces`` pieces (:class:`~tracking_algs.magnetic_field.Stepping`; 0 or 1: one step per surface).
+    ``max_step_pieces`` pieces (:class:`~tracking_algs.magnetic_field.Stepping`; ``max_step_pieces`` 1 or
+    ``step_tolerance_mm`` 0: one step per surface).
     """
 
     geometry: Literal["cylinders", "modules"] = attrs.field(
