@@ -12,6 +12,7 @@ import tracking_algs  # noqa: F401  (first: pins numpy's kernels before numpy lo
 sys.path.insert(0, str(Path(__file__).parent))
 
 import onnx_models
+from real_trackml import real_trackml  # noqa: F401  (the fixture of the tests that read ../shared/trackml)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 import pytest
+from real_trackml import SAMPLE, needs_real_trackml
 
 from tracking_algs.cli import main
 from tracking_algs.commands.run import EXIT_EVENTS_FAILED, EXIT_STOPPED
@@ -28,7 +29,6 @@ from tracking_algs.simulation import SimulationConfig, simulate_event
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "local_onnx.toml")
-SHARED_TRACKML = ROOT.parent / "shared" / "trackml"
 TINY = SimulationConfig(pileup=1)
 
 
@@ -319,14 +319,11 @@ def test_gzipped_simulated_event_runs_like_the_plain_one(tmp_path, capsys):
     assert hits == sorted(event.spacepoints.hit_id.tolist())
 
 
-@pytest.mark.skipif(
-    not (SHARED_TRACKML / "sample").is_dir(),
-    reason=f"the real TrackML events are not here ({SHARED_TRACKML} is absent: a clone without ../shared)",
-)
+@needs_real_trackml
 def test_real_trackml_sample_event_runs(tmp_path):
     """The challenge's own gzipped files (with cells and an extra particles column) through the whole job."""
     output = tmp_path / "out"
-    assert _run("--input", str(SHARED_TRACKML / "sample"), "--output", str(output)) == 0
+    assert _run("--input", str(SAMPLE), "--output", str(output)) == 0
     performance = _assert_full_report(output)
     assert performance["events"] == [1]
     assert performance["tracking"]["n_tracks"] > 0

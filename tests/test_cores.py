@@ -28,8 +28,16 @@ def _in_fresh_process(index: int, workers: int) -> tuple[list[int], int]:
         return pool.submit(_share, index, workers).result()
 
 
+def _usable_cores_on(cores: list[int]) -> int:
+    os.sched_setaffinity(0, cores)
+    return usable_cores()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
 def test_usable_cores_is_this_process_affinity():
-    assert usable_cores() == (len(CORES) if CORES else os.cpu_count())
+    """A process allowed one core counts one, whatever the machine has."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(_usable_cores_on, CORES[:1]).result() == 1
 
 
 @needs_two_cores

@@ -191,7 +191,8 @@ def test_triplets_build_forward_tracks_whose_hits_are_millimetres_apart_transver
     """Tracks beyond |eta| = 3 cross the disks a few mm apart in the transverse plane, so the curvature through the
     origin of each edge carries a measurement error of the order of the curvature itself; the triplet cost must
     allow for it.  The simulated forward particles (|eta| > 3.5, pT > 0.5 GeV) of a pile-up-20 event, given their
-    truth edges, are built whole (without the measurement term, 3 of these 51 were not)."""
+    truth edges, are built whole (without the measurement term, 3 of these 51 were not; with it, all of them on each
+    of the twelve seeds 3 200 000–3 200 011, 19–68 particles each)."""
     event = simulate_event(SimulationConfig(pileup=20.0), seed=3_200_000, event_id=0)
     particle = event.truth.particle_id
     truth = truth_graph(event)

@@ -323,6 +323,12 @@ def _tracks_through_overlapping_modules(n: int, rng: np.random.Generator):
     return tracks, planes
 
 
+#: how far from 1 a pull width of the 1 000–2 000 tracks of the two tests below may lie: such a width scatters by
+#: 0.016–0.022 from seed to seed, and on seeds 1–8 the largest of the five lay 0.037–0.050 from 1 with the second
+#: pass or a refit from an earlier fit; without either it is above 1.15
+WIDTH_TOLERANCE = 0.08
+
+
 @pytest.mark.parametrize("close_hits_mm", [20.0, 0.0])
 def test_two_hits_per_layer_give_pulls_of_one_with_the_second_pass(close_hits_mm):
     """Every layer holds two tilted modules 2 mm apart, both crossed (a barrel overlap); 1 GeV tracks.  With the
@@ -333,7 +339,7 @@ def test_two_hits_per_layer_give_pulls_of_one_with_the_second_pass(close_hits_mm
     widths = _pulls(fit, tracks.params)[fit.ok].std(axis=0)
     assert fit.ok.all()
     if close_hits_mm:
-        assert np.abs(widths - 1.0).max() < 0.05, widths
+        assert np.abs(widths - 1.0).max() < WIDTH_TOLERANCE, widths
     else:
         assert widths.max() > 1.15, widths
 
@@ -356,7 +362,7 @@ def test_refits_from_earlier_fits_give_pulls_of_one_in_one_pass():
     started = refitted.track_id % 2 == 0
     assert _pulls(earlier, tracks.params[::2]).std(axis=0).max() > 1.15
     widths = _pulls(refitted, tracks.params)[started].std(axis=0)
-    assert np.abs(widths - 1.0).max() < 0.05, widths
+    assert np.abs(widths - 1.0).max() < WIDTH_TOLERANCE, widths
     apart = np.abs(_pulls(refitted, two_passes.params))[started]
     assert np.quantile(apart, 0.99, axis=0).max() < 0.2  # measured 0.10 (d0), 0.02-0.04 for the others
     for name in ("params", "cov", "chi2", "ndf", "outlier"):

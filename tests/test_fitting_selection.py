@@ -264,7 +264,7 @@ def test_merge_split_writes_the_two_pieces_of_a_particle_as_one_track_of_all_its
     assert len(refits) == 1  # one refit of all the groups
     assert refits[0] >= 0.9 * len(pieces_pass)
     one_track = [bool((kept.labels[particle == cut[label]] == 2 * label).all()) for label in pieces_pass]
-    assert np.mean(one_track) >= 0.95  # measured 138 of 143
+    assert np.mean(one_track) >= 0.95  # measured 138 of 143; 0.965–1 on the seeds 3 100 001–3 100 009
     for track in kept_fit.track_id:
         assert len(np.unique(particle[kept.labels == track])) == 1
     plain = TrackSelection().apply(candidates, fit)[0]

@@ -4,9 +4,9 @@ Real files in, real ONNX Runtime sessions, real output files checked column by c
 job (SIGKILL) resumed with ``--resume`` gives the same files as an uninterrupted one; a bad event is
 reported and skipped while the others finish.
 
-The physics floors here only show that a trained chain is at work (untrained models give no matched
-track); the acceptance figures are measured on held-out events by benchmarks/physics_validation.py and
-reported in docs/physics.md.
+The physics floors here only show that the trained chain is at work (untrained models give no matched
+track; the floors lie well below what three pile-up-5 events give); the acceptance figures are measured on
+held-out events by benchmarks/physics_validation.py and reported in docs/physics.md.
 """
 
 from __future__ import annotations
@@ -90,8 +90,9 @@ def test_performance_json_reports_metrics_timing_and_backend(finished_job):
     performance = json.loads((finished_job / "performance.json").read_text())
     assert performance["events"] == [0, 1, 2]
     tracking = performance["tracking"]
-    assert 0.4 < tracking["efficiency"] <= 1.0
-    assert 0.0 <= tracking["fake_rate"] < 0.6
+    # 1.0 / 0 % here; 0.99 / 0 % with the job seeds 2 000 001 and 2 000 002
+    assert 0.9 < tracking["efficiency"] <= 1.0
+    assert 0.0 <= tracking["fake_rate"] < 0.05
     for stage in ("graph", "filter", "gnn"):
         assert 0.0 < performance["edges"][stage]["efficiency"] <= 1.0
         assert 0.0 < performance["edges"][stage]["purity"] <= 1.0

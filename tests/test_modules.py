@@ -1,14 +1,14 @@
 """The detector as modules: the module geometry, the detectors.csv format, and the generated TrackML layout
-compared with the real TrackML detector and real hits (those tests skip without ../shared/trackml)."""
+compared with the real TrackML detector and real hits (those tests need ../shared/trackml: :mod:`real_trackml`)."""
 
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import attrs
 import numpy as np
 import pytest
+from real_trackml import REAL_DETECTORS, REAL_HITS, needs_real_trackml
 
 from inference_iface.errors import ConfigError
 from tracking_algs.errors import EventFormatError
@@ -27,14 +27,6 @@ from tracking_algs.modules import (
 from tracking_algs.modules.compare import hits_on_modules, layer_figures, module_agreement
 from tracking_algs.modules.describe import describe, layout_toml
 
-SHARED_TRACKML = Path(__file__).resolve().parents[2] / "shared" / "trackml"
-REAL_DETECTORS = SHARED_TRACKML / "detectors.csv.gz"
-REAL_HITS = [SHARED_TRACKML / "sample" / "event000000001-hits.csv.gz",
-             SHARED_TRACKML / "full" / "event000001001-hits.csv.gz"]  # fmt: skip
-needs_shared = pytest.mark.skipif(
-    not REAL_DETECTORS.is_file(),
-    reason=f"the real TrackML detector is not here ({REAL_DETECTORS} is absent: a clone without ../shared)",
-)
 PIXEL, SHORT_STRIP, LONG_STRIP = (7, 8, 9), (12, 13, 14), (16, 17, 18)
 
 
@@ -44,9 +36,7 @@ def generated() -> ModuleGeometry:
 
 
 @pytest.fixture(scope="module")
-def real() -> ModuleGeometry:
-    if not REAL_DETECTORS.is_file():
-        pytest.skip(f"the real TrackML detector is not here ({REAL_DETECTORS} is absent: a clone without ../shared)")
+def real(real_trackml) -> ModuleGeometry:
     return read_detectors_csv(REAL_DETECTORS)
 
 
@@ -196,7 +186,7 @@ def test_detectors_csv_errors_name_the_file_row_and_column(tmp_path):
         read_detectors_csv(path)
 
 
-@needs_shared
+@needs_real_trackml
 def test_the_real_file_is_written_back_byte_for_byte(tmp_path, real):
     write_detectors_csv(tmp_path / "detectors.csv", real)
     assert (tmp_path / "detectors.csv").read_bytes() == gzip.decompress(REAL_DETECTORS.read_bytes())
@@ -205,12 +195,12 @@ def test_the_real_file_is_written_back_byte_for_byte(tmp_path, real):
 
 
 # --- generated vs real -----------------------------------------------------------------------------------------------
-@needs_shared
+@needs_real_trackml
 def test_the_shipped_description_is_derived_from_the_real_file(real):
     assert layout_toml(describe(real)) == TRACKML_MODULES_TOML.read_text(encoding="utf-8")
 
 
-@needs_shared
+@needs_real_trackml
 def test_generated_layers_match_the_real_ones(generated, real):
     mine, theirs = layer_figures(generated), layer_figures(real)
     assert [(f.volume_id, f.layer_id, f.kind, f.modules) for f in mine] == [
@@ -226,7 +216,7 @@ def test_generated_layers_match_the_real_ones(generated, real):
         assert a.along_overlap == pytest.approx(b.along_overlap, rel=0.02, abs=1e-4), where
 
 
-@needs_shared
+@needs_real_trackml
 def test_every_generated_module_lies_on_a_real_one(generated, real):
     agreement = module_agreement(generated, real)
     assert agreement.same_layer
@@ -235,7 +225,7 @@ def test_every_generated_module_lies_on_a_real_one(generated, real):
     assert agreement.same_id == 1.0
 
 
-@needs_shared
+@needs_real_trackml
 def test_every_real_module_is_generated_with_its_id_at_its_place(generated, real):
     """Module by module, barrels and endcaps: the generated module with the real module's (volume, layer,
     module) ids has its centre within 0.01 mm and its rotation within 1e-5."""
@@ -248,7 +238,7 @@ def test_every_real_module_is_generated_with_its_id_at_its_place(generated, real
         assert np.array_equal(getattr(generated, name)[rows], getattr(real, name)), name
 
 
-@needs_shared
+@needs_real_trackml
 @pytest.mark.parametrize("hits", REAL_HITS, ids=lambda path: path.name)
 def test_real_hits_lie_on_their_generated_module(generated, hits):
     if not hits.is_file():
@@ -292,7 +282,7 @@ def test_describe_rejects_endcap_ids_against_phi(generated):
         describe(ModuleGeometry(**{**columns, "module_id": swapped}))
 
 
-@needs_shared
+@needs_real_trackml
 @pytest.mark.parametrize("hits", REAL_HITS, ids=lambda path: path.name)
 def test_real_hits_lie_on_their_module(real, hits):
     if not hits.is_file():

@@ -9,6 +9,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 import pytest
+from real_trackml import FULL, SAMPLE, needs_real_trackml
 
 from tracking_algs.errors import EventFormatError
 from tracking_algs.geometry import trackml_detector
@@ -175,12 +176,6 @@ def test_error_message_names_file_row_and_column(written):
 
 # --- gzipped events, as the TrackML challenge distributes them ------------------------------------------------------
 
-SHARED_TRACKML = Path(__file__).resolve().parents[2] / "shared" / "trackml"
-needs_shared = pytest.mark.skipif(
-    not (SHARED_TRACKML / "sample").is_dir(),
-    reason=f"the real TrackML events are not here ({SHARED_TRACKML} is absent: a clone without ../shared)",
-)
-
 
 def _gzip_all(directory: Path) -> None:
     for path in sorted(directory.glob("*.csv")):
@@ -250,10 +245,10 @@ def test_a_fraction_in_a_gzipped_file_names_it(written):
     _raises(written, f"{path}.gz: row 2 (line 3), column 'q': '-0.5' is not a valid int64 (expected an integer)")
 
 
-@needs_shared
+@needs_real_trackml
 def test_real_trackml_sample_event_reads_as_distributed():
     """The challenge's own files: gzipped, particles with an extra particle_type column, a cells file beside."""
-    directory = SHARED_TRACKML / "sample"
+    directory = SAMPLE
     assert list_events(directory) == [1]
     event = read_event(directory, 1)
     assert len(event.spacepoints) == 5527
@@ -263,9 +258,9 @@ def test_real_trackml_sample_event_reads_as_distributed():
     assert set(np.unique(event.spacepoints.volume_id)) <= {7, 8, 9, 12, 13, 14, 16, 17, 18}
 
 
-@needs_shared
+@needs_real_trackml
 def test_real_trackml_full_events_list_and_read_without_truth():
-    directory = SHARED_TRACKML / "full"
+    directory = FULL
     assert list_events(directory) == [1001, 1003]
     event = read_event(directory, 1001)
     assert len(event.spacepoints) == 93_680
