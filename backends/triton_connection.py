@@ -170,7 +170,7 @@ def _hold(name: str) -> int:
 
 
 def region_owner(name: str) -> int | None:
-    """The PID in a region name written by this module (current or earlier prefix), or None for other names."""
+    """The PID in a region name written by this module (:data:`REGION_PREFIX`), or None for other names."""
     match = _REGION_NAME.fullmatch(name)
     return int(match.group(1)) if match else None
 

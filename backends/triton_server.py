@@ -75,7 +75,7 @@ class PortInUseError(BackendUnavailableError):
 class TritonServerConfig:
     """How to run one embedded ``tritonserver``.
 
-    Ports of 0 are picked free on 127.0.0.1 at start. ``log_path`` empty keeps the log in a temporary file
+    Ports of 0 are picked free on ``address`` at start. ``log_path`` empty keeps the log in a temporary file
     that lives as long as the server object. The ``grpc_ssl_*`` files switch the gRPC endpoint to TLS
     (``grpc_ssl_mutual`` also requires client certificates signed by ``grpc_ssl_root_certificate``).
     """

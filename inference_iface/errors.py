@@ -1,7 +1,9 @@
 """The exception hierarchy shared by every backend.
 
-Every error raised by the interface derives from :class:`InferenceError`, so a framework can catch
-one type. Messages name the tensor, model, file or key involved and say what was expected.
+Every error raised by the interface and its backends (a bad input, model, backend, deadline or option) derives
+from :class:`InferenceError`, so a framework can catch one type; only looking a tensor up by a name the signature
+lacks (:meth:`~inference_iface.signature.ModelSignature.input`, ``output``) raises ``KeyError``, as a mapping
+does. Messages name the tensor, model, file or key involved and say what was expected.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
 
 import numpy as np
 
-from inference_iface.errors import InputError, ModelError
+from inference_iface.errors import ConfigError, InputError, ModelError
 from inference_iface.signature import ModelSignature, Outputs, named_tuple_type
 from inference_iface.validation import CAST_POLICIES, CastPolicy, collect_inputs, validate_inputs
 
@@ -35,7 +35,7 @@ class InferenceInterface(abc.ABC):
 
     def __init__(self, cast_policy: CastPolicy = "strict") -> None:
         if cast_policy not in CAST_POLICIES:
-            raise InputError(f"cast_policy {cast_policy!r} is unknown; expected one of {', '.join(CAST_POLICIES)}")
+            raise ConfigError(f"cast_policy {cast_policy!r} is unknown; expected one of {', '.join(CAST_POLICIES)}")
         self.cast_policy: CastPolicy = cast_policy
 
     @property

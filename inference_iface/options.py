@@ -79,9 +79,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         with path.open("rb") as stream:
             return tomllib.load(stream)
     except FileNotFoundError:
-        raise ConfigError(f"job options file {str(path)!r} does not exist") from None
+        raise ConfigError(f"TOML file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"job options file {str(path)!r} is not valid TOML: {error}") from None
+        raise ConfigError(f"TOML file {str(path)!r} is not valid TOML: {error}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

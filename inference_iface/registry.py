@@ -98,11 +98,27 @@ def _install_hint(entry: EntryPoint, error: ImportError) -> str:
 
 
 def backend_name(config: BackendConfig) -> str:
-    """The registered name of the backend whose ``config_class`` is ``type(config)``."""
+    """The registered name of the backend whose ``config_class`` is ``type(config)``; the backends that cannot be
+    loaded (a missing extra) are passed over, as they cannot be the one asked for unless none other is.
+
+    Raises:
+        BackendUnavailableError: no loadable backend takes such a config, and some backend cannot be loaded (the
+            message gives each one's reason).
+        ConfigError: no registered backend takes such a config.
+    """
+    unavailable = []
     for name in available_backends():
-        if backend_class(name).config_class is type(config):
+        try:
+            backend = backend_class(name)
+        except BackendUnavailableError as error:
+            unavailable.append(str(error))
+            continue
+        if backend.config_class is type(config):
             return name
-    raise ConfigError(f"no registered backend takes a {type(config).__qualname__}")
+    wanted = type(config).__qualname__
+    if unavailable:
+        raise BackendUnavailableError(f"no loadable backend takes a {wanted}; {'; '.join(unavailable)}")
+    raise ConfigError(f"no registered backend takes a {wanted}")
 
 
 def make_config(options: Mapping[str, Any] | BackendConfig) -> tuple[str, BackendConfig]:

@@ -123,11 +123,11 @@ class ModelSignature:
         return MappingProxyType(keywords)
 
     def input(self, name: str) -> TensorSpec:
-        """The input spec called ``name``."""
+        """The input spec called ``name`` (``KeyError`` naming the inputs where there is none)."""
         return _find(self.inputs, name, "input")
 
     def output(self, name: str) -> TensorSpec:
-        """The output spec called ``name``."""
+        """The output spec called ``name`` (``KeyError`` naming the outputs where there is none)."""
         return _find(self.outputs, name, "output")
 
     @property

@@ -211,6 +211,21 @@ def test_repo_rejects_bad_counts_before_writing(tmp_path, capsys):
     assert not repository.exists()
 
 
+@pytest.mark.parametrize("serving", ["chain", "ensemble"])
+def test_repo_needs_the_model_card_before_writing(tmp_path, capsys, serving):
+    """The served chain and the ensemble take their working point from the model card: a model directory without
+    one is refused before the repository is touched."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for stage in ("embedding", "filter", "gnn"):
+        shutil.copyfile(ROOT / "tracking_algs" / "finding" / "shipped" / f"{stage}.onnx", models / f"{stage}.onnx")
+    repository = tmp_path / "repo"
+    argv = ["repo", "add-tracking", "--repository", str(repository), "--serving", serving, "--model-dir", str(models)]
+    assert main(argv) == 2
+    assert f"model directory {str(models)!r} has no model_card.json" in _error_line(capsys, "repo")
+    assert not repository.exists()
+
+
 def test_version_and_run_help_document_the_exit_statuses(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"trkx {version('inference-iface')}"

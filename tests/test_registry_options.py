@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 import textwrap
 from collections.abc import Mapping
 
@@ -137,6 +139,40 @@ def test_create_inference_from_mapping_and_from_config(two_in_two_out_path):
         assert iface.signature.input_names == ("input.1", "y:0")
         iface.close()
     assert from_dict.config == from_config.config
+
+
+#: a Triton backend's config instance in a process where ``MISSING`` cannot be imported (an install without its
+#: extra): the registry passes over a backend it cannot load, and says why where that leaves none
+WITHOUT = """
+import sys
+sys.modules[sys.argv[1]] = None
+from backends.triton_config import TritonConfig
+from inference_iface import BackendUnavailableError
+from inference_iface.registry import backend_name
+try:
+    print(backend_name(TritonConfig(url="127.0.0.1:1", model_name="m")))
+except BackendUnavailableError as error:
+    print(error)
+"""
+
+
+@pytest.mark.parametrize(
+    ("missing", "expected"),
+    [
+        ("onnxruntime", "triton"),
+        ("tritonclient", "no loadable backend takes a TritonConfig; backend 'triton' cannot be loaded"),
+    ],
+)
+def test_a_config_instance_finds_its_backend_where_another_cannot_be_loaded(missing, expected):
+    probe = subprocess.run([sys.executable, "-c", WITHOUT, missing], capture_output=True, text=True, check=False)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.startswith(expected)
+
+
+def test_an_unknown_cast_policy_is_a_config_error(two_in_two_out_path):
+    config = OnnxRuntimeConfig(model_path=str(two_in_two_out_path), cast_policy="loose")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="cast_policy 'loose' is unknown; expected one of strict, "):
+        OnnxRuntimeInference(config)
 
 
 def test_unknown_backend_lists_the_valid_ones():

@@ -61,7 +61,8 @@ class Surface:
 
 @attrs.frozen
 class BeamPipe:
-    """A thin cylinder of material at ``radius`` mm."""
+    """A thin cylinder of material at ``radius`` mm (the cylinder detector's; on the modules the fitter and the
+    simulation take the ACTS generic detector's beam pipe at 19 mm, :mod:`tracking_algs.modules.material`)."""
 
     radius: float = 25.0
     x_over_x0: float = 0.0023

@@ -9,8 +9,9 @@ field that turns a track's transverse direction.  A track with unit direction ``
 ``T_t`` the transverse part of ``T`` and ``r̂`` the radial unit vector at the track's position.  For a track
 from the beam line (``T_t`` nearly radial) that is ``B_z − B_r cot θ``: near the ends of a solenoid, where the
 field lines open, a forward track bends far less than ``B_z`` alone says.  The field's pull on the polar angle
-(``dT_z/ds ∝ B_r (T_t × r̂)``) vanishes for a radial ``T_t`` and is left out: a step in a field is a helix about z
-whose curvature comes from ``B_bend``.
+(``dT_z/ds = c·(q/p)·(T × B)_z``, which vanishes for a radial ``T_t``) turns the direction at each step
+(:meth:`MagneticField.turning_t`, :func:`with_polar_component`); within a step the path is a helix about z whose
+curvature comes from ``B_bend``.
 
 :class:`SolenoidField` is an ideal current sheet of radius ``radius_mm`` and length ``length_mm`` centred on
 the origin, scaled to ``centre_t`` at the centre (the model of ACTS's ``SolenoidBField``).  The field is the sum

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Start the server, print its endpoints, block until interrupted; exit status 0 (or the server's).
+    """Start the server, print its endpoints, block until interrupted; exit status 0 when interrupted (SIGINT,
+    SIGTERM), else the status of a server that ended by itself (1 where that is none or 0).
 
     Raises:
         PortInUseError: a port is held by another process (nothing has been printed).

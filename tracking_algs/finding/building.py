@@ -11,8 +11,8 @@ Three methods (``[finding.building] method``):
   edges to jet-mates as high as true ones; the triplet geometry tells them apart.  Edges between two hits of one
   layer (a particle crossing two overlapping modules leaves both, a and a') take no links: hits millimetres apart
   measure no direction.  With ``link_overlaps``, an edge z → a links to an edge a' → b as if they shared a hit
-  (:func:`overlap_triplets`), so the chain holds both hits; and a hit left out that such an edge joins to a
-  candidate's hit is added to that candidate when it continues the track in the partner's direction
+  (:func:`overlap_triplets`), so the chain holds both hits; with it or without, a hit left out that such an edge
+  joins to a candidate's hit is added to that candidate when it continues the track in the partner's direction
   (:func:`_with_overlap_hits`: the overlap on a track's first or last layer, which no link reaches; with
   ``complete_by_overlaps`` to the chains one hit short of ``min_hits`` too).  Two chains of
   one particle that cross (parallel paths through overlapping modules) are joined where the shorter would otherwise

@@ -79,26 +79,26 @@ class GNNConfig:
 
 @attrs.frozen(kw_only=True)
 class BuildingConfig:
-    """Track building (:mod:`tracking_algs.finding.building`): ``triplets`` (the default: chains of edges linked
-    where the polar direction and the curvature agree along three hits, each link the best for both its edges;
-    ``max_triplet_cost`` bounds the χ²-like mismatch of a link), ``walkthrough`` (components after keeping, at
-    each hit, only its best-scoring edge outwards and inwards) or ``components`` (plain connected components);
-    candidates with fewer than ``min_hits`` hits are dropped. With ``bridge_gaps`` (``triplets``), chains whose
-    helices agree are joined across a missing edge when both triplets through the gap cost less than
-    ``max_bridge_cost``. An edge that skips a layer where a triplet of two edges cheaper than ``max_bypass_cost``
-    goes around it is left out of the links (``triplets``; 0 keeps it). An edge between two modules of one layer
-    at most ``max_overlap_mm`` apart (overlapping modules) takes no links; with ``link_overlaps`` the edges arriving
-    at one of its hits link to those leaving the other (better with models trained on the module simulation, worse
-    with the shipped cylinder-trained ones, whose GNN keeps many false such edges); a hit it joins to a candidate's
-    hit that no link reaches is added to that candidate when it continues the track in that hit's direction; a
-    chain ending on one module and another starting on an overlapping module of the same layer may be bridged
-    (``triplets``; 0 treats those edges like any other). With ``score_weight`` > 0 (``triplets``) an edge's GNN score
-    counts when links are chosen: each link costs its triplet mismatch plus ``score_weight`` × (−ln s) for the score
-    s of each of its two edges, so that of two partners that fit alike the edge the GNN trusts more wins; which
-    triplets may link (``max_triplet_cost``, ``max_bypass_cost``) stays a matter of geometry. A chain left with
-    fewer than ``min_hits`` hits after the shared hits are assigned gives its other hits to the kept chain that won
-    them where the two continue each other (a triplet cheaper than ``max_crossing_cost`` at a shared hit: two
-    chains of one particle through overlapping modules that cross; ``triplets``; 0 drops the short chain's hits).
+    """Track building (:mod:`tracking_algs.finding.building`): ``triplets`` (the default: chains of edges linked where
+    the polar direction and the curvature agree along three hits, each link the best for both its edges;
+    ``max_triplet_cost`` bounds the χ²-like mismatch of a link), ``walkthrough`` (components after keeping, at each hit,
+    only its best-scoring edge outwards and inwards) or ``components`` (plain connected components); candidates with
+    fewer than ``min_hits`` hits are dropped. With ``bridge_gaps`` (``triplets``), chains whose helices agree are joined
+    across a missing edge when both triplets through the gap cost less than ``max_bridge_cost``. An edge that skips a
+    layer where a triplet of two edges cheaper than ``max_bypass_cost`` goes around it is left out of the links
+    (``triplets``; 0 keeps it). An edge between two modules of one layer at most ``max_overlap_mm`` apart (overlapping
+    modules) takes no links; with ``link_overlaps`` the edges arriving at one of its hits link to those leaving the
+    other (better with models trained on the module simulation, worse with the shipped cylinder-trained ones, whose GNN
+    keeps many false such edges); with it or without, a hit it joins to a candidate's hit that no link reaches is added
+    to that candidate when it continues the track in that hit's direction; a chain ending on one module and another
+    starting on an overlapping module of the same layer may be bridged (``triplets``; 0 treats those edges like any
+    other). With ``score_weight`` > 0 (``triplets``) an edge's GNN score counts when links are chosen: each link costs
+    its triplet mismatch plus ``score_weight`` × (−ln s) for the score s of each of its two edges, so that of two
+    partners that fit alike the edge the GNN trusts more wins; which triplets may link (``max_triplet_cost``,
+    ``max_bypass_cost``) stays a matter of geometry. A chain left with fewer than ``min_hits`` hits after the shared
+    hits are assigned gives its other hits to the kept chain that won them where the two continue each other (a triplet
+    cheaper than ``max_crossing_cost`` at a shared hit: two chains of one particle through overlapping modules that
+    cross; ``triplets``; 0 drops the short chain's hits).
     ``shared_hits`` (``triplets``) says which chain wins a hit several chains claim: ``"longest"`` (the default;
     of equal lengths the one whose links fit best there) or ``"best_fit"`` (of the chains of at least ``min_hits``
     hits, whatever their lengths, the one whose links fit best there; a shorter chain loses to them, and among such

@@ -10,8 +10,8 @@ FEATURES    [N, 8]       float64   one row per spacepoint, columns :data:`FEATUR
                                    x, y, z (mm), volume_id, layer_id, module_id, sigma_0,
                                    sigma_1 (the two local measurement errors, mm)
 HIT_ID      [N]          int64     the spacepoints' hit ids
-LABELS      [N]          int64     track label of each row: 0, 1, ... numbered in the order of
-                                   each track's first row; -1 = not on any track
+LABELS      [N]          int64     track label of each row: 0, 1, ..., the labels of the local
+                                   finder's candidates; -1 = not on any track
 GNN_EDGES   [2, E]       int64     the edges the GNN scored above its cut (rows of the event,
                                    inner hit first), in the order the finder builds them
 GNN_SCORES  [E]          float32   their GNN scores
@@ -178,8 +178,9 @@ class ServedTrackFinder:
 
 
 def check_chain_signature(signature: ModelSignature, where: str, with_edges: bool = False) -> None:
-    """Raise :class:`ModelError` unless ``signature`` is the served chain's (:data:`CHAIN_SIGNATURE`), with the
-    :data:`EDGE_OUTPUTS` too where ``with_edges``."""
+    """Raise :class:`ModelError` unless ``signature`` has the served chain's tensors (:data:`CHAIN_SIGNATURE`, with
+    the :data:`EDGE_OUTPUTS` too where ``with_edges``) by name, dtype and rank; the sizes of fixed dimensions are
+    checked on each call's arrays."""
     outputs = CHAIN_SIGNATURE.outputs + (EDGE_OUTPUTS if with_edges else ())
     for kind, wanted, have in (
         ("input", CHAIN_SIGNATURE.inputs, signature.inputs),

@@ -1,6 +1,7 @@
 """Training of the finding chain on simulated events: embedding → filter → GNN → ONNX + model card.
 
-* Embedding: metric learning with a hinge loss. Each step takes one event, embeds all its hits, picks
+* Embedding: metric learning with a hinge loss. Each step takes an azimuthal sector of one event
+  (:func:`embedding_sector`), embeds all its hits, picks
   ``query_hits`` query hits and pairs them with (a) their truth-graph neighbours (positives), (b) their
   ``hard_negatives`` nearest hits in the current embedding (hard-negative mining; positives when they
   belong to the same particle; with ``compatible_search``, the nearest hits that pass the graph's pair cuts)
@@ -13,8 +14,8 @@
   ``filter_efficiency`` of the truth edges it is given), one event sector per step.
 
 Edge labels: 1 for truth-graph edges, 0 for other pairs; pairs of the same particle that are not
-consecutive get weight 0 (neither rewarded nor punished). Filter and GNN train on azimuthal sectors of
-the events (``sector_fraction`` of the hits) to bound memory and time.
+consecutive get weight 0 (neither rewarded nor punished). All three train on azimuthal sectors of the events
+(``sector_fraction`` of the hits) to bound memory and time.
 
 Data seeds: training events are ``(train_seed, 0..train_events-1)``, validation events
 ``(validation_seed, 0..)``; training seeds lie below :data:`VALIDATION_SEED_MIN` and validation seeds at or
@@ -67,7 +68,8 @@ class DataConfig:
     secondaries; :class:`~tracking_algs.simulation.SimulationConfig`) and the field ``field`` (``[data.field]``,
     :class:`~tracking_algs.magnetic_field.FieldConfig`: uniform by default, or the solenoid).
 
-    The filter and GNN train on one random azimuthal sector per training event plus ``focus_sectors``
+    The embedding's steps take azimuthal sectors too (:func:`embedding_sector`). The filter and GNN train on one
+    random azimuthal sector per training event plus ``focus_sectors``
     sectors centred on hits of particles with pT ≥ ``focus_pt_min`` GeV (in practice the signal jets).
     Random sectors of a pile-up event hold few such dense high-pT tracks, and the networks then fail to
     separate neighbouring jet tracks."""

@@ -9,7 +9,8 @@ layers beyond its first hit (inwards, from the outermost of them) and beyond its
 the free hits around the predicted crossing are judged by their χ² against the prediction, on each hit's own surface
 with the prediction's covariance; the best one below the cut updates the state, which then goes on through the
 layer's material to the next layer.  Each hit taken narrows the prediction for the next layer, as in a
-combinatorial Kalman filter, without its branching: a track takes at most one hit per layer, and a hit goes to one
+combinatorial Kalman filter, without its branching: a track takes at most one hit per layer, or two on two
+overlapping modules of it (the second judged against the state updated with the first), and a hit goes to one
 track.  The layers are those the straight line in (r, z) crosses
 (:class:`~tracking_algs.fitting.navigation.MaterialMap`): inwards from the first hit to the perigee's point on the
 beam line, outwards from the last hit along the track's polar direction.  The way inwards starts from the fitted

@@ -130,7 +130,8 @@ def make_fitter(
     ``field`` (None: the detector's uniform field).
     ``"none"``: None.  ``"package.module:factory"``: imports the factory and returns
     ``factory(detector, options or {})``, which must satisfy :class:`TrackFitter`.
-    Raises :class:`~tracking_algs.errors.FittingError` naming the hook when it cannot be resolved.
+    Raises :class:`~tracking_algs.errors.FittingError` naming the hook when it cannot be resolved, and
+    :class:`~inference_iface.errors.ConfigError` for ``"kalman"`` options that are not ``KalmanConfig``'s.
     """
     if hook == "none":
         return None

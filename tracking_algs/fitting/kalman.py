@@ -113,7 +113,7 @@ class KalmanFitter:
         self._refitter: KalmanFitter | None = None
 
     def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
-        """Fit every candidate track; see :class:`~tracking_algs.fitting.hook.FitResults` for the output."""
+        """Fit every candidate track; see :class:`~tracking_algs.fitting.results.FitResults` for the output."""
         return self.refit(spacepoints, candidates, None)
 
     def refit(self, spacepoints: Spacepoints, candidates: TrackCandidates, earlier: FitResults | None) -> FitResults:

@@ -46,13 +46,15 @@ class FitStatus(IntEnum):
     params, cov, chi2 and pvalue 0, ndf 0 (never NaN)."""
 
     OK = 0
-    #: fewer usable hits than ``min_hits`` (or too few measurement dimensions for five parameters)
+    #: fewer usable hits than ``min_hits``, hits on fewer layers than ``min_layers``, too few measurement
+    #: dimensions for five parameters, or outlier refits that would leave fewer than the fewest hits allowed
     TOO_FEW_HITS = 1
     #: the three seed spacepoints are degenerate (coincident in the transverse plane, or no helix through them)
     SEED_FAILED = 2
-    #: the helix from one hit does not reach the next hit's surface, or not the perigee
+    #: the smoothed state at the first hit does not reach the perigee (a hit the helix cannot reach only ends the
+    #: track there)
     PROPAGATION_FAILED = 3
-    #: non-finite numbers or a non-positive covariance appeared in the filter or smoother
+    #: the perigee state or the χ² is not finite, or the fitted helix is too tight to join the first and last hits
     DIVERGED = 4
 
 
@@ -60,10 +62,10 @@ class FitStatus(IntEnum):
 class FitResults:
     """Fitted tracks as numpy columns, one row per track (``T`` tracks), plus per-hit outlier flags.
 
-    Track columns: ``track_id`` [T]; ``params`` [T, 5] perigee (d0, z0, phi, theta, q/p) w.r.t. the z axis through
-    the origin, in mm, mm, rad, rad, e/GeV; ``cov`` [T, 5, 5]; ``chi2`` [T]; ``ndf`` [T] (2 per 2-D hit used
-    minus 5); ``pvalue`` [T]; ``n_hits`` [T] hits used in the fit; ``n_outliers`` [T] hits rejected;
-    ``status`` [T] :class:`FitStatus` codes.
+    Track columns: ``track_id`` [T]; ``params`` [T, 5] perigee (d0, z0, phi, theta, q/p) w.r.t. the z axis through the
+    origin, in mm, mm, rad, rad, e/GeV; ``cov`` [T, 5, 5]; ``chi2`` [T]; ``ndf`` [T] (the measured dimensions of the
+    hits used, 2 per 2-D hit and 1 per 1-D hit, minus 5); ``pvalue`` [T]; ``n_hits`` [T] hits used in the fit;
+    ``n_outliers`` [T] hits rejected; ``status`` [T] :class:`FitStatus` codes.
 
     Per-hit columns (``H`` hits, grouped by track as in :meth:`TrackCandidates.groups`): the spacepoint row of
     each hit is ``hit_rows[hit_offsets[k]:hit_offsets[k + 1]]`` for track ``k``, and ``outlier`` [H] is True for

@@ -18,9 +18,11 @@ in a module, say), and the fit of the joined chain keeps one of them and rejects
 (:mod:`~tracking_algs.fitting.extension`) that its refit keeps: the building can end a particle's chain early and
 leave the rest of its hits on no track.  With ``join_pieces`` two kept tracks one of which runs on through
 the other's hits are refitted as one and written as one where that fit passes: the two pieces of a particle whose
-perigees disagree too much for ``merge_split``.  Last, with ``slow_pt_gev``, a track fitted below that transverse
-momentum is dropped where it holds fewer than ``slow_min_hits`` hits: a slow particle from the beam line crosses
-most layers of the detector before it curls, and a short track fitted slow is mostly a piece of a slower one.
+perigees disagree too much for ``merge_split``.  With ``slow_pt_gev``, a track fitted below that transverse
+momentum is then dropped where it holds fewer than ``slow_min_hits`` hits: a slow particle from the beam line crosses
+most layers of the detector before it curls, and a short track fitted slow is mostly a piece of a slower one.  Last,
+with ``rebuild_free_hits``, the hits no written track holds are built into tracks once more.  (``follow_tracks``,
+which follows the kept tracks beyond their ends before the extension, is described on the class.)
 """
 
 from __future__ import annotations
@@ -130,10 +132,10 @@ class TrackSelection:
         """The kept tracks (labels of dropped tracks and rejected hits set to -1) and their rows of ``fit``,
         hit columns regrouped to the kept hits; unchanged when not ``enabled``. ``refit`` fits candidate tracks of
         the same event, for ``rescue_outliers``, ``merge_split``, ``follow_tracks``, ``extend_tracks``,
-        ``join_pieces`` and ``rebuild_free_hits`` (which are skipped without it); ``extend_tracks`` and
-        ``join_pieces`` also need the event's ``spacepoints``, ``follow_tracks`` needs ``follow`` (the fitter's,
-        :func:`~tracking_algs.fitting.hook.follower`) and ``rebuild_free_hits`` needs ``rebuild`` (the finder's,
-        :func:`~tracking_algs.finding.free_hits.free_hit_rebuild`)."""
+        ``join_pieces`` and ``rebuild_free_hits`` (which are skipped without it); ``follow_tracks``,
+        ``extend_tracks`` and ``join_pieces`` also need the event's ``spacepoints``, ``follow_tracks`` needs
+        ``follow`` too (the fitter's, :func:`~tracking_algs.fitting.hook.follower`) and ``rebuild_free_hits`` needs
+        ``rebuild`` (the finder's, :func:`~tracking_algs.finding.free_hits.free_hit_rebuild`)."""
         if not self.enabled:
             return candidates, fit
         if self.rescue_outliers and refit is not None:

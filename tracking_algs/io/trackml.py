@@ -50,7 +50,7 @@ EVENT_FILES = "eventNNNNNNNNN-hits.csv or eventNNNNNNNNN-hits.csv.gz"
 
 
 def event_path(directory: str | Path, event_id: int, kind: str) -> Path:
-    """Path of one event file as written: ``DIR/event{event_id:09d}-{kind}.csv`` (kind: hits, truth or
+    """Path of one event file as written: ``DIR/event{event_id:09d}-{kind}.csv`` (kind: hits, cells, truth or
     particles)."""
     return Path(directory) / f"event{event_id:09d}-{kind}.csv"
 

@@ -5,7 +5,7 @@ finished event fragments, and the summary table printed at the end of ``trkx run
 finder left unassigned get ``track_id = -1``. ``fitted_tracks.csv`` has one row per fitted track with
 the perigee parameters w.r.t. the z axis (mm, rad, e/GeV), the 15 upper-triangle covariance values
 ``cov_ij`` (i ≤ j, in the order d0, z0, phi, theta, qop), chi2, ndf, hit and outlier counts and the
-fit status (0 = OK, see :class:`tracking_algs.fitting.hook.FitStatus`).
+fit status (0 = OK, see :class:`tracking_algs.fitting.results.FitStatus`).
 """
 
 from __future__ import annotations
@@ -285,7 +285,9 @@ def print_summary(performance: dict[str, Any], summary: JobSummary, console: Con
                   f"{len(summary.processed)} / {len(summary.skipped)} / {len(summary.failed)}")  # fmt: skip
     tracking = performance.get("tracking")
     if tracking:
-        table.add_row("track efficiency (pT > 1 GeV)", _percent(tracking["efficiency"]))
+        table.add_row(
+            f"track efficiency (pT > {tracking['selection']['pt_min']:g} GeV)", _percent(tracking["efficiency"])
+        )
         table.add_row("track efficiency (pT > 0.5 GeV)", _percent(tracking["efficiency_pt_gt_0p5"]))
         table.add_row("fake rate", _percent(tracking["fake_rate"]))
         table.add_row("duplicate rate", _percent(tracking["duplicate_rate"]))

@@ -147,15 +147,17 @@ def add_tracking(repository: str | Path, options: TrackingRepositoryOptions | No
     """Write the tracking models into ``repository`` (created if needed); returns the model directories.
 
     Raises:
-        ConfigError: a model directory exists and ``overwrite`` is false.
-        TrackingError: the model directory lacks an ONNX file or its model card.
+        ConfigError: a model directory exists and ``overwrite`` is false, or the model directory lacks an ONNX file,
+            or its model card where the ensemble or the chain is written (nothing is written then).
+        TrackingError: the model card cannot be read.
     """
     options = options or TrackingRepositoryOptions()
     repository = Path(repository)
     model_dir = resolve_model_dir(options.finding.model_dir)
-    for stage in STAGES:
-        if not model_path(model_dir, stage).is_file():
-            raise ConfigError(f"model directory {str(model_dir)!r} has no {stage}.onnx (train with 'trkx train')")
+    needed = [f"{stage}.onnx" for stage in STAGES] + ([CARD_NAME] if options.serving != "models" else [])
+    for name in needed:
+        if not (model_dir / name).is_file():
+            raise ConfigError(f"model directory {str(model_dir)!r} has no {name} (train with 'trkx train')")
     names = []
     if options.serving in ("models", "ensemble", "all"):
         names += list(STAGES)

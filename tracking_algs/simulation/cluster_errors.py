@@ -90,7 +90,7 @@ def cluster_sizes(hit: np.ndarray, ch0: np.ndarray, ch1: np.ndarray, n_hits: int
 
 def measure(geometry: ModuleGeometry, module: np.ndarray, size: np.ndarray, residual: np.ndarray) -> ClusterErrors:
     """The table from hits on ``module`` with cluster ``size`` [H, 2] and ``residual`` (centroid − crossing)
-    [H, 2] (mm): RMS / pitch per volume, direction and size (pitch / √12 where a cell holds no hit)."""
+    [H, 2] (mm): RMS / pitch per volume, direction and size (pitch / √12 where fewer than 20 hits measure it)."""
     pitch = np.column_stack((geometry.pitch_u[module], geometry.pitch_v[module]))
     relative = residual / pitch
     volume = geometry.volume_id[module]

@@ -11,8 +11,9 @@ in that direction (the same quadratic in tan(ψ/2) and linear z(ψ) as :mod:`~tr
 ψ the turning angle), and there picks the few modules whose φ × (z or r) extent lies near the crossing point (a
 per-layer binning of the module extents, precomputed). For those candidates it solves the helix–plane
 intersection exactly (Newton on ψ) and keeps the crossings inside the module bounds; the particle then goes
-through them one after the other in order of path length, each time scattering in the module's material and
-solving the remaining candidates again from the new direction: where two modules overlap a particle crosses
+through them one after the other in order of path length, scattering in the layer's material at the last module of
+the layer on its way (where the layer's material is) and solving the remaining candidates again from the new
+direction: where two modules overlap a particle crosses
 both. Loopers stop after ``max_turns`` turns, as in the cylinder simulation. A particle may end in a module it
 crosses (a nuclear interaction, a photon conversion): with probability 1 − exp(−k · x/X0 / |cos α|), k its own
 rate per radiation length; the crossing is recorded and flagged, and the particle goes no further. It may end

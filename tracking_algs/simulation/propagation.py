@@ -1,8 +1,9 @@
-"""Helix propagation in a uniform solenoid field from surface to surface, vectorised over particles.
+"""Helix propagation from surface to surface through the cylinders and disks, vectorised over particles.
 
 Every step finds, for all particles still going, the nearest crossing ahead with each barrel cylinder
 (a quadratic in tan(psi/2), psi being the turning angle) and each endcap disk (z is linear in psi), moves
-them there, records sensitive crossings and applies multiple scattering.  A particle stops when nothing
+them there (in a non-uniform field by midpoint steps, in pieces where one would miss the Lorentz force), records
+sensitive crossings and applies multiple scattering and, where enabled, the energy loss.  A particle stops when nothing
 is ahead or after ``max_turns`` full turns (half a turn by default: loopers stop on their way back).
 """
 
