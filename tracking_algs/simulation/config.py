@@ -50,10 +50,10 @@ def _same_length_as_volumes(instance: SimulationConfig, attribute: attrs.Attribu
 class SimulationConfig:
     """What :func:`tracking_algs.simulation.simulate_event` generates. Units: GeV, mm, rad.
 
-    Pile-up: ``Poisson(pileup)`` minimum-bias interactions, each with ``Poisson(particles_per_interaction)``
-    charged particles, pT from ``pt * (1 + pt / p0) ** -power`` above ``pt_min_gev`` (mean ≈ 2·p0/(power − 3)),
-    eta uniform in ``±eta_max``, each interaction at its own beam-spot vertex.  With ``signal`` on, interaction 0
-    additionally holds ``signal_jets`` jets of ``signal_tracks_per_jet`` tracks, pT = ``signal_pt_min_gev`` plus an
+    Pile-up: ``Poisson(pileup)`` minimum-bias interactions, each with ``Poisson(particles_per_interaction)`` charged
+    particles, pT from ``pt * (1 + pt / p0) ** -power`` above ``pt_min_gev`` (mean ≈ 2·p0/(power − 3)), eta uniform in
+    ``±eta_max``, each interaction at its own beam-spot vertex.  With ``signal`` on, one interaction more, interaction
+    0, additionally holds ``signal_jets`` jets of ``signal_tracks_per_jet`` tracks, pT = ``signal_pt_min_gev`` plus an
     exponential of mean ``signal_pt_slope_gev``, spread by ``signal_jet_width`` in eta and phi around the jet axis.
 
     ``geometry``: ``"cylinders"`` (the default) simulates the ideal cylinders and disks of
