@@ -154,10 +154,12 @@ def add_tracking(repository: str | Path, options: TrackingRepositoryOptions | No
     options = options or TrackingRepositoryOptions()
     repository = Path(repository)
     model_dir = resolve_model_dir(options.finding.model_dir)
-    needed = [f"{stage}.onnx" for stage in STAGES] + ([CARD_NAME] if options.serving != "models" else [])
-    for name in needed:
-        if not (model_dir / name).is_file():
-            raise ConfigError(f"model directory {str(model_dir)!r} has no {name} (train with 'trkx train')")
+    needed = [model_path(model_dir, stage) for stage in STAGES]
+    if options.serving != "models":  # the ensemble's steps and the chain take their working point from the card
+        needed.append(model_dir / CARD_NAME)
+    for path in needed:
+        if not path.is_file():
+            raise ConfigError(f"model directory {str(model_dir)!r} has no {path.name} (train with 'trkx train')")
     names = []
     if options.serving in ("models", "ensemble", "all"):
         names += list(STAGES)
