@@ -184,6 +184,26 @@ def test_a_malformed_map_is_refused_naming_the_file_and_what_is_wrong(tmp_path, 
         load_job_options(None, overrides)
 
 
+@pytest.mark.parametrize("kind", ["uniform", "solenoid"])
+def test_map_options_beside_another_kind_are_refused(tmp_path, capsys, kind):
+    """A ``map_file`` or ``map_mirror_z`` with a kind other than "map" would be left unread, the job running in a
+    field its options do not describe: refused in the job options, naming the key and the kind, and by ``trkx
+    train`` before it makes its output directory (status 2)."""
+    field_map = _solenoid_map(tmp_path / "solenoid.csv")
+    with pytest.raises(
+        ConfigError, match=rf"map_file '.*solenoid.csv' is read only with kind = \"map\", but kind = \"{kind}\""
+    ):
+        load_job_options(None, [f'detector.field.kind="{kind}"', f'detector.field.map_file="{field_map}"'])
+    with pytest.raises(ConfigError, match=rf'map_mirror_z is read only with kind = "map", but kind = "{kind}"'):
+        load_job_options(None, [f'detector.field.kind="{kind}"', "detector.field.map_mirror_z=true"])
+    models = tmp_path / "models"
+    assert main(["train", str(ROOT / "configs" / "train.toml"), "--output", str(models), "--set",
+                 f'data.field.kind="{kind}"', "--set", f'data.field.map_file="{field_map}"']) == 2  # fmt: skip
+    assert "map_file" in capsys.readouterr().err
+    assert not models.exists()
+    assert load_job_options(None, ['detector.field.kind="map"', f'detector.field.map_file="{field_map}"'])
+
+
 def test_a_map_without_its_file_is_refused(tmp_path, capsys):
     """A missing ``map_file`` in the job options and in the training options (``trkx train`` refuses it before it
     makes its output directory), and ``trkx simulate --field map`` without ``--field-map`` (or the other way round):
@@ -193,7 +213,7 @@ def test_a_map_without_its_file_is_refused(tmp_path, capsys):
     models = tmp_path / "models"
     assert main(["train", str(ROOT / "configs" / "train.toml"), "--output", str(models), "--set",
                  'data.field.kind="map"']) == 2  # fmt: skip
-    assert 'train.toml: [data.field]: a field of kind "map" needs map_file' in capsys.readouterr().err
+    assert '--set data.field.kind="map": kind = "map" needs map_file' in capsys.readouterr().err
     assert not models.exists()
     with pytest.raises(ConfigError, match=r"map_file '.*absent.csv' does not exist; expected a field map CSV"):
         load_job_options(None, ['detector.field.kind="map"', f'detector.field.map_file="{tmp_path / "absent.csv"}"'])

@@ -286,8 +286,6 @@ def _check_field_map(options: JobOptions, where: str) -> None:
     if field.kind != "map":
         return
     expected = "expected a field map CSV with columns r, z, br, bz (mm, tesla) on a regular grid (docs/fitting.md)"
-    if not field.map_file:
-        raise ConfigError(f'{where}: [detector.field] kind = "map" needs map_file; {expected}')
     if what := _missing(field.map_file, Path.is_file):
         raise ConfigError(f"{where}: [detector.field] map_file {field.map_file!r} {what}; {expected}")
     try:

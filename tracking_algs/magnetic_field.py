@@ -222,7 +222,8 @@ class FieldConfig:
     within :data:`MAP_CENTRE_TOLERANCE` (the pair cuts and the seeds take the detector's), and its grid must reach
     as far as the detector's surfaces.  With ``map_mirror_z``
     the map gives z ≥ 0 only, and the field at −z is its mirror image (B_z the same, B_r reversed), as a field
-    symmetric about z = 0 is.
+    symmetric about z = 0 is.  ``map_file`` and ``map_mirror_z`` go with ``kind = "map"`` only (a
+    ``ValueError`` otherwise, and for a map without its file).
     """
 
     kind: Literal["uniform", "solenoid", "map"] = attrs.field(
@@ -230,13 +231,29 @@ class FieldConfig:
     )
     solenoid_radius_mm: float = attrs.field(default=1200.0, validator=attrs.validators.gt(0.0))
     solenoid_length_mm: float = attrs.field(default=6000.0, validator=attrs.validators.gt(0.0))
-    map_file: str = ""
-    map_mirror_z: bool = False
+    map_file: str = attrs.field(default="")
+    map_mirror_z: bool = attrs.field(default=False)
+
+    @map_file.validator
+    def _map_file_with_kind(self, _attribute: attrs.Attribute, map_file: str) -> None:
+        """A map needs its file, and a file is read only for a map: a ``map_file`` beside another kind would be
+        left unread, the job running in a field the user did not ask for."""
+        if self.kind == "map" and not map_file:
+            raise ValueError('kind = "map" needs map_file, a field map CSV (r, z, br, bz)')
+        if self.kind != "map" and map_file:
+            raise ValueError(f'map_file {map_file!r} is read only with kind = "map", but kind = "{self.kind}"; '
+                             'set kind = "map" to follow the map, or leave map_file out')  # fmt: skip
+
+    @map_mirror_z.validator
+    def _mirror_with_map(self, _attribute: attrs.Attribute, mirror: bool) -> None:
+        """``map_mirror_z`` describes a map: with another kind it would be left unread."""
+        if mirror and self.kind != "map":
+            raise ValueError(f'map_mirror_z is read only with kind = "map", but kind = "{self.kind}"')
 
     def build(self, detector: Detector) -> MagneticField:
         """The field these options describe in ``detector``: its ``bfield_t`` tesla at the origin.
 
-        Raises :class:`~tracking_algs.errors.EventFormatError` for ``kind = "map"`` when ``map_file`` is empty, or
+        Raises :class:`~tracking_algs.errors.EventFormatError` for ``kind = "map"`` when ``map_file`` is
         malformed (naming the file and the row or node), when the map's field at the origin is not the detector's
         (within :data:`MAP_CENTRE_TOLERANCE`), or when its grid does not reach as far as the detector's surfaces."""
         centre_t = detector.bfield_t
@@ -246,8 +263,6 @@ class FieldConfig:
             return SolenoidField(centre_t, self.solenoid_radius_mm, self.solenoid_length_mm)
         from tracking_algs.io.field_map import read_field_map  # imported here: it imports this module (FieldGrid)
 
-        if not self.map_file:
-            raise EventFormatError('a field of kind "map" needs map_file, a field map CSV (r, z, br, bz)')
         field = MappedField(read_field_map(self.map_file, self.map_mirror_z))
         if abs(field.centre_t - centre_t) > MAP_CENTRE_TOLERANCE * abs(centre_t):
             raise EventFormatError(
