@@ -27,7 +27,7 @@ the shipped ones, or untrained networks of the same architecture when the packag
 
 Usage::
 
-    .venv/bin/python benchmarks/serving.py [--pileup 10] [--events 4] [--rounds 4] [--seconds 8]
+    .venv/bin/python benchmarks/serving.py [--pileup 10] [--events 4] [--rounds 3] [--seconds 8]
         [--throughput-rounds 4] [--threads 1]
 """
 
@@ -62,6 +62,7 @@ from tracking_algs.finding.config import FindingConfig  # noqa: E402
 from tracking_algs.finding.finder import TrackFinder  # noqa: E402
 from tracking_algs.finding.model_dir import STAGES  # noqa: E402
 from tracking_algs.finding.served import SERVED_MODELS, ServedTrackFinder  # noqa: E402
+from tracking_algs.job_options import JobOptions  # noqa: E402
 from tracking_algs.serving.repository import TrackingRepositoryOptions, add_tracking  # noqa: E402
 from tracking_algs.simulation import SimulationConfig, simulate_event  # noqa: E402
 
@@ -76,12 +77,14 @@ Finder = TrackFinder | ServedTrackFinder
 def make_finder(variant: str, config: FindingConfig, url: str, threads: int) -> Finder:
     """A finder of one variant (a new one per client thread)."""
     if variant == "local":
-        local = {"backend": "onnxruntime", "device": "cpu", "intra_op_threads": threads}
-        return TrackFinder.from_options(config, dict.fromkeys(STAGES, local))
-    remote = {"backend": "triton", "url": url, "timeout_s": 600}
+        onnxruntime = {"device": "cpu", "intra_op_threads": threads}
+        local = JobOptions(finding=config, inference={"backend": "onnxruntime", "onnxruntime": onnxruntime})
+        return TrackFinder.from_options(config, {stage: local.stage_inference(stage) for stage in STAGES})
+    remote = {"url": url, "timeout_s": 600}
     if variant == "stages":
-        return TrackFinder.from_options(config, dict.fromkeys(STAGES, remote))
-    return ServedTrackFinder(create_inference(remote | {"model_name": SERVED_MODELS[variant]}))
+        served = JobOptions(finding=config, inference={"backend": "triton", "triton": remote})
+        return TrackFinder.from_options(config, {stage: served.stage_inference(stage) for stage in STAGES})
+    return ServedTrackFinder(create_inference({"backend": "triton", **remote, "model_name": SERVED_MODELS[variant]}))
 
 
 def check_labels(finders: dict[str, Finder], events: list[Event]) -> None:
