@@ -57,12 +57,15 @@ def onnx_signature(path: str | Path) -> ModelSignature:
     """The named inputs and outputs of an ONNX file (graph inputs that are initializers are left out).
 
     Raises:
-        ModelError: the file is not a readable ONNX model, or uses a dtype the interface does not know.
+        ModelError: the file is not a readable ONNX model (an empty file included), or uses a dtype the interface
+            does not know.
     """
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # onnx raises DecodeError, OSError, ... for a bad file
         raise ModelError(f"cannot read ONNX model {str(path)!r}: {error}") from error
+    if model.ir_version == 0 or not model.graph.output:  # protobuf reads an empty file as an empty message
+        raise ModelError(f"cannot read ONNX model {str(path)!r}: it holds no model (no IR version or no graph output)")
     initializers = {init.name for init in model.graph.initializer}
 
     def spec(value: onnx.ValueInfoProto) -> TensorSpec:

@@ -9,7 +9,7 @@ import copy
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
@@ -82,6 +82,12 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"TOML file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"TOML file {str(path)!r} is not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"TOML file {str(path)!r} is not UTF-8 text (byte {error.start}); TOML files are UTF-8"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"TOML file {str(path)!r} cannot be read ({error.strerror or error})") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -129,19 +135,26 @@ def with_overrides(data: Mapping[str, Any], overrides: Iterable[str], build: Cal
 def _blamed(
     data: Mapping[str, Any], overrides: list[str], build: Callable[..., Any], where: str, problem: str
 ) -> ConfigError | None:
-    """``problem`` (the error of the data with every override) blamed on the first of the data alone, the data with
-    the first override, with the first two, ... that has it (the last override when only all of them together do);
-    None without overrides."""
+    """``problem`` (the error of the data with every override; several, joined by ``"; "``) with each of its parts
+    blamed on the first of the data alone, the data with the first override, with the first two, ... that has it
+    (the last override when only all of them together do); None without overrides."""
     if not overrides:
         return None
+    parts = problem.split("; ")
+    blame: dict[str, list[str]] = {}
     for count in range(len(overrides)):
         blamed = where if count == 0 else f"--set {overrides[count - 1]}"
         try:
             build(apply_overrides(data, overrides[:count]), where=blamed)
         except ConfigError as error:
-            if str(error) == f"{blamed}: {problem}":
-                return error
-    return ConfigError(f"--set {overrides[-1]}: {problem}")
+            had = str(error).removeprefix(f"{blamed}: ").split("; ")
+            for part in parts:
+                if part in had and not any(part in found for found in blame.values()):
+                    blame.setdefault(blamed, []).append(part)
+    unblamed = [part for part in parts if not any(part in found for found in blame.values())]
+    if unblamed:
+        blame.setdefault(f"--set {overrides[-1]}", []).extend(unblamed)
+    return ConfigError("; ".join(f"{blamed}: {'; '.join(found)}" for blamed, found in blame.items()))
 
 
 def structure(data: Mapping[str, Any], cls: type[T], where: str = "options") -> T:
@@ -173,6 +186,9 @@ def _explain(error: BaseException) -> str:
 def _format_exception(error: BaseException, type_: Any) -> str:
     """cattrs' wording, but keep the message of validator errors and literal mismatches (it names the key)."""
     text = cattrs.v.format_exception(error, type_)
+    if get_origin(type_) is Literal and " not in literal " in str(error):
+        value = str(error).split(" not in literal ")[0]
+        return f"expected one of {', '.join(map(repr, get_args(type_)))}, got {value!r}"
     if isinstance(error, _WrongKind) or text == "invalid value" or text.startswith("unknown error"):
         return str(error)
     return text

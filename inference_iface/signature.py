@@ -141,9 +141,10 @@ class ModelSignature:
         return named_tuple_type("Outputs", self.output_names)
 
     def __repr__(self) -> str:
-        inputs = ", ".join(map(repr, self.inputs))
-        outputs = ", ".join(map(repr, self.outputs))
-        return f"ModelSignature(inputs=({inputs}), outputs=({outputs}))"
+        def listed(specs: tuple[TensorSpec, ...]) -> str:  # as Python writes a tuple: (a,) for one, () for none
+            return f"({', '.join(map(repr, specs))}{',' if len(specs) == 1 else ''})"
+
+        return f"ModelSignature(inputs={listed(self.inputs)}, outputs={listed(self.outputs)})"
 
 
 def _find(specs: Sequence[TensorSpec], name: str, kind: str) -> TensorSpec:

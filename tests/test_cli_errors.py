@@ -25,6 +25,7 @@ from real_trackml import SAMPLE, needs_real_trackml
 from tracking_algs.cli import main
 from tracking_algs.commands.run import EXIT_EVENTS_FAILED, EXIT_STOPPED
 from tracking_algs.io.trackml import event_path, read_event, write_event
+from tracking_algs.modules import DETECTORS_COLUMNS
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +137,10 @@ def test_missing_config_and_output_that_is_a_file_are_named(tmp_path, capsys):
     assert f"argument --output: '{taken}' exists and is not a directory" in _error_line(capsys)
     assert taken.read_text() == "a file\n"
     assert not (tmp_path / "o").exists()
+    assert _run("--simulate", "1", "--output", "") == 2  # not the current directory
+    assert "argument --output: an empty path; expected a directory to write into" in _error_line(capsys)
+    assert _run("--simulate", "1", "--output", str(taken / "below")) == 2
+    assert f"'{taken}' is not a directory this user can write into" in _error_line(capsys)
 
 
 def test_a_bad_value_in_the_file_is_blamed_on_the_file(tmp_path, capsys):
@@ -168,6 +173,7 @@ def test_exit_status_and_stderr_of_the_console_script(tmp_path):
         (["--events", "-1"], "argument --events: expected an integer ≥ 1, got -1"),
         (["--pileup", "-1"], "argument --pileup: expected a finite number ≥ 0, got -1"),
         (["--pileup", "nan"], "argument --pileup: expected a finite number ≥ 0, got nan"),
+        (["--pileup", "1e300"], "'pileup' must be <= 1000.0: 1e+300"),
         (["--detector", "nowhere.toml"], "argument --detector: detector file 'nowhere.toml' does not exist"),
         (["--set", "noise_frac=0"], "--set noise_frac=0: unknown key(s) noise_frac"),
         (["--set", "geometry=modules", "--set", "step_tolerance_mm=-1"], "error: --set step_tolerance_mm=-1: 'step_"),
@@ -182,6 +188,31 @@ def test_simulate_rejects_bad_arguments(tmp_path, capsys, args, expected):
 
 
 @pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        (None, "no modules; expected one row per module after the header"),
+        ("8,2,1,32,0,0,0,0,1,1,0,0,0,1,0,0.15,8.4,8.4,36,0,0.05625", "row 1 (line 2), column 'pitch_u': 0.0 is not a "
+                                                                    "positive number"),
+        ("8,2,1,32,0,0,0,0,0,0,0,0,0,0,0,0.15,8.4,8.4,36,0.05,0.05625", "row 1 (line 2), columns 'rot_xu',"),
+        ("99,2,1,32,0,0,0,0,1,1,0,0,0,1,0,0.15,8.4,8.4,36,0.05,0.05625", "row 1 (line 2), columns 'volume_id',"
+                                                                        "'layer_id': (99, 2) is not a layer of the "
+                                                                        "TrackML detector"),
+    ],
+)  # fmt: skip
+def test_a_detectors_csv_of_unusable_modules_is_refused_before_any_work(tmp_path, capsys, row, expected):
+    """``trkx simulate --detector`` and a job's ``[detector] file`` read the modules before anything is written."""
+    detectors = tmp_path / "detectors.csv"
+    detectors.write_text("\n".join([",".join(DETECTORS_COLUMNS), *([row] if row else [])]) + "\n")
+    output = tmp_path / "out"
+    assert main(["simulate", "--events", "1", "--output", str(output), "--detector", str(detectors)]) == 2
+    assert f"{detectors}: {expected}" in _error_line(capsys, "simulate")
+    options = ["--set", f"detector.file={detectors}", "--set", "simulation.geometry=modules"]
+    assert _run("--simulate", "1", "--output", str(output), *options) == 2
+    assert f"{detectors}: {expected}" in _error_line(capsys)
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
     ("file_text", "override", "expected"),
     [
         ("seed = -1\n", None, "train.toml: 'seed' must be >= 0: -1 @ $"),
@@ -189,6 +220,8 @@ def test_simulate_rejects_bad_arguments(tmp_path, capsys, args, expected):
         ("", "filter.radius_efficiency=1.5", "--set filter.radius_efficiency=1.5: 'radius_efficiency' must be <= 1.0"),
         ("", "gnn.learning_rate=0", "--set gnn.learning_rate=0: 'learning_rate' must be > 0.0: 0"),
         ("[data]\nenergy_loss = true\n", "data.energy_loss=yes", "--set data.energy_loss=yes: expected true or false"),
+        ("", "data.validation_pileups=[-1]", "--set data.validation_pileups=[-1]: 'validation_pileups' must be >= 0.0"),
+        ("", "data.pileups=[200,1e9]", "--set data.pileups=[200,1e9]: 'pileups' must be <= 1000.0"),
     ],
 )
 def test_train_rejects_bad_options_before_training(tmp_path, capsys, file_text, override, expected):

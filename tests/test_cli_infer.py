@@ -80,6 +80,19 @@ def test_infer_errors_are_one_line_and_exit_2(two_in_two_out_path, tmp_path, cap
     assert "unknown key(s) threads; valid keys are" in capsys.readouterr().err
 
 
+def test_infer_writes_the_file_it_names(two_in_two_out_path, tmp_path, capsys):
+    """numpy adds ``.npz`` to a name without it: the command names the file it wrote, and refuses a directory."""
+    np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
+    argv = ["infer", str(two_in_two_out_path), "-i", f"input.1={tmp_path / 'x.npy'}", "-i", f"y:0={tmp_path / 'x.npy'}"]
+    assert main([*argv, "-o", str(tmp_path / "result")]) == 0
+    assert f"wrote {tmp_path / 'result.npz'}:" in capsys.readouterr().out
+    assert (tmp_path / "result.npz").is_file()
+    (tmp_path / "folder.npz").mkdir()
+    for output in ("folder", "folder.npz", ""):
+        assert main([*argv, "-o", str(tmp_path / output) if output else ""]) == 2
+        assert "expected a .npz file to write" in capsys.readouterr().err
+
+
 def test_console_script_subprocess(two_in_two_out_path, tmp_path):
     x = np.array([[1, 2, 3]], dtype=np.float32)
     np.save(tmp_path / "x.npy", x)

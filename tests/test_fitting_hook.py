@@ -98,6 +98,7 @@ def test_the_kalman_fitter_refits_clean_tracks_with_one_outlier_refit_and_no_tri
 @pytest.mark.parametrize(("hook", "message"), [
     ("fitting_plugins:not_a_fitter", "returned dict, which has no fit"),
     ("fitting_plugins:missing", "has no callable 'missing'"),
+    ("os:getcwd", "the factory failed with TypeError: .*takes no arguments"),
     ("no_such_package.fitters:make", "cannot import module 'no_such_package.fitters'"),
     ("kalmann", "expected 'kalman', 'none' or 'package.module:factory'"),
 ])  # fmt: skip

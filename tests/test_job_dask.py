@@ -223,7 +223,7 @@ def test_a_bad_scheduler_address_is_one_line_exit_2_and_writes_nothing(tmp_path,
             "--set job.scheduler=tcp://h: [job] scheduler: expected a Dask",
         ),
         (["job.scheduler=tcp://127.0.0.1:8786"], "executor = 'local'; set executor = \"dask\""),
-        (["job.executor=spark"], "--set job.executor=spark: spark not in literal"),
+        (["job.executor=spark"], "--set job.executor=spark: expected one of 'local', 'dask', got 'spark'"),
     ],
 )
 def test_bad_executor_options_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, sets, problem):

@@ -187,6 +187,37 @@ def test_bad_event_is_reported_and_skipped(tmp_path):
     assert int((written == 2).sum()) == len(good.spacepoints)
 
 
+def test_failed_events_hold_their_output_and_their_records_follow_the_input(tmp_path, capsys):
+    """An output whose job only failed still holds that job: another job there without ``--resume`` is refused and
+    the record kept.  Resumed once the bad event is gone from the input, the job drops its record (nothing is left
+    to retry) and exits 0 with the events it has."""
+    events = tmp_path / "events"
+    for event_id in range(2):
+        write_event(events, simulate_event(SimulationConfig(pileup=2), seed=2_000_200, event_id=event_id))
+    event_path(events, 1, "hits").write_text("hit_id,x\n")
+    bad_only = tmp_path / "bad_only"
+    bad_only.mkdir()
+    for kind in ("hits", "truth", "particles"):
+        event_path(events, 1, kind).rename(event_path(bad_only, 1, kind))
+    output = tmp_path / "out"
+    assert _run("--input", str(bad_only), "--output", str(output)) == EXIT_EVENTS_FAILED
+    assert [
+        failure["event_id"] for failure in json.loads((output / "performance.json").read_text())["failed_events"]
+    ] == [1]
+    capsys.readouterr()
+    assert _run("--simulate", "1", "--output", str(output), "--set=simulation.pileup=0") == 2
+    assert "already holds results of a job" in capsys.readouterr().err
+    assert (output / "events" / "event000000001.failed.json").is_file()
+    for kind in ("hits", "truth", "particles"):
+        event_path(bad_only, 1, kind).unlink()
+    for kind in ("hits", "truth", "particles"):
+        event_path(events, 0, kind).rename(event_path(bad_only, 0, kind))
+    assert _run("--input", str(bad_only), "--output", str(output), "--resume") == 0
+    performance = json.loads((output / "performance.json").read_text())
+    assert performance["events"] == [0]
+    assert performance["failed_events"] == []
+
+
 def test_fits_of_found_pure_tracks_have_unit_pulls(tmp_path):
     """Unit pulls on tracks the GNN found (not truth tracks): one held-out pile-up-50 event through
     finding and fitting; the job's own report of the tracks whose hits all come from the matched particle."""

@@ -76,8 +76,12 @@ def test_a_stage_can_override_the_backend_and_its_options():
         ("inference.backend=tensorrt", r"'tensorrt' is unknown; valid backends are onnxruntime, triton"),
         ("inference.onnxruntime.devise=cpu", r"stage 'embedding'.*devise.*valid keys"),
         ("finding.stages.tracking.backend=triton", r"unknown stage\(s\) tracking; valid stages are embedding"),
-        ("finding.graph.method=annoy", r"finding"),
+        ("finding.graph.method=annoy", r"expected one of 'kdtree', 'faiss', got 'annoy' @ \$\.finding\.graph\.method"),
         ("finding.building.score_weight=-0.1", r"score_weight"),
+        ("finding=5", r"\[finding\] must be a table of options, got 5"),
+        ("finding.stages=5", r"\[finding\.stages\] must be a table of stage tables, got 5"),
+        ("inference.onnxruntime=5", r"\[inference\] onnxruntime must be a table of that backend's options, got 5"),
+        ("stages.gnn.backend=triton", r"unknown key\(s\) stages; valid keys are job, .*\[finding\.stages\.<stage>\]"),
     ],
 )
 def test_bad_options_name_the_key_and_list_the_valid_choices(override, expected):
@@ -92,6 +96,24 @@ def test_missing_and_malformed_files_are_named(tmp_path):
     broken.write_text("[job\nevents = 1\n")
     with pytest.raises(ConfigError, match=r"broken\.toml.*not valid TOML"):
         load_job_options(broken)
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    config = tmp_path / "latin1.toml"
+    config.write_bytes(b"\xff\xfe[job]\n")
+    with pytest.raises(ConfigError, match=r"latin1\.toml' is not UTF-8 text \(byte 0\)"):
+        load_job_options(config)
+
+
+def test_each_of_several_bad_overrides_is_blamed_on_its_own():
+    """Two bad overrides: each error is blamed on the override that brought it in, not both on the last."""
+    overrides = ["job.seed=-3", "job.events=2", "finding.building.method=nope"]
+    with pytest.raises(ConfigError) as error:
+        load_job_options(CONFIGS / "local_onnx.toml", overrides)
+    assert str(error.value) == (
+        "--set job.seed=-3: 'seed' must be >= 0: -3 @ $.job; --set finding.building.method=nope: expected one of "
+        "'triplets', 'walkthrough', 'components', got 'nope' @ $.finding.building.method"
+    )
 
 
 def test_override_syntax_errors_are_clear():

@@ -47,7 +47,11 @@ def test_signature_lookup_and_named_tuple_types():
     assert signature.input_type._fields == ("input_1", "y_0")
     assert signature.input_type.tensor_names == ("input.1", "y:0")
     assert signature.output_type is named_tuple_type("Outputs", ("sum",))
-    assert "TensorSpec('y:0', int64, [2])" in repr(signature)
+    assert repr(signature) == (
+        "ModelSignature(inputs=(TensorSpec('input.1', float32, [?, 3]), TensorSpec('y:0', int64, [2])), "
+        "outputs=(TensorSpec('sum', float32, [?]),))"
+    )  # tuples as Python writes them: one element with its comma
+    assert repr(ModelSignature(inputs=[], outputs=[])) == "ModelSignature(inputs=(), outputs=())"
 
 
 def test_signature_from_session_two_in_two_out(two_in_two_out_path):

@@ -28,7 +28,7 @@ from backends.model_repository import (
 )
 from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
 from backends.triton import TritonConfig, TritonInference, parse_url
-from inference_iface import ConfigError, create_inference
+from inference_iface import ConfigError, ModelError, create_inference
 from inference_iface.options import structure
 from tracking_algs.cli import main
 
@@ -97,6 +97,18 @@ def test_repository_mistakes_are_config_errors(tmp_path, model_dir):
     with pytest.raises(ConfigError, match="bfloat16"):
         add_onnx_model(onnx_models.identity_model(model_dir, "bfloat16"), tmp_path, "bf16")
     add_onnx_model(onnx_models.identity_model(model_dir, "bfloat16"), tmp_path, "bf16", flavour="onnxruntime")
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a protobuf model\x00\x01"])
+def test_a_file_that_holds_no_model_is_refused_and_nothing_is_written(tmp_path, content):
+    """An empty file parses as an empty ONNX message: refused like bytes that do not parse, naming the file."""
+    path = tmp_path / "model.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ModelError, match=r"cannot read ONNX model '.*model\.onnx'"):
+        onnx_signature(path)
+    with pytest.raises(ModelError, match="cannot read ONNX model"):
+        add_onnx_model(path, tmp_path / "repository", "m")
+    assert not (tmp_path / "repository" / "m").exists()
 
 
 def test_model_config_writer_is_general(tmp_path, model_dir):

@@ -205,8 +205,18 @@ def job_options_from_dict(data: Mapping[str, Any], where: str = "options") -> Jo
     """Build and fully validate :class:`JobOptions` from plain data: values, backends, and the files the job
     will need (the ``[job] detector`` file, the ``[finding] model_dir`` and its models)."""
     data = dict(data)
+    tables = [field.name for field in attrs.fields(JobOptions) if field.name != "stages"]  # stages: in [finding]
+    unknown = sorted(set(data) - set(tables))
+    if unknown:
+        hint = " (a stage's inference options go in [finding.stages.<stage>])" if "stages" in unknown else ""
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(tables)}{hint}")
+    for table in tables:
+        if not isinstance(data.get(table, {}), Mapping):
+            raise ConfigError(f"{where}: [{table}] must be a table of options, got {data[table]!r}")
     finding = dict(data.get("finding", {}))
     stages = finding.pop("stages", {})
+    if not isinstance(stages, Mapping):
+        raise ConfigError(f"{where}: [finding.stages] must be a table of stage tables, got {stages!r}")
     data["finding"] = finding
     data["stages"] = stages
     options = structure(data, JobOptions, where=where)
@@ -322,6 +332,9 @@ def _check_inference(options: JobOptions, where: str) -> None:
         raise ConfigError(
             f"{where}: [inference] backend {backend!r} is unknown; valid backends are {', '.join(backends)}"
         )
+    for key, value in table.items():
+        if key != "backend" and not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: [inference] {key} must be a table of that backend's options, got {value!r}")
     bad_stages = sorted(set(options.stages) - set(STAGES))
     if bad_stages:
         raise ConfigError(

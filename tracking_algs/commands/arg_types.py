@@ -7,6 +7,7 @@ A bad value becomes argparse's one-line error ``trkx COMMAND: error: argument --
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,8 +69,32 @@ def existing_file(what: str) -> Callable[[str], Path]:
 
 
 def output_directory(text: str) -> Path:
-    """A directory to write into: it may be absent (it is created), but must not be an existing file."""
+    """A directory to write into: it may be absent (it is created), but must be named, must not be an existing file,
+    and the nearest existing directory on its path must be one this process can write into and enter."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; expected a directory to write into")
     path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory; expected a directory to write into")
+    try:
+        if path.exists() and not path.is_dir():
+            raise argparse.ArgumentTypeError(
+                f"{text!r} exists and is not a directory; expected a directory to write into"
+            )
+        existing = next(parent for parent in (path, *path.absolute().parents) if parent.exists())
+    except OSError as error:  # a parent that cannot be entered
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be reached ({error.strerror or error})") from None
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text!r}: {str(existing)!r} is not a directory this user can write into")
+    return path
+
+
+def npz_file(text: str) -> Path:
+    """A file to write a ``.npz`` archive into, named with that suffix (numpy adds it to a name without it, so the
+    name given is the name written): not empty, not a directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; expected a .npz file to write")
+    path = Path(text)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{str(path)!r} is a directory; expected a .npz file to write")
     return path

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from inference_iface import InputError
+from tracking_algs.commands.arg_types import npz_file
 from tracking_algs.commands.model_args import add_model_arguments, open_model
 
 NAME = "infer"
@@ -26,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=FILE.npy",
         help="one input tensor (by its tensor name) read from a .npy file; repeat for every input",
     )
-    parser.add_argument("--output", "-o", type=Path, default=Path("outputs.npz"), help="where to write the outputs")
+    parser.add_argument("--output", "-o", type=npz_file, default=Path("outputs.npz"),
+                        help="the .npz file to write the outputs into (.npz added to a name without it)")  # fmt: skip
     parser.add_argument("--outputs", nargs="+", metavar="NAME", default=None, help="only these outputs (default: all)")
 
 

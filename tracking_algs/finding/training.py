@@ -54,9 +54,15 @@ from tracking_algs.magnetic_field import FieldConfig, MagneticField
 from tracking_algs.performance import truth_graph
 from tracking_algs.performance.lookup import hit_particle_pt
 from tracking_algs.simulation import SimulationConfig, simulate_event
+from tracking_algs.simulation.config import MAX_MEAN_COUNT
 
 #: Training seeds are below this value, validation seeds at or above it.
 VALIDATION_SEED_MIN = 1_000_000
+
+
+#: every pile-up of a list: a mean the simulation takes (0 to ``MAX_MEAN_COUNT``), checked with the options rather
+#: than when the events of that pile-up are simulated, minutes into a training
+_pileup_values = v.deep_iterable(member_validator=[v.ge(0.0), v.le(MAX_MEAN_COUNT)])
 
 
 @attrs.frozen(kw_only=True)
@@ -79,12 +85,12 @@ class DataConfig:
         default="cylinders", validator=v.in_(("cylinders", "modules"))
     )
     #: pile-up of the training events, in turn: event i has ``pileups[i % len(pileups)]``
-    pileups: tuple[float, ...] = attrs.field(default=(200.0,), validator=v.min_len(1))
+    pileups: tuple[float, ...] = attrs.field(default=(200.0,), validator=[v.min_len(1), _pileup_values])
     train_seed: int = attrs.field(default=1, validator=[v.ge(0), v.lt(VALIDATION_SEED_MIN)])
     train_events: int = attrs.field(default=8, validator=v.gt(0))
     validation_seed: int = attrs.field(default=VALIDATION_SEED_MIN + 1, validator=v.ge(VALIDATION_SEED_MIN))
     validation_events: int = attrs.field(default=2, validator=v.gt(0))
-    validation_pileups: tuple[float, ...] = (200.0, 20.0)
+    validation_pileups: tuple[float, ...] = attrs.field(default=(200.0, 20.0), validator=_pileup_values)
     sector_fraction: float = attrs.field(default=0.125, validator=[v.gt(0.0), v.le(1.0)])
     focus_sectors: int = attrs.field(default=0, validator=v.ge(0))
     focus_pt_min: float = attrs.field(default=2.0, validator=v.gt(0.0))

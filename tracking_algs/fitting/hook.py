@@ -130,8 +130,9 @@ def make_fitter(
     ``field`` (None: the detector's uniform field).
     ``"none"``: None.  ``"package.module:factory"``: imports the factory and returns
     ``factory(detector, options or {})``, which must satisfy :class:`TrackFitter`.
-    Raises :class:`~tracking_algs.errors.FittingError` naming the hook when it cannot be resolved, and
-    :class:`~inference_iface.errors.ConfigError` for ``"kalman"`` options that are not ``KalmanConfig``'s.
+    Raises :class:`~tracking_algs.errors.FittingError` naming the hook when it cannot be resolved or its factory
+    fails, and :class:`~inference_iface.errors.ConfigError` for ``"kalman"`` options that are not
+    ``KalmanConfig``'s.
     """
     if hook == "none":
         return None
@@ -155,7 +156,13 @@ def make_fitter(
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise FittingError(f"[fitting] hook {hook!r}: module {module_name!r} has no callable {factory_name!r}")
-    fitter = factory(detector, dict(options or {}))
+    try:
+        fitter = factory(detector, dict(options or {}))
+    except Exception as error:  # the user's code: whatever it raises, the job reports it as the hook's
+        raise FittingError(
+            f"[fitting] hook {hook!r}: the factory failed with {type(error).__name__}: {error}; expected a callable "
+            "factory(detector, options) returning the fitter"
+        ) from error
     if not isinstance(fitter, TrackFitter):
         raise FittingError(
             f"[fitting] hook {hook!r}: the factory returned {type(fitter).__name__}, which has no "

@@ -48,11 +48,13 @@ def run_events(
 
     ``jobs`` is the number of worker processes: of the local pool, or of the Dask ``LocalCluster`` the job starts
     when ``[job] executor = "dask"`` names no scheduler. Each event is saved as soon as its outcome arrives.
-    Raises nothing for bad events (they are recorded); a backend error stops the loop and is reported
-    in ``JobSummary.stopped_by`` after the finished events are saved.
+    Raises nothing for bad events (they are recorded; the records of events ``source`` no longer holds are
+    dropped); a backend error stops the loop and is reported in ``JobSummary.stopped_by`` after the finished events
+    are saved.
     """
     done = store.finished_ids()
     todo = [event_id for event_id in source.event_ids() if event_id not in done]
+    store.forget_failures_outside(source.event_ids())
     skipped = tuple(sorted(done & set(source.event_ids())))
     processed: list[int] = []
     failed: list[EventFailure] = []

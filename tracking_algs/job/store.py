@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,8 @@ class ResultStore:
         self.events_dir = self.output / "events"
 
     def prepare(self, options: Mapping[str, Any], resume: bool) -> None:
-        """Create the directory; on ``resume`` check the options match, otherwise refuse to mix old fragments.
+        """Create the directory; on ``resume`` check the options match, otherwise refuse to mix old fragments (of
+        events finished or failed).
 
         The checks come first: a refused job leaves ``output`` as it was.
         """
@@ -66,7 +67,7 @@ class ResultStore:
         options_file = self.output / "job_options.json"
         text = json.dumps(options, indent=2, sort_keys=True)
         if options_file.exists():
-            if not resume and self.events_dir.is_dir() and self.finished_ids():
+            if not resume and self.events_dir.is_dir() and any(self.events_dir.glob("event*")):
                 raise ConfigError(
                     f"{self.output} already holds results of a job; pass --resume to continue it or choose "
                     "another --output"
@@ -95,6 +96,14 @@ class ResultStore:
     def finished_ids(self) -> set[int]:
         """Ids of events with a complete fragment."""
         return {int(path.stem.removeprefix("event")) for path in self.events_dir.glob("event*.npz")}
+
+    def forget_failures_outside(self, event_ids: Collection[int]) -> None:
+        """Remove the failure records of the events not in ``event_ids`` (a resumed job's input that no longer holds
+        them: nothing is left to retry, and the report speaks of the input as it is)."""
+        keep = set(event_ids)
+        for failure in self.failures():
+            if failure.event_id not in keep:
+                self._fragment(failure.event_id, ".failed.json").unlink(missing_ok=True)
 
     def save(self, result: EventResult) -> None:
         """Write one event's fragment atomically and forget any earlier failure of it."""

@@ -10,6 +10,10 @@ from attrs import validators as v
 from tracking_algs.magnetic_field import Stepping
 
 _non_negative = v.ge(0.0)
+#: The largest mean pile-up and mean particles per interaction taken (five times the HL-LHC's 200 interactions): a
+#: larger mean would only exhaust the memory, or the Poisson draw's range (about 1e19)
+MAX_MEAN_COUNT = 1000.0
+_mean_count = [_non_negative, v.le(MAX_MEAN_COUNT)]
 _probability = [v.ge(0.0), v.le(1.0)]
 
 #: Noise hits per particle hit of the event, per volume, in the real TrackML data: measured on the challenge's
@@ -87,9 +91,9 @@ class SimulationConfig:
     geometry: Literal["cylinders", "modules"] = attrs.field(
         default="cylinders", validator=v.in_(("cylinders", "modules"))
     )
-    pileup: float = attrs.field(default=200.0, validator=_non_negative)
+    pileup: float = attrs.field(default=200.0, validator=_mean_count)
     particles_per_interaction: float = attrs.field(
-        default=attrs.Factory(_default_particles_per_interaction, takes_self=True), validator=_non_negative
+        default=attrs.Factory(_default_particles_per_interaction, takes_self=True), validator=_mean_count
     )
     pt_spectrum_p0_gev: float = attrs.field(default=1.0, validator=v.gt(0.0))
     pt_spectrum_power: float = attrs.field(default=7.0, validator=v.gt(3.0))
