@@ -4,6 +4,8 @@ compared with the real TrackML detector and real hits (those tests need ../share
 from __future__ import annotations
 
 import gzip
+import re
+from pathlib import Path
 
 import attrs
 import numpy as np
@@ -184,6 +186,71 @@ def test_detectors_csv_errors_name_the_file_row_and_column(tmp_path):
     path.write_text(lines[0].replace(",pitch_v", "") + "\n")
     with pytest.raises(EventFormatError, match="missing column\\(s\\) pitch_v"):
         read_detectors_csv(path)
+
+
+def _two_modules_file(tmp_path, column: str | None = None, value: str = "") -> Path:
+    """A detectors.csv of two modules (ids 1 and 2 of the module of :func:`_one_trapezoid`), the second row's
+    ``column`` set to ``value`` (every rotation column for ``column="rot"``)."""
+    one = attrs.asdict(_one_trapezoid())
+    path = tmp_path / "detectors.csv"
+    write_detectors_csv(path, ModuleGeometry(**{**{name: np.concatenate([each, each]) for name, each in one.items()},
+                                                "module_id": [1, 2]}))  # fmt: skip
+    header, first, second = path.read_text().splitlines()
+    names, fields = header.split(","), second.split(",")
+    for index, name in enumerate(names):
+        if name == column or (column == "rot" and name.startswith("rot_")):
+            fields[index] = value
+    path.write_text("\n".join([header, first, ",".join(fields)]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ("module_id", "1", "columns 'volume_id','layer_id','module_id': module (volume 9, layer 2, module 1) appears "
+                           "twice (first at row 1)"),
+        ("volume_id", "99", "columns 'volume_id','layer_id': (99, 2) is not a layer of the TrackML detector"),
+        ("volume_id", "-7", "column 'volume_id': -7 is not an id in [0, 1000)"),
+        ("layer_id", "70000", "column 'layer_id': 70000 is not an id in [0, 65536)"),
+        ("module_id", "99999999999", "column 'module_id': 99999999999 is not an id in [0, 1000000)"),
+        ("pitch_u", "0", "column 'pitch_u': 0.0 is not a positive number"),
+        ("pitch_v", "-0.05", "column 'pitch_v': -0.05 is not a positive number"),
+        ("module_t", "0", "column 'module_t': 0.0 is not a positive number"),
+        ("module_minhu", "-1", "column 'module_minhu': -1.0 is not a positive number"),
+        ("module_hv", "0", "column 'module_hv': 0.0 is not a positive number"),
+        ("rot", "0", "columns 'rot_xu','rot_xv','rot_xw','rot_yu','rot_yv','rot_yw','rot_zu','rot_zv','rot_zw': not a "
+                     "rotation, expected orthonormal columns"),
+        ("rot_xu", "-0.9", "'rot_zw': not a rotation, expected orthonormal columns (the local u, v, w axes); RᵀR "
+                           "differs from the identity by 0.19"),
+    ],
+)  # fmt: skip
+def test_detectors_csv_refuses_modules_it_cannot_use_naming_the_file_row_and_column(tmp_path, column, value, expected):
+    """Checked as the file is read, so that a job refuses the file before any work: unique ids within the keys'
+    range, a layer with TrackML material (unless the material is given), positive sizes and pitches, rotations."""
+    path = _two_modules_file(tmp_path, column, value)
+    with pytest.raises(EventFormatError) as info:
+        read_detectors_csv(path)
+    assert str(info.value).startswith(f"{path}: row 2 (line 3), "), str(info.value)
+    assert expected in str(info.value), str(info.value)
+
+
+def test_detectors_csv_without_modules_or_with_a_damaged_gzip_body_is_refused(tmp_path):
+    path = _two_modules_file(tmp_path)
+    assert len(read_detectors_csv(path)) == 2
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+    with pytest.raises(EventFormatError, match=f"^{re.escape(str(path))}: no modules; expected one row per module"):
+        read_detectors_csv(path)
+    damaged = bytearray(gzip.compress(_two_modules_file(tmp_path).read_bytes(), compresslevel=0))
+    damaged[13] ^= 0xFF  # the stored block's length check: the body no longer decompresses (zlib.error)
+    gzipped = tmp_path / "detectors.csv.gz"
+    gzipped.write_bytes(bytes(damaged))
+    with pytest.raises(EventFormatError, match=f"^{re.escape(str(gzipped))}: cannot read: damaged gzip file"):
+        read_detectors_csv(gzipped)
+
+
+def test_a_layer_without_trackml_material_is_read_with_the_material_given(tmp_path):
+    path = _two_modules_file(tmp_path, "volume_id", "99")
+    assert np.array_equal(read_detectors_csv(path, x_over_x0=0.01).volume_id, [9, 99])
 
 
 @needs_real_trackml

@@ -152,6 +152,15 @@ def test_noise_only_track_is_fake_with_no_particle():
     assert result.track_nmajority.tolist() == [6, 0]
 
 
+def test_an_event_without_particles_has_fake_tracks_only():
+    """All noise and no particles (a TrackML particles file of only its header): the matching finds nothing."""
+    result = run([0] * 8, [1] * 4 + [2] * 4)
+    assert result.track_status.tolist() == [F, F]
+    assert result.track_particle.tolist() == result.track_particle_nhits.tolist() == [0, 0]
+    assert (len(result.particle_id), result.n_selected, result.n_tracks, result.n_fake) == (0, 0, 2, 2)
+    assert math.isnan(result.efficiency)
+
+
 def test_short_tracks_and_unassigned_hits_are_ignored():
     result = run([1] * 6 + [2] * 6, [1] * 6 + [-1] * 4 + [2] * 2)
     assert result.track_id.tolist() == [1]

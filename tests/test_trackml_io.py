@@ -151,12 +151,53 @@ def test_unknown_surface(written):
     _raises(written, str(path), "row 2 (line 3)", "'volume_id','layer_id'", "(99,")
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "limit"),
+    [(5, "-1", 1_000_000), (4, "-7", 1_000), (4, "1000", 1_000), (5, "9223372036854775807", 1_000_000),
+     (6, "1000000", 1_000_000)],
+)  # fmt: skip
+def test_an_id_outside_the_layer_and_module_keys_is_refused(written, column, value, limit):
+    """Ids are ≥ 0 and within what ``layer_key`` / ``module_key`` hold: (8, -1) is not taken for another layer
+    (the key of (7, 14) in the surface lookup), and a huge id neither overflows nor blames another row."""
+    path = event_path(written, 7, "hits")
+    _edit(path, 6, lambda line: _set_field(line, column, value))
+    name = ("hit_id", "x", "y", "z", "volume_id", "layer_id", "module_id")[column]
+    _raises(written, f"{path}: row 6 (line 7), column {name!r}: {value} is not an id in [0, {limit})")
+
+
+@pytest.mark.parametrize("value", ["1e300", "1e39", "-3.5e38"])
+def test_a_coordinate_beyond_float32_is_refused(written, value):
+    path = event_path(written, 7, "hits")
+    _edit(path, 4, lambda line: _set_field(line, 2, value))
+    _raises(written, f"{path}: row 4 (line 5), column 'y': {float(value)} is not a coordinate within float32's range")
+
+
 def test_truth_missing_a_hit(written):
     path = event_path(written, 7, "truth")
     lines = path.read_text().splitlines()
     removed = lines.pop(4)
     path.write_text("\n".join(lines) + "\n")
     _raises(written, str(path), f"no truth row for hit_id {removed.split(',')[0]}")
+
+
+def test_truth_of_a_particle_the_particles_file_lacks_is_refused(written):
+    path = event_path(written, 7, "truth")
+    _edit(path, 3, lambda line: _set_field(line, 1, "123456789"))
+    _raises(written, f"{path}: row 3 (line 4), column 'particle_id': 123456789 is not 0 (noise) or a particle_id of "
+                     "event000000007-particles.csv")  # fmt: skip
+
+
+def test_an_all_noise_event_without_particles_reads(written, event):
+    """Truth of noise hits only, and a particles file of only its header: an event without particles."""
+    truth, particles = event_path(written, 7, "truth"), event_path(written, 7, "particles")
+    header, *rows = truth.read_text().splitlines()
+    truth.write_text("\n".join([header, *(_set_field(row, 1, "0") for row in rows)]) + "\n")
+    particles.write_text(particles.read_text().splitlines()[0] + "\n")
+    back = read_event(written, 7)
+    assert len(back.particles) == 0
+    assert not back.truth.particle_id.any()
+    particles.write_text(particles.read_text() + "5,0,0,0,1,0,0,1,0\n")  # a particle without hits is allowed
+    assert len(read_event(written, 7).particles) == 1
 
 
 def test_cells_of_an_unknown_hit(written):
@@ -213,6 +254,17 @@ def test_extra_columns_and_other_files_are_ignored(written, event):
     assert list_events(written) == [7]
 
 
+def test_only_files_named_as_written_are_listed(written, event):
+    """``event{event_id:09d}-hits.csv``, as TrackML and :func:`event_path` name them: ``event1-hits.csv`` is not an
+    event (:func:`read_event` would not find it), a 10-digit id beyond 999999999 is."""
+    hits = event_path(written, 7, "hits")
+    for name in ("event7-hits.csv", "event0000000008-hits.csv.gz", "event00000009-hits.csv"):
+        (written / name).write_bytes(hits.read_bytes())
+    hits.rename(written / "event1000000000-hits.csv")
+    assert list_events(written) == [1_000_000_000]
+    assert len(read_event(written, 1_000_000_000).spacepoints) == len(event.spacepoints)
+
+
 def test_an_event_in_both_forms_is_refused(written):
     path = event_path(written, 7, "hits")
     path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
@@ -228,6 +280,10 @@ def test_a_broken_gzip_file_is_named(written):
     _raises(written, str(gzipped), "not a gzip file")
     gzipped.write_bytes(gzip.compress(b"hit_id,particle_id\n" * 1000)[:50])  # cut short
     _raises(written, str(gzipped), "truncated gzip file")
+    damaged = bytearray(gzip.compress(b"hit_id,particle_id\n" * 1000, compresslevel=0))
+    damaged[13] ^= 0xFF  # the first stored block's length check fails: a zlib error within the gzip file
+    gzipped.write_bytes(bytes(damaged))
+    _raises(written, f"{gzipped}: cannot read: damaged gzip file (Error -3 while decompressing data")
 
 
 @pytest.mark.parametrize(("column", "value"), [(4, "7.5"), (5, "2.0"), (6, "1e3"), (0, "3.25")])

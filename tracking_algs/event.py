@@ -13,6 +13,10 @@ import attrs
 import numpy as np
 
 C = TypeVar("C", bound="Columns")
+#: Each id of a hit is ≥ 0 and below its bound here: the ids for which :attr:`Spacepoints.layer_key` and
+#: :attr:`Spacepoints.module_key` are one integer per layer and per module (and layer keys stay below 10⁹, the
+#: track builder's ``LAYER_KEY_SPAN``).
+ID_LIMITS = {"volume_id": 1_000, "layer_id": 1_000_000, "module_id": 1_000_000}
 
 
 def float_column(value: Any) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NoReturn
@@ -58,6 +59,23 @@ def read_table(path: Path, columns: Mapping[str, np.dtype | str]) -> dict[str, n
             raise EventFormatError(f"{path}: row {row} (line {row + 1}), column {name!r}: {values[row - 1]} "
                                    "is not a finite number")  # fmt: skip
     return table
+
+
+def check_rows(
+    path: Path, table: Mapping[str, np.ndarray], valid: Mapping[str, np.ndarray], expected: str | Mapping[str, str]
+) -> None:
+    """Raise :class:`EventFormatError` for the first row of ``table`` (read from ``path`` by :func:`read_table`)
+    that holds an invalid value, naming the file, the row, its first such column, the value and what was expected.
+
+    ``valid`` maps columns of ``table`` to each row's validity (boolean arrays); ``expected`` says what the values
+    must be (e.g. "a positive number"), for all of them or per column.
+    """
+    bad = [(int(np.argmin(ok)), index, name) for index, (name, ok) in enumerate(valid.items()) if not np.all(ok)]
+    if bad:
+        row, _, name = min(bad)
+        what = expected if isinstance(expected, str) else expected[name]
+        raise EventFormatError(f"{path}: row {row + 1} (line {row + 2}), column {name!r}: {table[name][row]} is not "
+                               f"{what}")  # fmt: skip
 
 
 def write_table(path: Path, table: Mapping[str, np.ndarray]) -> None:
@@ -154,5 +172,7 @@ def _read_text(path: Path) -> str:
     except (EOFError, UnicodeDecodeError) as error:
         what = "truncated gzip file" if isinstance(error, EOFError) else "not a text (UTF-8) file"
         raise EventFormatError(f"{path}: cannot read: {what}") from None
+    except zlib.error as error:  # a gzip header, then a body that does not decompress
+        raise EventFormatError(f"{path}: cannot read: damaged gzip file ({error})") from None
     except OSError as error:
         raise EventFormatError(f"{path}: cannot read: {error.strerror or error}") from None

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tracking_algs.errors import EventFormatError
-from tracking_algs.event import Cells, Event, Particles, Spacepoints, Truth
+from tracking_algs.event import ID_LIMITS, Cells, Event, Particles, Spacepoints, Truth
 from tracking_algs.geometry import Detector, trackml_detector
-from tracking_algs.io.csv_table import read_table, write_table
+from tracking_algs.io.csv_table import check_rows, read_table, write_table
 
 if TYPE_CHECKING:  # tracking_algs.modules reads its files through tracking_algs.io: no import at run time
     from tracking_algs.modules.geometry import ModuleGeometry
@@ -44,7 +44,9 @@ TRUTH_COLUMNS = {"hit_id": _I, "particle_id": _I, "tx": _F, "ty": _F, "tz": _F, 
 PARTICLES_COLUMNS = {"particle_id": _I, "vx": _F, "vy": _F, "vz": _F, "px": _F, "py": _F, "pz": _F, "q": _I,
                      "nhits": _I}  # fmt: skip
 CELLS_COLUMNS = {"hit_id": _I, "ch0": _I, "ch1": _I, "value": _F}
-_HITS_FILE = re.compile(r"^event(\d+)-hits\.csv(?:\.gz)?$")
+_HITS_FILE = re.compile(r"^event(\d{9,})-hits\.csv(?:\.gz)?$")
+#: The largest coordinate (mm) of a hit: the finder computes in float32.
+_MAX_COORDINATE = float(np.finfo(np.float32).max)
 #: What :func:`list_events` looks for, in words (for messages).
 EVENT_FILES = "eventNNNNNNNNN-hits.csv or eventNNNNNNNNN-hits.csv.gz"
 
@@ -69,9 +71,11 @@ def find_event_file(directory: str | Path, event_id: int, kind: str) -> Path | N
 
 
 def list_events(directory: str | Path) -> list[int]:
-    """Sorted ids of the events in ``directory`` that have a hits file (``.csv`` or ``.csv.gz``)."""
+    """Sorted ids of the events in ``directory`` that have a hits file (``.csv`` or ``.csv.gz``) named as
+    :func:`event_path` names it (``event000000001-hits.csv``, not ``event1-hits.csv``): those :func:`read_event`
+    reads."""
     found = (_HITS_FILE.match(path.name) for path in Path(directory).glob("event*-hits.csv*"))
-    return sorted({int(match.group(1)) for match in found if match})
+    return sorted({int(match.group(1)) for match in found if match and match.group(1) == f"{int(match.group(1)):09d}"})
 
 
 def write_event(directory: str | Path, event: Event) -> None:
@@ -100,9 +104,11 @@ def read_event(
     module docstring); otherwise from the surface of ``detector`` (default :func:`trackml_detector`) with the
     hit's (volume_id, layer_id).
     Raises :class:`EventFormatError` naming the file, row and column for a missing file or column, an
-    unparsable value, a truncated row, a NaN coordinate, duplicate hit ids, an event without hits, an
-    unknown (volume_id, layer_id) (without ``modules``) or (volume_id, layer_id, module_id) (with ``modules``),
-    or truth that does not cover the same hits; or cells of a hit that is not in the hits file.
+    unparsable value, a truncated row, a NaN coordinate or one beyond float32's range, duplicate hit ids, an event
+    without hits, an id outside [0, :data:`~tracking_algs.event.ID_LIMITS`), an unknown (volume_id, layer_id)
+    (without ``modules``) or (volume_id, layer_id, module_id) (with ``modules``), truth that does not cover the
+    same hits, or truth of a particle (a particle_id other than 0) that the particles file does not have; or cells
+    of a hit that is not in the hits file.
     """
     hits_path = find_event_file(directory, event_id, "hits")
     if hits_path is None:
@@ -110,6 +116,11 @@ def read_event(
     hits = read_table(hits_path, HITS_COLUMNS)
     if not len(hits["hit_id"]):
         raise EventFormatError(f"{hits_path}: event {event_id} has no hits")
+    check_rows(hits_path, hits, {name: (hits[name] >= 0) & (hits[name] < limit) for name, limit in ID_LIMITS.items()},
+               {name: f"an id in [0, {limit})" for name, limit in ID_LIMITS.items()})  # fmt: skip
+    check_rows(hits_path, hits, {name: np.abs(hits[name]) <= _MAX_COORDINATE for name in "xyz"},
+               f"a coordinate within float32's range (|value| ≤ {_MAX_COORDINATE:.6g} mm; the tracking computes "
+               "in float32)")  # fmt: skip
     _check_unique(hits_path, hits["hit_id"], "hit_id")
     if modules is None:
         sigma = _resolutions(hits_path, hits, detector or trackml_detector())
@@ -118,12 +129,13 @@ def read_event(
     spacepoints = Spacepoints(**hits, sigma=sigma)
 
     truth = None
+    truth_table: dict[str, np.ndarray] = {}  # in the file's row order, for messages naming a row
     truth_path = find_event_file(directory, event_id, "truth")
     if truth_path is not None:
-        table = read_table(truth_path, TRUTH_COLUMNS)
-        _check_unique(truth_path, table["hit_id"], "hit_id")
-        order = _align(truth_path, table["hit_id"], spacepoints.hit_id)
-        truth = Truth(**{name: values[order] for name, values in table.items()})
+        truth_table = read_table(truth_path, TRUTH_COLUMNS)
+        _check_unique(truth_path, truth_table["hit_id"], "hit_id")
+        order = _align(truth_path, truth_table["hit_id"], spacepoints.hit_id)
+        truth = Truth(**{name: values[order] for name, values in truth_table.items()})
 
     particles = None
     particles_path = find_event_file(directory, event_id, "particles")
@@ -131,6 +143,10 @@ def read_event(
         table = read_table(particles_path, PARTICLES_COLUMNS)
         _check_unique(particles_path, table["particle_id"], "particle_id")
         particles = Particles(**table)
+        if truth_path is not None:  # a hit's particle is one of the particles, or none (noise)
+            ids = truth_table["particle_id"]
+            check_rows(truth_path, truth_table, {"particle_id": (ids == 0) | np.isin(ids, particles.particle_id)},
+                       f"0 (noise) or a particle_id of {particles_path.name}")  # fmt: skip
 
     clusters = None
     cells_path = find_event_file(directory, event_id, "cells") if cells else None

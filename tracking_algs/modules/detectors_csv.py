@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tracking_algs.io.csv_table import read_table, write_table
-from tracking_algs.modules.geometry import ModuleGeometry
-from tracking_algs.modules.material import trackml_x_over_x0
+from tracking_algs.errors import EventFormatError
+from tracking_algs.event import ID_LIMITS
+from tracking_algs.io.csv_table import check_rows, read_table, write_table
+from tracking_algs.modules.geometry import MODULE_ID_LIMITS, ModuleGeometry
+from tracking_algs.modules.material import trackml_layer_material
 
 _ROTATION = tuple(f"rot_{axis}{local}" for axis in "xyz" for local in "uvw")
 #: The columns, in the file's order, and their dtypes.
@@ -27,6 +29,10 @@ DETECTORS_COLUMNS = {
 _SCALARS = {"volume_id": "volume_id", "layer_id": "layer_id", "module_id": "module_id",
             "module_t": "half_thickness", "module_minhu": "min_half_u", "module_maxhu": "max_half_u",
             "module_hv": "half_v", "pitch_u": "pitch_u", "pitch_v": "pitch_v"}  # fmt: skip
+#: The ids a module may have: those of a hit (:data:`~tracking_algs.event.ID_LIMITS`) that the module key holds.
+_ID_LIMITS = {name: min(limit, MODULE_ID_LIMITS[name]) for name, limit in ID_LIMITS.items()}
+#: How far a rotation's columns may be from orthonormal (|RᵀR − 1|, the largest element); TrackML's file: 1.3e-6.
+_ROTATION_TOLERANCE = 1e-4
 
 
 def read_detectors_csv(path: str | Path, x_over_x0: float | np.ndarray | None = None) -> ModuleGeometry:
@@ -34,16 +40,30 @@ def read_detectors_csv(path: str | Path, x_over_x0: float | np.ndarray | None = 
 
     ``x_over_x0`` is the material per module (a value or one per row); None gives each module the TrackML
     material of its layer (:func:`~tracking_algs.modules.material.trackml_x_over_x0`). Raises
-    :class:`~tracking_algs.errors.EventFormatError` naming the file, row and column for a malformed file.
+    :class:`~tracking_algs.errors.EventFormatError` naming the file, row and column for a malformed file (see
+    :func:`~tracking_algs.io.csv_table.read_table`), a file without modules, an id outside [0, its limit), a
+    module that appears twice, a thickness, half width or pitch that is not positive, a rotation that is not
+    orthonormal, or (with ``x_over_x0`` None) a layer the TrackML detector does not have.
     """
-    table = read_table(Path(path), DETECTORS_COLUMNS)
+    path = Path(path)
+    table = read_table(path, DETECTORS_COLUMNS)
     n = len(table["module_id"])
-    material = trackml_x_over_x0(table["volume_id"], table["layer_id"]) if x_over_x0 is None else x_over_x0
+    rot = np.stack([table[name] for name in _ROTATION], axis=-1).reshape(n, 3, 3)
+    _check_modules(path, table, rot)
+    if x_over_x0 is None:
+        x_over_x0, known = trackml_layer_material(table["volume_id"], table["layer_id"])
+        if not known.all():
+            row = int(np.argmin(known)) + 1
+            raise EventFormatError(
+                f"{path}: row {row} (line {row + 1}), columns 'volume_id','layer_id': ({table['volume_id'][row - 1]}, "
+                f"{table['layer_id'][row - 1]}) is not a layer of the TrackML detector, whose material the modules "
+                "take (the file has none)"
+            )
     return ModuleGeometry(
         **{field: table[column] for column, field in _SCALARS.items()},
         c=np.stack([table["cx"], table["cy"], table["cz"]], axis=-1),
-        rot=np.stack([table[name] for name in _ROTATION], axis=-1).reshape(n, 3, 3),
-        x_over_x0=np.broadcast_to(material, (n,)),
+        rot=rot,
+        x_over_x0=np.broadcast_to(x_over_x0, (n,)),
     )
 
 
@@ -58,3 +78,31 @@ def write_detectors_csv(path: str | Path, geometry: ModuleGeometry) -> None:
         **{name: rotation[:, k] for k, name in enumerate(_ROTATION)},
     }  # fmt: skip
     write_table(Path(path), {name: columns[name] for name in DETECTORS_COLUMNS})
+
+
+def _check_modules(path: Path, table: dict[str, np.ndarray], rot: np.ndarray) -> None:
+    """The checks of :func:`read_detectors_csv` on the file's values (``rot``: the rotations, [M, 3, 3])."""
+    if not len(rot):
+        raise EventFormatError(f"{path}: no modules; expected one row per module after the header")
+    check_rows(path, table, {name: (table[name] >= 0) & (table[name] < limit) for name, limit in _ID_LIMITS.items()},
+               {name: f"an id in [0, {limit})" for name, limit in _ID_LIMITS.items()})  # fmt: skip
+    sizes = ("module_t", "module_minhu", "module_maxhu", "module_hv", "pitch_u", "pitch_v")
+    check_rows(path, table, {name: table[name] > 0 for name in sizes}, "a positive number (mm)")
+    deviation = np.abs(np.einsum("nji,njk->nik", rot, rot) - np.eye(3)).max(axis=(1, 2))
+    if (deviation > _ROTATION_TOLERANCE).any():
+        row = int(np.argmax(deviation > _ROTATION_TOLERANCE)) + 1
+        raise EventFormatError(
+            f"{path}: row {row} (line {row + 1}), columns {','.join(map(repr, _ROTATION))}: not a rotation, expected "
+            f"orthonormal columns (the local u, v, w axes); RᵀR differs from the identity by {deviation[row - 1]:.3g} "
+            f"(at most {_ROTATION_TOLERANCE:g})"
+        )
+    ids = table["volume_id"], table["layer_id"], table["module_id"]
+    _, first, inverse = np.unique(np.stack(ids, axis=-1), axis=0, return_index=True, return_inverse=True)
+    repeated = np.flatnonzero(first[inverse.ravel()] != np.arange(len(rot)))
+    if repeated.size:
+        row, earlier = int(repeated[0]) + 1, int(first[inverse.ravel()[repeated[0]]]) + 1
+        raise EventFormatError(
+            f"{path}: row {row} (line {row + 1}), columns 'volume_id','layer_id','module_id': module (volume "
+            f"{ids[0][row - 1]}, layer {ids[1][row - 1]}, module {ids[2][row - 1]}) appears twice (first at row "
+            f"{earlier})"
+        )

@@ -18,6 +18,8 @@ from tracking_algs.event import float_column, int_column
 #: Bits of the packed (volume, layer, module) key: module ids below 2²⁴, layer ids below 2¹⁶, volume ids below 2²³.
 _MODULE_BITS, _LAYER_BITS, _VOLUME_BITS = 24, 16, 23
 _BITS = (_VOLUME_BITS, _LAYER_BITS, _MODULE_BITS)
+#: Each id of a module is ≥ 0 and below its bound here (the bits of the packed key).
+MODULE_ID_LIMITS = {name: 1 << bits for name, bits in zip(("volume_id", "layer_id", "module_id"), _BITS, strict=True)}
 
 
 @attrs.frozen

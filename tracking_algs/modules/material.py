@@ -22,16 +22,24 @@ def trackml_x_over_x0(volume_id: np.ndarray, layer_id: np.ndarray) -> np.ndarray
     """Material (radiation lengths at normal incidence) of modules in the TrackML layers (``volume_id``,
     ``layer_id``); raises ``ValueError`` naming the first layer that the TrackML detector does not have."""
     volume_id, layer_id = np.broadcast_arrays(np.asarray(volume_id, np.int64), np.asarray(layer_id, np.int64))
+    material, found = trackml_layer_material(volume_id, layer_id)
+    if not found.all():
+        first = np.flatnonzero(~found.ravel())[0]
+        raise ValueError(f"no TrackML material for volume {volume_id.ravel()[first]}, layer "
+                         f"{layer_id.ravel()[first]}: give x_over_x0 explicitly")  # fmt: skip
+    return material
+
+
+def trackml_layer_material(volume_id: np.ndarray, layer_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The material of :func:`trackml_x_over_x0` (NaN where unknown), and whether each (``volume_id``,
+    ``layer_id``) is a layer of the TrackML detector."""
+    volume_id, layer_id = np.broadcast_arrays(np.asarray(volume_id, np.int64), np.asarray(layer_id, np.int64))
     surfaces = trackml_detector().surfaces
     known = np.array([(surface.volume_id, surface.layer_id) for surface in surfaces], dtype=np.int64)
     material = np.array([surface.x_over_x0 for surface in surfaces])
     match = (volume_id[..., None] == known[:, 0]) & (layer_id[..., None] == known[:, 1])
     found = match.any(axis=-1)
-    if not found.all():
-        first = np.flatnonzero(~found.ravel())[0]
-        raise ValueError(f"no TrackML material for volume {volume_id.ravel()[first]}, layer "
-                         f"{layer_id.ravel()[first]}: give x_over_x0 explicitly")  # fmt: skip
-    return material[match.argmax(axis=-1)]
+    return np.where(found, material[match.argmax(axis=-1)], np.nan), found
 
 
 #: beryllium's radiation length and nuclear interaction length (mm), as the ACTS generic detector gives them

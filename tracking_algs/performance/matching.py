@@ -224,6 +224,8 @@ def match_tracks(
 
     track_particle = np.zeros(n_tracks, dtype=np.int64)
     track_particle[has_majority] = particles.particle_id[majority[has_majority]]
+    track_particle_nhits = np.zeros(n_tracks, dtype=np.int64)  # indexed only where a particle is: there may be none
+    track_particle_nhits[has_majority] = particle_nhits[majority[has_majority]]
     sp = event.spacepoints
     hit_eta = np.arcsinh(sp.z[rows] / np.maximum(sp.r[rows], 1e-12))
     pt, eta = particles.pt, particles.eta
@@ -239,7 +241,7 @@ def match_tracks(
         track_particle=track_particle,
         track_nhits=sizes,
         track_nmajority=n_majority,
-        track_particle_nhits=np.where(has_majority, particle_nhits[np.maximum(majority, 0)], 0),
+        track_particle_nhits=track_particle_nhits,
         track_eta=_group_median(hit_eta, track_of_row, sizes),
     )
 
