@@ -61,8 +61,9 @@ class TritonConfig(BackendConfig):
         model_version: a pinned version, or ``""`` for the server's latest.
         expected_signature: when set, the server's signature must match it (names, dtypes, shapes; -1 on
             either side matches any size).
-        model_checksum: when set, the hex SHA-256 of the ONNX file the server must be serving (read from the
-            model's ``onnx_sha256`` parameter); a ``sha256:`` prefix is allowed.
+        model_checksum: when set, the hex SHA-256 the served model must report in its ``onnx_sha256`` parameter:
+            that of its ONNX file, or of whatever else its repository's writer digested there; a ``sha256:`` prefix
+            is allowed.
         timeout_s: deadline of one whole call, retries and failover included.
         attempt_timeout_s: deadline of one attempt (0 = whatever is left of ``timeout_s``).
         connect_timeout_s: deadline of health checks and of connecting (HTTP).

@@ -19,20 +19,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 from finding_models import finding_model_dir
 from job_outputs import assert_same_results
 
-from backends.model_repository import read_model_config
+from backends.model_repository import CHECKSUM_PARAMETER, read_model_config
 from backends.triton_server import PYTHON_BACKEND_REGION, TritonServer, TritonServerConfig
 from inference_iface import ConfigError, InputError, ModelError, create_inference
 from inference_iface.shared_memory import names
 from tracking_algs.cli import main
-from tracking_algs.finding.config import BuildingConfig, FindingConfig, GNNConfig
+from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES
-from tracking_algs.finding.served import FEATURES, HIT_ID, ServedTrackFinder, chain_inputs
+from tracking_algs.finding.served import FEATURES, HIT_ID, ServedTrackFinder, chain_checksum, chain_inputs
 from tracking_algs.job_options import JobOptions, load_job_options, local_finder
 from tracking_algs.serving.repository import ENSEMBLE_STEPS, TrackingRepositoryOptions, add_tracking
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -45,6 +46,8 @@ EVENTS = 2
 PILEUP = 5.0
 SCORE_WEIGHT = 0.1
 WEAK_CUT = 0.01
+#: the job options of the served jobs here, with which the served chain is written
+JOB = ROOT / "configs" / "remote_triton.toml"
 #: the job options of every job here: the same GNN cuts and building as the server's
 FINDING = (f"finding.building.score_weight={SCORE_WEIGHT}", f"finding.gnn.weak_cut={WEAK_CUT}")
 #: the track selection's steps after the fit that configs/trackml.toml takes
@@ -54,8 +57,8 @@ SELECTION = (*(f"fitting.selection.{name}=true" for name in ("merge_split", "res
 
 
 def _finding(model_dir: Path) -> FindingConfig:
-    return FindingConfig(model_dir=str(model_dir), building=BuildingConfig(score_weight=SCORE_WEIGHT),
-                         gnn=GNNConfig(weak_cut=WEAK_CUT))  # fmt: skip
+    """The ``[finding]`` options of the jobs here and of the served chain: remote_triton.toml's, with ``FINDING``."""
+    return load_job_options(JOB, [*FINDING, f"finding.model_dir={model_dir}"]).finding
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,7 @@ def model_dir(tmp_path_factory) -> Path:
 def repository(tmp_path_factory, model_dir) -> Path:
     repository = tmp_path_factory.mktemp("tracking_repository")
     assert main(["repo", "add-tracking", "--repository", str(repository), "--model-dir", str(model_dir),
-                 *(arg for item in FINDING for arg in ("--set", item))]) == 0  # fmt: skip
+                 "--config", str(JOB), *(arg for item in FINDING for arg in ("--set", item))]) == 0  # fmt: skip
     return repository
 
 
@@ -180,6 +183,29 @@ def _run_job(config: str, output: Path, *overrides: str) -> Path:
     argv = ["run", str(ROOT / "configs" / config), "--simulate", str(EVENTS), "--output", str(output), "--no-progress"]
     assert main(argv + [f"--set={item}" for item in sets]) == 0
     return output
+
+
+def test_a_served_job_refuses_a_chain_written_with_other_finding_options(
+    repository, server, model_dir, tmp_path, capsys
+):
+    """The served chain and ensemble carry the checksum of their ``[finding]`` options and models; a job whose own
+    differ (here the library's default building, which ``trkx repo add-tracking`` without ``--config`` writes) is
+    refused before any event (status 2, nothing written) instead of taking labels from another chain."""
+    expected = chain_checksum(_finding(model_dir))
+    for name in ("tracking_chain", "tracking_ensemble"):
+        assert read_model_config(repository / name).parameters[CHECKSUM_PARAMETER].string_value == expected
+    argv = ["run", str(JOB), "--simulate", "1", "--no-progress", f"--set=inference.triton.url={server.grpc_url}",
+            f"--set=finding.model_dir={model_dir}", *[f"--set={item}" for item in FINDING]]  # fmt: skip
+    finding = _finding(model_dir)
+    longest = chain_checksum(attrs.evolve(finding, building=attrs.evolve(finding.building, shared_hits="longest")))
+    for serving in ("chain", "ensemble"):
+        output = tmp_path / serving
+        other = "finding.building.shared_hits=longest"
+        assert main([*argv, "--output", str(output), f"--set=finding.serving={serving}", f"--set={other}"]) == 2
+        error = capsys.readouterr().err
+        assert f"model_checksum {longest} expected, the server reports sha256 {expected}" in error
+        assert "write its repository with 'trkx repo add-tracking --config'" in error
+        assert not output.exists()
 
 
 def test_trkx_run_remote_and_served_chain_write_the_local_tracks(server, model_dir, tmp_path):

@@ -31,7 +31,7 @@ from tracking_algs.errors import TrackingError
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.model_dir import CARD_NAME, SHIPPED_SETS, STAGES, load_model_card, resolve_model_dir
-from tracking_algs.finding.served import SERVED_MODELS
+from tracking_algs.finding.served import SERVED_MODELS, chain_checksum
 from tracking_algs.fitting.hook import FittingConfig, TrackFitter
 from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.job.dask_setup import scheduler_address
@@ -158,7 +158,9 @@ class JobOptions:
 
     def served_inference(self) -> dict[str, Any]:
         """The inference options of the served chain (``[finding] serving`` = ``"chain"`` or ``"ensemble"``): the
-        ``[inference]`` backend with its table, ``model_name`` defaulting to the served model's name.
+        ``[inference]`` backend with its table, ``model_name`` defaulting to the served model's name and, on
+        Triton, ``model_checksum`` to that of a chain running this job's ``[finding]`` options and models
+        (:func:`~tracking_algs.finding.served.chain_checksum`), so that a chain written with others is refused.
 
         Raises:
             ConfigError: ``serving`` names no served model, or the backend runs single ONNX files (the whole
@@ -175,7 +177,10 @@ class JobOptions:
                 f"[finding] serving = {serving!r} sends whole events to a server, but [inference] backend is "
                 "'onnxruntime'; set backend = 'triton' (and serve with 'trkx repo add-tracking'), or serving = 'stages'"
             )
-        return {"backend": backend, "model_name": SERVED_MODELS[serving], **self.inference.get(backend, {})}
+        settings = {"backend": backend, "model_name": SERVED_MODELS[serving], **self.inference.get(backend, {})}
+        if backend == "triton" and not settings.get("model_checksum"):  # the chain must run this job's finding
+            settings["model_checksum"] = chain_checksum(self.finding)
+        return settings
 
     def to_dict(self, *, execution: bool = True) -> dict[str, Any]:
         """The effective options as plain data (written next to the job's results); without the ``[job]`` keys of

@@ -33,15 +33,21 @@ server; with the GNN's where it asks for them).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from typing import TYPE_CHECKING
 
+import attrs
 import numpy as np
 
-from inference_iface import InferenceInterface, InputError, ModelError
+from inference_iface import ConfigError, InferenceInterface, InputError, ModelError
+from inference_iface.options import unstructure
 from inference_iface.signature import ModelSignature, TensorSpec
 from tracking_algs.event import Spacepoints, TrackCandidates
+from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.finder import FindingResult
+from tracking_algs.finding.model_dir import CARD_NAME, STAGES, model_path, resolve_model_dir
 from tracking_algs.fitting.hook import close_fitter
 
 if TYPE_CHECKING:
@@ -65,6 +71,23 @@ EDGE_OUTPUTS = (TensorSpec(GNN_EDGES, "int64", (2, -1)), TensorSpec(GNN_SCORES, 
 
 _POSITIONS = ("x", "y", "z")
 _IDS = ("volume_id", "layer_id", "module_id")
+
+
+def chain_checksum(finding: FindingConfig) -> str:
+    """The hex SHA-256 of what decides a served chain's labels: the ``finding`` options as the chain runs them (its
+    ``model_dir`` and ``serving`` left out, which only say where the models lie and how they are reached) and the
+    bytes of the three models and the model card in ``finding.model_dir``.  ``trkx repo add-tracking`` writes it
+    into the served chain's and ensemble's configs, and a job served by them expects it (``model_checksum``), so a
+    job never takes labels from a chain built with other options or models than its own."""
+    model_dir = resolve_model_dir(finding.model_dir)
+    options = unstructure(attrs.evolve(finding, model_dir="", serving="stages"))
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    for path in [model_path(model_dir, stage) for stage in STAGES] + [model_dir / CARD_NAME]:
+        if not path.is_file():
+            raise ConfigError(f"model directory {str(model_dir)!r} has no {path.name}; a served chain runs it")
+        digest.update(path.name.encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def chain_inputs(spacepoints: Spacepoints) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ import time
 import attrs
 import numpy as np
 
-from inference_iface import create_inference
+from inference_iface import ModelError, create_inference
 from tracking_algs.event import Event
 from tracking_algs.finding.finder import FindingResult, TrackFinder
 from tracking_algs.finding.model_dir import STAGES
@@ -40,7 +40,14 @@ class EventProcessor:
             #: Each neural stage's inference backend (or the served chain's), as its interface describes itself.
             self.backend = {stage: obj.inference.describe() for stage, obj in zip(STAGES, stage_objects, strict=True)}
         else:
-            self.finder = ServedTrackFinder(create_inference(options.served_inference()), fitter=fitter,
+            try:
+                served = create_inference(options.served_inference())
+            except ModelError as error:
+                raise ModelError(
+                    f"{error} (the served {serving} must run this job's [finding] options and models: write its "
+                    "repository with 'trkx repo add-tracking --config' and the job's options file)"
+                ) from None
+            self.finder = ServedTrackFinder(served, fitter=fitter,
                                             with_edges=options.fitting.selection.rebuild_free_hits)  # fmt: skip
             self.backend = {serving: self.finder.inference.describe()}
 

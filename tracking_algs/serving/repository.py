@@ -40,6 +40,7 @@ from typing import Literal
 import attrs
 
 from backends.model_repository import (
+    CHECKSUM_PARAMETER,
     FLAVOURS,
     Flavour,
     InstanceKind,
@@ -62,6 +63,7 @@ from tracking_algs.finding.served import (
     HIT_ID,
     LABELS,
     SERVED_MODELS,
+    chain_checksum,
 )
 from tracking_algs.serving.ensemble_steps import with_working_point
 
@@ -185,13 +187,16 @@ def add_tracking(repository: str | Path, options: TrackingRepositoryOptions | No
                     allow_spinning=False,  # the chain's numpy steps share the cores between the stages
                 )
             )
+    checksum = (
+        chain_checksum(attrs.evolve(options.finding, model_dir=str(model_dir))) if options.serving != "models" else ""
+    )
     if options.serving in ("ensemble", "all"):
         steps_config = with_working_point(attrs.evolve(options.finding, model_dir=str(model_dir)))
         for step, (name, signature) in STEP_MODELS.items():
             written.append(_python_model(repository, name, signature, step, steps_config, options))
-        written.append(_ensemble(repository))
+        written.append(_ensemble(repository, checksum))
     if options.serving in ("chain", "all"):
-        written.append(_chain(repository, model_dir, options))
+        written.append(_chain(repository, model_dir, options, checksum))
     return written
 
 
@@ -213,13 +218,15 @@ def _python_model(
     step: str,
     finding: FindingConfig,
     options: TrackingRepositoryOptions,
+    checksum: str = "",
 ) -> Path:
-    """A Python-backend model running ``step`` of :mod:`tracking_algs.serving.chain_model`."""
+    """A Python-backend model running ``step`` of :mod:`tracking_algs.serving.chain_model`; with ``checksum``, that
+    of the chain it runs (:func:`~tracking_algs.finding.served.chain_checksum`) in its ``onnx_sha256`` parameter."""
     parameters = {
         "step": step,
         "finding": json.dumps(unstructure(finding)),
         "intra_op_threads": str(options.intra_op_threads),
-    }
+    } | ({CHECKSUM_PARAMETER: checksum} if checksum else {})
     config = model_config(
         name,
         signature,
@@ -235,10 +242,10 @@ def _python_model(
     return repository / name
 
 
-def _chain(repository: Path, model_dir: Path, options: TrackingRepositoryOptions) -> Path:
+def _chain(repository: Path, model_dir: Path, options: TrackingRepositoryOptions, checksum: str) -> Path:
     """``tracking_chain``: the whole finder, with its ONNX files and card copied into ``1/models/``."""
     finding = attrs.evolve(options.finding, model_dir="")  # the model sets its own models/ directory
-    path = _python_model(repository, CHAIN_MODEL, _SERVED_SIGNATURE, "chain", finding, options)
+    path = _python_model(repository, CHAIN_MODEL, _SERVED_SIGNATURE, "chain", finding, options, checksum)
     models = path / "1" / "models"
     models.mkdir()
     for source in [model_path(model_dir, stage) for stage in STAGES] + [model_dir / CARD_NAME]:
@@ -246,9 +253,11 @@ def _chain(repository: Path, model_dir: Path, options: TrackingRepositoryOptions
     return path
 
 
-def _ensemble(repository: Path) -> Path:
-    """``tracking_ensemble``: the ensemble scheduling of :data:`ENSEMBLE_STEPS`."""
-    config = model_config(ENSEMBLE_MODEL, _SERVED_SIGNATURE, platform="ensemble")
+def _ensemble(repository: Path, checksum: str) -> Path:
+    """``tracking_ensemble``: the ensemble scheduling of :data:`ENSEMBLE_STEPS`, with the ``checksum`` of the chain
+    its steps run in its ``onnx_sha256`` parameter."""
+    config = model_config(ENSEMBLE_MODEL, _SERVED_SIGNATURE, platform="ensemble",
+                          parameters={CHECKSUM_PARAMETER: checksum})  # fmt: skip
     config.ClearField("instance_group")  # an ensemble has no instances of its own
     for model_name, inputs, outputs in ENSEMBLE_STEPS:
         step = config.ensemble_scheduling.step.add(model_name=model_name, model_version=-1)
