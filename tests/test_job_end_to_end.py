@@ -187,6 +187,24 @@ def test_bad_event_is_reported_and_skipped(tmp_path):
     assert int((written == 2).sum()) == len(good.spacepoints)
 
 
+def test_an_event_of_noise_alone_has_no_efficiency(tmp_path):
+    """Truth of noise only and a particles file of its header alone: the job writes the event and reports no
+    efficiency (``null``, "n/a"), not 0."""
+    events = tmp_path / "events"
+    write_event(events, simulate_event(SimulationConfig(pileup=2), seed=2_000_300, event_id=0))
+    truth = event_path(events, 0, "truth")
+    header, *rows = truth.read_text().splitlines()
+    truth.write_text("\n".join([header, *(",".join([row.split(",")[0], "0", *row.split(",")[2:]]) for row in rows)]))
+    particles = event_path(events, 0, "particles")
+    particles.write_text(particles.read_text().splitlines()[0] + "\n")
+    output = tmp_path / "out"
+    assert _run("--input", str(events), "--output", str(output)) == 0
+    tracking = json.loads((output / "performance.json").read_text())["tracking"]
+    assert tracking["efficiency"] is None
+    assert tracking["efficiency_pt_gt_0p5"] is None
+    assert tracking["fake_rate"] == 1.0 or tracking["n_tracks"] == 0
+
+
 def test_failed_events_hold_their_output_and_their_records_follow_the_input(tmp_path, capsys):
     """An output whose job only failed still holds that job: another job there without ``--resume`` is refused and
     the record kept.  Resumed once the bad event is gone from the input, the job drops its record (nothing is left

@@ -163,7 +163,7 @@ def _tracking(match: MatchResult, options: JobOptions) -> dict[str, Any]:
     return {
         **match.summary(),
         "selection": attrs.asdict(selection),
-        "efficiency_pt_gt_0p5": low_pt_matched / max(int(low_pt.sum()), 1),
+        "efficiency_pt_gt_0p5": low_pt_matched / int(low_pt.sum()) if low_pt.any() else None,  # as summary()'s
         "efficiency_vs_pt": efficiency_vs_pt(match).to_dict(),
         "efficiency_vs_eta": efficiency_vs_eta(match).to_dict(),
         "fake_rate_vs_eta": fake_rate_vs_eta(match).to_dict(),
