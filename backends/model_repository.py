@@ -18,6 +18,7 @@ so ensembles and custom Python backends can be written with them too.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +41,8 @@ InstanceKind = Literal["cpu", "gpu"]
 #: The template copied as ``model.py`` into Python-flavour model directories.
 PYTHON_MODEL_TEMPLATE = Path(__file__).with_name("triton_python_model.py")
 
+#: What a model name may be: a directory name that needs no quoting in the server's HTTP paths.
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 #: Parameter holding the ONNX file's SHA-256 in ``config.pbtxt``.
 CHECKSUM_PARAMETER = "onnx_sha256"
 
@@ -158,8 +161,11 @@ def add_onnx_model(
     onnx_path = Path(onnx_path)
     if flavour not in FLAVOURS:
         raise ConfigError(f"flavour {flavour!r} is unknown; expected one of {', '.join(FLAVOURS)}")
-    if not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"model name {name!r} must be a plain directory name")
+    if not MODEL_NAME.fullmatch(name):
+        raise ConfigError(
+            f"model name {name!r} must be a plain directory name that a URL carries as it is: ASCII letters, digits, "
+            "'_', '-' and '.', starting with a letter, digit or '_'"
+        )
     if not onnx_path.is_file():
         raise ConfigError(f"ONNX model {str(onnx_path)!r} does not exist")
     signature = onnx_signature(onnx_path)

@@ -255,7 +255,7 @@ def test_repo_needs_the_model_card_before_writing(tmp_path, capsys, serving):
     repository = tmp_path / "repo"
     argv = ["repo", "add-tracking", "--repository", str(repository), "--serving", serving, "--model-dir", str(models)]
     assert main(argv) == 2
-    assert f"model directory {str(models)!r} has no model_card.json" in _error_line(capsys, "repo")
+    assert f"model directory {str(models)!r} has no model_card.json" in _error_line(capsys, "repo add-tracking")
     assert not repository.exists()
 
 

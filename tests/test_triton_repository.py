@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -94,6 +95,10 @@ def test_repository_mistakes_are_config_errors(tmp_path, model_dir):
         add_onnx_model(tmp_path / "missing.onnx", tmp_path, "x")
     with pytest.raises(ConfigError, match="instances"):
         add_onnx_model(path, tmp_path, "y", instances=0)
+    for name in ("", "a/b", "..", ".hidden", "-x", "my model", "a*b", "é"):  # names a URL path does not carry as is
+        with pytest.raises(ConfigError, match=rf"model name {re.escape(repr(name))} must be a plain directory name"):
+            add_onnx_model(path, tmp_path, name)
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["m"]
     with pytest.raises(ConfigError, match="bfloat16"):
         add_onnx_model(onnx_models.identity_model(model_dir, "bfloat16"), tmp_path, "bf16")
     add_onnx_model(onnx_models.identity_model(model_dir, "bfloat16"), tmp_path, "bf16", flavour="onnxruntime")

@@ -74,13 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # argparse: --help, --version, or a bad argument (already reported)
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else EXIT_USAGE)
+    command = " ".join(filter(None, (args.command, getattr(args, "action", None))))  # "repo add-onnx", as argparse
     try:
         return int(args.handler(args) or 0)
     except (InferenceError, TrackingError) as error:
-        print(f"trkx {args.command}: error: {error}", file=sys.stderr)
+        print(f"trkx {command}: error: {error}", file=sys.stderr)
     except OSError as error:
         where = f"{error.filename}: " if error.filename else ""
-        print(f"trkx {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        print(f"trkx {command}: error: {where}{error.strerror or error}", file=sys.stderr)
     return EXIT_USAGE
 
 
