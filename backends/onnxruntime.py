@@ -62,6 +62,8 @@ _OPTIMIZATION_LEVELS: dict[str, ort.GraphOptimizationLevel] = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 LogSeverity = Literal["verbose", "info", "warning", "error", "fatal"]
+#: The most threads a session takes (ONNX Runtime's own option is a C int; far more than any machine's cores).
+MAX_THREADS = 4096
 _LOG_SEVERITIES: tuple[str, ...] = ("verbose", "info", "warning", "error", "fatal")
 ExecutionMode = Literal["sequential", "parallel"]
 _EXECUTION_MODES: dict[str, ort.ExecutionMode] = {
@@ -100,8 +102,8 @@ class OnnxRuntimeConfig(BackendConfig):
     model_path: str = attrs.field(default="", converter=str)
     device: Device = attrs.field(default="auto", validator=attrs.validators.in_(DEVICES))
     cuda_device_id: int = attrs.field(default=0, validator=attrs.validators.ge(0))
-    intra_op_threads: int = attrs.field(default=0, validator=attrs.validators.ge(0))
-    inter_op_threads: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    intra_op_threads: int = attrs.field(default=0, validator=[attrs.validators.ge(0), attrs.validators.le(MAX_THREADS)])
+    inter_op_threads: int = attrs.field(default=0, validator=[attrs.validators.ge(0), attrs.validators.le(MAX_THREADS)])
     execution_mode: ExecutionMode = attrs.field(default="sequential", validator=attrs.validators.in_(_EXECUTION_MODES))
     graph_optimization_level: OptimizationLevel = attrs.field(
         default="all", validator=attrs.validators.in_(_OPTIMIZATION_LEVELS)
@@ -124,7 +126,8 @@ class OnnxRuntimeInference(InferenceInterface):
         self.config = config
         self._path = Path(config.model_path)
         if not self._path.is_file():
-            raise ModelError(f"ONNX model file {str(self._path)!r} does not exist")
+            what = "is not a file" if self._path.exists() else "does not exist"
+            raise ModelError(f"ONNX model file {str(self._path)!r} {what}")
         providers = select_providers(config.device, config.cuda_device_id)
         try:
             self._session: ort.InferenceSession | None = ort.InferenceSession(

@@ -93,7 +93,15 @@ class InferenceInterface(abc.ABC):
         available = self.signature.output_names
         if outputs is None:
             return available
-        names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+        if isinstance(outputs, str):
+            names: tuple[str, ...] = (outputs,)
+        elif isinstance(outputs, Iterable):
+            names = tuple(outputs)
+        else:
+            raise InputError(f"outputs must be output names (a list of str), got {type(outputs).__name__}")
+        repeated = sorted({name for name in names if names.count(name) > 1}, key=names.index)
+        if repeated:
+            raise InputError(f"output(s) {', '.join(map(repr, repeated))} requested more than once")
         unknown = [name for name in names if name not in available]
         if unknown or not names:
             raise InputError(
@@ -114,3 +122,10 @@ class InferenceInterface(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"
+
+    def __reduce__(self) -> Any:
+        """An interface holds a session or a connection, which do not travel between processes."""
+        raise TypeError(
+            f"{type(self).__name__} cannot be pickled or copied: create one in each process from its options "
+            "(create_inference(options))"
+        )

@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory, list_structure_factory
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 
 if sys.version_info >= (3, 11):
@@ -67,9 +68,37 @@ def _strict_float(value: Any, _type: type) -> float:
     raise _WrongKind(f"expected a number, got {value!r}")
 
 
+def _strict_str(value: Any, _type: type) -> str:
+    """Text only (cattrs would take ``str(value)``: ``None`` would be the path ``'None'``, 8001 a URL)."""
+    if isinstance(value, str):
+        return value
+    raise _WrongKind(f"expected a string, got {value!r}")
+
+
+def _is_sequence_type(cls: Any) -> bool:
+    """``list[X]`` and ``tuple[X, ...]``: the fields that take a list."""
+    args = get_args(cls)
+    return get_origin(cls) is list or (get_origin(cls) is tuple and len(args) == 2 and args[1] is Ellipsis)
+
+
+def _no_text_for_sequences(cls: Any) -> Callable[[Any, type], Any]:
+    """A list field takes a list, never one string (cattrs would split the string into its characters)."""
+    factory = list_structure_factory if get_origin(cls) is list else homogenous_tuple_structure_factory
+    structure_items = factory(cls, _converter)
+
+    def structure_value(value: Any, _type: type) -> Any:
+        if isinstance(value, (str, bytes)):
+            raise _WrongKind(f"expected a list, got {value!r}")
+        return structure_items(value, _type)
+
+    return structure_value
+
+
 _converter.register_structure_hook(bool, _strict_bool)
 _converter.register_structure_hook(int, _strict_int)
 _converter.register_structure_hook(float, _strict_float)
+_converter.register_structure_hook(str, _strict_str)
+_converter.register_structure_hook_factory(_is_sequence_type, _no_text_for_sequences)
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

@@ -129,10 +129,9 @@ def make_config(options: Mapping[str, Any] | BackendConfig) -> tuple[str, Backen
         raise ConfigError(f"inference options must be a mapping or a backend config, got {type(options).__name__}")
     settings = dict(options)
     name = settings.pop("backend", None)
-    if name is None:
-        raise ConfigError(
-            f"inference options need a 'backend' key; valid backends are {', '.join(available_backends())}"
-        )
+    if not isinstance(name, str):
+        what = "need a 'backend' key" if name is None else f"name the backend as a string, got {name!r}"
+        raise ConfigError(f"inference options {what}; valid backends are {', '.join(available_backends())}")
     return name, structure(settings, backend_class(name).config_class, where=f"backend {name!r}")
 
 

@@ -5,7 +5,8 @@ The cast policy decides which dtype mismatches are accepted:
 ``"strict"`` (default)
     the array's dtype must equal the tensor's;
 ``"safe"``
-    lossless casts only (numpy's ``"safe"`` rule: int32 → int64, float32 → float64, ...);
+    lossless casts only: numpy's ``"safe"`` rule (int32 → int64, float32 → float64, ...) less the integer → float
+    casts that round large values (int64 and uint64 → float64);
 ``"same_kind"``
     also casts within a kind that may lose precision (float64 → float32, int64 → int32).
 
@@ -53,7 +54,14 @@ def collect_inputs(signature: ModelSignature, positional: Any, keywords: Mapping
 
 def _by_tensor_name(signature: ModelSignature, by_field: dict[str, Any]) -> dict[str, Any]:
     to_tensor = signature.input_keywords
-    return {to_tensor.get(key, key): value for key, value in by_field.items()}
+    inputs: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
+    for key, value in by_field.items():
+        name = to_tensor.get(key, key)
+        if name in inputs:
+            raise InputError(f"input {name!r} given twice, as {given_as[name]!r} and as {key!r}; give it once")
+        inputs[name], given_as[name] = value, key
+    return inputs
 
 
 def validate_inputs(
@@ -70,8 +78,9 @@ def validate_inputs(
     checked = {}
     for spec, want, rank, fixed in plan.checks:
         value = inputs[spec.name]
-        # fast path for the common case (right type, dtype, rank and dims); anything else takes the full check
-        if isinstance(value, np.ndarray) and value.dtype == want and value.ndim == rank:
+        # fast path for the common case (a plain array of the right dtype, rank and dims, not of objects, whose
+        # elements the full check looks at); anything else takes the full check
+        if type(value) is np.ndarray and value.dtype == want and value.ndim == rank and want.kind != "O":
             shape = value.shape
             for axis, dim in fixed:
                 if shape[axis] != dim:
@@ -114,6 +123,8 @@ def _raise_name_error(expected: tuple[str, ...], inputs: Mapping[str, Any]) -> N
 def _check_array(spec: TensorSpec, value: Any, cast_policy: CastPolicy) -> np.ndarray:
     if not isinstance(value, np.ndarray):
         raise InputError(f"input {spec.name!r}: expected a numpy array of {spec.dtype}, got {type(value).__name__}")
+    if isinstance(value, np.ma.MaskedArray):  # the model would see the values under the mask
+        raise InputError(f"input {spec.name!r}: a masked array; pass plain values (e.g. its .filled(value))")
     array = _cast(spec, value, cast_policy)
     shape = array.shape
     if len(shape) != len(spec.shape):
@@ -136,16 +147,19 @@ def _cast(spec: TensorSpec, array: np.ndarray, cast_policy: CastPolicy) -> np.nd
     non-native byte order is converted by any policy but ``"strict"``), otherwise an :class:`InputError` that says
     what the array holds."""
     if spec.dtype == "bytes":
-        if array.dtype.kind not in "OSU":
+        strings = array.dtype.kind in "SU" or (
+            array.dtype.kind == "O" and all(isinstance(item, (str, bytes)) for item in array.flat)
+        )
+        if not strings:
             raise InputError(
-                f"input {spec.name!r}: expected bytes (numpy object/str/bytes), got {describe_dtype(array)}"
+                f"input {spec.name!r}: expected bytes (a numpy str or bytes array, or an object array of str and "
+                f"bytes), got {describe_dtype(array)}"
             )
         return array.astype(object, copy=False)
     want = numpy_dtype(spec.dtype)
     if array.dtype == want:
         return array
-    allowed = cast_policy != "strict" and np.can_cast(array.dtype, want, casting=cast_policy)
-    if not allowed:
+    if not _allowed(array.dtype, want, cast_policy):
         raise InputError(
             f"input {spec.name!r}: expected dtype {spec.dtype}, got {describe_dtype(array)} "
             f"under cast policy {cast_policy!r}{_cast_hint(array.dtype, want, cast_policy)}"
@@ -153,10 +167,19 @@ def _cast(spec: TensorSpec, array: np.ndarray, cast_policy: CastPolicy) -> np.nd
     return array.astype(want)
 
 
+def _allowed(got: np.dtype, want: np.dtype, cast_policy: CastPolicy) -> bool:
+    """Whether ``cast_policy`` casts ``got`` to ``want`` (see the module docstring)."""
+    if cast_policy == "strict" or not np.can_cast(got, want, casting=cast_policy):
+        return False
+    if cast_policy == "safe" and got.kind in "iu" and want.kind == "f":  # every integer of got must be a float of want
+        return np.iinfo(got).bits - (got.kind == "i") <= np.finfo(want).nmant + 1
+    return True
+
+
 def _cast_hint(got: np.dtype, want: np.dtype, cast_policy: CastPolicy) -> str:
     """The laxer cast policy that would accept the cast, as advice; empty when none would."""
     for policy in CAST_POLICIES[CAST_POLICIES.index(cast_policy) + 1 :]:
-        if np.can_cast(got, want, casting=policy):  # type: ignore[arg-type]  # the policies are numpy's names
+        if _allowed(got, want, policy):  # type: ignore[arg-type]  # the policies of CAST_POLICIES
             wording = "'safe' or 'same_kind'" if policy == "safe" else repr(policy)
             return f" (set cast_policy = {wording} to allow this cast)"
     return ""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import functools
+import pickle
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -165,6 +167,10 @@ def test_output_subset_in_requested_order(two_in_two_out_path):
         assert_identical(both[1], sum_)
         with pytest.raises(InputError, match=r"unknown output\(s\) 'nope'.*'sum', 'prod:0'"):
             iface.infer(inputs, outputs=["nope"])
+        with pytest.raises(InputError, match=r"output\(s\) 'sum' requested more than once"):
+            iface.infer(inputs, outputs=["sum", "prod:0", "sum"])
+        with pytest.raises(InputError, match=r"outputs must be output names .*, got int"):
+            iface.infer(inputs, outputs=3)  # type: ignore[arg-type]
 
 
 def test_non_contiguous_inputs_give_contiguous_results_and_stay_untouched(two_in_two_out_path):
@@ -242,8 +248,30 @@ def test_many_threads_on_one_session_get_their_own_results(model_dir):
 
 def test_missing_model_file_is_a_model_error_naming_it(tmp_path):
     path = tmp_path / "absent.onnx"
-    with pytest.raises(ModelError, match=re.escape(repr(str(path)))):
+    with pytest.raises(ModelError, match=re.escape(repr(str(path))) + " does not exist"):
         open_model(path)
+    with pytest.raises(ModelError, match=re.escape(repr(str(tmp_path))) + " is not a file"):
+        open_model(tmp_path)
+
+
+def test_an_interface_is_not_pickled_but_says_how_to_get_one(two_in_two_out_path):
+    with open_model(two_in_two_out_path) as iface:
+        for copy_it in (pickle.dumps, copy.deepcopy, copy.copy):
+            with pytest.raises(TypeError, match="cannot be pickled or copied: create one in each process"):
+                copy_it(iface)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"model_path": None}, r"expected a string, got None @ \$\.model_path"),
+        ({"intra_op_threads": 2**40}, r"'intra_op_threads' must be <= 4096"),
+        ({"backend": ["onnxruntime"]}, r"name the backend as a string, got \['onnxruntime'\]"),
+    ],
+)
+def test_options_of_the_wrong_kind_are_config_errors(two_in_two_out_path, options, message):
+    with pytest.raises(ConfigError, match=message):
+        create_inference({"backend": "onnxruntime", "model_path": str(two_in_two_out_path)} | options)
 
 
 def test_corrupt_model_file_is_a_model_error_naming_it(tmp_path):

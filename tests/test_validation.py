@@ -129,11 +129,16 @@ def test_non_array_is_named(data, value):
         validate_inputs(signature, inputs)
 
 
+#: the casts numpy calls "safe" that round large values (a 64-bit integer has more digits than float64's 53 bits)
+ROUNDING = {("int64", "float64"), ("uint64", "float64")}
+
+
 @given(st.sampled_from(NUMERIC), st.sampled_from(NUMERIC), st.sampled_from(["strict", "safe", "same_kind"]))
-def test_cast_policy_accepts_exactly_numpys_rule(source, target, policy):
+def test_cast_policy_accepts_numpys_rule_less_the_casts_that_round(source, target, policy):
     signature = ModelSignature(inputs=[TensorSpec("x", target, [-1])], outputs=[])
     array = np.array([0, 1, 1], dtype=source)
     allowed = source == target or (policy != "strict" and np.can_cast(source, target, casting=policy))
+    allowed &= not (policy == "safe" and (source, target) in ROUNDING)
     if allowed:
         checked = validate_inputs(signature, {"x": array}, policy)["x"]
         assert checked.dtype == numpy_dtype(target)
@@ -143,12 +148,30 @@ def test_cast_policy_accepts_exactly_numpys_rule(source, target, policy):
             validate_inputs(signature, {"x": array}, policy)
 
 
-def test_bytes_tensor_takes_str_bytes_and_object_arrays_only():
+def test_a_safe_cast_never_rounds_a_value():
+    """int64 → float64 is numpy-"safe" but rounds 2**53 + 1: refused under "safe", taken under "same_kind"."""
+    signature = ModelSignature(inputs=[TensorSpec("x", "float64", [-1])], outputs=[])
+    big = np.array([2**53 + 1], dtype=np.int64)
+    with pytest.raises(InputError, match="set cast_policy = 'same_kind' to allow this cast"):
+        validate_inputs(signature, {"x": big}, "safe")
+    assert validate_inputs(signature, {"x": big}, "same_kind")["x"][0] == 2.0**53
+    assert validate_inputs(signature, {"x": np.array([2**31 - 1], np.int32)}, "safe")["x"][0] == 2**31 - 1
+
+
+def test_bytes_tensor_takes_str_bytes_and_object_arrays_of_them_only():
     signature = ModelSignature(inputs=[TensorSpec("text", "bytes", [-1])], outputs=[])
-    for array in (np.array(["a", "é"]), np.array([b"a", b"b"]), np.array(["a"], dtype=object)):
+    for array in (np.array(["a", "é"]), np.array([b"a", b"b"]), np.array(["a", b"b"], dtype=object)):
         assert validate_inputs(signature, {"text": array})["text"].dtype == object
-    with pytest.raises(InputError, match="input 'text': expected bytes"):
-        validate_inputs(signature, {"text": np.zeros(2)})
+    for array in (np.zeros(2), np.array([None, 1, 1.5], dtype=object), np.array(["a", 2], dtype=object)):
+        with pytest.raises(InputError, match="input 'text': expected bytes"):
+            validate_inputs(signature, {"text": array})
+
+
+def test_a_masked_array_is_refused():
+    signature = ModelSignature(inputs=[TensorSpec("x", "float32", [-1])], outputs=[])
+    masked = np.ma.masked_array(np.zeros(3, np.float32), mask=[False, True, False])
+    with pytest.raises(InputError, match="input 'x': a masked array"):
+        validate_inputs(signature, {"x": masked})
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int32", "int64", "uint16"])
@@ -276,6 +299,10 @@ def test_inputs_given_twice_ways_are_rejected():
     signature = ModelSignature(inputs=[TensorSpec("x", "int64", [1])], outputs=[])
     with pytest.raises(InputError, match="not both"):
         collect_inputs(signature, {"x": np.zeros(1)}, {"x": np.zeros(1)})
+    dotted = ModelSignature(inputs=[TensorSpec("input.1", "int64", [1])], outputs=[])
+    for keywords in ({"input_1": np.zeros(1), "input.1": np.ones(1)}, {"input.1": np.ones(1), "input_1": np.zeros(1)}):
+        with pytest.raises(InputError, match=r"input 'input\.1' given twice"):
+            collect_inputs(dotted, None, keywords)
     with pytest.raises(InputError, match="got list"):
         collect_inputs(signature, [np.zeros(1)], {})
 
