@@ -21,7 +21,8 @@ Behaviour, in brief (docs/triton.md has the details):
 - ``urls`` are used round-robin; a server that fails is skipped and re-admitted after a health check
   (at most every ``health_recheck_s``); ``fallback = "local"`` starts the embedded server
   (:mod:`backends.triton_server`) when no server answers;
-- every thread has its own connection per server, released by :meth:`close`;
+- every thread has its own connection per server, released by :meth:`close`; an interface garbage-collected
+  without :meth:`close` still destroys its shared-memory regions;
 - TLS files and a bearer token may come from the environment (``INFERENCE_IFACE_TRITON_ROOT_CERTIFICATES``,
   ``INFERENCE_IFACE_TRITON_PRIVATE_KEY``, ``INFERENCE_IFACE_TRITON_CERTIFICATE_CHAIN``,
   ``INFERENCE_IFACE_TRITON_TOKEN``); headers and the token are never logged nor shown by :meth:`describe` or
@@ -30,7 +31,6 @@ Behaviour, in brief (docs/triton.md has the details):
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import itertools
 import logging
@@ -38,7 +38,6 @@ import os
 import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -168,7 +167,6 @@ class TritonInference(InferenceInterface):
         self._closed = False
         if config.shared_memory != "none":
             sweep_orphaned_regions()  # left behind by killed processes
-        _live.add(self)
         try:
             self._connect()
         except BaseException:
@@ -207,7 +205,8 @@ class TritonInference(InferenceInterface):
             else:
                 raise BackendUnavailableError(f"triton: no server answered: {self._with_hint(details)}")
 
-    def _new_client(self, endpoint: Endpoint) -> Any:
+    def _new_client(self, endpoint: Endpoint, network_timeout: float) -> Any:
+        """A client for ``endpoint``; with HTTP, ``network_timeout`` bounds its every socket operation."""
         config = self.config
         if config.protocol == "http":
             ssl_options = {}
@@ -218,11 +217,10 @@ class TritonInference(InferenceInterface):
             ):
                 if path:
                     ssl_options[key] = path
-            timeout = config.attempt_timeout_s or config.timeout_s
             return httpclient.InferenceServerClient(
                 endpoint.url,
                 connection_timeout=config.connect_timeout_s,
-                network_timeout=timeout,
+                network_timeout=network_timeout,
                 ssl=endpoint.tls,
                 ssl_options=ssl_options or None,
             )
@@ -255,8 +253,20 @@ class TritonInference(InferenceInterface):
                     raise BackendUnavailableError(f"{self.describe()}: the interface has been closed")
                 orphaned = [c for c in self._connections if not c.thread.is_alive()]
                 self._connections = [c for c in self._connections if c.thread.is_alive()]
+                config = self.config
+                # an HTTP client's network timeout is fixed: checks get connect_timeout_s, calls the deadline
+                infer_client = (
+                    self._new_client(endpoint, config.attempt_timeout_s or config.timeout_s)
+                    if config.protocol == "http"
+                    else None
+                )
                 connection = connections[endpoint.url] = Connection(
-                    endpoint, self._new_client(endpoint), self.config, self._headers, lambda: self.signature
+                    endpoint,
+                    self._new_client(endpoint, config.connect_timeout_s),
+                    config,
+                    self._headers,
+                    lambda: self.signature,
+                    infer_client=infer_client,
                 )
                 self._connections.append(connection)
             for old in orphaned:  # connections of threads that have ended: release their regions now
@@ -534,19 +544,6 @@ def _model_unavailable(error: RemoteError) -> bool:
     same way. Once a server has been verified this is a failure of that server, not of the request.
     """
     return error.code == "NOT_FOUND" and "shared memory" not in error.message.lower()
-
-
-_live: weakref.WeakSet[TritonInference] = weakref.WeakSet()
-
-
-@atexit.register
-def _release_at_exit() -> None:
-    """Destroy the shared-memory regions of interfaces still open at exit (without calling their servers)."""
-    for iface in list(_live):
-        with iface._lock:
-            connections = list(iface._connections)
-        for connection in connections:
-            connection.release_regions(unregister=False)
 
 
 def _model_stats(url: str, item: Mapping[str, Any]) -> ModelStats:

@@ -15,6 +15,7 @@ headers and the token are never shown by the config's repr. :func:`parse_url` ch
 from __future__ import annotations
 
 import ipaddress
+import re
 import urllib.parse
 from typing import Any, Literal
 
@@ -41,6 +42,21 @@ RETRYABLE_CODES: tuple[str, ...] = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURC
 #: The largest message gRPC can carry (its lengths are signed 32-bit integers): the default of
 #: ``grpc_max_message_bytes`` and its upper bound.
 GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
+#: The longest ``timeout_s``, ``attempt_timeout_s`` and ``connect_timeout_s`` taken (seconds, about 11.6 days): gRPC
+#: fails every call at once with DEADLINE_EXCEEDED when given a deadline of 1e10 s or more (or an infinite one).
+MAX_TIMEOUT_S = 1e6
+#: Triton's model versions are positive 64-bit integers.
+_MAX_VERSION = 2**63 - 1
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+
+
+def _model_version(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if not isinstance(value, str) or (
+        value and not (value.isascii() and value.isdigit() and 0 < int(value) <= _MAX_VERSION)
+    ):
+        raise ValueError(
+            f"model_version must be '' (the server's latest) or a positive integer as text, like '1'; got {value!r}"
+        )
 
 
 def _retry_codes(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
@@ -58,15 +74,17 @@ class TritonConfig(BackendConfig):
         urls: several servers, used round-robin with failover (``url`` is added in front when both are set).
         protocol: ``"grpc"`` (default) or ``"http"``.
         model_name: the model's name in the server's repository.
-        model_version: a pinned version, or ``""`` for the server's latest.
+        model_version: a pinned version, a positive integer as text (``"1"``), or ``""`` for the server's latest.
         expected_signature: when set, the server's signature must match it (names, dtypes, shapes; -1 on
             either side matches any size).
         model_checksum: when set, the hex SHA-256 the served model must report in its ``onnx_sha256`` parameter:
             that of its ONNX file, or of whatever else its repository's writer digested there; a ``sha256:`` prefix
             is allowed.
-        timeout_s: deadline of one whole call, retries and failover included.
-        attempt_timeout_s: deadline of one attempt (0 = whatever is left of ``timeout_s``).
-        connect_timeout_s: deadline of health checks and of connecting (HTTP).
+        timeout_s: deadline of one whole call, retries and failover included (at most :data:`MAX_TIMEOUT_S`).
+        attempt_timeout_s: deadline of one attempt (0 = whatever is left of ``timeout_s``; at most
+            :data:`MAX_TIMEOUT_S`).
+        connect_timeout_s: deadline of health checks, of the model checks when a server is first reached or
+            re-admitted and of connecting (HTTP); at most :data:`MAX_TIMEOUT_S`.
         retries: extra rounds over all servers after the first failed one.
         retry_backoff_s: sleep before the first extra round; doubles every round.
         retry_on: status codes that are retried and failed over (from :data:`RETRYABLE_CODES`).
@@ -93,12 +111,16 @@ class TritonConfig(BackendConfig):
     urls: tuple[str, ...] = ()
     protocol: Protocol = attrs.field(default="grpc", validator=attrs.validators.in_(("grpc", "http")))
     model_name: str = ""
-    model_version: str = ""
+    model_version: str = attrs.field(default="", validator=_model_version)
     expected_signature: ModelSignature | None = None
     model_checksum: str = ""
-    timeout_s: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
-    attempt_timeout_s: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
-    connect_timeout_s: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    timeout_s: float = attrs.field(default=60.0, validator=[attrs.validators.gt(0), attrs.validators.le(MAX_TIMEOUT_S)])
+    attempt_timeout_s: float = attrs.field(
+        default=0.0, validator=[attrs.validators.ge(0), attrs.validators.le(MAX_TIMEOUT_S)]
+    )
+    connect_timeout_s: float = attrs.field(
+        default=5.0, validator=[attrs.validators.gt(0), attrs.validators.le(MAX_TIMEOUT_S)]
+    )
     retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
     retry_backoff_s: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
     retry_on: tuple[str, ...] = attrs.field(default=("UNAVAILABLE",), validator=_retry_codes)
@@ -129,8 +151,9 @@ def parse_url(url: str, protocol: Protocol) -> tuple[str, bool]:
     """Check one server address; returns (``host:port``, whether the URL asked for TLS via ``https://``).
 
     Raises:
-        ConfigError: a scheme or path in a gRPC URL, a path in an HTTP URL, a bad port, or the other
-            protocol's well-known port (8000 with gRPC, 8001 with HTTP), each with a hint.
+        ConfigError: a scheme or path in a gRPC URL, a path in an HTTP URL, user info, a host that is not a host
+            name, an IPv4 address or a bracketed IPv6 address, a bad, empty or zero port, or the other protocol's
+            well-known port (8000 with gRPC, 8001 with HTTP), each with a hint.
     """
     text = url.strip()
     scheme, sep, rest = text.partition("://")
@@ -154,6 +177,22 @@ def parse_url(url: str, protocol: Protocol) -> tuple[str, bool]:
         raise ConfigError(f"{protocol} URL {url!r} must be host:port with no path (got path {parts.path!r})")
     if not parts.hostname:
         raise ConfigError(f"{protocol} URL {url!r} has no host")
+    if "@" in parts.netloc:
+        raise ConfigError(
+            f"{protocol} URL {url!r} must be host:port without user info (send credentials with 'headers' or "
+            "'token_env')"
+        )
+    if not _valid_host(parts.hostname):
+        idn = "" if parts.hostname.isascii() else "; write an internationalised name in its ASCII (xn--) form"
+        raise ConfigError(
+            f"{protocol} URL {url!r}: {parts.hostname!r} is not a host name, an IPv4 address or an IPv6 address in "
+            f"brackets ([::1]:8001){idn}"
+        )
+    if port == 0 or (port is None and parts.netloc.endswith(":")):
+        raise ConfigError(
+            f"{protocol} URL {url!r} has {'port 0' if port == 0 else 'an empty port'}; give the server's port "
+            "(1 to 65535), or leave ':port' out for Triton's default"
+        )
     default, other, other_name = (
         (GRPC_DEFAULT_PORT, HTTP_DEFAULT_PORT, "HTTP")
         if protocol == "grpc"
@@ -166,6 +205,24 @@ def parse_url(url: str, protocol: Protocol) -> tuple[str, bool]:
         )
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     return f"{host}:{port or default}", use_tls
+
+
+def _valid_host(host: str) -> bool:
+    """Whether ``host`` (as :func:`urllib.parse.urlsplit` gives it) is a DNS name, an IPv4 or an IPv6 address."""
+    if ":" in host:  # from brackets
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
+    name = host.removesuffix(".")
+    return len(name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def is_loopback(address: str) -> bool:

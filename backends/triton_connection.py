@@ -1,7 +1,8 @@
 """One thread's connection to one Triton server: the client calls, shared memory and the error mapping.
 
 - every thread has its own client per server (the HTTP client is not thread-safe), and, with shared memory on,
-  its own system shared-memory regions, reused across calls and released by :meth:`Connection.close`;
+  its own system shared-memory regions, reused across calls and released by :meth:`Connection.close` (or, for a
+  connection garbage-collected without it, destroyed by its finalizer);
 - inputs are packed into one input region, outputs into one output region with slots estimated from the
   signature; an output larger than its slot is fetched inline once and its size remembered;
 - regions are named ``inference-iface-PID-N-in``/``-out``; a server that no longer knows them (it restarted)
@@ -24,6 +25,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -54,6 +56,9 @@ _SLOT_TOO_SMALL = "shared memory size specified with the request for output"  # 
 # codes of a server that did not answer (a region set-up failing with them is retried, not given up)
 _TRANSPORT_CODES: tuple[str, ...] = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED")
 _TRANSPORT_CODES += ("UNAUTHENTICATED", "PERMISSION_DENIED")
+#: Names of the regions this process holds now; a region of this process not in it was destroyed without being
+#: unregistered (its connection was garbage-collected, or its server did not answer), see :func:`is_orphaned`.
+_held: set[str] = set()
 
 
 class RemoteError(Exception):
@@ -126,7 +131,12 @@ class _Region:
         if created:
             new_size = max(size, int(self.size * 1.5), 1 << 16)
             self.release(connection, timeout)
-            self.handle = shm.create_shared_memory_region(self.name, self.key, new_size, create_only=True)
+            _held.add(self.name)  # before the file exists, so that no sweep takes it for an orphan
+            try:
+                self.handle = shm.create_shared_memory_region(self.name, self.key, new_size, create_only=True)
+            except BaseException:
+                _held.discard(self.name)
+                raise
             self.size = new_size
             self._lock_fd = _hold(self.name)
         if not self.registered:
@@ -153,6 +163,21 @@ class _Region:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
         self.handle, self.size, self.registered, self._lock_fd = None, 0, False, -1
+        _held.discard(self.name)
+
+
+def _destroy_regions(regions: tuple[_Region, ...]) -> None:
+    """Destroy ``regions`` without calling their server (the finalizer of a :class:`Connection`).
+
+    Runs when a connection is garbage-collected without :meth:`Connection.close`, or is still open at interpreter
+    exit; the server's registrations of the regions are removed by the next :meth:`Connection.unregister_orphans`
+    on that server (see :func:`is_orphaned`).
+    """
+    for region in regions:
+        try:
+            region.release(None, 0.0)
+        except Exception as error:  # releasing must go on for the other region
+            _log.warning("releasing shared memory %s failed: %s", region.name, error)
 
 
 def _hold(name: str) -> int:
@@ -180,10 +205,13 @@ def is_orphaned(name: str) -> bool:
 
     True when the PID in the name is not a live process of this PID namespace and the region's file in
     ``/dev/shm`` is absent or held by nobody (its owner takes a shared ``flock`` while it lives, so a live
-    owner in another PID namespace sharing ``/dev/shm`` is recognised too).
+    owner in another PID namespace sharing ``/dev/shm`` is recognised too); for a region of this process, when it
+    no longer holds it (a connection garbage-collected without :meth:`Connection.close`).
     """
     pid = region_owner(name)
-    if pid is None or pid == os.getpid() or process_alive(pid):
+    if pid == os.getpid():
+        return name not in _held
+    if pid is None or process_alive(pid):
         return False
     try:
         fd = os.open(str(SHM / name), os.O_RDONLY | os.O_CLOEXEC)
@@ -236,9 +264,13 @@ class Connection:
         endpoint: the server.
         client: a tritonclient ``InferenceServerClient`` for it, of the protocol in ``config``.
         config: the backend's options (model, protocol, compression, shared memory, timeouts).
-        headers: request headers sent with every call.
+        headers: request headers sent with every call (each call gets its own copy: tritonclient writes into it).
         model_signature: returns the model's signature; called only once the server has been verified
             (to build requests and estimate output sizes).
+        infer_client: the client for inference requests, where it differs from ``client`` (HTTP, whose network
+            timeout is fixed per client: ``client`` has ``connect_timeout_s``, this one the call deadline).
+
+    A connection garbage-collected without :meth:`close` (or still open at exit) destroys its regions.
     """
 
     def __init__(
@@ -248,10 +280,12 @@ class Connection:
         config: TritonConfig,
         headers: Mapping[str, str],
         model_signature: Callable[[], ModelSignature],
+        infer_client: Any = None,
     ) -> None:
         self.endpoint = endpoint
         self.thread = threading.current_thread()
         self.client = client
+        self.infer_client = client if infer_client is None else infer_client
         self.config = config
         self.headers = headers
         self.model_signature = model_signature
@@ -261,15 +295,20 @@ class Connection:
         self.inputs_region = _Region(prefix + "-in")
         self.outputs_region = _Region(prefix + "-out")
         self.output_sizes: dict[str, int] = {}
+        weakref.finalize(self, _destroy_regions, (self.inputs_region, self.outputs_region))
 
     def call(self, method: str, *args: Any, timeout: float | None = None, as_json: bool = False, **kwargs: Any) -> Any:
-        """Call a client method with the headers (and, on gRPC, the deadline); errors become :class:`RemoteError`."""
+        """Call a client method with the headers (and, on gRPC, the deadline); errors become :class:`RemoteError`.
+
+        ``infer`` goes through :attr:`infer_client`, everything else through :attr:`client`.
+        """
         if self.grpc:
             kwargs["client_timeout"] = timeout
             if as_json:
                 kwargs["as_json"] = True
-        try:
-            return getattr(self.client, method)(*args, headers=self.headers, **kwargs)
+        client = self.infer_client if method == "infer" else self.client
+        try:  # a copy of the headers: tritonclient.http adds this request's lengths and encodings to the dict
+            return getattr(client, method)(*args, headers=dict(self.headers), **kwargs)
         except BaseException as error:
             if isinstance(error, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -495,11 +534,11 @@ class Connection:
         self.release_regions()
         self.use_shared_memory = False
 
-    def release_regions(self, unregister: bool = True) -> None:
-        """Destroy this connection's shared-memory regions, unregistering them first unless ``unregister`` is false."""
+    def release_regions(self) -> None:
+        """Unregister this connection's shared-memory regions from the server and destroy them."""
         for region in (self.inputs_region, self.outputs_region):
             try:
-                region.release(self if unregister else None, self.config.connect_timeout_s)
+                region.release(self, self.config.connect_timeout_s)
             except Exception as error:  # releasing must go on for the other region
                 _log.warning("releasing shared memory %s failed: %s", region.name, error)
 
@@ -522,9 +561,11 @@ class Connection:
         return removed
 
     def close(self) -> None:
-        """Release the regions and close the client."""
+        """Release the regions and close the client(s)."""
         self.release_regions()
         self.client.close()
+        if self.infer_client is not self.client:
+            self.infer_client.close()
 
 
 def _left(deadline: float) -> float:

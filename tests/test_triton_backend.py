@@ -10,6 +10,7 @@ with its own thread count."""
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import os
 import threading
 from collections.abc import Iterator
@@ -32,8 +33,9 @@ from triton_helpers import (
 from backends.model_repository import file_sha256
 from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
 from backends.triton import TritonConfig, TritonInference
+from backends.triton_connection import is_orphaned
 from backends.triton_server import TritonServer, TritonServerConfig
-from inference_iface import InputError, ModelError, TensorSpec, create_inference
+from inference_iface import InferenceTimeoutError, InputError, ModelError, TensorSpec, create_inference
 from inference_iface.options import unstructure
 
 pytestmark = pytest.mark.server
@@ -197,6 +199,67 @@ def test_regions_of_ended_threads_are_released_when_a_new_thread_connects(server
     assert len(_our_shm_files()) == 2
     iface.close()
     assert _our_shm_files() == []
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_an_interface_dropped_without_close_releases_its_regions(server, protocol):
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    config = TritonConfig(url=url, protocol=protocol, model_name="two_in_two_out", shared_memory="system")
+    iface = TritonInference(config)
+    x = np.ones((5, 3), dtype=np.float32)
+    iface.infer({"input.1": x, "y:0": x})
+    regions = set(iface.shared_memory_regions())
+    assert len(regions) == 2
+    assert regions <= set(_our_shm_files())
+    assert not any(is_orphaned(name) for name in regions)
+    del iface  # no close()
+    gc.collect()
+    assert not regions & set(_our_shm_files())  # the files are gone at once
+    assert all(is_orphaned(name) for name in regions)
+    assert regions <= _server_regions(server)  # nothing called the server while collecting
+    other = TritonInference(config)  # its first check of the server unregisters them
+    assert not regions & _server_regions(server)
+    other.close()
+    other.close()  # idempotent; and its finalizer, run when it is collected, finds nothing left to release
+    del other
+    gc.collect()
+    assert _our_shm_files() == []
+
+
+@pytest.mark.parametrize(
+    ("protocol", "shared_memory", "compression"),
+    [("http", "auto", "none"), ("http", "system", "gzip"), ("grpc", "system", "none")],
+)
+def test_a_zero_size_call_leaves_the_headers_and_later_calls_alone(connect, protocol, shared_memory, compression):
+    # tritonclient.http writes each request's JSON length (and encodings) into the headers it is given
+    served = connect(
+        "two_in_two_out", protocol, shared_memory=shared_memory, compression=compression, headers={"X-Trace": "on"}
+    )
+    headers = dict(served._headers)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(served.infer({"input.1": x, "y:0": x}).sum, x + x)
+    empty = np.ones((0, 3), dtype=np.float32)
+    assert served.infer({"input.1": empty, "y:0": empty}).sum.shape == (0, 3)
+    for rows in (2, 7):
+        y = np.full((rows, 3), 3.0, dtype=np.float32)
+        out = served.infer({"input.1": y, "y:0": y})
+        np.testing.assert_array_equal(out.sum, y + y)
+        np.testing.assert_array_equal(out.prod_0, y * y)
+    assert served._headers == headers
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_short_call_deadline_applies_to_calls_not_to_construction(connect, protocol):
+    x = np.ones((2, 3), dtype=np.float32)
+    for deadline in ({"timeout_s": 1e-6}, {"attempt_timeout_s": 1e-6}):
+        served = connect("two_in_two_out", protocol, **deadline)  # checked within connect_timeout_s
+        assert served.signature.input_names == ("input.1", "y:0")
+        if protocol == "http":  # the requests' network timeout (a gRPC request gets at least 1 ms: it may pass)
+            with pytest.raises(InferenceTimeoutError):
+                served.infer({"input.1": x, "y:0": x})
+    # the longest timeouts taken work on both protocols (gRPC fails at once from about 1e10 s)
+    served = connect("two_in_two_out", protocol, timeout_s=1e6, attempt_timeout_s=1e6, connect_timeout_s=1e6)
+    np.testing.assert_array_equal(served.infer({"input.1": x, "y:0": x}).sum, x + x)
 
 
 def test_output_larger_than_its_estimated_slot_is_sent_inline_once_then_fits(server, connect, model_files):

@@ -29,6 +29,7 @@ from backends.model_repository import (
 )
 from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
 from backends.triton import TritonConfig, TritonInference, parse_url
+from backends.triton_config import MAX_TIMEOUT_S
 from inference_iface import ConfigError, ModelError, create_inference
 from inference_iface.options import structure
 from tracking_algs.cli import main
@@ -134,7 +135,17 @@ def test_model_config_writer_is_general(tmp_path, model_dir):
         ("localhost:8001", "http", "default gRPC port"),
         ("ftp://host:8000", "http", "scheme must be http or https"),
         ("127.0.0.1:notaport", "grpc", "malformed"),
+        ("127.0.0.1:99999", "http", "malformed"),
         (":8001", "grpc", "no host"),
+        ("127.0.0.1:0", "grpc", "has port 0"),
+        ("http://127.0.0.1:0", "http", "has port 0"),
+        ("127.0.0.1:", "grpc", "has an empty port"),
+        ("a b:5", "grpc", "'a b' is not a host name"),
+        ("\x00:5", "http", "is not a host name"),
+        ("999.1.2.3:5", "grpc", "is not a host name"),
+        ("[::g]:5", "grpc", "malformed"),
+        ("é:5", "grpc", "xn--"),
+        ("user@127.0.0.1:9001", "grpc", "without user info"),
     ],
 )
 def test_url_mistakes_are_config_errors_with_a_hint(url, protocol, message):
@@ -149,6 +160,8 @@ def test_good_urls_are_normalised():
     assert parse_url("10.0.0.1:9001", "grpc") == ("10.0.0.1:9001", False)
     assert parse_url("https://triton.example.org", "http") == ("triton.example.org:8000", True)
     assert parse_url("[::1]:8001", "grpc") == ("[::1]:8001", False)
+    assert parse_url("triton_1.svc.:9001 ", "grpc") == ("triton_1.svc.:9001", False)
+    assert parse_url("xn--bcher-kva.example:65535", "http") == ("xn--bcher-kva.example:65535", False)
 
 
 def test_bad_options_are_config_errors_listing_choices():
@@ -164,6 +177,40 @@ def test_bad_options_are_config_errors_listing_choices():
         TritonInference(TritonConfig(model_name="m", fallback="local"))
     with pytest.raises(ConfigError, match="set 'url' or 'urls'"):
         TritonInference(TritonConfig(model_name="m"))
+
+
+@pytest.mark.parametrize("key", ["timeout_s", "attempt_timeout_s", "connect_timeout_s"])
+def test_timeouts_are_finite_and_at_most_a_million_seconds(key):
+    # gRPC fails every call at once with DEADLINE_EXCEEDED given a deadline of 1e10 s or more
+    assert MAX_TIMEOUT_S == 1e6
+    assert getattr(structure({"model_name": "m", "url": "h:1", key: 1e6}, TritonConfig), key) == 1e6
+    for value in (float("inf"), 1e10, 1e6 + 1):
+        with pytest.raises(ConfigError, match=rf"'{key}' must be <= 1000000.0"):
+            structure({"model_name": "m", "url": "h:1", key: value}, TritonConfig)
+    with pytest.raises(ConfigError, match=key):
+        structure({"model_name": "m", "url": "h:1", key: float("nan")}, TritonConfig)
+
+
+def test_model_version_is_empty_or_a_positive_integer():
+    for version in ("", "1", "12"):
+        assert structure({"model_name": "m", "url": "h:1", "model_version": version}, TritonConfig).model_version == (
+            version
+        )
+    for version in ("latest", "0", "-1", "1.0", " 1", "²"):
+        with pytest.raises(ConfigError, match=r"model_version must be '' .* or a positive integer as text"):
+            structure({"model_name": "m", "url": "h:1", "model_version": version}, TritonConfig)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("url", 8001), ("model_name", 5), ("urls", "127.0.0.1:5"), ("retry_on", "UNAVAILABLE")],
+)
+def test_values_of_the_wrong_type_are_config_errors_naming_the_key(key, value):
+    # not converted to text ("8001:8001", "5") nor split into characters (a string where a list is expected)
+    options = {"model_name": "m", "url": "h:1", key: value}
+    with pytest.raises(ConfigError, match=rf"\b{key}\b") as caught:
+        structure(options, TritonConfig)
+    assert "cannot be retried" not in str(caught.value)
 
 
 def test_secrets_are_never_shown(monkeypatch):
