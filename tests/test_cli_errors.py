@@ -265,7 +265,7 @@ def test_version_and_run_help_document_the_exit_statuses(capsys):
     assert main(["run", "--help"]) == 0
     text = capsys.readouterr().out
     assert "exit status:" in text
-    for status in ("0  every event was processed", "2  bad argument", "3  a backend stopped", "4  the job finished"):
+    for status in ("0  every event was processed", "2  bad argument", "3  stopped early", "4  the job finished"):
         assert status in text
     assert (EXIT_STOPPED, EXIT_EVENTS_FAILED) == (3, 4)
 

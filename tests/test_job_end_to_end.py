@@ -24,7 +24,7 @@ from job_outputs import assert_same_results
 
 from inference_iface.shared_memory import SHM
 from tracking_algs.cli import main
-from tracking_algs.commands.run import EXIT_EVENTS_FAILED
+from tracking_algs.commands.run import EXIT_EVENTS_FAILED, EXIT_STOPPED
 from tracking_algs.io.trackml import event_path, list_events, read_event, write_event
 from tracking_algs.job.report import FITTED_COLUMNS
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -132,6 +132,47 @@ def test_resume_after_kill_gives_identical_results(finished_job, tmp_path):
     ]
     assert not (output / "tracks.csv").exists()
     assert _run("--simulate", "3", "--output", str(output), "--resume", *[f"--set={item}" for item in SMALL]) == 0
+    assert_same_results(output, finished_job)
+
+
+@pytest.mark.parametrize(("target", "jobs"), [("group/INT", "1"), ("group/INT", "2"), ("client/TERM", "1")])
+def test_an_interrupted_job_stops_cleanly_and_resumes(finished_job, tmp_path, target, jobs):
+    """Ctrl-C (SIGINT to the process group: the job and its workers) or SIGTERM as the job reaches its third event:
+    no traceback, status 3, the report of the events it finished written; ``--resume`` finishes the job with the
+    results of the uninterrupted one."""
+    output = tmp_path / "interrupted"
+    sets = [f"--set={item}" for item in SMALL]
+    command = [sys.executable, str(ROOT / "tests" / "interrupted_job.py"), "2", target, "run", str(CONFIG),
+               "--simulate", "3", "--jobs", jobs, "--output", str(output), "--no-progress", *sets]  # fmt: skip
+    stopped = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
+                             start_new_session=True, timeout=600)  # fmt: skip
+    assert stopped.returncode == EXIT_STOPPED, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert "stopped early: interrupted" in stopped.stderr
+    finished = json.loads((output / "performance.json").read_text())["events"]
+    if jobs == "1":  # the job's own process loads event 2: events 0 and 1 are saved before the signal
+        assert finished == [0, 1]
+    else:  # a worker loads it, while the other may be running any event (its result is not waited for)
+        assert set(finished) <= {0, 1}
+    written = {int(row["event_id"]) for row in _rows(output / "tracks.csv")}
+    assert written == set(finished)
+    assert _run("--simulate", "3", "--output", str(output), "--resume", *sets) == 0
+    assert_same_results(output, finished_job)
+
+
+def test_a_killed_worker_stops_the_job_which_resumes(finished_job, tmp_path):
+    """A worker process killed (SIGKILL, as the out-of-memory killer does) mid-job: status 3 and a message, no
+    traceback; ``--resume`` finishes the job with the results of the uninterrupted one."""
+    output = tmp_path / "worker_killed"
+    sets = [f"--set={item}" for item in SMALL]
+    command = [sys.executable, str(ROOT / "tests" / "interrupted_job.py"), "2", "0", "run", str(CONFIG),
+               "--simulate", "3", "--jobs", "2", "--output", str(output), "--no-progress", *sets]  # fmt: skip
+    stopped = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
+                             timeout=600)  # fmt: skip
+    assert stopped.returncode == EXIT_STOPPED, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert "a worker process ended abruptly" in stopped.stderr
+    assert _run("--simulate", "3", "--output", str(output), "--resume", *sets) == 0
     assert_same_results(output, finished_job)
 
 

@@ -4,7 +4,10 @@ find, fit, report."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -20,7 +23,8 @@ HELP = "find and fit tracks in TrackML CSV or simulated events; write tracks, fi
 EXIT_OK = 0
 #: Exit status of a bad argument, job option or input, found before any work; nothing is written.
 EXIT_BAD_INPUT = 2
-#: Exit status when a backend stopped the job before the end (finished events are kept; use --resume).
+#: Exit status when the job stopped before the end: a backend stopped answering, it was interrupted (Ctrl-C,
+#: SIGTERM), a worker process died or the output could not be written (finished events are kept; use --resume).
 EXIT_STOPPED = 3
 #: Exit status when the job finished but some events (or all) failed; they are listed in performance.json.
 EXIT_EVENTS_FAILED = 4
@@ -30,8 +34,9 @@ exit status:
   {EXIT_OK}  every event was processed
   {EXIT_BAD_INPUT}  bad argument, job option or input (e.g. no events in --input), found before any work:
      one line on stderr names it, nothing is written to --output
-  {EXIT_STOPPED}  a backend stopped answering: the finished events and the report are written; run again
-     with --resume to continue
+  {EXIT_STOPPED}  stopped early: a backend stopped answering, Ctrl-C or SIGTERM, a worker process died, or
+     the output could not be written (a full disk): the finished events are kept and, where it can be
+     written, the report of them; run again with --resume to continue
   {EXIT_EVENTS_FAILED}  the job finished but some events failed (all of them, possibly): the report of the
      others is written, performance.json lists the failed ones (failed_events); --resume retries them
 """
@@ -60,6 +65,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted job in --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM, while the job runs, stops it as Ctrl-C does (:func:`~tracking_algs.job.runner.run_events` keeps the
+    finished events and the job writes its report); the handler before is put back after."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        before = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (the job called from a library's thread): SIGTERM is left as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,22 +118,31 @@ def run(args: argparse.Namespace) -> int:
         source = SimulationSource(
             options.simulation, options.job.seed, count, detector, options.module_geometry(), options.magnetic_field()
         )
-    store = ResultStore(args.output)
     created, new_job = not args.output.exists(), not (args.output / "job_options.json").exists()
-    # how the job runs (workers, executor) is left out: a resumed job may run otherwise, with the same results
-    store.prepare({"options": options.to_dict(execution=False), "source": source.describe()}, resume=args.resume)
-    try:
-        summary = run_events(options, source, store, jobs=args.jobs or options.job.jobs, progress=not args.no_progress)
-    except (InferenceError, TrackingError):  # the job could not start (e.g. a model file that cannot be loaded)
-        if new_job:
-            store.discard_if_unused(remove_output=created)
-        raise
-    report = write_report(store, options)
-    print_summary(report, summary)
+    with ResultStore(args.output) as store, _terminate_as_interrupt():  # the store holds the output's lock
+        # how the job runs (workers, executor) is left out: a resumed job may run otherwise, with the same results
+        store.prepare({"options": options.to_dict(execution=False), "source": source.describe()}, resume=args.resume)
+        try:
+            summary = run_events(options, source, store, jobs=args.jobs or options.job.jobs,
+                                 progress=not args.no_progress)  # fmt: skip
+        except (InferenceError, TrackingError):  # the job could not start (e.g. a model file that cannot be loaded)
+            if new_job:
+                store.discard_if_unused(remove_output=created)
+            raise
+        try:
+            report = write_report(store, options)
+        except (OSError, KeyboardInterrupt) as error:  # the fragments are whole: --resume writes the report again
+            where = f"{error.filename}: " if isinstance(error, OSError) and error.filename else ""
+            problem = f"cannot write the report ({where}{error.strerror or error})" if isinstance(error, OSError) \
+                else "interrupted while writing the report"  # fmt: skip
+            summary = attrs.evolve(summary, stopped_by=summary.stopped_by or problem)
+            report = None
+    if report is not None:
+        print_summary(report, summary)
     if summary.stopped_by is not None:
         print(
-            f"trkx run: stopped early by a backend error ({summary.stopped_by}); finished events are kept in "
-            f"{args.output}; run again with --resume to continue",
+            f"trkx run: stopped early: {summary.stopped_by}; the finished events are kept in {args.output}; run "
+            "again with --resume to continue",
             file=sys.stderr,
         )
         return EXIT_STOPPED

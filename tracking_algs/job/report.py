@@ -6,6 +6,8 @@ finder left unassigned get ``track_id = -1``. ``fitted_tracks.csv`` has one row 
 the perigee parameters w.r.t. the z axis (mm, rad, e/GeV), the 15 upper-triangle covariance values
 ``cov_ij`` (i ≤ j, in the order d0, z0, phi, theta, qop), chi2, ndf, hit and outlier counts and the
 fit status (0 = OK, see :class:`tracking_algs.fitting.results.FitStatus`).
+
+The files are written into ``OUT/.report.tmp/`` first, then renamed into place one by one (:func:`write_report`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +49,39 @@ FITTED_COLUMNS: tuple[str, ...] = (
 )
 #: pT bin edges (GeV) of the resolution plots.
 RESOLUTION_PT_BINS = np.array([0.5, 1.0, 2.0, 5.0, 10.0, 100.0])
+#: The directory in the output where :func:`write_report` writes the report before it moves each file into place.
+STAGING = ".report.tmp"
 #: pulls and p-values are reported for fitted tracks with at least this many degrees of freedom
 MIN_PULL_NDF = 3
 
 
 def write_report(store: ResultStore, options: JobOptions) -> dict[str, Any]:
-    """Write every output file from the finished fragments; returns the ``performance.json`` content."""
+    """Write every output file from the finished fragments; returns the ``performance.json`` content.
+
+    The files are written into :data:`STAGING` (a leftover of a job killed there is removed first), then the previous
+    ``performance.json`` is removed and each file renamed into place: ``tracks.csv``, ``fitted_tracks.csv``, the
+    plots, ``performance.json`` last. A job stopped while it writes the report leaves the previous report as it was;
+    one stopped while it renames leaves no ``performance.json``: a ``performance.json`` means that the files beside it
+    are of the same run, and no file is ever seen half-written.
+    """
+    staging = store.output / STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        performance = _write_files(store, options, staging)
+        (store.output / "performance.json").unlink(missing_ok=True)
+        (store.output / "plots").mkdir(exist_ok=True)
+        plots = [f"plots/{path.name}" for path in sorted((staging / "plots").iterdir())]
+        for name in ("tracks.csv", "fitted_tracks.csv", *plots, "performance.json"):
+            os.replace(staging / name, store.output / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return performance
+
+
+def _write_files(store: ResultStore, options: JobOptions, output: Path) -> dict[str, Any]:
+    """The report files from the finished fragments, in the directory ``output``; the ``performance.json`` content."""
     results = list(store.results())
-    output = store.output
+    output.mkdir()
     _write_tracks(output / "tracks.csv", results)
     _write_fitted(output / "fitted_tracks.csv", results)
     plots = output / "plots"

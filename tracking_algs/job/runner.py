@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import signal
 from collections.abc import Callable, Iterable
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import attrs
@@ -46,12 +48,12 @@ def run_events(
 ) -> JobSummary:
     """Process every event of ``source`` not yet in ``store``; returns what happened.
 
-    ``jobs`` is the number of worker processes: of the local pool, or of the Dask ``LocalCluster`` the job starts
-    when ``[job] executor = "dask"`` names no scheduler. Each event is saved as soon as its outcome arrives.
-    Raises nothing for bad events (they are recorded; the records of events ``source`` no longer holds are
-    dropped); a backend error stops the loop and is reported in ``JobSummary.stopped_by`` after the finished events
-    are saved.
-    """
+    ``jobs`` is the number of worker processes (at most one per event to process): of the local pool, or of the Dask
+    ``LocalCluster`` the job starts when ``[job] executor = "dask"`` names no scheduler. Each event is saved as soon
+    as its outcome arrives. Raises nothing for bad events (they are recorded; the records of events ``source`` no
+    longer holds are dropped). A backend error, an interrupt (``KeyboardInterrupt``), a worker process that dies and
+    a fragment that cannot be written stop the loop, and are reported in ``JobSummary.stopped_by`` after the
+    finished events are saved."""
     done = store.finished_ids()
     todo = [event_id for event_id in source.event_ids() if event_id not in done]
     store.forget_failures_outside(source.event_ids())
@@ -60,8 +62,9 @@ def run_events(
     failed: list[EventFailure] = []
     stopped_by = None
     bar = tqdm(total=len(todo), desc="events", unit="event", disable=not progress)
+    workers = max(1, min(jobs, len(todo)))  # no more worker processes than events to give them
     try:
-        for outcome in _outcomes(options, source, todo, jobs, store.events_dir):
+        for outcome in _outcomes(options, source, todo, workers, store.events_dir):
             bar.update()
             if isinstance(outcome, EventResult):
                 store.save(outcome)
@@ -70,9 +73,16 @@ def run_events(
                 store.save_failure(outcome)
                 failed.append(outcome)
                 if outcome.stage == "backend":
-                    stopped_by = f"event {outcome.event_id}: {outcome.error}"
+                    stopped_by = f"a backend error at event {outcome.event_id}: {outcome.error}"
                     break
                 bar.write(f"skipped event {outcome.event_id} ({outcome.stage}): {outcome.error}")
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where the command turns it into one
+        stopped_by = "interrupted"
+    except BrokenProcessPool:
+        stopped_by = "a worker process ended abruptly (killed, or out of memory)"
+    except OSError as error:  # a fragment that cannot be written: a full disk, an output made read-only or removed
+        where = f"{error.filename}: " if error.filename else ""
+        stopped_by = f"cannot write the output ({where}{error.strerror or error})"
     finally:
         bar.close()
     return JobSummary(tuple(processed), skipped, tuple(failed), stopped_by)
@@ -118,10 +128,11 @@ _worker_processor: LazyProcessor | None = None
 
 def _start_worker(started, jobs: int) -> None:
     """Worker start-up: end with the job (a worker outliving a killed job would hold its memory, semaphores and
-    cores; :func:`~tracking_algs.worker_lifetime.end_with_parent`), and pin this worker to its share of the cores,
-    so that its ONNX Runtime and KD-tree threads (one per usable core) do not compete with the other workers' for
-    the same cores."""
+    cores; :func:`~tracking_algs.worker_lifetime.end_with_parent`), leave Ctrl-C to the job, and pin this worker to
+    its share of the cores, so that its ONNX Runtime and KD-tree threads (one per usable core) do not compete with
+    the other workers' for the same cores."""
     end_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the job stops its workers
     with started.get_lock():
         index = started.value
         started.value += 1

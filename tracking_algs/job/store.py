@@ -1,15 +1,22 @@
 """The job's output directory: one fragment file per finished event, so a job can stop and resume.
 
-``OUT/events/event{ID:09d}.npz`` holds one finished event (written to a temporary name, then renamed,
-so a fragment is either whole or absent); ``OUT/events/event{ID:09d}.failed.json`` records an event
-that could not be processed and why. ``OUT/job_options.json`` keeps the effective options; a resumed
-job must use the same ones.
+``OUT/events/event{ID:09d}.npz`` holds one finished event (built in memory, written to a temporary name, then
+renamed, so a fragment is either whole or absent); ``OUT/events/event{ID:09d}.failed.json`` records an event that
+could not be processed and why. ``OUT/job_options.json`` keeps the effective options; a resumed job must use the same
+ones. A job holds an exclusive lock on ``OUT/.job.lock`` while it runs, so that a second job in ``OUT`` is refused.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import io
 import json
 import os
+import sys
+import weakref
+import zipfile
+import zlib
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +25,16 @@ import attrs
 import numpy as np
 
 from inference_iface.errors import ConfigError
+
+#: The effective options of the job in an output directory.
+OPTIONS_FILE = "job_options.json"
+#: The file a running job holds an exclusive lock (``flock``) on, in the output directory.
+LOCK_FILE = ".job.lock"
+#: How many differing options the ``--resume`` refusal names.
+SHOWN_DIFFERENCES = 3
+#: What reading a damaged fragment raises (truncated, emptied, bytes changed: a CRC or header that does not match).
+_DAMAGED = (zipfile.BadZipFile, EOFError, ValueError, KeyError, TypeError, zlib.error)
+_ABSENT = object()
 
 
 @attrs.frozen
@@ -50,35 +67,80 @@ class EventFailure:
 
 
 class ResultStore:
-    """Reads and writes the per-event fragments under one output directory."""
+    """Reads and writes the per-event fragments under one output directory.
+
+    :meth:`prepare` locks the directory for the job; :meth:`close` (or the end of a ``with`` block on the store)
+    releases the lock, as does the end of the process, however it ends.
+    """
 
     def __init__(self, output: str | Path) -> None:
         self.output = Path(output)
         self.events_dir = self.output / "events"
+        self._unlock: weakref.finalize | None = None
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the lock :meth:`prepare` took (nothing when there is none; also done when the store is
+        garbage-collected)."""
+        if self._unlock is not None:
+            self._unlock()
 
     def prepare(self, options: Mapping[str, Any], resume: bool) -> None:
-        """Create the directory; on ``resume`` check the options match, otherwise refuse to mix old fragments (of
-        events finished or failed).
+        """Create the directory and lock it for this job; on ``resume`` check the options match, otherwise refuse to
+        mix old fragments (of events finished or failed). A resumed job's unreadable fragments and failure records are
+        removed, each named on stderr, and their events processed again (:meth:`remove_unreadable`).
 
-        The checks come first: a refused job leaves ``output`` as it was.
+        Raises :class:`ConfigError` when another job holds the directory, when it holds fragments without
+        ``job_options.json`` (a job whose options are lost) and for the refusals above. The checks come first: a
+        refused job leaves ``output`` as it was.
         """
         if self.output.exists() and not self.output.is_dir():
             raise ConfigError(f"--output {str(self.output)!r} exists and is not a directory")
-        options_file = self.output / "job_options.json"
         text = json.dumps(options, indent=2, sort_keys=True)
-        if options_file.exists():
-            if not resume and self.events_dir.is_dir() and any(self.events_dir.glob("event*")):
-                raise ConfigError(
-                    f"{self.output} already holds results of a job; pass --resume to continue it or choose "
-                    "another --output"
-                )
-            if resume and options_file.read_text() != text:
-                raise ConfigError(
-                    f"--resume: the job options differ from those of the job in {self.output}; resume with the "
-                    f"same options (see {options_file})"
-                )
-        self.events_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(options_file, text.encode())
+        self._check(text, resume)
+        self.output.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            self._check(text, resume)  # again under the lock: a job that ended meanwhile may have changed the output
+            for temporary in self.events_dir.glob("event*.tmp"):  # of a job killed while it wrote a fragment
+                temporary.unlink(missing_ok=True)
+            if self._holds_events():
+                for line in self.remove_unreadable():
+                    print(f"trkx run: {line}", file=sys.stderr)
+            self.events_dir.mkdir(exist_ok=True)
+            _atomic_write(self.output / OPTIONS_FILE, text.encode())
+        except BaseException:
+            self.close()
+            raise
+
+    def remove_unreadable(self) -> list[str]:
+        """Remove the fragments that cannot be read whole (truncated, emptied, changed: every array is read, so the
+        zip's CRCs are checked) and the failure records that do not parse, so that their events are processed again;
+        returns one line per file removed, naming it and why. A failure record beside a fragment of its event (left
+        by a job stopped between saving the one and removing the other) is removed too, without a word."""
+        removed = []
+        finished = set()
+        for event_id in sorted(self.finished_ids()):
+            path = self._fragment(event_id, ".npz")
+            try:
+                self._load(event_id)
+                finished.add(event_id)
+            except _DAMAGED as error:
+                removed.append(_remove(path, error))
+        for path in sorted(self.events_dir.glob("event*.failed.json")):
+            try:
+                failure = _read_failure(path)
+            except (ValueError, TypeError) as error:
+                removed.append(_remove(path, error))
+                continue
+            if failure.event_id in finished:
+                path.unlink()
+        return removed
 
     def discard_if_unused(self, remove_output: bool) -> None:
         """Undo :meth:`prepare` of a new job that saved nothing: remove ``job_options.json`` and ``events/`` (and,
@@ -86,7 +148,8 @@ class ResultStore:
         start)."""
         if any(self.events_dir.glob("*")):
             return
-        (self.output / "job_options.json").unlink(missing_ok=True)
+        (self.output / OPTIONS_FILE).unlink(missing_ok=True)
+        (self.output / LOCK_FILE).unlink(missing_ok=True)  # safe while locked: :meth:`_lock` checks what it locked
         for directory in (self.events_dir, self.output) if remove_output else (self.events_dir,):
             try:
                 directory.rmdir()  # only when empty
@@ -115,11 +178,9 @@ class ResultStore:
         }
         arrays |= {f"fitted.{key}": value for key, value in result.fitted.items()}
         arrays |= {f"truth.{key}": value for key, value in result.truth.items()}
-        path = self._fragment(result.event_id, ".npz")
-        temporary = path.with_suffix(".tmp")
-        with temporary.open("wb") as stream:
-            np.savez(stream, **arrays)
-        os.replace(temporary, path)
+        content = io.BytesIO()  # in memory: a write that fails (a full disk) leaves no half-written zip behind
+        np.savez(content, **arrays)
+        _atomic_write(self._fragment(result.event_id, ".npz"), content.getvalue())
         self._fragment(result.event_id, ".failed.json").unlink(missing_ok=True)
 
     def save_failure(self, failure: EventFailure) -> None:
@@ -129,33 +190,138 @@ class ResultStore:
     def results(self) -> Iterator[EventResult]:
         """Every finished event, in event-id order."""
         for event_id in sorted(self.finished_ids()):
-            with np.load(self._fragment(event_id, ".npz")) as data:
-                meta = json.loads(data["meta"].tobytes())
-                yield EventResult(
-                    event_id=event_id,
-                    hit_id=data["hit_id"],
-                    track_label=data["track_label"],
-                    timing_ms=meta["timing_ms"],
-                    edges=meta["edges"],
-                    backend=meta["backend"],
-                    fitted=_section(data, "fitted."),
-                    truth=_section(data, "truth."),
-                )
+            yield self._load(event_id)
 
     def failures(self) -> list[EventFailure]:
         """Every skipped event, in event-id order."""
-        paths = sorted(self.events_dir.glob("event*.failed.json"))
-        return [EventFailure(**json.loads(path.read_text())) for path in paths]
+        return [_read_failure(path) for path in sorted(self.events_dir.glob("event*.failed.json"))]
+
+    def _load(self, event_id: int) -> EventResult:
+        """One event's fragment, every array read (so a damaged one raises one of :data:`_DAMAGED`)."""
+        with np.load(self._fragment(event_id, ".npz")) as data:
+            arrays = {key: data[key] for key in data.files}
+        meta = json.loads(arrays["meta"].tobytes())
+        return EventResult(
+            event_id=event_id,
+            hit_id=arrays["hit_id"],
+            track_label=arrays["track_label"],
+            timing_ms=meta["timing_ms"],
+            edges=meta["edges"],
+            backend=meta["backend"],
+            fitted=_section(arrays, "fitted."),
+            truth=_section(arrays, "truth."),
+        )
+
+    def _check(self, text: str, resume: bool) -> None:
+        """Refuse (:class:`ConfigError`) to start a job with the options ``text`` in the output as it is now."""
+        options_file = self.output / OPTIONS_FILE
+        if not options_file.exists():
+            if self._holds_events():
+                raise ConfigError(
+                    f"{self.events_dir} holds the events of a job whose options are lost (no {options_file}); "
+                    f"choose another --output or remove {self.events_dir}"
+                )
+            return
+        if not resume and self._holds_events():
+            raise ConfigError(
+                f"{self.output} already holds results of a job; pass --resume to continue it or choose another --output"
+            )
+        if resume:
+            try:
+                recorded = json.loads(options_file.read_bytes())
+            except ValueError as error:
+                raise ConfigError(
+                    f"--resume: {options_file} cannot be read ({error}); choose another --output or remove "
+                    f"{options_file} and {self.events_dir}"
+                ) from None
+            differences = _differences(recorded, json.loads(text))
+            if differences:
+                raise ConfigError(
+                    f"--resume: the job options differ from those of the job in {self.output} "
+                    f"({_describe(differences)}); resume with the same options (see {options_file})"
+                )
+
+    def _lock(self) -> None:
+        """Hold an exclusive lock on :data:`LOCK_FILE` until :meth:`close`; :class:`ConfigError` when another job
+        holds it. On a file system without locks the job runs unlocked, and says so."""
+        path = self.output / LOCK_FILE
+        while self._unlock is None:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)  # not inherited by worker processes
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.path.samestat(os.fstat(descriptor), os.stat(path)):  # else removed as it was locked: again
+                    self._unlock = weakref.finalize(self, os.close, descriptor)
+            except BlockingIOError:
+                raise ConfigError(
+                    f"another job is running in {self.output}; wait for it to end or choose another --output"
+                ) from None
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                if error.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise
+                print(f"trkx run: cannot lock {path} ({error.strerror}); start no other job in {self.output} while "
+                      "this one runs", file=sys.stderr)  # fmt: skip
+                self._unlock = weakref.finalize(self, os.close, descriptor)
+            finally:
+                if self._unlock is None:
+                    os.close(descriptor)
+
+    def _holds_events(self) -> bool:
+        """Whether the output holds fragments (of events finished or failed)."""
+        return any(self.events_dir.glob("event*.npz")) or any(self.events_dir.glob("event*.failed.json"))
 
     def _fragment(self, event_id: int, suffix: str) -> Path:
         return self.events_dir / f"event{event_id:09d}{suffix}"
 
 
-def _section(data: Any, prefix: str) -> dict[str, np.ndarray]:
-    return {key.removeprefix(prefix): data[key] for key in data.files if key.startswith(prefix)}
+def _section(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {key.removeprefix(prefix): value for key, value in arrays.items() if key.startswith(prefix)}
+
+
+def _read_failure(path: Path) -> EventFailure:
+    return EventFailure(**json.loads(path.read_bytes()))
+
+
+def _remove(path: Path, error: Exception) -> str:
+    """Remove a damaged file; the line that says so."""
+    path.unlink()
+    why = " ".join(f"{type(error).__name__}: {error}".split())
+    return f"{path} cannot be read ({why}); removed, its event is processed again"
+
+
+def _differences(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]]:
+    """The values (dotted keys, in key order) where two JSON documents differ; :data:`_ABSENT` for a missing one."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        prefix = f"{key}." if key else ""
+        return [found for name in sorted(old.keys() | new.keys())
+                for found in _differences(old.get(name, _ABSENT), new.get(name, _ABSENT), prefix + name)]  # fmt: skip
+    if _ABSENT not in (old, new) and json.dumps(old, sort_keys=True) == json.dumps(new, sort_keys=True):
+        return []
+    return [(key, old, new)]
+
+
+def _describe(differences: list[tuple[str, Any, Any]]) -> str:
+    """The first :data:`SHOWN_DIFFERENCES` differences, as option names (``--set`` keys) with both values."""
+
+    def shown(value: Any) -> str:
+        text = "absent" if value is _ABSENT else json.dumps(value)
+        return text if len(text) <= 40 else text[:39] + "…"
+
+    parts = [f"{key.removeprefix('options.')}: {shown(old)} in the job, {shown(new)} now"
+             for key, old, new in differences[:SHOWN_DIFFERENCES]]  # fmt: skip
+    if len(differences) > SHOWN_DIFFERENCES:
+        parts.append(f"{len(differences) - SHOWN_DIFFERENCES} more")
+    return "; ".join(parts)
 
 
 def _atomic_write(path: Path, content: bytes) -> None:
+    """Write ``path`` whole or not at all: to a temporary name beside it, then renamed (the temporary file is removed
+    when the write fails, e.g. on a full disk)."""
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)
+    try:
+        temporary.write_bytes(content)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,344 @@
+"""The job's output store and report under faults: a full disk while a fragment is written, damaged fragments and
+failure records found as a job resumes, fragments whose options are lost, two jobs in one output, a report stopped
+half-way, and the ``--resume`` refusal naming the options that differ.
+
+Real files in ``tmp_path``; the store-level tests save small made-up events, the job-level ones run ``trkx run`` on
+two simulated pile-up-2 events with the shipped models.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from job_outputs import assert_same_results
+
+from inference_iface.errors import ConfigError
+from tracking_algs.cli import main
+from tracking_algs.job import report
+from tracking_algs.job.store import LOCK_FILE, EventFailure, EventResult, ResultStore
+from tracking_algs.job_options import load_job_options
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "local_onnx.toml"
+SMALL = ["--simulate", "2", "--set=simulation.pileup=2"]
+OPTIONS = {
+    "options": {"simulation": {"pileup": 5, "seed": 1}, "finding": {"graph": {"radius": 0.1, "k_max": 8}}},
+    "source": {"simulate": 3, "seed": 7},
+}
+
+
+def _run(*args: str) -> int:
+    return main(["run", str(CONFIG), "--no-progress", *args])
+
+
+def _result(event_id: int, hits: int = 1000) -> EventResult:
+    labels = np.random.default_rng(event_id).integers(-1, 20, hits)
+    return EventResult(event_id=event_id, hit_id=np.arange(1, hits + 1), track_label=labels,
+                       timing_ms={"graph": 1.0 + event_id}, edges={"graph": {"count": 10.0}})  # fmt: skip
+
+
+def _store(output: Path, events: range, options: dict = OPTIONS) -> ResultStore:
+    """A store in ``output`` holding ``events``, its lock released."""
+    with ResultStore(output) as store:
+        store.prepare(options, resume=False)
+        for event_id in events:
+            store.save(_result(event_id))
+    return store
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*"))
+            if path.is_file()}  # fmt: skip
+
+
+def _flip(path: Path, offset: int) -> None:
+    content = bytearray(path.read_bytes())
+    content[offset] ^= 0xFF
+    path.write_bytes(bytes(content))
+
+
+# ---- a fragment written on a full disk
+
+
+FULL_DISK = """
+import resource, signal, sys
+import numpy as np
+from tracking_algs.job.store import EventResult, ResultStore
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file over the limit: EFBIG, as ENOSPC on a full disk
+store = ResultStore(sys.argv[1])
+store.events_dir.mkdir(parents=True)
+resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, resource.RLIM_INFINITY))
+try:
+    store.save(EventResult(0, np.arange(100_000), np.zeros(100_000, int), {"graph": 1.0}, {}))
+except OSError as error:
+    print(error.errno)
+"""
+
+
+def test_a_fragment_that_cannot_be_written_leaves_nothing_behind(tmp_path):
+    """A write that fails half-way (the file size limit stands for a full disk) raises the OSError alone: no
+    temporary file is left, and nothing on stderr (a half-written zip file's clean-up printed a traceback)."""
+    output = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(output)], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str(errno.EFBIG)
+    assert done.stderr == ""
+    assert list((output / "events").iterdir()) == []
+
+
+# ---- damaged fragments and failure records
+
+
+def test_resume_removes_damaged_fragments_and_failure_records(tmp_path, capsys):
+    """Truncated, emptied and changed fragments (a changed array fails its CRC) and a failure record that does not
+    parse are removed as the job resumes, each named on stderr; their events are processed again. A failure record
+    beside a fragment of its event is stale and goes too; the other files are kept."""
+    output = tmp_path / "out"
+    store = _store(output, range(5))
+    store.save_failure(EventFailure(4, "process", "stale: the event was saved after"))
+    store.save_failure(EventFailure(5, "read", "a bad file"))
+    store.save_failure(EventFailure(6, "read", "a bad file too"))
+    events = output / "events"
+    truncated = events / "event000000000.npz"
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    (events / "event000000001.npz").write_bytes(b"")
+    _flip(events / "event000000002.npz", 2000)  # inside the hit_id array
+    (events / "event000000005.failed.json").write_text('{"event_id": 5, "stage"')
+    with ResultStore(output) as resumed:
+        resumed.prepare(OPTIONS, resume=True)
+        assert resumed.finished_ids() == {3, 4}
+        assert [failure.event_id for failure in resumed.failures()] == [6]
+        assert [result.event_id for result in resumed.results()] == [3, 4]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4, lines
+    for line, (name, why) in zip(lines, [("event000000000.npz", "BadZipFile"), ("event000000001.npz", "EOFError"),
+                                         ("event000000002.npz", "CRC"), ("event000000005.failed.json", "JSON")],
+                                 strict=True):  # fmt: skip
+        assert line.startswith(f"trkx run: {events / name} cannot be read ("), line
+        assert why in line
+        assert line.endswith("removed, its event is processed again")
+
+
+def test_a_new_job_leaves_the_temporaries_of_a_killed_one_no_more(tmp_path):
+    """A job killed while it wrote a fragment left its temporary file: it is no event, and the next job removes it."""
+    output = tmp_path / "out"
+    _store(output, range(1))
+    (output / "events" / "event000000001.npz.tmp").write_bytes(b"PK\x03\x04 half")
+    with ResultStore(output) as store:
+        store.prepare(OPTIONS, resume=True)
+    assert sorted(path.name for path in (output / "events").iterdir()) == ["event000000000.npz"]
+
+
+# ---- the job's options
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_fragments_without_job_options_are_refused(tmp_path, resume):
+    """Fragments whose ``job_options.json`` is gone belong to a job whose options are lost: refused, with or without
+    ``--resume``, and nothing changes."""
+    output = tmp_path / "out"
+    _store(output, range(2))
+    (output / "job_options.json").unlink()
+    before = _files(output)
+    other = {**OPTIONS, "source": {"simulate": 5, "seed": 7}}
+    with pytest.raises(ConfigError, match=r"options are lost .* choose another --output or remove .*events"):
+        ResultStore(output).prepare(other, resume=resume)
+    assert _files(output) == before
+
+
+def test_resume_names_the_options_that_differ(tmp_path):
+    """The refusal names the first differing options (dotted, as ``--set`` names them), with both values."""
+    output = tmp_path / "out"
+    _store(output, range(1))
+    changed = json.loads(json.dumps(OPTIONS))
+    changed["options"]["simulation"]["pileup"] = 2
+    with pytest.raises(ConfigError, match=r"\(simulation\.pileup: 5 in the job, 2 now\); resume with the same"):
+        ResultStore(output).prepare(changed, resume=True)
+    changed["options"]["finding"]["graph"] = {"radius": 0.2, "k_max": 8, "eps": 0.5}
+    changed["source"]["simulate"] = 4
+    expected = ("finding.graph.eps: absent in the job, 0.5 now; finding.graph.radius: 0.1 in the job, 0.2 now; "
+                "simulation.pileup: 5 in the job, 2 now; 1 more")  # fmt: skip
+    with pytest.raises(ConfigError, match=f"\\({expected}\\)") as refused:
+        ResultStore(output).prepare(changed, resume=True)
+    assert "\n" not in str(refused.value)
+    (output / "job_options.json").write_text('{"options": ')
+    with pytest.raises(ConfigError, match=r"job_options\.json cannot be read"):
+        ResultStore(output).prepare(OPTIONS, resume=True)
+
+
+# ---- one job at a time
+
+
+def test_a_second_job_is_refused_while_the_first_holds_the_output(tmp_path):
+    output = tmp_path / "out"
+    first = ResultStore(output)
+    first.prepare(OPTIONS, resume=False)
+    before = _files(output)
+    other = {**OPTIONS, "source": {"simulate": 5, "seed": 7}}
+    for options, resume in ((other, False), (OPTIONS, True)):
+        with pytest.raises(ConfigError, match=f"another job is running in {output}"):
+            ResultStore(output).prepare(options, resume=resume)
+    assert _files(output) == before
+    first.close()
+    with ResultStore(output) as second:
+        second.prepare(other, resume=False)
+
+
+def test_the_lock_ends_with_the_process_that_holds_it(tmp_path):
+    """A job killed (SIGKILL, no clean-up) holds its output no more."""
+    output = tmp_path / "out"
+    holder = "import sys, time\nfrom tracking_algs.job.store import ResultStore\n" \
+             "store = ResultStore(sys.argv[1])\nstore.prepare({}, resume=False)\nprint('locked', flush=True)\n" \
+             "time.sleep(600)\n"  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-c", holder, str(output)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "locked\n"
+        with pytest.raises(ConfigError, match="another job is running"):
+            ResultStore(output).prepare({}, resume=False)
+    finally:
+        process.kill()
+        process.wait()
+    with ResultStore(output) as store:
+        store.prepare({}, resume=False)
+
+
+def test_a_discarded_new_job_removes_its_output_and_lock(tmp_path):
+    """A new job that cannot start removes what it made, its lock file too; the next job locks a new one."""
+    output = tmp_path / "out"
+    with ResultStore(output) as store:
+        store.prepare(OPTIONS, resume=False)
+        store.discard_if_unused(remove_output=True)
+        assert not output.exists()
+        with ResultStore(output) as next_job:
+            next_job.prepare(OPTIONS, resume=False)
+            assert (output / LOCK_FILE).is_file()
+
+
+def test_a_file_system_without_locks_runs_the_job_unlocked(tmp_path, monkeypatch, capsys):
+    def no_locks(*args: object) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with ResultStore(tmp_path / "out") as store:
+        store.prepare(OPTIONS, resume=False)
+    assert "cannot lock" in capsys.readouterr().err
+
+
+# ---- the report
+
+
+def test_a_report_stopped_while_written_leaves_the_previous_one(tmp_path, monkeypatch):
+    """Stopped while it writes (here a plot fails), the report leaves the previous files as they were."""
+    store = _store(tmp_path / "out", range(1))
+    options = load_job_options(CONFIG)
+    report.write_report(store, options)
+    before = _files(store.output)
+    store.save(_result(1))
+
+    def full_disk(*args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(report, "plot_timing", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        report.write_report(store, options)
+    assert {name: data for name, data in _files(store.output).items() if not name.startswith("events/")} == {
+        name: data for name, data in before.items() if not name.startswith("events/")
+    }
+    assert not (store.output / report.STAGING).exists()
+
+
+def test_a_report_stopped_while_moved_into_place_has_no_performance_json(tmp_path, monkeypatch):
+    """Stopped between two renames, the report has no ``performance.json``: one means that the files beside it are
+    of the same run. The next report is whole again."""
+    store = _store(tmp_path / "out", range(1))
+    options = load_job_options(CONFIG)
+    report.write_report(store, options)
+    store.save(_result(1))
+    renames = []
+
+    def replace(source: Path, target: Path) -> None:
+        if renames:
+            raise KeyboardInterrupt
+        renames.append(target)
+        os.rename(source, target)
+
+    monkeypatch.setattr(report.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_report(store, options)
+    monkeypatch.undo()
+    assert renames == [store.output / "tracks.csv"]
+    assert not (store.output / "performance.json").exists()
+    assert not (store.output / report.STAGING).exists()
+    performance = report.write_report(store, options)
+    assert performance["events"] == json.loads((store.output / "performance.json").read_text())["events"] == [0, 1]
+    assert {line.split(",")[0] for line in (store.output / "tracks.csv").read_text().splitlines()[1:]} == {"0", "1"}
+
+
+# ---- real jobs
+
+
+@pytest.fixture(scope="module")
+def small_job(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("job") / "out"
+    assert _run(*SMALL, "--output", str(output)) == 0
+    assert not (output / report.STAGING).exists()
+    return output
+
+
+def test_resume_processes_damaged_fragments_again(small_job, tmp_path, capsys):
+    """A truncated fragment and one with changed bytes: ``--resume`` names them, processes their events again and
+    writes the results of the undamaged job."""
+    output = tmp_path / "out"
+    shutil.copytree(small_job, output)
+    truncated = output / "events" / "event000000000.npz"
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    changed = output / "events" / "event000000001.npz"
+    _flip(changed, changed.stat().st_size // 2)
+    capsys.readouterr()
+    assert _run(*SMALL, "--output", str(output), "--resume") == 0
+    err = capsys.readouterr().err
+    assert f"{truncated} cannot be read" in err
+    assert f"{changed} cannot be read" in err
+    assert "Traceback" not in err
+    assert_same_results(output, small_job)
+
+
+def test_a_job_whose_options_are_lost_is_refused(small_job, tmp_path, capsys):
+    output = tmp_path / "out"
+    shutil.copytree(small_job, output)
+    (output / "job_options.json").unlink()
+    before = _files(output)
+    for resume in ([], ["--resume"]):
+        capsys.readouterr()
+        assert _run("--simulate", "3", "--set=simulation.pileup=2", "--output", str(output), *resume) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("trkx run: error: ")
+        assert "options are lost" in err
+    assert _files(output) == before
+
+
+def test_resume_with_other_options_names_them(small_job, capsys):
+    assert _run("--simulate", "2", "--set=simulation.pileup=3", "--output", str(small_job), "--resume") == 2
+    assert "(simulation.pileup: 2.0 in the job, 3.0 now)" in capsys.readouterr().err
+
+
+def test_a_second_job_in_the_output_of_a_running_one_is_refused(tmp_path, capsys):
+    """While a job holds the output, another is refused (status 2) and changes nothing; once it ends, it runs."""
+    output = tmp_path / "out"
+    running = ResultStore(output)
+    running.prepare(OPTIONS, resume=False)
+    before = _files(output)
+    assert _run(*SMALL, "--output", str(output)) == 2
+    assert f"another job is running in {output}" in capsys.readouterr().err
+    assert _files(output) == before
+    running.close()
+    assert _run(*SMALL, "--output", str(output)) == 0
