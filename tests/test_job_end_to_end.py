@@ -25,6 +25,7 @@ from job_outputs import assert_same_results
 from inference_iface.shared_memory import SHM
 from tracking_algs.cli import main
 from tracking_algs.commands.run import EXIT_EVENTS_FAILED, EXIT_STOPPED
+from tracking_algs.geometry import trackml_detector
 from tracking_algs.io.trackml import event_path, list_events, read_event, write_event
 from tracking_algs.job.report import FITTED_COLUMNS
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -158,6 +159,29 @@ def test_an_interrupted_job_stops_cleanly_and_resumes(finished_job, tmp_path, ta
     assert written == set(finished)
     assert _run("--simulate", "3", "--output", str(output), "--resume", *sets) == 0
     assert_same_results(output, finished_job)
+
+
+def test_a_resume_that_would_read_other_files_is_refused(tmp_path, monkeypatch, capsys):
+    """Options naming a file by a relative path, resumed from another directory where that path is another file, or
+    after the file changed: the job would compute with other inputs, so ``--resume`` is refused (status 2), naming
+    the option; from the first directory, with the file as it was, it resumes."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for directory, field in ((first, 2.0), (second, 1.5)):
+        directory.mkdir()
+        (directory / "detector.toml").write_text(trackml_detector(field).to_toml())
+    output = tmp_path / "out"
+    sets = [f"--set={item}" for item in SMALL] + ["--set=job.detector=detector.toml"]
+    monkeypatch.chdir(first)
+    assert _run("--simulate", "1", "--output", str(output), *sets) == 0
+    monkeypatch.chdir(second)
+    assert _run("--simulate", "1", "--output", str(output), "--resume", *sets) == 2
+    assert "files.job.detector:" in capsys.readouterr().err
+    monkeypatch.chdir(first)
+    (first / "detector.toml").write_text(trackml_detector(1.5).to_toml())
+    assert _run("--simulate", "1", "--output", str(output), "--resume", *sets) == 2
+    assert "files.job.detector:" in capsys.readouterr().err
+    (first / "detector.toml").write_text(trackml_detector(2.0).to_toml())
+    assert _run("--simulate", "1", "--output", str(output), "--resume", *sets) == 0
 
 
 def test_a_killed_worker_stops_the_job_which_resumes(finished_job, tmp_path):

@@ -18,6 +18,7 @@ Moving inference to a server is one change: ``backend = "onnxruntime"`` → ``"t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -53,6 +54,14 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 #: Values of ``[job] executor``.
 EXECUTORS = ("local", "dask")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _placed(settings: Mapping[str, Any], stage: str, model_dir: Path) -> dict[str, Any]:
@@ -125,6 +134,21 @@ class JobOptions:
     fitting: FittingConfig = FittingConfig()
     performance: ParticleSelection = ParticleSelection()
     detector: DetectorConfig = DetectorConfig()
+
+    def files_read(self) -> dict[str, str]:
+        """The files the job reads besides its events, by the option that names them (``job.detector``,
+        ``detector.file``, ``detector.field.map_file``, and each neural stage's model with the model card when the
+        stages run in the job): each as its absolute path and SHA-256, so that a resumed job can tell whether it
+        would read other files (options naming relative paths, resumed from another directory) or changed ones."""
+        named = {"job.detector": self.job.detector, "detector.file": self.detector.file,
+                 "detector.field.map_file": self.detector.field.map_file}  # fmt: skip
+        if self.finding.serving == "stages":
+            model_dir = resolve_model_dir(self.finding.model_dir)
+            named[f"finding.model_dir/{CARD_NAME}"] = str(model_dir / CARD_NAME)
+            for stage in STAGES:
+                named[f"finding.stages.{stage}.model_path"] = str(self.stage_inference(stage).get("model_path", ""))
+        return {key: f"{Path(path).resolve()} sha256:{_sha256(Path(path))}" for key, path in named.items()
+                if path and Path(path).is_file()}  # fmt: skip
 
     def cylinder_detector(self) -> Detector:
         """The detector named by ``[job] detector`` (a TOML file), or the TrackML-like default."""

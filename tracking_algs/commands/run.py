@@ -120,8 +120,14 @@ def run(args: argparse.Namespace) -> int:
         )
     created, new_job = not args.output.exists(), not (args.output / "job_options.json").exists()
     with ResultStore(args.output) as store, _terminate_as_interrupt():  # the store holds the output's lock
-        # how the job runs (workers, executor) is left out: a resumed job may run otherwise, with the same results
-        store.prepare({"options": options.to_dict(execution=False), "source": source.describe()}, resume=args.resume)
+        # how the job runs (workers, executor) is left out: a resumed job may run otherwise, with the same results;
+        # the files it reads are in, by path and content: a resume must read the same
+        recorded = {
+            "options": options.to_dict(execution=False),
+            "source": source.describe(),
+            "files": options.files_read(),
+        }
+        store.prepare(recorded, resume=args.resume)
         try:
             summary = run_events(options, source, store, jobs=args.jobs or options.job.jobs,
                                  progress=not args.no_progress)  # fmt: skip
