@@ -200,7 +200,8 @@ def test_a_killed_worker_stops_the_job_which_resumes(finished_job, tmp_path):
     assert_same_results(output, finished_job)
 
 
-def test_a_job_killed_with_its_workers_leaves_no_semaphores_once_resumed(finished_job, tmp_path):
+@pytest.mark.parametrize("resumed_jobs", ["2", "1"])
+def test_a_job_killed_with_its_workers_leaves_no_semaphores_once_resumed(finished_job, tmp_path, resumed_jobs):
     """SIGKILL to the process group of a ``--jobs 2`` job (its workers and multiprocessing's resource tracker with
     it) leaves the worker pool's named semaphores in /dev/shm; the next job removes them, and ``--resume`` finishes
     with the results of the uninterrupted job."""
@@ -214,7 +215,7 @@ def test_a_job_killed_with_its_workers_leaves_no_semaphores_once_resumed(finishe
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     leaked = {path.name for path in SHM.glob("sem.mp-*")} - before
     assert leaked, "the killed pool left no semaphore: nothing to test"
-    assert _run("--simulate", "3", "--jobs", "2", "--output", str(output), "--resume", *sets) == 0
+    assert _run("--simulate", "3", "--jobs", resumed_jobs, "--output", str(output), "--resume", *sets) == 0
     assert not leaked & {path.name for path in SHM.glob("sem.mp-*")}
     assert_same_results(output, finished_job)
 

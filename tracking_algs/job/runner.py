@@ -91,6 +91,7 @@ def run_events(
 def _outcomes(
     options: JobOptions, source: EventSource, event_ids: list[int], jobs: int, directory: Path
 ) -> Iterable[Outcome]:
+    remove_those_of_a_dead_job(directory)  # a killed job's worker-pool semaphores, whatever runs this job's events
     if not event_ids:
         return
     if options.job.executor == "dask":
@@ -101,7 +102,6 @@ def _outcomes(
             for event_id in event_ids:
                 yield processor.process(source, event_id)
         return
-    remove_those_of_a_dead_job(directory)  # the worker pool's semaphores of a job killed in this directory
     with recorded(directory) as record:
         yield from _pool_outcomes(options, source, event_ids, jobs, record)
 
