@@ -17,7 +17,6 @@ so ensembles and custom Python backends can be written with them too.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from onnx.helper import tensor_dtype_to_np_dtype
 from tritonclient.grpc import model_config_pb2
 
 from backends.triton_types import config_data_type
+from inference_iface.checksums import file_sha256
 from inference_iface.dtypes import dtype_name
 from inference_iface.errors import ConfigError, ModelError
 from inference_iface.signature import ModelSignature, TensorSpec
@@ -45,15 +45,6 @@ PYTHON_MODEL_TEMPLATE = Path(__file__).with_name("triton_python_model.py")
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 #: Parameter holding the ONNX file's SHA-256 in ``config.pbtxt``.
 CHECKSUM_PARAMETER = "onnx_sha256"
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def onnx_signature(path: str | Path) -> ModelSignature:

@@ -30,12 +30,12 @@ from triton_helpers import (
     wait_counts,
 )
 
-from backends.model_repository import file_sha256
 from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
 from backends.triton import TritonConfig, TritonInference
 from backends.triton_connection import is_orphaned
 from backends.triton_server import TritonServer, TritonServerConfig
 from inference_iface import InferenceTimeoutError, InputError, ModelError, TensorSpec, create_inference
+from inference_iface.checksums import file_sha256
 from inference_iface.options import unstructure
 
 pytestmark = pytest.mark.server

@@ -21,7 +21,6 @@ from tritonclient.grpc import model_config_pb2
 from backends.model_repository import (
     CHECKSUM_PARAMETER,
     add_onnx_model,
-    file_sha256,
     model_config,
     onnx_signature,
     read_model_config,
@@ -31,6 +30,7 @@ from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
 from backends.triton import TritonConfig, TritonInference, parse_url
 from backends.triton_config import MAX_TIMEOUT_S
 from inference_iface import ConfigError, ModelError, create_inference
+from inference_iface.checksums import file_sha256
 from inference_iface.options import structure
 from tracking_algs.cli import main
 

@@ -18,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn
 
 from inference_iface.errors import InferenceError
-from tracking_algs.errors import TrackingError
+from tracking_algs.errors import TrackingError, os_error_text
 
 #: Command modules, in the order ``trkx --help`` lists them.
 COMMANDS: tuple[str, ...] = ("run", "simulate", "info", "infer", "repo", "serve", "train", "bench")
@@ -80,8 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InferenceError, TrackingError) as error:
         print(f"trkx {command}: error: {error}", file=sys.stderr)
     except OSError as error:
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"trkx {command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        print(f"trkx {command}: error: {os_error_text(error)}", file=sys.stderr)
     return EXIT_USAGE
 
 

@@ -23,3 +23,10 @@ class JobInputError(TrackingError):
 class JobSetupError(TrackingError):
     """The job cannot run as set up: the executor's extra is not installed, its Dask scheduler cannot be reached, or
     a Dask worker runs numpy otherwise than the job. The message names what to change."""
+
+
+def os_error_text(error: OSError) -> str:
+    """An ``OSError`` in words for a one-line message: the file it concerns, where it names one, and the system's
+    reason (``"/out/tracks.csv: No space left on device"``)."""
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{error.strerror or error}"

@@ -18,13 +18,13 @@ Moving inference to a server is one change: ``backend = "onnxruntime"`` → ``"t
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
+from inference_iface.checksums import file_sha256
 from inference_iface.errors import ConfigError
 from inference_iface.options import load_toml, structure, unstructure, with_overrides
 from inference_iface.registry import available_backends, make_config
@@ -54,14 +54,6 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 #: Values of ``[job] executor``.
 EXECUTORS = ("local", "dask")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _placed(settings: Mapping[str, Any], stage: str, model_dir: Path) -> dict[str, Any]:
@@ -147,7 +139,7 @@ class JobOptions:
             named[f"finding.model_dir/{CARD_NAME}"] = str(model_dir / CARD_NAME)
             for stage in STAGES:
                 named[f"finding.stages.{stage}.model_path"] = str(self.stage_inference(stage).get("model_path", ""))
-        return {key: f"{Path(path).resolve()} sha256:{_sha256(Path(path))}" for key, path in named.items()
+        return {key: f"{Path(path).resolve()} sha256:{file_sha256(path)}" for key, path in named.items()
                 if path and Path(path).is_file()}  # fmt: skip
 
     def cylinder_detector(self) -> Detector:

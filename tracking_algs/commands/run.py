@@ -4,17 +4,15 @@ find, fit, report."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
 
 from inference_iface.errors import InferenceError
 from tracking_algs.commands.arg_types import dask_scheduler, existing_file, output_directory, positive_int
-from tracking_algs.errors import JobInputError, TrackingError
+from tracking_algs.commands.interrupts import terminate_as_interrupt
+from tracking_algs.errors import JobInputError, TrackingError, os_error_text
 
 NAME = "run"
 HELP = "find and fit tracks in TrackML CSV or simulated events; write tracks, fits, performance and plots"
@@ -67,25 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM, while the job runs, stops it as Ctrl-C does (:func:`~tracking_algs.job.runner.run_events` keeps the
-    finished events and the job writes its report); the handler before is put back after."""
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        before = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread (the job called from a library's thread): SIGTERM is left as it is
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the job; the exit status is one of those in :data:`EPILOG`.
 
@@ -119,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             options.simulation, options.job.seed, count, detector, options.module_geometry(), options.magnetic_field()
         )
     created, new_job = not args.output.exists(), not (args.output / "job_options.json").exists()
-    with ResultStore(args.output) as store, _terminate_as_interrupt():  # the store holds the output's lock
+    with ResultStore(args.output) as store, terminate_as_interrupt():  # the store holds the output's lock
         # how the job runs (workers, executor) is left out: a resumed job may run otherwise, with the same results;
         # the files it reads are in, by path and content: a resume must read the same
         recorded = {
@@ -135,14 +114,14 @@ def run(args: argparse.Namespace) -> int:
             if new_job:
                 store.discard_if_unused(remove_output=created)
             raise
+        report = None  # where the report cannot be written, the fragments are whole: --resume writes it again
         try:
             report = write_report(store, options)
-        except (OSError, KeyboardInterrupt) as error:  # the fragments are whole: --resume writes the report again
-            where = f"{error.filename}: " if isinstance(error, OSError) and error.filename else ""
-            problem = f"cannot write the report ({where}{error.strerror or error})" if isinstance(error, OSError) \
-                else "interrupted while writing the report"  # fmt: skip
-            summary = attrs.evolve(summary, stopped_by=summary.stopped_by or problem)
-            report = None
+        except OSError as error:
+            summary = attrs.evolve(summary, stopped_by=summary.stopped_by
+                                   or f"cannot write the report ({os_error_text(error)})")  # fmt: skip
+        except KeyboardInterrupt:
+            summary = attrs.evolve(summary, stopped_by=summary.stopped_by or "interrupted while writing the report")
     if report is not None:
         print_summary(report, summary)
     if summary.stopped_by is not None:

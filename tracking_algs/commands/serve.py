@@ -9,9 +9,10 @@ stderr naming the port, exit status 2 (as for every library error, see :func:`tr
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
+
+from tracking_algs.commands.interrupts import terminate_as_interrupt
 
 NAME = "serve"
 HELP = "serve a Triton model repository with the embedded tritonserver (loopback, free ports by default)"
@@ -49,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
         startup_timeout_s=args.startup_timeout,
         log_path=str(args.log or ""),
     )
-    signal.signal(signal.SIGTERM, _interrupt)
-    with TritonServer(config) as server:
+    with terminate_as_interrupt(), TritonServer(config) as server:
         print(f"grpc: {server.grpc_url}", f"http: {server.http_url}", f"metrics: {server.metrics_url}", sep="\n")
         print(f"log: {server.log_path}", flush=True)
         try:
@@ -60,7 +60,3 @@ def run(args: argparse.Namespace) -> int:
             return 0
     print(f"tritonserver exited with status {status}{server.log_tail()}", file=sys.stderr)
     return status or 1
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt

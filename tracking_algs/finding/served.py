@@ -42,6 +42,7 @@ import attrs
 import numpy as np
 
 from inference_iface import ConfigError, InferenceInterface, InputError, ModelError
+from inference_iface.checksums import file_sha256
 from inference_iface.options import unstructure
 from inference_iface.signature import ModelSignature, TensorSpec
 from tracking_algs.event import Spacepoints, TrackCandidates
@@ -86,7 +87,7 @@ def chain_checksum(finding: FindingConfig) -> str:
         if not path.is_file():
             raise ConfigError(f"model directory {str(model_dir)!r} has no {path.name}; a served chain runs it")
         digest.update(path.name.encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(bytes.fromhex(file_sha256(path)))
     return digest.hexdigest()
 
 

@@ -20,6 +20,7 @@ import attrs
 from tqdm import tqdm
 
 from tracking_algs.cores import pin_to_share
+from tracking_algs.errors import os_error_text
 from tracking_algs.job.dask_setup import load_dask_executor
 from tracking_algs.job.outcome import LazyProcessor, Outcome
 from tracking_algs.job.semaphores import recorded, remove_those_of_a_dead_job
@@ -81,8 +82,7 @@ def run_events(
     except BrokenProcessPool:
         stopped_by = "a worker process ended abruptly (killed, or out of memory)"
     except OSError as error:  # a fragment that cannot be written: a full disk, an output made read-only or removed
-        where = f"{error.filename}: " if error.filename else ""
-        stopped_by = f"cannot write the output ({where}{error.strerror or error})"
+        stopped_by = f"cannot write the output ({os_error_text(error)})"
     finally:
         bar.close()
     return JobSummary(tuple(processed), skipped, tuple(failed), stopped_by)
