@@ -84,6 +84,9 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 _TLS_WORDS = ("ssl", "tls", "certificate", "handshake")
+#: Codes of a server that did not answer: even when they are not retried, the server is marked failed, so that it is
+#: health-checked before its next call and an interface closed now does not wait on it to unregister its regions.
+_NOT_ANSWERING = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
 
 @attrs.frozen(kw_only=True)
@@ -403,6 +406,8 @@ class TritonInference(InferenceInterface):
                 except RemoteError as error:
                     model_gone = _model_unavailable(error)
                     if error.code not in config.retry_on and not model_gone:
+                        if error.code in _NOT_ANSWERING:  # health-checked before it is called again
+                            endpoint.failed(error, config.health_recheck_s)
                         raise self._mapped(error) from None
                     if model_gone:  # unloaded (or the server is shutting down): verify it again when it returns
                         endpoint.verified = False

@@ -151,7 +151,8 @@ class _Region:
         return self.handle
 
     def release(self, connection: Connection | None, timeout: float) -> None:
-        """Unregister (when ``connection`` is given and the server answers) and destroy the region."""
+        """Unregister (when ``connection`` is given and the server answers) and destroy the region; a server that
+        does not answer is marked failed."""
         if self.handle is None:
             return
         if connection is not None and self.registered:
@@ -159,6 +160,8 @@ class _Region:
                 connection.call("unregister_system_shared_memory", self.name, timeout=timeout)
             except RemoteError as error:  # the server may be gone; the region is still ours to destroy
                 _log.debug("unregistering shared memory %s failed: %s", self.name, error)
+                if error.code in _TRANSPORT_CODES:
+                    connection.endpoint.failed(error, connection.config.health_recheck_s)
         shm.destroy_shared_memory_region(self.handle)  # on failure the handle is kept, to be released again
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
@@ -535,10 +538,15 @@ class Connection:
         self.use_shared_memory = False
 
     def release_regions(self) -> None:
-        """Unregister this connection's shared-memory regions from the server and destroy them."""
+        """Unregister this connection's shared-memory regions from the server and destroy them.
+
+        A server marked failed (a call or an unregistering it did not answer) is not asked: closing an interface
+        whose server hangs would otherwise wait ``connect_timeout_s`` for each region of each thread. Its
+        registrations of the regions are removed by the next client's sweep (:meth:`unregister_orphans`).
+        """
         for region in (self.inputs_region, self.outputs_region):
             try:
-                region.release(self, self.config.connect_timeout_s)
+                region.release(self if self.endpoint.healthy else None, self.config.connect_timeout_s)
             except Exception as error:  # releasing must go on for the other region
                 _log.warning("releasing shared memory %s failed: %s", region.name, error)
 

@@ -25,7 +25,7 @@ from triton_helpers import model_counts, processes_mentioning, wait_exited
 
 from backends.triton_server import TritonServer, TritonServerConfig, free_port
 from tracking_algs.cli import main
-from tracking_algs.commands.run import EXIT_EVENTS_FAILED
+from tracking_algs.commands.run import EXIT_EVENTS_FAILED, EXIT_STOPPED
 from tracking_algs.simd import VARIABLE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +94,24 @@ def test_executor_dask_without_a_scheduler_starts_a_local_cluster(local_job, tmp
     dashboard = [line for line in capsys.readouterr().err.splitlines() if "dashboard" in line]
     assert len(dashboard) == 1
     assert dashboard[0].startswith("trkx run: Dask dashboard at http://127.0.0.1:")
+    assert_same_results(output, local_job)
+
+
+def test_ctrl_c_stops_a_job_on_its_own_cluster_cleanly_and_it_resumes(local_job, tmp_path):
+    """Ctrl-C (SIGINT to the process group: the job, its ``LocalCluster``'s nannies and workers) as a worker loads
+    event 2: the workers leave the interrupt to the job, which stops with status 3, one line and no traceback from any
+    process, keeping what it finished; ``--resume`` completes the job with the local results."""
+    output = tmp_path / "interrupted"
+    argv = _job(CONFIG, output, "--set=job.executor=dask", "--jobs", "2")
+    command = [*INTERRUPTED, "2", "group/INT", *argv]
+    stopped = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
+                             start_new_session=True, timeout=600)  # fmt: skip
+    assert stopped.returncode == EXIT_STOPPED, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert "KeyboardInterrupt" not in stopped.stderr
+    assert "stopped early: interrupted" in stopped.stderr
+    assert set(_performance(output)["events"]) < set(range(EVENTS))
+    assert main(_job(CONFIG, output, "--resume")) == 0
     assert_same_results(output, local_job)
 
 

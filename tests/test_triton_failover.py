@@ -22,6 +22,7 @@ from triton_helpers import (
     build_repository,
     model_counts,
     processes_mentioning,
+    server_regions,
     wait_exited,
     wait_for,
 )
@@ -136,6 +137,40 @@ def test_hung_server_gives_a_timeout_error_not_a_hang(start_server):
         os.kill(server.process.pid, signal.SIGCONT)
     check_once_answered(iface, 1)  # the same interface reaches the same server again
     iface.close()
+
+
+@pytest.mark.parametrize("timed_out_first", [True, False])
+def test_closing_with_a_hung_server_asks_it_once_at_most_and_the_next_client_unregisters(
+    start_server, caplog, timed_out_first
+):
+    """An interface whose server hangs (SIGSTOP) after its shared-memory regions were registered: ``close()`` asks
+    the server to unregister a region once at most (each ask waits ``connect_timeout_s``), not at all after a call
+    that timed out (a job stopped by a hung server), and destroys the regions; once the server answers again, the
+    next client's sweep removes the registrations left behind."""
+    server = start_server()
+    config = TritonConfig(url=server.grpc_url, model_name="two_in_two_out", timeout_s=2.0, connect_timeout_s=2.0,
+                          shared_memory="system")  # fmt: skip
+    iface = TritonInference(config)
+    check_once_answered(iface, 0)
+    regions = set(iface.shared_memory_regions())
+    assert len(regions) == 2
+    assert regions <= server_regions(server.grpc_url)
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        wait_stopped(server.process.pid)
+        if timed_out_first:
+            with pytest.raises(InferenceTimeoutError):
+                iface.infer(pair())
+        with caplog.at_level(logging.DEBUG, logger="backends.triton_connection"):
+            iface.close()
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    asked = [record for record in caplog.records if record.getMessage().startswith("unregistering shared memory")]
+    assert len(asked) == (0 if timed_out_first else 1)
+    assert not regions & set(os.listdir("/dev/shm"))
+    assert regions <= server_regions(server.grpc_url)  # left registered: the server did not answer
+    check(TritonInference(config), 1)  # a new client, checking the server, sweeps what nobody holds any more
+    assert not regions & server_regions(server.grpc_url)
 
 
 def test_hung_server_is_failed_over_when_deadlines_are_retried(start_server, caplog):

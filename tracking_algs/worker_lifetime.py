@@ -1,4 +1,4 @@
-"""Worker processes that end with the process that started them.
+"""Worker processes that end with the process that started them, and leave Ctrl-C to it.
 
 A worker of a ``multiprocessing`` pool waits for its next task on a pipe that its sibling workers hold open as
 well, so it never sees that pipe close when the process that started the pool dies: a job killed by SIGKILL or by
@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.process
 import os
+import signal
 import threading
 
 
@@ -34,3 +35,10 @@ def end_with_parent() -> None:
 def _exit_when_ended(parent: multiprocessing.process.BaseProcess) -> None:
     parent.join()  # returns when the parent's sentinel closes: when its process has ended
     os._exit(1)
+
+
+def leave_interrupts_to_parent() -> None:
+    """Ignore SIGINT in this worker process. Ctrl-C in a terminal reaches the whole process group, the job's workers
+    with it; the job (the parent) stops them and writes what they finished, where a worker interrupted on its own
+    would die mid-event with a traceback of its own. Call it from the process's main thread."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

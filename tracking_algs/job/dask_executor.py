@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from tracking_algs.cores import pin_to_share
 from tracking_algs.errors import JobSetupError
+from tracking_algs.job import dask_worker_start
 from tracking_algs.job.outcome import LazyProcessor, Outcome
 from tracking_algs.job.sources import EventSource
 from tracking_algs.job.store import EventFailure
@@ -66,7 +67,7 @@ def dask_outcomes(
         finally:
             if pending:
                 client.cancel(list(pending))
-            with contextlib.suppress(OSError, TimeoutError):
+            with contextlib.suppress(OSError, TimeoutError, KeyError):  # KeyError: a worker that lost it (restarted)
                 client.unregister_worker_plugin(name)
 
 
@@ -83,7 +84,7 @@ def _client(scheduler: str, workers: int) -> Iterator[tuple[Client, bool]]:
             yield client, False
         return
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0")  # fmt: skip
+                           dashboard_address="127.0.0.1:0", preload=[dask_worker_start.__name__])  # fmt: skip
     with cluster, Client(cluster) as client:
         yield client, True
 

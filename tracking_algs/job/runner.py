@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
-import signal
 from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -27,7 +26,7 @@ from tracking_algs.job.semaphores import recorded, remove_those_of_a_dead_job
 from tracking_algs.job.sources import EventSource
 from tracking_algs.job.store import EventFailure, EventResult, ResultStore
 from tracking_algs.job_options import JobOptions
-from tracking_algs.worker_lifetime import end_with_parent
+from tracking_algs.worker_lifetime import end_with_parent, leave_interrupts_to_parent
 
 
 @attrs.frozen
@@ -132,7 +131,7 @@ def _start_worker(started, jobs: int) -> None:
     its share of the cores, so that its ONNX Runtime and KD-tree threads (one per usable core) do not compete with
     the other workers' for the same cores."""
     end_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the job stops its workers
+    leave_interrupts_to_parent()
     with started.get_lock():
         index = started.value
         started.value += 1
