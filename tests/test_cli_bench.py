@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
 from tracking_algs.cli import main
 
 
@@ -45,3 +52,46 @@ def test_unknown_benchmark_is_an_error_listing_the_choices(tmp_path, capsys):
     (tmp_path / "benchmarks").mkdir()
     assert main(["bench", "--root", str(tmp_path), "nope"]) == 2
     assert "unknown benchmark(s) nope; choose from interface_overhead" in capsys.readouterr().err
+
+
+def test_nothing_to_do_and_a_missing_script_are_refused_before_any_runs(tmp_path, capsys):
+    """``trkx bench`` with nothing to do (no names, no ``--doc``), or naming a benchmark whose script is missing, is
+    refused with status 2 before any script runs."""
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "simulation.py").write_text("open('ran', 'w')\n")
+    assert main(["bench", "--root", str(tmp_path)]) == 2
+    assert "trkx bench: error: nothing to do: name benchmarks to run" in capsys.readouterr().err
+    assert main(["bench", "--root", str(tmp_path), "simulation", "fitting"]) == 2
+    err = capsys.readouterr().err
+    assert f"trkx bench: error: no benchmark script {tmp_path / 'benchmarks' / 'fitting.py'};" in err
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("table", ["benchmarks/results/fitting.md", "docs/benchmarks.md"])
+def test_doc_names_a_file_that_is_not_utf8(tmp_path, capsys, table):
+    """A results table or docs/benchmarks.md that is not UTF-8 is one line naming the file, status 2."""
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / table).write_bytes(b"| tracks/s |\n|---|\n| 11\xff000 |\n")
+    assert main(["bench", "--root", str(tmp_path), "--doc"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"trkx bench: error: {tmp_path / table}: not UTF-8 text (byte 23); expected Markdown in UTF-8"
+
+
+def test_ctrl_c_is_one_line_and_status_3(tmp_path):
+    """Ctrl-C (SIGINT to the process group) while a benchmark runs: one line, no traceback, status 3."""
+    (tmp_path / "benchmarks").mkdir()
+    script = ["import signal, time", "signal.signal(signal.SIGINT, signal.SIG_DFL)", "print('started', flush=True)",
+              "time.sleep(60)"]  # fmt: skip
+    (tmp_path / "benchmarks" / "fitting.py").write_text("\n".join(script) + "\n")
+    with subprocess.Popen(
+        [sys.executable, "-u", "-m", "tracking_algs.cli", "bench", "--root", str(tmp_path), "fitting"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as process:  # fmt: skip
+        assert process.stdout.readline() == "== fitting\n"
+        assert process.stdout.readline() == "started\n"
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 3, err
+    assert err.strip() == "trkx bench: stopped early: interrupted"

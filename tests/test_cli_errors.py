@@ -25,7 +25,7 @@ from real_trackml import SAMPLE, needs_real_trackml
 from tracking_algs.cli import main
 from tracking_algs.commands.run import EXIT_EVENTS_FAILED, EXIT_STOPPED
 from tracking_algs.io.trackml import event_path, read_event, write_event
-from tracking_algs.modules import DETECTORS_COLUMNS
+from tracking_algs.modules import DETECTORS_COLUMNS, trackml_modules, write_detectors_csv
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,12 +177,27 @@ def test_exit_status_and_stderr_of_the_console_script(tmp_path):
         (["--detector", "nowhere.toml"], "argument --detector: detector file 'nowhere.toml' does not exist"),
         (["--set", "noise_frac=0"], "--set noise_frac=0: unknown key(s) noise_frac"),
         (["--set", "geometry=modules", "--set", "step_tolerance_mm=-1"], "error: --set step_tolerance_mm=-1: 'step_"),
+        (["--set", "pileup=5"], "--set pileup=5 and --pileup both set pileup; give one of them"),
+        (["--no-signal", "--set", "signal=true"], "--set signal=true and --no-signal both set signal; give one"),
     ],
 )
 def test_simulate_rejects_bad_arguments(tmp_path, capsys, args, expected):
     output = tmp_path / "sim"
     argv = ["simulate", "--events", "1", "--pileup", "1", "--output", str(output), *args]
     assert main(argv) == 2
+    assert expected in _error_line(capsys, "simulate")
+    assert not output.exists()
+
+
+def test_simulate_refuses_a_module_geometry_with_a_cylinder_simulation(tmp_path, capsys):
+    """``--detector detectors.csv`` with ``--set geometry=cylinders`` is refused (status 2), as a job's ``[detector]
+    file`` with a cylinder simulation is, instead of simulating on the cylinders and ignoring the file."""
+    detectors = tmp_path / "detectors.csv"
+    write_detectors_csv(detectors, trackml_modules())
+    output = tmp_path / "out"
+    argv = ["simulate", "--events", "1", "--output", str(output), "--detector", str(detectors)]
+    assert main([*argv, "--set", "geometry=cylinders"]) == 2
+    expected = f"--detector {detectors} is a module geometry, simulated with geometry=modules; --set geometry=cylinders"
     assert expected in _error_line(capsys, "simulate")
     assert not output.exists()
 

@@ -80,6 +80,31 @@ def test_infer_errors_are_one_line_and_exit_2(two_in_two_out_path, tmp_path, cap
     assert "unknown key(s) threads; valid keys are" in capsys.readouterr().err
 
 
+def test_infer_refuses_an_empty_npy_file_and_an_input_given_twice(two_in_two_out_path, tmp_path, capsys):
+    """An empty ``.npy`` file, and one input given twice, are each one line naming the input, status 2, and nothing
+    written."""
+    np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
+    (tmp_path / "empty.npy").write_bytes(b"")
+    out = tmp_path / "o.npz"
+    argv = ["infer", str(two_in_two_out_path), "-i", f"input.1={tmp_path / 'x.npy'}", "-o", str(out)]
+    assert main([*argv, "-i", f"y:0={tmp_path / 'empty.npy'}"]) == 2
+    assert f"input 'y:0': cannot read '{tmp_path / 'empty.npy'}' as a .npy array" in _error_line(capsys, "infer")
+    assert main([*argv, "-i", f"y:0={tmp_path / 'x.npy'}", "-i", f"input.1={tmp_path / 'x.npy'}"]) == 2
+    assert "input 'input.1' is given twice; give each input once" in _error_line(capsys, "infer")
+    assert not out.exists()
+    result = subprocess.run([*TRKX, *argv, "-i", f"y:0={tmp_path / 'empty.npy'}"], capture_output=True, text=True,
+                            check=False, timeout=120)  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def _error_line(capsys, command: str) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"trkx {command}: error: "), lines[0]
+    return lines[0]
+
+
 def test_infer_writes_the_file_it_names(two_in_two_out_path, tmp_path, capsys):
     """numpy adds ``.npz`` to a name without it: the command names the file it wrote, and refuses a directory."""
     np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))

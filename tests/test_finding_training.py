@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -38,6 +45,7 @@ from tracking_algs.finding.training import (
 from tracking_algs.magnetic_field import SolenoidField, UniformField
 from tracking_algs.simulation import SimulationConfig, simulate_event
 
+SHIPPED = Path(__file__).resolve().parents[1] / "tracking_algs" / "finding" / "shipped"
 TINY = """
 seed = 3
 checkpoint_every = 2
@@ -154,6 +162,75 @@ def test_two_training_runs_give_the_same_models(tmp_path):
         for a, b in zip(first, second, strict=True):
             np.testing.assert_array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b), err_msg=a.name)
     assert not torch.are_deterministic_algorithms_enabled()  # the global setting is restored after training
+
+
+def _error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("trkx train: error: "), lines
+    assert not any("Traceback" in line for line in lines)
+    return lines[-1]
+
+
+def test_an_interrupted_training_keeps_its_checkpoint_and_refuses_to_resume_another(tmp_path, capsys):
+    """Ctrl-C stops a training with status 3 and one line, its checkpoints whole (each saved under a temporary name
+    and renamed); resuming from a damaged checkpoint or one of another model shape is one line naming it, status 2,
+    the checkpoint left as it was."""
+    config = tmp_path / "train.toml"
+    config.write_text(TINY)
+    output = tmp_path / "model"
+    checkpoint = output / "checkpoints" / "embedding.pt"
+    argv = ["train", str(config), "--output", str(output), "--set", "embedding.steps=1000000"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "tracking_algs.cli", *argv, "--set", "checkpoint_every=1"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as process:  # fmt: skip
+        began = time.monotonic()
+        while not checkpoint.exists() and process.poll() is None and time.monotonic() - began < 120:
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 3, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"trkx train: stopped early: interrupted; the checkpoints are kept in {output / 'checkpoints'}; the same "
+        "command resumes from them"
+    )
+    assert sorted(path.name for path in checkpoint.parent.iterdir()) == ["embedding.pt"]  # no temporary file
+    assert torch.load(checkpoint, weights_only=False)["step"] >= 1
+
+    saved = checkpoint.read_bytes()
+    assert main([*argv, "--set", "embedding.hidden=[32]"]) == 2
+    assert _error_line(capsys) == (
+        f"trkx train: error: {checkpoint}: the embedding it holds is not the one the training options give (size "
+        "mismatch for net.0.weight: copying a param with shape torch.Size([16, 5]) from checkpoint, the shape in "
+        "current model is torch.Size([32, 5])); resume with the options it was trained with, train into another "
+        f"--output, or remove {checkpoint} to train the embedding from step 0"
+    )
+    assert checkpoint.read_bytes() == saved
+    for damaged in (saved[: len(saved) // 2], b""):
+        checkpoint.write_bytes(damaged)
+        assert main(argv) == 2
+        assert _error_line(capsys).startswith(
+            f"trkx train: error: {checkpoint}: cannot be read as a training checkpoint ("
+        )
+        assert checkpoint.read_bytes() == damaged
+
+
+def test_training_refuses_an_output_of_models_without_checkpoints(tmp_path, capsys):
+    """An ``--output`` holding models that no resumable training wrote (a copy of the shipped ones) is refused,
+    status 2, and left as it was."""
+    config = tmp_path / "train.toml"
+    config.write_text(TINY)
+    output = tmp_path / "models"
+    shutil.copytree(SHIPPED, output)
+    before = {path.name: path.read_bytes() for path in output.iterdir()}
+    assert main(["train", str(config), "--output", str(output)]) == 2
+    assert _error_line(capsys) == (
+        f"trkx train: error: --output {output} holds models (model_card.json, embedding.onnx, filter.onnx, gnn.onnx) "
+        "but no checkpoints/ to resume from; training would replace them: choose another --output, or remove them"
+    )
+    assert {path.name: path.read_bytes() for path in output.iterdir()} == before
 
 
 @pytest.mark.parametrize(("key", "value"), [("train_seed", VALIDATION_SEED_MIN), ("validation_seed", 5)])

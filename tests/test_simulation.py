@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import filecmp
+import os
+import re
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from tracking_algs.cli import main
-from tracking_algs.io.trackml import list_events, read_event
+from tracking_algs.io.trackml import event_path, list_events, read_event, write_event
 from tracking_algs.simulation import SimulationConfig, simulate_event, simulate_events
 
 
@@ -67,3 +72,49 @@ def test_cli_writes_identical_files_for_the_same_seed(tmp_path, capsys):
     assert not errors
     assert len(read_event(tmp_path / "a", 1).spacepoints) > 0
     assert "event 1:" in capsys.readouterr().out
+
+
+def test_an_event_whose_write_fails_leaves_none_of_its_files(tmp_path):
+    """``write_event`` writes the hits, then the truth, then the particles: one that fails on the way (here the truth
+    file's name is taken by a directory; a full disk, Ctrl-C) removes what it wrote, so that no event is left without
+    its truth or with a truncated table, and the other events stay as they were."""
+    config = SimulationConfig(pileup=2)
+    write_event(tmp_path, simulate_event(config, 9, 0))
+    before = sorted(path.name for path in tmp_path.iterdir())
+    event_path(tmp_path, 1, "truth").mkdir()
+    with pytest.raises(OSError, match="is a directory"):
+        write_event(tmp_path, simulate_event(config, 9, 1))
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([*before, event_path(tmp_path, 1, "truth").name])
+    assert list_events(tmp_path) == [0]
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_simulate_stopped_mid_way_keeps_whole_events_and_says_so(tmp_path, signal_name):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) or SIGTERM on ``trkx simulate``: status 3, one
+    line naming the events kept, no traceback, and every event left is whole (no hits without their truth)."""
+    output = tmp_path / "events"
+    argv = ["simulate", "--events", "1000", "--pileup", "50", "--output", str(output)]
+    with subprocess.Popen(
+        [sys.executable, "-u", "-m", "tracking_algs.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as process:  # fmt: skip
+        assert process.stdout.readline().startswith("event 0:")  # one event written; the next ones on their way
+        os.killpg(process.pid, getattr(signal, signal_name))
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 3, err
+    assert "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    kept = re.fullmatch(
+        rf"trkx simulate: stopped early: interrupted; events 0 to (\d+) \((\d+) of 1000\) are written whole in "
+        rf"{re.escape(str(output))}, none half-written; the same command writes the same files again",
+        line,
+    )
+    assert kept, line
+    finished = int(kept[2])
+    assert int(kept[1]) == finished - 1
+    assert finished - 1 <= len(out.splitlines()) <= finished  # "event N: ..." follows its files
+    assert list_events(output) == list(range(finished))
+    for event_id in range(finished):
+        event = read_event(output, event_id)
+        assert event.truth is not None
+        assert event.particles is not None

@@ -5,7 +5,8 @@ also expose ``EPILOG`` (text shown at the end of its ``--help``).
 
 Errors never reach the user as a traceback: a bad argument, a library error (:class:`InferenceError`,
 :class:`TrackingError`) or a file the system refuses (:class:`OSError`) becomes one line
-``trkx COMMAND: error: ...`` on stderr and exit status 2.
+``trkx COMMAND: error: ...`` on stderr and exit status 2; Ctrl-C one line ``trkx COMMAND: stopped early: ...`` and
+exit status 3.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn
 
 from inference_iface.errors import InferenceError
+from tracking_algs.commands.interrupts import EXIT_STOPPED
 from tracking_algs.errors import TrackingError, os_error_text
 
 #: Command modules, in the order ``trkx --help`` lists them.
@@ -68,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trkx`` console script; returns the exit status.
 
     Bad arguments (argparse), errors of the library and refused file operations become one line on stderr
-    and status 2; ``--help`` and ``--version`` return 0.
+    and status 2, Ctrl-C one line and status 3; ``--help`` and ``--version`` return 0.
     """
     try:
         args = build_parser().parse_args(argv)
@@ -81,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trkx {command}: error: {error}", file=sys.stderr)
     except OSError as error:
         print(f"trkx {command}: error: {os_error_text(error)}", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C where the command has nothing to add (run, simulate and train say what is kept)
+        print(f"trkx {command}: stopped early: interrupted", file=sys.stderr)
+        return EXIT_STOPPED
     return EXIT_USAGE
 
 

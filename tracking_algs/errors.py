@@ -25,6 +25,11 @@ class JobSetupError(TrackingError):
     a Dask worker runs numpy otherwise than the job. The message names what to change."""
 
 
+class CheckpointError(TrackingError):
+    """A training checkpoint cannot be resumed: it cannot be read (truncated, damaged), or it holds a model of another
+    shape than the training options give. The message names the file and what to do."""
+
+
 def os_error_text(error: OSError) -> str:
     """An ``OSError`` in words for a one-line message: the file it concerns, where it names one, and the system's
     reason (``"/out/tracks.csv: No space left on device"``)."""

@@ -69,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise TrackingError(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)} or all")
     names = BENCHMARKS if "all" in args.names else tuple(args.names)
+    if not names and not args.doc:
+        raise TrackingError(f"nothing to do: name benchmarks to run ({', '.join(BENCHMARKS)} or all), or --doc")
+    scripts = [root / "benchmarks" / f"{name}.py" for name in names]
+    missing = [str(script) for script in scripts if not script.is_file()]
+    if missing:
+        raise TrackingError(f"no benchmark script {', '.join(missing)}; run trkx bench from a source checkout")
     failed = [name for name in names if _run_script(root, name) != 0]
     if args.doc:
         path = write_benchmarks_doc(root)
@@ -127,11 +133,11 @@ def write_benchmarks_doc(root: Path) -> Path:
     path = root / "docs" / "benchmarks.md"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     collected = f"Collected {stamp} on: {machine_description()}."
-    text = path.read_text() if path.exists() else _DOC_HEAD + collected + "\n"
+    text = _read_text(path) if path.exists() else _DOC_HEAD + collected + "\n"
     text = _COLLECTED.sub(lambda _: collected, text, count=1)
     for name in BENCHMARKS:
         table = results / f"{name}.md"
-        body = table.read_text().strip() if table.exists() else f"Not run yet: `trkx bench {name}`."
+        body = _read_text(table).strip() if table.exists() else f"Not run yet: `trkx bench {name}`."
         if body.startswith("## "):  # the script wrote its own title
             body = body.split("\n", 1)[1].strip()
         block = f"<!-- bench:{name} -->\n{body}\n<!-- /bench:{name} -->"
@@ -142,5 +148,13 @@ def write_benchmarks_doc(root: Path) -> Path:
             script = f"Script: `benchmarks/{name}.py` (`trkx bench {name}`)."
             text = text.rstrip("\n") + f"\n\n## {TITLES[name]}\n\n{block}\n\n{script}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
+
+
+def _read_text(path: Path) -> str:
+    """A Markdown file's text; :class:`TrackingError` naming it when it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise TrackingError(f"{path}: not UTF-8 text (byte {error.start}); expected Markdown in UTF-8") from None

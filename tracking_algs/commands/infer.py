@@ -34,7 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the inputs, run the model once, write one ``.npz`` array per output (keys = tensor names)."""
-    inputs = dict(read_input(text) for text in args.inputs)
+    inputs: dict[str, np.ndarray] = {}
+    for text in args.inputs:
+        name, array = read_input(text)
+        if name in inputs:
+            raise InputError(f"--input {text!r}: input {name!r} is given twice; give each input once")
+        inputs[name] = array
     with open_model(args) as iface:
         result = iface.infer(inputs, outputs=args.outputs)
     arrays = {name: portable(array) for name, array in zip(result.tensor_names, result, strict=True)}
@@ -53,7 +58,7 @@ def read_input(text: str) -> tuple[str, np.ndarray]:
         raise InputError(f"--input {text!r} must look like NAME=FILE.npy")
     try:
         return name, np.load(file_name, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:  # EOFError: an empty file
         raise InputError(f"input {name!r}: cannot read {file_name!r} as a .npy array: {error}") from None
 
 

@@ -1,10 +1,14 @@
-"""SIGTERM taken as Ctrl-C by the commands that run until stopped (``trkx run``, ``trkx serve``)."""
+"""SIGTERM taken as Ctrl-C by the commands that run long (``trkx run``, ``trkx serve``, ``trkx simulate``,
+``trkx train``), and the exit status of a command stopped so."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
 from collections.abc import Iterator
+
+#: Exit status of a command stopped early (Ctrl-C, SIGTERM): what it finished is kept, and running it again goes on.
+EXIT_STOPPED = 3
 
 
 @contextlib.contextmanager

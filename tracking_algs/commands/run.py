@@ -11,7 +11,7 @@ import attrs
 
 from inference_iface.errors import InferenceError
 from tracking_algs.commands.arg_types import dask_scheduler, existing_file, output_directory, positive_int
-from tracking_algs.commands.interrupts import terminate_as_interrupt
+from tracking_algs.commands.interrupts import EXIT_STOPPED, terminate_as_interrupt
 from tracking_algs.errors import JobInputError, TrackingError, os_error_text
 
 NAME = "run"
@@ -21,9 +21,8 @@ HELP = "find and fit tracks in TrackML CSV or simulated events; write tracks, fi
 EXIT_OK = 0
 #: Exit status of a bad argument, job option or input, found before any work; nothing is written.
 EXIT_BAD_INPUT = 2
-#: Exit status when the job stopped before the end: a backend stopped answering, it was interrupted (Ctrl-C,
-#: SIGTERM), a worker process died or the output could not be written (finished events are kept; use --resume).
-EXIT_STOPPED = 3
+# EXIT_STOPPED (3): the job stopped before the end: a backend stopped answering, it was interrupted (Ctrl-C,
+# SIGTERM), a worker process died or the output could not be written (finished events are kept; use --resume).
 #: Exit status when the job finished but some events (or all) failed; they are listed in performance.json.
 EXIT_EVENTS_FAILED = 4
 

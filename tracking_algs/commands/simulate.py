@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import functools
 import re
+import sys
 
 from inference_iface.errors import ConfigError
-from inference_iface.options import structure, with_overrides
+from inference_iface.options import parse_override, structure, with_overrides
 from tracking_algs.commands.arg_types import (
     existing_file,
     non_negative_float,
@@ -15,6 +16,7 @@ from tracking_algs.commands.arg_types import (
     output_directory,
     positive_int,
 )
+from tracking_algs.commands.interrupts import EXIT_STOPPED, terminate_as_interrupt
 from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.io.trackml import write_event
 from tracking_algs.magnetic_field import FieldConfig
@@ -30,8 +32,8 @@ HELP = "simulate TrackML-like events (pile-up, truth) and write them as TrackML 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``trkx simulate``."""
     parser.add_argument("--events", type=positive_int, required=True, help="number of events (≥ 1)")
-    parser.add_argument("--pileup", type=non_negative_float, default=SimulationConfig().pileup,
-                        help="mean pile-up, ≥ 0 (default 200)")  # fmt: skip
+    parser.add_argument("--pileup", type=non_negative_float,
+                        help=f"mean pile-up, ≥ 0 (default {SimulationConfig().pileup:g})")  # fmt: skip
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="random seed, ≥ 0; the same seed gives the same files")  # fmt: skip
     parser.add_argument("--output", type=output_directory, required=True,
@@ -55,19 +57,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Simulate ``--events`` events and write them into ``--output`` (every option is checked first)."""
+    """Simulate ``--events`` events and write them into ``--output`` (every option is checked first). Ctrl-C or SIGTERM
+    stops it with status 3, the events finished kept whole and none half-written."""
     modules = None
-    defaults = {"pileup": args.pileup, "signal": not args.no_signal}
+    given = {"pileup": "--pileup" if args.pileup is not None else "", "signal": "--no-signal" if args.no_signal else ""}
+    for text in args.overrides:  # an option given twice, differently: which one is meant?
+        key = ".".join(parse_override(text)[0])
+        if given.get(key):
+            raise ConfigError(f"--set {text} and {given[key]} both set {key}; give one of them")
+    pileup = SimulationConfig().pileup if args.pileup is None else args.pileup
+    defaults = {"pileup": pileup, "signal": not args.no_signal}
     if args.detector is not None and MODULE_FILE.search(str(args.detector)):
         modules = read_detectors_csv(args.detector)
         defaults["geometry"] = "modules"
     build = functools.partial(structure, cls=SimulationConfig)
     config = with_overrides(defaults, args.overrides, build, where="the command's arguments")
+    if modules is not None and config.geometry != "modules":
+        raise ConfigError(
+            f"--detector {args.detector} is a module geometry, simulated with geometry=modules; "
+            f"--set geometry={config.geometry} goes with a detector TOML (or none)"
+        )
     detector = Detector.from_toml(args.detector) if args.detector and modules is None else trackml_detector()
     if (args.field == "map") != (args.field_map is not None):
         raise ConfigError("--field map takes its field from --field-map FILE, and --field-map goes with --field map")
     field = FieldConfig(kind=args.field, map_file=str(args.field_map or "")).build(detector)
-    for event in simulate_events(config, args.seed, args.events, detector, modules, field):
-        write_event(args.output, event)
-        print(f"event {event.event_id}: {len(event.particles)} particles, {len(event.spacepoints)} hits")
+    finished = 0
+    with terminate_as_interrupt():
+        try:
+            for event in simulate_events(config, args.seed, args.events, detector, modules, field):
+                write_event(args.output, event)  # whole or absent: an interrupted write removes the event's files
+                finished += 1
+                print(f"event {event.event_id}: {len(event.particles)} particles, {len(event.spacepoints)} hits")
+        except KeyboardInterrupt:
+            kept = f"events 0 to {finished - 1} ({finished} of {args.events}) are" if finished else "no event is"
+            print(f"trkx simulate: stopped early: interrupted; {kept} written whole in {args.output}, none "
+                  "half-written; the same command writes the same files again", file=sys.stderr)  # fmt: skip
+            return EXIT_STOPPED
     return 0

@@ -1,7 +1,8 @@
 """``trkx train CONFIG.toml --output MODELDIR [--set k=v ...]``: train the finding models on simulated
 events, export them to ONNX and write ``model_card.json`` with the held-out metrics.
 
-Running it again on the same ``--output`` resumes from the checkpoints in ``MODELDIR/checkpoints``.
+Running it again on the same ``--output`` resumes from the checkpoints in ``MODELDIR/checkpoints``; Ctrl-C or
+SIGTERM stops it with status 3, the checkpoints kept whole.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inference_iface.errors import ConfigError
 from tracking_algs.commands.arg_types import existing_file, output_directory
+from tracking_algs.commands.interrupts import EXIT_STOPPED, terminate_as_interrupt
 from tracking_algs.errors import TrackingError
 
 if TYPE_CHECKING:
@@ -44,13 +47,36 @@ def run(args: argparse.Namespace) -> int:
 
     build = functools.partial(structure, cls=TrainConfig)
     config = with_overrides(load_toml(args.config), args.overrides, build, where=str(args.config))
+    refuse_models_without_checkpoints(args.output)
     try:  # a field map is read before the output directory is made
         config.data.magnetic_field()
     except TrackingError as error:
         raise ConfigError(f"{args.config}: [data.field]: {error}") from None
-    card = train(config, args.output, validate=held_out_metrics)
+    with terminate_as_interrupt():
+        try:
+            card = train(config, args.output, validate=held_out_metrics)
+        except KeyboardInterrupt:
+            print(f"trkx train: stopped early: interrupted; the checkpoints are kept in {args.output / 'checkpoints'}; "
+                  "the same command resumes from them", file=sys.stderr)  # fmt: skip
+            return EXIT_STOPPED
     print(json.dumps(card.get("held_out_metrics", {}), indent=2))
     return 0
+
+
+def refuse_models_without_checkpoints(output: Path) -> None:
+    """A ``--output`` that holds models but no ``checkpoints/`` was not written by a training that can be resumed
+    (the shipped models, a copy, models whose checkpoints were removed): training would replace its models, so it is
+    refused (:class:`ConfigError`, nothing written)."""
+    from tracking_algs.finding.model_dir import CARD_NAME, STAGES
+
+    if (output / "checkpoints").exists():
+        return
+    models = [name for name in (CARD_NAME, *(f"{stage}.onnx" for stage in STAGES)) if (output / name).exists()]
+    if models:
+        raise ConfigError(
+            f"--output {output} holds models ({', '.join(models)}) but no checkpoints/ to resume from; training "
+            "would replace them: choose another --output, or remove them"
+        )
 
 
 def held_out_metrics(model_dir: Path, config: TrainConfig) -> dict[str, Any]:

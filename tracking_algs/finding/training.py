@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import pickle
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,6 +42,7 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from inference_iface.options import unstructure
+from tracking_algs.errors import CheckpointError
 from tracking_algs.event import Event, Spacepoints
 from tracking_algs.finding.compaction import PrincipalAxes, compact_models, principal_axes
 from tracking_algs.finding.config import FindingConfig, GraphConfig, PairCuts
@@ -383,9 +386,16 @@ def run_stage(
     path = checkpoint_dir / f"{name}.pt"
     start, history = 0, []
     if path.exists():
-        state = torch.load(path, weights_only=False)
-        model.load_state_dict(state["model"])
-        step.optimizer.load_state_dict(state["optimizer"])
+        state = _read_checkpoint(path)
+        try:
+            model.load_state_dict(state["model"])
+            step.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise CheckpointError(
+                f"{path}: the {name} it holds is not the one the training options give ({_first_sentence(error)}); "
+                f"resume with the options it was trained with, train into another --output, or remove {path} to "
+                f"train the {name} from step 0"
+            ) from None
         start, history = state["step"], state["history"]
     began = time.perf_counter()
     model.train()
@@ -398,10 +408,53 @@ def run_stage(
             bar.set_postfix(loss=f"{np.mean(history[-50:]):.4f}", refresh=False)
             if (index + 1) % checkpoint_every == 0 or index + 1 == steps:
                 state = {"model": model.state_dict(), "optimizer": step.optimizer.state_dict(), "step": index + 1}
-                torch.save({**state, "history": history}, path)
+                _save_checkpoint({**state, "history": history}, path)
     model.eval()
     return {"steps": steps, "resumed_at": start, "seconds": time.perf_counter() - began,
             "final_loss": float(np.mean(history[-50:])) if history else math.nan}  # fmt: skip
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """The state saved by :func:`run_stage`; :class:`CheckpointError` naming the file when it cannot be read."""
+    try:
+        state = torch.load(path, weights_only=False)
+    except (
+        OSError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        pickle.UnpicklingError,
+    ) as error:  # truncated, emptied, damaged
+        raise CheckpointError(
+            f"{path}: cannot be read as a training checkpoint ({_first_sentence(error)}); remove it to train this "
+            "stage from step 0"
+        ) from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "step", "history"} <= state.keys():
+        raise CheckpointError(
+            f"{path}: not a training checkpoint (expected the model, its optimizer, step and history)"
+        )
+    return state
+
+
+def _first_sentence(error: BaseException) -> str:
+    """The gist of a torch error for a one-line message: its first line that says something specific (torch's
+    ``load_state_dict`` gives a title line, then one line per mismatch), up to its first full stop."""
+    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()] or [type(error).__name__]
+    line = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+    return line.split(". ")[0].rstrip(".")[:300]
+
+
+def _save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Save ``state`` under a temporary name, then rename it: a checkpoint is whole or the previous one (Ctrl-C,
+    SIGTERM or a full disk while it is saved leave the previous one as it was)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def sector(phi: np.ndarray, fraction: float, rng: np.random.Generator, centre: float | None = None) -> np.ndarray:

@@ -23,6 +23,7 @@ fluctuations (docs/simulation.md, "Reading real events").
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,14 +81,24 @@ def list_events(directory: str | Path) -> list[int]:
 
 def write_event(directory: str | Path, event: Event) -> None:
     """Write the event's hits (and truth, particles and cells when present) into ``directory`` (created if needed).
-    Floats are written exactly (the shortest decimal that reads back to the same float64); ``sigma`` is not written."""
+    Floats are written exactly (the shortest decimal that reads back to the same float64); ``sigma`` is not written.
+    A write that fails or is interrupted (a full disk, Ctrl-C) removes the files of the event it wrote, so that no
+    event is left half-written (a hits file without its truth, a truncated table)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tables = {"hits": (event.spacepoints, HITS_COLUMNS), "truth": (event.truth, TRUTH_COLUMNS),
               "particles": (event.particles, PARTICLES_COLUMNS), "cells": (event.cells, CELLS_COLUMNS)}  # fmt: skip
-    for kind, (columns, names) in tables.items():
-        if columns is not None:
-            write_table(event_path(directory, event.event_id, kind), {name: getattr(columns, name) for name in names})
+    kinds = [kind for kind, (columns, _) in tables.items() if columns is not None]
+    paths = {kind: event_path(directory, event.event_id, kind) for kind in kinds}
+    try:
+        for kind, path in paths.items():
+            columns, names = tables[kind]
+            write_table(path, {name: getattr(columns, name) for name in names})
+    except BaseException:
+        for path in paths.values():
+            with contextlib.suppress(OSError):  # a path that is a directory, say, is left as it is
+                path.unlink(missing_ok=True)
+        raise
 
 
 def read_event(
