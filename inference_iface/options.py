@@ -6,6 +6,7 @@ Unknown keys are errors that list the valid choices; values are converted and va
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -24,6 +25,10 @@ else:  # Python 3.10: the same parser, published as tomli (a dependency there)
 from inference_iface.errors import ConfigError
 
 T = TypeVar("T")
+
+#: How many differing options :func:`describe_differences` names.
+SHOWN_DIFFERENCES = 3
+_ABSENT = object()
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
 
@@ -231,3 +236,33 @@ def _first(error: BaseException, kind: type[BaseException]) -> Any:
         if found is not None:
             return found
     return None
+
+
+def option_differences(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]]:
+    """Where two option documents (plain JSON data) differ: ``(dotted key, old value, new value)`` in key order, a key
+    missing on one side given as a value that :func:`describe_differences` shows as ``absent``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        prefix = f"{key}." if key else ""
+        return [
+            found
+            for name in sorted(old.keys() | new.keys())
+            for found in option_differences(old.get(name, _ABSENT), new.get(name, _ABSENT), prefix + name)
+        ]
+    if _ABSENT not in (old, new) and json.dumps(old, sort_keys=True) == json.dumps(new, sort_keys=True):
+        return []
+    return [(key, old, new)]
+
+
+def describe_differences(differences: list[tuple[str, Any, Any]], before: str, now: str = "now") -> str:
+    """The first :data:`SHOWN_DIFFERENCES` of :func:`option_differences` in words: each key (a ``--set`` key) with
+    its value ``before`` (``"in the job"``) and ``now``; long values shortened."""
+
+    def shown(value: Any) -> str:
+        text = "absent" if value is _ABSENT else json.dumps(value)
+        return text if len(text) <= 40 else text[:39] + "…"
+
+    parts = [f"{key.removeprefix('options.')}: {shown(old)} {before}, {shown(new)} {now}"
+             for key, old, new in differences[:SHOWN_DIFFERENCES]]  # fmt: skip
+    if len(differences) > SHOWN_DIFFERENCES:
+        parts.append(f"{len(differences) - SHOWN_DIFFERENCES} more")
+    return "; ".join(parts)

@@ -27,6 +27,7 @@ from tracking_algs.finding.model_dir import CARD_NAME, STAGES
 from tracking_algs.finding.models import EmbeddingNet, FilterNet
 from tracking_algs.finding.pairs import PairGeometry
 from tracking_algs.finding.training import (
+    OPTIONS_FILE,
     VALIDATION_SEED_MIN,
     DataConfig,
     EmbeddingTraining,
@@ -196,10 +197,18 @@ def test_an_interrupted_training_keeps_its_checkpoint_and_refuses_to_resume_anot
         f"trkx train: stopped early: interrupted; the checkpoints are kept in {output / 'checkpoints'}; the same "
         "command resumes from them"
     )
-    assert sorted(path.name for path in checkpoint.parent.iterdir()) == ["embedding.pt"]  # no temporary file
+    options = checkpoint.parent / OPTIONS_FILE
+    assert sorted(path.name for path in checkpoint.parent.iterdir()) == ["embedding.pt", options.name]  # no temporary
     assert torch.load(checkpoint, weights_only=False)["step"] >= 1
 
     saved = checkpoint.read_bytes()
+    assert main([*argv, "--set", "embedding.hidden=[32]", "--set", "seed=4"]) == 2  # refused before any simulation
+    assert _error_line(capsys) == (
+        f"trkx train: error: the training options differ from those of the checkpoints in {checkpoint.parent} "
+        "(embedding.hidden: [16] there, [32] now; seed: 3 there, 4 now); resume with the same options (see "
+        f"{options}), or train into another --output"
+    )
+    options.unlink()  # checkpoints without their options: a model of another shape is found as it is loaded
     assert main([*argv, "--set", "embedding.hidden=[32]"]) == 2
     assert _error_line(capsys) == (
         f"trkx train: error: {checkpoint}: the embedding it holds is not the one the training options give (size "
@@ -208,6 +217,7 @@ def test_an_interrupted_training_keeps_its_checkpoint_and_refuses_to_resume_anot
         f"--output, or remove {checkpoint} to train the embedding from step 0"
     )
     assert checkpoint.read_bytes() == saved
+    assert not options.exists()  # not recorded for checkpoints it did not see made
     for damaged in (saved[: len(saved) // 2], b""):
         checkpoint.write_bytes(damaged)
         assert main(argv) == 2

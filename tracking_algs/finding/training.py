@@ -41,7 +41,7 @@ from attrs import validators as v
 from scipy.spatial import cKDTree
 from tqdm import tqdm
 
-from inference_iface.options import unstructure
+from inference_iface.options import describe_differences, option_differences, unstructure
 from tracking_algs.errors import CheckpointError
 from tracking_algs.event import Event, Spacepoints
 from tracking_algs.finding.compaction import PrincipalAxes, compact_models, principal_axes
@@ -179,6 +179,14 @@ class GNNTraining:
     iterations: int = attrs.field(default=4, validator=v.gt(0))
     steps: int = attrs.field(default=300, validator=v.ge(0))
     learning_rate: float = attrs.field(default=2e-3, validator=v.gt(0.0))
+
+
+#: The file beside the checkpoints that records the training options they were made with.
+OPTIONS_FILE = "train_options.json"
+#: The training options a resumed training may change besides the stages' ``steps``: they do not act on the trained
+#: weights (checkpoints, the export's compaction, the held-out validation).
+FREE_ON_RESUME = frozenset({"checkpoint_every", "embedding.compact_spread", "data.validation_seed",
+                            "data.validation_events", "data.validation_pileups"})  # fmt: skip
 
 
 @attrs.frozen(kw_only=True)
@@ -414,6 +422,35 @@ def run_stage(
             "final_loss": float(np.mean(history[-50:])) if history else math.nan}  # fmt: skip
 
 
+def _keep_to_options(checkpoints: Path, config: TrainConfig) -> None:
+    """Record the training options beside the checkpoints of a new training (:data:`OPTIONS_FILE`); where they are
+    recorded, raise :class:`CheckpointError` naming the options that differ, but for those of
+    :data:`FREE_ON_RESUME` and the stages' ``steps`` (a resumed training may go on for longer: the draws of a step do
+    not depend on how many follow): models resumed under other options would depend on where the first run stopped.
+    Checkpoints without the file are resumed as they are (a model of another shape is refused as it is loaded)."""
+    options = unstructure(config)
+    path = checkpoints / OPTIONS_FILE
+    if not path.exists():
+        if not any(checkpoints.glob("*.pt")):
+            path.write_text(json.dumps(options, indent=2, sort_keys=True) + "\n")
+        return
+    try:
+        recorded = json.loads(path.read_bytes())
+    except ValueError as error:
+        raise CheckpointError(f"{path} cannot be read ({error}); train into another --output") from None
+    differences = [
+        (key, *values)
+        for key, *values in option_differences(recorded, options)
+        if key not in FREE_ON_RESUME and not key.endswith(".steps")
+    ]
+    if differences:
+        raise CheckpointError(
+            f"the training options differ from those of the checkpoints in {checkpoints} "
+            f"({describe_differences(differences, 'there')}); resume with the same options (see {path}), or train "
+            "into another --output"
+        )
+
+
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     """The state saved by :func:`run_stage`; :class:`CheckpointError` naming the file when it cannot be read."""
     try:
@@ -590,6 +627,7 @@ def _train(config: TrainConfig, output: Path, validate: Callable[[Path, TrainCon
     assert config.data.train_seed < VALIDATION_SEED_MIN <= config.data.validation_seed, "seed ranges overlap"
     checkpoints = output / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
+    _keep_to_options(checkpoints, config)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     began = time.perf_counter()

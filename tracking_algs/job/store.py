@@ -25,16 +25,14 @@ import attrs
 import numpy as np
 
 from inference_iface.errors import ConfigError
+from inference_iface.options import describe_differences, option_differences
 
 #: The effective options of the job in an output directory.
 OPTIONS_FILE = "job_options.json"
 #: The file a running job holds an exclusive lock (``flock``) on, in the output directory.
 LOCK_FILE = ".job.lock"
-#: How many differing options the ``--resume`` refusal names.
-SHOWN_DIFFERENCES = 3
 #: What reading a damaged fragment raises (truncated, emptied, bytes changed: a CRC or header that does not match).
 _DAMAGED = (zipfile.BadZipFile, EOFError, ValueError, KeyError, TypeError, zlib.error)
-_ABSENT = object()
 
 
 @attrs.frozen
@@ -234,11 +232,12 @@ class ResultStore:
                     f"--resume: {options_file} cannot be read ({error}); choose another --output or remove "
                     f"{options_file} and {self.events_dir}"
                 ) from None
-            differences = _differences(recorded, json.loads(text))
+            differences = option_differences(recorded, json.loads(text))
             if differences:
                 raise ConfigError(
                     f"--resume: the job options differ from those of the job in {self.output} "
-                    f"({_describe(differences)}); resume with the same options (see {options_file})"
+                    f"({describe_differences(differences, 'in the job')}); resume with the same options (see "
+                    f"{options_file})"
                 )
 
     def _lock(self) -> None:
@@ -288,31 +287,6 @@ def _remove(path: Path, error: Exception) -> str:
     path.unlink()
     why = " ".join(f"{type(error).__name__}: {error}".split())
     return f"{path} cannot be read ({why}); removed, its event is processed again"
-
-
-def _differences(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]]:
-    """The values (dotted keys, in key order) where two JSON documents differ; :data:`_ABSENT` for a missing one."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        prefix = f"{key}." if key else ""
-        return [found for name in sorted(old.keys() | new.keys())
-                for found in _differences(old.get(name, _ABSENT), new.get(name, _ABSENT), prefix + name)]  # fmt: skip
-    if _ABSENT not in (old, new) and json.dumps(old, sort_keys=True) == json.dumps(new, sort_keys=True):
-        return []
-    return [(key, old, new)]
-
-
-def _describe(differences: list[tuple[str, Any, Any]]) -> str:
-    """The first :data:`SHOWN_DIFFERENCES` differences, as option names (``--set`` keys) with both values."""
-
-    def shown(value: Any) -> str:
-        text = "absent" if value is _ABSENT else json.dumps(value)
-        return text if len(text) <= 40 else text[:39] + "…"
-
-    parts = [f"{key.removeprefix('options.')}: {shown(old)} in the job, {shown(new)} now"
-             for key, old, new in differences[:SHOWN_DIFFERENCES]]  # fmt: skip
-    if len(differences) > SHOWN_DIFFERENCES:
-        parts.append(f"{len(differences) - SHOWN_DIFFERENCES} more")
-    return "; ".join(parts)
 
 
 def _atomic_write(path: Path, content: bytes) -> None:
