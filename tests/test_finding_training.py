@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -199,7 +200,7 @@ def test_an_interrupted_training_keeps_its_checkpoint_and_refuses_to_resume_anot
     )
     options = checkpoint.parent / OPTIONS_FILE
     assert sorted(path.name for path in checkpoint.parent.iterdir()) == ["embedding.pt", options.name]  # no temporary
-    assert torch.load(checkpoint, weights_only=False)["step"] >= 1
+    assert torch.load(checkpoint, weights_only=True)["step"] >= 1
 
     saved = checkpoint.read_bytes()
     assert main([*argv, "--set", "embedding.hidden=[32]", "--set", "seed=4"]) == 2  # refused before any simulation
@@ -218,7 +219,9 @@ def test_an_interrupted_training_keeps_its_checkpoint_and_refuses_to_resume_anot
     )
     assert checkpoint.read_bytes() == saved
     assert not options.exists()  # not recorded for checkpoints it did not see made
-    for damaged in (saved[: len(saved) // 2], b""):
+    runs_code = io.BytesIO()
+    torch.save({"model": Path("x"), "optimizer": {}, "step": 1, "history": []}, runs_code)  # a class: code on load
+    for damaged in (saved[: len(saved) // 2], b"", runs_code.getvalue()):
         checkpoint.write_bytes(damaged)
         assert main(argv) == 2
         assert _error_line(capsys).startswith(

@@ -454,7 +454,7 @@ def _keep_to_options(checkpoints: Path, config: TrainConfig) -> None:
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     """The state saved by :func:`run_stage`; :class:`CheckpointError` naming the file when it cannot be read."""
     try:
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=True)  # tensors and plain values: no code runs
     except (
         OSError,
         RuntimeError,
