@@ -140,7 +140,7 @@ def test_missing_config_and_output_that_is_a_file_are_named(tmp_path, capsys):
     assert _run("--simulate", "1", "--output", "") == 2  # not the current directory
     assert "argument --output: an empty path; expected a directory to write into" in _error_line(capsys)
     assert _run("--simulate", "1", "--output", str(taken / "below")) == 2
-    assert f"'{taken}' is not a directory this user can write into" in _error_line(capsys)
+    assert f"'{taken}' is a file, not a directory; it cannot hold one" in _error_line(capsys)
 
 
 def test_a_bad_value_in_the_file_is_blamed_on_the_file(tmp_path, capsys):

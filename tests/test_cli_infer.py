@@ -98,6 +98,17 @@ def test_infer_refuses_an_empty_npy_file_and_an_input_given_twice(two_in_two_out
     assert "Traceback" not in result.stderr
 
 
+def test_infer_output_below_a_file_is_refused_naming_the_file(two_in_two_out_path, tmp_path, capsys):
+    """``-o FILE/o.npz`` where ``FILE`` is a file: one line saying that it is not a directory, status 2."""
+    np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
+    taken = tmp_path / "taken"
+    taken.write_text("a file\n")
+    argv = ["infer", str(two_in_two_out_path), "-i", f"input.1={tmp_path / 'x.npy'}", "-i", f"y:0={tmp_path / 'x.npy'}"]
+    assert main([*argv, "-o", str(taken / "o.npz")]) == 2
+    assert f"'{taken}' exists and is not a directory" in _error_line(capsys, "infer")
+    assert taken.read_text() == "a file\n"
+
+
 def _error_line(capsys, command: str) -> str:
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines

@@ -45,6 +45,17 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """A finite number > 0 (a time limit in seconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
 def dask_scheduler(text: str) -> str:
     """A Dask scheduler address, ``tcp://HOST:PORT``."""
     try:
@@ -82,6 +93,8 @@ def output_directory(text: str) -> Path:
         existing = next(parent for parent in (path, *path.absolute().parents) if parent.exists())
     except OSError as error:  # a parent that cannot be entered
         raise argparse.ArgumentTypeError(f"{text!r} cannot be reached ({error.strerror or error})") from None
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: {str(existing)!r} is a file, not a directory; it cannot hold one")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{text!r}: {str(existing)!r} is not a directory this user can write into")
     return path
@@ -89,7 +102,7 @@ def output_directory(text: str) -> Path:
 
 def npz_file(text: str) -> Path:
     """A file to write a ``.npz`` archive into, named with that suffix (numpy adds it to a name without it, so the
-    name given is the name written): not empty, not a directory."""
+    name given is the name written): not empty, not a directory, in a directory as :func:`output_directory` takes."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; expected a .npz file to write")
     path = Path(text)
@@ -97,4 +110,5 @@ def npz_file(text: str) -> Path:
         path = path.with_name(path.name + ".npz")
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{str(path)!r} is a directory; expected a .npz file to write")
+    output_directory(str(path.parent))  # where it goes: a directory that is or can be made, and written into
     return path
