@@ -88,6 +88,31 @@ def test_an_event_whose_write_fails_leaves_none_of_its_files(tmp_path):
     assert list_events(tmp_path) == [0]
 
 
+def test_simulate_writes_into_an_output_only_events_of_its_own_options(tmp_path, capsys):
+    """An output records the seed and options of its events (``simulation.json``): the same command again, or with more
+    events, writes the same files (event 0 byte for byte); another seed or pile-up, or an output holding events with
+    no record, is refused (status 2, nothing written), naming what differs."""
+    output = tmp_path / "events"
+    argv = ["simulate", "--pileup", "1", "--seed", "4", "--output", str(output)]
+    assert main([*argv, "--events", "1"]) == 0
+    hits = event_path(output, 0, "hits").read_bytes()
+    assert main([*argv, "--events", "2"]) == 0
+    assert list_events(output) == [0, 1]
+    assert event_path(output, 0, "hits").read_bytes() == hits
+    capsys.readouterr()
+    assert main(["simulate", "--events", "3", "--pileup", "2", "--seed", "5", "--output", str(output)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line == (
+        f"trkx simulate: error: --output {output} holds events simulated with other options (seed: 4 there, 5 now; "
+        "simulation.pileup: 1.0 there, 2.0 now); simulate into another --output, or with the same options"
+    )
+    assert list_events(output) == [0, 1]
+    (output / "simulation.json").unlink()
+    assert main([*argv, "--events", "1"]) == 2
+    assert "holds events that trkx simulate did not record (simulation.json is missing)" in capsys.readouterr().err
+    assert not (output / "simulation.json").exists()
+
+
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
 def test_simulate_stopped_mid_way_keeps_whole_events_and_says_so(tmp_path, signal_name):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) or SIGTERM on ``trkx simulate``: status 3, one

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import re
 import sys
+from pathlib import Path
+from typing import Any
 
+from inference_iface.checksums import file_sha256
 from inference_iface.errors import ConfigError
-from inference_iface.options import parse_override, structure, with_overrides
+from inference_iface.options import (
+    describe_differences,
+    option_differences,
+    parse_override,
+    structure,
+    unstructure,
+    with_overrides,
+)
 from tracking_algs.commands.arg_types import (
     existing_file,
     non_negative_float,
@@ -18,7 +29,7 @@ from tracking_algs.commands.arg_types import (
 )
 from tracking_algs.commands.interrupts import EXIT_STOPPED, terminate_as_interrupt
 from tracking_algs.geometry import Detector, trackml_detector
-from tracking_algs.io.trackml import write_event
+from tracking_algs.io.trackml import list_events, write_event
 from tracking_algs.magnetic_field import FieldConfig
 from tracking_algs.modules import read_detectors_csv
 from tracking_algs.simulation import SimulationConfig, simulate_events
@@ -26,6 +37,8 @@ from tracking_algs.simulation import SimulationConfig, simulate_events
 #: a ``--detector`` whose name matches is a module geometry (TrackML ``detectors.csv``), any other a detector TOML
 MODULE_FILE = re.compile(r"\.csv(\.gz)?$")
 NAME = "simulate"
+#: The file in a ``trkx simulate`` output that records what its events are simulated with.
+MANIFEST = "simulation.json"
 HELP = "simulate TrackML-like events (pile-up, truth) and write them as TrackML CSV files"
 
 
@@ -80,7 +93,15 @@ def run(args: argparse.Namespace) -> int:
     detector = Detector.from_toml(args.detector) if args.detector and modules is None else trackml_detector()
     if (args.field == "map") != (args.field_map is not None):
         raise ConfigError("--field map takes its field from --field-map FILE, and --field-map goes with --field map")
-    field = FieldConfig(kind=args.field, map_file=str(args.field_map or "")).build(detector)
+    field_config = FieldConfig(kind=args.field, map_file=str(args.field_map or ""))
+    field = field_config.build(detector)
+    recorded = {
+        "seed": args.seed,
+        "simulation": unstructure(config),
+        "detector_sha256": file_sha256(args.detector) if args.detector else "built-in",
+        "field": {"kind": args.field, "map_sha256": file_sha256(args.field_map) if args.field_map else ""},
+    }
+    claim_output(args.output, recorded)
     finished = 0
     with terminate_as_interrupt():
         try:
@@ -94,3 +115,32 @@ def run(args: argparse.Namespace) -> int:
                   "half-written; the same command writes the same files again", file=sys.stderr)  # fmt: skip
             return EXIT_STOPPED
     return 0
+
+
+def claim_output(output: Path, recorded: dict[str, Any]) -> None:
+    """Record what the events of ``output`` are simulated with (:data:`MANIFEST`: the seed, the simulation options and
+    the SHA-256 of the detector and field files), or check that a record there matches; :class:`ConfigError`, before
+    anything is written, when it does not (naming the options that differ) or when ``output`` holds events without a
+    record. Writing events again with the same options (more of them, or after an interrupt) is allowed: event ``i``
+    of a seed does not depend on the others."""
+    path = output / MANIFEST
+    if path.exists():
+        try:
+            before = json.loads(path.read_bytes())
+        except ValueError as error:
+            raise ConfigError(f"--output: {path} cannot be read ({error}); choose another --output") from None
+        differences = option_differences(before, recorded)
+        if differences:
+            raise ConfigError(
+                f"--output {output} holds events simulated with other options "
+                f"({describe_differences(differences, 'there')}); simulate into another --output, or with the same "
+                "options"
+            )
+        return
+    if output.is_dir() and list_events(output):
+        raise ConfigError(
+            f"--output {output} holds events that trkx simulate did not record ({MANIFEST} is missing); mixing them "
+            "with new ones would give a sample of unknown make: choose another --output"
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
