@@ -17,9 +17,12 @@ so ensembles and custom Python backends can be written with them too.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +35,7 @@ from backends.triton_types import config_data_type
 from inference_iface.checksums import file_sha256
 from inference_iface.dtypes import dtype_name
 from inference_iface.errors import ConfigError, ModelError
+from inference_iface.shared_memory import process_alive
 from inference_iface.signature import ModelSignature, TensorSpec
 
 Flavour = Literal["python", "onnxruntime"]
@@ -148,6 +152,8 @@ def add_onnx_model(
         ConfigError: bad name, flavour or count, bfloat16 tensors with the ``python`` flavour, or the
             directory exists and ``overwrite`` is false.
         ModelError: the ONNX file cannot be read.
+
+    The directory is written whole or not at all (see :func:`staging_directory`); the one it replaces stays until then.
     """
     onnx_path = Path(onnx_path)
     if flavour not in FLAVOURS:
@@ -167,10 +173,8 @@ def add_onnx_model(
             "Python backend cannot hand to numpy; use flavour 'onnxruntime' on a full Triton server"
         )
     model_dir = Path(repository) / name
-    if model_dir.exists():
-        if not overwrite:
-            raise ConfigError(f"model directory {str(model_dir)!r} exists; pass overwrite=True (--force) to replace it")
-        shutil.rmtree(model_dir)
+    if model_dir.exists() and not overwrite:
+        raise ConfigError(f"model directory {str(model_dir)!r} exists; pass overwrite=True (--force) to replace it")
     parameters = {CHECKSUM_PARAMETER: file_sha256(onnx_path)}
     if flavour == "python":
         runner = {"backend": "python"}
@@ -184,10 +188,41 @@ def add_onnx_model(
     config = model_config(
         name, signature, **runner, instances=instances, instance_kind=instance_kind, parameters=parameters
     )
-    version_dir = model_dir / str(version)
-    version_dir.mkdir(parents=True)
-    shutil.copyfile(onnx_path, version_dir / "model.onnx")
-    if flavour == "python":
-        shutil.copyfile(PYTHON_MODEL_TEMPLATE, version_dir / "model.py")
-    write_model_config(model_dir, config)
+    with staging_directory(repository) as staging:
+        version_dir = staging / name / str(version)
+        version_dir.mkdir(parents=True)
+        shutil.copyfile(onnx_path, version_dir / "model.onnx")
+        if flavour == "python":
+            shutil.copyfile(PYTHON_MODEL_TEMPLATE, version_dir / "model.py")
+        write_model_config(staging / name, config)
+        install_models(staging, repository, [name])
     return model_dir
+
+
+@contextlib.contextmanager
+def staging_directory(repository: str | Path) -> Iterator[Path]:
+    """A hidden directory inside ``repository`` (created if needed) to write model directories into before
+    :func:`install_models` moves them in; removed on exit, with whatever it still holds, whatever happens (an error, a
+    full disk, Ctrl-C), so that a model directory in the repository is always a whole one. One left by a killed
+    process (its name holds the process id; the server would take it for a model) is removed the next time models are
+    written there."""
+    Path(repository).mkdir(parents=True, exist_ok=True)
+    for stale in Path(repository).glob(".staging-*-*"):  # left by a killed process
+        pid = stale.name.split("-")[1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{os.getpid()}-", dir=repository))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def install_models(staging: Path, repository: str | Path, names: Sequence[str]) -> None:
+    """Move the whole model directories ``staging/NAME`` into ``repository``, replacing those there (each a rename,
+    done only once every one has been written)."""
+    for name in names:
+        target = Path(repository) / name
+        if target.exists():
+            shutil.rmtree(target)
+        (staging / name).rename(target)

@@ -35,6 +35,7 @@ import concurrent.futures
 import itertools
 import logging
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -87,6 +88,18 @@ _TLS_WORDS = ("ssl", "tls", "certificate", "handshake")
 #: Codes of a server that did not answer: even when they are not retried, the server is marked failed, so that it is
 #: health-checked before its next call and an interface closed now does not wait on it to unregister its regions.
 _NOT_ANSWERING = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+def _answers_http(address: str, timeout_s: float) -> bool:
+    """Whether the server at ``host:port`` answers a plain HTTP request (Triton's HTTP and metrics ports do; its gRPC
+    port answers with an HTTP/2 frame)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as sock:
+            sock.sendall(b"GET /v2/health/live HTTP/1.0\r\n\r\n")
+            return sock.recv(5) == b"HTTP/"
+    except (OSError, ValueError):
+        return False
 
 
 @attrs.frozen(kw_only=True)
@@ -206,7 +219,25 @@ class TritonInference(InferenceInterface):
             elif failures and all(failure.code == "NOT_FOUND" for failure in failures):
                 raise ModelError(f"triton: {details}")
             else:
-                raise BackendUnavailableError(f"triton: no server answered: {self._with_hint(details)}")
+                hints = self._protocol_hints()
+                raise BackendUnavailableError(f"triton: no server answered: {self._with_hint(details)}{hints}")
+
+    def _protocol_hints(self) -> str:
+        """For each server that did not answer but answers the other protocol (Triton's HTTP port given for gRPC, or
+        its gRPC port for HTTP), a hint naming the address and what to change; empty when there is none."""
+        hints = []
+        for endpoint in self._endpoints:
+            if endpoint.healthy or endpoint.tls:
+                continue
+            if self.config.protocol == "http":
+                wrong = "HTTPParseError" in str(endpoint.last_failure or "")  # an HTTP/2 (gRPC) answer
+                hint = f"{endpoint.url} does not speak HTTP: a gRPC port? give the HTTP port or set protocol = 'grpc'"
+            else:
+                wrong = _answers_http(endpoint.url, self.config.connect_timeout_s)
+                hint = f"{endpoint.url} answers HTTP, not gRPC: HTTP port? give the gRPC port or set protocol = 'http'"
+            if wrong:
+                hints.append(hint)
+        return "".join(f" ({hint})" for hint in hints)
 
     def _new_client(self, endpoint: Endpoint, network_timeout: float) -> Any:
         """A client for ``endpoint``; with HTTP, ``network_timeout`` bounds its every socket operation."""

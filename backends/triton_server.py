@@ -57,6 +57,11 @@ LOG_TAIL_LINES = 40
 _PR_SET_PDEATHSIG = 1
 _ADDRESS_IN_USE = ("Address already in use", "address already in use", "already in use", "Failed to bind")
 _SOCKET_IN_USE = re.compile(r"Socket '([^']+)' already in use")
+#: Log lines of a model that failed to load (its directory unreadable, its config, its files or its backend
+#: refused): the message between the quotes, up to its first escaped line break (a Python traceback follows).
+_MODEL_FAILED = re.compile(r'^E[\d:. ]+ \d+ (?:model_repository_manager|model_lifecycle)\.cc:\d+\] "(.*?)(?:\\n.*)?"$')
+#: Log line of a ``config.pbtxt`` that protobuf could not parse: where and why.
+_CONFIG_UNPARSED = re.compile(r"Error parsing text-format inference\.ModelConfig: (.*)$")
 
 
 class PortInUseError(BackendUnavailableError):
@@ -157,7 +162,8 @@ def free_ports(count: int, address: str = "127.0.0.1", taken: Iterable[int] = ()
     with contextlib.ExitStack() as stack:
         ports: list[int] = []
         while len(ports) < count:
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            sock = stack.enter_context(socket.socket(family, socket.SOCK_STREAM))
             sock.bind((address, 0))
             port = sock.getsockname()[1]
             if port not in taken:
@@ -320,14 +326,18 @@ class TritonServer:
             attempts = 3 if 0 in (self.config.grpc_port, self.config.http_port, self.config.metrics_port) else 1
             for attempt in range(attempts):
                 self._pick_ports()
-                self.process = _launcher.submit(self._spawn, backends).result()
-                _running.add(self)
+                spawned = _launcher.submit(self._spawn, backends)
                 try:
+                    self.process = spawned.result()
+                    _running.add(self)
                     self._wait_ready()
                     # kept to remove them when the server is stopped, also after someone else killed it
                     self._regions = _stub_regions(self.process.pid)
                     return self
-                except BackendUnavailableError as error:
+                except BaseException as error:  # Ctrl-C while starting too: no server or stub outlives start()
+                    if self.process is None:  # interrupted while the launcher thread started it, or it failed to
+                        with contextlib.suppress(Exception):
+                            self.process = spawned.result()
                     self._terminate()
                     if attempt + 1 == attempts or not isinstance(error, PortInUseError):
                         self._cleanup()
@@ -342,12 +352,23 @@ class TritonServer:
         return {kind: port for kind, port in ports.items() if f"{disabled[kind]}=false" not in args}
 
     def _check_configured_ports(self) -> None:
-        """Raise :class:`PortInUseError` when a port given in the config is held by another process."""
+        """Raise :class:`PortInUseError` when a port given in the config is held by another process, and
+        :class:`ConfigError` for a port out of range, ports that coincide or an address this host cannot listen on."""
         config = self.config
         given = {"gRPC": config.grpc_port, "HTTP": config.http_port, "metrics": config.metrics_port}
+        outside = {kind: port for kind, port in given.items() if not 0 <= port <= 65535}
+        if outside:
+            raise ConfigError(f"tritonserver: a port is 1 to 65535 (0: a free one), got {outside}")
         given = {kind: port for kind, port in given.items() if port}
         if len(set(given.values())) < len(given):
             raise ConfigError(f"tritonserver: the gRPC, HTTP and metrics ports must differ, got {given}")
+        try:
+            port_is_free(0, config.address)
+        except OSError as error:  # a name that does not resolve, or an address of another host
+            raise ConfigError(
+                f"tritonserver: cannot listen on address {config.address!r} ({error.strerror or error}); give an "
+                "address of this host, e.g. 127.0.0.1 or 0.0.0.0"
+            ) from None
         for kind, port in given.items():
             if not port_is_free(port, config.address):
                 raise PortInUseError(self._in_use_message(kind, port), port)
@@ -422,7 +443,9 @@ class TritonServer:
             code = self.process.poll() if self.process else None
             if code is not None:
                 self._raise_if_port_in_use(endpoints)
-                raise BackendUnavailableError(f"tritonserver exited with status {code} while starting{self.log_tail()}")
+                raise BackendUnavailableError(
+                    f"tritonserver exited with status {code} while starting{self._load_errors()}{self.log_tail()}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=1.0) as response:
                     answered = response.status == 200
@@ -457,6 +480,26 @@ class TritonServer:
             raise PortInUseError(self._in_use_message(kind, port), port)
         ports = ", ".join(f"{kind} {value}" for kind, value in endpoints.items())
         raise PortInUseError(f"tritonserver could not bind its ports ({ports}): one is in use by another process")
+
+    def _load_errors(self) -> str:
+        """The reasons the server's log gives for the models that failed to load, as the start of an error message
+        (empty when it gives none): they come before the model table and the shutdown lines of the log's tail."""
+        try:
+            lines = self.log_path.read_bytes()[self._log_start :].decode(errors="replace").splitlines()
+        except OSError:
+            return ""
+        reasons: dict[str, None] = {}
+        for line in lines:
+            if match := _MODEL_FAILED.match(line):
+                reasons[match.group(1)] = None
+            elif match := _CONFIG_UNPARSED.search(line):  # logged before the line naming the model's directory
+                reasons[f"config.pbtxt, line:column {match.group(1)}"] = None
+        if not reasons:
+            return ""
+        return (
+            ": models of the repository failed to load (fix or remove their directories, or serve another "
+            "repository):\n  " + "\n  ".join(reasons)
+        )
 
     def _read_log(self) -> str:
         try:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import _thread
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import attrs
@@ -29,10 +33,12 @@ from backends.model_repository import (
 from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
 from backends.triton import TritonConfig, TritonInference, parse_url
 from backends.triton_config import MAX_TIMEOUT_S
+from backends.triton_server import TritonServer, TritonServerConfig
 from inference_iface import ConfigError, ModelError, create_inference
 from inference_iface.checksums import file_sha256
 from inference_iface.options import structure
 from tracking_algs.cli import main
+from tracking_algs.finding.model_dir import SHIPPED_DIR
 
 TRKX = [sys.executable, "-m", "tracking_algs.cli"]
 
@@ -314,3 +320,87 @@ def test_killing_trkx_serve_leaves_no_orphan_server(tmp_path, model_dir):
     assert processes_mentioning(str(repository)) == []
     assert not _port_open(endpoints["grpc"])
     assert not _port_open(endpoints["http"])
+
+
+def test_add_tracking_that_fails_leaves_the_repository_as_it_was(tmp_path, capsys):
+    """A model directory with a damaged ONNX file: ``trkx repo add-tracking`` fails naming it and writes nothing, so
+    the corrected command runs without ``--force``; with ``--force`` the models it would replace are kept. A staging
+    directory left by a killed process is removed by the next writer."""
+    models = tmp_path / "models"
+    shutil.copytree(SHIPPED_DIR, models)
+    (models / "filter.onnx").write_bytes(b"this is not a protobuf model\x00\x01")
+    repository = tmp_path / "repository"
+    argv = ["repo", "add-tracking", "--repository", str(repository), "--serving", "models"]
+    assert main([*argv, "--model-dir", str(models)]) == 2
+    assert f"cannot read ONNX model '{models / 'filter.onnx'}'" in capsys.readouterr().err
+    assert list(repository.iterdir()) == []
+    assert main(argv) == 0  # the shipped models: the rerun is not blocked
+    before = {path: path.read_bytes() for path in repository.rglob("*") if path.is_file()}
+    assert main([*argv, "--model-dir", str(models), "--force"]) == 2
+    assert {path: path.read_bytes() for path in repository.rglob("*") if path.is_file()} == before
+    (repository / ".staging-999999999-x" / "m").mkdir(parents=True)  # no process has that id
+    add_onnx_model(SHIPPED_DIR / "gnn.onnx", repository, "gnn", overwrite=True)
+    assert sorted(path.name for path in repository.iterdir()) == ["embedding", "filter", "gnn"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--grpc-port", "70000"], "a port is 1 to 65535 (0: a free one), got {'gRPC': 70000}"),
+        (["--http-port", "-1"], "a port is 1 to 65535 (0: a free one), got {'HTTP': -1}"),
+        (["--startup-timeout", "-3"], "argument --startup-timeout: expected a finite number > 0, got -3"),
+        (["--address", "192.0.2.1"], "cannot listen on address '192.0.2.1' (Cannot assign requested address)"),
+    ],
+)
+def test_trkx_serve_refuses_bad_ports_timeouts_and_addresses(tmp_path, capsys, args, expected):
+    """A port out of range, a non-positive start-up timeout or an address of another host: one line and status 2,
+    before any server starts."""
+    assert main(["serve", "--repository", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trkx serve: error: ")
+    assert expected in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.server
+def test_trkx_serve_names_the_models_that_failed_to_load(tmp_path, model_dir, capsys):
+    """A repository with a damaged ``config.pbtxt`` and a damaged ONNX file: the error names each model and why,
+    ahead of the log's tail (where the model table and the shutdown lines had pushed the reasons out)."""
+    repository = tmp_path / "repository"
+    for name in ("bad_config", "bad_onnx"):
+        add_onnx_model(onnx_models.two_in_two_out(model_dir), repository, name)
+    (repository / "bad_config" / "config.pbtxt").write_text("garbage {{{")
+    (repository / "bad_onnx" / "1" / "model.onnx").write_bytes(b"this is not a protobuf model")
+    assert main(["serve", "--repository", str(repository), "--startup-timeout", "60"]) == 2
+    reasons = capsys.readouterr().err.split("\n--- last ")[0]
+    assert "tritonserver exited with status 1 while starting: models of the repository failed to load" in reasons
+    assert f"Poll failed for model directory 'bad_config': failed to read text proto from {repository}" in reasons
+    assert "config.pbtxt, line:column 1:9: " in reasons
+    assert "failed to load 'bad_onnx' version 1: " in reasons
+    assert "INVALID_PROTOBUF" in reasons
+    assert processes_mentioning(str(repository)) == []
+
+
+@pytest.mark.server
+def test_a_start_interrupted_by_ctrl_c_leaves_no_server_or_stub(tmp_path, model_dir):
+    """Ctrl-C while the server loads its models (``trkx serve`` interrupted while starting): the server and its
+    Python-backend stub are stopped before ``start()`` lets the interrupt through, none left running."""
+    repository = tmp_path / "repository"
+    add_onnx_model(onnx_models.two_in_two_out(model_dir), repository, "m")
+    server = TritonServer(TritonServerConfig(repository=str(repository), startup_timeout_s=HANG_GUARD_S))
+    started: list[int] = []
+
+    def interrupt_once_running() -> None:
+        deadline = time.monotonic() + HANG_GUARD_S
+        while not started and time.monotonic() < deadline:
+            started.extend(processes_mentioning(str(repository)))
+            time.sleep(0.01)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_once_running, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        server.start()
+    assert started, "the server never started"
+    wait_exited(started)
+    assert processes_mentioning(str(repository)) == []
+    assert not server.is_alive()

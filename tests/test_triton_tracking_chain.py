@@ -27,7 +27,7 @@ from job_outputs import assert_same_results
 
 from backends.model_repository import CHECKSUM_PARAMETER, read_model_config
 from backends.triton_server import PYTHON_BACKEND_REGION, TritonServer, TritonServerConfig
-from inference_iface import ConfigError, InputError, ModelError, create_inference
+from inference_iface import BackendUnavailableError, ConfigError, InputError, ModelError, create_inference
 from inference_iface.shared_memory import names
 from tracking_algs.cli import main
 from tracking_algs.finding.config import FindingConfig
@@ -176,6 +176,17 @@ def test_served_chain_rejects_bad_inputs(server, events):
         features[3, 4] = 2.5  # layer_id
         with pytest.raises(ModelError, match="column 'layer_id' must hold integers; row 3"):
             chain.infer({FEATURES: features, HIT_ID: inputs[HIT_ID]})
+
+
+def test_the_other_protocols_port_is_named_as_such(server):
+    """A served job's ``url`` with the server's HTTP port on gRPC, or its gRPC port on HTTP: the error says which
+    port it is and what to change (it said only 'Socket closed' or 'HTTPParseError')."""
+    with pytest.raises(BackendUnavailableError, match=rf"{server.http_url} answers HTTP, not gRPC: HTTP port\? give "
+                       "the gRPC port or set protocol = 'http'"):  # fmt: skip
+        create_inference(_triton(server, "tracking_chain") | {"url": server.http_url})
+    with pytest.raises(BackendUnavailableError, match=rf"{server.grpc_url} does not speak HTTP: a gRPC port\? give "
+                       "the HTTP port or set protocol = 'grpc'"):  # fmt: skip
+        create_inference(_triton(server, "tracking_chain") | {"protocol": "http"})
 
 
 def _run_job(config: str, output: Path, *overrides: str) -> Path:

@@ -2,8 +2,9 @@
 
 Runs the real ``tritonserver`` from the ``nvidia-pytriton`` wheel on loopback (free ports unless given),
 prints its endpoints once it is ready and serves until interrupted (Ctrl-C or SIGTERM) or until the server
-exits. A port held by another process (another server) is refused before anything is printed: one line on
-stderr naming the port, exit status 2 (as for every library error, see :func:`tracking_algs.cli.main`).
+exits. A port held by another process (another server), a port out of range or an address this host cannot listen
+on is refused before anything is printed: one line on stderr naming it, exit status 2 (as for every library error,
+see :func:`tracking_algs.cli.main`); so is a repository whose models fail to load, with each one's reason.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from tracking_algs.commands.arg_types import positive_float
 from tracking_algs.commands.interrupts import terminate_as_interrupt
 
 NAME = "serve"
@@ -28,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics port (default: a free port)")
     parser.add_argument("--address", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--log", type=Path, help="server log file (default: a temporary file, printed)")
-    parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    parser.add_argument(
+        "--startup-timeout", type=positive_float, default=120.0, help="seconds to wait for readiness (default: 120)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

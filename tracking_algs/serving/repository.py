@@ -45,7 +45,9 @@ from backends.model_repository import (
     Flavour,
     InstanceKind,
     add_onnx_model,
+    install_models,
     model_config,
+    staging_directory,
     write_model_config,
 )
 from inference_iface.errors import ConfigError
@@ -151,7 +153,12 @@ def add_tracking(repository: str | Path, options: TrackingRepositoryOptions | No
     Raises:
         ConfigError: a model directory exists and ``overwrite`` is false, or the model directory lacks an ONNX file,
             or its model card where the ensemble or the chain is written (nothing is written then).
+        ModelError: an ONNX file cannot be read.
         TrackingError: the model card cannot be read.
+
+    The models are written into a hidden staging directory inside ``repository`` and moved in only once every one is
+    written: whatever stops the writing (one of the errors above, a full disk, Ctrl-C) leaves the repository as it
+    was, the models that ``overwrite`` would replace included.
     """
     options = options or TrackingRepositoryOptions()
     repository = Path(repository)
@@ -169,23 +176,32 @@ def add_tracking(repository: str | Path, options: TrackingRepositoryOptions | No
         names += [name for name, _ in STEP_MODELS.values()] + [ENSEMBLE_MODEL]
     if options.serving in ("chain", "all"):
         names.append(CHAIN_MODEL)
-    _make_room(repository, names, options.overwrite)
+    existing = [name for name in names if (repository / name).exists()]
+    if existing and not options.overwrite:
+        raise ConfigError(
+            f"model repository {str(repository)!r} already holds {', '.join(existing)}; "
+            "pass overwrite=True (--force) to replace them"
+        )
+    with staging_directory(repository) as staging:  # nothing in the repository changes unless every model is written
+        _write(staging, model_dir, options)
+        install_models(staging, repository, names)
+    return [repository / name for name in names]
 
-    written = []
+
+def _write(repository: Path, model_dir: Path, options: TrackingRepositoryOptions) -> None:
+    """Write the models of ``options.serving`` from ``model_dir`` into ``repository``."""
     if options.serving in ("models", "ensemble", "all"):
         for stage in STAGES:
-            written.append(
-                add_onnx_model(
-                    model_path(model_dir, stage),
-                    repository,
-                    stage,
-                    flavour=options.flavour,
-                    instances=options.instances,
-                    instance_kind=options.instance_kind,
-                    intra_op_threads=options.intra_op_threads,
-                    memory_pattern=False,  # every event has other node and edge counts
-                    allow_spinning=False,  # the chain's numpy steps share the cores between the stages
-                )
+            add_onnx_model(
+                model_path(model_dir, stage),
+                repository,
+                stage,
+                flavour=options.flavour,
+                instances=options.instances,
+                instance_kind=options.instance_kind,
+                intra_op_threads=options.intra_op_threads,
+                memory_pattern=False,  # every event has other node and edge counts
+                allow_spinning=False,  # the chain's numpy steps share the cores between the stages
             )
     checksum = (
         chain_checksum(attrs.evolve(options.finding, model_dir=str(model_dir))) if options.serving != "models" else ""
@@ -193,22 +209,10 @@ def add_tracking(repository: str | Path, options: TrackingRepositoryOptions | No
     if options.serving in ("ensemble", "all"):
         steps_config = with_working_point(attrs.evolve(options.finding, model_dir=str(model_dir)))
         for step, (name, signature) in STEP_MODELS.items():
-            written.append(_python_model(repository, name, signature, step, steps_config, options))
-        written.append(_ensemble(repository, checksum))
+            _python_model(repository, name, signature, step, steps_config, options)
+        _ensemble(repository, checksum)
     if options.serving in ("chain", "all"):
-        written.append(_chain(repository, model_dir, options, checksum))
-    return written
-
-
-def _make_room(repository: Path, names: list[str], overwrite: bool) -> None:
-    existing = [name for name in names if (repository / name).exists()]
-    if existing and not overwrite:
-        raise ConfigError(
-            f"model repository {str(repository)!r} already holds {', '.join(existing)}; "
-            "pass overwrite=True (--force) to replace them"
-        )
-    for name in existing:
-        shutil.rmtree(repository / name)
+        _chain(repository, model_dir, options, checksum)
 
 
 def _python_model(
