@@ -28,11 +28,12 @@ from job_outputs import assert_same_results
 from backends.model_repository import CHECKSUM_PARAMETER, read_model_config
 from backends.triton_server import PYTHON_BACKEND_REGION, TritonServer, TritonServerConfig
 from inference_iface import BackendUnavailableError, ConfigError, InputError, ModelError, create_inference
+from inference_iface.checksums import file_sha256
 from inference_iface.shared_memory import names
 from tracking_algs.cli import main
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.finder import TrackFinder
-from tracking_algs.finding.model_dir import CARD_NAME, STAGES
+from tracking_algs.finding.model_dir import CARD_NAME, STAGES, resolve_model_dir
 from tracking_algs.finding.served import FEATURES, HIT_ID, ServedTrackFinder, chain_checksum, chain_inputs
 from tracking_algs.job_options import JobOptions, load_job_options, local_finder
 from tracking_algs.serving.repository import ENSEMBLE_STEPS, TrackingRepositoryOptions, add_tracking
@@ -217,6 +218,35 @@ def test_a_served_job_refuses_a_chain_written_with_other_finding_options(
         assert f"model_checksum {longest} expected, the server reports sha256 {expected}" in error
         assert "write its repository with 'trkx repo add-tracking --config'" in error
         assert not output.exists()
+    output = tmp_path / "unknown_model"  # not a checksum: no word about how the chain was written
+    assert main([*argv, "--output", str(output), "--set=finding.serving=chain",
+                 "--set=inference.triton.model_name=no_such_chain"]) == 2  # fmt: skip
+    error = capsys.readouterr().err
+    assert "no_such_chain" in error
+    assert "add-tracking" not in error
+    assert not output.exists()
+
+
+def test_a_served_stages_job_refuses_models_other_than_its_model_dirs(server, model_dir, tmp_path, capsys):
+    """Each stage served on its own checks the SHA-256 of its ``[finding] model_dir`` ONNX file: a job with another
+    model set than the server's is refused before any event (status 2, nothing written), naming the stage's model and
+    how to write the repository, instead of writing the server's tracks under options that name other models."""
+    other = "shipped:modules"
+    assert file_sha256(resolve_model_dir(other) / "embedding.onnx") != file_sha256(model_dir / "embedding.onnx")
+    output = tmp_path / "stages"
+    argv = ["run", str(JOB), "--simulate", "1", "--no-progress", "--output", str(output),
+            f"--set=inference.triton.url={server.grpc_url}", f"--set=finding.model_dir={other}",
+            *[f"--set={item}" for item in FINDING]]  # fmt: skip
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    expected = file_sha256(resolve_model_dir(other) / "embedding.onnx")
+    served = file_sha256(model_dir / "embedding.onnx")
+    assert (
+        f"triton model 'embedding' on {server.grpc_url}: model_checksum {expected} expected, the server reports "
+        f"sha256 {served}" in error
+    )
+    assert "write the repository with 'trkx repo add-tracking --model-dir' that directory" in error
+    assert not output.exists()
 
 
 def test_trkx_run_remote_and_served_chain_write_the_local_tracks(server, model_dir, tmp_path):

@@ -166,11 +166,17 @@ class JobOptions:
     def stage_inference(self, stage: str) -> dict[str, Any]:
         """The complete inference options of one neural stage: ``[inference]``'s backend, its
         :data:`STAGE_DEFAULTS`, that backend's table, then ``[finding.stages.<stage>]``, with the placeholders
-        filled in."""
+        filled in. On Triton, ``model_checksum`` defaults to the SHA-256 of the stage's ONNX file in ``[finding]
+        model_dir`` (where there is one), so that a server serving another model for the stage is refused."""
         override = dict(self.stages.get(stage, {}))
         backend = override.pop("backend", self.inference.get("backend", "onnxruntime"))
         settings = {**STAGE_DEFAULTS.get(backend, {}), **self.inference.get(backend, {}), **override}
-        return {"backend": backend, **_placed(settings, stage, resolve_model_dir(self.finding.model_dir))}
+        model_dir = resolve_model_dir(self.finding.model_dir)
+        placed = _placed(settings, stage, model_dir)
+        model_file = model_dir / f"{stage}.onnx"
+        if backend == "triton" and not placed.get("model_checksum") and model_file.is_file():
+            placed["model_checksum"] = file_sha256(model_file)
+        return {"backend": backend, **placed}
 
     def served_inference(self) -> dict[str, Any]:
         """The inference options of the served chain (``[finding] serving`` = ``"chain"`` or ``"ensemble"``): the

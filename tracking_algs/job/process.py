@@ -33,9 +33,14 @@ class EventProcessor:
         self.finder: TrackFinder | ServedTrackFinder
         if serving == "stages":
             stage_options = {stage: options.stage_inference(stage) for stage in STAGES}
-            self.finder = TrackFinder.from_options(
-                options.finding, stage_options, fitter=fitter, bfield_t=self.detector.bfield_t
-            )
+            try:
+                self.finder = TrackFinder.from_options(
+                    options.finding, stage_options, fitter=fitter, bfield_t=self.detector.bfield_t
+                )
+            except ModelError as error:
+                raise _with_hint(error, "the served models must be the ONNX files of this job's [finding] model_dir: "
+                                 "write the repository with 'trkx repo add-tracking --model-dir' that directory (or "
+                                 "--config and the job's options file)") from None  # fmt: skip
             stage_objects = (self.finder.graph, self.finder.filter, self.finder.gnn)
             #: Each neural stage's inference backend (or the served chain's), as its interface describes itself.
             self.backend = {stage: obj.inference.describe() for stage, obj in zip(STAGES, stage_objects, strict=True)}
@@ -43,10 +48,9 @@ class EventProcessor:
             try:
                 served = create_inference(options.served_inference())
             except ModelError as error:
-                raise ModelError(
-                    f"{error} (the served {serving} must run this job's [finding] options and models: write its "
-                    "repository with 'trkx repo add-tracking --config' and the job's options file)"
-                ) from None
+                raise _with_hint(error, f"the served {serving} must run this job's [finding] options and "
+                                 "models: write its repository with 'trkx repo add-tracking --config' and the job's "
+                                 "options file") from None  # fmt: skip
             self.finder = ServedTrackFinder(served, fitter=fitter,
                                             with_edges=options.fitting.selection.rebuild_free_hits)  # fmt: skip
             self.backend = {serving: self.finder.inference.describe()}
@@ -137,3 +141,8 @@ def fit_columns(fit: FitResults) -> dict[str, np.ndarray]:
     columns |= {"chi2": fit.chi2, "ndf": fit.ndf, "pvalue": fit.pvalue, "n_hits": fit.n_hits}
     columns |= {"n_outliers": fit.n_outliers, "status": fit.status}
     return columns
+
+
+def _with_hint(error: ModelError, hint: str) -> ModelError:
+    """``error`` with ``hint`` added when it says that a served model is not the job's (its checksum differs)."""
+    return ModelError(f"{error} ({hint})") if "model_checksum" in str(error) else error
