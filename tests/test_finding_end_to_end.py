@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import pytest
 
 from inference_iface import ConfigError
+from inference_iface.checksums import file_sha256
 from tracking_algs.event import TrackCandidates
 from tracking_algs.finding.config import FindingConfig, GNNConfig, GraphConfig
 from tracking_algs.finding.finder import TrackFinder
@@ -121,7 +123,12 @@ def test_job_options_fill_in_each_stages_model():
     assert one.stage_inference("filter")["model_path"] == "x.onnx"
     assert one.stage_inference("gnn")["model_path"] == str(SHIPPED_DIR / "gnn.onnx")
     served = JobOptions(inference={"backend": "triton", "triton": {"url": "h:1"}})
-    assert served.stage_inference("filter") == {"backend": "triton", "model_name": "filter", "url": "h:1"}
+    checksum = file_sha256(SHIPPED_DIR / "filter.onnx")  # the served model must be the job's
+    assert served.stage_inference("filter") == {
+        "backend": "triton", "model_name": "filter", "url": "h:1", "model_checksum": checksum
+    }  # fmt: skip
+    given = attrs.evolve(served, stages={"gnn": {"model_checksum": "ab"}})
+    assert given.stage_inference("gnn")["model_checksum"] == "ab"
 
 
 @pytest.mark.parametrize("setting", ["memory_pattern", "allow_spinning"])
