@@ -350,11 +350,14 @@ def test_add_tracking_that_fails_leaves_the_repository_as_it_was(tmp_path, capsy
         (["--http-port", "-1"], "a port is 1 to 65535 (0: a free one), got {'HTTP': -1}"),
         (["--startup-timeout", "-3"], "argument --startup-timeout: expected a finite number > 0, got -3"),
         (["--address", "192.0.2.1"], "cannot listen on address '192.0.2.1' (Cannot assign requested address)"),
+        (["--log", "{tmp}/taken/server.log"], "argument --log: '{tmp}/taken' exists and is not a directory"),
     ],
 )
 def test_trkx_serve_refuses_bad_ports_timeouts_and_addresses(tmp_path, capsys, args, expected):
-    """A port out of range, a non-positive start-up timeout or an address of another host: one line and status 2,
-    before any server starts."""
+    """A port out of range, a non-positive start-up timeout, an address of another host or a log file below a file:
+    one line and status 2, before any server starts."""
+    (tmp_path / "taken").write_text("a file\n")
+    args, expected = [arg.replace("{tmp}", str(tmp_path)) for arg in args], expected.replace("{tmp}", str(tmp_path))
     assert main(["serve", "--repository", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("trkx serve: error: ")

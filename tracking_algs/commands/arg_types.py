@@ -100,15 +100,21 @@ def output_directory(text: str) -> Path:
     return path
 
 
+def file_to_write(text: str) -> Path:
+    """A file to write (or append to): named, not a directory, in a directory as :func:`output_directory` takes."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; expected a file to write")
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory; expected a file to write")
+    output_directory(str(path.parent))  # where it goes: a directory that is or can be made, and written into
+    return path
+
+
 def npz_file(text: str) -> Path:
     """A file to write a ``.npz`` archive into, named with that suffix (numpy adds it to a name without it, so the
-    name given is the name written): not empty, not a directory, in a directory as :func:`output_directory` takes."""
+    name given is the name written), as :func:`file_to_write` takes it."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; expected a .npz file to write")
     path = Path(text)
-    if path.suffix != ".npz":
-        path = path.with_name(path.name + ".npz")
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{str(path)!r} is a directory; expected a .npz file to write")
-    output_directory(str(path.parent))  # where it goes: a directory that is or can be made, and written into
-    return path
+    return file_to_write(str(path if path.suffix == ".npz" else path.with_name(path.name + ".npz")))

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tracking_algs.commands.arg_types import positive_float
+from tracking_algs.commands.arg_types import file_to_write, positive_float
 from tracking_algs.commands.interrupts import terminate_as_interrupt
 
 NAME = "serve"
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-port", type=int, default=0, help="HTTP port (default: a free port)")
     parser.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics port (default: a free port)")
     parser.add_argument("--address", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--log", type=Path, help="server log file (default: a temporary file, printed)")
+    parser.add_argument("--log", type=file_to_write, help="server log file (default: a temporary file, printed)")
     parser.add_argument(
         "--startup-timeout", type=positive_float, default=120.0, help="seconds to wait for readiness (default: 120)"
     )
