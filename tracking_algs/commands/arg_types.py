@@ -117,4 +117,8 @@ def npz_file(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; expected a .npz file to write")
     path = Path(text)
-    return file_to_write(str(path if path.suffix == ".npz" else path.with_name(path.name + ".npz")))
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{str(path)!r} is a directory; expected a .npz file to write")
+    return file_to_write(str(path))
