@@ -294,18 +294,24 @@ class TritonServer:
 
     @property
     def grpc_url(self) -> str:
-        """``host:port`` of the gRPC endpoint."""
-        return f"{self.config.address}:{self.grpc_port}"
+        """``host:port`` of the gRPC endpoint (an IPv6 host in brackets)."""
+        return f"{self._host}:{self.grpc_port}"
 
     @property
     def http_url(self) -> str:
-        """``host:port`` of the HTTP endpoint."""
-        return f"{self.config.address}:{self.http_port}"
+        """``host:port`` of the HTTP endpoint (an IPv6 host in brackets)."""
+        return f"{self._host}:{self.http_port}"
 
     @property
     def metrics_url(self) -> str:
-        """``http://host:port/metrics`` of the Prometheus endpoint."""
-        return f"http://{self.config.address}:{self.metrics_port}/metrics"
+        """``http://host:port/metrics`` of the Prometheus endpoint (an IPv6 host in brackets)."""
+        return f"http://{self._host}:{self.metrics_port}/metrics"
+
+    @property
+    def _host(self) -> str:
+        """The address as the host of a URL: an IPv6 address in brackets."""
+        address = self.config.address
+        return f"[{address}]" if ":" in address else address
 
     def start(self) -> TritonServer:
         """Start the server and wait (at most ``startup_timeout_s``) until it and all its models are ready.
@@ -375,7 +381,7 @@ class TritonServer:
 
     def _in_use_message(self, kind: str, port: int) -> str:
         return (
-            f"tritonserver: the {kind} port {self.config.address}:{port} is already in use by another process "
+            f"tritonserver: the {kind} port {self._host}:{port} is already in use by another process "
             "(another server?); stop it or choose another port"
         )
 
@@ -389,16 +395,17 @@ class TritonServer:
     def command(self, backend_directory: str | Path) -> list[str]:
         """The server's command line."""
         config = self.config
-        address = config.address
+        # the HTTP and metrics services (libevhtp) take an IPv6 address as "ipv6:ADDRESS", else read it as IPv4
+        evhtp_address = f"ipv6:{config.address}" if ":" in config.address else config.address
         argv = [
             str(pytriton_root() / "bin" / "tritonserver"),
             f"--model-repository={self.repository}",
             f"--backend-directory={backend_directory}",
-            f"--grpc-address={address}",
+            f"--grpc-address={self._host}",  # gRPC joins host and port as a URL does: an IPv6 host in brackets
             f"--grpc-port={self.grpc_port}",
-            f"--http-address={address}",
+            f"--http-address={evhtp_address}",
             f"--http-port={self.http_port}",
-            f"--metrics-address={address}",
+            f"--metrics-address={evhtp_address}",
             f"--metrics-port={self.metrics_port}",
             f"--log-verbose={config.log_verbose}",
             f"--exit-timeout-secs={max(1, int(config.stop_timeout_s))}",

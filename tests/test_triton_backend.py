@@ -101,6 +101,26 @@ def test_every_model_served_gives_the_local_results(connect, model_files, protoc
             assert_matches_local(a, b, f"{name}.{field} over {protocol}/{shared_memory}")
 
 
+def test_a_server_on_ipv6_loopback_is_reached_through_its_bracketed_urls(tmp_path, model_files):
+    """A server bound to ``::1``: its URLs put the address in brackets (``[::1]:PORT``), as clients parse them, and
+    both protocols reach it and give the local results (shared memory too: ``::1`` is loopback)."""
+    repository = build_repository(tmp_path / "repository", {"two_in_two_out": model_files["two_in_two_out"]})
+    with TritonServer(TritonServerConfig(repository=str(repository), address="::1", startup_timeout_s=180)) as server:
+        assert server.grpc_url == f"[::1]:{server.grpc_port}"
+        assert server.http_url == f"[::1]:{server.http_port}"
+        assert server.metrics_url == f"http://[::1]:{server.metrics_port}/metrics"
+        with local(model_files["two_in_two_out"]) as reference:
+            inputs = random_inputs(reference.signature, seed=3)
+            want = reference.infer(inputs)
+        for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
+            options = {"backend": "triton", "url": url, "protocol": protocol, "model_name": "two_in_two_out"}
+            with create_inference(options) as served:
+                got = served.infer(inputs)
+                assert served.shared_memory_regions(), "loopback: shared memory is used"
+            for field, a, b in zip(got._fields, got, want, strict=True):
+                assert_matches_local(a, b, f"{field} over {protocol} on [::1]")
+
+
 def test_medium_model_at_100k_rows_matches_local_with_shared_memory(connect, model_files):
     served = connect("medium_mlp", shared_memory="system")
     with local(model_files["medium_mlp"]) as reference:
