@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+import attrs
 import numpy as np
 import pytest
 from helix_tracks import helix_tracks
 
 from inference_iface.errors import ConfigError
 from inference_iface.options import structure
+from tracking_algs.cli import main
+from tracking_algs.commands.run import EXIT_EVENTS_FAILED
 from tracking_algs.errors import FittingError
+from tracking_algs.event import TrackCandidates
 from tracking_algs.fitting import (
     COVARIANCE_NAMES,
     FitResults,
@@ -21,6 +31,7 @@ from tracking_algs.fitting import (
     refit_on,
     refitter,
 )
+from tracking_algs.fitting.hook import CheckedFitter
 from tracking_algs.geometry import trackml_detector
 
 DETECTOR = trackml_detector()
@@ -53,8 +64,9 @@ def test_none_hook_means_no_fitting():
 def test_plugin_factory_is_imported_and_called_with_the_options():
     config = structure({"hook": "fitting_plugins:strict_kalman", "options": {"min_hits": 6}}, FittingConfig)
     fitter = config.make_fitter(DETECTOR)
-    assert isinstance(fitter, KalmanFitter)
-    assert fitter.config.min_hits == 6
+    assert isinstance(fitter, CheckedFitter)  # the factory's fitter, its results checked at the hook's boundary
+    assert isinstance(fitter.fitter, KalmanFitter)
+    assert fitter.fitter.config.min_hits == 6
     tracks = _tracks()
     np.testing.assert_array_equal(fitter.fit(tracks.spacepoints, tracks.candidates).track_id, np.arange(20))
 
@@ -118,3 +130,103 @@ def test_fitting_options_are_strict():
         structure({"kalman": {"min_hits": 2}}, FittingConfig, where="[fitting]")
     with pytest.raises(ConfigError, match="hook"):
         structure({"hook": "kalmann"}, FittingConfig, where="[fitting]")
+
+
+# A plug-in's mistakes in a real job (`trkx run`, shipped models, local ONNX Runtime): the event fails (exit status 4)
+# with a FittingError naming the hook and what is wrong, no traceback, and the job writes what it finished.
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "local_onnx.toml"
+
+
+def _run_job(output: Path, hook: str, *sets: str, events: int = 1, resume: bool = False) -> int:
+    argv = ["run", str(CONFIG), "--no-progress", "--simulate", str(events), "--output", str(output),
+            "--set=simulation.pileup=5", "--set=job.seed=2000000", f"--set=fitting.hook={hook}"]  # fmt: skip
+    return main(argv + [f"--set={item}" for item in sets] + (["--resume"] if resume else []))
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as stream:
+        return list(csv.DictReader(stream))
+
+
+def _failures(output: Path) -> list[dict[str, object]]:
+    return json.loads((output / "performance.json").read_text())["failed_events"]
+
+
+def test_a_plugin_fitter_gives_the_built_in_fitters_tracks(tmp_path):
+    """The checks at the hook's boundary pass the built-in fitter's results, its refits and its following as they
+    are: the built-in fitter plugged in by its factory writes the tracks of hook = "kalman" byte for byte."""
+    assert _run_job(tmp_path / "kalman", "kalman", events=2) == 0
+    assert _run_job(tmp_path / "plugin", "fitting_plugins:strict_kalman", events=2) == 0
+    for name in ("tracks.csv", "fitted_tracks.csv"):
+        assert (tmp_path / "plugin" / name).read_bytes() == (tmp_path / "kalman" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(("spoil", "message"), [
+    ("none", "fit returned NoneType; expected FitResults"),
+    ("one_short", r"fit returned \d+ tracks, track_id none at row \d+; expected the \d+ candidates' ids"),
+    ("nan_params", r"fit returned non-finite params for track 0 \(row 0, 1 tracks in all\); expected finite"),
+    ("negative_ndf", "fit returned ndf -[0-9]+ for track 0 .*expected 0 or more"),
+    ("unknown_status", "fit returned status 9 for track 0 .*expected a FitStatus code, 0 OK, 1 TOO_FEW_HITS"),
+    ("not_positive_definite", "fit returned a covariance that is not positive definite for track"),
+    ("covariance_triangle", r"fit failed with ValueError: FitResults.cov: shape \(\d+, 15\), expected \(\d+, 5, 5\)"),
+    ("fractional_ids", "fit failed with ValueError: FitResults.track_id: 0.5 is not a whole number"),
+    ("mutate", "fit failed with ValueError: assignment destination is read-only"),
+])  # fmt: skip
+def test_a_plugin_fit_breaking_the_contract_fails_the_event_naming_the_hook(tmp_path, capsys, spoil, message):
+    output = tmp_path / "out"
+    assert _run_job(output, "fitting_plugins:spoiling", f"fitting.options.spoil={spoil!r}") == EXIT_EVENTS_FAILED
+    (failure,) = _failures(output)
+    assert failure["stage"] == "process"
+    assert re.match(rf"FittingError: \[fitting\] hook 'fitting_plugins:spoiling': {message}", failure["error"])
+    assert "Traceback" not in capsys.readouterr().err
+    assert (output / "tracks.csv").read_text().startswith("event_id,")  # the job's files are written, and valid
+
+
+def test_a_plugin_fit_failing_on_one_event_fails_that_event_and_the_job_resumes(tmp_path):
+    output, flag = tmp_path / "out", tmp_path / "fail"
+    flag.touch()
+    hook, option = "fitting_plugins:spoiling", f"fitting.options.fail_while={str(flag)!r}"
+    assert _run_job(output, hook, option, events=2) == EXIT_EVENTS_FAILED
+    (failure,) = _failures(output)
+    assert failure["error"] == ("FittingError: [fitting] hook 'fitting_plugins:spoiling': fit failed with "
+                                "RuntimeError: the fitter's first call fails")  # fmt: skip
+    assert {row["event_id"] for row in _rows(output / "tracks.csv")} == {"1"}
+    flag.unlink()
+    assert _run_job(output, hook, option, events=2, resume=True) == 0
+    assert _failures(output) == []
+    assert {row["event_id"] for row in _rows(output / "tracks.csv")} == {"0", "1"}
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("def make_fitter(:\n", "failed with SyntaxError: invalid syntax"),
+    ("raise RuntimeError('no licence file')\n", "failed with RuntimeError: no licence file"),
+])  # fmt: skip
+def test_a_hook_module_failing_to_import_is_a_fitting_error(tmp_path, monkeypatch, capsys, source, message):
+    (tmp_path / "broken_fitters.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    hook = "broken_fitters:make_fitter"
+    with pytest.raises(FittingError, match=f"hook '{hook}': importing module 'broken_fitters' {message}"):
+        make_fitter(hook, DETECTOR, {})
+    sys.modules.pop("broken_fitters", None)
+    assert _run_job(tmp_path / "out", hook) == 2
+    err = capsys.readouterr().err
+    assert "importing module 'broken_fitters'" in err
+    assert "Traceback" not in err
+
+
+def test_fit_results_refuse_integer_columns_that_are_not_whole_numbers():
+    fit = KalmanFitter(DETECTOR).fit(_tracks().spacepoints, _tracks().candidates)
+    assert attrs.evolve(fit, track_id=fit.track_id.astype(float)).track_id.dtype == np.int64
+    for bad, shown in ((fit.track_id + 0.5, "0.5"), (np.where(fit.ok, np.nan, 0.0), "nan")):
+        with pytest.raises(ValueError, match=f"FitResults.track_id: {shown} is not a whole number; expected integers"):
+            attrs.evolve(fit, track_id=bad)
+
+
+def test_the_kalman_fitter_refuses_options_it_cannot_use():
+    """A mapping for a ``KalmanConfig`` and labels that are not one per spacepoint are FittingErrors saying what was
+    expected, not errors deep in the fitter."""
+    with pytest.raises(FittingError, match="KalmanFitter config: got dict; expected a KalmanConfig"):
+        KalmanFitter(DETECTOR, {"min_hits": 4})
+    tracks = _tracks()
+    with pytest.raises(FittingError, match=r"labels of shape \[\d+, 1\]; expected one label per spacepoint"):
+        KalmanFitter(DETECTOR).fit(tracks.spacepoints, TrackCandidates(tracks.candidates.labels[:, None]))

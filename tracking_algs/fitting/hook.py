@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
+import numpy as np
 
-from inference_iface.errors import ConfigError
+from inference_iface.errors import BackendUnavailableError, ConfigError, InferenceTimeoutError
 from inference_iface.options import structure
 from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.config import KalmanConfig
-from tracking_algs.fitting.results import FitResults
+from tracking_algs.fitting.results import FitResults, FitStatus
 from tracking_algs.fitting.selection import Follow, Refit, TrackSelection
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import MagneticField
@@ -153,6 +154,10 @@ def make_fitter(
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise FittingError(f"[fitting] hook {hook!r}: cannot import module {module_name!r}: {error}") from None
+    except Exception as error:  # the user's module (a syntax error, a failing statement): reported as the hook's
+        raise FittingError(
+            f"[fitting] hook {hook!r}: importing module {module_name!r} failed with {type(error).__name__}: {error}"
+        ) from error
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise FittingError(f"[fitting] hook {hook!r}: module {module_name!r} has no callable {factory_name!r}")
@@ -168,4 +173,183 @@ def make_fitter(
             f"[fitting] hook {hook!r}: the factory returned {type(fitter).__name__}, which has no "
             "fit(spacepoints, candidates) -> FitResults method"
         )
-    return fitter
+    return CheckedFitter(hook, fitter)
+
+
+_T = TypeVar("_T")
+
+
+class CheckedFitter:
+    """A plug-in hook's fitter as :func:`make_fitter` hands it out: calls go to ``fitter`` (the factory's object),
+    given read-only views of the event's arrays, and what it returns is checked against the :class:`FitResults`
+    contract (:func:`fit_problem`).  Whatever its ``fit``, ``refit`` or ``followed_hits`` raises, and results that
+    break the contract, become a :class:`~tracking_algs.errors.FittingError` naming the hook, so the job fails that
+    event (and can resume it) instead of writing bad numbers; a backend lost under the fitter stays what it is."""
+
+    def __init__(self, hook: str, fitter: TrackFitter) -> None:
+        self.hook = hook
+        #: the object the factory returned
+        self.fitter = fitter
+
+    def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
+        """``fitter.fit``, checked."""
+        fit = self._call("fit", self.fitter.fit, _read_only(spacepoints), _read_only(candidates))
+        return self._checked("fit", fit, spacepoints, candidates)
+
+    @property
+    def refit(self) -> Callable[[Spacepoints, TrackCandidates, FitResults | None], FitResults] | None:
+        """``fitter.refit``, checked; None where the fitter has none (:func:`refit_on` then uses ``fit``)."""
+        refit = getattr(self.fitter, "refit", None)
+        if not callable(refit):
+            return None
+
+        def checked(spacepoints: Spacepoints, candidates: TrackCandidates, earlier: FitResults | None) -> FitResults:
+            views = (_read_only(spacepoints), _read_only(candidates), None if earlier is None else _read_only(earlier))
+            return self._checked("refit", self._call("refit", refit, *views), spacepoints, candidates)
+
+        return checked
+
+    @property
+    def refitter(self) -> Callable[[], CheckedFitter] | None:
+        """``fitter.refitter``, its fitter checked as this one; None where the fitter has none."""
+        make = getattr(self.fitter, "refitter", None)
+        if not callable(make):
+            return None
+        return lambda: CheckedFitter(self.hook, self._call("refitter", make))
+
+    @property
+    def followed_hits(self) -> Callable[..., np.ndarray] | None:
+        """``fitter.followed_hits``, checked (one label or -1 per spacepoint); None where the fitter has none."""
+        follow = getattr(self.fitter, "followed_hits", None)
+        if not callable(follow):
+            return None
+
+        def checked(spacepoints: Spacepoints, candidates: TrackCandidates, fit: FitResults, *args: Any) -> np.ndarray:
+            views = (_read_only(spacepoints), _read_only(candidates), _read_only(fit))
+            proposal = np.asarray(self._call("followed_hits", follow, *views, *args))
+            if proposal.shape != (len(spacepoints),) or proposal.dtype.kind not in "iu":
+                raise FittingError(
+                    f"[fitting] hook {self.hook!r}: followed_hits returned {proposal.dtype} of shape "
+                    f"{proposal.shape}; expected integer labels of shape ({len(spacepoints)},)"
+                )
+            return proposal
+
+        return checked
+
+    def close(self) -> None:
+        """``fitter.close()`` where it has one."""
+        close_fitter(self.fitter)
+
+    def _call(self, what: str, method: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return method(*args)
+        except (BackendUnavailableError, InferenceTimeoutError):
+            raise  # the job stops for a lost backend, and resumes, whichever code met it
+        except Exception as error:  # the user's code: whatever it raises fails the event, as the hook's
+            raise FittingError(
+                f"[fitting] hook {self.hook!r}: {what} failed with {type(error).__name__}: {error}"
+            ) from error
+
+    def _checked(self, what: str, fit: object, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
+        problem = fit_problem(fit, spacepoints, candidates)
+        if problem is not None:
+            raise FittingError(f"[fitting] hook {self.hook!r}: {what} returned {problem}")
+        assert isinstance(fit, FitResults)
+        return fit
+
+
+def _read_only(value: _T) -> _T:
+    """``value`` (an attrs value type of numpy columns) with read-only views of its arrays: a fitter that writes into
+    its input raises instead of changing the event under the job."""
+    views = {}
+    for field in attrs.fields(type(value)):
+        array = getattr(value, field.name)
+        if isinstance(array, np.ndarray):
+            view = array.view()
+            view.flags.writeable = False
+            views[field.name] = view
+    return attrs.evolve(value, **views)
+
+
+#: the relative tolerance of a covariance's symmetry, and how far below 0 the least eigenvalue of its correlation
+#: matrix may lie (rounding); the built-in fitter's stay far inside both
+_COV_RTOL = 1e-6
+
+
+def fit_problem(fit: object, spacepoints: Spacepoints, candidates: TrackCandidates) -> str | None:
+    """What makes ``fit`` not the :class:`FitResults` of fitting ``candidates`` on ``spacepoints`` (``None`` when
+    nothing does), in words that name the first bad track and what was expected: its type, the tracks (the
+    candidates' ids in :meth:`~tracking_algs.event.TrackCandidates.groups` order), each track's hits (spacepoint rows
+    of that track), the status codes (:class:`FitStatus`), finite numbers, ndf, χ² and hit counts not negative,
+    p-values in [0, 1], and for fitted (``OK``) tracks a symmetric, positive-definite covariance."""
+    if not isinstance(fit, FitResults):
+        return f"{type(fit).__name__}; expected FitResults"
+    track_ids = candidates.groups()[0]
+    if not np.array_equal(fit.track_id, track_ids):
+        differ = np.flatnonzero(fit.track_id[: len(track_ids)] != track_ids[: len(fit)])
+        first = int(differ[0]) if len(differ) else min(len(fit), len(track_ids))
+        return (f"{len(fit)} tracks, track_id {_at(fit.track_id, first)} at row {first}; expected the "
+                f"{len(track_ids)} candidates' ids in candidates.groups() order, {_at(track_ids, first)} "
+                "there")  # fmt: skip
+    offsets, rows = fit.hit_offsets, fit.hit_rows
+    if offsets[0] != 0 or offsets[-1] != len(rows) or (np.diff(offsets) < 0).any():
+        return f"hit_offsets running from {offsets[0]} to {offsets[-1]}; expected 0 up to len(hit_rows) = {len(rows)}"
+    hit_track = fit.track_of_hit()
+    outside = np.flatnonzero((rows < 0) | (rows >= len(spacepoints)))
+    if len(outside):
+        return (f"hit_rows {rows[outside[0]]} for track {fit.track_id[hit_track[outside[0]]]}; expected spacepoint "
+                f"rows 0 to {len(spacepoints) - 1}")  # fmt: skip
+    foreign = np.flatnonzero(candidates.labels[rows] != fit.track_id[hit_track])
+    if len(foreign):
+        return (f"hit_rows {rows[foreign[0]]} for track {fit.track_id[hit_track[foreign[0]]]}, a spacepoint "
+                f"labelled {candidates.labels[rows[foreign[0]]]}; expected rows of that track's candidate")  # fmt: skip
+    bad = ~np.isin(fit.status, [int(status) for status in FitStatus])
+    if bad.any():
+        return _first_track(fit, bad, f"status {fit.status[bad][0]}", f"a FitStatus code, {_codes()}")
+    for name in ("params", "cov", "chi2", "pvalue"):
+        column = getattr(fit, name)
+        bad = ~np.isfinite(column.reshape(len(fit), -1)).all(axis=1)
+        if bad.any():
+            return _first_track(fit, bad, f"non-finite {name}", "finite numbers (0 for tracks not fitted)")
+    for name in ("ndf", "chi2", "n_hits", "n_outliers"):
+        bad = getattr(fit, name) < 0
+        if bad.any():
+            return _first_track(fit, bad, f"{name} {getattr(fit, name)[bad][0]}", "0 or more")
+    bad = fit.pvalue > 1
+    if bad.any():
+        return _first_track(fit, bad, f"pvalue {fit.pvalue[bad][0]}", "a p-value in [0, 1]")
+    return _covariance_problem(fit)
+
+
+def _covariance_problem(fit: FitResults) -> str | None:
+    ok = fit.ok
+    cov = fit.cov[ok]
+    variances = np.diagonal(cov, axis1=1, axis2=2)
+    bad = np.zeros(len(fit), dtype=bool)
+    bad[ok] = (variances <= 0).any(axis=1)
+    if bad.any():
+        return _first_track(fit, bad, "a covariance with a variance <= 0", "positive variances for an OK track")
+    scale = np.sqrt(variances[:, :, None] * variances[:, None, :])
+    correlation = cov / scale
+    bad[ok] = (np.abs(correlation - np.swapaxes(correlation, 1, 2)) > _COV_RTOL).any(axis=(1, 2))
+    if bad.any():
+        return _first_track(fit, bad, "a covariance that is not symmetric", "a symmetric 5x5 covariance")
+    if ok.any():
+        bad[ok] = np.linalg.eigvalsh(correlation)[:, 0] <= -_COV_RTOL
+    if bad.any():
+        return _first_track(fit, bad, "a covariance that is not positive definite",
+                            "a positive-definite 5x5 covariance for an OK track")  # fmt: skip
+    return None
+
+
+def _first_track(fit: FitResults, bad: np.ndarray, what: str, expected: str) -> str:
+    row = int(np.flatnonzero(bad)[0])
+    return f"{what} for track {fit.track_id[row]} (row {row}, {int(bad.sum())} tracks in all); expected {expected}"
+
+
+def _at(values: np.ndarray, row: int) -> str:
+    return str(values[row]) if row < len(values) else "none"
+
+
+def _codes() -> str:
+    return ", ".join(f"{int(status)} {status.name}" for status in FitStatus)

@@ -96,6 +96,11 @@ class KalmanFitter:
         self.field = UniformField(detector.bfield_t) if field is None else field
         if self.field.centre_t == 0.0:
             raise FittingError("KalmanFitter needs a magnetic field to measure momentum; the field is 0 T")
+        if config is not None and not isinstance(config, KalmanConfig):
+            raise FittingError(
+                f"KalmanFitter config: got {type(config).__name__}; expected a KalmanConfig (KalmanConfig(**options), "
+                "or make_fitter('kalman', detector, options) for a mapping)"
+            )
         self.detector = detector
         self.config = config or KalmanConfig()
         self.modules = modules
@@ -126,6 +131,9 @@ class KalmanFitter:
         refitted with more hits, pieces of one particle refitted as one), so it stands in for the first pass.  A
         track whose earlier perigee does not lead forwards to its first hit's surface is fitted as :meth:`fit` fits
         it."""
+        if candidates.labels.ndim != 1:
+            raise FittingError(f"track candidates have labels of shape {list(candidates.labels.shape)}; expected one "
+                               "label per spacepoint, shape [N]")  # fmt: skip
         if len(candidates.labels) != len(spacepoints):
             raise FittingError(
                 f"track candidates have {len(candidates.labels)} labels but there are {len(spacepoints)} spacepoints"

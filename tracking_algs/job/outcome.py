@@ -10,14 +10,14 @@ from __future__ import annotations
 import traceback
 
 from inference_iface.errors import BackendUnavailableError, InferenceTimeoutError, InputError
-from tracking_algs.errors import EventFormatError
+from tracking_algs.errors import EventFormatError, FittingError
 from tracking_algs.job.process import EventProcessor
 from tracking_algs.job.sources import EventSource
 from tracking_algs.job.store import EventFailure, EventResult
 from tracking_algs.job_options import JobOptions
 
-#: Errors that make one event bad without saying anything about the next one.
-EVENT_ERRORS = (EventFormatError, InputError)
+#: Errors that make one event bad without saying anything about the next one (a plug-in fitter's included).
+EVENT_ERRORS = (EventFormatError, FittingError, InputError)
 #: Errors that mean the backend is gone: the job stops (finished events are kept) and can be resumed.
 BACKEND_ERRORS = (BackendUnavailableError, InferenceTimeoutError)
 
