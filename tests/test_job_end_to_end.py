@@ -12,7 +12,9 @@ held-out events by benchmarks/physics_validation.py and reported in docs/physics
 from __future__ import annotations
 
 import csv
+import importlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -22,9 +24,11 @@ import numpy as np
 import pytest
 from job_outputs import assert_same_results
 
+from inference_iface import cores as inference_cores
 from inference_iface.shared_memory import SHM
 from tracking_algs.cli import main
 from tracking_algs.commands.run import EXIT_EVENTS_FAILED, EXIT_STOPPED
+from tracking_algs.cores import core_slices
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.io.trackml import event_path, list_events, read_event, write_event
 from tracking_algs.job.report import FITTED_COLUMNS
@@ -223,6 +227,40 @@ def test_a_job_killed_with_its_workers_leaves_no_semaphores_once_resumed(finishe
 def test_parallel_workers_give_identical_results(finished_job, tmp_path):
     output = tmp_path / "parallel"
     assert _run("--simulate", "3", "--jobs", "2", "--output", str(output), *[f"--set={item}" for item in SMALL]) == 0
+    assert_same_results(output, finished_job)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
+def test_a_job_on_one_core_in_another_environment_gives_identical_results(finished_job, tmp_path):
+    """The job in a process allowed one core (one thread of each pool), with another ``PYTHONHASHSEED``, the BLAS and
+    OpenMP thread variables at 1, run from another directory, a path with a space, writing to a relative one."""
+    workdir = tmp_path / "a directory"
+    workdir.mkdir()
+    one_core = min(os.sched_getaffinity(0))
+    threads = dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"), "1")
+    env = os.environ | threads | {"PYTHONHASHSEED": "4242"}
+    command = [sys.executable, "-m", "tracking_algs.cli", "run", str(CONFIG), "--simulate", "3", "--output", "out put",
+               "--no-progress", *[f"--set={item}" for item in SMALL]]  # fmt: skip
+    done = subprocess.run(command, cwd=workdir, env=env, preexec_fn=lambda: os.sched_setaffinity(0, {one_core}),
+                          capture_output=True, text=True, check=False, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert_same_results(workdir / "out put", finished_job)
+
+
+def test_a_job_spread_over_more_cores_than_the_machine_has_gives_identical_results(finished_job, tmp_path, monkeypatch):
+    """Every pool sized by ``usable_cores`` (the graph's KD-tree shares, the building's slices, ONNX Runtime's
+    intra-op threads) sized as on a 5-core machine: the thread layout of a larger machine gives the same results."""
+    for name in ("tracking_algs.cores", "tracking_algs.finding.graph", "tracking_algs.finding.building",
+                 "tracking_algs.fitting.kalman", "backends.onnxruntime"):  # fmt: skip
+        importlib.import_module(name)
+    patched = [module for module in list(sys.modules.values())
+               if getattr(module, "usable_cores", None) is inference_cores.usable_cores]  # fmt: skip
+    assert len(patched) >= 5
+    for module in patched:
+        monkeypatch.setattr(module, "usable_cores", lambda: 5)
+    assert len(core_slices(5)) == 5
+    output = tmp_path / "five_cores"
+    assert _run("--simulate", "3", "--output", str(output), *[f"--set={item}" for item in SMALL]) == 0
     assert_same_results(output, finished_job)
 
 
