@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from tracking_algs.job.report import print_summary, write_report
     from tracking_algs.job.runner import run_events
     from tracking_algs.job.sources import DirectorySource, SimulationSource
-    from tracking_algs.job.store import ResultStore
+    from tracking_algs.job.store import OPTIONS_FILE, ResultStore
     from tracking_algs.job_options import load_job_options
 
     options = load_job_options(args.config, args.overrides)
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         source = SimulationSource(
             options.simulation, options.job.seed, count, detector, options.module_geometry(), options.magnetic_field()
         )
-    created, new_job = not args.output.exists(), not (args.output / "job_options.json").exists()
+    created, new_job = not args.output.exists(), not (args.output / OPTIONS_FILE).exists()
     with ResultStore(args.output) as store, terminate_as_interrupt():  # the store holds the output's lock
         # how the job runs (workers, executor) is left out: a resumed job may run otherwise, with the same results;
         # the files it reads are in, by path and content: a resume must read the same

@@ -25,9 +25,9 @@ above it, so the two never overlap. Every random draw comes from fixed seeds; ch
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 import pickle
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +53,7 @@ from tracking_algs.finding.model_dir import CARD_NAME
 from tracking_algs.finding.models import EmbeddingNet, FilterNet, InteractionGNN
 from tracking_algs.finding.pairs import PairGeometry
 from tracking_algs.geometry import trackml_detector
+from tracking_algs.io.atomic import write_atomically
 from tracking_algs.magnetic_field import FieldConfig, MagneticField
 from tracking_algs.performance import truth_graph
 from tracking_algs.performance.lookup import hit_particle_pt
@@ -483,15 +484,11 @@ def _first_sentence(error: BaseException) -> str:
 
 
 def _save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Save ``state`` under a temporary name, then rename it: a checkpoint is whole or the previous one (Ctrl-C,
-    SIGTERM or a full disk while it is saved leave the previous one as it was)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    """Save ``state`` whole or not at all (:func:`~tracking_algs.io.atomic.write_atomically`): Ctrl-C, SIGTERM or a
+    full disk while it is saved leave the previous checkpoint as it was."""
+    content = io.BytesIO()
+    torch.save(state, content)
+    write_atomically(path, content.getvalue())
 
 
 def sector(phi: np.ndarray, fraction: float, rng: np.random.Generator, centre: float | None = None) -> np.ndarray:

@@ -26,6 +26,7 @@ import numpy as np
 
 from inference_iface.errors import ConfigError
 from inference_iface.options import describe_differences, option_differences
+from tracking_algs.io.atomic import write_atomically
 
 #: The effective options of the job in an output directory.
 OPTIONS_FILE = "job_options.json"
@@ -111,7 +112,7 @@ class ResultStore:
                 for line in self.remove_unreadable():
                     print(f"trkx run: {line}", file=sys.stderr)
             self.events_dir.mkdir(exist_ok=True)
-            _atomic_write(self.output / OPTIONS_FILE, text.encode())
+            write_atomically(self.output / OPTIONS_FILE, text.encode())
         except BaseException:
             self.close()
             raise
@@ -178,12 +179,12 @@ class ResultStore:
         arrays |= {f"truth.{key}": value for key, value in result.truth.items()}
         content = io.BytesIO()  # in memory: a write that fails (a full disk) leaves no half-written zip behind
         np.savez(content, **arrays)
-        _atomic_write(self._fragment(result.event_id, ".npz"), content.getvalue())
+        write_atomically(self._fragment(result.event_id, ".npz"), content.getvalue())
         self._fragment(result.event_id, ".failed.json").unlink(missing_ok=True)
 
     def save_failure(self, failure: EventFailure) -> None:
         """Record that an event was skipped."""
-        _atomic_write(self._fragment(failure.event_id, ".failed.json"), json.dumps(attrs.asdict(failure)).encode())
+        write_atomically(self._fragment(failure.event_id, ".failed.json"), json.dumps(attrs.asdict(failure)).encode())
 
     def results(self) -> Iterator[EventResult]:
         """Every finished event, in event-id order."""
@@ -287,15 +288,3 @@ def _remove(path: Path, error: Exception) -> str:
     path.unlink()
     why = " ".join(f"{type(error).__name__}: {error}".split())
     return f"{path} cannot be read ({why}); removed, its event is processed again"
-
-
-def _atomic_write(path: Path, content: bytes) -> None:
-    """Write ``path`` whole or not at all: to a temporary name beside it, then renamed (the temporary file is removed
-    when the write fails, e.g. on a full disk)."""
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        temporary.write_bytes(content)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
