@@ -169,16 +169,18 @@ class _Region:
         _held.discard(self.name)
 
 
-def _destroy_regions(regions: tuple[_Region, ...]) -> None:
-    """Destroy ``regions`` without calling their server (the finalizer of a :class:`Connection`).
+def _release_regions(regions: tuple[_Region, ...], connection: Connection | None, timeout: float) -> None:
+    """Release each of ``regions`` (:meth:`_Region.release`), going on past a failure; ``connection``'s server is
+    asked to unregister them while it is not marked failed.
 
-    Runs when a connection is garbage-collected without :meth:`Connection.close`, or is still open at interpreter
-    exit; the server's registrations of the regions are removed by the next :meth:`Connection.unregister_orphans`
-    on that server (see :func:`is_orphaned`).
+    Without a connection (the finalizer of a :class:`Connection` garbage-collected without :meth:`Connection.close`,
+    or still open at interpreter exit) the regions are destroyed without calling their server; the server's
+    registrations are removed by the next :meth:`Connection.unregister_orphans` on it (see :func:`is_orphaned`).
     """
     for region in regions:
+        asked = connection if connection is not None and connection.endpoint.healthy else None
         try:
-            region.release(None, 0.0)
+            region.release(asked, timeout)
         except Exception as error:  # releasing must go on for the other region
             _log.warning("releasing shared memory %s failed: %s", region.name, error)
 
@@ -298,7 +300,7 @@ class Connection:
         self.inputs_region = _Region(prefix + "-in")
         self.outputs_region = _Region(prefix + "-out")
         self.output_sizes: dict[str, int] = {}
-        weakref.finalize(self, _destroy_regions, (self.inputs_region, self.outputs_region))
+        weakref.finalize(self, _release_regions, (self.inputs_region, self.outputs_region), None, 0.0)
 
     def call(self, method: str, *args: Any, timeout: float | None = None, as_json: bool = False, **kwargs: Any) -> Any:
         """Call a client method with the headers (and, on gRPC, the deadline); errors become :class:`RemoteError`.
@@ -544,11 +546,7 @@ class Connection:
         whose server hangs would otherwise wait ``connect_timeout_s`` for each region of each thread. Its
         registrations of the regions are removed by the next client's sweep (:meth:`unregister_orphans`).
         """
-        for region in (self.inputs_region, self.outputs_region):
-            try:
-                region.release(self if self.endpoint.healthy else None, self.config.connect_timeout_s)
-            except Exception as error:  # releasing must go on for the other region
-                _log.warning("releasing shared memory %s failed: %s", region.name, error)
+        _release_regions((self.inputs_region, self.outputs_region), self, self.config.connect_timeout_s)
 
     def unregister_orphans(self, timeout: float) -> list[str]:
         """Unregister from the server the regions of this module whose owner is gone (see :func:`is_orphaned`).

@@ -162,8 +162,7 @@ def free_ports(count: int, address: str = "127.0.0.1", taken: Iterable[int] = ()
     with contextlib.ExitStack() as stack:
         ports: list[int] = []
         while len(ports) < count:
-            family = socket.AF_INET6 if ":" in address else socket.AF_INET
-            sock = stack.enter_context(socket.socket(family, socket.SOCK_STREAM))
+            sock = stack.enter_context(socket.socket(_family(address), socket.SOCK_STREAM))
             sock.bind((address, 0))
             port = sock.getsockname()[1]
             if port not in taken:
@@ -171,10 +170,14 @@ def free_ports(count: int, address: str = "127.0.0.1", taken: Iterable[int] = ()
         return ports
 
 
+def _family(address: str) -> socket.AddressFamily:
+    """The socket family of an address: IPv6 for one with a colon, else IPv4."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
 def port_is_free(port: int, address: str = "127.0.0.1") -> bool:
     """Whether a server could listen on ``address:port`` now (nothing listens there; TIME_WAIT is no obstacle)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    with socket.socket(_family(address), socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do
         try:
             sock.bind((address, port))
@@ -474,10 +477,7 @@ class TritonServer:
 
     def _raise_if_port_in_use(self, endpoints: dict[str, int]) -> None:
         """Raise :class:`PortInUseError` when the server's log says it could not bind one of its ports."""
-        try:
-            text = self.log_path.read_bytes()[self._log_start :].decode(errors="replace")
-        except OSError:
-            return
+        text = self._read_log(self._log_start)
         if not any(needle in text for needle in _ADDRESS_IN_USE):
             return
         match = _SOCKET_IN_USE.search(text)
@@ -491,12 +491,8 @@ class TritonServer:
     def _load_errors(self) -> str:
         """The reasons the server's log gives for the models that failed to load, as the start of an error message
         (empty when it gives none): they come before the model table and the shutdown lines of the log's tail."""
-        try:
-            lines = self.log_path.read_bytes()[self._log_start :].decode(errors="replace").splitlines()
-        except OSError:
-            return ""
         reasons: dict[str, None] = {}
-        for line in lines:
+        for line in self._read_log(self._log_start).splitlines():
             if match := _MODEL_FAILED.match(line):
                 reasons[match.group(1)] = None
             elif match := _CONFIG_UNPARSED.search(line):  # logged before the line naming the model's directory
@@ -508,9 +504,10 @@ class TritonServer:
             "repository):\n  " + "\n  ".join(reasons)
         )
 
-    def _read_log(self) -> str:
+    def _read_log(self, start: int = 0) -> str:
+        """The server log from byte ``start`` (:attr:`_log_start`: this run's), ``""`` where it cannot be read."""
         try:
-            return self.log_path.read_text(errors="replace")
+            return self.log_path.read_bytes()[start:].decode(errors="replace")
         except OSError:
             return ""
 
