@@ -31,7 +31,14 @@ from inference_iface.registry import available_backends, make_config
 from tracking_algs.errors import TrackingError
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.finder import TrackFinder
-from tracking_algs.finding.model_dir import CARD_NAME, SHIPPED_SETS, STAGES, load_model_card, resolve_model_dir
+from tracking_algs.finding.model_dir import (
+    CARD_NAME,
+    SHIPPED_SETS,
+    STAGES,
+    load_model_card,
+    model_path,
+    resolve_model_dir,
+)
 from tracking_algs.finding.served import SERVED_MODELS, chain_checksum
 from tracking_algs.fitting.hook import FittingConfig, TrackFitter
 from tracking_algs.geometry import Detector, trackml_detector
@@ -171,9 +178,8 @@ class JobOptions:
         override = dict(self.stages.get(stage, {}))
         backend = override.pop("backend", self.inference.get("backend", "onnxruntime"))
         settings = {**STAGE_DEFAULTS.get(backend, {}), **self.inference.get(backend, {}), **override}
-        model_dir = resolve_model_dir(self.finding.model_dir)
-        placed = _placed(settings, stage, model_dir)
-        model_file = model_dir / f"{stage}.onnx"
+        placed = _placed(settings, stage, resolve_model_dir(self.finding.model_dir))
+        model_file = model_path(self.finding.model_dir, stage)
         if backend == "triton" and not placed.get("model_checksum") and model_file.is_file():
             placed["model_checksum"] = file_sha256(model_file)
         return {"backend": backend, **placed}
