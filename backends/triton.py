@@ -65,6 +65,7 @@ from inference_iface.errors import (
     BackendUnavailableError,
     ConfigError,
     InferenceTimeoutError,
+    ModelChecksumError,
     ModelError,
 )
 from inference_iface.interface import InferenceInterface
@@ -364,7 +365,7 @@ class TritonInference(InferenceInterface):
             got = connection.parameters(timeout).get(CHECKSUM_PARAMETER, "")
             if got != want:
                 found = f"sha256 {got}" if got else f"no {CHECKSUM_PARAMETER!r} parameter"
-                raise ModelError(
+                raise ModelChecksumError(
                     f"triton model {self.config.model_name!r} on {url}: model_checksum {want} expected, "
                     f"the server reports {found}"
                 )

@@ -17,6 +17,7 @@ from inference_iface.errors import (
     InferenceError,
     InferenceTimeoutError,
     InputError,
+    ModelChecksumError,
     ModelError,
 )
 from inference_iface.interface import InferenceInterface
@@ -40,6 +41,7 @@ __all__ = [
     "InferenceInterface",
     "InferenceTimeoutError",
     "InputError",
+    "ModelChecksumError",
     "ModelError",
     "ModelSignature",
     "Outputs",

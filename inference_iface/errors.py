@@ -21,6 +21,10 @@ class ModelError(InferenceError):
     """The model cannot be loaded, its signature is unusable, or the model failed while running."""
 
 
+class ModelChecksumError(ModelError):
+    """A served model is not the one the configuration names: its checksum differs from ``model_checksum``."""
+
+
 class BackendUnavailableError(InferenceError):
     """The backend (library, device or server) cannot be reached or loaded."""
 

@@ -34,7 +34,14 @@ from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
 from backends.triton import TritonConfig, TritonInference
 from backends.triton_connection import is_orphaned
 from backends.triton_server import TritonServer, TritonServerConfig
-from inference_iface import InferenceTimeoutError, InputError, ModelError, TensorSpec, create_inference
+from inference_iface import (
+    InferenceTimeoutError,
+    InputError,
+    ModelChecksumError,
+    ModelError,
+    TensorSpec,
+    create_inference,
+)
 from inference_iface.checksums import file_sha256
 from inference_iface.options import unstructure
 
@@ -365,7 +372,7 @@ def test_expected_signature_and_checksum_are_checked(connect, model_files):
     )
     with pytest.raises(ModelError, match="expected_signature"):
         connect("two_in_two_out", expected_signature=unstructure(wrong))
-    with pytest.raises(ModelError, match="model_checksum"):
+    with pytest.raises(ModelChecksumError, match="model_checksum"):
         connect("two_in_two_out", model_checksum="sha256:" + "0" * 64)
 
 

@@ -7,7 +7,7 @@ import time
 import attrs
 import numpy as np
 
-from inference_iface import ModelError, create_inference
+from inference_iface import ModelChecksumError, ModelError, create_inference
 from tracking_algs.event import Event
 from tracking_algs.finding.finder import FindingResult, TrackFinder
 from tracking_algs.finding.model_dir import STAGES
@@ -144,5 +144,5 @@ def fit_columns(fit: FitResults) -> dict[str, np.ndarray]:
 
 
 def _with_hint(error: ModelError, hint: str) -> ModelError:
-    """``error`` with ``hint`` added when it says that a served model is not the job's (its checksum differs)."""
-    return ModelError(f"{error} ({hint})") if "model_checksum" in str(error) else error
+    """``error`` with ``hint`` added when a served model is not the job's (its checksum differs)."""
+    return ModelChecksumError(f"{error} ({hint})") if isinstance(error, ModelChecksumError) else error
