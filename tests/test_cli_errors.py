@@ -24,6 +24,7 @@ from real_trackml import SAMPLE, needs_real_trackml
 
 from tracking_algs.cli import main
 from tracking_algs.commands.run import EXIT_EVENTS_FAILED, EXIT_STOPPED
+from tracking_algs.geometry import TRACKML_TOML
 from tracking_algs.io.trackml import event_path, read_event, write_event
 from tracking_algs.modules import DETECTORS_COLUMNS, trackml_modules, write_detectors_csv
 from tracking_algs.simulation import SimulationConfig, simulate_event
@@ -198,6 +199,17 @@ def test_simulate_refuses_a_module_geometry_with_a_cylinder_simulation(tmp_path,
     argv = ["simulate", "--events", "1", "--output", str(output), "--detector", str(detectors)]
     assert main([*argv, "--set", "geometry=cylinders"]) == 2
     expected = f"--detector {detectors} is a module geometry, simulated with geometry=modules; --set geometry=cylinders"
+    assert expected in _error_line(capsys, "simulate")
+    assert not output.exists()
+
+
+def test_simulate_refuses_a_cylinder_description_with_a_module_simulation(tmp_path, capsys):
+    """``--detector DETECTOR.toml`` with ``--set geometry=modules`` is refused (status 2): the modules come from a
+    ``detectors.csv`` or are the built-in ones, so the TOML's cylinders would go unused."""
+    output = tmp_path / "out"
+    argv = ["simulate", "--events", "1", "--output", str(output), "--detector", str(TRACKML_TOML)]
+    assert main([*argv, "--set", "geometry=modules"]) == 2
+    expected = f"--detector {TRACKML_TOML} is a cylinder description, which geometry=modules does not use"
     assert expected in _error_line(capsys, "simulate")
     assert not output.exists()
 

@@ -90,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
             f"--detector {args.detector} is a module geometry, simulated with geometry=modules; "
             f"--set geometry={config.geometry} goes with a detector TOML (or none)"
         )
+    if args.detector is not None and modules is None and config.geometry == "modules":
+        raise ConfigError(
+            f"--detector {args.detector} is a cylinder description, which geometry=modules does not use; give a "
+            "TrackML detectors.csv[.gz] for its modules, or no --detector for the built-in TrackML modules"
+        )
     detector = Detector.from_toml(args.detector) if args.detector and modules is None else trackml_detector()
     if (args.field == "map") != (args.field_map is not None):
         raise ConfigError("--field map takes its field from --field-map FILE, and --field-map goes with --field map")
