@@ -340,6 +340,35 @@ def test_failed_events_hold_their_output_and_their_records_follow_the_input(tmp_
     assert performance["failed_events"] == []
 
 
+def test_a_resumed_report_covers_the_events_its_input_holds(tmp_path):
+    """Resumed after an event's files left the input, the job reports the events the input holds (``tracks.csv``,
+    ``performance.json``) and keeps the finished fragment of the other; with its files back, the next resume
+    reports it again, as the first run did, without processing it again."""
+    events = tmp_path / "events"
+    for event_id in range(3):
+        write_event(events, simulate_event(SimulationConfig(pileup=2), seed=2_000_400, event_id=event_id))
+    output = tmp_path / "out"
+    assert _run("--input", str(events), "--output", str(output)) == 0
+    first = (output / "tracks.csv").read_bytes()
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for kind in ("hits", "cells", "truth", "particles"):
+        if event_path(events, 1, kind).exists():
+            event_path(events, 1, kind).rename(event_path(aside, 1, kind))
+    assert _run("--input", str(events), "--output", str(output), "--resume") == 0
+    assert json.loads((output / "performance.json").read_text())["events"] == [0, 2]
+    assert {row["event_id"] for row in _rows(output / "tracks.csv")} == {"0", "2"}
+    fragment = output / "events" / "event000000001.npz"
+    assert fragment.is_file()
+    finished = fragment.stat().st_mtime_ns
+    for path in aside.iterdir():
+        path.rename(events / path.name)
+    assert _run("--input", str(events), "--output", str(output), "--resume") == 0
+    assert json.loads((output / "performance.json").read_text())["events"] == [0, 1, 2]
+    assert (output / "tracks.csv").read_bytes() == first
+    assert fragment.stat().st_mtime_ns == finished
+
+
 def test_fits_of_found_pure_tracks_have_unit_pulls(tmp_path):
     """Unit pulls on tracks the GNN found (not truth tracks): one held-out pile-up-50 event through
     finding and fitting; the job's own report of the tracks whose hits all come from the matched particle."""

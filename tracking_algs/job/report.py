@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,9 @@ STAGING = ".report.tmp"
 MIN_PULL_NDF = 3
 
 
-def write_report(store: ResultStore, options: JobOptions) -> dict[str, Any]:
-    """Write every output file from the finished fragments; returns the ``performance.json`` content.
+def write_report(store: ResultStore, options: JobOptions, event_ids: Collection[int] | None = None) -> dict[str, Any]:
+    """Write every output file from the finished fragments (of the events in ``event_ids``, when given: those the
+    job's input holds); returns the ``performance.json`` content.
 
     The files are written into :data:`STAGING` (a leftover of a job killed there is removed first), then the previous
     ``performance.json`` is removed and each file renamed into place: ``tracks.csv``, ``fitted_tracks.csv``, the
@@ -67,7 +69,7 @@ def write_report(store: ResultStore, options: JobOptions) -> dict[str, Any]:
     staging = store.output / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        performance = _write_files(store, options, staging)
+        performance = _write_files(store, options, staging, event_ids)
         (store.output / "performance.json").unlink(missing_ok=True)
         (store.output / "plots").mkdir(exist_ok=True)
         plots = [f"plots/{path.name}" for path in sorted((staging / "plots").iterdir())]
@@ -78,9 +80,11 @@ def write_report(store: ResultStore, options: JobOptions) -> dict[str, Any]:
     return performance
 
 
-def _write_files(store: ResultStore, options: JobOptions, output: Path) -> dict[str, Any]:
+def _write_files(
+    store: ResultStore, options: JobOptions, output: Path, event_ids: Collection[int] | None
+) -> dict[str, Any]:
     """The report files from the finished fragments, in the directory ``output``; the ``performance.json`` content."""
-    results = list(store.results())
+    results = list(store.results(event_ids))
     output.mkdir()
     _write_tracks(output / "tracks.csv", results)
     _write_fitted(output / "fitted_tracks.csv", results)

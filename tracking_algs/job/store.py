@@ -186,9 +186,10 @@ class ResultStore:
         """Record that an event was skipped."""
         write_atomically(self._fragment(failure.event_id, ".failed.json"), json.dumps(attrs.asdict(failure)).encode())
 
-    def results(self) -> Iterator[EventResult]:
-        """Every finished event, in event-id order."""
-        for event_id in sorted(self.finished_ids()):
+    def results(self, among: Collection[int] | None = None) -> Iterator[EventResult]:
+        """Every finished event (of those in ``among``, when given), in event-id order."""
+        finished = self.finished_ids() if among is None else self.finished_ids() & set(among)
+        for event_id in sorted(finished):
             yield self._load(event_id)
 
     def failures(self) -> list[EventFailure]:
