@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -353,29 +354,38 @@ def test_add_tracking_that_fails_leaves_the_repository_as_it_was(tmp_path, capsy
         (["--log", "{tmp}/taken/server.log"], "argument --log: '{tmp}/taken' exists and is not a directory"),
     ],
 )
-def test_trkx_serve_refuses_bad_ports_timeouts_and_addresses(tmp_path, capsys, args, expected):
+def test_trkx_serve_refuses_bad_ports_timeouts_and_addresses(tmp_path, capsys, monkeypatch, args, expected):
     """A port out of range, a non-positive start-up timeout, an address of another host or a log file below a file:
-    one line and status 2, before any server starts."""
+    one line and status 2, before any server starts, and no log file left behind."""
     (tmp_path / "taken").write_text("a file\n")
+    temporary = tmp_path / "temporary"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     args, expected = [arg.replace("{tmp}", str(tmp_path)) for arg in args], expected.replace("{tmp}", str(tmp_path))
     assert main(["serve", "--repository", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("trkx serve: error: ")
     assert expected in err
     assert "Traceback" not in err
+    assert list(temporary.iterdir()) == []
 
 
 @pytest.mark.server
 def test_trkx_serve_names_the_models_that_failed_to_load(tmp_path, model_dir, capsys):
     """A repository with a damaged ``config.pbtxt`` and a damaged ONNX file: the error names each model and why,
-    ahead of the log's tail (where the model table and the shutdown lines had pushed the reasons out)."""
+    ahead of the log's tail (where the model table and the shutdown lines push the reasons out); the log it names
+    is kept after the command."""
     repository = tmp_path / "repository"
     for name in ("bad_config", "bad_onnx"):
         add_onnx_model(onnx_models.two_in_two_out(model_dir), repository, name)
     (repository / "bad_config" / "config.pbtxt").write_text("garbage {{{")
     (repository / "bad_onnx" / "1" / "model.onnx").write_bytes(b"this is not a protobuf model")
     assert main(["serve", "--repository", str(repository), "--startup-timeout", "60"]) == 2
-    reasons = capsys.readouterr().err.split("\n--- last ")[0]
+    reasons, tail = capsys.readouterr().err.split("\n--- last ")
+    log = Path(tail.split(" lines of ", 1)[1].split(" ---\n", 1)[0])  # kept, to be read after the command
+    assert log.name.startswith("trkx-serve-")
+    assert "failed to load 'bad_onnx'" in log.read_text()
+    log.unlink()
     assert "tritonserver exited with status 1 while starting: models of the repository failed to load" in reasons
     assert f"Poll failed for model directory 'bad_config': failed to read text proto from {repository}" in reasons
     assert "config.pbtxt, line:column 1:9: " in reasons

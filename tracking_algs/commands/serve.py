@@ -10,7 +10,10 @@ see :func:`tracking_algs.cli.main`); so is a repository whose models fail to loa
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from tracking_algs.commands.arg_types import file_to_write, positive_float
@@ -29,7 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-port", type=int, default=0, help="HTTP port (default: a free port)")
     parser.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics port (default: a free port)")
     parser.add_argument("--address", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--log", type=file_to_write, help="server log file (default: a temporary file, printed)")
+    parser.add_argument(
+        "--log",
+        type=file_to_write,
+        help="server log file (default: a new trkx-serve-*.log in the temporary directory, kept; printed)",
+    )
     parser.add_argument(
         "--startup-timeout", type=positive_float, default=120.0, help="seconds to wait for readiness (default: 120)"
     )
@@ -45,22 +52,36 @@ def run(args: argparse.Namespace) -> int:
     """
     from backends.triton_server import TritonServer, TritonServerConfig
 
-    config = TritonServerConfig(
-        repository=str(args.repository),
-        grpc_port=args.grpc_port,
-        http_port=args.http_port,
-        metrics_port=args.metrics_port,
-        address=args.address,
-        startup_timeout_s=args.startup_timeout,
-        log_path=str(args.log or ""),
-    )
-    with terminate_as_interrupt(), TritonServer(config) as server:
-        print(f"grpc: {server.grpc_url}", f"http: {server.http_url}", f"metrics: {server.metrics_url}", sep="\n")
-        print(f"log: {server.log_path}", flush=True)
-        try:
-            status = server.wait()
-        except KeyboardInterrupt:
-            print("stopping tritonserver", file=sys.stderr)
-            return 0
+    log = args.log or _new_log()
+    try:
+        config = TritonServerConfig(
+            repository=str(args.repository),
+            grpc_port=args.grpc_port,
+            http_port=args.http_port,
+            metrics_port=args.metrics_port,
+            address=args.address,
+            startup_timeout_s=args.startup_timeout,
+            log_path=str(log),
+        )
+        with terminate_as_interrupt(), TritonServer(config) as server:
+            print(f"grpc: {server.grpc_url}", f"http: {server.http_url}", f"metrics: {server.metrics_url}", sep="\n")
+            print(f"log: {server.log_path}", flush=True)
+            try:
+                status = server.wait()
+            except KeyboardInterrupt:
+                print("stopping tritonserver", file=sys.stderr)
+                return 0
+    finally:
+        if args.log is None:
+            with contextlib.suppress(OSError):
+                if log.stat().st_size == 0:  # refused before the server wrote anything
+                    log.unlink()
     print(f"tritonserver exited with status {status}{server.log_tail()}", file=sys.stderr)
     return status or 1
+
+
+def _new_log() -> Path:
+    """A new, empty log file in the temporary directory, kept after the command: the log its errors name."""
+    descriptor, name = tempfile.mkstemp(prefix="trkx-serve-", suffix=".log")
+    os.close(descriptor)
+    return Path(name)
