@@ -190,27 +190,28 @@ def test_simulate_rejects_bad_arguments(tmp_path, capsys, args, expected):
     assert not output.exists()
 
 
-def test_simulate_refuses_a_module_geometry_with_a_cylinder_simulation(tmp_path, capsys):
-    """``--detector detectors.csv`` with ``--set geometry=cylinders`` is refused (status 2), as a job's ``[detector]
-    file`` with a cylinder simulation is, instead of simulating on the cylinders and ignoring the file."""
-    detectors = tmp_path / "detectors.csv"
-    write_detectors_csv(detectors, trackml_modules())
+@pytest.mark.parametrize(
+    ("detector", "geometry", "expected"),
+    [
+        (
+            "detectors.csv",
+            "cylinders",
+            "is a module geometry, simulated with geometry=modules; --set geometry=cylinders",
+        ),
+        (str(TRACKML_TOML), "modules", "is a cylinder description, which geometry=modules does not use"),
+    ],
+)
+def test_simulate_refuses_a_detector_file_of_the_other_geometry(tmp_path, capsys, detector, geometry, expected):
+    """``--detector detectors.csv`` with ``--set geometry=cylinders``, and a detector TOML with ``--set
+    geometry=modules``, are refused (status 2), as a job's ``[detector] file`` with a cylinder simulation is:
+    the simulation would ignore the file."""
+    detectors = tmp_path / detector  # the TOML's absolute path stays as it is
+    if detector == "detectors.csv":
+        write_detectors_csv(detectors, trackml_modules())
     output = tmp_path / "out"
     argv = ["simulate", "--events", "1", "--output", str(output), "--detector", str(detectors)]
-    assert main([*argv, "--set", "geometry=cylinders"]) == 2
-    expected = f"--detector {detectors} is a module geometry, simulated with geometry=modules; --set geometry=cylinders"
-    assert expected in _error_line(capsys, "simulate")
-    assert not output.exists()
-
-
-def test_simulate_refuses_a_cylinder_description_with_a_module_simulation(tmp_path, capsys):
-    """``--detector DETECTOR.toml`` with ``--set geometry=modules`` is refused (status 2): the modules come from a
-    ``detectors.csv`` or are the built-in ones, so the TOML's cylinders would go unused."""
-    output = tmp_path / "out"
-    argv = ["simulate", "--events", "1", "--output", str(output), "--detector", str(TRACKML_TOML)]
-    assert main([*argv, "--set", "geometry=modules"]) == 2
-    expected = f"--detector {TRACKML_TOML} is a cylinder description, which geometry=modules does not use"
-    assert expected in _error_line(capsys, "simulate")
+    assert main([*argv, "--set", f"geometry={geometry}"]) == 2
+    assert f"--detector {detectors} {expected}" in _error_line(capsys, "simulate")
     assert not output.exists()
 
 
