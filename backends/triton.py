@@ -59,7 +59,7 @@ from backends.triton_config import (
     is_loopback,
     parse_url,
 )
-from backends.triton_connection import Connection, Endpoint, RemoteError, sweep_orphaned_regions
+from backends.triton_connection import NOT_ANSWERING, Connection, Endpoint, RemoteError, sweep_orphaned_regions
 from backends.triton_server import TritonServer, TritonServerConfig
 from inference_iface.errors import (
     BackendUnavailableError,
@@ -86,9 +86,6 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 _TLS_WORDS = ("ssl", "tls", "certificate", "handshake")
-#: Codes of a server that did not answer: even when they are not retried, the server is marked failed, so that it is
-#: health-checked before its next call and an interface closed now does not wait on it to unregister its regions.
-_NOT_ANSWERING = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
 
 def _answers_http(address: str, timeout_s: float) -> bool:
@@ -338,7 +335,7 @@ class TritonInference(InferenceInterface):
             endpoint.failed(RemoteError("FAILED_PRECONDITION", str(error), endpoint.url), self.config.health_recheck_s)
             _log.error("%s", error)
             return False
-        endpoint.healthy = True
+        endpoint.answered()
         return True
 
     def _verify(self, connection: Connection, timeout: float) -> None:
@@ -438,7 +435,7 @@ class TritonInference(InferenceInterface):
                 except RemoteError as error:
                     model_gone = _model_unavailable(error)
                     if error.code not in config.retry_on and not model_gone:
-                        if error.code in _NOT_ANSWERING:  # health-checked before it is called again
+                        if error.code in NOT_ANSWERING:  # health-checked before it is called again
                             endpoint.failed(error, config.health_recheck_s)
                         raise self._mapped(error) from None
                     if model_gone:  # unloaded (or the server is shutting down): verify it again when it returns

@@ -56,6 +56,11 @@ _SLOT_TOO_SMALL = "shared memory size specified with the request for output"  # 
 # codes of a server that did not answer (a region set-up failing with them is retried, not given up)
 _TRANSPORT_CODES: tuple[str, ...] = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED")
 _TRANSPORT_CODES += ("UNAUTHENTICATED", "PERMISSION_DENIED")
+#: Codes of a server that did not answer: a call failing with one marks the server failed even where it is not
+#: retried, and every interface of this process then closes without asking that server (:func:`not_answering`).
+NOT_ANSWERING = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+#: The addresses of servers that did not answer a call of this process and have not answered a health check since.
+_silent: set[str] = set()
 #: Names of the regions this process holds now; a region of this process not in it was destroyed without being
 #: unregistered (its connection was garbage-collected, or its server did not answer), see :func:`is_orphaned`.
 _held: set[str] = set()
@@ -104,10 +109,27 @@ class Endpoint:
     lock: threading.Lock = attrs.field(factory=threading.Lock)
 
     def failed(self, error: RemoteError, recheck_s: float) -> None:
-        """Mark the server unhealthy because of ``error``; it is health-checked again after ``recheck_s``."""
+        """Mark the server unhealthy because of ``error``; it is health-checked again after ``recheck_s``. A server
+        that did not answer (:data:`NOT_ANSWERING`) is not asked to unregister regions by any interface of this
+        process until it answers a health check (:func:`not_answering`)."""
         self.healthy = False
         self.last_failure = error
         self.recheck_at = time.monotonic() + recheck_s
+        if error.code in NOT_ANSWERING:
+            _silent.add(self.url)
+
+    def answered(self) -> None:
+        """Mark the server healthy: it answered a health check."""
+        self.healthy = True
+        _silent.discard(self.url)
+
+
+def not_answering(url: str) -> bool:
+    """Whether the server at ``url`` failed to answer a call of this process and has not answered a health check
+    since. Closing an interface does not ask such a server to unregister its regions: each ask would wait
+    ``connect_timeout_s``; the registrations left are removed by the next client's sweep
+    (:meth:`Connection.unregister_orphans`)."""
+    return url in _silent
 
 
 class _Region:
@@ -171,14 +193,15 @@ class _Region:
 
 def _release_regions(regions: tuple[_Region, ...], connection: Connection | None, timeout: float) -> None:
     """Release each of ``regions`` (:meth:`_Region.release`), going on past a failure; ``connection``'s server is
-    asked to unregister them while it is not marked failed.
+    asked to unregister them while it is not marked failed, by this connection or by :func:`not_answering`.
 
     Without a connection (the finalizer of a :class:`Connection` garbage-collected without :meth:`Connection.close`,
     or still open at interpreter exit) the regions are destroyed without calling their server; the server's
     registrations are removed by the next :meth:`Connection.unregister_orphans` on it (see :func:`is_orphaned`).
     """
     for region in regions:
-        asked = connection if connection is not None and connection.endpoint.healthy else None
+        answers = connection is not None and connection.endpoint.healthy and not not_answering(connection.endpoint.url)
+        asked = connection if answers else None
         try:
             region.release(asked, timeout)
         except Exception as error:  # releasing must go on for the other region

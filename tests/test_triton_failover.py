@@ -28,6 +28,7 @@ from triton_helpers import (
 )
 
 from backends.triton import TritonConfig, TritonInference
+from backends.triton_connection import not_answering
 from backends.triton_server import TritonServer, TritonServerConfig, free_port
 from inference_iface import BackendUnavailableError, InferenceTimeoutError
 
@@ -143,26 +144,29 @@ def test_hung_server_gives_a_timeout_error_not_a_hang(start_server):
 def test_closing_with_a_hung_server_asks_it_once_at_most_and_the_next_client_unregisters(
     start_server, caplog, timed_out_first
 ):
-    """An interface whose server hangs (SIGSTOP) after its shared-memory regions were registered: ``close()`` asks
-    the server to unregister a region once at most (each ask waits ``connect_timeout_s``), not at all after a call
-    that timed out (a job stopped by a hung server), and destroys the regions; once the server answers again, the
-    next client's sweep removes the registrations left behind."""
+    """Two interfaces (a job's stages) whose server hangs (SIGSTOP) after their shared-memory regions were
+    registered: closing both asks the server to unregister a region once at most (each ask waits
+    ``connect_timeout_s``), not at all after a call of either timed out (a job stopped by a hung server): a server
+    that did not answer one interface is not asked by the others of the process. The regions are destroyed; once
+    the server answers again, the next client's sweep removes the registrations left behind."""
     server = start_server()
     config = TritonConfig(url=server.grpc_url, model_name="two_in_two_out", timeout_s=2.0, connect_timeout_s=2.0,
                           shared_memory="system")  # fmt: skip
-    iface = TritonInference(config)
-    check_once_answered(iface, 0)
-    regions = set(iface.shared_memory_regions())
-    assert len(regions) == 2
+    interfaces = [TritonInference(config), TritonInference(config)]
+    for iface in interfaces:
+        check_once_answered(iface, 0)
+    regions = {name for iface in interfaces for name in iface.shared_memory_regions()}
+    assert len(regions) == 4
     assert regions <= server_regions(server.grpc_url)
     os.kill(server.process.pid, signal.SIGSTOP)
     try:
         wait_stopped(server.process.pid)
         if timed_out_first:
             with pytest.raises(InferenceTimeoutError):
-                iface.infer(pair())
+                interfaces[0].infer(pair())
         with caplog.at_level(logging.DEBUG, logger="backends.triton_connection"):
-            iface.close()
+            for iface in interfaces:
+                iface.close()
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
     asked = [record for record in caplog.records if record.getMessage().startswith("unregistering shared memory")]
@@ -171,6 +175,7 @@ def test_closing_with_a_hung_server_asks_it_once_at_most_and_the_next_client_unr
     assert regions <= server_regions(server.grpc_url)  # left registered: the server did not answer
     check(TritonInference(config), 1)  # a new client, checking the server, sweeps what nobody holds any more
     assert not regions & server_regions(server.grpc_url)
+    assert not not_answering(server.grpc_url)  # answered that client's health check: asked again from now on
 
 
 def test_hung_server_is_failed_over_when_deadlines_are_retried(start_server, caplog):
