@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import attrs
 import numpy as np
 import pytest
@@ -61,6 +63,31 @@ def test_finder_finds_the_tracks_of_a_small_event(finder, event):
     assert result.fit is None
 
 
+def test_track_candidates_and_the_event_columns_refuse_labels_and_ids_with_fractions(event):
+    """A float label or id is taken where it is a whole number and refused, naming the column, the value and its
+    row, where a cast would cut its fraction off (1.7 would make track 1, NaN a huge negative number)."""
+    labels = TrackCandidates(np.array([1.0, -1.0, 0.0])).labels
+    assert labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, [1, -1, 0])
+    for bad, shown in (([0.0, -1.0, 1.7, 2.2], "1.7 at row 2"), ([np.nan, 1.0], "nan at row 0")):
+        with pytest.raises(ValueError, match=rf"^TrackCandidates\.labels: {shown} is not a whole number; expected int"):
+            TrackCandidates(np.array(bad))
+    with pytest.raises(ValueError, match=r"TrackCandidates\.labels: values of dtype <U1; expected integers"):
+        TrackCandidates(np.array(["1"]))
+    spacepoints, truth, particles = event.spacepoints, event.truth, event.particles
+    whole = attrs.evolve(spacepoints, module_id=spacepoints.module_id.astype(float))
+    np.testing.assert_array_equal(whole.module_id, spacepoints.module_id)
+    for value, column, shown in (
+        (spacepoints, "module_id", "Spacepoints.module_id: {} at row 3"),
+        (truth, "particle_id", "Truth.particle_id: {} at row 3"),
+        (particles, "q", "Particles.q: {} at row 3"),
+    ):
+        ints = getattr(value, column)
+        spoiled = np.where(np.arange(len(ints)) == 3, ints + 0.25, ints)
+        with pytest.raises(ValueError, match=re.escape(shown.format(ints[3] + 0.25)) + " is not a whole number"):
+            attrs.evolve(value, **{column: spoiled})
+
+
 def _pair_set(edges: np.ndarray) -> set[tuple[int, int]]:
     return set(zip(edges[0].tolist(), edges[1].tolist(), strict=True))
 
@@ -91,14 +118,15 @@ def test_faiss_and_kdtree_finders_give_nearly_the_same_graph_and_tracks(event):
 
 
 class CountingFitter:
-    """A real (if trivial) fitter: it records what it was given and returns the number of tracks."""
+    """A real (if plain) fitter: it records what it was given and fits the tracks with the built-in fitter."""
 
     def __init__(self):
         self.calls = []
+        self.kalman = KalmanFitter(trackml_detector())
 
     def fit(self, spacepoints, candidates: TrackCandidates):
         self.calls.append((len(spacepoints), len(candidates)))
-        return len(candidates)
+        return self.kalman.fit(spacepoints, candidates)
 
     def close(self):
         self.calls.append("closed")
@@ -110,7 +138,7 @@ def test_fitter_hook_runs_after_building_and_closes_with_the_finder(event):
         result = finder.find(event.spacepoints)
         assert fitter.calls == [(len(event.spacepoints), len(result.candidates))]
     assert fitter.calls[-1] == "closed"
-    assert result.fit == len(result.candidates)
+    assert len(result.fit) == len(result.candidates)  # the results kept the contract the finder checks them against
     assert "fitting" in result.timing_ms
 
 

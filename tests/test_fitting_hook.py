@@ -11,6 +11,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 import pytest
+from fitting_plugins import spoiling
 from helix_tracks import helix_tracks
 
 from inference_iface.errors import ConfigError
@@ -31,8 +32,10 @@ from tracking_algs.fitting import (
     refit_on,
     refitter,
 )
-from tracking_algs.fitting.hook import CheckedFitter
+from tracking_algs.fitting.hook import CheckedFitter, fit_problem
 from tracking_algs.geometry import trackml_detector
+from tracking_algs.job_options import local_finder
+from tracking_algs.simulation import SimulationConfig, simulate_event
 
 DETECTOR = trackml_detector()
 
@@ -169,7 +172,10 @@ def test_a_plugin_fitter_gives_the_built_in_fitters_tracks(tmp_path):
     ("unknown_status", "fit returned status 9 for track 0 .*expected a FitStatus code, 0 OK, 1 TOO_FEW_HITS"),
     ("not_positive_definite", "fit returned a covariance that is not positive definite for track"),
     ("covariance_triangle", r"fit failed with ValueError: FitResults.cov: shape \(\d+, 15\), expected \(\d+, 5, 5\)"),
-    ("fractional_ids", "fit failed with ValueError: FitResults.track_id: 0.5 is not a whole number"),
+    ("fractional_ids", "fit failed with ValueError: FitResults.track_id: 0.5 at row 0 is not a whole number"),
+    ("failed_with_params", r"fit returned params\[0\] \S+ with status 1 TOO_FEW_HITS for track \d+ \(row \d+, 1 "
+                           r"tracks in all\); expected params 0 for a track that is not OK \(params, cov, chi2, "
+                           r"pvalue, ndf all 0\)"),
     ("mutate", "fit failed with ValueError: assignment destination is read-only"),
 ])  # fmt: skip
 def test_a_plugin_fit_breaking_the_contract_fails_the_event_naming_the_hook(tmp_path, capsys, spoil, message):
@@ -217,9 +223,11 @@ def test_a_hook_module_failing_to_import_is_a_fitting_error(tmp_path, monkeypatc
 def test_fit_results_refuse_integer_columns_that_are_not_whole_numbers():
     fit = KalmanFitter(DETECTOR).fit(_tracks().spacepoints, _tracks().candidates)
     assert attrs.evolve(fit, track_id=fit.track_id.astype(float)).track_id.dtype == np.int64
-    for bad, shown in ((fit.track_id + 0.5, "0.5"), (np.where(fit.ok, np.nan, 0.0), "nan")):
+    for bad, shown in ((fit.track_id + 0.5, "0.5 at row 0"), (np.where(fit.ok, np.nan, 0.0), "nan at row 0")):
         with pytest.raises(ValueError, match=f"FitResults.track_id: {shown} is not a whole number; expected integers"):
             attrs.evolve(fit, track_id=bad)
+    with pytest.raises(ValueError, match=r"FitResults\.hit_rows: 3\.25 at row 7 is not a whole number"):
+        attrs.evolve(fit, hit_rows=np.where(np.arange(len(fit.hit_rows)) == 7, 3.25, fit.hit_rows))
 
 
 def test_the_kalman_fitter_refuses_options_it_cannot_use():
@@ -230,3 +238,77 @@ def test_the_kalman_fitter_refuses_options_it_cannot_use():
     tracks = _tracks()
     with pytest.raises(FittingError, match=r"labels of shape \[\d+, 1\]; expected one label per spacepoint"):
         KalmanFitter(DETECTOR).fit(tracks.spacepoints, TrackCandidates(tracks.candidates.labels[:, None]))
+
+
+def test_tracks_not_fitted_must_carry_the_sentinel_values():
+    """The built-in fitter gives a track it could not fit params, cov, chi2, pvalue and ndf 0 (docs/fitting.md,
+    ``FitStatus``), and the check at the hook's boundary passes it; a plug-in's track not fitted with any of them
+    other than 0 is named, with its status, the value and the 0 expected."""
+    tracks = _tracks()
+    fit = KalmanFitter(DETECTOR, KalmanConfig(min_hits=10)).fit(tracks.spacepoints, tracks.candidates)
+    failed = np.flatnonzero(~fit.ok)
+    assert list(failed) == [6]  # the one track of 9 hits
+    assert fit_problem(fit, tracks.spacepoints, tracks.candidates) is None
+    spoils = (("params", (6, 1), 2.5, "params[1] 2.5"), ("cov", (6, 4, 3), 2.5, "cov[4][3] 2.5"),
+              ("chi2", 6, 2.5, "chi2 2.5"), ("pvalue", 6, 0.25, "pvalue 0.25"), ("ndf", 6, 3, "ndf 3"))  # fmt: skip
+    for name, where, value, shown in spoils:
+        column = getattr(fit, name).copy()
+        column[where] = value
+        problem = fit_problem(attrs.evolve(fit, **{name: column}), tracks.spacepoints, tracks.candidates)
+        assert problem == (f"{shown} with status 1 TOO_FEW_HITS for track 6 (row 6, 1 tracks in all); expected {name} "
+                           "0 for a track that is not OK (params, cov, chi2, pvalue, ndf all 0)")  # fmt: skip
+    negative_zero = attrs.evolve(fit, params=np.where(fit.ok[:, None], fit.params, -0.0))
+    assert fit_problem(negative_zero, tracks.spacepoints, tracks.candidates) is None
+
+
+# A fitter handed to the finder in Python (TrackFinder(fitter=...)), not through [fitting] hook, is checked the same.
+@pytest.fixture(scope="module")
+def small_event():
+    return simulate_event(SimulationConfig(pileup=5.0), 2_000_077, 0)
+
+
+@pytest.mark.parametrize(("spoil", "message"), [
+    ("none", "fit returned NoneType; expected FitResults"),
+    ("one_short", r"fit returned \d+ tracks, track_id none at row \d+; expected the \d+ candidates' ids"),
+    ("nan_params", r"fit returned non-finite params for track 0 \(row 0, 1 tracks in all\); expected finite"),
+    ("failed_with_params", r"fit returned params\[0\] \S+ with status 1 TOO_FEW_HITS for track \d+ .*expected params"),
+    ("mutate", "fit failed with ValueError: assignment destination is read-only"),
+])  # fmt: skip
+def test_a_fitter_handed_to_the_track_finder_is_checked_as_a_plugin_hook(small_event, spoil, message):
+    with local_finder(fitter=spoiling(DETECTOR, {"spoil": spoil})) as finder:
+        assert isinstance(finder.fitter, CheckedFitter)
+        with pytest.raises(FittingError, match=rf"^TrackFinder fitter 'fitting_plugins._Spoiling': {message}"):
+            finder.find(small_event.spacepoints)
+
+
+def test_the_track_finder_checks_a_fitter_once_and_the_built_in_fitter_not_at_all(small_event):
+    """A plug-in that keeps the contract gives the built-in fitter's results through the check; the built-in
+    ``KalmanFitter`` and what ``make_fitter`` made (a ``CheckedFitter`` already) are held as they are, not wrapped
+    again; a subclass of the built-in fitter is someone else's code and is checked; an object without ``fit`` is a
+    ``FittingError`` when the finder is made."""
+    kalman = KalmanFitter(DETECTOR)
+    with local_finder(fitter=kalman) as finder:
+        assert finder.fitter is kalman
+        expected = finder.find(small_event.spacepoints).fit
+    plugin = spoiling(DETECTOR, {})
+    with local_finder(fitter=plugin) as finder:
+        assert isinstance(finder.fitter, CheckedFitter)
+        assert finder.fitter.fitter is plugin
+        fit = finder.find(small_event.spacepoints).fit
+    assert plugin.calls == 1
+    for name in attrs.fields_dict(FitResults):
+        np.testing.assert_array_equal(getattr(fit, name), getattr(expected, name), err_msg=name)
+    hooked = make_fitter("fitting_plugins:spoiling", DETECTOR, {})
+    with local_finder(fitter=hooked) as finder:
+        assert finder.fitter is hooked
+        assert finder.fitter.where == "[fitting] hook 'fitting_plugins:spoiling'"
+        finder.find(small_event.spacepoints)
+    assert hooked.fitter.calls == 1
+
+    class Subclass(KalmanFitter):
+        pass
+
+    with local_finder(fitter=Subclass(DETECTOR)) as finder:
+        assert isinstance(finder.fitter, CheckedFitter)
+    with pytest.raises(FittingError, match=r"TrackFinder fitter 'builtins.dict': a dict has no fit\(spacepoints"):
+        local_finder(fitter={"min_hits": 5})

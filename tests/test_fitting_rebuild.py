@@ -6,10 +6,12 @@ from __future__ import annotations
 import attrs
 import numpy as np
 import pytest
+from fitting_plugins import spoiling
 from onnx_models import served_chain_with_edges
 
 from inference_iface import create_inference
 from inference_iface.errors import ModelError
+from tracking_algs.errors import FittingError
 from tracking_algs.event import TrackCandidates
 from tracking_algs.finding.config import BuildingConfig
 from tracking_algs.finding.features import orient_edges
@@ -163,3 +165,18 @@ def test_bad_gnn_edges_from_a_served_chain_are_a_model_error(setting, tmp_path, 
         finder.find(spacepoints)
     with ServedTrackFinder(create_inference(options)) as finder:
         assert (finder.find(spacepoints).candidates.labels == -1).all()
+
+
+def test_a_fitter_handed_to_the_served_finder_is_checked_as_a_plugin_hook(setting, tmp_path):
+    """``ServedTrackFinder(fitter=...)`` holds a fitter other than the built-in one as a ``CheckedFitter``: results
+    that break the ``FitResults`` contract fail with a ``FittingError`` naming the finder and the fitter's class."""
+    path = served_chain_with_edges(tmp_path, np.array([[0, 1], [1, 2]]), np.array([0.9, 0.9]))
+    spacepoints = setting[0].spacepoints.take(np.arange(100))
+    options = {"backend": "onnxruntime", "model_path": str(path), "device": "cpu"}
+    expected = r"^ServedTrackFinder fitter 'fitting_plugins\._Spoiling': fit returned NoneType; expected FitResults"
+    fitter = spoiling(DETECTOR, {"spoil": "none"})
+    with (
+        ServedTrackFinder(create_inference(options), fitter=fitter) as finder,
+        pytest.raises(FittingError, match=expected),
+    ):
+        finder.find(spacepoints)

@@ -24,9 +24,30 @@ def float_column(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
-def int_column(value: Any) -> np.ndarray:
-    """``value`` as an int64 numpy array (the converter of integer columns)."""
-    return np.asarray(value, dtype=np.int64)
+def whole_numbers(value: Any, column: str) -> np.ndarray:
+    """``value`` as an int64 numpy array, refusing values that are not whole numbers: integers (and booleans) as they
+    are, floats only where every one is a finite whole number (``1.0``, not ``1.7`` or NaN, which a cast would cut
+    to 1 or to a huge negative number without a word), nothing else.  Raises ``ValueError`` naming ``column`` (e.g.
+    ``"TrackCandidates.labels"``), the first bad value and its row (index along the first axis)."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "biu":
+        if array.dtype.kind != "f":
+            raise ValueError(f"{column}: values of dtype {array.dtype}; expected integers")
+        whole = np.isfinite(array) & (np.trunc(array) == array)
+        if not whole.all():
+            first = np.argwhere(~whole)[0]
+            where = f" at row {first[0]}" if array.ndim else ""
+            raise ValueError(f"{column}: {array[tuple(first)]}{where} is not a whole number; expected integers")
+    return np.asarray(array, dtype=np.int64)
+
+
+def _int_column(value: Any, instance: Any, field: attrs.Attribute) -> np.ndarray:
+    return whole_numbers(value, f"{type(instance).__name__}.{field.name}")
+
+
+#: The converter of integer columns (``attrs.field(converter=int_column)``): :func:`whole_numbers`, naming the column
+#: by its class and field (``TrackCandidates.labels: 1.7 at row 0 is not a whole number; expected integers``).
+int_column = attrs.Converter(_int_column, takes_self=True, takes_field=True)
 
 
 @attrs.frozen

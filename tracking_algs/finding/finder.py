@@ -18,7 +18,7 @@ from tracking_algs.finding.features import orient_edges, spacepoint_features
 from tracking_algs.finding.graph import GraphConstruction
 from tracking_algs.finding.model_dir import STAGES, load_model_card, recommended
 from tracking_algs.finding.stages import EdgeFiltering, GNNClassification
-from tracking_algs.fitting.hook import close_fitter
+from tracking_algs.fitting.hook import checked_fitter, close_fitter
 
 if TYPE_CHECKING:
     from tracking_algs.fitting.hook import TrackFitter
@@ -52,6 +52,9 @@ class TrackFinder:
 
     Each neural stage holds its own :class:`InferenceInterface`, so each can run on its own backend. ``bfield_t`` is
     the field of the detector the events come from, for the pT cut on hit pairs (None: the default detector's).
+    ``fitter`` (None: no fit) is held as :func:`~tracking_algs.fitting.hook.checked_fitter` gives it: the built-in
+    ``KalmanFitter`` and what :func:`~tracking_algs.fitting.hook.make_fitter` made as they are, any other fitter as
+    a ``CheckedFitter``, whose results are checked as a plug-in hook's.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class TrackFinder:
         fitter: TrackFitter | None = None,
         bfield_t: float | None = None,
     ) -> None:
+        self.fitter = checked_fitter(fitter, type(self).__name__)
         card = load_model_card(config.model_dir)
         radius = config.graph.radius or recommended(card, "radius")
         filter_cut = config.filter.cut or recommended(card, "filter_cut")
@@ -71,7 +75,6 @@ class TrackFinder:
         self.filter = EdgeFiltering(filter, config.filter, filter_cut)
         self.gnn = GNNClassification(gnn, config.gnn)
         self.building = TrackBuilding(config.building)
-        self.fitter = fitter
 
     @classmethod
     def from_options(

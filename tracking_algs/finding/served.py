@@ -49,7 +49,7 @@ from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.finder import FindingResult
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES, model_path, resolve_model_dir
-from tracking_algs.fitting.hook import close_fitter
+from tracking_algs.fitting.hook import checked_fitter, close_fitter
 
 if TYPE_CHECKING:
     from tracking_algs.fitting.hook import TrackFitter
@@ -144,7 +144,8 @@ class ServedTrackFinder:
     ``find`` returns a :class:`FindingResult` like :meth:`TrackFinder.find`, with ``edges`` and ``scores``
     empty (with ``with_edges``: the GNN's, ``GNN_EDGES`` and ``GNN_SCORES``, under ``"gnn"``) and ``timing_ms``
     holding ``inputs`` (packing the tensors), ``served`` (the call: transfer and the whole chain on the server) and
-    ``fitting`` when a fitter is set (the fit runs here, on the client's own spacepoints).
+    ``fitting`` when a fitter is set (the fit runs here, on the client's own spacepoints). The fitter is held as
+    :func:`~tracking_algs.fitting.hook.checked_fitter` gives it, as :class:`TrackFinder` holds its own.
     """
 
     def __init__(
@@ -152,7 +153,7 @@ class ServedTrackFinder:
     ) -> None:
         check_chain_signature(inference.signature, inference.describe(), with_edges)
         self.inference = inference
-        self.fitter = fitter
+        self.fitter = checked_fitter(fitter, type(self).__name__)
         self.with_edges = with_edges
 
     def find(self, spacepoints: Spacepoints) -> FindingResult:

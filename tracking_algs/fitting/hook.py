@@ -176,6 +176,23 @@ def make_fitter(
     return CheckedFitter(hook, fitter)
 
 
+def checked_fitter(fitter: TrackFitter | None, user: str) -> TrackFitter | None:
+    """``fitter`` as ``user`` (a finder, e.g. ``"TrackFinder"``) holds it: None, the built-in
+    :class:`~tracking_algs.fitting.kalman.KalmanFitter` (that class itself, not a subclass) and a
+    :class:`CheckedFitter` as they are; any other fitter (one handed to the finder in Python, not through
+    :func:`make_fitter`) as a :class:`CheckedFitter` named by its class, so that what it returns is checked as a
+    plug-in hook's is.  Raises :class:`~tracking_algs.errors.FittingError` for an object without a ``fit`` method."""
+    from tracking_algs.fitting.kalman import KalmanFitter
+
+    if fitter is None or type(fitter) is KalmanFitter or isinstance(fitter, CheckedFitter):
+        return fitter
+    name = f"{type(fitter).__module__}.{type(fitter).__qualname__}"
+    if not isinstance(fitter, TrackFitter):
+        raise FittingError(f"{user} fitter {name!r}: a {type(fitter).__name__} has no fit(spacepoints, candidates) -> "
+                           "FitResults method")  # fmt: skip
+    return CheckedFitter(name, fitter, where=f"{user} fitter {name!r}")
+
+
 _T = TypeVar("_T")
 
 
@@ -184,12 +201,17 @@ class CheckedFitter:
     given read-only views of the event's arrays, and what it returns is checked against the :class:`FitResults`
     contract (:func:`fit_problem`).  Whatever its ``fit``, ``refit`` or ``followed_hits`` raises, and results that
     break the contract, become a :class:`~tracking_algs.errors.FittingError` naming the hook, so the job fails that
-    event (and can resume it) instead of writing bad numbers; a backend lost under the fitter stays what it is."""
+    event (and can resume it) instead of writing bad numbers; a backend lost under the fitter stays what it is.
+    ``where`` is how the messages name the fitter (default ``[fitting] hook 'HOOK'``; :func:`checked_fitter` names a
+    fitter handed to a finder in Python by its finder and class)."""
 
-    def __init__(self, hook: str, fitter: TrackFitter) -> None:
+    def __init__(self, hook: str, fitter: TrackFitter, where: str | None = None) -> None:
+        #: the hook ("package.module:factory"); for a fitter handed to a finder, its class ("package.module.Class")
         self.hook = hook
         #: the object the factory returned
         self.fitter = fitter
+        #: the start of every message about this fitter
+        self.where = f"[fitting] hook {hook!r}" if where is None else where
 
     def fit(self, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
         """``fitter.fit``, checked."""
@@ -215,7 +237,7 @@ class CheckedFitter:
         make = getattr(self.fitter, "refitter", None)
         if not callable(make):
             return None
-        return lambda: CheckedFitter(self.hook, self._call("refitter", make))
+        return lambda: CheckedFitter(self.hook, self._call("refitter", make), self.where)
 
     @property
     def followed_hits(self) -> Callable[..., np.ndarray] | None:
@@ -229,7 +251,7 @@ class CheckedFitter:
             proposal = np.asarray(self._call("followed_hits", follow, *views, *args))
             if proposal.shape != (len(spacepoints),) or proposal.dtype.kind not in "iu":
                 raise FittingError(
-                    f"[fitting] hook {self.hook!r}: followed_hits returned {proposal.dtype} of shape "
+                    f"{self.where}: followed_hits returned {proposal.dtype} of shape "
                     f"{proposal.shape}; expected integer labels of shape ({len(spacepoints)},)"
                 )
             return proposal
@@ -246,14 +268,12 @@ class CheckedFitter:
         except (BackendUnavailableError, InferenceTimeoutError):
             raise  # the job stops for a lost backend, and resumes, whichever code met it
         except Exception as error:  # the user's code: whatever it raises fails the event, as the hook's
-            raise FittingError(
-                f"[fitting] hook {self.hook!r}: {what} failed with {type(error).__name__}: {error}"
-            ) from error
+            raise FittingError(f"{self.where}: {what} failed with {type(error).__name__}: {error}") from error
 
     def _checked(self, what: str, fit: object, spacepoints: Spacepoints, candidates: TrackCandidates) -> FitResults:
         problem = fit_problem(fit, spacepoints, candidates)
         if problem is not None:
-            raise FittingError(f"[fitting] hook {self.hook!r}: {what} returned {problem}")
+            raise FittingError(f"{self.where}: {what} returned {problem}")
         assert isinstance(fit, FitResults)
         return fit
 
@@ -281,7 +301,8 @@ def fit_problem(fit: object, spacepoints: Spacepoints, candidates: TrackCandidat
     nothing does), in words that name the first bad track and what was expected: its type, the tracks (the
     candidates' ids in :meth:`~tracking_algs.event.TrackCandidates.groups` order), each track's hits (spacepoint rows
     of that track), the status codes (:class:`FitStatus`), finite numbers, ndf, χ² and hit counts not negative,
-    p-values in [0, 1], and for fitted (``OK``) tracks a symmetric, positive-definite covariance."""
+    p-values in [0, 1], for tracks not fitted (status other than ``OK``) the sentinel values (params, cov, chi2,
+    pvalue and ndf 0), and for fitted (``OK``) tracks a symmetric, positive-definite covariance."""
     if not isinstance(fit, FitResults):
         return f"{type(fit).__name__}; expected FitResults"
     track_ids = candidates.groups()[0]
@@ -318,7 +339,33 @@ def fit_problem(fit: object, spacepoints: Spacepoints, candidates: TrackCandidat
     bad = fit.pvalue > 1
     if bad.any():
         return _first_track(fit, bad, f"pvalue {fit.pvalue[bad][0]}", "a p-value in [0, 1]")
-    return _covariance_problem(fit)
+    return _sentinel_problem(fit) or _covariance_problem(fit)
+
+
+#: the columns that a track not fitted (status other than ``OK``) carries as 0 (:class:`FitStatus`)
+_SENTINEL_COLUMNS = ("params", "cov", "chi2", "pvalue", "ndf")
+
+
+def _sentinel_problem(fit: FitResults) -> str | None:
+    """The first track not fitted (status other than ``OK``) that does not carry the sentinel values, 0 in every
+    column of :data:`_SENTINEL_COLUMNS`; None when every such track does."""
+    failed = ~fit.ok
+    for name in _SENTINEL_COLUMNS:
+        column = getattr(fit, name).reshape(len(fit), -1)
+        bad = failed & (column != 0).any(axis=1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            entry = int(np.flatnonzero(column[row])[0])
+            shape = getattr(fit, name).shape[1:]
+            index = "".join(f"[{int(i)}]" for i in np.unravel_index(entry, shape)) if shape else ""
+            status = FitStatus(int(fit.status[row]))
+            return _first_track(
+                fit,
+                bad,
+                f"{name}{index} {column[row, entry]} with status {int(status)} {status.name}",
+                f"{name} 0 for a track that is not OK ({', '.join(_SENTINEL_COLUMNS)} all 0)",
+            )
+    return None
 
 
 def _covariance_problem(fit: FitResults) -> str | None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from enum import IntEnum
-from typing import Any
 
 import attrs
 import numpy as np
@@ -42,23 +41,6 @@ def fitted_pt(track_ids: np.ndarray, fit_track_ids: np.ndarray, params: np.ndarr
     return pt
 
 
-def _integers(name: str) -> Callable[[Any], np.ndarray]:
-    """The converter of the integer column ``name``: ``int_column``, refusing values that are not whole numbers
-    (a float column of track ids or statuses would otherwise lose its fractions without a word)."""
-
-    def convert(value: Any) -> np.ndarray:
-        array = np.asarray(value)
-        if array.dtype.kind not in "biu":
-            if array.dtype.kind != "f":
-                raise ValueError(f"FitResults.{name}: values of dtype {array.dtype}; expected integers")
-            whole = np.isfinite(array) & (np.trunc(array) == array)
-            if not whole.all():
-                raise ValueError(f"FitResults.{name}: {array[~whole][0]} is not a whole number; expected integers")
-        return int_column(array)
-
-    return convert
-
-
 class FitStatus(IntEnum):
     """Outcome of fitting one track. Tracks with a status other than ``OK`` carry sentinel values:
     params, cov, chi2 and pvalue 0, ndf 0 (never NaN)."""
@@ -90,17 +72,17 @@ class FitResults:
     the hits the fit rejected.
     """
 
-    track_id: np.ndarray = attrs.field(converter=_integers("track_id"))
+    track_id: np.ndarray = attrs.field(converter=int_column)
     params: np.ndarray = attrs.field(converter=float_column)
     cov: np.ndarray = attrs.field(converter=float_column)
     chi2: np.ndarray = attrs.field(converter=float_column)
-    ndf: np.ndarray = attrs.field(converter=_integers("ndf"))
+    ndf: np.ndarray = attrs.field(converter=int_column)
     pvalue: np.ndarray = attrs.field(converter=float_column)
-    n_hits: np.ndarray = attrs.field(converter=_integers("n_hits"))
-    n_outliers: np.ndarray = attrs.field(converter=_integers("n_outliers"))
-    status: np.ndarray = attrs.field(converter=_integers("status"))
-    hit_offsets: np.ndarray = attrs.field(converter=_integers("hit_offsets"))
-    hit_rows: np.ndarray = attrs.field(converter=_integers("hit_rows"))
+    n_hits: np.ndarray = attrs.field(converter=int_column)
+    n_outliers: np.ndarray = attrs.field(converter=int_column)
+    status: np.ndarray = attrs.field(converter=int_column)
+    hit_offsets: np.ndarray = attrs.field(converter=int_column)
+    hit_rows: np.ndarray = attrs.field(converter=int_column)
     outlier: np.ndarray = attrs.field(converter=lambda value: np.asarray(value, dtype=bool))
 
     def __attrs_post_init__(self) -> None:
