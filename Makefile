@@ -17,6 +17,8 @@ run: $(STAMP)
 	$(BIN)/trkx run configs/local_onnx.toml --simulate 5 --output out/local_onnx
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy inference_iface backends
 	$(BIN)/python -m pytest -q
