@@ -22,6 +22,7 @@ from typing import Any, Literal
 import attrs
 
 from inference_iface.errors import ConfigError
+from inference_iface.options import finite, integer
 from inference_iface.registry import BackendConfig
 from inference_iface.signature import ModelSignature
 
@@ -107,43 +108,45 @@ class TritonConfig(BackendConfig):
             anything is serialised. Not used with HTTP.
     """
 
-    url: str = ""
+    url: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
     urls: tuple[str, ...] = ()
     protocol: Protocol = attrs.field(default="grpc", validator=attrs.validators.in_(("grpc", "http")))
-    model_name: str = ""
+    model_name: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
     model_version: str = attrs.field(default="", validator=_model_version)
     expected_signature: ModelSignature | None = None
-    model_checksum: str = ""
-    timeout_s: float = attrs.field(default=60.0, validator=[attrs.validators.gt(0), attrs.validators.le(MAX_TIMEOUT_S)])
+    model_checksum: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    timeout_s: float = attrs.field(
+        default=60.0, validator=[finite, attrs.validators.gt(0), attrs.validators.le(MAX_TIMEOUT_S)]
+    )
     attempt_timeout_s: float = attrs.field(
-        default=0.0, validator=[attrs.validators.ge(0), attrs.validators.le(MAX_TIMEOUT_S)]
+        default=0.0, validator=[finite, attrs.validators.ge(0), attrs.validators.le(MAX_TIMEOUT_S)]
     )
     connect_timeout_s: float = attrs.field(
-        default=5.0, validator=[attrs.validators.gt(0), attrs.validators.le(MAX_TIMEOUT_S)]
+        default=5.0, validator=[finite, attrs.validators.gt(0), attrs.validators.le(MAX_TIMEOUT_S)]
     )
-    retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
-    retry_backoff_s: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
+    retries: int = attrs.field(default=2, validator=[integer, attrs.validators.ge(0)])
+    retry_backoff_s: float = attrs.field(default=0.05, validator=[finite, attrs.validators.ge(0)])
     retry_on: tuple[str, ...] = attrs.field(default=("UNAVAILABLE",), validator=_retry_codes)
-    health_recheck_s: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
+    health_recheck_s: float = attrs.field(default=5.0, validator=[finite, attrs.validators.ge(0)])
     fallback: Fallback = attrs.field(default="none", validator=attrs.validators.in_(("none", "local")))
-    fallback_model_path: str = ""
-    fallback_repository: str = ""
-    fallback_instances: int = attrs.field(default=1, validator=attrs.validators.ge(1))
-    fallback_startup_timeout_s: float = attrs.field(default=120.0, validator=attrs.validators.gt(0))
-    tls: bool = False
-    root_certificates: str = ""
-    private_key: str = ""
-    certificate_chain: str = ""
+    fallback_model_path: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    fallback_repository: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    fallback_instances: int = attrs.field(default=1, validator=[integer, attrs.validators.ge(1)])
+    fallback_startup_timeout_s: float = attrs.field(default=120.0, validator=[finite, attrs.validators.gt(0)])
+    tls: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    root_certificates: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    private_key: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    certificate_chain: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
     headers: dict[str, str] = attrs.field(factory=dict, repr=False)
-    token_env: str = ENV_TOKEN
+    token_env: str = attrs.field(default=ENV_TOKEN, validator=attrs.validators.instance_of(str))
     compression: Compression = attrs.field(default="none", validator=attrs.validators.in_(("none", "gzip", "deflate")))
     shared_memory: SharedMemoryMode = attrs.field(
         default="auto", validator=attrs.validators.in_(("auto", "system", "none"))
     )
-    async_workers: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    async_workers: int = attrs.field(default=4, validator=[integer, attrs.validators.ge(1)])
     grpc_max_message_bytes: int = attrs.field(
         default=GRPC_MAX_MESSAGE_BYTES,
-        validator=[attrs.validators.gt(0), attrs.validators.le(GRPC_MAX_MESSAGE_BYTES)],
+        validator=[integer, attrs.validators.gt(0), attrs.validators.le(GRPC_MAX_MESSAGE_BYTES)],
     )
 
 

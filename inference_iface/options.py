@@ -6,7 +6,11 @@ Unknown keys are errors that list the valid choices; values are converted and va
 from __future__ import annotations
 
 import copy
+import difflib
 import json
+import math
+import numbers
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -15,7 +19,12 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import attrs
 import cattrs
 from cattrs.cols import homogenous_tuple_structure_factory, list_structure_factory
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,7 +47,11 @@ def _attrs_or_instance(cls: type) -> Any:
     from_mapping: Any = _converter.gen_structure_attrs_fromdict(cls)
 
     def structure_value(value: Any, _type: type) -> Any:
-        return value if isinstance(value, cls) else from_mapping(value, _type)
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):  # cattrs would say "'list' object has no attribute 'keys'"
+            raise _WrongKind(f"expected a table of options, got {value!r}")
+        return from_mapping(value, _type)
 
     return structure_value
 
@@ -67,9 +80,14 @@ def _strict_int(value: Any, _type: type) -> int:
 
 
 def _strict_float(value: Any, _type: type) -> float:
-    """Numbers (cattrs would take ``true`` as 1.0 and parse a string)."""
+    """Finite numbers (cattrs would take ``true`` as 1.0 and parse a string; TOML's ``nan`` and ``inf`` are no cut,
+    radius, timeout or rate: a NaN passes no comparison, so it would slip through a range check written as
+    ``if value < 0``, and an infinite cut or timeout hangs or fails far from the option)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        number = float(value)
+        if not math.isfinite(number):
+            raise _WrongKind(f"expected a finite number, got {value!r}")
+        return number
     raise _WrongKind(f"expected a number, got {value!r}")
 
 
@@ -106,6 +124,24 @@ _converter.register_structure_hook(str, _strict_str)
 _converter.register_structure_hook_factory(_is_sequence_type, _no_text_for_sequences)
 
 
+# attrs validators for the option classes built directly in Python (``GraphConfig(radius=...)``), where no
+# converter checks the kinds of values first: each names the key and what it takes, as the range validators do.
+
+
+def finite(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """A finite real number (an integer too, not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"'{attribute.name}' must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"'{attribute.name}' must be a finite number: {value!r}")
+
+
+def integer(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """An integer (not a bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"'{attribute.name}' must be an integer, got {value!r}")
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read one TOML file into a dict; a missing or malformed file raises :class:`ConfigError` naming it."""
     path = Path(path)
@@ -125,30 +161,54 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``"a.b.c=value"`` into its key path and a value parsed as TOML (a bare word stays a string)."""
+    """Split ``"a.b.c=value"`` into its key path and a value parsed as TOML (a bare word stays a string).
+
+    As in TOML, blanks around the dots of the key are ignored. A value that starts as a TOML list, inline table or
+    quoted string (``[``, ``{``, ``"``, ``'``) must be one: ``[a:1, b:2]`` is an error (its strings need quotes),
+    not the text ``"[a:1, b:2]"``.
+    """
     key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
+    parts = [part.strip() for part in key.split(".")]
+    if not sep or any(not part for part in parts):
         raise ConfigError(f"override {text!r} must look like dotted.key=value")
+    raw = raw.strip()
     try:
-        value = tomllib.loads(f"value = {raw.strip()}")["value"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return key.split("."), value
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError as error:
+        if raw[:1] not in ("[", "{", '"', "'"):
+            return parts, raw
+        what = {"[": "a TOML list", "{": "a TOML inline table"}.get(raw[:1], "a TOML string")
+        hint = ' (quote each string in it: ["a", "b"])' if raw[:1] in "[{" else ""
+        problem = re.sub(r" \(at line \d+, column \d+\)$", "", str(error))
+        raise ConfigError(f"override {text!r}: the value {raw!r} is not {what}{hint}: {problem}") from None
+    return parts, value
 
 
 def apply_overrides(options: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """A copy of ``options`` with each ``dotted.key=value`` override set, creating tables as needed."""
+    """A copy of ``options`` with each ``dotted.key=value`` override set, creating tables as needed.
+
+    A key set twice (``a.b=1`` and ``a.b=2``, or ``a.b.c=1`` and then ``a.b={...}``, which would drop the first), or
+    an override through a key that holds a value, not a table, is a :class:`ConfigError` naming the key.
+    """
     result = copy.deepcopy(dict(options))
+    given: dict[tuple[str, ...], str] = {}
     for text in overrides:
         path, value = parse_override(text)
+        key = tuple(path)
+        earlier = next((prior for done, prior in given.items() if done[: len(key)] == key), None)
+        if earlier is not None:
+            raise ConfigError(f"override {text!r}: {'.'.join(path)} is already set by --set {earlier}; set it once")
         table = result
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1]):
             child = table.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part!r} is a value, not a table")
+                raise ConfigError(
+                    f"override {text!r}: {'.'.join(path[: depth + 1])!r} is a value, not a table ({child!r}), so it "
+                    f"has no key {path[depth + 1]!r}"
+                )
             table = child
         table[path[-1]] = value
+        given[key] = text
     return result
 
 
@@ -158,6 +218,8 @@ def with_overrides(data: Mapping[str, Any], overrides: Iterable[str], build: Cal
     on what caused it: ``where`` when the data alone has it, otherwise the first override that brought it in
     (``--set job.seed=-3: 'seed' must be >= 0: -3 @ $.job``); ``build`` raises :class:`ConfigError` prefixed with
     the name it is given."""
+    if isinstance(overrides, str):  # its characters would each be read as an override
+        raise TypeError(f"overrides must be a list of 'dotted.key=value' strings, got the string {overrides!r}")
     overrides = list(overrides)
     try:
         return build(apply_overrides(data, overrides), where=where)
@@ -188,18 +250,30 @@ def _blamed(
     unblamed = [part for part in parts if not any(part in found for found in blame.values())]
     if unblamed:
         blame.setdefault(f"--set {overrides[-1]}", []).extend(unblamed)
-    return ConfigError("; ".join(f"{blamed}: {'; '.join(found)}" for blamed, found in blame.items()))
+    return ConfigError(
+        "; ".join(f"{blamed}: {'; '.join(_unrepeated(found, blamed))}" for blamed, found in blame.items())
+    )
 
 
-def structure(data: Mapping[str, Any], cls: type[T], where: str = "options") -> T:
+def _unrepeated(found: list[str], blamed: str) -> list[str]:
+    """The problems blamed on ``--set TEXT`` without the ``override 'TEXT': `` that :func:`apply_overrides` puts in
+    front of its own (the blame names the override already)."""
+    prefix = f"override {blamed.removeprefix('--set ')!r}: "
+    return [part.removeprefix(prefix) for part in found]
+
+
+def structure(data: Mapping[str, Any], cls: type[T], where: str = "options", path: Iterable[str] = ()) -> T:
     """Build ``cls`` (an attrs class) from ``data``; unknown keys and bad values raise :class:`ConfigError`.
 
-    ``where`` names the table in messages (``"[finding.graph]"``).
+    ``where`` names the source in messages (a file, ``"[finding.graph]"``); ``path`` is where ``data`` sits in a
+    larger document (``("inference", "triton")``), so that the messages name each key in full: ``unknown key(s)
+    inference.triton.urll; valid keys are ... (did you mean inference.triton.url?)``, ``... @ $.inference.triton``.
     """
+    root = tuple(path)
     try:
         return _converter.structure(dict(data), cls)
-    except (ClassValidationError, ForbiddenExtraKeysError) as error:
-        raise ConfigError(f"{where}: {_explain(error)}") from None
+    except (ClassValidationError, ForbiddenExtraKeysError, IterableValidationError) as error:
+        raise ConfigError(f"{where}: {'; '.join(_messages(error, root))}") from None
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where}: {error}") from None
 
@@ -209,12 +283,56 @@ def unstructure(value: Any) -> Any:
     return _converter.unstructure(value)
 
 
-def _explain(error: BaseException) -> str:
-    extra = _first(error, ForbiddenExtraKeysError)
-    if extra is not None:
-        valid = ", ".join(field.name for field in attrs.fields(extra.cl))
-        return f"unknown key(s) {', '.join(sorted(extra.extra_fields))}; valid keys are {valid}"
-    return "; ".join(cattrs.transform_error(error, format_exception=_format_exception))
+def _messages(error: BaseException, path: tuple[Any, ...], type_: Any = None) -> list[str]:
+    """Each problem of a cattrs error, ``... @ $.table.key`` (cattrs' path notation, a mapping's keys and a list's
+    indices in brackets); an unknown key named in full, dotted, with the closest valid key."""
+    if isinstance(error, (ClassValidationError, IterableValidationError)):
+        with_notes, without = error.group_exceptions()
+        found = []
+        for child, note in with_notes:
+            step = note.name if isinstance(note, AttributeValidationNote) else _Index(note.index)
+            found.extend(_messages(child, (*path, step), note.type))
+        for child in without:
+            found.extend(_messages(child, path))
+        return found
+    if isinstance(error, ForbiddenExtraKeysError):
+        return [unknown_keys_message(sorted(error.extra_fields), [field.name for field in attrs.fields(error.cl)],
+                                     _dotted(path))]  # fmt: skip
+    return [f"{_format_exception(error, type_)} @ {_dollar(path)}"]
+
+
+class _Index:
+    """A list index or a mapping key on a path (shown in brackets)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _dollar(path: tuple[Any, ...]) -> str:
+    return "$" + "".join(f"[{step.value!r}]" if isinstance(step, _Index) else f".{step}" for step in path)
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    """The path as a dotted key (a list's indices in brackets): ``finding.graph.cuts``, ``volumes[2]``."""
+    text = ""
+    for step in path:
+        if isinstance(step, _Index) and isinstance(step.value, int):
+            text += f"[{step.value}]"
+        else:
+            text += f".{step.value if isinstance(step, _Index) else step}"
+    return text.removeprefix(".")
+
+
+def unknown_keys_message(unknown: Iterable[str], valid: Iterable[str], table: str = "", hint: str = "") -> str:
+    """``unknown key(s) KEY, ... (TABLE.KEY, ...); valid keys are ...`` and, for an unknown key like a valid one,
+    ``(did you mean TABLE.VALID?)``; ``table`` is the dotted name of the table that holds them (empty: the top level,
+    where the key is its full name)."""
+    unknown, valid = [str(key) for key in unknown], list(valid)
+    prefix = f"{table}." if table else ""
+    close = [f"{prefix}{match[0]}" for key in unknown if (match := difflib.get_close_matches(key, valid, 1, 0.6))]
+    guess = f" (did you mean {' or '.join(dict.fromkeys(close))}?)" if close else ""
+    full = f" ({', '.join(prefix + key for key in unknown)})" if table else ""
+    return f"unknown key(s) {', '.join(unknown)}{full}; valid keys are {', '.join(valid)}{hint}{guess}"
 
 
 def _format_exception(error: BaseException, type_: Any) -> str:
@@ -223,19 +341,13 @@ def _format_exception(error: BaseException, type_: Any) -> str:
     if get_origin(type_) is Literal and " not in literal " in str(error):
         value = str(error).split(" not in literal ")[0]
         return f"expected one of {', '.join(map(repr, get_args(type_)))}, got {value!r}"
+    if text == "expected a mapping":
+        return "expected a table"
     if isinstance(error, _WrongKind) or text == "invalid value" or text.startswith("unknown error"):
         return str(error)
+    if isinstance(error, TypeError) and type_ is None:  # a validator's (attrs.validators.instance_of): names the key
+        return str(error)
     return text
-
-
-def _first(error: BaseException, kind: type[BaseException]) -> Any:
-    if isinstance(error, kind):
-        return error
-    for child in getattr(error, "exceptions", ()):
-        found = _first(child, kind)
-        if found is not None:
-            return found
-    return None
 
 
 def option_differences(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]]:
@@ -248,9 +360,23 @@ def option_differences(old: Any, new: Any, key: str = "") -> list[tuple[str, Any
             for name in sorted(old.keys() | new.keys())
             for found in option_differences(old.get(name, _ABSENT), new.get(name, _ABSENT), prefix + name)
         ]
-    if _ABSENT not in (old, new) and json.dumps(old, sort_keys=True) == json.dumps(new, sort_keys=True):
+    if _ABSENT not in (old, new) and json.dumps(_numbers(old), sort_keys=True) == json.dumps(
+        _numbers(new), sort_keys=True
+    ):
         return []
     return [(key, old, new)]
+
+
+def _numbers(value: Any) -> Any:
+    """``value`` with its whole floats as integers: ``30`` and ``30.0`` are one option value (a backend's or a stage's
+    table keeps the number as it was written; the option classes make both the same)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_numbers(item) for item in value]
+    if isinstance(value, dict):
+        return {name: _numbers(item) for name, item in value.items()}
+    return value
 
 
 def describe_differences(differences: list[tuple[str, Any, Any]], before: str, now: str = "now") -> str:
@@ -261,7 +387,7 @@ def describe_differences(differences: list[tuple[str, Any, Any]], before: str, n
         text = "absent" if value is _ABSENT else json.dumps(value)
         return text if len(text) <= 40 else text[:39] + "…"
 
-    parts = [f"{key.removeprefix('options.')}: {shown(old)} {before}, {shown(new)} {now}"
+    parts = [f"{key.removeprefix('options.') or 'the whole record'}: {shown(old)} {before}, {shown(new)} {now}"
              for key, old, new in differences[:SHOWN_DIFFERENCES]]  # fmt: skip
     if len(differences) > SHOWN_DIFFERENCES:
         parts.append(f"{len(differences) - SHOWN_DIFFERENCES} more")

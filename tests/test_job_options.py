@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from backends.triton_config import TritonConfig
 from inference_iface import ConfigError
 from inference_iface.options import tomllib
+from tracking_algs.finding.config import FindingConfig, GNNConfig, GraphConfig, PairCuts
 from tracking_algs.finding.model_dir import SHIPPED_MODULES_DIR, load_model_card
-from tracking_algs.job_options import load_job_options
+from tracking_algs.fitting.config import KalmanConfig
+from tracking_algs.job_options import JobConfig, JobOptions, load_job_options
 from tracking_algs.magnetic_field import SolenoidField
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+_SCRIPT = Path(sys.executable).with_name("trkx")
+TRKX = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tracking_algs.cli"]
 
 
 def test_local_and_remote_configs_differ_only_in_the_backend_line():
@@ -71,11 +80,20 @@ def test_a_stage_can_override_the_backend_and_its_options():
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("finding.graph.radiuss=1.0", r"radiuss.*valid keys are method, radius, k_max, query_k, eps, cuts"),
+        (
+            "finding.graph.radiuss=1.0",
+            r"\(finding\.graph\.radiuss\); valid keys are method, radius, k_max, query_k, eps, cuts",
+        ),
         ("nonsense.key=1", r"nonsense.*valid keys are job, inference"),
         ("inference.backend=tensorrt", r"'tensorrt' is unknown; valid backends are onnxruntime, triton"),
-        ("inference.onnxruntime.devise=cpu", r"stage 'embedding'.*devise.*valid keys"),
-        ("finding.stages.tracking.backend=triton", r"unknown stage\(s\) tracking; valid stages are embedding"),
+        (
+            "inference.onnxruntime.devise=cpu",
+            r"unknown key\(s\) devise \(inference\.onnxruntime\.devise\); valid keys are cast_policy",
+        ),
+        (
+            "finding.stages.tracking.backend=triton",
+            r"unknown key\(s\) tracking \(finding\.stages\.tracking\); valid keys are embedding",
+        ),
         ("finding.graph.method=annoy", r"expected one of 'kdtree', 'faiss', got 'annoy' @ \$\.finding\.graph\.method"),
         ("finding.building.score_weight=-0.1", r"score_weight"),
         ("finding=5", r"\[finding\] must be a table of options, got 5"),
@@ -134,14 +152,14 @@ def test_service_config_serves_the_whole_chain_on_triton():
         ("job.events=0", r"'events' must be >= 1: 0"),
         ("job.jobs=-1", r"'jobs' must be >= 1: -1"),
         ("finding.graph.radius=abc", r"expected a number, got 'abc' @ \$\.finding\.graph\.radius"),
-        ("finding.graph.radiuss=1.0", r"unknown key\(s\) radiuss"),
+        ("finding.graph.radiuss=1.0", r"unknown key\(s\) radiuss \(finding\.graph\.radiuss\)"),
         ("inference.backend=tensorrt", r"'tensorrt' is unknown"),
     ],
 )
 def test_a_bad_override_is_blamed_on_the_override_not_the_file(override, expected):
     config = CONFIGS / "local_onnx.toml"
     with pytest.raises(ConfigError, match=rf"^--set {re.escape(override)}: .*{expected}") as error:
-        load_job_options(config, ["job.events=2", override, "finding.gnn.cut=0.5"])
+        load_job_options(config, ["simulation.pileup=2", override, "finding.gnn.cut=0.5"])
     assert str(config) not in str(error.value)
 
 
@@ -221,7 +239,10 @@ def test_the_module_geometry_file_is_checked_before_work(tmp_path):
         load_job_options(CONFIGS / "local_onnx.toml", [f"detector.file='{absent}'"])
     with pytest.raises(ConfigError, match=rf"\[detector\] file '{re.escape(str(tmp_path))}' is not a file"):
         load_job_options(None, [f"detector.file='{tmp_path}'"])
-    with pytest.raises(ConfigError, match=r"detector\.path=x\.csv: unknown key\(s\) path; valid keys are file, field$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"detector\.path=x\.csv: unknown key\(s\) path \(detector\.path\); valid keys are file, field$",
+    ):
         load_job_options(None, ["detector.path=x.csv"])
     written = tmp_path / "detectors.csv"
     written.write_text("volume_id,layer_id,module_id,cx,cy,cz,rot_xu,rot_xv,rot_xw,rot_yu,rot_yv,rot_yw,rot_zu,rot_zv,"
@@ -238,3 +259,180 @@ def test_the_module_geometry_file_is_checked_before_work(tmp_path):
             load_job_options(None, [f"detector.file='{written}'"])
     finally:
         written.chmod(0o644)
+
+
+# --- the command line: every bad option is one line, exit status 2, before any work -------------------------------
+
+
+def _trkx_run(config: Path, output: Path, *arguments: str) -> subprocess.CompletedProcess:
+    """``trkx run CONFIG --simulate 1 --output OUTPUT ARGUMENTS`` as a user runs it (a tiny event: pile-up 1)."""
+    command = [*TRKX, "run", str(config), "--simulate", "1", "--output", str(output), "--no-progress",
+               "--set", "simulation.pileup=1", *arguments]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.parametrize(
+    ("config", "sets", "expected"),
+    [
+        # non-finite numbers: an infinite pT threshold hung the simulation; NaN passes no range check
+        (
+            "local_onnx",
+            ["simulation.pt_min_gev=inf"],
+            r"expected a finite number, got inf @ \$\.simulation\.pt_min_gev",
+        ),
+        ("local_onnx", ["finding.graph.radius=inf"], r"expected a finite number, got inf @ \$\.finding\.graph\.radius"),
+        ("local_onnx", ["performance.eta_max=inf"], r"got inf @ \$\.performance\.eta_max"),
+        # the table of a backend no stage uses is checked too (it was left unread)
+        ("local_onnx", ["inference.triton.timeout_s=nan"], r"got nan @ \$\.inference\.triton\.timeout_s"),
+        (
+            "local_onnx",
+            ["inference.triton.urll=h:1"],
+            r"unknown key\(s\) urll \(inference\.triton\.urll\); .*\(did you mean inference\.triton\.url\?\)$",
+        ),
+        ("local_onnx", ["inference.triton.url=http://h:8001"], r"inference\.triton\.url: gRPC URL 'http://h:8001'"),
+        # unknown keys and tables at any depth: named in full, with the closest valid name
+        (
+            "local_onnx",
+            ["finding.grpah.radius=1"],
+            r"unknown key\(s\) grpah \(finding\.grpah\); .*did you mean finding\.graph\?",
+        ),
+        (
+            "local_onnx",
+            ["fitting.kalman.batchsize=5"],
+            r"batchsize \(fitting\.kalman\.batchsize\); .*did you mean fitting\.kalman\.batch_size",
+        ),
+        (
+            "local_onnx",
+            ["finding.stages.gnn.devise=cpu"],
+            r"devise \(finding\.stages\.gnn\.devise\); .*\(did you mean finding\.stages\.gnn\.device\?\)",
+        ),
+        (
+            "local_onnx",
+            ["finding.stages.gnn.backend=trion"],
+            r"\[finding\.stages\.gnn\] backend 'trion' is unknown; .*'triton'",
+        ),
+        # a list where a table is
+        ("local_onnx", ["finding.graph=[1, 2]"], r"expected a table of options, got \[1, 2\] @ \$\.finding\.graph$"),
+        # --set: a list that is not TOML, a key set twice, a key through a value
+        ("local_onnx", ["inference.triton.urls=[h:1, g:1]"], r"urls=\[h:1, g:1\]: the value .* is not a TOML list"),
+        (
+            "local_onnx",
+            ["job.seed=1", "--set", "job.seed=2"],
+            r"--set job\.seed=2: job\.seed is already set by --set job\.seed=1",
+        ),
+        ("local_onnx", ["job.seed.x=1"], r"--set job\.seed\.x=1: 'job\.seed' is a value, not a table"),
+        # options the job would have ignored, or found only as it started
+        ("local_onnx", ["fitting.options.x=1"], r"fitting\.options\.x: .*hook = 'kalman' takes none"),
+        (
+            "remote_triton",
+            ["inference.triton.url=''"],
+            r"inference\.triton\.url is not set, and stage 'embedding' runs on",
+        ),
+        ("service", ["finding.stages.gnn.timeout_s=5"], r"\[finding\.stages\.gnn\] sets .* serving = 'chain'"),
+    ],
+)
+def test_the_command_refuses_a_bad_option_in_one_line_before_any_work(tmp_path, config, sets, expected):
+    output = tmp_path / "out"
+    done = _trkx_run(CONFIGS / f"{config}.toml", output, "--set", *sets)
+    lines = done.stderr.strip().splitlines()
+    assert (done.returncode, len(lines)) == (2, 1), done.stderr
+    assert lines[0].startswith("trkx run: error: --set "), lines[0]
+    assert re.search(expected, lines[0]), lines[0]
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[job]\nseed = 1\nseed = 2\n",
+            r"job\.toml' is not valid TOML: Cannot overwrite a value \(at line 3, column 9\)",
+        ),
+        ("[job]\nseed = = 1\n", r"job\.toml' is not valid TOML: .*\(at line 2, column 8\)"),
+        ("[[finding.graph]]\nradius = 1\n", r"job\.toml: expected a table of options, got \[\{'radius': 1\}\]"),
+        (
+            "[finding.graph]\nradiuss = 1.0\n",
+            r"job\.toml: unknown key\(s\) radiuss \(finding\.graph\.radiuss\); .*did you mean",
+        ),
+    ],
+)
+def test_a_bad_options_file_is_named_with_its_line(tmp_path, text, expected):
+    config = tmp_path / "job.toml"
+    config.write_text(text)
+    done = _trkx_run(config, tmp_path / "out")
+    lines = done.stderr.strip().splitlines()
+    assert (done.returncode, len(lines)) == (2, 1), done.stderr
+    assert re.search(expected, lines[0]), lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_resumed_job_takes_a_number_written_either_way_and_refuses_a_bad_option(tmp_path):
+    """``job_options.json`` keeps a backend's or a stage's table as written (30 or 30.0); ``--resume`` with the other
+    spelling is the same job. A bad option given to ``--resume`` is refused like any other, the output untouched."""
+    output = tmp_path / "out"
+    first = _trkx_run(CONFIGS / "local_onnx.toml", output, "--set", "inference.triton.timeout_s=30",
+                      "--set", "finding.stages.gnn.intra_op_threads=1")  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    recorded = json.loads((output / "job_options.json").read_text())["options"]
+    assert recorded["inference"]["triton"]["timeout_s"] == 30
+    again = _trkx_run(CONFIGS / "local_onnx.toml", output, "--resume", "--set", "inference.triton.timeout_s=30.0",
+                      "--set", "finding.stages.gnn.intra_op_threads=1.0")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    before = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
+    for sets in (["inference.triton.timeout_s=nan"], ["finding.stages.gnn.intra_op_threads=1", "--set",
+                                                      "finding.stages.gnn.intra_op_threads=2"]):  # fmt: skip
+        refused = _trkx_run(CONFIGS / "local_onnx.toml", output, "--resume", "--set", *sets)
+        assert refused.returncode == 2, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert {path: path.read_bytes() for path in output.rglob("*") if path.is_file()} == before
+
+
+# --- the same options built in Python ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [
+        (lambda: GraphConfig(radius=math.inf), r"'radius' must be a finite number: inf"),
+        (lambda: GraphConfig(radius="1.0"), r"'radius' must be a number, got '1\.0'"),
+        (lambda: GraphConfig(k_max=64.5), r"'k_max' must be an integer, got 64\.5"),
+        (lambda: GraphConfig(method="annoy"), r"'method' must be in \('kdtree', 'faiss'\) \(got 'annoy'\)"),
+        (
+            lambda: PairCuts(different_layers=1),
+            r"'different_layers' must be <class 'bool'> \(got 1 that is a <class 'int'>\)",
+        ),
+        (lambda: GNNConfig(cut=math.nan), r"'cut' must be a finite number: nan"),
+        (
+            lambda: FindingConfig(graph={"radius": 1.0}),
+            r"'graph' must be <class '[\w.]+GraphConfig'> \(got \{'radius': 1\.0\}",
+        ),
+        (lambda: KalmanConfig(batch_size=True), r"'batch_size' must be an integer, got True"),
+        (lambda: KalmanConfig(outlier_chi2_cut_1d=math.inf), r"'outlier_chi2_cut_1d' must be a finite number"),
+        (lambda: TritonConfig(retry_backoff_s=math.inf), r"'retry_backoff_s' must be a finite number"),
+        (lambda: TritonConfig(tls=1), r"'tls' must be <class 'bool'> \(got 1 that is a <class 'int'>\)"),
+        (lambda: JobConfig(events="5"), r"'events' must be an integer, got '5'"),
+        (lambda: JobConfig(executor="dusk"), r"'executor' must be in \('local', 'dask'\) \(got 'dusk'\)"),
+        (lambda: JobOptions(finding={"graph": {}}), r"'finding' must be <class '[\w.]+FindingConfig'>"),
+        (lambda: JobOptions(inference=["onnxruntime"]), r"'inference' must be <class 'collections.abc.Mapping'>"),
+    ],
+)
+def test_options_built_in_python_name_the_key_and_what_it_takes(build, expected):
+    """Built directly (no TOML, no converter), each option class checks the kind of each value, naming the key (attrs'
+    own validators where they say it, the project's for finite numbers and integers that are not booleans): a string
+    radius is refused where it is given, not in a comparison deep in the finder, and an infinite cut is refused."""
+    with pytest.raises((TypeError, ValueError), match=expected):
+        build()
+    assert GraphConfig(radius=2, k_max=32).radius == 2  # an integer is a number
+
+
+def test_a_stage_table_is_named_in_full():
+    with pytest.raises(ConfigError, match=r"got nan @ \$\.finding\.stages\.gnn\.timeout_s"):
+        load_job_options(CONFIGS / "remote_triton.toml", ["finding.stages.gnn.timeout_s=nan"])
+    with pytest.raises(
+        ConfigError, match=r"finding\.stages\.gnn\.url \(inference of stage 'gnn'\): grpc URL 'h:8000' uses port 8000"
+    ):
+        load_job_options(CONFIGS / "remote_triton.toml", ["finding.stages.gnn.url='h:8000'"])
+    with pytest.raises(ConfigError, match=r"finding\.stages\.filter\.url is not set, and stage 'filter' runs"):
+        load_job_options(CONFIGS / "remote_triton.toml", ["finding.stages.filter.url=''"])
+    with pytest.raises(ConfigError, match=r"inference\.triton\.fallback = \"local\" .* needs fallback_model_path"):
+        load_job_options(CONFIGS / "remote_triton.toml", ["inference.triton.fallback=local"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import sys
 import textwrap
@@ -27,7 +28,15 @@ from inference_iface import (
     register_backend,
     registry,
 )
-from inference_iface.options import apply_overrides, load_toml, structure, with_overrides
+from inference_iface.options import (
+    apply_overrides,
+    describe_differences,
+    load_toml,
+    option_differences,
+    parse_override,
+    structure,
+    with_overrides,
+)
 
 # --- a complete backend written in the test: numpy instead of a runtime ----------------------------------------------
 
@@ -309,3 +318,73 @@ def test_structure_accepts_ready_made_attrs_values_inside_mappings():
     assert structure({"inner": {"size": 4}}, Outer).inner == Inner(size=4)
     with pytest.raises(ConfigError, match=r"unknown key.*valid keys are size"):
         structure({"inner": {"sise": 4}}, Outer)
+
+
+def test_override_keys_and_values_read_as_toml():
+    """Blanks around the dots are TOML's; a value with ``=`` in it is the text after the first ``=``; a value that
+    starts as a TOML list, table or quoted string must be one (not silently the text); an empty value is ''."""
+    assert parse_override("finding . graph.radius = 1.5") == (["finding", "graph", "radius"], 1.5)
+    assert parse_override("fitting.options.expr=a=b") == (["fitting", "options", "expr"], "a=b")
+    assert parse_override("urls=['a:1', \"b:2\"]") == (["urls"], ["a:1", "b:2"])
+    assert parse_override("model_dir=") == (["model_dir"], "")
+    assert parse_override("headers={a = 'x'}") == (["headers"], {"a": "x"})
+    for text, what in (("urls=[a:1, b:2]", "list"), ("headers={a=x}", "inline table"), ("name='open", "string")):
+        with pytest.raises(ConfigError, match=rf"override {re.escape(repr(text))}: the value .* is not a TOML {what}"):
+            parse_override(text)
+    for text in ("a..b=1", "=1", "a.b", " .a=1"):
+        with pytest.raises(ConfigError, match=r"must look like dotted\.key=value"):
+            parse_override(text)
+
+
+def test_an_override_sets_each_key_once():
+    """A second value for a key (or a table replacing keys set before) would silently drop the first."""
+    with pytest.raises(ConfigError, match=r"'a\.b=2': a\.b is already set by --set a\.b=1; set it once"):
+        apply_overrides({}, ["a.b=1", "a.b=2"])
+    with pytest.raises(ConfigError, match=r"a\.b is already set by --set a\.b\.c=1"):
+        apply_overrides({}, ["a.b.c=1", "a.b={d=2}"])
+    assert apply_overrides({"a": {"x": 0}}, ["a.b={d=2}", "a.b.c=1"]) == {"a": {"x": 0, "b": {"d": 2, "c": 1}}}
+    with pytest.raises(ConfigError, match=r"'a\.b' is a value, not a table \(1\), so it has no key 'c'"):
+        apply_overrides({"a": {"b": 1}}, ["a.b.c=2"])
+
+
+def test_the_blame_does_not_repeat_the_override():
+    build = functools.partial(structure, cls=_Switch)
+    with pytest.raises(ConfigError) as error:
+        with_overrides({}, ["level=1", "level=2"], build, where="switch.toml")
+    assert str(error.value) == "--set level=2: level is already set by --set level=1; set it once"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_a_number_option_takes_finite_numbers_only(value):
+    """TOML has ``nan`` and ``inf``; neither is a cut, a radius, a rate or a timeout."""
+    with pytest.raises(ConfigError, match=rf"expected a finite number, got {value!r} @ \$\.level"):
+        structure({"level": value}, _Switch)
+
+
+def test_unknown_keys_and_bad_values_are_named_in_full_with_the_closest_valid_key():
+    with pytest.raises(ConfigError) as error:
+        structure({"inner": {"sise": 4}, "nmae": "x"}, Outer)
+    assert str(error.value) == (
+        "options: unknown key(s) sise (inner.sise); valid keys are size (did you mean inner.size?); "
+        "unknown key(s) nmae; valid keys are inner, name (did you mean name?)"
+    )
+    with pytest.raises(
+        ConfigError, match=r"^t\.toml: unknown key\(s\) sise \(a\.b\.sise\); valid keys are size \(did you"
+    ):
+        structure({"sise": 1}, Inner, where="t.toml", path=("a", "b"))
+    with pytest.raises(ConfigError, match=r"expected an integer, got 'x' @ \$\.a\.b\.size$"):
+        structure({"size": "x"}, Inner, path=("a", "b"))
+    with pytest.raises(ConfigError, match=r"expected a table of options, got \[1\] @ \$\.inner$"):
+        structure({"inner": [1]}, Outer)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) zzz; valid keys are inner, name$"):  # nothing close
+        structure({"zzz": 1}, Outer)
+
+
+def test_a_number_written_either_way_is_the_same_option_value():
+    """A backend's table keeps its numbers as written; ``30`` and ``30.0`` are one value to a resumed job."""
+    assert option_differences({"t": {"timeout_s": 30, "n": [1.0, 2]}}, {"t": {"timeout_s": 30.0, "n": [1, 2.0]}}) == []
+    assert option_differences({"t": 30}, {"t": 30.5}) == [("t", 30, 30.5)]
+    assert option_differences({"switch": True}, {"switch": 1}) == [("switch", True, 1)]
+    assert describe_differences(option_differences([], {"a": 1}), "in the job") == (
+        'the whole record: [] in the job, {"a": 1} now'
+    )

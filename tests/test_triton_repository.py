@@ -191,11 +191,12 @@ def test_timeouts_are_finite_and_at_most_a_million_seconds(key):
     # gRPC fails every call at once with DEADLINE_EXCEEDED given a deadline of 1e10 s or more
     assert MAX_TIMEOUT_S == 1e6
     assert getattr(structure({"model_name": "m", "url": "h:1", key: 1e6}, TritonConfig), key) == 1e6
-    for value in (float("inf"), 1e10, 1e6 + 1):
+    for value in (1e10, 1e6 + 1):
         with pytest.raises(ConfigError, match=rf"'{key}' must be <= 1000000.0"):
             structure({"model_name": "m", "url": "h:1", key: value}, TritonConfig)
-    with pytest.raises(ConfigError, match=key):
-        structure({"model_name": "m", "url": "h:1", key: float("nan")}, TritonConfig)
+    for value in (float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match=rf"expected a finite number, got {value} @ \$\.{key}"):
+            structure({"model_name": "m", "url": "h:1", key: value}, TritonConfig)
 
 
 def test_model_version_is_empty_or_a_positive_integer():

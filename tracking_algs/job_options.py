@@ -18,6 +18,7 @@ Moving inference to a server is one change: ``backend = "onnxruntime"`` → ``"t
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,9 +26,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 
 from inference_iface.checksums import file_sha256
-from inference_iface.errors import ConfigError
-from inference_iface.options import load_toml, structure, unstructure, with_overrides
-from inference_iface.registry import available_backends, make_config
+from inference_iface.errors import BackendUnavailableError, ConfigError
+from inference_iface.options import (
+    integer,
+    load_toml,
+    structure,
+    unknown_keys_message,
+    unstructure,
+    with_overrides,
+)
+from inference_iface.registry import available_backends, backend_class, make_config
 from tracking_algs.errors import TrackingError
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.finder import TrackFinder
@@ -94,12 +102,12 @@ class JobConfig:
     ``"dask"`` (every event a task on the Dask scheduler at ``scheduler``, ``tcp://HOST:PORT``; empty: a Dask
     ``LocalCluster`` of ``jobs`` worker processes on this machine)."""
 
-    events: int = attrs.field(default=5, validator=attrs.validators.ge(1))
-    seed: int = attrs.field(default=1_000_000, validator=attrs.validators.ge(0))
-    jobs: int = attrs.field(default=1, validator=attrs.validators.ge(1))
-    detector: str = ""
+    events: int = attrs.field(default=5, validator=[integer, attrs.validators.ge(1)])
+    seed: int = attrs.field(default=1_000_000, validator=[integer, attrs.validators.ge(0)])
+    jobs: int = attrs.field(default=1, validator=[integer, attrs.validators.ge(1)])
+    detector: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
     executor: Literal["local", "dask"] = attrs.field(default="local", validator=attrs.validators.in_(EXECUTORS))
-    scheduler: str = attrs.field(default="", validator=_check_scheduler)
+    scheduler: str = attrs.field(default="", validator=[attrs.validators.instance_of(str), _check_scheduler])
 
 
 #: The ``[job]`` keys that choose how the job runs, not what it computes (the results are the same whatever their
@@ -117,22 +125,30 @@ class DetectorConfig:
     field's shape, uniform by default, with ``[job] detector``'s field at the centre; the simulation and the fitter
     move tracks in it."""
 
-    file: str = ""
-    field: FieldConfig = FieldConfig()
+    file: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    field: FieldConfig = attrs.field(default=FieldConfig(), validator=attrs.validators.instance_of(FieldConfig))
 
 
 @attrs.frozen(kw_only=True)
 class JobOptions:
     """Every setting of one ``trkx run`` job."""
 
-    job: JobConfig = JobConfig()
-    inference: dict[str, Any] = attrs.Factory(lambda: {"backend": "onnxruntime"})
-    simulation: SimulationConfig = SimulationConfig()
-    finding: FindingConfig = FindingConfig()
-    stages: dict[str, dict[str, Any]] = attrs.Factory(dict)
-    fitting: FittingConfig = FittingConfig()
-    performance: ParticleSelection = ParticleSelection()
-    detector: DetectorConfig = DetectorConfig()
+    job: JobConfig = attrs.field(default=JobConfig(), validator=attrs.validators.instance_of(JobConfig))
+    inference: dict[str, Any] = attrs.field(
+        factory=lambda: {"backend": "onnxruntime"}, validator=attrs.validators.instance_of(Mapping)
+    )
+    simulation: SimulationConfig = attrs.field(
+        default=SimulationConfig(), validator=attrs.validators.instance_of(SimulationConfig)
+    )
+    finding: FindingConfig = attrs.field(default=FindingConfig(), validator=attrs.validators.instance_of(FindingConfig))
+    stages: dict[str, dict[str, Any]] = attrs.field(factory=dict, validator=attrs.validators.instance_of(Mapping))
+    fitting: FittingConfig = attrs.field(default=FittingConfig(), validator=attrs.validators.instance_of(FittingConfig))
+    performance: ParticleSelection = attrs.field(
+        default=ParticleSelection(), validator=attrs.validators.instance_of(ParticleSelection)
+    )
+    detector: DetectorConfig = attrs.field(
+        default=DetectorConfig(), validator=attrs.validators.instance_of(DetectorConfig)
+    )
 
     def files_read(self) -> dict[str, str]:
         """The files the job reads besides its events, by the option that names them (``job.detector``,
@@ -242,7 +258,7 @@ def job_options_from_dict(data: Mapping[str, Any], where: str = "options") -> Jo
     unknown = sorted(set(data) - set(tables))
     if unknown:
         hint = " (a stage's inference options go in [finding.stages.<stage>])" if "stages" in unknown else ""
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(tables)}{hint}")
+        raise ConfigError(f"{where}: {unknown_keys_message(unknown, tables, hint=hint)}")
     for table in tables:
         if not isinstance(data.get(table, {}), Mapping):
             raise ConfigError(f"{where}: [{table}] must be a table of options, got {data[table]!r}")
@@ -250,15 +266,102 @@ def job_options_from_dict(data: Mapping[str, Any], where: str = "options") -> Jo
     stages = finding.pop("stages", {})
     if not isinstance(stages, Mapping):
         raise ConfigError(f"{where}: [finding.stages] must be a table of stage tables, got {stages!r}")
+    bad_stages = sorted(set(stages) - set(STAGES))
+    if bad_stages:
+        message = unknown_keys_message(bad_stages, STAGES, "finding.stages", hint=" (the neural stages)")
+        raise ConfigError(f"{where}: {message}")
+    for stage, table in stages.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(
+                f"{where}: [finding.stages.{stage}] must be a table of the stage's inference options (backend and "
+                f"that backend's keys), got {table!r}"
+            )
     data["finding"] = finding
     data["stages"] = stages
+    _check_inference_tables(data.get("inference", {}), stages, where)
     options = structure(data, JobOptions, where=where)
     _check_inference(options, where)
+    _check_contradictions(options, where)
     _check_performance(options.performance, where)
     _check_files(options, where)
     _check_field_map(options, where)
     _check_served_field(options, where)
     return options
+
+
+def _check_inference_tables(table: Mapping[str, Any], stages: Mapping[str, Mapping[str, Any]], where: str) -> None:
+    """``[inference]`` and ``[finding.stages.<stage>]`` each on its own, so that an error names its key in full: the
+    keys of ``[inference]`` (``backend`` and one table per backend), the backend names, and each backend table (the
+    tables of backends the job does not use too: a misspelt key there would be silently ignored until the day the
+    backend line changes) and each stage table checked against its backend's options. A backend whose library is
+    not installed cannot be checked, and its table is left as it is."""
+    backends = available_backends()
+    unknown = sorted(key for key in table if key != "backend" and key not in backends)
+    if unknown:
+        message = unknown_keys_message(unknown, ["backend", *backends], "inference",
+                                       hint=" (backend, and one table per backend)")  # fmt: skip
+        raise ConfigError(f"{where}: {message}")
+    backend = table.get("backend", "onnxruntime")
+    _check_backend_name(backend, "inference.backend", backends, where)
+    for key, value in table.items():
+        if key != "backend" and not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: [inference] {key} must be a table of that backend's options, got {value!r}")
+    checked = [(("inference", name), name, settings) for name, settings in table.items() if name != "backend"]
+    for stage, settings in stages.items():
+        stage_backend = settings.get("backend", backend)
+        _check_backend_name(stage_backend, f"finding.stages.{stage}.backend", backends, where)
+        own = {key: value for key, value in settings.items() if key != "backend"}
+        checked.append((("finding", "stages", stage), stage_backend, own))
+    for path, name, settings in checked:
+        try:
+            config_class = backend_class(name).config_class
+        except BackendUnavailableError:  # not installed: checked (and refused) only where the job uses it
+            continue
+        config = structure(settings, config_class, where=where, path=path)
+        if path == ("inference", "triton"):  # its addresses, also where no stage uses them
+            _check_triton_urls(config, lambda name: f"inference.triton.{name}", where)
+
+
+def _check_triton_urls(config: Any, key: Callable[[str], str], where: str, what: str = "") -> None:
+    """Each address of a ``triton`` configuration, ``url`` (empty: none) and ``urls``, is ``host:port`` for its
+    protocol; ``key(name)`` is the dotted key that gave ``name``, ``what`` what uses them."""
+    from backends.triton_config import parse_url  # the job layer may import the backends (not the algorithms)
+
+    for name, addresses in (("url", [config.url] if config.url else []), ("urls", list(config.urls))):
+        for address in addresses:
+            try:
+                parse_url(address, config.protocol)
+            except ConfigError as error:
+                raise ConfigError(f"{where}: {key(name)}{f' (inference of {what})' if what else ''}: {error}") from None
+
+
+def _check_backend_name(name: Any, key: str, backends: tuple[str, ...], where: str) -> None:
+    if isinstance(name, str) and name in backends:
+        return
+    close = difflib.get_close_matches(name, backends, 1, 0.6) if isinstance(name, str) else []
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    what = f"{name!r} is unknown" if isinstance(name, str) else f"must name a backend as a string, got {name!r}"
+    table, _, field = key.rpartition(".")
+    raise ConfigError(f"{where}: [{table}] {field} {what}; valid backends are {', '.join(backends)}{guess}")
+
+
+def _check_contradictions(options: JobOptions, where: str) -> None:
+    """Options that the job would silently ignore: a stage's inference options when the whole chain is served
+    (``[finding] serving`` = ``"chain"`` or ``"ensemble"``), and ``[fitting.options]`` (the free-form table of a
+    plug-in fitter) with the built-in Kalman fitter, which takes its options from ``[fitting.kalman]``."""
+    if options.finding.serving != "stages" and options.stages:
+        stage = next(iter(options.stages))
+        raise ConfigError(
+            f"{where}: [finding.stages.{stage}] sets the inference of one stage, but [finding] serving = "
+            f"{options.finding.serving!r} sends whole events to the served chain, which runs every stage on the "
+            '[inference] backend\'s server; remove [finding.stages] or set serving = "stages"'
+        )
+    if options.fitting.hook == "kalman" and options.fitting.options:
+        keys = ", ".join(f"fitting.options.{key}" for key in options.fitting.options)
+        raise ConfigError(
+            f"{where}: {keys}: [fitting.options] is handed to a plug-in fitter's factory, and hook = 'kalman' takes "
+            "none; the built-in fitter's options go in [fitting.kalman] (or set hook = 'package.module:factory')"
+        )
 
 
 def _check_performance(selection: ParticleSelection, where: str) -> None:
@@ -352,38 +455,40 @@ def _check_served_field(options: JobOptions, where: str) -> None:
 
 
 def _check_inference(options: JobOptions, where: str) -> None:
-    backends = available_backends()
-    table = options.inference
-    backend = table.get("backend", "onnxruntime")
-    unknown = [key for key in table if key != "backend" and key not in backends]
-    if unknown:
-        raise ConfigError(
-            f"{where}: [inference] key(s) {', '.join(unknown)} are unknown; valid keys are backend and one table "
-            f"per backend ({', '.join(backends)})"
-        )
-    if backend not in backends:
-        raise ConfigError(
-            f"{where}: [inference] backend {backend!r} is unknown; valid backends are {', '.join(backends)}"
-        )
-    for key, value in table.items():
-        if key != "backend" and not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: [inference] {key} must be a table of that backend's options, got {value!r}")
-    bad_stages = sorted(set(options.stages) - set(STAGES))
-    if bad_stages:
-        raise ConfigError(
-            f"{where}: [finding.stages] has unknown stage(s) {', '.join(bad_stages)}; valid stages are "
-            f"{', '.join(STAGES)}"
-        )
-    for stage in STAGES:
+    """The complete inference options of each neural stage (when the stages run in the job) or of the served chain
+    (otherwise), as the job will build them: each a valid configuration of its backend, and a ``triton`` one with a
+    server to call (``url``, ``urls`` or a local fallback) at a well-formed address."""
+    stages = STAGES if options.finding.serving == "stages" else (None,)
+    for stage in stages:
+        what = f"stage {stage!r}" if stage else "the served chain"
         try:
-            make_config(options.stage_inference(stage))
+            settings = options.stage_inference(stage) if stage else options.served_inference()
+            _, config = make_config(settings)
         except ConfigError as error:
-            raise ConfigError(f"{where}: inference options of stage {stage!r}: {error}") from None
-    if options.finding.serving != "stages":
-        try:
-            make_config(options.served_inference())
-        except ConfigError as error:
-            raise ConfigError(f"{where}: inference options of the served chain: {error}") from None
+            raise ConfigError(f"{where}: inference options of {what}: {error}") from None
+        if settings["backend"] == "triton":
+            _check_triton_server(config, what, options.stages.get(stage, {}) if stage else {}, stage, where)
+
+
+def _check_triton_server(config: Any, what: str, override: Mapping[str, Any], stage: str | None, where: str) -> None:
+    """A ``triton`` backend needs a server: ``url`` or ``urls`` (each ``host:port`` for the protocol the stage uses)
+    or ``fallback = "local"`` with the model or repository the fallback serves (the backend checks this too, but
+    only as the job starts)."""
+
+    def key(name: str) -> str:
+        return f"finding.stages.{stage}.{name}" if stage and name in override else f"inference.triton.{name}"
+
+    _check_triton_urls(config, key, where, what)
+    if not config.url and not config.urls and config.fallback == "none":
+        raise ConfigError(
+            f'{where}: {key("url")} is not set, and {what} runs on triton; set url = "HOST:PORT" (or urls, '
+            'or fallback = "local") in [inference.triton]' + (f" or [finding.stages.{stage}]" if stage else "")
+        )
+    if config.fallback == "local" and not (config.fallback_model_path or config.fallback_repository):
+        raise ConfigError(
+            f'{where}: {key("fallback")} = "local" (inference of {what}) needs fallback_model_path or '
+            "fallback_repository: the model the local server serves"
+        )
 
 
 def local_finder(

@@ -7,6 +7,8 @@ from typing import Literal
 import attrs
 from attrs import validators as v
 
+from inference_iface.options import finite, integer
+
 #: Largest distance (mm) between two hits of one layer on different modules that can be one particle crossing two
 #: overlapping modules.  In the module simulation (pile-up 20, seed 1000) 99 % of the truth edges within a layer are
 #: shorter than 22 mm; the rest are loopers coming back to the layer (docs/physics.md, "Overlapping modules").
@@ -26,10 +28,10 @@ class PairCuts:
     and z₀ cuts do not apply to it (hits millimetres apart do not measure a direction).  ``max_overlap_mm`` 0
     drops every pair on one layer."""
 
-    different_layers: bool = True
-    max_overlap_mm: float = attrs.field(default=OVERLAP_MM, validator=v.ge(0.0))
-    min_pt_gev: float = attrs.field(default=0.5, validator=v.ge(0.0))
-    max_z0_mm: float = attrs.field(default=400.0, validator=v.ge(0.0))
+    different_layers: bool = attrs.field(default=True, validator=v.instance_of(bool))
+    max_overlap_mm: float = attrs.field(default=OVERLAP_MM, validator=[finite, v.ge(0.0)])
+    min_pt_gev: float = attrs.field(default=0.5, validator=[finite, v.ge(0.0)])
+    max_z0_mm: float = attrs.field(default=400.0, validator=[finite, v.ge(0.0)])
 
 
 @attrs.frozen(kw_only=True)
@@ -43,12 +45,12 @@ class GraphConfig:
     true one of that rank (0: exact; ``faiss`` is always exact).
     """
 
-    method: Literal["kdtree", "faiss"] = "kdtree"
-    radius: float = attrs.field(default=0.0, validator=v.ge(0.0))
-    k_max: int = attrs.field(default=64, validator=v.gt(0))
-    query_k: int = attrs.field(default=80, validator=v.gt(0))
-    eps: float = attrs.field(default=0.05, validator=v.ge(0.0))
-    cuts: PairCuts = PairCuts()
+    method: Literal["kdtree", "faiss"] = attrs.field(default="kdtree", validator=v.in_(("kdtree", "faiss")))
+    radius: float = attrs.field(default=0.0, validator=[finite, v.ge(0.0)])
+    k_max: int = attrs.field(default=64, validator=[integer, v.gt(0)])
+    query_k: int = attrs.field(default=80, validator=[integer, v.gt(0)])
+    eps: float = attrs.field(default=0.05, validator=[finite, v.ge(0.0)])
+    cuts: PairCuts = attrs.field(default=PairCuts(), validator=v.instance_of(PairCuts))
 
 
 @attrs.frozen(kw_only=True)
@@ -56,8 +58,8 @@ class FilterConfig:
     """Edge filtering: keep edges with score > ``cut`` (0 means the model card's cut); ``chunk_size``
     edges per inference call bound the memory."""
 
-    cut: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.lt(1.0)])
-    chunk_size: int = attrs.field(default=500_000, validator=v.gt(0))
+    cut: float = attrs.field(default=0.0, validator=[finite, v.ge(0.0), v.lt(1.0)])
+    chunk_size: int = attrs.field(default=500_000, validator=[integer, v.gt(0)])
 
 
 @attrs.frozen(kw_only=True)
@@ -68,8 +70,8 @@ class GNNConfig:
     the ``triplets`` building as *weak* edges, which it takes only where one continues the track on both sides
     (``[finding.building] max_weak_triplet_cost``); 0 gives it none."""
 
-    cut: float = attrs.field(default=0.15, validator=[v.gt(0.0), v.lt(1.0)])
-    weak_cut: float = attrs.field(default=0.0, validator=v.ge(0.0))
+    cut: float = attrs.field(default=0.15, validator=[finite, v.gt(0.0), v.lt(1.0)])
+    weak_cut: float = attrs.field(default=0.0, validator=[finite, v.ge(0.0)])
 
     @weak_cut.validator
     def _below_cut(self, _attribute: attrs.Attribute, value: float) -> None:
@@ -112,20 +114,24 @@ class BuildingConfig:
     side, weak or not (an edge of a particle whose score fell just under the cut, between two that did not). The
     measured effect of each: docs/physics.md."""
 
-    method: Literal["triplets", "walkthrough", "components"] = "triplets"
-    min_hits: int = attrs.field(default=5, validator=v.ge(1))
-    max_triplet_cost: float = attrs.field(default=25.0, validator=v.gt(0.0))
-    bridge_gaps: bool = True
-    max_bridge_cost: float = attrs.field(default=9.0, validator=v.gt(0.0))
-    max_bypass_cost: float = attrs.field(default=9.0, validator=v.ge(0.0))
-    max_overlap_mm: float = attrs.field(default=OVERLAP_MM, validator=v.ge(0.0))
-    link_overlaps: bool = False
-    score_weight: float = attrs.field(default=0.0, validator=v.ge(0.0))
-    max_crossing_cost: float = attrs.field(default=1.0, validator=v.ge(0.0))
-    max_weak_triplet_cost: float = attrs.field(default=2.0, validator=v.gt(0.0))
-    shared_hits: Literal["longest", "best_fit"] = "longest"
-    revive_chains: bool = False
-    complete_by_overlaps: bool = False
+    method: Literal["triplets", "walkthrough", "components"] = attrs.field(
+        default="triplets", validator=v.in_(("triplets", "walkthrough", "components"))
+    )
+    min_hits: int = attrs.field(default=5, validator=[integer, v.ge(1)])
+    max_triplet_cost: float = attrs.field(default=25.0, validator=[finite, v.gt(0.0)])
+    bridge_gaps: bool = attrs.field(default=True, validator=v.instance_of(bool))
+    max_bridge_cost: float = attrs.field(default=9.0, validator=[finite, v.gt(0.0)])
+    max_bypass_cost: float = attrs.field(default=9.0, validator=[finite, v.ge(0.0)])
+    max_overlap_mm: float = attrs.field(default=OVERLAP_MM, validator=[finite, v.ge(0.0)])
+    link_overlaps: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    score_weight: float = attrs.field(default=0.0, validator=[finite, v.ge(0.0)])
+    max_crossing_cost: float = attrs.field(default=1.0, validator=[finite, v.ge(0.0)])
+    max_weak_triplet_cost: float = attrs.field(default=2.0, validator=[finite, v.gt(0.0)])
+    shared_hits: Literal["longest", "best_fit"] = attrs.field(
+        default="longest", validator=v.in_(("longest", "best_fit"))
+    )
+    revive_chains: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    complete_by_overlaps: bool = attrs.field(default=False, validator=v.instance_of(bool))
 
 
 @attrs.frozen(kw_only=True)
@@ -138,9 +144,11 @@ class FindingConfig:
     (written by ``trkx repo add-tracking``; see :mod:`tracking_algs.finding.served`).
     """
 
-    model_dir: str = ""
-    serving: Literal["stages", "chain", "ensemble"] = "stages"
-    graph: GraphConfig = GraphConfig()
-    filter: FilterConfig = FilterConfig()
-    gnn: GNNConfig = GNNConfig()
-    building: BuildingConfig = BuildingConfig()
+    model_dir: str = attrs.field(default="", validator=v.instance_of(str))
+    serving: Literal["stages", "chain", "ensemble"] = attrs.field(
+        default="stages", validator=v.in_(("stages", "chain", "ensemble"))
+    )
+    graph: GraphConfig = attrs.field(default=GraphConfig(), validator=v.instance_of(GraphConfig))
+    filter: FilterConfig = attrs.field(default=FilterConfig(), validator=v.instance_of(FilterConfig))
+    gnn: GNNConfig = attrs.field(default=GNNConfig(), validator=v.instance_of(GNNConfig))
+    building: BuildingConfig = attrs.field(default=BuildingConfig(), validator=v.instance_of(BuildingConfig))

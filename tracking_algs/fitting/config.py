@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 from attrs import validators as v
 
+from inference_iface.options import finite, integer
 from tracking_algs.magnetic_field import Stepping
 
 
@@ -66,29 +67,29 @@ class KalmanConfig:
       on the number.  A daemonic process (a Dask worker) fits in itself.
     """
 
-    outlier_chi2_cut_1d: float = attrs.field(default=10.83, validator=v.gt(0.0))
-    outlier_chi2_cut_2d: float = attrs.field(default=13.82, validator=v.gt(0.0))
-    max_outlier_refits: int = attrs.field(default=3, validator=v.ge(0))
-    max_trimmed_hits: int = attrs.field(default=3, validator=v.ge(0))
-    min_trimmed_hits: int = attrs.field(default=5, validator=v.ge(3))
-    trim_below_pvalue: float = attrs.field(default=1e-3, validator=[v.ge(0.0), v.le(1.0)])
-    min_hits: int = attrs.field(default=3, validator=v.ge(3))
-    min_layers: int = attrs.field(default=3, validator=v.ge(1))
-    seed_cov_inflation: float = attrs.field(default=100.0, validator=v.gt(0.0))
-    seed_position_inflation: float = attrs.field(default=1e4, validator=v.gt(0.0))
-    seed_sigma_phi: float = attrs.field(default=0.01, validator=v.gt(0.0))
-    seed_sigma_theta: float = attrs.field(default=0.01, validator=v.gt(0.0))
-    seed_sigma_qop_rel: float = attrs.field(default=0.1, validator=v.gt(0.0))
-    close_hits_mm: float = attrs.field(default=20.0, validator=v.ge(0.0))
-    second_pass_cov_inflation: float = attrs.field(default=100.0, validator=v.gt(1.0))
-    multiple_scattering: bool = True
-    energy_loss: bool = False
-    step_tolerance_mm: float = attrs.field(default=0.05, validator=v.ge(0.0))
-    max_step_pieces: int = attrs.field(default=4, validator=v.ge(1))
-    mass_gev: float = attrs.field(default=0.13957, validator=v.ge(0.0))
-    batch_size: int = attrs.field(default=4096, validator=v.ge(1))
-    processes: int = attrs.field(default=1, validator=v.ge(0))
-    min_tracks_per_process: int = attrs.field(default=1000, validator=v.ge(1))
+    outlier_chi2_cut_1d: float = attrs.field(default=10.83, validator=[finite, v.gt(0.0)])
+    outlier_chi2_cut_2d: float = attrs.field(default=13.82, validator=[finite, v.gt(0.0)])
+    max_outlier_refits: int = attrs.field(default=3, validator=[integer, v.ge(0)])
+    max_trimmed_hits: int = attrs.field(default=3, validator=[integer, v.ge(0)])
+    min_trimmed_hits: int = attrs.field(default=5, validator=[integer, v.ge(3)])
+    trim_below_pvalue: float = attrs.field(default=1e-3, validator=[finite, v.ge(0.0), v.le(1.0)])
+    min_hits: int = attrs.field(default=3, validator=[integer, v.ge(3)])
+    min_layers: int = attrs.field(default=3, validator=[integer, v.ge(1)])
+    seed_cov_inflation: float = attrs.field(default=100.0, validator=[finite, v.gt(0.0)])
+    seed_position_inflation: float = attrs.field(default=1e4, validator=[finite, v.gt(0.0)])
+    seed_sigma_phi: float = attrs.field(default=0.01, validator=[finite, v.gt(0.0)])
+    seed_sigma_theta: float = attrs.field(default=0.01, validator=[finite, v.gt(0.0)])
+    seed_sigma_qop_rel: float = attrs.field(default=0.1, validator=[finite, v.gt(0.0)])
+    close_hits_mm: float = attrs.field(default=20.0, validator=[finite, v.ge(0.0)])
+    second_pass_cov_inflation: float = attrs.field(default=100.0, validator=[finite, v.gt(1.0)])
+    multiple_scattering: bool = attrs.field(default=True, validator=v.instance_of(bool))
+    energy_loss: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    step_tolerance_mm: float = attrs.field(default=0.05, validator=[finite, v.ge(0.0)])
+    max_step_pieces: int = attrs.field(default=4, validator=[integer, v.ge(1)])
+    mass_gev: float = attrs.field(default=0.13957, validator=[finite, v.ge(0.0)])
+    batch_size: int = attrs.field(default=4096, validator=[integer, v.ge(1)])
+    processes: int = attrs.field(default=1, validator=[integer, v.ge(0)])
+    min_tracks_per_process: int = attrs.field(default=1000, validator=[integer, v.ge(1)])
 
     @property
     def stepping(self) -> Stepping:
