@@ -274,7 +274,7 @@ def _trkx_run(config: Path, output: Path, *arguments: str) -> subprocess.Complet
 @pytest.mark.parametrize(
     ("config", "sets", "expected"),
     [
-        # non-finite numbers: an infinite pT threshold hung the simulation; NaN passes no range check
+        # non-finite numbers: an infinite pT threshold would hang the simulation; NaN passes no range check
         (
             "local_onnx",
             ["simulation.pt_min_gev=inf"],

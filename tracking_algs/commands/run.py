@@ -31,8 +31,9 @@ exit status:
   {EXIT_OK}  every event was processed
   {EXIT_BAD_INPUT}  bad argument, job option or input (e.g. no events in --input), found before any work:
      one line on stderr names it, nothing is written to --output
-  {EXIT_STOPPED}  stopped early: a backend stopped answering, Ctrl-C or SIGTERM, a worker process died, or
-     the output could not be written (a full disk): the finished events are kept and, where it can be
+  {EXIT_STOPPED}  stopped early: a backend stopped answering, Ctrl-C or SIGTERM, a worker process died, the
+     Dask cluster was lost (its scheduler, or every worker for trkx.no-workers-timeout), or the output
+     could not be written (a full disk): the finished events are kept and, where it can be
      written, the report of them; run again with --resume to continue
   {EXIT_EVENTS_FAILED}  the job finished but some events failed (all of them, possibly): the report of the
      others is written, performance.json lists the failed ones (failed_events); --resume retries them

@@ -7,33 +7,62 @@ its processor once, with its first event, and the job's end (or the worker's) cl
 from the shared input (the workers must see ``--input`` at the same path; a simulated event is simulated where it
 runs) and returns the :class:`EventResult` or :class:`EventFailure` that a local run would save.
 
+The workers get the options and the source with their relative paths (``--input``, ``[finding] model_dir``, model and
+certificate files, ...) made absolute against the client's working directory, so that a worker started elsewhere reads
+the files the client checked.
+
 A worker that dies mid-event does not lose the event: the scheduler runs the dead worker's tasks on other workers.
 An event whose task has killed every worker that ran it (``distributed.scheduler.allowed-failures`` + 1 of them) is
-recorded as failed, with stage ``"worker"``; a scheduler lost for good stops the job like a lost backend (resumable).
+recorded as failed, with stage ``"worker"``. A scheduler that has no worker for ``trkx.no-workers-timeout`` (Dask
+configuration, 60 s by default) stops the job: before any event, as a setup error (nothing written); during the job,
+with :class:`~tracking_algs.job.dask_setup.DaskClusterLost`, as does a scheduler the client loses (resumable).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+import attrs
+import dask.config
+from dask.utils import parse_timedelta
 from distributed import Client, Future, KilledWorker, LocalCluster, Worker, WorkerPlugin, as_completed, get_worker
+from distributed.comm import connect
 from tqdm import tqdm
 
 from tracking_algs.cores import pin_to_share
 from tracking_algs.errors import JobSetupError
+from tracking_algs.finding.model_dir import SHIPPED_SETS
 from tracking_algs.job import dask_worker_start
+from tracking_algs.job.dask_setup import DaskClusterLost
 from tracking_algs.job.outcome import LazyProcessor, Outcome
-from tracking_algs.job.sources import EventSource
+from tracking_algs.job.sources import DirectorySource, EventSource
 from tracking_algs.job.store import EventFailure
 from tracking_algs.job_options import JobOptions
 from tracking_algs.simd import VARIABLE
+
+#: The Dask configuration key of how long a job waits while its scheduler has no worker: for the first one before any
+#: event (then the job stops as a setup error, exit status 2), and for one to come back when all are lost (then it
+#: stops early, exit status 3). A time (``"60s"``, ``"10 minutes"``, seconds as a number) or None (for ever); from
+#: the environment, ``DASK_TRKX__NO_WORKERS_TIMEOUT``.
+NO_WORKERS_TIMEOUT = "trkx.no-workers-timeout"
+#: Its default.
+DEFAULT_NO_WORKERS_TIMEOUT = "60s"
+#: Seconds between two looks at the scheduler's workers while the job runs.
+WATCH_INTERVAL_S = 1.0
+#: The options of an inference backend's table that name files or directories.
+PATH_OPTIONS = ("model_path", "fallback_model_path", "fallback_repository", "root_certificates", "private_key",
+                "certificate_chain")  # fmt: skip
 
 
 def dask_outcomes(
@@ -45,30 +74,101 @@ def dask_outcomes(
     Unfinished tasks are cancelled when the caller stops early; the job's plugin leaves the workers at the end.
 
     Raises:
-        JobSetupError: the scheduler cannot be reached, or a worker runs numpy otherwise than this process.
+        JobSetupError: the scheduler cannot be reached, or has no worker within ``trkx.no-workers-timeout``; a
+            worker runs numpy otherwise than this process.
+        DaskClusterLost: the scheduler was lost, or has had no worker for ``trkx.no-workers-timeout``.
         Exception: what a task raised while building its processor (a model that cannot be loaded, ...).
     """
+    timeout = _no_workers_timeout()
+    token = _job_token(options, source, directory)
+    options, source = _anchored(options, source, Path.cwd())
     with _client(options.job.scheduler, workers) as (client, own_cluster):
-        token = _job_token(options, source, directory)
+        address = client.scheduler.address
         name = f"trkx-job-{token}"
         plugin = JobPlugin(options, source, os.environ.get(VARIABLE), workers if own_cluster else 0)
         pending: dict[Future, int] = {}
+        watch = _WorkerWatch(client, address, timeout, pending)
+        _wait_for_a_worker(client, address, timeout)
         try:
             client.register_plugin(plugin, name=name)  # raises the setup error of a worker running numpy otherwise
             if "dashboard" in client.scheduler_info().get("services", {}):
                 tqdm.write(f"trkx run: Dask dashboard at {client.dashboard_link}", file=sys.stderr)
-            for event_id in event_ids:
-                future = client.submit(_run_event, name, event_id, key=f"trkx-event-{token}-{event_id:09d}", pure=False)
-                pending[future] = event_id
+            with watch.lock:
+                for event_id in event_ids:
+                    key = f"trkx-event-{token}-{event_id:09d}"
+                    pending[client.submit(_run_event, name, event_id, key=key, pure=False)] = event_id
+            watch.start()
             for future in as_completed(list(pending)):
-                outcome = _outcome(future, pending.pop(future))
+                outcome = _outcome(future, pending[future], address, watch)  # pending: the watch may cancel it
+                with watch.lock:
+                    del pending[future]
                 future.release()
                 yield outcome
         finally:
-            if pending:
-                client.cancel(list(pending))
-            with contextlib.suppress(OSError, TimeoutError, KeyError):  # KeyError: a worker that lost it (restarted)
-                client.unregister_worker_plugin(name)
+            watch.stop()
+            if client.status == "running":  # not after a lost scheduler: each call would wait to reconnect
+                if pending:
+                    client.cancel(list(pending))
+                # KeyError: a worker that lost the plugin (restarted); ValueError: a scheduler that did
+                with contextlib.suppress(OSError, TimeoutError, KeyError, ValueError):
+                    client.unregister_worker_plugin(name)
+
+
+def _no_workers_timeout() -> float | None:
+    """``trkx.no-workers-timeout`` in seconds (None: for ever).
+
+    Raises:
+        JobSetupError: the setting is not a time.
+    """
+    value = dask.config.get(NO_WORKERS_TIMEOUT, DEFAULT_NO_WORKERS_TIMEOUT)
+    if value is None:
+        return None
+    try:
+        seconds = parse_timedelta(value, "s")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        seconds = None
+    if seconds is None or not seconds > 0:
+        raise JobSetupError(
+            f"Dask setting {NO_WORKERS_TIMEOUT} (DASK_TRKX__NO_WORKERS_TIMEOUT): expected a time such as '60s' or "
+            f"'10 minutes', or None to wait for ever, got {value!r}"
+        )
+    return float(seconds)
+
+
+def _anchored(options: JobOptions, source: EventSource, cwd: Path) -> tuple[JobOptions, EventSource]:
+    """``options`` and ``source`` with the relative paths they name made absolute against ``cwd``: what the workers
+    get, since a worker resolves a path against its own working directory."""
+
+    def absolute(path: str) -> str:
+        return str(cwd / path) if path and not Path(path).is_absolute() else path
+
+    def table(settings: Any) -> Any:
+        if not isinstance(settings, Mapping):
+            return settings
+        anchored = dict(settings)
+        for key in PATH_OPTIONS:
+            value = anchored.get(key)
+            if isinstance(value, str) and not value.startswith("{model_dir}"):  # the model directory is made absolute
+                anchored[key] = absolute(value)
+        return anchored
+
+    finding = options.finding
+    if str(finding.model_dir) not in SHIPPED_SETS:
+        finding = attrs.evolve(finding, model_dir=absolute(finding.model_dir))
+    detector = options.detector
+    detector = attrs.evolve(detector, file=absolute(detector.file),
+                            field=attrs.evolve(detector.field, map_file=absolute(detector.field.map_file)))  # fmt: skip
+    options = attrs.evolve(
+        options,
+        job=attrs.evolve(options.job, detector=absolute(options.job.detector)),
+        detector=detector,
+        finding=finding,
+        inference={key: table(value) for key, value in options.inference.items()},
+        stages={stage: table(settings) for stage, settings in options.stages.items()},
+    )
+    if isinstance(source, DirectorySource) and not source.directory.is_absolute():
+        source = attrs.evolve(source, directory=cwd / source.directory)
+    return options, source
 
 
 @contextlib.contextmanager
@@ -76,17 +176,152 @@ def _client(scheduler: str, workers: int) -> Iterator[tuple[Client, bool]]:
     """A client of the scheduler at ``scheduler``, or of a new ``LocalCluster`` (closed at the end); and whether the
     cluster is the job's own."""
     if scheduler:
+        _check_answers(scheduler)
         try:
             client = Client(scheduler)
         except (OSError, TimeoutError) as error:
             raise JobSetupError(f"cannot reach the Dask scheduler at {scheduler}: {error}") from None
-        with client:
-            yield client, False
+        logger, quiet = logging.getLogger("distributed.client"), _ClientLogFilter(client)
+        logger.addFilter(quiet)
+        try:
+            with client:
+                yield client, False
+        finally:
+            logger.removeFilter(quiet)
         return
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                            dashboard_address="127.0.0.1:0", preload=[dask_worker_start.__name__])  # fmt: skip
     with cluster, Client(cluster) as client:
         yield client, True
+
+
+class _ClientLogFilter(logging.Filter):
+    """Leaves out of Dask's client log what the job reports in its own words: the client's reports of a lost
+    scheduler (its failed reconnection and the tracebacks of its closing, logged while it is not running) and of a
+    result lost with its worker, which the scheduler computes again."""
+
+    def __init__(self, client: Client) -> None:
+        super().__init__()
+        self.client = client
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.client.status == "running" and not str(record.msg).startswith("Couldn't gather")
+
+
+def _check_answers(address: str) -> None:
+    """Raises :class:`JobSetupError` unless a Dask server answers at ``address``: one that connects within Dask's
+    connect timeout (``distributed.comm.timeouts.connect``) and gives Dask's handshake within as long again. Dask's
+    own client would wait for ever on a server that accepts the connection and never answers, and fail with a
+    traceback on one that answers in another protocol."""
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
+
+    async def handshake() -> None:
+        comm = await connect(address, timeout=timeout)  # OSError after ``timeout`` without a connection
+        comm.abort()
+
+    problem = f"cannot reach the Dask scheduler at {address}"
+    try:
+        _in_a_thread(lambda: asyncio.run(asyncio.wait_for(handshake(), 2 * timeout)))
+    except (TimeoutError, asyncio.TimeoutError):  # connected, but no handshake (the two differ on Python 3.10)
+        raise JobSetupError(
+            f"{problem}: a server there took the connection but gave no Dask handshake within {2 * timeout:g} s; is "
+            "it a Dask scheduler's address?"
+        ) from None
+    except OSError as error:
+        raise JobSetupError(f"{problem}: {error}") from None
+    except Exception as error:  # what a server that is not Dask's sends breaks Dask's reader anywhere
+        raise JobSetupError(
+            f"{problem}: the server there does not speak Dask's protocol ({type(error).__name__}); is it a Dask "
+            "scheduler's address?"
+        ) from None
+
+
+def _in_a_thread(call: Callable[[], object]) -> None:
+    """``call()`` in a thread of its own (it may run an event loop where the caller's thread runs one), re-raising
+    what it raised; the thread is a daemon, so that Ctrl-C ends the wait and does not wait for the thread."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as error:  # handed to the caller
+            raised.append(error)
+
+    thread = threading.Thread(target=run, name="trkx-dask-handshake", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)  # a bounded join: Ctrl-C is taken between two
+    if raised:
+        raise raised[0]
+
+
+def _wait_for_a_worker(client: Client, address: str, timeout: float | None) -> None:
+    """Returns when the scheduler has a worker; says on stderr when it waits.
+
+    Raises:
+        JobSetupError: none joined within ``timeout`` seconds.
+    """
+    if client.nthreads():
+        return
+    within = "" if timeout is None else f" (up to {timeout:g} s, {NO_WORKERS_TIMEOUT})"
+    tqdm.write(f"trkx run: waiting for a worker to join the Dask scheduler at {address}{within}", file=sys.stderr)
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        raise JobSetupError(
+            f"the Dask scheduler at {address} has no worker: none joined within {timeout:g} s; start workers "
+            f"(dask worker {address}), or wait longer with the Dask setting {NO_WORKERS_TIMEOUT} "
+            "(DASK_TRKX__NO_WORKERS_TIMEOUT, docs/dask.md)"
+        ) from None
+
+
+class _WorkerWatch:
+    """A thread that looks at the scheduler's workers every :data:`WATCH_INTERVAL_S` while the job runs: when it has
+    had none for ``timeout`` seconds, it says why in :attr:`lost` and cancels the ``pending`` futures, which wakes the
+    job up wherever it waits for them (a task waits on a scheduler without workers for ever)."""
+
+    def __init__(self, client: Client, address: str, timeout: float | None, pending: Collection[Future]) -> None:
+        self.client = client
+        self.address = address
+        self.timeout = timeout
+        self.pending = pending
+        #: held while ``pending`` changes
+        self.lock = threading.Lock()
+        #: why the futures were cancelled; empty while they were not
+        self.lost = ""
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trkx-dask-worker-watch", daemon=True)
+
+    def start(self) -> None:
+        if self.timeout is not None:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        assert self.timeout is not None
+        since = None
+        while not self._stopped.wait(WATCH_INTERVAL_S):
+            if self.client.status != "running":  # the scheduler was lost: the client cancels the futures itself
+                continue
+            try:
+                workers = len(self.client.nthreads())
+            except (OSError, TimeoutError):
+                continue
+            if workers:
+                since = None
+                continue
+            since = time.monotonic() if since is None else since
+            if time.monotonic() - since >= self.timeout:
+                self.lost = f"the Dask scheduler at {self.address} has had no worker for {self.timeout:g} s"
+                with self.lock:
+                    futures = list(self.pending)
+                with contextlib.suppress(OSError, TimeoutError):
+                    self.client.cancel(futures)
+                return
 
 
 def _job_token(options: JobOptions, source: EventSource, directory: Path) -> str:
@@ -100,15 +335,22 @@ def _job_token(options: JobOptions, source: EventSource, directory: Path) -> str
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _outcome(future: Future, event_id: int) -> Outcome:
-    """The outcome the task of ``event_id`` returned; a failure record when its workers died, or when the scheduler
-    was lost (then the job stops, as with a lost backend)."""
-    if future.cancelled():
-        return EventFailure(event_id, "backend", "the Dask scheduler was lost before the event finished")
+def _outcome(future: Future, event_id: int, address: str, watch: _WorkerWatch) -> Outcome:
+    """The outcome the task of ``event_id`` returned; a failure record when its workers died.
+
+    Raises:
+        DaskClusterLost: the task was cancelled: the scheduler was lost, or had no worker for too long.
+    """
     try:
-        return future.result()
+        if not future.cancelled():
+            return future.result()
     except KilledWorker:
         return EventFailure(event_id, "worker", "KilledWorker: every Dask worker that ran the event died")
+    except Exception:
+        if not future.cancelled():  # what the task raised
+            raise
+    # cancelled by the watch, or by the client as it lost the scheduler
+    raise DaskClusterLost(watch.lost or f"lost the Dask scheduler at {address} before event {event_id} finished")
 
 
 def _run_event(plugin_name: str, event_id: int) -> Outcome:

@@ -1,5 +1,5 @@
-"""What the job needs of Dask before it loads Dask: the check of a scheduler address, and the import of the Dask
-executor that names the extra to install when Dask is missing.
+"""What the job needs of Dask before it loads Dask: the check of a scheduler address, the import of the Dask
+executor that names the extra to install when Dask is missing, and the error that stops a job whose cluster is lost.
 
 Dask is imported only by a job with ``[job] executor = "dask"``, so the core install and local jobs stay light.
 """
@@ -18,6 +18,12 @@ ADDRESS_FORM = "tcp://HOST:PORT"
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
 #: The distribution and extra that bring Dask.
 DASK_EXTRA = "inference-iface[dask]"
+
+
+class DaskClusterLost(Exception):
+    """The Dask cluster of a running job was lost: the client lost its scheduler, or the scheduler has had no worker
+    for longer than the job waits (``trkx.no-workers-timeout``). The job stops as with a lost backend: the finished
+    events are kept and ``--resume`` continues it. The message says what was lost, in words."""
 
 
 def scheduler_address(text: str) -> str:

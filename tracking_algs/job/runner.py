@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from tracking_algs.cores import pin_to_share
 from tracking_algs.errors import os_error_text
-from tracking_algs.job.dask_setup import load_dask_executor
+from tracking_algs.job.dask_setup import DaskClusterLost, load_dask_executor
 from tracking_algs.job.outcome import LazyProcessor, Outcome
 from tracking_algs.job.semaphores import recorded, remove_those_of_a_dead_job
 from tracking_algs.job.sources import EventSource
@@ -51,9 +51,9 @@ def run_events(
     ``jobs`` is the number of worker processes (at most one per event to process): of the local pool, or of the Dask
     ``LocalCluster`` the job starts when ``[job] executor = "dask"`` names no scheduler. Each event is saved as soon
     as its outcome arrives. Raises nothing for bad events (they are recorded; the records of events ``source`` no
-    longer holds are dropped). A backend error, an interrupt (``KeyboardInterrupt``), a worker process that dies and
-    a fragment that cannot be written stop the loop, and are reported in ``JobSummary.stopped_by`` after the
-    finished events are saved."""
+    longer holds are dropped). A backend error, an interrupt (``KeyboardInterrupt``), a worker process that dies, a
+    lost Dask cluster and a fragment that cannot be written stop the loop, and are reported in
+    ``JobSummary.stopped_by`` after the finished events are saved."""
     done = store.finished_ids()
     todo = [event_id for event_id in source.event_ids() if event_id not in done]
     store.forget_failures_outside(source.event_ids())
@@ -80,6 +80,8 @@ def run_events(
         stopped_by = "interrupted"
     except BrokenProcessPool:
         stopped_by = "a worker process ended abruptly (killed, or out of memory)"
+    except DaskClusterLost as error:  # its scheduler lost, or all its workers for too long
+        stopped_by = str(error)
     except OSError as error:  # a fragment that cannot be written: a full disk, an output made read-only or removed
         stopped_by = f"cannot write the output ({os_error_text(error)})"
     finally:
