@@ -10,6 +10,7 @@ import pytest
 
 from inference_iface import ConfigError
 from inference_iface.checksums import file_sha256
+from tracking_algs.errors import EventFormatError
 from tracking_algs.event import TrackCandidates
 from tracking_algs.finding.config import FindingConfig, GNNConfig, GraphConfig
 from tracking_algs.finding.finder import TrackFinder
@@ -61,6 +62,22 @@ def test_finder_finds_the_tracks_of_a_small_event(finder, event):
     assert purity > edge_metrics(result.edges["graph"], truth)[1]
     assert set(result.timing_ms) == {"features", "graph", "filter", "gnn", "building"}
     assert result.fit is None
+
+
+@pytest.mark.parametrize("column", ["x", "y", "z"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -1e300])
+def test_positions_that_are_not_finite_are_refused_naming_the_spacepoint(finder, event, column, value):
+    """A NaN, an infinite coordinate or one beyond float32's range (the features are float32) is an
+    ``EventFormatError`` naming the first such spacepoint's row and hit id, before any stage runs (the graph's KD-tree
+    would refuse it with no word of which hit)."""
+    spacepoints = event.spacepoints.take(np.arange(200))
+    spoiled = getattr(spacepoints, column).copy()
+    spoiled[[17, 90]] = value
+    bad = attrs.evolve(spacepoints, **{column: spoiled})
+    hit = spacepoints.hit_id[17]
+    expected = rf"^spacepoint row 17 \(hit_id {hit}\): x, y, z must be finite and within float32's range .*; got "
+    with pytest.raises(EventFormatError, match=rf"{expected}.*{column}={re.escape(str(value))}.*\(2 such rows\)$"):
+        finder.find(bad)
 
 
 def test_track_candidates_and_the_event_columns_refuse_labels_and_ids_with_fractions(event):

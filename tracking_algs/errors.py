@@ -8,7 +8,8 @@ class TrackingError(Exception):
 
 
 class EventFormatError(TrackingError, ValueError):
-    """An event file is malformed; the message names the file, and the row and column where known."""
+    """An event (its files, or the arrays given in Python) is malformed; the message names the file where there is one,
+    and the row and column where known."""
 
 
 class FittingError(TrackingError):

@@ -19,6 +19,11 @@ C = TypeVar("C", bound="Columns")
 ID_LIMITS = {"volume_id": 1_000, "layer_id": 1_000_000, "module_id": 1_000_000}
 
 
+#: The largest \|x\|, \|y\|, \|z\| of a spacepoint the tracking takes (mm): float32's largest number, as the finding
+#: computes in float32.
+MAX_COORDINATE = float(np.finfo(np.float32).max)
+
+
 def float_column(value: Any) -> np.ndarray:
     """``value`` as a float64 numpy array (the converter of floating-point columns)."""
     return np.asarray(value, dtype=np.float64)

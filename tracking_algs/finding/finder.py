@@ -14,7 +14,7 @@ from inference_iface import ConfigError, InferenceInterface, create_inference
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.finding.building import TrackBuilding
 from tracking_algs.finding.config import FindingConfig
-from tracking_algs.finding.features import orient_edges, spacepoint_features
+from tracking_algs.finding.features import check_positions, orient_edges, spacepoint_features
 from tracking_algs.finding.graph import GraphConstruction
 from tracking_algs.finding.model_dir import STAGES, load_model_card, recommended
 from tracking_algs.finding.stages import EdgeFiltering, GNNClassification
@@ -94,7 +94,9 @@ class TrackFinder:
         return cls(config, **interfaces, fitter=fitter, bfield_t=bfield_t)
 
     def find(self, spacepoints: Spacepoints) -> FindingResult:
-        """Run every stage on one event's spacepoints."""
+        """Run every stage on one event's spacepoints; positions that are not finite raise
+        :class:`~tracking_algs.errors.EventFormatError` naming the first such spacepoint."""
+        check_positions(spacepoints)
         timing: dict[str, float] = {}
         clock = time.perf_counter()
 

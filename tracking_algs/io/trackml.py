@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tracking_algs.errors import EventFormatError
-from tracking_algs.event import ID_LIMITS, Cells, Event, Particles, Spacepoints, Truth
+from tracking_algs.event import ID_LIMITS, MAX_COORDINATE, Cells, Event, Particles, Spacepoints, Truth
 from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.io.csv_table import check_rows, read_table, write_table
 
@@ -47,7 +47,6 @@ PARTICLES_COLUMNS = {"particle_id": _I, "vx": _F, "vy": _F, "vz": _F, "px": _F, 
 CELLS_COLUMNS = {"hit_id": _I, "ch0": _I, "ch1": _I, "value": _F}
 _HITS_FILE = re.compile(r"^event(\d{9,})-hits\.csv(?:\.gz)?$")
 #: The largest coordinate (mm) of a hit: the finder computes in float32.
-_MAX_COORDINATE = float(np.finfo(np.float32).max)
 #: What :func:`list_events` looks for, in words (for messages).
 EVENT_FILES = "eventNNNNNNNNN-hits.csv or eventNNNNNNNNN-hits.csv.gz"
 
@@ -129,8 +128,8 @@ def read_event(
         raise EventFormatError(f"{hits_path}: event {event_id} has no hits")
     check_rows(hits_path, hits, {name: (hits[name] >= 0) & (hits[name] < limit) for name, limit in ID_LIMITS.items()},
                {name: f"an id in [0, {limit})" for name, limit in ID_LIMITS.items()})  # fmt: skip
-    check_rows(hits_path, hits, {name: np.abs(hits[name]) <= _MAX_COORDINATE for name in "xyz"},
-               f"a coordinate within float32's range (|value| ≤ {_MAX_COORDINATE:.6g} mm; the tracking computes "
+    check_rows(hits_path, hits, {name: np.abs(hits[name]) <= MAX_COORDINATE for name in "xyz"},
+               f"a coordinate within float32's range (|value| ≤ {MAX_COORDINATE:.6g} mm; the tracking computes "
                "in float32)")  # fmt: skip
     _check_unique(hits_path, hits["hit_id"], "hit_id")
     if modules is None:
