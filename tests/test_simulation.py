@@ -26,6 +26,15 @@ def test_same_seed_same_event_different_seed_different():
     assert len(c.spacepoints) != len(a.spacepoints) or not np.array_equal(c.spacepoints.x, a.spacepoints.x)
 
 
+@pytest.mark.parametrize(("seed", "event_id", "name", "value"),
+                         [(-3, 0, "seed", "-3"), (4, -1, "event_id", "-1"), (4.0, 0, "seed", "4.0"),
+                          (True, 0, "seed", "True")])  # fmt: skip
+def test_a_seed_or_event_id_that_is_not_an_integer_from_0_is_refused_naming_it(seed, event_id, name, value):
+    with pytest.raises(ValueError, match=rf"^simulation {name} must be an integer ≥ 0, got {value}$"):
+        simulate_event(SimulationConfig(pileup=1), seed, event_id)
+    assert simulate_event(SimulationConfig(pileup=1), np.int64(4), np.int64(0)).event_id == 0
+
+
 def test_simulate_events_matches_simulate_event():
     config = SimulationConfig(pileup=2)
     events = list(simulate_events(config, 9, 3))

@@ -21,7 +21,14 @@ from tracking_algs.simulation.propagation import propagate
 
 def event_rng(seed: int, event_id: int) -> np.random.Generator:
     """The random generator of event ``event_id`` under ``seed``: the ``event_id``-th child of
-    ``SeedSequence(seed)``, so an event does not depend on which other events were made."""
+    ``SeedSequence(seed)``, so an event does not depend on which other events were made.
+
+    Raises:
+        ValueError: ``seed`` or ``event_id`` is not an integer ≥ 0 (naming which).
+    """
+    for name, value in (("seed", seed), ("event_id", event_id)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"simulation {name} must be an integer ≥ 0, got {value!r}")
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(event_id,)))
 
 
