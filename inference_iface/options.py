@@ -323,13 +323,19 @@ def _dotted(path: tuple[Any, ...]) -> str:
     return text.removeprefix(".")
 
 
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice most like ``word`` (a misspelt key or name), None where none is close (``difflib``, ratio ≥ 0.6)."""
+    match = difflib.get_close_matches(word, list(choices), 1, 0.6)
+    return match[0] if match else None
+
+
 def unknown_keys_message(unknown: Iterable[str], valid: Iterable[str], table: str = "", hint: str = "") -> str:
     """``unknown key(s) KEY, ... (TABLE.KEY, ...); valid keys are ...`` and, for an unknown key like a valid one,
     ``(did you mean TABLE.VALID?)``; ``table`` is the dotted name of the table that holds them (empty: the top level,
     where the key is its full name)."""
     unknown, valid = [str(key) for key in unknown], list(valid)
     prefix = f"{table}." if table else ""
-    close = [f"{prefix}{match[0]}" for key in unknown if (match := difflib.get_close_matches(key, valid, 1, 0.6))]
+    close = [f"{prefix}{match}" for key in unknown if (match := closest(key, valid))]
     guess = f" (did you mean {' or '.join(dict.fromkeys(close))}?)" if close else ""
     full = f" ({', '.join(prefix + key for key in unknown)})" if table else ""
     return f"unknown key(s) {', '.join(unknown)}{full}; valid keys are {', '.join(valid)}{hint}{guess}"

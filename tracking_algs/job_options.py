@@ -18,7 +18,6 @@ Moving inference to a server is one change: ``backend = "onnxruntime"`` → ``"t
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +27,7 @@ import attrs
 from inference_iface.checksums import file_sha256
 from inference_iface.errors import BackendUnavailableError, ConfigError
 from inference_iface.options import (
+    closest,
     integer,
     load_toml,
     structure,
@@ -338,8 +338,8 @@ def _check_triton_urls(config: Any, key: Callable[[str], str], where: str, what:
 def _check_backend_name(name: Any, key: str, backends: tuple[str, ...], where: str) -> None:
     if isinstance(name, str) and name in backends:
         return
-    close = difflib.get_close_matches(name, backends, 1, 0.6) if isinstance(name, str) else []
-    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    close = closest(name, backends) if isinstance(name, str) else None
+    guess = f" (did you mean {close!r}?)" if close else ""
     what = f"{name!r} is unknown" if isinstance(name, str) else f"must name a backend as a string, got {name!r}"
     table, _, field = key.rpartition(".")
     raise ConfigError(f"{where}: [{table}] {field} {what}; valid backends are {', '.join(backends)}{guess}")
