@@ -67,6 +67,9 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "onnxruntime": {"model_path": "{model_dir}/{stage}.onnx", "memory_pattern": False, "allow_spinning": False},
     "triton": {"model_name": "{stage}"},
 }
+#: The options of a backend's table that name files or directories (made absolute by :meth:`JobOptions.anchored`).
+PATH_OPTIONS = ("model_path", "fallback_model_path", "fallback_repository", "root_certificates", "private_key",
+                "certificate_chain")  # fmt: skip
 #: Values of ``[job] executor``.
 EXECUTORS = ("local", "dask")
 
@@ -164,6 +167,39 @@ class JobOptions:
                 named[f"finding.stages.{stage}.model_path"] = str(self.stage_inference(stage).get("model_path", ""))
         return {key: f"{Path(path).resolve()} sha256:{file_sha256(path)}" for key, path in named.items()
                 if path and Path(path).is_file()}  # fmt: skip
+
+    def anchored(self, directory: Path) -> JobOptions:
+        """These options with each relative path they name made absolute against ``directory``: ``job.detector``,
+        ``detector.file``, ``detector.field.map_file``, ``finding.model_dir`` (not a shipped set) and the
+        :data:`PATH_OPTIONS` of the backend tables (``[inference.*]``, ``[finding.stages.*]``; a path starting at
+        ``{model_dir}`` follows the model directory). Options handed to a process in another working directory (a
+        Dask worker) name the same files as here."""
+
+        def absolute(path: str) -> str:
+            return str(directory / path) if path and not Path(path).is_absolute() else path
+
+        def table(settings: Any) -> Any:
+            if not isinstance(settings, Mapping):
+                return settings
+            anchored = dict(settings)
+            for key in PATH_OPTIONS:
+                value = anchored.get(key)
+                if isinstance(value, str) and not value.startswith("{model_dir}"):
+                    anchored[key] = absolute(value)
+            return anchored
+
+        finding = self.finding
+        if str(finding.model_dir) not in SHIPPED_SETS:
+            finding = attrs.evolve(finding, model_dir=absolute(finding.model_dir))
+        field = attrs.evolve(self.detector.field, map_file=absolute(self.detector.field.map_file))
+        return attrs.evolve(
+            self,
+            job=attrs.evolve(self.job, detector=absolute(self.job.detector)),
+            detector=attrs.evolve(self.detector, file=absolute(self.detector.file), field=field),
+            finding=finding,
+            inference={key: table(value) for key, value in self.inference.items()},
+            stages={stage: table(settings) for stage, settings in self.stages.items()},
+        )
 
     def cylinder_detector(self) -> Detector:
         """The detector named by ``[job] detector`` (a TOML file), or the TrackML-like default."""

@@ -29,9 +29,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Any
 
 import attrs
 import dask.config
@@ -42,7 +41,6 @@ from tqdm import tqdm
 
 from tracking_algs.cores import pin_to_share
 from tracking_algs.errors import JobSetupError
-from tracking_algs.finding.model_dir import SHIPPED_SETS
 from tracking_algs.job import dask_worker_start
 from tracking_algs.job.dask_setup import DaskClusterLost
 from tracking_algs.job.outcome import LazyProcessor, Outcome
@@ -60,9 +58,6 @@ NO_WORKERS_TIMEOUT = "trkx.no-workers-timeout"
 DEFAULT_NO_WORKERS_TIMEOUT = "60s"
 #: Seconds between two looks at the scheduler's workers while the job runs.
 WATCH_INTERVAL_S = 1.0
-#: The options of an inference backend's table that name files or directories.
-PATH_OPTIONS = ("model_path", "fallback_model_path", "fallback_repository", "root_certificates", "private_key",
-                "certificate_chain")  # fmt: skip
 
 
 def dask_outcomes(
@@ -136,39 +131,12 @@ def _no_workers_timeout() -> float | None:
 
 
 def _anchored(options: JobOptions, source: EventSource, cwd: Path) -> tuple[JobOptions, EventSource]:
-    """``options`` and ``source`` with the relative paths they name made absolute against ``cwd``: what the workers
-    get, since a worker resolves a path against its own working directory."""
-
-    def absolute(path: str) -> str:
-        return str(cwd / path) if path and not Path(path).is_absolute() else path
-
-    def table(settings: Any) -> Any:
-        if not isinstance(settings, Mapping):
-            return settings
-        anchored = dict(settings)
-        for key in PATH_OPTIONS:
-            value = anchored.get(key)
-            if isinstance(value, str) and not value.startswith("{model_dir}"):  # the model directory is made absolute
-                anchored[key] = absolute(value)
-        return anchored
-
-    finding = options.finding
-    if str(finding.model_dir) not in SHIPPED_SETS:
-        finding = attrs.evolve(finding, model_dir=absolute(finding.model_dir))
-    detector = options.detector
-    detector = attrs.evolve(detector, file=absolute(detector.file),
-                            field=attrs.evolve(detector.field, map_file=absolute(detector.field.map_file)))  # fmt: skip
-    options = attrs.evolve(
-        options,
-        job=attrs.evolve(options.job, detector=absolute(options.job.detector)),
-        detector=detector,
-        finding=finding,
-        inference={key: table(value) for key, value in options.inference.items()},
-        stages={stage: table(settings) for stage, settings in options.stages.items()},
-    )
+    """``options`` and ``source`` with the relative paths they name made absolute against ``cwd``
+    (:meth:`JobOptions.anchored`): what the workers get, since a worker resolves a path against its own working
+    directory."""
     if isinstance(source, DirectorySource) and not source.directory.is_absolute():
         source = attrs.evolve(source, directory=cwd / source.directory)
-    return options, source
+    return options.anchored(cwd), source
 
 
 @contextlib.contextmanager
