@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         report = None  # where the report cannot be written, the fragments are whole: --resume writes it again
         try:
-            report = write_report(store, options, source.event_ids())
+            report = write_report(store, options, summary.processed + summary.skipped)  # the input's, finished
         except OSError as error:
             summary = attrs.evolve(summary, stopped_by=summary.stopped_by
                                    or f"cannot write the report ({os_error_text(error)})")  # fmt: skip

@@ -55,9 +55,10 @@ def run_events(
     lost Dask cluster and a fragment that cannot be written stop the loop, and are reported in
     ``JobSummary.stopped_by`` after the finished events are saved."""
     done = store.finished_ids()
-    todo = [event_id for event_id in source.event_ids() if event_id not in done]
-    store.forget_failures_outside(source.event_ids())
-    skipped = tuple(sorted(done & set(source.event_ids())))
+    event_ids = source.event_ids()  # listed once: the job's events, whatever the input directory does meanwhile
+    todo = [event_id for event_id in event_ids if event_id not in done]
+    store.forget_failures_outside(event_ids)
+    skipped = tuple(sorted(done & set(event_ids)))
     processed: list[int] = []
     failed: list[EventFailure] = []
     stopped_by = None
