@@ -95,6 +95,44 @@ def test_a_fragment_that_cannot_be_written_leaves_nothing_behind(tmp_path):
     assert list((output / "events").iterdir()) == []
 
 
+INTERRUPTED_SAVE = """
+import signal, sys
+import numpy as np
+from tracking_algs.commands.interrupts import terminate_as_interrupt
+from tracking_algs.job.store import EventResult, ResultStore
+
+class Interrupting:
+    \"\"\"Fitted values that send the signal named on the command line to this process as the store reads them.\"\"\"
+
+    def __array__(self, dtype=None, copy=None):
+        signal.raise_signal(getattr(signal, sys.argv[2]))
+        return np.arange(5.0)
+
+store = ResultStore(sys.argv[1])
+store.events_dir.mkdir(parents=True)
+fitted = {"before": np.zeros(3), "interrupting": Interrupting(), "after": np.ones(3)}
+with terminate_as_interrupt():
+    try:
+        store.save(EventResult(0, np.arange(10), np.zeros(10, int), {"graph": 1.0}, {}, fitted=fitted))
+    except KeyboardInterrupt:
+        print("interrupted", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_an_interrupt_while_a_fragment_is_written_waits_for_it(tmp_path, signal_name):
+    """Ctrl-C or SIGTERM (as a job takes it) that arrives while the store writes a finished event's fragment stops
+    the job once the fragment is whole: the event is kept, the interrupt is raised after, the handlers are back, and
+    nothing is printed (an interrupted zip writer complained on stderr as it was collected)."""
+    output = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_SAVE, str(output), signal_name], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert (done.stdout, done.stderr) == ("interrupted True\n", "")
+    (result,) = ResultStore(output).results()
+    assert result.fitted.keys() == {"before", "interrupting", "after"}
+    np.testing.assert_array_equal(result.fitted["interrupting"], np.arange(5.0))
+
+
 # ---- damaged fragments and failure records
 
 

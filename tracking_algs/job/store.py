@@ -26,7 +26,7 @@ import numpy as np
 
 from inference_iface.errors import ConfigError
 from inference_iface.options import describe_differences, option_differences
-from tracking_algs.io.atomic import write_atomically
+from tracking_algs.io.atomic import interrupts_held, write_atomically
 
 #: The effective options of the job in an output directory.
 OPTIONS_FILE = "job_options.json"
@@ -168,7 +168,8 @@ class ResultStore:
                 self._fragment(failure.event_id, ".failed.json").unlink(missing_ok=True)
 
     def save(self, result: EventResult) -> None:
-        """Write one event's fragment atomically and forget any earlier failure of it."""
+        """Write one event's fragment atomically and forget any earlier failure of it; Ctrl-C or SIGTERM meanwhile
+        waits until both are done (:func:`~tracking_algs.io.atomic.interrupts_held`)."""
         meta = {"timing_ms": result.timing_ms, "edges": result.edges, "backend": result.backend}
         arrays = {
             "hit_id": result.hit_id,
@@ -177,14 +178,18 @@ class ResultStore:
         }
         arrays |= {f"fitted.{key}": value for key, value in result.fitted.items()}
         arrays |= {f"truth.{key}": value for key, value in result.truth.items()}
-        content = io.BytesIO()  # in memory: a write that fails (a full disk) leaves no half-written zip behind
-        np.savez(content, **arrays)
-        write_atomically(self._fragment(result.event_id, ".npz"), content.getvalue())
-        self._fragment(result.event_id, ".failed.json").unlink(missing_ok=True)
+        with interrupts_held():  # milliseconds: a finished event is kept whole, then the interrupt stops the job
+            content = io.BytesIO()  # in memory: a write that fails (a full disk) leaves no half-written zip behind
+            np.savez(content, **arrays)
+            write_atomically(self._fragment(result.event_id, ".npz"), content.getvalue())
+            self._fragment(result.event_id, ".failed.json").unlink(missing_ok=True)
 
     def save_failure(self, failure: EventFailure) -> None:
         """Record that an event was skipped."""
-        write_atomically(self._fragment(failure.event_id, ".failed.json"), json.dumps(attrs.asdict(failure)).encode())
+        with interrupts_held():
+            write_atomically(
+                self._fragment(failure.event_id, ".failed.json"), json.dumps(attrs.asdict(failure)).encode()
+            )
 
     def results(self, among: Collection[int] | None = None) -> Iterator[EventResult]:
         """Every finished event (of those in ``among``, when given), in event-id order."""
