@@ -79,7 +79,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         (["--simulate", "1", "--set", "job.seed=-3"], "--set job.seed=-3: 'seed' must be >= 0: -3"),
         (["--simulate", "1", "--set", "job.jobs=0"], "--set job.jobs=0: 'jobs' must be >= 1: 0"),
         (["--set", "job.events=0"], "--set job.events=0: 'events' must be >= 1: 0"),
-        (["--simulate", "1", "--set", "performance.min_hits=0"], "[performance] min_hits must be an integer ≥ 1"),
+        (["--simulate", "1", "--set", "performance.min_hits=0"], "'min_hits' must be >= 1: 0 @ $.performance"),
         (
             ["--simulate", "1", "--set", "finding.graph.radius=abc"],
             "--set finding.graph.radius=abc: expected a number, got 'abc'",

@@ -318,7 +318,6 @@ def job_options_from_dict(data: Mapping[str, Any], where: str = "options") -> Jo
     options = structure(data, JobOptions, where=where)
     _check_inference(options, where)
     _check_contradictions(options, where)
-    _check_performance(options.performance, where)
     _check_files(options, where)
     _check_field_map(options, where)
     _check_served_field(options, where)
@@ -398,15 +397,6 @@ def _check_contradictions(options: JobOptions, where: str) -> None:
             f"{where}: {keys}: [fitting.options] is handed to a plug-in fitter's factory, and hook = 'kalman' takes "
             "none; the built-in fitter's options go in [fitting.kalman] (or set hook = 'package.module:factory')"
         )
-
-
-def _check_performance(selection: ParticleSelection, where: str) -> None:
-    """The particle selection of the efficiencies: pT and |eta| bounds ≥ 0 and > 0, at least one hit."""
-    checks = (("pt_min", selection.pt_min >= 0, "a number ≥ 0 (GeV)"), ("eta_max", selection.eta_max > 0,
-              "a number > 0"), ("min_hits", selection.min_hits >= 1, "an integer ≥ 1"))  # fmt: skip
-    for key, good, expected in checks:
-        if not good:
-            raise ConfigError(f"{where}: [performance] {key} must be {expected}, got {getattr(selection, key)}")
 
 
 def _check_files(options: JobOptions, where: str) -> None:

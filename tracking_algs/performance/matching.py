@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import attrs
 import numpy as np
 
+from inference_iface.options import finite, integer
 from tracking_algs.event import Event, TrackCandidates
 from tracking_algs.performance.lookup import particle_rows
 from tracking_algs.ranges import first_of_runs
@@ -32,11 +33,14 @@ class TrackStatus(enum.IntEnum):
 
 @attrs.frozen(kw_only=True)
 class ParticleSelection:
-    """Particles the efficiency is measured on: pT > ``pt_min`` GeV, |eta| < ``eta_max``, ≥ ``min_hits`` hits."""
+    """Particles the efficiency is measured on: pT > ``pt_min`` GeV, |eta| < ``eta_max``, ≥ ``min_hits`` hits.
 
-    pt_min: float = 1.0
-    eta_max: float = 4.0
-    min_hits: int = 5
+    Raises ``TypeError`` or ``ValueError`` for a value that is not a finite number ≥ 0 (``pt_min``), > 0
+    (``eta_max``), or an integer ≥ 1 (``min_hits``)."""
+
+    pt_min: float = attrs.field(default=1.0, validator=[finite, attrs.validators.ge(0.0)])
+    eta_max: float = attrs.field(default=4.0, validator=[finite, attrs.validators.gt(0.0)])
+    min_hits: int = attrs.field(default=5, validator=[integer, attrs.validators.ge(1)])
 
     def select(self, pt: np.ndarray, eta: np.ndarray, nhits: np.ndarray) -> np.ndarray:
         """Boolean mask of the particles passing the selection."""
