@@ -9,8 +9,10 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 from backends.triton_config import TritonConfig
@@ -19,8 +21,11 @@ from inference_iface.options import tomllib
 from tracking_algs.finding.config import FindingConfig, GNNConfig, GraphConfig, PairCuts
 from tracking_algs.finding.model_dir import SHIPPED_MODULES_DIR, load_model_card
 from tracking_algs.fitting.config import KalmanConfig
+from tracking_algs.fitting.selection import TrackSelection
 from tracking_algs.job_options import JobConfig, JobOptions, load_job_options
-from tracking_algs.magnetic_field import SolenoidField
+from tracking_algs.magnetic_field import FieldConfig, SolenoidField
+from tracking_algs.performance import ParticleSelection
+from tracking_algs.simulation import SimulationConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 _SCRIPT = Path(sys.executable).with_name("trkx")
@@ -411,6 +416,13 @@ def test_a_resumed_job_takes_a_number_written_either_way_and_refuses_a_bad_optio
         (lambda: TritonConfig(retry_backoff_s=math.inf), r"'retry_backoff_s' must be a finite number"),
         (lambda: TritonConfig(tls=1), r"'tls' must be <class 'bool'> \(got 1 that is a <class 'int'>\)"),
         (lambda: JobConfig(events="5"), r"'events' must be an integer, got '5'"),
+        (lambda: SimulationConfig(pileup=math.inf), r"'pileup' must be a finite number: inf"),
+        (lambda: SimulationConfig(module_noise_volumes=(7.5,)), r"'module_noise_volumes' must be an integer"),
+        (lambda: TrackSelection(min_hits=4.5), r"'min_hits' must be an integer, got 4\.5"),
+        (lambda: TrackSelection(enabled="no"), r"'enabled' must be <class 'bool'> \(got 'no'"),
+        (lambda: FieldConfig(solenoid_radius_mm="1e3"), r"'solenoid_radius_mm' must be a number"),
+        (lambda: ParticleSelection(pt_min=-0.5), r"'pt_min' must be >= 0\.0: -0\.5"),
+        (lambda: ParticleSelection(min_hits=0), r"'min_hits' must be >= 1: 0"),
         (lambda: JobConfig(executor="dusk"), r"'executor' must be in \('local', 'dask'\) \(got 'dusk'\)"),
         (lambda: JobOptions(finding={"graph": {}}), r"'finding' must be <class '[\w.]+FindingConfig'>"),
         (lambda: JobOptions(inference=["onnxruntime"]), r"'inference' must be <class 'collections.abc.Mapping'>"),
@@ -423,6 +435,37 @@ def test_options_built_in_python_name_the_key_and_what_it_takes(build, expected)
     with pytest.raises((TypeError, ValueError), match=expected):
         build()
     assert GraphConfig(radius=2, k_max=32).radius == 2  # an integer is a number
+
+
+#: A value of another kind for each kind of option: a flag, a count, a number, a text, a list of numbers
+WRONG_KINDS = {bool: ["yes", 1], int: [2.5, "3", True], float: ["3", True, math.nan], str: [3], tuple: ["ab", (1.5,)]}
+
+
+def _option_leaves(options: object, key: str = "") -> Iterator[tuple[str, object, attrs.Attribute]]:
+    """(dotted key, the option class holding it, its field) of every option below ``options``."""
+    for field in attrs.fields(type(options)):
+        value = getattr(options, field.name)
+        if attrs.has(type(value)):
+            yield from _option_leaves(value, f"{key}{field.name}.")
+        else:
+            yield f"{key}{field.name}", options, field
+
+
+def test_every_option_built_in_python_refuses_a_value_of_another_kind():
+    """Every option of the job, down to the simulation, the track selection, the field and the particle selection,
+    refuses a value of another kind when its class is built in Python: a flag given a string or 1, a count given
+    2.5 or True, a number given a string, True or NaN."""
+    accepted = []
+    for key, holder, field in _option_leaves(JobOptions()):
+        default = getattr(holder, field.name)
+        for wrong in WRONG_KINDS.get(type(default), []):
+            try:
+                attrs.evolve(holder, **{field.name: wrong})
+            except (TypeError, ValueError):
+                continue
+            accepted.append(f"{key} = {wrong!r}")
+    assert accepted == []
+    assert len(list(_option_leaves(JobOptions()))) > 100  # the walk reaches the nested classes
 
 
 def test_a_stage_table_is_named_in_full():

@@ -55,27 +55,6 @@ def run(hit_particles, labels, **kwargs) -> MatchResult:
     return match_tracks(make_event(hit_particles), TrackCandidates(np.asarray(labels)), **kwargs)
 
 
-@pytest.mark.parametrize(
-    ("fields", "error", "message"),
-    [
-        ({"pt_min": -0.5}, ValueError, "'pt_min' must be >= 0.0"),
-        ({"pt_min": math.nan}, ValueError, "'pt_min' must be a finite number"),
-        ({"eta_max": 0.0}, ValueError, "'eta_max' must be > 0.0"),
-        ({"eta_max": "4"}, TypeError, "'eta_max' must be a number"),
-        ({"min_hits": 0}, ValueError, "'min_hits' must be >= 1"),
-        ({"min_hits": 4.5}, TypeError, "'min_hits' must be an integer"),
-    ],
-)
-def test_a_particle_selection_names_a_bad_value(fields, error, message):
-    """The particle selection of the efficiencies refuses, naming the field, a bound that is not a finite number of
-    its range or a hit count that is not an integer ≥ 1, built in Python as from the job options."""
-    with pytest.raises(error, match=message):
-        ParticleSelection(**fields)
-    assert ParticleSelection(pt_min=np.float32(0.5), min_hits=np.int64(3)).select(
-        np.array([0.4, 0.6]), np.zeros(2), np.array([3, 3])
-    ).tolist() == [False, True]
-
-
 def test_perfect_tracks():
     result = run([1] * 6 + [2] * 7, [10] * 6 + [20] * 7)
     assert result.track_status.tolist() == [M, M]

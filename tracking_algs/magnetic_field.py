@@ -30,6 +30,7 @@ import attrs
 import numpy as np
 from scipy.special import ellipe, ellipk
 
+from inference_iface.options import finite, integer
 from tracking_algs.errors import EventFormatError
 from tracking_algs.geometry import HELIX_CONSTANT, Detector
 
@@ -106,8 +107,8 @@ class Stepping:
     (:func:`step_miss`) is taken in as many equal pieces as bring it within that, at most ``max_pieces``.  The
     default takes one step per surface."""
 
-    tolerance_mm: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))
-    max_pieces: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    tolerance_mm: float = attrs.field(default=0.0, validator=[finite, attrs.validators.ge(0.0)])
+    max_pieces: int = attrs.field(default=1, validator=[integer, attrs.validators.ge(1)])
 
     def pieces(self, miss_mm: np.ndarray) -> np.ndarray:
         """Into how many pieces [N] to cut steps whose single midpoint step misses by ``miss_mm`` [N]."""
@@ -174,8 +175,8 @@ class SolenoidField(AxialField):
     """The field of an ideal finite solenoid along z (module docstring), ``centre_t`` tesla at the origin."""
 
     centre_t: float = 2.0
-    radius_mm: float = attrs.field(default=1200.0, validator=attrs.validators.gt(0.0))
-    length_mm: float = attrs.field(default=6000.0, validator=attrs.validators.gt(0.0))
+    radius_mm: float = attrs.field(default=1200.0, validator=[finite, attrs.validators.gt(0.0)])
+    length_mm: float = attrs.field(default=6000.0, validator=[finite, attrs.validators.gt(0.0)])
 
     @property
     def uniform(self) -> bool:
@@ -229,10 +230,10 @@ class FieldConfig:
     kind: Literal["uniform", "solenoid", "map"] = attrs.field(
         default="uniform", validator=attrs.validators.in_(("uniform", "solenoid", "map"))
     )
-    solenoid_radius_mm: float = attrs.field(default=1200.0, validator=attrs.validators.gt(0.0))
-    solenoid_length_mm: float = attrs.field(default=6000.0, validator=attrs.validators.gt(0.0))
-    map_file: str = attrs.field(default="")
-    map_mirror_z: bool = attrs.field(default=False)
+    solenoid_radius_mm: float = attrs.field(default=1200.0, validator=[finite, attrs.validators.gt(0.0)])
+    solenoid_length_mm: float = attrs.field(default=6000.0, validator=[finite, attrs.validators.gt(0.0)])
+    map_file: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    map_mirror_z: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
     @map_file.validator
     def _map_file_with_kind(self, _attribute: attrs.Attribute, map_file: str) -> None:

@@ -91,10 +91,12 @@ class FittingConfig:
     handed to a plug-in factory) and ``selection`` (which fitted tracks the job keeps,
     :class:`~tracking_algs.fitting.selection.TrackSelection`; any fitter's results)."""
 
-    hook: str = attrs.field(default="kalman")
-    kalman: KalmanConfig = attrs.field(factory=KalmanConfig)
-    options: dict[str, Any] = attrs.field(factory=dict)
-    selection: TrackSelection = attrs.field(factory=TrackSelection)
+    hook: str = attrs.field(default="kalman", validator=attrs.validators.instance_of(str))
+    kalman: KalmanConfig = attrs.field(factory=KalmanConfig, validator=attrs.validators.instance_of(KalmanConfig))
+    options: dict[str, Any] = attrs.field(factory=dict, validator=attrs.validators.instance_of(Mapping))
+    selection: TrackSelection = attrs.field(
+        factory=TrackSelection, validator=attrs.validators.instance_of(TrackSelection)
+    )
 
     @hook.validator
     def _valid_hook(self, _attribute: attrs.Attribute, value: str) -> None:

@@ -35,6 +35,7 @@ from attrs import validators as v
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from inference_iface.options import finite, integer
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.extension import proposed_hits
 from tracking_algs.fitting.results import FitResults, FitStatus, closest_points, combined, transverse_momentum
@@ -95,30 +96,30 @@ class TrackSelection:
     cuts above with a fitted transverse momentum of at least ``rebuild_min_pt_gev`` and a p-value of at least
     ``rebuild_min_pvalue`` are written as new tracks (:meth:`_rebuilt`)."""
 
-    enabled: bool = True
-    min_pvalue: float = attrs.field(default=1e-3, validator=[v.ge(0.0), v.le(1.0)])
-    drop_outliers: bool = True
-    min_hits: int = attrs.field(default=5, validator=v.ge(1))
-    min_pt_gev: float = attrs.field(default=0.4, validator=v.ge(0.0))
-    max_split_chi2: float = attrs.field(default=20.52, validator=v.ge(0.0))
-    merge_split: bool = False
-    rescue_outliers: bool = False
-    follow_tracks: bool = False
-    follow_chi2: float = attrs.field(default=9.0, validator=v.gt(0.0))
-    follow_window_sigmas: float = attrs.field(default=5.0, validator=v.gt(0.0))
-    follow_max_window_mm: float = attrs.field(default=50.0, validator=v.gt(0.0))
-    extend_tracks: bool = False
-    extension_reach_mm: float = attrs.field(default=800.0, validator=v.gt(0.0))
-    extension_circle_mm: float = attrs.field(default=3.0, validator=v.gt(0.0))
-    extension_line_mm: float = attrs.field(default=5.0, validator=v.gt(0.0))
-    extension_rounds: int = attrs.field(default=1, validator=v.ge(1))
-    join_pieces: bool = False
-    slow_pt_gev: float = attrs.field(default=0.0, validator=v.ge(0.0))
-    slow_min_hits: int = attrs.field(default=7, validator=v.ge(1))
-    rebuild_free_hits: bool = False
-    rebuild_min_score: float = attrs.field(default=0.5, validator=[v.ge(0.0), v.le(1.0)])
-    rebuild_min_pt_gev: float = attrs.field(default=1.0, validator=v.ge(0.0))
-    rebuild_min_pvalue: float = attrs.field(default=0.1, validator=[v.ge(0.0), v.le(1.0)])
+    enabled: bool = attrs.field(default=True, validator=v.instance_of(bool))
+    min_pvalue: float = attrs.field(default=1e-3, validator=[finite, v.ge(0.0), v.le(1.0)])
+    drop_outliers: bool = attrs.field(default=True, validator=v.instance_of(bool))
+    min_hits: int = attrs.field(default=5, validator=[integer, v.ge(1)])
+    min_pt_gev: float = attrs.field(default=0.4, validator=[finite, v.ge(0.0)])
+    max_split_chi2: float = attrs.field(default=20.52, validator=[finite, v.ge(0.0)])
+    merge_split: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    rescue_outliers: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    follow_tracks: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    follow_chi2: float = attrs.field(default=9.0, validator=[finite, v.gt(0.0)])
+    follow_window_sigmas: float = attrs.field(default=5.0, validator=[finite, v.gt(0.0)])
+    follow_max_window_mm: float = attrs.field(default=50.0, validator=[finite, v.gt(0.0)])
+    extend_tracks: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    extension_reach_mm: float = attrs.field(default=800.0, validator=[finite, v.gt(0.0)])
+    extension_circle_mm: float = attrs.field(default=3.0, validator=[finite, v.gt(0.0)])
+    extension_line_mm: float = attrs.field(default=5.0, validator=[finite, v.gt(0.0)])
+    extension_rounds: int = attrs.field(default=1, validator=[integer, v.ge(1)])
+    join_pieces: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    slow_pt_gev: float = attrs.field(default=0.0, validator=[finite, v.ge(0.0)])
+    slow_min_hits: int = attrs.field(default=7, validator=[integer, v.ge(1)])
+    rebuild_free_hits: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    rebuild_min_score: float = attrs.field(default=0.5, validator=[finite, v.ge(0.0), v.le(1.0)])
+    rebuild_min_pt_gev: float = attrs.field(default=1.0, validator=[finite, v.ge(0.0)])
+    rebuild_min_pvalue: float = attrs.field(default=0.1, validator=[finite, v.ge(0.0), v.le(1.0)])
 
     def apply(
         self,

@@ -7,14 +7,15 @@ from typing import Literal
 import attrs
 from attrs import validators as v
 
+from inference_iface.options import finite, integer
 from tracking_algs.magnetic_field import Stepping
 
-_non_negative = v.ge(0.0)
+_non_negative = [finite, v.ge(0.0)]
 #: The largest mean pile-up and mean particles per interaction taken (five times the HL-LHC's 200 interactions): a
 #: larger mean would only exhaust the memory, or the Poisson draw's range (about 1e19)
 MAX_MEAN_COUNT = 1000.0
-_mean_count = [_non_negative, v.le(MAX_MEAN_COUNT)]
-_probability = [v.ge(0.0), v.le(1.0)]
+_mean_count = [*_non_negative, v.le(MAX_MEAN_COUNT)]
+_probability = [*_non_negative, v.le(1.0)]
 
 #: Noise hits per particle hit of the event, per volume, in the real TrackML data: measured on the challenge's
 #: ``event000000001`` sub-sample (``../shared/trackml/sample``: 548 particles, 4698 particle hits, 829 noise hits,
@@ -95,31 +96,35 @@ class SimulationConfig:
     particles_per_interaction: float = attrs.field(
         default=attrs.Factory(_default_particles_per_interaction, takes_self=True), validator=_mean_count
     )
-    pt_spectrum_p0_gev: float = attrs.field(default=1.0, validator=v.gt(0.0))
-    pt_spectrum_power: float = attrs.field(default=7.0, validator=v.gt(3.0))
-    pt_min_gev: float = attrs.field(default=0.1, validator=v.gt(0.0))
-    eta_max: float = attrs.field(default=4.0, validator=v.gt(0.0))
+    pt_spectrum_p0_gev: float = attrs.field(default=1.0, validator=[finite, v.gt(0.0)])
+    pt_spectrum_power: float = attrs.field(default=7.0, validator=[finite, v.gt(3.0)])
+    pt_min_gev: float = attrs.field(default=0.1, validator=[finite, v.gt(0.0)])
+    eta_max: float = attrs.field(default=4.0, validator=[finite, v.gt(0.0)])
     beam_spot_sigma_xy_mm: float = attrs.field(default=0.0125, validator=_non_negative)
     beam_spot_sigma_z_mm: float = attrs.field(default=50.0, validator=_non_negative)
-    signal: bool = True
-    signal_jets: int = attrs.field(default=4, validator=v.ge(0))
-    signal_tracks_per_jet: int = attrs.field(default=10, validator=v.ge(0))
-    signal_pt_min_gev: float = attrs.field(default=1.0, validator=v.gt(0.0))
-    signal_pt_slope_gev: float = attrs.field(default=5.0, validator=v.gt(0.0))
-    signal_jet_eta_max: float = attrs.field(default=2.5, validator=v.gt(0.0))
+    signal: bool = attrs.field(default=True, validator=v.instance_of(bool))
+    signal_jets: int = attrs.field(default=4, validator=[integer, v.ge(0)])
+    signal_tracks_per_jet: int = attrs.field(default=10, validator=[integer, v.ge(0)])
+    signal_pt_min_gev: float = attrs.field(default=1.0, validator=[finite, v.gt(0.0)])
+    signal_pt_slope_gev: float = attrs.field(default=5.0, validator=[finite, v.gt(0.0)])
+    signal_jet_eta_max: float = attrs.field(default=2.5, validator=[finite, v.gt(0.0)])
     signal_jet_width: float = attrs.field(default=0.1, validator=_non_negative)
     hit_inefficiency: float = attrs.field(default=0.01, validator=_probability)
     noise_fraction: float = attrs.field(default=0.05, validator=_non_negative)
-    multiple_scattering: bool = True
-    energy_loss: bool = False
+    multiple_scattering: bool = attrs.field(default=True, validator=v.instance_of(bool))
+    energy_loss: bool = attrs.field(default=False, validator=v.instance_of(bool))
     step_tolerance_mm: float = attrs.field(default=0.002, validator=_non_negative)
-    max_step_pieces: int = attrs.field(default=16, validator=v.ge(1))
-    hit_smearing: bool = True
-    looper_max_turns: float = attrs.field(default=0.5, validator=v.gt(0.0))
+    max_step_pieces: int = attrs.field(default=16, validator=[integer, v.ge(1)])
+    hit_smearing: bool = attrs.field(default=True, validator=v.instance_of(bool))
+    looper_max_turns: float = attrs.field(default=0.5, validator=[finite, v.gt(0.0)])
     particle_mass_gev: float = attrs.field(default=0.13957, validator=_non_negative)
-    module_noise_volumes: tuple[int, ...] = attrs.field(default=TRACKML_NOISE_VOLUMES, converter=tuple)
+    module_noise_volumes: tuple[int, ...] = attrs.field(
+        default=TRACKML_NOISE_VOLUMES, converter=tuple, validator=v.deep_iterable(integer)
+    )
     module_noise_per_particle_hit: tuple[float, ...] = attrs.field(
-        default=TRACKML_NOISE_PER_PARTICLE_HIT, converter=tuple, validator=_same_length_as_volumes
+        default=TRACKML_NOISE_PER_PARTICLE_HIT,
+        converter=tuple,
+        validator=[v.deep_iterable(finite), _same_length_as_volumes],
     )
     nuclear_interactions_per_x0: float = attrs.field(default=SILICON_X0_OVER_LAMBDA, validator=_non_negative)
     hadronic_multiplicity: float = attrs.field(default=3.0, validator=_non_negative)
