@@ -20,6 +20,7 @@ from inference_iface import ConfigError
 from inference_iface.options import tomllib
 from tracking_algs.finding.config import FindingConfig, GNNConfig, GraphConfig, PairCuts
 from tracking_algs.finding.model_dir import SHIPPED_MODULES_DIR, load_model_card
+from tracking_algs.finding.training import DataConfig, EmbeddingTraining, TrainConfig
 from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.selection import TrackSelection
 from tracking_algs.job_options import JobConfig, JobOptions, load_job_options
@@ -423,6 +424,8 @@ def test_a_resumed_job_takes_a_number_written_either_way_and_refuses_a_bad_optio
         (lambda: FieldConfig(solenoid_radius_mm="1e3"), r"'solenoid_radius_mm' must be a number"),
         (lambda: ParticleSelection(pt_min=-0.5), r"'pt_min' must be >= 0\.0: -0\.5"),
         (lambda: ParticleSelection(min_hits=0), r"'min_hits' must be >= 1: 0"),
+        (lambda: DataConfig(pileups=(200.0, "20")), r"'pileups' must be a number, got '20'"),
+        (lambda: EmbeddingTraining(hidden=(64, 64.5)), r"'hidden' must be an integer, got 64\.5"),
         (lambda: JobConfig(executor="dusk"), r"'executor' must be in \('local', 'dask'\) \(got 'dusk'\)"),
         (lambda: JobOptions(finding={"graph": {}}), r"'finding' must be <class '[\w.]+FindingConfig'>"),
         (lambda: JobOptions(inference=["onnxruntime"]), r"'inference' must be <class 'collections.abc.Mapping'>"),
@@ -437,8 +440,8 @@ def test_options_built_in_python_name_the_key_and_what_it_takes(build, expected)
     assert GraphConfig(radius=2, k_max=32).radius == 2  # an integer is a number
 
 
-#: A value of another kind for each kind of option: a flag, a count, a number, a text, a list of numbers
-WRONG_KINDS = {bool: ["yes", 1], int: [2.5, "3", True], float: ["3", True, math.nan], str: [3], tuple: ["ab", (1.5,)]}
+#: Values of another kind for each kind of option: a flag, a count, a number, a text, a tuple of numbers
+WRONG_KINDS = {bool: ["yes", 1], int: [2.5, "3", True], float: ["3", True, math.nan], str: [3], tuple: ["ab", ("x",)]}
 
 
 def _option_leaves(options: object, key: str = "") -> Iterator[tuple[str, object, attrs.Attribute]]:
@@ -451,21 +454,22 @@ def _option_leaves(options: object, key: str = "") -> Iterator[tuple[str, object
             yield f"{key}{field.name}", options, field
 
 
-def test_every_option_built_in_python_refuses_a_value_of_another_kind():
-    """Every option of the job, down to the simulation, the track selection, the field and the particle selection,
-    refuses a value of another kind when its class is built in Python: a flag given a string or 1, a count given
-    2.5 or True, a number given a string, True or NaN."""
+@pytest.mark.parametrize("root", [JobOptions, TrainConfig])
+def test_every_option_built_in_python_refuses_a_value_of_another_kind(root):
+    """Every option of a job (down to the simulation, the track selection, the field and the particle selection) and
+    of a training refuses a value of another kind when its class is built in Python: a flag given a string or 1, a
+    count given 2.5 or True, a number given a string, True or NaN, a tuple of numbers given text."""
+    leaves = list(_option_leaves(root()))
     accepted = []
-    for key, holder, field in _option_leaves(JobOptions()):
-        default = getattr(holder, field.name)
-        for wrong in WRONG_KINDS.get(type(default), []):
+    for key, holder, field in leaves:
+        for wrong in WRONG_KINDS.get(type(getattr(holder, field.name)), []):
             try:
                 attrs.evolve(holder, **{field.name: wrong})
             except (TypeError, ValueError):
                 continue
             accepted.append(f"{key} = {wrong!r}")
     assert accepted == []
-    assert len(list(_option_leaves(JobOptions()))) > 100  # the walk reaches the nested classes
+    assert len(leaves) > 40  # the walk reaches the nested classes
 
 
 def test_a_stage_table_is_named_in_full():

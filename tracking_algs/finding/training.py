@@ -41,7 +41,7 @@ from attrs import validators as v
 from scipy.spatial import cKDTree
 from tqdm import tqdm
 
-from inference_iface.options import describe_differences, option_differences, unstructure
+from inference_iface.options import describe_differences, finite, integer, option_differences, unstructure
 from tracking_algs.errors import CheckpointError
 from tracking_algs.event import Event, Spacepoints
 from tracking_algs.finding.compaction import PrincipalAxes, compact_models, principal_axes
@@ -66,7 +66,7 @@ VALIDATION_SEED_MIN = 1_000_000
 
 #: every pile-up of a list: a mean the simulation takes (0 to ``MAX_MEAN_COUNT``), checked with the options rather
 #: than when the events of that pile-up are simulated, minutes into a training
-_pileup_values = v.deep_iterable(member_validator=[v.ge(0.0), v.le(MAX_MEAN_COUNT)])
+_pileup_values = v.deep_iterable(member_validator=[finite, v.ge(0.0), v.le(MAX_MEAN_COUNT)])
 
 
 @attrs.frozen(kw_only=True)
@@ -90,25 +90,27 @@ class DataConfig:
     )
     #: pile-up of the training events, in turn: event i has ``pileups[i % len(pileups)]``
     pileups: tuple[float, ...] = attrs.field(default=(200.0,), validator=[v.min_len(1), _pileup_values])
-    train_seed: int = attrs.field(default=1, validator=[v.ge(0), v.lt(VALIDATION_SEED_MIN)])
-    train_events: int = attrs.field(default=8, validator=v.gt(0))
-    validation_seed: int = attrs.field(default=VALIDATION_SEED_MIN + 1, validator=v.ge(VALIDATION_SEED_MIN))
-    validation_events: int = attrs.field(default=2, validator=v.gt(0))
+    train_seed: int = attrs.field(default=1, validator=[integer, v.ge(0), v.lt(VALIDATION_SEED_MIN)])
+    train_events: int = attrs.field(default=8, validator=[integer, v.gt(0)])
+    validation_seed: int = attrs.field(default=VALIDATION_SEED_MIN + 1, validator=[integer, v.ge(VALIDATION_SEED_MIN)])
+    validation_events: int = attrs.field(default=2, validator=[integer, v.gt(0)])
     validation_pileups: tuple[float, ...] = attrs.field(default=(200.0, 20.0), validator=_pileup_values)
-    sector_fraction: float = attrs.field(default=0.125, validator=[v.gt(0.0), v.le(1.0)])
-    focus_sectors: int = attrs.field(default=0, validator=v.ge(0))
-    focus_pt_min: float = attrs.field(default=2.0, validator=v.gt(0.0))
+    sector_fraction: float = attrs.field(default=0.125, validator=[finite, v.gt(0.0), v.le(1.0)])
+    focus_sectors: int = attrs.field(default=0, validator=[integer, v.ge(0)])
+    focus_pt_min: float = attrs.field(default=2.0, validator=[finite, v.gt(0.0)])
     #: length of the luminous region (Gaussian σ of the vertex z, mm) in the training events; longer than the
     #: simulation's default it gives the networks more tracks from vertices far from z = 0
-    beam_spot_sigma_z_mm: float = attrs.field(default=SimulationConfig().beam_spot_sigma_z_mm, validator=v.gt(0.0))
+    beam_spot_sigma_z_mm: float = attrs.field(
+        default=SimulationConfig().beam_spot_sigma_z_mm, validator=[finite, v.gt(0.0)]
+    )
     #: the field the training and validation events are simulated in (its centre field the detector's)
-    field: FieldConfig = FieldConfig()
+    field: FieldConfig = attrs.field(default=FieldConfig(), validator=v.instance_of(FieldConfig))
     #: how finely the training and validation events follow the particles through a non-uniform field
     #: (``[simulation] step_tolerance_mm``); 0, one midpoint step per surface, as the shipped model sets were trained
-    step_tolerance_mm: float = attrs.field(default=0.0, validator=v.ge(0.0))
+    step_tolerance_mm: float = attrs.field(default=0.0, validator=[finite, v.ge(0.0)])
     #: whether the training and validation particles lose energy in the material (``[simulation] energy_loss``);
     #: off, as the shipped model sets were trained
-    energy_loss: bool = False
+    energy_loss: bool = attrs.field(default=False, validator=v.instance_of(bool))
 
     def magnetic_field(self) -> MagneticField:
         """The field of the training and validation events."""
@@ -127,7 +129,7 @@ class DataConfig:
 
 
 #: the widths of a network's hidden layers: each at least 1
-_LAYER_WIDTHS = v.deep_iterable(member_validator=v.gt(0))
+_LAYER_WIDTHS = v.deep_iterable(member_validator=[integer, v.gt(0)])
 
 
 @attrs.frozen(kw_only=True)
@@ -135,29 +137,29 @@ class EmbeddingTraining:
     """Embedding network and its metric-learning schedule."""
 
     hidden: tuple[int, ...] = attrs.field(default=(64, 64), validator=_LAYER_WIDTHS)
-    dim: int = attrs.field(default=8, validator=v.gt(0))
-    steps: int = attrs.field(default=1000, validator=v.ge(0))
-    learning_rate: float = attrs.field(default=3e-3, validator=v.gt(0.0))
-    query_hits: int = attrs.field(default=1000, validator=v.gt(0))
-    hard_negatives: int = attrs.field(default=12, validator=v.ge(0))
-    random_negatives: int = attrs.field(default=8, validator=v.ge(0))
-    margin: float = attrs.field(default=1.0, validator=v.gt(0.0))
+    dim: int = attrs.field(default=8, validator=[integer, v.gt(0)])
+    steps: int = attrs.field(default=1000, validator=[integer, v.ge(0)])
+    learning_rate: float = attrs.field(default=3e-3, validator=[finite, v.gt(0.0)])
+    query_hits: int = attrs.field(default=1000, validator=[integer, v.gt(0)])
+    hard_negatives: int = attrs.field(default=12, validator=[integer, v.ge(0)])
+    random_negatives: int = attrs.field(default=8, validator=[integer, v.ge(0)])
+    margin: float = attrs.field(default=1.0, validator=[finite, v.gt(0.0)])
     #: hard negatives are mined among the pairs that pass the graph's pair cuts (the ones that compete for the
     #: k cap in the finder), from this many nearest hits per query; 0 mines among all nearest hits
-    compatible_search: int = attrs.field(default=0, validator=v.ge(0))
+    compatible_search: int = attrs.field(default=0, validator=[integer, v.ge(0)])
     #: same-particle pairs count as positives only for particles of at least this pT (GeV); pairs of slower
     #: particles are left out of the loss
-    positive_pt_min: float = attrs.field(default=0.0, validator=v.ge(0.0))
+    positive_pt_min: float = attrs.field(default=0.0, validator=[finite, v.ge(0.0)])
     #: fraction of the steps whose sector is centred on a hit of a particle with pT ≥ ``data.focus_pt_min`` (the
     #: signal jets); the others take a random sector
-    focus_fraction: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.le(1.0)])
+    focus_fraction: float = attrs.field(default=0.0, validator=[finite, v.ge(0.0), v.le(1.0)])
     #: the embedding trains on the training events of these pile-ups (each one of ``data.pileups``); empty: on all.
     #: The filter and GNN always train on all of them
-    pileups: tuple[float, ...] = ()
+    pileups: tuple[float, ...] = attrs.field(default=(), validator=_pileup_values)
     #: at export, the principal axes of the trained embedding whose standard deviation is below this fraction of
     #: the graph radius are dropped, the projection folded into the embedding and filter models
     #: (:mod:`tracking_algs.finding.compaction`); 0 keeps every axis
-    compact_spread: float = attrs.field(default=0.0, validator=[v.ge(0.0), v.lt(1.0)])
+    compact_spread: float = attrs.field(default=0.0, validator=[finite, v.ge(0.0), v.lt(1.0)])
 
 
 @attrs.frozen(kw_only=True)
@@ -165,21 +167,21 @@ class FilterTraining:
     """Filter network and its schedule."""
 
     hidden: tuple[int, ...] = attrs.field(default=(64, 64), validator=_LAYER_WIDTHS)
-    steps: int = attrs.field(default=1000, validator=v.ge(0))
-    learning_rate: float = attrs.field(default=3e-3, validator=v.gt(0.0))
-    batch_edges: int = attrs.field(default=20_000, validator=v.gt(0))
-    radius_efficiency: float = attrs.field(default=0.99, validator=[v.gt(0.0), v.le(1.0)])
-    filter_efficiency: float = attrs.field(default=0.99, validator=[v.gt(0.0), v.le(1.0)])
+    steps: int = attrs.field(default=1000, validator=[integer, v.ge(0)])
+    learning_rate: float = attrs.field(default=3e-3, validator=[finite, v.gt(0.0)])
+    batch_edges: int = attrs.field(default=20_000, validator=[integer, v.gt(0)])
+    radius_efficiency: float = attrs.field(default=0.99, validator=[finite, v.gt(0.0), v.le(1.0)])
+    filter_efficiency: float = attrs.field(default=0.99, validator=[finite, v.gt(0.0), v.le(1.0)])
 
 
 @attrs.frozen(kw_only=True)
 class GNNTraining:
     """Interaction network and its schedule."""
 
-    hidden: int = attrs.field(default=32, validator=v.gt(0))
-    iterations: int = attrs.field(default=4, validator=v.gt(0))
-    steps: int = attrs.field(default=300, validator=v.ge(0))
-    learning_rate: float = attrs.field(default=2e-3, validator=v.gt(0.0))
+    hidden: int = attrs.field(default=32, validator=[integer, v.gt(0)])
+    iterations: int = attrs.field(default=4, validator=[integer, v.gt(0)])
+    steps: int = attrs.field(default=300, validator=[integer, v.ge(0)])
+    learning_rate: float = attrs.field(default=2e-3, validator=[finite, v.gt(0.0)])
 
 
 #: The file beside the checkpoints that records the training options they were made with.
@@ -194,14 +196,14 @@ FREE_ON_RESUME = frozenset({"checkpoint_every", "embedding.compact_spread", "dat
 class TrainConfig:
     """The whole training job (``trkx train CONFIG.toml``)."""
 
-    seed: int = attrs.field(default=0, validator=v.ge(0))
-    threads: int = attrs.field(default=2, validator=v.gt(0))
-    checkpoint_every: int = attrs.field(default=200, validator=v.gt(0))
-    data: DataConfig = DataConfig()
-    graph: GraphConfig = GraphConfig()
-    embedding: EmbeddingTraining = attrs.field(default=EmbeddingTraining())
-    filter: FilterTraining = FilterTraining()
-    gnn: GNNTraining = GNNTraining()
+    seed: int = attrs.field(default=0, validator=[integer, v.ge(0)])
+    threads: int = attrs.field(default=2, validator=[integer, v.gt(0)])
+    checkpoint_every: int = attrs.field(default=200, validator=[integer, v.gt(0)])
+    data: DataConfig = attrs.field(default=DataConfig(), validator=v.instance_of(DataConfig))
+    graph: GraphConfig = attrs.field(default=GraphConfig(), validator=v.instance_of(GraphConfig))
+    embedding: EmbeddingTraining = attrs.field(default=EmbeddingTraining(), validator=v.instance_of(EmbeddingTraining))
+    filter: FilterTraining = attrs.field(default=FilterTraining(), validator=v.instance_of(FilterTraining))
+    gnn: GNNTraining = attrs.field(default=GNNTraining(), validator=v.instance_of(GNNTraining))
 
     @embedding.validator
     def _embedding_pileups_among_the_data(self, attribute: attrs.Attribute, value: EmbeddingTraining) -> None:
