@@ -15,6 +15,7 @@ import csv
 import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -291,9 +292,9 @@ def test_bad_event_is_reported_and_skipped(tmp_path):
     assert int((written == 2).sum()) == len(good.spacepoints)
 
 
-def test_an_event_of_noise_alone_has_no_efficiency(tmp_path):
+def test_an_event_of_noise_alone_has_no_efficiency(tmp_path, capsys):
     """Truth of noise only and a particles file of its header alone: the job writes the event and reports no
-    efficiency (``null``, "n/a"), not 0."""
+    efficiency and no resolution (``null`` in performance.json, "n/a" in the summary), not 0 or NaN."""
     events = tmp_path / "events"
     write_event(events, simulate_event(SimulationConfig(pileup=2), seed=2_000_300, event_id=0))
     truth = event_path(events, 0, "truth")
@@ -307,6 +308,9 @@ def test_an_event_of_noise_alone_has_no_efficiency(tmp_path):
     assert tracking["efficiency"] is None
     assert tracking["efficiency_pt_gt_0p5"] is None
     assert tracking["fake_rate"] == 1.0 or tracking["n_tracks"] == 0
+    summary = capsys.readouterr().out
+    assert re.search(r"resolution d0 / z0 \(pure tracks\)\s*│ n/a / n/a", summary), summary
+    assert not re.search(r"\bnan\b", summary, re.IGNORECASE), summary
 
 
 def test_failed_events_hold_their_output_and_their_records_follow_the_input(tmp_path, capsys):

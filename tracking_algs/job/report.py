@@ -289,7 +289,7 @@ def _pull_stats(pulls: np.ndarray) -> dict[str, dict[str, float]]:
 
 
 def _robust_std(values: np.ndarray) -> float:
-    """Standard deviation from the central 68 % (half the 16-84 % quantile range); NaN when empty."""
+    """Standard deviation from the central 68 % (half the 16-84 % quantile range); NaN for fewer than two values."""
     if len(values) < 2:
         return math.nan
     low, high = np.percentile(values, [15.865, 84.135])
@@ -341,9 +341,9 @@ def print_summary(performance: dict[str, Any], summary: JobSummary, console: Con
         resolution = fitting["resolution_pure"]
         table.add_row(
             "resolution d0 / z0 (pure tracks)",
-            f"{resolution['d0_mm'] * 1e3:.1f} µm / {resolution['z0_mm'] * 1e3:.1f} µm",
+            f"{_measure(resolution['d0_mm'] * 1e3, '.1f', 'µm')} / {_measure(resolution['z0_mm'] * 1e3, '.1f', 'µm')}",
         )
-        table.add_row("resolution q/pT (pure tracks)", f"{resolution['qopt_per_gev']:.2e} /GeV")
+        table.add_row("resolution q/pT (pure tracks)", _measure(resolution["qopt_per_gev"], ".2e", "/GeV"))
         pure = fitting["pulls_pure"]
         if pure:
             widths = " / ".join(f"{pure[name]['std']:.2f}" for name in PARAMETER_NAMES)
@@ -354,6 +354,11 @@ def print_summary(performance: dict[str, Any], summary: JobSummary, console: Con
     console.print(table)
     for failure in summary.failed:
         console.print(f"[yellow]event {failure.event_id} failed ({failure.stage}): {failure.error}[/yellow]")
+
+
+def _measure(value: float, spec: str, unit: str) -> str:
+    """``value`` in ``spec`` with its unit, or n/a for a resolution too few tracks give (NaN)."""
+    return "n/a" if math.isnan(value) else f"{value:{spec}} {unit}"
 
 
 def _percent(value: float | None) -> str:
