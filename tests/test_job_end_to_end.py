@@ -30,6 +30,7 @@ from inference_iface.shared_memory import SHM
 from tracking_algs.cli import main
 from tracking_algs.commands.run import EXIT_EVENTS_FAILED, EXIT_STOPPED
 from tracking_algs.cores import core_slices
+from tracking_algs.event import Event
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.io.trackml import event_path, list_events, read_event, write_event
 from tracking_algs.job.report import FITTED_COLUMNS
@@ -310,6 +311,30 @@ def test_an_event_of_noise_alone_has_no_efficiency(tmp_path, capsys):
     assert tracking["fake_rate"] == 1.0 or tracking["n_tracks"] == 0
     summary = capsys.readouterr().out
     assert re.search(r"resolution d0 / z0 \(pure tracks\)\s*│ n/a / n/a", summary), summary
+    assert not re.search(r"\bnan\b", summary, re.IGNORECASE), summary
+
+
+def test_an_event_of_one_particle_reports_its_track_but_no_widths(tmp_path, capsys):
+    """An event holding one fast particle's hits alone: the job finds and fits its track, and reports neither pull
+    widths nor resolutions, which one track cannot give (no 0.00 widths, no NaN), in performance.json or the
+    summary."""
+    event = simulate_event(SimulationConfig(pileup=0), seed=2_000_301, event_id=0)
+    fast = event.particles.particle_id[event.particles.pt > 2.0]
+    ids, counts = np.unique(event.truth.particle_id[np.isin(event.truth.particle_id, fast)], return_counts=True)
+    rows = np.flatnonzero(event.truth.particle_id == ids[np.argmax(counts)])
+    particle = np.isin(event.particles.particle_id, ids[np.argmax(counts)])
+    events, output = tmp_path / "events", tmp_path / "out"
+    write_event(events, Event(0, event.spacepoints.take(rows), event.truth.take(rows), event.particles.take(particle)))
+    assert _run("--input", str(events), "--output", str(output)) == 0
+    performance = json.loads((output / "performance.json").read_text())
+    assert performance["tracking"]["efficiency"] == 1.0
+    fitting = performance["fitting"]
+    assert fitting["n_pure_matched_ok"] == 1
+    assert fitting["pulls_pure"] == {}
+    assert set(fitting["resolution_pure"].values()) == {None}
+    summary = capsys.readouterr().out
+    assert "pull widths" not in summary
+    assert re.search(r"resolution q/pT \(pure tracks\)\s*│ n/a", summary), summary
     assert not re.search(r"\bnan\b", summary, re.IGNORECASE), summary
 
 

@@ -281,8 +281,9 @@ def _resolution(residual: np.ndarray, qopt_residual: np.ndarray) -> dict[str, fl
 
 
 def _pull_stats(pulls: np.ndarray) -> dict[str, dict[str, float]]:
-    """Mean and standard deviation of each parameter's pulls (empty without tracks)."""
-    if not len(pulls):
+    """Mean and standard deviation of each parameter's pulls; empty for fewer than two tracks, whose pulls have no
+    spread to measure (one track's standard deviation would read as a width of 0)."""
+    if len(pulls) < 2:
         return {}
     return {name: {"mean": float(np.mean(pulls[:, k])), "std": float(np.std(pulls[:, k]))}
             for k, name in enumerate(PARAMETER_NAMES)}  # fmt: skip
