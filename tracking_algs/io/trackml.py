@@ -46,7 +46,6 @@ PARTICLES_COLUMNS = {"particle_id": _I, "vx": _F, "vy": _F, "vz": _F, "px": _F, 
                      "nhits": _I}  # fmt: skip
 CELLS_COLUMNS = {"hit_id": _I, "ch0": _I, "ch1": _I, "value": _F}
 _HITS_FILE = re.compile(r"^event(\d{9,})-hits\.csv(?:\.gz)?$")
-#: The largest coordinate (mm) of a hit: the finder computes in float32.
 #: What :func:`list_events` looks for, in words (for messages).
 EVENT_FILES = "eventNNNNNNNNN-hits.csv or eventNNNNNNNNN-hits.csv.gz"
 
