@@ -67,12 +67,24 @@ def model_dir(tmp_path_factory) -> Path:
     return finding_model_dir(tmp_path_factory.mktemp("finding_models"))
 
 
+def _tracking_repository(repository: Path, model_dir: Path, serving: str) -> Path:
+    """``trkx repo add-tracking --serving serving`` of ``model_dir`` with the job options of the jobs here."""
+    assert main(["repo", "add-tracking", "--repository", str(repository), "--model-dir", str(model_dir),
+                 "--config", str(JOB), "--serving", serving,
+                 *(arg for item in FINDING for arg in ("--set", item))]) == 0  # fmt: skip
+    return repository
+
+
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory, model_dir) -> Path:
-    repository = tmp_path_factory.mktemp("tracking_repository")
-    assert main(["repo", "add-tracking", "--repository", str(repository), "--model-dir", str(model_dir),
-                 "--config", str(JOB), *(arg for item in FINDING for arg in ("--set", item))]) == 0  # fmt: skip
-    return repository
+    return _tracking_repository(tmp_path_factory.mktemp("tracking_repository"), model_dir, "all")
+
+
+@pytest.fixture(scope="module")
+def models_repository(tmp_path_factory, model_dir) -> Path:
+    """The neural models alone (``--serving models``), what the jobs with a stage table per model need: its server
+    starts in seconds, where the Python backend's stubs of ``repository`` take many."""
+    return _tracking_repository(tmp_path_factory.mktemp("models_repository"), model_dir, "models")
 
 
 @pytest.fixture(scope="module")
@@ -268,9 +280,10 @@ def test_trkx_run_remote_and_served_chain_write_the_local_tracks(server, model_d
     assert "tracking_chain" in backends["chain"]["chain"]
 
 
-def test_job_stopped_by_a_dead_server_keeps_its_events_and_resumes(repository, model_dir, tmp_path):
-    """A server that dies mid-job: the job reports it (exit status 3), writes every file from the events it
-    finished, and ``--resume`` against a server on the same address completes with the local results."""
+def test_job_stopped_by_a_dead_server_keeps_its_events_and_resumes(repository, models_repository, model_dir, tmp_path):
+    """A server that dies mid-job (with its Python backend's stubs): the job reports it (exit status 3), writes every
+    file from the events it finished, and ``--resume`` against a server on the same address (of the neural models
+    alone, which are all the job asks for) completes with the local results."""
     events, output = 4, tmp_path / "stopped"
     common = [f"simulation.pileup={PILEUP}", f"job.seed={SEED}", f"finding.model_dir={model_dir}", *FINDING]
     sets = [*common, "inference.triton.timeout_s=5.0", "inference.triton.retries=0"]
@@ -297,7 +310,7 @@ def test_job_stopped_by_a_dead_server_keeps_its_events_and_resumes(repository, m
     written = {int(line.split(",")[0]) for line in (output / "tracks.csv").read_text().splitlines()[1:]}
     assert written == set(finished)
 
-    with TritonServer(TritonServerConfig(repository=str(repository), grpc_port=port, startup_timeout_s=180)):
+    with TritonServer(TritonServerConfig(repository=str(models_repository), grpc_port=port, startup_timeout_s=180)):
         argv = ["run", str(ROOT / "configs" / "remote_triton.toml"), "--simulate", str(events), "--resume",
                 "--output", str(output), "--no-progress", *[f"--set={item}" for item in sets]]  # fmt: skip
         assert main(argv) == 0

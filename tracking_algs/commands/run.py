@@ -70,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
 
     Every argument, option and the input are checked before the output directory is touched.
     """
-    # Imported here so that other trkx commands start without loading the tracking chain and matplotlib.
+    # Imported here so that other trkx commands start without loading the tracking chain, and the report (with
+    # matplotlib) once the job has run, so that a bad option or input is told at once.
     from tracking_algs.job.dask_setup import load_dask_executor
-    from tracking_algs.job.report import print_summary, write_report
     from tracking_algs.job.runner import run_events
     from tracking_algs.job.sources import DirectorySource, SimulationSource
     from tracking_algs.job.store import OPTIONS_FILE, ResultStore
@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
             if new_job:
                 store.discard_if_unused(remove_output=created)
             raise
+        from tracking_algs.job.report import print_summary, write_report
+
         report = None  # where the report cannot be written, the fragments are whole: --resume writes it again
         try:
             report = write_report(store, options, summary.processed + summary.skipped)  # the input's, finished

@@ -46,7 +46,7 @@ import multiprocessing
 
 import attrs
 import numpy as np
-from scipy.stats import chi2 as chi2_distribution
+from scipy.special import chdtrc
 
 from inference_iface.cores import usable_cores
 from tracking_algs.errors import FittingError
@@ -680,7 +680,7 @@ class _Output:
     def pvalue(self, tracks: np.ndarray | slice = slice(None)) -> np.ndarray:
         """The fit p-value of ``tracks`` (0 unless the fit is OK)."""
         ok = self.status[tracks] == FitStatus.OK
-        return np.where(ok, chi2_distribution.sf(self.chi2[tracks], np.maximum(self.ndf[tracks], 1)), 0.0)
+        return np.where(ok, chdtrc(np.maximum(self.ndf[tracks], 1), self.chi2[tracks]), 0.0)
 
     def take(self, tracks: np.ndarray, other: _Output, others: np.ndarray) -> None:
         """The results of ``other``'s tracks ``others`` for ``tracks`` (their hits' outlier flags left as they

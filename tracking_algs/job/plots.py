@@ -10,6 +10,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
+from tracking_algs.performance.plots import SINGLE_PANEL_MARGINS
+
 _PULL_LABELS = ("d0", "z0", r"$\phi$", r"$\theta$", "q/p")
 
 
@@ -23,7 +25,8 @@ def plot_pulls(pulls: np.ndarray, pvalues: np.ndarray, path: Path, title: str = 
     """Pull distributions of the five perigee parameters with a unit Gaussian, and the p-value histogram
     (empty histograms when there are no tracks)."""
     with matplotlib.style.context(mplhep.style.ROOT):
-        figure = Figure(figsize=(15, 9), layout="constrained")
+        figure = Figure(figsize=(15, 9))
+        figure.subplots_adjust(left=0.05, right=0.98, bottom=0.09, top=0.93 if title else 0.97, wspace=0.2, hspace=0.3)
         axes = figure.subplots(2, 3).ravel()
         bins = np.linspace(-5, 5, 51)
         for k, label in enumerate(_PULL_LABELS):
@@ -47,7 +50,8 @@ def plot_resolutions(resolution_vs_pt: dict, path: Path) -> Path:
     centers = np.sqrt(edges[1:] * edges[:-1])
     names = [name for name in resolution_vs_pt if name != "pt_bins"]
     with matplotlib.style.context(mplhep.style.ROOT):
-        figure = Figure(figsize=(15, 5), layout="constrained")
+        figure = Figure(figsize=(15, 5))
+        figure.subplots_adjust(left=0.11, right=0.98, bottom=0.17, top=0.95, wspace=0.55)
         for axes, name in zip(figure.subplots(1, len(names)), names, strict=True):
             values = np.array([np.nan if value is None else value for value in resolution_vs_pt[name]], dtype=float)
             axes.errorbar(centers, values, xerr=(centers - edges[:-1], edges[1:] - centers), fmt="o")
@@ -66,7 +70,8 @@ def plot_timing(timing_ms: dict[str, dict[str, float]], path: Path) -> Path:
     """Mean time per event of each stage (error bar: standard deviation over events)."""
     stages = [stage for stage in timing_ms if stage != "total"]
     with matplotlib.style.context(mplhep.style.ROOT):
-        figure = Figure(figsize=(8, 6), layout="constrained")
+        figure = Figure(figsize=(8, 6))
+        figure.subplots_adjust(**SINGLE_PANEL_MARGINS)
         axes = figure.add_subplot()
         means = [timing_ms[stage]["mean"] for stage in stages]
         spreads = [timing_ms[stage]["std"] for stage in stages]

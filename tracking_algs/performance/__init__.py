@@ -15,7 +15,6 @@ from tracking_algs.performance.matching import (
     TrackStatus,
     match_tracks,
 )
-from tracking_algs.performance.plots import plot_binned_ratio, plot_performance
 
 __all__ = [
     "BinnedRatio",
@@ -34,3 +33,15 @@ __all__ = [
     "plot_performance",
     "truth_graph",
 ]
+
+#: The names of :mod:`tracking_algs.performance.plots` this package gives, imported on first use: matplotlib and
+#: mplhep take about a second to load, which a job that stops at a bad option, or a worker, need not pay.
+_PLOTS = ("plot_binned_ratio", "plot_performance")
+
+
+def __getattr__(name: str) -> object:
+    if name in _PLOTS:
+        from tracking_algs.performance import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
