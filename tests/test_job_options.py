@@ -7,8 +7,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 from backends.triton_config import TritonConfig
 from inference_iface import ConfigError
 from inference_iface.options import tomllib
+from tracking_algs.cli import main
 from tracking_algs.finding.config import FindingConfig, GNNConfig, GraphConfig, PairCuts
 from tracking_algs.finding.model_dir import SHIPPED_MODULES_DIR, load_model_card
 from tracking_algs.finding.training import DataConfig, EmbeddingTraining, TrainConfig
@@ -29,8 +28,6 @@ from tracking_algs.performance import ParticleSelection
 from tracking_algs.simulation import SimulationConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-_SCRIPT = Path(sys.executable).with_name("trkx")
-TRKX = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tracking_algs.cli"]
 
 
 def test_local_and_remote_configs_differ_only_in_the_backend_line():
@@ -270,11 +267,12 @@ def test_the_module_geometry_file_is_checked_before_work(tmp_path):
 # --- the command line: every bad option is one line, exit status 2, before any work -------------------------------
 
 
-def _trkx_run(config: Path, output: Path, *arguments: str) -> subprocess.CompletedProcess:
-    """``trkx run CONFIG --simulate 1 --output OUTPUT ARGUMENTS`` as a user runs it (a tiny event: pile-up 1)."""
-    command = [*TRKX, "run", str(config), "--simulate", "1", "--output", str(output), "--no-progress",
-               "--set", "simulation.pileup=1", *arguments]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+def _trkx_run(capsys, config: Path, output: Path, *arguments: str) -> tuple[int, list[str]]:
+    """``trkx run CONFIG --simulate 1 --output OUTPUT ARGUMENTS`` (a tiny event: pile-up 1): its exit status and the
+    lines it wrote to stderr."""
+    status = main(["run", str(config), "--simulate", "1", "--output", str(output), "--no-progress",
+                   "--set", "simulation.pileup=1", *arguments])  # fmt: skip
+    return status, capsys.readouterr().err.strip().splitlines()
 
 
 @pytest.mark.parametrize(
@@ -337,11 +335,10 @@ def _trkx_run(config: Path, output: Path, *arguments: str) -> subprocess.Complet
         ("service", ["finding.stages.gnn.timeout_s=5"], r"\[finding\.stages\.gnn\] sets .* serving = 'chain'"),
     ],
 )
-def test_the_command_refuses_a_bad_option_in_one_line_before_any_work(tmp_path, config, sets, expected):
+def test_the_command_refuses_a_bad_option_in_one_line_before_any_work(tmp_path, capsys, config, sets, expected):
     output = tmp_path / "out"
-    done = _trkx_run(CONFIGS / f"{config}.toml", output, "--set", *sets)
-    lines = done.stderr.strip().splitlines()
-    assert (done.returncode, len(lines)) == (2, 1), done.stderr
+    status, lines = _trkx_run(capsys, CONFIGS / f"{config}.toml", output, "--set", *sets)
+    assert (status, len(lines)) == (2, 1), lines
     assert lines[0].startswith("trkx run: error: --set "), lines[0]
     assert re.search(expected, lines[0]), lines[0]
     assert not output.exists()
@@ -362,34 +359,33 @@ def test_the_command_refuses_a_bad_option_in_one_line_before_any_work(tmp_path, 
         ),
     ],
 )
-def test_a_bad_options_file_is_named_with_its_line(tmp_path, text, expected):
+def test_a_bad_options_file_is_named_with_its_line(tmp_path, capsys, text, expected):
     config = tmp_path / "job.toml"
     config.write_text(text)
-    done = _trkx_run(config, tmp_path / "out")
-    lines = done.stderr.strip().splitlines()
-    assert (done.returncode, len(lines)) == (2, 1), done.stderr
+    status, lines = _trkx_run(capsys, config, tmp_path / "out")
+    assert (status, len(lines)) == (2, 1), lines
     assert re.search(expected, lines[0]), lines[0]
     assert not (tmp_path / "out").exists()
 
 
-def test_a_resumed_job_takes_a_number_written_either_way_and_refuses_a_bad_option(tmp_path):
+def test_a_resumed_job_takes_a_number_written_either_way_and_refuses_a_bad_option(tmp_path, capsys):
     """``job_options.json`` keeps a backend's or a stage's table as written (30 or 30.0); ``--resume`` with the other
     spelling is the same job. A bad option given to ``--resume`` is refused like any other, the output untouched."""
     output = tmp_path / "out"
-    first = _trkx_run(CONFIGS / "local_onnx.toml", output, "--set", "inference.triton.timeout_s=30",
-                      "--set", "finding.stages.gnn.intra_op_threads=1")  # fmt: skip
-    assert first.returncode == 0, first.stderr
+    status, lines = _trkx_run(capsys, CONFIGS / "local_onnx.toml", output, "--set", "inference.triton.timeout_s=30",
+                              "--set", "finding.stages.gnn.intra_op_threads=1")  # fmt: skip
+    assert status == 0, lines
     recorded = json.loads((output / "job_options.json").read_text())["options"]
     assert recorded["inference"]["triton"]["timeout_s"] == 30
-    again = _trkx_run(CONFIGS / "local_onnx.toml", output, "--resume", "--set", "inference.triton.timeout_s=30.0",
-                      "--set", "finding.stages.gnn.intra_op_threads=1.0")  # fmt: skip
-    assert again.returncode == 0, again.stderr
+    status, lines = _trkx_run(capsys, CONFIGS / "local_onnx.toml", output, "--resume",
+                              "--set", "inference.triton.timeout_s=30.0",
+                              "--set", "finding.stages.gnn.intra_op_threads=1.0")  # fmt: skip
+    assert status == 0, lines
     before = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
     for sets in (["inference.triton.timeout_s=nan"], ["finding.stages.gnn.intra_op_threads=1", "--set",
                                                       "finding.stages.gnn.intra_op_threads=2"]):  # fmt: skip
-        refused = _trkx_run(CONFIGS / "local_onnx.toml", output, "--resume", "--set", *sets)
-        assert refused.returncode == 2, refused.stderr
-        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        status, lines = _trkx_run(capsys, CONFIGS / "local_onnx.toml", output, "--resume", "--set", *sets)
+        assert (status, len(lines)) == (2, 1), lines
     assert {path: path.read_bytes() for path in output.rglob("*") if path.is_file()} == before
 
 
