@@ -34,14 +34,19 @@ def _pulls(fit, truth):
         return delta / np.sqrt(np.diagonal(fit.cov, axis1=1, axis2=2))
 
 
+def _stepping(steps_in_pieces: bool) -> dict[str, float]:
+    """The option, of the simulation and of the fitter alike, that takes each long step in a non-uniform field in
+    one piece when ``steps_in_pieces`` is off (their default takes it in pieces)."""
+    return {} if steps_in_pieces else {"step_tolerance_mm": 0.0}
+
+
 @functools.lru_cache(maxsize=4)
 def _simulated(event_id: int, field: SolenoidField | None, energy_loss: bool, steps_in_pieces: bool) -> Event:
     """A pile-up-200 event on the TrackML modules (no noise hits, no inefficiency) simulated in ``field`` (None:
     uniform), with the mean energy loss as ``energy_loss`` says and long steps in a non-uniform field taken in
     pieces unless ``steps_in_pieces`` is off; kept for the tests that fit it again in other ways."""
-    one_step = {} if steps_in_pieces else {"step_tolerance_mm": 0.0}
     config = SimulationConfig(geometry="modules", pileup=200.0, hit_inefficiency=0.0, noise_fraction=0.0,
-                              energy_loss=energy_loss, **one_step)  # fmt: skip
+                              energy_loss=energy_loss, **_stepping(steps_in_pieces))  # fmt: skip
     return simulate_event(config, seed=2024, event_id=event_id, detector=DETECTOR, field=field)
 
 
@@ -63,7 +68,7 @@ def _fit_event(
     particle_ids, labels = np.unique(event.truth.particle_id, return_inverse=True)
     from_beam_line = np.isin(event.truth.particle_id, particles.particle_id[primary])
     candidates = TrackCandidates(np.where(from_beam_line, labels, -1))
-    fit_config = KalmanConfig(energy_loss=fitted_loss, **({} if steps_in_pieces else {"step_tolerance_mm": 0.0}))
+    fit_config = KalmanConfig(energy_loss=fitted_loss, **_stepping(steps_in_pieces))
     fitter = KalmanFitter(DETECTOR, fit_config, modules=trackml_modules(), field=fit_field)
     fit = fitter.fit(event.spacepoints, candidates)
     order = np.argsort(particles.particle_id)

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
-from tracking_algs.performance.plots import SINGLE_PANEL_MARGINS
+from tracking_algs.performance.plots import single_panel
 
 _PULL_LABELS = ("d0", "z0", r"$\phi$", r"$\theta$", "q/p")
 
@@ -70,9 +70,7 @@ def plot_timing(timing_ms: dict[str, dict[str, float]], path: Path) -> Path:
     """Mean time per event of each stage (error bar: standard deviation over events)."""
     stages = [stage for stage in timing_ms if stage != "total"]
     with matplotlib.style.context(mplhep.style.ROOT):
-        figure = Figure(figsize=(8, 6))
-        figure.subplots_adjust(**SINGLE_PANEL_MARGINS)
-        axes = figure.add_subplot()
+        figure, axes = single_panel()
         means = [timing_ms[stage]["mean"] for stage in stages]
         spreads = [timing_ms[stage]["std"] for stage in stages]
         axes.bar(stages, means, yerr=spreads)

@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib.style
 import mplhep
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from tracking_algs.performance.histograms import (
@@ -17,9 +18,14 @@ from tracking_algs.performance.histograms import (
 )
 from tracking_algs.performance.matching import MatchResult
 
-#: The margins of an 8 × 6 inch figure of one panel in the mplhep ROOT style: set, not computed by a layout engine,
-#: which would draw the figure once more to measure its labels (and so take most of the time of a plot).
-SINGLE_PANEL_MARGINS = {"left": 0.15, "right": 0.96, "bottom": 0.15, "top": 0.95}
+
+def single_panel() -> tuple[Figure, Axes]:
+    """An 8 × 6 inch figure of one panel, for the mplhep ROOT style (make it inside that style's context). Its margins
+    are set, not computed by a layout engine, which would draw the figure once more to measure its labels and so take
+    most of the time of a plot."""
+    figure = Figure(figsize=(8, 6))
+    figure.subplots_adjust(left=0.15, right=0.96, bottom=0.15, top=0.95)
+    return figure, figure.add_subplot()
 
 
 def plot_binned_ratio(
@@ -29,9 +35,7 @@ def plot_binned_ratio(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with matplotlib.style.context(mplhep.style.ROOT):
-        figure = Figure(figsize=(8, 6))
-        figure.subplots_adjust(**SINGLE_PANEL_MARGINS)
-        axes = figure.add_subplot()
+        figure, axes = single_panel()
         centers = 0.5 * (ratio.edges[1:] + ratio.edges[:-1])
         low, high = ratio.interval()
         values = ratio.ratio
