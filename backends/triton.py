@@ -1,8 +1,9 @@
 """The remote backend: a model served by an NVIDIA Triton Inference Server, behind :class:`InferenceInterface`.
 
-Configured by :class:`TritonConfig` (:mod:`backends.triton_config`, re-exported here with :func:`parse_url`,
-:func:`is_loopback` and the ``ENV_*`` names); one thread's connection to one server, its shared memory and the
-mapping of client errors to status codes are in :mod:`backends.triton_connection`.
+Configured by :class:`TritonConfig` (:mod:`backends.triton_config`, re-exported here with
+:class:`ServerOptionError`, :func:`parse_url`, :func:`is_loopback` and the ``ENV_*`` names); one thread's connection
+to one server, its shared memory and the mapping of client errors to status codes are in
+:mod:`backends.triton_connection`.
 
 Behaviour, in brief (docs/triton.md has the details):
 
@@ -55,6 +56,7 @@ from backends.triton_config import (
     ENV_ROOT_CERTIFICATES,
     ENV_TOKEN,
     GRPC_MAX_MESSAGE_BYTES,
+    ServerOptionError,
     TritonConfig,
     is_loopback,
     parse_url,
@@ -77,6 +79,7 @@ __all__ = [
     "ENV_ROOT_CERTIFICATES",
     "ENV_TOKEN",
     "ModelStats",
+    "ServerOptionError",
     "TritonConfig",
     "TritonInference",
     "is_loopback",
@@ -150,13 +153,10 @@ class TritonInference(InferenceInterface):
         if not config.model_name:
             raise ConfigError("backend 'triton': 'model_name' is not set")
         self.config = config
-        urls = ((config.url,) if config.url else ()) + tuple(config.urls)
-        if not urls and config.fallback == "none":
-            raise ConfigError("backend 'triton': set 'url' or 'urls' (or fallback = 'local')")
-        if config.fallback == "local" and not (config.fallback_model_path or config.fallback_repository):
-            raise ConfigError(
-                "backend 'triton': fallback = 'local' needs 'fallback_model_path' or 'fallback_repository'"
-            )
+        try:
+            parsed = config.servers()
+        except ServerOptionError as error:
+            raise ConfigError(f"backend 'triton': {error}") from None
         self._root_certificates = config.root_certificates or os.environ.get(ENV_ROOT_CERTIFICATES, "")
         self._private_key = config.private_key or os.environ.get(ENV_PRIVATE_KEY, "")
         self._certificate_chain = config.certificate_chain or os.environ.get(ENV_CERTIFICATE_CHAIN, "")
@@ -165,7 +165,6 @@ class TritonInference(InferenceInterface):
                 raise ConfigError(f"backend 'triton': TLS file {path!r} does not exist")
         tls_files = bool(self._root_certificates or self._private_key or self._certificate_chain)
         self._headers = self._request_headers()
-        parsed = [parse_url(url, config.protocol) for url in urls]
         self._endpoints: tuple[Endpoint, ...] = tuple(
             Endpoint(url=address, tls=config.tls or tls_files or https, shared_memory=self._wants_shm(address))
             for address, https in dict(parsed).items()

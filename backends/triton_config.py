@@ -9,7 +9,9 @@ Configured by :class:`TritonConfig`::
 TLS files and a bearer token may come from the environment (``INFERENCE_IFACE_TRITON_ROOT_CERTIFICATES``,
 ``INFERENCE_IFACE_TRITON_PRIVATE_KEY``, ``INFERENCE_IFACE_TRITON_CERTIFICATE_CHAIN``, ``INFERENCE_IFACE_TRITON_TOKEN``);
 headers and the token are never shown by the config's repr. :func:`parse_url` checks one server address,
-:func:`is_loopback` tells whether it is on this machine (where system shared memory can be used).
+:meth:`TritonConfig.servers` all of them and that there is one to call (a fault raises :class:`ServerOptionError`
+naming its option), and :func:`is_loopback` tells whether an address is on this machine (where system shared memory
+can be used).
 """
 
 from __future__ import annotations
@@ -148,6 +150,55 @@ class TritonConfig(BackendConfig):
         default=GRPC_MAX_MESSAGE_BYTES,
         validator=[integer, attrs.validators.gt(0), attrs.validators.le(GRPC_MAX_MESSAGE_BYTES)],
     )
+
+    def addresses(self) -> list[tuple[str, bool]]:
+        """Each server address, ``url`` first and then ``urls``, checked by :func:`parse_url`: (``host:port``,
+        whether it asked for TLS); empty where none is set.
+
+        Raises:
+            ServerOptionError: an address is malformed (its ``key`` is ``"url"`` or ``"urls"``).
+        """
+        parsed = []
+        for key, addresses in (("url", [self.url] if self.url else []), ("urls", list(self.urls))):
+            for address in addresses:
+                try:
+                    parsed.append(parse_url(address, self.protocol))
+                except ConfigError as error:
+                    raise ServerOptionError(key, str(error)) from None
+        return parsed
+
+    def servers(self) -> list[tuple[str, bool]]:
+        """The server addresses of :meth:`addresses`, once the configuration is known to name a server to call:
+        ``url`` or ``urls``, or ``fallback = "local"`` with the model or repository the local server serves.
+
+        Raises:
+            ServerOptionError: a malformed address, no server at all (``key`` ``"url"``) or a local fallback with
+                nothing to serve (``key`` ``"fallback"``).
+        """
+        parsed = self.addresses()
+        if not parsed and self.fallback == "none":
+            raise ServerOptionError("url", 'no server is set; set url = "HOST:PORT", or urls, or fallback = "local"')
+        if self.fallback == "local" and not (self.fallback_model_path or self.fallback_repository):
+            raise ServerOptionError(
+                "fallback",
+                '"local" needs fallback_model_path or fallback_repository: the model the local server serves',
+            )
+        return parsed
+
+
+class ServerOptionError(ConfigError):
+    """A ``triton`` configuration has no server to call, or one at a malformed address.
+
+    Attributes:
+        key: the option at fault (``"url"``, ``"urls"`` or ``"fallback"``), so that a caller that read it from a
+            larger document can name it in full.
+        problem: what is wrong with it.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
 
 
 def parse_url(url: str, protocol: Protocol) -> tuple[str, bool]:

@@ -330,7 +330,7 @@ def _trkx_run(capsys, config: Path, output: Path, *arguments: str) -> tuple[int,
         (
             "remote_triton",
             ["inference.triton.url=''"],
-            r"inference\.triton\.url is not set, and stage 'embedding' runs on",
+            r"inference\.triton\.url \(inference of stage 'embedding'\): no server is set; set url",
         ),
         ("service", ["finding.stages.gnn.timeout_s=5"], r"\[finding\.stages\.gnn\] sets .* serving = 'chain'"),
     ],
@@ -475,7 +475,9 @@ def test_a_stage_table_is_named_in_full():
         ConfigError, match=r"finding\.stages\.gnn\.url \(inference of stage 'gnn'\): grpc URL 'h:8000' uses port 8000"
     ):
         load_job_options(CONFIGS / "remote_triton.toml", ["finding.stages.gnn.url='h:8000'"])
-    with pytest.raises(ConfigError, match=r"finding\.stages\.filter\.url is not set, and stage 'filter' runs"):
+    with pytest.raises(
+        ConfigError, match=r"finding\.stages\.filter\.url \(inference of stage 'filter'\): no server is set"
+    ):
         load_job_options(CONFIGS / "remote_triton.toml", ["finding.stages.filter.url=''"])
-    with pytest.raises(ConfigError, match=r"inference\.triton\.fallback = \"local\" .* needs fallback_model_path"):
+    with pytest.raises(ConfigError, match=r"inference\.triton\.fallback \(.*\): \"local\" needs fallback_model_path"):
         load_job_options(CONFIGS / "remote_triton.toml", ["inference.triton.fallback=local"])

@@ -32,7 +32,7 @@ from backends.model_repository import (
     write_model_config,
 )
 from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
-from backends.triton import TritonConfig, TritonInference, parse_url
+from backends.triton import ServerOptionError, TritonConfig, TritonInference, parse_url
 from backends.triton_config import MAX_TIMEOUT_S
 from backends.triton_server import TritonServer, TritonServerConfig
 from inference_iface import ConfigError, ModelError, create_inference
@@ -182,8 +182,25 @@ def test_bad_options_are_config_errors_listing_choices():
         TritonInference(TritonConfig(url="h:1"))
     with pytest.raises(ConfigError, match="fallback_model_path"):
         TritonInference(TritonConfig(model_name="m", fallback="local"))
-    with pytest.raises(ConfigError, match="set 'url' or 'urls'"):
+    with pytest.raises(ConfigError, match="backend 'triton': url: no server is set"):
         TritonInference(TritonConfig(model_name="m"))
+
+
+def test_a_config_names_the_server_option_at_fault():
+    config = TritonConfig(url="https://a.example:9000", urls=("b:9000",), protocol="http")
+    assert config.servers() == [("a.example:9000", True), ("b:9000", False)]
+    faults = [
+        (TritonConfig(url="h:1", urls=("g:1", "http://g:2")), "urls", "must be host:port without a scheme"),
+        (TritonConfig(url="h:8000"), "url", "uses port 8000"),
+        (TritonConfig(), "url", "no server is set"),
+        (TritonConfig(fallback="local"), "fallback", "needs fallback_model_path or fallback_repository"),
+    ]
+    for config, key, problem in faults:
+        with pytest.raises(ServerOptionError) as caught:
+            config.servers()
+        assert (caught.value.key, problem in caught.value.problem) == (key, True)
+    assert TritonConfig().addresses() == []  # a partial table (a stage may set the server) has no server to call
+    assert TritonConfig(fallback="local", fallback_repository="repo").servers() == []
 
 
 @pytest.mark.parametrize("key", ["timeout_s", "attempt_timeout_s", "connect_timeout_s"])

@@ -354,20 +354,20 @@ def _check_inference_tables(table: Mapping[str, Any], stages: Mapping[str, Mappi
             continue
         config = structure(settings, config_class, where=where, path=path)
         if path == ("inference", "triton"):  # its addresses, also where no stage uses them
-            _check_triton_urls(config, lambda name: f"inference.triton.{name}", where)
+            _check_triton_addresses(config, lambda name: f"inference.triton.{name}", where)
 
 
-def _check_triton_urls(config: Any, key: Callable[[str], str], where: str, what: str = "") -> None:
-    """Each address of a ``triton`` configuration, ``url`` (empty: none) and ``urls``, is ``host:port`` for its
-    protocol; ``key(name)`` is the dotted key that gave ``name``, ``what`` what uses them."""
-    from backends.triton_config import parse_url  # the job layer may import the backends (not the algorithms)
+def _check_triton_addresses(config: Any, key: Callable[[str], str], where: str, what: str = "") -> None:
+    """The server addresses of a ``triton`` configuration (``url``, ``urls``), or with ``what`` (what the job runs on
+    it) also that it has a server to call (:meth:`~backends.triton_config.TritonConfig.servers`), each fault named by
+    its dotted key in the job options, ``key(option)``."""
+    from backends.triton_config import ServerOptionError  # the job layer may import the backends (not the algorithms)
 
-    for name, addresses in (("url", [config.url] if config.url else []), ("urls", list(config.urls))):
-        for address in addresses:
-            try:
-                parse_url(address, config.protocol)
-            except ConfigError as error:
-                raise ConfigError(f"{where}: {key(name)}{f' (inference of {what})' if what else ''}: {error}") from None
+    try:
+        config.servers() if what else config.addresses()
+    except ServerOptionError as error:
+        used = f" (inference of {what})" if what else ""
+        raise ConfigError(f"{where}: {key(error.key)}{used}: {error.problem}") from None
 
 
 def _check_backend_name(name: Any, key: str, backends: tuple[str, ...], where: str) -> None:
@@ -497,24 +497,14 @@ def _check_inference(options: JobOptions, where: str) -> None:
 
 
 def _check_triton_server(config: Any, what: str, override: Mapping[str, Any], stage: str | None, where: str) -> None:
-    """A ``triton`` backend needs a server: ``url`` or ``urls`` (each ``host:port`` for the protocol the stage uses)
-    or ``fallback = "local"`` with the model or repository the fallback serves (the backend checks this too, but
-    only as the job starts)."""
+    """A ``triton`` backend has a server to call at well-formed addresses, checked as the backend will check it, but
+    before the job starts and with each fault named by its key: ``finding.stages.<stage>.<option>`` where the stage
+    sets the option, ``inference.triton.<option>`` otherwise."""
 
     def key(name: str) -> str:
         return f"finding.stages.{stage}.{name}" if stage and name in override else f"inference.triton.{name}"
 
-    _check_triton_urls(config, key, where, what)
-    if not config.url and not config.urls and config.fallback == "none":
-        raise ConfigError(
-            f'{where}: {key("url")} is not set, and {what} runs on triton; set url = "HOST:PORT" (or urls, '
-            'or fallback = "local") in [inference.triton]' + (f" or [finding.stages.{stage}]" if stage else "")
-        )
-    if config.fallback == "local" and not (config.fallback_model_path or config.fallback_repository):
-        raise ConfigError(
-            f'{where}: {key("fallback")} = "local" (inference of {what}) needs fallback_model_path or '
-            "fallback_repository: the model the local server serves"
-        )
+    _check_triton_addresses(config, key, where, what)
 
 
 def local_finder(
