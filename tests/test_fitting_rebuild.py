@@ -15,8 +15,8 @@ from tracking_algs.errors import EventFormatError, FittingError
 from tracking_algs.event import TrackCandidates
 from tracking_algs.finding.config import BuildingConfig
 from tracking_algs.finding.features import orient_edges
-from tracking_algs.finding.finder import FindingResult
 from tracking_algs.finding.free_hits import free_hit_rebuild
+from tracking_algs.finding.result import FindingResult
 from tracking_algs.finding.served import (
     CHAIN_SIGNATURE,
     GNN_EDGES,

@@ -38,7 +38,6 @@ from inference_iface.options import (
 from inference_iface.registry import available_backends, backend_class, make_config
 from tracking_algs.errors import TrackingError
 from tracking_algs.finding.config import FindingConfig
-from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.model_dir import (
     CARD_NAME,
     SHIPPED_SETS,
@@ -56,6 +55,7 @@ from tracking_algs.performance.matching import ParticleSelection
 from tracking_algs.simulation import SimulationConfig
 
 if TYPE_CHECKING:
+    from tracking_algs.finding.finder import TrackFinder
     from tracking_algs.modules import ModuleGeometry
 
 #: What each neural stage takes from its backend's table when the job options leave it out: where the stage's model
@@ -512,6 +512,8 @@ def local_finder(
 ) -> TrackFinder:
     """A :class:`TrackFinder` with every stage on the default job options' backend (ONNX Runtime) and the models of
     ``finding.model_dir`` (empty: the shipped ones)."""
+    from tracking_algs.finding.finder import TrackFinder  # loaded on first use: the job options need not load it
+
     options = JobOptions(finding=finding or FindingConfig())
     stages = {stage: options.stage_inference(stage) for stage in STAGES}
     return TrackFinder.from_options(options.finding, stages, fitter=fitter, bfield_t=bfield_t)

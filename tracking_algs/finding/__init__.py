@@ -9,7 +9,7 @@ Training and export (torch): :mod:`tracking_algs.finding.training`, :mod:`tracki
 """
 
 from tracking_algs.finding.config import BuildingConfig, FilterConfig, FindingConfig, GNNConfig, GraphConfig
-from tracking_algs.finding.finder import FindingResult, TrackFinder
+from tracking_algs.finding.result import FindingResult
 
 __all__ = [
     "BuildingConfig",
@@ -20,3 +20,13 @@ __all__ = [
     "GraphConfig",
     "TrackFinder",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # the finder is loaded on first use: its stages load scipy's sparse graphs and the inference backends, which a job
+    # that stops at a bad option, or a user of the configuration classes alone, need not pay
+    if name == "TrackFinder":
+        from tracking_algs.finding.finder import TrackFinder
+
+        return TrackFinder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

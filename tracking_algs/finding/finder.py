@@ -1,5 +1,5 @@
 """The :class:`TrackFinder`: spacepoints → track candidates through the four finding stages, with
-per-stage edges, timing and an optional fitting hook."""
+per-stage edges, timing and an optional fitting hook (a :class:`~tracking_algs.finding.result.FindingResult`)."""
 
 from __future__ import annotations
 
@@ -7,44 +7,19 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import attrs
-import numpy as np
-
 from inference_iface import ConfigError, InferenceInterface, create_inference
-from tracking_algs.event import Spacepoints, TrackCandidates
+from tracking_algs.event import Spacepoints
 from tracking_algs.finding.building import TrackBuilding
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.features import check_positions, orient_edges, spacepoint_features
 from tracking_algs.finding.graph import GraphConstruction
 from tracking_algs.finding.model_dir import STAGES, load_model_card, recommended
+from tracking_algs.finding.result import FindingResult
 from tracking_algs.finding.stages import EdgeFiltering, GNNClassification
 from tracking_algs.fitting.hook import checked_fitter, close_fitter
 
 if TYPE_CHECKING:
     from tracking_algs.fitting.hook import TrackFitter
-    from tracking_algs.fitting.results import FitResults
-
-
-@attrs.frozen(kw_only=True)
-class FindingResult:
-    """What the finder made of one event.
-
-    ``edges[stage]`` are the edges [2, E] (row 0 the inner hit) leaving each stage: ``"graph"`` (all
-    candidates), ``"filter"`` (score > filter cut), ``"gnn"`` (score > GNN cut); ``scores`` holds the
-    scores of the ``filter`` and ``gnn`` edges. ``timing_ms`` has one entry per stage (``features``,
-    ``graph``, ``filter``, ``gnn``, ``building`` and ``fitting`` when a fitter is set).
-    """
-
-    candidates: TrackCandidates
-    edges: dict[str, np.ndarray]
-    scores: dict[str, np.ndarray]
-    timing_ms: dict[str, float]
-    fit: FitResults | None = None
-
-    @property
-    def edge_counts(self) -> dict[str, int]:
-        """Number of edges after each stage."""
-        return {stage: int(edges.shape[1]) for stage, edges in self.edges.items()}
 
 
 class TrackFinder:

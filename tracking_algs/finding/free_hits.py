@@ -17,7 +17,7 @@ import numpy as np
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.finding.building import TrackBuilding
 from tracking_algs.finding.config import BuildingConfig
-from tracking_algs.finding.finder import FindingResult
+from tracking_algs.finding.result import FindingResult
 from tracking_algs.fitting.extension import fitted_circles
 from tracking_algs.fitting.selection import Rebuild
 from tracking_algs.geometry import HELIX_CONSTANT, trackml_detector

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.finding.config import BuildingConfig
-from tracking_algs.finding.finder import FindingResult
 from tracking_algs.finding.free_hits import free_hit_rebuild
+from tracking_algs.finding.result import FindingResult
 from tracking_algs.fitting.hook import TrackFitter, follower, refit_on
 from tracking_algs.fitting.results import FitResults
 from tracking_algs.fitting.selection import TrackSelection

@@ -48,8 +48,8 @@ from inference_iface.signature import ModelSignature, TensorSpec
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.features import check_positions
-from tracking_algs.finding.finder import FindingResult
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES, model_path, resolve_model_dir
+from tracking_algs.finding.result import FindingResult
 from tracking_algs.fitting.hook import checked_fitter, close_fitter
 
 if TYPE_CHECKING:

@@ -9,8 +9,9 @@ import numpy as np
 
 from inference_iface import ModelChecksumError, ModelError, create_inference
 from tracking_algs.event import Event
-from tracking_algs.finding.finder import FindingResult, TrackFinder
+from tracking_algs.finding.finder import TrackFinder
 from tracking_algs.finding.model_dir import STAGES
+from tracking_algs.finding.result import FindingResult
 from tracking_algs.finding.selected import selected_tracks
 from tracking_algs.finding.served import ServedTrackFinder
 from tracking_algs.fitting.results import COVARIANCE_NAMES, PARAMETER_NAMES, FitResults

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
-from scipy.stats import beta
+from scipy.special import betaincinv
 
 from tracking_algs.performance.matching import MatchResult, TrackStatus
 
@@ -34,8 +34,10 @@ class BinnedRatio:
         alpha = 1.0 - level
         k, n = self.passed, self.total
         with np.errstate(invalid="ignore", divide="ignore"):
-            low = np.where(k > 0, beta.ppf(alpha / 2, k, n - k + 1), 0.0)
-            high = np.where(k < n, beta.ppf(1 - alpha / 2, k + 1, n - k), 1.0)
+            # the beta distribution's quantiles, as scipy.stats.beta.ppf gives them bit for bit, without loading
+            # scipy.stats (almost a second), which a job would pay before it has even read its options
+            low = np.where(k > 0, betaincinv(k, n - k + 1, alpha / 2), 0.0)
+            high = np.where(k < n, betaincinv(k + 1, n - k, 1 - alpha / 2), 1.0)
         empty = n == 0
         return np.where(empty, np.nan, low), np.where(empty, np.nan, high)
 
