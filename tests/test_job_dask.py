@@ -10,22 +10,27 @@ reaped) and asserts on the outputs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import dask
 import pytest
 from distributed import Client, LocalCluster
+from distributed.utils import LoopRunner, sync
 from job_outputs import assert_same_results
 from triton_helpers import model_counts, processes_mentioning, wait_exited
 
 from backends.triton_server import TritonServer, TritonServerConfig, free_port
 from tracking_algs.cli import main
 from tracking_algs.commands.run import EXIT_EVENTS_FAILED, EXIT_STOPPED
+from tracking_algs.job.dask_logs import LOOP_CALLBACK_LOGGER, InterruptedCallFilter, filtered
 from tracking_algs.simd import VARIABLE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,12 +112,43 @@ def test_ctrl_c_stops_a_job_on_its_own_cluster_cleanly_and_it_resumes(local_job,
     stopped = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
                              start_new_session=True, timeout=600)  # fmt: skip
     assert stopped.returncode == EXIT_STOPPED, stopped.stderr
-    assert "Traceback" not in stopped.stderr
-    assert "KeyboardInterrupt" not in stopped.stderr
-    assert "stopped early: interrupted" in stopped.stderr
+    lines = stopped.stderr.splitlines()  # the job's own lines only: no worker warns of the event it was running
+    assert [line for line in lines if not line.startswith("trkx run: ")] == [], stopped.stderr
+    assert "stopped early: interrupted" in lines[-1]
     assert set(_performance(output)["events"]) < set(range(EVENTS))
     assert main(_job(CONFIG, output, "--resume")) == 0
     assert_same_results(output, local_job)
+
+
+def test_the_job_leaves_out_the_traceback_of_an_interrupted_client_call(caplog):
+    """Ctrl-C as a Dask client call waits for the client's event loop, before the loop has started the call: Dask's
+    cancelling of the call fails (a ``NameError`` in a loop callback, which Tornado logs with its traceback). Under
+    the job's filter that record is left out; the interrupt still reaches the caller."""
+    runner = LoopRunner(asynchronous=False)
+    runner.start()
+
+    async def answer() -> int:
+        return 42
+
+    def interrupted_call() -> list[logging.LogRecord]:
+        caplog.clear()
+        runner.loop.add_callback(time.sleep, 0.5)  # the loop is busy: the call's coroutine waits for it
+        main = threading.main_thread().ident  # a signal, as Ctrl-C sends: it breaks the wait on Dask's loop
+        threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGINT)).start()
+        with pytest.raises(KeyboardInterrupt):
+            sync(runner.loop, answer)
+        assert sync(runner.loop, answer) == 42  # after the cancelling callback: the loop runs on
+        return [record for record in caplog.records if record.name == LOOP_CALLBACK_LOGGER]
+
+    try:
+        with caplog.at_level(logging.ERROR, logger=LOOP_CALLBACK_LOGGER):
+            unfiltered = interrupted_call()
+            with filtered(LOOP_CALLBACK_LOGGER, InterruptedCallFilter()):
+                assert interrupted_call() == []
+    finally:
+        runner.stop()
+    # Dask's failure itself, without the filter (when a Dask release binds the future first, the filter can go)
+    assert [type(record.exc_info[1]) for record in unfiltered if record.exc_info] == [NameError]
 
 
 def test_a_worker_killed_mid_event_loses_no_event_and_repeats_none(cluster, local_job, tmp_path):

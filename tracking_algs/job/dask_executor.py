@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import sys
 import threading
@@ -42,6 +41,13 @@ from tqdm import tqdm
 from tracking_algs.cores import pin_to_share
 from tracking_algs.errors import JobSetupError
 from tracking_algs.job import dask_worker_start
+from tracking_algs.job.dask_logs import (
+    CLIENT_LOGGER,
+    LOOP_CALLBACK_LOGGER,
+    ClientLogFilter,
+    InterruptedCallFilter,
+    filtered,
+)
 from tracking_algs.job.dask_setup import DaskClusterLost
 from tracking_algs.job.outcome import LazyProcessor, Outcome
 from tracking_algs.job.sources import DirectorySource, EventSource
@@ -142,38 +148,21 @@ def _anchored(options: JobOptions, source: EventSource, cwd: Path) -> tuple[JobO
 @contextlib.contextmanager
 def _client(scheduler: str, workers: int) -> Iterator[tuple[Client, bool]]:
     """A client of the scheduler at ``scheduler``, or of a new ``LocalCluster`` (closed at the end); and whether the
-    cluster is the job's own."""
-    if scheduler:
-        _check_answers(scheduler)
-        try:
-            client = Client(scheduler)
-        except (OSError, TimeoutError) as error:
-            raise JobSetupError(f"cannot reach the Dask scheduler at {scheduler}: {error}") from None
-        logger, quiet = logging.getLogger("distributed.client"), _ClientLogFilter(client)
-        logger.addFilter(quiet)
-        try:
-            with client:
+    cluster is the job's own. Dask's log leaves out what the job reports itself (:mod:`tracking_algs.job.dask_logs`)."""
+    with filtered(LOOP_CALLBACK_LOGGER, InterruptedCallFilter()):
+        if scheduler:
+            _check_answers(scheduler)
+            try:
+                client = Client(scheduler)
+            except (OSError, TimeoutError) as error:
+                raise JobSetupError(f"cannot reach the Dask scheduler at {scheduler}: {error}") from None
+            with filtered(CLIENT_LOGGER, ClientLogFilter(client)), client:
                 yield client, False
-        finally:
-            logger.removeFilter(quiet)
-        return
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0", preload=[dask_worker_start.__name__])  # fmt: skip
-    with cluster, Client(cluster) as client:
-        yield client, True
-
-
-class _ClientLogFilter(logging.Filter):
-    """Leaves out of Dask's client log what the job reports in its own words: the client's reports of a lost
-    scheduler (its failed reconnection and the tracebacks of its closing, logged while it is not running) and of a
-    result lost with its worker, which the scheduler computes again."""
-
-    def __init__(self, client: Client) -> None:
-        super().__init__()
-        self.client = client
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.client.status == "running" and not str(record.msg).startswith("Couldn't gather")
+            return
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0", preload=[dask_worker_start.__name__])  # fmt: skip
+        with cluster, Client(cluster) as client:
+            yield client, True
 
 
 def _check_answers(address: str) -> None:
