@@ -142,6 +142,12 @@ def integer(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise TypeError(f"'{attribute.name}' must be an integer, got {value!r}")
 
 
+def mapping(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """A mapping (a table of options)."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"'{attribute.name}' must be a table (a mapping), got {value!r}")
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read one TOML file into a dict; a missing or malformed file raises :class:`ConfigError` naming it."""
     path = Path(path)

@@ -424,7 +424,7 @@ def test_a_resumed_job_takes_a_number_written_either_way_and_refuses_a_bad_optio
         (lambda: EmbeddingTraining(hidden=(64, 64.5)), r"'hidden' must be an integer, got 64\.5"),
         (lambda: JobConfig(executor="dusk"), r"'executor' must be in \('local', 'dask'\) \(got 'dusk'\)"),
         (lambda: JobOptions(finding={"graph": {}}), r"'finding' must be <class '[\w.]+FindingConfig'>"),
-        (lambda: JobOptions(inference=["onnxruntime"]), r"'inference' must be <class 'collections.abc.Mapping'>"),
+        (lambda: JobOptions(inference=["onnxruntime"]), r"'inference' must be a table \(a mapping\), got \['onnx"),
     ],
 )
 def test_options_built_in_python_name_the_key_and_what_it_takes(build, expected):

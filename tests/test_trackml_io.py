@@ -61,6 +61,12 @@ def test_hits_without_truth(tmp_path, event):
     assert back.truth is None
     assert back.particles is None
     _assert_columns_equal(event.spacepoints, back.spacepoints)
+    with pytest.raises(ValueError, match="event 7 has no truth; a truth file is needed here"):
+        back.known_truth()
+    with pytest.raises(ValueError, match="event 7 has no particles; a particles file is needed here"):
+        back.known_particles()
+    assert event.known_truth() is event.truth
+    assert event.known_particles() is event.particles
 
 
 def test_sigma_comes_from_the_detector(written):

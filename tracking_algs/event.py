@@ -178,6 +178,26 @@ class Event:
         if self.truth is not None and not np.array_equal(self.truth.hit_id, self.spacepoints.hit_id):
             raise ValueError(f"event {self.event_id}: truth rows must align with spacepoints by hit_id")
 
+    def known_truth(self) -> Truth:
+        """The truth of each spacepoint, for what cannot do without it (matching, training, validation).
+
+        Raises:
+            ValueError: the event has none (real data read without its truth file).
+        """
+        if self.truth is None:
+            raise ValueError(f"event {self.event_id} has no truth; a truth file is needed here")
+        return self.truth
+
+    def known_particles(self) -> Particles:
+        """The event's particles, for what cannot do without them.
+
+        Raises:
+            ValueError: the event has none (real data read without its particles file).
+        """
+        if self.particles is None:
+            raise ValueError(f"event {self.event_id} has no particles; a particles file is needed here")
+        return self.particles
+
 
 @attrs.frozen
 class TrackCandidates:

@@ -30,6 +30,7 @@ from inference_iface.options import (
     closest,
     integer,
     load_toml,
+    mapping,
     structure,
     unknown_keys_message,
     unstructure,
@@ -137,14 +138,12 @@ class JobOptions:
     """Every setting of one ``trkx run`` job."""
 
     job: JobConfig = attrs.field(default=JobConfig(), validator=attrs.validators.instance_of(JobConfig))
-    inference: dict[str, Any] = attrs.field(
-        factory=lambda: {"backend": "onnxruntime"}, validator=attrs.validators.instance_of(Mapping)
-    )
+    inference: dict[str, Any] = attrs.field(factory=lambda: {"backend": "onnxruntime"}, validator=mapping)
     simulation: SimulationConfig = attrs.field(
         default=SimulationConfig(), validator=attrs.validators.instance_of(SimulationConfig)
     )
     finding: FindingConfig = attrs.field(default=FindingConfig(), validator=attrs.validators.instance_of(FindingConfig))
-    stages: dict[str, dict[str, Any]] = attrs.field(factory=dict, validator=attrs.validators.instance_of(Mapping))
+    stages: dict[str, dict[str, Any]] = attrs.field(factory=dict, validator=mapping)
     fitting: FittingConfig = attrs.field(default=FittingConfig(), validator=attrs.validators.instance_of(FittingConfig))
     performance: ParticleSelection = attrs.field(
         default=ParticleSelection(), validator=attrs.validators.instance_of(ParticleSelection)
@@ -341,7 +340,10 @@ def _check_inference_tables(table: Mapping[str, Any], stages: Mapping[str, Mappi
     for key, value in table.items():
         if key != "backend" and not isinstance(value, Mapping):
             raise ConfigError(f"{where}: [inference] {key} must be a table of that backend's options, got {value!r}")
-    checked = [(("inference", name), name, settings) for name, settings in table.items() if name != "backend"]
+    # (where the table is, its backend, its options)
+    checked: list[tuple[tuple[str, ...], str, Mapping[str, Any]]] = [
+        (("inference", name), name, settings) for name, settings in table.items() if name != "backend"
+    ]
     for stage, settings in stages.items():
         stage_backend = settings.get("backend", backend)
         _check_backend_name(stage_backend, f"finding.stages.{stage}.backend", backends, where)

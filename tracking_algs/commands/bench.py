@@ -142,8 +142,9 @@ def write_benchmarks_doc(root: Path) -> Path:
             body = body.split("\n", 1)[1].strip()
         block = f"<!-- bench:{name} -->\n{body}\n<!-- /bench:{name} -->"
         marked = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->", re.DOTALL)
-        if marked.search(text):
-            text = marked.sub(lambda _, block=block: block, text, count=1)
+        found = marked.search(text)
+        if found:  # the block as it is (a replacement string would read its backslashes as escapes)
+            text = text[: found.start()] + block + text[found.end() :]
         else:
             script = f"Script: `benchmarks/{name}.py` (`trkx bench {name}`)."
             text = text.rstrip("\n") + f"\n\n## {TITLES[name]}\n\n{block}\n\n{script}\n"

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     # matplotlib) once the job has run, so that a bad option or input is told at once.
     from tracking_algs.job.dask_setup import load_dask_executor
     from tracking_algs.job.runner import run_events
-    from tracking_algs.job.sources import DirectorySource, SimulationSource
+    from tracking_algs.job.sources import DirectorySource, EventSource, SimulationSource
     from tracking_algs.job.store import OPTIONS_FILE, ResultStore
     from tracking_algs.job_options import load_job_options
 
@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
         load_dask_executor()  # a missing extra is found before anything is written
     detector = options.cylinder_detector()
     if args.input is not None:
-        source = DirectorySource.open(args.input, detector, option="--input", modules=options.module_geometry())
+        source: EventSource = DirectorySource.open(
+            args.input, detector, option="--input", modules=options.module_geometry()
+        )
     else:
         if options.detector.file and options.simulation.geometry != "modules":
             raise JobInputError(

@@ -113,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
             for event in simulate_events(config, args.seed, args.events, detector, modules, field):
                 write_event(args.output, event)  # whole or absent: an interrupted write removes the event's files
                 finished += 1
-                print(f"event {event.event_id}: {len(event.particles)} particles, {len(event.spacepoints)} hits")
+                particles, hits = len(event.known_particles()), len(event.spacepoints)
+                print(f"event {event.event_id}: {particles} particles, {hits} hits")
         except KeyboardInterrupt:
             kept = f"events 0 to {finished - 1} ({finished} of {args.events}) are" if finished else "no event is"
             print(f"trkx simulate: stopped early: interrupted; {kept} written whole in {args.output}, none "

@@ -237,8 +237,8 @@ def triplet_labels(
         around = cost < bypass_cost
         bypassed = _bypassed(n_nodes, edges, first[around], second[around])
         good &= ~bypassed[first] & ~bypassed[second]
-    good = np.flatnonzero(good)
-    first, second, cost = first[good], second[good], cost[good]
+    kept = np.flatnonzero(good)
+    first, second, cost = first[kept], second[kept], cost[kept]
     if score_weight > 0 and scores is not None:
         distrust = -np.log(np.maximum(np.asarray(scores, dtype=np.float64)[~overlap], np.finfo(np.float64).tiny))
         cost = cost + score_weight * (distrust[first] + distrust[second])

@@ -231,7 +231,7 @@ def make_sample(event: Event) -> Sample:
     n = len(event.spacepoints)
     return Sample(
         features=torch.from_numpy(spacepoint_features(event.spacepoints)),
-        particle=np.asarray(event.truth.particle_id, dtype=np.int64),
+        particle=np.asarray(event.known_truth().particle_id, dtype=np.int64),
         truth=truth,
         truth_keys=np.unique(truth[0] * n + truth[1]),
         phi=event.spacepoints.phi,
@@ -255,9 +255,22 @@ def step_rng(seed: int, stage: int, step: int) -> np.random.Generator:
     return np.random.default_rng([seed, stage, step])
 
 
+@attrs.frozen
+class TrainingStep:
+    """The step function of one stage (``step(index)`` takes training step ``index`` and returns its loss), with the
+    optimiser it steps and the stage's learning rate (before the decay :func:`run_stage` applies)."""
+
+    run: Callable[[int], float]
+    optimizer: torch.optim.Optimizer
+    learning_rate: float
+
+    def __call__(self, index: int) -> float:
+        return self.run(index)
+
+
 def train_embedding(
     model: EmbeddingNet, samples: list[Sample], config: EmbeddingTraining, seed: int, data: DataConfig, cuts: PairCuts
-) -> Callable:
+) -> TrainingStep:
     """The step function of the embedding stage (returns the loss of one step on the sector of a training event that
     :func:`embedding_sector` picks); ``cuts`` are the graph's pair cuts (used when ``config.compatible_search`` is
     set)."""
@@ -295,8 +308,7 @@ def train_embedding(
         optimizer.step()
         return loss.item()
 
-    step.optimizer, step.learning_rate = optimizer, config.learning_rate  # type: ignore[attr-defined]
-    return step
+    return TrainingStep(step, optimizer, config.learning_rate)
 
 
 def embedding_sector(sample: Sample, data: DataConfig, focus_fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -328,7 +340,7 @@ def _hard_negatives(
     return np.stack((first[keep], second[keep]))
 
 
-def train_edges(model: FilterNet, graphs: list[dict[str, Any]], config: FilterTraining, seed: int) -> Callable:
+def train_edges(model: FilterNet, graphs: list[dict[str, Any]], config: FilterTraining, seed: int) -> TrainingStep:
     """The step function of the filter stage: a random batch of edges from a random training graph."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
 
@@ -341,11 +353,10 @@ def train_edges(model: FilterNet, graphs: list[dict[str, Any]], config: FilterTr
         logits = model.logits(graph["features"], graph["embedding"], edges)
         return _balanced_bce_step(optimizer, logits, graph["label"][pick], graph["weight"][pick])
 
-    step.optimizer, step.learning_rate = optimizer, config.learning_rate  # type: ignore[attr-defined]
-    return step
+    return TrainingStep(step, optimizer, config.learning_rate)
 
 
-def train_gnn(model: InteractionGNN, graphs: list[dict[str, Any]], config: GNNTraining, seed: int) -> Callable:
+def train_gnn(model: InteractionGNN, graphs: list[dict[str, Any]], config: GNNTraining, seed: int) -> TrainingStep:
     """The step function of the GNN stage: one whole filtered training graph per step."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
 
@@ -355,8 +366,7 @@ def train_gnn(model: InteractionGNN, graphs: list[dict[str, Any]], config: GNNTr
         logits = model.logits(graph["features"], torch.from_numpy(graph["edges"]))
         return _balanced_bce_step(optimizer, logits, graph["label"], graph["weight"])
 
-    step.optimizer, step.learning_rate = optimizer, config.learning_rate  # type: ignore[attr-defined]
-    return step
+    return TrainingStep(step, optimizer, config.learning_rate)
 
 
 def _balanced_bce_step(
@@ -388,7 +398,7 @@ def _class_weight(label: torch.Tensor) -> torch.Tensor:
 def run_stage(
     name: str,
     model: torch.nn.Module,
-    step: Callable,
+    step: TrainingStep,
     steps: int,
     checkpoint_dir: Path,
     checkpoint_every: int,

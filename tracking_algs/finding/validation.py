@@ -82,8 +82,9 @@ def evaluate(
             if kept is not None:
                 selected[pt].append(match_tracks(event, kept, chosen))
         # row-aligned with the particles table, as the particle columns of every MatchResult of this event are
-        secondary = np.hypot(event.particles.vx, event.particles.vy) >= SECONDARY_RADIUS_MM
-        kind = particle_kinds(event.particles.particle_id)
+        particles = event.known_particles()
+        secondary = np.hypot(particles.vx, particles.vy) >= SECONDARY_RADIUS_MM
+        kind = particle_kinds(particles.particle_id)
         start = np.where(secondary, _start(event), 0)
         for key, results in (("tracks", matches[PT_THRESHOLDS[0]]), ("selected", selected[PT_THRESHOLDS[0]])):
             if results:
@@ -129,7 +130,10 @@ def evaluate(
         f"by_origin_pt>{PT_THRESHOLDS[0]:g}": by_origin,
         f"by_kind_pt>{PT_THRESHOLDS[0]:g}": by_kind,
         f"by_start_pt>{PT_THRESHOLDS[0]:g}": by_start,
-        "edges": {stage: _edge_summary(*c, n_events=len(n_hits)) for stage, c in counts.items()},
+        "edges": {
+            stage: _edge_summary(n_true, n_truth, n_predicted, n_fast_true, n_fast_truth, n_events=len(n_hits))
+            for stage, (n_true, n_truth, n_predicted, n_fast_true, n_fast_truth) in counts.items()
+        },
         "timing_ms": {stage: float(np.mean(values)) for stage, values in timing.items()},
         "matches": combined,
         **({"selected_matches": selected_combined} if selected_combined else {}),
@@ -139,7 +143,7 @@ def evaluate(
 def _start(event: Event) -> np.ndarray:
     """Where each of ``event``'s particles starts, as an index into :data:`STARTS` other than the beam line's: on
     the beam pipe, on the pixel support tube, or elsewhere."""
-    particles = event.particles
+    particles = event.known_particles()
     start = np.full(len(particles), STARTS.index("elsewhere"))
     for name, cylinder in (("beam_pipe", TRACKML_BEAM_PIPE), ("support_tube", TRACKML_SUPPORT_TUBE)):
         start[cylinder.holds(particles.vx, particles.vy, particles.vz, ON_CYLINDER_MM)] = STARTS.index(name)
@@ -168,10 +172,11 @@ def _lost_causes(
     :data:`KEPT_EDGES_MIN` of their ``truth`` edges left after the GNN; and the rest, which the building splits or
     leaves out.  Second, the secondaries among them by the other causes (``LOST_CAUSES[1:]``).  ``candidates`` and
     ``written`` match the candidates and the written tracks (row-aligned with the event's particles)."""
-    truth_particle = particle_rows(event.particles.particle_id, event.truth.particle_id[truth[0]])
+    particles = event.known_particles()
+    truth_particle = particle_rows(particles.particle_id, event.known_truth().particle_id[truth[0]])
     known = truth_particle >= 0
     kept = np.isin(edge_keys(truth[:, known], unique=False), edge_keys(gnn_edges))
-    n_particles = len(event.particles.particle_id)
+    n_particles = len(particles.particle_id)
     edges_of = np.bincount(truth_particle[known], minlength=n_particles)
     kept_of = np.bincount(truth_particle[known], weights=kept, minlength=n_particles)
     missed = written.particle_selected & ~written.particle_matched

@@ -49,7 +49,9 @@ class Measurements:
 
     def take(self, rows: np.ndarray) -> Measurements:
         """The steps of tracks ``rows`` only."""
-        return Measurements(*(None if value is None else value[rows] for value in attrs.astuple(self, recurse=False)))
+        plane = None if self.plane is None else self.plane[rows]
+        return Measurements(self.kind[rows], self.position[rows], self.x_over_x0[rows], self.value[rows],
+                            self.variance[rows], self.count[rows], plane)  # fmt: skip
 
     def dims(self) -> np.ndarray:
         """Measured dimensions per step [T, L] (0 on a hole, 1 or 2 on a hit)."""
@@ -218,6 +220,7 @@ def forward_filter(
             state_kind[rows] = np.where(missed[reached], state_kind[rows], hits.kind[rows, i])
             state_position[rows] = np.where(missed[reached], state_position[rows], hits.position[rows, i])
             if state_plane is not None:
+                assert hits.plane is not None  # state_plane is None without it
                 state_plane[rows] = np.where(missed[reached, None, None], state_plane[rows], hits.plane[rows, i])
         res = measurement_residual(hits.value[rows, i], params, hits.kind[rows, i])
         update = gain_update(params, cov, res, hits.variance[rows, i])
@@ -288,6 +291,7 @@ def smooth(hits: Measurements, forward: ForwardPass, without_first: bool = False
             info = np.zeros_like(pred_cov)
             lam = np.zeros_like(pred)
         if i == 0 and others is not None:  # the adjoint of the hits after alone: the state from the seed and those
+            assert others_cov is not None  # made with others
             others[rows] = pred - _matvec(pred_cov, lam)
             others_cov[rows] = _symmetric(pred_cov - matmul(matmul(pred_cov, info), pred_cov))
         info[:, :2, :2] += precision

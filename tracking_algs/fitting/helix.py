@@ -37,6 +37,7 @@ helix's, the field's own variation with the track state left out (as in ACTS's s
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TypeGuard
 
 import attrs
 import numpy as np
@@ -85,6 +86,11 @@ def no_planes(n: int) -> np.ndarray:
 
 def _planes(plane: np.ndarray | None, n: int) -> np.ndarray:
     return no_planes(n) if plane is None else plane
+
+
+def _per_track(bfield_t: float | np.ndarray) -> TypeGuard[np.ndarray]:
+    """Whether ``bfield_t`` is one field per track (an array [N]) rather than one for all."""
+    return np.ndim(bfield_t) != 0
 
 
 @attrs.frozen
@@ -136,8 +142,8 @@ def bound_to_free(
     z = np.where(disk, position, l1)
     on_plane = kind == _PLANE
     if on_plane.any():
-        plane = _planes(plane, len(params))
-        point = plane[:, PLANE_CENTRE] + l0[:, None] * plane[:, PLANE_U] + l1[:, None] * plane[:, PLANE_V]
+        planes = _planes(plane, len(params))
+        point = planes[:, PLANE_CENTRE] + l0[:, None] * planes[:, PLANE_U] + l1[:, None] * planes[:, PLANE_V]
         x, y, z = (np.where(on_plane, point[:, axis], coordinate) for axis, coordinate in enumerate((x, y, z)))
     free = np.column_stack((x, y, z, sin_theta * cos_phi, sin_theta * sin_phi, cos_theta, qop))
 
@@ -156,8 +162,8 @@ def bound_to_free(
     jac[:, 5, 3] = -sin_theta
     jac[:, 6, 4] = 1.0
     if on_plane.any():
-        jac[on_plane, :3, 0] = plane[on_plane, PLANE_U]
-        jac[on_plane, :3, 1] = plane[on_plane, PLANE_V]
+        jac[on_plane, :3, 0] = planes[on_plane, PLANE_U]
+        jac[on_plane, :3, 1] = planes[on_plane, PLANE_V]
     return free, jac
 
 
@@ -269,7 +275,7 @@ def path_to_surface(
     path = np.where(disk, s_disk, s_transverse / safe_st)
     ok = np.where(disk, ok_disk, np.where(cylinder, ok_cylinder, moving))
     if on_plane.any():
-        plane_field = bfield_t if np.ndim(bfield_t) == 0 else bfield_t[on_plane]
+        plane_field = bfield_t[on_plane] if _per_track(bfield_t) else bfield_t
         plane_path, plane_ok = _path_to_plane(free[on_plane], _planes(plane, len(free))[on_plane], plane_field, rough)
         path[on_plane], ok[on_plane] = plane_path, plane_ok
     ok &= np.isfinite(path)
@@ -295,7 +301,7 @@ def _path_to_plane(
         path = np.where(np.isfinite(path), path, 0.0)
         active = np.arange(len(free))
         for _ in range(1 if rough else _PLANE_NEWTON_STEPS):
-            field = bfield_t if np.ndim(bfield_t) == 0 else bfield_t[active]
+            field = bfield_t[active] if _per_track(bfield_t) else bfield_t
             end, _ = transport(free[active], path[active], field, jacobian=False)
             gone = np.einsum("ni,ni->n", end[:, :3] - centre[active], normal[active])
             path[active] -= gone / np.einsum("ni,ni->n", end[:, 3:6], normal[active])
@@ -540,6 +546,7 @@ def _helix_step(
     midpoint step, :func:`_field_step`), ``T_z`` at the end turned by the other half of the step's turn."""
     path, ok = path_to_surface(free, kind_to, position_to, bfield_t, direction, plane_to)
     end, transport_jac = transport(free, path, bfield_t)
+    assert transport_jac is not None  # transport with its jacobian
     if lift is not None:
         end = _with_polar_direction(end, free[:, 5] + 0.5 * HELIX_CONSTANT * free[:, 6] * path * lift)
     bound, to_bound = free_to_bound(end, kind_to, plane_to)

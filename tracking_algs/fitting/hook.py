@@ -21,7 +21,7 @@ import attrs
 import numpy as np
 
 from inference_iface.errors import BackendUnavailableError, ConfigError, InferenceTimeoutError
-from inference_iface.options import structure
+from inference_iface.options import mapping, structure
 from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.config import KalmanConfig
@@ -93,7 +93,7 @@ class FittingConfig:
 
     hook: str = attrs.field(default="kalman", validator=attrs.validators.instance_of(str))
     kalman: KalmanConfig = attrs.field(factory=KalmanConfig, validator=attrs.validators.instance_of(KalmanConfig))
-    options: dict[str, Any] = attrs.field(factory=dict, validator=attrs.validators.instance_of(Mapping))
+    options: dict[str, Any] = attrs.field(factory=dict, validator=mapping)
     selection: TrackSelection = attrs.field(
         factory=TrackSelection, validator=attrs.validators.instance_of(TrackSelection)
     )
@@ -196,6 +196,8 @@ def checked_fitter(fitter: TrackFitter | None, user: str) -> TrackFitter | None:
 
 
 _T = TypeVar("_T")
+#: the event's and the fit's attrs column types that a plug-in fitter gets read-only views of (:func:`_read_only`)
+_Columns = TypeVar("_Columns", Spacepoints, TrackCandidates, FitResults)
 
 
 class CheckedFitter:
@@ -280,7 +282,7 @@ class CheckedFitter:
         return fit
 
 
-def _read_only(value: _T) -> _T:
+def _read_only(value: _Columns) -> _Columns:
     """``value`` (an attrs value type of numpy columns) with read-only views of its arrays: a fitter that writes into
     its input raises instead of changing the event under the job."""
     views = {}

@@ -432,7 +432,10 @@ class KalmanFitter:
 
         forward = forward_filter(measurements, seed, seed_cov, status, self.field, config)
         smoothed = smooth(measurements, forward, without_first=True)
-        close = close_pair & finite_states(smoothed.without_first, smoothed.without_first_cov) & ~started
+        without_first, without_first_cov = smoothed.without_first, smoothed.without_first_cov
+        assert without_first is not None  # asked for, as without_first_cov
+        assert without_first_cov is not None
+        close = close_pair & finite_states(without_first, without_first_cov) & ~started
         if close.any():
             forward, smoothed = self._second_pass(measurements, status, forward, smoothed, np.flatnonzero(close))
         status = forward.status.copy()
@@ -473,7 +476,10 @@ class KalmanFitter:
         and the state without the first hit are the first pass's)."""
         inflation = self.config.second_pass_cov_inflation
         steps = measurements.take(rows)
-        again = forward_filter(steps, smoothed.without_first[rows], smoothed.without_first_cov[rows] * inflation,
+        without_first, without_first_cov = smoothed.without_first, smoothed.without_first_cov
+        assert without_first is not None  # the first pass was smoothed with them
+        assert without_first_cov is not None
+        again = forward_filter(steps, without_first[rows], without_first_cov[rows] * inflation,
                                status[rows], self.field, self.config)  # fmt: skip
         again_smoothed = smooth(steps, again)
 

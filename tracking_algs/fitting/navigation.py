@@ -64,6 +64,10 @@ class Crossings:
         return Crossings(*(getattr(self, field.name)[mask] for field in attrs.fields(Crossings)))
 
 
+#: one material surface for :class:`_SurfaceTable`: (position, extent, x_over_x0, layer key)
+_SurfaceRow = tuple[float, tuple[float, float], float, int | np.ndarray]
+
+
 @attrs.frozen
 class _SurfaceTable:
     """Surfaces of one kind sorted by ``position`` (radius or z), with their ``extent`` [S, 2] along the other
@@ -75,7 +79,7 @@ class _SurfaceTable:
     key: np.ndarray
 
     @classmethod
-    def of(cls, rows: list[tuple]) -> _SurfaceTable:
+    def of(cls, rows: list[_SurfaceRow]) -> _SurfaceTable:
         """The table of ``rows`` of (position, extent, x_over_x0, key), none or many."""
         position, extent, x_over_x0, key = zip(*rows, strict=True) if rows else ((), (), (), ())
         order = np.argsort(position, kind="stable")
@@ -95,8 +99,12 @@ class MaterialMap:
         if modules is None:
             barrels = [s for s in detector.surfaces if s.kind == "barrel"]
             disks = [s for s in detector.surfaces if s.kind == "endcap"]
-            cylinders = [(s.position, s.extent, s.x_over_x0, layer_key(s.volume_id, s.layer_id)) for s in barrels]
-            planes = [(s.position, s.extent, s.x_over_x0, layer_key(s.volume_id, s.layer_id)) for s in disks]
+            cylinders: list[_SurfaceRow] = [
+                (s.position, s.extent, s.x_over_x0, layer_key(s.volume_id, s.layer_id)) for s in barrels
+            ]
+            planes: list[_SurfaceRow] = [
+                (s.position, s.extent, s.x_over_x0, layer_key(s.volume_id, s.layer_id)) for s in disks
+            ]
             pipe = detector.beam_pipe
             cylinders.append((pipe.radius, (-np.inf, np.inf), pipe.x_over_x0, BEAM_PIPE_KEY))
         else:
@@ -136,12 +144,13 @@ class MaterialMap:
                          key[order])  # fmt: skip
 
 
-def _module_layers(modules: ModuleGeometry) -> tuple[list[tuple], list[tuple]]:
+def _module_layers(modules: ModuleGeometry) -> tuple[list[_SurfaceRow], list[_SurfaceRow]]:
     """The layers of ``modules`` as (position, extent, x_over_x0, key) of barrel cylinders and of endcap disks."""
     keys = layer_key(modules.volume_id, modules.layer_id)
     radius = np.hypot(modules.c[:, 0], modules.c[:, 1])
     reach = np.hypot(modules.half_v, modules.max_half_u)  # how far a module extends from its centre
-    cylinders, disks = [], []
+    cylinders: list[_SurfaceRow] = []
+    disks: list[_SurfaceRow] = []
     for key in np.unique(keys):
         rows = keys == key
         x_over_x0 = float(modules.x_over_x0[rows].mean())

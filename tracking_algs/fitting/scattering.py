@@ -34,6 +34,7 @@ def path_in_x0(
     cos_incidence = np.where(kind == SurfaceKind.DISK, np.cos(theta), sin_theta * np.cos(phi - position_phi))
     on_plane = kind == SurfaceKind.PLANE
     if on_plane.any():
+        assert plane is not None  # given wherever a surface is a plane
         normal = plane[on_plane, PLANE_W]
         direction = np.column_stack((sin_theta * np.cos(phi), sin_theta * np.sin(phi), np.cos(theta)))[on_plane]
         cos_incidence[on_plane] = np.einsum("ni,ni->n", direction, normal)

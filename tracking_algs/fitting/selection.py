@@ -324,6 +324,7 @@ class TrackSelection:
         proposal = proposed_hits(spacepoints, labels, JOIN_REACH_MM, self.extension_circle_mm, self.extension_line_mm,
                                  (fit.track_id, closest_points(fit.params)), labels >= 0)  # fmt: skip
         through = proposal >= 0
+        pairs: np.ndarray  # [P, 2] (track, track): np.searchsorted of it gives an array
         pairs, counts = np.unique(np.column_stack((proposal[through], labels[through])), axis=0, return_counts=True)
         pairs, counts = pairs[counts >= JOIN_MIN_HITS], counts[counts >= JOIN_MIN_HITS]
         row = _disjoint(np.searchsorted(fit.track_id, pairs), counts)

@@ -48,5 +48,5 @@ def interrupts_held() -> Iterator[None]:
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
-        for signum in arrived:
-            signal.raise_signal(signum)
+        for held in arrived:
+            signal.raise_signal(held)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
@@ -30,7 +31,7 @@ _PARSE_OPTIONS = pa_csv.ParseOptions(ignore_empty_lines=False)
 _WRITE_OPTIONS = pa_csv.WriteOptions(include_header=False)  # the header is written as plain names, unquoted
 
 
-def read_table(path: Path, columns: Mapping[str, np.dtype | str]) -> dict[str, np.ndarray]:
+def read_table(path: Path, columns: Mapping[str, npt.DTypeLike]) -> dict[str, np.ndarray]:
     """The named ``columns`` of a CSV file with a header line, each as an array of its dtype (int64 or float64).
 
     A file whose name ends in ``.gz`` is decompressed (gzip) while it is read. Extra columns are ignored.
@@ -89,7 +90,7 @@ class TableWriter:
     """A CSV file written in chunks of rows: the header line first, then each :meth:`write`'s columns, formatted as
     by :func:`write_table`. Integer columns are written as int64, float columns as float64."""
 
-    def __init__(self, path: Path, columns: Mapping[str, np.dtype | str]) -> None:
+    def __init__(self, path: Path, columns: Mapping[str, npt.DTypeLike]) -> None:
         #: each column's dtype as written: int64 for integer (and boolean) columns, float64 for the others
         self.dtypes = {name: np.dtype(np.int64 if np.dtype(kind).kind in "iub" else np.float64)
                        for name, kind in columns.items()}  # fmt: skip

@@ -42,9 +42,9 @@ class EventProcessor:
                 raise _with_hint(error, "the served models must be the ONNX files of this job's [finding] model_dir: "
                                  "write the repository with 'trkx repo add-tracking --model-dir' that directory (or "
                                  "--config and the job's options file)") from None  # fmt: skip
-            stage_objects = (self.finder.graph, self.finder.filter, self.finder.gnn)
+            inferences = (self.finder.graph.inference, self.finder.filter.inference, self.finder.gnn.inference)
             #: Each neural stage's inference backend (or the served chain's), as its interface describes itself.
-            self.backend = {stage: obj.inference.describe() for stage, obj in zip(STAGES, stage_objects, strict=True)}
+            self.backend = {stage: inference.describe() for stage, inference in zip(STAGES, inferences, strict=True)}
         else:
             try:
                 served = create_inference(options.served_inference())
@@ -108,8 +108,9 @@ class EventProcessor:
         matched = np.zeros(len(fit.track_id), dtype=bool)
         matched[found] = match.track_status[row_in_match[found]] == TrackStatus.MATCHED
         rows = row_in_match[matched]
-        particles = particle_rows(event.particles.particle_id, match.track_particle[rows])
-        true_params[matched] = truth_perigee(event.particles.take(particles), self.detector.bfield_t)
+        known = event.known_particles()
+        particles = particle_rows(known.particle_id, match.track_particle[rows])
+        true_params[matched] = truth_perigee(known.take(particles), self.detector.bfield_t)
         pure = np.zeros(len(fit.track_id), dtype=bool)
         pure[matched] = match.track_nmajority[rows] == match.track_nhits[rows]
         return true_params, pure

@@ -19,10 +19,11 @@ def particle_rows(particle_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
 def hit_particle_pt(event: Event) -> np.ndarray:
     """Transverse momentum (GeV) of each hit's particle, row-aligned with the spacepoints; 0 for noise hits and
     when the event has no particles table. Needs ``event.truth``."""
-    truth_ids = np.asarray(event.truth.particle_id)
+    truth_ids = np.asarray(event.known_truth().particle_id)
     pt = np.zeros(len(truth_ids))
-    if event.particles is not None:
-        row = particle_rows(event.particles.particle_id, truth_ids)
+    particles = event.particles
+    if particles is not None:
+        row = particle_rows(particles.particle_id, truth_ids)
         found = row >= 0
-        pt[found] = event.particles.pt[row[found]]
+        pt[found] = particles.pt[row[found]]
     return pt

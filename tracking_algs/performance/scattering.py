@@ -32,7 +32,7 @@ class PolarTurns:
 def polar_turns(event: Event, modules: ModuleGeometry, particle_ids: np.ndarray) -> PolarTurns:
     """:class:`PolarTurns` of every pair of consecutive truth hits of the particles ``particle_ids`` in ``event``
     (its truth and spacepoints on ``modules``).  In a field along z only scattering turns the polar angle."""
-    truth, spacepoints = event.truth, event.spacepoints
+    truth, spacepoints = event.known_truth(), event.spacepoints
     order = np.lexsort((truth.tx**2 + truth.ty**2 + truth.tz**2, truth.particle_id))
     order = order[np.isin(truth.particle_id[order], particle_ids)]
     first, second = order[:-1], order[1:]

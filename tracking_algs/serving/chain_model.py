@@ -87,9 +87,9 @@ class TritonPythonModel:
                 tensors = {name: pb_utils.get_input_tensor_by_name(request, name) for name in self.input_names}
                 outputs = self.run({name: tensor.as_numpy() for name, tensor in tensors.items()})
                 requested = set(request.requested_output_names()) or outputs.keys()  # none named: all of them
-                tensors = [pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in outputs.items()
-                           if name in requested]  # fmt: skip
-                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+                output_tensors = [pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in outputs.items()
+                                  if name in requested]  # fmt: skip
+                responses.append(pb_utils.InferenceResponse(output_tensors=output_tensors))
             except Exception as error:  # the message must reach the client, whatever the step raised
                 message = f"{type(error).__name__}: {error}"
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message)))

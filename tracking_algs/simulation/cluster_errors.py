@@ -115,9 +115,10 @@ def main() -> int:
     parts = []
     for event_id in range(CALIBRATION_EVENTS):
         event = simulate_event(config, CALIBRATION_SEED, event_id)
-        particle = event.truth.particle_id != 0
+        known_truth = event.known_truth()
+        particle = known_truth.particle_id != 0
         sp = event.spacepoints.take(particle)
-        truth = event.truth.take(particle)
+        truth = known_truth.take(particle)
         module = geometry.lookup(sp.volume_id, sp.layer_id, sp.module_id)
         measured = np.column_stack(geometry.to_local(module, np.column_stack((sp.x, sp.y, sp.z)))[:2])
         true = np.column_stack(geometry.to_local(module, np.column_stack((truth.tx, truth.ty, truth.tz)))[:2])

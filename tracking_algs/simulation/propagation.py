@@ -10,6 +10,7 @@ is ahead or after ``max_turns`` full turns (half a turn by default: loopers stop
 from __future__ import annotations
 
 import functools
+from typing import TypeGuard
 
 import attrs
 import numpy as np
@@ -104,6 +105,7 @@ def propagate(
             break
         bend: float | np.ndarray = uniform_bending(field, detector.bfield_t)
         if in_field_steps:
+            assert field is not None  # varies(field): a field
             step = midpoint_step(field, position, mom, q, functools.partial(
                 _next_turn, position, mom, q, layers=layers, last=last, budget=budget - turned), stepping)  # fmt: skip
             bend, mom, tilt, limit = step.bending, step.momentum, step.tilt, step.turn_limit(q)
@@ -114,7 +116,7 @@ def propagate(
         )
         crossing = np.ones(len(psi), dtype=bool)
         if in_field_steps:
-            bend, tilt, limit = bend[going], tilt[going], limit[going]
+            bend, tilt, limit = step.bending[going], tilt[going], limit[going]  # bend is step.bending here
             crossing = psi <= limit  # the others stop on their way, crossing nothing: a piece of a long step
             psi = np.minimum(psi, limit)
         position, mom = move_along_helix(position, mom, q, bend, psi)
@@ -140,7 +142,7 @@ def propagate(
     return Crossings(*(np.concatenate(column) for column in zip(*records, strict=True)))
 
 
-def varies(field: MagneticField | None) -> bool:
+def varies(field: MagneticField | None) -> TypeGuard[MagneticField]:
     """Whether ``field`` needs the midpoint steps of :func:`midpoint_step` (a non-uniform field)."""
     return field is not None and not field.uniform
 

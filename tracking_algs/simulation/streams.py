@@ -30,8 +30,9 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def counter_uniform(key: int, particle: np.ndarray, index: np.ndarray, slot: int = 0) -> np.ndarray:
-    """Uniform values in (0, 1), one per (``particle[k]``, ``index[k]``), for stream ``key`` and ``slot``."""
+def counter_uniform(key: int, particle: np.ndarray, index: np.ndarray, slot: int | np.ndarray = 0) -> np.ndarray:
+    """Uniform values in (0, 1), one per (``particle[k]``, ``index[k]``), for stream ``key`` and ``slot`` (one for
+    all, or one per value)."""
     counter = (
         (np.asarray(particle).astype(np.uint64) << _PARTICLE_SHIFT)
         | (np.asarray(index).astype(np.uint64) << _INDEX_SHIFT)
