@@ -4,6 +4,7 @@ environment built from this checkout; a backend whose library is absent names th
 from __future__ import annotations
 
 import subprocess
+import sys
 import venv
 from pathlib import Path
 
@@ -29,12 +30,13 @@ print(json.dumps({"installed": missing, "errors": errors, "backends": inference_
 
 @pytest.fixture(scope="module")
 def core_python(tmp_path_factory) -> Path:
-    """The Python of a new virtual environment holding this project installed without extras."""
+    """The Python of a new virtual environment holding this project installed without extras (by this environment's
+    pip, ``pip --python``: the new one needs no pip of its own, and making one takes longer than the install)."""
     home = tmp_path_factory.mktemp("core_venv")
-    venv.EnvBuilder(with_pip=True).create(home)
+    venv.EnvBuilder(with_pip=False).create(home)
     python = home / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", str(ROOT)], capture_output=True,
-                             text=True, check=False)  # fmt: skip
+    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", str(ROOT)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
     assert install.returncode == 0, install.stderr
     return python
 
