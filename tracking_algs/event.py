@@ -179,24 +179,19 @@ class Event:
             raise ValueError(f"event {self.event_id}: truth rows must align with spacepoints by hit_id")
 
     def known_truth(self) -> Truth:
-        """The truth of each spacepoint, for what cannot do without it (matching, training, validation).
-
-        Raises:
-            ValueError: the event has none (real data read without its truth file).
-        """
-        if self.truth is None:
-            raise ValueError(f"event {self.event_id} has no truth; a truth file is needed here")
-        return self.truth
+        """The truth of each spacepoint, for what cannot do without it (matching, training, validation); raises
+        ``ValueError`` where the event has none (real data read without its truth file)."""
+        return _known(self.truth, self.event_id, "truth")
 
     def known_particles(self) -> Particles:
-        """The event's particles, for what cannot do without them.
+        """The event's particles, for what cannot do without them; raises ``ValueError`` where the event has none."""
+        return _known(self.particles, self.event_id, "particles")
 
-        Raises:
-            ValueError: the event has none (real data read without its particles file).
-        """
-        if self.particles is None:
-            raise ValueError(f"event {self.event_id} has no particles; a particles file is needed here")
-        return self.particles
+
+def _known(table: C | None, event_id: int, name: str) -> C:
+    if table is None:
+        raise ValueError(f"event {event_id} has no {name}; a {name} file is needed here")
+    return table
 
 
 @attrs.frozen
