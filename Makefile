@@ -16,12 +16,18 @@ run: $(STAMP)
 	rm -rf out/local_onnx
 	$(BIN)/trkx run configs/local_onnx.toml --simulate 5 --output out/local_onnx
 
+TYPECHECK := $(BIN)/mypy inference_iface backends tracking_algs
+
+# mypy runs beside the tests, which keep one of two cores busy on average; its report follows theirs, and either
+# failing fails the target.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy inference_iface backends tracking_algs
-	$(BIN)/python -m pytest -q
+	@report=$$(mktemp); $(TYPECHECK) > $$report 2>&1 & typecheck=$$!; \
+	echo "$(BIN)/python -m pytest -q"; $(BIN)/python -m pytest -q; tests=$$?; \
+	wait $$typecheck; typed=$$?; echo "$(TYPECHECK)"; cat $$report; rm -f $$report; \
+	test $$tests -eq 0 && test $$typed -eq 0
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
@@ -30,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy inference_iface backends tracking_algs
+	$(TYPECHECK)
 
 format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
