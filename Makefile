@@ -18,19 +18,23 @@ run: $(STAMP)
 
 TYPECHECK := $(BIN)/mypy inference_iface backends tracking_algs
 
-# mypy runs beside the tests, which keep one of two cores busy on average; its report follows theirs, and either
-# failing fails the target.
+# The tests run in TEST_WORKERS processes (pytest-xdist), each taking whole files, so that a module's fixtures
+# (servers, simulated events) are made once; TEST_WORKERS=0 runs them in this process.  mypy runs beside them, its
+# report after theirs; either failing fails the target.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	@report=$$(mktemp); $(TYPECHECK) > $$report 2>&1 & typecheck=$$!; \
-	echo "$(BIN)/python -m pytest -q"; $(BIN)/python -m pytest -q; tests=$$?; \
+	echo "$(PYTEST)"; $(PYTEST); tests=$$?; \
 	wait $$typecheck; typed=$$?; echo "$(TYPECHECK)"; cat $$report; rm -f $$report; \
 	test $$tests -eq 0 && test $$typed -eq 0
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(PYTEST) -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
