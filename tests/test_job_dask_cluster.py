@@ -287,6 +287,7 @@ def test_a_killed_scheduler_stops_the_job_which_resumes_on_a_new_cluster(cluster
     output = tmp_path / "scheduler_killed"
     job = _interrupted("2", str(cluster.scheduler.pid), _job(output, "--scheduler", cluster.address))
     assert job.returncode == EXIT_STOPPED, job.stderr
+    assert len(_lines(job.stderr)) == 1, job.stderr
     (line,) = _lines(job.stderr)
     assert line.startswith(f"trkx run: stopped early: lost the Dask scheduler at {cluster.address} before event ")
     assert _saved(output) < set(range(EVENTS))

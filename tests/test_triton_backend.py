@@ -23,6 +23,7 @@ from triton_helpers import (
     HANG_GUARD_S,
     assert_matches_local,
     build_repository,
+    paused,
     random_inputs,
     same_bits,
     served_model_files,
@@ -276,14 +277,16 @@ def test_a_zero_size_call_leaves_the_headers_and_later_calls_alone(connect, prot
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_a_short_call_deadline_applies_to_calls_not_to_construction(connect, protocol):
+def test_a_short_call_deadline_applies_to_calls_not_to_construction(server, connect, protocol):
+    """The server answers construction's checks (within ``connect_timeout_s``) and is then stopped for the call: a
+    server that answers fast may beat even a deadline of 1 µs (the client's thread may not run between sending and
+    reading), a stopped one cannot."""
     x = np.ones((2, 3), dtype=np.float32)
     for deadline in ({"timeout_s": 1e-6}, {"attempt_timeout_s": 1e-6}):
-        served = connect("two_in_two_out", protocol, **deadline)  # checked within connect_timeout_s
+        served = connect("two_in_two_out", protocol, **deadline)
         assert served.signature.input_names == ("input.1", "y:0")
-        if protocol == "http":  # the requests' network timeout (a gRPC request gets at least 1 ms: it may pass)
-            with pytest.raises(InferenceTimeoutError):
-                served.infer({"input.1": x, "y:0": x})
+        with paused(server), pytest.raises(InferenceTimeoutError):
+            served.infer({"input.1": x, "y:0": x})
     # the longest timeouts taken work on both protocols (gRPC fails at once from about 1e10 s)
     served = connect("two_in_two_out", protocol, timeout_s=1e6, attempt_timeout_s=1e6, connect_timeout_s=1e6)
     np.testing.assert_array_equal(served.infer({"input.1": x, "y:0": x}).sum, x + x)

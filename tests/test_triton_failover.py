@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from triton_helpers import (
     HANG_GUARD_S,
     build_repository,
     model_counts,
+    paused,
     processes_mentioning,
     server_regions,
     wait_exited,
@@ -81,13 +81,6 @@ def check_once_answered(iface: TritonInference, seed: int) -> None:
     wait_for(answered, bool, f"{iface.urls} answering")
 
 
-def wait_stopped(pid: int) -> None:
-    """Block until the child ``pid`` has stopped (SIGSTOP stops its threads asynchronously; the kernel reports the
-    stop to the parent once all of them have stopped)."""
-    _, status = os.waitpid(pid, os.WUNTRACED)
-    assert os.WIFSTOPPED(status), f"process {pid} ended instead of stopping (status {status})"
-
-
 def successes(server: TritonServer, model: str = "two_in_two_out") -> int:
     return model_counts(server.grpc_url, model)["success"]
 
@@ -128,14 +121,8 @@ def test_hung_server_gives_a_timeout_error_not_a_hang(start_server):
     server = start_server()
     iface = TritonInference(TritonConfig(url=server.grpc_url, model_name="two_in_two_out", timeout_s=2.0))
     check_once_answered(iface, 0)
-    os.kill(server.process.pid, signal.SIGSTOP)  # alive but silent
-    try:
-        wait_stopped(server.process.pid)
-        # a stopped server cannot answer, whatever the machine's load: the deadline must end the call
-        with pytest.raises(InferenceTimeoutError, match="did not answer in time"):
-            iface.infer(pair())
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
+    with paused(server), pytest.raises(InferenceTimeoutError, match="did not answer in time"):
+        iface.infer(pair())
     check_once_answered(iface, 1)  # the same interface reaches the same server again
     iface.close()
 
@@ -158,17 +145,13 @@ def test_closing_with_a_hung_server_asks_it_once_at_most_and_the_next_client_unr
     regions = {name for iface in interfaces for name in iface.shared_memory_regions()}
     assert len(regions) == 4
     assert regions <= server_regions(server.grpc_url)
-    os.kill(server.process.pid, signal.SIGSTOP)
-    try:
-        wait_stopped(server.process.pid)
+    with paused(server):
         if timed_out_first:
             with pytest.raises(InferenceTimeoutError):
                 interfaces[0].infer(pair())
         with caplog.at_level(logging.DEBUG, logger="backends.triton_connection"):
             for iface in interfaces:
                 iface.close()
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
     asked = [record for record in caplog.records if record.getMessage().startswith("unregistering shared memory")]
     assert len(asked) == (0 if timed_out_first else 1)
     assert not regions & set(os.listdir("/dev/shm"))
@@ -193,14 +176,9 @@ def test_hung_server_is_failed_over_when_deadlines_are_retried(start_server, cap
             retry_on=("UNAVAILABLE", "DEADLINE_EXCEEDED"),
         )
     )
-    os.kill(hung.process.pid, signal.SIGSTOP)
-    try:
-        wait_stopped(hung.process.pid)
-        with caplog.at_level(logging.WARNING, logger="backends.triton"):
-            for seed in range(10):  # round-robin: the first or the second call tries the hung server first
-                check(iface, seed)
-    finally:
-        os.kill(hung.process.pid, signal.SIGCONT)
+    with paused(hung), caplog.at_level(logging.WARNING, logger="backends.triton"):
+        for seed in range(10):  # round-robin: the first or the second call tries the hung server first
+            check(iface, seed)
     messages = [record.getMessage() for record in caplog.records]
     assert any(f"{hung.grpc_url}: DEADLINE_EXCEEDED" in m and "trying the next server" in m for m in messages)
     iface.close()

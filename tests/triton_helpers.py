@@ -4,10 +4,12 @@ against a hung test, never the assertion."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import signal
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,6 +18,7 @@ import onnx_models
 import tritonclient.grpc as grpcclient
 
 from backends.model_repository import add_onnx_model
+from backends.triton_server import TritonServer
 from inference_iface import ModelSignature, numpy_dtype
 
 T = TypeVar("T")
@@ -180,6 +183,21 @@ def is_running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+@contextlib.contextmanager
+def paused(server: TritonServer) -> Iterator[None]:
+    """``server`` stopped (SIGSTOP: alive, holding its ports, answering nothing) while the block runs, then
+    continued. A stopped server cannot answer whatever the machine's load, so a deadline must end any call to it."""
+    pid = server.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # SIGSTOP stops the threads asynchronously; the kernel tells the parent once all of them have stopped
+        _, status = os.waitpid(pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), f"process {pid} ended instead of stopping (status {status})"
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def processes_mentioning(text: str) -> list[int]:
