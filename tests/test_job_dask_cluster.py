@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from backends.triton_server import free_port
 from tracking_algs.cli import main
 from tracking_algs.commands.run import EXIT_BAD_INPUT, EXIT_STOPPED
 from tracking_algs.finding.model_dir import SHIPPED_DIR
-from tracking_algs.job.dask_executor import NO_WORKERS_TIMEOUT, _anchored
+from tracking_algs.job.dask_executor import NO_WORKERS_TIMEOUT, WATCH_INTERVAL_S, _anchored, _WorkerWatch
 from tracking_algs.job.sources import DirectorySource
 from tracking_algs.job_options import load_job_options
 
@@ -122,6 +123,26 @@ def _interrupted(kill_at: str, pid: str, argv: list[str]) -> subprocess.Complete
     environment = os.environ | {"DASK_TRKX__NO_WORKERS_TIMEOUT": f"{NO_WORKERS_S}s"}
     return subprocess.run([*INTERRUPTED, kill_at, pid, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True, check=False, env=environment, timeout=300)  # fmt: skip
+
+
+def test_the_worker_watch_stops_at_once_while_a_hung_scheduler_holds_up_its_look(cluster):
+    """The job's watch of the scheduler's workers, stopped while its look at the scheduler waits on one that does not
+    answer (stopped here; a scheduler that died as the look began is the same wait, for Dask's connect timeout), does
+    not hold up the job's end: a job that lost its scheduler stops at once."""
+    cluster.start_workers(1)
+    client = Client(cluster.address)
+    watch = _WorkerWatch(client, cluster.address, timeout=60.0, pending=())
+    try:
+        watch.start()
+        os.kill(cluster.scheduler.pid, signal.SIGSTOP)
+        time.sleep(3 * WATCH_INTERVAL_S)  # the watch has begun a look, which waits
+        started = time.monotonic()
+        watch.stop()
+        assert time.monotonic() - started < WATCH_INTERVAL_S
+    finally:
+        os.killpg(cluster.scheduler.pid, signal.SIGKILL)
+        client.close()
+    assert not watch.lost
 
 
 def _saved(output: Path) -> set[int]:

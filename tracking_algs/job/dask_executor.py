@@ -254,9 +254,10 @@ class _WorkerWatch:
             self._thread.start()
 
     def stop(self) -> None:
+        """Stops the watch at once. A look at the scheduler in progress is not waited for: one that a lost or hung
+        scheduler holds up waits for Dask's connect timeout (``distributed.comm.timeouts.connect``, 30 s by default),
+        or until the client closes, and the watch then does nothing more."""
         self._stopped.set()
-        if self._thread.is_alive():
-            self._thread.join()
 
     def _run(self) -> None:
         assert self.timeout is not None
@@ -268,6 +269,8 @@ class _WorkerWatch:
                 workers = len(self.client.nthreads())
             except (OSError, TimeoutError):
                 continue
+            if self._stopped.is_set():
+                return
             if workers:
                 since = None
                 continue
