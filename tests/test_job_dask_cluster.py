@@ -57,6 +57,13 @@ def _lines(text: str) -> list[str]:
     return [line for line in text.strip().splitlines() if not line.startswith("trkx run: Dask dashboard at")]
 
 
+def _only_line(text: str) -> str:
+    """The one line of ``text`` (as :func:`_lines` counts them); a failure shows the whole text."""
+    lines = _lines(text)
+    assert len(lines) == 1, text
+    return lines[0]
+
+
 class Cluster:
     """A ``dask scheduler`` process on a free loopback port, and the ``dask worker`` processes started on it."""
 
@@ -165,7 +172,7 @@ def test_a_bad_no_workers_timeout_is_one_line_exit_2(tmp_path, capsys):
     output = tmp_path / "out"
     with dask.config.set({NO_WORKERS_TIMEOUT: "ten minutes"}):
         assert main(_job(output, "--scheduler", f"tcp://127.0.0.1:{free_port()}")) == EXIT_BAD_INPUT
-    (line,) = _lines(capsys.readouterr().err)
+    line = _only_line(capsys.readouterr().err)
     assert line.startswith(f"trkx run: error: Dask setting {NO_WORKERS_TIMEOUT} (DASK_TRKX__NO_WORKERS_TIMEOUT): "
                            "expected a time")  # fmt: skip
     assert not output.exists()
@@ -206,7 +213,7 @@ def test_a_server_that_is_not_a_scheduler_is_one_line_exit_2_and_writes_nothing(
     output = tmp_path / "out"
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
         assert main(_job(output, "--scheduler", not_a_scheduler)) == EXIT_BAD_INPUT
-    (line,) = _lines(capsys.readouterr().err)
+    line = _only_line(capsys.readouterr().err)
     assert line.startswith(f"trkx run: error: cannot reach the Dask scheduler at {not_a_scheduler}: ")
     assert line.endswith("is it a Dask scheduler's address?")
     assert not output.exists()
@@ -291,7 +298,7 @@ def test_every_worker_killed_stops_the_job_which_resumes_on_new_workers(cluster,
     argv = _job(output, "--scheduler", cluster.address)
     job = _interrupted("2", str(-workers.pid), argv)
     assert job.returncode == EXIT_STOPPED, job.stderr
-    (line,) = _lines(job.stderr)
+    line = _only_line(job.stderr)
     assert line.startswith(f"trkx run: stopped early: the Dask scheduler at {cluster.address} has had no worker for "
                            f"{NO_WORKERS_S} s; the finished events are kept in {output}")  # fmt: skip
     assert _saved(output) < set(range(EVENTS))
@@ -308,8 +315,7 @@ def test_a_killed_scheduler_stops_the_job_which_resumes_on_a_new_cluster(cluster
     output = tmp_path / "scheduler_killed"
     job = _interrupted("2", str(cluster.scheduler.pid), _job(output, "--scheduler", cluster.address))
     assert job.returncode == EXIT_STOPPED, job.stderr
-    assert len(_lines(job.stderr)) == 1, job.stderr
-    (line,) = _lines(job.stderr)
+    line = _only_line(job.stderr)
     assert line.startswith(f"trkx run: stopped early: lost the Dask scheduler at {cluster.address} before event ")
     assert _saved(output) < set(range(EVENTS))
     cluster.stop()
