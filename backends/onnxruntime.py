@@ -11,6 +11,7 @@ The signature is read from the session; inputs are fed by name; ``run`` is calle
 from __future__ import annotations
 
 import ctypes
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -24,8 +25,10 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 from backends.ort_providers import DEVICES, Device, select_providers
 from inference_iface.cores import usable_cores
 from inference_iface.dtypes import numpy_dtype
-from inference_iface.errors import BackendUnavailableError, ConfigError, InputError, ModelError
+from inference_iface.errors import BackendUnavailableError, ConfigError, ModelError
+from inference_iface.files import file_problem
 from inference_iface.interface import InferenceInterface
+from inference_iface.options import boolean, integer, text
 from inference_iface.registry import BackendConfig
 from inference_iface.signature import ModelSignature, TensorSpec
 
@@ -72,12 +75,17 @@ _EXECUTION_MODES: dict[str, ort.ExecutionMode] = {
 }
 
 
+def _path_text(value: object) -> object:
+    """A path object as its text (``Path("m.onnx")`` → ``"m.onnx"``); anything else as it is, for the validator."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
 @attrs.frozen(kw_only=True)
 class OnnxRuntimeConfig(BackendConfig):
     """Options of the ``onnxruntime`` backend (job-options table keys are the attribute names).
 
     Attributes:
-        model_path: the ``.onnx`` file.
+        model_path: the ``.onnx`` file (a string, or a path object, kept as its text).
         device: ``"auto"`` (CUDA when it can really load, else CPU), ``"cpu"`` or ``"cuda"``.
         cuda_device_id: which GPU when running on CUDA.
         intra_op_threads: threads inside one operator; 0 means one per core this process may use (its CPU
@@ -99,18 +107,22 @@ class OnnxRuntimeConfig(BackendConfig):
         cast_policy: see :mod:`inference_iface.validation`.
     """
 
-    model_path: str = attrs.field(default="", converter=str)
+    model_path: str = attrs.field(default="", converter=_path_text, validator=text)
     device: Device = attrs.field(default="auto", validator=attrs.validators.in_(DEVICES))
-    cuda_device_id: int = attrs.field(default=0, validator=attrs.validators.ge(0))
-    intra_op_threads: int = attrs.field(default=0, validator=[attrs.validators.ge(0), attrs.validators.le(MAX_THREADS)])
-    inter_op_threads: int = attrs.field(default=0, validator=[attrs.validators.ge(0), attrs.validators.le(MAX_THREADS)])
+    cuda_device_id: int = attrs.field(default=0, validator=[integer, attrs.validators.ge(0)])
+    intra_op_threads: int = attrs.field(
+        default=0, validator=[integer, attrs.validators.ge(0), attrs.validators.le(MAX_THREADS)]
+    )
+    inter_op_threads: int = attrs.field(
+        default=0, validator=[integer, attrs.validators.ge(0), attrs.validators.le(MAX_THREADS)]
+    )
     execution_mode: ExecutionMode = attrs.field(default="sequential", validator=attrs.validators.in_(_EXECUTION_MODES))
     graph_optimization_level: OptimizationLevel = attrs.field(
         default="all", validator=attrs.validators.in_(_OPTIMIZATION_LEVELS)
     )
-    memory_pattern: bool = True
-    allow_spinning: bool = True
-    deterministic_compute: bool = True
+    memory_pattern: bool = attrs.field(default=True, validator=boolean)
+    allow_spinning: bool = attrs.field(default=True, validator=boolean)
+    deterministic_compute: bool = attrs.field(default=True, validator=boolean)
     log_severity: LogSeverity = attrs.field(default="warning", validator=attrs.validators.in_(_LOG_SEVERITIES))
 
 
@@ -125,9 +137,9 @@ class OnnxRuntimeInference(InferenceInterface):
             raise ConfigError("backend 'onnxruntime': 'model_path' is not set")
         self.config = config
         self._path = Path(config.model_path)
-        if not self._path.is_file():
-            what = "is not a file" if self._path.exists() else "does not exist"
-            raise ModelError(f"ONNX model file {str(self._path)!r} {what}")
+        problem = file_problem(self._path)
+        if problem:
+            raise ModelError(f"ONNX model file {str(self._path)!r} {problem}")
         providers = select_providers(config.device, config.cuda_device_id)
         try:
             self._session: ort.InferenceSession | None = ort.InferenceSession(
@@ -169,9 +181,9 @@ class OnnxRuntimeInference(InferenceInterface):
     def _run(self, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]) -> Mapping[str, np.ndarray]:
         session = self._session
         if session is None:
-            raise BackendUnavailableError(f"{self.describe()}: the interface has been closed")
+            raise self._closed_error()
         for name in self._string_inputs:
-            inputs[name] = _as_text(name, inputs[name])
+            inputs[name] = _as_text(inputs[name])
         for name, array in inputs.items():
             inputs[name] = aligned(array)
         try:
@@ -240,16 +252,13 @@ def aligned(array: np.ndarray) -> np.ndarray:
     return aligned
 
 
-def _as_text(name: str, array: np.ndarray) -> np.ndarray:
-    """ONNX strings are UTF-8 text: decode ``bytes`` elements (ORT would otherwise feed their repr)."""
+def _as_text(array: np.ndarray) -> np.ndarray:
+    """ONNX strings are UTF-8 text: decode ``bytes`` elements (ORT would otherwise feed their repr); the interface's
+    validation has checked that they are UTF-8."""
     if not any(isinstance(item, bytes) for item in array.flat):
         return array
-    try:
-        return np.array(
-            [item.decode() if isinstance(item, bytes) else item for item in array.flat], dtype=object
-        ).reshape(array.shape)
-    except UnicodeDecodeError as error:
-        raise InputError(f"input {name!r}: ONNX string tensors hold UTF-8 text; an element is not: {error}") from None
+    texts = [item.decode() if isinstance(item, bytes) else item for item in array.flat]
+    return np.array(texts, dtype=object).reshape(array.shape)
 
 
 def _to_ort_value(array: np.ndarray, bfloat16: bool) -> ort.OrtValue:

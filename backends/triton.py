@@ -281,7 +281,7 @@ class TritonInference(InferenceInterface):
         if connection is None:
             with self._lock:
                 if self._closed:
-                    raise BackendUnavailableError(f"{self.describe()}: the interface has been closed")
+                    raise self._closed_error()
                 orphaned = [c for c in self._connections if not c.thread.is_alive()]
                 self._connections = [c for c in self._connections if c.thread.is_alive()]
                 config = self.config
@@ -415,7 +415,7 @@ class TritonInference(InferenceInterface):
 
     def _run(self, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]) -> Mapping[str, np.ndarray]:
         if self._closed:
-            raise BackendUnavailableError(f"{self.describe()}: the interface has been closed")
+            raise self._closed_error()
         config = self.config
         deadline = time.monotonic() + config.timeout_s
         failures: dict[str, RemoteError] = {}
@@ -432,6 +432,8 @@ class TritonInference(InferenceInterface):
                 try:
                     return self._connection(endpoint).infer(inputs, output_names, attempt)
                 except RemoteError as error:
+                    if self._closed:  # closed by another thread while this call was in flight
+                        raise self._closed_error() from None
                     model_gone = _model_unavailable(error)
                     if error.code not in config.retry_on and not model_gone:
                         if error.code in NOT_ANSWERING:  # health-checked before it is called again
@@ -513,7 +515,7 @@ class TritonInference(InferenceInterface):
         names = self.requested_outputs(outputs)
         with self._lock:
             if self._closed:
-                raise BackendUnavailableError(f"{self.describe()}: the interface has been closed")
+                raise self._closed_error()
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     max_workers=self.config.async_workers, thread_name_prefix="triton-infer"

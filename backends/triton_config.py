@@ -19,12 +19,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import attrs
 
 from inference_iface.errors import ConfigError
-from inference_iface.options import finite, integer
+from inference_iface.options import OptionKindError, boolean, finite, integer, text, texts
 from inference_iface.registry import BackendConfig
 from inference_iface.signature import ModelSignature
 
@@ -48,17 +49,34 @@ GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
 #: The longest ``timeout_s``, ``attempt_timeout_s`` and ``connect_timeout_s`` taken (seconds, about 11.6 days): gRPC
 #: fails every call at once with DEADLINE_EXCEEDED when given a deadline of 1e10 s or more (or an infinite one).
 MAX_TIMEOUT_S = 1e6
-#: Triton's model versions are positive 64-bit integers.
-_MAX_VERSION = 2**63 - 1
+#: The largest model version: Triton's model versions are positive 64-bit integers.
+MAX_MODEL_VERSION = 2**63 - 1
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
 
 
 def _model_version(instance: Any, attribute: attrs.Attribute, value: str) -> None:
     if not isinstance(value, str) or (
-        value and not (value.isascii() and value.isdigit() and 0 < int(value) <= _MAX_VERSION)
+        value and not (value.isascii() and value.isdigit() and 0 < int(value) <= MAX_MODEL_VERSION)
     ):
         raise ValueError(
             f"model_version must be '' (the server's latest) or a positive integer as text, like '1'; got {value!r}"
+        )
+
+
+def _signature(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and not isinstance(value, ModelSignature):
+        raise OptionKindError(f"'{attribute.name}' must be a ModelSignature or None, got {value!r}")
+
+
+def _headers(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """Header names to values, all strings; the message names a header, never shows a value (it may be a secret)."""
+    if not isinstance(value, Mapping):
+        raise OptionKindError(f"'headers' must be a table of header names to strings, got a {type(value).__name__}")
+    bad = [key for key, item in value.items() if not (isinstance(key, str) and isinstance(item, str))]
+    if bad:
+        names = ", ".join(map(repr, bad))
+        raise OptionKindError(
+            f"'headers' must be a table of header names to strings; {names}: not a string with a string value"
         )
 
 
@@ -110,13 +128,13 @@ class TritonConfig(BackendConfig):
             anything is serialised. Not used with HTTP.
     """
 
-    url: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
-    urls: tuple[str, ...] = ()
+    url: str = attrs.field(default="", validator=text)
+    urls: tuple[str, ...] = attrs.field(default=(), validator=texts)
     protocol: Protocol = attrs.field(default="grpc", validator=attrs.validators.in_(("grpc", "http")))
-    model_name: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    model_name: str = attrs.field(default="", validator=text)
     model_version: str = attrs.field(default="", validator=_model_version)
-    expected_signature: ModelSignature | None = None
-    model_checksum: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    expected_signature: ModelSignature | None = attrs.field(default=None, validator=_signature)
+    model_checksum: str = attrs.field(default="", validator=text)
     timeout_s: float = attrs.field(
         default=60.0, validator=[finite, attrs.validators.gt(0), attrs.validators.le(MAX_TIMEOUT_S)]
     )
@@ -128,19 +146,19 @@ class TritonConfig(BackendConfig):
     )
     retries: int = attrs.field(default=2, validator=[integer, attrs.validators.ge(0)])
     retry_backoff_s: float = attrs.field(default=0.05, validator=[finite, attrs.validators.ge(0)])
-    retry_on: tuple[str, ...] = attrs.field(default=("UNAVAILABLE",), validator=_retry_codes)
+    retry_on: tuple[str, ...] = attrs.field(default=("UNAVAILABLE",), validator=[texts, _retry_codes])
     health_recheck_s: float = attrs.field(default=5.0, validator=[finite, attrs.validators.ge(0)])
     fallback: Fallback = attrs.field(default="none", validator=attrs.validators.in_(("none", "local")))
-    fallback_model_path: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
-    fallback_repository: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    fallback_model_path: str = attrs.field(default="", validator=text)
+    fallback_repository: str = attrs.field(default="", validator=text)
     fallback_instances: int = attrs.field(default=1, validator=[integer, attrs.validators.ge(1)])
     fallback_startup_timeout_s: float = attrs.field(default=120.0, validator=[finite, attrs.validators.gt(0)])
-    tls: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
-    root_certificates: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
-    private_key: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
-    certificate_chain: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
-    headers: dict[str, str] = attrs.field(factory=dict, repr=False)
-    token_env: str = attrs.field(default=ENV_TOKEN, validator=attrs.validators.instance_of(str))
+    tls: bool = attrs.field(default=False, validator=boolean)
+    root_certificates: str = attrs.field(default="", validator=text)
+    private_key: str = attrs.field(default="", validator=text)
+    certificate_chain: str = attrs.field(default="", validator=text)
+    headers: dict[str, str] = attrs.field(factory=dict, repr=False, validator=_headers)
+    token_env: str = attrs.field(default=ENV_TOKEN, validator=text)
     compression: Compression = attrs.field(default="none", validator=attrs.validators.in_(("none", "gzip", "deflate")))
     shared_memory: SharedMemoryMode = attrs.field(
         default="auto", validator=attrs.validators.in_(("auto", "system", "none"))

@@ -362,7 +362,8 @@ class TritonServer:
 
     def _check_configured_ports(self) -> None:
         """Raise :class:`PortInUseError` when a port given in the config is held by another process, and
-        :class:`ConfigError` for a port out of range, ports that coincide or an address this host cannot listen on."""
+        :class:`ConfigError` for a port out of range, ports that coincide, or an address that is empty or that this
+        host cannot listen on."""
         config = self.config
         given = {"gRPC": config.grpc_port, "HTTP": config.http_port, "metrics": config.metrics_port}
         outside = {kind: port for kind, port in given.items() if not 0 <= port <= 65535}
@@ -371,6 +372,11 @@ class TritonServer:
         given = {kind: port for kind, port in given.items() if port}
         if len(set(given.values())) < len(given):
             raise ConfigError(f"tritonserver: the gRPC, HTTP and metrics ports must differ, got {given}")
+        if not config.address.strip():  # a socket binds "" as every interface; the server's options take no such thing
+            raise ConfigError(
+                f"tritonserver: address {config.address!r} is empty; give an address of this host, e.g. 127.0.0.1 "
+                "(this host only) or 0.0.0.0 (every interface)"
+            )
         try:
             port_is_free(0, config.address)
         except OSError as error:  # a name that does not resolve, or an address of another host

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
 
 import numpy as np
 
-from inference_iface.errors import ConfigError, InputError, ModelError
+from inference_iface.errors import BackendUnavailableError, ConfigError, InputError, ModelError
 from inference_iface.signature import ModelSignature, Outputs, named_tuple_type
 from inference_iface.validation import CAST_POLICIES, CastPolicy, collect_inputs, validate_inputs
 
@@ -95,10 +95,13 @@ class InferenceInterface(abc.ABC):
             return available
         if isinstance(outputs, str):
             names: tuple[str, ...] = (outputs,)
-        elif isinstance(outputs, Iterable):
+        elif isinstance(outputs, Iterable) and not isinstance(outputs, (bytes, bytearray)):
             names = tuple(outputs)
         else:
             raise InputError(f"outputs must be output names (a list of str), got {type(outputs).__name__}")
+        not_names = [name for name in names if not isinstance(name, str)]
+        if not_names:
+            raise InputError(f"outputs must be output names (a list of str), got {', '.join(map(repr, not_names))}")
         repeated = sorted({name for name in names if names.count(name) > 1}, key=names.index)
         if repeated:
             raise InputError(f"output(s) {', '.join(map(repr, repeated))} requested more than once")
@@ -113,6 +116,10 @@ class InferenceInterface(abc.ABC):
     def close(self) -> None:
         """Release the backend's resources; the interface cannot be used afterwards."""
         return None  # a backend without resources has nothing to release
+
+    def _closed_error(self) -> BackendUnavailableError:
+        """The error of a call to a closed interface (one in flight when it was closed included)."""
+        return BackendUnavailableError(f"{self.describe()}: the interface has been closed")
 
     def __enter__(self) -> InferenceInterface:
         return self

@@ -70,6 +70,11 @@ def _strict_bool(value: Any, _type: type) -> bool:
     raise _WrongKind(f"expected true or false, got {value!r}")
 
 
+def is_integer(value: Any) -> bool:
+    """Whether ``value`` is an integer (Python's or numpy's), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _strict_int(value: Any, _type: type) -> int:
     """Integers, and floats that are whole numbers (cattrs would cut ``3.7`` to 3 and take ``true`` as 1)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -125,27 +130,55 @@ _converter.register_structure_hook_factory(_is_sequence_type, _no_text_for_seque
 
 
 # attrs validators for the option classes built directly in Python (``GraphConfig(radius=...)``), where no
-# converter checks the kinds of values first: each names the key and what it takes, as the range validators do.
+# converter checks the kinds of values first: each names the key and what it takes, as the range validators do, and
+# raises a ConfigError, as the same value read from a mapping does (:func:`structure`).
+
+
+class OptionKindError(ConfigError, TypeError):
+    """An option class built in Python was given a value of the wrong kind: a :class:`ConfigError`, as the same value
+    read from a mapping raises, and a ``TypeError``, as attrs' own validators raise."""
+
+
+def _wrong_kind(attribute: attrs.Attribute, wanted: str, value: Any) -> OptionKindError:
+    return OptionKindError(f"'{attribute.name}' must be {wanted}, got {value!r}")
 
 
 def finite(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     """A finite real number (an integer too, not a bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"'{attribute.name}' must be a number, got {value!r}")
+        raise _wrong_kind(attribute, "a number", value)
     if not math.isfinite(value):
-        raise ValueError(f"'{attribute.name}' must be a finite number: {value!r}")
+        raise ConfigError(f"'{attribute.name}' must be a finite number: {value!r}")
 
 
 def integer(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     """An integer (not a bool, not a float)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"'{attribute.name}' must be an integer, got {value!r}")
+    if not is_integer(value):
+        raise _wrong_kind(attribute, "an integer", value)
+
+
+def boolean(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """True or false (not 0, 1 or a word)."""
+    if not isinstance(value, bool):
+        raise _wrong_kind(attribute, "true or false", value)
+
+
+def text(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """A string."""
+    if not isinstance(value, str):
+        raise _wrong_kind(attribute, "a string", value)
+
+
+def texts(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """A list or tuple of strings (one string is refused, not split into its characters)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        raise _wrong_kind(attribute, "a list of strings", value)
 
 
 def mapping(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     """A mapping (a table of options)."""
     if not isinstance(value, Mapping):
-        raise TypeError(f"'{attribute.name}' must be a table (a mapping), got {value!r}")
+        raise _wrong_kind(attribute, "a table (a mapping)", value)
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

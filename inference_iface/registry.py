@@ -40,6 +40,10 @@ class BackendConfig:
 
 def register_backend(name: str, backend: type[InferenceInterface]) -> None:
     """Make ``backend`` available as ``name`` (overrides an entry point of the same name)."""
+    if not (isinstance(backend, type) and issubclass(backend, InferenceInterface)):
+        raise ConfigError(
+            f"backend {name!r}: expected a backend class (a subclass of InferenceInterface), got {backend!r}"
+        )
     if not hasattr(backend, "config_class"):
         raise ConfigError(f"backend {name!r}: {backend.__qualname__} has no 'config_class' attribute")
     with _lock:

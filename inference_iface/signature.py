@@ -28,6 +28,7 @@ import numpy as np
 
 from inference_iface.dtypes import DTYPE_NAMES
 from inference_iface.errors import ModelError
+from inference_iface.options import is_integer
 
 _NOT_IDENTIFIER = re.compile(r"[^0-9A-Za-z_]")
 
@@ -61,8 +62,16 @@ def field_names(tensor_names: Iterable[str]) -> tuple[str, ...]:
     return tuple(result)
 
 
-def _shape(value: Iterable[int | None]) -> tuple[int, ...]:
-    return tuple(-1 if dim is None or dim < 0 else int(dim) for dim in value)
+def _shape(value: Any, spec: Any) -> tuple[int, ...]:
+    """The dimensions of ``spec`` (the TensorSpec being made, its name set) as integers, ``-1`` for a dynamic one
+    (given as ``None`` or any negative integer)."""
+    dims = None if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) else tuple(value)
+    if dims is None or not all(dim is None or is_integer(dim) for dim in dims):
+        raise ModelError(
+            f"tensor {spec.name!r}: the shape must be a sequence of dimensions (integers; -1 or None for a dynamic "
+            f"one), got {value!r}"
+        )
+    return tuple(-1 if dim is None or dim < 0 else int(dim) for dim in dims)
 
 
 def _check_dtype(instance: Any, attribute: attrs.Attribute, value: str) -> None:
@@ -76,7 +85,8 @@ class TensorSpec:
 
     name: str
     dtype: str = attrs.field(validator=_check_dtype)
-    shape: tuple[int, ...] = attrs.field(converter=_shape)
+    # mypy's attrs plugin does not follow an attrs.Converter ("Unsupported converter"): __init__ takes Any there
+    shape: tuple[int, ...] = attrs.field(converter=attrs.Converter(_shape, takes_self=True))  # type: ignore[misc]
 
     @property
     def rank(self) -> int:

@@ -155,6 +155,7 @@ def _cast(spec: TensorSpec, array: np.ndarray, cast_policy: CastPolicy) -> np.nd
                 f"input {spec.name!r}: expected bytes (a numpy str or bytes array, or an object array of str and "
                 f"bytes), got {describe_dtype(array)}"
             )
+        _check_utf8(spec, array)
         return array.astype(object, copy=False)
     want = numpy_dtype(spec.dtype)
     if array.dtype == want:
@@ -165,6 +166,23 @@ def _cast(spec: TensorSpec, array: np.ndarray, cast_policy: CastPolicy) -> np.nd
             f"under cast policy {cast_policy!r}{_cast_hint(array.dtype, want, cast_policy)}"
         )
     return array.astype(want)
+
+
+def _check_utf8(spec: TensorSpec, array: np.ndarray) -> None:
+    """Raise :class:`InputError` unless every element (str or bytes) of a string input is UTF-8 text, as ONNX and
+    Triton string tensors hold: bytes that decode as UTF-8, a str without lone surrogates (``"\\udcff"``)."""
+    for index, item in enumerate(array.flat):
+        if item.isascii():
+            continue
+        try:
+            item.decode() if isinstance(item, bytes) else item.encode()
+        except (UnicodeDecodeError, UnicodeEncodeError) as error:
+            where = f"element [{', '.join(map(str, np.unravel_index(index, array.shape)))}]" if array.ndim else "it"
+            bad = error.object[error.start : error.end]
+            raise InputError(
+                f"input {spec.name!r}: its elements must be UTF-8 text; {where} is not ({error.reason}: {bad!r} at "
+                f"position {error.start})"
+            ) from None
 
 
 def _allowed(got: np.dtype, want: np.dtype, cast_policy: CastPolicy) -> bool:

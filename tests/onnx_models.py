@@ -69,6 +69,17 @@ def identity_model(directory: str | Path, dtype_name: str, shape: tuple[int | st
     return _save(graph, directory, f"identity_{dtype_name}.onnx")
 
 
+def copies_model(directory: str | Path, names: tuple[str, ...]) -> Path:
+    """One output per name in ``names``, each an ``Identity`` of the input ``"x"`` (float32 [n])."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], [name]) for name in names],
+        "copies",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n"]) for name in names],
+    )
+    return _save(graph, directory, "copies.onnx")
+
+
 def fixed_shape_model(directory: str | Path) -> Path:
     """Fixed dims: ``"x"`` float32 [2, 4] and ``"scale"`` float32 [4] → ``"scaled"`` [2, 4] = x * scale,
     and ``"total"`` float32 [2] = row sums of ``scaled``."""
@@ -234,3 +245,32 @@ def served_chain_with_edges(directory: str | Path, edges: np.ndarray, scores: np
         helper.make_node("Constant", [], ["GNN_SCORES"], value=numpy_helper.from_array(scores.astype(np.float32))),
     ]
     return _save(helper.make_graph(nodes, "served_chain_with_edges", inputs, outputs), directory, "served_chain.onnx")
+
+
+def element_type_model(directory: str | Path, element_type: int) -> Path:
+    """``"y" = Identity("x")`` for tensors of ONNX element type ``element_type`` (any number: written unchecked, so
+    UNDEFINED, 0, can be too)."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "element_type",
+        [helper.make_tensor_value_info("x", element_type, [2])],
+        [helper.make_tensor_value_info("y", element_type, [2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    path = Path(directory) / f"element_type_{element_type}.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def external_data_model(directory: str | Path, location: str = "weights/medium_mlp.bin") -> Path:
+    """:func:`medium_mlp` saved with every initializer in one external data file at ``location`` (relative to the
+    model), in a directory of its own under ``directory``: ``external_data/medium_mlp.onnx``."""
+    model = onnx.load(medium_mlp(directory))
+    path = Path(directory) / "external_data" / "medium_mlp.onnx"
+    data = path.parent / location
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.unlink(missing_ok=True)  # onnx.save appends to a data file that exists
+    onnx.save(
+        model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=0
+    )
+    return path

@@ -411,7 +411,7 @@ def test_a_resumed_job_takes_a_number_written_either_way_and_refuses_a_bad_optio
         (lambda: KalmanConfig(batch_size=True), r"'batch_size' must be an integer, got True"),
         (lambda: KalmanConfig(outlier_chi2_cut_1d=math.inf), r"'outlier_chi2_cut_1d' must be a finite number"),
         (lambda: TritonConfig(retry_backoff_s=math.inf), r"'retry_backoff_s' must be a finite number"),
-        (lambda: TritonConfig(tls=1), r"'tls' must be <class 'bool'> \(got 1 that is a <class 'int'>\)"),
+        (lambda: TritonConfig(tls=1), r"'tls' must be true or false, got 1"),
         (lambda: JobConfig(events="5"), r"'events' must be an integer, got '5'"),
         (lambda: SimulationConfig(pileup=math.inf), r"'pileup' must be a finite number: inf"),
         (lambda: SimulationConfig(module_noise_volumes=(7.5,)), r"'module_noise_volumes' must be an integer"),

@@ -96,8 +96,9 @@ def test_bytes_elements_are_fed_as_utf8_text(model_dir):
         out = iface.infer({"in.0": np.array([[b"a", "b"], ["\xe9".encode(), b""]], dtype=object)}).out_0
         assert out.tolist() == [["a", "b"], ["é", ""]]
         assert iface.infer({"in.0": np.array([[b"x", b"yz"]])}).out_0.tolist() == [["x", "yz"]]
-        with pytest.raises(InputError, match=r"input 'in\.0'.*UTF-8"):
-            iface.infer({"in.0": np.array([[b"\xff", b""]], dtype=object)})
+        for text in (b"\xff", "\udcff"):  # bytes that do not decode, a str that does not encode (a lone surrogate)
+            with pytest.raises(InputError, match=r"input 'in\.0': its elements must be UTF-8 text; element \[0, 0\]"):
+                iface.infer({"in.0": np.array([[text, b""]], dtype=object)})
 
 
 def test_two_in_two_out_matches_raw_session(two_in_two_out_path):
@@ -171,6 +172,20 @@ def test_output_subset_in_requested_order(two_in_two_out_path):
             iface.infer(inputs, outputs=["sum", "prod:0", "sum"])
         with pytest.raises(InputError, match=r"outputs must be output names .*, got int"):
             iface.infer(inputs, outputs=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("outputs", "got"),
+    [([["sum"], ["sum"]], r"\['sum'\], \['sum'\]"), (b"sum", "bytes"), ([b"sum"], "b'sum'"), (["sum", 0], "0")],
+)
+def test_outputs_that_are_not_names_are_input_errors(two_in_two_out_path, outputs, got):
+    """Not a TypeError from hashing a list, nor the bytes of b"sum" taken for names (115, 117, 109)."""
+    inputs = {"input.1": sample("float32", (2, 3)), "y:0": sample("float32", (2, 3))}
+    with open_model(two_in_two_out_path) as iface:
+        with pytest.raises(InputError, match=rf"^outputs must be output names \(a list of str\), got {got}$"):
+            iface.infer(inputs, outputs=outputs)
+        with pytest.raises(InputError, match=rf"^outputs must be output names \(a list of str\), got {got}$"):
+            iface.requested_outputs(outputs)
 
 
 def test_non_contiguous_inputs_give_contiguous_results_and_stay_untouched(two_in_two_out_path):
@@ -252,6 +267,9 @@ def test_missing_model_file_is_a_model_error_naming_it(tmp_path):
         open_model(path)
     with pytest.raises(ModelError, match=re.escape(repr(str(tmp_path))) + " is not a file"):
         open_model(tmp_path)
+    too_long = tmp_path / ("a" * 5000)  # Path.is_file raises for this one (ENAMETOOLONG)
+    with pytest.raises(ModelError, match=re.escape(repr(str(too_long))) + r" cannot be opened \(File name too long\)"):
+        open_model(too_long)
 
 
 def test_an_interface_is_not_pickled_but_says_how_to_get_one(two_in_two_out_path):
@@ -272,6 +290,40 @@ def test_an_interface_is_not_pickled_but_says_how_to_get_one(two_in_two_out_path
 def test_options_of_the_wrong_kind_are_config_errors(two_in_two_out_path, options, message):
     with pytest.raises(ConfigError, match=message):
         create_inference({"backend": "onnxruntime", "model_path": str(two_in_two_out_path)} | options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"intra_op_threads": "4"}, r"'intra_op_threads' must be an integer, got '4'"),
+        ({"intra_op_threads": 2.5}, r"'intra_op_threads' must be an integer, got 2\.5"),
+        ({"intra_op_threads": True}, r"'intra_op_threads' must be an integer, got True"),
+        ({"inter_op_threads": None}, r"'inter_op_threads' must be an integer, got None"),
+        ({"cuda_device_id": 0.5}, r"'cuda_device_id' must be an integer, got 0\.5"),
+        ({"memory_pattern": "no"}, r"'memory_pattern' must be true or false, got 'no'"),
+        ({"allow_spinning": "no"}, r"'allow_spinning' must be true or false, got 'no'"),
+        ({"deterministic_compute": None}, r"'deterministic_compute' must be true or false, got None"),
+        ({"model_path": None}, r"'model_path' must be a string, got None"),
+    ],
+)
+def test_a_config_built_in_python_refuses_values_of_the_wrong_kind_as_a_mapping_does(
+    two_in_two_out_path, options, message
+):
+    """Each is a ConfigError naming the key, as from a mapping (and a TypeError, as attrs' validators raise): not
+    a bare TypeError from a comparison or from ONNX Runtime, nor accepted (``"no"`` as true, ``None`` as 'None')."""
+    with pytest.raises(ConfigError, match=f"^{message}$") as direct:
+        OnnxRuntimeConfig(**{"model_path": str(two_in_two_out_path), **options})
+    assert isinstance(direct.value, TypeError)
+    (key,) = options
+    with pytest.raises(ConfigError, match=rf"@ \$\.{key}$"):
+        create_inference({"backend": "onnxruntime", "model_path": str(two_in_two_out_path)} | options)
+
+
+def test_a_model_path_may_be_a_path_object(two_in_two_out_path):
+    config = OnnxRuntimeConfig(model_path=two_in_two_out_path, device="cpu")
+    assert config.model_path == str(two_in_two_out_path)
+    with OnnxRuntimeInference(config) as iface:
+        assert iface.signature.input_names == ("input.1", "y:0")
 
 
 def test_corrupt_model_file_is_a_model_error_naming_it(tmp_path):

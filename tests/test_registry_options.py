@@ -95,6 +95,13 @@ def test_register_backend_needs_a_config_class():
     assert "test-bare" not in available_backends()
 
 
+@pytest.mark.parametrize("backend", [5, "thirdparty:Backend", AffineConfig, AffineInference(AffineConfig())])
+def test_register_backend_needs_a_backend_class(backend):
+    with pytest.raises(ConfigError, match=r"^backend 'test-bad': expected a backend class \(a subclass of Inference"):
+        register_backend("test-bad", backend)
+    assert "test-bad" not in available_backends()
+
+
 def test_backend_found_through_a_real_entry_point(tmp_path, monkeypatch):
     (tmp_path / "thirdparty_square.py").write_text(
         textwrap.dedent(

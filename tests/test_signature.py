@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,16 @@ def test_tensor_spec_normalises_dynamic_dims_and_reprs_readably():
 def test_tensor_spec_rejects_unknown_dtype_naming_the_tensor():
     with pytest.raises(ModelError, match=r"tensor 'x'.*'complex64'"):
         TensorSpec("x", "complex64", [1])
+
+
+@pytest.mark.parametrize("shape", ["ab", b"ab", 5, None, [1.5], [True], [2, "3"]])
+def test_tensor_spec_rejects_a_shape_that_is_not_dimensions_naming_the_tensor(shape):
+    """Not a TypeError from a comparison or an iteration, nor a float cut to an integer ([1.5] → [1])."""
+    with pytest.raises(
+        ModelError, match=rf"^tensor 'x': the shape must be a sequence of dimensions .*got {re.escape(repr(shape))}$"
+    ):
+        TensorSpec("x", "float32", shape)
+    assert TensorSpec("x", "float32", (np.int64(2), None, -1)).shape == (2, -1, -1)
 
 
 def test_signature_rejects_repeated_names():

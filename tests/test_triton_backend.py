@@ -29,6 +29,7 @@ from triton_helpers import (
     served_model_files,
     server_regions,
     wait_counts,
+    wait_for,
 )
 
 from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
@@ -36,6 +37,7 @@ from backends.triton import TritonConfig, TritonInference
 from backends.triton_connection import is_orphaned
 from backends.triton_server import TritonServer, TritonServerConfig
 from inference_iface import (
+    BackendUnavailableError,
     InferenceTimeoutError,
     InputError,
     ModelChecksumError,
@@ -56,6 +58,7 @@ COUNTED = {
     "counted_flatten": "flatten",
     "counted_stats_grpc": "small_mlp",
     "counted_stats_http": "small_mlp",
+    "counted_text": "identity_bytes",
 }
 
 
@@ -177,6 +180,36 @@ def test_bad_inputs_are_rejected_before_any_round_trip(connect, server):
     raw.close()
     # once the control is recorded, so is every earlier request: a bad call that reached the server shows as a 3rd
     assert wait_counts(server.grpc_url, model, requests=2)["requests"] == 2
+
+
+def test_text_that_is_not_utf8_is_an_input_error_before_any_round_trip(connect, server):
+    """Bytes that do not decode and a str that does not encode (a lone surrogate) are refused by the client, naming
+    the input, over both protocols: not a UnicodeEncodeError from the client library, nor a server-side failure."""
+    model = "counted_text"  # this test's requests only
+    for protocol in ("grpc", "http"):
+        served = connect(model, protocol)
+        for text in (b"\xff", "\udcff"):
+            with pytest.raises(InputError, match=r"^input 'in\.0': its elements must be UTF-8 text; element \[0, 1\]"):
+                served.infer({"in.0": np.array([["a", text]], dtype=object)})
+    # control, request 1: once it is recorded, so is every earlier request, and a refused one that was sent shows
+    assert served.infer({"in.0": np.array([["a", "é"]], dtype=object)}).out_0.tolist() == [[b"a", "é".encode()]]
+    assert wait_counts(server.grpc_url, model, requests=1)["requests"] == 1
+
+
+def test_closing_while_a_call_is_in_flight_ends_the_call_as_closed(server, connect):
+    """``close()`` from another thread while a call is under way (past the interface's checks of ``close``: the
+    calling thread's connection is made after them; the server is stopped, so the call cannot finish first) ends
+    that call with the closed interface's error, not with the transport's "Channel closed!" or "Cannot invoke RPC on
+    closed channel!" as a ModelError."""
+    served = connect("two_in_two_out", shared_memory="none")
+    x = np.ones((100_000, 3), np.float32)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with paused(server):
+            call = pool.submit(served.infer, {"input.1": x, "y:0": x})
+            wait_for(lambda: len(served._connections), lambda count: count == 2, "the calling thread's connection")
+            served.close()
+        with pytest.raises(BackendUnavailableError, match="the interface has been closed"):
+            call.result(timeout=HANG_GUARD_S)
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])

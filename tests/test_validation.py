@@ -167,6 +167,29 @@ def test_bytes_tensor_takes_str_bytes_and_object_arrays_of_them_only():
             validate_inputs(signature, {"text": array})
 
 
+@pytest.mark.parametrize(
+    ("array", "reason"),
+    [
+        (np.array(["ok", b"ab\xff"], dtype=object), r"invalid start byte: b'\\xff' at position 2"),
+        (np.array(["ok", b"\xc3"], dtype=object), r"unexpected end of data: b'\\xc3' at position 0"),
+        (np.array([b"ok", "x\udcff"], dtype=object), r"surrogates not allowed: '\\udcff' at position 1"),
+        (np.array(["ok", "x\udcff"]), r"surrogates not allowed: '\\udcff' at position 1"),
+        (np.array([b"ok", b"ab\xff"]), r"invalid start byte: b'\\xff' at position 2"),
+    ],
+)
+def test_bytes_tensor_elements_must_be_utf8_text(array, reason):
+    """Strings cross every backend as UTF-8 (ONNX strings, Triton BYTES): an element that is not is refused here,
+    naming the input and the element, before any backend sees it (ONNX Runtime and the Triton client would raise
+    their own errors, naming neither)."""
+    signature = ModelSignature(inputs=[TensorSpec("text", "bytes", [2])], outputs=[])
+    with pytest.raises(
+        InputError, match=rf"^input 'text': its elements must be UTF-8 text; element \[1\] is not \({reason}\)$"
+    ):
+        validate_inputs(signature, {"text": array})
+    good = np.array(["é", "é".encode()], dtype=object)
+    assert validate_inputs(signature, {"text": good})["text"] is good  # UTF-8 text passes as it is
+
+
 def test_a_masked_array_is_refused():
     signature = ModelSignature(inputs=[TensorSpec("x", "float32", [-1])], outputs=[])
     masked = np.ma.masked_array(np.zeros(3, np.float32), mask=[False, True, False])
