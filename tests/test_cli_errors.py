@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -113,6 +114,23 @@ def test_a_model_file_that_cannot_be_loaded_leaves_no_output(tmp_path, capsys, j
     assert list(existing.iterdir()) == []
 
 
+@pytest.mark.parametrize(("stage", "other"), [("embedding", "filter"), ("gnn", "embedding"), ("filter", "gnn")])
+def test_a_model_of_another_stage_is_refused_before_any_event(tmp_path, capsys, stage, other):
+    """A model file of one stage put in the place of another's loads, but cannot serve the stage: the job refuses it
+    before any event, naming the stage, the file and the tensors each side has."""
+    models = tmp_path / "models"
+    shutil.copytree(ROOT / "tracking_algs" / "finding" / "shipped", models)
+    shutil.copyfile(models / f"{other}.onnx", models / f"{stage}.onnx")
+    output = tmp_path / "out"
+    args = ["--simulate", "1", "--set", "simulation.pileup=1", "--set", f"finding.model_dir='{models}'"]
+    assert _run(*args, "--output", str(output)) == 2
+    line = _error_line(capsys)
+    assert f"the model of stage {stage!r} (onnxruntime " in line
+    assert f"model='{models / f'{stage}.onnx'}'" in line
+    assert "is it another stage's model?" in line
+    assert not output.exists()
+
+
 def test_missing_or_empty_input_directory_is_named_with_what_was_looked_for(tmp_path, capsys):
     output = tmp_path / "out"
     absent = tmp_path / "absent"
@@ -123,10 +141,31 @@ def test_missing_or_empty_input_directory_is_named_with_what_was_looked_for(tmp_
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no events here\n")
+    (empty / "event000000005-hits.csv").mkdir()  # a directory named like a hits file is not an event
     assert _run("--input", str(empty), "--output", str(output)) == 2
     line = _error_line(capsys)
     assert f"--input '{empty}' holds no events: no file named eventNNNNNNNNN-hits.csv or" in line
     assert not output.exists()
+
+
+def test_an_input_directory_that_cannot_be_read_is_named_with_the_reason(tmp_path):
+    """An input directory the user may not list is not reported as empty. Root reads any directory, so under root
+    the job runs without the capabilities that let it (``setpriv``), as another user would."""
+    events = tmp_path / "events"
+    write_event(events, simulate_event(TINY, seed=1, event_id=0))
+    events.chmod(0)
+    script = Path(sys.executable).with_name("trkx")
+    trkx = [str(script)] if script.is_file() else [sys.executable, "-m", "tracking_algs.cli"]
+    user = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    argv = [*user, *trkx, "run", CONFIG, "--input", str(events), "--output", str(tmp_path / "out")]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        events.chmod(0o755)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line == f"trkx run: error: --input '{events}' cannot be read (Permission denied)"
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_config_and_output_that_is_a_file_are_named(tmp_path, capsys):
@@ -222,6 +261,8 @@ def test_simulate_refuses_a_detector_file_of_the_other_geometry(tmp_path, capsys
         ("8,2,1,32,0,0,0,0,1,1,0,0,0,1,0,0.15,8.4,8.4,36,0,0.05625", "row 1 (line 2), column 'pitch_u': 0.0 is not a "
                                                                     "positive number"),
         ("8,2,1,32,0,0,0,0,0,0,0,0,0,0,0,0.15,8.4,8.4,36,0.05,0.05625", "row 1 (line 2), columns 'rot_xu',"),
+        ("8,2,1,1e300,0,0,0,0,1,1,0,0,0,1,0,0.15,8.4,8.4,36,0.05,0.05625", "row 1 (line 2), column 'cx': 1e+300 is "
+                                                                           "not a coordinate within float32's range"),
         ("99,2,1,32,0,0,0,0,1,1,0,0,0,1,0,0.15,8.4,8.4,36,0.05,0.05625", "row 1 (line 2), columns 'volume_id',"
                                                                         "'layer_id': (99, 2) is not a layer of the "
                                                                         "TrackML detector"),

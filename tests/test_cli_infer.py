@@ -144,3 +144,15 @@ def test_console_script_subprocess(two_in_two_out_path, tmp_path):
         np.testing.assert_array_equal(saved["prod:0"], x * x)
     info = subprocess.run([*TRKX, "info", str(two_in_two_out_path)], capture_output=True, text=True, check=True)
     assert "input.1  float32  [?, 3]  field input_1" in info.stdout
+
+
+def test_infer_writes_outputs_named_like_the_parameters_of_numpys_savez(tmp_path):
+    """Outputs named ``file`` and ``allow_pickle`` are written under their names like any other."""
+    model = onnx_models.copies_model(tmp_path, ("file", "allow_pickle"))
+    x = np.array([1.5, -2.0], dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["infer", str(model), "-i", f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "out.npz")]) == 0
+    with np.load(tmp_path / "out.npz", allow_pickle=False) as saved:
+        assert list(saved.keys()) == ["file", "allow_pickle"]
+        for name in saved:
+            np.testing.assert_array_equal(saved[name], x)

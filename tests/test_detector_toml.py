@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from inference_iface import ConfigError
 from tracking_algs.cli import main
 from tracking_algs.errors import EventFormatError
 from tracking_algs.geometry import TRACKML_TOML, BeamPipe, Detector, Surface, trackml_detector
@@ -72,3 +73,39 @@ def test_simulate_rejects_unknown_settings(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "unknown key(s) noise_frac; valid keys are " in error
     assert all(f" {key}," in error for key in ("geometry", "pileup", "noise_fraction"))
+
+
+@pytest.mark.parametrize(
+    ("line", "replacement", "message"),
+    [
+        ("extent = [-500.0, 500.0]", "extent = [500.0, -500.0]", "'extent' must be two finite numbers [low, high]"),
+        ("resolution = [0.02, 0.1]", "resolution = [-0.02, 0.1]", "'resolution' must be two finite numbers above 0"),
+        ("x_over_x0 = 0.01", "x_over_x0 = -0.01", "'x_over_x0' must be >= 0.0: -0.01"),
+        ("modules = [20, 5]", "modules = [0, 5]", "'modules' must be two module counts of 1 or more"),
+        ("position = 100.0", "position = 0.0", "'position' of a barrel is its radius and must be above 0 mm"),
+        ('kind = "barrel"', 'kind = "tube"', "expected one of 'barrel', 'endcap', got 'tube'"),
+        ("bfield_t = 1.5", "bfield_t = 0.0", "'bfield_t' must not be 0"),
+        ("layer_id = 4", "layer_id = 2", "one surface per (volume_id, layer_id); repeated: (1, 2)"),
+    ],
+)
+def test_simulate_refuses_a_detector_whose_surfaces_cannot_be_followed(tmp_path, capsys, line, replacement, message):
+    """A detector file with a surface no particle could be followed onto is refused before any output is made,
+    naming the file, the key and the surface."""
+    text = two_layer_detector().to_toml()
+    assert line in text
+    path = tmp_path / "detector.toml"
+    path.write_text(text.replace(line, replacement, 1))
+    output = tmp_path / "out"
+    assert main(["simulate", "--events", "1", "--pileup", "0", "--output", str(output), "--detector", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"trkx simulate: error: detector file {str(path)!r}: "), error
+    assert message in error
+    assert "@ $" in error
+    assert not output.exists()
+
+
+def test_a_detector_without_surfaces_is_refused(tmp_path):
+    path = tmp_path / "detector.toml"
+    path.write_text("surfaces = []\n")
+    with pytest.raises(ConfigError, match=r"Length of 'surfaces' must be >= 1: 0"):
+        Detector.from_toml(path)

@@ -153,6 +153,12 @@ def _short_of_the_endcaps(columns):
     return {name: values[np.abs(columns["z"]) <= 2000.0] for name, values in columns.items()}
 
 
+def _with_a_field_in_gauss(columns):
+    br = columns["br"].copy()
+    br[7] = 1e300
+    return columns | {"br": br}
+
+
 def _with_nan(columns):
     bz = columns["bz"].copy()
     bz[4] = np.nan
@@ -169,6 +175,10 @@ def _with_nan(columns):
         (_unevenly_spaced, r"the values of z are not evenly spaced \(steps from 40 to 80 mm\)"),
         (_stronger, r"the map's field at the origin is 3.8 T, but the detector's is 2 T"),
         (_with_nan, r"row 5 \(line 6\), column 'bz': nan is not a finite number"),
+        (
+            _with_a_field_in_gauss,
+            r"row 8 \(line 9\), column 'br': 1e\+300 T is beyond 100 T; expected the field in tesla",
+        ),
         (
             _short_of_the_endcaps,
             r"the map covers r up to 1160 mm and z from -2000 to 2000 mm, but the detector's "

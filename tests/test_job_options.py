@@ -18,7 +18,8 @@ from inference_iface import ConfigError
 from inference_iface.options import tomllib
 from tracking_algs.cli import main
 from tracking_algs.finding.config import FindingConfig, GNNConfig, GraphConfig, PairCuts
-from tracking_algs.finding.model_dir import SHIPPED_MODULES_DIR, load_model_card
+from tracking_algs.finding.finder import TrackFinder
+from tracking_algs.finding.model_dir import SHIPPED_DIR, SHIPPED_MODULES_DIR, STAGES, load_model_card
 from tracking_algs.finding.training import DataConfig, EmbeddingTraining, TrainConfig
 from tracking_algs.fitting.config import KalmanConfig
 from tracking_algs.fitting.selection import TrackSelection
@@ -229,6 +230,32 @@ def test_a_model_directory_must_hold_the_models_the_job_runs(tmp_path):
     # stages served by Triton need no local model file, only the card (the recommended cuts)
     remote = load_job_options(CONFIGS / "remote_triton.toml", [override])
     assert remote.finding.model_dir == str(partial)
+
+
+@pytest.mark.parametrize(
+    ("recommended", "message"),
+    [
+        ({"radius": math.nan, "filter_cut": 0.1}, "recommended['radius'] must be a finite number above 0, got nan"),
+        ({"radius": -1.0, "filter_cut": 0.1}, "recommended['radius'] must be a finite number above 0, got -1.0"),
+        ({"radius": "wide", "filter_cut": 0.1}, "recommended['radius'] must be a finite number above 0, got 'wide'"),
+        ({"radius": 0.5, "filter_cut": 5}, "recommended['filter_cut'] must be a number from 0 to below 1, got 5"),
+        ({"radius": 0.5}, "has no recommended['filter_cut'] value"),
+    ],
+)
+def test_a_model_cards_working_point_is_checked_before_work(tmp_path, recommended, message):
+    """The radius and filter cut a job takes from the model card are checked with the options, naming the card;
+    options that set both do not need them."""
+    models = tmp_path / "models"
+    shutil.copytree(SHIPPED_DIR, models)
+    card = json.loads((models / "model_card.json").read_text())
+    (models / "model_card.json").write_text(json.dumps(card | {"recommended": recommended}))
+    override = f"finding.model_dir='{models}'"
+    with pytest.raises(ConfigError, match=re.escape(f"model card '{models / 'model_card.json'}'") + ".*"
+                                          + re.escape(message)):  # fmt: skip
+        load_job_options(None, [override])
+    both = load_job_options(None, [override, "finding.graph.radius=0.5", "finding.filter.cut=0.1"])
+    finder = TrackFinder.from_options(both.finding, {stage: both.stage_inference(stage) for stage in STAGES})
+    assert (finder.graph.radius, finder.filter.cut) == (0.5, 0.1)
 
 
 def test_the_module_geometry_file_is_checked_before_work(tmp_path):

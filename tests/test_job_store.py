@@ -1,6 +1,7 @@
 """The job's output store and report under faults: a full disk while a fragment is written, damaged fragments and
-failure records found as a job resumes, fragments whose options are lost, two jobs in one output, a report stopped
-half-way, and the ``--resume`` refusal naming the options that differ.
+failure records found as a job resumes (unreadable, arrays that do not fit together, of another event, values of the
+wrong kinds), files in ``events/`` named otherwise, fragments whose options are lost, two jobs in one output, a report
+stopped half-way or with something in its way, and the ``--resume`` refusal naming the options that differ.
 
 Real files in ``tmp_path``; the store-level tests save small made-up events, the job-level ones run ``trkx run`` on
 two simulated pile-up-2 events with the shipped models.
@@ -15,8 +16,10 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 from job_outputs import assert_same_results
@@ -66,6 +69,25 @@ def _flip(path: Path, offset: int) -> None:
     path.write_bytes(bytes(content))
 
 
+def _rewrite(path: Path, change: Callable[[dict[str, np.ndarray]], object]) -> None:
+    """Write the fragment ``path`` again, whole (its CRCs right), with its arrays as ``change`` leaves them."""
+    with np.load(path) as data:
+        arrays = dict(data)
+    change(arrays)
+    np.savez(path, **arrays)
+
+
+def _assert_removed(err: str, events: Path, removed: list[tuple[str, str]]) -> None:
+    """Fail unless ``err`` holds one line per file of ``removed`` (its name in ``events``, a word of why), in order,
+    each saying that the file is removed and its event processed again."""
+    lines = err.splitlines()
+    assert len(lines) == len(removed), lines
+    for line, (name, why) in zip(lines, removed, strict=True):
+        assert line.startswith(f"trkx run: {events / name} cannot be read ("), line
+        assert why in line, line
+        assert line.endswith("removed, its event is processed again"), line
+
+
 # ---- a fragment written on a full disk
 
 
@@ -110,7 +132,7 @@ class Interrupting:
 
 store = ResultStore(sys.argv[1])
 store.events_dir.mkdir(parents=True)
-fitted = {"before": np.zeros(3), "interrupting": Interrupting(), "after": np.ones(3)}
+fitted = {"before": np.zeros(5), "interrupting": Interrupting(), "after": np.ones(5)}
 with terminate_as_interrupt():
     try:
         store.save(EventResult(0, np.arange(10), np.zeros(10, int), {"graph": 1.0}, {}, fitted=fitted))
@@ -156,14 +178,137 @@ def test_resume_removes_damaged_fragments_and_failure_records(tmp_path, capsys):
         assert resumed.finished_ids() == {3, 4}
         assert [failure.event_id for failure in resumed.failures()] == [6]
         assert [result.event_id for result in resumed.results()] == [3, 4]
-    lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 4, lines
-    for line, (name, why) in zip(lines, [("event000000000.npz", "BadZipFile"), ("event000000001.npz", "EOFError"),
-                                         ("event000000002.npz", "CRC"), ("event000000005.failed.json", "JSON")],
-                                 strict=True):  # fmt: skip
-        assert line.startswith(f"trkx run: {events / name} cannot be read ("), line
-        assert why in line
-        assert line.endswith("removed, its event is processed again")
+    _assert_removed(capsys.readouterr().err, events, [("event000000000.npz", "BadZipFile"),
+                    ("event000000001.npz", "EOFError"), ("event000000002.npz", "CRC"),
+                    ("event000000005.failed.json", "JSON")])  # fmt: skip
+
+
+#: Fitted tracks and truth as a job saves them (4 fitted tracks, 6 particles, 5 found tracks), for the checks that
+#: each group of arrays is of one length.
+FITTED = {"track_id": np.arange(4), "chi2": np.ones(4), "ndf": np.full(4, 3)}
+TRUTH = {"particle_id": np.arange(1, 7), "particle_pt": np.ones(6), "track_id": np.arange(5), "track_eta": np.zeros(5),
+         "fit_true_params": np.zeros((4, 5)), "fit_pure": np.ones(4, bool), "candidates.track_id": np.arange(7),
+         "candidates.track_eta": np.zeros(7)}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("key", "change", "why"),
+    [
+        ("track_label", lambda array: array[:-5], "track_label holds 995 values, hit_id 1000"),
+        ("hit_id", lambda array: array.astype(float), "hit_id and track_label must be 1-D integer arrays"),
+        ("track_label", lambda array: array[:, None], "hit_id and track_label must be 1-D integer arrays"),
+        ("fitted.chi2", lambda array: array[:-1], "fitted.chi2 holds 3 values, fitted.track_id 4"),
+        ("fitted.ndf", lambda array: array[0], "fitted.ndf is a single value"),
+        ("truth.fit_pure", lambda array: array[:-1], "truth.fit_pure holds 3 values, fitted.track_id 4"),
+        ("truth.particle_pt", lambda array: array[:-1], "truth.particle_pt holds 5 values, truth.particle_id 6"),
+        ("truth.track_eta", lambda array: array[1:], "truth.track_eta holds 4 values, truth.track_id 5"),
+        ("truth.candidates.track_eta", lambda array: array[:-2], "truth.candidates.track_eta holds 5 values"),
+    ],
+)
+def test_resume_removes_fragments_whose_arrays_do_not_fit_together(tmp_path, capsys, key, change, why):
+    """A fragment written whole (its CRCs right) whose arrays do not fit together (an array of another length than
+    the others of its group, hit ids that are no integers) is removed as the job resumes, named on stderr with the
+    arrays that differ, and its event processed again: the report would fail on it, at every resume."""
+    output = tmp_path / "out"
+    store = _store(output, range(1))
+    store.save(attrs.evolve(_result(1), fitted=FITTED, truth=TRUTH))
+    with ResultStore(output) as resumed:
+        resumed.prepare(OPTIONS, resume=True)
+        assert resumed.finished_ids() == {0, 1}  # the groups as saved fit together
+    capsys.readouterr()
+    fragment = output / "events" / "event000000001.npz"
+    _rewrite(fragment, lambda arrays: arrays.update({key: change(arrays[key])}))
+    with ResultStore(output) as resumed:
+        resumed.prepare(OPTIONS, resume=True)
+        assert resumed.finished_ids() == {0}
+    _assert_removed(capsys.readouterr().err, fragment.parent, [(fragment.name, f"ValueError: {why}")])
+
+
+def _set_meta(arrays: dict[str, np.ndarray], **changes: object) -> None:
+    """Change the entries of a fragment's metadata (``None``: remove it)."""
+    meta = json.loads(arrays["meta"].tobytes()) | changes
+    meta = {key: value for key, value in meta.items() if value is not None}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
+
+def test_resume_removes_fragments_of_another_event_or_an_earlier_format(tmp_path, capsys):
+    """A fragment copied or renamed to another event's name, one whose hits are not as many as its metadata counts,
+    and one of a ``trkx run`` before fragments named their event and hit count, are removed as the job resumes, each
+    named on stderr; their events are processed again."""
+    output = tmp_path / "out"
+    _store(output, range(5))
+    events = output / "events"
+    shutil.copyfile(events / "event000000000.npz", events / "event000000001.npz")
+    (events / "event000000002.npz").rename(events / "event000000005.npz")
+    _rewrite(
+        events / "event000000003.npz",
+        lambda arrays: arrays.update(hit_id=arrays["hit_id"][:-5], track_label=arrays["track_label"][:-5]),
+    )
+    _rewrite(events / "event000000004.npz", lambda arrays: _set_meta(arrays, event_id=None, hits=None))
+    with ResultStore(output) as resumed:
+        resumed.prepare(OPTIONS, resume=True)
+        assert resumed.finished_ids() == {0}
+        assert [result.event_id for result in resumed.results()] == [0]
+    _assert_removed(capsys.readouterr().err, events, [
+        ("event000000001.npz", "it holds event 0, not event 1"),
+        ("event000000003.npz", "its metadata counts 1000 hits, its arrays 995"),
+        ("event000000004.npz", "no event and hit count (a fragment of an earlier trkx run)"),
+        ("event000000005.npz", "it holds event 2, not event 5"),
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("record", "why"),
+    [
+        (
+            {"event_id": "three", "stage": "read", "error": "x"},
+            "OptionKindError: 'event_id' must be an integer, got 'three'",
+        ),
+        ({"event_id": None, "stage": "read", "error": "x"}, "OptionKindError: 'event_id' must be an integer, got None"),
+        ({"event_id": True, "stage": "read", "error": "x"}, "OptionKindError: 'event_id' must be an integer, got True"),
+        ({"event_id": 3.0, "stage": "read", "error": "x"}, "OptionKindError: 'event_id' must be an integer, got 3.0"),
+        ({"event_id": 3, "stage": 1, "error": "x"}, "OptionKindError: 'stage' must be a string, got 1"),
+        ({"event_id": 3, "stage": "read", "error": None}, "OptionKindError: 'error' must be a string, got None"),
+        ({"event_id": -3, "stage": "read", "error": "x"}, "ValueError: 'event_id' must be >= 0: -3"),
+        ({"event_id": 4, "stage": "read", "error": "x"}, "ValueError: it records event 4, not event 3"),
+    ],
+)
+def test_resume_removes_failure_records_of_wrong_kinds_or_another_event(tmp_path, capsys, record, why):
+    """A failure record whose values are of the wrong kinds, or that records another event than its name's, is removed
+    as the job resumes, named on stderr, and its event processed again: the job's report and the forgetting of the
+    events that left the input would fail on it, at every resume."""
+    output = tmp_path / "out"
+    _store(output, range(3))
+    record_file = output / "events" / "event000000003.failed.json"
+    record_file.write_text(json.dumps(record))
+    with ResultStore(output) as resumed:
+        resumed.prepare(OPTIONS, resume=True)
+        assert resumed.failures() == []
+        resumed.forget_failures_outside([0, 1])
+    _assert_removed(capsys.readouterr().err, record_file.parent, [(record_file.name, why)])
+
+
+def test_files_not_named_as_the_store_names_them_are_no_events(tmp_path, capsys):
+    """Files in ``events/`` not named as the store names them (a copy's name, an id of other than nine digits) are
+    no part of the store: a resumed job keeps them, neither reads nor reports them, and processes the events whose
+    files are missing again."""
+    output = tmp_path / "out"
+    _store(output, range(3))
+    events = output / "events"
+    shutil.copyfile(events / "event000000000.npz", events / "event000000000 (copy).npz")
+    (events / "event000000001.npz").rename(events / "event1.npz")
+    shutil.copyfile(events / "event000000002.npz", events / "event0000000002.npz")
+    (events / "event2.failed.json").write_text(json.dumps({"event_id": 2, "stage": "read", "error": "x"}))
+    with ResultStore(output) as resumed:
+        resumed.prepare(OPTIONS, resume=True)
+        assert resumed.finished_ids() == {0, 2}
+        assert resumed.failures() == []
+        assert [result.event_id for result in resumed.results()] == [0, 2]
+    assert capsys.readouterr().err == ""
+    assert sorted(path.name for path in events.iterdir()) == [
+        "event000000000 (copy).npz", "event000000000.npz", "event0000000002.npz", "event000000002.npz", "event1.npz",
+        "event2.failed.json",
+    ]  # fmt: skip
 
 
 def test_a_new_job_leaves_the_temporaries_of_a_killed_one_no_more(tmp_path):
@@ -321,6 +466,41 @@ def test_a_report_stopped_while_moved_into_place_has_no_performance_json(tmp_pat
     assert {line.split(",")[0] for line in (store.output / "tracks.csv").read_text().splitlines()[1:]} == {"0", "1"}
 
 
+@pytest.mark.parametrize("kind", ["file", "link to a directory", "dangling link"])
+def test_a_report_removes_what_stands_where_it_stages(tmp_path, kind):
+    """Whatever stands at ``.report.tmp``, where the report is staged (a file, a link), is removed, not the target of
+    a link, and the report written: it was refused, at every resume."""
+    store = _store(tmp_path / "out", range(1))
+    staging = store.output / report.STAGING
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "kept.txt").write_text("kept")
+    if kind == "file":
+        staging.write_text("in the way")
+    else:
+        staging.symlink_to(elsewhere if kind == "link to a directory" else tmp_path / "nowhere")
+    assert report.write_report(store, load_job_options(CONFIG))["events"] == [0]
+    assert json.loads((store.output / "performance.json").read_text())["events"] == [0]
+    assert not os.path.lexists(staging)
+    assert [path.name for path in elsewhere.iterdir()] == ["kept.txt"]
+
+
+def test_a_directory_in_the_way_of_a_report_file_is_named(tmp_path):
+    """A directory where a report file goes: the error names that file (not the staged one) and what is in the way;
+    once it is removed, the report is written."""
+    store = _store(tmp_path / "out", range(1))
+    options = load_job_options(CONFIG)
+    in_the_way = store.output / "tracks.csv"
+    in_the_way.mkdir()
+    with pytest.raises(IsADirectoryError) as refused:
+        report.write_report(store, options)
+    assert (refused.value.filename, refused.value.strerror) == (str(in_the_way), "a directory is in the way; remove it")
+    assert not (store.output / report.STAGING).exists()
+    in_the_way.rmdir()
+    report.write_report(store, options)
+    assert in_the_way.is_file()
+
+
 # ---- real jobs
 
 
@@ -380,3 +560,58 @@ def test_a_second_job_in_the_output_of_a_running_one_is_refused(tmp_path, capsys
     assert _files(output) == before
     running.close()
     assert _run(*SMALL, "--output", str(output)) == 0
+
+
+def test_resume_processes_fragments_that_do_not_fit_or_hold_another_event_again(small_job, tmp_path, capsys):
+    """A fragment written again with an array cut short, and one copied over another event's: ``--resume`` names
+    them, processes their events again and writes the results of the undamaged job (the first failed the report with
+    a traceback at every resume, the second was reported as the other event)."""
+    output = tmp_path / "out"
+    shutil.copytree(small_job, output)
+    cut, copied = output / "events" / "event000000000.npz", output / "events" / "event000000001.npz"
+    shutil.copyfile(cut, copied)
+    _rewrite(cut, lambda arrays: arrays.update(track_label=arrays["track_label"][:-5]))
+    capsys.readouterr()
+    assert _run(*SMALL, "--output", str(output), "--resume") == 0
+    err = capsys.readouterr().err
+    assert f"{cut} cannot be read (ValueError: track_label holds " in err
+    assert f"{copied} cannot be read (ValueError: it holds event 0, not event 1)" in err
+    assert "Traceback" not in err
+    assert_same_results(output, small_job)
+
+
+def test_resume_retries_the_event_of_a_failure_record_of_wrong_kinds(small_job, tmp_path, capsys):
+    """A failure record whose event id is no integer: ``--resume`` names it, processes its event again and writes
+    the results of the undamaged job (it failed with a traceback at every resume)."""
+    output = tmp_path / "out"
+    shutil.copytree(small_job, output)
+    (output / "events" / "event000000001.npz").unlink()
+    record = output / "events" / "event000000001.failed.json"
+    record.write_text(json.dumps({"event_id": "one", "stage": "read", "error": "x"}))
+    capsys.readouterr()
+    assert _run(*SMALL, "--output", str(output), "--resume") == 0
+    err = capsys.readouterr().err
+    assert f"{record} cannot be read (OptionKindError: 'event_id' must be an integer, got 'one')" in err
+    assert "Traceback" not in err
+    assert json.loads((output / "performance.json").read_text())["failed_events"] == []
+    assert_same_results(output, small_job)
+
+
+def test_resume_writes_the_report_past_what_stands_in_its_way(small_job, tmp_path, capsys):
+    """A file at ``.report.tmp`` (where the report is staged) is removed; a directory at ``tracks.csv`` stops the job
+    (status 3) with one line naming it, and once it is removed ``--resume`` writes the report."""
+    output = tmp_path / "out"
+    shutil.copytree(small_job, output)
+    (output / "performance.json").unlink()
+    (output / report.STAGING).write_text("in the way")
+    (output / "tracks.csv").unlink()
+    (output / "tracks.csv").mkdir()
+    capsys.readouterr()
+    assert _run(*SMALL, "--output", str(output), "--resume") == 3
+    err = capsys.readouterr().err
+    assert f"cannot write the report ({output / 'tracks.csv'}: a directory is in the way; remove it)" in err
+    assert "Traceback" not in err
+    assert not (output / report.STAGING).exists()
+    (output / "tracks.csv").rmdir()
+    assert _run(*SMALL, "--output", str(output), "--resume") == 0
+    assert_same_results(output, small_job)

@@ -110,6 +110,21 @@ def test_missing_column(written):
     _raises(written, str(path), "missing column(s) layer_id")
 
 
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_column_named_twice_is_refused(written, gzipped):
+    """Which of two ``x`` columns holds the coordinate would be a guess."""
+    path = event_path(written, 7, "hits")
+    lines = path.read_text().splitlines()
+    text = "\n".join([lines[0] + ",x"] + [line + ",0.0" for line in lines[1:]]) + "\n"
+    path.unlink()
+    if gzipped:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    _raises(written, str(path), "the header names column(s) x more than once")
+
+
 def test_nan_coordinate(written):
     path = event_path(written, 7, "hits")
     _edit(path, 5, lambda line: _set_field(line, 2, "nan"))
@@ -267,6 +282,7 @@ def test_only_files_named_as_written_are_listed(written, event):
     for name in ("event7-hits.csv", "event0000000008-hits.csv.gz", "event00000009-hits.csv"):
         (written / name).write_bytes(hits.read_bytes())
     hits.rename(written / "event1000000000-hits.csv")
+    (written / "event000000011-hits.csv").mkdir()  # a directory is not a file of an event
     assert list_events(written) == [1_000_000_000]
     assert len(read_event(written, 1_000_000_000).spacepoints) == len(event.spacepoints)
 

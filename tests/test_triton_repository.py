@@ -17,6 +17,7 @@ from pathlib import Path
 
 import attrs
 import numpy as np
+import onnx
 import onnx_models
 import pytest
 from google.protobuf import text_format
@@ -33,7 +34,7 @@ from backends.model_repository import (
 )
 from backends.onnxruntime import OnnxRuntimeConfig, OnnxRuntimeInference
 from backends.triton import ServerOptionError, TritonConfig, TritonInference, parse_url
-from backends.triton_config import MAX_TIMEOUT_S
+from backends.triton_config import MAX_MODEL_VERSION, MAX_TIMEOUT_S
 from backends.triton_server import TritonServer, TritonServerConfig
 from inference_iface import ConfigError, ModelError, create_inference
 from inference_iface.checksums import file_sha256
@@ -101,6 +102,8 @@ def test_repository_mistakes_are_config_errors(tmp_path, model_dir):
         add_onnx_model(path, tmp_path, "x", flavour="tensorrt")
     with pytest.raises(ConfigError, match="does not exist"):
         add_onnx_model(tmp_path / "missing.onnx", tmp_path, "x")
+    with pytest.raises(ConfigError, match=r"cannot be opened \(File name too long\)"):
+        add_onnx_model(tmp_path / ("a" * 5000), tmp_path, "x")
     with pytest.raises(ConfigError, match="instances"):
         add_onnx_model(path, tmp_path, "y", instances=0)
     for name in ("", "a/b", "..", ".hidden", "-x", "my model", "a*b", "é"):  # names a URL path does not carry as is
@@ -122,6 +125,93 @@ def test_a_file_that_holds_no_model_is_refused_and_nothing_is_written(tmp_path, 
     with pytest.raises(ModelError, match="cannot read ONNX model"):
         add_onnx_model(path, tmp_path / "repository", "m")
     assert not (tmp_path / "repository" / "m").exists()
+
+
+@pytest.mark.parametrize(
+    ("element_type", "name"),
+    [(0, "UNDEFINED"), (onnx.TensorProto.FLOAT8E4M3FN, "FLOAT8E4M3FN"), (onnx.TensorProto.COMPLEX64, "COMPLEX64")],
+)
+def test_a_tensor_of_a_type_the_interface_lacks_is_refused_naming_file_tensor_and_type(tmp_path, element_type, name):
+    path = onnx_models.element_type_model(tmp_path, element_type)
+    expected = rf"ONNX model {re.escape(repr(str(path)))}: tensor 'x' has ONNX element type {name}, which the interface"
+    with pytest.raises(ModelError, match=expected):
+        onnx_signature(path)
+    with pytest.raises(ModelError, match=expected):
+        add_onnx_model(path, tmp_path / "repository", "m")
+    assert not (tmp_path / "repository" / "m").exists()
+
+
+@pytest.mark.parametrize("flavour", ["python", "onnxruntime"])
+def test_a_models_external_data_is_copied_where_its_tensors_say(tmp_path, flavour):
+    """The served copy loads from the repository alone: onnxruntime opens it there (the original moved away) and
+    gives the original's results bit for bit. ``test_triton_backend`` serves such a model."""
+    path = onnx_models.external_data_model(tmp_path)
+    written = add_onnx_model(path, tmp_path / "repository", "m", flavour=flavour)
+    data = written / "1" / "weights" / "medium_mlp.bin"
+    assert data.read_bytes() == (path.parent / "weights" / "medium_mlp.bin").read_bytes()
+    features = np.random.default_rng(5).standard_normal((50, 12)).astype(np.float32)
+    with OnnxRuntimeInference(OnnxRuntimeConfig(model_path=str(path), device="cpu", intra_op_threads=1)) as original:
+        want = original.infer(features=features).embedding
+    shutil.move(path.parent, tmp_path / "moved")
+    served = OnnxRuntimeConfig(model_path=str(written / "1" / "model.onnx"), device="cpu", intra_op_threads=1)
+    with OnnxRuntimeInference(served) as copy:
+        assert copy.infer(features=features).embedding.tobytes() == want.tobytes()
+
+
+@pytest.mark.server
+def test_a_model_with_external_data_is_served_from_its_repository(tmp_path):
+    path = onnx_models.external_data_model(tmp_path)
+    repository = tmp_path / "repository"
+    add_onnx_model(path, repository, "external")
+    features = np.random.default_rng(6).standard_normal((100, 12)).astype(np.float32)
+    with OnnxRuntimeInference(OnnxRuntimeConfig(model_path=str(path), device="cpu")) as original:
+        want = original.infer(features=features).embedding
+    shutil.move(path.parent, tmp_path / "moved")  # the server has the repository alone
+    with TritonServer(TritonServerConfig(repository=str(repository), startup_timeout_s=180)) as server:
+        options = {"backend": "triton", "url": server.grpc_url, "model_name": "external"}
+        with create_inference(options) as served:
+            assert_matches_local(served.infer(features=features).embedding, want, "embedding")
+
+
+def test_missing_or_outside_external_data_is_refused_naming_each_file(tmp_path):
+    path = onnx_models.external_data_model(tmp_path)
+    model = onnx.load(path, load_external_data=False)
+    for number, tensor in enumerate(model.graph.initializer):  # one file per tensor: w0, b0, w1, ...
+        next(entry for entry in tensor.external_data if entry.key == "location").value = f"part{number}.bin"
+    onnx.save(model, path)
+    (path.parent / "part1.bin").write_bytes(b"")
+    missing = [repr(str(path.parent / f"part{number}.bin")) for number in (0, 2)]
+    with pytest.raises(
+        ModelError, match=rf"external data file\(s\) {re.escape(missing[0])} does not exist; {re.escape(missing[1])}"
+    ):
+        add_onnx_model(path, tmp_path / "repository", "m")
+    for location in ("../escape.bin", "/tmp/absolute.bin", "model.onnx", ""):
+        tensor = model.graph.initializer[0]
+        next(entry for entry in tensor.external_data if entry.key == "location").value = location
+        onnx.save(model, path)
+        with pytest.raises(ModelError, match=rf"external data location\(s\) {re.escape(repr(location))} must be file"):
+            add_onnx_model(path, tmp_path / "repository", "m")
+    assert not (tmp_path / "repository" / "m").exists()
+
+
+@pytest.mark.parametrize("version", [0, -1, 2**63, 99999999999999999999999, True, 1.0, "1"])
+def test_a_model_version_is_a_positive_64_bit_integer(tmp_path, model_dir, version):
+    path = onnx_models.two_in_two_out(model_dir)
+    with pytest.raises(
+        ConfigError, match=rf"model version must be an integer from 1 to {2**63 - 1} .*got {re.escape(repr(version))}"
+    ):
+        add_onnx_model(path, tmp_path, "m", version=version)
+    assert not (tmp_path / "m").exists()
+    assert MAX_MODEL_VERSION == 2**63 - 1  # what the server parses (stoll); above it, it aborts
+    assert (add_onnx_model(path, tmp_path, "m", version=MAX_MODEL_VERSION) / str(MAX_MODEL_VERSION)).is_dir()
+
+
+@pytest.mark.parametrize("address", ["", " "])
+def test_an_empty_server_address_is_refused_naming_the_option(tmp_path, address):
+    server = TritonServer(TritonServerConfig(repository=str(tmp_path), address=address))
+    with pytest.raises(ConfigError, match=rf"tritonserver: address {re.escape(repr(address))} is empty"):
+        server.start()
+    assert server.process is None
 
 
 def test_model_config_writer_is_general(tmp_path, model_dir):
@@ -228,13 +318,28 @@ def test_model_version_is_empty_or_a_positive_integer():
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("url", 8001), ("model_name", 5), ("urls", "127.0.0.1:5"), ("retry_on", "UNAVAILABLE")],
+    [
+        ("url", 8001),
+        ("model_name", 5),
+        ("urls", "127.0.0.1:5"),
+        ("urls", [1]),
+        ("retry_on", "UNAVAILABLE"),
+        ("headers", ["a"]),
+        ("headers", {"a": 1}),
+        ("expected_signature", {"inputs": []}),
+        ("tls", "yes"),
+    ],
 )
 def test_values_of_the_wrong_type_are_config_errors_naming_the_key(key, value):
-    # not converted to text ("8001:8001", "5") nor split into characters (a string where a list is expected)
+    """From a mapping as when built in Python: not converted to text ("8001:8001", "5") nor split into characters (a
+    string where a list is expected), nor left to fail later (a header's value, a signature given as a table)."""
     options = {"model_name": "m", "url": "h:1", key: value}
     with pytest.raises(ConfigError, match=rf"\b{key}\b") as caught:
         structure(options, TritonConfig)
+    assert "cannot be retried" not in str(caught.value)
+    with pytest.raises(ConfigError, match=rf"^'{key}' must be ") as caught:
+        TritonConfig(**options)
+    assert isinstance(caught.value, TypeError)  # as attrs' own validators raise
     assert "cannot be retried" not in str(caught.value)
 
 
@@ -242,6 +347,9 @@ def test_secrets_are_never_shown(monkeypatch):
     monkeypatch.setenv("INFERENCE_IFACE_TRITON_TOKEN", "s3cret-token")
     config = TritonConfig(url="127.0.0.1:1", model_name="m", headers={"x-api-key": "s3cret-key"})
     assert "s3cret" not in repr(config)
+    with pytest.raises(ConfigError, match="'x-api-key': not a string with a string value") as refused:
+        TritonConfig(url="127.0.0.1:1", model_name="m", headers={"x-api-key": 31415926})
+    assert "31415926" not in str(refused.value)
     with pytest.raises(Exception, match="no server answered") as caught:
         TritonInference(attrs.evolve(config, connect_timeout_s=1.0, retries=0))
     assert "s3cret" not in str(caught.value)
@@ -352,7 +460,7 @@ def test_add_tracking_that_fails_leaves_the_repository_as_it_was(tmp_path, capsy
     argv = ["repo", "add-tracking", "--repository", str(repository), "--serving", "models"]
     assert main([*argv, "--model-dir", str(models)]) == 2
     assert f"cannot read ONNX model '{models / 'filter.onnx'}'" in capsys.readouterr().err
-    assert list(repository.iterdir()) == []
+    assert not repository.exists()
     assert main(argv) == 0  # the shipped models: the rerun is not blocked
     before = {path: path.read_bytes() for path in repository.rglob("*") if path.is_file()}
     assert main([*argv, "--model-dir", str(models), "--force"]) == 2
@@ -360,6 +468,29 @@ def test_add_tracking_that_fails_leaves_the_repository_as_it_was(tmp_path, capsy
     (repository / ".staging-999999999-x" / "m").mkdir(parents=True)  # no process has that id
     add_onnx_model(SHIPPED_DIR / "gnn.onnx", repository, "gnn", overwrite=True)
     assert sorted(path.name for path in repository.iterdir()) == ["embedding", "filter", "gnn"]
+
+
+@pytest.mark.parametrize("serving", ["chain", "ensemble"])
+@pytest.mark.parametrize(
+    ("file_name", "content", "message"),
+    [
+        ("gnn.onnx", b"junk", "cannot read ONNX model '{path}'"),
+        ("model_card.json", b"{bad json", "model card '{path}' is not valid JSON"),
+        ("model_card.json", b"[1, 2]", "model card '{path}' must hold a JSON object, got list"),
+        ("model_card.json", b'{"recommended": {}}', "model card '{path}' has no recommended['radius'] value"),
+    ],
+)
+def test_add_tracking_reads_every_file_it_serves_before_writing(tmp_path, capsys, serving, file_name, content, message):
+    """The served chain copies the model files as they are: a damaged one is refused by ``add-tracking``, naming it,
+    not by the server that would load it later."""
+    models = tmp_path / "models"
+    shutil.copytree(SHIPPED_DIR, models)
+    (models / file_name).write_bytes(content)
+    repository = tmp_path / "repository"
+    argv = ["repo", "add-tracking", "--repository", str(repository), "--serving", serving, "--model-dir", str(models)]
+    assert main(argv) == 2
+    assert message.format(path=models / file_name) in capsys.readouterr().err
+    assert not repository.exists()
 
 
 @pytest.mark.parametrize(

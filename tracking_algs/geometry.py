@@ -19,7 +19,7 @@ from typing import Literal
 import attrs
 import numpy as np
 
-from inference_iface.options import load_toml, structure, unstructure
+from inference_iface.options import finite, load_toml, structure, unstructure
 
 #: Helix constant c in GeV / (T · mm): a unit charge with transverse momentum pT in a field B bends
 #: on a circle of radius pT / (c · B).
@@ -29,6 +29,28 @@ HELIX_CONSTANT = 2.99792458e-4
 def curvature_radius(pt_gev: np.ndarray | float, bfield_t: float) -> np.ndarray | float:
     """Radius of the transverse circle in mm for a unit charge: pT / (c · B), c = :data:`HELIX_CONSTANT`."""
     return pt_gev / (HELIX_CONSTANT * bfield_t)
+
+
+def _increasing_pair(_instance: object, attribute: attrs.Attribute, value: tuple[float, float]) -> None:
+    if len(value) != 2 or not all(math.isfinite(end) for end in value) or not value[0] < value[1]:
+        raise ValueError(
+            f"'{attribute.name}' must be two finite numbers [low, high] with low < high, got {list(value)!r}"
+        )
+
+
+def _positive_pair(_instance: object, attribute: attrs.Attribute, value: tuple[float, float]) -> None:
+    if len(value) != 2 or not all(math.isfinite(item) and item > 0.0 for item in value):
+        raise ValueError(f"'{attribute.name}' must be two finite numbers above 0, got {list(value)!r}")
+
+
+def _module_counts(_instance: object, attribute: attrs.Attribute, value: tuple[int, int]) -> None:
+    if len(value) != 2 or not all(count >= 1 for count in value):
+        raise ValueError(f"'{attribute.name}' must be two module counts of 1 or more, got {list(value)!r}")
+
+
+def _nonzero(_instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value == 0.0:
+        raise ValueError(f"'{attribute.name}' must not be 0: the simulation and the fitter follow helices in the field")
 
 
 @attrs.frozen
@@ -43,12 +65,19 @@ class Surface:
     volume_id: int
     layer_id: int
     subsystem: str
-    kind: Literal["barrel", "endcap"]
-    position: float
-    extent: tuple[float, float]
-    x_over_x0: float
-    resolution: tuple[float, float]
-    modules: tuple[int, int] = (32, 8)
+    kind: Literal["barrel", "endcap"] = attrs.field(validator=attrs.validators.in_(("barrel", "endcap")))
+    position: float = attrs.field(validator=finite)
+    extent: tuple[float, float] = attrs.field(validator=_increasing_pair)
+    x_over_x0: float = attrs.field(validator=[finite, attrs.validators.ge(0.0)])
+    resolution: tuple[float, float] = attrs.field(validator=_positive_pair)
+    modules: tuple[int, int] = attrs.field(default=(32, 8), validator=_module_counts)
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind == "barrel" and self.position <= 0.0:
+            raise ValueError(f"'position' of a barrel is its radius and must be above 0 mm, got {self.position!r}")
+        if self.kind == "endcap" and self.extent[0] < 0.0:
+            raise ValueError(f"'extent' of an endcap is its radius range and must start at 0 mm or above, got "
+                             f"{list(self.extent)!r}")  # fmt: skip
 
     def module_id(self, phi: np.ndarray, along: np.ndarray) -> np.ndarray:
         """Module number (1-based) of points at azimuth ``phi`` and at ``along`` (z for barrels, r for disks)."""
@@ -57,6 +86,15 @@ class Surface:
         low, high = self.extent
         i_along = np.clip(((along - low) / (high - low) * n_along).astype(np.int64), 0, n_along - 1)
         return 1 + i_phi * n_along + i_along
+
+
+def _distinct_layers(_instance: object, attribute: attrs.Attribute, surfaces: tuple[Surface, ...]) -> None:
+    """Hits name their surface by (volume_id, layer_id): two surfaces with one pair could not be told apart."""
+    keys = [(surface.volume_id, surface.layer_id) for surface in surfaces]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"'{attribute.name}' must have one surface per (volume_id, layer_id); repeated: "
+                         f"{', '.join(map(str, repeated))}")  # fmt: skip
 
 
 @attrs.frozen
@@ -72,8 +110,8 @@ class BeamPipe:
 class Detector:
     """Surfaces in a uniform field ``bfield_t`` (tesla) along z."""
 
-    surfaces: tuple[Surface, ...]
-    bfield_t: float = 2.0
+    surfaces: tuple[Surface, ...] = attrs.field(validator=[attrs.validators.min_len(1), _distinct_layers])
+    bfield_t: float = attrs.field(default=2.0, validator=[finite, _nonzero])
     beam_pipe: BeamPipe = BeamPipe()
 
     def reach_mm(self) -> tuple[float, float]:

@@ -46,6 +46,7 @@ from tracking_algs.finding.model_dir import (
     load_model_card,
     model_path,
     resolve_model_dir,
+    working_point,
 )
 from tracking_algs.finding.served import SERVED_MODELS, chain_checksum
 from tracking_algs.fitting.hook import FittingConfig, TrackFitter
@@ -419,6 +420,7 @@ def _check_files(options: JobOptions, where: str) -> None:
         return
     try:
         load_model_card(model_dir)
+        working_point(model_dir, options.finding.graph.radius, options.finding.filter.cut)
     except TrackingError as error:
         raise ConfigError(f"{where}: [finding] model_dir: {error}") from None
     for stage in STAGES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         result = iface.infer(inputs, outputs=args.outputs)
     arrays = {name: portable(array) for name, array in zip(result.tensor_names, result, strict=True)}
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.output, **arrays)
+    write_npz(args.output, arrays)
     print(f"wrote {args.output}:")
     for name, array in arrays.items():
         print(f"  {name}: {array.dtype} {list(array.shape)}")
@@ -60,6 +61,18 @@ def read_input(text: str) -> tuple[str, np.ndarray]:
         return name, np.load(file_name, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:  # EOFError: an empty file
         raise InputError(f"input {name!r}: cannot read {file_name!r} as a .npy array: {error}") from None
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` into the ``.npz`` file ``path`` (one ``NAME.npy`` member each, as ``np.savez`` does).
+
+    ``np.savez`` takes the arrays as keyword arguments, so an output named like one of its own parameters
+    (``file``; ``allow_pickle`` in numpy 2) would clash with it; the archive is therefore written member by member.
+    """
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def portable(array: np.ndarray) -> np.ndarray:

@@ -13,9 +13,9 @@ from tracking_algs.finding.building import TrackBuilding
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.features import check_positions, orient_edges, spacepoint_features
 from tracking_algs.finding.graph import GraphConstruction
-from tracking_algs.finding.model_dir import STAGES, load_model_card, recommended
+from tracking_algs.finding.model_dir import STAGES, working_point
 from tracking_algs.finding.result import FindingResult
-from tracking_algs.finding.stages import EdgeFiltering, GNNClassification
+from tracking_algs.finding.stages import EdgeFiltering, GNNClassification, check_stage_model
 from tracking_algs.fitting.hook import checked_fitter, close_fitter
 
 if TYPE_CHECKING:
@@ -41,10 +41,10 @@ class TrackFinder:
         fitter: TrackFitter | None = None,
         bfield_t: float | None = None,
     ) -> None:
+        for stage, inference in zip(STAGES, (embedding, filter, gnn), strict=True):
+            check_stage_model(stage, inference)
         self.fitter = checked_fitter(fitter, type(self).__name__)
-        card = load_model_card(config.model_dir)
-        radius = config.graph.radius or recommended(card, "radius")
-        filter_cut = config.filter.cut or recommended(card, "filter_cut")
+        radius, filter_cut = working_point(config.model_dir, config.graph.radius, config.filter.cut)
         self.config = config
         self.graph = GraphConstruction(embedding, config.graph, radius, bfield_t)
         self.filter = EdgeFiltering(filter, config.filter, filter_cut)

@@ -8,6 +8,8 @@ A model directory holds ``embedding.onnx``, ``filter.onnx``, ``gnn.onnx`` and ``
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +46,42 @@ def load_model_card(model_dir: str | Path = "") -> dict[str, Any]:
     """The model card of ``model_dir`` (empty: the shipped models)."""
     path = resolve_model_dir(model_dir) / CARD_NAME
     try:
-        return json.loads(path.read_text())
+        card = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TrackingError(f"model card {str(path)!r} does not exist (train with 'trkx train')") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise TrackingError(f"model card {str(path)!r} is not valid JSON: {error}") from None
+    except OSError as error:
+        raise TrackingError(f"model card {str(path)!r} cannot be read ({error.strerror or error})") from None
+    if not isinstance(card, dict):
+        raise TrackingError(f"model card {str(path)!r} must hold a JSON object, got {type(card).__name__}")
+    return card
 
 
-def recommended(card: dict[str, Any], key: str) -> float:
-    """A recommended working point (``radius``, ``filter_cut``) from a model card."""
+def working_point(model_dir: str | Path, radius: float = 0.0, filter_cut: float = 0.0) -> tuple[float, float]:
+    """The graph ``radius`` and the ``filter_cut``, each taken from the model card of ``model_dir`` where it is 0.
+
+    Raises:
+        TrackingError: a value taken from the card is missing or out of its range (a radius above 0, a cut from 0
+            to below 1, as the options take them), naming the card and the key.
+    """
+    if radius and filter_cut:
+        return radius, filter_cut
+    card = load_model_card(model_dir)
+    where = f"model card {str(resolve_model_dir(model_dir) / CARD_NAME)!r}"
+    return (
+        radius or _recommended(card, "radius", lambda value: value > 0.0, "a finite number above 0", where),
+        filter_cut or _recommended(card, "filter_cut", lambda value: 0.0 <= value < 1.0, "a number from 0 to below 1",
+                                   where),
+    )  # fmt: skip
+
+
+def _recommended(card: dict[str, Any], key: str, valid: Callable[[float], bool], expected: str, where: str) -> float:
+    """The card's ``recommended[key]``, a float for which ``valid`` holds (``expected`` says which)."""
     try:
-        return float(card["recommended"][key])
-    except (KeyError, TypeError, ValueError):
-        raise TrackingError(f"model card has no recommended[{key!r}] value") from None
+        value = card["recommended"][key]
+    except (KeyError, TypeError):
+        raise TrackingError(f"{where} has no recommended[{key!r}] value") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not valid(value):
+        raise TrackingError(f"{where}: recommended[{key!r}] must be {expected}, got {value!r}")
+    return float(value)

@@ -4,8 +4,32 @@ from __future__ import annotations
 
 import numpy as np
 
-from inference_iface import InferenceInterface
+from inference_iface import ConfigError, InferenceInterface
 from tracking_algs.finding.config import FilterConfig, GNNConfig
+
+#: What each neural stage sends its model and the output it reads: (input names, output name).
+STAGE_TENSORS: dict[str, tuple[tuple[str, ...], str]] = {
+    "embedding": (("features",), "embedding"),
+    "filter": (("features", "embedding", "edge_index"), "score"),
+    "gnn": (("features", "edge_index"), "score"),
+}
+
+
+def check_stage_model(stage: str, inference: InferenceInterface) -> None:
+    """The model behind ``inference`` must take exactly the inputs that ``stage`` sends and give the output it
+    reads (:data:`STAGE_TENSORS`): a model of another stage is refused before any event, naming both.
+
+    Raises:
+        ConfigError: the model's inputs or outputs do not fit the stage.
+    """
+    inputs, output = STAGE_TENSORS[stage]
+    signature = inference.signature
+    if set(signature.input_names) != set(inputs) or output not in signature.output_names:
+        raise ConfigError(
+            f"the model of stage {stage!r} ({inference.describe()}) takes {', '.join(signature.input_names)} and "
+            f"gives {', '.join(signature.output_names)}; the {stage} stage sends {', '.join(inputs)} and reads "
+            f"{output}: is it another stage's model?"
+        )
 
 
 class EdgeFiltering:

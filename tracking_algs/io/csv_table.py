@@ -28,6 +28,8 @@ _FLOAT = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|i
 _INT64 = np.iinfo(np.int64)
 #: a blank line is a row with one empty field (an error), so that row n is always line n + 1 in messages
 _PARSE_OPTIONS = pa_csv.ParseOptions(ignore_empty_lines=False)
+#: how much of a file's start :func:`_check_header` reads for its header line
+_HEADER_BYTES = 1 << 16
 _WRITE_OPTIONS = pa_csv.WriteOptions(include_header=False)  # the header is written as plain names, unquoted
 
 
@@ -37,7 +39,7 @@ def read_table(path: Path, columns: Mapping[str, npt.DTypeLike]) -> dict[str, np
     A file whose name ends in ``.gz`` is decompressed (gzip) while it is read. Extra columns are ignored.
     Raises :class:`EventFormatError` naming the file, and the row (1-based data row, its line number) and
     column, for an unreadable file, a missing header or column, a row with the wrong number of fields, an
-    unparsable value, a value with a fraction in an integer column, or a NaN/infinite float.
+    unparsable value, a value with a fraction in an integer column, a NaN/infinite float, or a column named twice.
     """
     path = Path(path)
     dtypes = {name: np.dtype(kind) for name, kind in columns.items()}
@@ -53,6 +55,7 @@ def read_table(path: Path, columns: Mapping[str, npt.DTypeLike]) -> dict[str, np
             data = pa_csv.read_csv(stream, parse_options=_PARSE_OPTIONS, convert_options=convert)
     except (pa.ArrowException, OSError) as error:  # pyarrow names neither row nor column name: find them
         _diagnose(path, dtypes, error)
+    _check_header(path, dtypes)
     table = {name: np.array(data.column(name).to_numpy(), dtype=dtype) for name, dtype in dtypes.items()}
     for name, values in table.items():
         if values.dtype.kind == "f" and not np.isfinite(values).all():
@@ -120,6 +123,17 @@ class TableWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _check_header(path: Path, columns: Mapping[str, np.dtype]) -> None:
+    """Each of ``columns`` must appear once in the header line (pyarrow would silently read the first of two)."""
+    with pa.input_stream(str(path), compression="detect") as stream:
+        header = stream.read(_HEADER_BYTES).decode("utf-8", errors="replace").partition("\n")[0]
+    names = [name.strip() for name in header.split(",")]
+    repeated = [name for name in columns if names.count(name) > 1]
+    if repeated:
+        raise EventFormatError(f"{path}: the header names column(s) {', '.join(repeated)} more than once; expected "
+                               "each column once")  # fmt: skip
 
 
 def _diagnose(path: Path, columns: Mapping[str, np.dtype], error: Exception) -> NoReturn:

@@ -16,6 +16,9 @@ from tracking_algs.magnetic_field import FieldGrid
 
 #: the columns of a field map, in the order :func:`write_field_map` writes them
 FIELD_MAP_COLUMNS = {"r": np.float64, "z": np.float64, "br": np.float64, "bz": np.float64}
+#: the strongest field component a map may give (tesla): far above any detector magnet, so a larger value is a
+#: map in other units (gauss) or a damaged one
+MAX_FIELD_T = 100.0
 #: how far (as a fraction of the spacing) a node may sit from its place on the regular grid (decimal rounding)
 _NODE_TOLERANCE = 1e-6
 
@@ -25,15 +28,20 @@ def read_field_map(path: str | Path, mirror_z: bool = False) -> FieldGrid:
     z = 0 up, and its mirror image below (B_z(r, −z) = B_z(r, z), B_r(r, −z) = −B_r(r, z)) completes the grid.
 
     Raises :class:`~tracking_algs.errors.EventFormatError` naming the file, and the row or node at fault, for an
-    unreadable file, a missing column, a value that is not a finite number, a negative r, a grid that does not
-    start on the axis (or, with ``mirror_z``, at z = 0), uneven spacing, a node given twice or missing, or fewer
-    than two nodes in r or z."""
+    unreadable file, a missing column, a value that is not a finite number, a field component beyond
+    :data:`MAX_FIELD_T`, a negative r, a grid that does not start on the axis (or, with ``mirror_z``, at z = 0),
+    uneven spacing, a node given twice or missing, or fewer than two nodes in r or z."""
     path = Path(path)
     table = read_table(path, FIELD_MAP_COLUMNS)
     r, z = table["r"], table["z"]
     if (negative := np.flatnonzero(r < 0)).size:
         row = int(negative[0]) + 1
         raise EventFormatError(f"{path}: row {row} (line {row + 1}), column 'r': {r[row - 1]} is negative")
+    for column in ("br", "bz"):
+        if (strong := np.flatnonzero(np.abs(table[column]) > MAX_FIELD_T)).size:
+            row = int(strong[0]) + 1
+            raise EventFormatError(f"{path}: row {row} (line {row + 1}), column {column!r}: {table[column][row - 1]} "
+                                   f"T is beyond {MAX_FIELD_T:g} T; expected the field in tesla")  # fmt: skip
     r_nodes, z_nodes = np.unique(r), np.unique(z)
     for name, nodes in (("r", r_nodes), ("z", z_nodes)):
         if len(nodes) < 2:

@@ -24,6 +24,7 @@ fluctuations (docs/simulation.md, "Reading real events").
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,9 +73,11 @@ def find_event_file(directory: str | Path, event_id: int, kind: str) -> Path | N
 def list_events(directory: str | Path) -> list[int]:
     """Sorted ids of the events in ``directory`` that have a hits file (``.csv`` or ``.csv.gz``) named as
     :func:`event_path` names it (``event000000001-hits.csv``, not ``event1-hits.csv``): those :func:`read_event`
-    reads."""
-    found = (_HITS_FILE.match(path.name) for path in Path(directory).glob("event*-hits.csv*"))
-    return sorted({int(match.group(1)) for match in found if match and match.group(1) == f"{int(match.group(1)):09d}"})
+    reads.  Raises :class:`OSError` when the directory cannot be read (``Path.glob`` would find nothing instead).
+    """
+    with os.scandir(directory) as entries:
+        found = [match for entry in entries if (match := _HITS_FILE.match(entry.name)) and entry.is_file()]
+    return sorted({int(match.group(1)) for match in found if match.group(1) == f"{int(match.group(1)):09d}"})
 
 
 def write_event(directory: str | Path, event: Event) -> None:

@@ -60,24 +60,38 @@ def write_report(store: ResultStore, options: JobOptions, event_ids: Collection[
     """Write every output file from the finished fragments (of the events in ``event_ids``, when given: those the
     job's input holds); returns the ``performance.json`` content.
 
-    The files are written into :data:`STAGING` (a leftover of a job killed there is removed first), then the previous
-    ``performance.json`` is removed and each file renamed into place: ``tracks.csv``, ``fitted_tracks.csv``, the
-    plots, ``performance.json`` last. A job stopped while it writes the report leaves the previous report as it was;
-    one stopped while it renames leaves no ``performance.json``: a ``performance.json`` means that the files beside it
-    are of the same run, and no file is ever seen half-written.
+    The files are written into :data:`STAGING` (whatever is there first is removed: the leftover of a job killed
+    there, or a file), then the previous ``performance.json`` is removed and each file renamed into place:
+    ``tracks.csv``, ``fitted_tracks.csv``, the plots, ``performance.json`` last. A job stopped while it writes the
+    report leaves the previous report as it was; one stopped while it renames leaves no ``performance.json``: a
+    ``performance.json`` means that the files beside it are of the same run, and no file is ever seen half-written.
+    An ``OSError`` while a file is renamed into place names that file (:func:`_move`).
     """
     staging = store.output / STAGING
-    shutil.rmtree(staging, ignore_errors=True)
+    if staging.is_dir() and not staging.is_symlink():
+        shutil.rmtree(staging)
+    else:
+        staging.unlink(missing_ok=True)
     try:
         performance = _write_files(store, options, staging, event_ids)
         (store.output / "performance.json").unlink(missing_ok=True)
         (store.output / "plots").mkdir(exist_ok=True)
         plots = [f"plots/{path.name}" for path in sorted((staging / "plots").iterdir())]
         for name in ("tracks.csv", "fitted_tracks.csv", *plots, "performance.json"):
-            os.replace(staging / name, store.output / name)
+            _move(staging / name, store.output / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return performance
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``; an ``OSError`` names ``target`` (not the staged file), and says when a
+    directory stands in its way."""
+    try:
+        os.replace(source, target)
+    except OSError as error:
+        why = "a directory is in the way; remove it" if target.is_dir() else error.strerror
+        raise OSError(error.errno, why, str(target)) from None
 
 
 def _write_files(

@@ -48,7 +48,11 @@ class DirectorySource:
             raise JobInputError(f"{option} {str(path)!r} does not exist; {expected}")
         if not path.is_dir():
             raise JobInputError(f"{option} {str(path)!r} is not a directory; {expected}")
-        if not list_events(path):
+        try:
+            events = list_events(path)
+        except OSError as error:
+            raise JobInputError(f"{option} {str(path)!r} cannot be read ({error.strerror or error})") from None
+        if not events:
             raise JobInputError(f"{option} {str(path)!r} holds no events: no file named {EVENT_FILES}")
         return cls(path, detector, modules)
 

@@ -1,9 +1,11 @@
 """The job's output directory: one fragment file per finished event, so a job can stop and resume.
 
 ``OUT/events/event{ID:09d}.npz`` holds one finished event (built in memory, written to a temporary name, then
-renamed, so a fragment is either whole or absent); ``OUT/events/event{ID:09d}.failed.json`` records an event that
-could not be processed and why. ``OUT/job_options.json`` keeps the effective options; a resumed job must use the same
-ones. A job holds an exclusive lock on ``OUT/.job.lock`` while it runs, so that a second job in ``OUT`` is refused.
+renamed, so a fragment is either whole or absent; its metadata names the event and its hit count, so a fragment
+copied to another event's name is found out); ``OUT/events/event{ID:09d}.failed.json`` records an event that could
+not be processed and why. Other names in ``OUT/events`` are no part of the store. ``OUT/job_options.json`` keeps the
+effective options; a resumed job must use the same ones. A job holds an exclusive lock on ``OUT/.job.lock`` while it
+runs, so that a second job in ``OUT`` is refused.
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ import attrs
 import numpy as np
 
 from inference_iface.errors import ConfigError
-from inference_iface.options import describe_differences, option_differences
+from inference_iface.options import describe_differences, integer, option_differences, text
 from tracking_algs.io.atomic import interrupts_held, write_atomically
 
 #: The effective options of the job in an output directory.
 OPTIONS_FILE = "job_options.json"
 #: The file a running job holds an exclusive lock (``flock``) on, in the output directory.
 LOCK_FILE = ".job.lock"
-#: What reading a damaged fragment raises (truncated, emptied, bytes changed: a CRC or header that does not match).
+#: What reading a damaged fragment raises (truncated, emptied, bytes changed: a CRC or header that does not match;
+#: arrays that do not fit together, another event's fragment: :func:`_check_fragment`).
 _DAMAGED = (zipfile.BadZipFile, EOFError, ValueError, KeyError, TypeError, zlib.error)
 
 
@@ -58,11 +61,15 @@ class EventResult:
 
 @attrs.frozen
 class EventFailure:
-    """An event the job skipped: its id, the stage it failed in and the error message."""
+    """An event the job skipped: its id, the stage it failed in and the error message.
 
-    event_id: int
-    stage: str
-    error: str
+    Raises ``TypeError`` or ``ValueError`` for an id that is not an integer ≥ 0, or a stage or error that is not a
+    string (a failure record changed by hand: :meth:`ResultStore.remove_unreadable` removes it).
+    """
+
+    event_id: int = attrs.field(validator=[integer, attrs.validators.ge(0)])
+    stage: str = attrs.field(validator=text)
+    error: str = attrs.field(validator=text)
 
 
 class ResultStore:
@@ -119,25 +126,25 @@ class ResultStore:
 
     def remove_unreadable(self) -> list[str]:
         """Remove the fragments that cannot be read whole (truncated, emptied, changed: every array is read, so the
-        zip's CRCs are checked) and the failure records that do not parse, so that their events are processed again;
-        returns one line per file removed, naming it and why. A failure record beside a fragment of its event (left
-        by a job stopped between saving the one and removing the other) is removed too, without a word."""
+        zip's CRCs are checked), whose arrays do not fit together or that hold another event (:meth:`_load`), and the
+        failure records that do not parse or record another event, so that their events are processed again; returns
+        one line per file removed, naming it and why. A failure record beside a fragment of its event (left by a job
+        stopped between saving the one and removing the other) is removed too, without a word."""
         removed = []
         finished = set()
-        for event_id in sorted(self.finished_ids()):
-            path = self._fragment(event_id, ".npz")
+        for event_id, path in sorted(self._event_files(".npz").items()):
             try:
                 self._load(event_id)
                 finished.add(event_id)
             except _DAMAGED as error:
                 removed.append(_remove(path, error))
-        for path in sorted(self.events_dir.glob("event*.failed.json")):
+        for event_id, path in sorted(self._event_files(".failed.json").items()):
             try:
-                failure = _read_failure(path)
+                _read_failure(path, event_id)
             except (ValueError, TypeError) as error:
                 removed.append(_remove(path, error))
                 continue
-            if failure.event_id in finished:
+            if event_id in finished:
                 path.unlink()
         return removed
 
@@ -157,7 +164,7 @@ class ResultStore:
 
     def finished_ids(self) -> set[int]:
         """Ids of events with a complete fragment."""
-        return {int(path.stem.removeprefix("event")) for path in self.events_dir.glob("event*.npz")}
+        return set(self._event_files(".npz"))
 
     def forget_failures_outside(self, event_ids: Collection[int]) -> None:
         """Remove the failure records of the events not in ``event_ids`` (a resumed job's input that no longer holds
@@ -170,7 +177,8 @@ class ResultStore:
     def save(self, result: EventResult) -> None:
         """Write one event's fragment atomically and forget any earlier failure of it; Ctrl-C or SIGTERM meanwhile
         waits until both are done (:func:`~tracking_algs.io.atomic.interrupts_held`)."""
-        meta = {"timing_ms": result.timing_ms, "edges": result.edges, "backend": result.backend}
+        meta = {"event_id": result.event_id, "hits": len(result.hit_id), "timing_ms": result.timing_ms,
+                "edges": result.edges, "backend": result.backend}  # fmt: skip
         arrays = {
             "hit_id": result.hit_id,
             "track_label": result.track_label,
@@ -199,13 +207,16 @@ class ResultStore:
 
     def failures(self) -> list[EventFailure]:
         """Every skipped event, in event-id order."""
-        return [_read_failure(path) for path in sorted(self.events_dir.glob("event*.failed.json"))]
+        return [_read_failure(path, event_id) for event_id, path in sorted(self._event_files(".failed.json").items())]
 
     def _load(self, event_id: int) -> EventResult:
-        """One event's fragment, every array read (so a damaged one raises one of :data:`_DAMAGED`)."""
+        """One event's fragment, every array read and checked (so a damaged one raises one of :data:`_DAMAGED`):
+        ``ValueError`` when its arrays do not fit together or its metadata does not name event ``event_id`` and its
+        hit count (:func:`_check_fragment`)."""
         with np.load(self._fragment(event_id, ".npz")) as data:
             arrays = {key: data[key] for key in data.files}
-        meta = json.loads(arrays["meta"].tobytes())
+        meta = json.loads(arrays.pop("meta").tobytes())
+        _check_fragment(arrays, meta, event_id)
         return EventResult(
             event_id=event_id,
             hit_id=arrays["hit_id"],
@@ -275,7 +286,17 @@ class ResultStore:
 
     def _holds_events(self) -> bool:
         """Whether the output holds fragments (of events finished or failed)."""
-        return any(self.events_dir.glob("event*.npz")) or any(self.events_dir.glob("event*.failed.json"))
+        return bool(self._event_files(".npz") or self._event_files(".failed.json"))
+
+    def _event_files(self, suffix: str) -> dict[int, Path]:
+        """The files named as :meth:`_fragment` names them with ``suffix``, by event id; other names (``event1.npz``,
+        a copy's ``event000000001 (1).npz``) are no part of the store."""
+        files = {}
+        for path in self.events_dir.glob(f"event*{suffix}"):
+            digits = path.name.removeprefix("event").removesuffix(suffix)
+            if digits.isascii() and digits.isdigit() and path == self._fragment(int(digits), suffix):
+                files[int(digits)] = path
+        return files
 
     def _fragment(self, event_id: int, suffix: str) -> Path:
         return self.events_dir / f"event{event_id:09d}{suffix}"
@@ -285,8 +306,46 @@ def _section(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndar
     return {key.removeprefix(prefix): value for key, value in arrays.items() if key.startswith(prefix)}
 
 
-def _read_failure(path: Path) -> EventFailure:
-    return EventFailure(**json.loads(path.read_bytes()))
+def _check_fragment(arrays: Mapping[str, np.ndarray], meta: Any, event_id: int) -> None:
+    """Raise ``ValueError`` unless a fragment's ``arrays`` fit together and its ``meta`` names event ``event_id`` and
+    the fragment's hit count: ``hit_id`` and ``track_label`` are 1-D integer arrays, and the arrays of each
+    :func:`_group` are of one length. A fragment of a ``trkx run`` before the metadata named them fails too."""
+    hit_id, track_label = arrays["hit_id"], arrays["track_label"]
+    if any(array.ndim != 1 or array.dtype.kind not in "iu" for array in (hit_id, track_label)):
+        raise ValueError("hit_id and track_label must be 1-D integer arrays")
+    if not isinstance(meta, dict) or "event_id" not in meta or "hits" not in meta:
+        raise ValueError("its metadata names no event and hit count (a fragment of an earlier trkx run)")
+    if type(meta["event_id"]) is not int or meta["event_id"] != event_id:
+        raise ValueError(f"it holds event {meta['event_id']!r}, not event {event_id}")
+    if type(meta["hits"]) is not int or meta["hits"] != len(hit_id):
+        raise ValueError(f"its metadata counts {meta['hits']!r} hits, its arrays {len(hit_id)}")
+    first: dict[str, tuple[str, int]] = {}
+    for name, array in arrays.items():
+        if array.ndim == 0:
+            raise ValueError(f"{name} is a single value, not an array")
+        group, length = _group(name), len(array)
+        other, other_length = first.setdefault(group, (name, length))
+        if length != other_length:
+            raise ValueError(f"{name} holds {length} values, {other} {other_length}")
+
+
+def _group(name: str) -> str:
+    """The group of a fragment's array ``name``: the arrays of one group hold a value each for the same things, so are
+    of one length: ``hit_id`` and ``track_label`` per hit; ``fitted.*`` and ``truth.fit_*`` per fitted track;
+    ``truth.particle_*`` per particle, ``truth.track_*`` per found track, and the same under ``truth.candidates.``."""
+    section, _, column = name.rpartition(".")
+    if section == "fitted" or column.startswith("fit_"):
+        return "fitted"
+    return f"{section}.{column.partition('_')[0]}" if section else "hits"
+
+
+def _read_failure(path: Path, event_id: int) -> EventFailure:
+    """The failure record ``path`` of event ``event_id``; ``ValueError`` or ``TypeError`` when it does not parse or
+    records another event."""
+    failure = EventFailure(**json.loads(path.read_bytes()))
+    if failure.event_id != event_id:
+        raise ValueError(f"it records event {failure.event_id}, not event {event_id}")
+    return failure
 
 
 def _remove(path: Path, error: Exception) -> str:

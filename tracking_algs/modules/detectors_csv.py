@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tracking_algs.errors import EventFormatError
-from tracking_algs.event import ID_LIMITS
+from tracking_algs.event import ID_LIMITS, MAX_COORDINATE
 from tracking_algs.io.csv_table import check_rows, read_table, write_table
 from tracking_algs.modules.geometry import MODULE_ID_LIMITS, ModuleGeometry
 from tracking_algs.modules.material import trackml_layer_material
@@ -87,7 +87,10 @@ def _check_modules(path: Path, table: dict[str, np.ndarray], rot: np.ndarray) ->
     check_rows(path, table, {name: (table[name] >= 0) & (table[name] < limit) for name, limit in _ID_LIMITS.items()},
                {name: f"an id in [0, {limit})" for name, limit in _ID_LIMITS.items()})  # fmt: skip
     sizes = ("module_t", "module_minhu", "module_maxhu", "module_hv", "pitch_u", "pitch_v")
-    check_rows(path, table, {name: table[name] > 0 for name in sizes}, "a positive number (mm)")
+    check_rows(path, table, {name: (table[name] > 0) & (table[name] <= MAX_COORDINATE) for name in sizes},
+               f"a positive number (mm) within float32's range (≤ {MAX_COORDINATE:.6g})")  # fmt: skip
+    check_rows(path, table, {name: np.abs(table[name]) <= MAX_COORDINATE for name in ("cx", "cy", "cz")},
+               f"a coordinate within float32's range (|value| ≤ {MAX_COORDINATE:.6g} mm), as a hit's")  # fmt: skip
     deviation = np.abs(np.einsum("nji,njk->nik", rot, rot) - np.eye(3)).max(axis=(1, 2))
     if (deviation > _ROTATION_TOLERANCE).any():
         row = int(np.argmax(deviation > _ROTATION_TOLERANCE)) + 1

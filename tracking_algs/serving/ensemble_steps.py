@@ -19,19 +19,16 @@ from tracking_algs.finding.building import TrackBuilding
 from tracking_algs.finding.config import FindingConfig
 from tracking_algs.finding.features import orient_edges, spacepoint_features
 from tracking_algs.finding.graph import candidate_edges
-from tracking_algs.finding.model_dir import load_model_card, recommended
+from tracking_algs.finding.model_dir import working_point
 from tracking_algs.finding.stages import above_gnn_cuts
 
 
 def with_working_point(config: FindingConfig) -> FindingConfig:
     """``config`` with the graph radius and filter cut filled in from the model card where they are 0
     (as :class:`TrackFinder` does), so that the steps need no model directory."""
-    if config.graph.radius and config.filter.cut:
-        return config
-    card = load_model_card(config.model_dir)
-    graph = attrs.evolve(config.graph, radius=config.graph.radius or recommended(card, "radius"))
-    cut = attrs.evolve(config.filter, cut=config.filter.cut or recommended(card, "filter_cut"))
-    return attrs.evolve(config, graph=graph, filter=cut)
+    radius, filter_cut = working_point(config.model_dir, config.graph.radius, config.filter.cut)
+    graph = attrs.evolve(config.graph, radius=radius)
+    return attrs.evolve(config, graph=graph, filter=attrs.evolve(config.filter, cut=filter_cut))
 
 
 class EnsembleSteps:

@@ -47,6 +47,7 @@ from backends.model_repository import (
     add_onnx_model,
     install_models,
     model_config,
+    onnx_signature,
     staging_directory,
     write_model_config,
 )
@@ -169,6 +170,10 @@ def add_tracking(repository: str | Path, options: TrackingRepositoryOptions | No
     for path in needed:
         if not path.is_file():
             raise ConfigError(f"model directory {str(model_dir)!r} has no {path.name} (train with 'trkx train')")
+    for stage in STAGES:  # the chain copies the files as they are: each is read here, so that a bad one stops it
+        onnx_signature(model_path(model_dir, stage))
+    if options.serving != "models":
+        with_working_point(attrs.evolve(options.finding, model_dir=str(model_dir)))  # the card and its values
     names = []
     if options.serving in ("models", "ensemble", "all"):
         names += list(STAGES)
