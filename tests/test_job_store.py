@@ -224,6 +224,27 @@ def test_resume_removes_fragments_whose_arrays_do_not_fit_together(tmp_path, cap
     _assert_removed(capsys.readouterr().err, fragment.parent, [(fragment.name, f"ValueError: {why}")])
 
 
+def test_resume_removes_fragments_that_lack_an_array_or_hold_another(tmp_path, capsys):
+    """A fragment names its arrays: one without an array it was written with (the report would need it) or with one
+    more is removed as the job resumes, named on stderr, and its event processed again."""
+    output = tmp_path / "out"
+    with ResultStore(output) as store:
+        store.prepare(OPTIONS, resume=False)
+        for event_id in range(3):
+            store.save(attrs.evolve(_result(event_id), fitted=FITTED, truth=TRUTH))
+    events = output / "events"
+    _rewrite(events / "event000000001.npz", lambda arrays: arrays.pop("fitted.chi2"))
+    _rewrite(events / "event000000002.npz", lambda arrays: arrays.update({"fitted.extra": np.zeros(4)}))
+    with ResultStore(output) as resumed:
+        resumed.prepare(OPTIONS, resume=True)
+        assert resumed.finished_ids() == {0}
+        assert len(next(resumed.results()).fitted["chi2"]) == 4
+    _assert_removed(capsys.readouterr().err, events, [
+        ("event000000001.npz", "ValueError: it lacks the array(s) fitted.chi2 that it was written with"),
+        ("event000000002.npz", "ValueError: its arrays are not those it was written with"),
+    ])  # fmt: skip
+
+
 def _set_meta(arrays: dict[str, np.ndarray], **changes: object) -> None:
     """Change the entries of a fragment's metadata (``None``: remove it)."""
     meta = json.loads(arrays["meta"].tobytes()) | changes

@@ -177,15 +177,12 @@ class ResultStore:
     def save(self, result: EventResult) -> None:
         """Write one event's fragment atomically and forget any earlier failure of it; Ctrl-C or SIGTERM meanwhile
         waits until both are done (:func:`~tracking_algs.io.atomic.interrupts_held`)."""
-        meta = {"event_id": result.event_id, "hits": len(result.hit_id), "timing_ms": result.timing_ms,
-                "edges": result.edges, "backend": result.backend}  # fmt: skip
-        arrays = {
-            "hit_id": result.hit_id,
-            "track_label": result.track_label,
-            "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-        }
+        arrays = {"hit_id": result.hit_id, "track_label": result.track_label}
         arrays |= {f"fitted.{key}": value for key, value in result.fitted.items()}
         arrays |= {f"truth.{key}": value for key, value in result.truth.items()}
+        meta = {"event_id": result.event_id, "hits": len(result.hit_id), "arrays": sorted(arrays),
+                "timing_ms": result.timing_ms, "edges": result.edges, "backend": result.backend}  # fmt: skip
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         with interrupts_held():  # milliseconds: a finished event is kept whole, then the interrupt stops the job
             content = io.BytesIO()  # in memory: a write that fails (a full disk) leaves no half-written zip behind
             np.savez(content, **arrays)
@@ -307,8 +304,8 @@ def _section(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndar
 
 
 def _check_fragment(arrays: Mapping[str, np.ndarray], meta: Any, event_id: int) -> None:
-    """Raise ``ValueError`` unless a fragment's ``arrays`` fit together and its ``meta`` names event ``event_id`` and
-    the fragment's hit count: ``hit_id`` and ``track_label`` are 1-D integer arrays, and the arrays of each
+    """Raise ``ValueError`` unless a fragment's ``arrays`` fit together and its ``meta`` names event ``event_id``, the
+    fragment's hit count and its arrays: ``hit_id`` and ``track_label`` are 1-D integer arrays, and the arrays of each
     :func:`_group` are of one length. A fragment of a ``trkx run`` before the metadata named them fails too."""
     hit_id, track_label = arrays["hit_id"], arrays["track_label"]
     if any(array.ndim != 1 or array.dtype.kind not in "iu" for array in (hit_id, track_label)):
@@ -319,6 +316,10 @@ def _check_fragment(arrays: Mapping[str, np.ndarray], meta: Any, event_id: int) 
         raise ValueError(f"it holds event {meta['event_id']!r}, not event {event_id}")
     if type(meta["hits"]) is not int or meta["hits"] != len(hit_id):
         raise ValueError(f"its metadata counts {meta['hits']!r} hits, its arrays {len(hit_id)}")
+    if meta.get("arrays") != sorted(arrays):
+        missing = sorted(set(meta.get("arrays") or ()) - set(arrays))
+        raise ValueError(f"it lacks the array(s) {', '.join(missing)} that it was written with" if missing
+                         else "its arrays are not those it was written with")  # fmt: skip
     first: dict[str, tuple[str, int]] = {}
     for name, array in arrays.items():
         if array.ndim == 0:
