@@ -324,6 +324,11 @@ class Connection:
         self.outputs_region = _Region(prefix + "-out")
         self.output_sizes: dict[str, int] = {}
         weakref.finalize(self, _release_regions, (self.inputs_region, self.outputs_region), None, 0.0)
+        # close() from another thread during a call leaves the regions to the calling thread (see close)
+        self._state = threading.Lock()
+        self._in_call = False
+        self._closing = False
+        self._clients_closed = False
 
     def call(self, method: str, *args: Any, timeout: float | None = None, as_json: bool = False, **kwargs: Any) -> Any:
         """Call a client method with the headers (and, on gRPC, the deadline); errors become :class:`RemoteError`.
@@ -369,10 +374,29 @@ class Connection:
         """Run one request within ``timeout`` seconds; outputs are copied out of shared memory before returning.
 
         Raises:
-            RemoteError: the server (or the transport) refused the request.
+            RemoteError: the server (or the transport) refused the request, or the connection is closed
+                (``UNAVAILABLE``).
             InputError: the tensors sent inside a gRPC request would exceed ``grpc_max_message_bytes``.
         """
-        deadline = time.monotonic() + timeout
+        with self._state:
+            if self._closing:
+                raise RemoteError("UNAVAILABLE", "the connection is closed", self.endpoint.url)
+            self._in_call = True
+        try:
+            return self._infer(inputs, output_names, time.monotonic() + timeout)
+        except (RemoteError, BackendUnavailableError) as error:
+            if self._closing:  # whatever the closed client made of it ("RPC on closed channel", no shared memory)
+                raise RemoteError("UNAVAILABLE", f"the connection was closed during the call ({error})",
+                                  self.endpoint.url) from None  # fmt: skip
+            raise
+        finally:
+            with self._state:
+                self._in_call = False
+                closing = self._closing
+            if closing:  # closed by another thread meanwhile: the regions are released now that nothing uses them
+                self._close_now()
+
+    def _infer(self, inputs: dict[str, np.ndarray], output_names: tuple[str, ...], deadline: float) -> dict:
         for attempt in range(2):
             if not self.use_shared_memory:
                 break
@@ -590,8 +614,30 @@ class Connection:
         return removed
 
     def close(self) -> None:
-        """Release the regions and close the client(s)."""
+        """Release the regions and close the client(s); idempotent.
+
+        Called by another thread while this connection's thread is in a call, it does not destroy the regions under
+        that call, which may be writing its inputs into them or reading its outputs: it closes a gRPC client, which
+        ends the call, and leaves the rest to the calling thread, which does it as the call returns (an HTTP call
+        already sent then still returns its outputs).
+        """
+        with self._state:
+            self._closing = True
+            busy = self._in_call
+        if not busy:
+            self._close_now()
+        elif self.grpc:
+            self._close_clients()
+
+    def _close_now(self) -> None:
         self.release_regions()
+        self._close_clients()
+
+    def _close_clients(self) -> None:
+        with self._state:
+            if self._clients_closed:
+                return
+            self._clients_closed = True
         self.client.close()
         if self.infer_client is not self.client:
             self.infer_client.close()
