@@ -483,6 +483,8 @@ class TritonInference(InferenceInterface):
         return ModelError(f"{model} failed on {error.url}: {error.message}")
 
     def _exhausted(self, failures: dict[str, RemoteError], timed_out: bool) -> Exception:
+        excluded = {e.url: e.last_failure for e in self._endpoints if e.excluded and e.last_failure is not None}
+        failures = failures | excluded  # a server refused for its model: why, not the failure before it
         details = "; ".join(f"{url}: {error.code}: {error.message}" for url, error in failures.items())
         model = f"triton model {self.config.model_name!r}"
         if timed_out or (failures and all(e.code == "DEADLINE_EXCEEDED" for e in failures.values())):

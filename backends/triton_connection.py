@@ -111,12 +111,14 @@ class Endpoint:
     def failed(self, error: RemoteError, recheck_s: float) -> None:
         """Mark the server unhealthy because of ``error``; it is health-checked again after ``recheck_s``. A server
         that did not answer (:data:`NOT_ANSWERING`) is not asked to unregister regions by any interface of this
-        process until it answers a health check (:func:`not_answering`)."""
+        process until it answers a health check (:func:`not_answering`), and its model is verified again (signature,
+        checksum) before it is called again: another server, with other models, may have taken its address."""
         self.healthy = False
         self.last_failure = error
         self.recheck_at = time.monotonic() + recheck_s
         if error.code in NOT_ANSWERING:
             _silent.add(self.url)
+            self.verified = False
 
     def answered(self) -> None:
         """Mark the server healthy: it answered a health check."""
@@ -329,6 +331,7 @@ class Connection:
         self._in_call = False
         self._closing = False
         self._clients_closed = False
+        self._regions_forgotten = False  # the server forgot the regions, which are registered again for the next call
 
     def call(self, method: str, *args: Any, timeout: float | None = None, as_json: bool = False, **kwargs: Any) -> Any:
         """Call a client method with the headers (and, on gRPC, the deadline); errors become :class:`RemoteError`.
@@ -397,49 +400,64 @@ class Connection:
                 self._close_now()
 
     def _infer(self, inputs: dict[str, np.ndarray], output_names: tuple[str, ...], deadline: float) -> dict:
-        for attempt in range(2):
-            if not self.use_shared_memory:
-                break
-            try:
-                request_inputs = self._inputs_in_shared_memory(inputs, _left(deadline))
-                layout = self._outputs_layout(inputs, output_names, _left(deadline))
-            except RemoteError as error:
-                if error.code in _TRANSPORT_CODES:  # the server did not answer: retried or failed over by the caller
-                    raise
-                self._give_up_shared_memory(error)
-                break
-            except shm.SharedMemoryException as error:
-                self._give_up_shared_memory(error)
-                break
-            try:
-                result = self._send(request_inputs, output_names, layout, _left(deadline))
-            except RemoteError as error:
-                if self.lost_registration(error):
-                    if attempt == 0:  # the server restarted (or dropped the regions): register them again
-                        _log.warning(
-                            "%s no longer knows the shared-memory regions %s (%s); registering them again",
-                            self.endpoint.url,
-                            ", ".join(r.name for r in self.regions()),
-                            error.message,
-                        )
-                        for region in self.regions():
-                            region.registered = False
-                        continue
-                    _log.warning("%s: %s; sending this request inline", self.endpoint.url, error.message)
-                    break
-                if not (layout and _SLOT_TOO_SMALL in error.message):
-                    raise
-                # an output was larger than its estimated slot: run inline this once and remember the sizes
-                layout = {}
-                result = self._send(request_inputs, output_names, layout, _left(deadline))
-                arrays = self._read_all(result, output_names, layout)
-                self.output_sizes.update({name: a.nbytes for name, a in zip(output_names, arrays, strict=True)})
-                return dict(zip(output_names, arrays, strict=True))
-            return dict(zip(output_names, self._read_all(result, output_names, layout), strict=True))
+        if self.use_shared_memory:
+            outputs = self._infer_in_shared_memory(inputs, output_names, deadline)
+            if outputs is not None:
+                return outputs
         self._check_inline_size(inputs)
         request_inputs = [self._inline_input(name, array) for name, array in inputs.items()]
         result = self._send(request_inputs, output_names, {}, _left(deadline))
         return dict(zip(output_names, self._read_all(result, output_names, {}), strict=True))
+
+    def _infer_in_shared_memory(
+        self, inputs: dict[str, np.ndarray], output_names: tuple[str, ...], deadline: float
+    ) -> dict | None:
+        """Run one request through the shared-memory regions; None where it must be sent inline instead.
+
+        A server that no longer knows the regions has restarted (or dropped them; another server may have taken its
+        address): the regions are registered again and its model verified again before the next call, which the
+        ``UNAVAILABLE`` :class:`RemoteError` raised here leaves to the caller's retry. If the server forgets them again
+        at once, the request goes inline.
+        """
+        try:
+            request_inputs = self._inputs_in_shared_memory(inputs, _left(deadline))
+            layout = self._outputs_layout(inputs, output_names, _left(deadline))
+        except RemoteError as error:
+            if error.code in _TRANSPORT_CODES:  # the server did not answer: retried or failed over by the caller
+                raise
+            self._give_up_shared_memory(error)
+            return None
+        except shm.SharedMemoryException as error:
+            self._give_up_shared_memory(error)
+            return None
+        try:
+            result = self._send(request_inputs, output_names, layout, _left(deadline))
+        except RemoteError as error:
+            if self.lost_registration(error):
+                if not self._regions_forgotten:
+                    self._regions_forgotten = True
+                    for region in self.regions():
+                        region.registered = False
+                    self.endpoint.verified = False
+                    names = ", ".join(region.name for region in self.regions())
+                    raise RemoteError(
+                        "UNAVAILABLE",
+                        f"the server no longer knows the shared-memory regions {names} ({error.message}): it restarted "
+                        "or dropped them; its model is verified and the regions registered again before the next call",
+                        self.endpoint.url,
+                    ) from None
+                _log.warning("%s: %s; sending this request inline", self.endpoint.url, error.message)
+                self._regions_forgotten = False
+                return None
+            if not (layout and _SLOT_TOO_SMALL in error.message):
+                raise
+            # an output was larger than its estimated slot: run inline this once and remember the sizes
+            result = self._send(request_inputs, output_names, {}, _left(deadline))
+            arrays = self._read_all(result, output_names, {})
+            self.output_sizes.update({name: a.nbytes for name, a in zip(output_names, arrays, strict=True)})
+            return dict(zip(output_names, arrays, strict=True))
+        self._regions_forgotten = False
+        return dict(zip(output_names, self._read_all(result, output_names, layout), strict=True))
 
     def regions(self) -> tuple[_Region, ...]:
         """This connection's shared-memory regions that exist now."""

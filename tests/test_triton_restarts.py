@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnx_models
 import pytest
 import tritonclient.grpc as grpcclient
@@ -28,6 +29,7 @@ from backends.triton import TritonConfig, TritonInference
 from backends.triton_connection import REGION_PREFIX, is_orphaned, sweep_orphaned_regions
 from backends.triton_server import TritonServer, TritonServerConfig, free_ports, listening_ports, port_is_free
 from inference_iface import BackendUnavailableError, InputError, ModelError
+from inference_iface.checksums import file_sha256
 
 pytestmark = pytest.mark.server
 
@@ -42,11 +44,12 @@ def repository(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Pat
 
 @pytest.fixture
 def start_server(repository: Path) -> Iterator:
-    """Start servers on the module's repository (``TritonServerConfig`` keywords allowed); stopped after the test."""
+    """Start servers on the module's repository, or another (``TritonServerConfig`` keywords allowed); stopped after
+    the test."""
     started: list[TritonServer] = []
 
     def start(**options) -> TritonServer:
-        server = TritonServer(TritonServerConfig(repository=str(repository), **options)).start()
+        server = TritonServer(TritonServerConfig(**({"repository": str(repository)} | options))).start()
         started.append(server)
         return server
 
@@ -104,6 +107,30 @@ def test_a_server_restarted_on_its_port_gets_the_regions_registered_again(start_
         assert all(name.startswith(REGION_PREFIX) for name in regions)
         assert regions <= server_regions(second.grpc_url)  # still shared memory, registered with the new server
         assert settled_successes(second, total=10) == [10]  # the new server answered the last 10 calls, once each
+    finally:
+        iface.close()
+
+
+def test_a_server_restarted_on_its_port_with_another_model_is_refused(start_server, model_dir, tmp_path):
+    """A server that stopped answering is verified again before it is called again: one restarted on the same port
+    with another model under the same name and signature (a rebuilt file) fails the checksum, and the calls end with
+    a BackendUnavailableError naming it, not with the other model's outputs."""
+    original = onnx_models.two_in_two_out(model_dir)
+    rebuilt = onnx.load(original)
+    rebuilt.doc_string = "the same graph, built again"
+    other_file = tmp_path / "rebuilt" / f"{MODEL}.onnx"
+    other_file.parent.mkdir()
+    onnx.save(rebuilt, other_file)
+    other_repository = build_repository(tmp_path / "other", {MODEL: other_file})
+    first = start_server()
+    iface = TritonInference(TritonConfig(url=first.grpc_url, model_name=MODEL, model_checksum=file_sha256(original),
+                                         retries=3, retry_backoff_s=0.2, health_recheck_s=0))  # fmt: skip
+    try:
+        check(iface, 0)
+        first.stop()
+        start_server(repository=str(other_repository), grpc_port=first.grpc_port, http_port=first.http_port)
+        with pytest.raises(BackendUnavailableError, match=r"model_checksum [0-9a-f]{64} expected, the server reports"):
+            check(iface, 1)
     finally:
         iface.close()
 
