@@ -51,6 +51,13 @@ GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
 MAX_TIMEOUT_S = 1e6
 #: The largest model version: Triton's model versions are positive 64-bit integers.
 MAX_MODEL_VERSION = 2**63 - 1
+#: The options that say how the servers are reached, not what they compute: a job resumed with other values of them
+#: (another address, longer timeouts) gives the same results; the model's name, version and checksum say what runs.
+CONNECTION_OPTIONS = ("url", "urls", "protocol", "timeout_s", "attempt_timeout_s", "connect_timeout_s", "retries",
+                      "retry_backoff_s", "retry_on", "health_recheck_s", "fallback_instances",
+                      "fallback_startup_timeout_s", "tls", "root_certificates", "private_key", "certificate_chain",
+                      "headers", "token_env", "compression", "shared_memory", "async_workers",
+                      "grpc_max_message_bytes")  # fmt: skip
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
 
 

@@ -258,6 +258,28 @@ def test_a_model_cards_working_point_is_checked_before_work(tmp_path, recommende
     assert (finder.graph.radius, finder.filter.cut) == (0.5, 0.1)
 
 
+def test_what_a_resumed_job_must_find_unchanged_leaves_out_how_servers_are_reached():
+    """A job stopped by a dead server may resume on another address, with other timeouts or TLS settings: the Triton
+    tables' connection options are left out of what a resume compares, wherever they are set; the model's name,
+    version and checksum, which say what runs, stay in."""
+    remote = CONFIGS / "remote_triton.toml"
+
+    def recorded(*overrides: str) -> dict:
+        return load_job_options(remote, overrides).to_dict(execution=False)
+
+    base = recorded()
+    moved = recorded("inference.triton.url=10.0.0.7:8000", "inference.triton.timeout_s=120.0",
+                     "inference.triton.retries=9", "inference.triton.protocol=http",
+                     "finding.stages.gnn.url=10.0.0.8:8000", "finding.stages.gnn.attempt_timeout_s=3.0")  # fmt: skip
+    assert moved == base
+    for override in ("inference.triton.model_checksum=abc", "finding.stages.gnn.model_version='2'",
+                     "finding.stages.gnn.backend=onnxruntime"):  # fmt: skip
+        assert recorded(override) != base, override
+    local = load_job_options(CONFIGS / "local_onnx.toml", ["finding.stages.gnn.intra_op_threads=1"])
+    assert local.to_dict(execution=False)["finding"]["stages"]["gnn"] == {"intra_op_threads": 1}
+    assert load_job_options(remote).to_dict()["inference"]["triton"]["url"]  # the report keeps every option
+
+
 def test_the_module_geometry_file_is_checked_before_work(tmp_path):
     """``[detector] file``: empty (the default) = no module geometry; otherwise a readable file, named when not."""
     options = load_job_options(CONFIGS / "local_onnx.toml")
@@ -399,13 +421,14 @@ def test_a_resumed_job_takes_a_number_written_either_way_and_refuses_a_bad_optio
     """``job_options.json`` keeps a backend's or a stage's table as written (30 or 30.0); ``--resume`` with the other
     spelling is the same job. A bad option given to ``--resume`` is refused like any other, the output untouched."""
     output = tmp_path / "out"
-    status, lines = _trkx_run(capsys, CONFIGS / "local_onnx.toml", output, "--set", "inference.triton.timeout_s=30",
+    status, lines = _trkx_run(capsys, CONFIGS / "local_onnx.toml", output,
+                              "--set", "inference.onnxruntime.cuda_device_id=0",
                               "--set", "finding.stages.gnn.intra_op_threads=1")  # fmt: skip
     assert status == 0, lines
     recorded = json.loads((output / "job_options.json").read_text())["options"]
-    assert recorded["inference"]["triton"]["timeout_s"] == 30
+    assert repr(recorded["inference"]["onnxruntime"]["cuda_device_id"]) == "0"
     status, lines = _trkx_run(capsys, CONFIGS / "local_onnx.toml", output, "--resume",
-                              "--set", "inference.triton.timeout_s=30.0",
+                              "--set", "inference.onnxruntime.cuda_device_id=0.0",
                               "--set", "finding.stages.gnn.intra_op_threads=1.0")  # fmt: skip
     assert status == 0, lines
     before = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}

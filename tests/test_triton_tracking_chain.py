@@ -26,7 +26,7 @@ from finding_models import finding_model_dir
 from job_outputs import assert_same_results
 
 from backends.model_repository import CHECKSUM_PARAMETER, read_model_config
-from backends.triton_server import PYTHON_BACKEND_REGION, TritonServer, TritonServerConfig
+from backends.triton_server import PYTHON_BACKEND_REGION, TritonServer, TritonServerConfig, free_ports
 from inference_iface import BackendUnavailableError, ConfigError, InputError, ModelError, create_inference
 from inference_iface.checksums import file_sha256
 from inference_iface.shared_memory import names
@@ -282,8 +282,9 @@ def test_trkx_run_remote_and_served_chain_write_the_local_tracks(server, model_d
 
 def test_job_stopped_by_a_dead_server_keeps_its_events_and_resumes(repository, models_repository, model_dir, tmp_path):
     """A server that dies mid-job (with its Python backend's stubs): the job reports it (exit status 3), writes every
-    file from the events it finished, and ``--resume`` against a server on the same address (of the neural models
-    alone, which are all the job asks for) completes with the local results."""
+    file from the events it finished, and ``--resume`` against a server on another address (of the neural models
+    alone, which are all the job asks for), with longer timeouts and more retries, completes with the local results:
+    how the servers are reached is no part of what a resumed job must find unchanged."""
     events, output = 4, tmp_path / "stopped"
     common = [f"simulation.pileup={PILEUP}", f"job.seed={SEED}", f"finding.model_dir={model_dir}", *FINDING]
     sets = [*common, "inference.triton.timeout_s=5.0", "inference.triton.retries=0"]
@@ -310,9 +311,13 @@ def test_job_stopped_by_a_dead_server_keeps_its_events_and_resumes(repository, m
     written = {int(line.split(",")[0]) for line in (output / "tracks.csv").read_text().splitlines()[1:]}
     assert written == set(finished)
 
-    with TritonServer(TritonServerConfig(repository=str(models_repository), grpc_port=port, startup_timeout_s=180)):
+    (other_port,) = free_ports(1, taken=[port])
+    with TritonServer(TritonServerConfig(repository=str(models_repository), grpc_port=other_port,
+                                         startup_timeout_s=180)) as second:  # fmt: skip
+        moved = [*common, f"inference.triton.url={second.grpc_url}", "inference.triton.timeout_s=60.0",
+                 "inference.triton.retries=3"]  # fmt: skip
         argv = ["run", str(ROOT / "configs" / "remote_triton.toml"), "--simulate", str(events), "--resume",
-                "--output", str(output), "--no-progress", *[f"--set={item}" for item in sets]]  # fmt: skip
+                "--output", str(output), "--no-progress", *[f"--set={item}" for item in moved]]  # fmt: skip
         assert main(argv) == 0
     local = tmp_path / "local"
     argv = ["run", str(ROOT / "configs" / "local_onnx.toml"), "--simulate", str(events), "--output", str(local),

@@ -263,12 +263,27 @@ class JobOptions:
         return settings
 
     def to_dict(self, *, execution: bool = True) -> dict[str, Any]:
-        """The effective options as plain data (written next to the job's results); without the ``[job]`` keys of
-        :data:`EXECUTION_KEYS` when ``execution`` is false (what a resumed job must find unchanged)."""
+        """The effective options as plain data (written next to the job's results); when ``execution`` is false
+        (what a resumed job must find unchanged), without what says how the job runs rather than what it computes:
+        the ``[job]`` keys of :data:`EXECUTION_KEYS` and, in the Triton tables (``[inference.triton]`` and the
+        stages' ``[finding.stages.*]`` on Triton), how the servers are reached
+        (:data:`~backends.triton_config.CONNECTION_OPTIONS`: a job stopped by a dead server resumes on another)."""
+        from backends.triton_config import CONNECTION_OPTIONS  # the job layer may import the backends
+
         data = unstructure(self)
         data["finding"]["stages"] = data.pop("stages")
         if not execution:
             data["job"] = {key: value for key, value in data["job"].items() if key not in EXECUTION_KEYS}
+            triton = [data["inference"].get("triton")] + [
+                table for table in data["finding"]["stages"].values() if table.get("backend") == "triton"
+            ]
+            if data["inference"].get("backend") == "triton":  # the stages without a backend of their own
+                triton += [table for table in data["finding"]["stages"].values() if "backend" not in table]
+            for table in filter(None, triton):
+                for key in CONNECTION_OPTIONS:
+                    table.pop(key, None)
+            stages = data["finding"]["stages"]  # a stage table left empty is no table
+            data["finding"]["stages"] = {stage: table for stage, table in stages.items() if table}
         return data
 
 
