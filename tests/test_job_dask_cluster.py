@@ -27,6 +27,7 @@ import dask
 import pytest
 from distributed import Client
 from job_outputs import assert_same_results
+from triton_helpers import wait_for
 
 from backends.triton_server import free_port
 from tracking_algs.cli import main
@@ -35,6 +36,7 @@ from tracking_algs.finding.model_dir import SHIPPED_DIR
 from tracking_algs.job.dask_executor import NO_WORKERS_TIMEOUT, WATCH_INTERVAL_S, _anchored, _WorkerWatch
 from tracking_algs.job.sources import DirectorySource
 from tracking_algs.job_options import load_job_options
+from tracking_algs.simd import VARIABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "local_onnx.toml"
@@ -75,8 +77,8 @@ class Cluster:
         self.scheduler = self._start(DASK, "scheduler", "--host", "127.0.0.1", "--port", port, "--dashboard-address",
                                      "127.0.0.1:0", cwd=directory)  # fmt: skip
 
-    def _start(self, *command: str, cwd: Path) -> subprocess.Popen:
-        process = subprocess.Popen(command, cwd=cwd, env=ENVIRONMENT, stdout=subprocess.DEVNULL,
+    def _start(self, *command: str, cwd: Path, env: dict[str, str] = ENVIRONMENT) -> subprocess.Popen:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         self.processes.append(process)
         return process
@@ -302,6 +304,42 @@ def test_every_worker_killed_stops_the_job_which_resumes_on_new_workers(cluster,
     assert line.startswith(f"trkx run: stopped early: the Dask scheduler at {cluster.address} has had no worker for "
                            f"{NO_WORKERS_S} s; the finished events are kept in {output}")  # fmt: skip
     assert _saved(output) < set(range(EVENTS))
+    cluster.start_workers(1)
+    assert main([*argv, "--resume"]) == 0
+    assert_same_results(output, local_job)
+
+
+def test_a_worker_of_another_numpy_setting_that_joins_the_running_job_stops_it_resumably(cluster, local_job, tmp_path):
+    """The job's workers are killed as event 2 starts, and a ``dask worker`` started without numpy's kernel setting
+    takes their place: it refuses the events, so the job stops with exit status 3 and one line naming the setting to
+    give it, keeping what it finished (the refusal at the job's start is exit status 2, before any work); ``--resume``
+    on a worker started right writes the local results."""
+    workers = cluster.start_workers(1)
+    output = tmp_path / "late_worker"
+    argv = _job(output, "--scheduler", cluster.address)
+    environment = os.environ | {"DASK_TRKX__NO_WORKERS_TIMEOUT": "120s"}  # the job waits for the new worker
+    job = subprocess.Popen([*INTERRUPTED, "2", str(-workers.pid), *argv], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, env=environment)  # fmt: skip
+    try:
+        workers.wait(timeout=300)  # killed by the job as event 2 starts
+        otherwise = {key: value for key, value in ENVIRONMENT.items() if key != VARIABLE}
+        late = cluster._start(DASK, "worker", cluster.address, "--nthreads", "1", "--no-dashboard",
+                              cwd=cluster.directory, env=otherwise)  # fmt: skip
+        _, stderr = job.communicate(timeout=300)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == EXIT_STOPPED, stderr
+    line = _only_line(stderr)
+    assert line.startswith("trkx run: stopped early: Dask worker tcp://"), line
+    assert f'start the workers with {VARIABLE}="{os.environ[VARIABLE]}"' in line
+    assert "(it joined the running job at event " in line
+    assert f"the finished events are kept in {output}" in line
+    assert _saved(output) < set(range(EVENTS))
+    os.killpg(late.pid, signal.SIGKILL)
+    late.wait()
+    with Client(cluster.address) as client:  # the scheduler lets the killed worker go before another is counted
+        wait_for(lambda: len(client.nthreads()), lambda count: count == 0, "the killed worker's departure")
     cluster.start_workers(1)
     assert main([*argv, "--resume"]) == 0
     assert_same_results(output, local_job)

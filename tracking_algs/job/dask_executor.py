@@ -299,13 +299,17 @@ def _outcome(future: Future, event_id: int, address: str, watch: _WorkerWatch) -
     """The outcome the task of ``event_id`` returned; a failure record when its workers died.
 
     Raises:
-        DaskClusterLost: the task was cancelled: the scheduler was lost, or had no worker for too long.
+        DaskClusterLost: the task was cancelled: the scheduler was lost, or had no worker for too long; or a worker
+            that joined the running job refused the event (its numpy runs otherwise than the job's): the job stops,
+            resumable once that worker is started as the message says.
     """
     try:
         if not future.cancelled():
             return future.result()
     except KilledWorker:
         return EventFailure(event_id, "worker", "KilledWorker: every Dask worker that ran the event died")
+    except JobSetupError as error:  # only a worker that joined after the job's start raises it from a task
+        raise DaskClusterLost(f"{error} (it joined the running job at event {event_id})") from None
     except Exception:
         if not future.cancelled():  # what the task raised
             raise

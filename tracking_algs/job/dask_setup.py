@@ -22,8 +22,9 @@ DASK_EXTRA = "inference-iface[dask]"
 
 class DaskClusterLost(Exception):
     """The Dask cluster of a running job was lost: the client lost its scheduler, or the scheduler has had no worker
-    for longer than the job waits (``trkx.no-workers-timeout``). The job stops as with a lost backend: the finished
-    events are kept and ``--resume`` continues it. The message says what was lost, in words."""
+    for longer than the job waits (``trkx.no-workers-timeout``), or a worker that joined the running job cannot run
+    it (its numpy setting). The job stops as with a lost backend: the finished events are kept and ``--resume``
+    continues it. The message says what was lost, in words."""
 
 
 def scheduler_address(text: str) -> str:
