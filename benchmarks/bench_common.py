@@ -1,4 +1,5 @@
-"""What every benchmark script shares: interleaved timing and writing ``results/NAME.{json,md}``.
+"""What every benchmark script shares: interleaved timing, writing ``results/NAME.{json,md}``, the argument types
+that check the command line before any work, and the entry point that stops quietly on Ctrl-C.
 
 The JSON records the machine (CPU, cores, memory, package versions) and the load average when the
 figures were taken, since the project's machines may be shared.
@@ -6,16 +7,22 @@ figures were taken, since the project's machines may be shared.
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
+import numbers
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
+from tracking_algs.commands.arg_types import output_directory
 from tracking_algs.commands.bench import machine_description
+from tracking_algs.commands.interrupts import EXIT_STOPPED, terminate_as_interrupt
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -37,9 +44,70 @@ def time_interleaved(calls: dict[str, Callable[[], object]], rounds: int, warmup
     return times
 
 
+def existing_directory(what: str) -> Callable[[str], Path]:
+    """An argument type for the path of an existing directory (data, models); ``what`` names it in the message."""
+
+    def check(text: str) -> Path:
+        path = Path(text)
+        if not path.is_dir():
+            problem = "is not a directory" if path.exists() else "does not exist"
+            raise argparse.ArgumentTypeError(f"{what} {text!r} {problem}")
+        return path
+
+    check.__name__ = what
+    return check
+
+
+def unit_interval(text: str) -> float:
+    """A number from 0 to 1 (a cut on a score, a p-value)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return value
+
+
+def check_results_directory(parser: argparse.ArgumentParser, output_dir: Path = RESULTS) -> None:
+    """Stop with ``parser``'s error (exit status 2) before any work when ``output_dir`` cannot take the results."""
+    try:
+        output_directory(str(output_dir))
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"the results cannot be written: {error}")
+
+
+def non_finite_figure(value: Any, where: str = "") -> str | None:
+    """The key path (``results.pileup_20.edges``) of the first number in ``value`` (nested dicts and lists) that is
+    NaN or infinite; None when every number is finite."""
+    if isinstance(value, dict):
+        items: Any = ((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
+    elif isinstance(value, (list, tuple, np.ndarray)):
+        items = ((f"{where}[{index}]", item) for index, item in enumerate(value))
+    else:
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        return where or "the report" if real and not math.isfinite(value) else None
+    return next((found for key, item in items if (found := non_finite_figure(item, key)) is not None), None)
+
+
 def write_results(name: str, report: dict[str, Any], table: str, output_dir: Path = RESULTS) -> None:
-    """Write ``NAME.json`` (``report`` plus machine and load) and ``NAME.md`` (``table``) into ``output_dir``."""
+    """Write ``NAME.json`` (``report`` plus machine and load) and ``NAME.md`` (``table``) into ``output_dir``; a
+    report holding a NaN or infinite figure raises ``ValueError`` naming it, the results there left as they were."""
+    bad = non_finite_figure(report)
+    if bad is not None:
+        raise ValueError(f"{name}: {bad} is not a finite number; the results in {output_dir} are left as they were")
     output_dir.mkdir(parents=True, exist_ok=True)
     full = {"benchmark": name, "machine": machine_description(), "load_average_1min": os.getloadavg()[0], **report}
     (output_dir / f"{name}.json").write_text(json.dumps(full, indent=2) + "\n")
     (output_dir / f"{name}.md").write_text(table)
+
+
+def run_script(main: Callable[[], int]) -> NoReturn:
+    """Exit with ``main()``'s status; Ctrl-C or SIGTERM (which ``trkx bench`` forwards) exits with status 3 quietly,
+    without Python's traceback: ``trkx bench`` says that the benchmark stopped early."""
+    with terminate_as_interrupt():
+        try:
+            status = main()
+        except KeyboardInterrupt:
+            status = EXIT_STOPPED
+    sys.exit(status)

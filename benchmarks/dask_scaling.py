@@ -31,15 +31,15 @@ import argparse
 import contextlib
 import importlib
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_common import RESULTS, write_results
+from bench_common import RESULTS, run_script, write_results
 from distributed import Client, LocalCluster
 
 from backends.triton_server import TritonServer, TritonServerConfig
+from tracking_algs.commands.arg_types import non_negative_float, output_directory, positive_int
 from tracking_algs.commands.bench import machine_description
 from tracking_algs.io.trackml import write_event
 from tracking_algs.job.runner import run_events
@@ -110,10 +110,10 @@ def markdown(report: dict, machine: str, load_average: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, write ``benchmarks/results/dask_scaling.{json,md}``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=8, help="events per job")
-    parser.add_argument("--pileup", type=float, default=10.0, help="pile-up of the simulated events")
-    parser.add_argument("--rounds", type=int, default=2, help="jobs per cell")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser.add_argument("--events", type=positive_int, default=8, help="events per job")
+    parser.add_argument("--pileup", type=non_negative_float, default=10.0, help="pile-up of the simulated events")
+    parser.add_argument("--rounds", type=positive_int, default=2, help="jobs per cell")
+    parser.add_argument("--output-dir", type=output_directory, default=str(RESULTS))
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as stack:
@@ -164,4 +164,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -27,8 +27,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_common import write_results  # noqa: E402
+from bench_common import check_results_directory, existing_directory, run_script, write_results  # noqa: E402
 
+from tracking_algs.commands.arg_types import positive_int  # noqa: E402
 from tracking_algs.event import Event  # noqa: E402
 from tracking_algs.io.csv_table import read_table  # noqa: E402
 from tracking_algs.io.trackml import find_event_file, list_events, read_event  # noqa: E402
@@ -238,9 +239,15 @@ def plot_distributions(simulated: list[Event], sample: list[Event], path_cells: 
 def main(argv: list[str] | None = None) -> int:
     """Simulate, read the real events, print and save the side-by-side tables and plots."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=5, help="simulated pile-up-200 events")
-    parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "trackml", help="real TrackML data")
+    parser.add_argument("--events", type=positive_int, default=5, help="simulated pile-up-200 events")
+    parser.add_argument(
+        "--real",
+        type=existing_directory("real TrackML data"),
+        default=str(ROOT.parent / "shared" / "trackml"),
+        help="real TrackML data",
+    )
     args = parser.parse_args(argv)
+    check_results_directory(parser)
     config = SimulationConfig(pileup=200.0, geometry="modules")
     simulated = [simulate_event(config, SEED, event_id) for event_id in range(args.events)]
     full = [read_event(args.real / "full", event_id) for event_id in list_events(args.real / "full")]
@@ -334,4 +341,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

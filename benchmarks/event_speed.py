@@ -35,12 +35,12 @@ import tracking_algs  # noqa: F401  (first: pins numpy's kernels before numpy lo
 # isort: split
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
-from bench_common import write_results
+from bench_common import check_results_directory, existing_directory, run_script, write_results
 
+from tracking_algs.commands.arg_types import positive_int
 from tracking_algs.event import Event
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
 from tracking_algs.io.trackml import list_events, read_event
@@ -87,11 +87,17 @@ def time_events(config: Path, overrides: list[str], events: list[Event], repeat:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=2, help="simulated events per sample (default 2)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per event (default 3)")
-    parser.add_argument("--trackml", type=Path, default=ROOT.parent / "shared" / "trackml", help="real data")
+    parser.add_argument("--events", type=positive_int, default=2, help="simulated events per sample (default 2)")
+    parser.add_argument("--repeat", type=positive_int, default=3, help="timed runs per event (default 3)")
+    parser.add_argument(
+        "--trackml",
+        type=existing_directory("real TrackML data"),
+        default=str(ROOT.parent / "shared" / "trackml"),
+        help="real data",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    check_results_directory(parser)
 
     real_detectors = args.trackml / "detectors.csv.gz"
     modules = read_detectors_csv(real_detectors)
@@ -175,4 +181,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -23,16 +23,17 @@ import argparse
 import json
 import multiprocessing
 import os
-import sys
 import time
 from pathlib import Path
 
 import attrs
 import numpy as np
+from bench_common import check_results_directory, run_script
 from scipy.spatial import cKDTree
 
 from inference_iface import create_inference
 from inference_iface.cores import usable_cores
+from tracking_algs.commands.arg_types import positive_int
 from tracking_algs.cores import pin_to_share
 from tracking_algs.finding.features import spacepoint_features
 from tracking_algs.finding.graph import candidate_edges
@@ -51,10 +52,13 @@ WARM_UP_EVENT = 99
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="timed events per size")
-    parser.add_argument("--job-events", type=int, default=3, help="pile-up-200 events per core for the job rate")
+    parser.add_argument("--repeat", type=positive_int, default=3, help="timed events per size")
+    parser.add_argument(
+        "--job-events", type=positive_int, default=3, help="pile-up-200 events per core for the job rate"
+    )
     parser.add_argument("--no-faiss-100k", action="store_true", help="skip FAISS flat at 100k (it is quadratic)")
     args = parser.parse_args(argv)
+    check_results_directory(parser)
     rows, results = [], {}
     gnn_inputs = []  # (features, filter edges) of the 100k events, for the memory-pattern comparison
     searches = {}
@@ -219,4 +223,4 @@ def _row(name: str, r: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -44,13 +44,13 @@ import tracking_algs  # noqa: F401  (first: pins numpy's kernels before numpy lo
 
 import argparse
 import itertools
-import sys
 from pathlib import Path
 
 import attrs
 import numpy as np
-from bench_common import write_results
+from bench_common import check_results_directory, existing_directory, run_script, write_results
 
+from tracking_algs.commands.arg_types import existing_file, positive_int
 from tracking_algs.errors import TrackingError
 from tracking_algs.event import Event, TrackCandidates
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
@@ -307,11 +307,18 @@ def _table(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=2, help="simulated pile-up-200 events (default 2)")
-    parser.add_argument("--trackml", type=Path, default=ROOT.parent / "shared" / "trackml", help="real data")
-    parser.add_argument("--field-map", type=Path, help='a field map of the real detector ([detector.field] kind = '
-                        '"map"): the real rows fitted in it too, its bending field beside the field seen')  # fmt: skip
+    parser.add_argument("--events", type=positive_int, default=2, help="simulated pile-up-200 events (default 2)")
+    parser.add_argument(
+        "--trackml",
+        type=existing_directory("real TrackML data"),
+        default=str(ROOT.parent / "shared" / "trackml"),
+        help="real data",
+    )
+    parser.add_argument("--field-map", type=existing_file("field map"),
+                        help='a field map of the real detector ([detector.field] kind = "map"): the real rows fitted '
+                             "in it too, its bending field beside the field seen")  # fmt: skip
     args = parser.parse_args(argv)
+    check_results_directory(parser)
     mapped = None
     if args.field_map is not None:
         try:
@@ -415,4 +422,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

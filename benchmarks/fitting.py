@@ -30,14 +30,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import itertools
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
-from bench_common import RESULTS, write_results
+from bench_common import RESULTS, run_script, write_results
 
+from tracking_algs.commands.arg_types import non_negative_int, output_directory, positive_int
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting import KalmanConfig, KalmanFitter
 from tracking_algs.geometry import trackml_detector
@@ -200,13 +199,13 @@ def markdown(rows: list[dict[str, object]], load: float, cpus: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, write ``benchmarks/results/fitting.{json,md}``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tracks", type=int, default=20_000)
-    parser.add_argument("--loop-tracks", type=int, default=300)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 4096, 16384])
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser.add_argument("--tracks", type=positive_int, default=20_000)
+    parser.add_argument("--loop-tracks", type=positive_int, default=300)
+    parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1024, 4096, 16384])
+    parser.add_argument("--processes", type=positive_int, default=2)
+    parser.add_argument("--repeat", type=positive_int, default=3)
+    parser.add_argument("--seed", type=non_negative_int, default=1)
+    parser.add_argument("--output-dir", type=output_directory, default=str(RESULTS))
     args = parser.parse_args(argv)
 
     rows = measure(args.tracks, args.loop_tracks, args.batch_sizes, args.processes, args.repeat, args.seed)
@@ -224,4 +223,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

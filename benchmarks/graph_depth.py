@@ -18,13 +18,13 @@ import tracking_algs  # noqa: F401  (first: pins numpy's kernels before numpy lo
 # isort: split
 
 import argparse
-import sys
 
 import attrs
 import numpy as np
-from bench_common import write_results
+from bench_common import check_results_directory, run_script, write_results
 from scipy.spatial import cKDTree
 
+from tracking_algs.commands.arg_types import positive_int
 from tracking_algs.finding.features import spacepoint_features
 from tracking_algs.finding.graph import candidate_edges
 from tracking_algs.finding.pairs import PairGeometry
@@ -40,8 +40,9 @@ CAPS = (4, 8, 12, 16, 24, 32, 64)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=2, help="events per pile-up")
+    parser.add_argument("--events", type=positive_int, default=2, help="events per pile-up")
     args = parser.parse_args(argv)
+    check_results_directory(parser)
     report: dict[str, dict] = {}
     with local_finder() as finder:
         graph, radius = finder.config.graph, finder.graph.radius
@@ -122,4 +123,4 @@ def _table(report: dict[str, dict], events: int) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import onnx_models  # noqa: E402  (tests/ holds the model builders)
-from bench_common import RESULTS, time_interleaved, write_results  # noqa: E402
+from bench_common import RESULTS, run_script, time_interleaved, write_results  # noqa: E402
 
 from inference_iface import create_inference  # noqa: E402
+from tracking_algs.commands.arg_types import non_negative_int, output_directory, positive_int  # noqa: E402
 
 
 def raw_session(path: Path, threads: int) -> ort.InferenceSession:
@@ -109,10 +110,10 @@ def markdown(rows: list[dict[str, object]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, write ``benchmarks/results/interface_overhead.{json,md}``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both sessions")
-    parser.add_argument("--small-calls", type=int, default=3000, help="timed calls per variant, small model")
-    parser.add_argument("--medium-calls", type=int, default=60, help="timed calls per variant, medium model")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser.add_argument("--threads", type=non_negative_int, default=1, help="intra-op threads for both sessions")
+    parser.add_argument("--small-calls", type=positive_int, default=3000, help="timed calls per variant, small model")
+    parser.add_argument("--medium-calls", type=positive_int, default=60, help="timed calls per variant, medium model")
+    parser.add_argument("--output-dir", type=output_directory, default=str(RESULTS))
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as directory:
@@ -127,4 +128,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

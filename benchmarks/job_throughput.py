@@ -34,8 +34,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import write_results
+from bench_common import check_results_directory, existing_directory, run_script, write_results
 
+from tracking_algs.commands.arg_types import positive_int
 from tracking_algs.io.trackml import event_path, find_event_file, list_events
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,10 +100,15 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--copies", type=int, default=3, help="sets of the real events in the larger job (≥ 2)")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--trackml", type=Path, default=ROOT.parent / "shared" / "trackml")
+    parser.add_argument(
+        "--copies", type=positive_int, default=3, help="sets of the real events in the larger job (≥ 2)"
+    )
+    parser.add_argument("--rounds", type=positive_int, default=2)
+    parser.add_argument(
+        "--trackml", type=existing_directory("real TrackML data"), default=str(ROOT.parent / "shared" / "trackml")
+    )
     args = parser.parse_args(argv)
+    check_results_directory(parser)
     if args.copies < 2:
         parser.error("--copies must be at least 2")
     detectors = args.trackml / "detectors.csv.gz"
@@ -141,4 +147,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

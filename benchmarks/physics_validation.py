@@ -34,7 +34,6 @@ import tracking_algs  # noqa: F401  (first: pins numpy's kernels before numpy lo
 
 import argparse
 import json
-import sys
 import typing
 from pathlib import Path
 
@@ -42,8 +41,16 @@ import attrs
 import matplotlib
 import mplhep
 import numpy as np
+from bench_common import check_results_directory, existing_directory, run_script, unit_interval
 from matplotlib.figure import Figure
 
+from tracking_algs.commands.arg_types import (
+    existing_file,
+    non_negative_float,
+    non_negative_int,
+    output_directory,
+    positive_int,
+)
 from tracking_algs.errors import TrackingError
 from tracking_algs.finding.config import (
     OVERLAP_MM,
@@ -72,20 +79,21 @@ SEED = VALIDATION_SEED_MIN + 2024
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", default="", help="model directory (default: the shipped models)")
-    parser.add_argument("--events", type=int, default=3, help="events per pile-up")
-    parser.add_argument("--seed", type=int, default=SEED,
+    parser.add_argument("--model-dir", type=existing_directory("model directory"),
+                        help="model directory (default: the shipped models)")  # fmt: skip
+    parser.add_argument("--events", type=positive_int, default=3, help="events per pile-up")
+    parser.add_argument("--seed", type=non_negative_int, default=SEED,
                         help=f"held-out seed (≥ {VALIDATION_SEED_MIN}; working points are chosen on the training "
                              "config's validation seed, figures reported on the default)")  # fmt: skip
-    parser.add_argument("--pileups", type=float, nargs="+", default=[0.0, 20.0, 200.0])
+    parser.add_argument("--pileups", type=non_negative_float, nargs="+", default=[0.0, 20.0, 200.0])
     parser.add_argument("--building", choices=typing.get_args(typing.get_type_hints(BuildingConfig)["method"]),
                         default=BuildingConfig().method)  # fmt: skip
-    parser.add_argument("--gnn-cut", type=float, default=GNNConfig().cut)
-    parser.add_argument("--weak-gnn-cut", type=float, default=GNNConfig().weak_cut,
+    parser.add_argument("--gnn-cut", type=unit_interval, default=GNNConfig().cut)
+    parser.add_argument("--weak-gnn-cut", type=unit_interval, default=GNNConfig().weak_cut,
                         help="gnn.weak_cut (0: no weak edges)")  # fmt: skip
     parser.add_argument("--max-weak-triplet-cost", type=float, default=BuildingConfig().max_weak_triplet_cost,
                         help="building.max_weak_triplet_cost")  # fmt: skip
-    parser.add_argument("--filter-cut", type=float, default=0.0, help="filter cut (0: the model card's)")
+    parser.add_argument("--filter-cut", type=unit_interval, default=0.0, help="filter cut (0: the model card's)")
     parser.add_argument("--overlap-mm", type=float, default=OVERLAP_MM,
                         help="max_overlap_mm of the pair cuts and the building (0: no overlap rules)")  # fmt: skip
     parser.add_argument("--max-z0-mm", type=float, default=PairCuts().max_z0_mm,
@@ -109,14 +117,20 @@ def main(argv: list[str] | None = None) -> int:
         default="uniform",
         help="the field the held-out events are simulated and fitted in (map: --field-map)",
     )
-    parser.add_argument("--field-map", type=Path, help='with --field map: a field map ([detector.field] kind = "map")')
+    parser.add_argument(
+        "--field-map",
+        type=existing_file("field map"),
+        help='with --field map: a field map ([detector.field] kind = "map")',
+    )
     parser.add_argument("--energy-loss", action="store_true", help="simulate and fit with the mean energy loss")
-    parser.add_argument("--min-hits", type=int, default=BuildingConfig().min_hits, help="shortest candidate kept")
-    parser.add_argument("--max-trimmed-hits", type=int, default=KalmanConfig().max_trimmed_hits,
+    parser.add_argument(
+        "--min-hits", type=positive_int, default=BuildingConfig().min_hits, help="shortest candidate kept"
+    )
+    parser.add_argument("--max-trimmed-hits", type=non_negative_int, default=KalmanConfig().max_trimmed_hits,
                         help="fitting.kalman.max_trimmed_hits: hits a failed fit gives up at either end")  # fmt: skip
-    parser.add_argument("--min-trimmed-hits", type=int, default=KalmanConfig().min_trimmed_hits,
+    parser.add_argument("--min-trimmed-hits", type=positive_int, default=KalmanConfig().min_trimmed_hits,
                         help="fitting.kalman.min_trimmed_hits: fewest hits a trimmed variant keeps")  # fmt: skip
-    parser.add_argument("--max-outlier-refits", type=int, default=KalmanConfig().max_outlier_refits,
+    parser.add_argument("--max-outlier-refits", type=non_negative_int, default=KalmanConfig().max_outlier_refits,
                         help="fitting.kalman.max_outlier_refits: outliers a fit removes one by one")  # fmt: skip
     parser.add_argument("--merge-split", action="store_true",
                         help="fitting.selection.merge_split on: split pieces refitted as one track")  # fmt: skip
@@ -136,43 +150,39 @@ def main(argv: list[str] | None = None) -> int:
                         help="fitting.selection.extension_circle_mm: a free hit's distance to the circle")  # fmt: skip
     parser.add_argument("--extension-line-mm", type=float, default=TrackSelection().extension_line_mm,
                         help="fitting.selection.extension_line_mm: a free hit's distance to the line in z")  # fmt: skip
-    parser.add_argument("--extension-rounds", type=int, default=TrackSelection().extension_rounds,
+    parser.add_argument("--extension-rounds", type=positive_int, default=TrackSelection().extension_rounds,
                         help="fitting.selection.extension_rounds")  # fmt: skip
-    parser.add_argument("--query-k", type=int, default=GraphConfig().query_k,
+    parser.add_argument("--query-k", type=positive_int, default=GraphConfig().query_k,
                         help="finding.graph.query_k: nearest embedding neighbours each hit looks at")  # fmt: skip
-    parser.add_argument("--k-max", type=int, default=GraphConfig().k_max,
+    parser.add_argument("--k-max", type=positive_int, default=GraphConfig().k_max,
                         help="finding.graph.k_max: of those, the most that pass the pair cuts a hit adds")  # fmt: skip
     parser.add_argument("--radius", type=float, default=GraphConfig().radius,
                         help="finding.graph.radius: the graph's embedding radius (0: the model card's)")  # fmt: skip
-    parser.add_argument("--min-pvalue", type=float, default=TrackSelection().min_pvalue,
+    parser.add_argument("--min-pvalue", type=unit_interval, default=TrackSelection().min_pvalue,
                         help="fitting.selection.min_pvalue: the smallest fit p-value a written track has")  # fmt: skip
     parser.add_argument("--slow-pt-gev", type=float, default=TrackSelection().slow_pt_gev,
                         help="fitting.selection.slow_pt_gev: below it a track needs --slow-min-hits hits")  # fmt: skip
-    parser.add_argument("--slow-min-hits", type=int, default=TrackSelection().slow_min_hits,
+    parser.add_argument("--slow-min-hits", type=positive_int, default=TrackSelection().slow_min_hits,
                         help="fitting.selection.slow_min_hits: fewest hits of a track below --slow-pt-gev")  # fmt: skip
     parser.add_argument("--rebuild-free-hits", action="store_true",
                         help="fitting.selection.rebuild_free_hits on: tracks built over the free hits")  # fmt: skip
-    parser.add_argument("--rebuild-min-score", type=float, default=TrackSelection().rebuild_min_score,
+    parser.add_argument("--rebuild-min-score", type=unit_interval, default=TrackSelection().rebuild_min_score,
                         help="fitting.selection.rebuild_min_score: least GNN score of an edge rebuilt")  # fmt: skip
     parser.add_argument("--output", default="physics_validation", help="name of the results in benchmarks/results")
     parser.add_argument("--no-plots", action="store_true", help="leave docs/plots as they are")
-    parser.add_argument("--plot-dir", type=Path, default=ROOT / "docs/plots",
+    parser.add_argument("--plot-dir", type=output_directory, default=ROOT / "docs/plots",
                         help="where the plots of the largest pile-up go (default docs/plots)")  # fmt: skip
     parser.add_argument("--no-fit", action="store_true", help="candidates only, no fit and no track selection")
     args = parser.parse_args(argv)
+    check_results_directory(parser)
+    if Path(args.output).name != args.output or args.output in ("", ".", ".."):
+        parser.error(f"--output {args.output!r}: expected a plain name for the results in benchmarks/results")
     if args.seed < VALIDATION_SEED_MIN:
         parser.error(f"--seed {args.seed} is a training seed; held-out seeds are ≥ {VALIDATION_SEED_MIN}")
-    building = BuildingConfig(method=args.building, min_hits=args.min_hits, max_overlap_mm=args.overlap_mm,
-                              link_overlaps=args.link_overlaps, score_weight=args.score_weight,
-                              max_crossing_cost=args.max_crossing_cost, shared_hits=args.shared_hits,
-                              revive_chains=args.revive_chains,
-                              complete_by_overlaps=args.complete_by_overlaps,
-                              max_weak_triplet_cost=args.max_weak_triplet_cost)  # fmt: skip
-    cuts = PairCuts(max_overlap_mm=args.overlap_mm, max_z0_mm=args.max_z0_mm, min_pt_gev=args.min_pt_gev)
-    graph = GraphConfig(cuts=cuts, k_max=args.k_max, query_k=args.query_k, radius=args.radius)
-    config = FindingConfig(model_dir=args.model_dir, building=building,
-                           gnn=GNNConfig(cut=args.gnn_cut, weak_cut=args.weak_gnn_cut),
-                           filter=FilterConfig(cut=args.filter_cut), graph=graph)  # fmt: skip
+    try:  # every option checked by the configurations' own validators before any work
+        config, fit_config, selection = _configs(args)
+    except ValueError as error:
+        parser.error(str(error))
     results, rows = {}, []
     modules = trackml_modules() if args.geometry == "modules" else None
     if (args.field == "map") != (args.field_map is not None):
@@ -181,35 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         field = FieldConfig(kind=args.field, map_file=str(args.field_map or "")).build(trackml_detector())
     except TrackingError as error:
         parser.error(str(error))
-    fit_config = KalmanConfig(energy_loss=args.energy_loss, max_trimmed_hits=args.max_trimmed_hits,
-                              min_trimmed_hits=args.min_trimmed_hits,
-                              max_outlier_refits=args.max_outlier_refits)  # fmt: skip
     fitter = None if args.no_fit else KalmanFitter(trackml_detector(), fit_config, modules=modules, field=field)
     with local_finder(config, fitter) as finder:
         for pileup in args.pileups:
             simulation = SimulationConfig(geometry=args.geometry, pileup=pileup, energy_loss=args.energy_loss)
             events = (simulate_event(simulation, args.seed, i, field=field) for i in range(args.events))
-            summary = evaluate(
-                finder,
-                events,
-                track_selection=TrackSelection(
-                    merge_split=args.merge_split,
-                    rescue_outliers=args.rescue_outliers,
-                    follow_tracks=args.follow_tracks,
-                    follow_chi2=args.follow_chi2,
-                    extend_tracks=args.extend_tracks,
-                    join_pieces=args.join_pieces,
-                    extension_reach_mm=args.extension_reach_mm,
-                    extension_circle_mm=args.extension_circle_mm,
-                    extension_line_mm=args.extension_line_mm,
-                    extension_rounds=args.extension_rounds,
-                    min_pvalue=args.min_pvalue,
-                    slow_pt_gev=args.slow_pt_gev,
-                    slow_min_hits=args.slow_min_hits,
-                    rebuild_free_hits=args.rebuild_free_hits,
-                    rebuild_min_score=args.rebuild_min_score,
-                ),
-            )
+            summary = evaluate(finder, events, track_selection=selection)
             results[f"pileup_{pileup:g}"] = without_matches(summary)
             if "selected_matches" in summary:
                 results[f"pileup_{pileup:g}"]["fragments"] = fragment_quartiles(summary["selected_matches"][1.0])
@@ -303,5 +290,42 @@ def _plots(summary: dict, pileup: float, plots: Path) -> None:
     print("plots:", *[str(p) for p in [*paths, plots / "edge_metrics.png"]])
 
 
+def _configs(args: argparse.Namespace) -> tuple[FindingConfig, KalmanConfig, TrackSelection]:
+    """The finding, fit and track-selection configurations of the command line (their validators raise
+    ``ValueError`` for a value out of range)."""
+    building = BuildingConfig(method=args.building, min_hits=args.min_hits, max_overlap_mm=args.overlap_mm,
+                              link_overlaps=args.link_overlaps, score_weight=args.score_weight,
+                              max_crossing_cost=args.max_crossing_cost, shared_hits=args.shared_hits,
+                              revive_chains=args.revive_chains,
+                              complete_by_overlaps=args.complete_by_overlaps,
+                              max_weak_triplet_cost=args.max_weak_triplet_cost)  # fmt: skip
+    cuts = PairCuts(max_overlap_mm=args.overlap_mm, max_z0_mm=args.max_z0_mm, min_pt_gev=args.min_pt_gev)
+    graph = GraphConfig(cuts=cuts, k_max=args.k_max, query_k=args.query_k, radius=args.radius)
+    config = FindingConfig(model_dir=str(args.model_dir or ""), building=building,
+                           gnn=GNNConfig(cut=args.gnn_cut, weak_cut=args.weak_gnn_cut),
+                           filter=FilterConfig(cut=args.filter_cut), graph=graph)  # fmt: skip
+    fit_config = KalmanConfig(energy_loss=args.energy_loss, max_trimmed_hits=args.max_trimmed_hits,
+                              min_trimmed_hits=args.min_trimmed_hits,
+                              max_outlier_refits=args.max_outlier_refits)  # fmt: skip
+    selection = TrackSelection(
+        merge_split=args.merge_split,
+        rescue_outliers=args.rescue_outliers,
+        follow_tracks=args.follow_tracks,
+        follow_chi2=args.follow_chi2,
+        extend_tracks=args.extend_tracks,
+        join_pieces=args.join_pieces,
+        extension_reach_mm=args.extension_reach_mm,
+        extension_circle_mm=args.extension_circle_mm,
+        extension_line_mm=args.extension_line_mm,
+        extension_rounds=args.extension_rounds,
+        min_pvalue=args.min_pvalue,
+        slow_pt_gev=args.slow_pt_gev,
+        slow_min_hits=args.slow_min_hits,
+        rebuild_free_hits=args.rebuild_free_hits,
+        rebuild_min_score=args.rebuild_min_score,
+    )
+    return config, fit_config, selection
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

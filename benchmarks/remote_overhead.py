@@ -36,11 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import onnx_models  # noqa: E402  (tests/ holds the model builders)
-from bench_common import RESULTS, time_interleaved, write_results  # noqa: E402
+from bench_common import RESULTS, run_script, time_interleaved, write_results  # noqa: E402
 
 from backends.model_repository import add_onnx_model  # noqa: E402
 from backends.triton_server import TritonServer, TritonServerConfig  # noqa: E402
 from inference_iface import InferenceInterface, create_inference  # noqa: E402
+from tracking_algs.commands.arg_types import non_negative_int, output_directory, positive_float, positive_int  # noqa: E402
 
 INSTANCES = (1, 2, 4)
 CLIENTS = (1, 2, 4, 8)
@@ -121,11 +122,15 @@ def markdown(latency_rows: list[dict[str, object]], throughput_rows: list[dict[s
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the tables, write ``benchmarks/results/remote_overhead.{json,md}``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads, local and served")
-    parser.add_argument("--rounds-10k", type=int, default=60, help="timed calls per variant at 10k rows")
-    parser.add_argument("--rounds-100k", type=int, default=30, help="timed calls per variant at 100k rows")
-    parser.add_argument("--throughput-seconds", type=float, default=3.0, help="duration of each throughput cell")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--threads", type=non_negative_int, default=1, help="ONNX Runtime intra-op threads, local and served"
+    )
+    parser.add_argument("--rounds-10k", type=positive_int, default=60, help="timed calls per variant at 10k rows")
+    parser.add_argument("--rounds-100k", type=positive_int, default=30, help="timed calls per variant at 100k rows")
+    parser.add_argument(
+        "--throughput-seconds", type=positive_float, default=3.0, help="duration of each throughput cell"
+    )
+    parser.add_argument("--output-dir", type=output_directory, default=str(RESULTS))
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as directory:
@@ -170,4 +175,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

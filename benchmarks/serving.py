@@ -52,11 +52,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench_common import RESULTS, write_results  # noqa: E402
+from bench_common import RESULTS, run_script, write_results  # noqa: E402
 from finding_models import finding_model_dir, has_shipped_models  # noqa: E402  (tests/ holds the model helper)
 
 from backends.triton_server import TritonServer, TritonServerConfig  # noqa: E402
 from inference_iface import create_inference  # noqa: E402
+from tracking_algs.commands.arg_types import (  # noqa: E402
+    non_negative_float,
+    non_negative_int,
+    output_directory,
+    positive_float,
+    positive_int,
+)
 from tracking_algs.event import Event  # noqa: E402
 from tracking_algs.finding.config import FindingConfig  # noqa: E402
 from tracking_algs.finding.finder import TrackFinder  # noqa: E402
@@ -207,13 +214,17 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the tables, write ``benchmarks/results/serving.{json,md}``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pileup", type=float, default=10.0, help="pile-up of the simulated events")
-    parser.add_argument("--events", type=int, default=4, help="distinct events")
-    parser.add_argument("--rounds", type=int, default=3, help="latency rounds over all events")
-    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput cell")
-    parser.add_argument("--throughput-rounds", type=int, default=4, help="slices each throughput cell is cut into")
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads, local and served")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser.add_argument("--pileup", type=non_negative_float, default=10.0, help="pile-up of the simulated events")
+    parser.add_argument("--events", type=positive_int, default=4, help="distinct events")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="latency rounds over all events")
+    parser.add_argument("--seconds", type=positive_float, default=8.0, help="duration of each throughput cell")
+    parser.add_argument(
+        "--throughput-rounds", type=positive_int, default=4, help="slices each throughput cell is cut into"
+    )
+    parser.add_argument(
+        "--threads", type=non_negative_int, default=1, help="ONNX Runtime intra-op threads, local and served"
+    )
+    parser.add_argument("--output-dir", type=output_directory, default=str(RESULTS))
     args = parser.parse_args(argv)
 
     events = [simulate_event(SimulationConfig(pileup=args.pileup), seed=SEED, event_id=i) for i in range(args.events)]
@@ -262,4 +273,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -33,7 +33,6 @@ import contextlib
 import csv
 import gzip
 import io
-import sys
 import tempfile
 import time
 import warnings
@@ -43,9 +42,10 @@ from pathlib import Path
 
 import attrs
 import numpy as np
-from bench_common import RESULTS, write_results
+from bench_common import RESULTS, run_script, write_results
 
 import tracking_algs.io.trackml as trackml
+from tracking_algs.commands.arg_types import non_negative_float, non_negative_int, output_directory, positive_int
 from tracking_algs.errors import EventFormatError
 from tracking_algs.event import Event
 from tracking_algs.fitting.results import COVARIANCE_NAMES, PARAMETER_NAMES
@@ -314,10 +314,10 @@ def markdown(rows: list[dict[str, object]], module_rows: list[dict[str, object]]
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, write ``benchmarks/results/simulation.{json,md}``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=5, help="events per pile-up point")
-    parser.add_argument("--pileups", type=float, nargs="+", default=[0.0, 50.0, 200.0])
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser.add_argument("--events", type=positive_int, default=5, help="events per pile-up point")
+    parser.add_argument("--pileups", type=non_negative_float, nargs="+", default=[0.0, 50.0, 200.0])
+    parser.add_argument("--seed", type=non_negative_int, default=1)
+    parser.add_argument("--output-dir", type=output_directory, default=str(RESULTS))
     args = parser.parse_args(argv)
 
     rows = [measure(pileup, args.events, args.seed) for pileup in args.pileups]
@@ -331,4 +331,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

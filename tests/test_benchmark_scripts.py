@@ -79,3 +79,104 @@ def test_serving_benchmark_builds_its_local_finder_as_a_job_does():
     done = _python("-c", code, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.split()[-1]) > 0
+
+
+# A bad argument of each script: argparse's one-line error (exit status 2) before any work, never a traceback after
+# minutes of it, nor results overwritten with NaN (graph_depth.py --events -1 used to exit 0 having done so).
+BAD_ARGUMENTS = [
+    ("graph_depth", ["--events", "-1"], "argument --events: expected an integer ≥ 1, got -1"),
+    ("graph_depth", ["--events", "0"], "argument --events: expected an integer ≥ 1, got 0"),
+    ("event_speed", ["--repeat", "0"], "argument --repeat: expected an integer ≥ 1, got 0"),
+    ("event_speed", ["--trackml", "nowhere"], "argument --trackml: real TrackML data 'nowhere' does not exist"),
+    ("fitting", ["--tracks", "0"], "argument --tracks: expected an integer ≥ 1, got 0"),
+    ("fitting", ["--batch-sizes", "1024", "0"], "argument --batch-sizes: expected an integer ≥ 1, got 0"),
+    ("fitting", ["--processes", "-1"], "argument --processes: expected an integer ≥ 1, got -1"),
+    ("fitting", ["--output-dir", "pyproject.toml"], "argument --output-dir: 'pyproject.toml' exists and is not a"),
+    ("simulation", ["--events", "0"], "argument --events: expected an integer ≥ 1, got 0"),
+    ("simulation", ["--pileups", "-5"], "argument --pileups: expected a finite number ≥ 0, got -5"),
+    ("remote_overhead", ["--threads", "-1"], "argument --threads: expected an integer ≥ 0, got -1"),
+    ("serving", ["--seconds", "0"], "argument --seconds: expected a finite number > 0, got 0"),
+    ("interface_overhead", ["--small-calls", "0"], "argument --small-calls: expected an integer ≥ 1, got 0"),
+    ("dask_scaling", ["--rounds", "0"], "argument --rounds: expected an integer ≥ 1, got 0"),
+    ("finding", ["--job-events", "0"], "argument --job-events: expected an integer ≥ 1, got 0"),
+    ("job_throughput", ["--trackml", "nowhere"], "argument --trackml: real TrackML data 'nowhere' does not exist"),
+    ("detector_comparison", ["--real", "README.md"], "argument --real: real TrackML data 'README.md' is not a"),
+    ("fit_validation", ["--field-map", "nowhere.csv"], "argument --field-map: field map 'nowhere.csv' does not exist"),
+    ("physics_validation", ["--gnn-cut", "2"], "argument --gnn-cut: expected a number from 0 to 1, got 2"),
+    ("physics_validation", ["--model-dir", "nowhere"], "argument --model-dir: model directory 'nowhere' does not"),
+    ("physics_validation", ["--max-weak-triplet-cost", "0"], "'max_weak_triplet_cost' must be > 0"),
+    ("physics_validation", ["--output", "../x"], "--output '../x': expected a plain name"),
+]
+
+
+def test_every_benchmark_script_refuses_a_bad_argument_before_any_work():
+    """All in one process (each ``main`` stops in its parser, so none measures anything): exit status 2 and the
+    error naming the argument."""
+    code = (
+        "import contextlib, importlib, io, json, sys\n"
+        f"sys.path.insert(0, {str(BENCHMARKS)!r})\n"
+        f"for name, argv, _ in {BAD_ARGUMENTS!r}:\n"
+        "    error = io.StringIO()\n"
+        "    try:\n"
+        "        with contextlib.redirect_stderr(error):\n"
+        "            importlib.import_module(name).main(argv)\n"
+        "    except SystemExit as stop:\n"
+        "        print(json.dumps([name, argv, stop.code, error.getvalue()]))\n"
+        "    else:\n"
+        "        print(json.dumps([name, argv, 'ran', error.getvalue()]))\n"
+    )
+    done = _python("-c", code, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("[")]
+    assert len(found) == len(BAD_ARGUMENTS)
+    for (name, argv, code_, error), (_, _, expected) in zip(found, BAD_ARGUMENTS, strict=True):
+        assert code_ == 2, (name, argv, code_, error[-500:])
+        assert expected in error, (name, argv, error)
+        assert "Traceback" not in error, (name, argv, error)
+
+
+def test_results_holding_a_nan_are_not_written(tmp_path):
+    """``write_results`` refuses a figure that is NaN or infinite, naming it, and leaves the results there as they
+    were; finite ones are written."""
+    code = (
+        "import math, sys\n"
+        f"sys.path.insert(0, {str(BENCHMARKS)!r})\n"
+        "from pathlib import Path\n"
+        "from bench_common import write_results\n"
+        f"out = Path({str(tmp_path)!r})\n"
+        "write_results('demo', {'results': [{'rate': 1.5}]}, 'table\\n', out)\n"
+        "try:\n"
+        "    write_results('demo', {'results': [{'rate': math.nan}]}, 'nan table\\n', out)\n"
+        "except ValueError as error:\n"
+        "    print(error)\n"
+    )
+    done = _python("-c", code, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("demo: results[0].rate is not a finite number"), done.stdout
+    assert json.loads((tmp_path / "demo.json").read_text())["results"] == [{"rate": 1.5}]
+    assert (tmp_path / "demo.md").read_text() == "table\n"
+
+
+def test_a_benchmark_script_stopped_exits_quietly_with_status_3():
+    """SIGTERM (what ``trkx bench`` passes on for Ctrl-C) or SIGINT while a script measures: status 3 and no
+    traceback (``bench_common.run_script``)."""
+    import signal
+
+    code = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(BENCHMARKS)!r})\n"
+        "from bench_common import run_script\n"
+        "def main():\n"
+        "    print('started', flush=True)\n"
+        "    time.sleep(60)\n"
+        "    return 0\n"
+        "run_script(main)\n"
+    )
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with subprocess.Popen([sys.executable, "-u", "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as process:  # fmt: skip
+            assert process.stdout.readline() == "started\n"
+            process.send_signal(signum)
+            _, err = process.communicate(timeout=60)
+        assert process.returncode == 3, (signum, err)
+        assert err == "", (signum, err)

@@ -95,3 +95,36 @@ def test_ctrl_c_is_one_line_and_status_3(tmp_path):
         _, err = process.communicate(timeout=60)
     assert process.returncode == 3, err
     assert err.strip() == "trkx bench: stopped early: interrupted"
+
+
+def test_ctrl_c_does_not_show_the_scripts_traceback(tmp_path):
+    """Ctrl-C at the terminal (SIGINT to ``trkx bench``'s process group) while a script runs that would print
+    ``KeyboardInterrupt``'s traceback on SIGINT: the script runs in a session of its own and is stopped with SIGTERM,
+    so only the one line shows, status 3."""
+    (tmp_path / "benchmarks").mkdir()
+    script = ["import signal, time", "signal.signal(signal.SIGINT, signal.default_int_handler)",
+              "print('started', flush=True)", "time.sleep(60)"]  # fmt: skip
+    (tmp_path / "benchmarks" / "fitting.py").write_text("\n".join(script) + "\n")
+    with subprocess.Popen(
+        [sys.executable, "-u", "-m", "tracking_algs.cli", "bench", "--root", str(tmp_path), "fitting"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as process:  # fmt: skip
+        assert process.stdout.readline() == "== fitting\n"
+        assert process.stdout.readline() == "started\n"
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 3, err
+    assert err.strip() == "trkx bench: stopped early: interrupted"
+
+
+def test_results_that_cannot_be_written_are_refused_before_any_script_runs(tmp_path, capsys):
+    """``benchmarks/results`` a file (or not writable): status 2 naming it, and no script runs."""
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "results").write_text("not a directory\n")
+    (tmp_path / "benchmarks" / "simulation.py").write_text("open('ran', 'w')\n")
+    assert main(["bench", "--root", str(tmp_path), "simulation"]) == 2
+    err = capsys.readouterr().err
+    assert "trkx bench: error: the benchmarks cannot write their results: " in err, err
+    assert "exists and is not a directory" in err
+    assert not (tmp_path / "ran").exists()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
+import attrs
 import numpy as np
 import onnx
 import pytest
@@ -377,3 +380,146 @@ def test_the_training_events_lose_energy_and_take_long_steps_in_pieces_where_ask
         assert simulation.step_tolerance_mm == 0.002
     with pytest.raises(ConfigError, match="energy_loss"):
         structure({"data": {"energy_loss": "often"}}, TrainConfig)
+
+
+@pytest.fixture(scope="module")
+def tiny_training(tmp_path_factory) -> Path:
+    """The output of a finished TINY training (models, card, checkpoints at step 4), to be copied, not changed."""
+    output = tmp_path_factory.mktemp("tiny") / "model"
+    train(structure(tomllib.loads(TINY), TrainConfig), output)
+    return output
+
+
+def _copy_of(training: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A copy of a finished training in ``tmp_path`` with its TINY options file, and the ``trkx`` arguments that
+    resume it."""
+    config = tmp_path / "train.toml"
+    config.write_text(TINY)
+    output = shutil.copytree(training, tmp_path / "model")
+    return output, ["train", str(config), "--output", str(output)]
+
+
+def test_an_export_stopped_half_way_leaves_no_card_beside_other_models(tiny_training, tmp_path):
+    """The models and their card are written into a staging directory and moved into place card last, so a model
+    directory with a card holds that card's models, even when the moves stop half-way; the next export removes the
+    leftover staging directory."""
+    output, _ = _copy_of(tiny_training, tmp_path)
+    names = [CARD_NAME, *(f"{stage}.onnx" for stage in STAGES)]
+    before = {name: (output / name).read_bytes() for name in names}
+    (output / "filter.onnx").unlink()
+    (output / "filter.onnx" / "blocked").mkdir(parents=True)  # the filter cannot be put in place
+    config = structure(tomllib.loads(TINY), TrainConfig)
+    longer = attrs.evolve(config, embedding=attrs.evolve(config.embedding, steps=6))
+    with pytest.raises(IsADirectoryError):
+        train(longer, output)
+    assert (output / "embedding.onnx").read_bytes() != before["embedding.onnx"]  # the new embedding is in place
+    assert not (output / CARD_NAME).exists()  # so the old card, whose radius is the old embedding's, is gone
+
+    shutil.rmtree(output / "filter.onnx")
+    card = train(longer, output)  # resumed at step 6: exports again
+    assert json.loads((output / CARD_NAME).read_text()) == card
+    assert card["training"]["embedding"]["steps"] == 6
+    assert sorted(path.name for path in output.iterdir()) == sorted(["checkpoints", *names])  # no staging left
+
+
+def _rewritten(checkpoint: Path, **values) -> bytes:
+    """The checkpoint with ``values`` in place of its own, as saved by torch."""
+    state = torch.load(checkpoint, weights_only=True)
+    content = io.BytesIO()
+    torch.save({**state, **values}, content)
+    return content.getvalue()
+
+
+def _overwritten(saved: bytes, fill: int) -> bytes:
+    """The checkpoint ``saved`` with the bytes of its first weight tensor overwritten by ``fill`` (zip CRC stale)."""
+    with zipfile.ZipFile(io.BytesIO(saved)) as archive:
+        name = next(name for name in archive.namelist() if "/data/" in name and not name.endswith(".pkl"))
+        tensor = archive.read(name)
+    at = saved.index(tensor)
+    return saved[:at] + bytes([fill]) * len(tensor) + saved[at + len(tensor) :]
+
+
+def test_a_checkpoint_that_holds_wrong_values_is_refused(tiny_training, tmp_path, capsys):
+    """A checkpoint that loads but whose step, history, model or optimizer are not what a training saves, whose
+    weights are not finite, or whose bytes fail the zip's checksums, is refused: one line naming it, status 2, the
+    file left as it was."""
+    output, argv = _copy_of(tiny_training, tmp_path)
+    checkpoint = output / "checkpoints" / "embedding.pt"
+    saved = checkpoint.read_bytes()
+    state = torch.load(checkpoint, weights_only=True)
+    nan_model = {**state["model"], "net.0.weight": torch.full_like(state["model"]["net.0.weight"], math.nan)}
+    not_finite = "its model or optimizer holds values that are not finite"
+    for damaged, fault in (
+        (_rewritten(checkpoint, step="x"), "its step is 'x', not a whole number ≥ 0"),
+        (_rewritten(checkpoint, step=2.5), "its step is 2.5, not a whole number ≥ 0"),
+        (_rewritten(checkpoint, step=-5), "its step is -5, not a whole number ≥ 0"),
+        (_rewritten(checkpoint, history=None), "its history is not a list of losses"),
+        (_rewritten(checkpoint, model=[1, 2]), "its model or optimizer is not a state dict"),
+        (_rewritten(checkpoint, model=nan_model), not_finite),
+        (_overwritten(saved, 0xFF), not_finite),  # NaN weights
+        (_overwritten(saved, 0x00), "archive/data/0 fails its checksum"),  # finite weights, but not those saved
+    ):
+        checkpoint.write_bytes(damaged)
+        assert main(argv) == 2
+        assert _error_line(capsys) == (
+            f"trkx train: error: {checkpoint}: not a training checkpoint ({fault}); remove it to train this stage "
+            "from step 0"
+        )
+        assert checkpoint.read_bytes() == damaged
+
+
+def test_resuming_with_fewer_steps_than_the_checkpoint_is_refused(tiny_training, tmp_path, capsys):
+    output, argv = _copy_of(tiny_training, tmp_path)
+    card = (output / CARD_NAME).read_bytes()
+    assert main([*argv, "--set", "embedding.steps=2"]) == 2
+    checkpoint = output / "checkpoints" / "embedding.pt"
+    assert _error_line(capsys) == (
+        f"trkx train: error: {checkpoint}: the embedding was trained for 4 steps, more than embedding.steps = 2; "
+        f"resume with embedding.steps of at least 4, or remove {checkpoint} to train the embedding from step 0"
+    )
+    assert (output / CARD_NAME).read_bytes() == card
+
+
+def test_a_diverging_training_stops_before_its_export_and_a_retry_takes_new_options(tmp_path, capsys):
+    """A loss or weights that are no longer finite stop the training with one line naming the stage, the step and
+    its learning rate, status 2, before any checkpoint of them or any export; options recorded before any checkpoint
+    existed give way to those of the next training."""
+    config = tmp_path / "train.toml"
+    config.write_text(TINY)
+    output = tmp_path / "model"
+    argv = ["train", str(config), "--output", str(output)]
+    assert main([*argv, "--set", "embedding.learning_rate=1e30"]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("trkx train: error: the embedding training diverged at step "), line
+    assert line.endswith("; lower embedding.learning_rate (now 1e+30)")
+    assert not list((output / "checkpoints").glob("*.pt"))
+
+    assert main([*argv, "--set", "filter.learning_rate=1e30", "--set", "gnn.learning_rate=1e30"]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("trkx train: error: the filter training diverged at step "), line
+    assert line.endswith("; lower filter.learning_rate (now 1e+30)")
+    recorded = json.loads((output / "checkpoints" / OPTIONS_FILE).read_text())
+    assert recorded["filter"]["learning_rate"] == 1e30
+    assert sorted(path.name for path in output.iterdir()) == ["checkpoints"]  # nothing exported
+
+
+def test_an_interrupt_before_the_first_checkpoint_says_so(tmp_path):
+    config = tmp_path / "train.toml"
+    config.write_text(TINY)
+    output = tmp_path / "model"
+    argv = ["train", str(config), "--output", str(output), "--set", "data.train_events=100000"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "tracking_algs.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as process:  # fmt: skip
+        began = time.monotonic()
+        while not (output / "checkpoints" / OPTIONS_FILE).exists() and time.monotonic() - began < 120:
+            time.sleep(0.05)
+        time.sleep(1.0)  # simulating the training events
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 3, err
+    assert err.strip().splitlines()[-1] == (
+        "trkx train: stopped early: interrupted; before its first checkpoint; a training into the same --output "
+        "starts from step 0, with its own options"
+    )

@@ -152,3 +152,53 @@ def test_simulate_stopped_mid_way_keeps_whole_events_and_says_so(tmp_path, signa
         event = read_event(output, event_id)
         assert event.truth is not None
         assert event.particles is not None
+
+
+# --- options out of range: refused while the options are read, naming the key -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("pt_min_gev=20", ("pt_min_gev", "pt_spectrum_p0_gev")),  # used to draw for ever (acceptance 1e-6)
+        ("pt_spectrum_p0_gev=1e-6", ("pt_min_gev", "pt_spectrum_p0_gev")),
+        ("pt_spectrum_power=1e300", ("pt_min_gev", "pt_spectrum_power")),
+        ("eta_max=1000", ("eta_max",)),  # used to write pz = -inf
+        ("signal_jet_eta_max=1000", ("signal_jet_eta_max",)),
+        ("signal_jet_width=1e300", ("signal_jet_width",)),
+        ("signal_pt_slope_gev=1e300", ("signal_pt_slope_gev",)),
+        ("noise_fraction=1e15", ("noise_fraction",)),  # used to end in a MemoryError
+        ("signal_jets=1000000000000", ("signal_jets",)),
+        ("signal_tracks_per_jet=100000000000", ("signal_tracks_per_jet",)),
+        ("hadronic_multiplicity=1e18", ("hadronic_multiplicity",)),
+        ("cell_charge_sharing_mm=1e6", ("cell_charge_sharing_mm",)),
+        ("kshorts_per_particle=1e15", ("kshorts_per_particle",)),
+        ("lambdas_per_particle=1e9", ("lambdas_per_particle",)),
+        ("photons_per_particle=1e9", ("photons_per_particle",)),
+        ("module_noise_per_particle_hit=[1e15,0,0,0,0,0,0,0,0]", ("module_noise_per_particle_hit",)),
+    ],
+)
+@pytest.mark.timeout(60)
+def test_simulate_refuses_an_option_out_of_range_at_once_naming_it(tmp_path, capsys, setting, named):
+    output = tmp_path / "events"
+    assert main(["simulate", "--events", "1", "--pileup", "0", "--seed", "1", "--output", str(output),
+                 "--set", setting]) == 2  # fmt: skip
+    error = capsys.readouterr().err
+    assert error.startswith(f"trkx simulate: error: --set {setting}: ")
+    assert all(key in error for key in named), error
+    assert not list(output.glob("event*"))
+
+
+def test_the_default_pt_threshold_keeps_most_of_the_spectrum():
+    """The share above ``pt_min_gev`` (checked against the sampler) is far above the least taken, so the default
+    events are drawn as before (test_cylinder_simulation_unchanged pins them)."""
+    from tracking_algs.simulation.config import MIN_PT_ACCEPTANCE, pt_acceptance
+    from tracking_algs.simulation.generator import sample_minimum_bias_pt
+
+    config = SimulationConfig()
+    share = pt_acceptance(config.pt_spectrum_p0_gev, config.pt_spectrum_power, config.pt_min_gev)
+    assert share > 100 * MIN_PT_ACCEPTANCE
+    b = np.random.default_rng(0).beta(2.0, config.pt_spectrum_power - 2.0, size=200_000)
+    assert np.mean(b / (1.0 - b) > 2.0) == pytest.approx(pt_acceptance(1.0, config.pt_spectrum_power, 2.0), rel=0.05)
+    threshold = SimulationConfig(pt_min_gev=4.0)  # acceptance 1.6e-3: still taken, and drawn quickly
+    assert np.all(sample_minimum_bias_pt(np.random.default_rng(1), 100, threshold) >= 4.0)

@@ -603,3 +603,79 @@ def test_trkx_simulate_on_a_detectors_csv_and_a_job_simulating_on_modules(tmp_pa
                  "--set", f"detector.file={detectors}"]) == 2  # fmt: skip
     assert 'set [simulation] geometry = "modules"' in capsys.readouterr().err
     assert not refused.exists()
+
+
+def _barrel_module_changed(tmp_path: Path, **columns: np.ndarray) -> tuple[Path, int]:
+    """The TrackML modules as a ``detectors.csv``, the second module of the first barrel layer changed to
+    ``columns`` (ModuleGeometry fields), and that module's row number in the file."""
+    from tracking_algs.modules import write_detectors_csv
+
+    geometry = trackml_modules()
+    row = int(np.flatnonzero(np.abs(geometry.rot[:, 2, 2]) < 0.5)[1])
+    changed = {}
+    for name, value in columns.items():
+        column = getattr(geometry, name).copy()
+        column[row] = value
+        changed[name] = column
+    path = tmp_path / "detectors.csv"
+    write_detectors_csv(path, attrs.evolve(geometry, **changed))
+    return path, row + 1
+
+
+@pytest.mark.parametrize(
+    ("columns", "expected"),
+    [
+        # a barrel module facing along z: the navigation raised a ValueError traceback
+        ({"rot": np.eye(3)}, "the module's normal is along z (an endcap module), that of row "),
+        # an OverflowError, and a 2 TiB allocation
+        ({"half_v": 1e30}, "column 'module_hv': 1e+30 is not a positive number (mm) of at most 100000"),
+        ({"half_v": 1e12}, "column 'module_hv': 1000000000000.0 is not a positive number (mm) of at most 100000"),
+        ({"pitch_u": 1e7}, "column 'pitch_u': 10000000.0 is not a positive number (mm) of at most 100000"),
+    ],
+)
+def test_simulate_refuses_a_detectors_csv_whose_modules_it_cannot_navigate(tmp_path, capsys, columns, expected):
+    from tracking_algs.cli import main
+
+    path, row = _barrel_module_changed(tmp_path, **columns)
+    output = tmp_path / "events"
+    assert main(["simulate", "--events", "1", "--pileup", "0", "--seed", "1", "--output", str(output),
+                 "--detector", str(path)]) == 2  # fmt: skip
+    error = capsys.readouterr().err
+    assert f"{path}: row {row} (line {row + 1}), " in error, error
+    assert expected in error, error
+    assert not output.exists()
+
+
+def test_noise_in_a_volume_the_modules_lack_is_refused_naming_it(tmp_path, capsys):
+    """``module_noise_volumes`` naming a volume without modules used to drop its noise silently; a rate of 0 there
+    is taken."""
+    from tracking_algs.cli import main
+
+    arguments = ["simulate", "--events", "1", "--pileup", "0", "--seed", "1", "--set", "geometry=modules",
+                 "--set", "module_noise_volumes=[8,99]"]  # fmt: skip
+    assert main([*arguments, "--output", str(tmp_path / "a"), "--set", "module_noise_per_particle_hit=[0.1,0.2]"]) == 2
+    error = capsys.readouterr().err
+    assert "module_noise_volumes: the modules have no volume 99 for its noise" in error, error
+    assert not list((tmp_path / "a").glob("event*"))
+    assert main([*arguments, "--output", str(tmp_path / "b"), "--set", "module_noise_per_particle_hit=[0.1,0]"]) == 0
+    capsys.readouterr()
+
+
+def test_modules_too_small_for_their_layer_are_refused_naming_the_layer(tmp_path, capsys):
+    """A layer of 0.1 µm modules would need about 10¹³ bins in the navigation's lookup table (a MemoryError, or an
+    OverflowError): one line naming the layer, status 2, no event written."""
+    from tracking_algs.cli import main
+    from tracking_algs.modules import write_detectors_csv
+
+    geometry = trackml_modules()
+    layer = (geometry.volume_id == 8) & (geometry.layer_id == 2)
+    tiny = {name: np.where(layer, 1e-4, getattr(geometry, name)) for name in ("min_half_u", "max_half_u", "half_v")}
+    path = tmp_path / "detectors.csv"
+    write_detectors_csv(path, attrs.evolve(geometry, **tiny))
+    output = tmp_path / "events"
+    assert main(["simulate", "--events", "1", "--pileup", "0", "--seed", "1", "--output", str(output),
+                 "--detector", str(path)]) == 2  # fmt: skip
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("trkx simulate: error: volume 8, layer 2: its modules would need "), line
+    assert "bins in the navigation's lookup table (at most 1000000)" in line, line
+    assert not list(output.glob("event*"))

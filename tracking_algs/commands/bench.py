@@ -10,15 +10,19 @@ this from a clone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from tracking_algs.commands.arg_types import output_directory
+from tracking_algs.commands.interrupts import EXIT_STOPPED, terminate_as_interrupt
 from tracking_algs.errors import TrackingError
 
 NAME = "bench"
@@ -39,6 +43,8 @@ TITLES: dict[str, str] = {
     "dask_scaling": "Scaling out on Dask: one job on 1, 2 and 4 workers",
 }
 BENCHMARKS: tuple[str, ...] = tuple(TITLES)
+#: Seconds a benchmark script is given to stop after the interrupt is forwarded to it, before it is killed.
+STOP_GRACE_S = 10.0
 _PACKAGES = (
     "numpy",
     "onnxruntime-gpu",
@@ -75,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     missing = [str(script) for script in scripts if not script.is_file()]
     if missing:
         raise TrackingError(f"no benchmark script {', '.join(missing)}; run trkx bench from a source checkout")
+    if names:
+        _check_writable(root / "benchmarks" / "results")
     failed = [name for name in names if _run_script(root, name) != 0]
     if args.doc:
         path = write_benchmarks_doc(root)
@@ -85,10 +93,45 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_writable(results: Path) -> None:
+    """:class:`TrackingError` before any script runs when the scripts could not write their results."""
+    try:
+        output_directory(str(results))
+    except argparse.ArgumentTypeError as error:
+        raise TrackingError(f"the benchmarks cannot write their results: {error}") from None
+
+
 def _run_script(root: Path, name: str) -> int:
+    """Run ``benchmarks/NAME.py`` and return its exit status. The script runs in a session of its own, so that
+    Ctrl-C at the terminal reaches ``trkx bench`` only: it (or SIGTERM) is passed on to the script's process group as
+    SIGTERM, which the scripts take as a quiet stop (``bench_common.run_script``), and ``KeyboardInterrupt`` raised
+    here, for the one line ``trkx bench: stopped early``; a script that stops with status 3 itself was interrupted
+    too."""
     script = root / "benchmarks" / f"{name}.py"
     print(f"== {name}", flush=True)
-    return subprocess.call([sys.executable, str(script)], cwd=root)
+    with subprocess.Popen([sys.executable, str(script)], cwd=root, start_new_session=True) as child:
+        try:
+            with terminate_as_interrupt():
+                status = child.wait()
+        except KeyboardInterrupt:
+            _stop(child)
+            raise
+    if status == EXIT_STOPPED:
+        raise KeyboardInterrupt
+    return status
+
+
+def _stop(child: subprocess.Popen) -> None:
+    """Pass the interrupt on to ``child`` and the processes it started (its process group, as Ctrl-C reaches a
+    terminal's foreground group) as SIGTERM, and wait for it to end; SIGKILL after :data:`STOP_GRACE_S`."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):  # the group has ended already
+            os.killpg(child.pid, signum)
+        try:
+            child.wait(timeout=STOP_GRACE_S)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def machine_description() -> str:

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     """Train, export, validate on held-out events; print the held-out metrics."""
     # torch is imported only when training runs, so the other commands start fast.
     from inference_iface.options import load_toml, structure, with_overrides
-    from tracking_algs.finding.training import TrainConfig, train
+    from tracking_algs.finding.training import TrainConfig, has_checkpoints, train
 
     build = functools.partial(structure, cls=TrainConfig)
     config = with_overrides(load_toml(args.config), args.overrides, build, where=str(args.config))
@@ -56,8 +56,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             card = train(config, args.output, validate=held_out_metrics)
         except KeyboardInterrupt:
-            print(f"trkx train: stopped early: interrupted; the checkpoints are kept in {args.output / 'checkpoints'}; "
-                  "the same command resumes from them", file=sys.stderr)  # fmt: skip
+            checkpoints = args.output / "checkpoints"
+            kept = (f"the checkpoints are kept in {checkpoints}; the same command resumes from them"
+                    if has_checkpoints(checkpoints) else "before its first checkpoint; a training into the same "
+                    "--output starts from step 0, with its own options")  # fmt: skip
+            print(f"trkx train: stopped early: interrupted; {kept}", file=sys.stderr)
             return EXIT_STOPPED
     print(json.dumps(card.get("held_out_metrics", {}), indent=2))
     return 0

@@ -28,8 +28,11 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import pickle
+import shutil
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +45,7 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from inference_iface.options import describe_differences, finite, integer, option_differences, unstructure
-from tracking_algs.errors import CheckpointError
+from tracking_algs.errors import CheckpointError, TrackingError
 from tracking_algs.event import Event, Spacepoints
 from tracking_algs.finding.compaction import PrincipalAxes, compact_models, principal_axes
 from tracking_algs.finding.config import FindingConfig, GraphConfig, PairCuts
@@ -186,6 +189,9 @@ class GNNTraining:
 
 #: The file beside the checkpoints that records the training options they were made with.
 OPTIONS_FILE = "train_options.json"
+#: The directory inside the output where :func:`export_models` writes the models and their card before moving them
+#: into place.
+STAGING_DIR = ".export.tmp"
 #: The training options a resumed training may change besides the stages' ``steps``: they do not act on the trained
 #: weights (checkpoints, the export's compaction, the held-out validation).
 FREE_ON_RESUME = frozenset({"checkpoint_every", "embedding.compact_spread", "data.validation_seed",
@@ -272,8 +278,8 @@ def train_embedding(
     model: EmbeddingNet, samples: list[Sample], config: EmbeddingTraining, seed: int, data: DataConfig, cuts: PairCuts
 ) -> TrainingStep:
     """The step function of the embedding stage (returns the loss of one step on the sector of a training event that
-    :func:`embedding_sector` picks); ``cuts`` are the graph's pair cuts (used when ``config.compatible_search`` is
-    set)."""
+    :func:`embedding_sector` picks, NaN without a step where the model's embedding is not finite); ``cuts`` are the
+    graph's pair cuts (used when ``config.compatible_search`` is set)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
 
     def step(index: int) -> float:
@@ -282,6 +288,8 @@ def train_embedding(
         sample = _sub_sample(whole, embedding_sector(whole, data, config.focus_fraction, rng))
         n = len(sample.particle)
         embedding = model(sample.features)
+        if not bool(torch.isfinite(embedding).all()):  # a diverged model: no neighbours to mine, the loss is undefined
+            return math.nan
         query = rng.choice(n, size=min(config.query_hits, n), replace=False)
         # truth-graph positives touching the queries
         is_query = np.zeros(n, dtype=bool)
@@ -418,6 +426,11 @@ def run_stage(
                 f"train the {name} from step 0"
             ) from None
         start, history = state["step"], state["history"]
+        if start > steps:
+            raise CheckpointError(
+                f"{path}: the {name} was trained for {start} steps, more than {name}.steps = {steps}; resume with "
+                f"{name}.steps of at least {start}, or remove {path} to train the {name} from step 0"
+            )
     began = time.perf_counter()
     model.train()
     with tqdm(range(start, steps), desc=f"train {name}", initial=start, total=steps, mininterval=5) as bar:
@@ -425,6 +438,7 @@ def run_stage(
             for group in step.optimizer.param_groups:  # cosine decay, a function of the step alone
                 group["lr"] = step.learning_rate * 0.5 * (1.0 + math.cos(math.pi * index / steps))
             loss = step(index)
+            _refuse_divergence(name, model, step, index, loss)
             history.append(loss)
             bar.set_postfix(loss=f"{np.mean(history[-50:]):.4f}", refresh=False)
             if (index + 1) % checkpoint_every == 0 or index + 1 == steps:
@@ -435,17 +449,42 @@ def run_stage(
             "final_loss": float(np.mean(history[-50:])) if history else math.nan}  # fmt: skip
 
 
+def _refuse_divergence(name: str, model: torch.nn.Module, step: TrainingStep, index: int, loss: float) -> None:
+    """Raise :class:`TrackingError` naming the stage, the step and its learning rate when step ``index`` gave a loss
+    or weights that are not finite (a diverging training: a learning rate too large), before they are saved or
+    exported."""
+    if math.isfinite(loss) and _all_finite(model.state_dict()):
+        return
+    raise TrackingError(
+        f"the {name} training diverged at step {index} (its loss or weights are no longer finite); lower "
+        f"{name}.learning_rate (now {step.learning_rate:g})"
+    )
+
+
+def _all_finite(value: Any) -> bool:
+    """Whether every tensor in ``value`` (a tensor, or dicts, lists and tuples of them) is finite."""
+    if isinstance(value, torch.Tensor):
+        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    if isinstance(value, dict):
+        return all(_all_finite(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return all(_all_finite(item) for item in value)
+    return True
+
+
 def _keep_to_options(checkpoints: Path, config: TrainConfig) -> None:
-    """Record the training options beside the checkpoints of a new training (:data:`OPTIONS_FILE`); where they are
-    recorded, raise :class:`CheckpointError` naming the options that differ, but for those of
+    """Record the training options beside the checkpoints of a new training (:data:`OPTIONS_FILE`), replacing those of
+    a training that stopped before its first checkpoint (they bind no model); where they are recorded beside
+    checkpoints, raise :class:`CheckpointError` naming the options that differ, but for those of
     :data:`FREE_ON_RESUME` and the stages' ``steps`` (a resumed training may go on for longer: the draws of a step do
     not depend on how many follow): models resumed under other options would depend on where the first run stopped.
     Checkpoints without the file are resumed as they are (a model of another shape is refused as it is loaded)."""
     options = unstructure(config)
     path = checkpoints / OPTIONS_FILE
+    if not has_checkpoints(checkpoints):  # options recorded by a run stopped before its first checkpoint are replaced
+        path.write_text(json.dumps(options, indent=2, sort_keys=True) + "\n")
+        return
     if not path.exists():
-        if not any(checkpoints.glob("*.pt")):
-            path.write_text(json.dumps(options, indent=2, sort_keys=True) + "\n")
         return
     try:
         recorded = json.loads(path.read_bytes())
@@ -464,6 +503,11 @@ def _keep_to_options(checkpoints: Path, config: TrainConfig) -> None:
         )
 
 
+def has_checkpoints(checkpoints: Path) -> bool:
+    """Whether the directory ``checkpoints`` holds a stage's checkpoint (``*.pt``)."""
+    return any(checkpoints.glob("*.pt"))
+
+
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     """The state saved by :func:`run_stage`; :class:`CheckpointError` naming the file when it cannot be read."""
     try:
@@ -479,11 +523,36 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
             f"{path}: cannot be read as a training checkpoint ({_first_sentence(error)}); remove it to train this "
             "stage from step 0"
         ) from None
-    if not isinstance(state, dict) or not {"model", "optimizer", "step", "history"} <= state.keys():
-        raise CheckpointError(
-            f"{path}: not a training checkpoint (expected the model, its optimizer, step and history)"
-        )
+    fault = _checkpoint_fault(path, state)
+    if fault:
+        raise CheckpointError(f"{path}: not a training checkpoint ({fault}); remove it to train this stage from step 0")
     return state
+
+
+def _checkpoint_fault(path: Path, state: Any) -> str | None:
+    """What is wrong with the checkpoint ``state`` loaded from ``path``, in words; None when nothing is."""
+    if not isinstance(state, dict) or not {"model", "optimizer", "step", "history"} <= state.keys():
+        return "expected the model, its optimizer, step and history"
+    step, history = state["step"], state["history"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return f"its step is {step!r}, not a whole number ≥ 0"
+    if not isinstance(history, list) or not all(_is_number(loss) for loss in history):
+        return "its history is not a list of losses"
+    if not isinstance(state["model"], dict) or not isinstance(state["optimizer"], dict):
+        return "its model or optimizer is not a state dict"
+    if not _all_finite([state["model"], state["optimizer"]]):
+        return "its model or optimizer holds values that are not finite"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as error:
+        return f"not a zip archive: {error}"
+    return f"{damaged} fails its checksum" if damaged else None
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``value`` is an int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _first_sentence(error: BaseException) -> str:
@@ -673,8 +742,6 @@ def _train(config: TrainConfig, output: Path, validate: Callable[[Path, TrainCon
         principal = embedding_axes(embedding, embedding_samples, config.embedding.compact_spread * radius)
         embedding, filter_model = compact_models(embedding, filter_model, principal)
         compaction = {"embedding_axes": {"kept": principal.axes.shape[1], "spread": principal.spread.tolist()}}
-    for name, model in (("embedding", embedding), ("filter", filter_model), ("gnn", gnn)):
-        export_onnx(name, model, output / f"{name}.onnx")
     card: dict[str, Any] = {
         "format": 1,
         "features": list(FEATURE_NAMES),
@@ -701,8 +768,31 @@ def _train(config: TrainConfig, output: Path, validate: Callable[[Path, TrainCon
             "graph_edges_per_sector": float(np.mean([g["edges"].shape[1] for g in graphs])),
         },
     }
-    (output / CARD_NAME).write_text(json.dumps(card, indent=2))
+    export_models(output, {"embedding": embedding, "filter": filter_model, "gnn": gnn}, card)
     if validate is not None:
         card["held_out_metrics"] = validate(output, config)
-        (output / CARD_NAME).write_text(json.dumps(card, indent=2))
+        write_atomically(output / CARD_NAME, _card_bytes(card))
     return card
+
+
+def export_models(output: Path, models: dict[str, torch.nn.Module], card: dict[str, Any]) -> None:
+    """Export ``models`` (stage → model) as ONNX and write their ``card`` into ``output`` so that a directory with a
+    card always holds that card's models: all are written into :data:`STAGING_DIR` first (a leftover one removed),
+    then the old card is removed, the models are moved into place, and the card is moved in last. An export stopped
+    half-way (Ctrl-C, a full disk) leaves the old models with their card, or models without a card."""
+    staging = output / STAGING_DIR
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for name, model in models.items():
+        export_onnx(name, model, staging / f"{name}.onnx")
+    (staging / CARD_NAME).write_bytes(_card_bytes(card))
+    (output / CARD_NAME).unlink(missing_ok=True)
+    for name in models:
+        os.replace(staging / f"{name}.onnx", output / f"{name}.onnx")
+    os.replace(staging / CARD_NAME, output / CARD_NAME)
+    staging.rmdir()
+
+
+def _card_bytes(card: dict[str, Any]) -> bytes:
+    """The model card as written to :data:`~tracking_algs.finding.model_dir.CARD_NAME`."""
+    return json.dumps(card, indent=2).encode()

@@ -31,6 +31,9 @@ _SCALARS = {"volume_id": "volume_id", "layer_id": "layer_id", "module_id": "modu
             "module_hv": "half_v", "pitch_u": "pitch_u", "pitch_v": "pitch_v"}  # fmt: skip
 #: The ids a module may have: those of a hit (:data:`~tracking_algs.event.ID_LIMITS`) that the module key holds.
 _ID_LIMITS = {name: min(limit, MODULE_ID_LIMITS[name]) for name, limit in ID_LIMITS.items()}
+#: The largest half width, half thickness or pitch of a module (mm): 100 m, tens of times a collider detector's size;
+#: a larger one would only make the navigation's bins exhaust the memory
+MAX_MODULE_SIZE_MM = 1.0e5
 #: How far a rotation's columns may be from orthonormal (|RᵀR − 1|, the largest element); TrackML's file: 1.3e-6.
 _ROTATION_TOLERANCE = 1e-4
 
@@ -42,8 +45,10 @@ def read_detectors_csv(path: str | Path, x_over_x0: float | np.ndarray | None = 
     material of its layer (:func:`~tracking_algs.modules.material.trackml_x_over_x0`). Raises
     :class:`~tracking_algs.errors.EventFormatError` naming the file, row and column for a malformed file (see
     :func:`~tracking_algs.io.csv_table.read_table`), a file without modules, an id outside [0, its limit), a
-    module that appears twice, a thickness, half width or pitch that is not positive, a rotation that is not
-    orthonormal, or (with ``x_over_x0`` None) a layer the TrackML detector does not have.
+    module that appears twice, a thickness, half width or pitch that is not positive or above
+    :data:`MAX_MODULE_SIZE_MM`, a rotation that is not orthonormal, a layer whose modules do not all face the same
+    way (normals all transverse or all along z, as the simulation's navigation needs), or (with ``x_over_x0`` None)
+    a layer the TrackML detector does not have.
     """
     path = Path(path)
     table = read_table(path, DETECTORS_COLUMNS)
@@ -87,8 +92,8 @@ def _check_modules(path: Path, table: dict[str, np.ndarray], rot: np.ndarray) ->
     check_rows(path, table, {name: (table[name] >= 0) & (table[name] < limit) for name, limit in _ID_LIMITS.items()},
                {name: f"an id in [0, {limit})" for name, limit in _ID_LIMITS.items()})  # fmt: skip
     sizes = ("module_t", "module_minhu", "module_maxhu", "module_hv", "pitch_u", "pitch_v")
-    check_rows(path, table, {name: (table[name] > 0) & (table[name] <= MAX_COORDINATE) for name in sizes},
-               f"a positive number (mm) within float32's range (≤ {MAX_COORDINATE:.6g})")  # fmt: skip
+    check_rows(path, table, {name: (table[name] > 0) & (table[name] <= MAX_MODULE_SIZE_MM) for name in sizes},
+               f"a positive number (mm) of at most {MAX_MODULE_SIZE_MM:g}, a detector's size")  # fmt: skip
     check_rows(path, table, {name: np.abs(table[name]) <= MAX_COORDINATE for name in ("cx", "cy", "cz")},
                f"a coordinate within float32's range (|value| ≤ {MAX_COORDINATE:.6g} mm), as a hit's")  # fmt: skip
     deviation = np.abs(np.einsum("nji,njk->nik", rot, rot) - np.eye(3)).max(axis=(1, 2))
@@ -99,6 +104,7 @@ def _check_modules(path: Path, table: dict[str, np.ndarray], rot: np.ndarray) ->
             f"orthonormal columns (the local u, v, w axes); RᵀR differs from the identity by {deviation[row - 1]:.3g} "
             f"(at most {_ROTATION_TOLERANCE:g})"
         )
+    _check_layer_orientation(path, table, rot)
     ids = table["volume_id"], table["layer_id"], table["module_id"]
     _, first, inverse = np.unique(np.stack(ids, axis=-1), axis=0, return_index=True, return_inverse=True)
     repeated = np.flatnonzero(first[inverse.ravel()] != np.arange(len(rot)))
@@ -108,4 +114,23 @@ def _check_modules(path: Path, table: dict[str, np.ndarray], rot: np.ndarray) ->
             f"{path}: row {row} (line {row + 1}), columns 'volume_id','layer_id','module_id': module (volume "
             f"{ids[0][row - 1]}, layer {ids[1][row - 1]}, module {ids[2][row - 1]}) appears twice (first at row "
             f"{earlier})"
+        )
+
+
+def _check_layer_orientation(path: Path, table: dict[str, np.ndarray], rot: np.ndarray) -> None:
+    """Each layer's modules face the beam (normals transverse, a barrel layer) or face along z (an endcap layer), all
+    the same way, as the navigation needs: else :class:`EventFormatError` naming the first module facing otherwise
+    than its layer's first."""
+    along_z = np.abs(rot[:, 2, 2]) > 0.5  # |normal_z|: the local w axis is the rotation's last column
+    keys = np.stack([table["volume_id"], table["layer_id"]], axis=-1)
+    _, first, layer = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    odd = np.flatnonzero(along_z != along_z[first[layer.ravel()]])
+    if odd.size:
+        row, earlier = int(odd[0]) + 1, int(first[layer.ravel()[odd[0]]]) + 1
+        faces = ("transverse (a barrel module)", "along z (an endcap module)")
+        volume, layer_id = keys[row - 1]
+        raise EventFormatError(
+            f"{path}: row {row} (line {row + 1}), column 'rot_zw': the module's normal is "
+            f"{faces[int(along_z[row - 1])]}, that of row {earlier}, the first of its layer (volume {volume}, layer "
+            f"{layer_id}), {faces[int(along_z[earlier - 1])]}; a layer's modules all face the same way"
         )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, Literal
 
 import attrs
 from attrs import validators as v
@@ -16,6 +17,27 @@ _non_negative = [finite, v.ge(0.0)]
 MAX_MEAN_COUNT = 1000.0
 _mean_count = [*_non_negative, v.le(MAX_MEAN_COUNT)]
 _probability = [*_non_negative, v.le(1.0)]
+#: The largest |η| range taken (``eta_max``, ``signal_jet_eta_max``, ``signal_jet_width``): the TrackML detector
+#: covers |η| < 4; beyond |η| ≈ 700 ``pT·sinh(η)`` is no longer a number
+MAX_ETA = 10.0
+_eta = [finite, v.gt(0.0), v.le(MAX_ETA)]
+#: The largest momentum scale or mass taken (GeV): beyond the LHC's 7 TeV beams
+MAX_MOMENTUM_GEV = 1.0e4
+_momentum = [finite, v.gt(0.0), v.le(MAX_MOMENTUM_GEV)]
+#: The largest count of signal jets, and of tracks per jet (as :data:`MAX_MEAN_COUNT`)
+MAX_SIGNAL_COUNT = 1000
+_signal_count = [integer, v.ge(0), v.le(MAX_SIGNAL_COUNT)]
+#: The largest rate per particle (noise hits per particle hit, photons, K⁰_S, Λ per charged particle): tens of
+#: times the real ones (0.18, 0.8, 0.06, 0.03); a larger one would only exhaust the memory
+MAX_PER_PARTICLE = 10.0
+_per_particle = [*_non_negative, v.le(MAX_PER_PARTICLE)]
+#: The largest mean number of hadrons out of a nuclear interaction (about 3 in silicon)
+MAX_HADRONIC_MULTIPLICITY = 100.0
+#: The largest charge sharing beyond a path (mm): twenty pixel pitches of 50 µm; a wider one walks millions of cells
+MAX_CHARGE_SHARING_MM = 1.0
+#: The least share of the minimum-bias pT spectrum above ``pt_min_gev`` taken: it is sampled by drawing again
+#: what falls under the threshold, about 1/share draws per particle
+MIN_PT_ACCEPTANCE = 1e-3
 
 #: Noise hits per particle hit of the event, per volume, in the real TrackML data: measured on the challenge's
 #: ``event000000001`` sub-sample (``../shared/trackml/sample``: 548 particles, 4698 particle hits, 829 noise hits,
@@ -47,8 +69,28 @@ def _same_length_as_volumes(instance: SimulationConfig, attribute: attrs.Attribu
     if len(value) != len(instance.module_noise_volumes):
         raise ValueError(f"{attribute.name} needs one value per module_noise_volumes entry "
                          f"({len(instance.module_noise_volumes)}), got {len(value)}")  # fmt: skip
-    if any(x < 0 for x in value):
-        raise ValueError(f"{attribute.name} must be non-negative, got {value}")
+    if any(not 0 <= x <= MAX_PER_PARTICLE for x in value):
+        raise ValueError(f"{attribute.name} must each be from 0 to {MAX_PER_PARTICLE:g}, got {value}")
+
+
+def pt_acceptance(p0_gev: float, power: float, pt_min_gev: float) -> float:
+    """The share of the spectrum ``pt (1 + pt/p0)^-power`` above ``pt_min_gev``: with B ~ Beta(2, β), β = power − 2,
+    and t = pt_min/(p0 + pt_min), P(B > t) = (1 − t)^β (1 + β t)."""
+    beta = power - 2.0
+    t = pt_min_gev / (p0_gev + pt_min_gev)
+    return math.exp(-beta * (math.log(p0_gev + pt_min_gev) - math.log(p0_gev))) * (1.0 + beta * t)
+
+
+def _spectrum_accepted(instance: SimulationConfig, _attribute: attrs.Attribute, _value: Any) -> None:
+    """Refuse a ``pt_min_gev`` so far in the spectrum's tail that sampling it would never end."""
+    share = pt_acceptance(instance.pt_spectrum_p0_gev, instance.pt_spectrum_power, instance.pt_min_gev)
+    if share < MIN_PT_ACCEPTANCE:
+        raise ValueError(
+            f"pt_min_gev={instance.pt_min_gev:g} keeps only {share:.3g} of the pT spectrum of "
+            f"pt_spectrum_p0_gev={instance.pt_spectrum_p0_gev:g} and pt_spectrum_power={instance.pt_spectrum_power:g} "
+            f"(at least {MIN_PT_ACCEPTANCE:g} is needed): lower pt_min_gev or pt_spectrum_power, or raise "
+            "pt_spectrum_p0_gev"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -96,28 +138,28 @@ class SimulationConfig:
     particles_per_interaction: float = attrs.field(
         default=attrs.Factory(_default_particles_per_interaction, takes_self=True), validator=_mean_count
     )
-    pt_spectrum_p0_gev: float = attrs.field(default=1.0, validator=[finite, v.gt(0.0)])
+    pt_spectrum_p0_gev: float = attrs.field(default=1.0, validator=_momentum)
     pt_spectrum_power: float = attrs.field(default=7.0, validator=[finite, v.gt(3.0)])
-    pt_min_gev: float = attrs.field(default=0.1, validator=[finite, v.gt(0.0)])
-    eta_max: float = attrs.field(default=4.0, validator=[finite, v.gt(0.0)])
+    pt_min_gev: float = attrs.field(default=0.1, validator=[*_momentum, _spectrum_accepted])
+    eta_max: float = attrs.field(default=4.0, validator=_eta)
     beam_spot_sigma_xy_mm: float = attrs.field(default=0.0125, validator=_non_negative)
     beam_spot_sigma_z_mm: float = attrs.field(default=50.0, validator=_non_negative)
     signal: bool = attrs.field(default=True, validator=v.instance_of(bool))
-    signal_jets: int = attrs.field(default=4, validator=[integer, v.ge(0)])
-    signal_tracks_per_jet: int = attrs.field(default=10, validator=[integer, v.ge(0)])
-    signal_pt_min_gev: float = attrs.field(default=1.0, validator=[finite, v.gt(0.0)])
-    signal_pt_slope_gev: float = attrs.field(default=5.0, validator=[finite, v.gt(0.0)])
-    signal_jet_eta_max: float = attrs.field(default=2.5, validator=[finite, v.gt(0.0)])
-    signal_jet_width: float = attrs.field(default=0.1, validator=_non_negative)
+    signal_jets: int = attrs.field(default=4, validator=_signal_count)
+    signal_tracks_per_jet: int = attrs.field(default=10, validator=_signal_count)
+    signal_pt_min_gev: float = attrs.field(default=1.0, validator=_momentum)
+    signal_pt_slope_gev: float = attrs.field(default=5.0, validator=_momentum)
+    signal_jet_eta_max: float = attrs.field(default=2.5, validator=_eta)
+    signal_jet_width: float = attrs.field(default=0.1, validator=[*_non_negative, v.le(MAX_ETA)])
     hit_inefficiency: float = attrs.field(default=0.01, validator=_probability)
-    noise_fraction: float = attrs.field(default=0.05, validator=_non_negative)
+    noise_fraction: float = attrs.field(default=0.05, validator=_per_particle)
     multiple_scattering: bool = attrs.field(default=True, validator=v.instance_of(bool))
     energy_loss: bool = attrs.field(default=False, validator=v.instance_of(bool))
     step_tolerance_mm: float = attrs.field(default=0.002, validator=_non_negative)
     max_step_pieces: int = attrs.field(default=16, validator=[integer, v.ge(1)])
     hit_smearing: bool = attrs.field(default=True, validator=v.instance_of(bool))
     looper_max_turns: float = attrs.field(default=0.5, validator=[finite, v.gt(0.0)])
-    particle_mass_gev: float = attrs.field(default=0.13957, validator=_non_negative)
+    particle_mass_gev: float = attrs.field(default=0.13957, validator=[*_non_negative, v.le(MAX_MOMENTUM_GEV)])
     module_noise_volumes: tuple[int, ...] = attrs.field(
         default=TRACKML_NOISE_VOLUMES, converter=tuple, validator=v.deep_iterable(integer)
     )
@@ -127,11 +169,11 @@ class SimulationConfig:
         validator=[v.deep_iterable(finite), _same_length_as_volumes],
     )
     nuclear_interactions_per_x0: float = attrs.field(default=SILICON_X0_OVER_LAMBDA, validator=_non_negative)
-    hadronic_multiplicity: float = attrs.field(default=3.0, validator=_non_negative)
-    photons_per_particle: float = attrs.field(default=0.8, validator=_non_negative)
-    kshorts_per_particle: float = attrs.field(default=0.061, validator=_non_negative)
-    lambdas_per_particle: float = attrs.field(default=0.031, validator=_non_negative)
-    cell_charge_sharing_mm: float = attrs.field(default=0.003, validator=_non_negative)
+    hadronic_multiplicity: float = attrs.field(default=3.0, validator=[*_non_negative, v.le(MAX_HADRONIC_MULTIPLICITY)])
+    photons_per_particle: float = attrs.field(default=0.8, validator=_per_particle)
+    kshorts_per_particle: float = attrs.field(default=0.061, validator=_per_particle)
+    lambdas_per_particle: float = attrs.field(default=0.031, validator=_per_particle)
+    cell_charge_sharing_mm: float = attrs.field(default=0.003, validator=[*_non_negative, v.le(MAX_CHARGE_SHARING_MM)])
 
     @property
     def stepping(self) -> Stepping:

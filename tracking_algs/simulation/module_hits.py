@@ -20,6 +20,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
+from inference_iface.errors import ConfigError
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import MagneticField
 from tracking_algs.modules import ModuleGeometry
@@ -48,6 +49,19 @@ PHOTON_PROBE_GEV = 1.0e5
 #: a crossing more inclined than this |cos α| (84° from the module's normal) leaves no hit: none of the TrackML
 #: sample's hits has a smaller one (0.102 at the least, pixel barrel)
 MIN_HIT_COS_INCIDENCE = 0.1
+
+
+def check_noise_volumes(geometry: ModuleGeometry, config: SimulationConfig) -> None:
+    """:class:`ConfigError` naming each volume of ``module_noise_volumes`` with noise (a rate above 0) that
+    ``geometry`` has no module in: its noise would be dropped silently."""
+    rates = dict(zip(config.module_noise_volumes, config.module_noise_per_particle_hit, strict=True))
+    missing = [volume for volume, rate in rates.items() if rate > 0 and not np.any(geometry.volume_id == volume)]
+    if missing:
+        present = ", ".join(map(str, np.unique(geometry.volume_id).tolist()))
+        raise ConfigError(
+            f"module_noise_volumes: the modules have no volume {', '.join(map(str, missing))} for its noise "
+            f"(their volumes: {present}); remove it, or set its module_noise_per_particle_hit to 0"
+        )
 
 
 def module_noise(
@@ -88,6 +102,7 @@ def module_event_hits(
     rows; ``Hits.particle``: rows of the returned particles, the primaries followed by their secondaries) and the
     cluster of each hit, the particles moving in ``field`` (None: the detector's uniform field)."""
     geometry = layers.geometry
+    check_noise_volumes(geometry, config)
     crossings, secondaries, second = _follow(config, seed, event_id, primaries, detector, layers, field)
     crossings = _kept(crossings, geometry, stream_key(seed, event_id, INEFFICIENCY_STREAM), config)
     second = _kept(second, geometry, stream_key(seed, event_id, SECONDARY_INEFFICIENCY_STREAM), config)

@@ -33,6 +33,7 @@ import attrs
 import numpy as np
 
 from tracking_algs.energy_loss import slowed
+from tracking_algs.errors import EventFormatError
 from tracking_algs.event import Columns
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import ONE_STEP, MagneticField, Stepping
@@ -65,6 +66,11 @@ MIN_COS_INCIDENCE = 0.05
 _EXTENT_MARGIN_MM = 5.0
 #: module extents are grown by this (mm) when binned and when matched against a crossing
 _BIN_MARGIN_MM = 1.0
+#: The most bins, and the most (bin, module) entries, one layer's lookup table may have (the TrackML layers have
+#: at most 3105 bins and 20 951 in all): modules far smaller or larger than their layer's extent would only
+#: exhaust the memory
+MAX_LAYER_BINS = 1_000_000
+MAX_LAYER_ENTRIES = 10_000_000
 _MAX_STEPS = 10_000
 
 
@@ -84,6 +90,16 @@ class ModuleCrossings(Columns):
     v: np.ndarray
     index: np.ndarray
     ended: np.ndarray
+
+
+def _check_table_size(key: np.ndarray, what: str, count: float, limit: int) -> None:
+    """:class:`EventFormatError` naming the layer ``key`` (volume, layer) when its lookup table would need ``count``
+    (NaN or infinite too) ``what`` (bins, entries), more than ``limit``."""
+    if not count <= limit:
+        raise EventFormatError(
+            f"volume {key[0]}, layer {key[1]}: its modules would need {count:.3g} {what} in the navigation's lookup "
+            f"table (at most {limit}): modules far smaller or larger than the layer's extent"
+        )
 
 
 @attrs.frozen(eq=False)
@@ -117,8 +133,9 @@ class ModuleLayers:
 
     @classmethod
     def of(cls, geometry: ModuleGeometry) -> ModuleLayers:
-        """The layers of ``geometry``; a (volume, layer) whose normals are neither all transverse nor all along z
-        raises ``ValueError``."""
+        """The layers of ``geometry``; a (volume, layer) whose normals are neither all transverse nor all along z,
+        or whose modules would need more than :data:`MAX_LAYER_BINS` bins or :data:`MAX_LAYER_ENTRIES` entries in
+        the lookup table, raises :class:`~tracking_algs.errors.EventFormatError` (a ``ValueError``) naming it."""
         keys = np.stack([geometry.volume_id, geometry.layer_id], axis=-1)
         _, layer_of = np.unique(keys, axis=0, return_inverse=True)
         layer_of = layer_of.reshape(-1)
@@ -147,8 +164,8 @@ class ModuleLayers:
                 along = r_points[rows]
             else:
                 volume, layer_id = keys[rows[0]]
-                raise ValueError(f"volume {volume}, layer {layer_id}: module normals neither all transverse nor all "
-                                 "along z")  # fmt: skip
+                raise EventFormatError(f"volume {volume}, layer {layer_id}: module normals neither all transverse "
+                                       "nor all along z")  # fmt: skip
             along_extent[rows] = np.stack([along.min(axis=1), along.max(axis=1)], axis=-1)
         extent = np.array([[along_extent[layer_of == k, 0].min(), along_extent[layer_of == k, 1].max()]
                            for k in range(n_layers)]).reshape(-1, 2)  # fmt: skip
@@ -161,11 +178,14 @@ class ModuleLayers:
         total = 0
         for layer in range(n_layers):
             rows = np.flatnonzero(layer_of == layer)
-            n_phi[layer] = max(1, int(np.floor(_TWO_PI / np.median(np.diff(phi_extent[rows], axis=1)))))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                phi_bins = max(1.0, np.floor(_TWO_PI / np.median(np.diff(phi_extent[rows], axis=1))))
+                along_width[layer] = np.median(np.diff(along_extent[rows], axis=1))
+                along_bins = np.ceil((extent[layer, 1] - extent[layer, 0]) / along_width[layer]) + 2
+            _check_table_size(keys[rows[0]], "bins", phi_bins * along_bins, MAX_LAYER_BINS)
+            n_phi[layer], n_along[layer] = int(phi_bins), int(along_bins)
             phi_width[layer] = _TWO_PI / n_phi[layer]
-            along_width[layer] = np.median(np.diff(along_extent[rows], axis=1))
             along_low[layer] = extent[layer, 0] - along_width[layer]
-            n_along[layer] = int(np.ceil((extent[layer, 1] - extent[layer, 0]) / along_width[layer])) + 2
             offset[layer] = total
             total += n_phi[layer] * n_along[layer]
             reference = nominal[layer] if barrel[layer] else np.maximum(along_extent[rows].mean(axis=1), 1.0)
@@ -178,6 +198,7 @@ class ModuleLayers:
             a_high = np.clip(a_high, 0, n_along[layer] - 1).astype(np.int64)
             n_i, n_j = high - low + 1, a_high - a_low + 1
             per_module = n_i * n_j
+            _check_table_size(keys[rows[0]], "entries", float(per_module.sum()), MAX_LAYER_ENTRIES)
             module = np.repeat(np.arange(len(rows)), per_module)
             within = ranks_within(per_module)
             i = np.mod(low[module] + within // n_j[module], n_phi[layer])
