@@ -523,3 +523,68 @@ def test_an_interrupt_before_the_first_checkpoint_says_so(tmp_path):
         "trkx train: stopped early: interrupted; before its first checkpoint; a training into the same --output "
         "starts from step 0, with its own options"
     )
+
+
+def test_a_graph_radius_is_refused_since_training_chooses_its_own():
+    with pytest.raises(ConfigError, match=r"graph.radius = 0.3 would be ignored: .*filter.radius_efficiency"):
+        structure({"graph": {"radius": 0.3}}, TrainConfig)
+    assert structure({"graph": {"radius": 0}}, TrainConfig).graph.radius == 0
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "value", "limit"),
+    [("embedding", "hidden", [10**12], 65536), ("embedding", "dim", 10**12, 65536), ("gnn", "hidden", 10**12, 65536),
+     ("filter", "hidden", [64, 10**12], 65536), ("data", "train_events", 10**12, 100000),
+     ("data", "validation_events", 10**13, 100000), ("data", "focus_sectors", 10**12, 100000),
+     ("embedding", "query_hits", 10**12, 10**7), ("filter", "batch_edges", 10**12, 10**7),
+     ("embedding", "random_negatives", 10**12, 10000), ("embedding", "hard_negatives", 10**12, 10000),
+     ("embedding", "compatible_search", 10**12, 10000)],
+)  # fmt: skip
+def test_sizes_beyond_any_training_are_refused_with_the_options(table, key, value, limit):
+    with pytest.raises(ConfigError, match=rf"'{key}' must be <= {limit}: .* @ \$\.{table}"):
+        structure({table: {key: value}}, TrainConfig)
+
+
+def test_the_shipped_training_options_are_within_the_limits():
+    path = Path(__file__).resolve().parents[1] / "configs" / "train.toml"
+    config = structure(tomllib.loads(path.read_text()), TrainConfig)
+    assert config.embedding.hidden == (128, 128, 128)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("data.sector_fraction=1e-9", "no truth edges pass graph.cuts (min_pt_gev=0.5, max_z0_mm=400) in the training "
+      "sectors (data.sector_fraction=1e-09): loosen the cuts or widen the sectors"),
+     ("graph.cuts.min_pt_gev=1e6", "no truth edges pass graph.cuts (min_pt_gev=1e+06, max_z0_mm=400) in the training "
+      "sectors (data.sector_fraction=0.5): loosen the cuts or widen the sectors"),
+     ("embedding.positive_pt_min=1e6", "no truth edges of particles of at least 1e+06 GeV in the training events to "
+      "choose the graph radius from: lower embedding.positive_pt_min (now 1e+06)")],
+)  # fmt: skip
+def test_options_that_leave_no_truth_edges_are_named(tmp_path, capsys, override, message):
+    """Options that pass their checks but leave the filter no truth edge to learn stop the training with one line
+    naming them, status 2."""
+    config = tmp_path / "train.toml"
+    config.write_text(TINY)
+    argv = ["train", str(config), "--output", str(tmp_path / "model"), "--set", override]
+    argv += ["--set", "embedding.steps=1"]
+    assert main(argv) == 2
+    assert _error_line(capsys) == f"trkx train: error: {message}"
+
+
+@pytest.mark.parametrize("directory", [True, False])
+def test_checkpoint_paths_of_the_wrong_kind_are_named(tmp_path, capsys, directory):
+    """A ``checkpoints`` that is a file, or a ``checkpoints/train_options.json`` that is a directory, is refused with
+    one line saying what was expected, status 2, before any training."""
+    config = tmp_path / "train.toml"
+    config.write_text(TINY)
+    output = tmp_path / "model"
+    checkpoints = output / "checkpoints"
+    if directory:
+        output.mkdir()
+        checkpoints.write_text("")
+        expected = f"{checkpoints}: expected a directory of checkpoints, found a file"
+    else:
+        (checkpoints / OPTIONS_FILE).mkdir(parents=True)
+        expected = f"{checkpoints / OPTIONS_FILE}: expected a file, found a directory"
+    assert main(["train", str(config), "--output", str(output)]) == 2
+    assert _error_line(capsys) == f"trkx train: error: {expected}; remove it, or train into another --output"

@@ -65,6 +65,15 @@ from tracking_algs.simulation.config import MAX_MEAN_COUNT
 
 #: Training seeds are below this value, validation seeds at or above it.
 VALIDATION_SEED_MIN = 1_000_000
+#: The most units of a hidden layer (and embedding dimensions): far more than a training on CPUs can use, few enough
+#: that a mistyped width is refused with the options rather than failing to allocate its weights.
+MAX_WIDTH = 65_536
+#: The most training or validation events, and focus sectors per event.
+MAX_EVENTS = 100_000
+#: The most hits or edges one step samples (query hits, edges of a batch).
+MAX_STEP_SAMPLES = 10_000_000
+#: The most pairs one step samples per query hit (hard and random negatives, the compatible search).
+MAX_PER_QUERY = 10_000
 
 
 #: every pile-up of a list: a mean the simulation takes (0 to ``MAX_MEAN_COUNT``), checked with the options rather
@@ -94,12 +103,12 @@ class DataConfig:
     #: pile-up of the training events, in turn: event i has ``pileups[i % len(pileups)]``
     pileups: tuple[float, ...] = attrs.field(default=(200.0,), validator=[v.min_len(1), _pileup_values])
     train_seed: int = attrs.field(default=1, validator=[integer, v.ge(0), v.lt(VALIDATION_SEED_MIN)])
-    train_events: int = attrs.field(default=8, validator=[integer, v.gt(0)])
+    train_events: int = attrs.field(default=8, validator=[integer, v.gt(0), v.le(MAX_EVENTS)])
     validation_seed: int = attrs.field(default=VALIDATION_SEED_MIN + 1, validator=[integer, v.ge(VALIDATION_SEED_MIN)])
-    validation_events: int = attrs.field(default=2, validator=[integer, v.gt(0)])
+    validation_events: int = attrs.field(default=2, validator=[integer, v.gt(0), v.le(MAX_EVENTS)])
     validation_pileups: tuple[float, ...] = attrs.field(default=(200.0, 20.0), validator=_pileup_values)
     sector_fraction: float = attrs.field(default=0.125, validator=[finite, v.gt(0.0), v.le(1.0)])
-    focus_sectors: int = attrs.field(default=0, validator=[integer, v.ge(0)])
+    focus_sectors: int = attrs.field(default=0, validator=[integer, v.ge(0), v.le(MAX_EVENTS)])
     focus_pt_min: float = attrs.field(default=2.0, validator=[finite, v.gt(0.0)])
     #: length of the luminous region (Gaussian σ of the vertex z, mm) in the training events; longer than the
     #: simulation's default it gives the networks more tracks from vertices far from z = 0
@@ -131,8 +140,12 @@ class DataConfig:
                                 energy_loss=self.energy_loss)  # fmt: skip
 
 
-#: the widths of a network's hidden layers: each at least 1
-_LAYER_WIDTHS = v.deep_iterable(member_validator=[integer, v.gt(0)])
+#: the width of a network's layer: 1 to :data:`MAX_WIDTH`
+_WIDTH = [integer, v.gt(0), v.le(MAX_WIDTH)]
+#: the widths of a network's hidden layers
+_LAYER_WIDTHS = v.deep_iterable(member_validator=_WIDTH)
+#: a count of pairs per query hit: 0 to :data:`MAX_PER_QUERY`
+_PER_QUERY = [integer, v.ge(0), v.le(MAX_PER_QUERY)]
 
 
 @attrs.frozen(kw_only=True)
@@ -140,16 +153,16 @@ class EmbeddingTraining:
     """Embedding network and its metric-learning schedule."""
 
     hidden: tuple[int, ...] = attrs.field(default=(64, 64), validator=_LAYER_WIDTHS)
-    dim: int = attrs.field(default=8, validator=[integer, v.gt(0)])
+    dim: int = attrs.field(default=8, validator=_WIDTH)
     steps: int = attrs.field(default=1000, validator=[integer, v.ge(0)])
     learning_rate: float = attrs.field(default=3e-3, validator=[finite, v.gt(0.0)])
-    query_hits: int = attrs.field(default=1000, validator=[integer, v.gt(0)])
-    hard_negatives: int = attrs.field(default=12, validator=[integer, v.ge(0)])
-    random_negatives: int = attrs.field(default=8, validator=[integer, v.ge(0)])
+    query_hits: int = attrs.field(default=1000, validator=[integer, v.gt(0), v.le(MAX_STEP_SAMPLES)])
+    hard_negatives: int = attrs.field(default=12, validator=_PER_QUERY)
+    random_negatives: int = attrs.field(default=8, validator=_PER_QUERY)
     margin: float = attrs.field(default=1.0, validator=[finite, v.gt(0.0)])
     #: hard negatives are mined among the pairs that pass the graph's pair cuts (the ones that compete for the
     #: k cap in the finder), from this many nearest hits per query; 0 mines among all nearest hits
-    compatible_search: int = attrs.field(default=0, validator=[integer, v.ge(0)])
+    compatible_search: int = attrs.field(default=0, validator=_PER_QUERY)
     #: same-particle pairs count as positives only for particles of at least this pT (GeV); pairs of slower
     #: particles are left out of the loss
     positive_pt_min: float = attrs.field(default=0.0, validator=[finite, v.ge(0.0)])
@@ -172,7 +185,7 @@ class FilterTraining:
     hidden: tuple[int, ...] = attrs.field(default=(64, 64), validator=_LAYER_WIDTHS)
     steps: int = attrs.field(default=1000, validator=[integer, v.ge(0)])
     learning_rate: float = attrs.field(default=3e-3, validator=[finite, v.gt(0.0)])
-    batch_edges: int = attrs.field(default=20_000, validator=[integer, v.gt(0)])
+    batch_edges: int = attrs.field(default=20_000, validator=[integer, v.gt(0), v.le(MAX_STEP_SAMPLES)])
     radius_efficiency: float = attrs.field(default=0.99, validator=[finite, v.gt(0.0), v.le(1.0)])
     filter_efficiency: float = attrs.field(default=0.99, validator=[finite, v.gt(0.0), v.le(1.0)])
 
@@ -181,7 +194,7 @@ class FilterTraining:
 class GNNTraining:
     """Interaction network and its schedule."""
 
-    hidden: int = attrs.field(default=32, validator=[integer, v.gt(0)])
+    hidden: int = attrs.field(default=32, validator=_WIDTH)
     iterations: int = attrs.field(default=4, validator=[integer, v.gt(0)])
     steps: int = attrs.field(default=300, validator=[integer, v.ge(0)])
     learning_rate: float = attrs.field(default=2e-3, validator=[finite, v.gt(0.0)])
@@ -216,6 +229,15 @@ class TrainConfig:
         unknown = [pileup for pileup in value.pileups if pileup not in self.data.pileups]
         if unknown:
             raise ValueError(f"embedding.pileups {unknown} are not among data.pileups {list(self.data.pileups)}")
+
+    @graph.validator
+    def _no_graph_radius(self, attribute: attrs.Attribute, value: GraphConfig) -> None:
+        """Refuse a ``graph.radius``: the training chooses its own, from ``filter.radius_efficiency``."""
+        if value.radius != 0:
+            raise ValueError(
+                f"graph.radius = {value.radius:g} would be ignored: training chooses the radius that keeps "
+                "filter.radius_efficiency of the truth edges; leave graph.radius out (or 0)"
+            )
 
 
 @attrs.frozen
@@ -287,6 +309,8 @@ def train_embedding(
         whole = samples[rng.integers(len(samples))]
         sample = _sub_sample(whole, embedding_sector(whole, data, config.focus_fraction, rng))
         n = len(sample.particle)
+        if not n:  # an empty sector (a tiny data.sector_fraction) takes no step
+            return 0.0
         embedding = model(sample.features)
         if not bool(torch.isfinite(embedding).all()):  # a diverged model: no neighbours to mine, the loss is undefined
             return math.nan
@@ -481,6 +505,7 @@ def _keep_to_options(checkpoints: Path, config: TrainConfig) -> None:
     Checkpoints without the file are resumed as they are (a model of another shape is refused as it is loaded)."""
     options = unstructure(config)
     path = checkpoints / OPTIONS_FILE
+    _refuse_wrong_kind(path, directory=False)
     if not has_checkpoints(checkpoints):  # options recorded by a run stopped before its first checkpoint are replaced
         path.write_text(json.dumps(options, indent=2, sort_keys=True) + "\n")
         return
@@ -501,6 +526,14 @@ def _keep_to_options(checkpoints: Path, config: TrainConfig) -> None:
             f"({describe_differences(differences, 'there')}); resume with the same options (see {path}), or train "
             "into another --output"
         )
+
+
+def _refuse_wrong_kind(path: Path, directory: bool) -> None:
+    """Raise :class:`CheckpointError` when ``path`` exists but is not a directory (``directory``) or a file (else)."""
+    if not path.exists() or path.is_dir() == directory:
+        return
+    expected, found = ("a directory of checkpoints", "a file") if directory else ("a file", "a directory")
+    raise CheckpointError(f"{path}: expected {expected}, found {found}; remove it, or train into another --output")
 
 
 def has_checkpoints(checkpoints: Path) -> bool:
@@ -604,6 +637,11 @@ def choose_radius(model: EmbeddingNet, samples: list[Sample], efficiency: float,
             embedding = model(sample.features).numpy()
             truth = sample.truth[:, sample.pt[sample.truth[0]] >= pt_min]
             distances.append(np.linalg.norm(embedding[truth[0]] - embedding[truth[1]], axis=1))
+    if not sum(map(len, distances)):
+        raise TrackingError(
+            f"no truth edges of particles of at least {pt_min:g} GeV in the training events to choose the graph "
+            f"radius from: lower embedding.positive_pt_min (now {pt_min:g})"
+        )
     return float(np.quantile(np.concatenate(distances), efficiency))
 
 
@@ -622,18 +660,33 @@ def sector_graphs(
     config: TrainConfig,
 ) -> list[dict[str, Any]]:
     """Filter training data: the sector graphs (:func:`training_sectors`) of every training event with
-    features, embedding and labels."""
+    features, embedding and labels; :class:`TrackingError` naming the options when none holds a truth edge."""
     graphs = []
     with torch.no_grad():
         for index, sample in enumerate(samples):
             for rows in training_sectors(sample, config.data, step_rng(config.seed, 4, index)):
+                if not len(rows):  # an empty sector (a tiny data.sector_fraction): no graph
+                    continue
                 sub = _sub_sample(sample, rows)
                 embedding = model(sub.features)
                 edges = build_graph(embedding.numpy(), sub.spacepoints, radius, config.graph)
                 label, weight = edge_labels(sub, edges)
                 graphs.append({"features": sub.features, "embedding": embedding, "edges": edges, "label": label,
                                "weight": weight})  # fmt: skip
+    _refuse_without_truth_edges(graphs, config)
     return graphs
+
+
+def _refuse_without_truth_edges(graphs: list[dict[str, Any]], config: TrainConfig) -> None:
+    """Raise :class:`TrackingError` naming the options that leave no truth edge in the training ``graphs``: the filter
+    would have nothing to learn and its cut no truth edge to keep."""
+    if any(graph["label"].any() for graph in graphs):
+        return
+    cuts = config.graph.cuts
+    raise TrackingError(
+        f"no truth edges pass graph.cuts (min_pt_gev={cuts.min_pt_gev:g}, max_z0_mm={cuts.max_z0_mm:g}) in the "
+        f"training sectors (data.sector_fraction={config.data.sector_fraction:g}): loosen the cuts or widen the sectors"
+    )
 
 
 def _sub_sample(sample: Sample, rows: np.ndarray) -> Sample:
@@ -704,6 +757,7 @@ def train(config: TrainConfig, output: str | Path, validate: Callable[[Path, Tra
 def _train(config: TrainConfig, output: Path, validate: Callable[[Path, TrainConfig], dict] | None) -> dict:
     assert config.data.train_seed < VALIDATION_SEED_MIN <= config.data.validation_seed, "seed ranges overlap"
     checkpoints = output / "checkpoints"
+    _refuse_wrong_kind(checkpoints, directory=True)
     checkpoints.mkdir(parents=True, exist_ok=True)
     _keep_to_options(checkpoints, config)
     torch.set_num_threads(config.threads)
