@@ -78,32 +78,14 @@ def test_doc_names_a_file_that_is_not_utf8(tmp_path, capsys, table):
     assert line == f"trkx bench: error: {tmp_path / table}: not UTF-8 text (byte 23); expected Markdown in UTF-8"
 
 
-def test_ctrl_c_is_one_line_and_status_3(tmp_path):
-    """Ctrl-C (SIGINT to the process group) while a benchmark runs: one line, no traceback, status 3."""
+@pytest.mark.parametrize("handler", ["signal.SIG_DFL", "signal.default_int_handler"])
+def test_ctrl_c_is_one_line_and_status_3(tmp_path, handler):
+    """Ctrl-C at the terminal (SIGINT to ``trkx bench``'s process group) while a benchmark runs: one line, no
+    traceback, status 3, also for a script that would print ``KeyboardInterrupt``'s traceback on SIGINT (it runs in
+    a session of its own and is stopped with SIGTERM)."""
     (tmp_path / "benchmarks").mkdir()
-    script = ["import signal, time", "signal.signal(signal.SIGINT, signal.SIG_DFL)", "print('started', flush=True)",
+    script = ["import signal, time", f"signal.signal(signal.SIGINT, {handler})", "print('started', flush=True)",
               "time.sleep(60)"]  # fmt: skip
-    (tmp_path / "benchmarks" / "fitting.py").write_text("\n".join(script) + "\n")
-    with subprocess.Popen(
-        [sys.executable, "-u", "-m", "tracking_algs.cli", "bench", "--root", str(tmp_path), "fitting"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    ) as process:  # fmt: skip
-        assert process.stdout.readline() == "== fitting\n"
-        assert process.stdout.readline() == "started\n"
-        os.killpg(process.pid, signal.SIGINT)
-        _, err = process.communicate(timeout=60)
-    assert process.returncode == 3, err
-    assert err.strip() == "trkx bench: stopped early: interrupted"
-
-
-def test_ctrl_c_does_not_show_the_scripts_traceback(tmp_path):
-    """Ctrl-C at the terminal (SIGINT to ``trkx bench``'s process group) while a script runs that would print
-    ``KeyboardInterrupt``'s traceback on SIGINT: the script runs in a session of its own and is stopped with SIGTERM,
-    so only the one line shows, status 3."""
-    (tmp_path / "benchmarks").mkdir()
-    script = ["import signal, time", "signal.signal(signal.SIGINT, signal.default_int_handler)",
-              "print('started', flush=True)", "time.sleep(60)"]  # fmt: skip
     (tmp_path / "benchmarks" / "fitting.py").write_text("\n".join(script) + "\n")
     with subprocess.Popen(
         [sys.executable, "-u", "-m", "tracking_algs.cli", "bench", "--root", str(tmp_path), "fitting"],
