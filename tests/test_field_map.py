@@ -194,6 +194,19 @@ def test_a_malformed_map_is_refused_naming_the_file_and_what_is_wrong(tmp_path, 
         load_job_options(None, overrides)
 
 
+def test_trkx_train_blames_a_bad_map_on_the_override_that_names_it(tmp_path, capsys):
+    """``trkx train`` reads the map with its options, before it makes its output directory: a malformed one is
+    blamed on the ``--set`` that named it, as every other bad value is, not on the options file."""
+    path = _rewritten(_solenoid_map(tmp_path / "solenoid.csv"), tmp_path / "bad.csv", _unevenly_spaced)
+    models = tmp_path / "models"
+    override = f'data.field.map_file="{path}"'
+    assert main(["train", str(ROOT / "configs" / "train.toml"), "--output", str(models), "--set",
+                 'data.field.kind="map"', "--set", override]) == 2  # fmt: skip
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"trkx train: error: --set {override}: [data.field]: {path}: the values of z are not "), line
+    assert not models.exists()
+
+
 @pytest.mark.parametrize("kind", ["uniform", "solenoid"])
 def test_map_options_beside_another_kind_are_refused(tmp_path, capsys, kind):
     """A ``map_file`` or ``map_mirror_z`` with a kind other than "map" would be left unread, the job running in a

@@ -8,7 +8,6 @@ SIGTERM stops it with status 3, the checkpoints kept whole.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from pathlib import Path
@@ -45,13 +44,17 @@ def run(args: argparse.Namespace) -> int:
     from inference_iface.options import load_toml, structure, with_overrides
     from tracking_algs.finding.training import TrainConfig, has_checkpoints, train
 
-    build = functools.partial(structure, cls=TrainConfig)
+    def build(data: dict[str, Any], where: str) -> TrainConfig:
+        """The options, their field map read (before the output directory is made), a fault blamed on ``where``."""
+        config = structure(data, TrainConfig, where=where)
+        try:
+            config.data.magnetic_field()
+        except TrackingError as error:
+            raise ConfigError(f"{where}: [data.field]: {error}") from None
+        return config
+
     config = with_overrides(load_toml(args.config), args.overrides, build, where=str(args.config))
     refuse_models_without_checkpoints(args.output)
-    try:  # a field map is read before the output directory is made
-        config.data.magnetic_field()
-    except TrackingError as error:
-        raise ConfigError(f"{args.config}: [data.field]: {error}") from None
     with terminate_as_interrupt():
         try:
             card = train(config, args.output, validate=held_out_metrics)
