@@ -44,31 +44,6 @@ def time_interleaved(calls: dict[str, Callable[[], object]], rounds: int, warmup
     return times
 
 
-def existing_directory(what: str) -> Callable[[str], Path]:
-    """An argument type for the path of an existing directory (data, models); ``what`` names it in the message."""
-
-    def check(text: str) -> Path:
-        path = Path(text)
-        if not path.is_dir():
-            problem = "is not a directory" if path.exists() else "does not exist"
-            raise argparse.ArgumentTypeError(f"{what} {text!r} {problem}")
-        return path
-
-    check.__name__ = what
-    return check
-
-
-def unit_interval(text: str) -> float:
-    """A number from 0 to 1 (a cut on a score, a p-value)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
-    return value
-
-
 def check_results_directory(parser: argparse.ArgumentParser, output_dir: Path = RESULTS) -> None:
     """Stop with ``parser``'s error (exit status 2) before any work when ``output_dir`` cannot take the results."""
     try:

@@ -27,9 +27,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_common import check_results_directory, existing_directory, run_script, write_results  # noqa: E402
+from bench_common import check_results_directory, run_script, write_results  # noqa: E402
 
-from tracking_algs.commands.arg_types import positive_int  # noqa: E402
+from tracking_algs.commands.arg_types import existing_directory, positive_int  # noqa: E402
 from tracking_algs.event import Event  # noqa: E402
 from tracking_algs.io.csv_table import read_table  # noqa: E402
 from tracking_algs.io.trackml import find_event_file, list_events, read_event  # noqa: E402

@@ -38,9 +38,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from bench_common import check_results_directory, existing_directory, run_script, write_results
+from bench_common import check_results_directory, run_script, write_results
 
-from tracking_algs.commands.arg_types import positive_int
+from tracking_algs.commands.arg_types import existing_directory, positive_int
 from tracking_algs.event import Event
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
 from tracking_algs.io.trackml import list_events, read_event

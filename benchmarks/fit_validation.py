@@ -48,9 +48,9 @@ from pathlib import Path
 
 import attrs
 import numpy as np
-from bench_common import check_results_directory, existing_directory, run_script, write_results
+from bench_common import check_results_directory, run_script, write_results
 
-from tracking_algs.commands.arg_types import existing_file, positive_int
+from tracking_algs.commands.arg_types import existing_directory, existing_file, positive_int
 from tracking_algs.errors import TrackingError
 from tracking_algs.event import Event, TrackCandidates
 from tracking_algs.finding.training import VALIDATION_SEED_MIN

@@ -34,9 +34,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import check_results_directory, existing_directory, run_script, write_results
+from bench_common import check_results_directory, run_script, write_results
 
-from tracking_algs.commands.arg_types import positive_int
+from tracking_algs.commands.arg_types import existing_directory, positive_int
 from tracking_algs.io.trackml import event_path, find_event_file, list_events
 
 ROOT = Path(__file__).resolve().parents[1]

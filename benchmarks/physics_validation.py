@@ -41,15 +41,17 @@ import attrs
 import matplotlib
 import mplhep
 import numpy as np
-from bench_common import check_results_directory, existing_directory, run_script, unit_interval
+from bench_common import check_results_directory, run_script
 from matplotlib.figure import Figure
 
 from tracking_algs.commands.arg_types import (
+    existing_directory,
     existing_file,
     non_negative_float,
     non_negative_int,
     output_directory,
     positive_int,
+    unit_interval,
 )
 from tracking_algs.errors import TrackingError
 from tracking_algs.finding.config import (

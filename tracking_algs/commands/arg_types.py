@@ -7,6 +7,7 @@ A bad value becomes argparse's one-line error ``trkx COMMAND: error: argument --
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -34,26 +35,29 @@ def non_negative_int(text: str) -> int:
     return _integer(text, 0, "an integer ≥ 0")
 
 
-def non_negative_float(text: str) -> float:
-    """A finite number ≥ 0 (a mean pile-up)."""
+def _real(text: str, accept: Callable[[float], bool], words: str, in_range: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number ≥ 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+    if not accept(value):  # NaN is accepted by none
+        raise argparse.ArgumentTypeError(f"expected {in_range}, got {text}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number ≥ 0 (a mean pile-up)."""
+    return _real(text, lambda value: 0 <= value < math.inf, "a number ≥ 0", "a finite number ≥ 0")
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0 (a time limit in seconds)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
+    return _real(text, lambda value: 0 < value < math.inf, "a number > 0", "a finite number > 0")
+
+
+def unit_interval(text: str) -> float:
+    """A number from 0 to 1 (a cut on a score, a p-value)."""
+    return _real(text, lambda value: 0 <= value <= 1, "a number from 0 to 1", "a number from 0 to 1")
 
 
 def dask_scheduler(text: str) -> str:
@@ -64,19 +68,29 @@ def dask_scheduler(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def existing_file(what: str) -> Callable[[str], Path]:
-    """An argument type for the path of an existing file; ``what`` names the file in the message."""
+def _existing(what: str, is_kind: Callable[[Path], bool], kind: str) -> Callable[[str], Path]:
+    """An argument type for the path of an existing ``kind`` (``is_kind`` tells it); ``what`` names it."""
 
     def check(text: str) -> Path:
         path = Path(text)
         if not path.exists():
             raise argparse.ArgumentTypeError(f"{what} {text!r} does not exist")
-        if not path.is_file():
-            raise argparse.ArgumentTypeError(f"{what} {text!r} is not a file")
+        if not is_kind(path):
+            raise argparse.ArgumentTypeError(f"{what} {text!r} is not a {kind}")
         return path
 
     check.__name__ = what
     return check
+
+
+def existing_file(what: str) -> Callable[[str], Path]:
+    """An argument type for the path of an existing file; ``what`` names the file in the message."""
+    return _existing(what, Path.is_file, "file")
+
+
+def existing_directory(what: str) -> Callable[[str], Path]:
+    """An argument type for the path of an existing directory (data, models); ``what`` names it in the message."""
+    return _existing(what, Path.is_dir, "directory")
 
 
 def output_directory(text: str) -> Path:
