@@ -281,6 +281,17 @@ def test_a_detectors_csv_of_unusable_modules_is_refused_before_any_work(tmp_path
     assert not output.exists()
 
 
+def test_simulated_noise_in_a_volume_the_modules_lack_is_refused_before_any_work(tmp_path, capsys):
+    """A job that simulates on modules refuses noise in a volume without modules as it starts (it used to fail every
+    event, status 4, with an output directory of empty results)."""
+    output = tmp_path / "out"
+    options = ["--set", "simulation.geometry=modules", "--set", "simulation.module_noise_volumes=[8,99]",
+               "--set", "simulation.module_noise_per_particle_hit=[0.1,0.2]"]  # fmt: skip
+    assert _run("--simulate", "1", "--output", str(output), *options) == 2
+    assert "module_noise_volumes: the modules have no volume 99 for its noise" in _error_line(capsys)
+    assert not output.exists()
+
+
 @pytest.mark.parametrize(
     ("file_text", "override", "expected"),
     [

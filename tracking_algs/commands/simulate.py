@@ -32,7 +32,7 @@ from tracking_algs.geometry import Detector, trackml_detector
 from tracking_algs.io.trackml import list_events, write_event
 from tracking_algs.magnetic_field import FieldConfig
 from tracking_algs.modules import read_detectors_csv
-from tracking_algs.simulation import SimulationConfig, simulate_events
+from tracking_algs.simulation import SimulationConfig, check_setup, simulate_events
 
 #: a ``--detector`` whose name matches is a module geometry (TrackML ``detectors.csv``), any other a detector TOML
 MODULE_FILE = re.compile(r"\.csv(\.gz)?$")
@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--field map takes its field from --field-map FILE, and --field-map goes with --field map")
     field_config = FieldConfig(kind=args.field, map_file=str(args.field_map or ""))
     field = field_config.build(detector)
+    check_setup(config, modules)
     recorded = {
         "seed": args.seed,
         "simulation": unstructure(config),

@@ -16,7 +16,7 @@ from tracking_algs.geometry import Detector
 from tracking_algs.io.trackml import EVENT_FILES, list_events, read_event
 from tracking_algs.magnetic_field import MagneticField
 from tracking_algs.modules import ModuleGeometry
-from tracking_algs.simulation import SimulationConfig, simulate_event
+from tracking_algs.simulation import SimulationConfig, check_setup, simulate_event
 
 
 @attrs.frozen
@@ -81,6 +81,11 @@ class SimulationSource:
     modules: ModuleGeometry | None = attrs.field(default=None, eq=False)
     #: the field the particles move in (None: the detector's uniform field)
     field: MagneticField | None = None
+
+    def __attrs_post_init__(self) -> None:
+        """Refuse now what the first event would fail on (modules the simulation cannot navigate, noise in a volume
+        without modules), so that a job is refused before it writes anything."""
+        check_setup(self.config, self.modules)
 
     def event_ids(self) -> list[int]:
         """Ids 0 .. count-1."""

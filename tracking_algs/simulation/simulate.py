@@ -14,7 +14,7 @@ from tracking_algs.simulation.cells import Clusters
 from tracking_algs.simulation.config import SimulationConfig
 from tracking_algs.simulation.digitization import Hits, module_ids, noise_hits, smear
 from tracking_algs.simulation.generator import SimParticles, generate_primaries
-from tracking_algs.simulation.module_hits import module_event_hits
+from tracking_algs.simulation.module_hits import check_noise_volumes, module_event_hits
 from tracking_algs.simulation.module_navigation import module_layers
 from tracking_algs.simulation.propagation import propagate
 
@@ -30,6 +30,15 @@ def event_rng(seed: int, event_id: int) -> np.random.Generator:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"simulation {name} must be an integer ≥ 0, got {value!r}")
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(event_id,)))
+
+
+def check_setup(config: SimulationConfig, modules: ModuleGeometry | None = None) -> None:
+    """Raise now what :func:`simulate_event` would raise for ``config`` on ``modules`` before it simulates anything,
+    so that a caller can refuse them before it writes anything: :class:`~tracking_algs.errors.EventFormatError` for a
+    layer of modules the navigation cannot use, :class:`~inference_iface.errors.ConfigError` for noise in a volume
+    without modules (each naming the layer or volume)."""
+    if config.geometry == "modules":
+        check_noise_volumes(module_layers(modules).geometry, config)
 
 
 def simulate_event(
