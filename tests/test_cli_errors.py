@@ -302,6 +302,7 @@ def test_simulated_noise_in_a_volume_the_modules_lack_is_refused_before_any_work
         ("[data]\nenergy_loss = true\n", "data.energy_loss=yes", "--set data.energy_loss=yes: expected true or false"),
         ("", "data.validation_pileups=[-1]", "--set data.validation_pileups=[-1]: 'validation_pileups' must be >= 0.0"),
         ("", "data.pileups=[200,1e9]", "--set data.pileups=[200,1e9]: 'pileups' must be <= 1000.0"),
+        ("", "gnn.iterations=1000000", "--set gnn.iterations=1000000: 'iterations' must be <= 1000: 1000000"),
     ],
 )
 def test_train_rejects_bad_options_before_training(tmp_path, capsys, file_text, override, expected):

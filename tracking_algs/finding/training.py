@@ -74,6 +74,10 @@ MAX_EVENTS = 100_000
 MAX_STEP_SAMPLES = 10_000_000
 #: The most pairs one step samples per query hit (hard and random negatives, the compatible search).
 MAX_PER_QUERY = 10_000
+#: The most message-passing iterations of the GNN: far beyond the 6 to 8 of the Exa.TrkX interaction networks (Ju
+#: et al., arXiv:2103.06995), few enough that a mistyped count is refused with the options rather than unrolled into
+#: the exported model until the memory runs out.
+MAX_GNN_ITERATIONS = 1000
 
 
 #: every pile-up of a list: a mean the simulation takes (0 to ``MAX_MEAN_COUNT``), checked with the options rather
@@ -195,7 +199,7 @@ class GNNTraining:
     """Interaction network and its schedule."""
 
     hidden: int = attrs.field(default=32, validator=_WIDTH)
-    iterations: int = attrs.field(default=4, validator=[integer, v.gt(0)])
+    iterations: int = attrs.field(default=4, validator=[integer, v.gt(0), v.le(MAX_GNN_ITERATIONS)])
     steps: int = attrs.field(default=300, validator=[integer, v.ge(0)])
     learning_rate: float = attrs.field(default=2e-3, validator=[finite, v.gt(0.0)])
 
