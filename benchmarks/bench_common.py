@@ -12,6 +12,7 @@ import json
 import math
 import numbers
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import numpy as np
 from tracking_algs.commands.arg_types import output_directory
 from tracking_algs.commands.bench import machine_description
 from tracking_algs.commands.interrupts import EXIT_STOPPED, terminate_as_interrupt
+from tracking_algs.worker_lifetime import end_with_parent, leave_interrupts_to_parent
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -75,6 +77,15 @@ def write_results(name: str, report: dict[str, Any], table: str, output_dir: Pat
     full = {"benchmark": name, "machine": machine_description(), "load_average_1min": os.getloadavg()[0], **report}
     (output_dir / f"{name}.json").write_text(json.dumps(full, indent=2) + "\n")
     (output_dir / f"{name}.md").write_text(table)
+
+
+def start_worker_quietly() -> None:
+    """First thing in a benchmark's worker process: end with the script, and leave Ctrl-C and SIGTERM, which reach the
+    script's whole process group, to the script (:func:`run_script`), where the worker would print a traceback of its
+    own. Start the workers within :func:`~tracking_algs.worker_lifetime.interrupts_held`."""
+    end_with_parent()
+    leave_interrupts_to_parent()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker has the script's handler, which raises
 
 
 def run_script(main: Callable[[], int]) -> NoReturn:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import attrs
 import numpy as np
-from bench_common import check_results_directory, run_script
+from bench_common import check_results_directory, run_script, start_worker_quietly
 from scipy.spatial import cKDTree
 
 from inference_iface import create_inference
@@ -40,6 +40,7 @@ from tracking_algs.finding.graph import candidate_edges
 from tracking_algs.finding.model_dir import model_path
 from tracking_algs.job_options import local_finder
 from tracking_algs.simulation import SimulationConfig, simulate_event
+from tracking_algs.worker_lifetime import interrupts_held
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 2_000_000
@@ -185,10 +186,11 @@ def job_seconds_per_event(pileup: float, workers: int, events: int) -> float:
     --jobs``) and finding ``events`` events of its own, timed from a barrier they pass together."""
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(workers + 1), context.Queue()
-    finders = [context.Process(target=_job_worker, args=(index, workers, pileup, events, barrier, results))
-               for index in range(workers)]  # fmt: skip
-    for process in finders:
-        process.start()
+    finders = [context.Process(target=_job_worker, args=(index, workers, pileup, events, barrier, results),
+                               daemon=True) for index in range(workers)]  # fmt: skip
+    with interrupts_held():
+        for process in finders:
+            process.start()
     barrier.wait()  # every finder has its events and has run one: the clock starts with all of them
     began = time.perf_counter()
     finished = [results.get() for _ in finders]
@@ -200,6 +202,7 @@ def job_seconds_per_event(pileup: float, workers: int, events: int) -> float:
 
 
 def _job_worker(index: int, workers: int, pileup: float, events: int, barrier, results) -> None:
+    start_worker_quietly()
     pin_to_share(index, workers)
     first = 100 + index * events  # events of their own, none of them timed in the latency table
     event_list = [simulate_event(SimulationConfig(pileup=pileup), SEED, first + i).spacepoints for i in range(events)]

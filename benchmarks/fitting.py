@@ -34,7 +34,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
-from bench_common import RESULTS, run_script, write_results
+from bench_common import RESULTS, run_script, start_worker_quietly, write_results
 
 from tracking_algs.commands.arg_types import non_negative_int, output_directory, positive_int
 from tracking_algs.event import Spacepoints, TrackCandidates
@@ -43,6 +43,7 @@ from tracking_algs.geometry import trackml_detector
 from tracking_algs.magnetic_field import MagneticField, SolenoidField
 from tracking_algs.modules import trackml_modules
 from tracking_algs.simulation import SimulationConfig, simulate_event
+from tracking_algs.worker_lifetime import interrupts_held
 
 HITS_PER_TRACK = 10
 
@@ -85,6 +86,7 @@ def make_fitter(geometry: str, batch_size: int) -> KalmanFitter:
 
 
 def _load_shares(shares: list[tuple[Spacepoints, TrackCandidates]], batch_size: int, geometry: str) -> None:
+    start_worker_quietly()
     _WORKER["fitter"] = make_fitter(geometry, batch_size)
     _WORKER["shares"] = shares
 
@@ -136,7 +138,9 @@ def _measure_geometry(geometry, n_tracks, loop_tracks, batch_sizes, processes, r
 
     default_fitter.fit(spacepoints, candidates)  # warm-up
     with ProcessPoolExecutor(processes, initializer=_load_shares, initargs=(shares, default_size, geometry)) as pool:
-        list(pool.map(_fit_share, range(processes)))  # warm-up
+        with interrupts_held():  # the workers start with the first tasks
+            warm_up = pool.map(_fit_share, range(processes))
+        list(warm_up)
         for _ in range(repeat):
             for size, fitter in fitters.items():
                 timing = _timed(lambda fitter=fitter: fitter.fit(spacepoints, candidates))

@@ -158,25 +158,34 @@ def test_results_holding_a_nan_are_not_written(tmp_path):
 
 
 def test_a_benchmark_script_stopped_exits_quietly_with_status_3():
-    """SIGTERM (what ``trkx bench`` passes on for Ctrl-C) or SIGINT while a script measures: status 3 and no
-    traceback (``bench_common.run_script``)."""
+    """SIGTERM (what ``trkx bench`` passes on for Ctrl-C, to the script's process group) or SIGINT (Ctrl-C) while a
+    script measures with worker processes (``benchmarks/fitting.py``'s pool): status 3 and no traceback, neither the
+    script's (``bench_common.run_script``) nor its workers' (``bench_common.start_worker_quietly``: a forked worker
+    used to raise the script's ``KeyboardInterrupt`` with a traceback of its own)."""
     import signal
 
     code = (
         "import sys, time\n"
         f"sys.path.insert(0, {str(BENCHMARKS)!r})\n"
-        "from bench_common import run_script\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from bench_common import run_script, start_worker_quietly\n"
+        "from tracking_algs.worker_lifetime import interrupts_held\n"
         "def main():\n"
-        "    print('started', flush=True)\n"
-        "    time.sleep(60)\n"
+        "    with ProcessPoolExecutor(2, initializer=start_worker_quietly) as pool:\n"
+        "        with interrupts_held():  # forked, the workers all start with the first task\n"
+        "            waiting = [pool.submit(time.sleep, 0.5) for _ in range(2)]\n"
+        "        [future.result() for future in waiting]\n"
+        "        print('started', flush=True)\n"
+        "        time.sleep(60)\n"
         "    return 0\n"
         "run_script(main)\n"
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         with subprocess.Popen([sys.executable, "-u", "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) as process:  # fmt: skip
+                              stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as process:  # fmt: skip
             assert process.stdout.readline() == "started\n"
-            process.send_signal(signum)
+            os.killpg(process.pid, signum)
             _, err = process.communicate(timeout=60)
         assert process.returncode == 3, (signum, err)
         assert err == "", (signum, err)

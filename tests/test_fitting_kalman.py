@@ -6,6 +6,9 @@ import math
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import attrs
 import numpy as np
@@ -507,6 +510,19 @@ def test_bad_input_fitted_in_worker_processes_names_its_spacepoint():
             fitter.fit(broken, candidates)
         assert fitter.worker_processes == 2
     assert str(there.value) == str(here.value)
+
+
+def test_ctrl_c_leaves_the_fitting_workers_to_the_process_that_started_them():
+    """SIGINT to the process group (Ctrl-C in a terminal) as the workers start, as they wait and as they fit: the
+    process that started them is interrupted, the workers print nothing and fit on, the same processes, the fit of
+    that process (``tests/interrupted_fit_workers.py``). A worker interrupted as it imported its modules, or as it
+    waited for work, used to die with a traceback."""
+    script = Path(__file__).with_name("interrupted_fit_workers.py")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, start_new_session=True,
+                          timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.splitlines()[:3] == ["starting: interrupted", "waiting: interrupted", "fitting: interrupted"]
 
 
 def test_a_fitting_worker_killed_fails_its_event_and_the_next_event_starts_new_workers():

@@ -10,7 +10,9 @@ in one call, and the shares' results are put back into track order
 so the result is the one the fitter gives in this process, bit for bit.
 
 A worker ends with the process that started the pool, however that process ends
-(:func:`~tracking_algs.worker_lifetime.end_with_parent`), whichever thread started the pool.
+(:func:`~tracking_algs.worker_lifetime.end_with_parent`), whichever thread started the pool. Ctrl-C, which reaches the
+workers with the job, ends a fit in progress at once and is ignored by a worker that waits or starts
+(:func:`~tracking_algs.worker_lifetime.interrupt_tasks_only`): the job stops the workers itself.
 
 A worker runs numpy single-threaded (``OMP_NUM_THREADS`` and its kin set to 1 for the workers, unless they are set
 already): the idle threads of a BLAS pool spin after every call they serve, and with one pool per worker they take
@@ -31,7 +33,7 @@ import numpy as np
 from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.results import FitResults, combined
-from tracking_algs.worker_lifetime import end_with_parent
+from tracking_algs.worker_lifetime import end_with_parent, interrupt_tasks_only, interruptible_task, interrupts_held
 
 if TYPE_CHECKING:
     from tracking_algs.fitting.kalman import KalmanFitter
@@ -49,11 +51,13 @@ class WorkerStopped(FittingError):
 
 def _start_worker(fitter: KalmanFitter) -> None:
     end_with_parent()  # a worker outliving its process (a killed job) would hold its memory for good
+    interrupt_tasks_only()  # Ctrl-C, which reaches the workers with the job, ends a fit at once, and nothing else
     _WORKER_FITTER[:] = [fitter]
 
 
 def _fit_share(spacepoints: Spacepoints, labels: np.ndarray, earlier: FitResults | None) -> FitResults:
-    return _WORKER_FITTER[0].refit(spacepoints, TrackCandidates(labels), earlier)  # `fit` where earlier is None
+    with interruptible_task():
+        return _WORKER_FITTER[0].refit(spacepoints, TrackCandidates(labels), earlier)  # `fit` where earlier is None
 
 
 def _started(_: int) -> int:
@@ -83,8 +87,9 @@ class FitWorkers:
         context = multiprocessing.get_context("spawn")
         self._pool = concurrent.futures.ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker,
                                                             initargs=(fitter,))  # fmt: skip
-        with _single_threaded_children():  # the workers start at the first task
-            list(self._pool.map(_started, range(processes)))
+        with _single_threaded_children(), interrupts_held():  # the workers start as the first tasks are given
+            started = self._pool.map(_started, range(processes))
+        list(started)
 
     def fit(
         self,
