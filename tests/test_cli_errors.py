@@ -205,6 +205,28 @@ def test_exit_status_and_stderr_of_the_console_script(tmp_path):
     assert not (tmp_path / "sim").exists()
 
 
+def test_running_out_of_memory_is_one_line_and_status_3(tmp_path):
+    """Values within their bounds that need more memory than the machine has (here 1.5 GiB of address space: a
+    million particles an event) stop the command with one line, status 3, no traceback, and no event half-written."""
+    import resource
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 * 2**29, 3 * 2**29))
+
+    script = Path(sys.executable).with_name("trkx")
+    trkx = [str(script)] if script.is_file() else [sys.executable, "-m", "tracking_algs.cli"]
+    output = tmp_path / "sim"
+    argv = ["simulate", "--events", "1", "--pileup", "1000", "--set", "particles_per_interaction=1000", "--output",
+            str(output)]  # fmt: skip
+    single_threaded = dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1")
+    done = subprocess.run([*trkx, *argv], capture_output=True, text=True, timeout=300, check=False,
+                          preexec_fn=limited, env={**os.environ, **single_threaded})  # fmt: skip
+    assert done.returncode == EXIT_STOPPED, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("trkx simulate: stopped early: out of memory ("), line
+    assert not list(output.glob("event*"))
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trkx`` console script; returns the exit status.
 
     Bad arguments (argparse), errors of the library and refused file operations become one line on stderr
-    and status 2, Ctrl-C one line and status 3; ``--help`` and ``--version`` return 0.
+    and status 2, Ctrl-C and running out of memory one line and status 3; ``--help`` and ``--version`` return 0.
     """
     try:
         args = build_parser().parse_args(argv)
@@ -85,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trkx {command}: error: {os_error_text(error)}", file=sys.stderr)
     except KeyboardInterrupt:  # Ctrl-C where the command has nothing to add (run, simulate and train say what is kept)
         print(f"trkx {command}: stopped early: interrupted", file=sys.stderr)
+        return EXIT_STOPPED
+    except MemoryError as error:  # values within their bounds, but more than this machine holds
+        print(f"trkx {command}: stopped early: out of memory ({error or 'an allocation failed'}); files written whole "
+              "are kept; ask for less (fewer particles, hits or events at a time) or use a machine with more memory",
+              file=sys.stderr)  # fmt: skip
         return EXIT_STOPPED
     return EXIT_USAGE
 
