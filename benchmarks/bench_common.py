@@ -82,7 +82,7 @@ def write_results(name: str, report: dict[str, Any], table: str, output_dir: Pat
 def start_worker_quietly() -> None:
     """First thing in a benchmark's worker process: end with the script, and leave Ctrl-C and SIGTERM, which reach the
     script's whole process group, to the script (:func:`run_script`), where the worker would print a traceback of its
-    own. Start the workers within :func:`~tracking_algs.worker_lifetime.interrupts_held`."""
+    own. Start the workers within :func:`~tracking_algs.worker_lifetime.sigint_blocked`."""
     end_with_parent()
     leave_interrupts_to_parent()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker has the script's handler, which raises

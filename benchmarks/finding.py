@@ -40,7 +40,7 @@ from tracking_algs.finding.graph import candidate_edges
 from tracking_algs.finding.model_dir import model_path
 from tracking_algs.job_options import local_finder
 from tracking_algs.simulation import SimulationConfig, simulate_event
-from tracking_algs.worker_lifetime import interrupts_held
+from tracking_algs.worker_lifetime import sigint_blocked
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 2_000_000
@@ -188,7 +188,7 @@ def job_seconds_per_event(pileup: float, workers: int, events: int) -> float:
     barrier, results = context.Barrier(workers + 1), context.Queue()
     finders = [context.Process(target=_job_worker, args=(index, workers, pileup, events, barrier, results),
                                daemon=True) for index in range(workers)]  # fmt: skip
-    with interrupts_held():
+    with sigint_blocked():
         for process in finders:
             process.start()
     barrier.wait()  # every finder has its events and has run one: the clock starts with all of them

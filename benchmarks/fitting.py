@@ -43,7 +43,7 @@ from tracking_algs.geometry import trackml_detector
 from tracking_algs.magnetic_field import MagneticField, SolenoidField
 from tracking_algs.modules import trackml_modules
 from tracking_algs.simulation import SimulationConfig, simulate_event
-from tracking_algs.worker_lifetime import interrupts_held
+from tracking_algs.worker_lifetime import sigint_blocked
 
 HITS_PER_TRACK = 10
 
@@ -138,7 +138,7 @@ def _measure_geometry(geometry, n_tracks, loop_tracks, batch_sizes, processes, r
 
     default_fitter.fit(spacepoints, candidates)  # warm-up
     with ProcessPoolExecutor(processes, initializer=_load_shares, initargs=(shares, default_size, geometry)) as pool:
-        with interrupts_held():  # the workers start with the first tasks
+        with sigint_blocked():  # the workers start with the first tasks
             warm_up = pool.map(_fit_share, range(processes))
         list(warm_up)
         for _ in range(repeat):

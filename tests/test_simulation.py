@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 
+import attrs
 import numpy as np
 import pytest
 
@@ -84,17 +85,39 @@ def test_cli_writes_identical_files_for_the_same_seed(tmp_path, capsys):
 
 
 def test_an_event_whose_write_fails_leaves_none_of_its_files(tmp_path):
-    """``write_event`` writes the hits, then the truth, then the particles: one that fails on the way (here the truth
-    file's name is taken by a directory; a full disk, Ctrl-C) removes what it wrote, so that no event is left without
-    its truth or with a truncated table, and the other events stay as they were."""
+    """``write_event`` puts the event's files in place once all are written: one whose truth file's name is taken by
+    a directory leaves no file of the event (no hits without their truth), and the other events stay as they were."""
     config = SimulationConfig(pileup=2)
     write_event(tmp_path, simulate_event(config, 9, 0))
     before = sorted(path.name for path in tmp_path.iterdir())
     event_path(tmp_path, 1, "truth").mkdir()
-    with pytest.raises(OSError, match="is a directory"):
+    with pytest.raises(OSError, match=r"(?i)is a directory"):
         write_event(tmp_path, simulate_event(config, 9, 1))
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted([*before, event_path(tmp_path, 1, "truth").name])
     assert list_events(tmp_path) == [0]
+
+
+def test_an_event_written_again_replaces_every_file_of_its_id_and_a_failed_write_keeps_them(tmp_path):
+    """An event written over one of the same id replaces all its files: a part it lacks (truth, particles, cells) and
+    a gzipped twin are removed, so that another event's truth is not read back as its own. A write that fails on a
+    column that cannot be written (here a 2-D one) leaves the earlier event whole, byte for byte; it used to remove
+    every file of the id."""
+    first = simulate_event(SimulationConfig(pileup=2), 9, 0)
+    write_event(tmp_path, first)
+    names = [path.name for path in tmp_path.iterdir()]
+    kept = {name: (tmp_path / name).read_bytes() for name in names}
+    shifted = attrs.evolve(first.spacepoints, x=first.spacepoints.x + 1.0)
+    bad = attrs.evolve(first, particles=attrs.evolve(first.particles, vx=np.ones((len(first.particles), 2))))
+    with pytest.raises(Exception, match="1-dimensional"):
+        write_event(tmp_path, bad)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == kept
+    (tmp_path / "event000000000-cells.csv.gz").write_bytes(b"")  # a twin of another form
+    write_event(tmp_path, attrs.evolve(first, spacepoints=shifted, truth=None, particles=None))
+    assert [path.name for path in tmp_path.iterdir()] == ["event000000000-hits.csv"]
+    again = read_event(tmp_path, 0)
+    assert again.truth is None
+    assert again.particles is None
+    np.testing.assert_array_equal(again.spacepoints.x, shifted.x)
 
 
 def test_simulate_writes_into_an_output_only_events_of_its_own_options(tmp_path, capsys):

@@ -43,14 +43,14 @@ def leave_interrupts_to_parent() -> None:
     """Ignore SIGINT in this worker process. Ctrl-C in a terminal reaches the whole process group, the job's workers
     with it; the job (the parent) stops them and writes what they finished, where a worker interrupted on its own
     would die mid-event with a traceback of its own. Call it from the process's main thread. A SIGINT that arrived
-    while the worker started with it held (:func:`interrupts_held`) is dropped."""
+    while the worker started with it held (:func:`sigint_blocked`) is dropped."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def interrupt_tasks_only() -> None:
     """Have SIGINT interrupt this worker process only within :func:`interruptible_task`, and ignore it otherwise (a
-    SIGINT that arrived while the worker started with it held, :func:`interrupts_held`, included). Ctrl-C reaches the
+    SIGINT that arrived while the worker started with it held, :func:`sigint_blocked`, included). Ctrl-C reaches the
     workers with the process that started them: a task then ends at once, and a pool worker hands its
     ``KeyboardInterrupt`` back as the task's outcome, while a worker that waits for a task, or imports its modules,
     would end with a traceback of its own. Call it from the process's main thread."""
@@ -78,9 +78,9 @@ def interruptible_task() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def interrupts_held() -> Iterator[None]:
-    """Hold SIGINT back in this thread within the block, so that the worker processes started in it begin with SIGINT
-    held (a thread's signal mask passes to the processes it starts, through ``exec`` too) until they call
+def sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread within the block (its signal mask), so that the worker processes started in it begin
+    with SIGINT blocked (a thread's signal mask passes to the processes it starts, through ``exec`` too) until they call
     :func:`leave_interrupts_to_parent` or :func:`interrupt_tasks_only`: a Ctrl-C while a worker still imports its
     modules would end it with a traceback. A SIGINT for this process that arrives meanwhile is not lost: another
     thread takes it, or this one as the block ends."""

@@ -33,7 +33,7 @@ import numpy as np
 from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.results import FitResults, combined
-from tracking_algs.worker_lifetime import end_with_parent, interrupt_tasks_only, interruptible_task, interrupts_held
+from tracking_algs.worker_lifetime import end_with_parent, interrupt_tasks_only, interruptible_task, sigint_blocked
 
 if TYPE_CHECKING:
     from tracking_algs.fitting.kalman import KalmanFitter
@@ -87,7 +87,7 @@ class FitWorkers:
         context = multiprocessing.get_context("spawn")
         self._pool = concurrent.futures.ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker,
                                                             initargs=(fitter,))  # fmt: skip
-        with _single_threaded_children(), interrupts_held():  # the workers start as the first tasks are given
+        with _single_threaded_children(), sigint_blocked():  # the workers start as the first tasks are given
             started = self._pool.map(_started, range(processes))
         list(started)
 

@@ -34,6 +34,7 @@ import numpy as np
 from tracking_algs.errors import EventFormatError
 from tracking_algs.event import ID_LIMITS, MAX_COORDINATE, Cells, Event, Particles, Spacepoints, Truth
 from tracking_algs.geometry import Detector, trackml_detector
+from tracking_algs.io.atomic import interrupts_held
 from tracking_algs.io.csv_table import check_rows, read_table, write_table
 
 if TYPE_CHECKING:  # tracking_algs.modules reads its files through tracking_algs.io: no import at run time
@@ -81,22 +82,38 @@ def list_events(directory: str | Path) -> list[int]:
 
 
 def write_event(directory: str | Path, event: Event) -> None:
-    """Write the event's hits (and truth, particles and cells when present) into ``directory`` (created if needed).
-    Floats are written exactly (the shortest decimal that reads back to the same float64); ``sigma`` is not written.
-    A write that fails or is interrupted (a full disk, Ctrl-C) removes the files of the event it wrote, so that no
-    event is left half-written (a hits file without its truth, a truncated table)."""
+    """Write the event's hits (and truth, particles and cells when present) into ``directory`` (created if needed),
+    in place of every file the event's id had there (``.csv`` or ``.csv.gz``: a part the event lacks is removed, so
+    that no other event's truth is read back as this one's). Floats are written exactly (the shortest decimal that
+    reads back to the same float64); ``sigma`` is not written. The tables are written under temporary names first
+    (``NAME.tmp``) and put in place once all are written, the hits file last, with interrupts held: a write that fails
+    or is interrupted (a full disk, Ctrl-C, a column that cannot be written) leaves the directory as it was, the
+    event's earlier files included; only a file that cannot be put in place (a directory of its name) costs the
+    event's earlier files, and leaves none of its own."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tables = {"hits": (event.spacepoints, HITS_COLUMNS), "truth": (event.truth, TRUTH_COLUMNS),
               "particles": (event.particles, PARTICLES_COLUMNS), "cells": (event.cells, CELLS_COLUMNS)}  # fmt: skip
-    kinds = [kind for kind, (columns, _) in tables.items() if columns is not None]
-    paths = {kind: event_path(directory, event.event_id, kind) for kind in kinds}
+    paths = {kind: event_path(directory, event.event_id, kind) for kind, (columns, _) in tables.items()
+             if columns is not None}  # fmt: skip
+    written: list[Path] = []
+    placed: list[Path] = []
     try:
         for kind, path in paths.items():
             columns, names = tables[kind]
-            write_table(path, {name: getattr(columns, name) for name in names})
+            written.append(path.with_name(path.name + ".tmp"))
+            write_table(written[-1], {name: getattr(columns, name) for name in names})
+        with interrupts_held():
+            for kind in tables:
+                plain = event_path(directory, event.event_id, kind)
+                for earlier in (plain, plain.with_name(plain.name + ".gz")):
+                    if earlier != paths.get(kind):
+                        earlier.unlink(missing_ok=True)
+            for temporary, path in reversed(list(zip(written, paths.values(), strict=True))):  # the hits file last
+                os.replace(temporary, path)
+                placed.append(path)
     except BaseException:
-        for path in paths.values():
+        for path in [*written, *placed]:  # a file put in place before one that could not be (a directory in the way)
             with contextlib.suppress(OSError):  # a path that is a directory, say, is left as it is
                 path.unlink(missing_ok=True)
         raise

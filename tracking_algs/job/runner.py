@@ -26,7 +26,7 @@ from tracking_algs.job.semaphores import recorded, remove_those_of_a_dead_job
 from tracking_algs.job.sources import EventSource
 from tracking_algs.job.store import EventFailure, EventResult, ResultStore
 from tracking_algs.job_options import JobOptions
-from tracking_algs.worker_lifetime import end_with_parent, interrupts_held, leave_interrupts_to_parent
+from tracking_algs.worker_lifetime import end_with_parent, leave_interrupts_to_parent, sigint_blocked
 
 
 @attrs.frozen
@@ -115,7 +115,7 @@ def _pool_outcomes(
     started = context.Value("i", 0)  # numbers the workers as they start, for their share of the cores
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_start_worker,
                                                 initargs=(started, jobs)) as pool:  # fmt: skip
-        with interrupts_held():  # the workers start as the first events are given, and leave Ctrl-C to the job
+        with sigint_blocked():  # the workers start as the first events are given, and leave Ctrl-C to the job
             futures = [pool.submit(_work, options, source, event_id) for event_id in event_ids]
         record()
         try:
