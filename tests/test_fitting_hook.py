@@ -231,13 +231,13 @@ def test_fit_results_refuse_integer_columns_that_are_not_whole_numbers():
 
 
 def test_the_kalman_fitter_refuses_options_it_cannot_use():
-    """A mapping for a ``KalmanConfig`` and labels that are not one per spacepoint are FittingErrors saying what was
-    expected, not errors deep in the fitter."""
+    """A mapping for a ``KalmanConfig`` is a FittingError saying what was expected, not an error deep in the fitter;
+    labels that are not one per spacepoint are refused as the candidates are made."""
     with pytest.raises(FittingError, match="KalmanFitter config: got dict; expected a KalmanConfig"):
         KalmanFitter(DETECTOR, {"min_hits": 4})
     tracks = _tracks()
-    with pytest.raises(FittingError, match=r"labels of shape \[\d+, 1\]; expected one label per spacepoint"):
-        KalmanFitter(DETECTOR).fit(tracks.spacepoints, TrackCandidates(tracks.candidates.labels[:, None]))
+    with pytest.raises(ValueError, match=r"TrackCandidates.labels: shape \[\d+, 1\]; expected \[N\], one a spacepoint"):
+        TrackCandidates(tracks.candidates.labels[:, None])
 
 
 def test_tracks_not_fitted_must_carry_the_sentinel_values():

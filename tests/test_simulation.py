@@ -99,17 +99,18 @@ def test_an_event_whose_write_fails_leaves_none_of_its_files(tmp_path):
 
 def test_an_event_written_again_replaces_every_file_of_its_id_and_a_failed_write_keeps_them(tmp_path):
     """An event written over one of the same id replaces all its files: a part it lacks (truth, particles, cells) and
-    a gzipped twin are removed, so that another event's truth is not read back as its own. A write that fails on a
-    column that cannot be written (here a 2-D one) leaves the earlier event whole, byte for byte; it used to remove
+    a gzipped twin are removed, so that another event's truth is not read back as its own. A write that fails part-way
+    (here a directory in the way of the particles) leaves the earlier event whole, byte for byte; it used to remove
     every file of the id."""
     first = simulate_event(SimulationConfig(pileup=2), 9, 0)
     write_event(tmp_path, first)
     names = [path.name for path in tmp_path.iterdir()]
     kept = {name: (tmp_path / name).read_bytes() for name in names}
     shifted = attrs.evolve(first.spacepoints, x=first.spacepoints.x + 1.0)
-    bad = attrs.evolve(first, particles=attrs.evolve(first.particles, vx=np.ones((len(first.particles), 2))))
-    with pytest.raises(Exception, match="1-dimensional"):
-        write_event(tmp_path, bad)
+    (tmp_path / "event000000000-particles.csv.tmp").mkdir()  # the particles cannot be written
+    with pytest.raises(OSError, match=r"(?i)is a directory"):
+        write_event(tmp_path, attrs.evolve(first, spacepoints=shifted))
+    (tmp_path / "event000000000-particles.csv.tmp").rmdir()
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == kept
     (tmp_path / "event000000000-cells.csv.gz").write_bytes(b"")  # a twin of another form
     write_event(tmp_path, attrs.evolve(first, spacepoints=shifted, truth=None, particles=None))

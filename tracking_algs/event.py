@@ -7,7 +7,7 @@ Units: mm, GeV, electron charges.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 import numpy as np
@@ -29,20 +29,33 @@ def float_column(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
+#: The largest magnitude of an integer column given as floats: every whole number up to 2⁵³ is a float64 of its own,
+#: beyond it a float stands for several integers (a TrackML ``particle_id`` of about 10¹⁸ read as a float is another
+#: particle's id).
+MAX_EXACT_FLOAT = 2.0**53
+
+
 def whole_numbers(value: Any, column: str) -> np.ndarray:
     """``value`` as an int64 numpy array, refusing values that are not whole numbers: integers (and booleans) as they
-    are, floats only where every one is a finite whole number (``1.0``, not ``1.7`` or NaN, which a cast would cut
-    to 1 or to a huge negative number without a word), nothing else.  Raises ``ValueError`` naming ``column`` (e.g.
+    are, unsigned ones below 2⁶³, floats only where every one is a finite whole number of magnitude at most 2⁵³
+    (``1.0``, not ``1.7``, NaN or ``1e19``, which a cast would cut to 1, to a huge negative number or to another
+    integer without a word), nothing else.  Raises ``ValueError`` naming ``column`` (e.g.
     ``"TrackCandidates.labels"``), the first bad value and its row (index along the first axis)."""
     array = np.asarray(value)
     if array.dtype.kind not in "biu":
         if array.dtype.kind != "f":
             raise ValueError(f"{column}: values of dtype {array.dtype}; expected integers")
         whole = np.isfinite(array) & (np.trunc(array) == array)
-        if not whole.all():
-            first = np.argwhere(~whole)[0]
+        exact = whole & (np.abs(array) <= MAX_EXACT_FLOAT)
+        if not exact.all():
+            first = np.argwhere(~exact)[0]
             where = f" at row {first[0]}" if array.ndim else ""
-            raise ValueError(f"{column}: {array[tuple(first)]}{where} is not a whole number; expected integers")
+            what = "is not a whole number" if not whole[tuple(first)] else "is beyond 2**53, where floats skip integers"
+            raise ValueError(f"{column}: {array[tuple(first)]}{where} {what}; expected integers")
+    elif array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+        first = np.argwhere(array > np.iinfo(np.int64).max)[0]
+        where = f" at row {first[0]}" if array.ndim else ""
+        raise ValueError(f"{column}: {array[tuple(first)]}{where} is beyond int64's range; expected integers")
     return np.asarray(array, dtype=np.int64)
 
 
@@ -57,9 +70,19 @@ int_column = attrs.Converter(_int_column, takes_self=True, takes_field=True)
 
 @attrs.frozen
 class Columns:
-    """Base of the column containers: length checks and row selection."""
+    """Base of the column containers: shape and length checks, and row selection."""
+
+    #: the shape of each row of a column: None lets every column have any shape per row (at least one dimension, the
+    #: rows); a mapping makes every column one value per row but those it names, which have the shape it gives
+    row_shapes: ClassVar[dict[str, tuple[int, ...]] | None] = None
 
     def __attrs_post_init__(self) -> None:
+        for field in attrs.fields(type(self)):
+            shape = np.shape(getattr(self, field.name))
+            row_shape = None if self.row_shapes is None else self.row_shapes.get(field.name, ())
+            if not shape or (row_shape is not None and shape[1:] != row_shape):
+                expected = "[N, ...]" if row_shape is None else str(["N", *row_shape]).replace("'", "")
+                raise ValueError(f"{type(self).__name__}.{field.name}: shape {list(shape)}; expected {expected}")
         lengths = {field.name: len(getattr(self, field.name)) for field in attrs.fields(type(self))}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"{type(self).__name__}: columns differ in length: {lengths}")
@@ -77,6 +100,8 @@ class Columns:
 class Spacepoints(Columns):
     """Measured hits. ``sigma`` holds the two local measurement errors per hit (mm):
     (r·phi, z) on a barrel layer and (r·phi, r) on an endcap disk."""
+
+    row_shapes: ClassVar[dict[str, tuple[int, ...]] | None] = {"sigma": (2,)}
 
     hit_id: np.ndarray = attrs.field(converter=int_column)
     x: np.ndarray = attrs.field(converter=float_column)
@@ -117,6 +142,8 @@ class Spacepoints(Columns):
 class Truth(Columns):
     """Per-hit truth, row-aligned with the spacepoints: the particle (0 = noise), true position and momentum."""
 
+    row_shapes: ClassVar[dict[str, tuple[int, ...]] | None] = {}
+
     hit_id: np.ndarray = attrs.field(converter=int_column)
     particle_id: np.ndarray = attrs.field(converter=int_column)
     tx: np.ndarray = attrs.field(converter=float_column)
@@ -131,6 +158,8 @@ class Truth(Columns):
 @attrs.frozen
 class Particles(Columns):
     """Generated particles: production vertex (mm), momentum (GeV), charge and number of hits."""
+
+    row_shapes: ClassVar[dict[str, tuple[int, ...]] | None] = {}
 
     particle_id: np.ndarray = attrs.field(converter=int_column)
     vx: np.ndarray = attrs.field(converter=float_column)
@@ -157,6 +186,8 @@ class Particles(Columns):
 class Cells(Columns):
     """The cells of each hit's cluster (TrackML ``cells.csv``): the hit, the cell's channels along the module's
     local u (``ch0``) and v (``ch1``), and the charge it collected (``value``)."""
+
+    row_shapes: ClassVar[dict[str, tuple[int, ...]] | None] = {}
 
     hit_id: np.ndarray = attrs.field(converter=int_column)
     ch0: np.ndarray = attrs.field(converter=int_column)
@@ -199,6 +230,10 @@ class TrackCandidates:
     """Found tracks as one label per spacepoint row: ``labels[i]`` is the track id of row ``i``, -1 if unassigned."""
 
     labels: np.ndarray = attrs.field(converter=int_column)
+
+    def __attrs_post_init__(self) -> None:
+        if self.labels.ndim != 1:
+            raise ValueError(f"TrackCandidates.labels: shape {list(self.labels.shape)}; expected [N], one a spacepoint")
 
     @property
     def track_ids(self) -> np.ndarray:

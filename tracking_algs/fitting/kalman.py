@@ -131,9 +131,6 @@ class KalmanFitter:
         refitted with more hits, pieces of one particle refitted as one), so it stands in for the first pass.  A
         track whose earlier perigee does not lead forwards to its first hit's surface is fitted as :meth:`fit` fits
         it."""
-        if candidates.labels.ndim != 1:
-            raise FittingError(f"track candidates have labels of shape {list(candidates.labels.shape)}; expected one "
-                               "label per spacepoint, shape [N]")  # fmt: skip
         if len(candidates.labels) != len(spacepoints):
             raise FittingError(
                 f"track candidates have {len(candidates.labels)} labels but there are {len(spacepoints)} spacepoints"
