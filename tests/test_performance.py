@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import attrs
 import numpy as np
@@ -205,6 +206,24 @@ def test_matching_needs_truth_and_aligned_labels():
         match_tracks(Event(event_id=3, spacepoints=event.spacepoints), TrackCandidates(np.zeros(6)))
 
 
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"ratio": math.nan}, "ratio must be a number in (0, 1], got nan"),
+        ({"ratio": 2}, "ratio must be a number in (0, 1], got 2"),
+        ({"ratio": 0.0}, "ratio must be a number in (0, 1], got 0.0"),
+        ({"ratio": "0.5"}, "ratio must be a number in (0, 1], got '0.5'"),
+        ({"min_track_hits": -3}, "min_track_hits must be an integer ≥ 1, got -3"),
+        ({"min_track_hits": 2.5}, "min_track_hits must be an integer ≥ 1, got 2.5"),
+    ],
+)
+def test_matching_refuses_a_ratio_or_a_track_size_that_means_nothing(options, expected):
+    """A NaN or out-of-range ``ratio`` made every track a fake and found no particle, with no error."""
+    with pytest.raises(ValueError, match=re.escape(f"match_tracks: {expected}")):
+        run([1] * 6, [0] * 6, **options)
+    assert run([1] * 6, [0] * 6, ratio=1, min_track_hits=np.int64(6)).efficiency == 1.0
+
+
 def test_histograms_bin_the_particles_and_tracks():
     # hits of particle 1 at eta ≈ 0, a fake noise track far forward
     hits = [1] * 6 + [2] * 6 + [0] * 3
@@ -258,6 +277,26 @@ def test_edge_metrics_on_undirected_edges():
     empty = np.zeros((2, 0), dtype=np.int64)
     assert edge_metrics(empty, truth)[0] == 0.0
     assert math.isnan(edge_metrics(empty, truth)[1])
+
+
+@pytest.mark.parametrize(
+    ("predicted", "expected"),
+    [
+        (np.array([[0, 1], [1, 2], [3, 4]]), "predicted: shape [3, 2]; expected [2, E], one column per edge"),
+        (np.zeros((3, 4), dtype=np.int64), "predicted: shape [3, 4]; expected [2, E]"),
+        (np.array([[0.7], [1.2]]), "predicted: 0.7 at row 0 is not a whole number"),
+        (np.array([[np.nan], [1.0]]), "predicted: nan at row 0 is not a whole number"),
+        (np.array([[1], [2**32 + 2]]), "predicted: node indices from 1 to 4294967298; expected 0 to 4294967295"),
+        (np.array([[-1], [2]]), "predicted: node indices from -1 to 2"),
+    ],
+)
+def test_edge_metrics_refuse_edges_that_are_not_pairs_of_node_indices(predicted, expected):
+    """Edges given as [E, 2], with fractions or NaN (which a cast made a true edge), or with nodes beyond what a key
+    holds (which made other edges' keys) gave figures with no error; each is a ValueError naming the array."""
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        edge_metrics(predicted, np.array([[0, 1, 3], [1, 2, 4]]))
+    with pytest.raises(ValueError, match=re.escape(expected.replace("predicted", "truth"))):
+        edge_counts(np.array([[0], [1]]), predicted)
 
 
 def test_kept_by_selection_counts_what_the_written_tracks_keep_and_gain():

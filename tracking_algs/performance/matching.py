@@ -179,8 +179,13 @@ def match_tracks(
     """Match the candidates of ``event`` to its truth particles (double majority, see the module doc).
 
     Only tracks with at least ``min_track_hits`` hits are considered. Needs ``event.truth`` and
-    ``event.particles``; raises ``ValueError`` otherwise or when the labels do not cover the spacepoints.
+    ``event.particles``; raises ``ValueError`` otherwise, when the labels do not cover the spacepoints, or for a
+    ``min_track_hits`` that is not an integer ≥ 1 or a ``ratio`` outside (0, 1] (NaN included).
     """
+    if isinstance(min_track_hits, bool) or not isinstance(min_track_hits, (int, np.integer)) or min_track_hits < 1:
+        raise ValueError(f"match_tracks: min_track_hits must be an integer ≥ 1, got {min_track_hits!r}")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating)) or not 0.0 < ratio <= 1.0:
+        raise ValueError(f"match_tracks: ratio must be a number in (0, 1], got {ratio!r}")
     selection = selection or ParticleSelection()
     if event.truth is None or event.particles is None:
         raise ValueError(f"event {event.event_id}: matching needs truth and particles")
