@@ -438,6 +438,25 @@ def test_a_track_fit_does_not_depend_on_the_other_tracks_of_its_batch():
         np.testing.assert_array_equal(getattr(small, name), getattr(whole, name), err_msg=name)
 
 
+def test_a_hit_far_away_on_one_track_does_not_move_the_fits_of_the_others():
+    """A hit 10¹¹ mm away on one track (finite, so the fitter takes it and rejects it as an outlier) left the other
+    tracks' hits in another order, as one sort key scaled every distance by the event's largest, and their fits
+    changed. The other tracks' fits are now those without it, bit for bit."""
+    event = simulate_event(SimulationConfig(pileup=10.0), seed=21, event_id=0, detector=DETECTOR)
+    particle = event.truth.particle_id
+    _, labels = np.unique(particle, return_inverse=True)
+    candidates = TrackCandidates(np.where(particle == 0, -1, labels).astype(np.int64))
+    fitter = KalmanFitter(DETECTOR)
+    before = fitter.fit(event.spacepoints, candidates)
+    row = int(np.flatnonzero(candidates.labels == before.track_id[0])[0])
+    far = attrs.evolve(event.spacepoints, x=np.where(np.arange(len(particle)) == row, 1e11, event.spacepoints.x))
+    after = fitter.fit(far, candidates)
+    others = after.track_id != before.track_id[0]
+    assert others.sum() > 100
+    for name in ("params", "cov", "chi2", "ndf", "status", "n_outliers"):
+        np.testing.assert_array_equal(getattr(after, name)[others], getattr(before, name)[others], err_msg=name)
+
+
 def _event_with_foreign_hits(seed: int) -> tuple[Spacepoints, TrackCandidates]:
     """A pile-up-10 event's particles as candidates, each noise hit given to a random one of them (so that some
     fits reject outliers and some are trimmed)."""

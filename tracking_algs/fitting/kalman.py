@@ -149,10 +149,8 @@ class KalmanFitter:
         counts = np.diff(offsets)
         track_of_hit = np.repeat(np.arange(n_tracks), counts)
         # hits of each track in crossing order: ordered[offsets[k]:offsets[k+1]] index the rows of `hits`; one
-        # stable sort on track + distance / span (the distance as a fraction below 1 under the track number)
-        distance = hits["distance"]
-        span = 2.0 * float(distance.max(initial=0.0)) + 1.0
-        ordered = np.argsort(track_of_hit + distance / span, kind="stable")
+        # stable sort on (track, distance), which no other track's hits can change
+        ordered = np.lexsort((hits["distance"], track_of_hit))
 
         out = _Output(n_tracks, len(rows))
         removed = np.zeros(len(rows), dtype=bool)  # hits (rows of `hits`) dropped as outliers
