@@ -80,6 +80,31 @@ def test_positions_that_are_not_finite_are_refused_naming_the_spacepoint(finder,
         finder.find(bad)
 
 
+@pytest.mark.parametrize("value", [np.nan, 0.0, -0.01, np.inf])
+def test_errors_that_are_not_positive_are_refused_naming_the_spacepoint(finder, event, value):
+    """A NaN, zero, negative or (along the first direction) infinite ``sigma`` is an ``EventFormatError`` naming the
+    first such spacepoint, before any stage runs: the building weighs its links by the errors, and a NaN left it
+    with fewer candidates, with no error. An infinite second error (a 1-D hit) is taken, as the fitter takes it."""
+    spacepoints = event.spacepoints.take(np.arange(200))
+    spoiled = spacepoints.sigma.copy()
+    spoiled[[17, 90], 0] = value
+    hit = spacepoints.hit_id[17]
+    expected = rf"^spacepoint row 17 \(hit_id {hit}\): sigma must be positive, the first finite .*\(2 such rows\)$"
+    with pytest.raises(EventFormatError, match=expected):
+        finder.find(attrs.evolve(spacepoints, sigma=spoiled))
+    one_dimensional = spacepoints.sigma.copy()
+    one_dimensional[17, 1] = np.inf
+    finder.find(attrs.evolve(spacepoints, sigma=one_dimensional))
+
+
+@pytest.mark.parametrize("bfield_t", [np.nan, np.inf, 1e3, "2", True])
+def test_a_field_that_is_not_a_number_of_tesla_is_refused(bfield_t):
+    """The finder's field sets the pT cut on pairs: NaN left no candidate and inf none of the cut, with no error."""
+    expected = "TrackFinder: bfield_t must be a field in tesla from -100 to 100 (0: none, no pT cut on pairs), got "
+    with pytest.raises(ConfigError, match=re.escape(f"{expected}{bfield_t!r}")):
+        local_finder(bfield_t=bfield_t)
+
+
 def test_track_candidates_and_the_event_columns_refuse_labels_and_ids_with_fractions(event):
     """A float label or id is taken where it is a whole number and refused, naming the column, the value and its
     row, where a cast would cut its fraction off (1.7 would make track 1, NaN a huge negative number)."""

@@ -3,6 +3,7 @@ per-stage edges, timing and an optional fitting hook (a :class:`~tracking_algs.f
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -11,12 +12,13 @@ from inference_iface import ConfigError, InferenceInterface, create_inference
 from tracking_algs.event import Spacepoints
 from tracking_algs.finding.building import TrackBuilding
 from tracking_algs.finding.config import FindingConfig
-from tracking_algs.finding.features import check_positions, orient_edges, spacepoint_features
+from tracking_algs.finding.features import check_spacepoints, orient_edges, spacepoint_features
 from tracking_algs.finding.graph import GraphConstruction
 from tracking_algs.finding.model_dir import STAGES, working_point
 from tracking_algs.finding.result import FindingResult
 from tracking_algs.finding.stages import EdgeFiltering, GNNClassification, check_stage_model
 from tracking_algs.fitting.hook import checked_fitter, close_fitter
+from tracking_algs.io.field_map import MAX_FIELD_T
 
 if TYPE_CHECKING:
     from tracking_algs.fitting.hook import TrackFitter
@@ -43,6 +45,10 @@ class TrackFinder:
     ) -> None:
         for stage, inference in zip(STAGES, (embedding, filter, gnn), strict=True):
             check_stage_model(stage, inference)
+        if bfield_t is not None and (isinstance(bfield_t, bool) or not isinstance(bfield_t, numbers.Real)
+                                     or not abs(bfield_t) <= MAX_FIELD_T):  # fmt: skip
+            raise ConfigError(f"{type(self).__name__}: bfield_t must be a field in tesla from -{MAX_FIELD_T:g} to "
+                              f"{MAX_FIELD_T:g} (0: none, no pT cut on pairs), got {bfield_t!r}")  # fmt: skip
         self.fitter = checked_fitter(fitter, type(self).__name__)
         radius, filter_cut = working_point(config.model_dir, config.graph.radius, config.filter.cut)
         self.config = config
@@ -69,9 +75,9 @@ class TrackFinder:
         return cls(config, **interfaces, fitter=fitter, bfield_t=bfield_t)
 
     def find(self, spacepoints: Spacepoints) -> FindingResult:
-        """Run every stage on one event's spacepoints; positions that are not finite raise
-        :class:`~tracking_algs.errors.EventFormatError` naming the first such spacepoint."""
-        check_positions(spacepoints)
+        """Run every stage on one event's spacepoints; positions that are not finite, and errors (``sigma``) that are
+        not positive, raise :class:`~tracking_algs.errors.EventFormatError` naming the first such spacepoint."""
+        check_spacepoints(spacepoints)
         timing: dict[str, float] = {}
         clock = time.perf_counter()
 

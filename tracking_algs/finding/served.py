@@ -47,7 +47,7 @@ from inference_iface.options import unstructure
 from inference_iface.signature import ModelSignature, TensorSpec
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.finding.config import FindingConfig
-from tracking_algs.finding.features import check_positions
+from tracking_algs.finding.features import check_spacepoints
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES, model_path, resolve_model_dir
 from tracking_algs.finding.result import FindingResult
 from tracking_algs.fitting.hook import checked_fitter, close_fitter
@@ -160,7 +160,7 @@ class ServedTrackFinder:
     def find(self, spacepoints: Spacepoints) -> FindingResult:
         """Send one event's spacepoints to the served chain; its track candidates (and fit). Positions that are not
         finite raise :class:`~tracking_algs.errors.EventFormatError` before anything is sent."""
-        check_positions(spacepoints)
+        check_spacepoints(spacepoints)
         start = time.perf_counter()
         inputs = chain_inputs(spacepoints)
         packed = time.perf_counter()
