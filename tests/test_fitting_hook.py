@@ -261,6 +261,29 @@ def test_tracks_not_fitted_must_carry_the_sentinel_values():
     assert fit_problem(negative_zero, tracks.spacepoints, tracks.candidates) is None
 
 
+def test_the_boundary_refuses_negative_p_values_hit_counts_the_hits_do_not_hold_and_a_hit_twice():
+    """A plug-in's negative p-values (the selection then drops every track), ``n_hits`` or ``n_outliers`` that its
+    hits and outlier flags do not hold (both are written to fitted_tracks.csv), and a hit given twice in one track
+    were taken; each is named, with the track and what was expected. The built-in fitter's results pass."""
+    tracks = _tracks()
+    fit = KalmanFitter(DETECTOR).fit(tracks.spacepoints, tracks.candidates)
+    assert fit_problem(fit, tracks.spacepoints, tracks.candidates) is None
+    hits = int(fit.hit_offsets[1])
+    twice = fit.hit_rows.copy()
+    twice[1] = twice[0]
+    for spoiled, expected in (
+        (attrs.evolve(fit, pvalue=-fit.pvalue), r"pvalue -\S+ for track 0 .*; expected a p-value in \[0, 1\]"),
+        (attrs.evolve(fit, n_hits=fit.n_hits + 1000), rf"n_hits {fit.n_hits[0] + 1000} for track 0 .*; expected at "
+                                                      rf"most its hits less its outliers, {hits - fit.n_outliers[0]}"),
+        (attrs.evolve(fit, n_outliers=fit.n_outliers + 1), rf"n_outliers {fit.n_outliers[0] + 1} for track 0 .*; "
+                                                           rf"expected its outlier hits, {fit.n_outliers[0]}"),
+        (attrs.evolve(fit, hit_rows=twice), rf"hit_rows {twice[0]} twice for track 0; expected each hit once"),
+    ):  # fmt: skip
+        problem = fit_problem(spoiled, tracks.spacepoints, tracks.candidates)
+        assert problem is not None
+        assert re.fullmatch(expected, problem), problem
+
+
 # A fitter handed to the finder in Python (TrackFinder(fitter=...)), not through [fitting] hook, is checked the same.
 @pytest.fixture(scope="module")
 def small_event():

@@ -304,8 +304,9 @@ def fit_problem(fit: object, spacepoints: Spacepoints, candidates: TrackCandidat
     """What makes ``fit`` not the :class:`FitResults` of fitting ``candidates`` on ``spacepoints`` (``None`` when
     nothing does), in words that name the first bad track and what was expected: its type, the tracks (the
     candidates' ids in :meth:`~tracking_algs.event.TrackCandidates.groups` order), each track's hits (spacepoint rows
-    of that track), the status codes (:class:`FitStatus`), finite numbers, ndf, χ² and hit counts not negative,
-    p-values in [0, 1], for tracks not fitted (status other than ``OK``) the sentinel values (params, cov, chi2,
+    of that track, each once), the status codes (:class:`FitStatus`), finite numbers, ndf, χ² and hit counts not
+    negative, p-values in [0, 1], ``n_outliers`` the track's hits flagged ``outlier`` and ``n_hits`` at most its
+    other hits, for tracks not fitted (status other than ``OK``) the sentinel values (params, cov, chi2,
     pvalue and ndf 0), and for fitted (``OK``) tracks a symmetric, positive-definite covariance."""
     if not isinstance(fit, FitResults):
         return f"{type(fit).__name__}; expected FitResults"
@@ -328,6 +329,10 @@ def fit_problem(fit: object, spacepoints: Spacepoints, candidates: TrackCandidat
     if len(foreign):
         return (f"hit_rows {rows[foreign[0]]} for track {fit.track_id[hit_track[foreign[0]]]}, a spacepoint "
                 f"labelled {candidates.labels[rows[foreign[0]]]}; expected rows of that track's candidate")  # fmt: skip
+    _, first_seen = np.unique(rows, return_index=True)
+    if len(first_seen) != len(rows):
+        again = np.setdiff1d(np.arange(len(rows)), first_seen)[0]
+        return f"hit_rows {rows[again]} twice for track {fit.track_id[hit_track[again]]}; expected each hit once"
     bad = ~np.isin(fit.status, [int(status) for status in FitStatus])
     if bad.any():
         return _first_track(fit, bad, f"status {fit.status[bad][0]}", f"a FitStatus code, {_codes()}")
@@ -340,9 +345,18 @@ def fit_problem(fit: object, spacepoints: Spacepoints, candidates: TrackCandidat
         bad = getattr(fit, name) < 0
         if bad.any():
             return _first_track(fit, bad, f"{name} {getattr(fit, name)[bad][0]}", "0 or more")
-    bad = fit.pvalue > 1
+    bad = (fit.pvalue < 0) | (fit.pvalue > 1)
     if bad.any():
         return _first_track(fit, bad, f"pvalue {fit.pvalue[bad][0]}", "a p-value in [0, 1]")
+    hits = np.diff(offsets)
+    outliers = np.bincount(hit_track[fit.outlier], minlength=len(fit))
+    bad = fit.n_outliers != outliers
+    if bad.any():
+        return _first_track(fit, bad, f"n_outliers {fit.n_outliers[bad][0]}", f"its outlier hits, {outliers[bad][0]}")
+    bad = fit.n_hits > hits - outliers
+    if bad.any():
+        return _first_track(fit, bad, f"n_hits {fit.n_hits[bad][0]}",
+                            f"at most its hits less its outliers, {(hits - outliers)[bad][0]}")  # fmt: skip
     return _sentinel_problem(fit) or _covariance_problem(fit)
 
 
