@@ -284,6 +284,26 @@ def test_the_boundary_refuses_negative_p_values_hit_counts_the_hits_do_not_hold_
         assert re.fullmatch(expected, problem), problem
 
 
+def test_fit_results_select_tracks_and_drop_hits_only_by_what_they_hold():
+    """``tracks`` took a negative index (one track's id with another's hits), a fraction (cut off) and a mask of the
+    wrong length; ``without_hits`` an integer mask (its ``~`` is -1, an index); each is a ValueError naming the
+    argument and what was expected."""
+    fit = KalmanFitter(DETECTOR).fit(_tracks().spacepoints, _tracks().candidates)
+    n, hits = len(fit), len(fit.hit_rows)
+    assert fit.tracks(np.array([1, 0])).track_id.tolist() == fit.track_id[[1, 0]].tolist()
+    for rows, shown in (
+        (np.array([-3]), f"indices from -3 to -3 of shape [1]; expected [K] in [0, {n})"),
+        (np.array([n]), f"indices from {n} to {n} of shape [1]; expected [K] in [0, {n})"),
+        (np.array([0.7]), "0.7 at row 0 is not a whole number"),
+        (np.ones(n - 1, dtype=bool), f"a mask of shape [{n - 1}]; expected [{n}]"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(f"FitResults.tracks: rows: {shown}")):
+            fit.tracks(rows)
+    for dropped in (np.zeros(hits, dtype=np.int64), np.zeros(hits - 1, dtype=bool)):
+        with pytest.raises(ValueError, match=re.escape(f"expected a boolean mask [{hits}] over the hits")):
+            fit.without_hits(dropped)
+
+
 # A fitter handed to the finder in Python (TrackFinder(fitter=...)), not through [fitting] hook, is checked the same.
 @pytest.fixture(scope="module")
 def small_event():

@@ -8,7 +8,7 @@ from enum import IntEnum
 import attrs
 import numpy as np
 
-from tracking_algs.event import float_column, int_column
+from tracking_algs.event import float_column, int_column, whole_numbers
 from tracking_algs.ranges import concatenated_ranges
 
 #: names of the five perigee parameters, in the order of ``FitResults.params`` (mm, mm, rad, rad, e/GeV)
@@ -117,8 +117,9 @@ class FitResults:
         return np.repeat(np.arange(len(self)), np.diff(self.hit_offsets))
 
     def tracks(self, rows: np.ndarray) -> FitResults:
-        """The tracks ``rows`` (indices or a mask [T]), in that order, with their hits."""
-        rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=np.int64)
+        """The tracks ``rows`` (indices in [0, T) or a mask [T]), in that order, with their hits; ``ValueError`` for
+        other ``rows`` (a negative index would give one track's id with another's hits)."""
+        rows = _indices(rows, len(self), "FitResults.tracks: rows")
         counts = np.diff(self.hit_offsets)[rows]
         hits = concatenated_ranges(self.hit_offsets[rows], counts)
         return FitResults(
@@ -131,13 +132,35 @@ class FitResults:
 
     def without_hits(self, dropped: np.ndarray) -> FitResults:
         """The same tracks without the hits ``dropped`` (mask [H] over the hits; their track columns as they were,
-        apart from ``n_outliers``, which no longer counts the dropped hits the fit rejected)."""
+        apart from ``n_outliers``, which no longer counts the dropped hits the fit rejected); ``ValueError`` for
+        another ``dropped``."""
+        dropped = np.asarray(dropped)
+        if dropped.dtype != bool or dropped.shape != self.hit_rows.shape:
+            raise ValueError(
+                f"FitResults.without_hits: dropped of dtype {dropped.dtype} and shape {list(dropped.shape)}; expected "
+                f"a boolean mask [{len(self.hit_rows)}] over the hits"
+            )
         track_of_hit = self.track_of_hit()
         kept = ~dropped
         counts = np.bincount(track_of_hit[kept], minlength=len(self))
         n_outliers = self.n_outliers - np.bincount(track_of_hit[dropped & self.outlier], minlength=len(self))
         return attrs.evolve(self, n_outliers=n_outliers, hit_offsets=np.concatenate(([0], np.cumsum(counts))),
                             hit_rows=self.hit_rows[kept], outlier=self.outlier[kept])  # fmt: skip
+
+
+def _indices(selection: np.ndarray, size: int, what: str) -> np.ndarray:
+    """The indices [K] that ``selection`` (a boolean mask [size], or whole-number indices in [0, size)) selects;
+    ``ValueError`` naming ``what`` otherwise."""
+    array = np.asarray(selection)
+    if array.dtype == bool:
+        if array.shape != (size,):
+            raise ValueError(f"{what}: a mask of shape {list(array.shape)}; expected [{size}]")
+        return np.flatnonzero(array)
+    indices = whole_numbers(array, what)
+    if indices.ndim != 1 or (indices.size and not (indices.min() >= 0 and indices.max() < size)):
+        shown = f"from {indices.min()} to {indices.max()}" if indices.size else "none"
+        raise ValueError(f"{what}: indices {shown} of shape {list(indices.shape)}; expected [K] in [0, {size})")
+    return indices
 
 
 #: the per-track columns of :class:`FitResults` besides ``track_id``
