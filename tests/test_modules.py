@@ -127,6 +127,25 @@ def test_lookup_finds_rows_and_gives_minus_one_for_unknown_modules(generated):
     assert generated.lookup(8, 2, 1).shape == ()  # scalars broadcast
 
 
+def test_module_rows_that_are_no_module_are_refused(generated):
+    """Row -1, what ``lookup`` gives for no module, was taken as the last module by ``to_local``, ``to_global``,
+    ``inside``, ``normal`` and ``resolution``, and ``lookup`` cut fractional ids to another module's; each is a
+    ValueError naming what was expected."""
+    n = len(generated)
+    xyz = np.zeros((1, 3))
+    calls = (lambda rows: generated.to_local(rows, xyz), lambda rows: generated.to_global(rows, [0.0], [0.0]),
+             lambda rows: generated.inside(rows, [0.0], [0.0]), generated.normal, generated.resolution)  # fmt: skip
+    for call in calls:
+        for rows, shown in ((np.array([-1]), "from -1 to -1"), (np.array([n]), f"from {n} to {n}")):
+            with pytest.raises(ValueError, match=re.escape(f"ModuleGeometry rows {shown}; expected rows 0 to {n - 1}")):
+                call(rows)
+        with pytest.raises(ValueError, match=r"ModuleGeometry rows: 0\.5 at row 0 is not a whole number"):
+            call(np.array([0.5]))
+    with pytest.raises(ValueError, match=r"ModuleGeometry\.lookup: module_id: 1\.7 at row 0 is not a whole number"):
+        generated.lookup([7.0], [2.0], [1.7])
+    assert generated.lookup([8.0], [2.0], [1.0]) == generated.lookup([8], [2], [1])
+
+
 def test_repeated_modules_are_rejected():
     with pytest.raises(ValueError, match="module \\(volume 9, layer 2, module 1\\) appears more than once"):
         _one_trapezoid(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from tracking_algs.event import float_column, int_column
+from tracking_algs.event import float_column, int_column, whole_numbers
 
 #: Bits of the packed (volume, layer, module) key: module ids below 2²⁴, layer ids below 2¹⁶, volume ids below 2²³.
 _MODULE_BITS, _LAYER_BITS, _VOLUME_BITS = 24, 16, 23
@@ -66,9 +66,28 @@ class ModuleGeometry:
     def __len__(self) -> int:
         return len(self.module_id)
 
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """``rows`` checked as module rows (a boolean mask over the modules as it is): ``ValueError`` for a row that
+        is not a whole number in [0, number of modules), -1 (:meth:`lookup`'s "no module") included, which would be
+        taken as the last module."""
+        array = np.asarray(rows)
+        if array.dtype == bool:
+            return array
+        array = whole_numbers(array, "ModuleGeometry rows")
+        if array.size and not (array.min() >= 0 and array.max() < len(self)):
+            raise ValueError(
+                f"ModuleGeometry rows from {array.min()} to {array.max()}; expected rows 0 to {len(self) - 1} of its "
+                f"{len(self)} modules (-1, lookup's 'no module', is none)"
+            )
+        return array
+
     def lookup(self, volume_id: np.ndarray, layer_id: np.ndarray, module_id: np.ndarray) -> np.ndarray:
-        """Row index (int64) of each (volume, layer, module) id triple, -1 where no module has those ids."""
-        ids = np.broadcast_arrays(*(np.asarray(values, dtype=np.int64) for values in (volume_id, layer_id, module_id)))
+        """Row index (int64) of each (volume, layer, module) id triple, -1 where no module has those ids
+        (``ValueError`` naming the argument for ids that are not whole numbers)."""
+        named = {"volume_id": volume_id, "layer_id": layer_id, "module_id": module_id}
+        ids = np.broadcast_arrays(
+            *(whole_numbers(values, f"ModuleGeometry.lookup: {name}") for name, values in named.items())
+        )
         known = np.ones(ids[0].shape, dtype=bool)
         for values, bits in zip(ids, _BITS, strict=True):
             known &= (values >= 0) & (values < 1 << bits)
@@ -83,11 +102,13 @@ class ModuleGeometry:
     def to_local(self, rows: np.ndarray, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Local (u, v, w) on module ``rows[k]`` of the global points ``xyz[k]`` ([n, 3]); w is the distance from
         the module's mid-plane along its normal."""
+        rows = self.rows(rows)
         local = np.einsum("nji,nj->ni", self.rot[rows], np.asarray(xyz, dtype=np.float64) - self.c[rows])
         return local[:, 0], local[:, 1], local[:, 2]
 
     def to_global(self, rows: np.ndarray, u: np.ndarray, v: np.ndarray, w: np.ndarray | float = 0.0) -> np.ndarray:
         """Global points [n, 3] of the local coordinates (u, v, w) on module ``rows[k]`` (w = 0: the mid-plane)."""
+        rows = self.rows(rows)
         local = np.stack(np.broadcast_arrays(u, v, w), axis=-1).astype(np.float64)
         return self.c[rows] + np.einsum("nij,nj->ni", self.rot[rows], local)
 
@@ -95,6 +116,7 @@ class ModuleGeometry:
         """Whether local (u, v) lies within the sensitive trapezoid of module ``rows[k]``, grown by ``tolerance``
         mm on every side: |v| ≤ half_v + tolerance and |u| ≤ h(v) + tolerance, h(v) the half width at v (clipped
         to the module's v range)."""
+        rows = self.rows(rows)
         half_v, low, high = self.half_v[rows], self.min_half_u[rows], self.max_half_u[rows]
         along = (np.clip(v, -half_v, half_v) + half_v) / (2 * half_v)
         half_u = low + (high - low) * along
@@ -102,10 +124,11 @@ class ModuleGeometry:
 
     def normal(self, rows: np.ndarray) -> np.ndarray:
         """Unit normals [n, 3] (the local w axes) of modules ``rows``."""
-        return self.rot[rows, :, 2]
+        return self.rot[self.rows(rows), :, 2]
 
     def resolution(self, rows: np.ndarray) -> np.ndarray:
         """Measurement resolution [n, 2] in (u, v), mm: the cell pitch / √12 of modules ``rows``."""
+        rows = self.rows(rows)
         return np.stack([self.pitch_u[rows], self.pitch_v[rows]], axis=-1) / np.sqrt(12.0)
 
 
