@@ -10,6 +10,7 @@ from beam_line_particles import beam_line_particles
 
 from inference_iface.errors import ConfigError
 from inference_iface.options import structure
+from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting import (
     FitResults,
@@ -108,6 +109,22 @@ def test_outliers_stay_when_told_and_nothing_changes_when_disabled(fitted):
     unchanged, same_fit = TrackSelection(enabled=False).apply(candidates, fit)
     assert unchanged is candidates
     assert same_fit is fit
+
+
+def test_a_fit_of_other_candidates_is_refused(fitted):
+    """The selection took a fit of other candidates (labels renumbered, a fit of some of the tracks, labels of fewer
+    spacepoints) and kept hits under other tracks' ids, or failed deep inside; it now names what does not match."""
+    candidates, fit, _, _ = fitted
+    renumbered = TrackCandidates(np.where(candidates.labels >= 0, candidates.labels + 1, -1))
+    short = TrackCandidates(candidates.labels[: int(fit.hit_rows.max())])
+    for other, expected in (
+        (renumbered, rf"{len(fit)} tracks, track_id 0 at row 0; expected the {len(fit)} candidates' ids"),
+        (short, "hit_rows .* for track .*; expected spacepoint rows 0 to"),
+    ):
+        with pytest.raises(FittingError, match=rf"^TrackSelection.apply: a fit of other candidates: {expected}"):
+            TrackSelection().apply(other, fit)
+    with pytest.raises(FittingError, match=r"10 tracks, track_id none at row 10; expected the \d+ candidates' ids"):
+        TrackSelection().apply(candidates, fit.tracks(np.arange(10)))
 
 
 def test_min_hits_min_pvalue_and_min_pt_cut_as_documented(fitted):

@@ -25,7 +25,7 @@ from inference_iface.options import mapping, structure
 from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.config import KalmanConfig
-from tracking_algs.fitting.results import FitResults, FitStatus
+from tracking_algs.fitting.results import FitResults, FitStatus, fit_candidates_problem
 from tracking_algs.fitting.selection import Follow, Refit, TrackSelection
 from tracking_algs.geometry import Detector
 from tracking_algs.magnetic_field import MagneticField
@@ -310,29 +310,12 @@ def fit_problem(fit: object, spacepoints: Spacepoints, candidates: TrackCandidat
     pvalue and ndf 0), and for fitted (``OK``) tracks a symmetric, positive-definite covariance."""
     if not isinstance(fit, FitResults):
         return f"{type(fit).__name__}; expected FitResults"
-    track_ids = candidates.groups()[0]
-    if not np.array_equal(fit.track_id, track_ids):
-        differ = np.flatnonzero(fit.track_id[: len(track_ids)] != track_ids[: len(fit)])
-        first = int(differ[0]) if len(differ) else min(len(fit), len(track_ids))
-        return (f"{len(fit)} tracks, track_id {_at(fit.track_id, first)} at row {first}; expected the "
-                f"{len(track_ids)} candidates' ids in candidates.groups() order, {_at(track_ids, first)} "
-                "there")  # fmt: skip
-    offsets, rows = fit.hit_offsets, fit.hit_rows
-    if offsets[0] != 0 or offsets[-1] != len(rows) or (np.diff(offsets) < 0).any():
-        return f"hit_offsets running from {offsets[0]} to {offsets[-1]}; expected 0 up to len(hit_rows) = {len(rows)}"
-    hit_track = fit.track_of_hit()
-    outside = np.flatnonzero((rows < 0) | (rows >= len(spacepoints)))
-    if len(outside):
-        return (f"hit_rows {rows[outside[0]]} for track {fit.track_id[hit_track[outside[0]]]}; expected spacepoint "
-                f"rows 0 to {len(spacepoints) - 1}")  # fmt: skip
-    foreign = np.flatnonzero(candidates.labels[rows] != fit.track_id[hit_track])
-    if len(foreign):
-        return (f"hit_rows {rows[foreign[0]]} for track {fit.track_id[hit_track[foreign[0]]]}, a spacepoint "
-                f"labelled {candidates.labels[rows[foreign[0]]]}; expected rows of that track's candidate")  # fmt: skip
-    _, first_seen = np.unique(rows, return_index=True)
-    if len(first_seen) != len(rows):
-        again = np.setdiff1d(np.arange(len(rows)), first_seen)[0]
-        return f"hit_rows {rows[again]} twice for track {fit.track_id[hit_track[again]]}; expected each hit once"
+    if len(candidates.labels) != len(spacepoints):
+        return f"a fit of {len(candidates.labels)} labels; expected one label per spacepoint, {len(spacepoints)}"
+    problem = fit_candidates_problem(fit, candidates)
+    if problem is not None:
+        return problem
+    offsets, hit_track = fit.hit_offsets, fit.track_of_hit()
     bad = ~np.isin(fit.status, [int(status) for status in FitStatus])
     if bad.any():
         return _first_track(fit, bad, f"status {fit.status[bad][0]}", f"a FitStatus code, {_codes()}")
@@ -410,10 +393,6 @@ def _covariance_problem(fit: FitResults) -> str | None:
 def _first_track(fit: FitResults, bad: np.ndarray, what: str, expected: str) -> str:
     row = int(np.flatnonzero(bad)[0])
     return f"{what} for track {fit.track_id[row]} (row {row}, {int(bad.sum())} tracks in all); expected {expected}"
-
-
-def _at(values: np.ndarray, row: int) -> str:
-    return str(values[row]) if row < len(values) else "none"
 
 
 def _codes() -> str:

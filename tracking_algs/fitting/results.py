@@ -8,7 +8,7 @@ from enum import IntEnum
 import attrs
 import numpy as np
 
-from tracking_algs.event import float_column, int_column, whole_numbers
+from tracking_algs.event import TrackCandidates, float_column, int_column, whole_numbers
 from tracking_algs.ranges import concatenated_ranges
 
 #: names of the five perigee parameters, in the order of ``FitResults.params`` (mm, mm, rad, rad, e/GeV)
@@ -146,6 +146,41 @@ class FitResults:
         n_outliers = self.n_outliers - np.bincount(track_of_hit[dropped & self.outlier], minlength=len(self))
         return attrs.evolve(self, n_outliers=n_outliers, hit_offsets=np.concatenate(([0], np.cumsum(counts))),
                             hit_rows=self.hit_rows[kept], outlier=self.outlier[kept])  # fmt: skip
+
+
+def fit_candidates_problem(fit: FitResults, candidates: TrackCandidates) -> str | None:
+    """What makes ``fit`` not a fit of ``candidates`` (``None`` when nothing does), in words naming the first bad
+    track: its tracks must be the candidates' ids in :meth:`~tracking_algs.event.TrackCandidates.groups` order, and
+    each track's hits rows of that track's candidate, each once."""
+    track_ids = candidates.groups()[0]
+    if not np.array_equal(fit.track_id, track_ids):
+        differ = np.flatnonzero(fit.track_id[: len(track_ids)] != track_ids[: len(fit)])
+        first = int(differ[0]) if len(differ) else min(len(fit), len(track_ids))
+        return (f"{len(fit)} tracks, track_id {_at(fit.track_id, first)} at row {first}; expected the "
+                f"{len(track_ids)} candidates' ids in candidates.groups() order, {_at(track_ids, first)} "
+                "there")  # fmt: skip
+    offsets, rows = fit.hit_offsets, fit.hit_rows
+    if offsets[0] != 0 or offsets[-1] != len(rows) or (np.diff(offsets) < 0).any():
+        return f"hit_offsets running from {offsets[0]} to {offsets[-1]}; expected 0 up to len(hit_rows) = {len(rows)}"
+    hit_track = fit.track_of_hit()
+    outside = np.flatnonzero((rows < 0) | (rows >= len(candidates.labels)))
+    if len(outside):
+        return (f"hit_rows {rows[outside[0]]} for track {fit.track_id[hit_track[outside[0]]]}; expected spacepoint "
+                f"rows 0 to {len(candidates.labels) - 1}")  # fmt: skip
+    foreign = np.flatnonzero(candidates.labels[rows] != fit.track_id[hit_track])
+    if len(foreign):
+        return (f"hit_rows {rows[foreign[0]]} for track {fit.track_id[hit_track[foreign[0]]]}, a spacepoint "
+                f"labelled {candidates.labels[rows[foreign[0]]]}; expected rows of that track's candidate")  # fmt: skip
+    _, first_seen = np.unique(rows, return_index=True)
+    if len(first_seen) != len(rows):
+        again = np.setdiff1d(np.arange(len(rows)), first_seen)[0]
+        return f"hit_rows {rows[again]} twice for track {fit.track_id[hit_track[again]]}; expected each hit once"
+    return None
+
+
+def _at(values: np.ndarray, index: int) -> str:
+    """``values[index]`` for a message, or "none" past the end."""
+    return str(values[index]) if index < len(values) else "none"
 
 
 def _indices(selection: np.ndarray, size: int, what: str) -> np.ndarray:

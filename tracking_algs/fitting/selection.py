@@ -36,9 +36,17 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from inference_iface.options import finite, integer
+from tracking_algs.errors import FittingError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.fitting.extension import proposed_hits
-from tracking_algs.fitting.results import FitResults, FitStatus, closest_points, combined, transverse_momentum
+from tracking_algs.fitting.results import (
+    FitResults,
+    FitStatus,
+    closest_points,
+    combined,
+    fit_candidates_problem,
+    transverse_momentum,
+)
 from tracking_algs.fitting.split_tracks import agreeing_pairs, redundant_pieces
 
 #: ``refit(tracks, earlier)``: the fit of the candidate tracks ``tracks`` of the event being selected (the job's
@@ -139,6 +147,9 @@ class TrackSelection:
         ``rebuild`` (the finder's, :func:`~tracking_algs.finding.free_hits.free_hit_rebuild`)."""
         if not self.enabled:
             return candidates, fit
+        problem = fit_candidates_problem(fit, candidates)
+        if problem is not None:
+            raise FittingError(f"TrackSelection.apply: a fit of other candidates: {problem}")
         if self.rescue_outliers and refit is not None:
             candidates, fit = self._rescued_outliers(candidates, fit, refit)
         if self.merge_split and self.max_split_chi2 > 0 and refit is not None:
