@@ -9,7 +9,7 @@ import attrs
 import numpy as np
 import pytest
 
-from tracking_algs.event import Event, Particles, Spacepoints, TrackCandidates, Truth
+from tracking_algs.event import Cells, Event, Particles, Spacepoints, TrackCandidates, Truth
 from tracking_algs.fitting.results import fitted_pt
 from tracking_algs.job.report import kept_by_selection
 from tracking_algs.job_options import JobOptions
@@ -222,6 +222,32 @@ def test_matching_refuses_a_ratio_or_a_track_size_that_means_nothing(options, ex
     with pytest.raises(ValueError, match=re.escape(f"match_tracks: {expected}")):
         run([1] * 6, [0] * 6, **options)
     assert run([1] * 6, [0] * 6, ratio=1, min_track_hits=np.int64(6)).efficiency == 1.0
+
+
+def test_an_event_refuses_tables_that_do_not_fit_together():
+    """What ``read_event`` refuses in files was taken from Python, and the matching then counted the hits of a
+    particle the particles lack as noise (its tracks fakes): a truth particle_id the particles lack, a particle or a
+    hit id twice, cells of a hit the spacepoints lack, an event id that is not an integer ≥ 0. Each is refused
+    naming the event, the table and the first id."""
+    event = make_event([1] * 3 + [2] * 3)
+    cells = Cells(hit_id=[1, 99], ch0=[0, 0], ch1=[0, 0], value=[1.0, 1.0])
+    twice = attrs.evolve(event.spacepoints, hit_id=[1, 2, 3, 4, 5, 1])
+    for change, expected in (
+        ({"particles": event.particles.take(np.array([0]))}, "event 1: truth.particle_id 2 at row 3 is not 0 (noise) "
+                                                             "or a particle_id of the particles"),
+        ({"particles": attrs.evolve(event.particles, particle_id=[1, 1])}, "event 1: particles.particle_id: 1 at rows "
+                                                                          "0 and 1; expected each once"),
+        ({"spacepoints": twice, "truth": attrs.evolve(event.truth, hit_id=twice.hit_id)}, "event 1: spacepoints.hit_id:"
+                                                                                         " 1 at rows 0 and 5"),
+        ({"cells": cells}, "event 1: cells.hit_id 99 at row 1 is not a hit of the spacepoints"),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            attrs.evolve(event, **change)
+    for event_id in (-1, 1.5, True):
+        with pytest.raises((TypeError, ValueError), match="event_id"):
+            attrs.evolve(event, event_id=event_id)
+    with pytest.raises(TypeError, match="'truth' must be"):
+        attrs.evolve(event, truth=np.ones(6))
 
 
 def test_histograms_bin_the_particles_and_tracks():

@@ -199,15 +199,42 @@ class Cells(Columns):
 class Event:
     """One event: its spacepoints, and truth, particles and cells when known (real data may have none of them)."""
 
-    event_id: int
-    spacepoints: Spacepoints
-    truth: Truth | None = None
-    particles: Particles | None = None
-    cells: Cells | None = None
+    event_id: int = attrs.field(validator=[attrs.validators.instance_of((int, np.integer)), attrs.validators.ge(0)])
+    spacepoints: Spacepoints = attrs.field(validator=attrs.validators.instance_of(Spacepoints))
+    truth: Truth | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Truth))
+    )
+    particles: Particles | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Particles))
+    )
+    cells: Cells | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Cells))
+    )
 
     def __attrs_post_init__(self) -> None:
+        """The tables must fit together, as :func:`~tracking_algs.io.trackml.read_event` requires of the files:
+        ``ValueError`` naming the event, the table and the first id that does not."""
+        if isinstance(self.event_id, bool):
+            raise TypeError(f"Event.event_id must be an integer ≥ 0, got {self.event_id!r}")
+        where = f"event {self.event_id}"
+        _check_unique(self.spacepoints.hit_id, f"{where}: spacepoints.hit_id")
         if self.truth is not None and not np.array_equal(self.truth.hit_id, self.spacepoints.hit_id):
-            raise ValueError(f"event {self.event_id}: truth rows must align with spacepoints by hit_id")
+            raise ValueError(f"{where}: truth rows must align with spacepoints by hit_id")
+        if self.particles is not None:
+            _check_unique(self.particles.particle_id, f"{where}: particles.particle_id")
+            if self.truth is not None:
+                ids = self.truth.particle_id
+                unknown = (ids != 0) & ~np.isin(ids, self.particles.particle_id)
+                if unknown.any():
+                    row = int(np.argmax(unknown))
+                    raise ValueError(f"{where}: truth.particle_id {ids[row]} at row {row} is not 0 (noise) or a "
+                                     "particle_id of the particles")  # fmt: skip
+        if self.cells is not None:
+            unknown = ~np.isin(self.cells.hit_id, self.spacepoints.hit_id)
+            if unknown.any():
+                row = int(np.argmax(unknown))
+                raise ValueError(f"{where}: cells.hit_id {self.cells.hit_id[row]} at row {row} is not a hit of the "
+                                 "spacepoints")  # fmt: skip
 
     def known_truth(self) -> Truth:
         """The truth of each spacepoint, for what cannot do without it (matching, training, validation); raises
@@ -217,6 +244,15 @@ class Event:
     def known_particles(self) -> Particles:
         """The event's particles, for what cannot do without them; raises ``ValueError`` where the event has none."""
         return _known(self.particles, self.event_id, "particles")
+
+
+def _check_unique(values: np.ndarray, where: str) -> None:
+    """``ValueError`` naming ``where``, the first value that ``values`` holds twice and its rows."""
+    order = np.argsort(values, kind="stable")
+    twice = np.flatnonzero(values[order][1:] == values[order][:-1])
+    if twice.size:
+        first, second = sorted(order[twice[0] : twice[0] + 2].tolist())
+        raise ValueError(f"{where}: {values[first]} at rows {first} and {second}; expected each once")
 
 
 def _known(table: C | None, event_id: int, name: str) -> C:
