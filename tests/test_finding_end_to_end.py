@@ -13,7 +13,9 @@ from inference_iface.checksums import file_sha256
 from tracking_algs.errors import EventFormatError
 from tracking_algs.event import TrackCandidates
 from tracking_algs.finding.config import FindingConfig, GNNConfig, GraphConfig
+from tracking_algs.finding.features import spacepoint_features
 from tracking_algs.finding.finder import TrackFinder
+from tracking_algs.finding.graph import candidate_edges
 from tracking_algs.finding.model_dir import SHIPPED_DIR, load_model_card
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
 from tracking_algs.finding.validation import evaluate
@@ -103,6 +105,37 @@ def test_a_field_that_is_not_a_number_of_tesla_is_refused(bfield_t):
     expected = "TrackFinder: bfield_t must be a field in tesla from -100 to 100 (0: none, no pT cut on pairs), got "
     with pytest.raises(ConfigError, match=re.escape(f"{expected}{bfield_t!r}")):
         local_finder(bfield_t=bfield_t)
+
+
+def test_the_stages_refuse_an_embedding_a_radius_and_edges_that_do_not_fit_the_event(finder, event):
+    """``candidate_edges`` took an embedding of other rows than the spacepoints (fewer gave edges, more an
+    IndexError), a NaN row (scipy's unnamed "data must be finite") and a NaN or negative radius (no edges, or twice
+    the edges); the filter and the GNN took negative node indices, which the models' gather takes from the end. Each
+    is a ValueError naming the stage and what was expected."""
+    spacepoints = event.spacepoints.take(np.arange(300))
+    features = spacepoint_features(spacepoints)
+    embedding = np.asarray(finder.graph.inference.infer(features=features).embedding)
+    config, radius = finder.config.graph, finder.graph.radius
+    spoiled = embedding.copy()
+    spoiled[7] = np.nan
+    for args, expected in (
+        ((embedding[:150], spacepoints, radius, config), "an embedding of shape [150, "),
+        ((spoiled, spacepoints, radius, config), f"the embedding of spacepoint row 7 (hit_id {spacepoints.hit_id[7]})"),
+        ((embedding, spacepoints, float("nan"), config), "radius nan; expected a positive number"),
+        ((embedding, spacepoints, -1.0, config), "radius -1.0; expected a positive number"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(f"graph stage: {expected}")):
+            candidate_edges(*args)
+    edges = candidate_edges(embedding, spacepoints, radius, config)
+    assert edges.shape[1] > 0
+    negative = edges.copy()
+    negative[0, 3] = -2
+    with pytest.raises(ValueError, match=r"^filter stage: edges from node -2 to \d+; expected nodes 0 to 299"):
+        finder.filter.scores(features, embedding, negative)
+    with pytest.raises(ValueError, match=r"^GNN stage: edges from node -2 to \d+; expected nodes 0 to 299"):
+        finder.gnn.scores(features, negative)
+    with pytest.raises(ValueError, match=r"^GNN stage: edges of dtype float64 and shape \[2, \d+\]"):
+        finder.gnn.scores(features, edges.astype(float))
 
 
 def test_track_candidates_and_the_event_columns_refuse_labels_and_ids_with_fractions(event):

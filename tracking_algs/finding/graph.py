@@ -4,6 +4,8 @@ in the embedding space (scipy KD-tree by default, FAISS flat index selectable) t
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 
 import numpy as np
@@ -146,6 +148,18 @@ def candidate_edges(
 ) -> np.ndarray:
     """The undirected candidate edges [2, E] of one event: :func:`radius_graph` of ``embedding`` with the
     pair cuts of ``config`` on the spacepoints' geometry, in the detector's field ``bfield_t`` (None: the default
-    detector's)."""
+    detector's). ``ValueError`` for an embedding that is not one finite row per spacepoint (an embedding model that
+    gives NaN is named here, not deep in the KD-tree), or a radius that is not a positive number."""
+    embedding = np.asarray(embedding)
+    if embedding.ndim != 2 or len(embedding) != len(spacepoints):
+        raise ValueError(f"graph stage: an embedding of shape {list(embedding.shape)}; expected one row per "
+                         f"spacepoint, [{len(spacepoints)}, D]")  # fmt: skip
+    finite = np.isfinite(embedding).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise ValueError(f"graph stage: the embedding of spacepoint row {row} (hit_id {spacepoints.hit_id[row]}) is "
+                         f"not finite, {embedding[row].tolist()} ({int((~finite).sum())} such rows)")  # fmt: skip
+    if not (isinstance(radius, numbers.Real) and 0 < radius < math.inf):
+        raise ValueError(f"graph stage: radius {radius!r}; expected a positive number")
     accept = PairGeometry(spacepoints, config.cuts, bfield_t).compatible
     return radius_graph(embedding, radius, config.k_max, config.method, config.query_k, accept, config.eps)

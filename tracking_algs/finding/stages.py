@@ -32,6 +32,17 @@ def check_stage_model(stage: str, inference: InferenceInterface) -> None:
         )
 
 
+def check_edges(edges: np.ndarray, n_nodes: int, stage: str) -> None:
+    """``ValueError`` naming ``stage`` for edges that are not [2, E] integer indices of the ``n_nodes`` spacepoints: a
+    model's gather takes a negative index from the end, a wrong score with no error."""
+    if edges.ndim != 2 or len(edges) != 2 or edges.dtype.kind not in "iu":
+        raise ValueError(f"{stage} stage: edges of dtype {edges.dtype} and shape {list(edges.shape)}; expected integer "
+                         "indices [2, E]")  # fmt: skip
+    if edges.size and not (edges.min() >= 0 and edges.max() < n_nodes):
+        raise ValueError(f"{stage} stage: edges from node {edges.min()} to {edges.max()}; expected nodes 0 to "
+                         f"{n_nodes - 1} of the event's {n_nodes} spacepoints")  # fmt: skip
+
+
 class EdgeFiltering:
     """Stage 2: score every candidate edge with the filter model, in chunks of ``chunk_size`` edges,
     and keep those with score > ``cut``."""
@@ -42,7 +53,8 @@ class EdgeFiltering:
         self.cut = cut
 
     def scores(self, features: np.ndarray, embedding: np.ndarray, edges: np.ndarray) -> np.ndarray:
-        """The filter score [E] of each edge."""
+        """The filter score [E] of each edge (``ValueError`` for edges that are not indices of ``features``' rows)."""
+        check_edges(edges, len(features), "filter")
         out = np.empty(edges.shape[1], dtype=np.float32)
         step = self.config.chunk_size
         for start in range(0, edges.shape[1], step):
@@ -67,7 +79,9 @@ class GNNClassification:
         self.config = config
 
     def scores(self, features: np.ndarray, edges: np.ndarray) -> np.ndarray:
-        """The GNN score [E] of each edge (the whole graph in one call: message passing needs it all)."""
+        """The GNN score [E] of each edge (the whole graph in one call: message passing needs it all; ``ValueError``
+        for edges that are not indices of ``features``' rows)."""
+        check_edges(edges, len(features), "GNN")
         if edges.shape[1] == 0:
             return np.empty(0, dtype=np.float32)
         edges = np.ascontiguousarray(edges)
