@@ -186,9 +186,9 @@ def test_the_event_columns_refuse_ids_a_cast_would_change_and_columns_of_the_wro
         ("sigma", spacepoints.sigma[:, 0], f"Spacepoints.sigma: shape [{len(spacepoints)}]; expected [N, 2]"),
         ("z", None, "Spacepoints.z: shape []; expected [N]"),
     ):
-        with pytest.raises(ValueError, match=re.escape(shown)):
+        with pytest.raises(EventFormatError, match=re.escape(shown)):
             attrs.evolve(spacepoints, **{column: value})
-    with pytest.raises(ValueError, match=r"TrackCandidates\.labels: shape \[3, 2\]; expected \[N\]"):
+    with pytest.raises(EventFormatError, match=r"TrackCandidates\.labels: shape \[3, 2\]; expected \[N\]"):
         TrackCandidates(np.zeros((3, 2), dtype=np.int64))
 
 

@@ -9,6 +9,7 @@ import attrs
 import numpy as np
 import pytest
 
+from tracking_algs.errors import EventFormatError
 from tracking_algs.event import Cells, Event, Particles, Spacepoints, TrackCandidates, Truth
 from tracking_algs.fitting.results import fitted_pt
 from tracking_algs.job.report import kept_by_selection
@@ -241,7 +242,7 @@ def test_an_event_refuses_tables_that_do_not_fit_together():
                                                                                          " 1 at rows 0 and 5"),
         ({"cells": cells}, "event 1: cells.hit_id 99 at row 1 is not a hit of the spacepoints"),
     ):  # fmt: skip
-        with pytest.raises(ValueError, match=re.escape(expected)):
+        with pytest.raises(EventFormatError, match=re.escape(expected)):
             attrs.evolve(event, **change)
     for event_id in (-1, 1.5, True):
         with pytest.raises((TypeError, ValueError), match="event_id"):

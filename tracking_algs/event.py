@@ -12,6 +12,8 @@ from typing import Any, ClassVar, TypeVar
 import attrs
 import numpy as np
 
+from tracking_algs.errors import EventFormatError
+
 C = TypeVar("C", bound="Columns")
 #: Each id of a hit is ≥ 0 and below its bound here: the ids for which :attr:`Spacepoints.layer_key` and
 #: :attr:`Spacepoints.module_key` are one integer per layer and per module (and layer keys stay below 10⁹, the
@@ -82,10 +84,10 @@ class Columns:
             row_shape = None if self.row_shapes is None else self.row_shapes.get(field.name, ())
             if not shape or (row_shape is not None and shape[1:] != row_shape):
                 expected = "[N, ...]" if row_shape is None else str(["N", *row_shape]).replace("'", "")
-                raise ValueError(f"{type(self).__name__}.{field.name}: shape {list(shape)}; expected {expected}")
+                raise EventFormatError(f"{type(self).__name__}.{field.name}: shape {list(shape)}; expected {expected}")
         lengths = {field.name: len(getattr(self, field.name)) for field in attrs.fields(type(self))}
         if len(set(lengths.values())) > 1:
-            raise ValueError(f"{type(self).__name__}: columns differ in length: {lengths}")
+            raise EventFormatError(f"{type(self).__name__}: columns differ in length: {lengths}")
 
     def __len__(self) -> int:
         first = attrs.fields(type(self))[0]
@@ -213,13 +215,13 @@ class Event:
 
     def __attrs_post_init__(self) -> None:
         """The tables must fit together, as :func:`~tracking_algs.io.trackml.read_event` requires of the files:
-        ``ValueError`` naming the event, the table and the first id that does not."""
+        :class:`~tracking_algs.errors.EventFormatError` naming the event, the table and the first id that does not."""
         if isinstance(self.event_id, bool):
             raise TypeError(f"Event.event_id must be an integer ≥ 0, got {self.event_id!r}")
         where = f"event {self.event_id}"
         _check_unique(self.spacepoints.hit_id, f"{where}: spacepoints.hit_id")
         if self.truth is not None and not np.array_equal(self.truth.hit_id, self.spacepoints.hit_id):
-            raise ValueError(f"{where}: truth rows must align with spacepoints by hit_id")
+            raise EventFormatError(f"{where}: truth rows must align with spacepoints by hit_id")
         if self.particles is not None:
             _check_unique(self.particles.particle_id, f"{where}: particles.particle_id")
             if self.truth is not None:
@@ -227,14 +229,15 @@ class Event:
                 unknown = (ids != 0) & ~np.isin(ids, self.particles.particle_id)
                 if unknown.any():
                     row = int(np.argmax(unknown))
-                    raise ValueError(f"{where}: truth.particle_id {ids[row]} at row {row} is not 0 (noise) or a "
+                    raise EventFormatError(f"{where}: truth.particle_id {ids[row]} at row {row} is not 0 (noise) or a "
                                      "particle_id of the particles")  # fmt: skip
         if self.cells is not None:
             unknown = ~np.isin(self.cells.hit_id, self.spacepoints.hit_id)
             if unknown.any():
                 row = int(np.argmax(unknown))
-                raise ValueError(f"{where}: cells.hit_id {self.cells.hit_id[row]} at row {row} is not a hit of the "
-                                 "spacepoints")  # fmt: skip
+                raise EventFormatError(
+                    f"{where}: cells.hit_id {self.cells.hit_id[row]} at row {row} is not a hit of the spacepoints"
+                )
 
     def known_truth(self) -> Truth:
         """The truth of each spacepoint, for what cannot do without it (matching, training, validation); raises
@@ -247,12 +250,13 @@ class Event:
 
 
 def _check_unique(values: np.ndarray, where: str) -> None:
-    """``ValueError`` naming ``where``, the first value that ``values`` holds twice and its rows."""
+    """:class:`~tracking_algs.errors.EventFormatError` naming ``where``, the first value that ``values`` holds twice and
+    its rows."""
     order = np.argsort(values, kind="stable")
     twice = np.flatnonzero(values[order][1:] == values[order][:-1])
     if twice.size:
         first, second = sorted(order[twice[0] : twice[0] + 2].tolist())
-        raise ValueError(f"{where}: {values[first]} at rows {first} and {second}; expected each once")
+        raise EventFormatError(f"{where}: {values[first]} at rows {first} and {second}; expected each once")
 
 
 def _known(table: C | None, event_id: int, name: str) -> C:
@@ -269,7 +273,8 @@ class TrackCandidates:
 
     def __attrs_post_init__(self) -> None:
         if self.labels.ndim != 1:
-            raise ValueError(f"TrackCandidates.labels: shape {list(self.labels.shape)}; expected [N], one a spacepoint")
+            shape = list(self.labels.shape)
+            raise EventFormatError(f"TrackCandidates.labels: shape {shape}; expected [N], one a spacepoint")
 
     @property
     def track_ids(self) -> np.ndarray:
