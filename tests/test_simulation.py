@@ -84,6 +84,17 @@ def test_cli_writes_identical_files_for_the_same_seed(tmp_path, capsys):
     assert "event 1:" in capsys.readouterr().out
 
 
+def test_a_noise_volume_named_twice_and_a_negative_event_count_are_refused():
+    """A volume named twice in ``module_noise_volumes`` had its two rates added unseen; ``simulate_events`` gave no
+    event for a negative count and one for ``True``."""
+    with pytest.raises(ValueError, match=r"module_noise_volumes names volume 8 more than once; give each once"):
+        SimulationConfig(geometry="modules", module_noise_volumes=(8, 8), module_noise_per_particle_hit=(0.1, 0.1))
+    for n in (-1, True, 1.0):
+        with pytest.raises(ValueError, match=re.escape(f"simulate_events: n must be an integer ≥ 0, got {n!r}")):
+            list(simulate_events(SimulationConfig(pileup=0.0), 1, n))
+    assert list(simulate_events(SimulationConfig(pileup=0.0), 1, 0)) == []
+
+
 def test_an_event_whose_write_fails_leaves_none_of_its_files(tmp_path):
     """``write_event`` puts the event's files in place once all are written: one whose truth file's name is taken by
     a directory leaves no file of the event (no hits without their truth), and the other events stay as they were."""

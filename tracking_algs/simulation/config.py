@@ -65,6 +65,13 @@ def _default_particles_per_interaction(config: SimulationConfig) -> float:
     return MODULE_PARTICLES_PER_INTERACTION if config.geometry == "modules" else CYLINDER_PARTICLES_PER_INTERACTION
 
 
+def _each_once(instance: SimulationConfig, attribute: attrs.Attribute, value: tuple) -> None:
+    """Refuse a volume named twice: its two rates would add up unseen."""
+    twice = sorted({volume for volume in value if value.count(volume) > 1})
+    if twice:
+        raise ValueError(f"{attribute.name} names volume {', '.join(map(str, twice))} more than once; give each once")
+
+
 def _same_length_as_volumes(instance: SimulationConfig, attribute: attrs.Attribute, value: tuple) -> None:
     if len(value) != len(instance.module_noise_volumes):
         raise ValueError(f"{attribute.name} needs one value per module_noise_volumes entry "
@@ -161,7 +168,7 @@ class SimulationConfig:
     looper_max_turns: float = attrs.field(default=0.5, validator=[finite, v.gt(0.0)])
     particle_mass_gev: float = attrs.field(default=0.13957, validator=[*_non_negative, v.le(MAX_MOMENTUM_GEV)])
     module_noise_volumes: tuple[int, ...] = attrs.field(
-        default=TRACKML_NOISE_VOLUMES, converter=tuple, validator=v.deep_iterable(integer)
+        default=TRACKML_NOISE_VOLUMES, converter=tuple, validator=[v.deep_iterable(integer), _each_once]
     )
     module_noise_per_particle_hit: tuple[float, ...] = attrs.field(
         default=TRACKML_NOISE_PER_PARTICLE_HIT,

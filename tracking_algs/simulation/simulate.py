@@ -109,7 +109,10 @@ def simulate_events(
     modules: ModuleGeometry | None = None,
     field: MagneticField | None = None,
 ) -> Iterator[Event]:
-    """Events 0..n−1 of ``seed``; event i equals ``simulate_event(config, seed, i, detector, modules, field)``."""
+    """Events 0..n−1 of ``seed``; event i equals ``simulate_event(config, seed, i, detector, modules, field)``;
+    ``ValueError`` for an ``n`` that is not an integer ≥ 0."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"simulate_events: n must be an integer ≥ 0, got {n!r}")
     detector = detector or trackml_detector()
     for event_id in range(n):
         yield simulate_event(config, seed, event_id, detector, modules, field)
