@@ -76,6 +76,8 @@ def list_events(directory: str | Path) -> list[int]:
     :func:`event_path` names it (``event000000001-hits.csv``, not ``event1-hits.csv``): those :func:`read_event`
     reads.  Raises :class:`OSError` when the directory cannot be read (``Path.glob`` would find nothing instead).
     """
+    if not isinstance(directory, (str, os.PathLike)):  # None would list the working directory, an int a descriptor
+        raise TypeError(f"list_events: directory must be a path, got {directory!r}")
     with os.scandir(directory) as entries:
         found = [match for entry in entries if (match := _HITS_FILE.match(entry.name)) and entry.is_file()]
     return sorted({int(match.group(1)) for match in found if match.group(1) == f"{int(match.group(1)):09d}"})
@@ -89,7 +91,11 @@ def write_event(directory: str | Path, event: Event) -> None:
     (``NAME.tmp``) and put in place once all are written, the hits file last, with interrupts held: a write that fails
     or is interrupted (a full disk, Ctrl-C, a column that cannot be written) leaves the directory as it was, the
     event's earlier files included; only a file that cannot be put in place (a directory of its name) costs the
-    event's earlier files, and leaves none of its own."""
+    event's earlier files, and leaves none of its own. An event that :func:`read_event` would refuse (no hits, an id
+    outside [0, :data:`~tracking_algs.event.ID_LIMITS`), a coordinate that is not a number within float32's range)
+    is refused before anything is written, with an :class:`EventFormatError` naming the event, the column and the
+    first such row."""
+    _check_writable(event)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tables = {"hits": (event.spacepoints, HITS_COLUMNS), "truth": (event.truth, TRUTH_COLUMNS),
@@ -117,6 +123,23 @@ def write_event(directory: str | Path, event: Event) -> None:
             with contextlib.suppress(OSError):  # a path that is a directory, say, is left as it is
                 path.unlink(missing_ok=True)
         raise
+
+
+def _check_writable(event: Event) -> None:
+    """Refuse (:class:`EventFormatError`) the spacepoints :func:`read_event` refuses in a hits file."""
+    spacepoints = event.spacepoints
+    if not len(spacepoints):
+        raise EventFormatError(f"event {event.event_id} has no hits; a hits file needs at least one")
+    valid = {name: (getattr(spacepoints, name) >= 0) & (getattr(spacepoints, name) < limit)
+             for name, limit in ID_LIMITS.items()}  # fmt: skip
+    valid |= {name: np.abs(getattr(spacepoints, name)) <= MAX_COORDINATE for name in "xyz"}
+    for name, good in valid.items():
+        if not good.all():
+            row = int(np.argmin(good))
+            expected = (f"an id in [0, {ID_LIMITS[name]})" if name in ID_LIMITS
+                        else f"a coordinate within float32's range (|value| ≤ {MAX_COORDINATE:.6g} mm)")  # fmt: skip
+            raise EventFormatError(f"event {event.event_id}: spacepoints.{name} {getattr(spacepoints, name)[row]} at "
+                                   f"row {row}; expected {expected}")  # fmt: skip
 
 
 def read_event(
