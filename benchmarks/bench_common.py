@@ -21,12 +21,22 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from tracking_algs.commands.arg_types import output_directory
+from tracking_algs.commands.arg_types import existing_directory, output_directory
 from tracking_algs.commands.bench import machine_description
 from tracking_algs.commands.interrupts import EXIT_STOPPED, terminate_as_interrupt
 from tracking_algs.worker_lifetime import end_with_parent, leave_interrupts_to_parent
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: The real TrackML data beside the clone (``../shared/trackml``): the default of the scripts that read it.
+REAL_TRACKML = Path(__file__).resolve().parents[2] / "shared" / "trackml"
+
+
+def add_real_trackml_argument(
+    parser: argparse.ArgumentParser, flag: str = "--trackml", help: str = "real data"
+) -> None:
+    """The argument naming the real TrackML data directory (default :data:`REAL_TRACKML`), checked to exist as the
+    command line is read."""
+    parser.add_argument(flag, type=existing_directory("real TrackML data"), default=str(REAL_TRACKML), help=help)
 
 
 def time_interleaved(calls: dict[str, Callable[[], object]], rounds: int, warmup: int) -> dict[str, np.ndarray]:

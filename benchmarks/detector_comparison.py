@@ -27,9 +27,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_common import check_results_directory, run_script, write_results  # noqa: E402
+from bench_common import add_real_trackml_argument, check_results_directory, run_script, write_results  # noqa: E402
 
-from tracking_algs.commands.arg_types import existing_directory, positive_int  # noqa: E402
+from tracking_algs.commands.arg_types import positive_int  # noqa: E402
 from tracking_algs.event import Event  # noqa: E402
 from tracking_algs.io.csv_table import read_table  # noqa: E402
 from tracking_algs.io.trackml import find_event_file, list_events, read_event  # noqa: E402
@@ -240,12 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     """Simulate, read the real events, print and save the side-by-side tables and plots."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=positive_int, default=5, help="simulated pile-up-200 events")
-    parser.add_argument(
-        "--real",
-        type=existing_directory("real TrackML data"),
-        default=str(ROOT.parent / "shared" / "trackml"),
-        help="real TrackML data",
-    )
+    add_real_trackml_argument(parser, "--real", "real TrackML data")
     args = parser.parse_args(argv)
     check_results_directory(parser)
     config = SimulationConfig(pileup=200.0, geometry="modules")

@@ -38,9 +38,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from bench_common import check_results_directory, run_script, write_results
+from bench_common import add_real_trackml_argument, check_results_directory, run_script, write_results
 
-from tracking_algs.commands.arg_types import existing_directory, positive_int
+from tracking_algs.commands.arg_types import positive_int
 from tracking_algs.event import Event
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
 from tracking_algs.io.trackml import list_events, read_event
@@ -89,12 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=positive_int, default=2, help="simulated events per sample (default 2)")
     parser.add_argument("--repeat", type=positive_int, default=3, help="timed runs per event (default 3)")
-    parser.add_argument(
-        "--trackml",
-        type=existing_directory("real TrackML data"),
-        default=str(ROOT.parent / "shared" / "trackml"),
-        help="real data",
-    )
+    add_real_trackml_argument(parser)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     check_results_directory(parser)

@@ -48,9 +48,9 @@ from pathlib import Path
 
 import attrs
 import numpy as np
-from bench_common import check_results_directory, run_script, write_results
+from bench_common import add_real_trackml_argument, check_results_directory, run_script, write_results
 
-from tracking_algs.commands.arg_types import existing_directory, existing_file, positive_int
+from tracking_algs.commands.arg_types import existing_file, positive_int
 from tracking_algs.errors import TrackingError
 from tracking_algs.event import Event, TrackCandidates
 from tracking_algs.finding.training import VALIDATION_SEED_MIN
@@ -308,12 +308,7 @@ def _table(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=positive_int, default=2, help="simulated pile-up-200 events (default 2)")
-    parser.add_argument(
-        "--trackml",
-        type=existing_directory("real TrackML data"),
-        default=str(ROOT.parent / "shared" / "trackml"),
-        help="real data",
-    )
+    add_real_trackml_argument(parser)
     parser.add_argument("--field-map", type=existing_file("field map"),
                         help='a field map of the real detector ([detector.field] kind = "map"): the real rows fitted '
                              "in it too, its bending field beside the field seen")  # fmt: skip

@@ -34,9 +34,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import check_results_directory, run_script, write_results
+from bench_common import add_real_trackml_argument, check_results_directory, run_script, write_results
 
-from tracking_algs.commands.arg_types import existing_directory, positive_int
+from tracking_algs.commands.arg_types import positive_int
 from tracking_algs.io.trackml import event_path, find_event_file, list_events
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "--copies", type=positive_int, default=3, help="sets of the real events in the larger job (≥ 2)"
     )
     parser.add_argument("--rounds", type=positive_int, default=2)
-    parser.add_argument(
-        "--trackml", type=existing_directory("real TrackML data"), default=str(ROOT.parent / "shared" / "trackml")
-    )
+    add_real_trackml_argument(parser)
     args = parser.parse_args(argv)
     check_results_directory(parser)
     if args.copies < 2:
