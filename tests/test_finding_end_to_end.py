@@ -66,37 +66,13 @@ def test_finder_finds_the_tracks_of_a_small_event(finder, event):
     assert result.fit is None
 
 
-@pytest.mark.parametrize("column", ["x", "y", "z"])
-@pytest.mark.parametrize("value", [np.nan, np.inf, -1e300])
-def test_positions_that_are_not_finite_are_refused_naming_the_spacepoint(finder, event, column, value):
-    """A NaN, an infinite coordinate or one beyond float32's range (the features are float32) is an
-    ``EventFormatError`` naming the first such spacepoint's row and hit id, before any stage runs (the graph's KD-tree
-    would refuse it with no word of which hit)."""
+def test_a_hit_that_measures_one_direction_is_taken(finder, event):
+    """An infinite second error (a hit that measures one direction only, as the fitter takes it) reaches the
+    building, which weighs its links by the errors, without an error."""
     spacepoints = event.spacepoints.take(np.arange(200))
-    spoiled = getattr(spacepoints, column).copy()
-    spoiled[[17, 90]] = value
-    bad = attrs.evolve(spacepoints, **{column: spoiled})
-    hit = spacepoints.hit_id[17]
-    expected = rf"^spacepoint row 17 \(hit_id {hit}\): x, y, z must be finite and within float32's range .*; got "
-    with pytest.raises(EventFormatError, match=rf"{expected}.*{column}={re.escape(str(value))}.*\(2 such rows\)$"):
-        finder.find(bad)
-
-
-@pytest.mark.parametrize("value", [np.nan, 0.0, -0.01, np.inf])
-def test_errors_that_are_not_positive_are_refused_naming_the_spacepoint(finder, event, value):
-    """A NaN, zero, negative or (along the first direction) infinite ``sigma`` is an ``EventFormatError`` naming the
-    first such spacepoint, before any stage runs: the building weighs its links by the errors, and a NaN left it
-    with fewer candidates, with no error. An infinite second error (a 1-D hit) is taken, as the fitter takes it."""
-    spacepoints = event.spacepoints.take(np.arange(200))
-    spoiled = spacepoints.sigma.copy()
-    spoiled[[17, 90], 0] = value
-    hit = spacepoints.hit_id[17]
-    expected = rf"^spacepoint row 17 \(hit_id {hit}\): sigma must be positive, the first finite .*\(2 such rows\)$"
-    with pytest.raises(EventFormatError, match=expected):
-        finder.find(attrs.evolve(spacepoints, sigma=spoiled))
     one_dimensional = spacepoints.sigma.copy()
     one_dimensional[17, 1] = np.inf
-    finder.find(attrs.evolve(spacepoints, sigma=one_dimensional))
+    assert len(finder.find(attrs.evolve(spacepoints, sigma=one_dimensional)).candidates.labels) == 200
 
 
 @pytest.mark.parametrize("bfield_t", [np.nan, np.inf, 1e3, "2", True])

@@ -413,12 +413,9 @@ def test_bad_input_names_the_row():
                           module_id=sp.module_id, sigma=sp.sigma)  # fmt: skip
     with pytest.raises(FittingError, match=r"row 2 .*volume_id=99"):
         KalmanFitter(DETECTOR).fit(unknown, candidates)
-    sigma = sp.sigma.copy()
-    sigma[1, 0] = -1.0
-    negative = Spacepoints(hit_id=sp.hit_id, x=sp.x, y=sp.y, z=sp.z, volume_id=sp.volume_id, layer_id=sp.layer_id,
-                           module_id=sp.module_id, sigma=sigma)  # fmt: skip
-    with pytest.raises(FittingError, match="row 1"):
-        KalmanFitter(DETECTOR).fit(negative, candidates)
+    on_axis = attrs.evolve(sp, x=np.where(np.arange(3) == 1, 0.0, sp.x), y=np.where(np.arange(3) == 1, 0.0, sp.y))
+    with pytest.raises(FittingError, match=rf"^spacepoint row 1 \(hit_id {sp.hit_id[1]}\): x, y must not both be 0"):
+        KalmanFitter(DETECTOR).fit(on_axis, candidates)
     with pytest.raises(FittingError, match="4 labels but there are 3 spacepoints"):
         KalmanFitter(DETECTOR).fit(sp, TrackCandidates(np.zeros(4)))
 
@@ -517,11 +514,8 @@ def test_bad_input_fitted_in_worker_processes_names_its_spacepoint():
     """A spacepoint the fit cannot use raises the same :class:`FittingError` from a worker process as here."""
     spacepoints, candidates = _event_with_foreign_hits(32)
     row = int(np.flatnonzero(candidates.labels >= 0)[7])
-    x = spacepoints.x.copy()
-    x[row] = np.nan
-    broken = Spacepoints(hit_id=spacepoints.hit_id, x=x, y=spacepoints.y, z=spacepoints.z,
-                         volume_id=spacepoints.volume_id, layer_id=spacepoints.layer_id,
-                         module_id=spacepoints.module_id, sigma=spacepoints.sigma)  # fmt: skip
+    on_axis = np.arange(len(spacepoints)) == row
+    broken = attrs.evolve(spacepoints, x=np.where(on_axis, 0.0, spacepoints.x), y=np.where(on_axis, 0.0, spacepoints.y))
     with pytest.raises(FittingError, match=f"spacepoint row {row} ") as here:
         KalmanFitter(DETECTOR).fit(broken, candidates)
     with KalmanFitter(DETECTOR, KalmanConfig(processes=2, min_tracks_per_process=10)) as fitter:

@@ -11,7 +11,7 @@ from onnx_models import served_chain_with_edges
 
 from inference_iface import create_inference
 from inference_iface.errors import ModelError
-from tracking_algs.errors import EventFormatError, FittingError
+from tracking_algs.errors import FittingError
 from tracking_algs.event import TrackCandidates
 from tracking_algs.finding.config import BuildingConfig
 from tracking_algs.finding.features import orient_edges
@@ -180,15 +180,3 @@ def test_a_fitter_handed_to_the_served_finder_is_checked_as_a_plugin_hook(settin
         pytest.raises(FittingError, match=expected),
     ):
         finder.find(spacepoints)
-
-
-def test_the_served_finder_refuses_positions_that_are_not_finite_before_sending_them(setting, tmp_path):
-    """A NaN coordinate is an ``EventFormatError`` naming the spacepoint, raised before the served chain is called."""
-    path = served_chain_with_edges(tmp_path, np.array([[0, 1], [1, 2]]), np.array([0.9, 0.9]))
-    spacepoints = setting[0].spacepoints.take(np.arange(100))
-    bad = attrs.evolve(spacepoints, z=np.where(np.arange(100) == 5, np.nan, spacepoints.z))
-    options = {"backend": "onnxruntime", "model_path": str(path), "device": "cpu"}
-    with ServedTrackFinder(create_inference(options)) as finder:
-        with pytest.raises(EventFormatError, match=rf"^spacepoint row 5 \(hit_id {spacepoints.hit_id[5]}\): x, y, z"):
-            finder.find(bad)
-        assert (finder.find(spacepoints).candidates.labels == -1).all()  # the same finder goes on with good events

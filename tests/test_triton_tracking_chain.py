@@ -189,6 +189,11 @@ def test_served_chain_rejects_bad_inputs(server, events):
         features[3, 4] = 2.5  # layer_id
         with pytest.raises(ModelError, match="column 'layer_id' must hold integers; row 3"):
             chain.infer({FEATURES: features, HIT_ID: inputs[HIT_ID]})
+        features = inputs[FEATURES].copy()
+        features[5, 1] = np.nan  # y
+        expected = rf"InputError: {FEATURES}: spacepoint row 5 \(hit_id {inputs[HIT_ID][5]}\): x, y, z must be finite"
+        with pytest.raises(ModelError, match=expected):
+            chain.infer({FEATURES: features, HIT_ID: inputs[HIT_ID]})
 
 
 def test_the_other_protocols_port_is_named_as_such(server):

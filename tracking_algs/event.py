@@ -7,6 +7,7 @@ Units: mm, GeV, electron charges.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import attrs
@@ -113,6 +114,37 @@ class Spacepoints(Columns):
     layer_id: np.ndarray = attrs.field(converter=int_column)
     module_id: np.ndarray = attrs.field(converter=int_column)
     sigma: np.ndarray = attrs.field(converter=float_column)
+
+    def __attrs_post_init__(self) -> None:
+        """Besides the shapes and lengths, :class:`~tracking_algs.errors.EventFormatError` naming the first spacepoint
+        (row and ``hit_id``) whose volume, layer or module id lies outside :data:`ID_LIMITS`; whose x, y or z is not a
+        finite number within float32's range (:data:`MAX_COORDINATE`: the finders' features are float32, and their
+        graph search takes finite positions only); or whose errors are not positive (the first finite, the second may
+        be inf for a 1-D hit, as the fitter takes them: the track building weighs its links by them)."""
+        super().__attrs_post_init__()
+        for name, limit in ID_LIMITS.items():
+            ids = getattr(self, name)
+            self._refuse(~((ids >= 0) & (ids < limit)), f"{name} must be in [0, {limit})", ids.__getitem__)
+        within = [np.abs(coordinate) <= MAX_COORDINATE for coordinate in (self.x, self.y, self.z)]
+        self._refuse(
+            ~(within[0] & within[1] & within[2]),  # NaN is within no range
+            f"x, y, z must be finite and within float32's range (|value| ≤ {MAX_COORDINATE:.6g} mm)",
+            lambda row: f"x={self.x[row]}, y={self.y[row]}, z={self.z[row]}",
+        )
+        sigma = self.sigma
+        self._refuse(
+            ~((sigma[:, 0] > 0) & np.isfinite(sigma[:, 0]) & (sigma[:, 1] > 0)),  # NaN is > 0 nowhere
+            "sigma must be positive, the first finite (the second may be inf for a 1-D hit)",
+            lambda row: sigma[row].tolist(),
+        )
+
+    def _refuse(self, bad: np.ndarray, expected: str, value: Callable[[int], object]) -> None:
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise EventFormatError(
+                f"spacepoint row {row} (hit_id {self.hit_id[row]}): {expected}; got {value(row)} "
+                f"({int(bad.sum())} such rows)"
+            )
 
     @property
     def r(self) -> np.ndarray:

@@ -12,7 +12,7 @@ from inference_iface import ConfigError, InferenceInterface, create_inference
 from tracking_algs.event import Spacepoints
 from tracking_algs.finding.building import TrackBuilding
 from tracking_algs.finding.config import FindingConfig
-from tracking_algs.finding.features import check_spacepoints, orient_edges, spacepoint_features
+from tracking_algs.finding.features import orient_edges, spacepoint_features
 from tracking_algs.finding.graph import GraphConstruction
 from tracking_algs.finding.model_dir import STAGES, working_point
 from tracking_algs.finding.result import FindingResult
@@ -75,9 +75,8 @@ class TrackFinder:
         return cls(config, **interfaces, fitter=fitter, bfield_t=bfield_t)
 
     def find(self, spacepoints: Spacepoints) -> FindingResult:
-        """Run every stage on one event's spacepoints; positions that are not finite, and errors (``sigma``) that are
-        not positive, raise :class:`~tracking_algs.errors.EventFormatError` naming the first such spacepoint."""
-        check_spacepoints(spacepoints)
+        """Run every stage on one event's spacepoints (which :class:`~tracking_algs.event.Spacepoints` checks when they
+        are made: ids within range, finite positions, positive errors)."""
         timing: dict[str, float] = {}
         clock = time.perf_counter()
 

@@ -45,9 +45,9 @@ from inference_iface import ConfigError, InferenceInterface, InputError, ModelEr
 from inference_iface.checksums import file_sha256
 from inference_iface.options import unstructure
 from inference_iface.signature import ModelSignature, TensorSpec
+from tracking_algs.errors import EventFormatError
 from tracking_algs.event import Spacepoints, TrackCandidates
 from tracking_algs.finding.config import FindingConfig
-from tracking_algs.finding.features import check_spacepoints
 from tracking_algs.finding.model_dir import CARD_NAME, STAGES, model_path, resolve_model_dir
 from tracking_algs.finding.result import FindingResult
 from tracking_algs.fitting.hook import checked_fitter, close_fitter
@@ -107,7 +107,9 @@ def spacepoints_from_chain(features: np.ndarray, hit_id: np.ndarray) -> Spacepoi
     """The spacepoints sent as ``FEATURES`` and ``HIT_ID`` (the inverse of :func:`chain_inputs`).
 
     Raises:
-        InputError: a tensor has the wrong shape, or an id column holds a value that is not an integer.
+        InputError: a tensor has the wrong shape, an id column holds a value that is not an integer, or a row holds
+            what :class:`~tracking_algs.event.Spacepoints` refuse (an id out of range, a position that is not a
+            finite number within float32's range, an error that is not positive), named by its row.
     """
     features = np.asarray(features)
     hit_id = np.asarray(hit_id)
@@ -128,14 +130,17 @@ def spacepoints_from_chain(features: np.ndarray, hit_id: np.ndarray) -> Spacepoi
             row = int(np.flatnonzero(column != np.round(column))[0])
             raise InputError(f"{FEATURES}: column {name!r} must hold integers; row {row} holds {column[row]!r}")
         ids[name] = column.astype(np.int64)
-    return Spacepoints(
-        hit_id=hit_id.astype(np.int64, copy=False),
-        x=values[:, 0],
-        y=values[:, 1],
-        z=values[:, 2],
-        **ids,
-        sigma=values[:, 6:8],
-    )
+    try:
+        return Spacepoints(
+            hit_id=hit_id.astype(np.int64, copy=False),
+            x=values[:, 0],
+            y=values[:, 1],
+            z=values[:, 2],
+            **ids,
+            sigma=values[:, 6:8],
+        )
+    except EventFormatError as error:
+        raise InputError(f"{FEATURES}: {error}") from None
 
 
 class ServedTrackFinder:
@@ -158,9 +163,7 @@ class ServedTrackFinder:
         self.with_edges = with_edges
 
     def find(self, spacepoints: Spacepoints) -> FindingResult:
-        """Send one event's spacepoints to the served chain; its track candidates (and fit). Positions that are not
-        finite raise :class:`~tracking_algs.errors.EventFormatError` before anything is sent."""
-        check_spacepoints(spacepoints)
+        """Send one event's spacepoints to the served chain; its track candidates (and fit)."""
         start = time.perf_counter()
         inputs = chain_inputs(spacepoints)
         packed = time.perf_counter()

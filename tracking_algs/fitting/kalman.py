@@ -277,17 +277,16 @@ class KalmanFitter:
         out.outlier[ordered[slots[chosen_slots]]] = tried.outlier[chosen_slots]
 
     def hit_table(self, spacepoints: Spacepoints, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-hit surface and measurement arrays for spacepoint ``rows``; bad input raises FittingError."""
-        if spacepoints.sigma.ndim != 2 or spacepoints.sigma.shape[1] != 2:
-            raise FittingError(f"spacepoints.sigma must have shape [N, 2], got {list(spacepoints.sigma.shape)}")
+        """Per-hit surface and measurement arrays for spacepoint ``rows``; a hit on the z axis or on no surface of the
+        fitter's geometry raises FittingError naming its row."""
         bad, place = self._located(spacepoints, rows)
         unknown = place < 0
         if bad.any():
             row = int(rows[np.argmax(bad)])
             raise FittingError(
-                f"spacepoint row {row} (hit_id {spacepoints.hit_id[row]}): x, y, z must be finite and off the z axis "
-                f"and sigma positive (the second may be inf for a 1-D hit); got x={spacepoints.x[row]}, "
-                f"y={spacepoints.y[row]}, z={spacepoints.z[row]}, sigma={spacepoints.sigma[row].tolist()}"
+                f"spacepoint row {row} (hit_id {spacepoints.hit_id[row]}): x, y must not both be 0 (a hit on the z "
+                f"axis has no azimuth to measure); got x={spacepoints.x[row]}, y={spacepoints.y[row]}, "
+                f"z={spacepoints.z[row]}"
             )
         if unknown.any():
             row = int(rows[np.argmax(unknown)])
@@ -316,19 +315,17 @@ class KalmanFitter:
         }
 
     def measurable(self, spacepoints: Spacepoints, rows: np.ndarray) -> np.ndarray:
-        """Mask [len(rows)] of the spacepoint ``rows`` this fitter can measure (:meth:`hit_table` takes them): finite
-        positions off the z axis, positive errors, on a surface (a module) of its geometry."""
+        """Mask [len(rows)] of the spacepoint ``rows`` this fitter can measure (:meth:`hit_table` takes them): positions
+        off the z axis, on a surface (a module) of its geometry (the :class:`Spacepoints` hold finite positions and
+        positive errors only)."""
         bad, place = self._located(spacepoints, rows)
         return ~bad & (place >= 0)
 
     def _located(self, spacepoints: Spacepoints, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(bad, place)`` [len(rows)] of the spacepoint ``rows``: whether a row's position or errors are not
-        usable, and its module (with a module geometry) or its surface (an index into the detector's surfaces), −1
-        where the fitter's geometry has none."""
-        x, y, z = spacepoints.x[rows], spacepoints.y[rows], spacepoints.z[rows]
-        sigma = spacepoints.sigma[rows]
-        bad = ~(np.isfinite(x) & np.isfinite(y) & np.isfinite(z)) | (np.hypot(x, y) == 0.0)
-        bad |= ~(np.isfinite(sigma[:, 0]) & (sigma[:, 0] > 0.0)) | np.isnan(sigma[:, 1]) | (sigma[:, 1] <= 0.0)
+        """``(bad, place)`` [len(rows)] of the spacepoint ``rows``: whether a row lies on the z axis, and its module
+        (with a module geometry) or its surface (an index into the detector's surfaces), −1 where the fitter's
+        geometry has none."""
+        bad = (spacepoints.x[rows] == 0.0) & (spacepoints.y[rows] == 0.0)
         if self.modules is not None:
             return bad, self.modules.lookup(spacepoints.volume_id[rows], spacepoints.layer_id[rows],
                                             spacepoints.module_id[rows])  # fmt: skip

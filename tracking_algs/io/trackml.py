@@ -92,10 +92,9 @@ def write_event(directory: str | Path, event: Event) -> None:
     (``NAME.tmp``) and put in place once all are written, the hits file last, with interrupts held: a write that fails
     or is interrupted (a full disk, Ctrl-C, a column that cannot be written) leaves the directory as it was, the
     event's earlier files included; only a file that cannot be put in place (a directory of its name) costs the
-    event's earlier files, and leaves none of its own. An event that :func:`read_event` would refuse (no hits, an id
-    outside [0, :data:`~tracking_algs.event.ID_LIMITS`), a coordinate that is not a number within float32's range)
-    is refused before anything is written, with an :class:`EventFormatError` naming the event, the column and the
-    first such row."""
+    event's earlier files, and leaves none of its own. An event without hits, which :func:`read_event` would refuse, is
+    refused before anything is written, with an :class:`EventFormatError` (the ids and coordinates it refuses, the
+    :class:`~tracking_algs.event.Spacepoints` refuse when they are made)."""
     _check_writable(event)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -137,16 +136,10 @@ def _hit_rules(columns: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray,
 
 
 def _check_writable(event: Event) -> None:
-    """Refuse (:class:`EventFormatError`) the spacepoints :func:`read_event` refuses in a hits file."""
-    spacepoints = event.spacepoints
-    if not len(spacepoints):
+    """Refuse (:class:`EventFormatError`) an event without hits, which :func:`read_event` refuses in a hits file (the
+    :class:`Spacepoints` refuse the ids and coordinates it refuses when they are made)."""
+    if not len(event.spacepoints):
         raise EventFormatError(f"event {event.event_id} has no hits; a hits file needs at least one")
-    columns = {name: getattr(spacepoints, name) for name in HITS_COLUMNS}
-    for name, (good, expected) in _hit_rules(columns).items():
-        if not good.all():
-            row = int(np.argmin(good))
-            raise EventFormatError(f"event {event.event_id}: spacepoints.{name} {columns[name][row]} at row {row}; "
-                                   f"expected {expected}")  # fmt: skip
 
 
 def read_event(
