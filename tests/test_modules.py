@@ -185,6 +185,28 @@ def test_shape_mismatch_is_rejected():
         _one_trapezoid(rot=np.eye(3))
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ("half_v", [0.0], "is 0.0; expected a size (mm) above 0 and at most 100000"),
+        ("pitch_u", [np.nan], "is nan; expected a size (mm) above 0 and at most 100000"),
+        ("max_half_u", [2e5], "is 200000.0; expected a size (mm) above 0 and at most 100000"),
+        ("c", [[0.0, np.inf, 50.0]], "is [0.0, inf, 50.0]; expected a centre within float32's range"),
+        ("rot", [np.eye(3) * 2], "is [[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]]; expected orthonormal"),
+        ("x_over_x0", [-0.02], "is -0.02; expected a finite number ≥ 0"),
+        ("x_over_x0", [np.nan], "is nan; expected a finite number ≥ 0"),
+    ],
+)
+def test_a_geometry_built_in_python_refuses_modules_it_cannot_use(column, value, expected):
+    """What ``read_detectors_csv`` refuses in a file (a size that is not positive, a centre that is not a finite
+    coordinate, a rotation that is not one) and negative or NaN material, which it cannot hold, are refused of a
+    geometry built in Python too, naming the row and the module."""
+    with pytest.raises(ValueError, match=re.escape(f"ModuleGeometry: {column} of row 0 (volume 9, layer 2, module 1) "
+                                                   f"{expected}")):  # fmt: skip
+        _one_trapezoid(**{column: value})
+    assert len(_one_trapezoid(x_over_x0=[0.0], max_half_u=[1e5])) == 1
+
+
 # --- the detectors.csv format ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["detectors.csv", "detectors.csv.gz"])
 def test_detectors_csv_round_trip_is_exact(tmp_path, generated, name):

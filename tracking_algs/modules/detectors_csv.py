@@ -15,7 +15,7 @@ import numpy as np
 from tracking_algs.errors import EventFormatError
 from tracking_algs.event import ID_LIMITS, MAX_COORDINATE
 from tracking_algs.io.csv_table import check_rows, read_table, write_table
-from tracking_algs.modules.geometry import MODULE_ID_LIMITS, ModuleGeometry
+from tracking_algs.modules.geometry import MAX_MODULE_SIZE_MM, MODULE_ID_LIMITS, ROTATION_TOLERANCE, ModuleGeometry
 from tracking_algs.modules.material import trackml_layer_material
 
 _ROTATION = tuple(f"rot_{axis}{local}" for axis in "xyz" for local in "uvw")
@@ -31,11 +31,6 @@ _SCALARS = {"volume_id": "volume_id", "layer_id": "layer_id", "module_id": "modu
             "module_hv": "half_v", "pitch_u": "pitch_u", "pitch_v": "pitch_v"}  # fmt: skip
 #: The ids a module may have: those of a hit (:data:`~tracking_algs.event.ID_LIMITS`) that the module key holds.
 _ID_LIMITS = {name: min(limit, MODULE_ID_LIMITS[name]) for name, limit in ID_LIMITS.items()}
-#: The largest half width, half thickness or pitch of a module (mm): 100 m, tens of times a collider detector's size;
-#: a larger one would only make the navigation's bins exhaust the memory
-MAX_MODULE_SIZE_MM = 1.0e5
-#: How far a rotation's columns may be from orthonormal (|RᵀR − 1|, the largest element); TrackML's file: 1.3e-6.
-_ROTATION_TOLERANCE = 1e-4
 
 
 def read_detectors_csv(path: str | Path, x_over_x0: float | np.ndarray | None = None) -> ModuleGeometry:
@@ -97,12 +92,12 @@ def _check_modules(path: Path, table: dict[str, np.ndarray], rot: np.ndarray) ->
     check_rows(path, table, {name: np.abs(table[name]) <= MAX_COORDINATE for name in ("cx", "cy", "cz")},
                f"a coordinate within float32's range (|value| ≤ {MAX_COORDINATE:.6g} mm), as a hit's")  # fmt: skip
     deviation = np.abs(np.einsum("nji,njk->nik", rot, rot) - np.eye(3)).max(axis=(1, 2))
-    if (deviation > _ROTATION_TOLERANCE).any():
-        row = int(np.argmax(deviation > _ROTATION_TOLERANCE)) + 1
+    if (deviation > ROTATION_TOLERANCE).any():
+        row = int(np.argmax(deviation > ROTATION_TOLERANCE)) + 1
         raise EventFormatError(
             f"{path}: row {row} (line {row + 1}), columns {','.join(map(repr, _ROTATION))}: not a rotation, expected "
             f"orthonormal columns (the local u, v, w axes); RᵀR differs from the identity by {deviation[row - 1]:.3g} "
-            f"(at most {_ROTATION_TOLERANCE:g})"
+            f"(at most {ROTATION_TOLERANCE:g})"
         )
     _check_layer_orientation(path, table, rot)
     ids = table["volume_id"], table["layer_id"], table["module_id"]

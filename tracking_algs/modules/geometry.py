@@ -13,13 +13,20 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from tracking_algs.event import float_column, int_column, whole_numbers
+from tracking_algs.event import MAX_COORDINATE, float_column, int_column, whole_numbers
 
 #: Bits of the packed (volume, layer, module) key: module ids below 2²⁴, layer ids below 2¹⁶, volume ids below 2²³.
 _MODULE_BITS, _LAYER_BITS, _VOLUME_BITS = 24, 16, 23
 _BITS = (_VOLUME_BITS, _LAYER_BITS, _MODULE_BITS)
 #: Each id of a module is ≥ 0 and below its bound here (the bits of the packed key).
 MODULE_ID_LIMITS = {name: 1 << bits for name, bits in zip(("volume_id", "layer_id", "module_id"), _BITS, strict=True)}
+#: The largest half width, half thickness or pitch of a module (mm): 100 m, tens of times a collider detector's size;
+#: a larger one would only make the navigation's bins exhaust the memory
+MAX_MODULE_SIZE_MM = 1.0e5
+#: How far a rotation's columns may be from orthonormal (|RᵀR − 1|, the largest element); TrackML's file: 1.3e-6.
+ROTATION_TOLERANCE = 1e-4
+#: The columns that are sizes of a module (mm), each above 0 and at most :data:`MAX_MODULE_SIZE_MM`.
+_SIZES = ("half_thickness", "min_half_u", "max_half_u", "half_v", "pitch_u", "pitch_v")
 
 
 @attrs.frozen
@@ -62,6 +69,35 @@ class ModuleGeometry:
             row = order[repeated[0] + 1]
             raise ValueError(f"ModuleGeometry: module (volume {self.volume_id[row]}, layer {self.layer_id[row]}, "
                              f"module {self.module_id[row]}) appears more than once")  # fmt: skip
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """``ValueError`` naming the first module (row and ids) with a size that is not positive or beyond
+        :data:`MAX_MODULE_SIZE_MM`, a centre that is not a finite coordinate within float32's range (as a hit's), a
+        rotation whose columns are not orthonormal (within :data:`ROTATION_TOLERANCE`) or material (``x_over_x0``)
+        that is not a finite number ≥ 0; what :func:`~tracking_algs.modules.detectors_csv.read_detectors_csv` refuses
+        in a file, for a geometry built in Python."""
+        size = f"a size (mm) above 0 and at most {MAX_MODULE_SIZE_MM:g}"
+        rules = {
+            name: ((getattr(self, name) > 0) & (getattr(self, name) <= MAX_MODULE_SIZE_MM), size) for name in _SIZES
+        }
+        rules["c"] = (
+            (np.abs(self.c) <= MAX_COORDINATE).all(axis=1),
+            f"a centre within float32's range (|x|, |y|, |z| ≤ {MAX_COORDINATE:.6g} mm), as a hit's",
+        )
+        deviation = np.abs(np.einsum("nji,njk->nik", self.rot, self.rot) - np.eye(3)).max(axis=(1, 2), initial=0.0)
+        rules["rot"] = (
+            deviation <= ROTATION_TOLERANCE,
+            f"orthonormal columns within {ROTATION_TOLERANCE:g} (the local u, v, w axes)",
+        )
+        rules["x_over_x0"] = ((self.x_over_x0 >= 0) & np.isfinite(self.x_over_x0), "a finite number ≥ 0")
+        for name, (good, expected) in rules.items():
+            if not good.all():
+                row = int(np.argmin(good))
+                raise ValueError(
+                    f"ModuleGeometry: {name} of row {row} (volume {self.volume_id[row]}, layer {self.layer_id[row]}, "
+                    f"module {self.module_id[row]}) is {getattr(self, name)[row].tolist()}; expected {expected}"
+                )
 
     def __len__(self) -> int:
         return len(self.module_id)
