@@ -228,19 +228,19 @@ def float8_input_model(directory: str | Path) -> Path:
     return path
 
 
-def served_chain_with_edges(directory: str | Path, edges: np.ndarray, scores: np.ndarray) -> Path:
+def served_chain_with_edges(directory: str | Path, edges: np.ndarray, scores: np.ndarray, label: int = -1) -> Path:
     """The served chain's tensors (``FEATURES`` float64 [N, 8], ``HIT_ID`` int64 [N] → ``LABELS`` int64 [N],
-    ``GNN_EDGES`` int64 [2, E], ``GNN_SCORES`` float32 [E]): every row labelled -1 and the given ``edges`` and
-    ``scores`` whatever the event (a server that answers with them)."""
+    ``GNN_EDGES`` int64 [2, E], ``GNN_SCORES`` float32 [E]): every row labelled ``label`` and the given ``edges``
+    and ``scores`` whatever the event (a server that answers with them)."""
     inputs = [helper.make_tensor_value_info("FEATURES", TensorProto.DOUBLE, ["n", 8]),
               helper.make_tensor_value_info("HIT_ID", TensorProto.INT64, ["n"])]  # fmt: skip
     outputs = [helper.make_tensor_value_info("LABELS", TensorProto.INT64, ["n"]),
                helper.make_tensor_value_info("GNN_EDGES", TensorProto.INT64, [2, "e"]),
                helper.make_tensor_value_info("GNN_SCORES", TensorProto.FLOAT, ["s"])]  # fmt: skip
     nodes = [
-        helper.make_node("Constant", [], ["minus_one"], value=numpy_helper.from_array(np.array(-1, np.int64))),
+        helper.make_node("Constant", [], ["label"], value=numpy_helper.from_array(np.array(label, np.int64))),
         helper.make_node("Sub", ["HIT_ID", "HIT_ID"], ["zero"]),
-        helper.make_node("Add", ["zero", "minus_one"], ["LABELS"]),
+        helper.make_node("Add", ["zero", "label"], ["LABELS"]),
         helper.make_node("Constant", [], ["GNN_EDGES"], value=numpy_helper.from_array(edges.astype(np.int64))),
         helper.make_node("Constant", [], ["GNN_SCORES"], value=numpy_helper.from_array(scores.astype(np.float32))),
     ]

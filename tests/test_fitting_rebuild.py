@@ -3,6 +3,8 @@ simulated event whose GNN edges are its truth edges."""
 
 from __future__ import annotations
 
+import re
+
 import attrs
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from onnx_models import served_chain_with_edges
 
 from inference_iface import create_inference
 from inference_iface.errors import ModelError
-from tracking_algs.errors import FittingError
+from tracking_algs.errors import EventFormatError, FittingError
 from tracking_algs.event import TrackCandidates
 from tracking_algs.finding.config import BuildingConfig
 from tracking_algs.finding.features import orient_edges
@@ -165,6 +167,18 @@ def test_bad_gnn_edges_from_a_served_chain_are_a_model_error(setting, tmp_path, 
         finder.find(spacepoints)
     with ServedTrackFinder(create_inference(options)) as finder:
         assert (finder.find(spacepoints).candidates.labels == -1).all()
+
+
+def test_labels_below_minus_one_from_a_served_chain_are_a_model_error(setting, tmp_path):
+    """A served chain that labels rows below -1 (which the candidates counted as no track, as -1) is refused with a
+    ModelError naming the tensor and the first such row; candidates made in Python refuse them too."""
+    path = served_chain_with_edges(tmp_path, np.array([[0, 1], [1, 2]]), np.array([0.9, 0.9]), label=-2)
+    options = {"backend": "onnxruntime", "model_path": str(path), "device": "cpu"}
+    expected = "LABELS: TrackCandidates.labels: -2 at row 0 (100 such rows); expected a track id ≥ 0, or -1 for a"
+    with ServedTrackFinder(create_inference(options)) as finder, pytest.raises(ModelError, match=re.escape(expected)):
+        finder.find(setting[0].spacepoints.take(np.arange(100)))
+    with pytest.raises(EventFormatError, match=r"^TrackCandidates.labels: -5 at row 2 \(1 such rows\); expected"):
+        TrackCandidates([-1, 0, -5, 3])
 
 
 def test_a_fitter_handed_to_the_served_finder_is_checked_as_a_plugin_hook(setting, tmp_path):

@@ -299,7 +299,8 @@ def _known(table: C | None, event_id: int, name: str) -> C:
 
 @attrs.frozen
 class TrackCandidates:
-    """Found tracks as one label per spacepoint row: ``labels[i]`` is the track id of row ``i``, -1 if unassigned."""
+    """Found tracks as one label per spacepoint row: ``labels[i]`` is the track id of row ``i``, -1 if unassigned
+    (a label below -1 is an :class:`~tracking_algs.errors.EventFormatError` naming its row)."""
 
     labels: np.ndarray = attrs.field(converter=int_column)
 
@@ -307,6 +308,11 @@ class TrackCandidates:
         if self.labels.ndim != 1:
             shape = list(self.labels.shape)
             raise EventFormatError(f"TrackCandidates.labels: shape {shape}; expected [N], one a spacepoint")
+        below = self.labels < -1
+        if below.any():
+            row = int(np.argmax(below))
+            raise EventFormatError(f"TrackCandidates.labels: {self.labels[row]} at row {row} ({int(below.sum())} such "
+                                   "rows); expected a track id ≥ 0, or -1 for a spacepoint on no track")  # fmt: skip
 
     @property
     def track_ids(self) -> np.ndarray:

@@ -183,7 +183,10 @@ class ServedTrackFinder:
                 where = self.inference.describe()
                 raise ModelError(f"{where}: {GNN_EDGES} holds rows outside 0..{len(spacepoints) - 1}")
         timing = {"inputs": (packed - start) * 1e3, "served": (served - packed) * 1e3}
-        candidates = TrackCandidates(labels=labels)
+        try:
+            candidates = TrackCandidates(labels=labels)
+        except ValueError as error:  # labels that are not whole numbers, or below -1
+            raise ModelError(f"{self.inference.describe()}: {LABELS}: {error}") from None
         fit = None
         if self.fitter is not None:
             fit = self.fitter.fit(spacepoints, candidates)
