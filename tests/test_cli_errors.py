@@ -458,6 +458,8 @@ def test_gzipped_simulated_event_runs_like_the_plain_one(tmp_path, capsys):
     events = tmp_path / "events"
     assert main(["simulate", "--events", "1", "--pileup", "2", "--seed", "3", "--output", str(events)]) == 0
     event = read_event(events, 0)
+    plain = tmp_path / "plain"
+    assert _run("--input", str(events), "--output", str(plain)) == 0
     for path in sorted(events.glob("*.csv")):
         path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
         path.unlink()
@@ -468,6 +470,7 @@ def test_gzipped_simulated_event_runs_like_the_plain_one(tmp_path, capsys):
     assert "tracking" in performance  # the gzipped truth was read
     hits = sorted(int(row["hit_id"]) for row in _rows(output / "tracks.csv"))
     assert hits == sorted(event.spacepoints.hit_id.tolist())
+    assert (output / "tracks.csv").read_bytes() == (plain / "tracks.csv").read_bytes()
 
 
 @needs_real_trackml

@@ -139,8 +139,10 @@ def test_resume_after_kill_gives_identical_results(finished_job, tmp_path):
         "event000000001.npz",
     ]
     assert not (output / "tracks.csv").exists()
+    finished = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in (output / "events").glob("*.npz")}
     assert _run("--simulate", "3", "--output", str(output), "--resume", *[f"--set={item}" for item in SMALL]) == 0
     assert_same_results(output, finished_job)
+    assert {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in finished} == finished  # not processed again
 
 
 @pytest.mark.parametrize(("target", "jobs"), [("group/INT", "1"), ("group/INT", "2"), ("client/TERM", "1")])

@@ -7,6 +7,8 @@ import math
 import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -303,14 +305,21 @@ def test_the_module_geometry_file_is_checked_before_work(tmp_path):
     options = load_job_options(None, [f"detector.file='{written}'"])
     assert options.to_dict()["detector"]["file"] == str(written)
     assert len(options.module_geometry()) == 1
-    if not hasattr(os, "geteuid") or os.geteuid() == 0:
-        return  # root reads any file
+    # a file the job may not read: root reads any file, so under root the options are loaded without the capabilities
+    # that let it (setpriv), as another user would
+    load = "\n".join([
+        "import sys", "from inference_iface import ConfigError",
+        "from tracking_algs.job_options import load_job_options",
+        "try:", "    load_job_options(None, [sys.argv[1]])", "except ConfigError as error:", "    print(error)",
+    ])  # fmt: skip
+    user = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
     written.chmod(0)
     try:
-        with pytest.raises(ConfigError, match=rf"\[detector\] file '{re.escape(str(written))}' cannot be read"):
-            load_job_options(None, [f"detector.file='{written}'"])
+        argv = [*user, sys.executable, "-c", load, f"detector.file='{written}'"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True)
     finally:
         written.chmod(0o644)
+    assert re.search(rf"\[detector\] file '{re.escape(str(written))}' cannot be read", done.stdout), done.stdout
 
 
 # --- the command line: every bad option is one line, exit status 2, before any work -------------------------------

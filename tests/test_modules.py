@@ -349,8 +349,6 @@ def test_every_real_module_is_generated_with_its_id_at_its_place(generated, real
 @needs_real_trackml
 @pytest.mark.parametrize("hits", REAL_HITS, ids=lambda path: path.name)
 def test_real_hits_lie_on_their_generated_module(generated, hits):
-    if not hits.is_file():
-        pytest.skip(f"the real TrackML hits file {hits} is absent")
     n, on_plane, inside = hits_on_modules(generated, hits)  # looked up by the hit's (volume, layer, module) ids
     assert n > 5000
     assert on_plane >= 0.9999  # |w| < 0.01 mm from the module's plane
@@ -393,8 +391,6 @@ def test_describe_rejects_endcap_ids_against_phi(generated):
 @needs_real_trackml
 @pytest.mark.parametrize("hits", REAL_HITS, ids=lambda path: path.name)
 def test_real_hits_lie_on_their_module(real, hits):
-    if not hits.is_file():
-        pytest.skip(f"the real TrackML hits file {hits} is absent")
     n, on_plane, inside = hits_on_modules(real, hits)
     assert n > 5000
     assert on_plane >= 0.999  # |w| < 0.01 mm from the module's plane

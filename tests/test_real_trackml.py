@@ -12,7 +12,6 @@ import csv
 import gzip
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -95,27 +94,20 @@ def test_every_hit_gets_its_modules_errors(sample, modules):
     np.testing.assert_allclose(sp.sigma, local, rtol=1e-15)
 
 
-def test_strip_hits_get_pitch_errors(sample, modules, tmp_path):
+def test_strip_hits_get_pitch_errors(sample, modules):
     """Short strips 0.08 × 1.2 mm, long strips 0.12 × 10.8 (barrel) or 10.4 (endcap) mm: pitch / √12 for every strip
-    hit, whatever its cluster; the cells file changes nothing (the same errors without it)."""
-    event, rows = sample
+    hit, whatever its cluster; the cells change nothing (the same errors read with them)."""
+    event, _ = sample
     sp = event.spacepoints
-    local = modules.resolution(rows)
     expected = {12: (0.08, 1.2), 13: (0.08, 1.2), 14: (0.08, 1.2), 16: (0.12, 10.4), 17: (0.12, 10.8),
                 18: (0.12, 10.4)}  # fmt: skip
     for volume, (pitch_u, pitch_v) in expected.items():
         on = sp.volume_id == volume
         assert on.sum() > 50
-        np.testing.assert_allclose(local[on], np.tile([pitch_u, pitch_v], (on.sum(), 1)) / SQRT12)
-    short_barrel = sp.volume_id == 13
-    np.testing.assert_allclose(sp.sigma[short_barrel, 1], 1.2 / SQRT12)
-    long_barrel = sp.volume_id == 17
-    np.testing.assert_allclose(sp.sigma[long_barrel, 1], 10.8 / SQRT12)
-
-    for kind in ("hits", "truth", "particles"):
-        shutil.copy(SAMPLE / f"event000000001-{kind}.csv.gz", tmp_path)
-    without_cells = read_event(tmp_path, 1, modules=modules).spacepoints
-    assert np.array_equal(without_cells.sigma, sp.sigma)
+        np.testing.assert_allclose(sp.sigma[on], np.tile([pitch_u, pitch_v], (on.sum(), 1)) / SQRT12)
+    with_cells = read_event(SAMPLE, 1, modules=modules, cells=True)
+    assert with_cells.cells is not None
+    assert np.array_equal(with_cells.spacepoints.sigma, sp.sigma)
 
 
 def test_pitch_errors_do_not_underestimate_the_pixel_residuals(sample, modules):
@@ -136,11 +128,18 @@ def test_pitch_errors_do_not_underestimate_the_pixel_residuals(sample, modules):
 
 
 def test_without_modules_the_errors_are_per_layer_as_before(sample):
+    """Without the module geometry each hit's errors are its layer's (the detector TOML's): pixels 0.05 × 0.05 mm,
+    where the modules give 0.05 × 0.05625, and long endcap strips 0.12 × 10.8, where the modules give 10.4."""
     event, _ = sample
     per_layer = read_event(SAMPLE, 1).spacepoints
     assert np.array_equal(per_layer.hit_id, event.spacepoints.hit_id)
-    short_barrel = per_layer.volume_id == 13
-    np.testing.assert_allclose(per_layer.sigma[short_barrel], np.tile([0.08, 1.2], (short_barrel.sum(), 1)) / SQRT12)
+    pitches = {(7, 8, 9): (0.05, 0.05), (12, 13, 14): (0.08, 1.2), (16, 17, 18): (0.12, 10.8)}
+    for volumes, pitch in pitches.items():
+        on = np.isin(per_layer.volume_id, volumes)
+        assert on.sum() > 50
+        np.testing.assert_allclose(per_layer.sigma[on], np.tile(pitch, (on.sum(), 1)) / SQRT12)
+    differ = np.isin(per_layer.volume_id, (7, 8, 9, 16, 18))
+    assert (per_layer.sigma[differ, 1] != event.spacepoints.sigma[differ, 1]).all()
 
 
 # --- errors -----------------------------------------------------------------------------------------------------------
