@@ -53,7 +53,14 @@ def test_infer_writes_npz_keyed_by_tensor_name(model_dir, tmp_path, capsys):
             np.testing.assert_array_equal(saved[name], expected)
 
 
-def test_infer_output_subset_and_string_outputs(model_dir, tmp_path):
+def test_infer_output_subset_and_string_outputs(model_dir, two_in_two_out_path, tmp_path):
+    np.save(tmp_path / "x.npy", np.full((2, 3), 3.0, np.float32))
+    out = tmp_path / "subset.npz"
+    inputs = ["-i", f"input.1={tmp_path / 'x.npy'}", "-i", f"y:0={tmp_path / 'x.npy'}"]
+    assert main(["infer", str(two_in_two_out_path), *inputs, "-o", str(out), "--outputs", "prod:0"]) == 0
+    with np.load(out, allow_pickle=False) as saved:
+        assert list(saved.keys()) == ["prod:0"]
+        np.testing.assert_array_equal(saved["prod:0"], np.full((2, 3), 9.0, np.float32))
     model = onnx_models.identity_model(model_dir, "bytes")
     np.save(tmp_path / "text.npy", np.array([["a", "é"], ["", "xyz"]]))
     out = tmp_path / "text.npz"

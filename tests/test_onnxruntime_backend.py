@@ -390,21 +390,31 @@ def test_device_auto_prints_no_cuda_errors(two_in_two_out_path, capfd):
 
 
 def test_describe_names_backend_model_and_providers(two_in_two_out_path):
-    config = OnnxRuntimeConfig(model_path=str(two_in_two_out_path), device="cpu", intra_op_threads=2)
+    config = OnnxRuntimeConfig(model_path=str(two_in_two_out_path), device="cpu", intra_op_threads=3)
     with OnnxRuntimeInference(config) as iface:
         text = iface.describe()
         assert text.startswith(f"onnxruntime {ort.__version__}")
         assert str(two_in_two_out_path) in text
         assert "providers=CPUExecutionProvider" in text
-        assert "intra_op_threads=2" in text
+        assert "intra_op_threads=3" in text
         assert text in repr(iface)
+        assert iface._session.get_session_options().intra_op_num_threads == 3  # what it names is what the session has
 
 
-@pytest.mark.parametrize("level", ["disable", "basic", "extended", "all"])
-def test_every_optimisation_level_gives_the_same_result(model_dir, level):
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [
+        ("disable", ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
+        ("basic", ort.GraphOptimizationLevel.ORT_ENABLE_BASIC),
+        ("extended", ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED),
+        ("all", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+    ],
+)
+def test_every_optimisation_level_reaches_the_session_and_gives_the_same_result(model_dir, level, expected):
     path = onnx_models.medium_mlp(model_dir)
     features = RNG.standard_normal((64, 12)).astype(np.float32)
     with open_model(path, graph_optimization_level=level, log_severity="error", intra_op_threads=1) as iface:
+        assert iface._session.get_session_options().graph_optimization_level == expected
         np.testing.assert_allclose(
             iface.infer(features=features).embedding, raw_run(path, {"features": features})[0], rtol=1e-5, atol=1e-6
         )
@@ -422,6 +432,12 @@ def test_memory_pattern_reaches_the_session_and_changing_shapes_give_raw_results
             )
 
 
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_deterministic_compute_reaches_the_session(two_in_two_out_path, deterministic):
+    with open_model(two_in_two_out_path, deterministic_compute=deterministic) as iface:
+        assert iface._session.get_session_options().use_deterministic_compute is deterministic
+
+
 @pytest.mark.parametrize("allow_spinning", [True, False])
 def test_thread_spinning_setting_reaches_the_session(model_dir, allow_spinning):
     path = onnx_models.medium_mlp(model_dir)
@@ -437,4 +453,6 @@ def test_thread_spinning_setting_reaches_the_session(model_dir, allow_spinning):
 def test_parallel_execution_mode_runs(two_in_two_out_path):
     x = sample("float32", (4, 3))
     with open_model(two_in_two_out_path, execution_mode="parallel", inter_op_threads=2) as iface:
+        options = iface._session.get_session_options()
+        assert (options.execution_mode, options.inter_op_num_threads) == (ort.ExecutionMode.ORT_PARALLEL, 2)
         assert_identical(iface.infer({"input.1": x, "y:0": x}).sum, x + x)

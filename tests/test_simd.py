@@ -18,15 +18,16 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_importing_the_package_first_switches_numpys_avx512_kernels_off():
-    """Every name is one numpy knows (an unknown one makes numpy warn at import, an error here), and numpy then
-    reports the AVX-512 features off whatever the CPU has."""
+    """The variable is set before numpy loads (importing the package loads no numpy: numpy reads the variable once, at
+    its own import), every name is one numpy knows (an unknown one makes numpy warn at import, an error here), and
+    numpy then reports the AVX-512 features off whatever the CPU has (on a CPU without them, off in any case)."""
     probe = _python(
-        "import os, tracking_algs, numpy\n"
+        "import os, sys, tracking_algs\nprint('numpy' in sys.modules)\nimport numpy\n"
         "from numpy.core._multiarray_umath import __cpu_features__ as features\n"
         f"print(os.environ[{VARIABLE!r}]); print(any(features[name] for name in {AVX512_TARGETS!r}))"
     )
     assert probe.returncode == 0, probe.stderr
-    assert probe.stdout.split("\n")[:2] == [" ".join(AVX512_TARGETS), "False"]
+    assert probe.stdout.split("\n")[:3] == ["False", " ".join(AVX512_TARGETS), "False"]
 
 
 def test_a_users_setting_and_an_earlier_numpy_are_left_alone():

@@ -239,10 +239,19 @@ def _server_regions(server: TritonServer) -> set[str]:
 
 def test_shared_memory_regions_are_reused_and_released(server, model_files):
     iface = TritonInference(TritonConfig(url=server.grpc_url, model_name="small_mlp", shared_memory="system"))
+    held: list[int] = []  # the region files the first call made (64 KiB at least): the later calls fit in them
     with local(model_files["small_mlp"]) as reference:
         for rows in (10, 1000, 1000, 50):
             x = random_inputs(reference.signature, seed=rows, rows=rows)
             assert_matches_local(iface.infer(x).embedding, reference.infer(x).embedding, f"{rows} rows")
+            if not held:
+                held = [os.open(f"/dev/shm/{name}", os.O_RDONLY) for name in _our_shm_files()]
+    try:  # and reused them: a region made again would be another file of the same name
+        assert [os.path.samestat(os.fstat(fd), os.stat(f"/dev/shm/{name}")) for fd, name in
+                zip(held, _our_shm_files(), strict=True)] == [True, True]  # fmt: skip
+    finally:
+        for fd in held:
+            os.close(fd)
     regions = set(iface.shared_memory_regions())
     assert len(regions) == 2  # one input and one output region for this thread, reused for every call
     assert regions <= _server_regions(server)
