@@ -79,6 +79,30 @@ def test_z0_cut_against_a_hand_computed_pair(event):
     assert geometry.compatible(np.array([0, 2, 0]), np.array([1, 3, 3])).tolist() == [True, False, False]
 
 
+@pytest.mark.parametrize("bfield_t", [2.0, -1.0])
+def test_pt_cut_against_hand_computed_pairs(event, bfield_t):
+    """Hits at r = 100 and 300 mm on circles through the origin whose radius is that of a particle of 0.45, 0.55,
+    0.9 and 5 GeV in the field (R = pT / (0.299792458 GeV/(T m) · |B|), either sign): the 0.5 GeV cut keeps the
+    pairs above it and drops the one below."""
+    pt = np.array([0.45, 0.55, 0.9, 5.0])
+    radius = pt / (0.299792458e-3 * abs(bfield_t))  # mm
+    x, y = [], []
+    for d in (100.0, 300.0):  # a point at distance d from the origin on the circle x² + (y − R)² = R²
+        height = d**2 / (2 * radius)
+        x.append(np.sqrt(d**2 - height**2))
+        y.append(height)
+    spacepoints = attrs.evolve(
+        event.spacepoints.take(np.arange(8)),
+        x=np.concatenate(x),
+        y=np.concatenate(y),
+        z=np.zeros(8),
+        layer_id=np.repeat([1, 2], 4),
+    )
+    cuts = PairCuts(different_layers=False, min_pt_gev=0.5, max_z0_mm=0)
+    passed = PairGeometry(spacepoints, cuts, bfield_t=bfield_t).compatible(np.arange(4), np.arange(4, 8))
+    assert passed.tolist() == [False, True, True, True]
+
+
 def test_a_column_of_hits_against_a_block_of_partners_gives_the_flat_answer(event):
     """The graph passes each query hit as a column against its block of neighbours; the mask is that of the flat
     pairs, cut by cut."""

@@ -178,8 +178,11 @@ def test_selection_options_are_validated():
 def test_the_shorter_piece_of_a_split_particle_is_dropped():
     """Every particle of a pile-up-20 event with at least 11 hits cut into two tracks (its inner hits, fewer than half,
     and the rest), the other particles with 5-10 hits whole: with ``max_split_chi2`` at its default, the χ² quantile
-    of p = 1e-3 for 5 parameters, nearly every shorter piece goes (the two pieces' perigees agree within their
-    errors), and no longer piece and no whole particle's track."""
+    of p = 1e-3 for 5 parameters, nine in ten shorter pieces or more go (the two pieces' perigees agree within their
+    errors), and no whole particle's track. A few longer pieces go too, as the rule (the track with more hits stays)
+    has them go: where their fit rejected a hit, leaving them no more hits than the shorter piece, or where another
+    particle with nearly the same momentum from the same vertex (the seeds 3 100 013 and 3 100 016 have one each)
+    left a longer track on the same helix within the errors."""
     event = simulate_event(SimulationConfig(pileup=20.0, noise_fraction=0.0), seed=3_100_001, event_id=0)
     particle, distance = event.truth.particle_id, event.spacepoints.distance
     ids, counts = np.unique(particle[particle > 0], return_counts=True)
@@ -199,10 +202,11 @@ def test_the_shorter_piece_of_a_split_particle_is_dropped():
     _, with_it = TrackSelection().apply(candidates, fit)  # max_split_chi2 = 20.52 by default
     dropped = np.setdiff1d(without.track_id, with_it.track_id)
     shorter_kept = np.intersect1d(shorter, without.track_id)
-    assert len(shorter_kept) >= 100
-    assert np.isin(shorter_kept, dropped).mean() >= 0.95
-    assert np.isin(dropped, shorter).all()
+    assert len(shorter_kept) >= 60
+    assert np.isin(shorter_kept, dropped).mean() >= 0.9
+    assert np.isin(dropped, np.concatenate((shorter, longer))).all()  # no whole particle's track
     assert len(np.setdiff1d(without.track_id, np.concatenate((shorter, longer)))) >= 200  # whole particles, all kept
+    assert np.isin(dropped, longer).sum() <= 0.05 * len(dropped)
 
 
 def test_chi2_of_a_difference_is_the_linear_algebra_one():
@@ -533,15 +537,15 @@ def test_rescue_outliers_writes_the_rejected_end_of_a_joined_chain_as_a_track_of
     )
 
 
-def test_fit_results_without_hits_keeps_the_tracks_and_counts_only_the_outliers_left():
-    event = simulate_event(SimulationConfig(pileup=5.0, noise_fraction=0.0), seed=3_100_005, event_id=0)
-    particle = event.truth.particle_id
-    ids, counts = np.unique(particle[particle > 0], return_counts=True)
-    labels = np.where(np.isin(particle, ids[counts >= 6]), particle, -1)
-    fit = KalmanFitter(DETECTOR).fit(event.spacepoints, TrackCandidates(labels))
+def test_fit_results_without_hits_keeps_the_tracks_and_counts_only_the_outliers_left(fitted):
+    """Dropping the first hit of every track and every other rejected hit: the tracks stay, with their parameters,
+    and each counts as outliers the rejected hits it still holds."""
+    _, fit, _, _ = fitted
+    outliers = np.flatnonzero(fit.outlier)
+    assert len(outliers) >= 4  # the moved hits, at least
     dropped = np.zeros(len(fit.hit_rows), dtype=bool)
     dropped[fit.hit_offsets[:-1]] = True  # the first hit of every track
-    dropped |= fit.outlier
+    dropped[outliers[::2]] = True
     fewer = fit.without_hits(dropped)
     np.testing.assert_array_equal(fewer.track_id, fit.track_id)
     np.testing.assert_array_equal(
@@ -549,6 +553,9 @@ def test_fit_results_without_hits_keeps_the_tracks_and_counts_only_the_outliers_
         np.diff(fit.hit_offsets) - np.bincount(fit.track_of_hit()[dropped], minlength=len(fit)),
     )
     np.testing.assert_array_equal(fewer.hit_rows, fit.hit_rows[~dropped])
-    assert not fewer.outlier.any()
-    assert (fewer.n_outliers == 0).all()
+    np.testing.assert_array_equal(fewer.outlier, fit.outlier[~dropped])
+    assert fewer.outlier.any()
+    left = np.bincount(fit.track_of_hit()[fit.outlier & ~dropped], minlength=len(fit))
+    np.testing.assert_array_equal(fewer.n_outliers, left)
+    assert (fewer.n_outliers < fit.n_outliers).any()
     np.testing.assert_array_equal(fewer.params, fit.params)
