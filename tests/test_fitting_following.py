@@ -103,9 +103,9 @@ def test_a_track_takes_over_the_piece_of_its_particle_beyond_it():
     """Every particle from the beam line above 0.5 GeV with at least 12 hits (pile-up 20, modules, solenoid) as two
     tracks, its 7 innermost hits and its next 5, the rest of its hits free; the split-track rule off, so that both
     pieces stay.  With ``follow_tracks`` nearly every particle ends as one track (one where both pieces stayed, of
-    136 measured), and no track holds a hit of another particle: a piece that follows its way into the hits of
-    another track stops there instead of taking the free hits around them (none on any of the seeds
-    3 100 000–3 100 005 either, where at most 2 particles kept both pieces)."""
+    136 measured), and hardly any track holds a hit of another particle (:data:`FOREIGN_HITS`; none on this seed and
+    on the seeds 3 100 000–3 100 005, one on 3 100 012): a piece that follows its way into the hits of another track
+    stops there instead of taking the free hits around them."""
     event, chosen, hits = _long_particles("modules", 3_100_010)
     particle, sp = event.truth.particle_id, event.spacepoints
     labels = np.full(len(particle), -1)
@@ -126,25 +126,25 @@ def test_a_track_takes_over_the_piece_of_its_particle_beyond_it():
     assert pieces_left(kept) <= 0.03 * len(chosen)
     assert len(kept_fit) >= 0.9 * len(chosen)
     on_track = kept.labels >= 0
-    assert (particle[on_track] == chosen[kept.labels[on_track] // 2]).all()
+    assert (particle[on_track] != chosen[kept.labels[on_track] // 2]).sum() <= FOREIGN_HITS
 
 
 def test_a_free_hit_the_fitter_cannot_measure_is_never_proposed():
-    """A free hit on a module the geometry lacks and one with a NaN error (two of the rest of a piece's particle) are
+    """A free hit on a module the geometry lacks and one on the z axis (two of the rest of a piece's particle) are
     passed over without an error, where the fit of a track holding them stops with one naming the row; the other
     free hits are proposed as before."""
     event, chosen, candidates, fitter, fit = _pieces("modules", 3_100_007)
     sp, particle = event.spacepoints, event.truth.particle_id
     before = follower(fitter, sp)(candidates, fit, 9.0, 5.0, 50.0)
     proposed = np.flatnonzero(before >= 0)
-    off_module, no_error = proposed[:2]
-    module_id, sigma = sp.module_id.copy(), sp.sigma.copy()
-    module_id[off_module], sigma[no_error, 0] = 999_999, np.nan
-    broken = attrs.evolve(sp, module_id=module_id, sigma=sigma)
+    off_module, on_axis = proposed[:2]
+    module_id, x, y = sp.module_id.copy(), sp.x.copy(), sp.y.copy()
+    module_id[off_module], x[on_axis], y[on_axis] = 999_999, 0.0, 0.0
+    broken = attrs.evolve(sp, module_id=module_id, x=x, y=y)
     after = follower(fitter, broken)(candidates, fit, 9.0, 5.0, 50.0)
-    assert after[off_module] == after[no_error] == -1
+    assert after[off_module] == after[on_axis] == -1
     assert (after >= 0).sum() >= 0.95 * len(proposed)
     assert (particle[after >= 0] != chosen[after[after >= 0]]).sum() <= FOREIGN_HITS
-    for row in (off_module, no_error):
+    for row in (off_module, on_axis):
         with pytest.raises(FittingError, match=f"spacepoint row {row} "):
             fitter.fit(broken, TrackCandidates(np.where(np.arange(len(sp)) == row, 0, candidates.labels)))

@@ -44,30 +44,3 @@ def test_perigee_is_the_closest_approach_on_the_helix(charge, vertex, momentum):
     assert np.angle(np.exp(1j * (phi - directions[closest]))) == pytest.approx(0.0, abs=1e-4)
     assert theta == pytest.approx(np.arctan2(np.hypot(*momentum[:2]), momentum[2]))
     assert qop == pytest.approx(charge / np.linalg.norm(momentum))
-
-
-def test_kalman_fits_of_truth_tracks_have_unit_pulls_against_the_truth_perigee():
-    """The fitter's perigee and this module's truth perigee use one convention (the pulls of docs/physics.md)."""
-    from tracking_algs.event import TrackCandidates
-    from tracking_algs.fitting import KalmanFitter
-    from tracking_algs.geometry import trackml_detector
-    from tracking_algs.performance.lookup import particle_rows
-    from tracking_algs.simulation import SimulationConfig, simulate_event
-
-    event = simulate_event(SimulationConfig(pileup=50, noise_fraction=0.0), seed=1_003_000, event_id=0)
-    particle = event.truth.particle_id
-    ids, index, counts = np.unique(particle, return_inverse=True, return_counts=True)
-    labels = np.where((particle > 0) & (counts[index] >= 5), index, -1)
-    fit = KalmanFitter(trackml_detector()).fit(event.spacepoints, TrackCandidates(labels))
-    ok = fit.status == 0
-    assert ok.sum() > 2000
-    rows = particle_rows(event.particles.particle_id, ids[fit.track_id[ok]])
-    true = truth_perigee(event.particles.take(rows), BFIELD_T)
-    residual = fit.params[ok] - true
-    residual[:, 2] = np.angle(np.exp(1j * residual[:, 2]))
-    pulls = residual / np.sqrt(np.diagonal(fit.cov[ok], axis1=1, axis2=2))
-    # the mean of N unit pulls scatters by 1/sqrt(N) from event to event (0.02 here): 4 of those on each of the five
-    # parameters (measured 0.036 here, at most 0.038 in 8 events)
-    assert np.abs(pulls.mean(axis=0)).max() < 4 / np.sqrt(ok.sum())
-    assert np.abs(pulls.std(axis=0) - 1.0).max() < 0.1
-    assert abs(fit.pvalue[ok].mean() - 0.5) < 0.05
