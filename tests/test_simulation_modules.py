@@ -605,20 +605,22 @@ def test_trkx_simulate_on_a_detectors_csv_and_a_job_simulating_on_modules(tmp_pa
     assert not refused.exists()
 
 
-def _barrel_module_changed(tmp_path: Path, **columns: np.ndarray) -> tuple[Path, int]:
-    """The TrackML modules as a ``detectors.csv``, the second module of the first barrel layer changed to
-    ``columns`` (ModuleGeometry fields), and that module's row number in the file."""
+def _barrel_module_changed(tmp_path: Path, **columns: float) -> tuple[Path, int]:
+    """The TrackML modules as a ``detectors.csv``, the second module of the first barrel layer changed to ``columns``
+    (the file's columns; the file is edited as text, as a geometry built in Python refuses such modules), and that
+    module's row number in the file."""
     from tracking_algs.modules import write_detectors_csv
 
     geometry = trackml_modules()
     row = int(np.flatnonzero(np.abs(geometry.rot[:, 2, 2]) < 0.5)[1])
-    changed = {}
-    for name, value in columns.items():
-        column = getattr(geometry, name).copy()
-        column[row] = value
-        changed[name] = column
     path = tmp_path / "detectors.csv"
-    write_detectors_csv(path, attrs.evolve(geometry, **changed))
+    write_detectors_csv(path, geometry)
+    lines = path.read_text().splitlines()
+    header, fields = lines[0].split(","), lines[row + 1].split(",")
+    for name, value in columns.items():
+        fields[header.index(name)] = repr(value)
+    lines[row + 1] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
     return path, row + 1
 
 
@@ -626,10 +628,13 @@ def _barrel_module_changed(tmp_path: Path, **columns: np.ndarray) -> tuple[Path,
     ("columns", "expected"),
     [
         # a barrel module facing along z: the navigation raised a ValueError traceback
-        ({"rot": np.eye(3)}, "the module's normal is along z (an endcap module), that of row "),
+        (
+            {f"rot_{axis}{local}": float(axis == "xyz"["uvw".index(local)]) for axis in "xyz" for local in "uvw"},
+            "the module's normal is along z (an endcap module), that of row ",
+        ),
         # an OverflowError, and a 2 TiB allocation
-        ({"half_v": 1e30}, "column 'module_hv': 1e+30 is not a positive number (mm) of at most 100000"),
-        ({"half_v": 1e12}, "column 'module_hv': 1000000000000.0 is not a positive number (mm) of at most 100000"),
+        ({"module_hv": 1e30}, "column 'module_hv': 1e+30 is not a positive number (mm) of at most 100000"),
+        ({"module_hv": 1e12}, "column 'module_hv': 1000000000000.0 is not a positive number (mm) of at most 100000"),
         ({"pitch_u": 1e7}, "column 'pitch_u': 10000000.0 is not a positive number (mm) of at most 100000"),
     ],
 )
