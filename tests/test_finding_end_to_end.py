@@ -99,6 +99,7 @@ def test_the_stages_refuse_an_embedding_a_radius_and_edges_that_do_not_fit_the_e
         ((spoiled, spacepoints, radius, config), f"the embedding of spacepoint row 7 (hit_id {spacepoints.hit_id[7]})"),
         ((embedding, spacepoints, float("nan"), config), "radius nan; expected a positive number"),
         ((embedding, spacepoints, -1.0, config), "radius -1.0; expected a positive number"),
+        ((embedding, spacepoints, 0.0, config), "radius 0.0; expected a positive number"),
     ):
         with pytest.raises(ValueError, match=re.escape(f"graph stage: {expected}")):
             candidate_edges(*args)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from inference_iface.errors import ConfigError
-from tracking_algs.finding.config import OVERLAP_MM, PairCuts
+from tracking_algs.finding.config import OVERLAP_MM, GraphConfig, PairCuts
+from tracking_algs.finding.graph import candidate_edges, radius_graph
 from tracking_algs.finding.pairs import PairGeometry
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.job.process import EventProcessor
@@ -115,6 +116,32 @@ def test_a_column_of_hits_against_a_block_of_partners_gives_the_flat_answer(even
     assert block.shape == (3000, 40)
     assert 0.01 < block.mean() < 0.5
     assert block.ravel().tolist() == geometry.compatible(np.repeat(first, 40), second.ravel()).tolist()
+
+
+def test_the_graph_keeps_only_the_pairs_that_pass_the_cuts_and_looks_deep_enough_for_them(event):
+    """``candidate_edges`` joins neighbours in the embedding (here the positions in units of 100 mm) only where the
+    pair passes the cuts, and each hit looks at its ``query_k`` nearest for the ``k_max`` it keeps: where the nearest
+    fail the cuts, a deeper look finds others that pass."""
+    spacepoints = event.spacepoints
+    embedding = np.column_stack((spacepoints.x, spacepoints.y, spacepoints.z)) / 100.0
+    cuts = PairCuts(min_pt_gev=0.5, max_z0_mm=200.0)
+    shallow = GraphConfig(k_max=2, query_k=2, eps=0.0, cuts=cuts)
+    edges = candidate_edges(embedding, spacepoints, 1.0, shallow)
+    compatible = PairGeometry(spacepoints, cuts).compatible
+    assert edges.shape[1] > 100
+    assert compatible(edges[0], edges[1]).all()
+    uncut = candidate_edges(
+        embedding, spacepoints, 1.0, attrs.evolve(shallow, cuts=PairCuts(min_pt_gev=0, max_z0_mm=0))
+    )
+    assert not compatible(uncut[0], uncut[1]).all()  # the neighbours in the embedding that the cuts leave out
+    deep = candidate_edges(embedding, spacepoints, 1.0, attrs.evolve(shallow, query_k=16))
+    assert compatible(deep[0], deep[1]).all()
+    assert deep.shape[1] > 1.2 * edges.shape[1]
+
+
+def test_two_points_within_the_radius_are_joined():
+    assert radius_graph(np.array([[0.0, 0.0], [0.1, 0.0]]), 0.5, 4).tolist() == [[0], [1]]
+    assert radius_graph(np.array([[0.0, 0.0], [0.6, 0.0]]), 0.5, 4).shape == (2, 0)
 
 
 # --- overlapping modules: two hits of one particle on one layer ----------------------------------------------------

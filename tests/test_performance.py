@@ -28,6 +28,7 @@ from tracking_algs.performance import (
     plot_performance,
     truth_graph,
 )
+from tracking_algs.performance.edges import edge_keys
 
 M, D, F = TrackStatus.MATCHED, TrackStatus.DUPLICATE, TrackStatus.FAKE
 
@@ -185,6 +186,41 @@ def test_selection_counts_only_selected_particles():
     assert loose.efficiency == pytest.approx(2 / 3)
 
 
+def test_the_particle_selection_is_strict_at_its_cuts_and_takes_either_sign_of_eta():
+    selection = ParticleSelection(pt_min=1.0, eta_max=2.0, min_hits=5)
+    pt, eta = np.array([1.0, 1.001, 2.0, 2.0, 2.0, 2.0, 2.0]), np.array([0.0, 0.0, -2.5, 2.5, -1.9, 2.0, 0.0])
+    nhits = np.array([5, 5, 5, 5, 5, 5, 4])
+    assert selection.select(pt, eta, nhits).tolist() == [False, True, False, False, True, False, False]
+
+
+def test_a_fake_holding_half_its_hits_from_one_particle_is_a_fragment():
+    """Hits 5-7 of an 8-hit particle with 2 hits of another and a noise hit: 3 of 6 (half) from the particle, too few
+    of the particle's 8 to match it, so a fake, and a fragment of it."""
+    result = run([1] * 8 + [2] * 2 + [0], [0] * 5 + [1] * 6)
+    assert result.track_status.tolist() == [M, F]
+    assert result.track_nmajority.tolist() == [5, 3]
+    assert result.n_fragment == 1
+
+
+def test_of_two_matched_tracks_of_one_size_the_one_with_more_of_the_particle_wins():
+    """At ``ratio`` 0.3 two 5-hit tracks match a 10-hit particle, holding 4 and 3 of its hits: the one with 4 is the
+    match, though the other has the smaller track id."""
+    labels = [7] * 4 + [3] * 3 + [-1] * 3 + [7] + [3] * 2
+    result = run([1] * 10 + [2] + [3] * 2, labels, ratio=0.3)
+    assert result.track_id.tolist() == [3, 7]
+    assert result.track_status.tolist() == [D, M]
+
+
+def test_a_tracks_eta_is_the_median_of_its_hits():
+    """A 4-hit track's eta is the mean of its two middle hits' (0.2 and 0.5), a 5-hit track's that of its middle
+    hit."""
+    eta = np.array([0.1, 0.5, 0.2, 0.9, -1.0, -0.4, -0.3, -0.2, 2.0])
+    radius = 30.0 + 10.0 * np.arange(len(eta))  # as make_event places the hits
+    event = make_event([1] * 4 + [2] * 5, z=radius * np.sinh(eta))
+    result = match_tracks(event, TrackCandidates(np.array([0] * 4 + [1] * 5)), min_track_hits=4)
+    np.testing.assert_allclose(result.track_eta, [0.35, -0.3], rtol=1e-12)
+
+
 def test_accumulator_sums_events():
     accumulator = PerformanceAccumulator()
     accumulator.add(run([1] * 6 + [2] * 7, [10] * 6 + [20] * 7))  # 2 of 2, 2 tracks
@@ -201,8 +237,10 @@ def test_accumulator_sums_events():
 
 def test_matching_needs_truth_and_aligned_labels():
     event = make_event([1] * 6)
-    with pytest.raises(ValueError, match="6 hits"):
+    with pytest.raises(ValueError, match="5 track labels for 6 hits"):
         match_tracks(event, TrackCandidates(np.zeros(5)))
+    with pytest.raises(ValueError, match="7 track labels for 6 hits"):
+        match_tracks(event, TrackCandidates(np.zeros(7)))
     with pytest.raises(ValueError, match="needs truth"):
         match_tracks(Event(event_id=3, spacepoints=event.spacepoints), TrackCandidates(np.zeros(6)))
 
@@ -215,6 +253,7 @@ def test_matching_needs_truth_and_aligned_labels():
         ({"ratio": 0.0}, "ratio must be a number in (0, 1], got 0.0"),
         ({"ratio": "0.5"}, "ratio must be a number in (0, 1], got '0.5'"),
         ({"min_track_hits": -3}, "min_track_hits must be an integer ≥ 1, got -3"),
+        ({"min_track_hits": 0}, "min_track_hits must be an integer ≥ 1, got 0"),
         ({"min_track_hits": 2.5}, "min_track_hits must be an integer ≥ 1, got 2.5"),
     ],
 )
@@ -293,6 +332,16 @@ def test_truth_graph_orders_hits_by_distance_from_the_vertex():
     assert truth_graph(far).T.tolist() == [[0, 2], [2, 3], [3, 5], [6, 4]]
 
 
+def test_noise_hits_have_no_truth_edges():
+    assert truth_graph(make_event([0, 1, 0, 1, 0])).T.tolist() == [[1, 3]]
+
+
+def test_edge_keys_one_per_edge_in_order_or_sorted_without_repeats():
+    edges = np.array([[3, 0, 1], [4, 1, 0]])
+    assert edge_keys(edges, unique=False).tolist() == [(3 << 32) | 4, 1, 1]
+    assert edge_keys(edges).tolist() == [1, (3 << 32) | 4]
+
+
 def test_edge_metrics_on_undirected_edges():
     truth = np.array([[0, 1, 3], [1, 2, 4]])
     predicted = np.array([[1, 2, 2, 1, 7], [0, 1, 3, 0, 8]])  # 0-1 twice (both directions), 1-2, 2-3, 7-8
@@ -314,6 +363,7 @@ def test_edge_metrics_on_undirected_edges():
         (np.array([[0.7], [1.2]]), "predicted: 0.7 at row 0 is not a whole number"),
         (np.array([[np.nan], [1.0]]), "predicted: nan at row 0 is not a whole number"),
         (np.array([[1], [2**32 + 2]]), "predicted: node indices from 1 to 4294967298; expected 0 to 4294967295"),
+        (np.array([[1], [2**32]]), "predicted: node indices from 1 to 4294967296; expected 0 to 4294967295"),
         (np.array([[-1], [2]]), "predicted: node indices from -1 to 2"),
     ],
 )
