@@ -595,6 +595,26 @@ def test_triplets_keep_both_hits_of_overlapping_modules():
     assert TrackBuilding(BuildingConfig()).run(spacepoints, edges, scores).labels.tolist() == [0] * len(row)
     labels = TrackBuilding(BuildingConfig(max_overlap_mm=0.0)).run(spacepoints, edges, scores).labels
     assert not (labels[0] >= 0 and (labels == labels[0]).all())  # measured: no candidate at all
+    # without bridging, only the links across the overlaps keep the track whole
+    apart = TrackBuilding(BuildingConfig(bridge_gaps=False)).run(spacepoints, edges, scores).labels
+    assert not (apart[0] >= 0 and (apart == apart[0]).all())
+    linked = TrackBuilding(BuildingConfig(bridge_gaps=False, link_overlaps=True)).run(spacepoints, edges, scores)
+    assert linked.labels.tolist() == [0] * len(row)
+
+
+@pytest.mark.parametrize("method", ["components", "walkthrough"])
+def test_the_buildings_without_triplets_leave_the_weak_edges_out(method):
+    """Weak edges (scored between ``weak_cut`` and the GNN cut) are for the triplets' building alone: the other
+    methods build as if they were not there."""
+    spacepoints, row = _overlap_track()
+    order = sorted(row, key=lambda key: (key[0], key[1]))
+    edges = np.array([[row[a] for a in order[:-1]], [row[b] for b in order[1:]]])
+    scores = np.full(edges.shape[1], 0.9)
+    weak = np.arange(edges.shape[1]) == edges.shape[1] // 2  # the middle edge: without it, two pieces
+    building = TrackBuilding(BuildingConfig(method=method, min_hits=3))
+    without = building.run(spacepoints, edges[:, ~weak], scores[~weak]).labels
+    assert len(np.unique(without[without >= 0])) == 2
+    assert building.run(spacepoints, edges, scores, weak).labels.tolist() == without.tolist()
 
 
 def test_overlap_hits_complete_a_chain_one_hit_short_of_min_hits():
