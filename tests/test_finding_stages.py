@@ -256,11 +256,13 @@ def test_triplets_bridge_a_missing_edge_between_two_pieces_of_a_track():
     edges = edges[:, rank != 3]
     bridged, mixed = _whole_tracks(event, chosen, edges, BuildingConfig(min_hits=3))
     unbridged, _ = _whole_tracks(event, chosen, edges, BuildingConfig(min_hits=3, bridge_gaps=False))
+    strict, _ = _whole_tracks(event, chosen, edges, BuildingConfig(min_hits=3, max_bridge_cost=1e-3))
     assert whole >= 0.9  # measured 0.973 (145 of 149); at least 0.94 in each of 40 events
     # measured 0.973 with the gap too; over 40 events the gap costs at most 0.024 (4 of 169)
     assert bridged >= whole - 0.05
     assert mixed <= MIXED_TRACKS_SHARE * len(chosen)  # measured 0
     assert unbridged == 0.0  # every particle has lost an edge: combinatorial, not a cut
+    assert strict <= 0.1 * bridged  # the bridges' triplets must cost less than max_bridge_cost
 
 
 def test_weak_edges_mend_a_track_where_they_continue_it_and_join_no_two_particles():
