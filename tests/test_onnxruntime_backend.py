@@ -172,6 +172,9 @@ def test_output_subset_in_requested_order(two_in_two_out_path):
             iface.infer(inputs, outputs=["sum", "prod:0", "sum"])
         with pytest.raises(InputError, match=r"outputs must be output names .*, got int"):
             iface.infer(inputs, outputs=3)  # type: ignore[arg-type]
+        assert iface.infer(inputs, outputs="sum")._fields == ("sum",)  # one name, not its letters
+        with pytest.raises(InputError, match=r"unknown output\(s\) \(none requested\)"):
+            iface.infer(inputs, outputs=[])
 
 
 @pytest.mark.parametrize(

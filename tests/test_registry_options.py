@@ -20,6 +20,7 @@ from inference_iface import (
     ConfigError,
     InferenceInterface,
     InputError,
+    ModelError,
     ModelSignature,
     TensorSpec,
     available_backends,
@@ -84,6 +85,22 @@ def test_register_backend_at_run_time():
             iface.infer(x_0=np.zeros(2, np.float32))
     with create_inference(AffineConfig(scale=3.0, cast_policy="safe")) as iface:  # a config instance finds its class
         np.testing.assert_array_equal(iface.infer(x_0=np.array([1, 2], np.int32)).y_0, [3.0, 6.0])
+
+
+def test_prepare_inputs_casts_as_infer_does_and_an_output_left_out_is_a_model_error():
+    """``prepare_inputs`` (what an asynchronous call sends) takes the interface's cast policy, as ``infer`` does; a
+    backend whose run leaves out an output asked for is a ModelError naming it, not a None in the result."""
+    safe = AffineInference(AffineConfig(cast_policy="safe"))
+    assert safe.prepare_inputs(x_0=np.array([1, 2], np.int32))["x:0"].dtype == np.float64
+    with pytest.raises(InputError, match="input 'x:0': expected dtype float64, got int32"):
+        AffineInference(AffineConfig()).prepare_inputs(x_0=np.array([1, 2], np.int32))
+
+    class Forgetful(AffineInference):
+        def _run(self, inputs: dict[str, np.ndarray], output_names: tuple[str, ...]) -> Mapping[str, np.ndarray]:
+            return {}
+
+    with pytest.raises(ModelError, match=r"^affine scale=1.0 shift=0.0: the backend returned no output\(s\) 'y:0'$"):
+        Forgetful(AffineConfig()).infer(x_0=np.zeros(2))
 
 
 def test_register_backend_needs_a_config_class():

@@ -266,6 +266,9 @@ def test_non_contiguous_arrays_are_copied_without_changing_values():
         checked = validate_inputs(signature, {"x": view})["x"]
         assert checked.flags.c_contiguous
         np.testing.assert_array_equal(checked, view)
+    cast = validate_inputs(signature, {"x": np.arange(12, dtype=np.int16).reshape(3, 4).T}, "safe")["x"]
+    assert cast.flags.c_contiguous  # a cast keeps the layout of what it casts
+    np.testing.assert_array_equal(cast, np.arange(12).reshape(3, 4).T)
 
 
 # --- the field-name rule -------------------------------------------------------------------------------------------
