@@ -440,6 +440,31 @@ def test_a_file_system_without_locks_runs_the_job_unlocked(tmp_path, monkeypatch
 # ---- the report
 
 
+def test_an_event_saved_after_its_failure_is_no_failure_any_more(tmp_path):
+    """An event that failed and then finished (on ``--resume``) is reported finished, not failed as well."""
+    store = _store(tmp_path / "out", range(1))
+    store.save_failure(EventFailure(1, "read", "a damaged file"))
+    assert [failure.event_id for failure in store.failures()] == [1]
+    store.save(_result(1))
+    assert store.failures() == []
+    assert store.finished_ids() == {0, 1}
+
+
+def test_the_report_counts_each_events_tracks_and_averages_its_timings_and_edges(tmp_path):
+    """Hand-made events: their tracks (labels ≥ 0, the unassigned −1 no track), the per-stage and total times (the
+    total of an event is the sum of its stages) and the edge figures, the mean over the events."""
+    store = _store(tmp_path / "out", range(0))
+    store.save(EventResult(0, np.arange(1, 5), np.array([-1, 0, 0, 1]), {"graph": 1.0, "gnn": 2.0},
+                           {"graph": {"count": 10.0, "efficiency": 0.9}}))  # fmt: skip
+    store.save(EventResult(1, np.arange(1, 3), np.array([-1, -1]), {"graph": 3.0, "gnn": 4.0},
+                           {"graph": {"count": 20.0, "efficiency": 0.7}}))  # fmt: skip
+    performance = report.write_report(store, load_job_options(CONFIG))
+    assert performance["tracks_per_event"] == [2, 0]
+    assert performance["timing_ms"]["total"] == {"mean": 5.0, "std": 2.0, "min": 3.0, "max": 7.0}
+    assert performance["timing_ms"]["gnn"] == {"mean": 3.0, "std": 1.0, "min": 2.0, "max": 4.0}
+    assert performance["edges"]["graph"] == {"count": 15.0, "efficiency": pytest.approx(0.8)}
+
+
 def test_a_report_stopped_while_written_leaves_the_previous_one(tmp_path, monkeypatch):
     """Stopped while it writes (here a plot fails), the report leaves the previous files as they were."""
     store = _store(tmp_path / "out", range(1))
