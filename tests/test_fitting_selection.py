@@ -23,7 +23,7 @@ from tracking_algs.fitting import (
 )
 from tracking_algs.fitting.extension import proposed_hits
 from tracking_algs.fitting.results import closest_points, transverse_momentum
-from tracking_algs.fitting.split_tracks import chi2_of
+from tracking_algs.fitting.split_tracks import agreeing_pairs, chi2_of, redundant_pieces
 from tracking_algs.geometry import trackml_detector
 from tracking_algs.magnetic_field import SolenoidField
 from tracking_algs.modules import trackml_modules
@@ -559,3 +559,23 @@ def test_fit_results_without_hits_keeps_the_tracks_and_counts_only_the_outliers_
     np.testing.assert_array_equal(fewer.n_outliers, left)
     assert (fewer.n_outliers < fit.n_outliers).any()
     np.testing.assert_array_equal(fewer.params, fit.params)
+
+
+def test_split_pieces_agree_across_phi_pi_and_of_exact_twins_the_later_goes():
+    """Two perigees either side of φ = ±π agree (the difference is taken around the circle); of two identical
+    tracks (same hits, same p-value) the one of the higher index is the redundant one."""
+    params = np.array([[0.0, 0.0, np.pi - 1e-4, 1.0, 0.5], [0.0, 0.0, -np.pi + 1e-4, 1.0, 0.5]])
+    cov = np.broadcast_to(np.eye(5) * 1e-4, (2, 5, 5)).copy()
+    first, second = agreeing_pairs(params, cov, 20.52)
+    assert (first.tolist(), second.tolist()) == ([0], [1])
+    twins = np.repeat(params[:1], 2, axis=0)
+    assert redundant_pieces(twins, cov, np.array([8, 8]), np.array([0.4, 0.4]), 20.52).tolist() == [False, True]
+
+
+def test_closest_points_lie_at_d0_from_the_axis_across_the_direction_of_flight():
+    params = np.array([[1.0, 5.0, np.pi / 2, 1.0, 0.1], [-2.0, -3.0, 0.3, 2.0, -0.2]])
+    points = closest_points(params)
+    np.testing.assert_allclose(points[0], [-1.0, 0.0, 5.0], atol=1e-12)
+    direction = np.column_stack((np.cos(params[:, 2]), np.sin(params[:, 2])))
+    np.testing.assert_allclose(np.einsum("ni,ni->n", points[:, :2], direction), 0.0, atol=1e-12)
+    np.testing.assert_allclose(np.hypot(points[:, 0], points[:, 1]), np.abs(params[:, 0]))
