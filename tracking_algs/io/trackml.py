@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -125,16 +124,6 @@ def write_event(directory: str | Path, event: Event) -> None:
         raise
 
 
-def _hit_rules(columns: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, str]]:
-    """What a hits table must hold, per column: the mask of its valid rows and what is expected there (the ids within
-    :data:`~tracking_algs.event.ID_LIMITS`, the coordinates within float32's range)."""
-    rules = {name: ((columns[name] >= 0) & (columns[name] < limit), f"an id in [0, {limit})")
-             for name, limit in ID_LIMITS.items()}  # fmt: skip
-    coordinate = (f"a coordinate within float32's range (|value| ≤ {MAX_COORDINATE:.6g} mm; the tracking computes "
-                  "in float32)")  # fmt: skip
-    return rules | {name: (np.abs(columns[name]) <= MAX_COORDINATE, coordinate) for name in "xyz"}
-
-
 def _check_writable(event: Event) -> None:
     """Refuse (:class:`EventFormatError`) an event without hits, which :func:`read_event` refuses in a hits file (the
     :class:`Spacepoints` refuse the ids and coordinates it refuses when they are made)."""
@@ -168,10 +157,11 @@ def read_event(
     hits = read_table(hits_path, HITS_COLUMNS)
     if not len(hits["hit_id"]):
         raise EventFormatError(f"{hits_path}: event {event_id} has no hits")
-    rules = _hit_rules(hits)
-    for group in (ID_LIMITS, "xyz"):  # the ids first, then the coordinates
-        check_rows(hits_path, hits, {name: rules[name][0] for name in group},
-                   {name: rules[name][1] for name in group})  # fmt: skip
+    check_rows(hits_path, hits, {name: (hits[name] >= 0) & (hits[name] < limit) for name, limit in ID_LIMITS.items()},
+               {name: f"an id in [0, {limit})" for name, limit in ID_LIMITS.items()})  # fmt: skip
+    check_rows(hits_path, hits, {name: np.abs(hits[name]) <= MAX_COORDINATE for name in "xyz"},
+               f"a coordinate within float32's range (|value| ≤ {MAX_COORDINATE:.6g} mm; the tracking computes "
+               "in float32)")  # fmt: skip
     _check_unique(hits_path, hits["hit_id"], "hit_id")
     if modules is None:
         sigma = _resolutions(hits_path, hits, detector or trackml_detector())
